@@ -1,0 +1,9 @@
+//! A sans-IO BitTorrent mainline DHT node, as Grenache's Grape uses it.
+//!
+//! The crate does no I/O: it never reads a clock, opens a socket, spawns a thread or
+//! draws from a global RNG. Bytes and `now` go in; datagrams, timers and events come out.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod id;
