@@ -1,1 +1,1 @@
-//! See the crate README.
+//! Property tests live in `tests/`, one file per concept.
