@@ -6,4 +6,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bencode;
 pub mod id;
+

@@ -1,0 +1,498 @@
+//! Bencode (BEP 3) over bendy's low-level decoder: zero-copy, canonical, bounded.
+//!
+//! [`decode`] accepts only canonical bencode: dictionary keys strictly ascending (so no
+//! duplicates), no leading zeros or `-0` in integers or lengths. bendy enforces this and
+//! we keep it, because canonical input is what makes `encode(decode(x)) == x` hold; that
+//! in turn lets a BEP-44 `v` be stored and re-sent byte for byte and hashed to its target.
+//! **A peer that sends unsorted keys is dropped.** Real DHTs (libtorrent, bittorrent-dht
+//! through the `bencode` npm package) always sort, so this costs nothing in practice.
+//!
+//! Input is bounded twice: at most [`MAX_INPUT_LEN`] bytes (one UDP datagram) and at most
+//! [`MAX_DEPTH`] nested lists or dictionaries, so a hostile packet can neither make us
+//! allocate much nor recurse deeply.
+//!
+//! For building messages without a [`Value`] tree, [`write_dict`] writes straight into a
+//! buffer.
+
+use std::collections::BTreeMap;
+
+use bendy::decoding::{Decoder, Object};
+
+/// Largest input [`decode`] looks at: one UDP datagram (64 KiB).
+pub const MAX_INPUT_LEN: usize = 64 * 1024;
+
+/// Deepest nesting of lists and dictionaries [`decode`] accepts.
+///
+/// A KRPC message needs 3 levels (message, `a`/`r`, `values`/`e`); a BEP-44 `v` sits at
+/// level 3 and is itself free-form, so 16 leaves it 13 levels of its own. That is plenty
+/// for real values (at most 1000 bytes each) while keeping the recursion shallow.
+pub const MAX_DEPTH: usize = 16;
+
+/// A decoded bencode value borrowing its byte strings from the input.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Value<'a> {
+    /// An integer (`i42e`); bencode integers beyond `i64` are rejected.
+    Int(i64),
+    /// A byte string (`4:spam`), not necessarily UTF-8.
+    Bytes(&'a [u8]),
+    /// A list (`l...e`).
+    List(Vec<Value<'a>>),
+    /// A dictionary (`d...e`); the map keeps the canonical key order.
+    Dict(BTreeMap<&'a [u8], Value<'a>>),
+}
+
+impl<'a> Value<'a> {
+    /// The integer, if this is one.
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Value::Int(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// The byte string, if this is one.
+    pub fn as_bytes(&self) -> Option<&'a [u8]> {
+        match self {
+            Value::Bytes(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The list items, if this is a list.
+    pub fn as_list(&self) -> Option<&[Value<'a>]> {
+        match self {
+            Value::List(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    /// The dictionary, if this is one.
+    pub fn as_dict(&self) -> Option<&BTreeMap<&'a [u8], Value<'a>>> {
+        match self {
+            Value::Dict(map) => Some(map),
+            _ => None,
+        }
+    }
+
+    /// The value under `key`, if this is a dictionary that has it.
+    pub fn get(&self, key: &[u8]) -> Option<&Value<'a>> {
+        self.as_dict()?.get(key)
+    }
+
+    /// The canonical encoding of this value.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(self, &mut out);
+        out
+    }
+}
+
+/// Why [`decode`] rejected its input.
+///
+/// For the caller every variant means the same thing: the bytes are not a value we
+/// accept, so drop them (and count the drop under [`DecodeError::as_str`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The input is longer than [`MAX_INPUT_LEN`]; it was not read at all.
+    #[error("input of {len} bytes exceeds the {MAX_INPUT_LEN}-byte limit")]
+    TooLarge {
+        /// Length of the rejected input.
+        len: usize,
+    },
+    /// The input is empty.
+    #[error("empty input")]
+    Empty,
+    /// The input ends in the middle of a value (truncated datagram or bogus length).
+    #[error("unexpected end of input")]
+    UnexpectedEof,
+    /// Dictionary keys are not strictly ascending: the sender's encoder is not canonical.
+    #[error("dictionary keys unsorted or duplicated")]
+    UnsortedKeys,
+    /// Lists and dictionaries nest deeper than [`MAX_DEPTH`].
+    #[error("nesting deeper than {MAX_DEPTH}")]
+    TooDeep,
+    /// An integer does not fit in an `i64`.
+    #[error("integer out of i64 range")]
+    IntegerOverflow,
+    /// Bytes follow the first complete value.
+    #[error("trailing bytes after the value")]
+    TrailingBytes,
+    /// Anything else that is not canonical bencode (bad token, `i03e`, `01:`, ...).
+    #[error("malformed bencode")]
+    Syntax,
+}
+
+impl DecodeError {
+    /// A short stable label, fit for a metrics label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DecodeError::TooLarge { .. } => "bencode_too_large",
+            DecodeError::Empty => "bencode_empty",
+            DecodeError::UnexpectedEof => "bencode_eof",
+            DecodeError::UnsortedKeys => "bencode_unsorted_keys",
+            DecodeError::TooDeep => "bencode_too_deep",
+            DecodeError::IntegerOverflow => "bencode_int_overflow",
+            DecodeError::TrailingBytes => "bencode_trailing_bytes",
+            DecodeError::Syntax => "bencode_syntax",
+        }
+    }
+}
+
+/// Decodes exactly one canonical bencode value spanning all of `bytes`.
+///
+/// # Errors
+/// [`DecodeError`] when the input is too large, too deep, not canonical, truncated, or
+/// followed by trailing bytes.
+pub fn decode(bytes: &[u8]) -> Result<Value<'_>, DecodeError> {
+    if bytes.len() > MAX_INPUT_LEN {
+        return Err(DecodeError::TooLarge { len: bytes.len() });
+    }
+    let mut decoder = Decoder::new(bytes).with_max_depth(MAX_DEPTH);
+    let value = match decoder.next_object().map_err(classify)? {
+        Some(object) => from_object(object)?,
+        None => return Err(DecodeError::Empty),
+    };
+    // bendy happily stops after the first value (`i1eGARBAGE` decodes as 1).
+    match decoder.next_object() {
+        Ok(None) => Ok(value),
+        Ok(Some(_)) | Err(_) => Err(DecodeError::TrailingBytes),
+    }
+}
+
+/// Appends the canonical encoding of `value` to `out`.
+pub fn encode(value: &Value<'_>, out: &mut Vec<u8>) {
+    match value {
+        Value::Int(n) => write_int(out, *n),
+        Value::Bytes(b) => write_bytes(out, b),
+        Value::List(items) => {
+            out.push(b'l');
+            for item in items {
+                encode(item, out);
+            }
+            out.push(b'e');
+        }
+        Value::Dict(map) => {
+            out.push(b'd');
+            // BTreeMap iterates in byte order, which is bencode's canonical order.
+            for (key, item) in map {
+                write_bytes(out, key);
+                encode(item, out);
+            }
+            out.push(b'e');
+        }
+    }
+}
+
+/// Appends `i<n>e`.
+pub fn write_int(out: &mut Vec<u8>, n: i64) {
+    out.push(b'i');
+    out.extend_from_slice(n.to_string().as_bytes());
+    out.push(b'e');
+}
+
+/// Appends `<len>:<bytes>`.
+pub fn write_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(bytes.len().to_string().as_bytes());
+    out.push(b':');
+    out.extend_from_slice(bytes);
+}
+
+/// Appends a dictionary whose entries `f` writes through a [`DictWriter`].
+pub fn write_dict(out: &mut Vec<u8>, f: impl FnOnce(&mut DictWriter<'_>)) {
+    out.push(b'd');
+    let mut writer = DictWriter { out, last: None };
+    f(&mut writer);
+    writer.out.push(b'e');
+}
+
+/// Writes dictionary entries straight into a buffer, without building a [`Value`].
+///
+/// Keys are `'static` (message field names) and must be written in strictly ascending
+/// byte order, as canonical bencode requires; debug builds assert it.
+#[derive(Debug)]
+pub struct DictWriter<'o> {
+    out: &'o mut Vec<u8>,
+    last: Option<&'static [u8]>,
+}
+
+impl DictWriter<'_> {
+    /// Writes an integer entry.
+    pub fn int(&mut self, key: &'static [u8], n: i64) -> &mut Self {
+        self.key(key);
+        write_int(self.out, n);
+        self
+    }
+
+    /// Writes a byte-string entry.
+    pub fn bytes(&mut self, key: &'static [u8], bytes: &[u8]) -> &mut Self {
+        self.key(key);
+        write_bytes(self.out, bytes);
+        self
+    }
+
+    /// Writes an entry whose value is already bencoded (`encoded` is copied verbatim).
+    pub fn raw(&mut self, key: &'static [u8], encoded: &[u8]) -> &mut Self {
+        self.key(key);
+        self.out.extend_from_slice(encoded);
+        self
+    }
+
+    /// Writes a nested dictionary entry.
+    pub fn dict(&mut self, key: &'static [u8], f: impl FnOnce(&mut DictWriter<'_>)) -> &mut Self {
+        self.key(key);
+        write_dict(self.out, f);
+        self
+    }
+
+    /// Writes a list entry whose items `f` appends with [`write_int`], [`write_bytes`] or
+    /// [`encode`].
+    pub fn list(&mut self, key: &'static [u8], f: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
+        self.key(key);
+        self.out.push(b'l');
+        f(self.out);
+        self.out.push(b'e');
+        self
+    }
+
+    fn key(&mut self, key: &'static [u8]) {
+        debug_assert!(
+            self.last.is_none_or(|last| last < key),
+            "bencode dict keys out of order: {:?} after {:?}",
+            String::from_utf8_lossy(key),
+            self.last.map(String::from_utf8_lossy),
+        );
+        self.last = Some(key);
+        write_bytes(self.out, key);
+    }
+}
+
+/// Builds a [`Value`] from a bendy object, walking nested containers to the end.
+fn from_object<'ser>(object: Object<'_, 'ser>) -> Result<Value<'ser>, DecodeError> {
+    match object {
+        // bendy has already checked the digits are canonical; only the range remains.
+        Object::Integer(digits) => digits
+            .parse::<i64>()
+            .map(Value::Int)
+            .map_err(|_| DecodeError::IntegerOverflow),
+        Object::Bytes(bytes) => Ok(Value::Bytes(bytes)),
+        Object::List(mut list) => {
+            let mut items = Vec::new();
+            while let Some(item) = list.next_object().map_err(classify)? {
+                items.push(from_object(item)?);
+            }
+            Ok(Value::List(items))
+        }
+        Object::Dict(mut dict) => {
+            let mut map = BTreeMap::new();
+            while let Some((key, item)) = dict.next_pair().map_err(classify)? {
+                map.insert(key, from_object(item)?);
+            }
+            Ok(Value::Dict(map))
+        }
+    }
+}
+
+/// Maps a bendy error onto ours.
+///
+/// bendy keeps its structural error type private, so the kind is read from the text of
+/// the error's source. The unit tests pin every mapping, so a bendy upgrade that rewords
+/// them fails loudly instead of silently turning into [`DecodeError::Syntax`].
+fn classify(err: bendy::decoding::Error) -> DecodeError {
+    let Some(source) = std::error::Error::source(&err) else {
+        return DecodeError::Syntax;
+    };
+    match source.to_string().as_str() {
+        "Keys were not sorted" => DecodeError::UnsortedKeys,
+        "Maximum nesting depth exceeded" => DecodeError::TooDeep,
+        "Reached EOF in the middle of a message" => DecodeError::UnexpectedEof,
+        _ => DecodeError::Syntax,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested_lists(depth: usize) -> Vec<u8> {
+        let mut bytes = vec![b'l'; depth];
+        bytes.extend(std::iter::repeat_n(b'e', depth));
+        bytes
+    }
+
+    #[test]
+    fn decodes_every_type_zero_copy() {
+        let input = b"d3:bari-7e3:fooli1e4:spamee";
+
+        let value = decode(input).expect("valid bencode");
+
+        assert_eq!(value.get(b"bar").and_then(Value::as_int), Some(-7));
+        let list = value.get(b"foo").and_then(Value::as_list).expect("a list");
+        assert_eq!(list, [Value::Int(1), Value::Bytes(b"spam")]);
+        // The byte string points into the input, not a copy.
+        let spam = list[1].as_bytes().expect("bytes");
+        assert!(input.as_ptr_range().contains(&spam.as_ptr()));
+    }
+
+    #[test]
+    fn accessors_reject_other_types() {
+        let value = Value::Int(3);
+
+        assert_eq!(value.as_bytes(), None);
+        assert_eq!(value.as_list(), None);
+        assert_eq!(value.as_dict(), None);
+        assert_eq!(value.get(b"x"), None);
+        assert_eq!(Value::Bytes(b"x").as_int(), None);
+    }
+
+    #[test]
+    fn round_trips_canonical_input_byte_for_byte() {
+        let inputs: [&[u8]; 7] = [
+            b"i0e",
+            b"i-9223372036854775808e",
+            b"0:",
+            b"le",
+            b"de",
+            b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe",
+            b"l4:spami42ed1:xleee",
+        ];
+        for input in inputs {
+            let value = decode(input).expect("valid bencode");
+
+            let mut out = Vec::new();
+            encode(&value, &mut out);
+
+            assert_eq!(out, input, "{}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn rejects_unsorted_and_duplicate_keys() {
+        // Peers that do not sort their keys are dropped (module docs).
+        assert_eq!(decode(b"d1:bi1e1:ai2ee"), Err(DecodeError::UnsortedKeys));
+        assert_eq!(decode(b"d1:ai1e1:ai2ee"), Err(DecodeError::UnsortedKeys));
+        assert_eq!(decode(b"ld1:bi1e1:ai2eee"), Err(DecodeError::UnsortedKeys));
+    }
+
+    #[test]
+    fn rejects_non_canonical_numbers() {
+        for input in [&b"i03e"[..], b"i-0e", b"01:a", b"i+1e", b"ie", b"-1:a"] {
+            assert_eq!(decode(input), Err(DecodeError::Syntax), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_integers_beyond_i64() {
+        assert_eq!(
+            decode(b"i9223372036854775808e"),
+            Err(DecodeError::IntegerOverflow)
+        );
+        assert_eq!(
+            decode(b"li1ei99999999999999999999ee"),
+            Err(DecodeError::IntegerOverflow)
+        );
+    }
+
+    #[test]
+    fn rejects_trailing_bytes() {
+        assert_eq!(decode(b"i1eGARBAGE"), Err(DecodeError::TrailingBytes));
+        assert_eq!(decode(b"i1ei2e"), Err(DecodeError::TrailingBytes));
+        assert_eq!(decode(b"dee"), Err(DecodeError::TrailingBytes));
+    }
+
+    #[test]
+    fn rejects_truncated_input() {
+        assert_eq!(decode(b""), Err(DecodeError::Empty));
+        assert_eq!(decode(b"d1:a"), Err(DecodeError::UnexpectedEof));
+        assert_eq!(decode(b"5:ab"), Err(DecodeError::UnexpectedEof));
+        assert_eq!(decode(b"99999999999:x"), Err(DecodeError::UnexpectedEof));
+        assert_eq!(decode(b"l"), Err(DecodeError::UnexpectedEof));
+    }
+
+    #[test]
+    fn rejects_non_string_keys_and_missing_values() {
+        assert_eq!(decode(b"di1ei2ee"), Err(DecodeError::Syntax));
+        assert_eq!(decode(b"d1:ae"), Err(DecodeError::Syntax));
+        assert_eq!(decode(b"e"), Err(DecodeError::Syntax));
+        assert_eq!(decode(b"x"), Err(DecodeError::Syntax));
+    }
+
+    #[test]
+    fn limits_depth() {
+        assert!(decode(&nested_lists(MAX_DEPTH)).is_ok());
+
+        assert_eq!(
+            decode(&nested_lists(MAX_DEPTH + 1)),
+            Err(DecodeError::TooDeep)
+        );
+        assert_eq!(decode(&nested_lists(30_000)), Err(DecodeError::TooDeep));
+    }
+
+    #[test]
+    fn limits_input_size() {
+        let mut big = format!("{}:", MAX_INPUT_LEN - 6).into_bytes();
+        big.resize(MAX_INPUT_LEN, b'x');
+        assert!(decode(&big).is_ok());
+
+        big.push(b'x');
+
+        assert_eq!(
+            decode(&big),
+            Err(DecodeError::TooLarge {
+                len: MAX_INPUT_LEN + 1
+            })
+        );
+    }
+
+    #[test]
+    fn dict_writer_writes_canonical_dicts() {
+        let mut out = Vec::new();
+
+        write_dict(&mut out, |d| {
+            d.dict(b"a", |a| {
+                a.bytes(b"id", b"abcdefghij0123456789");
+            })
+            .bytes(b"q", b"ping")
+            .bytes(b"t", b"aa")
+            .bytes(b"y", b"q");
+        });
+
+        assert_eq!(
+            out,
+            b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe"
+        );
+    }
+
+    #[test]
+    fn dict_writer_handles_lists_ints_and_raw() {
+        let mut out = Vec::new();
+
+        write_dict(&mut out, |d| {
+            d.list(b"e", |l| {
+                write_int(l, 201);
+                write_bytes(l, b"x");
+            })
+            .int(b"n", -3)
+            .raw(b"v", b"le");
+        });
+
+        assert_eq!(out, b"d1:eli201e1:xe1:ni-3e1:vlee");
+    }
+
+    #[test]
+    #[should_panic(expected = "out of order")]
+    #[cfg(debug_assertions)]
+    fn dict_writer_asserts_key_order() {
+        let mut out = Vec::new();
+        write_dict(&mut out, |d| {
+            d.int(b"b", 1).int(b"a", 2);
+        });
+    }
+
+    #[test]
+    fn to_bytes_matches_encode() {
+        let value = Value::List(vec![Value::Int(1), Value::Bytes(b"ab")]);
+
+        assert_eq!(value.to_bytes(), b"li1e2:abe");
+    }
+}
