@@ -8,4 +8,4 @@
 
 pub mod bencode;
 pub mod id;
-
+pub mod krpc;
