@@ -1053,6 +1053,63 @@ mod tests {
         assert_eq!(wire, b"d1:rd2:id20:mnopqrstuvwxyz123456e1:t2:aa1:y1:re");
     }
 
+    /// Every kind of message bittorrent-dht 10 sent on loopback (testdata/README.md).
+    const BITTORRENT_DHT_10: [(&str, &[u8]); 12] = [
+        ("find_node", include_bytes!("testdata/00-find_node.bin")),
+        ("r nodes", include_bytes!("testdata/01-r_id_nodes.bin")),
+        ("get_peers", include_bytes!("testdata/02-get_peers.bin")),
+        (
+            "r nodes token",
+            include_bytes!("testdata/03-r_id_nodes_token.bin"),
+        ),
+        (
+            "announce_peer",
+            include_bytes!("testdata/04-announce_peer.bin"),
+        ),
+        ("r", include_bytes!("testdata/05-r_id.bin")),
+        (
+            "r token values",
+            include_bytes!("testdata/06-r_id_token_values.bin"),
+        ),
+        ("get", include_bytes!("testdata/07-get.bin")),
+        ("put", include_bytes!("testdata/08-put.bin")),
+        ("r token v", include_bytes!("testdata/09-r_id_token_v.bin")),
+        ("e", include_bytes!("testdata/10-e.bin")),
+        ("ping", include_bytes!("testdata/11-ping.bin")),
+    ];
+
+    #[test]
+    fn bittorrent_dht_10_messages_decode_and_reencode_exactly() {
+        for (name, wire) in BITTORRENT_DHT_10 {
+            let message = Message::decode(wire).unwrap_or_else(|e| panic!("{name}: {e}"));
+
+            let encoded = message.encode();
+
+            assert_eq!(encoded, wire, "{name}");
+        }
+    }
+
+    #[test]
+    fn bittorrent_dht_10_announce_carries_the_raw_service_name() {
+        let message = Message::decode(BITTORRENT_DHT_10[4].1).expect("announce decodes");
+
+        let Body::Query(Query {
+            method:
+                Method::AnnouncePeer {
+                    info_hash,
+                    port,
+                    implied_port,
+                    token,
+                },
+            ..
+        }) = message.body
+        else {
+            panic!("not an announce: {message:?}");
+        };
+        assert_eq!(info_hash.as_bytes(), b"rpc_test");
+        assert_eq!((port, implied_port, token.len()), (1337, false, 20));
+    }
+
     #[test]
     fn labels_are_distinct() {
         let kinds = [
