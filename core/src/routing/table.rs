@@ -558,3 +558,478 @@ fn sift_down<K: Ord>(heap: &mut [NodeInfo], rank: impl Fn(&NodeInfo) -> K) {
         parent = largest;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv6Addr;
+    use std::time::Duration;
+
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::routing::{GOOD_FOR, PING_RETRY, REFRESH_AFTER};
+
+    const SEC: Duration = Duration::from_secs(1);
+    const OWN: NodeId = NodeId([0; 20]);
+
+    #[allow(clippy::disallowed_methods)] // tests need some Instant to start from
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    /// An id sharing exactly `prefix` (< 152) bits with [`OWN`], told apart by `tag`.
+    fn id(prefix: usize, tag: u8) -> NodeId {
+        let mut bytes = [0u8; 20];
+        bytes[prefix / 8] |= 0x80 >> (prefix % 8);
+        bytes[19] |= tag;
+        NodeId(bytes)
+    }
+
+    /// A node with [`id`]`(prefix, tag)` on its own loopback port.
+    fn node(prefix: usize, tag: u8) -> NodeInfo {
+        let port = 1 + prefix as u16 * 256 + u16::from(tag);
+        NodeInfo {
+            id: id(prefix, tag),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
+    fn at(n: NodeInfo, port: u16) -> NodeInfo {
+        NodeInfo {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            ..n
+        }
+    }
+
+    /// A table with k = 2 whose bucket 0 (prefix 0) is full of two nodes heard at `t`.
+    fn full_far_bucket(t: Instant) -> RoutingTable {
+        let mut table = RoutingTable::new(OWN, 2);
+        assert_eq!(table.heard_response(t, node(0, 1)), Insert::Added);
+        assert_eq!(table.heard_response(t, node(0, 2)), Insert::Added);
+        // Forces the split that makes bucket 0 a far bucket that never splits again.
+        assert_eq!(table.heard_response(t, node(3, 1)), Insert::Added);
+        assert_eq!(table.bucket_count(), 2);
+        table
+    }
+
+    fn check(table: &RoutingTable) {
+        if let Err(e) = table.check_invariants() {
+            panic!("invariant broken: {e}");
+        }
+    }
+
+    #[test]
+    fn rejects_own_id_and_unreachable_addresses() {
+        let t = t0();
+        let mut table = RoutingTable::new(OWN, 8);
+        let n = node(0, 1);
+        let bad = [
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            SocketAddr::from(([0, 0, 0, 0], 6881)),
+            SocketAddr::from(([224, 0, 0, 1], 6881)),
+            SocketAddr::from(([255, 255, 255, 255], 6881)),
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, 6881)),
+            SocketAddr::from((Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1), 6881)),
+        ];
+
+        let own = table.heard_response(t, NodeInfo { id: OWN, ..n });
+        let results: Vec<_> = bad
+            .iter()
+            .map(|&addr| table.heard_response(t, NodeInfo { addr, ..n }))
+            .collect();
+        let loopback = table.heard_query(t, n);
+
+        assert_eq!(own, Insert::Ignored(Ignored::OwnId));
+        assert!(
+            results
+                .iter()
+                .all(|r| *r == Insert::Ignored(Ignored::BadAddr))
+        );
+        assert_eq!(loopback, Insert::Added);
+        assert_eq!(table.len(), 1);
+        check(&table);
+    }
+
+    #[test]
+    fn known_node_is_updated() {
+        let t = t0();
+        let mut table = RoutingTable::new(OWN, 8);
+        let n = node(4, 1);
+        let _ = table.heard_query(t, n);
+
+        let again = table.heard_response(t + SEC, n);
+
+        assert_eq!(again, Insert::Updated);
+        assert_eq!(table.state(t + SEC, &n.id), Some(NodeState::Good));
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn only_the_bucket_covering_our_id_splits() {
+        let t = t0();
+        let mut table = RoutingTable::new(OWN, 2);
+
+        let far: Vec<_> = (1..=3)
+            .map(|tag| table.heard_response(t, node(0, tag)))
+            .collect();
+        let far_buckets = table.bucket_count();
+        let near: Vec<_> = (1..=3)
+            .map(|tag| table.heard_response(t, node(5, tag)))
+            .collect();
+
+        assert_eq!(far[2], Insert::Cached { ping: vec![] });
+        assert_eq!(
+            far_buckets, 2,
+            "one split, then bucket 0 is far and stays full"
+        );
+        assert_eq!(near[2], Insert::Cached { ping: vec![] });
+        assert_eq!(
+            table.bucket_count(),
+            7,
+            "splits down to prefix 5, plus our bucket"
+        );
+        assert_eq!(table.len(), 4);
+        check(&table);
+    }
+
+    #[test]
+    fn table_stops_splitting_at_160_buckets() {
+        let t = t0();
+        let mut table = RoutingTable::new(OWN, 1);
+        let mut deepest = [0u8; 20];
+        deepest[19] = 1; // shares 159 bits with OWN
+        let mut next = [0u8; 20];
+        next[19] = 2; // shares 158 bits
+        let _ = table.heard_response(
+            t,
+            NodeInfo {
+                id: NodeId(deepest),
+                ..node(0, 1)
+            },
+        );
+
+        let r = table.heard_response(
+            t,
+            NodeInfo {
+                id: NodeId(next),
+                ..node(0, 2)
+            },
+        );
+
+        assert_eq!(r, Insert::Added);
+        assert_eq!(table.bucket_count(), MAX_BUCKETS);
+        check(&table);
+    }
+
+    #[test]
+    fn full_bucket_caches_newcomer_and_asks_to_ping_questionable_nodes() {
+        let t = t0();
+        let mut table = full_far_bucket(t);
+        let later = t + GOOD_FOR;
+
+        let r = table.heard_response(later, node(0, 3));
+        let again = table.heard_response(later + SEC, node(0, 4));
+
+        assert_eq!(
+            r,
+            Insert::Cached {
+                ping: vec![node(0, 1), node(0, 2)]
+            }
+        );
+        assert_eq!(
+            again,
+            Insert::Cached { ping: vec![] },
+            "pings already under way"
+        );
+        assert!(!table.contains(&node(0, 3).id));
+        check(&table);
+    }
+
+    #[test]
+    fn node_failing_twice_is_replaced_by_the_freshest_cached_node() {
+        let t = t0();
+        let mut table = full_far_bucket(t);
+        let later = t + GOOD_FOR;
+        let _ = table.heard_response(later, node(0, 3));
+        let _ = table.heard_response(later, node(0, 4));
+
+        let first = table.failed(later + SEC, &node(0, 1).id);
+        let second = table.failed(later + SEC, &node(0, 1).id);
+
+        assert_eq!(first, Failed::Counted);
+        assert_eq!(
+            second,
+            Failed::Replaced {
+                old: node(0, 1),
+                new: node(0, 4)
+            }
+        );
+        assert!(table.contains(&node(0, 4).id));
+        assert!(!table.contains(&node(0, 1).id));
+        assert_eq!(
+            table.state(later + SEC, &node(0, 4).id),
+            Some(NodeState::Good)
+        );
+        check(&table);
+    }
+
+    #[test]
+    fn bad_node_without_replacement_stays_until_a_new_responder_takes_its_slot() {
+        let t = t0();
+        let mut table = full_far_bucket(t);
+        let _ = table.failed(t, &node(0, 1).id);
+        let bad = table.failed(t, &node(0, 1).id);
+        let state = table.state(t, &node(0, 1).id);
+
+        let query = table.heard_query(t, node(0, 3));
+        let response = table.heard_response(t, node(0, 4));
+
+        assert_eq!(bad, Failed::Bad);
+        assert_eq!(state, Some(NodeState::Bad));
+        assert_eq!(query, Insert::Ignored(Ignored::Full), "queries never evict");
+        assert_eq!(response, Insert::Added);
+        assert!(!table.contains(&node(0, 1).id));
+        assert!(table.contains(&node(0, 4).id));
+        check(&table);
+    }
+
+    #[test]
+    fn querying_node_takes_free_room_unverified_and_is_pinged() {
+        let t = t0();
+        let mut table = RoutingTable::new(OWN, 8);
+        let n = node(2, 1);
+
+        let r = table.heard_query(t, n);
+        let due = table.next_timeout();
+        let pings = table.take_pings(t);
+
+        assert_eq!(r, Insert::Added);
+        assert_eq!(table.state(t, &n.id), Some(NodeState::Questionable));
+        assert_eq!(due, Some(t));
+        assert_eq!(pings, vec![n]);
+        assert!(table.next_timeout().is_some_and(|next| next > t));
+    }
+
+    #[test]
+    fn queries_never_enter_the_replacement_cache() {
+        let t = t0();
+        let mut table = full_far_bucket(t);
+
+        let r = table.heard_query(t, node(0, 3));
+        let failed = table.failed(t, &node(0, 3).id);
+
+        assert_eq!(r, Insert::Ignored(Ignored::Full));
+        assert_eq!(failed, Failed::Unknown);
+        check(&table);
+    }
+
+    #[test]
+    fn new_id_at_a_known_address_replaces_the_old_entry() {
+        let t = t0();
+        let mut table = RoutingTable::new(OWN, 8);
+        let old = node(1, 1);
+        let _ = table.heard_response(t, old);
+        let restarted = NodeInfo {
+            id: id(6, 9),
+            addr: old.addr,
+        };
+
+        let r = table.heard_response(t + SEC, restarted);
+
+        assert_eq!(r, Insert::Added);
+        assert!(!table.contains(&old.id));
+        assert!(table.contains(&restarted.id));
+        assert_eq!(table.len(), 1);
+        check(&table);
+    }
+
+    #[test]
+    fn known_id_at_a_new_address_is_ignored_unless_the_old_entry_is_bad() {
+        let t = t0();
+        let mut table = RoutingTable::new(OWN, 8);
+        let n = node(1, 1);
+        let moved = at(n, 9999);
+        let _ = table.heard_response(t, n);
+
+        let hijack = table.heard_response(t, moved);
+        let _ = table.failed(t, &n.id);
+        let _ = table.failed(t, &n.id);
+        let after_bad = table.heard_response(t, moved);
+
+        assert_eq!(hijack, Insert::Ignored(Ignored::IdElsewhere));
+        assert_eq!(after_bad, Insert::Added);
+        assert_eq!(
+            table.iter(t).collect::<Vec<_>>(),
+            vec![(moved, NodeState::Good)]
+        );
+        check(&table);
+    }
+
+    #[test]
+    fn replacement_cache_is_bounded_and_drops_the_stalest() {
+        let t = t0();
+        let mut table = full_far_bucket(t);
+        for tag in 3..=6 {
+            let _ = table.heard_response(t + SEC * u32::from(tag), node(0, tag));
+        }
+
+        let stalest = table.failed(t, &node(0, 3).id);
+        let kept = table.failed(t, &node(0, 5).id);
+
+        assert_eq!(stalest, Failed::Unknown);
+        assert_eq!(
+            kept,
+            Failed::Unknown,
+            "node 5 was cached and is dropped now"
+        );
+        check(&table);
+        // Node 6 is the only one left to replace a bad node.
+        let _ = table.failed(t, &node(0, 1).id);
+        let replaced = table.failed(t, &node(0, 1).id);
+        assert!(matches!(replaced, Failed::Replaced { new, .. } if new == node(0, 6)));
+        assert_eq!(table.failed(t, &node(0, 2).id), Failed::Counted);
+        assert_eq!(table.failed(t, &node(0, 2).id), Failed::Bad);
+    }
+
+    #[test]
+    fn answering_again_makes_a_cached_node_the_freshest() {
+        let t = t0();
+        let mut table = full_far_bucket(t);
+        let _ = table.heard_response(t, node(0, 3));
+        let _ = table.heard_response(t, node(0, 4));
+
+        let again = table.heard_response(t + SEC, node(0, 3));
+        let query = table.heard_query(t + SEC, node(0, 3));
+        let _ = table.failed(t + SEC, &node(0, 1).id);
+        let replaced = table.failed(t + SEC, &node(0, 1).id);
+
+        assert_eq!(again, Insert::Cached { ping: vec![] });
+        assert_eq!(query, Insert::Ignored(Ignored::Full));
+        assert!(matches!(replaced, Failed::Replaced { new, .. } if new == node(0, 3)));
+        check(&table);
+    }
+
+    #[test]
+    fn split_moves_cached_nodes_into_free_room() {
+        let t = t0();
+        let mut table = RoutingTable::new(OWN, 2);
+        let _ = table.heard_response(t, node(7, 1));
+        let _ = table.heard_response(t, node(7, 2));
+        // Bucket 0 is the last one and full: this splits; the node lands in bucket 0.
+        let r = table.heard_response(t, node(0, 1));
+
+        assert_eq!(r, Insert::Added);
+        assert_eq!(table.len(), 3);
+        check(&table);
+    }
+
+    #[test]
+    fn closest_sorts_by_distance_and_skips_bad_nodes() {
+        let t = t0();
+        let mut table = RoutingTable::new(OWN, 8);
+        for (prefix, tag) in [(0, 1), (1, 1), (2, 1), (3, 1), (3, 2)] {
+            let _ = table.heard_response(t, node(prefix, tag));
+        }
+        let _ = table.failed(t, &node(3, 1).id);
+        let _ = table.failed(t, &node(3, 1).id);
+        let key = id(3, 3);
+
+        let closest = table.closest(key.as_bytes(), 3);
+        let none = table.closest(key.as_bytes(), 0);
+
+        assert_eq!(closest, vec![node(3, 2), node(2, 1), node(1, 1)]);
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn closest_breaks_distance_ties_by_id() {
+        let t = t0();
+        let mut table = RoutingTable::new(OWN, 8);
+        for tag in [9, 3, 5] {
+            let _ = table.heard_response(t, node(100, tag));
+        }
+
+        // A 2-byte key pads the rest with 0xff: all three are equally far.
+        let closest = table.closest(&[0, 0], 8);
+
+        assert_eq!(closest, vec![node(100, 3), node(100, 5), node(100, 9)]);
+    }
+
+    #[test]
+    fn refresh_returns_one_id_in_range_per_stale_bucket() {
+        let t = t0();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut table = full_far_bucket(t);
+        let later = t + REFRESH_AFTER;
+
+        let early = table.refresh(later - SEC, &mut rng);
+        let targets = table.refresh(later, &mut rng);
+        let again = table.refresh(later, &mut rng);
+
+        assert!(early.is_empty());
+        assert_eq!(targets.len(), 2);
+        assert_eq!(OWN.shared_prefix_len(&targets[0]), 0);
+        assert_eq!(OWN.shared_prefix_len(&targets[1]), 1);
+        assert!(again.is_empty());
+        // The nodes went quiet at the same time; once their pings are out, the next
+        // thing due is a ping retry, well before the next refresh.
+        assert_eq!(table.take_pings(later).len(), 3);
+        assert_eq!(table.next_timeout(), Some(later + PING_RETRY));
+    }
+
+    #[test]
+    fn empty_table_has_nothing_scheduled() {
+        let mut table = RoutingTable::new(OWN, 8);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+
+        assert_eq!(table.next_timeout(), None);
+        assert!(table.refresh(t0() + REFRESH_AFTER, &mut rng).is_empty());
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn next_timeout_moves_past_now_once_pings_and_refreshes_are_taken() {
+        let t = t0();
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let mut table = full_far_bucket(t);
+        let _ = table.heard_query(t, node(9, 1));
+        let mut now = t;
+
+        for _ in 0..20 {
+            let _ = table.refresh(now, &mut rng);
+            let _ = table.take_pings(now);
+            let next = table.next_timeout();
+
+            assert!(next.is_some_and(|n| n > now), "{next:?} not after {now:?}");
+            now = next.unwrap_or(now);
+        }
+    }
+
+    #[test]
+    fn random_churn_keeps_invariants() {
+        let t = t0();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let own = NodeId::random(&mut rng);
+        let mut table = RoutingTable::new(own, 3);
+        let pool: Vec<NodeInfo> = (0..200u16)
+            .map(|i| NodeInfo {
+                id: own.random_in_bucket(rng.random_range(0..12), &mut rng),
+                addr: SocketAddr::from(([127, 0, 0, 1], 1 + i % 150)),
+            })
+            .collect();
+
+        for step in 0..5000u32 {
+            let n = pool[rng.random_range(0..pool.len())];
+            let now = t + SEC * (step / 10);
+            match rng.random_range(0..4) {
+                0 => drop(table.heard_query(now, n)),
+                1 => drop(table.failed(now, &n.id)),
+                _ => drop(table.heard_response(now, n)),
+            }
+            check(&table);
+        }
+
+        assert!(table.len() > 10);
+    }
+}
