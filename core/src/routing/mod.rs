@@ -101,6 +101,9 @@ pub enum Ignored {
     /// The id is already in the table at another address and that entry is not bad;
     /// the old entry is kept so a third party cannot hijack the id.
     IdElsewhere,
+    /// A querying node at an address the table holds under another id that is not bad.
+    /// Queries are easy to spoof, so only an answer from that address replaces the entry.
+    AddrTaken,
     /// A querying node and its bucket is full: queries never evict (see
     /// [`RoutingTable::heard_query`]).
     Full,

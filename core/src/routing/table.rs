@@ -89,7 +89,8 @@ impl RoutingTable {
     /// anyone can send a query and only answers show that a node is reachable. A node
     /// added this way is unverified ([`NodeState::Questionable`]) until it answers, and
     /// [`RoutingTable::take_pings`] hands it out for a ping at once. A query from a known
-    /// node keeps it good if it has answered us before (BEP 5).
+    /// node keeps it good if it has answered us before (BEP 5). A new id at an address
+    /// the table knows under another id replaces that entry only if it is bad.
     pub fn heard_query(&mut self, now: Instant, node: NodeInfo) -> Insert {
         self.heard(now, node, Heard::Query)
     }
@@ -307,9 +308,8 @@ impl RoutingTable {
         if !usable_addr(&node.addr) {
             return Insert::Ignored(Ignored::BadAddr);
         }
-        // Buckets that lose a node here get refilled from their cache at the end, after
-        // the new node had its chance at the slot.
-        let mut freed = None;
+        // The id is known: update it, or decide whether the new address may replace it.
+        let mut stale_id = None;
         match self.find(&node.id) {
             None => {}
             Some(Slot::Entry { bucket, index }) => {
@@ -329,8 +329,7 @@ impl RoutingTable {
                     return Insert::Ignored(Ignored::IdElsewhere);
                 }
                 // The old address stopped answering: start afresh at the new one.
-                self.remove_entry(bucket, index);
-                freed = Some(bucket);
+                stale_id = Some(node.id);
             }
             Some(Slot::Cache { bucket, index }) => {
                 let cache = &mut self.buckets[bucket].cache;
@@ -348,14 +347,25 @@ impl RoutingTable {
                 };
             }
         }
-        if let Some(&old) = self.by_addr.get(&node.addr) {
-            tracing::debug!(old = %old, new = %node.id, addr = %node.addr, "address changed id");
-            if let Some(bucket) = self.remove_id(&old) {
-                freed = Some(bucket);
+        // The address is known under another id: the host restarted with a new id. An
+        // answer proves that (it echoes our transaction id); a query is easy to spoof, so
+        // it only replaces a bad entry.
+        let old_holder = self.by_addr.get(&node.addr).copied();
+        if let Some(holder) = old_holder {
+            let holder_bad = match self.find(&holder) {
+                Some(Slot::Entry { bucket, index }) => self.buckets[bucket].entries[index].is_bad(),
+                _ => false,
+            };
+            if how == Heard::Query && !holder_bad {
+                return Insert::Ignored(Ignored::AddrTaken);
             }
+            tracing::debug!(old = %holder, new = %node.id, addr = %node.addr, "address changed id");
         }
+        // Buckets that lose a node here get refilled from their cache at the end, after
+        // the new node had its chance at the slot.
+        let freed = [stale_id, old_holder].map(|id| id.and_then(|id| self.remove_id(&id)));
         let result = self.insert_new(now, node, how);
-        if let Some(bucket) = freed {
+        for bucket in freed.into_iter().flatten() {
             self.refill(now, bucket);
         }
         result
@@ -841,6 +851,31 @@ mod tests {
         assert!(!table.contains(&old.id));
         assert!(table.contains(&restarted.id));
         assert_eq!(table.len(), 1);
+        check(&table);
+    }
+
+    #[test]
+    fn query_from_a_new_id_takes_over_an_address_only_from_a_bad_entry() {
+        let t = t0();
+        let mut table = RoutingTable::new(OWN, 8);
+        let old = node(1, 1);
+        let _ = table.heard_response(t, old);
+        let spoofed = NodeInfo {
+            id: id(6, 9),
+            addr: old.addr,
+        };
+
+        let while_good = table.heard_query(t, spoofed);
+        let _ = table.failed(t, &old.id);
+        let _ = table.failed(t, &old.id);
+        let once_bad = table.heard_query(t, spoofed);
+
+        assert_eq!(while_good, Insert::Ignored(Ignored::AddrTaken));
+        assert_eq!(once_bad, Insert::Added);
+        assert_eq!(
+            table.iter(t).collect::<Vec<_>>(),
+            vec![(spoofed, NodeState::Questionable)]
+        );
         check(&table);
     }
 
