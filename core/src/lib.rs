@@ -9,3 +9,4 @@
 pub mod bencode;
 pub mod id;
 pub mod krpc;
+pub mod routing;

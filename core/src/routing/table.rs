@@ -1,0 +1,1070 @@
+//! The table: buckets by shared-prefix length, split on demand (BEP 5).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use rand::Rng;
+
+use super::bucket::{Bucket, Cached, Entry};
+use super::{Failed, Ignored, Insert, MAX_BUCKETS, NodeInfo, NodeState};
+use crate::id::NodeId;
+
+/// A BEP 5 routing table for one address family.
+///
+/// Bucket `i` holds the nodes whose id shares exactly `i` leading bits with ours; the
+/// last bucket holds every node sharing at least as many, so it covers our own id. Only
+/// that last bucket splits when full (BEP 5), which gives at most [`MAX_BUCKETS`]
+/// buckets. Each bucket holds at most k nodes plus a replacement cache of at most k
+/// nodes that answered us while the bucket was full, so the table never holds more than
+/// `2 * k * MAX_BUCKETS` nodes.
+///
+/// No id and no address appears twice, across buckets and caches alike, and our own id
+/// never appears.
+#[derive(Clone)]
+pub struct RoutingTable {
+    own: NodeId,
+    k: usize,
+    /// Never empty, at most [`MAX_BUCKETS`] long.
+    buckets: Vec<Bucket>,
+    /// Every address in a bucket or a cache, to the id there. Only looked up, never
+    /// iterated, so its order cannot leak.
+    by_addr: HashMap<SocketAddr, NodeId>,
+}
+
+/// Which kind of contact we had with a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Heard {
+    Response,
+    Query,
+}
+
+/// Where an id sits in the table.
+#[derive(Clone, Copy, Debug)]
+enum Slot {
+    Entry { bucket: usize, index: usize },
+    Cache { bucket: usize, index: usize },
+}
+
+impl RoutingTable {
+    /// Creates an empty table around our own id with buckets of `k` nodes (8 in BEP 5;
+    /// a `k` of 0 is taken as 1).
+    pub fn new(own: NodeId, k: usize) -> Self {
+        RoutingTable {
+            own,
+            k: k.max(1),
+            buckets: vec![Bucket::default()],
+            by_addr: HashMap::new(),
+        }
+    }
+
+    /// Our own id, the one the buckets are laid out around.
+    pub fn own_id(&self) -> NodeId {
+        self.own
+    }
+
+    /// Most nodes a bucket (and, separately, its replacement cache) holds.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Records that `node` answered one of our queries, adding it if there is room.
+    ///
+    /// A known node becomes good again. A new node takes a free slot (splitting the
+    /// bucket that covers our own id if needed) or the slot of a bad node; if its bucket
+    /// is full of nodes that are not bad, it waits in the replacement cache and the
+    /// result lists the bucket's questionable nodes to ping (ping-before-evict).
+    /// A new id at a known address replaces the old entry (the host restarted with a new
+    /// id); a known id at a new address is ignored unless the old entry is bad.
+    pub fn heard_response(&mut self, now: Instant, node: NodeInfo) -> Insert {
+        self.heard(now, node, Heard::Response)
+    }
+
+    /// Records that `node` sent us a query.
+    ///
+    /// BEP 5 leaves open whether querying nodes enter the table. This table adds them,
+    /// but only into free room (possibly after splitting our own bucket): a query never
+    /// evicts a node, takes a bad node's slot or enters the replacement cache, because
+    /// anyone can send a query and only answers show that a node is reachable. A node
+    /// added this way is unverified ([`NodeState::Questionable`]) until it answers, and
+    /// [`RoutingTable::take_pings`] hands it out for a ping at once. A query from a known
+    /// node keeps it good if it has answered us before (BEP 5). A new id at an address
+    /// the table knows under another id replaces that entry only if it is bad.
+    pub fn heard_query(&mut self, now: Instant, node: NodeInfo) -> Insert {
+        self.heard(now, node, Heard::Query)
+    }
+
+    /// Records that a query to `id` timed out.
+    ///
+    /// After [`super::MAX_FAILURES`] failures in a row the node is bad; a bad node is
+    /// replaced at once by the freshest node of its bucket's replacement cache, if any.
+    pub fn failed(&mut self, now: Instant, id: &NodeId) -> Failed {
+        match self.find(id) {
+            None => Failed::Unknown,
+            Some(Slot::Cache { bucket, index }) => {
+                // A cached node that fails is no better than none.
+                let cached = self.buckets[bucket].cache.remove(index);
+                self.by_addr.remove(&cached.info.addr);
+                Failed::Unknown
+            }
+            Some(Slot::Entry { bucket, index }) => {
+                let b = &mut self.buckets[bucket];
+                let entry = &mut b.entries[index];
+                entry.record_failure();
+                if !entry.is_bad() {
+                    return Failed::Counted;
+                }
+                let Some(cached) = b.cache.pop() else {
+                    return Failed::Bad;
+                };
+                let old = std::mem::replace(entry, cached.into_entry(now)).info;
+                b.last_changed = Some(now);
+                self.by_addr.remove(&old.addr);
+                tracing::debug!(old = %old.id, new = %cached.info.id, "bad node replaced from cache");
+                Failed::Replaced {
+                    old,
+                    new: cached.info,
+                }
+            }
+        }
+    }
+
+    /// Returns up to `n` nodes that are not bad, closest to `key` first.
+    ///
+    /// Distance is [`NodeId::distance`], so `key` may have any length; equal distances
+    /// (possible for keys shorter than an id) are ordered by id. One pass over the table
+    /// keeps the best `n` in a heap inside the result, so nothing else is allocated.
+    pub fn closest(&self, key: &[u8], n: usize) -> Vec<NodeInfo> {
+        let rank = |node: &NodeInfo| (node.id.distance(key), node.id);
+        let mut best: Vec<NodeInfo> = Vec::with_capacity(n.min(self.len()));
+        if n == 0 {
+            return best;
+        }
+        let candidates = self.buckets.iter().flat_map(|b| &b.entries);
+        for entry in candidates.filter(|e| !e.is_bad()) {
+            if best.len() < n {
+                best.push(entry.info);
+                sift_up(&mut best, rank);
+            } else if best
+                .first()
+                .is_some_and(|worst| rank(&entry.info) < rank(worst))
+            {
+                best[0] = entry.info;
+                sift_down(&mut best, rank);
+            }
+        }
+        best.sort_unstable_by_key(rank);
+        best
+    }
+
+    /// Returns one random id to look up for every bucket unchanged for
+    /// [`super::REFRESH_AFTER`], and marks those buckets refreshed (BEP 5).
+    ///
+    /// Each id lies in its bucket's range, so the lookup fills that bucket. Ids come in
+    /// bucket order, farthest bucket first.
+    pub fn refresh(&mut self, now: Instant, rng: &mut impl Rng) -> Vec<NodeId> {
+        let own = self.own;
+        let mut targets = Vec::new();
+        for (prefix_len, bucket) in self.buckets.iter_mut().enumerate() {
+            if bucket.refresh_due().is_some_and(|due| due <= now) {
+                targets.push(own.random_in_bucket(prefix_len, rng));
+                bucket.last_changed = Some(now);
+            }
+        }
+        targets
+    }
+
+    /// Returns the nodes to ping now, and marks them as being pinged.
+    ///
+    /// These are the questionable nodes: silent for [`super::GOOD_FOR`], or unverified.
+    /// Report each ping's outcome with [`RoutingTable::heard_response`] or
+    /// [`RoutingTable::failed`]; a node with one failure is handed out again at once for
+    /// the second try, and a ping never reported back is handed out again after
+    /// [`super::PING_RETRY`]. Bad nodes are not pinged: they wait to be replaced.
+    pub fn take_pings(&mut self, now: Instant) -> Vec<NodeInfo> {
+        let mut pings = Vec::new();
+        for bucket in &mut self.buckets {
+            pings.extend(take_due(&mut bucket.entries, now));
+        }
+        pings
+    }
+
+    /// Returns when the table next needs [`RoutingTable::refresh`] or
+    /// [`RoutingTable::take_pings`]; `None` when nothing is scheduled.
+    ///
+    /// The time may already be past: then call them now. Once both were called at `now`,
+    /// this is later than `now` (or `None`).
+    pub fn next_timeout(&self) -> Option<Instant> {
+        let refresh = self.buckets.iter().filter_map(Bucket::refresh_due);
+        let pings = self
+            .buckets
+            .iter()
+            .flat_map(|b| &b.entries)
+            .filter_map(Entry::ping_due);
+        refresh.chain(pings).min()
+    }
+
+    /// Number of nodes in the buckets (replacement caches not counted).
+    pub fn len(&self) -> usize {
+        self.buckets.iter().map(|b| b.entries.len()).sum()
+    }
+
+    /// True when no bucket holds a node.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.iter().all(|b| b.entries.is_empty())
+    }
+
+    /// Iterates over the nodes in the buckets with their state at `now`, in bucket order.
+    pub fn iter(&self, now: Instant) -> impl Iterator<Item = (NodeInfo, NodeState)> + '_ {
+        self.buckets
+            .iter()
+            .flat_map(|b| &b.entries)
+            .map(move |e| (e.info, e.state(now)))
+    }
+
+    /// True when `id` is in a bucket (a node waiting in a replacement cache is not).
+    pub fn contains(&self, id: &NodeId) -> bool {
+        matches!(self.find(id), Some(Slot::Entry { .. }))
+    }
+
+    /// The state at `now` of the node `id`, if it is in a bucket.
+    pub fn state(&self, now: Instant, id: &NodeId) -> Option<NodeState> {
+        match self.find(id)? {
+            Slot::Entry { bucket, index } => Some(self.buckets[bucket].entries[index].state(now)),
+            Slot::Cache { .. } => None,
+        }
+    }
+
+    /// Number of buckets, 1 to [`MAX_BUCKETS`].
+    pub fn bucket_count(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Checks the table's invariants; the error says which one broke.
+    ///
+    /// # Errors
+    /// A description of the first broken invariant: a bucket or cache over k, a node in
+    /// the wrong bucket, our own id present, a duplicate id or address, the address index
+    /// out of step, or a cache waiting beside free room or a bad node.
+    #[cfg(any(test, feature = "sim"))]
+    pub fn check_invariants(&self) -> Result<(), String> {
+        use std::collections::BTreeSet;
+
+        if self.buckets.is_empty() || self.buckets.len() > MAX_BUCKETS {
+            return Err(format!("{} buckets", self.buckets.len()));
+        }
+        let last = self.buckets.len() - 1;
+        let mut ids = BTreeSet::new();
+        let mut addrs = BTreeSet::new();
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            if bucket.entries.len() > self.k || bucket.cache.len() > self.k {
+                return Err(format!(
+                    "bucket {i}: {} nodes, {} cached, k = {}",
+                    bucket.entries.len(),
+                    bucket.cache.len(),
+                    self.k
+                ));
+            }
+            if !bucket.cache.is_empty()
+                && (bucket.entries.len() < self.k || bucket.entries.iter().any(Entry::is_bad))
+            {
+                return Err(format!("bucket {i}: cache waits beside room or a bad node"));
+            }
+            let infos = bucket.entries.iter().map(|e| e.info);
+            for info in infos.chain(bucket.cache.iter().map(|c| c.info)) {
+                let prefix = self.own.shared_prefix_len(&info.id);
+                if info.id == self.own {
+                    return Err(format!("bucket {i}: own id"));
+                }
+                if prefix != i && !(i == last && prefix > last) {
+                    return Err(format!("bucket {i}: {info:?} shares {prefix} bits"));
+                }
+                if !usable_addr(&info.addr) {
+                    return Err(format!("bucket {i}: unusable address {info:?}"));
+                }
+                if !ids.insert(info.id) || !addrs.insert(info.addr) {
+                    return Err(format!("bucket {i}: duplicate {info:?}"));
+                }
+                if self.by_addr.get(&info.addr) != Some(&info.id) {
+                    return Err(format!("address index misses {info:?}"));
+                }
+            }
+        }
+        if self.by_addr.len() != addrs.len() {
+            return Err(format!(
+                "address index has {} entries for {} nodes",
+                self.by_addr.len(),
+                addrs.len()
+            ));
+        }
+        Ok(())
+    }
+
+    fn heard(&mut self, now: Instant, node: NodeInfo, how: Heard) -> Insert {
+        if node.id == self.own {
+            return Insert::Ignored(Ignored::OwnId);
+        }
+        if !usable_addr(&node.addr) {
+            return Insert::Ignored(Ignored::BadAddr);
+        }
+        // The id is known: update it, or decide whether the new address may replace it.
+        let mut stale_id = None;
+        match self.find(&node.id) {
+            None => {}
+            Some(Slot::Entry { bucket, index }) => {
+                let b = &mut self.buckets[bucket];
+                let entry = &mut b.entries[index];
+                if entry.info.addr == node.addr {
+                    match how {
+                        Heard::Response => {
+                            entry.record_response(now);
+                            b.last_changed = Some(now);
+                        }
+                        Heard::Query => entry.last_query = Some(now),
+                    }
+                    return Insert::Updated;
+                }
+                if !entry.is_bad() {
+                    return Insert::Ignored(Ignored::IdElsewhere);
+                }
+                // The old address stopped answering: start afresh at the new one.
+                stale_id = Some(node.id);
+            }
+            Some(Slot::Cache { bucket, index }) => {
+                let cache = &mut self.buckets[bucket].cache;
+                if cache[index].info.addr != node.addr {
+                    return Insert::Ignored(Ignored::IdElsewhere);
+                }
+                if how == Heard::Query {
+                    return Insert::Ignored(Ignored::Full);
+                }
+                let mut cached = cache.remove(index);
+                cached.last_response = now;
+                cache.push(cached);
+                return Insert::Cached {
+                    ping: take_due(&mut self.buckets[bucket].entries, now).collect(),
+                };
+            }
+        }
+        // The address is known under another id: the host restarted with a new id. An
+        // answer proves that (it echoes our transaction id); a query is easy to spoof, so
+        // it only replaces a bad entry.
+        let old_holder = self.by_addr.get(&node.addr).copied();
+        if let Some(holder) = old_holder {
+            let holder_bad = match self.find(&holder) {
+                Some(Slot::Entry { bucket, index }) => self.buckets[bucket].entries[index].is_bad(),
+                _ => false,
+            };
+            if how == Heard::Query && !holder_bad {
+                return Insert::Ignored(Ignored::AddrTaken);
+            }
+            tracing::debug!(old = %holder, new = %node.id, addr = %node.addr, "address changed id");
+        }
+        // Buckets that lose a node here get refilled from their cache at the end, after
+        // the new node had its chance at the slot.
+        let freed = [stale_id, old_holder].map(|id| id.and_then(|id| self.remove_id(&id)));
+        let result = self.insert_new(now, node, how);
+        for bucket in freed.into_iter().flatten() {
+            self.refill(now, bucket);
+        }
+        result
+    }
+
+    /// Inserts a node whose id and address are in neither a bucket nor a cache.
+    fn insert_new(&mut self, now: Instant, node: NodeInfo, how: Heard) -> Insert {
+        loop {
+            let b = self.bucket_index(&node.id);
+            let can_split = b + 1 == self.buckets.len() && b + 1 < MAX_BUCKETS;
+            let k = self.k;
+            let bucket = &mut self.buckets[b];
+            if bucket.entries.len() < k {
+                bucket.entries.push(match how {
+                    Heard::Response => Entry::responded(node, now),
+                    Heard::Query => Entry::queried(node, now),
+                });
+                bucket.last_changed = Some(now);
+                self.by_addr.insert(node.addr, node.id);
+                return Insert::Added;
+            }
+            if can_split {
+                self.split(now);
+                continue;
+            }
+            if how == Heard::Query {
+                return Insert::Ignored(Ignored::Full);
+            }
+            if let Some(slot) = worst_bad(&mut bucket.entries) {
+                let old = std::mem::replace(slot, Entry::responded(node, now)).info;
+                bucket.last_changed = Some(now);
+                self.by_addr.remove(&old.addr);
+                self.by_addr.insert(node.addr, node.id);
+                tracing::debug!(old = %old.id, new = %node.id, "bad node replaced");
+                return Insert::Added;
+            }
+            if bucket.cache.len() >= k {
+                // Full cache: the stalest candidate makes way.
+                let stale = bucket.cache.remove(0);
+                self.by_addr.remove(&stale.info.addr);
+            }
+            bucket.cache.push(Cached {
+                info: node,
+                last_response: now,
+            });
+            self.by_addr.insert(node.addr, node.id);
+            return Insert::Cached {
+                ping: take_due(&mut bucket.entries, now).collect(),
+            };
+        }
+    }
+
+    /// Splits the last bucket: nodes sharing more bits with us than its index move to a
+    /// new last bucket.
+    fn split(&mut self, now: Instant) {
+        let depth = self.buckets.len();
+        let own = self.own;
+        let goes = |info: &NodeInfo| own.shared_prefix_len(&info.id) >= depth;
+        let mut new = Bucket {
+            last_changed: Some(now),
+            ..Bucket::default()
+        };
+        if let Some(old) = self.buckets.last_mut() {
+            let (moved, kept) = std::mem::take(&mut old.entries)
+                .into_iter()
+                .partition(|e| goes(&e.info));
+            old.entries = kept;
+            new.entries = moved;
+            let (moved, kept) = std::mem::take(&mut old.cache)
+                .into_iter()
+                .partition(|c| goes(&c.info));
+            old.cache = kept;
+            new.cache = moved;
+        }
+        self.buckets.push(new);
+        self.refill(now, depth - 1);
+        self.refill(now, depth);
+    }
+
+    /// Moves the freshest cached nodes into free slots of bucket `b`.
+    fn refill(&mut self, now: Instant, b: usize) {
+        let k = self.k;
+        let bucket = &mut self.buckets[b];
+        while bucket.entries.len() < k {
+            let Some(cached) = bucket.cache.pop() else {
+                break;
+            };
+            bucket.entries.push(cached.into_entry(now));
+            bucket.last_changed = Some(now);
+        }
+    }
+
+    /// Removes `id` from wherever it is; returns its bucket if it left a free slot.
+    fn remove_id(&mut self, id: &NodeId) -> Option<usize> {
+        match self.find(id)? {
+            Slot::Entry { bucket, index } => {
+                self.remove_entry(bucket, index);
+                Some(bucket)
+            }
+            Slot::Cache { bucket, index } => {
+                let cached = self.buckets[bucket].cache.remove(index);
+                self.by_addr.remove(&cached.info.addr);
+                None
+            }
+        }
+    }
+
+    fn remove_entry(&mut self, bucket: usize, index: usize) {
+        let entry = self.buckets[bucket].entries.remove(index);
+        self.by_addr.remove(&entry.info.addr);
+    }
+
+    fn find(&self, id: &NodeId) -> Option<Slot> {
+        let bucket = self.bucket_index(id);
+        let b = &self.buckets[bucket];
+        if let Some(index) = b.entries.iter().position(|e| e.info.id == *id) {
+            return Some(Slot::Entry { bucket, index });
+        }
+        let index = b.cache.iter().position(|c| c.info.id == *id)?;
+        Some(Slot::Cache { bucket, index })
+    }
+
+    /// The bucket covering `id`: its shared-prefix length, capped at the last bucket.
+    fn bucket_index(&self, id: &NodeId) -> usize {
+        let last = self.buckets.len().saturating_sub(1);
+        self.own.shared_prefix_len(id).min(last)
+    }
+}
+
+impl fmt::Debug for RoutingTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoutingTable")
+            .field("own", &self.own)
+            .field("k", &self.k)
+            .field("buckets", &self.buckets.len())
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// True if a datagram can be sent to `addr` (loopback is fine: tests run on it).
+fn usable_addr(addr: &SocketAddr) -> bool {
+    let ip = addr.ip();
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    addr.port() != 0 && !ip.is_unspecified() && !ip.is_multicast() && !broadcast
+}
+
+/// The entries due for a ping at `now`, each marked as pinged as it is yielded.
+fn take_due(entries: &mut [Entry], now: Instant) -> impl Iterator<Item = NodeInfo> + '_ {
+    entries
+        .iter_mut()
+        .filter(move |e| e.ping_due().is_some_and(|due| due <= now))
+        .map(move |e| {
+            e.ping_sent = Some(now);
+            e.info
+        })
+}
+
+/// The bad entry to replace first: the one that failed most, the earliest on a tie.
+fn worst_bad(entries: &mut [Entry]) -> Option<&mut Entry> {
+    let mut worst: Option<&mut Entry> = None;
+    for e in entries.iter_mut().filter(|e| e.is_bad()) {
+        if worst.as_ref().is_none_or(|w| e.failures > w.failures) {
+            worst = Some(e);
+        }
+    }
+    worst
+}
+
+/// Restores the max-heap order (farthest on top) after a push at the end.
+fn sift_up<K: Ord>(heap: &mut [NodeInfo], rank: impl Fn(&NodeInfo) -> K) {
+    let mut child = heap.len().saturating_sub(1);
+    while child > 0 {
+        let parent = (child - 1) / 2;
+        if rank(&heap[child]) <= rank(&heap[parent]) {
+            break;
+        }
+        heap.swap(child, parent);
+        child = parent;
+    }
+}
+
+/// Restores the max-heap order (farthest on top) after the top was replaced.
+fn sift_down<K: Ord>(heap: &mut [NodeInfo], rank: impl Fn(&NodeInfo) -> K) {
+    let mut parent = 0;
+    loop {
+        let left = 2 * parent + 1;
+        let right = left + 1;
+        let mut largest = parent;
+        if left < heap.len() && rank(&heap[left]) > rank(&heap[largest]) {
+            largest = left;
+        }
+        if right < heap.len() && rank(&heap[right]) > rank(&heap[largest]) {
+            largest = right;
+        }
+        if largest == parent {
+            return;
+        }
+        heap.swap(parent, largest);
+        parent = largest;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv6Addr;
+    use std::time::Duration;
+
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::routing::{GOOD_FOR, PING_RETRY, REFRESH_AFTER};
+
+    const SEC: Duration = Duration::from_secs(1);
+    const OWN: NodeId = NodeId([0; 20]);
+
+    #[allow(clippy::disallowed_methods)] // tests need some Instant to start from
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    /// An id sharing exactly `prefix` (< 152) bits with [`OWN`], told apart by `tag`.
+    fn id(prefix: usize, tag: u8) -> NodeId {
+        let mut bytes = [0u8; 20];
+        bytes[prefix / 8] |= 0x80 >> (prefix % 8);
+        bytes[19] |= tag;
+        NodeId(bytes)
+    }
+
+    /// A node with [`id`]`(prefix, tag)` on its own loopback port.
+    fn node(prefix: usize, tag: u8) -> NodeInfo {
+        let port = 1 + prefix as u16 * 256 + u16::from(tag);
+        NodeInfo {
+            id: id(prefix, tag),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
+    fn at(n: NodeInfo, port: u16) -> NodeInfo {
+        NodeInfo {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            ..n
+        }
+    }
+
+    /// A table with k = 2 whose bucket 0 (prefix 0) is full of two nodes heard at `t`.
+    fn full_far_bucket(t: Instant) -> RoutingTable {
+        let mut table = RoutingTable::new(OWN, 2);
+        assert_eq!(table.heard_response(t, node(0, 1)), Insert::Added);
+        assert_eq!(table.heard_response(t, node(0, 2)), Insert::Added);
+        // Forces the split that makes bucket 0 a far bucket that never splits again.
+        assert_eq!(table.heard_response(t, node(3, 1)), Insert::Added);
+        assert_eq!(table.bucket_count(), 2);
+        table
+    }
+
+    fn check(table: &RoutingTable) {
+        if let Err(e) = table.check_invariants() {
+            panic!("invariant broken: {e}");
+        }
+    }
+
+    #[test]
+    fn rejects_own_id_and_unreachable_addresses() {
+        let t = t0();
+        let mut table = RoutingTable::new(OWN, 8);
+        let n = node(0, 1);
+        let bad = [
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            SocketAddr::from(([0, 0, 0, 0], 6881)),
+            SocketAddr::from(([224, 0, 0, 1], 6881)),
+            SocketAddr::from(([255, 255, 255, 255], 6881)),
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, 6881)),
+            SocketAddr::from((Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1), 6881)),
+        ];
+
+        let own = table.heard_response(t, NodeInfo { id: OWN, ..n });
+        let results: Vec<_> = bad
+            .iter()
+            .map(|&addr| table.heard_response(t, NodeInfo { addr, ..n }))
+            .collect();
+        let loopback = table.heard_query(t, n);
+
+        assert_eq!(own, Insert::Ignored(Ignored::OwnId));
+        assert!(
+            results
+                .iter()
+                .all(|r| *r == Insert::Ignored(Ignored::BadAddr))
+        );
+        assert_eq!(loopback, Insert::Added);
+        assert_eq!(table.len(), 1);
+        check(&table);
+    }
+
+    #[test]
+    fn known_node_is_updated() {
+        let t = t0();
+        let mut table = RoutingTable::new(OWN, 8);
+        let n = node(4, 1);
+        let _ = table.heard_query(t, n);
+
+        let again = table.heard_response(t + SEC, n);
+
+        assert_eq!(again, Insert::Updated);
+        assert_eq!(table.state(t + SEC, &n.id), Some(NodeState::Good));
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn only_the_bucket_covering_our_id_splits() {
+        let t = t0();
+        let mut table = RoutingTable::new(OWN, 2);
+
+        let far: Vec<_> = (1..=3)
+            .map(|tag| table.heard_response(t, node(0, tag)))
+            .collect();
+        let far_buckets = table.bucket_count();
+        let near: Vec<_> = (1..=3)
+            .map(|tag| table.heard_response(t, node(5, tag)))
+            .collect();
+
+        assert_eq!(far[2], Insert::Cached { ping: vec![] });
+        assert_eq!(
+            far_buckets, 2,
+            "one split, then bucket 0 is far and stays full"
+        );
+        assert_eq!(near[2], Insert::Cached { ping: vec![] });
+        assert_eq!(
+            table.bucket_count(),
+            7,
+            "splits down to prefix 5, plus our bucket"
+        );
+        assert_eq!(table.len(), 4);
+        check(&table);
+    }
+
+    #[test]
+    fn table_stops_splitting_at_160_buckets() {
+        let t = t0();
+        let mut table = RoutingTable::new(OWN, 1);
+        let mut deepest = [0u8; 20];
+        deepest[19] = 1; // shares 159 bits with OWN
+        let mut next = [0u8; 20];
+        next[19] = 2; // shares 158 bits
+        let _ = table.heard_response(
+            t,
+            NodeInfo {
+                id: NodeId(deepest),
+                ..node(0, 1)
+            },
+        );
+
+        let r = table.heard_response(
+            t,
+            NodeInfo {
+                id: NodeId(next),
+                ..node(0, 2)
+            },
+        );
+
+        assert_eq!(r, Insert::Added);
+        assert_eq!(table.bucket_count(), MAX_BUCKETS);
+        check(&table);
+    }
+
+    #[test]
+    fn full_bucket_caches_newcomer_and_asks_to_ping_questionable_nodes() {
+        let t = t0();
+        let mut table = full_far_bucket(t);
+        let later = t + GOOD_FOR;
+
+        let r = table.heard_response(later, node(0, 3));
+        let again = table.heard_response(later + SEC, node(0, 4));
+
+        assert_eq!(
+            r,
+            Insert::Cached {
+                ping: vec![node(0, 1), node(0, 2)]
+            }
+        );
+        assert_eq!(
+            again,
+            Insert::Cached { ping: vec![] },
+            "pings already under way"
+        );
+        assert!(!table.contains(&node(0, 3).id));
+        check(&table);
+    }
+
+    #[test]
+    fn node_failing_twice_is_replaced_by_the_freshest_cached_node() {
+        let t = t0();
+        let mut table = full_far_bucket(t);
+        let later = t + GOOD_FOR;
+        let _ = table.heard_response(later, node(0, 3));
+        let _ = table.heard_response(later, node(0, 4));
+
+        let first = table.failed(later + SEC, &node(0, 1).id);
+        let second = table.failed(later + SEC, &node(0, 1).id);
+
+        assert_eq!(first, Failed::Counted);
+        assert_eq!(
+            second,
+            Failed::Replaced {
+                old: node(0, 1),
+                new: node(0, 4)
+            }
+        );
+        assert!(table.contains(&node(0, 4).id));
+        assert!(!table.contains(&node(0, 1).id));
+        assert_eq!(
+            table.state(later + SEC, &node(0, 4).id),
+            Some(NodeState::Good)
+        );
+        check(&table);
+    }
+
+    #[test]
+    fn bad_node_without_replacement_stays_until_a_new_responder_takes_its_slot() {
+        let t = t0();
+        let mut table = full_far_bucket(t);
+        let _ = table.failed(t, &node(0, 1).id);
+        let bad = table.failed(t, &node(0, 1).id);
+        let state = table.state(t, &node(0, 1).id);
+
+        let query = table.heard_query(t, node(0, 3));
+        let response = table.heard_response(t, node(0, 4));
+
+        assert_eq!(bad, Failed::Bad);
+        assert_eq!(state, Some(NodeState::Bad));
+        assert_eq!(query, Insert::Ignored(Ignored::Full), "queries never evict");
+        assert_eq!(response, Insert::Added);
+        assert!(!table.contains(&node(0, 1).id));
+        assert!(table.contains(&node(0, 4).id));
+        check(&table);
+    }
+
+    #[test]
+    fn querying_node_takes_free_room_unverified_and_is_pinged() {
+        let t = t0();
+        let mut table = RoutingTable::new(OWN, 8);
+        let n = node(2, 1);
+
+        let r = table.heard_query(t, n);
+        let due = table.next_timeout();
+        let pings = table.take_pings(t);
+
+        assert_eq!(r, Insert::Added);
+        assert_eq!(table.state(t, &n.id), Some(NodeState::Questionable));
+        assert_eq!(due, Some(t));
+        assert_eq!(pings, vec![n]);
+        assert!(table.next_timeout().is_some_and(|next| next > t));
+    }
+
+    #[test]
+    fn queries_never_enter_the_replacement_cache() {
+        let t = t0();
+        let mut table = full_far_bucket(t);
+
+        let r = table.heard_query(t, node(0, 3));
+        let failed = table.failed(t, &node(0, 3).id);
+
+        assert_eq!(r, Insert::Ignored(Ignored::Full));
+        assert_eq!(failed, Failed::Unknown);
+        check(&table);
+    }
+
+    #[test]
+    fn new_id_at_a_known_address_replaces_the_old_entry() {
+        let t = t0();
+        let mut table = RoutingTable::new(OWN, 8);
+        let old = node(1, 1);
+        let _ = table.heard_response(t, old);
+        let restarted = NodeInfo {
+            id: id(6, 9),
+            addr: old.addr,
+        };
+
+        let r = table.heard_response(t + SEC, restarted);
+
+        assert_eq!(r, Insert::Added);
+        assert!(!table.contains(&old.id));
+        assert!(table.contains(&restarted.id));
+        assert_eq!(table.len(), 1);
+        check(&table);
+    }
+
+    #[test]
+    fn query_from_a_new_id_takes_over_an_address_only_from_a_bad_entry() {
+        let t = t0();
+        let mut table = RoutingTable::new(OWN, 8);
+        let old = node(1, 1);
+        let _ = table.heard_response(t, old);
+        let spoofed = NodeInfo {
+            id: id(6, 9),
+            addr: old.addr,
+        };
+
+        let while_good = table.heard_query(t, spoofed);
+        let _ = table.failed(t, &old.id);
+        let _ = table.failed(t, &old.id);
+        let once_bad = table.heard_query(t, spoofed);
+
+        assert_eq!(while_good, Insert::Ignored(Ignored::AddrTaken));
+        assert_eq!(once_bad, Insert::Added);
+        assert_eq!(
+            table.iter(t).collect::<Vec<_>>(),
+            vec![(spoofed, NodeState::Questionable)]
+        );
+        check(&table);
+    }
+
+    #[test]
+    fn known_id_at_a_new_address_is_ignored_unless_the_old_entry_is_bad() {
+        let t = t0();
+        let mut table = RoutingTable::new(OWN, 8);
+        let n = node(1, 1);
+        let moved = at(n, 9999);
+        let _ = table.heard_response(t, n);
+
+        let hijack = table.heard_response(t, moved);
+        let _ = table.failed(t, &n.id);
+        let _ = table.failed(t, &n.id);
+        let after_bad = table.heard_response(t, moved);
+
+        assert_eq!(hijack, Insert::Ignored(Ignored::IdElsewhere));
+        assert_eq!(after_bad, Insert::Added);
+        assert_eq!(
+            table.iter(t).collect::<Vec<_>>(),
+            vec![(moved, NodeState::Good)]
+        );
+        check(&table);
+    }
+
+    #[test]
+    fn replacement_cache_is_bounded_and_drops_the_stalest() {
+        let t = t0();
+        let mut table = full_far_bucket(t);
+        for tag in 3..=6 {
+            let _ = table.heard_response(t + SEC * u32::from(tag), node(0, tag));
+        }
+
+        let stalest = table.failed(t, &node(0, 3).id);
+        let kept = table.failed(t, &node(0, 5).id);
+
+        assert_eq!(stalest, Failed::Unknown);
+        assert_eq!(
+            kept,
+            Failed::Unknown,
+            "node 5 was cached and is dropped now"
+        );
+        check(&table);
+        // Node 6 is the only one left to replace a bad node.
+        let _ = table.failed(t, &node(0, 1).id);
+        let replaced = table.failed(t, &node(0, 1).id);
+        assert!(matches!(replaced, Failed::Replaced { new, .. } if new == node(0, 6)));
+        assert_eq!(table.failed(t, &node(0, 2).id), Failed::Counted);
+        assert_eq!(table.failed(t, &node(0, 2).id), Failed::Bad);
+    }
+
+    #[test]
+    fn answering_again_makes_a_cached_node_the_freshest() {
+        let t = t0();
+        let mut table = full_far_bucket(t);
+        let _ = table.heard_response(t, node(0, 3));
+        let _ = table.heard_response(t, node(0, 4));
+
+        let again = table.heard_response(t + SEC, node(0, 3));
+        let query = table.heard_query(t + SEC, node(0, 3));
+        let _ = table.failed(t + SEC, &node(0, 1).id);
+        let replaced = table.failed(t + SEC, &node(0, 1).id);
+
+        assert_eq!(again, Insert::Cached { ping: vec![] });
+        assert_eq!(query, Insert::Ignored(Ignored::Full));
+        assert!(matches!(replaced, Failed::Replaced { new, .. } if new == node(0, 3)));
+        check(&table);
+    }
+
+    #[test]
+    fn split_moves_cached_nodes_into_free_room() {
+        let t = t0();
+        let mut table = RoutingTable::new(OWN, 2);
+        let _ = table.heard_response(t, node(7, 1));
+        let _ = table.heard_response(t, node(7, 2));
+        // Bucket 0 is the last one and full: this splits; the node lands in bucket 0.
+        let r = table.heard_response(t, node(0, 1));
+
+        assert_eq!(r, Insert::Added);
+        assert_eq!(table.len(), 3);
+        check(&table);
+    }
+
+    #[test]
+    fn closest_sorts_by_distance_and_skips_bad_nodes() {
+        let t = t0();
+        let mut table = RoutingTable::new(OWN, 8);
+        for (prefix, tag) in [(0, 1), (1, 1), (2, 1), (3, 1), (3, 2)] {
+            let _ = table.heard_response(t, node(prefix, tag));
+        }
+        let _ = table.failed(t, &node(3, 1).id);
+        let _ = table.failed(t, &node(3, 1).id);
+        let key = id(3, 3);
+
+        let closest = table.closest(key.as_bytes(), 3);
+        let none = table.closest(key.as_bytes(), 0);
+
+        assert_eq!(closest, vec![node(3, 2), node(2, 1), node(1, 1)]);
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn closest_breaks_distance_ties_by_id() {
+        let t = t0();
+        let mut table = RoutingTable::new(OWN, 8);
+        for tag in [9, 3, 5] {
+            let _ = table.heard_response(t, node(100, tag));
+        }
+
+        // A 2-byte key pads the rest with 0xff: all three are equally far.
+        let closest = table.closest(&[0, 0], 8);
+
+        assert_eq!(closest, vec![node(100, 3), node(100, 5), node(100, 9)]);
+    }
+
+    #[test]
+    fn refresh_returns_one_id_in_range_per_stale_bucket() {
+        let t = t0();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut table = full_far_bucket(t);
+        let later = t + REFRESH_AFTER;
+
+        let early = table.refresh(later - SEC, &mut rng);
+        let targets = table.refresh(later, &mut rng);
+        let again = table.refresh(later, &mut rng);
+
+        assert!(early.is_empty());
+        assert_eq!(targets.len(), 2);
+        assert_eq!(OWN.shared_prefix_len(&targets[0]), 0);
+        assert_eq!(OWN.shared_prefix_len(&targets[1]), 1);
+        assert!(again.is_empty());
+        // The nodes went quiet at the same time; once their pings are out, the next
+        // thing due is a ping retry, well before the next refresh.
+        assert_eq!(table.take_pings(later).len(), 3);
+        assert_eq!(table.next_timeout(), Some(later + PING_RETRY));
+    }
+
+    #[test]
+    fn empty_table_has_nothing_scheduled() {
+        let mut table = RoutingTable::new(OWN, 8);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+
+        assert_eq!(table.next_timeout(), None);
+        assert!(table.refresh(t0() + REFRESH_AFTER, &mut rng).is_empty());
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn next_timeout_moves_past_now_once_pings_and_refreshes_are_taken() {
+        let t = t0();
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let mut table = full_far_bucket(t);
+        let _ = table.heard_query(t, node(9, 1));
+        let mut now = t;
+
+        for _ in 0..20 {
+            let _ = table.refresh(now, &mut rng);
+            let _ = table.take_pings(now);
+            let next = table.next_timeout();
+
+            assert!(next.is_some_and(|n| n > now), "{next:?} not after {now:?}");
+            now = next.unwrap_or(now);
+        }
+    }
+
+    #[test]
+    fn random_churn_keeps_invariants() {
+        let t = t0();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let own = NodeId::random(&mut rng);
+        let mut table = RoutingTable::new(own, 3);
+        let pool: Vec<NodeInfo> = (0..200u16)
+            .map(|i| NodeInfo {
+                id: own.random_in_bucket(rng.random_range(0..12), &mut rng),
+                addr: SocketAddr::from(([127, 0, 0, 1], 1 + i % 150)),
+            })
+            .collect();
+
+        for step in 0..5000u32 {
+            let n = pool[rng.random_range(0..pool.len())];
+            let now = t + SEC * (step / 10);
+            match rng.random_range(0..4) {
+                0 => drop(table.heard_query(now, n)),
+                1 => drop(table.failed(now, &n.id)),
+                _ => drop(table.heard_response(now, n)),
+            }
+            check(&table);
+        }
+
+        assert!(table.len() > 10);
+    }
+}
