@@ -8,4 +8,5 @@
 
 pub mod bep44;
 pub mod id;
+pub mod storage;
 pub mod token;
