@@ -10,3 +10,7 @@ pub mod bencode;
 pub mod id;
 pub mod krpc;
 pub mod routing;
+pub mod bep44;
+pub mod id;
+pub mod storage;
+pub mod token;
