@@ -151,12 +151,4 @@ pub struct ErrorReply {
     pub message: String,
 }
 
-/// A node's contact: id and address (compact node info on the wire).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeInfo {
-    /// The node id.
-    pub id: NodeId,
-    /// The node's UDP address. Compact form keeps only IP and port, so an IPv6 flow
-    /// label or scope id does not survive the wire.
-    pub addr: SocketAddr,
-}
+pub use crate::routing::NodeInfo;

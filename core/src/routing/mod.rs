@@ -48,7 +48,7 @@ pub const PING_RETRY: Duration = Duration::from_secs(60);
 pub const MAX_BUCKETS: usize = crate::id::ID_LEN * 8;
 
 /// A DHT node as the routing table and the wire see it: its id and where it listens.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeInfo {
     /// The node's 160-bit id.
     pub id: NodeId,
