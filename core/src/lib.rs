@@ -5,12 +5,15 @@
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 pub mod bencode;
+pub mod bep44;
+pub mod event;
 pub mod id;
 pub mod krpc;
+pub mod lookup;
+pub mod node;
 pub mod routing;
-pub mod bep44;
-pub mod id;
 pub mod storage;
 pub mod token;

@@ -1,0 +1,313 @@
+//! The iterative lookup of BEP 5, as pure state: which node to ask next, and when to stop.
+//!
+//! One traversal serves `find_node`, `get_peers` and BEP-44 `get`: they differ only in the
+//! query sent and in what is collected from the answers, which is the caller's business.
+//!
+//! A query past its *soft* deadline stops counting against `alpha`, so a lost packet costs
+//! one soft timeout instead of the full hard timeout (libtorrent's "short timeout"); the
+//! node may still answer and is still used if it does. Such slow queries never hold up the
+//! end of the traversal.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use crate::id::{Distance, Key, NodeId};
+use crate::krpc::NodeInfo;
+
+/// Candidates kept per traversal, closest first; farther ones are forgotten.
+const MAX_CANDIDATES: usize = 128;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    Fresh,
+    InFlight { stale: bool },
+    Responded { token: Option<Vec<u8>> },
+    Failed,
+}
+
+#[derive(Clone, Debug)]
+struct Candidate {
+    addr: SocketAddr,
+    /// Hops from the start: seeds are 1, nodes they name are 2, ...
+    depth: u32,
+    state: State,
+}
+
+/// The state of one iterative lookup.
+#[derive(Debug)]
+pub(crate) struct Traversal {
+    target: Key,
+    k: usize,
+    alpha: usize,
+    candidates: BTreeMap<(Distance, NodeId), Candidate>,
+    /// Non-stale queries in flight to known ids.
+    in_flight: usize,
+    /// Queries in flight to addresses whose id we do not know yet (bootstrap seeds).
+    anonymous_in_flight: usize,
+    /// Deepest hop that answered.
+    rounds: u32,
+}
+
+impl Traversal {
+    /// Starts a lookup of `target` from `seeds` (usually the routing table's closest nodes).
+    pub(crate) fn new(target: Key, k: usize, alpha: usize, seeds: &[NodeInfo]) -> Self {
+        let mut t = Traversal {
+            target,
+            k: k.max(1),
+            alpha: alpha.max(1),
+            candidates: BTreeMap::new(),
+            in_flight: 0,
+            anonymous_in_flight: 0,
+            rounds: 0,
+        };
+        for seed in seeds {
+            t.add(*seed, 1);
+        }
+        t
+    }
+
+    pub(crate) fn target(&self) -> &Key {
+        &self.target
+    }
+
+    /// Hops the lookup needed: the depth of the deepest node that answered.
+    pub(crate) fn rounds(&self) -> u32 {
+        self.rounds
+    }
+
+    /// Records a query sent to an address of unknown id (a bootstrap seed).
+    pub(crate) fn anonymous_sent(&mut self) {
+        self.anonymous_in_flight += 1;
+    }
+
+    /// An anonymous query ended (answered or failed); its answer, if any, comes through
+    /// [`Traversal::on_response`] as well.
+    pub(crate) fn anonymous_done(&mut self) {
+        self.anonymous_in_flight = self.anonymous_in_flight.saturating_sub(1);
+    }
+
+    /// The next node to ask, if the lookup may send a query now. Marks it in flight.
+    pub(crate) fn next_query(&mut self) -> Option<NodeInfo> {
+        if self.in_flight >= self.alpha || self.is_done() {
+            return None;
+        }
+        let mut seen_responded = 0;
+        for ((_, id), c) in self.candidates.iter_mut() {
+            match c.state {
+                State::Fresh => {
+                    c.state = State::InFlight { stale: false };
+                    self.in_flight += 1;
+                    return Some(NodeInfo {
+                        id: *id,
+                        addr: c.addr,
+                    });
+                }
+                State::Responded { .. } => {
+                    seen_responded += 1;
+                    if seen_responded >= self.k {
+                        return None;
+                    }
+                }
+                State::InFlight { .. } | State::Failed => {}
+            }
+        }
+        None
+    }
+
+    /// A node answered: learn the nodes it named and keep its token.
+    pub(crate) fn on_response(
+        &mut self,
+        from: NodeInfo,
+        nodes: &[NodeInfo],
+        token: Option<Vec<u8>>,
+    ) {
+        let key = (from.id.distance(self.target.as_bytes()), from.id);
+        let depth = match self.candidates.get_mut(&key) {
+            Some(c) => {
+                if c.state == (State::InFlight { stale: false }) {
+                    self.in_flight -= 1;
+                }
+                c.state = State::Responded { token };
+                c.depth
+            }
+            None => {
+                // An anonymous seed (or a node we had forgotten): it counts as a first hop.
+                self.candidates.insert(
+                    key,
+                    Candidate {
+                        addr: from.addr,
+                        depth: 1,
+                        state: State::Responded { token },
+                    },
+                );
+                1
+            }
+        };
+        self.rounds = self.rounds.max(depth);
+        for node in nodes {
+            if node.id != from.id {
+                self.add(*node, depth + 1);
+            }
+        }
+        self.trim();
+    }
+
+    /// A query passed its soft deadline: let another go out meanwhile.
+    pub(crate) fn on_stale(&mut self, id: &NodeId) {
+        let key = (id.distance(self.target.as_bytes()), *id);
+        if let Some(c) = self.candidates.get_mut(&key)
+            && c.state == (State::InFlight { stale: false })
+        {
+            c.state = State::InFlight { stale: true };
+            self.in_flight -= 1;
+        }
+    }
+
+    /// A query failed for good (hard timeout or an error reply).
+    pub(crate) fn on_failure(&mut self, id: &NodeId) {
+        let key = (id.distance(self.target.as_bytes()), *id);
+        if let Some(c) = self.candidates.get_mut(&key)
+            && let State::InFlight { stale } = c.state
+        {
+            if !stale {
+                self.in_flight -= 1;
+            }
+            c.state = State::Failed;
+        }
+    }
+
+    /// True once the `k` closest live nodes have all answered, or nobody is left to ask.
+    pub(crate) fn is_done(&self) -> bool {
+        let mut responded = 0;
+        for c in self.candidates.values() {
+            match c.state {
+                State::Responded { .. } => {
+                    responded += 1;
+                    if responded >= self.k {
+                        return true;
+                    }
+                }
+                State::Fresh | State::InFlight { stale: false } => return false,
+                State::Failed | State::InFlight { stale: true } => {}
+            }
+        }
+        self.anonymous_in_flight == 0
+    }
+
+    /// The `n` closest nodes that answered, with the token each gave.
+    pub(crate) fn closest_responded(&self, n: usize) -> Vec<(NodeInfo, Option<Vec<u8>>)> {
+        self.candidates
+            .iter()
+            .filter_map(|((_, id), c)| match &c.state {
+                State::Responded { token } => Some((
+                    NodeInfo {
+                        id: *id,
+                        addr: c.addr,
+                    },
+                    token.clone(),
+                )),
+                _ => None,
+            })
+            .take(n)
+            .collect()
+    }
+
+    fn add(&mut self, node: NodeInfo, depth: u32) {
+        let key = (node.id.distance(self.target.as_bytes()), node.id);
+        self.candidates.entry(key).or_insert(Candidate {
+            addr: node.addr,
+            depth,
+            state: State::Fresh,
+        });
+    }
+
+    /// Forgets the farthest candidates past the cap, keeping the in-flight count honest.
+    fn trim(&mut self) {
+        while self.candidates.len() > MAX_CANDIDATES {
+            let Some((_, c)) = self.candidates.pop_last() else {
+                break;
+            };
+            if c.state == (State::InFlight { stale: false }) {
+                self.in_flight -= 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::ID_LEN;
+
+    fn node(b: u8) -> NodeInfo {
+        NodeInfo {
+            id: NodeId([b; ID_LEN]),
+            addr: SocketAddr::from(([127, 0, 0, 1], 1000 + u16::from(b))),
+        }
+    }
+
+    fn target() -> Key {
+        Key::from(NodeId([0; ID_LEN]))
+    }
+
+    #[test]
+    fn asks_closest_first_and_at_most_alpha() {
+        let mut t = Traversal::new(target(), 2, 2, &[node(9), node(1), node(5)]);
+        assert_eq!(t.next_query().map(|n| n.id), Some(node(1).id));
+        assert_eq!(t.next_query().map(|n| n.id), Some(node(5).id));
+        assert_eq!(t.next_query(), None, "alpha reached");
+    }
+
+    #[test]
+    fn ends_when_k_closest_answered() {
+        let mut t = Traversal::new(target(), 3, 3, &[node(8), node(4)]);
+        let a = t.next_query().expect("first");
+        let b = t.next_query().expect("second");
+        t.on_response(a, &[node(2)], None);
+        assert!(!t.is_done(), "node 2 is closer and not yet asked");
+        let c = t.next_query().expect("node 2");
+        assert_eq!(c.id, node(2).id);
+        t.on_response(c, &[], Some(b"tok".to_vec()));
+        assert!(
+            !t.is_done(),
+            "node 8 still in flight and among the 3 closest live"
+        );
+        t.on_response(b, &[], None);
+        assert!(t.is_done());
+        let best = t.closest_responded(1);
+        assert_eq!(best[0].0.id, node(2).id);
+        assert_eq!(best[0].1.as_deref(), Some(&b"tok"[..]));
+        assert_eq!(t.rounds(), 2);
+    }
+
+    #[test]
+    fn stale_queries_free_a_slot_and_do_not_block_the_end() {
+        let mut t = Traversal::new(target(), 1, 1, &[node(1), node(2)]);
+        let a = t.next_query().expect("first");
+        assert_eq!(t.next_query(), None);
+        t.on_stale(&a.id);
+        let b = t.next_query().expect("slot freed");
+        t.on_response(b, &[], None);
+        assert!(t.is_done(), "a stale query does not hold up the end");
+    }
+
+    #[test]
+    fn failures_end_a_lookup_with_nobody_left() {
+        let mut t = Traversal::new(target(), 8, 3, &[node(1)]);
+        let a = t.next_query().expect("first");
+        t.on_failure(&a.id);
+        assert!(t.is_done());
+        assert!(t.closest_responded(8).is_empty());
+    }
+
+    #[test]
+    fn waits_for_anonymous_seeds() {
+        let mut t = Traversal::new(target(), 8, 3, &[]);
+        t.anonymous_sent();
+        assert!(!t.is_done());
+        t.anonymous_done();
+        t.on_response(node(3), &[node(1)], None);
+        assert!(!t.is_done());
+        assert_eq!(t.next_query().map(|n| n.id), Some(node(1).id));
+    }
+}

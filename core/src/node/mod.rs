@@ -1,0 +1,988 @@
+//! The DHT node: the one place where datagrams, timers and commands meet.
+//!
+//! A datagram's path: [`Node::handle_datagram`] decodes it ([`crate::krpc`]); a query goes
+//! to `server.rs`, which answers from the routing table and the stores; a response or error
+//! is matched to our pending query by transaction id (`rpc.rs`) and fed to the lookup that
+//! sent it (`crate::lookup`), which may send more queries or finish with an
+//! [`Event::Finished`]. Everything leaves through [`Node::poll_transmit`] and
+//! [`Node::poll_event`].
+
+mod config;
+mod rpc;
+mod server;
+mod stats;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+pub use config::Config;
+pub use stats::{MethodCounts, Stats};
+
+use crate::bep44::{ImmutableItem, Item, MutableItem, Target};
+use crate::event::{Event, Outcome, QueryError, QueryId};
+use crate::id::{Key, NodeId};
+use crate::krpc::{Body, ErrorReply, Message, Method, NodeInfo, PutArgs, Query, Response};
+use crate::lookup::traversal::Traversal;
+use crate::routing::{Insert, RoutingTable};
+use crate::storage::{ItemStore, PeerStore};
+use crate::token::Tokens;
+use rpc::{Expired, Purpose, Rpc};
+
+/// The `v` we send: "GR" and a version, as BEP 20 suggests for client ids.
+const VERSION: &[u8] = b"GR\x00\x01";
+/// Outbound queue bound; past it datagrams are dropped and counted (UDP may drop them anyway).
+const MAX_TRANSMITS: usize = 1 << 16;
+/// Events not yet polled; the caller is expected to drain them after every call.
+const MAX_EVENTS: usize = 1 << 16;
+/// Commands running at once; past it new ones fail at once with `Timeout`.
+const MAX_LOOKUPS: usize = 1 << 14;
+/// Peers a lookup collects.
+const MAX_PEERS_FOUND: usize = 1_000;
+/// Seeds are retried while the routing table is empty, from this interval doubling up to a minute.
+const REBOOTSTRAP_FIRST: Duration = Duration::from_secs(1);
+
+/// A datagram to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to.
+    pub to: SocketAddr,
+    /// The encoded KRPC message.
+    pub payload: Vec<u8>,
+}
+
+/// A BitTorrent mainline DHT node (BEP 5, 43, 44), with no I/O of its own.
+///
+/// Inputs: [`handle_datagram`](Node::handle_datagram), [`handle_timeout`](Node::handle_timeout)
+/// and the commands ([`bootstrap`](Node::bootstrap), [`get_peers`](Node::get_peers),
+/// [`announce`](Node::announce), [`put`](Node::put), [`get`](Node::get)). After any of them,
+/// drain [`poll_transmit`](Node::poll_transmit) and [`poll_event`](Node::poll_event), then
+/// call `handle_timeout` at [`poll_timeout`](Node::poll_timeout). Time must not go backwards.
+#[derive(Debug)]
+pub struct Node {
+    config: Config,
+    id: NodeId,
+    rng: ChaCha8Rng,
+    table4: RoutingTable,
+    table6: RoutingTable,
+    tokens: Tokens,
+    peers: PeerStore,
+    items: ItemStore,
+    rpc: Rpc,
+    lookups: BTreeMap<QueryId, Lookup>,
+    lookup_deadlines: BTreeSet<(Instant, QueryId)>,
+    /// Running plain `get_peers` lookups by info-hash, so identical ones share a traversal.
+    shared: BTreeMap<Key, QueryId>,
+    seeds: Vec<SocketAddr>,
+    rebootstrap: Option<(Instant, Duration)>,
+    next_maintenance: Instant,
+    next_query_id: u64,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: Stats,
+    last_now: Instant,
+}
+
+#[derive(Debug)]
+enum Kind {
+    /// Bootstrap (reports) or bucket refresh (silent).
+    FindNode,
+    GetPeers,
+    Announce {
+        port: Option<u16>,
+    },
+    Get {
+        target: Target,
+        salt: Vec<u8>,
+    },
+    Put {
+        item: Item,
+        cas: Option<i64>,
+    },
+}
+
+#[derive(Debug)]
+enum Phase {
+    Traversing,
+    Storing {
+        pending: BTreeSet<u32>,
+        stored: usize,
+        refusal: Option<ErrorReply>,
+    },
+}
+
+#[derive(Debug)]
+struct Lookup {
+    kind: Kind,
+    phase: Phase,
+    traversal: Traversal,
+    /// Internal lookups (bucket refresh) end without an event.
+    report: bool,
+    /// Other commands sharing this traversal.
+    waiters: Vec<QueryId>,
+    deadline: Instant,
+    peers: Vec<SocketAddr>,
+    peers_seen: BTreeSet<SocketAddr>,
+    best: Option<(Item, NodeId)>,
+    /// Queries of ours in flight for this lookup, to forget them when it ends.
+    tids: BTreeSet<u32>,
+}
+
+impl Node {
+    /// Creates a node. Its id comes from `config.id` or else from the RNG seeded by `seed`.
+    pub fn new(config: Config, seed: [u8; 32], now: Instant) -> Node {
+        let mut rng = ChaCha8Rng::from_seed(seed);
+        let id = config.id.unwrap_or_else(|| NodeId::random(&mut rng));
+        let tokens = Tokens::new(&mut rng, now);
+        let first_tid = rng.random();
+        Node {
+            table4: RoutingTable::new(id, config.k),
+            table6: RoutingTable::new(id, config.k),
+            tokens,
+            peers: PeerStore::new(
+                config.peer_max_age,
+                config.max_peer_keys,
+                config.max_peers_per_key,
+            ),
+            items: ItemStore::new(config.max_items, config.item_max_age),
+            rpc: Rpc::new(first_tid, config.query_timeout),
+            lookups: BTreeMap::new(),
+            lookup_deadlines: BTreeSet::new(),
+            shared: BTreeMap::new(),
+            seeds: Vec::new(),
+            rebootstrap: None,
+            next_maintenance: now + config.maintenance_interval,
+            next_query_id: 0,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            last_now: now,
+            id,
+            rng,
+            config,
+        }
+    }
+
+    /// Our node id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The settings the node was built with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Nodes in the routing tables (IPv4 and IPv6).
+    pub fn routing_table_len(&self) -> usize {
+        self.table4.len() + self.table6.len()
+    }
+
+    /// The IPv4 and IPv6 routing tables.
+    pub fn routing_tables(&self) -> (&RoutingTable, &RoutingTable) {
+        (&self.table4, &self.table6)
+    }
+
+    /// Distinct info-hashes with stored peers.
+    pub fn stored_keys(&self) -> usize {
+        self.peers.len_keys()
+    }
+
+    /// Stored peers over all info-hashes.
+    pub fn stored_peers(&self) -> usize {
+        self.peers.len_peers()
+    }
+
+    /// Stored BEP-44 items.
+    pub fn stored_items(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Peers and items dropped because a store was full.
+    pub fn evicted(&self) -> (u64, u64) {
+        (self.peers.evicted(), self.items.evicted())
+    }
+
+    /// Commands still running.
+    pub fn running_commands(&self) -> usize {
+        self.lookups.len()
+    }
+
+    /// Peers stored here for `info_hash`, without asking the network.
+    pub fn local_peers(&self, now: Instant, info_hash: &Key, max: usize) -> Vec<SocketAddr> {
+        self.peers.get(now, info_hash, max)
+    }
+
+    /// The next datagram to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the caller.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Node::handle_timeout) should next be called.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.rpc.next_deadline(),
+            self.lookup_deadlines.first().map(|(t, _)| *t),
+            Some(self.tokens.next_rotation()),
+            self.peers.next_expiry(),
+            self.items.next_expiry(),
+            Some(self.next_maintenance),
+            self.rebootstrap.map(|(t, _)| t),
+            self.table4.next_timeout(),
+            self.table6.next_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Joins the DHT through `seeds` (Grape `--bn`): looks up our own id from them.
+    ///
+    /// The seeds are kept: while the routing table is empty they are asked again, so
+    /// nodes started together find each other whatever order they came up in.
+    pub fn bootstrap(&mut self, now: Instant, seeds: &[SocketAddr]) -> QueryId {
+        let now = self.tick(now);
+        for s in seeds {
+            if !self.seeds.contains(s) {
+                self.seeds.push(*s);
+            }
+        }
+        if self.routing_table_len() == 0 && !self.seeds.is_empty() {
+            self.rebootstrap = Some((now + REBOOTSTRAP_FIRST, REBOOTSTRAP_FIRST));
+        }
+        self.start(now, Key::from(self.id), Kind::FindNode, true)
+    }
+
+    /// Finds the peers announced under `info_hash`. Identical running lookups share one traversal.
+    pub fn get_peers(&mut self, now: Instant, info_hash: Key) -> QueryId {
+        let now = self.tick(now);
+        if let Some(&running) = self.shared.get(&info_hash) {
+            let query = self.next_id();
+            if let Some(l) = self.lookups.get_mut(&running) {
+                l.waiters.push(query);
+                return query;
+            }
+        }
+        let query = self.start(now, info_hash.clone(), Kind::GetPeers, true);
+        if self.lookups.contains_key(&query) {
+            self.shared.insert(info_hash, query);
+        }
+        query
+    }
+
+    /// Announces that a peer serves `info_hash` on `port` (`None`: the port our datagrams
+    /// come from, BEP 5's `implied_port`). The peer is also stored locally, at
+    /// `config.local_ip`, so a lone node answers its own lookups.
+    pub fn announce(&mut self, now: Instant, info_hash: Key, port: Option<u16>) -> QueryId {
+        let now = self.tick(now);
+        if let Some(port) = port.filter(|p| *p != 0) {
+            let ip = self
+                .config
+                .local_ip
+                .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            self.peers.add(now, &info_hash, SocketAddr::new(ip, port));
+        }
+        self.start(now, info_hash, Kind::Announce { port }, true)
+    }
+
+    /// Stores a BEP-44 item on the nodes closest to its target, and locally.
+    ///
+    /// A put the local store refuses (a lower `seq`, a `cas` mismatch) ends at once with
+    /// [`QueryError::Rejected`].
+    pub fn put(&mut self, now: Instant, item: Item, cas: Option<i64>) -> QueryId {
+        let now = self.tick(now);
+        if let Err(e) = self.items.put(now, item.clone(), cas) {
+            let query = self.next_id();
+            self.emit(query, Err(QueryError::Rejected(e)));
+            return query;
+        }
+        let target = item.target();
+        self.start(now, target.into(), Kind::Put { item, cas }, true)
+    }
+
+    /// Fetches a BEP-44 item; `salt` is needed to check a mutable item against its target.
+    pub fn get(&mut self, now: Instant, target: Target, salt: Option<Vec<u8>>) -> QueryId {
+        let now = self.tick(now);
+        let salt = salt.unwrap_or_default();
+        let local = self.items.get(now, &target).cloned();
+        if let Some(Item::Immutable(item)) = local {
+            let query = self.next_id();
+            let item = Some(Item::Immutable(item));
+            self.emit(query, Ok(Outcome::Got { item, from: None }));
+            return query;
+        }
+        let query = self.start(now, target.into(), Kind::Get { target, salt }, true);
+        if let (Some(l), Some(item)) = (self.lookups.get_mut(&query), local) {
+            l.best = Some((item, self.id));
+        }
+        query
+    }
+
+    /// Stops a command; it ends with [`QueryError::Cancelled`].
+    pub fn cancel(&mut self, query: QueryId) {
+        if self.lookups.contains_key(&query) {
+            self.finish(query, Err(QueryError::Cancelled));
+            return;
+        }
+        // A command sharing another's traversal leaves it alone.
+        for l in self.lookups.values_mut() {
+            if let Some(i) = l.waiters.iter().position(|w| *w == query) {
+                l.waiters.remove(i);
+                self.emit(query, Err(QueryError::Cancelled));
+                return;
+            }
+        }
+    }
+
+    /// Feeds one received UDP datagram.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let now = self.tick(now);
+        self.stats.datagrams_in += 1;
+        let msg = match Message::decode(bytes) {
+            Ok(msg) => msg,
+            Err(e) => {
+                tracing::debug!(%from, reason = e.kind.as_str(), "dropped datagram");
+                self.stats.drop(e.kind.as_str());
+                self.answer_malformed(from, &e);
+                return;
+            }
+        };
+        match msg.body {
+            Body::Query(query) => self.handle_query(now, from, msg.tid, msg.read_only, query),
+            Body::Response(response) => self.handle_response(now, from, &msg.tid, response),
+            Body::Error(error) => self.handle_error(now, from, &msg.tid, error),
+        }
+    }
+
+    /// Runs whatever is due at `now`: query timeouts, expiry, token rotation, table upkeep.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.tick(now);
+        while let Some((tid, expired)) = self.rpc.poll_expired(now) {
+            self.on_expired(now, tid, expired);
+        }
+        while let Some(&(at, query)) = self.lookup_deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.finish(query, Err(QueryError::Timeout));
+        }
+        if self.tokens.next_rotation() <= now {
+            self.tokens.handle_timeout(now, &mut self.rng);
+        }
+        self.peers.expire(now);
+        self.items.expire(now);
+        if let Some((at, interval)) = self.rebootstrap
+            && at <= now
+        {
+            if self.routing_table_len() == 0 && !self.seeds.is_empty() {
+                let next = (interval * 2).min(Duration::from_secs(60));
+                self.rebootstrap = Some((now + next, next));
+                self.start(now, Key::from(self.id), Kind::FindNode, false);
+            } else {
+                self.rebootstrap = None;
+            }
+        }
+        let refresh_due = [self.table4.next_timeout(), self.table6.next_timeout()]
+            .into_iter()
+            .flatten()
+            .any(|t| t <= now);
+        if self.next_maintenance <= now || refresh_due {
+            self.next_maintenance = now + self.config.maintenance_interval;
+            self.maintain(now);
+        }
+    }
+
+    fn tick(&mut self, now: Instant) -> Instant {
+        self.last_now = self.last_now.max(now);
+        self.last_now
+    }
+
+    fn next_id(&mut self) -> QueryId {
+        self.next_query_id += 1;
+        QueryId(self.next_query_id)
+    }
+
+    fn table(&self, addr: &SocketAddr) -> &RoutingTable {
+        if addr.is_ipv4() {
+            &self.table4
+        } else {
+            &self.table6
+        }
+    }
+
+    fn table_mut(&mut self, addr: &SocketAddr) -> &mut RoutingTable {
+        if addr.is_ipv4() {
+            &mut self.table4
+        } else {
+            &mut self.table6
+        }
+    }
+
+    /// The closest known nodes of both families, for starting a lookup.
+    fn closest(&self, key: &Key) -> Vec<NodeInfo> {
+        let mut nodes = self.table4.closest(key.as_bytes(), self.config.k);
+        nodes.extend(self.table6.closest(key.as_bytes(), self.config.k));
+        nodes
+    }
+
+    /// Upkeep of the routing tables: pings nodes gone quiet, refreshes idle buckets.
+    fn maintain(&mut self, now: Instant) {
+        let mut pings = self.table4.take_pings(now);
+        pings.extend(self.table6.take_pings(now));
+        for node in pings {
+            self.ping(now, node);
+        }
+        let mut targets = self.table4.refresh(now, &mut self.rng);
+        targets.extend(self.table6.refresh(now, &mut self.rng));
+        for target in targets {
+            self.start(now, Key::from(target), Kind::FindNode, false);
+        }
+    }
+
+    fn ping(&mut self, now: Instant, node: NodeInfo) {
+        self.send_query(now, node.addr, Some(node.id), Method::Ping, Purpose::Ping);
+    }
+
+    /// Records a node we heard from and runs the pings the table asks for.
+    fn heard(&mut self, now: Instant, node: NodeInfo, responded: bool) {
+        let table = self.table_mut(&node.addr);
+        let insert = if responded {
+            table.heard_response(now, node)
+        } else {
+            table.heard_query(now, node)
+        };
+        if let Insert::Cached { ping } = insert {
+            for n in ping {
+                self.ping(now, n);
+            }
+        }
+        if self.rebootstrap.is_some() && self.routing_table_len() > 0 {
+            self.rebootstrap = None;
+        }
+    }
+
+    /// Creates a command's lookup and sends its first queries.
+    fn start(&mut self, now: Instant, target: Key, kind: Kind, report: bool) -> QueryId {
+        let query = self.next_id();
+        if self.lookups.len() >= MAX_LOOKUPS {
+            self.stats.drop("too_many_commands");
+            if report {
+                self.emit(query, Err(QueryError::Timeout));
+            }
+            return query;
+        }
+        let seeds = self.closest(&target);
+        let mut traversal = Traversal::new(target, self.config.k, self.config.alpha, &seeds);
+        let anonymous = if seeds.is_empty() {
+            self.seeds.clone()
+        } else {
+            Vec::new()
+        };
+        for _ in &anonymous {
+            traversal.anonymous_sent();
+        }
+        let deadline = now + self.config.lookup_timeout;
+        self.lookup_deadlines.insert((deadline, query));
+        self.lookups.insert(
+            query,
+            Lookup {
+                kind,
+                phase: Phase::Traversing,
+                traversal,
+                report,
+                waiters: Vec::new(),
+                deadline,
+                peers: Vec::new(),
+                peers_seen: BTreeSet::new(),
+                best: None,
+                tids: BTreeSet::new(),
+            },
+        );
+        for addr in anonymous {
+            self.send_lookup_query(now, query, addr, None);
+        }
+        self.advance(now, query);
+        query
+    }
+
+    /// Sends what a lookup may send now, and ends its traversal when it is done.
+    fn advance(&mut self, now: Instant, query: QueryId) {
+        loop {
+            if self.rpc.is_full() {
+                return;
+            }
+            let Some(l) = self.lookups.get_mut(&query) else {
+                return;
+            };
+            if !matches!(l.phase, Phase::Traversing) {
+                return;
+            }
+            let Some(next) = l.traversal.next_query() else {
+                break;
+            };
+            self.send_lookup_query(now, query, next.addr, Some(next.id));
+        }
+        let done = self
+            .lookups
+            .get(&query)
+            .is_some_and(|l| matches!(l.phase, Phase::Traversing) && l.traversal.is_done());
+        if done {
+            self.end_traversal(now, query);
+        }
+    }
+
+    fn send_lookup_query(
+        &mut self,
+        now: Instant,
+        query: QueryId,
+        to: SocketAddr,
+        id: Option<NodeId>,
+    ) {
+        let Some(l) = self.lookups.get(&query) else {
+            return;
+        };
+        let target = l.traversal.target().clone();
+        let method = match &l.kind {
+            Kind::FindNode => Method::FindNode { target },
+            Kind::GetPeers | Kind::Announce { .. } => Method::GetPeers { info_hash: target },
+            Kind::Get { .. } | Kind::Put { .. } => Method::Get { target, seq: None },
+        };
+        if let Some(tid) = self.send_query(now, to, id, method, Purpose::Lookup(query))
+            && let Some(l) = self.lookups.get_mut(&query)
+        {
+            l.tids.insert(tid);
+        }
+    }
+
+    /// The traversal found the closest nodes: report, or go on to store on them.
+    fn end_traversal(&mut self, now: Instant, query: QueryId) {
+        let Some(l) = self.lookups.get_mut(&query) else {
+            return;
+        };
+        let k = self.config.k;
+        let stores: Vec<(NodeInfo, Method)> = match &l.kind {
+            Kind::FindNode => {
+                let table_size = self.table4.len() + self.table6.len();
+                self.finish(query, Ok(Outcome::Bootstrapped { table_size }));
+                return;
+            }
+            Kind::GetPeers => {
+                let outcome = self.peers_outcome(now, query);
+                self.finish(query, outcome);
+                return;
+            }
+            Kind::Get { .. } => {
+                let (item, from) = match l.best.take() {
+                    Some((item, from)) => (Some(item), (from != self.id).then_some(from)),
+                    None => (None, None),
+                };
+                self.finish(query, Ok(Outcome::Got { item, from }));
+                return;
+            }
+            Kind::Announce { port } => {
+                let info_hash = l.traversal.target().clone();
+                l.traversal
+                    .closest_responded(k)
+                    .into_iter()
+                    .filter_map(|(node, token)| Some((node, token?)))
+                    .map(|(node, token)| {
+                        let method = Method::AnnouncePeer {
+                            info_hash: info_hash.clone(),
+                            port: port.unwrap_or(0),
+                            implied_port: port.is_none(),
+                            token,
+                        };
+                        (node, method)
+                    })
+                    .collect()
+            }
+            Kind::Put { item, cas } => l
+                .traversal
+                .closest_responded(k)
+                .into_iter()
+                .filter_map(|(node, token)| Some((node, token?)))
+                .map(|(node, token)| (node, Method::Put(put_args(item, *cas, token))))
+                .collect(),
+        };
+        let mut pending = BTreeSet::new();
+        for (node, method) in stores {
+            if let Some(tid) =
+                self.send_query(now, node.addr, Some(node.id), method, Purpose::Store(query))
+            {
+                pending.insert(tid);
+            }
+        }
+        if let Some(l) = self.lookups.get_mut(&query) {
+            l.tids.extend(pending.iter().copied());
+            l.phase = Phase::Storing {
+                pending,
+                stored: 0,
+                refusal: None,
+            };
+        }
+        self.check_stored(query);
+    }
+
+    /// Ends a storing phase once every store query was answered or gave up.
+    fn check_stored(&mut self, query: QueryId) {
+        let Some(l) = self.lookups.get(&query) else {
+            return;
+        };
+        let Phase::Storing {
+            pending,
+            stored,
+            refusal,
+        } = &l.phase
+        else {
+            return;
+        };
+        if !pending.is_empty() {
+            return;
+        }
+        let stored = *stored;
+        let result = match (&l.kind, refusal) {
+            (Kind::Put { .. }, Some(e)) if stored == 0 => Err(QueryError::AllFailed {
+                code: Some(e.code),
+                message: e.message.clone(),
+            }),
+            (Kind::Put { item, .. }, _) => Ok(Outcome::Stored {
+                target: item.target(),
+                stored_at: stored,
+            }),
+            _ => Ok(Outcome::Announced {
+                peers: l.peers.clone(),
+                stored_at: stored,
+            }),
+        };
+        self.finish(query, result);
+    }
+
+    fn peers_outcome(&self, now: Instant, query: QueryId) -> Result<Outcome, QueryError> {
+        let Some(l) = self.lookups.get(&query) else {
+            return Err(QueryError::Cancelled);
+        };
+        let mut peers = self
+            .peers
+            .get(now, l.traversal.target(), self.config.max_peers_per_key);
+        for p in &l.peers {
+            if !peers.contains(p) {
+                peers.push(*p);
+            }
+        }
+        Ok(Outcome::Peers { peers })
+    }
+
+    /// Ends a command: forgets its queries and reports it (and those sharing it).
+    fn finish(&mut self, query: QueryId, result: Result<Outcome, QueryError>) {
+        let Some(l) = self.lookups.remove(&query) else {
+            return;
+        };
+        self.lookup_deadlines.remove(&(l.deadline, query));
+        if self.shared.get(l.traversal.target()) == Some(&query) {
+            self.shared.remove(l.traversal.target());
+        }
+        for tid in &l.tids {
+            self.rpc.forget(*tid);
+        }
+        tracing::trace!(
+            ?query,
+            rounds = l.traversal.rounds(),
+            ok = result.is_ok(),
+            "command ended"
+        );
+        if !l.report {
+            return;
+        }
+        for w in l.waiters {
+            self.emit(w, result.clone());
+        }
+        self.emit(query, result);
+    }
+
+    fn emit(&mut self, query: QueryId, result: Result<Outcome, QueryError>) {
+        if result.is_ok() {
+            self.stats.commands_ok += 1;
+        } else {
+            self.stats.commands_failed += 1;
+        }
+        if self.events.len() >= MAX_EVENTS {
+            self.stats.drop("event_queue_full");
+            return;
+        }
+        self.events.push_back(Event::Finished { query, result });
+    }
+
+    /// Encodes and queues a query; `None` when the pending table is full.
+    fn send_query(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        id: Option<NodeId>,
+        method: Method,
+        purpose: Purpose,
+    ) -> Option<u32> {
+        if self.rpc.is_full() {
+            self.stats.drop("pending_full");
+            return None;
+        }
+        let tid = self.rpc.start(now, to, id, purpose);
+        self.stats.queries_out.bump(method_name(&method));
+        let msg = Message {
+            tid: tid.to_vec(),
+            version: Some(VERSION.to_vec()),
+            read_only: self.config.read_only,
+            body: Body::Query(Query {
+                id: self.id,
+                method,
+            }),
+        };
+        self.transmit(to, msg.encode());
+        Some(u32::from_be_bytes(tid))
+    }
+
+    fn transmit(&mut self, to: SocketAddr, payload: Vec<u8>) {
+        if self.transmits.len() >= MAX_TRANSMITS {
+            self.stats.drop("transmit_queue_full");
+            return;
+        }
+        self.stats.datagrams_out += 1;
+        self.transmits.push_back(Transmit { to, payload });
+    }
+
+    fn handle_response(&mut self, now: Instant, from: SocketAddr, tid: &[u8], r: Response) {
+        let Some(pending) = self.rpc.finish(now, tid, from) else {
+            self.stats.drop("unexpected_response");
+            return;
+        };
+        self.stats.responses_in += 1;
+        let node = NodeInfo {
+            id: r.id,
+            addr: from,
+        };
+        self.heard(now, node, true);
+        let query = match pending.purpose {
+            Purpose::Ping => return,
+            Purpose::Store(query) => {
+                if let Some(Lookup {
+                    phase:
+                        Phase::Storing {
+                            pending: p, stored, ..
+                        },
+                    ..
+                }) = self.lookups.get_mut(&query)
+                    && p.remove(&tid_u32(tid))
+                {
+                    *stored += 1;
+                }
+                self.check_stored(query);
+                return;
+            }
+            Purpose::Lookup(query) => query,
+        };
+        let own = self.id;
+        let Some(l) = self.lookups.get_mut(&query) else {
+            return;
+        };
+        l.tids.remove(&tid_u32(tid));
+        if pending.id.is_none() {
+            l.traversal.anonymous_done();
+        } else if pending.id != Some(r.id)
+            && let Some(expected) = pending.id
+        {
+            // The address now answers with another id: the node we meant is gone.
+            l.traversal.on_failure(&expected);
+        }
+        let mut nodes: Vec<NodeInfo> = r.nodes.iter().chain(&r.nodes6).copied().collect();
+        nodes.retain(|n| n.id != own);
+        let mut early = false;
+        match &l.kind {
+            Kind::GetPeers | Kind::Announce { .. } => {
+                for p in &r.values {
+                    if l.peers.len() < MAX_PEERS_FOUND
+                        && p.port() != 0
+                        && !p.ip().is_unspecified()
+                        && l.peers_seen.insert(*p)
+                    {
+                        l.peers.push(*p);
+                    }
+                }
+            }
+            Kind::Get { target, salt } => {
+                if let Some(item) = verified_item(&r, target, salt) {
+                    early = matches!(item, Item::Immutable(_));
+                    let better = match (&l.best, &item) {
+                        (Some((Item::Mutable(old), _)), Item::Mutable(new)) => {
+                            new.seq() > old.seq()
+                        }
+                        (Some(_), _) => false,
+                        (None, _) => true,
+                    };
+                    if better {
+                        l.best = Some((item, r.id));
+                    }
+                } else if r.v.is_some() {
+                    self.stats.drop("bad_item");
+                }
+            }
+            Kind::FindNode | Kind::Put { .. } => {}
+        }
+        if let Some(l) = self.lookups.get_mut(&query) {
+            l.traversal.on_response(node, &nodes, r.token.clone());
+        }
+        if early {
+            self.end_traversal(now, query);
+        } else {
+            self.advance(now, query);
+        }
+    }
+
+    fn handle_error(&mut self, now: Instant, from: SocketAddr, tid: &[u8], e: ErrorReply) {
+        self.stats.errors_in += 1;
+        let Some(pending) = self.rpc.finish(now, tid, from) else {
+            self.stats.drop("unexpected_error");
+            return;
+        };
+        tracing::debug!(%from, code = e.code, message = %e.message, "KRPC error reply");
+        match pending.purpose {
+            Purpose::Ping => {}
+            Purpose::Store(query) => {
+                if let Some(Lookup {
+                    phase:
+                        Phase::Storing {
+                            pending: p,
+                            refusal,
+                            ..
+                        },
+                    ..
+                }) = self.lookups.get_mut(&query)
+                {
+                    p.remove(&tid_u32(tid));
+                    refusal.get_or_insert(e);
+                }
+                self.check_stored(query);
+            }
+            Purpose::Lookup(query) => {
+                if let Some(l) = self.lookups.get_mut(&query) {
+                    l.tids.remove(&tid_u32(tid));
+                    match pending.id {
+                        Some(id) => l.traversal.on_failure(&id),
+                        None => l.traversal.anonymous_done(),
+                    }
+                }
+                self.advance(now, query);
+            }
+        }
+    }
+
+    fn on_expired(&mut self, now: Instant, tid: u32, expired: Expired) {
+        match expired {
+            Expired::Soft(p) => match p.purpose {
+                Purpose::Lookup(query) => {
+                    if let (Some(l), Some(id)) = (self.lookups.get_mut(&query), p.id) {
+                        l.traversal.on_stale(&id);
+                    }
+                    self.advance(now, query);
+                }
+                Purpose::Store(query) => {
+                    // A store is best effort: don't hold the command for a lost ack.
+                    self.rpc.forget(tid);
+                    if let Some(Lookup {
+                        phase: Phase::Storing { pending, .. },
+                        ..
+                    }) = self.lookups.get_mut(&query)
+                    {
+                        pending.remove(&tid);
+                    }
+                    self.check_stored(query);
+                }
+                Purpose::Ping => {}
+            },
+            Expired::Hard(p) => {
+                self.stats.timeouts += 1;
+                if let Some(id) = p.id {
+                    let _ = self.table_mut(&p.to).failed(now, &id);
+                }
+                if let Purpose::Lookup(query) = p.purpose {
+                    if let Some(l) = self.lookups.get_mut(&query) {
+                        l.tids.remove(&tid);
+                        match p.id {
+                            Some(id) => l.traversal.on_failure(&id),
+                            None => l.traversal.anonymous_done(),
+                        }
+                    }
+                    self.advance(now, query);
+                }
+            }
+        }
+    }
+}
+
+fn tid_u32(tid: &[u8]) -> u32 {
+    tid.try_into().map(u32::from_be_bytes).unwrap_or(u32::MAX)
+}
+
+fn method_name(method: &Method) -> &'static str {
+    match method {
+        Method::Ping => "ping",
+        Method::FindNode { .. } => "find_node",
+        Method::GetPeers { .. } => "get_peers",
+        Method::AnnouncePeer { .. } => "announce_peer",
+        Method::Get { .. } => "get",
+        Method::Put(_) => "put",
+    }
+}
+
+fn put_args(item: &Item, cas: Option<i64>, token: Vec<u8>) -> PutArgs {
+    match item {
+        Item::Immutable(i) => PutArgs {
+            token,
+            v: i.v().to_vec(),
+            k: None,
+            sig: None,
+            seq: None,
+            salt: None,
+            cas: None,
+        },
+        Item::Mutable(m) => PutArgs {
+            token,
+            v: m.v().to_vec(),
+            k: Some(*m.k()),
+            sig: Some(*m.sig()),
+            seq: Some(m.seq()),
+            salt: (!m.salt().is_empty()).then(|| m.salt().to_vec()),
+            cas,
+        },
+    }
+}
+
+/// The item in a `get` response, if it is well formed and belongs to `target`.
+fn verified_item(r: &Response, target: &Target, salt: &[u8]) -> Option<Item> {
+    let v = r.v.clone()?;
+    let item = match (r.k, r.sig, r.seq) {
+        (Some(k), Some(sig), Some(seq)) => {
+            Item::Mutable(MutableItem::new(k, salt.to_vec(), seq, v, sig).ok()?)
+        }
+        (None, None, _) => Item::Immutable(ImmutableItem::new(v).ok()?),
+        _ => return None,
+    };
+    (item.target() == *target).then_some(item)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,230 @@
+//! Our outstanding KRPC queries: transaction ids, deadlines, and round-trip estimates.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::event::QueryId;
+use crate::id::NodeId;
+
+/// Queries in flight at once, across all lookups; past it lookups wait for room.
+pub(crate) const MAX_PENDING: usize = 1 << 16;
+
+/// Why we sent a query, so its answer reaches the right place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// A step of the traversal of this command.
+    Lookup(QueryId),
+    /// `announce_peer` or `put` of this command, after its traversal.
+    Store(QueryId),
+    /// Liveness check of a routing-table node.
+    Ping,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Pending {
+    pub(crate) to: SocketAddr,
+    /// The id we expect to answer; `None` for bootstrap seeds.
+    pub(crate) id: Option<NodeId>,
+    pub(crate) purpose: Purpose,
+    sent_at: Instant,
+    /// Cleared once the soft deadline has fired.
+    soft: Option<Instant>,
+    hard: Instant,
+}
+
+/// A deadline that passed.
+#[derive(Debug)]
+pub(crate) enum Expired {
+    /// The query is slow: the lookup may move on, but an answer is still welcome.
+    Soft(Pending),
+    /// The query failed; it is forgotten.
+    Hard(Pending),
+}
+
+#[derive(Debug)]
+pub(crate) struct Rpc {
+    next_tid: u32,
+    pending: HashMap<u32, Pending>,
+    deadlines: BTreeSet<(Instant, u32)>,
+    hard_timeout: Duration,
+    srtt: Option<Duration>,
+    rttvar: Duration,
+}
+
+impl Rpc {
+    pub(crate) fn new(first_tid: u32, hard_timeout: Duration) -> Self {
+        Rpc {
+            next_tid: first_tid,
+            pending: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            hard_timeout,
+            srtt: None,
+            rttvar: Duration::ZERO,
+        }
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        self.pending.len() >= MAX_PENDING
+    }
+
+    /// Registers a query and returns its transaction id.
+    pub(crate) fn start(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        id: Option<NodeId>,
+        purpose: Purpose,
+    ) -> [u8; 4] {
+        let mut tid = self.next_tid;
+        while self.pending.contains_key(&tid) {
+            tid = tid.wrapping_add(1);
+        }
+        self.next_tid = tid.wrapping_add(1);
+        let soft = now + self.soft_timeout();
+        let hard = now + self.hard_timeout;
+        self.deadlines.insert((soft, tid));
+        self.pending.insert(
+            tid,
+            Pending {
+                to,
+                id,
+                purpose,
+                sent_at: now,
+                soft: Some(soft),
+                hard,
+            },
+        );
+        tid.to_be_bytes()
+    }
+
+    /// Takes the query an answer from `from` with transaction id `tid` belongs to.
+    ///
+    /// An answer from another address than the one asked is not ours (spoofed or confused):
+    /// the query stays pending.
+    pub(crate) fn finish(&mut self, now: Instant, tid: &[u8], from: SocketAddr) -> Option<Pending> {
+        let tid = u32::from_be_bytes(tid.try_into().ok()?);
+        if self.pending.get(&tid)?.to != from {
+            return None;
+        }
+        let p = self.pending.remove(&tid)?;
+        self.deadlines.remove(&(p.soft.unwrap_or(p.hard), tid));
+        self.sample_rtt(now.saturating_duration_since(p.sent_at));
+        Some(p)
+    }
+
+    /// Forgets a query without an answer (its lookup ended).
+    pub(crate) fn forget(&mut self, tid: u32) {
+        if let Some(p) = self.pending.remove(&tid) {
+            self.deadlines.remove(&(p.soft.unwrap_or(p.hard), tid));
+        }
+    }
+
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(t, _)| *t)
+    }
+
+    /// Pops one deadline that is due at `now`, with its transaction id.
+    pub(crate) fn poll_expired(&mut self, now: Instant) -> Option<(u32, Expired)> {
+        let &(at, tid) = self.deadlines.first()?;
+        if at > now {
+            return None;
+        }
+        self.deadlines.pop_first();
+        let p = self.pending.get_mut(&tid)?;
+        if p.soft.take().is_some() {
+            self.deadlines.insert((p.hard, tid));
+            return Some((tid, Expired::Soft(p.clone())));
+        }
+        let p = self.pending.remove(&tid)?;
+        Some((tid, Expired::Hard(p)))
+    }
+
+    /// How long before a lookup stops waiting on a query: a few round trips, as TCP's RTO.
+    pub(crate) fn soft_timeout(&self) -> Duration {
+        match self.srtt {
+            None => Duration::from_millis(500),
+            Some(srtt) => (srtt + 4 * self.rttvar).clamp(
+                Duration::from_millis(50),
+                (self.hard_timeout / 2).max(Duration::from_millis(50)),
+            ),
+        }
+    }
+
+    /// RFC 6298 smoothing of the round-trip time.
+    fn sample_rtt(&mut self, rtt: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(rtt);
+                self.rttvar = rtt / 2;
+            }
+            Some(srtt) => {
+                let diff = srtt.abs_diff(rtt);
+                self.rttvar = (self.rttvar * 3 + diff) / 4;
+                self.srtt = Some((srtt * 7 + rtt) / 8);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn answer_from_another_address_is_ignored() {
+        let now = Instant::now();
+        let mut rpc = Rpc::new(7, Duration::from_secs(2));
+        let tid = rpc.start(now, addr(1), None, Purpose::Ping);
+        assert!(rpc.finish(now, &tid, addr(2)).is_none());
+        assert!(rpc.finish(now, &tid, addr(1)).is_some());
+        assert!(
+            rpc.finish(now, &tid, addr(1)).is_none(),
+            "answered once only"
+        );
+        assert_eq!(rpc.next_deadline(), None);
+    }
+
+    #[test]
+    fn soft_then_hard_deadline() {
+        let now = Instant::now();
+        let mut rpc = Rpc::new(0, Duration::from_secs(2));
+        rpc.start(now, addr(1), None, Purpose::Ping);
+        assert!(rpc.poll_expired(now).is_none());
+        let soft = rpc.next_deadline().expect("soft");
+        assert!(matches!(
+            rpc.poll_expired(soft),
+            Some((_, Expired::Soft(_)))
+        ));
+        assert!(
+            rpc.next_deadline().is_some(),
+            "still waiting after the soft deadline"
+        );
+        let hard = rpc.next_deadline().expect("hard");
+        assert_eq!(hard, now + Duration::from_secs(2));
+        assert!(matches!(
+            rpc.poll_expired(hard),
+            Some((_, Expired::Hard(_)))
+        ));
+        assert_eq!(rpc.next_deadline(), None);
+    }
+
+    #[test]
+    fn soft_timeout_follows_measured_rtt() {
+        let now = Instant::now();
+        let mut rpc = Rpc::new(0, Duration::from_secs(2));
+        for _ in 0..20 {
+            let tid = rpc.start(now, addr(1), None, Purpose::Ping);
+            rpc.finish(now + Duration::from_millis(100), &tid, addr(1));
+        }
+        let soft = rpc.soft_timeout();
+        assert!(
+            soft >= Duration::from_millis(100) && soft < Duration::from_millis(300),
+            "{soft:?}"
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! Answers to the queries other nodes send us (BEP 5, BEP 44).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::{Node, VERSION, method_name};
+use crate::bep44::{ImmutableItem, Item, MutableItem, PutError, Target};
+use crate::id::ID_LEN;
+use crate::krpc::{
+    Body, DecodeError, DecodeErrorKind, ErrorReply, Message, Method, NodeInfo, PutArgs, Query,
+    Response, code,
+};
+
+/// Peers per `get_peers` answer, so the datagram stays within a common MTU.
+const MAX_VALUES_V4: usize = 100;
+const MAX_VALUES_V6: usize = 50;
+
+impl Node {
+    pub(super) fn handle_query(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        tid: Vec<u8>,
+        read_only: bool,
+        query: Query,
+    ) {
+        self.stats.queries_in.bump(method_name(&query.method));
+        if self.config.read_only {
+            // BEP 43: a read-only node does not answer.
+            self.stats.drop("read_only");
+            return;
+        }
+        if query.id == self.id {
+            self.stats.drop("own_id");
+            return;
+        }
+        if !read_only {
+            self.heard(
+                now,
+                NodeInfo {
+                    id: query.id,
+                    addr: from,
+                },
+                false,
+            );
+        }
+        let mut r = Response::new(self.id);
+        let result: Result<(), ErrorReply> = match query.method {
+            Method::Ping => Ok(()),
+            Method::FindNode { target } => {
+                r.nodes = self.table(&from).closest(target.as_bytes(), self.config.k);
+                Ok(())
+            }
+            Method::GetPeers { info_hash } => {
+                r.token = Some(self.tokens.issue(from.ip()));
+                let max = if from.is_ipv4() {
+                    MAX_VALUES_V4
+                } else {
+                    MAX_VALUES_V6
+                };
+                r.values = self
+                    .peers
+                    .get(now, &info_hash, self.config.max_peers_per_key)
+                    .into_iter()
+                    // A loopback address means "this host": only a local querier can use it.
+                    .filter(|p| !p.ip().is_loopback() || from.ip().is_loopback())
+                    .take(max)
+                    .collect();
+                r.nodes = self
+                    .table(&from)
+                    .closest(info_hash.as_bytes(), self.config.k);
+                Ok(())
+            }
+            Method::AnnouncePeer {
+                info_hash,
+                port,
+                implied_port,
+                token,
+            } => {
+                let port = if implied_port { from.port() } else { port };
+                if !self.tokens.check(from.ip(), &token) {
+                    Err(error(code::PROTOCOL, "bad token"))
+                } else if port == 0 {
+                    Err(error(code::PROTOCOL, "bad port"))
+                } else {
+                    self.peers
+                        .add(now, &info_hash, SocketAddr::new(from.ip(), port));
+                    Ok(())
+                }
+            }
+            Method::Get { target, seq } => {
+                r.token = Some(self.tokens.issue(from.ip()));
+                r.nodes = self.table(&from).closest(target.as_bytes(), self.config.k);
+                let item = <[u8; ID_LEN]>::try_from(target.as_bytes())
+                    .ok()
+                    .and_then(|t| self.items.get(now, &Target(t)));
+                match item {
+                    Some(Item::Immutable(i)) => r.v = Some(i.v().to_vec()),
+                    Some(Item::Mutable(m)) => {
+                        r.k = Some(*m.k());
+                        r.seq = Some(m.seq());
+                        // BEP 44: skip the value when the querier already has this seq.
+                        if seq.is_none_or(|s| s < m.seq()) {
+                            r.v = Some(m.v().to_vec());
+                            r.sig = Some(*m.sig());
+                        }
+                    }
+                    None => {}
+                }
+                Ok(())
+            }
+            Method::Put(args) => {
+                if self.tokens.check(from.ip(), &args.token) {
+                    self.store_put(now, args)
+                } else {
+                    Err(error(code::PROTOCOL, "bad token"))
+                }
+            }
+        };
+        let body = match result {
+            Ok(()) => Body::Response(r),
+            Err(e) => {
+                self.stats.errors_out += 1;
+                Body::Error(e)
+            }
+        };
+        self.reply(from, tid, body);
+    }
+
+    fn store_put(&mut self, now: Instant, args: PutArgs) -> Result<(), ErrorReply> {
+        let item = match (args.k, args.sig, args.seq) {
+            (None, None, None) => ImmutableItem::new(args.v).map(Item::Immutable),
+            (Some(k), Some(sig), Some(seq)) => {
+                MutableItem::new(k, args.salt.unwrap_or_default(), seq, args.v, sig)
+                    .map(Item::Mutable)
+            }
+            _ => return Err(error(code::PROTOCOL, "put needs k, sig and seq together")),
+        };
+        item.and_then(|item| self.items.put(now, item, args.cas))
+            .map_err(|e: PutError| error(e.code(), &e.to_string()))
+    }
+
+    /// Answers a malformed query with 203 (or 204 for an unknown method), when it had a tid.
+    pub(super) fn answer_malformed(&mut self, from: SocketAddr, e: &DecodeError) {
+        let (Some(tid), true) = (&e.tid, e.was_query) else {
+            return;
+        };
+        if self.config.read_only {
+            return;
+        }
+        let reply = if matches!(e.kind, DecodeErrorKind::UnknownMethod) {
+            error(code::METHOD_UNKNOWN, "method unknown")
+        } else {
+            error(code::PROTOCOL, e.kind.as_str())
+        };
+        self.stats.errors_out += 1;
+        self.reply(from, tid.clone(), Body::Error(reply));
+    }
+
+    fn reply(&mut self, to: SocketAddr, tid: Vec<u8>, body: Body) {
+        let msg = Message {
+            tid,
+            version: Some(VERSION.to_vec()),
+            read_only: false,
+            body,
+        };
+        self.transmit(to, msg.encode());
+    }
+}
+
+fn error(code: i64, message: &str) -> ErrorReply {
+    ErrorReply {
+        code,
+        message: message.to_string(),
+    }
+}

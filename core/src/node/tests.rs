@@ -1,0 +1,259 @@
+//! A few nodes wired together in memory, driven by hand: the node's commands end to end.
+//! Large networks, loss and churn are the simulator's business (`crate::sim`).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::{Config, Node};
+use crate::bep44::{ImmutableItem, Item, MutableItem};
+use crate::event::{Event, Outcome, QueryError, QueryId};
+use crate::id::Key;
+
+struct Net {
+    now: Instant,
+    nodes: BTreeMap<SocketAddr, Node>,
+    wire: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+    events: BTreeMap<QueryId, Result<Outcome, QueryError>>,
+    /// Drop every datagram to these addresses.
+    dead: Vec<SocketAddr>,
+}
+
+fn addr(i: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 20000 + i))
+}
+
+impl Net {
+    fn new(n: u16) -> Net {
+        let now = Instant::now();
+        let nodes = (0..n)
+            .map(|i| {
+                let mut seed = [0u8; 32];
+                seed[..2].copy_from_slice(&i.to_be_bytes());
+                (addr(i), Node::new(Config::default(), seed, now))
+            })
+            .collect();
+        Net {
+            now,
+            nodes,
+            wire: VecDeque::new(),
+            events: BTreeMap::new(),
+            dead: Vec::new(),
+        }
+    }
+
+    fn node(&mut self, i: u16) -> &mut Node {
+        self.nodes.get_mut(&addr(i)).expect("node exists")
+    }
+
+    fn drain(&mut self) {
+        for (a, node) in self.nodes.iter_mut() {
+            while let Some(t) = node.poll_transmit() {
+                self.wire.push_back((*a, t.to, t.payload));
+            }
+            while let Some(Event::Finished { query, result }) = node.poll_event() {
+                assert!(
+                    self.events.insert(query, result).is_none(),
+                    "one Finished per query"
+                );
+            }
+        }
+    }
+
+    /// Delivers datagrams and fires timers until `query` ends or `limit` of virtual time passes.
+    fn wait(&mut self, query: QueryId, limit: Duration) -> Result<Outcome, QueryError> {
+        let end = self.now + limit;
+        loop {
+            self.drain();
+            if let Some(r) = self.events.remove(&query) {
+                return r;
+            }
+            if let Some((from, to, bytes)) = self.wire.pop_front() {
+                if !self.dead.contains(&to)
+                    && let Some(node) = self.nodes.get_mut(&to)
+                {
+                    node.handle_datagram(self.now, from, &bytes);
+                }
+                continue;
+            }
+            let next = self.nodes.values().filter_map(Node::poll_timeout).min();
+            let Some(next) = next.filter(|t| *t <= end) else {
+                panic!("query {query:?} did not end within {limit:?}");
+            };
+            self.now = self.now.max(next);
+            let now = self.now;
+            for node in self.nodes.values_mut() {
+                if node.poll_timeout().is_some_and(|t| t <= now) {
+                    node.handle_timeout(now);
+                }
+            }
+        }
+    }
+
+    /// Bootstraps every node from node 0.
+    fn join(&mut self) {
+        let seed = [addr(0)];
+        for i in 1..self.nodes.len() as u16 {
+            let now = self.now;
+            let q = self.node(i).bootstrap(now, &seed);
+            let r = self.wait(q, Duration::from_secs(10));
+            assert!(matches!(r, Ok(Outcome::Bootstrapped { .. })), "{r:?}");
+        }
+    }
+}
+
+#[test]
+fn lone_node_answers_its_own_lookups_at_once() {
+    let mut net = Net::new(1);
+    let now = net.now;
+    let key = Key::new(b"rpc_test").expect("key");
+    let a = net.node(0).announce(now, key.clone(), Some(1337));
+    assert!(matches!(
+        net.wait(a, Duration::ZERO),
+        Ok(Outcome::Announced { stored_at: 0, .. })
+    ));
+    let q = net.node(0).get_peers(now, key);
+    let r = net.wait(q, Duration::ZERO);
+    assert_eq!(
+        r,
+        Ok(Outcome::Peers {
+            peers: vec![SocketAddr::from(([127, 0, 0, 1], 1337))]
+        })
+    );
+}
+
+#[test]
+fn announce_on_one_node_is_found_from_another() {
+    let mut net = Net::new(12);
+    net.join();
+    assert!(net.node(5).routing_table_len() > 3);
+    let now = net.now;
+    let key = Key::new(b"some_service").expect("key");
+    let a = net.node(3).announce(now, key.clone(), Some(4000));
+    let r = net.wait(a, Duration::from_secs(10));
+    let Ok(Outcome::Announced { stored_at, .. }) = r else {
+        panic!("{r:?}")
+    };
+    assert!(stored_at >= 8, "stored on the k closest: {stored_at}");
+    let now = net.now;
+    let q = net.node(9).get_peers(now, key);
+    let r = net.wait(q, Duration::from_secs(10));
+    // Node 3 announced from 127.0.0.1:20003, so other nodes store that IP with port 4000.
+    assert_eq!(
+        r,
+        Ok(Outcome::Peers {
+            peers: vec![SocketAddr::from(([127, 0, 0, 1], 4000))]
+        })
+    );
+}
+
+#[test]
+fn identical_lookups_share_one_traversal() {
+    let mut net = Net::new(6);
+    net.join();
+    let now = net.now;
+    let key = Key::new(b"shared").expect("key");
+    let sent_before = net.node(2).stats().queries_out.get_peers;
+    let a = net.node(2).get_peers(now, key.clone());
+    let b = net.node(2).get_peers(now, key);
+    let ra = net.wait(a, Duration::from_secs(10));
+    let rb = net.wait(b, Duration::from_secs(10));
+    assert_eq!(ra, rb);
+    let sent = net.node(2).stats().queries_out.get_peers - sent_before;
+    assert!(sent <= 6, "one traversal only: {sent} get_peers sent");
+}
+
+#[test]
+fn immutable_and_mutable_put_get_round_trip() {
+    let mut net = Net::new(10);
+    net.join();
+    let now = net.now;
+    let item = Item::Immutable(ImmutableItem::new(b"5:hello".to_vec()).expect("valid"));
+    let target = item.target();
+    let p = net.node(1).put(now, item.clone(), None);
+    let r = net.wait(p, Duration::from_secs(10));
+    assert!(
+        matches!(r, Ok(Outcome::Stored { stored_at, .. }) if stored_at >= 8),
+        "{r:?}"
+    );
+    let g = net.node(7).get(now, target, None);
+    let r = net.wait(g, Duration::from_secs(10));
+    assert!(
+        matches!(r, Ok(Outcome::Got { item: Some(ref got), .. }) if *got == item),
+        "{r:?}"
+    );
+
+    let secret = [7u8; 32];
+    let v1 = MutableItem::sign(&secret, b"salt".to_vec(), 1, b"2:v1".to_vec()).expect("sign");
+    let v2 = MutableItem::sign(&secret, b"salt".to_vec(), 2, b"2:v2".to_vec()).expect("sign");
+    let target = v1.target();
+    let now = net.now;
+    let p = net.node(2).put(now, Item::Mutable(v1.clone()), None);
+    assert!(matches!(
+        net.wait(p, Duration::from_secs(10)),
+        Ok(Outcome::Stored { .. })
+    ));
+    let p = net.node(4).put(now, Item::Mutable(v2.clone()), Some(1));
+    assert!(matches!(
+        net.wait(p, Duration::from_secs(10)),
+        Ok(Outcome::Stored { .. })
+    ));
+    // Going back to seq 1 is refused by every node that has seq 2.
+    let p = net.node(4).put(now, Item::Mutable(v1), None);
+    let r = net.wait(p, Duration::from_secs(10));
+    assert!(matches!(r, Err(QueryError::Rejected(_))), "{r:?}");
+    let g = net.node(8).get(now, target, Some(b"salt".to_vec()));
+    let r = net.wait(g, Duration::from_secs(10));
+    assert!(
+        matches!(r, Ok(Outcome::Got { item: Some(Item::Mutable(ref m)), .. }) if m.seq() == 2),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn lost_node_costs_a_soft_timeout_not_the_hard_one() {
+    let mut net = Net::new(12);
+    net.join();
+    // Warm up round-trip estimates, then kill two nodes.
+    for i in 0..3 {
+        let now = net.now;
+        let q = net
+            .node(i)
+            .get_peers(now, Key::new(&[i as u8 + 1; 5]).expect("key"));
+        net.wait(q, Duration::from_secs(10)).expect("lookup");
+    }
+    net.dead = vec![addr(4), addr(6)];
+    let start = net.now;
+    let q = net
+        .node(1)
+        .get_peers(start, Key::new(b"after_loss").expect("key"));
+    net.wait(q, Duration::from_secs(10)).expect("lookup");
+    let took = net.now - start;
+    assert!(took < Duration::from_secs(1), "lookup took {took:?}");
+}
+
+#[test]
+fn cancel_ends_with_cancelled_once() {
+    let mut net = Net::new(4);
+    net.join();
+    let now = net.now;
+    let q = net.node(1).get_peers(now, Key::new(b"x").expect("key"));
+    net.node(1).cancel(q);
+    assert_eq!(net.wait(q, Duration::ZERO), Err(QueryError::Cancelled));
+}
+
+#[test]
+fn garbage_is_dropped_counted_and_malformed_queries_get_203() {
+    let mut node = Node::new(Config::default(), [1; 32], Instant::now());
+    let now = Instant::now();
+    node.handle_datagram(now, addr(9), b"not bencode");
+    node.handle_datagram(now, addr(9), b"d1:t2:aa1:y1:qe");
+    assert_eq!(node.stats().dropped.values().sum::<u64>(), 2);
+    let reply = node.poll_transmit().expect("203 for a query without q");
+    assert!(
+        reply.payload.windows(3).any(|w| w == b"203"),
+        "{:?}",
+        reply.payload
+    );
+    assert!(node.poll_transmit().is_none());
+}
