@@ -118,22 +118,27 @@ impl PeerStore {
     /// [`PeerStore::evicted`].
     pub fn add(&mut self, now: Instant, key: &Key, peer: SocketAddr) {
         if self.max_keys == 0 || self.max_peers_per_key == 0 {
-            self.note_evicted(1);
+            self.note_evicted(1, 0);
             return;
         }
         self.expire(now);
         let at = self.stamp_mut(now);
         let new = Peer { addr: peer, at };
-        let Some((shared, _)) = self.keys.get_key_value(key.as_bytes()) else {
+        let Some((shared, old)) = self.keys.remove_entry(key.as_bytes()) else {
             self.add_key(key, new);
             return;
         };
-        let shared = Arc::clone(shared);
-        let Some(old) = self.keys.remove(key.as_bytes()) else {
-            return;
-        };
         self.unindex(&shared, &old);
-        let mut list = old.into_vec();
+        let mut list = match old {
+            // The common case, a service re-announcing: no vector needed.
+            Peers::One(only) if only.addr == peer => {
+                let peers = Peers::One(new);
+                self.index(&shared, &peers);
+                self.keys.insert(shared, peers);
+                return;
+            }
+            old => old.into_vec(),
+        };
         let before = list.len();
         list.retain(|p| p.addr != peer);
         let pos = list.partition_point(|p| p.rank() > new.rank());
@@ -144,7 +149,7 @@ impl PeerStore {
             dropped += 1;
         }
         self.peers = self.peers - before + list.len();
-        self.note_evicted(dropped);
+        self.note_evicted(dropped, self.max_peers_per_key);
         if let Some(peers) = Peers::from_vec(list) {
             self.index(&shared, &peers);
             self.keys.insert(shared, peers);
@@ -289,7 +294,7 @@ impl PeerStore {
         let dropped = peers.as_slice().len();
         self.peers -= dropped;
         tracing::debug!(key = ?victim, dropped, "peer store full: evicted key");
-        self.note_evicted(dropped);
+        self.note_evicted(dropped, self.max_keys);
     }
 
     fn index(&mut self, key: &Arc<[u8]>, peers: &Peers) {
@@ -305,13 +310,14 @@ impl PeerStore {
         self.by_oldest.remove(&(peers.oldest(), Arc::clone(key)));
     }
 
-    fn note_evicted(&mut self, count: usize) {
+    /// Counts `count` peers dropped because of `cap` (`max_keys` or `max_peers_per_key`).
+    fn note_evicted(&mut self, count: usize, cap: usize) {
         if count == 0 {
             return;
         }
         let before = self.evicted;
         self.evicted = before.saturating_add(u64::try_from(count).unwrap_or(u64::MAX));
-        super::warn_on_eviction("peers", before, self.evicted, self.max_keys);
+        super::warn_on_eviction("peers", before, self.evicted, cap);
     }
 
     /// The stamp for `now`, fixing the epoch on first use.
