@@ -85,12 +85,13 @@ impl RoutingTable {
     ///
     /// BEP 5 leaves open whether querying nodes enter the table. This table adds them,
     /// but only into free room (possibly after splitting our own bucket): a query never
-    /// evicts a node, takes a bad node's slot or enters the replacement cache, because
-    /// anyone can send a query and only answers show that a node is reachable. A node
+    /// evicts another node, not even a bad one, and never enters the replacement cache,
+    /// because anyone can send a query and only answers show that a node is reachable.
+    /// The one exception is a bad entry with the querier's own id (at another address)
+    /// or at the querier's own address (under another id): that entry goes. A node
     /// added this way is unverified ([`NodeState::Questionable`]) until it answers, and
     /// [`RoutingTable::take_pings`] hands it out for a ping at once. A query from a known
-    /// node keeps it good if it has answered us before (BEP 5). A new id at an address
-    /// the table knows under another id replaces that entry only if it is bad.
+    /// node keeps it good if it has answered us before (BEP 5).
     pub fn heard_query(&mut self, now: Instant, node: NodeInfo) -> Insert {
         self.heard(now, node, Heard::Query)
     }
@@ -198,8 +199,8 @@ impl RoutingTable {
     ///
     /// These are the questionable nodes: silent for [`super::GOOD_FOR`], or unverified.
     /// Report each ping's outcome with [`RoutingTable::heard_response`] or
-    /// [`RoutingTable::failed`]; a node with one failure is handed out again at once for
-    /// the second try, and a ping never reported back is handed out again after
+    /// [`RoutingTable::failed`]; a questionable node with one failure is handed out again
+    /// at once for the second try, and a ping never reported back is handed out again after
     /// [`super::PING_RETRY`]. Bad nodes are not pinged: they wait to be replaced.
     pub fn take_pings(&mut self, now: Instant) -> Vec<NodeInfo> {
         let mut pings = Vec::new();
