@@ -9,7 +9,7 @@ use rand::Rng;
 
 use super::bucket::{Bucket, Cached, Entry};
 use super::{Failed, Ignored, Insert, MAX_BUCKETS, NodeInfo, NodeState};
-use crate::id::NodeId;
+use crate::id::{Distance, ID_LEN, NodeId};
 
 /// A BEP 5 routing table for one address family.
 ///
@@ -85,12 +85,13 @@ impl RoutingTable {
     ///
     /// BEP 5 leaves open whether querying nodes enter the table. This table adds them,
     /// but only into free room (possibly after splitting our own bucket): a query never
-    /// evicts a node, takes a bad node's slot or enters the replacement cache, because
-    /// anyone can send a query and only answers show that a node is reachable. A node
+    /// evicts another node, not even a bad one, and never enters the replacement cache,
+    /// because anyone can send a query and only answers show that a node is reachable.
+    /// The one exception is a bad entry with the querier's own id (at another address)
+    /// or at the querier's own address (under another id): that entry goes. A node
     /// added this way is unverified ([`NodeState::Questionable`]) until it answers, and
     /// [`RoutingTable::take_pings`] hands it out for a ping at once. A query from a known
-    /// node keeps it good if it has answered us before (BEP 5). A new id at an address
-    /// the table knows under another id replaces that entry only if it is bad.
+    /// node keeps it good if it has answered us before (BEP 5).
     pub fn heard_query(&mut self, now: Instant, node: NodeInfo) -> Insert {
         self.heard(now, node, Heard::Query)
     }
@@ -133,25 +134,44 @@ impl RoutingTable {
     /// Returns up to `n` nodes that are not bad, closest to `key` first.
     ///
     /// Distance is [`NodeId::distance`], so `key` may have any length; equal distances
-    /// (possible for keys shorter than an id) are ordered by id. One pass over the table
-    /// keeps the best `n` in a heap inside the result, so nothing else is allocated.
+    /// (possible for keys shorter than an id) are ordered by id. Buckets are visited
+    /// nearest first and skipped once no node in them can beat the `n` kept so far; the
+    /// kept nodes live in a heap inside the result, so nothing else is allocated.
     pub fn closest(&self, key: &[u8], n: usize) -> Vec<NodeInfo> {
         let rank = |node: &NodeInfo| (node.id.distance(key), node.id);
         let mut best: Vec<NodeInfo> = Vec::with_capacity(n.min(self.len()));
         if n == 0 {
             return best;
         }
-        let candidates = self.buckets.iter().flat_map(|b| &b.entries);
-        for entry in candidates.filter(|e| !e.is_bad()) {
-            if best.len() < n {
-                best.push(entry.info);
-                sift_up(&mut best, rank);
-            } else if best
-                .first()
-                .is_some_and(|worst| rank(&entry.info) < rank(worst))
-            {
-                best[0] = entry.info;
-                sift_down(&mut best, rank);
+        let own_distance = self.own.distance(key);
+        let mut order = [(Distance([0; ID_LEN]), 0); MAX_BUCKETS];
+        let order = &mut order[..self.buckets.len()];
+        for (i, slot) in order.iter_mut().enumerate() {
+            *slot = (self.bucket_floor(&own_distance, key.len(), i), i);
+        }
+        order.sort_unstable();
+        // Rank of the farthest kept node once `best` is full: most candidates lose to it
+        // after one distance computation.
+        let mut worst: Option<(Distance, NodeId)> = None;
+        for &(floor, i) in order.iter() {
+            if worst.is_some_and(|(w, _)| floor > w) {
+                break;
+            }
+            let Some(bucket) = self.buckets.get(i) else {
+                continue;
+            };
+            for entry in bucket.entries.iter().filter(|e| !e.is_bad()) {
+                if best.len() < n {
+                    best.push(entry.info);
+                    sift_up(&mut best, rank);
+                    if best.len() == n {
+                        worst = best.first().map(rank);
+                    }
+                } else if worst.is_some_and(|w| rank(&entry.info) < w) {
+                    best[0] = entry.info;
+                    sift_down(&mut best, rank);
+                    worst = best.first().map(rank);
+                }
             }
         }
         best.sort_unstable_by_key(rank);
@@ -179,8 +199,8 @@ impl RoutingTable {
     ///
     /// These are the questionable nodes: silent for [`super::GOOD_FOR`], or unverified.
     /// Report each ping's outcome with [`RoutingTable::heard_response`] or
-    /// [`RoutingTable::failed`]; a node with one failure is handed out again at once for
-    /// the second try, and a ping never reported back is handed out again after
+    /// [`RoutingTable::failed`]; a questionable node with one failure is handed out again
+    /// at once for the second try, and a ping never reported back is handed out again after
     /// [`super::PING_RETRY`]. Bad nodes are not pinged: they wait to be replaced.
     pub fn take_pings(&mut self, now: Instant) -> Vec<NodeInfo> {
         let mut pings = Vec::new();
@@ -476,6 +496,32 @@ impl RoutingTable {
     fn remove_entry(&mut self, bucket: usize, index: usize) {
         let entry = self.buckets[bucket].entries.remove(index);
         self.by_addr.remove(&entry.info.addr);
+    }
+
+    /// The smallest distance to a key any node of bucket `i` can have, given our own
+    /// distance to that key (`own_distance`) and the key's length in bytes.
+    ///
+    /// A node in bucket `i` (not the last) matches our id on bits `0..i` and differs on
+    /// bit `i`; the last bucket's nodes match on bits `0..i`. Later bits are free, so
+    /// their distance bits can be 0, except past the key's end, where
+    /// [`NodeId::distance`] pads with 1s whatever the node.
+    fn bucket_floor(&self, own_distance: &Distance, key_len: usize, i: usize) -> Distance {
+        let key_bytes = key_len.min(ID_LEN);
+        let mut floor = *own_distance;
+        if i >= key_bytes * 8 {
+            return floor; // every bit from `i` on is padding
+        }
+        let (byte, mask) = (i / 8, 0x80u8 >> (i % 8));
+        let after = mask - 1; // the bits after `i` in its byte
+        if i + 1 == self.buckets.len() {
+            floor.0[byte] &= !(mask | after);
+        } else {
+            floor.0[byte] = (floor.0[byte] ^ mask) & !after;
+        }
+        for b in floor.0.iter_mut().take(key_bytes).skip(byte + 1) {
+            *b = 0;
+        }
+        floor
     }
 
     fn find(&self, id: &NodeId) -> Option<Slot> {
@@ -989,6 +1035,58 @@ mod tests {
         let closest = table.closest(&[0, 0], 8);
 
         assert_eq!(closest, vec![node(100, 3), node(100, 5), node(100, 9)]);
+    }
+
+    #[test]
+    fn bucket_floor_bounds_every_node_and_is_reached() {
+        let t = t0();
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let own = NodeId::random(&mut rng);
+        let mut table = RoutingTable::new(own, 4);
+        for i in 0..400u16 {
+            let id = own.random_in_bucket(rng.random_range(0..10), &mut rng);
+            let addr = SocketAddr::from(([127, 0, 0, 1], 1 + i));
+            let _ = table.heard_response(t, NodeInfo { id, addr });
+        }
+        let last = table.bucket_count() - 1;
+        let bit = |bytes: &[u8], j: usize| bytes.get(j / 8).map(|b| b & (0x80 >> (j % 8)) != 0);
+
+        for key_len in [0, 1, 2, 5, 19, 20, 21, 40] {
+            let mut key = vec![0u8; key_len];
+            rng.fill(&mut key[..]);
+            let own_distance = own.distance(&key);
+            for (i, bucket) in table.buckets.iter().enumerate() {
+                let floor = table.bucket_floor(&own_distance, key.len(), i);
+                for e in &bucket.entries {
+                    assert!(
+                        e.info.id.distance(&key) >= floor,
+                        "bucket {i}, key {key:02x?}"
+                    );
+                }
+                // The closest id the bucket could hold: our bits before `i`, the other
+                // bit at `i` (unless last), then the key's bits while it lasts.
+                let mut ideal = [0u8; 20];
+                for j in 0..160 {
+                    let own_bit = bit(own.as_bytes(), j) == Some(true);
+                    let set = match (j.cmp(&i), bit(&key, j)) {
+                        (std::cmp::Ordering::Less, _) => own_bit,
+                        (std::cmp::Ordering::Equal, _) if i < last => !own_bit,
+                        (_, Some(key_bit)) => key_bit,
+                        (_, None) => own_bit,
+                    };
+                    ideal[j / 8] |= u8::from(set) << (7 - j % 8);
+                }
+                let ideal = NodeId(ideal);
+                let prefix = own.shared_prefix_len(&ideal);
+                assert!(
+                    prefix == i || (i == last && prefix > i),
+                    "ideal not in bucket {i}"
+                );
+                assert_eq!(ideal.distance(&key), floor, "floor of bucket {i} not tight");
+            }
+        }
+
+        assert!(last >= 7);
     }
 
     #[test]
