@@ -139,7 +139,7 @@ fn key(i: u8) -> Key {
 }
 
 fn addr(port: u16) -> SocketAddr {
-    if port % 2 == 0 {
+    if port.is_multiple_of(2) {
         SocketAddr::from(([10, 0, 0, 1], 1000 + port))
     } else {
         SocketAddr::from(([0xfd00, 0, 0, 0, 0, 0, 0, 1], 1000 + port))
