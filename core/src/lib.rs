@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
+pub mod api;
 pub mod bencode;
 pub mod bep44;
 pub mod event;

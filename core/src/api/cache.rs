@@ -1,0 +1,150 @@
+//! A short-lived cache of rendered `/lookup` replies.
+//!
+//! Trade-off: within `ttl` of a traversal, a lookup of the same name is answered from memory
+//! (a map probe and a copy, microseconds) instead of a DHT traversal (milliseconds to
+//! seconds), so hot names cost nothing; the price is that a peer announced or expired in
+//! that window shows up or disappears up to `ttl` late. The Node Grape keeps what lookups
+//! found for `dht_peer_maxAge / 2` (60 s) and merges it into every answer, so a 1 s cache is
+//! far fresher than what Node clients are used to. A `ttl` of zero turns the cache off.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Rendered lookup replies by service name, capped in entries and age.
+#[derive(Debug)]
+pub(crate) struct LookupCache {
+    ttl: Duration,
+    cap: usize,
+    entries: BTreeMap<Box<[u8]>, Entry>,
+    /// Insertion order (times never go backwards), to expire and evict oldest first.
+    /// A name inserted again leaves a stale record here, skipped when popped.
+    order: VecDeque<(Instant, Box<[u8]>)>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    at: Instant,
+    body: Vec<u8>,
+}
+
+impl LookupCache {
+    /// A cache keeping at most `cap` names for `ttl` each.
+    pub(crate) fn new(ttl: Duration, cap: usize) -> Self {
+        LookupCache {
+            ttl,
+            cap,
+            entries: BTreeMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// The reply cached for `name`, if it is younger than the ttl.
+    pub(crate) fn get(&self, now: Instant, name: &[u8]) -> Option<&[u8]> {
+        let e = self.entries.get(name)?;
+        (now.saturating_duration_since(e.at) < self.ttl).then_some(e.body.as_slice())
+    }
+
+    /// Caches `body` for `name`, evicting expired entries and, past the cap, the oldest.
+    pub(crate) fn insert(&mut self, now: Instant, name: &[u8], body: Vec<u8>) {
+        if self.ttl.is_zero() || self.cap == 0 {
+            return;
+        }
+        self.entries.insert(name.into(), Entry { at: now, body });
+        self.order.push_back((now, name.into()));
+        while let Some((at, _)) = self.order.front() {
+            let expired = now.saturating_duration_since(*at) >= self.ttl;
+            let over = self.entries.len() > self.cap || self.order.len() > 2 * self.cap;
+            if !expired && !over {
+                break;
+            }
+            if let Some((at, name)) = self.order.pop_front()
+                && self.entries.get(&name).is_some_and(|e| e.at == at)
+            {
+                self.entries.remove(&name);
+            }
+        }
+    }
+
+    /// Names cached (fresh or not yet evicted).
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The start of a virtual clock; tests only ever add to it.
+    #[allow(clippy::disallowed_methods)]
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    #[test]
+    fn hit_within_ttl_miss_after() {
+        let t0 = t0();
+        let mut cache = LookupCache::new(Duration::from_secs(1), 10);
+
+        cache.insert(t0, b"svc", b"[]".to_vec());
+
+        assert_eq!(cache.get(t0, b"svc"), Some(&b"[]"[..]));
+        assert_eq!(
+            cache.get(t0 + Duration::from_millis(999), b"svc"),
+            Some(&b"[]"[..])
+        );
+        assert_eq!(cache.get(t0 + Duration::from_secs(1), b"svc"), None);
+        assert_eq!(cache.get(t0, b"other"), None);
+    }
+
+    #[test]
+    fn zero_ttl_caches_nothing() {
+        let t0 = t0();
+        let mut cache = LookupCache::new(Duration::ZERO, 10);
+
+        cache.insert(t0, b"svc", b"[]".to_vec());
+
+        assert_eq!(cache.get(t0, b"svc"), None);
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn cap_evicts_the_oldest() {
+        let t0 = t0();
+        let mut cache = LookupCache::new(Duration::from_secs(10), 2);
+
+        cache.insert(t0, b"a", b"1".to_vec());
+        cache.insert(t0 + Duration::from_millis(1), b"b", b"2".to_vec());
+        cache.insert(t0 + Duration::from_millis(2), b"c", b"3".to_vec());
+
+        let now = t0 + Duration::from_millis(3);
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.get(now, b"a"), None);
+        assert_eq!(cache.get(now, b"c"), Some(&b"3"[..]));
+    }
+
+    #[test]
+    fn reinserted_name_survives_its_stale_record() {
+        let t0 = t0();
+        let ttl = Duration::from_secs(1);
+        let mut cache = LookupCache::new(ttl, 10);
+        cache.insert(t0, b"a", b"old".to_vec());
+
+        let t1 = t0 + Duration::from_millis(1500);
+        cache.insert(t1, b"a", b"new".to_vec());
+        cache.insert(t1 + Duration::from_millis(1), b"b", b"x".to_vec());
+
+        assert_eq!(cache.get(t1, b"a"), Some(&b"new"[..]));
+    }
+
+    #[test]
+    fn expired_entries_are_dropped_on_insert() {
+        let t0 = t0();
+        let mut cache = LookupCache::new(Duration::from_secs(1), 10);
+        cache.insert(t0, b"a", b"1".to_vec());
+
+        cache.insert(t0 + Duration::from_secs(2), b"b", b"2".to_vec());
+
+        assert_eq!(cache.len(), 1);
+    }
+}

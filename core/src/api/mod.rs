@@ -1,0 +1,50 @@
+//! The Grape API (docs/grenache-protocol.md §3), as sans-IO protocol logic.
+//!
+//! Adapters only move bytes: they hand each HTTP request ([`Grape::handle_http`]) or
+//! WebSocket text message ([`Grape::handle_ws`]) to the [`Grape`] with a [`RequestId`] of
+//! their choosing, and send back every [`Reply`] that [`Grape::poll_reply`] yields.
+//! Everything else (parsing, validation, error strings and statuses, how commands map onto
+//! the DHT, lookup caching and coalescing, `/health` and `/metrics`) lives here, once, so
+//! both runtimes answer exactly as the Node.js Grape 1.0 does.
+
+mod cache;
+mod error;
+mod metrics;
+mod reply;
+mod request;
+mod ws;
+
+pub use error::ApiError;
+pub use reply::{CONTENT_TYPE_JSON, CONTENT_TYPE_METRICS, CONTENT_TYPE_TEXT};
+pub use request::{
+    Command, CommandKind, MAX_SALT_LEN, MAX_V_LEN, MutablePut, PutRequest, data_of, parse_body,
+    parse_command,
+};
+
+/// Names one API request until its [`Reply`]; chosen by the adapter, unique among the
+/// requests still waiting for a reply (a counter is enough).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(pub u64);
+
+/// The body of an HTTP request, as far as the adapter read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpBody<'a> {
+    /// The whole body, at most [`Grape::max_payload`] bytes.
+    Complete(&'a [u8]),
+    /// The body is longer than [`Grape::max_payload`]: the adapter stopped reading at
+    /// `max_payload + 1` bytes (or saw a larger `Content-Length`).
+    TooLarge,
+}
+
+/// One answer for the adapter to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The request this answers.
+    pub req: RequestId,
+    /// HTTP status (200 for WebSocket replies, whose errors travel inside the body).
+    pub status: u16,
+    /// HTTP `Content-Type`.
+    pub content_type: &'static str,
+    /// HTTP body, or the text of the WebSocket message to send back.
+    pub body: Vec<u8>,
+}
