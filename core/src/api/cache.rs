@@ -76,7 +76,6 @@ mod tests {
     use super::*;
 
     /// The start of a virtual clock; tests only ever add to it.
-    #[allow(clippy::disallowed_methods)]
     fn t0() -> Instant {
         Instant::now()
     }

@@ -9,12 +9,14 @@
 
 mod cache;
 mod error;
+mod grape;
 mod metrics;
 mod reply;
 mod request;
 mod ws;
 
 pub use error::ApiError;
+pub use grape::{Grape, GrapeConfig};
 pub use reply::{CONTENT_TYPE_JSON, CONTENT_TYPE_METRICS, CONTENT_TYPE_TEXT};
 pub use request::{
     Command, CommandKind, MAX_SALT_LEN, MAX_V_LEN, MutablePut, PutRequest, data_of, parse_body,

@@ -1,0 +1,1317 @@
+//! The Grape: a DHT [`Node`] plus the Grape API on top, as one sans-IO state machine.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
+
+use super::cache::LookupCache;
+use super::error::{ApiError, json_string};
+use super::metrics::{self, ApiMetrics, RequestOutcome};
+use super::reply::{
+    Answer, CONTENT_TYPE_JSON, CONTENT_TYPE_METRICS, MutableFields, http_reply, item_json,
+    peers_json, ws_reply,
+};
+use super::request::{Command, CommandKind, PutRequest, data_of, parse_body, parse_command};
+use super::ws::parse_call;
+use super::{HttpBody, Reply, RequestId};
+use crate::bep44::{ImmutableItem, Item, MutableItem, PutError, Target};
+use crate::event::{Event, Outcome, QueryError, QueryId};
+use crate::id::{Key, hex};
+use crate::node::{self, Node, Transmit};
+
+/// Settings of a [`Grape`]. `Default` gives the Node.js Grape's library defaults.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct GrapeConfig {
+    /// The DHT node's settings.
+    pub node: node::Config,
+    /// Largest API body accepted, in bytes (Grape `--check_maxPayloadSize`, 8192). Larger
+    /// bodies get 413 `ERR_GRAPE_PAYLOAD_SIZE`; WebSocket messages are held to it too.
+    pub max_payload: usize,
+    /// How long a lookup's answer is reused for the same name (1 s). Hot lookups are then
+    /// served in microseconds without a traversal, at the cost of answers up to this old:
+    /// a peer that just announced or expired shows up that much later. Zero turns it off.
+    pub lookup_cache: Duration,
+    /// Names the lookup cache holds at most (5000, the Node Grape's record cache size).
+    pub max_cached_lookups: usize,
+    /// Peers a lookup answers at most (100, as the Node Grape).
+    pub max_lookup_results: usize,
+    /// Requests waiting on the DHT at most; past it new ones get 503 `ERR_GRAPE_BUSY`.
+    pub max_inflight: usize,
+    /// Longest a request waits on the DHT. The node ends every command by its own
+    /// `lookup_timeout`; this bound only catches what slips past it. A lookup past it is
+    /// answered with the peers stored here, anything else with 504 `ERR_GRAPE_TIMEOUT`.
+    pub request_timeout: Duration,
+}
+
+impl Default for GrapeConfig {
+    fn default() -> Self {
+        let node = node::Config::default();
+        let request_timeout = node.lookup_timeout + Duration::from_secs(5);
+        GrapeConfig {
+            node,
+            max_payload: 8192,
+            lookup_cache: Duration::from_secs(1),
+            max_cached_lookups: 5000,
+            max_lookup_results: 100,
+            max_inflight: 10_000,
+            request_timeout,
+        }
+    }
+}
+
+/// Replies queued beyond the in-flight cap before the oldest is dropped: room for the
+/// immediate answers of calls made between two `poll_reply` drains.
+const REPLY_SLACK: usize = 1024;
+
+/// A DHT node and the Grape API, with no I/O of its own.
+///
+/// Inputs: [`handle_datagram`](Grape::handle_datagram) and
+/// [`handle_timeout`](Grape::handle_timeout) for the DHT, [`handle_http`](Grape::handle_http)
+/// and [`handle_ws`](Grape::handle_ws) for the API, and [`bootstrap`](Grape::bootstrap).
+/// After any of them, drain [`poll_transmit`](Grape::poll_transmit) (UDP) and
+/// [`poll_reply`](Grape::poll_reply) (API), then call `handle_timeout` at
+/// [`poll_timeout`](Grape::poll_timeout). Every API request gets exactly one [`Reply`].
+/// Time must not go backwards.
+#[derive(Debug)]
+pub struct Grape {
+    node: Node,
+    rng: ChaCha8Rng,
+    max_payload: usize,
+    max_lookup_results: usize,
+    max_inflight: usize,
+    request_timeout: Duration,
+    requests: BTreeMap<RequestId, Pending>,
+    deadlines: BTreeSet<(Instant, RequestId)>,
+    jobs: BTreeMap<QueryId, Job>,
+    /// The running lookup traversal of each name, so concurrent lookups share it.
+    lookups: BTreeMap<Key, QueryId>,
+    cache: LookupCache,
+    replies: VecDeque<Reply>,
+    metrics: ApiMetrics,
+    bootstrap: Option<QueryId>,
+    bootstrapped: bool,
+}
+
+/// A request waiting on the DHT.
+#[derive(Debug)]
+struct Pending {
+    started: Instant,
+    deadline: Instant,
+    kind: CommandKind,
+    via: Via,
+    query: QueryId,
+}
+
+/// Which API a request came through, which decides how its reply is framed.
+#[derive(Debug)]
+enum Via {
+    Http,
+    /// WebSocket, with the caller's `rid` as JSON text.
+    Ws(String),
+}
+
+/// What a node command is for.
+#[derive(Debug)]
+enum Job {
+    /// A lookup traversal, shared by every request in `waiters`.
+    Lookup { name: Key, waiters: Vec<RequestId> },
+    /// An announce, put or get serving one request.
+    Single(RequestId),
+}
+
+impl Grape {
+    /// Creates a Grape; the node's id and everything random derive from `seed`.
+    pub fn new(config: GrapeConfig, seed: [u8; 32], now: Instant) -> Self {
+        let mut rng = ChaCha8Rng::from_seed(seed);
+        // The node draws from stream 0 of the same seed; ours is apart from it.
+        rng.set_stream(1);
+        Grape {
+            node: Node::new(config.node, seed, now),
+            rng,
+            max_payload: config.max_payload,
+            max_lookup_results: config.max_lookup_results,
+            max_inflight: config.max_inflight,
+            request_timeout: config.request_timeout,
+            requests: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            jobs: BTreeMap::new(),
+            lookups: BTreeMap::new(),
+            cache: LookupCache::new(config.lookup_cache, config.max_cached_lookups),
+            replies: VecDeque::new(),
+            metrics: ApiMetrics::default(),
+            bootstrap: None,
+            bootstrapped: false,
+        }
+    }
+
+    /// The DHT node.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Largest API body accepted; adapters stop reading one byte past it.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    /// Requests waiting on the DHT.
+    pub fn inflight(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Joins the DHT through `seeds` (Grape `--bn`; empty for a lone Grape).
+    pub fn bootstrap(&mut self, now: Instant, seeds: &[SocketAddr]) {
+        self.bootstrap = Some(self.node.bootstrap(now, seeds));
+        self.drain_events(now);
+    }
+
+    /// Feeds one UDP datagram received on the DHT socket.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.node.handle_datagram(now, from, bytes);
+        self.drain_events(now);
+    }
+
+    /// Runs whatever is due at `now`: the node's timers, then requests past their bound.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.node.handle_timeout(now);
+        // Answers the node has now take precedence over our own bound.
+        self.drain_events(now);
+        while let Some(&(at, req)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if let Some(p) = self.requests.remove(&req) {
+                self.expire(now, req, p);
+            }
+        }
+        self.drain_events(now);
+    }
+
+    /// The next datagram to send on the DHT socket.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.node.poll_transmit()
+    }
+
+    /// When [`handle_timeout`](Grape::handle_timeout) should next be called.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let ours = self.deadlines.first().map(|(t, _)| *t);
+        match (self.node.poll_timeout(), ours) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next API reply to send.
+    #[must_use]
+    pub fn poll_reply(&mut self) -> Option<Reply> {
+        self.replies.pop_front()
+    }
+
+    /// Handles one HTTP request; its [`Reply`] comes from [`poll_reply`](Grape::poll_reply),
+    /// at once or when the DHT answers.
+    ///
+    /// `path` is the request target as received (`/lookup`, query string included, as the
+    /// Node Grape reads `req.url`). Commands are served whatever the method, as the Node
+    /// Grape does; `GET /health` and `GET /metrics` are ours (Node clients only POST).
+    pub fn handle_http(
+        &mut self,
+        now: Instant,
+        req: RequestId,
+        method: &str,
+        path: &str,
+        body: HttpBody<'_>,
+    ) {
+        if method == "GET" || method == "HEAD" {
+            match path.split('?').next() {
+                Some("/health") => return self.reply_health(req),
+                Some("/metrics") => return self.reply_metrics(req),
+                _ => {}
+            }
+        }
+        // The Node Grape reads the body (and checks its size) before it looks at the path.
+        let HttpBody::Complete(body) = body else {
+            return self.answer(now, req, &Via::Http, None, Err(ApiError::PayloadSize));
+        };
+        let msg = match parse_body(body) {
+            Ok(msg) => msg,
+            Err(e) => return self.answer(now, req, &Via::Http, None, Err(e)),
+        };
+        let Some(kind) = CommandKind::from_path(path) else {
+            return self.answer(now, req, &Via::Http, None, Err(ApiError::NotFound));
+        };
+        self.start(now, req, kind, data_of(&msg), Via::Http);
+    }
+
+    /// Handles one WebSocket text message `[rid, type, data]` or `{rid, type, data}`; the
+    /// [`Reply`] body is the text `[rid, err, result]` to send back on the same socket.
+    pub fn handle_ws(&mut self, now: Instant, req: RequestId, text: &[u8]) {
+        self.metrics.ws_messages += 1;
+        if text.len() > self.max_payload {
+            let via = Via::Ws("null".into());
+            return self.answer(now, req, &via, None, Err(ApiError::PayloadSize));
+        }
+        match parse_call(text) {
+            Err(rid) => self.answer(now, req, &Via::Ws(rid), None, Err(ApiError::PayloadInvalid)),
+            Ok(call) => match call.kind {
+                None => self.answer(now, req, &Via::Ws(call.rid), None, Err(ApiError::NotFound)),
+                Some(kind) => self.start(now, req, kind, call.data.as_ref(), Via::Ws(call.rid)),
+            },
+        }
+    }
+
+    /// Validates a command and either answers it at once or hands it to the node.
+    fn start(
+        &mut self,
+        now: Instant,
+        req: RequestId,
+        kind: CommandKind,
+        data: Option<&Value>,
+        via: Via,
+    ) {
+        if self.requests.contains_key(&req) {
+            tracing::warn!(?req, "request id reused while in flight; refused");
+            return self.answer(now, req, &via, Some(kind), Err(ApiError::Busy));
+        }
+        let cmd = match parse_command(kind, data) {
+            Ok(cmd) => cmd,
+            Err(e) => return self.answer(now, req, &via, Some(kind), Err(e)),
+        };
+        if let Command::Lookup { name } = &cmd
+            && let Some(body) = self.cache.get(now, name.as_bytes())
+        {
+            let body = body.to_vec();
+            self.metrics.cache_hits += 1;
+            self.metrics.lookup_latency(Duration::ZERO);
+            return self.answer(now, req, &via, Some(kind), Ok(body));
+        }
+        if self.requests.len() >= self.max_inflight {
+            return self.answer(now, req, &via, Some(kind), Err(ApiError::Busy));
+        }
+        let query = match cmd {
+            Command::Lookup { name } => self.start_lookup(now, req, name),
+            Command::Announce { name, port } => self.node.announce(now, name, port),
+            Command::Put(put) => match build_item(put) {
+                Ok((item, cas)) => self.node.put(now, item, cas),
+                Err(e) => return self.answer(now, req, &via, Some(kind), Err(e)),
+            },
+            Command::Get { target, salt } => self.node.get(now, Target(target), salt),
+        };
+        if kind != CommandKind::Lookup {
+            self.jobs.insert(query, Job::Single(req));
+        }
+        let deadline = now + self.request_timeout;
+        self.deadlines.insert((deadline, req));
+        self.requests.insert(
+            req,
+            Pending {
+                started: now,
+                deadline,
+                kind,
+                via,
+                query,
+            },
+        );
+        // A put refused locally or a get served from the store finishes at once.
+        self.drain_events(now);
+    }
+
+    /// Joins the running traversal for `name`, or starts one.
+    fn start_lookup(&mut self, now: Instant, req: RequestId, name: Key) -> QueryId {
+        self.metrics.cache_misses += 1;
+        if let Some(&query) = self.lookups.get(&name)
+            && let Some(Job::Lookup { waiters, .. }) = self.jobs.get_mut(&query)
+        {
+            self.metrics.coalesced += 1;
+            waiters.push(req);
+            return query;
+        }
+        self.metrics.traversals += 1;
+        let query = self.node.get_peers(now, name.clone());
+        self.lookups.insert(name.clone(), query);
+        self.jobs.insert(
+            query,
+            Job::Lookup {
+                name,
+                waiters: vec![req],
+            },
+        );
+        query
+    }
+
+    fn drain_events(&mut self, now: Instant) {
+        while let Some(event) = self.node.poll_event() {
+            match event {
+                Event::Finished { query, result } => self.on_finished(now, query, result),
+            }
+        }
+    }
+
+    fn on_finished(&mut self, now: Instant, query: QueryId, result: Result<Outcome, QueryError>) {
+        if self.bootstrap == Some(query) {
+            self.bootstrap = None;
+            self.bootstrapped = true;
+            tracing::debug!(table = self.node.routing_table_len(), "bootstrap finished");
+        }
+        let Some(job) = self.jobs.remove(&query) else {
+            return;
+        };
+        match job {
+            Job::Lookup { name, waiters } => {
+                if self.lookups.get(&name) == Some(&query) {
+                    self.lookups.remove(&name);
+                }
+                let found = match result {
+                    Ok(Outcome::Peers { peers }) => peers,
+                    // The Node Grape's lookup never fails: it answers what it has.
+                    _ => Vec::new(),
+                };
+                let body = self.render_lookup(now, &name, found);
+                self.cache.insert(now, name.as_bytes(), body.clone());
+                for req in waiters {
+                    if let Some(p) = self.take_request(req) {
+                        self.metrics
+                            .lookup_latency(now.saturating_duration_since(p.started));
+                        self.answer(now, req, &p.via, Some(p.kind), Ok(body.clone()));
+                    }
+                }
+            }
+            Job::Single(req) => {
+                if let Some(p) = self.take_request(req) {
+                    let answer = self.answer_of(p.kind, result);
+                    self.answer(now, req, &p.via, Some(p.kind), answer);
+                }
+            }
+        }
+    }
+
+    /// What a finished announce, put or get answers, as the Node Grape would.
+    fn answer_of(&self, kind: CommandKind, result: Result<Outcome, QueryError>) -> Answer {
+        match (kind, result) {
+            (
+                CommandKind::Get,
+                Ok(Outcome::Got {
+                    item: Some(item),
+                    from,
+                }),
+            ) => {
+                let id = from.unwrap_or_else(|| self.node.id());
+                Ok(render_item(id.as_bytes(), &item))
+            }
+            // bittorrent-dht's get never fails: nothing found is `undefined`, an empty body.
+            (CommandKind::Get, _) => Ok(Vec::new()),
+            (_, Ok(Outcome::Announced { stored_at, .. })) if stored_at > 0 => {
+                Ok(stored_at.to_string().into_bytes())
+            }
+            (_, Ok(Outcome::Stored { target, stored_at })) if stored_at > 0 => {
+                Ok(json_string(&hex(target.as_bytes())).into_bytes())
+            }
+            (_, Ok(_)) => Err(self.nobody_stored()),
+            (_, Err(QueryError::AllFailed { code, message })) => Err(match code {
+                Some(c @ 300..=399) => ApiError::Remote {
+                    code: c as u16,
+                    message,
+                },
+                _ => self.nobody_stored(),
+            }),
+            (_, Err(QueryError::Rejected(e))) => Err(put_error(&e)),
+            (_, Err(QueryError::Cancelled)) => Err(ApiError::Timeout),
+            (_, Err(_)) => Err(ApiError::AllFailed),
+        }
+    }
+
+    /// The Node Grape's error when no node stored an announce or put: k-rpc's
+    /// "No nodes to query" when it had nobody to ask, else "All queries failed".
+    fn nobody_stored(&self) -> ApiError {
+        if self.node.routing_table_len() == 0 {
+            ApiError::NoNodes
+        } else {
+            ApiError::AllFailed
+        }
+    }
+
+    /// A lookup's answer: the peers found merged with the local store, distinct, at most
+    /// `max_lookup_results` (a seeded random sample when there are more), sorted.
+    fn render_lookup(&mut self, now: Instant, name: &Key, found: Vec<SocketAddr>) -> Vec<u8> {
+        let max = self.max_lookup_results;
+        let local = self.node.local_peers(now, name, max);
+        let peers: BTreeSet<SocketAddr> = found
+            .into_iter()
+            .chain(local)
+            // bittorrent-dht drops peers with port 0.
+            .filter(|p| p.port() != 0)
+            .collect();
+        let mut peers: Vec<SocketAddr> = peers.into_iter().collect();
+        if peers.len() > max {
+            // A partial Fisher-Yates shuffle picks a fair subset, as the Node Grape's
+            // record cache does, but repeatably from our seed.
+            for i in 0..max {
+                let j = self.rng.random_range(i..peers.len());
+                peers.swap(i, j);
+            }
+            peers.truncate(max);
+            peers.sort_unstable();
+        }
+        peers_json(&peers)
+    }
+
+    /// Answers a request past its bound: a lookup with the local store (the Node Grape's
+    /// lookup never fails), anything else with `ERR_GRAPE_TIMEOUT`.
+    fn expire(&mut self, now: Instant, req: RequestId, p: Pending) {
+        let mut cancel = true;
+        let answer = match self.jobs.get_mut(&p.query) {
+            Some(Job::Lookup { name, waiters }) => {
+                waiters.retain(|w| *w != req);
+                cancel = waiters.is_empty();
+                let name = name.clone();
+                if cancel && self.lookups.get(&name) == Some(&p.query) {
+                    self.lookups.remove(&name);
+                }
+                self.metrics
+                    .lookup_latency(now.saturating_duration_since(p.started));
+                Ok(self.render_lookup(now, &name, Vec::new()))
+            }
+            _ => Err(ApiError::Timeout),
+        };
+        if cancel {
+            self.jobs.remove(&p.query);
+            self.node.cancel(p.query);
+        }
+        tracing::debug!(?req, kind = p.kind.as_str(), "request ran past its bound");
+        self.metrics.request(Some(p.kind), RequestOutcome::Timeout);
+        let reply = match &p.via {
+            Via::Http => http_reply(req, answer),
+            Via::Ws(rid) => ws_reply(req, rid, answer),
+        };
+        self.push_reply(reply);
+    }
+
+    fn take_request(&mut self, req: RequestId) -> Option<Pending> {
+        let p = self.requests.remove(&req)?;
+        self.deadlines.remove(&(p.deadline, req));
+        Some(p)
+    }
+
+    /// Frames, counts and queues the one reply of a request.
+    fn answer(
+        &mut self,
+        _now: Instant,
+        req: RequestId,
+        via: &Via,
+        kind: Option<CommandKind>,
+        answer: Answer,
+    ) {
+        let outcome = match &answer {
+            Ok(_) => RequestOutcome::Ok,
+            Err(e) => outcome_of(e),
+        };
+        self.metrics.request(kind, outcome);
+        let reply = match via {
+            Via::Http => http_reply(req, answer),
+            Via::Ws(rid) => ws_reply(req, rid, answer),
+        };
+        self.push_reply(reply);
+    }
+
+    fn push_reply(&mut self, reply: Reply) {
+        if self.replies.len() >= self.max_inflight.saturating_add(REPLY_SLACK) {
+            // The adapter is not draining poll_reply; keep memory bounded.
+            tracing::warn!("reply queue full; dropping the oldest reply");
+            self.replies.pop_front();
+            self.metrics.replies_dropped += 1;
+        }
+        self.replies.push_back(reply);
+    }
+
+    /// `GET /health`: always 200 with a JSON summary. A lone Grape (empty routing table) is
+    /// a valid setup that answers its own lookups, so being alone is reported in the body
+    /// (`"alone": true`), not as a failure a load balancer would act on.
+    fn reply_health(&mut self, req: RequestId) {
+        let table = self.node.routing_table_len();
+        let body = serde_json::json!({
+            "status": "ok",
+            "id": self.node.id().to_string(),
+            "routing_table": table,
+            "alone": table == 0,
+            "bootstrapped": self.bootstrapped,
+            "inflight": self.requests.len(),
+        });
+        self.push_reply(Reply {
+            req,
+            status: 200,
+            content_type: CONTENT_TYPE_JSON,
+            body: body.to_string().into_bytes(),
+        });
+    }
+
+    /// `GET /metrics`: Prometheus text of the API counters and the node's statistics.
+    fn reply_metrics(&mut self, req: RequestId) {
+        let body = self.render_metrics();
+        self.push_reply(Reply {
+            req,
+            status: 200,
+            content_type: CONTENT_TYPE_METRICS,
+            body: body.into_bytes(),
+        });
+    }
+
+    /// The `/metrics` text.
+    pub fn render_metrics(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        self.metrics
+            .render(&mut out, self.requests.len(), self.cache.len());
+        render_node(&mut out, &self.node);
+        out
+    }
+}
+
+/// Builds the BEP 44 item a `/put` describes; a mutable one has its signature verified.
+fn build_item(put: PutRequest) -> Result<(Item, Option<i64>), ApiError> {
+    match put.mutable {
+        None => {
+            let item = ImmutableItem::new(put.v).map_err(|e| put_error(&e))?;
+            Ok((Item::Immutable(item), None))
+        }
+        Some(m) => {
+            let item =
+                MutableItem::new(m.k, m.salt, m.seq, put.v, m.sig).map_err(|e| put_error(&e))?;
+            Ok((Item::Mutable(item), m.cas))
+        }
+    }
+}
+
+/// The API error for a BEP 44 refusal: the Node Grape's string where it has one, and for
+/// `cas` and `seq` conflicts the KRPC code and message a remote node would have sent.
+fn put_error(e: &PutError) -> ApiError {
+    match e {
+        PutError::InvalidValue => ApiError::ValueType,
+        PutError::TooBig => ApiError::ValueTooLong,
+        PutError::InvalidSignature => ApiError::SignatureInvalid,
+        PutError::SaltTooBig => ApiError::SaltTooLong,
+        other => match u16::try_from(other.code()) {
+            Ok(code @ 300..=399) => ApiError::Remote {
+                code,
+                message: other.to_string(),
+            },
+            _ => ApiError::Rejected(other.to_string()),
+        },
+    }
+}
+
+fn render_item(id: &[u8], item: &Item) -> Vec<u8> {
+    match item {
+        Item::Immutable(i) => item_json(id, i.v(), None),
+        Item::Mutable(m) => item_json(
+            id,
+            m.v(),
+            Some(MutableFields {
+                k: m.k(),
+                salt: m.salt(),
+                seq: m.seq(),
+                sig: m.sig(),
+            }),
+        ),
+    }
+}
+
+fn outcome_of(e: &ApiError) -> RequestOutcome {
+    match e {
+        ApiError::Busy => RequestOutcome::Busy,
+        ApiError::Timeout => RequestOutcome::Timeout,
+        ApiError::NoNodes
+        | ApiError::AllFailed
+        | ApiError::Remote { .. }
+        | ApiError::Rejected(_) => RequestOutcome::Failed,
+        _ => RequestOutcome::Invalid,
+    }
+}
+
+/// Appends the node's statistics in Prometheus text format.
+fn render_node(out: &mut String, node: &Node) {
+    use std::fmt::Write as _;
+    let s = node.stats();
+    metrics::header(
+        out,
+        "grape_dht_datagrams_total",
+        "counter",
+        "UDP datagrams handled by the DHT node.",
+    );
+    let _ = writeln!(
+        out,
+        "grape_dht_datagrams_total{{direction=\"in\"}} {}",
+        s.datagrams_in
+    );
+    let _ = writeln!(
+        out,
+        "grape_dht_datagrams_total{{direction=\"out\"}} {}",
+        s.datagrams_out
+    );
+    metrics::header(
+        out,
+        "grape_dht_queries_total",
+        "counter",
+        "KRPC queries by direction and method.",
+    );
+    for (dir, counts) in [("in", &s.queries_in), ("out", &s.queries_out)] {
+        for (method, n) in counts.iter() {
+            let _ = writeln!(
+                out,
+                "grape_dht_queries_total{{direction=\"{dir}\",method=\"{method}\"}} {n}"
+            );
+        }
+    }
+    metrics::counter(
+        out,
+        "grape_dht_responses_total",
+        "KRPC responses received that matched a query of ours.",
+        s.responses_in,
+    );
+    metrics::header(
+        out,
+        "grape_dht_krpc_errors_total",
+        "counter",
+        "KRPC error replies by direction.",
+    );
+    let _ = writeln!(
+        out,
+        "grape_dht_krpc_errors_total{{direction=\"in\"}} {}",
+        s.errors_in
+    );
+    let _ = writeln!(
+        out,
+        "grape_dht_krpc_errors_total{{direction=\"out\"}} {}",
+        s.errors_out
+    );
+    metrics::counter(
+        out,
+        "grape_dht_query_timeouts_total",
+        "Queries of ours that got no answer in time.",
+        s.timeouts,
+    );
+    metrics::header(
+        out,
+        "grape_dht_dropped_total",
+        "counter",
+        "Datagrams or work dropped, by reason.",
+    );
+    for (reason, n) in &s.dropped {
+        let _ = writeln!(out, "grape_dht_dropped_total{{reason=\"{reason}\"}} {n}");
+    }
+    metrics::header(
+        out,
+        "grape_dht_commands_total",
+        "counter",
+        "Node commands (lookups, announces, puts, gets) by result.",
+    );
+    let _ = writeln!(
+        out,
+        "grape_dht_commands_total{{result=\"ok\"}} {}",
+        s.commands_ok
+    );
+    let _ = writeln!(
+        out,
+        "grape_dht_commands_total{{result=\"failed\"}} {}",
+        s.commands_failed
+    );
+    let (peers_evicted, items_evicted) = node.evicted();
+    metrics::header(
+        out,
+        "grape_dht_evicted_total",
+        "counter",
+        "Stored peers and items dropped because a store was full.",
+    );
+    let _ = writeln!(
+        out,
+        "grape_dht_evicted_total{{store=\"peers\"}} {peers_evicted}"
+    );
+    let _ = writeln!(
+        out,
+        "grape_dht_evicted_total{{store=\"items\"}} {items_evicted}"
+    );
+    for (name, help, value) in [
+        (
+            "grape_dht_routing_table_nodes",
+            "Nodes in the routing tables.",
+            node.routing_table_len(),
+        ),
+        (
+            "grape_dht_stored_keys",
+            "Info-hashes with stored peers.",
+            node.stored_keys(),
+        ),
+        (
+            "grape_dht_stored_peers",
+            "Stored peers over all info-hashes.",
+            node.stored_peers(),
+        ),
+        (
+            "grape_dht_stored_items",
+            "Stored BEP 44 items.",
+            node.stored_items(),
+        ),
+        (
+            "grape_dht_running_commands",
+            "Node commands still running.",
+            node.running_commands(),
+        ),
+    ] {
+        metrics::gauge(out, name, help, value as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use serde_json::json;
+
+    /// The start of the virtual clock; tests only ever add to it.
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// Grapes exchanging datagrams in memory: each delivery round takes 1 ms, and when
+    /// nothing is in flight the clock jumps to the earliest `poll_timeout`.
+    struct Net {
+        now: Instant,
+        grapes: BTreeMap<SocketAddr, Grape>,
+        replies: Vec<(SocketAddr, Reply)>,
+        next_req: u64,
+        /// Datagrams to these addresses vanish (a dead bootstrap node).
+        black_holes: BTreeSet<SocketAddr>,
+    }
+
+    impl Net {
+        fn new(n: u16, config: impl Fn() -> GrapeConfig) -> Net {
+            let now = t0();
+            let mut seeds = ChaCha8Rng::seed_from_u64(7);
+            let grapes = (0..n)
+                .map(|i| {
+                    let seed: [u8; 32] = seeds.random();
+                    (addr(20001 + i), Grape::new(config(), seed, now))
+                })
+                .collect();
+            Net {
+                now,
+                grapes,
+                replies: Vec::new(),
+                next_req: 0,
+                black_holes: BTreeSet::new(),
+            }
+        }
+
+        /// Bootstraps every Grape from all the others and lets the network settle.
+        fn joined(mut self) -> Net {
+            let addrs: Vec<SocketAddr> = self.grapes.keys().copied().collect();
+            for (a, g) in &mut self.grapes {
+                let seeds: Vec<SocketAddr> = addrs.iter().copied().filter(|s| s != a).collect();
+                g.bootstrap(self.now, &seeds);
+            }
+            self.run_for(Duration::from_secs(5));
+            self
+        }
+
+        fn grape(&mut self, at: SocketAddr) -> &mut Grape {
+            self.grapes.get_mut(&at).expect("grape at that address")
+        }
+
+        fn next_id(&mut self) -> RequestId {
+            self.next_req += 1;
+            RequestId(self.next_req)
+        }
+
+        /// Sends an API request and returns its id, without running the network.
+        fn send(&mut self, at: SocketAddr, path: &str, body: &str) -> RequestId {
+            let req = self.next_id();
+            let now = self.now;
+            self.grape(at)
+                .handle_http(now, req, "POST", path, HttpBody::Complete(body.as_bytes()));
+            self.collect();
+            req
+        }
+
+        fn send_ws(&mut self, at: SocketAddr, text: &str) -> RequestId {
+            let req = self.next_id();
+            let now = self.now;
+            self.grape(at).handle_ws(now, req, text.as_bytes());
+            self.collect();
+            req
+        }
+
+        /// Sends an API request and runs the network until it is answered.
+        fn call(&mut self, at: SocketAddr, path: &str, body: &str) -> Reply {
+            let req = self.send(at, path, body);
+            self.wait(req)
+        }
+
+        fn call_data(&mut self, at: SocketAddr, path: &str, data: Value) -> Reply {
+            let body = json!({"rid": "test", "data": data}).to_string();
+            self.call(at, path, &body)
+        }
+
+        fn wait(&mut self, req: RequestId) -> Reply {
+            for _ in 0..100_000 {
+                if let Some(i) = self.replies.iter().position(|(_, r)| r.req == req) {
+                    return self.replies.remove(i).1;
+                }
+                self.step();
+            }
+            panic!("no reply to {req:?}");
+        }
+
+        fn collect(&mut self) {
+            for (a, g) in &mut self.grapes {
+                while let Some(r) = g.poll_reply() {
+                    self.replies.push((*a, r));
+                }
+            }
+        }
+
+        /// Delivers every queued datagram, or else advances to the next timer.
+        fn step(&mut self) {
+            let mut in_flight = Vec::new();
+            for (from, g) in &mut self.grapes {
+                while let Some(t) = g.poll_transmit() {
+                    in_flight.push((*from, t));
+                }
+            }
+            if in_flight.is_empty() {
+                let next = self.grapes.values().filter_map(Grape::poll_timeout).min();
+                let Some(next) = next else { return };
+                self.now = self.now.max(next);
+                let now = self.now;
+                for g in self.grapes.values_mut() {
+                    if g.poll_timeout().is_some_and(|t| t <= now) {
+                        g.handle_timeout(now);
+                    }
+                }
+            } else {
+                self.now += Duration::from_millis(1);
+                let now = self.now;
+                for (from, t) in in_flight {
+                    if self.black_holes.contains(&t.to) {
+                        continue;
+                    }
+                    if let Some(g) = self.grapes.get_mut(&t.to) {
+                        g.handle_datagram(now, from, &t.payload);
+                    }
+                }
+            }
+            self.collect();
+        }
+
+        fn run_for(&mut self, d: Duration) {
+            let end = self.now + d;
+            while self.now < end {
+                let before = self.now;
+                self.step();
+                if self.now == before && self.grapes.values().all(|g| g.poll_timeout().is_none()) {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn body(reply: &Reply) -> Value {
+        serde_json::from_slice(&reply.body).expect("JSON body")
+    }
+
+    fn lone() -> (Net, SocketAddr) {
+        let mut net = Net::new(1, GrapeConfig::default);
+        let now = net.now;
+        net.grape(addr(20001)).bootstrap(now, &[]);
+        (net, addr(20001))
+    }
+
+    #[test]
+    fn lone_grape_answers_its_own_lookups() {
+        let (mut net, a) = lone();
+
+        let announced = net.call_data(a, "/announce", json!(["rpc_test", 1337]));
+        let found = net.call_data(a, "/lookup", json!("rpc_test"));
+
+        assert_eq!(announced.status, 200);
+        assert_eq!(body(&announced), json!("No nodes to query"));
+        assert_eq!(body(&found), json!(["127.0.0.1:1337"]));
+    }
+
+    #[test]
+    fn lookup_of_an_unknown_name_is_an_empty_list() {
+        let (mut net, a) = lone();
+
+        let found = net.call_data(a, "/lookup", json!("nobody"));
+
+        assert_eq!(found.status, 200);
+        assert_eq!(found.body, b"[]");
+    }
+
+    #[test]
+    fn announce_on_one_grape_is_found_from_another() {
+        let mut net = Net::new(3, GrapeConfig::default).joined();
+
+        let announced = net.call_data(addr(20001), "/announce", json!(["rpc_test", 1337]));
+        let found = net.call_data(addr(20003), "/lookup", json!("rpc_test"));
+
+        assert!(
+            body(&announced).as_u64().is_some_and(|n| n >= 1),
+            "{announced:?}"
+        );
+        assert_eq!(body(&found), json!(["127.0.0.1:1337"]));
+    }
+
+    #[test]
+    fn immutable_put_then_get_from_another_grape() {
+        let mut net = Net::new(3, GrapeConfig::default).joined();
+
+        let put = net.call_data(addr(20001), "/put", json!({"v": "hello"}));
+        let hash = "e28910ea0adb94dd45ced75fbff3e135c01bc437";
+        let by_hex = net.call_data(addr(20003), "/get", json!(hash));
+        let by_obj = net.call_data(addr(20002), "/get", json!({"hash": hash}));
+
+        assert_eq!(body(&put), json!(hash));
+        assert_eq!(body(&by_hex)["v"], json!("hello"));
+        assert_eq!(body(&by_obj)["v"], json!("hello"));
+    }
+
+    #[test]
+    fn get_of_a_missing_item_is_an_empty_body() {
+        let mut net = Net::new(2, GrapeConfig::default).joined();
+
+        let got = net.call_data(addr(20001), "/get", json!("00".repeat(20)));
+
+        assert_eq!(got.status, 200);
+        assert!(got.body.is_empty());
+    }
+
+    fn signed(salt: &[u8], seq: i64, v: &str) -> (MutableItem, Value) {
+        let item = MutableItem::sign(
+            &[5; 32],
+            salt.to_vec(),
+            seq,
+            format!("{}:{v}", v.len()).into_bytes(),
+        )
+        .expect("signable");
+        let data = json!({
+            "v": v,
+            "k": hex(item.k()),
+            "sig": hex(item.sig()),
+            "seq": seq,
+            "salt": String::from_utf8_lossy(salt),
+        });
+        (item, data)
+    }
+
+    #[test]
+    fn mutable_put_then_get_with_salt() {
+        let mut net = Net::new(3, GrapeConfig::default).joined();
+        let (item, data) = signed(b"salt", 1, "first");
+
+        let put = net.call_data(addr(20001), "/put", data);
+        let hash = hex(item.target().as_bytes());
+        let got = net.call_data(addr(20003), "/get", json!({"hash": hash, "salt": "salt"}));
+
+        assert_eq!(body(&put), json!(hash));
+        let got = body(&got);
+        assert_eq!(got["v"], json!("first"));
+        assert_eq!(got["seq"], json!(1));
+        assert_eq!(got["salt"], json!("salt"));
+        assert_eq!(got["k"], json!(hex(item.k())));
+    }
+
+    #[test]
+    fn mutable_put_with_a_bad_signature_is_refused() {
+        let (mut net, a) = lone();
+        let (_, mut data) = signed(b"", 1, "first");
+        data["v"] = json!("other");
+
+        let put = net.call_data(a, "/put", data);
+
+        assert_eq!(put.status, 200);
+        assert_eq!(body(&put), json!("invalid signature"));
+    }
+
+    #[test]
+    fn mutable_put_with_a_lower_seq_is_refused_with_302() {
+        let (mut net, a) = lone();
+        let (_, second) = signed(b"", 2, "second");
+        let (_, first) = signed(b"", 1, "first");
+        net.call_data(a, "/put", second);
+
+        let put = net.call_data(a, "/put", first);
+
+        assert_eq!(put.status, 302);
+        assert!(
+            body(&put).as_str().is_some_and(|m| m.starts_with("302 ")),
+            "{put:?}"
+        );
+    }
+
+    #[test]
+    fn concurrent_lookups_share_one_traversal() {
+        let mut net = Net::new(3, GrapeConfig::default).joined();
+        let a = addr(20001);
+        let payload = json!({"data": "svc"}).to_string();
+
+        let r1 = net.send(a, "/lookup", &payload);
+        let r2 = net.send(a, "/lookup", &payload);
+        let one = net.wait(r1);
+        let two = net.wait(r2);
+
+        assert_eq!(one.body, two.body);
+        assert_eq!(net.grape(a).metrics.traversals, 1);
+        assert_eq!(net.grape(a).metrics.coalesced, 1);
+    }
+
+    #[test]
+    fn hot_lookups_are_served_from_the_cache() {
+        let mut net = Net::new(2, GrapeConfig::default).joined();
+        let a = addr(20001);
+        net.call_data(a, "/lookup", json!("svc"));
+
+        let req = net.send(a, "/lookup", &json!({"data": "svc"}).to_string());
+
+        // Answered inside handle_http, with no network step.
+        assert!(net.replies.iter().any(|(_, r)| r.req == req));
+        assert_eq!(net.grape(a).metrics.cache_hits, 1);
+        assert_eq!(net.grape(a).metrics.traversals, 1);
+    }
+
+    #[test]
+    fn cached_lookups_expire() {
+        let mut net = Net::new(2, GrapeConfig::default).joined();
+        let a = addr(20001);
+        net.call_data(a, "/lookup", json!("svc"));
+        net.now += Duration::from_secs(2);
+
+        net.call_data(a, "/lookup", json!("svc"));
+
+        assert_eq!(net.grape(a).metrics.traversals, 2);
+    }
+
+    #[test]
+    fn lookups_answer_at_most_max_results_distinct_and_sorted() {
+        let (mut net, a) = lone();
+        for port in 1..=150u16 {
+            net.call_data(a, "/announce", json!(["many", port]));
+        }
+
+        let found = net.call_data(a, "/lookup", json!("many"));
+
+        let list = body(&found);
+        let list = list.as_array().expect("array");
+        assert_eq!(list.len(), 100);
+        let addrs: Vec<SocketAddr> = list
+            .iter()
+            .map(|p| p.as_str().and_then(|s| s.parse().ok()).expect("host:port"))
+            .collect();
+        let mut sorted = addrs.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(addrs, sorted);
+    }
+
+    #[test]
+    fn over_the_inflight_cap_requests_are_refused() {
+        let mut net = Net::new(2, || GrapeConfig {
+            max_inflight: 1,
+            ..GrapeConfig::default()
+        })
+        .joined();
+        let a = addr(20001);
+
+        let first = net.send(a, "/lookup", &json!({"data": "one"}).to_string());
+        let second = net.send(a, "/lookup", &json!({"data": "two"}).to_string());
+        let refused = net.wait(second);
+        let served = net.wait(first);
+
+        assert_eq!(refused.status, 503);
+        assert_eq!(refused.body, b"ERR_GRAPE_BUSY");
+        assert_eq!(served.status, 200);
+    }
+
+    /// Two joined Grapes with a request bound shorter than the node's soft query timeout;
+    /// the second then goes silent, so only our bound can answer.
+    fn silent_peer() -> (Net, SocketAddr) {
+        let mut net = Net::new(2, || GrapeConfig {
+            request_timeout: Duration::from_millis(5),
+            ..GrapeConfig::default()
+        })
+        .joined();
+        net.black_holes.insert(addr(20002));
+        (net, addr(20001))
+    }
+
+    #[test]
+    fn lookups_past_the_bound_answer_the_local_store() {
+        let (mut net, a) = silent_peer();
+        net.call_data(a, "/announce", json!(["svc", 1]));
+
+        let start = net.now;
+        let found = net.call_data(a, "/lookup", json!("svc"));
+        let took = net.now - start;
+
+        assert_eq!(body(&found), json!(["127.0.0.1:1"]));
+        assert_eq!(took, Duration::from_millis(5));
+        assert_eq!(
+            net.grape(a)
+                .metrics
+                .count(Some(CommandKind::Lookup), RequestOutcome::Timeout),
+            1
+        );
+    }
+
+    #[test]
+    fn other_commands_past_the_bound_get_a_timeout_error() {
+        let (mut net, a) = silent_peer();
+
+        let announced = net.call_data(a, "/announce", json!(["svc", 1]));
+
+        assert_eq!(announced.status, 504);
+        assert_eq!(announced.body, b"ERR_GRAPE_TIMEOUT");
+        assert_eq!(net.grape(a).inflight(), 0);
+    }
+
+    #[test]
+    fn payload_errors_match_the_node_grape() {
+        let (mut net, a) = lone();
+        let req = net.next_id();
+        let now = net.now;
+        net.grape(a)
+            .handle_http(now, req, "POST", "/lookup", HttpBody::TooLarge);
+        net.collect();
+
+        let too_large = net.wait(req);
+        let garbage = net.call(a, "/lookup", "garbage");
+        let unknown = net.call_data(a, "/lookupx", json!("nope"));
+        let get_method = net.call(a, "/lookup", "");
+
+        assert_eq!(
+            (too_large.status, &too_large.body[..]),
+            (413, &b"ERR_GRAPE_PAYLOAD_SIZE"[..])
+        );
+        assert_eq!(
+            (garbage.status, &garbage.body[..]),
+            (500, &b"ERR_GRAPE_PAYLOAD_INVALID"[..])
+        );
+        assert_eq!(
+            (unknown.status, &unknown.body[..]),
+            (200, &b"\"ERR_REQ_NOTFOUND\""[..])
+        );
+        assert_eq!(get_method.status, 500);
+    }
+
+    #[test]
+    fn command_errors_are_strings_with_status_200() {
+        let (mut net, a) = lone();
+
+        let cases = [
+            ("/lookup", json!(5), "ERR_GRAPE_LOOKUP"),
+            ("/announce", json!("x"), "ERR_GRAPE_ANNOUNCE"),
+            ("/announce", json!(["svc", 70000]), "ERR_GRAPE_SERVICE_PORT"),
+            ("/announce", json!(["svc", -1]), "ERR_GRAPE_SERVICE_PORT"),
+            ("/get", json!("xyz"), "ERR_GRAPE_HASH_FORMAT"),
+            ("/get", json!(null), "ERR_GRAPE_GENERIC"),
+            ("/put", json!({}), "opts.v not given"),
+        ];
+        for (path, data, want) in cases {
+            let reply = net.call_data(a, path, data.clone());
+
+            assert_eq!(reply.status, 200, "{path} {data}");
+            assert_eq!(body(&reply), json!(want), "{path} {data}");
+        }
+    }
+
+    #[test]
+    fn websocket_calls_are_framed_by_rid() {
+        let (mut net, a) = lone();
+        net.call_data(a, "/announce", json!(["svc", 1337]));
+
+        let arr = net.send_ws(a, r#"["r1","lookup","svc"]"#);
+        let obj = net.send_ws(a, r#"{"rid":2,"type":"lookup","data":"svc"}"#);
+        let bad = net.send_ws(a, "garbage");
+        let unknown = net.send_ws(a, r#"["r3","nope",null]"#);
+        let invalid = net.send_ws(a, r#"["r4","lookup",5]"#);
+
+        assert_eq!(
+            body(&net.wait(arr)),
+            json!(["r1", null, ["127.0.0.1:1337"]])
+        );
+        assert_eq!(body(&net.wait(obj)), json!([2, null, ["127.0.0.1:1337"]]));
+        assert_eq!(
+            body(&net.wait(bad)),
+            json!([null, "ERR_GRAPE_PAYLOAD_INVALID", null])
+        );
+        assert_eq!(
+            body(&net.wait(unknown)),
+            json!(["r3", "ERR_REQ_NOTFOUND", null])
+        );
+        assert_eq!(
+            body(&net.wait(invalid)),
+            json!(["r4", "ERR_GRAPE_LOOKUP", null])
+        );
+    }
+
+    #[test]
+    fn health_reports_a_lone_grape_as_ok_and_alone() {
+        let (mut net, a) = lone();
+        let req = net.next_id();
+        let now = net.now;
+
+        net.grape(a)
+            .handle_http(now, req, "GET", "/health", HttpBody::Complete(b""));
+        net.collect();
+        let reply = net.wait(req);
+
+        assert_eq!(reply.status, 200);
+        assert_eq!(body(&reply)["alone"], json!(true));
+        assert_eq!(body(&reply)["routing_table"], json!(0));
+    }
+
+    #[test]
+    fn metrics_count_requests_and_node_traffic() {
+        let mut net = Net::new(2, GrapeConfig::default).joined();
+        let a = addr(20001);
+        net.call_data(a, "/lookup", json!("svc"));
+        net.call_data(a, "/lookup", json!(5));
+        let req = net.next_id();
+        let now = net.now;
+
+        net.grape(a)
+            .handle_http(now, req, "GET", "/metrics", HttpBody::Complete(b""));
+        net.collect();
+        let reply = net.wait(req);
+
+        let text = String::from_utf8(reply.body).expect("utf8");
+        assert_eq!(reply.content_type, CONTENT_TYPE_METRICS);
+        assert!(text.contains("grape_api_requests_total{command=\"lookup\",outcome=\"ok\"} 1\n"));
+        assert!(
+            text.contains("grape_api_requests_total{command=\"lookup\",outcome=\"invalid\"} 1\n")
+        );
+        assert!(text.contains("grape_dht_routing_table_nodes 1\n"), "{text}");
+        assert!(text.contains("grape_api_lookup_duration_seconds_count 1\n"));
+    }
+
+    #[test]
+    fn same_seed_same_replies() {
+        let run = || {
+            let mut net = Net::new(3, GrapeConfig::default).joined();
+            net.call_data(addr(20001), "/announce", json!(["svc", 1]));
+            let start = net.now;
+            let r = net.call_data(addr(20002), "/announce", json!(["svc", 2]));
+            (r.body, net.now - start, net.grape(addr(20001)).node().id())
+        };
+
+        assert_eq!(run(), run());
+    }
+}
