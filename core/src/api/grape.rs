@@ -985,6 +985,27 @@ mod tests {
     }
 
     #[test]
+    fn lone_grape_put_stores_locally_and_says_no_nodes() {
+        let (mut net, a) = lone();
+
+        let put = net.call_data(a, "/put", json!("hello"));
+        let got = net.call_data(a, "/get", json!("e28910ea0adb94dd45ced75fbff3e135c01bc437"));
+
+        assert_eq!(body(&put), json!("No nodes to query"));
+        assert_eq!(body(&got)["v"], json!("hello"));
+    }
+
+    #[test]
+    fn announce_with_port_zero_uses_the_dht_port() {
+        let mut net = Net::new(3, GrapeConfig::default).joined();
+
+        net.call_data(addr(20001), "/announce", json!(["implied", 0]));
+        let found = net.call_data(addr(20003), "/lookup", json!("implied"));
+
+        assert_eq!(body(&found), json!(["127.0.0.1:20001"]));
+    }
+
+    #[test]
     fn get_of_a_missing_item_is_an_empty_body() {
         let mut net = Net::new(2, GrapeConfig::default).joined();
 
