@@ -238,14 +238,14 @@ impl Grape {
         }
         // The Node Grape reads the body (and checks its size) before it looks at the path.
         let HttpBody::Complete(body) = body else {
-            return self.answer(now, req, &Via::Http, None, Err(ApiError::PayloadSize));
+            return self.answer(req, &Via::Http, None, Err(ApiError::PayloadSize));
         };
         let msg = match parse_body(body) {
             Ok(msg) => msg,
-            Err(e) => return self.answer(now, req, &Via::Http, None, Err(e)),
+            Err(e) => return self.answer(req, &Via::Http, None, Err(e)),
         };
         let Some(kind) = CommandKind::from_path(path) else {
-            return self.answer(now, req, &Via::Http, None, Err(ApiError::NotFound));
+            return self.answer(req, &Via::Http, None, Err(ApiError::NotFound));
         };
         self.start(now, req, kind, data_of(&msg), Via::Http);
     }
@@ -256,12 +256,12 @@ impl Grape {
         self.metrics.ws_messages += 1;
         if text.len() > self.max_payload {
             let via = Via::Ws("null".into());
-            return self.answer(now, req, &via, None, Err(ApiError::PayloadSize));
+            return self.answer(req, &via, None, Err(ApiError::PayloadSize));
         }
         match parse_call(text) {
-            Err(rid) => self.answer(now, req, &Via::Ws(rid), None, Err(ApiError::PayloadInvalid)),
+            Err(rid) => self.answer(req, &Via::Ws(rid), None, Err(ApiError::PayloadInvalid)),
             Ok(call) => match call.kind {
-                None => self.answer(now, req, &Via::Ws(call.rid), None, Err(ApiError::NotFound)),
+                None => self.answer(req, &Via::Ws(call.rid), None, Err(ApiError::NotFound)),
                 Some(kind) => self.start(now, req, kind, call.data.as_ref(), Via::Ws(call.rid)),
             },
         }
@@ -278,11 +278,11 @@ impl Grape {
     ) {
         if self.requests.contains_key(&req) {
             tracing::warn!(?req, "request id reused while in flight; refused");
-            return self.answer(now, req, &via, Some(kind), Err(ApiError::Busy));
+            return self.answer(req, &via, Some(kind), Err(ApiError::Busy));
         }
         let cmd = match parse_command(kind, data) {
             Ok(cmd) => cmd,
-            Err(e) => return self.answer(now, req, &via, Some(kind), Err(e)),
+            Err(e) => return self.answer(req, &via, Some(kind), Err(e)),
         };
         if let Command::Lookup { name } = &cmd
             && let Some(body) = self.cache.get(now, name.as_bytes())
@@ -290,17 +290,17 @@ impl Grape {
             let body = body.to_vec();
             self.metrics.cache_hits += 1;
             self.metrics.lookup_latency(Duration::ZERO);
-            return self.answer(now, req, &via, Some(kind), Ok(body));
+            return self.answer(req, &via, Some(kind), Ok(body));
         }
         if self.requests.len() >= self.max_inflight {
-            return self.answer(now, req, &via, Some(kind), Err(ApiError::Busy));
+            return self.answer(req, &via, Some(kind), Err(ApiError::Busy));
         }
         let query = match cmd {
             Command::Lookup { name } => self.start_lookup(now, req, name),
             Command::Announce { name, port } => self.node.announce(now, name, port),
             Command::Put(put) => match build_item(put) {
                 Ok((item, cas)) => self.node.put(now, item, cas),
-                Err(e) => return self.answer(now, req, &via, Some(kind), Err(e)),
+                Err(e) => return self.answer(req, &via, Some(kind), Err(e)),
             },
             Command::Get { target, salt } => self.node.get(now, Target(target), salt),
         };
@@ -379,14 +379,14 @@ impl Grape {
                     if let Some(p) = self.take_request(req) {
                         self.metrics
                             .lookup_latency(now.saturating_duration_since(p.started));
-                        self.answer(now, req, &p.via, Some(p.kind), Ok(body.clone()));
+                        self.answer(req, &p.via, Some(p.kind), Ok(body.clone()));
                     }
                 }
             }
             Job::Single(req) => {
                 if let Some(p) = self.take_request(req) {
                     let answer = self.answer_of(p.kind, result);
-                    self.answer(now, req, &p.via, Some(p.kind), answer);
+                    self.answer(req, &p.via, Some(p.kind), answer);
                 }
             }
         }
@@ -500,14 +500,7 @@ impl Grape {
     }
 
     /// Frames, counts and queues the one reply of a request.
-    fn answer(
-        &mut self,
-        _now: Instant,
-        req: RequestId,
-        via: &Via,
-        kind: Option<CommandKind>,
-        answer: Answer,
-    ) {
+    fn answer(&mut self, req: RequestId, via: &Via, kind: Option<CommandKind>, answer: Answer) {
         let outcome = match &answer {
             Ok(_) => RequestOutcome::Ok,
             Err(e) => outcome_of(e),
