@@ -14,6 +14,7 @@ pub mod id;
 pub mod krpc;
 pub mod lookup;
 pub mod node;
+pub mod peer;
 pub mod routing;
 pub mod storage;
 pub mod token;

@@ -1,0 +1,9 @@
+//! Grenache peers: the Link to a Grape, peer RPC over HTTP and WebSocket, and PUB/SUB.
+//!
+//! Placeholder; documented in full below once the state machines exist.
+
+mod framing;
+mod types;
+
+pub use framing::*;
+pub use types::*;
