@@ -7,3 +7,8 @@ mod types;
 
 pub use framing::*;
 pub use types::*;
+mod cache;
+mod error;
+mod link;
+pub use error::*;
+pub use link::*;
