@@ -109,13 +109,20 @@ impl FrameError {
 
 /// Writes a request frame, `[rid, key, payload]`.
 pub fn encode_request(rid: &str, key: &str, payload: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(rid.len() + key.len() + 16);
+    let mut json = Vec::new();
+    push_json(&mut json, payload);
+    encode_request_json(rid, key, &json)
+}
+
+/// [`encode_request`] with the payload already serialized (a map sends it many times).
+pub(crate) fn encode_request_json(rid: &str, key: &str, payload_json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rid.len() + key.len() + payload_json.len() + 16);
     out.push(b'[');
     push_json(&mut out, &Value::from(rid));
     out.push(b',');
     push_json(&mut out, &Value::from(key));
     out.push(b',');
-    push_json(&mut out, payload);
+    out.extend_from_slice(payload_json);
     out.push(b']');
     out
 }
