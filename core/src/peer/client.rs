@@ -313,11 +313,10 @@ impl Client {
     ) {
         if self.link.owns_http(http) {
             self.link.handle_http_reply(now, http, reply, rng);
-        } else if self.rpc.owns_http(http) {
+        } else {
+            // Counts it as late when nobody waits for it any more.
             self.rpc
                 .handle_http_reply(now, http, reply, &mut self.link.ids, rng);
-        } else {
-            tracing::debug!(%http, "reply for an exchange nobody waits for");
         }
         self.drain(now, rng);
     }
@@ -498,5 +497,624 @@ impl Client {
             }
             (_, event) => self.events.push_back(Event::Link(event)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::framing::{gunzip, gzip};
+    use crate::peer::rpc::RpcTransport;
+    use crate::peer::types::HttpRequest;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+    use serde_json::json;
+    use std::time::Duration;
+
+    const GRAPE: &str = "http://127.0.0.1:30001";
+
+    struct Harness {
+        client: Client,
+        rng: ChaCha8Rng,
+        now: Instant,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            Self::with(ClientConfig::new(GRAPE))
+        }
+
+        fn ws() -> Self {
+            let mut config = ClientConfig::new(GRAPE);
+            config.rpc.transport = RpcTransport::Ws;
+            Self::with(config)
+        }
+
+        fn with(config: ClientConfig) -> Self {
+            Harness {
+                client: Client::new(config).expect("valid"),
+                rng: ChaCha8Rng::seed_from_u64(11),
+                now: Instant::now(),
+            }
+        }
+
+        fn advance(&mut self, d: Duration) {
+            self.now += d;
+            self.client.handle_timeout(self.now, &mut self.rng);
+        }
+
+        fn transmits(&mut self) -> Vec<Transmit> {
+            std::iter::from_fn(|| self.client.poll_transmit()).collect()
+        }
+
+        fn events(&mut self) -> Vec<Event> {
+            std::iter::from_fn(|| self.client.poll_event()).collect()
+        }
+
+        fn http(&mut self) -> Vec<HttpRequest> {
+            self.transmits()
+                .into_iter()
+                .map(|t| match t {
+                    Transmit::Http(r) => r,
+                    other => panic!("expected HTTP, got {other:?}"),
+                })
+                .collect()
+        }
+
+        fn request(&mut self, name: &str, payload: Value, opts: RequestOptions) -> QueryId {
+            let now = self.now;
+            self.client
+                .request(now, name, &payload, &opts, &mut self.rng)
+                .expect("accepted")
+        }
+
+        fn map(&mut self, name: &str, opts: RequestOptions) -> QueryId {
+            let now = self.now;
+            self.client
+                .map(now, name, &json!("ping"), &opts, &mut self.rng)
+                .expect("accepted")
+        }
+
+        fn reply(&mut self, req: &HttpRequest, status: u16, body: Vec<u8>) {
+            let now = self.now;
+            self.client.handle_http_reply(
+                now,
+                req.id,
+                Ok(HttpResponse { status, body }),
+                &mut self.rng,
+            );
+        }
+
+        /// Answers the pending Grape lookup with `peers`.
+        fn grape_lookup(&mut self, peers: &[&str]) {
+            let reqs = self.http();
+            assert_eq!(reqs.len(), 1, "one lookup: {reqs:?}");
+            assert_eq!(reqs[0].url, format!("{GRAPE}/lookup"));
+            self.reply(&reqs[0], 200, json!(peers).to_string().into_bytes());
+        }
+
+        /// Answers a peer request with `[rid, null, result]`.
+        fn answer(&mut self, req: &HttpRequest, result: Value) {
+            let rid = frame_rid(&req.body);
+            self.reply(req, 200, encode_reply_for(&rid, Ok(&result)));
+        }
+
+        fn send_ws(&mut self, conn: ConnId, text: String) {
+            let now = self.now;
+            self.client
+                .handle_ws_message(now, conn, WsMessage::Text(text), &mut self.rng);
+        }
+    }
+
+    fn encode_reply_for(rid: &str, result: Result<&Value, &str>) -> Vec<u8> {
+        crate::peer::framing::encode_reply(rid, result)
+    }
+
+    fn frame_rid(frame: &[u8]) -> String {
+        let v: Value = serde_json::from_slice(frame).expect("json frame");
+        v[0].as_str().expect("rid").to_owned()
+    }
+
+    fn reply_of(events: &[Event], want: QueryId) -> Result<Value, RpcError> {
+        let found: Vec<&Result<Value, RpcError>> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Reply { id, result } if *id == want => Some(result),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "exactly one reply for {want:?}: {events:?}");
+        found[0].clone()
+    }
+
+    #[test]
+    fn http_request_end_to_end_is_byte_exact() {
+        let mut h = Harness::new();
+        let id = h.request(
+            "rpc_test",
+            json!({"action": "ping"}),
+            RequestOptions::default(),
+        );
+
+        h.grape_lookup(&["127.0.0.1:1337"]);
+        let reqs = h.http();
+        let rid = frame_rid(&reqs[0].body);
+        h.answer(&reqs[0], json!("pong"));
+
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0].url, "http://127.0.0.1:1337/");
+        assert_eq!(reqs[0].headers, vec![("grc-compress", "none")]);
+        assert_eq!(
+            reqs[0].body,
+            format!(r#"["{rid}","rpc_test",{{"action":"ping"}}]"#).as_bytes()
+        );
+        assert_eq!(reply_of(&h.events(), id), Ok(json!("pong")));
+        assert_eq!(h.client.poll_timeout(), None);
+    }
+
+    #[test]
+    fn requests_go_round_robin_and_reuse_the_cached_lookup() {
+        let mut h = Harness::new();
+        let first = h.request("svc", json!(0), RequestOptions::default());
+        h.grape_lookup(&["h:3", "h:1", "h:2"]);
+        let mut urls = vec![h.http().remove(0).url];
+
+        for i in 1..4 {
+            h.request("svc", json!(i), RequestOptions::default());
+            urls.push(h.http().remove(0).url);
+        }
+
+        assert_eq!(
+            urls,
+            ["http://h:1/", "http://h:2/", "http://h:3/", "http://h:1/"]
+        );
+        assert!(h.events().is_empty(), "{first:?} still pending");
+    }
+
+    #[test]
+    fn no_peer_is_err_grape_lookup_empty() {
+        let mut h = Harness::new();
+        let id = h.request("svc", json!(1), RequestOptions::default());
+
+        h.grape_lookup(&[]);
+
+        let result = reply_of(&h.events(), id);
+        assert_eq!(result, Err(RpcError::Lookup(LinkError::LookupEmpty)));
+        assert_eq!(
+            result.expect_err("error").to_string(),
+            "ERR_GRAPE_LOOKUP_EMPTY"
+        );
+    }
+
+    #[test]
+    fn silent_server_gives_err_timeout_at_the_deadline() {
+        let mut h = Harness::new();
+        let opts = RequestOptions::default().timeout(Duration::from_secs(5));
+        let id = h.request("svc", json!(1), opts);
+        h.grape_lookup(&["h:1"]);
+        let req = h.http().remove(0);
+
+        assert_eq!(req.deadline, h.now + Duration::from_secs(5));
+        h.advance(Duration::from_millis(4_999));
+        assert!(h.events().is_empty());
+        h.advance(Duration::from_millis(1));
+        let events = h.events();
+        h.answer(&req, json!("too late"));
+
+        assert_eq!(reply_of(&events, id), Err(RpcError::Timeout));
+        assert_eq!(RpcError::Timeout.to_string(), "ERR_TIMEOUT");
+        assert!(h.events().is_empty());
+        assert_eq!(h.client.stats().rpc.late_replies, 1);
+    }
+
+    #[test]
+    fn default_timeout_is_a_minute() {
+        let mut h = Harness::new();
+        h.request("svc", json!(1), RequestOptions::default());
+        h.grape_lookup(&["h:1"]);
+
+        let req = h.http().remove(0);
+
+        assert_eq!(req.deadline, h.now + Duration::from_secs(60));
+    }
+
+    #[test]
+    fn retries_go_to_the_next_peer() {
+        let mut h = Harness::new();
+        let opts = RequestOptions::default()
+            .attempts(2)
+            .timeout(Duration::from_secs(1));
+        let id = h.request("svc", json!(1), opts);
+        h.grape_lookup(&["h:1", "h:2"]);
+        let first = h.http().remove(0);
+
+        h.advance(Duration::from_secs(1));
+        let second = h.http().remove(0);
+        h.answer(&second, json!("ok"));
+
+        assert_eq!(first.url, "http://h:1/");
+        assert_eq!(second.url, "http://h:2/");
+        assert_ne!(frame_rid(&first.body), frame_rid(&second.body));
+        assert_eq!(reply_of(&h.events(), id), Ok(json!("ok")));
+    }
+
+    #[test]
+    fn remote_and_transport_errors_read_like_node() {
+        let mut h = Harness::new();
+        let a = h.request("svc", json!(1), RequestOptions::default());
+        h.grape_lookup(&["h:1"]);
+        let ra = h.http().remove(0);
+        let b = h.request("svc", json!(2), RequestOptions::default());
+        let rb = h.http().remove(0);
+        let c = h.request("svc", json!(3), RequestOptions::default());
+        let rc = h.http().remove(0);
+
+        let rid = frame_rid(&ra.body);
+        h.reply(&ra, 200, encode_reply_for(&rid, Err("ERR_BAD_THING")));
+        h.reply(&rb, 500, b"boom".to_vec());
+        let now = h.now;
+        h.client.handle_http_reply(
+            now,
+            rc.id,
+            Err(TransportError::new("connect ECONNREFUSED")),
+            &mut h.rng,
+        );
+
+        let events = h.events();
+        let msg = |id| reply_of(&events, id).expect_err("an error").to_string();
+        assert_eq!(msg(a), "ERR_BAD_THING");
+        assert_eq!(msg(b), "ERR_REQUEST_GENERIC: boom");
+        assert_eq!(msg(c), "ERR_REQUEST_GENERIC: connect ECONNREFUSED");
+    }
+
+    #[test]
+    fn malformed_replies_give_typed_errors() {
+        let mut h = Harness::new();
+        let a = h.request("svc", json!(1), RequestOptions::default());
+        h.grape_lookup(&["h:1"]);
+        let ra = h.http().remove(0);
+        let b = h.request("svc", json!(2), RequestOptions::default());
+        let rb = h.http().remove(0);
+        let c = h.request("svc", json!(3), RequestOptions::default());
+        let rc = h.http().remove(0);
+
+        h.reply(&ra, 200, b"<html>".to_vec());
+        h.reply(&rb, 200, br#"["another-rid",null,1]"#.to_vec());
+        h.reply(&rc, 200, br#"{"rid":1}"#.to_vec());
+
+        let events = h.events();
+        assert_eq!(reply_of(&events, a), Err(RpcError::ReplyEmpty));
+        assert_eq!(reply_of(&events, b), Err(RpcError::ReplyInvalid));
+        assert_eq!(reply_of(&events, c), Err(RpcError::ReplyInvalid));
+    }
+
+    #[test]
+    fn gzip_requests_and_replies() {
+        let mut h = Harness::new();
+        let opts = RequestOptions::default().compress(true);
+        let a = h.request("svc", json!({"big": "z".repeat(500)}), opts.clone());
+        h.grape_lookup(&["h:1"]);
+        let ra = h.http().remove(0);
+        let b = h.request("svc", json!(1), opts);
+        let rb = h.http().remove(0);
+
+        let plain = gunzip(&ra.body, 1 << 20).expect("gzip body");
+        let rid = frame_rid(&plain);
+        h.reply(&ra, 200, gzip(&encode_reply_for(&rid, Ok(&json!(7)))));
+        let rid_b = frame_rid(&gunzip(&rb.body, 1 << 20).expect("gzip body"));
+        h.reply(&rb, 200, encode_reply_for(&rid_b, Ok(&json!(8))));
+
+        assert_eq!(ra.headers, vec![("grc-compress", "gzip")]);
+        let events = h.events();
+        assert_eq!(reply_of(&events, a), Ok(json!(7)));
+        assert_eq!(reply_of(&events, b), Err(RpcError::ReplyCompression));
+    }
+
+    #[test]
+    fn oversized_payloads_are_refused_at_once() {
+        let mut config = ClientConfig::new(GRAPE);
+        config.rpc.max_frame_len = 100;
+        let mut h = Harness::with(config);
+        let now = h.now;
+
+        let big = h.client.request(
+            now,
+            "svc",
+            &json!("x".repeat(100)),
+            &RequestOptions::default(),
+            &mut h.rng,
+        );
+
+        assert_eq!(big, Err(CommandError::PayloadTooLarge));
+        assert!(h.transmits().is_empty());
+    }
+
+    #[test]
+    fn oversized_reply_is_an_error() {
+        let mut config = ClientConfig::new(GRAPE);
+        config.rpc.max_frame_len = 100;
+        let mut h = Harness::with(config);
+        let id = h.request("svc", json!(1), RequestOptions::default());
+        h.grape_lookup(&["h:1"]);
+        let req = h.http().remove(0);
+
+        h.reply(&req, 200, vec![b' '; 101]);
+
+        assert_eq!(reply_of(&h.events(), id), Err(RpcError::ReplyTooLarge));
+    }
+
+    #[test]
+    fn map_collects_every_peer_in_order() {
+        let mut h = Harness::new();
+        let id = h.map("svc", RequestOptions::default());
+        h.grape_lookup(&["h:1", "h:2", "h:3"]);
+        let reqs = h.http();
+
+        for req in reqs.iter().rev() {
+            let n = req.url.clone();
+            h.answer(req, json!(n));
+        }
+
+        assert_eq!(reqs.len(), 3);
+        assert_eq!(
+            h.events(),
+            vec![Event::Map {
+                id,
+                result: Ok(vec![
+                    json!("http://h:1/"),
+                    json!("http://h:2/"),
+                    json!("http://h:3/")
+                ])
+            }]
+        );
+    }
+
+    #[test]
+    fn map_fails_on_the_first_error_and_only_once() {
+        let mut h = Harness::new();
+        let id = h.map("svc", RequestOptions::default());
+        h.grape_lookup(&["h:1", "h:2", "h:3"]);
+        let reqs = h.http();
+
+        h.answer(&reqs[0], json!(1));
+        let rid = frame_rid(&reqs[1].body);
+        h.reply(&reqs[1], 200, encode_reply_for(&rid, Err("ERR_NOPE")));
+        h.answer(&reqs[2], json!(3));
+
+        assert_eq!(
+            h.events(),
+            vec![Event::Map {
+                id,
+                result: Err(RpcError::Remote("ERR_NOPE".into()))
+            }]
+        );
+        assert_eq!(h.client.poll_timeout(), None);
+    }
+
+    #[test]
+    fn map_limit_asks_a_random_subset() {
+        let mut h = Harness::new();
+        h.map("svc", RequestOptions::default().limit(2));
+
+        h.grape_lookup(&["h:1", "h:2", "h:3", "h:4"]);
+        let reqs = h.http();
+
+        assert_eq!(reqs.len(), 2);
+        assert_ne!(reqs[0].url, reqs[1].url);
+    }
+
+    #[test]
+    fn ws_requests_share_a_connection_and_match_by_rid() {
+        let mut h = Harness::ws();
+        let a = h.request("svc", json!("a"), RequestOptions::default());
+        h.grape_lookup(&["127.0.0.1:1337"]);
+        let b = h.request("svc", json!("b"), RequestOptions::default());
+        let connect = h.transmits();
+        let [Transmit::WsConnect { conn, url }] = connect.as_slice() else {
+            panic!("one connect: {connect:?}");
+        };
+        let conn = *conn;
+
+        let now = h.now;
+        h.client.handle_ws_open(now, conn, &mut h.rng);
+        let frames: Vec<String> = h
+            .transmits()
+            .into_iter()
+            .map(|t| match t {
+                Transmit::WsSend {
+                    conn: c,
+                    msg: WsMessage::Text(s),
+                } if c == conn => s,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let (ra, rb) = (
+            frame_rid(frames[0].as_bytes()),
+            frame_rid(frames[1].as_bytes()),
+        );
+        h.send_ws(conn, format!(r#"["{rb}",null,"B"]"#));
+        h.send_ws(conn, format!(r#"["{ra}",null,"A"]"#));
+
+        assert_eq!(url, "ws://127.0.0.1:1337/ws");
+        assert_eq!(frames[0], format!(r#"["{ra}","svc","a"]"#));
+        let events = h.events();
+        assert_eq!(reply_of(&events, a), Ok(json!("A")));
+        assert_eq!(reply_of(&events, b), Ok(json!("B")));
+    }
+
+    #[test]
+    fn ws_drop_fails_in_flight_requests_and_reconnects_next_time() {
+        let mut h = Harness::ws();
+        let a = h.request("svc", json!(1), RequestOptions::default());
+        h.grape_lookup(&["h:1"]);
+        let Some(Transmit::WsConnect { conn, .. }) = h.client.poll_transmit() else {
+            panic!("connect");
+        };
+        let now = h.now;
+        h.client.handle_ws_open(now, conn, &mut h.rng);
+        let _ = h.transmits();
+
+        h.send_ws(conn, "garbage".into());
+        h.client.handle_ws_closed(now, conn, &mut h.rng);
+        let events = h.events();
+        h.request("svc", json!(2), RequestOptions::default());
+        let again = h.transmits();
+
+        assert_eq!(reply_of(&events, a), Err(RpcError::TransportClose));
+        assert_eq!(RpcError::TransportClose.to_string(), "ERR_TRANSPORT_CLOSE");
+        assert_eq!(h.client.stats().rpc.bad_frames, 1);
+        assert!(
+            matches!(again.as_slice(), [Transmit::WsConnect { conn: c, .. }] if *c != conn),
+            "{again:?}"
+        );
+    }
+
+    #[test]
+    fn idle_ws_connections_are_closed() {
+        let mut h = Harness::ws();
+        let id = h.request("svc", json!(1), RequestOptions::default());
+        h.grape_lookup(&["h:1"]);
+        let Some(Transmit::WsConnect { conn, .. }) = h.client.poll_transmit() else {
+            panic!("connect");
+        };
+        let now = h.now;
+        h.client.handle_ws_open(now, conn, &mut h.rng);
+        let Some(Transmit::WsSend { msg, .. }) = h.client.poll_transmit() else {
+            panic!("send");
+        };
+        let rid = frame_rid(msg.as_bytes());
+        h.send_ws(conn, format!(r#"["{rid}",null,1]"#));
+        assert_eq!(reply_of(&h.events(), id), Ok(json!(1)));
+
+        h.advance(Duration::from_secs(119));
+        let early = h.transmits();
+        h.advance(Duration::from_secs(1));
+
+        assert!(early.is_empty());
+        assert_eq!(h.transmits(), vec![Transmit::WsClose { conn }]);
+    }
+
+    #[test]
+    fn subscriber_connects_receives_and_reconnects_with_backoff() {
+        let mut h = Harness::new();
+        let now = h.now;
+        let sub = h.client.subscribe(now, "chan", &mut h.rng).expect("ok");
+        h.grape_lookup(&["h:1", "h:2"]);
+        let Some(Transmit::WsConnect { conn, url }) = h.client.poll_transmit() else {
+            panic!("connect");
+        };
+
+        h.client.handle_ws_open(now, conn, &mut h.rng);
+        h.client
+            .handle_ws_message(now, conn, WsMessage::Binary(vec![1, 2]), &mut h.rng);
+        h.client.handle_ws_closed(now, conn, &mut h.rng);
+        let events = h.events();
+        let retry_at = h.client.poll_timeout().expect("reconnect scheduled");
+        h.advance(retry_at - now);
+        h.grape_lookup(&["h:1", "h:2"]);
+        let reconnect = h.transmits();
+
+        assert_eq!(url, "ws://h:1/ws");
+        assert_eq!(
+            events,
+            vec![
+                Event::Subscribed {
+                    sub,
+                    addr: PeerAddr::parse("h:1").expect("valid")
+                },
+                Event::Message {
+                    sub,
+                    msg: WsMessage::Binary(vec![1, 2])
+                },
+                Event::Disconnected {
+                    sub,
+                    error: LinkError::TransportClose,
+                    retry_at
+                }
+            ]
+        );
+        assert!(retry_at >= now + Duration::from_millis(500));
+        assert!(retry_at <= now + Duration::from_secs(1));
+        assert!(
+            matches!(reconnect.as_slice(), [Transmit::WsConnect { url, .. }] if url == "ws://h:2/ws"),
+            "{reconnect:?}"
+        );
+    }
+
+    #[test]
+    fn subscriber_backoff_grows_while_publishers_are_unreachable() {
+        let mut h = Harness::new();
+        let now = h.now;
+        let sub = h.client.subscribe(now, "chan", &mut h.rng).expect("ok");
+        let mut delays = Vec::new();
+
+        for _ in 0..4 {
+            h.grape_lookup(&["h:1"]);
+            let Some(Transmit::WsConnect { conn, .. }) = h.client.poll_transmit() else {
+                panic!("connect");
+            };
+            let t = h.now;
+            h.client.handle_ws_closed(t, conn, &mut h.rng);
+            let Some(Event::Disconnected { retry_at, .. }) = h.events().pop() else {
+                panic!("disconnected");
+            };
+            delays.push(retry_at - t);
+            h.advance(retry_at - t);
+        }
+
+        let caps = [1, 2, 4, 8];
+        for (d, cap) in delays.iter().zip(caps) {
+            let cap = Duration::from_secs(cap);
+            assert!(*d >= cap / 2 && *d <= cap, "{d:?} vs {cap:?}");
+        }
+        assert!(h.client.unsubscribe(sub));
+    }
+
+    #[test]
+    fn unsubscribe_closes_the_connection() {
+        let mut h = Harness::new();
+        let now = h.now;
+        let sub = h.client.subscribe(now, "chan", &mut h.rng).expect("ok");
+        h.grape_lookup(&["h:1"]);
+        let Some(Transmit::WsConnect { conn, .. }) = h.client.poll_transmit() else {
+            panic!("connect");
+        };
+
+        let done = h.client.unsubscribe(sub);
+
+        assert!(done);
+        assert_eq!(h.transmits(), vec![Transmit::WsClose { conn }]);
+        assert_eq!(h.client.poll_timeout(), None);
+    }
+
+    #[test]
+    fn user_lookups_still_reach_the_user() {
+        let mut h = Harness::new();
+        let now = h.now;
+        let id = h.client.lookup(now, "svc", &mut h.rng).expect("ok");
+
+        h.grape_lookup(&["h:1"]);
+
+        assert_eq!(
+            h.events(),
+            vec![Event::Link(LinkEvent::Lookup {
+                id,
+                name: "svc".into(),
+                result: Ok(vec![PeerAddr::parse("h:1").expect("valid")])
+            })]
+        );
+    }
+
+    #[test]
+    fn pending_commands_are_capped() {
+        let mut config = ClientConfig::new(GRAPE);
+        config.max_pending = 1;
+        let mut h = Harness::with(config);
+        h.request("svc", json!(1), RequestOptions::default());
+        let now = h.now;
+
+        let second = h.client.lookup(now, "x", &mut h.rng);
+
+        assert_eq!(second, Err(CommandError::TooManyPending));
     }
 }

@@ -283,10 +283,6 @@ impl Rpc {
         }
     }
 
-    pub(crate) fn owns_http(&self, http: HttpId) -> bool {
-        self.by_http.contains_key(&http)
-    }
-
     pub(crate) fn owns_conn(&self, conn: ConnId) -> bool {
         self.conns.contains_key(&conn)
     }
