@@ -495,6 +495,10 @@ impl Client {
                 self.subs
                     .handle_lookup(now, sub, result, &mut self.link.ids, rng);
             }
+            (_, LinkEvent::Announcing { .. }) if self.events.len() >= self.max_pending => {
+                // Nobody polls: a round's report is informational, so it goes first.
+                tracing::debug!("dropping an announce round report");
+            }
             (_, event) => self.events.push_back(Event::Link(event)),
         }
     }
