@@ -46,6 +46,7 @@ pub mod id;
 pub mod krpc;
 pub mod lookup;
 pub mod node;
+pub mod peer;
 pub mod routing;
 pub mod storage;
 pub mod token;

@@ -1,0 +1,1124 @@
+//! The facade an adapter drives: a [`Link`], the RPC client and the subscriptions, with
+//! one input side, one output side and one timer.
+//!
+//! Composition follows the house rule: `Client` drains its parts inside its own methods
+//! (a lookup the RPC client asked for goes to it, not out as an event), so an adapter
+//! never routes anything itself.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use rand::Rng;
+use serde_json::Value;
+
+use crate::bep44::Target;
+use crate::peer::error::{CommandError, ConfigError, LinkError, RpcError};
+use crate::peer::link::{Link, LinkConfig, LinkEvent, LinkStats, Put, check_name};
+use crate::peer::pubsub::{SubConfig, SubStats, Subs};
+use crate::peer::rpc::{RequestOptions, Rpc, RpcConfig, RpcStats};
+use crate::peer::types::{
+    ConnId, HttpId, HttpResponse, PeerAddr, QueryId, SubscriptionId, Transmit, TransportError,
+    WsMessage,
+};
+
+/// Settings of a [`Client`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// The Link to the Grape.
+    pub link: LinkConfig,
+    /// Peer RPC.
+    pub rpc: RpcConfig,
+    /// Subscriptions.
+    pub sub: SubConfig,
+    /// User commands whose terminal event has not been polled yet, at most.
+    pub max_pending: usize,
+}
+
+impl ClientConfig {
+    /// Defaults for the Grape at `grape` (`http://host:port` or `ws://host:port`).
+    pub fn new(grape: impl Into<String>) -> Self {
+        ClientConfig {
+            link: LinkConfig::new(grape),
+            rpc: RpcConfig::default(),
+            sub: SubConfig::default(),
+            max_pending: 4096,
+        }
+    }
+}
+
+/// What a [`Client`] reports.
+///
+/// Every command's [`QueryId`] gets exactly one terminal event: `Link(Lookup | Announce |
+/// Put | Get)`, `Reply` or `Map`.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A Link command ended, or a scheduled announce round did.
+    Link(LinkEvent),
+    /// A request ended.
+    Reply {
+        /// The command.
+        id: QueryId,
+        /// The peer's result, or why there is none.
+        result: Result<Value, RpcError>,
+    },
+    /// A map ended: one result per peer, in the order the peers were chosen.
+    Map {
+        /// The command.
+        id: QueryId,
+        /// Every result, or the first error (as Node's `async.map`).
+        result: Result<Vec<Value>, RpcError>,
+    },
+    /// A subscription connected to a publisher.
+    Subscribed {
+        /// The subscription.
+        sub: SubscriptionId,
+        /// The publisher.
+        addr: PeerAddr,
+    },
+    /// A published message, verbatim.
+    Message {
+        /// The subscription.
+        sub: SubscriptionId,
+        /// The message as the publisher sent it.
+        msg: WsMessage,
+    },
+    /// A subscription lost (or could not reach) its publisher; it retries at `retry_at`.
+    Disconnected {
+        /// The subscription.
+        sub: SubscriptionId,
+        /// `ERR_TRANSPORT_CLOSE`, or why the lookup failed.
+        error: LinkError,
+        /// When the next lookup and connect start.
+        retry_at: Instant,
+    },
+}
+
+/// Counters of every part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientStats {
+    /// The Link's.
+    pub link: LinkStats,
+    /// The RPC client's.
+    pub rpc: RpcStats,
+    /// The subscriptions'.
+    pub sub: SubStats,
+}
+
+/// Who waits for a lookup the Client started.
+#[derive(Clone, Copy, Debug)]
+enum Waiter {
+    User,
+    Rpc(QueryId),
+    Sub(SubscriptionId),
+}
+
+/// A Grenache client (sans-IO): Link, peer RPC and subscriptions. See the module docs of
+/// [`crate::peer`] for the loop that drives it.
+#[derive(Debug)]
+pub struct Client {
+    link: Link,
+    rpc: Rpc,
+    subs: Subs,
+    /// Lookups started for the RPC client and subscriptions (user ones are not here).
+    lookups: BTreeMap<QueryId, Waiter>,
+    events: VecDeque<Event>,
+    outstanding: usize,
+    max_pending: usize,
+}
+
+impl Client {
+    /// A client for the Grape in `config.link.grape`.
+    ///
+    /// # Errors
+    /// [`ConfigError::GrapeUrl`] for a Grape URL that is not http(s) or ws(s).
+    pub fn new(config: ClientConfig) -> Result<Client, ConfigError> {
+        let mut link_config = config.link;
+        // The Client bounds user commands itself; the Link must also fit internal lookups.
+        link_config.max_pending = config
+            .max_pending
+            .saturating_add(config.sub.max_subscriptions)
+            .saturating_add(config.max_pending);
+        Ok(Client {
+            link: Link::new(link_config)?,
+            rpc: Rpc::new(config.rpc),
+            subs: Subs::new(config.sub),
+            lookups: BTreeMap::new(),
+            events: VecDeque::new(),
+            outstanding: 0,
+            max_pending: config.max_pending,
+        })
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ClientStats {
+        ClientStats {
+            link: self.link.stats().clone(),
+            rpc: self.rpc.stats.clone(),
+            sub: self.subs.stats.clone(),
+        }
+    }
+
+    /// Looks `name` up; ends with `Event::Link(LinkEvent::Lookup)`.
+    ///
+    /// # Errors
+    /// As [`Link::lookup`].
+    pub fn lookup(
+        &mut self,
+        now: Instant,
+        name: &str,
+        rng: &mut impl Rng,
+    ) -> Result<QueryId, CommandError> {
+        self.reserve()?;
+        let id = self.link.lookup(now, name, rng);
+        self.user_command(now, id, rng)
+    }
+
+    /// Announces once; ends with `Event::Link(LinkEvent::Announce)`.
+    ///
+    /// # Errors
+    /// As [`Link::announce`].
+    pub fn announce(
+        &mut self,
+        now: Instant,
+        name: &str,
+        port: u16,
+        rng: &mut impl Rng,
+    ) -> Result<QueryId, CommandError> {
+        self.reserve()?;
+        let id = self.link.announce(now, name, port, rng);
+        self.user_command(now, id, rng)
+    }
+
+    /// Announces on a schedule (see [`crate::peer::Link`]); rounds report
+    /// `Event::Link(LinkEvent::Announcing)`. `false` if already scheduled.
+    ///
+    /// # Errors
+    /// As [`Link::start_announcing`].
+    pub fn start_announcing(
+        &mut self,
+        now: Instant,
+        name: &str,
+        port: u16,
+        rng: &mut impl Rng,
+    ) -> Result<bool, CommandError> {
+        let started = self.link.start_announcing(now, name, port, rng);
+        self.drain(now, rng);
+        started
+    }
+
+    /// Stops a schedule; `false` if there was none.
+    pub fn stop_announcing(&mut self, name: &str, port: u16) -> bool {
+        self.link.stop_announcing(name, port)
+    }
+
+    /// Stores a value; ends with `Event::Link(LinkEvent::Put)`.
+    ///
+    /// # Errors
+    /// [`CommandError::TooManyPending`].
+    pub fn put(
+        &mut self,
+        now: Instant,
+        put: Put,
+        rng: &mut impl Rng,
+    ) -> Result<QueryId, CommandError> {
+        self.reserve()?;
+        let id = self.link.put(now, put, rng);
+        self.user_command(now, id, rng)
+    }
+
+    /// Reads an item; ends with `Event::Link(LinkEvent::Get)`.
+    ///
+    /// # Errors
+    /// [`CommandError::TooManyPending`].
+    pub fn get(
+        &mut self,
+        now: Instant,
+        target: Target,
+        salt: Option<&str>,
+        rng: &mut impl Rng,
+    ) -> Result<QueryId, CommandError> {
+        self.reserve()?;
+        let id = self.link.get(now, target, salt, rng);
+        self.user_command(now, id, rng)
+    }
+
+    /// Sends `payload` to one peer serving `name` (looked up first); ends with
+    /// [`Event::Reply`].
+    ///
+    /// # Errors
+    /// [`CommandError::InvalidName`], [`CommandError::PayloadTooLarge`],
+    /// [`CommandError::TooManyPending`].
+    pub fn request(
+        &mut self,
+        now: Instant,
+        name: &str,
+        payload: &Value,
+        opts: &RequestOptions,
+        rng: &mut impl Rng,
+    ) -> Result<QueryId, CommandError> {
+        self.call(now, name, payload, opts, false, rng)
+    }
+
+    /// Sends `payload` to every peer serving `name` (or `opts.limit` of them); ends with
+    /// [`Event::Map`].
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub fn map(
+        &mut self,
+        now: Instant,
+        name: &str,
+        payload: &Value,
+        opts: &RequestOptions,
+        rng: &mut impl Rng,
+    ) -> Result<QueryId, CommandError> {
+        self.call(now, name, payload, opts, true, rng)
+    }
+
+    /// Subscribes to `channel`: look it up, connect, receive, reconnect when it drops.
+    ///
+    /// # Errors
+    /// [`CommandError::InvalidName`], [`CommandError::TooManySubscriptions`].
+    pub fn subscribe(
+        &mut self,
+        now: Instant,
+        channel: &str,
+        rng: &mut impl Rng,
+    ) -> Result<SubscriptionId, CommandError> {
+        check_name(channel)?;
+        if self.subs.is_full() {
+            return Err(CommandError::TooManySubscriptions);
+        }
+        let sub = SubscriptionId(self.link.ids.next());
+        self.subs.subscribe(sub, channel);
+        self.drain(now, rng);
+        Ok(sub)
+    }
+
+    /// Ends a subscription (closing its connection); `false` if unknown.
+    pub fn unsubscribe(&mut self, sub: SubscriptionId) -> bool {
+        self.subs.unsubscribe(sub)
+    }
+
+    /// Takes the reply to a [`Transmit::Http`]; unknown ids are ignored.
+    pub fn handle_http_reply(
+        &mut self,
+        now: Instant,
+        http: HttpId,
+        reply: Result<HttpResponse, TransportError>,
+        rng: &mut impl Rng,
+    ) {
+        if self.link.owns_http(http) {
+            self.link.handle_http_reply(now, http, reply, rng);
+        } else {
+            // Counts it as late when nobody waits for it any more.
+            self.rpc
+                .handle_http_reply(now, http, reply, &mut self.link.ids, rng);
+        }
+        self.drain(now, rng);
+    }
+
+    /// A connection from [`Transmit::WsConnect`] is open.
+    pub fn handle_ws_open(&mut self, now: Instant, conn: ConnId, rng: &mut impl Rng) {
+        if self.link.owns_conn(conn) {
+            self.link.handle_ws_open(now, conn);
+        } else if self.rpc.owns_conn(conn) {
+            self.rpc.handle_ws_open(now, conn);
+        } else if self.subs.owns_conn(conn) {
+            self.subs.handle_ws_open(now, conn);
+        }
+        self.drain(now, rng);
+    }
+
+    /// A message arrived on a connection.
+    pub fn handle_ws_message(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        msg: WsMessage,
+        rng: &mut impl Rng,
+    ) {
+        if self.link.owns_conn(conn) {
+            self.link.handle_ws_message(now, conn, &msg, rng);
+        } else if self.rpc.owns_conn(conn) {
+            self.rpc
+                .handle_ws_message(now, conn, &msg, &mut self.link.ids, rng);
+        } else if self.subs.owns_conn(conn) {
+            self.subs.handle_ws_message(conn, msg);
+        }
+        self.drain(now, rng);
+    }
+
+    /// A connection closed, or could not be opened.
+    pub fn handle_ws_closed(&mut self, now: Instant, conn: ConnId, rng: &mut impl Rng) {
+        if self.link.owns_conn(conn) {
+            self.link.handle_ws_closed(now, conn, rng);
+        } else if self.rpc.owns_conn(conn) {
+            self.rpc
+                .handle_ws_closed(now, conn, &mut self.link.ids, rng);
+        } else if let Some(channel) = self.subs.handle_ws_closed(now, conn, rng) {
+            self.link.forget_lookup(&channel);
+        }
+        self.drain(now, rng);
+    }
+
+    /// Fires whatever is due; does nothing when nothing is.
+    pub fn handle_timeout(&mut self, now: Instant, rng: &mut impl Rng) {
+        self.link.handle_timeout(now, rng);
+        self.rpc.handle_timeout(now, &mut self.link.ids, rng);
+        self.subs.handle_timeout(now);
+        self.drain(now, rng);
+    }
+
+    /// The next network action.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.link
+            .poll_transmit()
+            .or_else(|| self.rpc.transmits.pop_front())
+            .or_else(|| self.subs.transmits.pop_front())
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        let event = self.events.pop_front()?;
+        match &event {
+            Event::Link(LinkEvent::Announcing { .. })
+            | Event::Subscribed { .. }
+            | Event::Disconnected { .. } => {}
+            Event::Message { .. } => self.subs.message_polled(),
+            _ => self.outstanding = self.outstanding.saturating_sub(1),
+        }
+        Some(event)
+    }
+
+    /// When [`Client::handle_timeout`] should next be called.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.link.poll_timeout(),
+            self.rpc.poll_timeout(),
+            self.subs.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn reserve(&self) -> Result<(), CommandError> {
+        if self.outstanding >= self.max_pending {
+            return Err(CommandError::TooManyPending);
+        }
+        Ok(())
+    }
+
+    fn user_command(
+        &mut self,
+        now: Instant,
+        id: Result<QueryId, CommandError>,
+        rng: &mut impl Rng,
+    ) -> Result<QueryId, CommandError> {
+        let id = id?;
+        self.outstanding += 1;
+        self.drain(now, rng);
+        Ok(id)
+    }
+
+    fn call(
+        &mut self,
+        now: Instant,
+        name: &str,
+        payload: &Value,
+        opts: &RequestOptions,
+        map: bool,
+        rng: &mut impl Rng,
+    ) -> Result<QueryId, CommandError> {
+        self.reserve()?;
+        check_name(name)?;
+        let json = self.rpc.prepare(name, payload)?;
+        let lookup = self.link.lookup(now, name, rng)?;
+        let id = QueryId(self.link.ids.next());
+        self.outstanding += 1;
+        self.rpc.begin(id, name, json, opts, map);
+        self.lookups.insert(lookup, Waiter::Rpc(id));
+        self.drain(now, rng);
+        Ok(id)
+    }
+
+    /// Moves the parts' output along until nothing more happens: lookups to whoever
+    /// waits for them, lookups the subscriptions need to the Link, events to the queue.
+    fn drain(&mut self, now: Instant, rng: &mut impl Rng) {
+        loop {
+            let mut moved = false;
+            while let Some(event) = self.link.poll_event() {
+                moved = true;
+                self.route(now, event, rng);
+            }
+            while let Some((sub, channel)) = self.subs.lookups.pop_front() {
+                moved = true;
+                match self.link.lookup(now, &channel, rng) {
+                    Ok(id) => {
+                        self.lookups.insert(id, Waiter::Sub(sub));
+                    }
+                    Err(e) => {
+                        tracing::warn!(%sub, error = %e, "subscriber lookup refused");
+                        self.subs.lookup_refused(now, sub, rng);
+                    }
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        self.events.extend(self.rpc.events.drain(..));
+        self.events.extend(self.subs.events.drain(..));
+    }
+
+    fn route(&mut self, now: Instant, event: LinkEvent, rng: &mut impl Rng) {
+        let waiter = match &event {
+            LinkEvent::Lookup { id, .. }
+            | LinkEvent::Announce { id, .. }
+            | LinkEvent::Put { id, .. }
+            | LinkEvent::Get { id, .. } => self.lookups.remove(id).unwrap_or(Waiter::User),
+            _ => Waiter::User,
+        };
+        match (waiter, event) {
+            (Waiter::Rpc(call), LinkEvent::Lookup { result, .. }) => {
+                self.rpc
+                    .handle_lookup(now, call, result, &mut self.link.ids, rng);
+            }
+            (Waiter::Sub(sub), LinkEvent::Lookup { result, .. }) => {
+                self.subs
+                    .handle_lookup(now, sub, result, &mut self.link.ids, rng);
+            }
+            (_, LinkEvent::Announcing { .. }) if self.events.len() >= self.max_pending => {
+                // Nobody polls: a round's report is informational, so it goes first.
+                tracing::debug!("dropping an announce round report");
+            }
+            (_, event) => self.events.push_back(Event::Link(event)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::framing::{gunzip, gzip};
+    use crate::peer::rpc::RpcTransport;
+    use crate::peer::types::HttpRequest;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+    use serde_json::json;
+    use std::time::Duration;
+
+    const GRAPE: &str = "http://127.0.0.1:30001";
+
+    struct Harness {
+        client: Client,
+        rng: ChaCha8Rng,
+        now: Instant,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            Self::with(ClientConfig::new(GRAPE))
+        }
+
+        fn ws() -> Self {
+            let mut config = ClientConfig::new(GRAPE);
+            config.rpc.transport = RpcTransport::Ws;
+            Self::with(config)
+        }
+
+        fn with(config: ClientConfig) -> Self {
+            Harness {
+                client: Client::new(config).expect("valid"),
+                rng: ChaCha8Rng::seed_from_u64(11),
+                now: Instant::now(),
+            }
+        }
+
+        fn advance(&mut self, d: Duration) {
+            self.now += d;
+            self.client.handle_timeout(self.now, &mut self.rng);
+        }
+
+        fn transmits(&mut self) -> Vec<Transmit> {
+            std::iter::from_fn(|| self.client.poll_transmit()).collect()
+        }
+
+        fn events(&mut self) -> Vec<Event> {
+            std::iter::from_fn(|| self.client.poll_event()).collect()
+        }
+
+        fn http(&mut self) -> Vec<HttpRequest> {
+            self.transmits()
+                .into_iter()
+                .map(|t| match t {
+                    Transmit::Http(r) => r,
+                    other => panic!("expected HTTP, got {other:?}"),
+                })
+                .collect()
+        }
+
+        fn request(&mut self, name: &str, payload: Value, opts: RequestOptions) -> QueryId {
+            let now = self.now;
+            self.client
+                .request(now, name, &payload, &opts, &mut self.rng)
+                .expect("accepted")
+        }
+
+        fn map(&mut self, name: &str, opts: RequestOptions) -> QueryId {
+            let now = self.now;
+            self.client
+                .map(now, name, &json!("ping"), &opts, &mut self.rng)
+                .expect("accepted")
+        }
+
+        fn reply(&mut self, req: &HttpRequest, status: u16, body: Vec<u8>) {
+            let now = self.now;
+            self.client.handle_http_reply(
+                now,
+                req.id,
+                Ok(HttpResponse { status, body }),
+                &mut self.rng,
+            );
+        }
+
+        /// Answers the pending Grape lookup with `peers`.
+        fn grape_lookup(&mut self, peers: &[&str]) {
+            let reqs = self.http();
+            assert_eq!(reqs.len(), 1, "one lookup: {reqs:?}");
+            assert_eq!(reqs[0].url, format!("{GRAPE}/lookup"));
+            self.reply(&reqs[0], 200, json!(peers).to_string().into_bytes());
+        }
+
+        /// Answers a peer request with `[rid, null, result]`.
+        fn answer(&mut self, req: &HttpRequest, result: Value) {
+            let rid = frame_rid(&req.body);
+            self.reply(req, 200, encode_reply_for(&rid, Ok(&result)));
+        }
+
+        fn send_ws(&mut self, conn: ConnId, text: String) {
+            let now = self.now;
+            self.client
+                .handle_ws_message(now, conn, WsMessage::Text(text), &mut self.rng);
+        }
+    }
+
+    fn encode_reply_for(rid: &str, result: Result<&Value, &str>) -> Vec<u8> {
+        crate::peer::framing::encode_reply(rid, result)
+    }
+
+    fn frame_rid(frame: &[u8]) -> String {
+        let v: Value = serde_json::from_slice(frame).expect("json frame");
+        v[0].as_str().expect("rid").to_owned()
+    }
+
+    fn reply_of(events: &[Event], want: QueryId) -> Result<Value, RpcError> {
+        let found: Vec<&Result<Value, RpcError>> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Reply { id, result } if *id == want => Some(result),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "exactly one reply for {want:?}: {events:?}");
+        found[0].clone()
+    }
+
+    #[test]
+    fn http_request_end_to_end_is_byte_exact() {
+        let mut h = Harness::new();
+        let id = h.request(
+            "rpc_test",
+            json!({"action": "ping"}),
+            RequestOptions::default(),
+        );
+
+        h.grape_lookup(&["127.0.0.1:1337"]);
+        let reqs = h.http();
+        let rid = frame_rid(&reqs[0].body);
+        h.answer(&reqs[0], json!("pong"));
+
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0].url, "http://127.0.0.1:1337/");
+        assert_eq!(reqs[0].headers, vec![("grc-compress", "none")]);
+        assert_eq!(
+            reqs[0].body,
+            format!(r#"["{rid}","rpc_test",{{"action":"ping"}}]"#).as_bytes()
+        );
+        assert_eq!(reply_of(&h.events(), id), Ok(json!("pong")));
+        assert_eq!(h.client.poll_timeout(), None);
+    }
+
+    #[test]
+    fn requests_go_round_robin_and_reuse_the_cached_lookup() {
+        let mut h = Harness::new();
+        let first = h.request("svc", json!(0), RequestOptions::default());
+        h.grape_lookup(&["h:3", "h:1", "h:2"]);
+        let mut urls = vec![h.http().remove(0).url];
+
+        for i in 1..4 {
+            h.request("svc", json!(i), RequestOptions::default());
+            urls.push(h.http().remove(0).url);
+        }
+
+        assert_eq!(
+            urls,
+            ["http://h:1/", "http://h:2/", "http://h:3/", "http://h:1/"]
+        );
+        assert!(h.events().is_empty(), "{first:?} still pending");
+    }
+
+    #[test]
+    fn no_peer_is_err_grape_lookup_empty() {
+        let mut h = Harness::new();
+        let id = h.request("svc", json!(1), RequestOptions::default());
+
+        h.grape_lookup(&[]);
+
+        let result = reply_of(&h.events(), id);
+        assert_eq!(result, Err(RpcError::Lookup(LinkError::LookupEmpty)));
+        assert_eq!(
+            result.expect_err("error").to_string(),
+            "ERR_GRAPE_LOOKUP_EMPTY"
+        );
+    }
+
+    #[test]
+    fn silent_server_gives_err_timeout_at_the_deadline() {
+        let mut h = Harness::new();
+        let opts = RequestOptions::default().timeout(Duration::from_secs(5));
+        let id = h.request("svc", json!(1), opts);
+        h.grape_lookup(&["h:1"]);
+        let req = h.http().remove(0);
+
+        assert_eq!(req.deadline, h.now + Duration::from_secs(5));
+        h.advance(Duration::from_millis(4_999));
+        assert!(h.events().is_empty());
+        h.advance(Duration::from_millis(1));
+        let events = h.events();
+        h.answer(&req, json!("too late"));
+
+        assert_eq!(reply_of(&events, id), Err(RpcError::Timeout));
+        assert_eq!(RpcError::Timeout.to_string(), "ERR_TIMEOUT");
+        assert!(h.events().is_empty());
+        assert_eq!(h.client.stats().rpc.late_replies, 1);
+    }
+
+    #[test]
+    fn default_timeout_is_a_minute() {
+        let mut h = Harness::new();
+        h.request("svc", json!(1), RequestOptions::default());
+        h.grape_lookup(&["h:1"]);
+
+        let req = h.http().remove(0);
+
+        assert_eq!(req.deadline, h.now + Duration::from_secs(60));
+    }
+
+    #[test]
+    fn retries_go_to_the_next_peer() {
+        let mut h = Harness::new();
+        let opts = RequestOptions::default()
+            .attempts(2)
+            .timeout(Duration::from_secs(1));
+        let id = h.request("svc", json!(1), opts);
+        h.grape_lookup(&["h:1", "h:2"]);
+        let first = h.http().remove(0);
+
+        h.advance(Duration::from_secs(1));
+        let second = h.http().remove(0);
+        h.answer(&second, json!("ok"));
+
+        assert_eq!(first.url, "http://h:1/");
+        assert_eq!(second.url, "http://h:2/");
+        assert_ne!(frame_rid(&first.body), frame_rid(&second.body));
+        assert_eq!(reply_of(&h.events(), id), Ok(json!("ok")));
+    }
+
+    #[test]
+    fn remote_and_transport_errors_read_like_node() {
+        let mut h = Harness::new();
+        let a = h.request("svc", json!(1), RequestOptions::default());
+        h.grape_lookup(&["h:1"]);
+        let ra = h.http().remove(0);
+        let b = h.request("svc", json!(2), RequestOptions::default());
+        let rb = h.http().remove(0);
+        let c = h.request("svc", json!(3), RequestOptions::default());
+        let rc = h.http().remove(0);
+
+        let rid = frame_rid(&ra.body);
+        h.reply(&ra, 200, encode_reply_for(&rid, Err("ERR_BAD_THING")));
+        h.reply(&rb, 500, b"boom".to_vec());
+        let now = h.now;
+        h.client.handle_http_reply(
+            now,
+            rc.id,
+            Err(TransportError::new("connect ECONNREFUSED")),
+            &mut h.rng,
+        );
+
+        let events = h.events();
+        let msg = |id| reply_of(&events, id).expect_err("an error").to_string();
+        assert_eq!(msg(a), "ERR_BAD_THING");
+        assert_eq!(msg(b), "ERR_REQUEST_GENERIC: boom");
+        assert_eq!(msg(c), "ERR_REQUEST_GENERIC: connect ECONNREFUSED");
+    }
+
+    #[test]
+    fn malformed_replies_give_typed_errors() {
+        let mut h = Harness::new();
+        let a = h.request("svc", json!(1), RequestOptions::default());
+        h.grape_lookup(&["h:1"]);
+        let ra = h.http().remove(0);
+        let b = h.request("svc", json!(2), RequestOptions::default());
+        let rb = h.http().remove(0);
+        let c = h.request("svc", json!(3), RequestOptions::default());
+        let rc = h.http().remove(0);
+
+        h.reply(&ra, 200, b"<html>".to_vec());
+        h.reply(&rb, 200, br#"["another-rid",null,1]"#.to_vec());
+        h.reply(&rc, 200, br#"{"rid":1}"#.to_vec());
+
+        let events = h.events();
+        assert_eq!(reply_of(&events, a), Err(RpcError::ReplyEmpty));
+        assert_eq!(reply_of(&events, b), Err(RpcError::ReplyInvalid));
+        assert_eq!(reply_of(&events, c), Err(RpcError::ReplyInvalid));
+    }
+
+    #[test]
+    fn gzip_requests_and_replies() {
+        let mut h = Harness::new();
+        let opts = RequestOptions::default().compress(true);
+        let a = h.request("svc", json!({"big": "z".repeat(500)}), opts.clone());
+        h.grape_lookup(&["h:1"]);
+        let ra = h.http().remove(0);
+        let b = h.request("svc", json!(1), opts);
+        let rb = h.http().remove(0);
+
+        let plain = gunzip(&ra.body, 1 << 20).expect("gzip body");
+        let rid = frame_rid(&plain);
+        h.reply(&ra, 200, gzip(&encode_reply_for(&rid, Ok(&json!(7)))));
+        let rid_b = frame_rid(&gunzip(&rb.body, 1 << 20).expect("gzip body"));
+        h.reply(&rb, 200, encode_reply_for(&rid_b, Ok(&json!(8))));
+
+        assert_eq!(ra.headers, vec![("grc-compress", "gzip")]);
+        let events = h.events();
+        assert_eq!(reply_of(&events, a), Ok(json!(7)));
+        assert_eq!(reply_of(&events, b), Err(RpcError::ReplyCompression));
+    }
+
+    #[test]
+    fn oversized_payloads_are_refused_at_once() {
+        let mut config = ClientConfig::new(GRAPE);
+        config.rpc.max_frame_len = 100;
+        let mut h = Harness::with(config);
+        let now = h.now;
+
+        let big = h.client.request(
+            now,
+            "svc",
+            &json!("x".repeat(100)),
+            &RequestOptions::default(),
+            &mut h.rng,
+        );
+
+        assert_eq!(big, Err(CommandError::PayloadTooLarge));
+        assert!(h.transmits().is_empty());
+    }
+
+    #[test]
+    fn oversized_reply_is_an_error() {
+        let mut config = ClientConfig::new(GRAPE);
+        config.rpc.max_frame_len = 100;
+        let mut h = Harness::with(config);
+        let id = h.request("svc", json!(1), RequestOptions::default());
+        h.grape_lookup(&["h:1"]);
+        let req = h.http().remove(0);
+
+        h.reply(&req, 200, vec![b' '; 101]);
+
+        assert_eq!(reply_of(&h.events(), id), Err(RpcError::ReplyTooLarge));
+    }
+
+    #[test]
+    fn map_collects_every_peer_in_order() {
+        let mut h = Harness::new();
+        let id = h.map("svc", RequestOptions::default());
+        h.grape_lookup(&["h:1", "h:2", "h:3"]);
+        let reqs = h.http();
+
+        for req in reqs.iter().rev() {
+            let n = req.url.clone();
+            h.answer(req, json!(n));
+        }
+
+        assert_eq!(reqs.len(), 3);
+        assert_eq!(
+            h.events(),
+            vec![Event::Map {
+                id,
+                result: Ok(vec![
+                    json!("http://h:1/"),
+                    json!("http://h:2/"),
+                    json!("http://h:3/")
+                ])
+            }]
+        );
+    }
+
+    #[test]
+    fn map_fails_on_the_first_error_and_only_once() {
+        let mut h = Harness::new();
+        let id = h.map("svc", RequestOptions::default());
+        h.grape_lookup(&["h:1", "h:2", "h:3"]);
+        let reqs = h.http();
+
+        h.answer(&reqs[0], json!(1));
+        let rid = frame_rid(&reqs[1].body);
+        h.reply(&reqs[1], 200, encode_reply_for(&rid, Err("ERR_NOPE")));
+        h.answer(&reqs[2], json!(3));
+
+        assert_eq!(
+            h.events(),
+            vec![Event::Map {
+                id,
+                result: Err(RpcError::Remote("ERR_NOPE".into()))
+            }]
+        );
+        assert_eq!(h.client.poll_timeout(), None);
+    }
+
+    #[test]
+    fn map_limit_asks_a_random_subset() {
+        let mut h = Harness::new();
+        h.map("svc", RequestOptions::default().limit(2));
+
+        h.grape_lookup(&["h:1", "h:2", "h:3", "h:4"]);
+        let reqs = h.http();
+
+        assert_eq!(reqs.len(), 2);
+        assert_ne!(reqs[0].url, reqs[1].url);
+    }
+
+    #[test]
+    fn ws_requests_share_a_connection_and_match_by_rid() {
+        let mut h = Harness::ws();
+        let a = h.request("svc", json!("a"), RequestOptions::default());
+        h.grape_lookup(&["127.0.0.1:1337"]);
+        let b = h.request("svc", json!("b"), RequestOptions::default());
+        let connect = h.transmits();
+        let [Transmit::WsConnect { conn, url }] = connect.as_slice() else {
+            panic!("one connect: {connect:?}");
+        };
+        let conn = *conn;
+
+        let now = h.now;
+        h.client.handle_ws_open(now, conn, &mut h.rng);
+        let frames: Vec<String> = h
+            .transmits()
+            .into_iter()
+            .map(|t| match t {
+                Transmit::WsSend {
+                    conn: c,
+                    msg: WsMessage::Text(s),
+                } if c == conn => s,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let (ra, rb) = (
+            frame_rid(frames[0].as_bytes()),
+            frame_rid(frames[1].as_bytes()),
+        );
+        h.send_ws(conn, format!(r#"["{rb}",null,"B"]"#));
+        h.send_ws(conn, format!(r#"["{ra}",null,"A"]"#));
+
+        assert_eq!(url, "ws://127.0.0.1:1337/ws");
+        assert_eq!(frames[0], format!(r#"["{ra}","svc","a"]"#));
+        let events = h.events();
+        assert_eq!(reply_of(&events, a), Ok(json!("A")));
+        assert_eq!(reply_of(&events, b), Ok(json!("B")));
+    }
+
+    #[test]
+    fn ws_drop_fails_in_flight_requests_and_reconnects_next_time() {
+        let mut h = Harness::ws();
+        let a = h.request("svc", json!(1), RequestOptions::default());
+        h.grape_lookup(&["h:1"]);
+        let Some(Transmit::WsConnect { conn, .. }) = h.client.poll_transmit() else {
+            panic!("connect");
+        };
+        let now = h.now;
+        h.client.handle_ws_open(now, conn, &mut h.rng);
+        let _ = h.transmits();
+
+        h.send_ws(conn, "garbage".into());
+        h.client.handle_ws_closed(now, conn, &mut h.rng);
+        let events = h.events();
+        h.request("svc", json!(2), RequestOptions::default());
+        let again = h.transmits();
+
+        assert_eq!(reply_of(&events, a), Err(RpcError::TransportClose));
+        assert_eq!(RpcError::TransportClose.to_string(), "ERR_TRANSPORT_CLOSE");
+        assert_eq!(h.client.stats().rpc.bad_frames, 1);
+        assert!(
+            matches!(again.as_slice(), [Transmit::WsConnect { conn: c, .. }] if *c != conn),
+            "{again:?}"
+        );
+    }
+
+    #[test]
+    fn idle_ws_connections_are_closed() {
+        let mut h = Harness::ws();
+        let id = h.request("svc", json!(1), RequestOptions::default());
+        h.grape_lookup(&["h:1"]);
+        let Some(Transmit::WsConnect { conn, .. }) = h.client.poll_transmit() else {
+            panic!("connect");
+        };
+        let now = h.now;
+        h.client.handle_ws_open(now, conn, &mut h.rng);
+        let Some(Transmit::WsSend { msg, .. }) = h.client.poll_transmit() else {
+            panic!("send");
+        };
+        let rid = frame_rid(msg.as_bytes());
+        h.send_ws(conn, format!(r#"["{rid}",null,1]"#));
+        assert_eq!(reply_of(&h.events(), id), Ok(json!(1)));
+
+        h.advance(Duration::from_secs(119));
+        let early = h.transmits();
+        h.advance(Duration::from_secs(1));
+
+        assert!(early.is_empty());
+        assert_eq!(h.transmits(), vec![Transmit::WsClose { conn }]);
+    }
+
+    #[test]
+    fn subscriber_connects_receives_and_reconnects_with_backoff() {
+        let mut h = Harness::new();
+        let now = h.now;
+        let sub = h.client.subscribe(now, "chan", &mut h.rng).expect("ok");
+        h.grape_lookup(&["h:1", "h:2"]);
+        let Some(Transmit::WsConnect { conn, url }) = h.client.poll_transmit() else {
+            panic!("connect");
+        };
+
+        h.client.handle_ws_open(now, conn, &mut h.rng);
+        h.client
+            .handle_ws_message(now, conn, WsMessage::Binary(vec![1, 2]), &mut h.rng);
+        h.client.handle_ws_closed(now, conn, &mut h.rng);
+        let events = h.events();
+        let retry_at = h.client.poll_timeout().expect("reconnect scheduled");
+        h.advance(retry_at - now);
+        h.grape_lookup(&["h:1", "h:2"]);
+        let reconnect = h.transmits();
+
+        assert_eq!(url, "ws://h:1/ws");
+        assert_eq!(
+            events,
+            vec![
+                Event::Subscribed {
+                    sub,
+                    addr: PeerAddr::parse("h:1").expect("valid")
+                },
+                Event::Message {
+                    sub,
+                    msg: WsMessage::Binary(vec![1, 2])
+                },
+                Event::Disconnected {
+                    sub,
+                    error: LinkError::TransportClose,
+                    retry_at
+                }
+            ]
+        );
+        assert!(retry_at >= now + Duration::from_millis(500));
+        assert!(retry_at <= now + Duration::from_secs(1));
+        assert!(
+            matches!(reconnect.as_slice(), [Transmit::WsConnect { url, .. }] if url == "ws://h:2/ws"),
+            "{reconnect:?}"
+        );
+    }
+
+    #[test]
+    fn subscriber_backoff_grows_while_publishers_are_unreachable() {
+        let mut h = Harness::new();
+        let now = h.now;
+        let sub = h.client.subscribe(now, "chan", &mut h.rng).expect("ok");
+        let mut delays = Vec::new();
+
+        for _ in 0..4 {
+            h.grape_lookup(&["h:1"]);
+            let Some(Transmit::WsConnect { conn, .. }) = h.client.poll_transmit() else {
+                panic!("connect");
+            };
+            let t = h.now;
+            h.client.handle_ws_closed(t, conn, &mut h.rng);
+            let Some(Event::Disconnected { retry_at, .. }) = h.events().pop() else {
+                panic!("disconnected");
+            };
+            delays.push(retry_at - t);
+            h.advance(retry_at - t);
+        }
+
+        let caps = [1, 2, 4, 8];
+        for (d, cap) in delays.iter().zip(caps) {
+            let cap = Duration::from_secs(cap);
+            assert!(*d >= cap / 2 && *d <= cap, "{d:?} vs {cap:?}");
+        }
+        assert!(h.client.unsubscribe(sub));
+    }
+
+    #[test]
+    fn unsubscribe_closes_the_connection() {
+        let mut h = Harness::new();
+        let now = h.now;
+        let sub = h.client.subscribe(now, "chan", &mut h.rng).expect("ok");
+        h.grape_lookup(&["h:1"]);
+        let Some(Transmit::WsConnect { conn, .. }) = h.client.poll_transmit() else {
+            panic!("connect");
+        };
+
+        let done = h.client.unsubscribe(sub);
+
+        assert!(done);
+        assert_eq!(h.transmits(), vec![Transmit::WsClose { conn }]);
+        assert_eq!(h.client.poll_timeout(), None);
+    }
+
+    #[test]
+    fn user_lookups_still_reach_the_user() {
+        let mut h = Harness::new();
+        let now = h.now;
+        let id = h.client.lookup(now, "svc", &mut h.rng).expect("ok");
+
+        h.grape_lookup(&["h:1"]);
+
+        assert_eq!(
+            h.events(),
+            vec![Event::Link(LinkEvent::Lookup {
+                id,
+                name: "svc".into(),
+                result: Ok(vec![PeerAddr::parse("h:1").expect("valid")])
+            })]
+        );
+    }
+
+    #[test]
+    fn pending_commands_are_capped() {
+        let mut config = ClientConfig::new(GRAPE);
+        config.max_pending = 1;
+        let mut h = Harness::with(config);
+        h.request("svc", json!(1), RequestOptions::default());
+        let now = h.now;
+
+        let second = h.client.lookup(now, "x", &mut h.rng);
+
+        assert_eq!(second, Err(CommandError::TooManyPending));
+    }
+}

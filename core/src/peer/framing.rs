@@ -1,0 +1,549 @@
+//! Peer-RPC frames as grenache-nodejs-http and -ws write them, and gzip for `grc-compress`.
+//!
+//! A request is the JSON text `[rid, key, payload]`, a reply `[rid, err, result]` with `err`
+//! the error message or `null` (docs/grenache-protocol.md §6, §7). Both are compact JSON,
+//! as `JSON.stringify` writes it, so the frames match Node's byte for byte as long as the
+//! payload has no object keys out of order and no floats with an integral value: serde_json
+//! sorts object keys and writes `1.0` where JavaScript writes `1`.
+//!
+//! The server half (`decode_request`, `encode_reply`, [`http_error_reply`]) is all an
+//! RPC server needs: it has no state, so there is no server state machine.
+
+use std::io::{Read, Write};
+
+use serde_json::Value;
+
+use crate::peer::types::HttpResponse;
+
+/// Header that says whether both HTTP bodies are gzip-compressed.
+pub const COMPRESS_HEADER: &str = "grc-compress";
+
+/// Default bound on a frame, compressed or not; Node has none, we need one.
+pub const DEFAULT_MAX_FRAME_LEN: usize = 8 << 20;
+
+/// How an HTTP body is encoded, from the `grc-compress` header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// Plain JSON (`grc-compress: none`, or no header).
+    None,
+    /// gzip (`grc-compress` contains `gzip`, as the Node server tests it).
+    Gzip,
+}
+
+impl Compression {
+    /// Reads the header as the Node server does: gzip if its value contains `gzip`.
+    pub fn from_header(value: Option<&str>) -> Self {
+        match value {
+            Some(v) if v.contains("gzip") => Compression::Gzip,
+            _ => Compression::None,
+        }
+    }
+
+    /// The header value a client sends.
+    pub fn header_value(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+        }
+    }
+}
+
+/// A decoded request frame.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    /// Request id to echo in the reply.
+    pub rid: String,
+    /// Service name the client looked up.
+    pub key: String,
+    /// Anything JSON; `null` when the frame has only two elements.
+    pub payload: Value,
+}
+
+/// A decoded reply frame.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    /// The request id it answers.
+    pub rid: String,
+    /// The result, or the server's error message.
+    pub result: Result<Value, String>,
+}
+
+/// Why a frame could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The frame is longer than allowed (before or after gunzip); refuse it.
+    #[error("ERR_FRAME_TOO_LARGE: {len} > {max}")]
+    TooLarge {
+        /// Bytes seen (a lower bound when inflating stopped early).
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The body is not JSON (or is `null`, `false`, `0`, `""`, which Node treats alike).
+    #[error("ERR_FRAME_NOT_JSON")]
+    NotJson,
+    /// JSON, but not an array `[rid, key|err, payload|result]` with a string rid.
+    #[error("ERR_FRAME_SHAPE")]
+    Shape,
+    /// The rid is readable but the key is not a string; reply with an error to that rid.
+    #[error("ERR_FRAME_KEY")]
+    Key {
+        /// The request id, so the client gets an answer instead of waiting for its timeout.
+        rid: String,
+    },
+    /// The body says gzip but does not inflate.
+    #[error("ERR_FRAME_COMPRESSION")]
+    Compression,
+}
+
+impl FrameError {
+    /// The request id, when the frame got far enough to have one.
+    pub fn rid(&self) -> Option<&str> {
+        match self {
+            FrameError::Key { rid } => Some(rid),
+            _ => None,
+        }
+    }
+}
+
+/// Writes a request frame, `[rid, key, payload]`.
+pub fn encode_request(rid: &str, key: &str, payload: &Value) -> Vec<u8> {
+    let mut json = Vec::new();
+    push_json(&mut json, payload);
+    encode_request_json(rid, key, &json)
+}
+
+/// [`encode_request`] with the payload already serialized (a map sends it many times).
+pub(crate) fn encode_request_json(rid: &str, key: &str, payload_json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rid.len() + key.len() + payload_json.len() + 16);
+    out.push(b'[');
+    push_json(&mut out, &Value::from(rid));
+    out.push(b',');
+    push_json(&mut out, &Value::from(key));
+    out.push(b',');
+    out.extend_from_slice(payload_json);
+    out.push(b']');
+    out
+}
+
+/// Reads a request frame of at most `max_len` bytes.
+///
+/// Lenient where Node is: extra elements are ignored and a missing payload is `null`.
+///
+/// # Errors
+/// [`FrameError::TooLarge`], [`FrameError::NotJson`], [`FrameError::Shape`] (not an array,
+/// or no string rid), [`FrameError::Key`] (no string key; the rid is kept for the reply).
+pub fn decode_request(bytes: &[u8], max_len: usize) -> Result<Request, FrameError> {
+    let mut items = decode_array(bytes, max_len)?.into_iter();
+    let Some(Value::String(rid)) = items.next() else {
+        return Err(FrameError::Shape);
+    };
+    let Some(Value::String(key)) = items.next() else {
+        return Err(FrameError::Key { rid });
+    };
+    let payload = items.next().unwrap_or(Value::Null);
+    Ok(Request { rid, key, payload })
+}
+
+/// Writes a reply frame, `[rid, err, result]`: `[rid, null, result]` or `[rid, "msg", null]`.
+pub fn encode_reply(rid: &str, result: Result<&Value, &str>) -> Vec<u8> {
+    let (err, res) = match result {
+        Ok(v) => (Value::Null, v),
+        Err(msg) => (Value::from(msg), &Value::Null),
+    };
+    let mut out = Vec::new();
+    out.push(b'[');
+    push_json(&mut out, &Value::from(rid));
+    out.push(b',');
+    push_json(&mut out, &err);
+    out.push(b',');
+    push_json(&mut out, res);
+    out.push(b']');
+    out
+}
+
+/// Reads a reply frame of at most `max_len` bytes.
+///
+/// A truthy `err` is an error (`new Error(err)` in Node): a string as is, anything else as
+/// its JSON text; `null`, `false`, `0` and `""` mean success. A missing result is `null`.
+///
+/// # Errors
+/// [`FrameError::TooLarge`], [`FrameError::NotJson`] (Node's `ERR_REPLY_EMPTY`),
+/// [`FrameError::Shape`] (not an array with a string rid).
+pub fn decode_reply(bytes: &[u8], max_len: usize) -> Result<Reply, FrameError> {
+    let mut items = decode_array(bytes, max_len)?.into_iter();
+    let Some(Value::String(rid)) = items.next() else {
+        return Err(FrameError::Shape);
+    };
+    let err = items.next().unwrap_or(Value::Null);
+    let res = items.next().unwrap_or(Value::Null);
+    let result = match err {
+        e if !is_truthy(&e) => Ok(res),
+        Value::String(msg) => Err(msg),
+        other => Err(other.to_string()),
+    };
+    Ok(Reply { rid, result })
+}
+
+/// Reads an HTTP request body the way grenache-nodejs-http's server does.
+///
+/// With `grc-compress: gzip` the body is inflated; if that fails the raw body is tried,
+/// as Node does. Returns the request and the compression to use for the reply.
+///
+/// # Errors
+/// As [`decode_request`]; a body that inflates past `max_len` is [`FrameError::TooLarge`].
+pub fn decode_http_request(
+    compress_header: Option<&str>,
+    body: &[u8],
+    max_len: usize,
+) -> Result<(Request, Compression), FrameError> {
+    let compression = Compression::from_header(compress_header);
+    let request = match compression {
+        Compression::Gzip => match gunzip(body, max_len) {
+            Ok(plain) => decode_request(&plain, max_len)?,
+            Err(FrameError::Compression) => decode_request(body, max_len)?,
+            Err(e) => return Err(e),
+        },
+        Compression::None => decode_request(body, max_len)?,
+    };
+    Ok((request, compression))
+}
+
+/// Writes an HTTP reply body, gzipped when the request was.
+pub fn encode_http_reply(
+    rid: &str,
+    result: Result<&Value, &str>,
+    compression: Compression,
+) -> Vec<u8> {
+    let plain = encode_reply(rid, result);
+    match compression {
+        Compression::None => plain,
+        Compression::Gzip => gzip(&plain),
+    }
+}
+
+/// What an HTTP server answers to a request it could not read.
+///
+/// Node's server never answers (the client waits for its timeout, grenache #8); this
+/// answers at once: 413 for an oversized body, 400 otherwise, with a reply frame
+/// `[rid|null, "ERR_…", null]` (the rid when it was readable). A Node client reports it as
+/// `ERR_REQUEST_GENERIC: <body>`.
+pub fn http_error_reply(err: &FrameError) -> HttpResponse {
+    let status = match err {
+        FrameError::TooLarge { .. } => 413,
+        _ => 400,
+    };
+    HttpResponse {
+        status,
+        body: error_frame(err),
+    }
+}
+
+/// A reply frame for a request that could not be read, for a WebSocket server to send:
+/// `[rid, "ERR_FRAME_KEY", null]` when the rid was readable, otherwise `None` (Node's
+/// server stays silent and so should we: there is no rid to answer).
+pub fn ws_error_reply(err: &FrameError) -> Option<Vec<u8>> {
+    err.rid().map(|_| error_frame(err))
+}
+
+/// gzip with the header Node's zlib writes (no name, mtime 0, OS byte 3).
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::GzBuilder::new()
+        .operating_system(3)
+        .write(Vec::new(), flate2::Compression::default());
+    // Writing into a Vec cannot fail; an error here could only be a bug in flate2.
+    match enc.write_all(bytes).and_then(|()| enc.finish()) {
+        Ok(out) => out,
+        Err(e) => {
+            tracing::error!(error = %e, "gzip into memory failed");
+            Vec::new()
+        }
+    }
+}
+
+/// Inflates gzip (every member, as Node's `zlib.gunzip`), refusing output over `max_len`.
+///
+/// # Errors
+/// [`FrameError::TooLarge`] when the output would pass `max_len` (a gzip bomb stops
+/// there), [`FrameError::Compression`] when the bytes are not gzip.
+pub fn gunzip(bytes: &[u8], max_len: usize) -> Result<Vec<u8>, FrameError> {
+    let limit = u64::try_from(max_len).unwrap_or(u64::MAX).saturating_add(1);
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(bytes)
+        .take(limit)
+        .read_to_end(&mut out)
+        .map_err(|_| FrameError::Compression)?;
+    if out.len() > max_len {
+        return Err(FrameError::TooLarge {
+            len: out.len(),
+            max: max_len,
+        });
+    }
+    Ok(out)
+}
+
+fn error_frame(err: &FrameError) -> Vec<u8> {
+    let rid = err.rid().map_or(Value::Null, Value::from);
+    let mut out = Vec::new();
+    out.push(b'[');
+    push_json(&mut out, &rid);
+    out.push(b',');
+    push_json(&mut out, &Value::from(err.to_string()));
+    out.extend_from_slice(b",null]");
+    out
+}
+
+fn decode_array(bytes: &[u8], max_len: usize) -> Result<Vec<Value>, FrameError> {
+    if bytes.len() > max_len {
+        return Err(FrameError::TooLarge {
+            len: bytes.len(),
+            max: max_len,
+        });
+    }
+    // serde_json stops at 128 levels of nesting, so deep input is an error, not a crash.
+    let value: Value = serde_json::from_slice(bytes).map_err(|_| FrameError::NotJson)?;
+    match value {
+        Value::Array(items) => Ok(items),
+        v if !is_truthy(&v) => Err(FrameError::NotJson),
+        _ => Err(FrameError::Shape),
+    }
+}
+
+/// JavaScript truthiness of a JSON value.
+pub(crate) fn is_truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
+/// Appends compact JSON; serializing a `Value` into a Vec cannot fail.
+pub(crate) fn push_json(out: &mut Vec<u8>, v: &Value) {
+    if let Err(e) = serde_json::to_writer(&mut *out, v) {
+        tracing::error!(error = %e, "serializing a JSON value failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const RID: &str = "3e4c2c9a-6a0b-4d3c-9a55-08f1b7a3d2e1";
+
+    #[test]
+    fn request_frame_is_byte_exact() {
+        // JSON.stringify([rid, 'rpc_test', { action: 'ping' }]) in grenache-nodejs-base.
+        let payload = json!({"action": "ping"});
+
+        let frame = encode_request(RID, "rpc_test", &payload);
+
+        assert_eq!(
+            frame,
+            format!(r#"["{RID}","rpc_test",{{"action":"ping"}}]"#).as_bytes()
+        );
+    }
+
+    #[test]
+    fn request_frame_escapes_like_json_stringify() {
+        let frame = encode_request(RID, "k", &json!("a\"b\\c\n\u{1}é/"));
+
+        assert_eq!(
+            frame,
+            format!(r#"["{RID}","k","a\"b\\c\n\u0001é/"]"#).as_bytes()
+        );
+    }
+
+    #[test]
+    fn reply_frames_are_byte_exact() {
+        // sendReply: JSON.stringify([rid, err ? err.message : null, res]).
+        let ok = encode_reply(RID, Ok(&json!("world")));
+        let err = encode_reply(RID, Err("ERR_BUSY"));
+
+        assert_eq!(ok, format!(r#"["{RID}",null,"world"]"#).as_bytes());
+        assert_eq!(err, format!(r#"["{RID}","ERR_BUSY",null]"#).as_bytes());
+    }
+
+    #[test]
+    fn request_round_trips() {
+        let frame = encode_request(RID, "svc", &json!([1, {"a": null}]));
+
+        let req = decode_request(&frame, DEFAULT_MAX_FRAME_LEN).expect("valid frame");
+
+        assert_eq!(
+            req,
+            Request {
+                rid: RID.into(),
+                key: "svc".into(),
+                payload: json!([1, {"a": null}])
+            }
+        );
+    }
+
+    #[test]
+    fn request_without_payload_has_null_payload() {
+        let req = decode_request(br#"["r","k"]"#, 100).expect("valid frame");
+
+        assert_eq!(req.payload, Value::Null);
+    }
+
+    #[test]
+    fn malformed_requests_give_typed_errors() {
+        let cases: [(&[u8], FrameError); 7] = [
+            (b"", FrameError::NotJson),
+            (b"[\"r\",", FrameError::NotJson),
+            (b"null", FrameError::NotJson),
+            (b"{\"rid\":\"r\"}", FrameError::Shape),
+            (b"[]", FrameError::Shape),
+            (b"[1,\"k\",null]", FrameError::Shape),
+            (b"[\"r\",7,null]", FrameError::Key { rid: "r".into() }),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(decode_request(bytes, 100), Err(want), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn oversized_request_is_refused_before_parsing() {
+        let frame = encode_request(RID, "k", &json!("x".repeat(100)));
+
+        let err = decode_request(&frame, 64);
+
+        assert_eq!(
+            err,
+            Err(FrameError::TooLarge {
+                len: frame.len(),
+                max: 64
+            })
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let deep = format!("[\"r\",\"k\",{}{}]", "[".repeat(10_000), "]".repeat(10_000));
+
+        assert_eq!(
+            decode_request(deep.as_bytes(), 1 << 20),
+            Err(FrameError::NotJson)
+        );
+    }
+
+    #[test]
+    fn reply_error_follows_js_truthiness() {
+        let ok = decode_reply(br#"["r",null,5]"#, 100).expect("frame");
+        let empty_err = decode_reply(br#"["r","",5]"#, 100).expect("frame");
+        let err = decode_reply(br#"["r","ERR_X",null]"#, 100).expect("frame");
+        let obj_err = decode_reply(br#"["r",{"a":1}]"#, 100).expect("frame");
+        let short = decode_reply(br#"["r"]"#, 100).expect("frame");
+
+        assert_eq!(ok.result, Ok(json!(5)));
+        assert_eq!(empty_err.result, Ok(json!(5)));
+        assert_eq!(err.result, Err("ERR_X".into()));
+        assert_eq!(obj_err.result, Err(r#"{"a":1}"#.into()));
+        assert_eq!(short.result, Ok(Value::Null));
+    }
+
+    #[test]
+    fn falsy_reply_bodies_are_not_json() {
+        for body in [&b"0"[..], b"false", b"\"\"", b"null", b"garbage"] {
+            assert_eq!(
+                decode_reply(body, 100),
+                Err(FrameError::NotJson),
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn gzip_round_trips_and_has_nodes_header() {
+        let plain = encode_request(RID, "k", &json!({"big": "y".repeat(1000)}));
+
+        let packed = gzip(&plain);
+
+        assert_eq!(&packed[..10], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]);
+        assert!(packed.len() < plain.len());
+        assert_eq!(gunzip(&packed, plain.len()), Ok(plain));
+    }
+
+    #[test]
+    fn gunzip_reads_concatenated_members() {
+        let mut two = gzip(b"[\"r\",");
+        two.extend(gzip(b"\"k\",1]"));
+
+        assert_eq!(gunzip(&two, 100), Ok(b"[\"r\",\"k\",1]".to_vec()));
+    }
+
+    #[test]
+    fn gzip_bomb_stops_at_the_limit() {
+        let bomb = gzip(&vec![b' '; 1 << 20]);
+
+        let err = gunzip(&bomb, 4096);
+
+        assert_eq!(
+            err,
+            Err(FrameError::TooLarge {
+                len: 4097,
+                max: 4096
+            })
+        );
+    }
+
+    #[test]
+    fn gunzip_of_garbage_is_a_compression_error() {
+        assert_eq!(gunzip(b"not gzip", 100), Err(FrameError::Compression));
+    }
+
+    #[test]
+    fn http_server_inflates_and_answers_in_kind() {
+        let body = gzip(&encode_request(RID, "svc", &json!(1)));
+
+        let (req, comp) =
+            decode_http_request(Some("gzip"), &body, DEFAULT_MAX_FRAME_LEN).expect("request");
+        let reply = encode_http_reply(&req.rid, Ok(&json!(2)), comp);
+
+        assert_eq!(comp, Compression::Gzip);
+        assert_eq!(req.key, "svc");
+        assert_eq!(
+            gunzip(&reply, 1000),
+            Ok(format!(r#"["{RID}",null,2]"#).into_bytes())
+        );
+    }
+
+    #[test]
+    fn http_server_falls_back_to_the_raw_body_like_node() {
+        let body = encode_request(RID, "svc", &json!(1));
+
+        let (req, comp) = decode_http_request(Some("gzip"), &body, 1000).expect("request");
+
+        assert_eq!(req.rid, RID);
+        assert_eq!(comp, Compression::Gzip);
+    }
+
+    #[test]
+    fn compress_header_is_read_like_node() {
+        assert_eq!(Compression::from_header(None), Compression::None);
+        assert_eq!(Compression::from_header(Some("none")), Compression::None);
+        assert_eq!(Compression::from_header(Some("x-gzip")), Compression::Gzip);
+        assert_eq!(Compression::Gzip.header_value(), "gzip");
+    }
+
+    #[test]
+    fn bad_requests_get_an_answer() {
+        let too_big = http_error_reply(&FrameError::TooLarge { len: 9, max: 8 });
+        let no_key = http_error_reply(&FrameError::Key { rid: "r1".into() });
+
+        assert_eq!(too_big.status, 413);
+        assert_eq!(too_big.body, br#"[null,"ERR_FRAME_TOO_LARGE: 9 > 8",null]"#);
+        assert_eq!(no_key.status, 400);
+        assert_eq!(no_key.body, br#"["r1","ERR_FRAME_KEY",null]"#);
+        assert_eq!(ws_error_reply(&FrameError::NotJson), None);
+        assert_eq!(
+            ws_error_reply(&FrameError::Key { rid: "r1".into() }),
+            Some(br#"["r1","ERR_FRAME_KEY",null]"#.to_vec())
+        );
+    }
+}

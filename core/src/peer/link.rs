@@ -1,0 +1,1816 @@
+//! The Link: a client of one Grape's API, as grenache-nodejs-link is (protocol §3, §5).
+//!
+//! Commands become `POST {grape}/{command}` with `{"rid":…,"data":…}` (or, for a `ws://`
+//! Grape, the text frame `[rid, command, data]` answered by `[rid, err, result]`).
+//! Identical commands in flight share one request, as Node's `cbq` makes them; lookups are
+//! answered from a short cache; failed requests are retried; announces can repeat on a
+//! schedule. Exactly one [`LinkEvent`] ends each [`QueryId`].
+//!
+//! # Re-announcing
+//! A Grape forgets a peer 120 s after its last announce. Node re-announces after a random
+//! 0.5–1.5× its 2-minute interval, so a service vanishes for up to a minute at a time.
+//! Here the next round starts a random time in `[interval/2, interval]` after the last
+//! one succeeded (default interval 60 s, so 30–60 s; the spread keeps restarts from
+//! announcing in step), and `[retry/2, retry]` (default 5 s) after one failed. A round
+//! takes at most `request_timeout × announce_attempts` (7.5 s), so with the defaults a
+//! service is re-announced at most 67.5 s after its last success, well inside 120 s,
+//! even when a round fails. Keep `interval + request_timeout × attempts` under 120 s.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde_json::Value;
+
+use crate::bep44::{ImmutableItem, MutableItem, PutError, Target};
+use crate::id::{MAX_KEY_LEN, hex, unhex};
+use crate::peer::cache::LookupCache;
+use crate::peer::error::{CommandError, ConfigError, LinkError};
+use crate::peer::framing::{decode_reply, push_json};
+use crate::peer::types::{
+    ConnId, HttpId, HttpRequest, HttpResponse, Ids, PeerAddr, QueryId, Transmit, TransportError,
+    WsMessage, request_id,
+};
+
+/// Peers kept from one lookup reply (the Grape sends at most 100).
+pub const MAX_LOOKUP_PEERS: usize = 1000;
+
+/// Settings of a [`Link`]; `LinkConfig::new(grape_url)` gives Node's defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LinkConfig {
+    /// The Grape: `http://host:port` for its HTTP API, `ws://host:port` for the old
+    /// WebSocket API.
+    pub grape: String,
+    /// How long one request to the Grape may take (Node: 2500 ms).
+    pub request_timeout: Duration,
+    /// How long a lookup result is reused (Node: 10 s).
+    pub lookup_cache_ttl: Duration,
+    /// Lookup results kept (Node: 2500).
+    pub lookup_cache_cap: usize,
+    /// Tries per lookup (Node: 3).
+    pub lookup_attempts: u32,
+    /// Tries per announce (Node: 3).
+    pub announce_attempts: u32,
+    /// Tries per put or get (Node: 1).
+    pub put_get_attempts: u32,
+    /// Longest gap between two scheduled announces; see the module docs (default 60 s).
+    pub announce_interval: Duration,
+    /// Gap after a failed scheduled announce (default 5 s, drawn in `[x/2, x]`).
+    pub announce_retry: Duration,
+    /// Commands whose event has not been polled yet, at most.
+    pub max_pending: usize,
+    /// Names announced on a schedule, at most.
+    pub max_announcing: usize,
+    /// Longest reply body accepted from the Grape.
+    pub max_reply_len: usize,
+}
+
+impl LinkConfig {
+    /// Node's defaults for the Grape at `grape`.
+    pub fn new(grape: impl Into<String>) -> Self {
+        LinkConfig {
+            grape: grape.into(),
+            request_timeout: Duration::from_millis(2500),
+            lookup_cache_ttl: Duration::from_secs(10),
+            lookup_cache_cap: 2500,
+            lookup_attempts: 3,
+            announce_attempts: 3,
+            put_get_attempts: 1,
+            announce_interval: Duration::from_secs(60),
+            announce_retry: Duration::from_secs(5),
+            max_pending: 4096,
+            max_announcing: 1024,
+            max_reply_len: 1 << 20,
+        }
+    }
+}
+
+/// A value to store with `put`, already checked against BEP 44's limits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Put {
+    data: Value,
+    target: Target,
+}
+
+impl Put {
+    /// An immutable string value, stored under the SHA-1 of its bencoding.
+    ///
+    /// # Errors
+    /// [`PutError::TooBig`] when the bencoded value passes 1000 bytes.
+    pub fn immutable(v: &str) -> Result<Put, PutError> {
+        let item = ImmutableItem::new(bencode_str(v.as_bytes()))?;
+        Ok(Put {
+            data: serde_json::json!({ "v": v }),
+            target: item.target(),
+        })
+    }
+
+    /// A signed mutable string value; `salt` empty for none. `cas` makes the store fail
+    /// unless the stored `seq` equals it.
+    ///
+    /// # Errors
+    /// As [`MutableItem::sign`].
+    pub fn sign_mutable(
+        secret: &[u8; 32],
+        salt: &str,
+        seq: i64,
+        v: &str,
+        cas: Option<i64>,
+    ) -> Result<Put, PutError> {
+        let item = MutableItem::sign(
+            secret,
+            salt.as_bytes().to_vec(),
+            seq,
+            bencode_str(v.as_bytes()),
+        )?;
+        Put::mutable(&item, cas)
+    }
+
+    /// A mutable item signed elsewhere. The Grape API carries `v` and `salt` as JSON
+    /// strings, so `v` must be a bencoded UTF-8 string and `salt` UTF-8.
+    ///
+    /// # Errors
+    /// [`PutError::InvalidValue`] when `v` or `salt` cannot travel as a string.
+    pub fn mutable(item: &MutableItem, cas: Option<i64>) -> Result<Put, PutError> {
+        let v = crate::bencode::decode(item.v())
+            .ok()
+            .and_then(|b| b.as_bytes().map(<[u8]>::to_vec))
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or(PutError::InvalidValue)?;
+        let salt = std::str::from_utf8(item.salt()).map_err(|_| PutError::InvalidValue)?;
+        let mut data = serde_json::Map::new();
+        data.insert("v".into(), v.into());
+        data.insert("k".into(), hex(item.k()).into());
+        data.insert("sig".into(), hex(item.sig()).into());
+        data.insert("seq".into(), item.seq().into());
+        if !salt.is_empty() {
+            data.insert("salt".into(), salt.into());
+        }
+        if let Some(cas) = cas {
+            data.insert("cas".into(), cas.into());
+        }
+        Ok(Put {
+            data: Value::Object(data),
+            target: item.target(),
+        })
+    }
+
+    /// Where the value will live; the Grape's reply must name the same target.
+    pub fn target(&self) -> Target {
+        self.target
+    }
+}
+
+/// An item read back with `get`, as the Grape reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetItem {
+    /// Hex id of the DHT node that answered.
+    pub id: String,
+    /// The value as a string.
+    pub v: String,
+    /// Public key of a mutable item.
+    pub k: Option<[u8; 32]>,
+    /// Signature of a mutable item.
+    pub sig: Option<[u8; 64]>,
+    /// Sequence number of a mutable item.
+    pub seq: Option<i64>,
+    /// Salt of a mutable item, if any.
+    pub salt: Option<String>,
+}
+
+/// What a [`Link`] reports. Each command's [`QueryId`] gets exactly one of the first four.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkEvent {
+    /// A lookup ended: the peers in the Grape's order (never empty on success).
+    Lookup {
+        /// The command.
+        id: QueryId,
+        /// The name looked up.
+        name: String,
+        /// Peers, or why there are none.
+        result: Result<Vec<PeerAddr>, LinkError>,
+    },
+    /// An announce ended.
+    Announce {
+        /// The command.
+        id: QueryId,
+        /// Success, or why the Grape did not take it.
+        result: Result<(), LinkError>,
+    },
+    /// A put ended with the target the value is stored under.
+    Put {
+        /// The command.
+        id: QueryId,
+        /// The target, or why the put failed.
+        result: Result<Target, LinkError>,
+    },
+    /// A get ended: `None` when nothing is stored there.
+    Get {
+        /// The command.
+        id: QueryId,
+        /// The item, or why the get failed.
+        result: Result<Option<GetItem>, LinkError>,
+    },
+    /// A scheduled announce round (see `start_announcing`) ended; the next is scheduled.
+    Announcing {
+        /// Service name.
+        name: String,
+        /// Service port.
+        port: u16,
+        /// How the round went.
+        result: Result<(), LinkError>,
+    },
+}
+
+/// Counters for logs and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LinkStats {
+    /// Requests sent to the Grape (retries included).
+    pub requests: u64,
+    /// Commands that joined an identical request already in flight.
+    pub coalesced: u64,
+    /// Lookups answered from the cache.
+    pub cache_hits: u64,
+    /// WebSocket frames from the Grape that were not `[rid, err, result]`.
+    pub bad_frames: u64,
+    /// Replies for requests no longer pending (after a timeout, say).
+    pub late_replies: u64,
+    /// `Announcing` events dropped because nobody polled events.
+    pub dropped_events: u64,
+}
+
+/// A client of one Grape's API (sans-IO).
+///
+/// Drive it like the other machines of this module: after a command or any `handle_*`,
+/// drain [`Link::poll_transmit`] and [`Link::poll_event`], then call
+/// [`Link::handle_timeout`] at [`Link::poll_timeout`]. Time must not go backwards.
+#[derive(Debug)]
+pub struct Link {
+    config: LinkConfig,
+    grape: Grape,
+    pub(crate) ids: Ids,
+    queries: BTreeMap<QueryId, Query>,
+    reqs: BTreeMap<u64, GrapeReq>,
+    by_hash: BTreeMap<String, u64>,
+    by_http: BTreeMap<HttpId, u64>,
+    by_rid: BTreeMap<String, u64>,
+    deadlines: BTreeSet<(Instant, u64)>,
+    ws: Option<GrapeWs>,
+    cache: LookupCache,
+    schedules: BTreeMap<(String, u16), Schedule>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<LinkEvent>,
+    /// User commands whose terminal event has not been polled yet.
+    outstanding: usize,
+    stats: LinkStats,
+}
+
+#[derive(Debug)]
+enum Grape {
+    Http { base: String },
+    Ws { url: String },
+}
+
+#[derive(Debug)]
+struct Query {
+    command: Command,
+    attempts_left: u32,
+    /// False for a scheduled announce round, which reports `Announcing` instead.
+    user: bool,
+}
+
+#[derive(Clone, Debug)]
+enum Command {
+    Lookup { name: String },
+    Announce { name: String, port: u16 },
+    Put { data: Value, target: Target },
+    Get { data: Value },
+}
+
+impl Command {
+    fn kind(&self) -> &'static str {
+        match self {
+            Command::Lookup { .. } => "lookup",
+            Command::Announce { .. } => "announce",
+            Command::Put { .. } => "put",
+            Command::Get { .. } => "get",
+        }
+    }
+
+    fn data(&self) -> Value {
+        match self {
+            Command::Lookup { name } => Value::from(name.as_str()),
+            Command::Announce { name, port } => serde_json::json!([name, port]),
+            Command::Put { data, .. } | Command::Get { data } => data.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct GrapeReq {
+    rid: String,
+    qhash: String,
+    waiters: Vec<QueryId>,
+    deadline: Instant,
+    http: Option<HttpId>,
+}
+
+#[derive(Debug)]
+struct GrapeWs {
+    conn: ConnId,
+    open: bool,
+    /// Frames waiting for the connection to open, by request.
+    queued: Vec<(u64, String)>,
+}
+
+#[derive(Debug)]
+struct Schedule {
+    next_at: Option<Instant>,
+    round: Option<QueryId>,
+}
+
+impl Link {
+    /// A Link to the Grape in `config.grape`.
+    ///
+    /// # Errors
+    /// [`ConfigError::GrapeUrl`] when the URL's scheme is not http(s) or ws(s).
+    pub fn new(config: LinkConfig) -> Result<Link, ConfigError> {
+        let url = config.grape.trim_end_matches('/').to_owned();
+        let grape = if url.starts_with("http://") || url.starts_with("https://") {
+            Grape::Http { base: url }
+        } else if url.starts_with("ws://") || url.starts_with("wss://") {
+            Grape::Ws { url }
+        } else {
+            return Err(ConfigError::GrapeUrl(config.grape));
+        };
+        Ok(Link {
+            cache: LookupCache::new(config.lookup_cache_ttl, config.lookup_cache_cap),
+            config,
+            grape,
+            ids: Ids::default(),
+            queries: BTreeMap::new(),
+            reqs: BTreeMap::new(),
+            by_hash: BTreeMap::new(),
+            by_http: BTreeMap::new(),
+            by_rid: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            ws: None,
+            schedules: BTreeMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            outstanding: 0,
+            stats: LinkStats::default(),
+        })
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &LinkStats {
+        &self.stats
+    }
+
+    /// Whether `http` is an exchange this Link started (for a parent routing replies).
+    pub fn owns_http(&self, http: HttpId) -> bool {
+        self.by_http.contains_key(&http)
+    }
+
+    /// Whether `conn` is this Link's WebSocket to the Grape.
+    pub fn owns_conn(&self, conn: ConnId) -> bool {
+        self.ws.as_ref().is_some_and(|ws| ws.conn == conn)
+    }
+
+    /// Looks up the peers announcing `name`; ends with [`LinkEvent::Lookup`]. A cached
+    /// result is reported at once (still through `poll_event`).
+    ///
+    /// # Errors
+    /// [`CommandError::InvalidName`], [`CommandError::TooManyPending`].
+    pub fn lookup(
+        &mut self,
+        now: Instant,
+        name: &str,
+        rng: &mut impl Rng,
+    ) -> Result<QueryId, CommandError> {
+        check_name(name)?;
+        let id = self.reserve()?;
+        if let Some(peers) = self.cache.get(now, name) {
+            self.stats.cache_hits += 1;
+            self.events.push_back(LinkEvent::Lookup {
+                id,
+                name: name.to_owned(),
+                result: Ok(peers),
+            });
+            return Ok(id);
+        }
+        let command = Command::Lookup {
+            name: name.to_owned(),
+        };
+        self.start(now, id, command, self.config.lookup_attempts, true, rng);
+        Ok(id)
+    }
+
+    /// Announces `name` at `port` once; ends with [`LinkEvent::Announce`].
+    ///
+    /// # Errors
+    /// [`CommandError::InvalidName`], [`CommandError::InvalidPort`],
+    /// [`CommandError::TooManyPending`].
+    pub fn announce(
+        &mut self,
+        now: Instant,
+        name: &str,
+        port: u16,
+        rng: &mut impl Rng,
+    ) -> Result<QueryId, CommandError> {
+        check_name(name)?;
+        check_port(port)?;
+        let id = self.reserve()?;
+        let command = Command::Announce {
+            name: name.to_owned(),
+            port,
+        };
+        self.start(now, id, command, self.config.announce_attempts, true, rng);
+        Ok(id)
+    }
+
+    /// Announces `name` at `port` now and then again and again (module docs); each round
+    /// ends with [`LinkEvent::Announcing`]. Returns `false` if it was already scheduled.
+    ///
+    /// # Errors
+    /// [`CommandError::InvalidName`], [`CommandError::InvalidPort`],
+    /// [`CommandError::TooManyAnnounces`].
+    pub fn start_announcing(
+        &mut self,
+        now: Instant,
+        name: &str,
+        port: u16,
+        rng: &mut impl Rng,
+    ) -> Result<bool, CommandError> {
+        check_name(name)?;
+        check_port(port)?;
+        let key = (name.to_owned(), port);
+        if self.schedules.contains_key(&key) {
+            return Ok(false);
+        }
+        if self.schedules.len() >= self.config.max_announcing {
+            return Err(CommandError::TooManyAnnounces);
+        }
+        self.schedules.insert(
+            key.clone(),
+            Schedule {
+                next_at: None,
+                round: None,
+            },
+        );
+        self.start_round(now, key, rng);
+        Ok(true)
+    }
+
+    /// Stops the schedule for `name` at `port`; a round in flight ends unreported.
+    /// Returns `false` if there was none. (The Grape keeps the peer until it expires.)
+    pub fn stop_announcing(&mut self, name: &str, port: u16) -> bool {
+        self.schedules.remove(&(name.to_owned(), port)).is_some()
+    }
+
+    /// Whether `name` at `port` is announced on a schedule.
+    pub fn is_announcing(&self, name: &str, port: u16) -> bool {
+        self.schedules.contains_key(&(name.to_owned(), port))
+    }
+
+    /// Stores a value; ends with [`LinkEvent::Put`].
+    ///
+    /// # Errors
+    /// [`CommandError::TooManyPending`].
+    pub fn put(
+        &mut self,
+        now: Instant,
+        put: Put,
+        rng: &mut impl Rng,
+    ) -> Result<QueryId, CommandError> {
+        let id = self.reserve()?;
+        let command = Command::Put {
+            data: put.data,
+            target: put.target,
+        };
+        self.start(now, id, command, self.config.put_get_attempts, true, rng);
+        Ok(id)
+    }
+
+    /// Reads the item at `target` (with `salt` for a salted mutable item); ends with
+    /// [`LinkEvent::Get`].
+    ///
+    /// # Errors
+    /// [`CommandError::TooManyPending`].
+    pub fn get(
+        &mut self,
+        now: Instant,
+        target: Target,
+        salt: Option<&str>,
+        rng: &mut impl Rng,
+    ) -> Result<QueryId, CommandError> {
+        let id = self.reserve()?;
+        let hash = Value::from(hex(target.as_bytes()));
+        let data = match salt {
+            None => hash,
+            Some(salt) => serde_json::json!({ "hash": hash, "salt": salt }),
+        };
+        self.start(
+            now,
+            id,
+            Command::Get { data },
+            self.config.put_get_attempts,
+            true,
+            rng,
+        );
+        Ok(id)
+    }
+
+    /// Drops a cached lookup, so the next lookup of `name` asks the Grape (a subscriber
+    /// does this when its publisher went away).
+    pub fn forget_lookup(&mut self, name: &str) {
+        self.cache.forget(name);
+    }
+
+    /// Takes the reply to an HTTP request from [`Transmit::Http`] (unknown ids are ignored).
+    pub fn handle_http_reply(
+        &mut self,
+        now: Instant,
+        http: HttpId,
+        reply: Result<HttpResponse, TransportError>,
+        rng: &mut impl Rng,
+    ) {
+        let Some(&key) = self.by_http.get(&http) else {
+            self.stats.late_replies += 1;
+            return;
+        };
+        let outcome = self.read_http_reply(reply);
+        self.finish(now, key, outcome, rng);
+    }
+
+    /// The Grape WebSocket `conn` opened: queued frames go out.
+    pub fn handle_ws_open(&mut self, _now: Instant, conn: ConnId) {
+        let Some(ws) = self.ws.as_mut().filter(|ws| ws.conn == conn) else {
+            return;
+        };
+        ws.open = true;
+        for (_, text) in ws.queued.drain(..) {
+            self.transmits.push_back(Transmit::WsSend {
+                conn,
+                msg: WsMessage::Text(text),
+            });
+        }
+    }
+
+    /// A message from the Grape WebSocket: `[rid, err, result]`.
+    pub fn handle_ws_message(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        msg: &WsMessage,
+        rng: &mut impl Rng,
+    ) {
+        if !self.owns_conn(conn) {
+            return;
+        }
+        let Ok(reply) = decode_reply(msg.as_bytes(), self.config.max_reply_len) else {
+            self.stats.bad_frames += 1;
+            tracing::debug!("unreadable frame from the grape");
+            return;
+        };
+        let Some(&key) = self.by_rid.get(&reply.rid) else {
+            self.stats.late_replies += 1;
+            return;
+        };
+        let outcome = reply.result.map_err(LinkError::Grape);
+        self.finish(now, key, outcome, rng);
+    }
+
+    /// The Grape WebSocket closed (or never opened): its requests fail with
+    /// `ERR_TRANSPORT_CLOSE` (and are retried on a new connection while tries remain).
+    pub fn handle_ws_closed(&mut self, now: Instant, conn: ConnId, rng: &mut impl Rng) {
+        if !self.owns_conn(conn) {
+            return;
+        }
+        self.ws = None;
+        let keys: Vec<u64> = self.by_rid.values().copied().collect();
+        for key in keys {
+            self.finish(now, key, Err(LinkError::TransportClose), rng);
+        }
+    }
+
+    /// Fires due timeouts and scheduled announces; does nothing when nothing is due.
+    pub fn handle_timeout(&mut self, now: Instant, rng: &mut impl Rng) {
+        while let Some(&(at, key)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.finish(now, key, Err(LinkError::Timeout), rng);
+        }
+        let due: Vec<(String, u16)> = self
+            .schedules
+            .iter()
+            .filter(|(_, s)| s.next_at.is_some_and(|t| t <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.start_round(now, key, rng);
+        }
+    }
+
+    /// The next network action, if any.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event, if any.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<LinkEvent> {
+        let event = self.events.pop_front()?;
+        if !matches!(event, LinkEvent::Announcing { .. }) {
+            self.outstanding = self.outstanding.saturating_sub(1);
+        }
+        Some(event)
+    }
+
+    /// When [`Link::handle_timeout`] should next be called.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let deadline = self.deadlines.first().map(|&(t, _)| t);
+        let round = self.schedules.values().filter_map(|s| s.next_at).min();
+        [deadline, round].into_iter().flatten().min()
+    }
+
+    fn reserve(&mut self) -> Result<QueryId, CommandError> {
+        if self.outstanding >= self.config.max_pending {
+            return Err(CommandError::TooManyPending);
+        }
+        self.outstanding += 1;
+        Ok(QueryId(self.ids.next()))
+    }
+
+    fn start_round(&mut self, now: Instant, key: (String, u16), rng: &mut impl Rng) {
+        let id = QueryId(self.ids.next());
+        let Some(schedule) = self.schedules.get_mut(&key) else {
+            return;
+        };
+        schedule.next_at = None;
+        schedule.round = Some(id);
+        let command = Command::Announce {
+            name: key.0,
+            port: key.1,
+        };
+        self.start(now, id, command, self.config.announce_attempts, false, rng);
+    }
+
+    /// Registers a command and sends it (or joins an identical request in flight).
+    fn start(
+        &mut self,
+        now: Instant,
+        id: QueryId,
+        command: Command,
+        attempts: u32,
+        user: bool,
+        rng: &mut impl Rng,
+    ) {
+        let qhash = request_hash(&command);
+        self.queries.insert(
+            id,
+            Query {
+                command: command.clone(),
+                attempts_left: attempts.max(1),
+                user,
+            },
+        );
+        self.send(now, id, &command, qhash, rng);
+    }
+
+    fn send(
+        &mut self,
+        now: Instant,
+        id: QueryId,
+        command: &Command,
+        qhash: String,
+        rng: &mut impl Rng,
+    ) {
+        if let Some(key) = self.by_hash.get(&qhash)
+            && let Some(req) = self.reqs.get_mut(key)
+        {
+            self.stats.coalesced += 1;
+            req.waiters.push(id);
+            return;
+        }
+        self.stats.requests += 1;
+        let key = self.ids.next();
+        let rid = request_id(rng);
+        let deadline = now + self.config.request_timeout;
+        let data = command.data();
+        let mut http = None;
+        match &self.grape {
+            Grape::Http { base } => {
+                let hid = HttpId(self.ids.next());
+                let mut body = Vec::new();
+                body.extend_from_slice(b"{\"rid\":");
+                push_json(&mut body, &Value::from(rid.as_str()));
+                body.extend_from_slice(b",\"data\":");
+                push_json(&mut body, &data);
+                body.push(b'}');
+                self.transmits.push_back(Transmit::Http(HttpRequest {
+                    id: hid,
+                    url: format!("{base}/{}", command.kind()),
+                    headers: vec![("content-type", "application/json")],
+                    body,
+                    deadline,
+                }));
+                self.by_http.insert(hid, key);
+                http = Some(hid);
+            }
+            Grape::Ws { url } => {
+                let mut frame = Vec::new();
+                push_json(
+                    &mut frame,
+                    &Value::Array(vec![rid.as_str().into(), command.kind().into(), data]),
+                );
+                let text = String::from_utf8_lossy(&frame).into_owned();
+                let ws = match &mut self.ws {
+                    Some(ws) => ws,
+                    None => {
+                        let conn = ConnId(self.ids.next());
+                        self.transmits.push_back(Transmit::WsConnect {
+                            conn,
+                            url: url.clone(),
+                        });
+                        self.ws.insert(GrapeWs {
+                            conn,
+                            open: false,
+                            queued: Vec::new(),
+                        })
+                    }
+                };
+                if ws.open {
+                    self.transmits.push_back(Transmit::WsSend {
+                        conn: ws.conn,
+                        msg: WsMessage::Text(text),
+                    });
+                } else {
+                    ws.queued.push((key, text));
+                }
+                self.by_rid.insert(rid.clone(), key);
+            }
+        }
+        self.deadlines.insert((deadline, key));
+        self.by_hash.insert(qhash.clone(), key);
+        self.reqs.insert(
+            key,
+            GrapeReq {
+                rid,
+                qhash,
+                waiters: vec![id],
+                deadline,
+                http,
+            },
+        );
+    }
+
+    fn read_http_reply(
+        &mut self,
+        reply: Result<HttpResponse, TransportError>,
+    ) -> Result<Value, LinkError> {
+        let reply = reply.map_err(LinkError::Transport)?;
+        if reply.body.len() > self.config.max_reply_len {
+            return Err(LinkError::BadReply("reply too long"));
+        }
+        let text = String::from_utf8_lossy(&reply.body);
+        // Like Node: JSON if it parses, else the text itself; an empty body is "nothing".
+        let value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.to_string()))
+        };
+        if !(200..300).contains(&reply.status) {
+            let message = match value {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            return Err(LinkError::Http {
+                status: reply.status,
+                message,
+            });
+        }
+        Ok(value)
+    }
+
+    /// Ends a Grape request and hands its outcome to every command waiting on it.
+    fn finish(
+        &mut self,
+        now: Instant,
+        key: u64,
+        outcome: Result<Value, LinkError>,
+        rng: &mut impl Rng,
+    ) {
+        let Some(req) = self.reqs.remove(&key) else {
+            return;
+        };
+        self.deadlines.remove(&(req.deadline, key));
+        self.by_hash.remove(&req.qhash);
+        self.by_rid.remove(&req.rid);
+        if let Some(http) = req.http {
+            self.by_http.remove(&http);
+        }
+        if let Some(ws) = &mut self.ws {
+            ws.queued.retain(|(k, _)| *k != key);
+        }
+        for id in req.waiters {
+            self.complete(now, id, &outcome, rng);
+        }
+    }
+
+    fn complete(
+        &mut self,
+        now: Instant,
+        id: QueryId,
+        outcome: &Result<Value, LinkError>,
+        rng: &mut impl Rng,
+    ) {
+        let Some(query) = self.queries.get_mut(&id) else {
+            return;
+        };
+        let result = outcome
+            .clone()
+            .and_then(|v| interpret(&query.command, v, MAX_LOOKUP_PEERS));
+        if let Err(e) = &result
+            && e.is_retryable()
+            && query.attempts_left > 1
+        {
+            query.attempts_left -= 1;
+            let command = query.command.clone();
+            tracing::debug!(%id, error = %e, "retrying grape command");
+            self.send(now, id, &command, request_hash(&command), rng);
+            return;
+        }
+        let Some(query) = self.queries.remove(&id) else {
+            return;
+        };
+        if let (Command::Lookup { name }, Ok(Reply::Peers(peers))) = (&query.command, &result) {
+            self.cache.insert(now, name, peers.clone());
+        }
+        if !query.user {
+            self.end_round(now, id, query.command, result.map(|_| ()), rng);
+            return;
+        }
+        let event = match query.command {
+            Command::Lookup { name } => LinkEvent::Lookup {
+                id,
+                name,
+                result: result.and_then(Reply::into_peers),
+            },
+            Command::Announce { .. } => LinkEvent::Announce {
+                id,
+                result: result.map(|_| ()),
+            },
+            Command::Put { .. } => LinkEvent::Put {
+                id,
+                result: result.and_then(Reply::into_target),
+            },
+            Command::Get { .. } => LinkEvent::Get {
+                id,
+                result: result.and_then(Reply::into_item),
+            },
+        };
+        self.events.push_back(event);
+    }
+
+    fn end_round(
+        &mut self,
+        now: Instant,
+        id: QueryId,
+        command: Command,
+        result: Result<(), LinkError>,
+        rng: &mut impl Rng,
+    ) {
+        let Command::Announce { name, port } = command else {
+            return;
+        };
+        let key = (name, port);
+        let Some(schedule) = self.schedules.get_mut(&key) else {
+            return;
+        };
+        if schedule.round != Some(id) {
+            return;
+        }
+        let base = if result.is_ok() {
+            self.config.announce_interval
+        } else {
+            self.config.announce_retry
+        };
+        schedule.round = None;
+        schedule.next_at = Some(now + jitter_half(base, rng));
+        if let Err(e) = &result {
+            tracing::warn!(name = %key.0, port = key.1, error = %e, "announce round failed");
+        }
+        if self.events.len() >= self.config.max_pending + self.config.max_announcing {
+            self.stats.dropped_events += 1;
+            return;
+        }
+        self.events.push_back(LinkEvent::Announcing {
+            name: key.0,
+            port: key.1,
+            result,
+        });
+    }
+}
+
+/// A reply, read according to the command that asked.
+enum Reply {
+    Peers(Vec<PeerAddr>),
+    Done,
+    Target(Target),
+    Item(Option<GetItem>),
+}
+
+impl Reply {
+    fn into_peers(self) -> Result<Vec<PeerAddr>, LinkError> {
+        match self {
+            Reply::Peers(p) => Ok(p),
+            _ => Err(LinkError::BadReply("not a lookup reply")),
+        }
+    }
+
+    fn into_target(self) -> Result<Target, LinkError> {
+        match self {
+            Reply::Target(t) => Ok(t),
+            _ => Err(LinkError::BadReply("not a put reply")),
+        }
+    }
+
+    fn into_item(self) -> Result<Option<GetItem>, LinkError> {
+        match self {
+            Reply::Item(i) => Ok(i),
+            _ => Err(LinkError::BadReply("not a get reply")),
+        }
+    }
+}
+
+fn interpret(command: &Command, value: Value, max_peers: usize) -> Result<Reply, LinkError> {
+    // The Grape answers a refused command with status 200 and the error message as a
+    // JSON string; no successful reply is a string starting with "ERR_".
+    if let Value::String(s) = &value
+        && s.starts_with("ERR_")
+    {
+        return Err(LinkError::Grape(s.clone()));
+    }
+    match command {
+        Command::Lookup { .. } => {
+            // Node turns anything but a non-empty array into ERR_GRAPE_LOOKUP_EMPTY.
+            let Value::Array(items) = value else {
+                return Err(LinkError::LookupEmpty);
+            };
+            let mut seen = BTreeSet::new();
+            let mut peers = Vec::new();
+            for item in items {
+                let Some(addr) = item.as_str().and_then(PeerAddr::parse) else {
+                    tracing::debug!(?item, "skipping unreadable peer in lookup reply");
+                    continue;
+                };
+                if seen.insert(addr.clone()) {
+                    peers.push(addr);
+                }
+                if peers.len() >= max_peers {
+                    break;
+                }
+            }
+            if peers.is_empty() {
+                return Err(LinkError::LookupEmpty);
+            }
+            Ok(Reply::Peers(peers))
+        }
+        Command::Announce { .. } => Ok(Reply::Done),
+        Command::Put { target, .. } => {
+            let got = value
+                .as_str()
+                .and_then(unhex)
+                .and_then(|b| Target::from_slice(&b))
+                .ok_or(LinkError::BadReply("put reply is not a hex target"))?;
+            if got != *target {
+                return Err(LinkError::BadReply("put reply names another target"));
+            }
+            Ok(Reply::Target(got))
+        }
+        Command::Get { .. } => read_item(value).map(Reply::Item),
+    }
+}
+
+fn read_item(value: Value) -> Result<Option<GetItem>, LinkError> {
+    let obj = match value {
+        Value::Null => return Ok(None),
+        Value::String(s) if s.is_empty() => return Ok(None),
+        Value::Object(obj) => obj,
+        _ => return Err(LinkError::BadReply("get reply is not an object")),
+    };
+    let text = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_owned);
+    let bytes = |k: &str| -> Result<Option<Vec<u8>>, LinkError> {
+        match obj.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_str()
+                .and_then(unhex)
+                .map(Some)
+                .ok_or(LinkError::BadReply("get reply field is not hex")),
+        }
+    };
+    let k = bytes("k")?
+        .map(|b| <[u8; 32]>::try_from(b.as_slice()))
+        .transpose()
+        .map_err(|_| LinkError::BadReply("get reply k is not 32 bytes"))?;
+    let sig = bytes("sig")?
+        .map(|b| <[u8; 64]>::try_from(b.as_slice()))
+        .transpose()
+        .map_err(|_| LinkError::BadReply("get reply sig is not 64 bytes"))?;
+    Ok(Some(GetItem {
+        id: text("id").unwrap_or_default(),
+        v: text("v").ok_or(LinkError::BadReply("get reply has no string v"))?,
+        k,
+        sig,
+        seq: obj.get("seq").and_then(Value::as_i64),
+        salt: text("salt"),
+    }))
+}
+
+/// Node's coalescing key: `type:JSON(payload)`.
+fn request_hash(command: &Command) -> String {
+    let mut out = Vec::new();
+    push_json(&mut out, &command.data());
+    format!("{}:{}", command.kind(), String::from_utf8_lossy(&out))
+}
+
+fn bencode_str(v: &[u8]) -> Vec<u8> {
+    let mut out = format!("{}:", v.len()).into_bytes();
+    out.extend_from_slice(v);
+    out
+}
+
+/// A random duration in `[d/2, d]`.
+pub(crate) fn jitter_half(d: Duration, rng: &mut impl Rng) -> Duration {
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(rng.random_range(ms / 2..=ms))
+}
+
+pub(crate) fn check_name(name: &str) -> Result<(), CommandError> {
+    if name.is_empty() || name.len() > MAX_KEY_LEN {
+        return Err(CommandError::InvalidName);
+    }
+    Ok(())
+}
+
+fn check_port(port: u16) -> Result<(), CommandError> {
+    if port == 0 {
+        return Err(CommandError::InvalidPort);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+    use serde_json::json;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    struct Harness {
+        link: Link,
+        rng: ChaCha8Rng,
+        t0: Instant,
+    }
+
+    impl Harness {
+        fn new(grape: &str) -> Self {
+            Self::with(LinkConfig::new(grape))
+        }
+
+        fn with(config: LinkConfig) -> Self {
+            Harness {
+                link: Link::new(config).expect("valid config"),
+                rng: ChaCha8Rng::seed_from_u64(42),
+                t0: Instant::now(),
+            }
+        }
+
+        fn at(&self, ms: u64) -> Instant {
+            self.t0 + MS * u32::try_from(ms).expect("small")
+        }
+
+        fn transmits(&mut self) -> Vec<Transmit> {
+            std::iter::from_fn(|| self.link.poll_transmit()).collect()
+        }
+
+        fn events(&mut self) -> Vec<LinkEvent> {
+            std::iter::from_fn(|| self.link.poll_event()).collect()
+        }
+
+        fn http(&mut self) -> Vec<HttpRequest> {
+            self.transmits()
+                .into_iter()
+                .map(|t| match t {
+                    Transmit::Http(r) => r,
+                    other => panic!("expected HTTP, got {other:?}"),
+                })
+                .collect()
+        }
+
+        fn reply(&mut self, ms: u64, req: &HttpRequest, status: u16, body: &str) {
+            let now = self.at(ms);
+            let reply = Ok(HttpResponse {
+                status,
+                body: body.as_bytes().to_vec(),
+            });
+            self.link
+                .handle_http_reply(now, req.id, reply, &mut self.rng);
+        }
+
+        fn tick(&mut self, ms: u64) {
+            let now = self.at(ms);
+            self.link.handle_timeout(now, &mut self.rng);
+        }
+    }
+
+    fn rid_of(body: &[u8]) -> String {
+        let v: Value = serde_json::from_slice(body).expect("json body");
+        v["rid"].as_str().expect("rid").to_owned()
+    }
+
+    fn addrs(list: &[&str]) -> Vec<PeerAddr> {
+        list.iter()
+            .map(|s| PeerAddr::parse(s).expect("valid"))
+            .collect()
+    }
+
+    #[test]
+    fn lookup_posts_what_node_posts() {
+        let mut h = Harness::new("http://127.0.0.1:30001");
+
+        let t0 = h.t0;
+        h.link.lookup(t0, "rpc_test", &mut h.rng).expect("accepted");
+        let reqs = h.http();
+
+        assert_eq!(reqs.len(), 1);
+        let rid = rid_of(&reqs[0].body);
+        assert_eq!(reqs[0].url, "http://127.0.0.1:30001/lookup");
+        assert_eq!(reqs[0].headers, vec![("content-type", "application/json")]);
+        assert_eq!(
+            reqs[0].body,
+            format!(r#"{{"rid":"{rid}","data":"rpc_test"}}"#).as_bytes()
+        );
+        assert_eq!(reqs[0].deadline, h.at(2500));
+    }
+
+    #[test]
+    fn lookup_reply_gives_peers_and_fills_the_cache() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+        let id = h.link.lookup(t0, "svc", &mut h.rng).expect("accepted");
+        let req = h.http().remove(0);
+
+        h.reply(
+            10,
+            &req,
+            200,
+            r#"["127.0.0.1:1337","127.0.0.1:1338","bad"]"#,
+        );
+        let again = h.link.lookup(h.at(9_000), "svc", &mut h.rng).expect("ok");
+
+        assert_eq!(
+            h.events(),
+            vec![
+                LinkEvent::Lookup {
+                    id,
+                    name: "svc".into(),
+                    result: Ok(addrs(&["127.0.0.1:1337", "127.0.0.1:1338"]))
+                },
+                LinkEvent::Lookup {
+                    id: again,
+                    name: "svc".into(),
+                    result: Ok(addrs(&["127.0.0.1:1337", "127.0.0.1:1338"]))
+                }
+            ]
+        );
+        assert!(h.transmits().is_empty());
+        assert_eq!(h.link.stats().cache_hits, 1);
+    }
+
+    #[test]
+    fn cache_expires_after_ten_seconds() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+        h.link.lookup(t0, "svc", &mut h.rng).expect("accepted");
+        let req = h.http().remove(0);
+        h.reply(0, &req, 200, r#"["h:1"]"#);
+        let _ = h.events();
+
+        h.link.lookup(h.at(10_000), "svc", &mut h.rng).expect("ok");
+
+        assert_eq!(h.http().len(), 1);
+    }
+
+    #[test]
+    fn empty_lookup_is_lookup_empty_and_not_retried_or_cached() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+        let id = h.link.lookup(t0, "svc", &mut h.rng).expect("accepted");
+        let req = h.http().remove(0);
+
+        h.reply(5, &req, 200, "[]");
+
+        assert_eq!(
+            h.events(),
+            vec![LinkEvent::Lookup {
+                id,
+                name: "svc".into(),
+                result: Err(LinkError::LookupEmpty)
+            }]
+        );
+        assert!(h.transmits().is_empty());
+        h.link.lookup(h.at(6), "svc", &mut h.rng).expect("ok");
+        assert_eq!(h.http().len(), 1);
+    }
+
+    #[test]
+    fn silent_grape_times_out_after_three_tries() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+        let id = h.link.lookup(t0, "svc", &mut h.rng).expect("accepted");
+        let first = h.http();
+
+        h.tick(2_499);
+        let early = h.transmits();
+        h.tick(2_500);
+        let second = h.http();
+        h.tick(5_000);
+        let third = h.http();
+        let before_end = h.events();
+        h.tick(7_500);
+
+        assert_eq!(first.len(), 1);
+        assert!(early.is_empty());
+        assert_eq!(second.len(), 1);
+        assert_ne!(rid_of(&first[0].body), rid_of(&second[0].body));
+        assert_eq!(third.len(), 1);
+        assert!(before_end.is_empty());
+        assert_eq!(
+            h.events(),
+            vec![LinkEvent::Lookup {
+                id,
+                name: "svc".into(),
+                result: Err(LinkError::Timeout)
+            }]
+        );
+        assert_eq!(h.link.poll_timeout(), None);
+    }
+
+    #[test]
+    fn late_reply_after_timeout_is_ignored() {
+        let mut h = Harness::with(LinkConfig {
+            lookup_attempts: 1,
+            ..LinkConfig::new("http://g:1")
+        });
+        let t0 = h.t0;
+        h.link.lookup(t0, "svc", &mut h.rng).expect("accepted");
+        let req = h.http().remove(0);
+        h.tick(2_500);
+        let _ = h.events();
+
+        h.reply(3_000, &req, 200, r#"["h:1"]"#);
+
+        assert!(h.events().is_empty());
+        assert_eq!(h.link.stats().late_replies, 1);
+    }
+
+    #[test]
+    fn identical_commands_share_one_request() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+        let a = h.link.lookup(t0, "svc", &mut h.rng).expect("ok");
+        let b = h.link.lookup(t0, "svc", &mut h.rng).expect("ok");
+        let reqs = h.http();
+
+        h.reply(1, &reqs[0], 200, r#"["h:1"]"#);
+
+        assert_eq!(reqs.len(), 1);
+        let ids: Vec<QueryId> = h
+            .events()
+            .into_iter()
+            .map(|e| match e {
+                LinkEvent::Lookup { id, .. } => id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, vec![a, b]);
+    }
+
+    #[test]
+    fn grape_error_string_is_an_error_without_retry() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+        let id = h.link.announce(t0, "svc", 80, &mut h.rng).expect("ok");
+        let req = h.http().remove(0);
+
+        h.reply(1, &req, 200, r#""ERR_GRAPE_SERVICE_PORT""#);
+
+        assert_eq!(
+            h.events(),
+            vec![LinkEvent::Announce {
+                id,
+                result: Err(LinkError::Grape("ERR_GRAPE_SERVICE_PORT".into()))
+            }]
+        );
+        assert!(h.transmits().is_empty());
+    }
+
+    #[test]
+    fn http_error_is_retried_then_reported_with_nodes_message() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+        let id = h.link.lookup(t0, "svc", &mut h.rng).expect("ok");
+
+        for ms in 1..=3 {
+            let req = h.http().remove(0);
+            h.reply(ms, &req, 500, "ERR_GRAPE_PAYLOAD_INVALID");
+        }
+
+        let events = h.events();
+        assert_eq!(
+            events,
+            vec![LinkEvent::Lookup {
+                id,
+                name: "svc".into(),
+                result: Err(LinkError::Http {
+                    status: 500,
+                    message: "ERR_GRAPE_PAYLOAD_INVALID".into()
+                })
+            }]
+        );
+        let LinkEvent::Lookup { result: Err(e), .. } = &events[0] else {
+            panic!("an error");
+        };
+        assert_eq!(e.to_string(), "ERR_GRAPE_PAYLOAD_INVALID");
+        assert_eq!(h.link.stats().requests, 3);
+    }
+
+    #[test]
+    fn transport_error_reports_the_adapters_message() {
+        let mut h = Harness::with(LinkConfig {
+            lookup_attempts: 1,
+            ..LinkConfig::new("http://g:1")
+        });
+        let t0 = h.t0;
+        h.link.lookup(t0, "svc", &mut h.rng).expect("ok");
+        let req = h.http().remove(0);
+
+        let err = Err(TransportError::new("connect ECONNREFUSED"));
+        h.link.handle_http_reply(t0, req.id, err, &mut h.rng);
+
+        let Some(LinkEvent::Lookup { result: Err(e), .. }) = h.events().pop() else {
+            panic!("an error");
+        };
+        assert_eq!(e.to_string(), "connect ECONNREFUSED");
+    }
+
+    #[test]
+    fn announce_body_is_name_and_port() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+
+        h.link
+            .announce(t0, "rpc_test", 1337, &mut h.rng)
+            .expect("ok");
+        let req = h.http().remove(0);
+
+        let rid = rid_of(&req.body);
+        assert_eq!(req.url, "http://g:1/announce");
+        assert_eq!(
+            req.body,
+            format!(r#"{{"rid":"{rid}","data":["rpc_test",1337]}}"#).as_bytes()
+        );
+    }
+
+    #[test]
+    fn bad_names_and_ports_are_refused() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+
+        assert_eq!(
+            h.link.lookup(t0, "", &mut h.rng),
+            Err(CommandError::InvalidName)
+        );
+        assert_eq!(
+            h.link.lookup(t0, &"x".repeat(257), &mut h.rng),
+            Err(CommandError::InvalidName)
+        );
+        assert_eq!(
+            h.link.announce(t0, "svc", 0, &mut h.rng),
+            Err(CommandError::InvalidPort)
+        );
+        assert!(h.transmits().is_empty());
+    }
+
+    #[test]
+    fn pending_commands_are_capped_until_polled() {
+        let mut h = Harness::with(LinkConfig {
+            max_pending: 2,
+            ..LinkConfig::new("http://g:1")
+        });
+        let t0 = h.t0;
+        h.link.lookup(t0, "a", &mut h.rng).expect("ok");
+        h.link.lookup(t0, "b", &mut h.rng).expect("ok");
+
+        let third = h.link.lookup(t0, "c", &mut h.rng);
+        let reqs = h.http();
+        h.reply(1, &reqs[0], 200, "[]");
+        let still_full = h.link.lookup(t0, "c", &mut h.rng);
+        let _ = h.events();
+        let after_poll = h.link.lookup(t0, "c", &mut h.rng);
+
+        assert_eq!(third, Err(CommandError::TooManyPending));
+        assert_eq!(still_full, Err(CommandError::TooManyPending));
+        assert!(after_poll.is_ok());
+    }
+
+    #[test]
+    fn put_immutable_matches_the_grape_target() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+        let put = Put::immutable("hello").expect("small");
+        let id = h.link.put(t0, put, &mut h.rng).expect("ok");
+        let req = h.http().remove(0);
+
+        // Observed from a Node Grape: put {"v":"hello"} -> this target.
+        h.reply(
+            1,
+            &req,
+            200,
+            r#""e28910ea0adb94dd45ced75fbff3e135c01bc437""#,
+        );
+
+        let rid = rid_of(&req.body);
+        assert_eq!(req.url, "http://g:1/put");
+        assert_eq!(
+            req.body,
+            format!(r#"{{"rid":"{rid}","data":{{"v":"hello"}}}}"#).as_bytes()
+        );
+        let Some(LinkEvent::Put { id: got, result }) = h.events().pop() else {
+            panic!("a put event");
+        };
+        assert_eq!(got, id);
+        assert_eq!(
+            result.map(|t| t.to_string()),
+            Ok("e28910ea0adb94dd45ced75fbff3e135c01bc437".into())
+        );
+    }
+
+    #[test]
+    fn put_reply_for_another_target_is_a_bad_reply() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+        let put = Put::immutable("hello").expect("small");
+        h.link.put(t0, put, &mut h.rng).expect("ok");
+        let req = h.http().remove(0);
+
+        h.reply(
+            1,
+            &req,
+            200,
+            r#""0000000000000000000000000000000000000000""#,
+        );
+
+        let Some(LinkEvent::Put { result, .. }) = h.events().pop() else {
+            panic!("a put event");
+        };
+        assert!(matches!(result, Err(LinkError::BadReply(_))));
+    }
+
+    #[test]
+    fn oversized_values_are_refused_before_sending() {
+        assert_eq!(Put::immutable(&"x".repeat(2000)), Err(PutError::TooBig));
+    }
+
+    #[test]
+    fn mutable_put_carries_key_signature_seq_salt_and_cas() {
+        let put = Put::sign_mutable(&[7; 32], "s1", 3, "hi", Some(2)).expect("valid");
+        let item = MutableItem::sign(&[7; 32], b"s1".to_vec(), 3, b"2:hi".to_vec()).expect("valid");
+
+        assert_eq!(put.target(), item.target());
+        assert_eq!(
+            put.data,
+            json!({
+                "v": "hi",
+                "k": hex(item.k()),
+                "sig": hex(item.sig()),
+                "seq": 3,
+                "salt": "s1",
+                "cas": 2
+            })
+        );
+    }
+
+    #[test]
+    fn get_sends_hash_or_hash_and_salt() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+        let target = Target([0xab; 20]);
+
+        h.link.get(t0, target, None, &mut h.rng).expect("ok");
+        h.link.get(t0, target, Some("s"), &mut h.rng).expect("ok");
+        let reqs = h.http();
+
+        let hash = "ab".repeat(20);
+        let rid0 = rid_of(&reqs[0].body);
+        let rid1 = rid_of(&reqs[1].body);
+        assert_eq!(
+            reqs[0].body,
+            format!(r#"{{"rid":"{rid0}","data":"{hash}"}}"#).as_bytes()
+        );
+        assert_eq!(
+            reqs[1].body,
+            format!(r#"{{"rid":"{rid1}","data":{{"hash":"{hash}","salt":"s"}}}}"#).as_bytes()
+        );
+    }
+
+    #[test]
+    fn get_reads_items_and_nothing() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+        let a = h
+            .link
+            .get(t0, Target([1; 20]), None, &mut h.rng)
+            .expect("ok");
+        let b = h
+            .link
+            .get(t0, Target([2; 20]), None, &mut h.rng)
+            .expect("ok");
+        let reqs = h.http();
+        let k = "11".repeat(32);
+        let sig = "22".repeat(64);
+
+        h.reply(
+            1,
+            &reqs[0],
+            200,
+            &format!(r#"{{"id":"ff","v":"hi","k":"{k}","sig":"{sig}","seq":4,"salt":"s"}}"#),
+        );
+        h.reply(1, &reqs[1], 200, "");
+
+        assert_eq!(
+            h.events(),
+            vec![
+                LinkEvent::Get {
+                    id: a,
+                    result: Ok(Some(GetItem {
+                        id: "ff".into(),
+                        v: "hi".into(),
+                        k: Some([0x11; 32]),
+                        sig: Some([0x22; 64]),
+                        seq: Some(4),
+                        salt: Some("s".into()),
+                    }))
+                },
+                LinkEvent::Get {
+                    id: b,
+                    result: Ok(None)
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn announcing_starts_now_and_repeats_within_the_interval() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+
+        let started = h.link.start_announcing(t0, "svc", 80, &mut h.rng);
+        let again = h.link.start_announcing(t0, "svc", 80, &mut h.rng);
+        let req = h.http().remove(0);
+        h.reply(100, &req, 200, "1");
+        let next = h.link.poll_timeout().expect("scheduled");
+
+        assert_eq!(started, Ok(true));
+        assert_eq!(again, Ok(false));
+        assert_eq!(
+            h.events(),
+            vec![LinkEvent::Announcing {
+                name: "svc".into(),
+                port: 80,
+                result: Ok(())
+            }]
+        );
+        assert!(next >= h.at(100 + 30_000) && next <= h.at(100 + 60_000));
+        h.link.handle_timeout(next, &mut h.rng);
+        assert_eq!(h.http().len(), 1);
+    }
+
+    #[test]
+    fn failed_round_is_retried_soon() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+        h.link
+            .start_announcing(t0, "svc", 80, &mut h.rng)
+            .expect("ok");
+        for ms in [0, 2_500, 5_000] {
+            assert_eq!(h.http().len(), 1);
+            h.tick(ms + 2_500);
+        }
+
+        let next = h.link.poll_timeout().expect("scheduled");
+
+        assert!(matches!(
+            h.events().as_slice(),
+            [LinkEvent::Announcing {
+                result: Err(LinkError::Timeout),
+                ..
+            }]
+        ));
+        assert!(next >= h.at(7_500 + 2_500) && next <= h.at(7_500 + 5_000));
+    }
+
+    #[test]
+    fn a_service_is_always_reannounced_within_the_peer_lifetime() {
+        // Rounds fail at random (every try times out) or succeed after a delay; the
+        // gap between successes must stay under the Grape's 120 s peer lifetime.
+        let mut h = Harness::new("http://g:1");
+        let mut outcome_rng = ChaCha8Rng::seed_from_u64(9);
+        let mut now = h.t0;
+        h.link
+            .start_announcing(now, "svc", 80, &mut h.rng)
+            .expect("ok");
+        let mut last_success = now;
+        let mut worst = Duration::ZERO;
+        for _ in 0..2_000 {
+            for req in h.http() {
+                if outcome_rng.random_bool(0.7) {
+                    now += MS * outcome_rng.random_range(0..2_500);
+                    h.link.handle_http_reply(
+                        now,
+                        req.id,
+                        Ok(HttpResponse {
+                            status: 200,
+                            body: b"1".to_vec(),
+                        }),
+                        &mut h.rng,
+                    );
+                }
+            }
+            for e in h.events() {
+                if let LinkEvent::Announcing { result: Ok(()), .. } = e {
+                    worst = worst.max(now - last_success);
+                    last_success = now;
+                }
+            }
+            now = h.link.poll_timeout().expect("always scheduled").max(now);
+            h.link.handle_timeout(now, &mut h.rng);
+        }
+
+        assert!(worst < Duration::from_secs(120), "worst gap {worst:?}");
+        assert!(worst > Duration::from_secs(30));
+    }
+
+    #[test]
+    fn stop_announcing_ends_the_schedule() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+        h.link
+            .start_announcing(t0, "svc", 80, &mut h.rng)
+            .expect("ok");
+        let req = h.http().remove(0);
+
+        let stopped = h.link.stop_announcing("svc", 80);
+        h.reply(1, &req, 200, "1");
+
+        assert!(stopped);
+        assert!(!h.link.is_announcing("svc", 80));
+        assert!(h.events().is_empty());
+        assert_eq!(h.link.poll_timeout(), None);
+    }
+
+    #[test]
+    fn ws_grape_connects_queues_and_matches_by_rid() {
+        let mut h = Harness::new("ws://127.0.0.1:30002");
+        let t0 = h.t0;
+        let a = h.link.lookup(t0, "svc", &mut h.rng).expect("ok");
+        let b = h.link.announce(t0, "svc", 80, &mut h.rng).expect("ok");
+        let connect = h.transmits();
+        let Transmit::WsConnect { conn, url } = &connect[0] else {
+            panic!("connect first: {connect:?}");
+        };
+        let conn = *conn;
+
+        h.link.handle_ws_open(t0, conn);
+        let sent: Vec<String> = h
+            .transmits()
+            .into_iter()
+            .map(|t| match t {
+                Transmit::WsSend {
+                    msg: WsMessage::Text(s),
+                    ..
+                } => s,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let rid = |s: &str| -> String {
+            let v: Value = serde_json::from_str(s).expect("json");
+            v[0].as_str().expect("rid").to_owned()
+        };
+        let (ra, rb) = (rid(&sent[0]), rid(&sent[1]));
+        let reply_b = WsMessage::Text(format!(r#"["{rb}",null,1]"#));
+        let reply_a = WsMessage::Text(format!(r#"["{ra}",null,["h:1"]]"#));
+        h.link.handle_ws_message(t0, conn, &reply_b, &mut h.rng);
+        h.link.handle_ws_message(t0, conn, &reply_a, &mut h.rng);
+
+        assert_eq!(connect.len(), 1);
+        assert_eq!(url, "ws://127.0.0.1:30002");
+        assert_eq!(sent[0], format!(r#"["{ra}","lookup","svc"]"#));
+        assert_eq!(sent[1], format!(r#"["{rb}","announce",["svc",80]]"#));
+        assert_eq!(
+            h.events(),
+            vec![
+                LinkEvent::Announce {
+                    id: b,
+                    result: Ok(())
+                },
+                LinkEvent::Lookup {
+                    id: a,
+                    name: "svc".into(),
+                    result: Ok(addrs(&["h:1"]))
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn ws_grape_error_and_garbage() {
+        let mut h = Harness::new("ws://g:1");
+        let t0 = h.t0;
+        let id = h.link.lookup(t0, "svc", &mut h.rng).expect("ok");
+        let Some(Transmit::WsConnect { conn, .. }) = h.link.poll_transmit() else {
+            panic!("connect");
+        };
+        h.link.handle_ws_open(t0, conn);
+        let Some(Transmit::WsSend { msg, .. }) = h.link.poll_transmit() else {
+            panic!("send");
+        };
+        let v: Value = serde_json::from_slice(msg.as_bytes()).expect("json");
+        let rid = v[0].as_str().expect("rid");
+
+        let garbage = WsMessage::Text("{not json".into());
+        h.link.handle_ws_message(t0, conn, &garbage, &mut h.rng);
+        let err = WsMessage::Text(format!(r#"["{rid}","ERR_GRAPE_LOOKUP",null]"#));
+        h.link.handle_ws_message(t0, conn, &err, &mut h.rng);
+
+        assert_eq!(h.link.stats().bad_frames, 1);
+        assert_eq!(
+            h.events(),
+            vec![LinkEvent::Lookup {
+                id,
+                name: "svc".into(),
+                result: Err(LinkError::Grape("ERR_GRAPE_LOOKUP".into()))
+            }]
+        );
+    }
+
+    #[test]
+    fn ws_close_fails_requests_and_reconnects_for_retries() {
+        let mut h = Harness::with(LinkConfig {
+            lookup_attempts: 2,
+            ..LinkConfig::new("ws://g:1")
+        });
+        let t0 = h.t0;
+        let id = h.link.lookup(t0, "svc", &mut h.rng).expect("ok");
+        let Some(Transmit::WsConnect { conn: first, .. }) = h.link.poll_transmit() else {
+            panic!("connect");
+        };
+
+        h.link.handle_ws_closed(t0, first, &mut h.rng);
+        let Some(Transmit::WsConnect { conn: second, .. }) = h.link.poll_transmit() else {
+            panic!("reconnect for the retry");
+        };
+        h.link.handle_ws_closed(t0, second, &mut h.rng);
+
+        assert_ne!(first, second);
+        assert_eq!(
+            h.events(),
+            vec![LinkEvent::Lookup {
+                id,
+                name: "svc".into(),
+                result: Err(LinkError::TransportClose)
+            }]
+        );
+        assert_eq!(LinkError::TransportClose.to_string(), "ERR_TRANSPORT_CLOSE");
+    }
+
+    #[test]
+    fn bad_grape_url_is_refused() {
+        assert!(matches!(
+            Link::new(LinkConfig::new("127.0.0.1:30001")),
+            Err(ConfigError::GrapeUrl(_))
+        ));
+    }
+}

@@ -1,0 +1,74 @@
+//! Grenache peers, sans-IO: the Link to a Grape, peer RPC over HTTP and WebSocket, and
+//! PUB/SUB (docs/grenache-protocol.md §5–§7, §10).
+//!
+//! * [`Client`] is what an adapter drives: [`Link`] (lookup with a cache, announce and
+//!   announce schedules, put, get), RPC `request`/`map` with retries, timeouts and peer
+//!   choice, and subscriptions that reconnect. [`Link`] also runs alone.
+//! * An RPC server needs no state: [`decode_request`] / [`decode_http_request`] read a
+//!   request, [`encode_reply`] / [`encode_http_reply`] write the answer, and
+//!   [`http_error_reply`] / [`ws_error_reply`] answer what could not be read. Announce
+//!   the service with [`Client::start_announcing`].
+//! * A publisher is a [`Publisher`] plus `start_announcing(channel, port)`.
+//!
+//! Nothing here reads a clock, opens a socket or draws from a global RNG: `now` and a
+//! `&mut impl Rng` (request ids are uuid v4 from it; jitter) come from the caller.
+//!
+//! # Driving a [`Client`]
+//! One task owns the `Client`, an HTTP client, the WebSocket connections (a map from
+//! [`ConnId`] to socket) and a timer. Time must not go backwards.
+//!
+//! 1. After building it, after every command (`request`, `lookup`, `subscribe`, ...) and
+//!    after every `handle_*`, drain `poll_transmit` and then `poll_event`:
+//!    * [`Transmit::Http`]: POST `body` to `url` with `headers`; when it ends call
+//!      [`Client::handle_http_reply`] with the same id and `Ok(HttpResponse { status,
+//!      body })` for any status, or `Err(TransportError)` when there is no response.
+//!      Nothing needs to be reported after `deadline`; a late report is ignored.
+//!      Cap the body you read (the frame limit plus a little) and report a bigger one
+//!      as a `TransportError`.
+//!    * [`Transmit::WsConnect`]: open `url`, remember `conn`; report
+//!      [`Client::handle_ws_open`], each message with [`Client::handle_ws_message`]
+//!      (text and binary alike), and [`Client::handle_ws_closed`] once, when it closes
+//!      or fails to open.
+//!    * [`Transmit::WsSend`]: send the message on `conn` (it is open).
+//!    * [`Transmit::WsClose`]: close `conn`; no report is needed any more.
+//!    * Hand each [`Event`] to whoever waits for its [`QueryId`] or [`SubscriptionId`].
+//! 2. Sleep until [`Client::poll_timeout`] (or forever if `None`), a network report, or
+//!    a new command; at the timer call [`Client::handle_timeout`]; go to 1.
+//!
+//! Per transport, the adapter does no more than that: HTTP is one request per
+//! [`HttpId`], the Grape's WebSocket API and the peers' WebSockets are all just
+//! connections named by [`ConnId`]; which is which is the Client's business.
+//!
+//! # Serving RPC
+//! HTTP: for each `POST`, read the body (bounded), call [`decode_http_request`] with the
+//! `grc-compress` header; on error send [`http_error_reply`]; otherwise hand
+//! `(rid, key, payload)` to the handler and answer status 200 with
+//! [`encode_http_reply`] (gzip when the request was). WebSocket (`/ws`): for each text
+//! message call [`decode_request`]; on error send [`ws_error_reply`] if it gives a frame;
+//! otherwise answer on the same socket with [`encode_reply`], in any order.
+
+mod balance;
+mod cache;
+mod client;
+mod error;
+mod framing;
+mod link;
+mod pubsub;
+mod rpc;
+mod types;
+
+pub use balance::PeerChoice;
+pub use client::{Client, ClientConfig, ClientStats, Event};
+pub use error::{CommandError, ConfigError, LinkError, RpcError};
+pub use framing::{
+    COMPRESS_HEADER, Compression, DEFAULT_MAX_FRAME_LEN, FrameError, Reply, Request,
+    decode_http_request, decode_reply, decode_request, encode_http_reply, encode_reply,
+    encode_request, gunzip, gzip, http_error_reply, ws_error_reply,
+};
+pub use link::{GetItem, Link, LinkConfig, LinkEvent, LinkStats, MAX_LOOKUP_PEERS, Put};
+pub use pubsub::{PublishError, Publisher, SubConfig, SubStats};
+pub use rpc::{RequestOptions, RpcConfig, RpcStats, RpcTransport};
+pub use types::{
+    ConnId, HttpId, HttpRequest, HttpResponse, MAX_ADDR_LEN, PeerAddr, QueryId, SubscriptionId,
+    Transmit, TransportError, WsMessage, request_id,
+};

@@ -1,0 +1,663 @@
+//! The RPC client's bookkeeping: attempts, peer choice, connections, timeouts (§6, §7).
+//!
+//! A call (request or map) waits for its lookup, then sends one attempt per chosen peer.
+//! Each attempt has its own rid (uuid v4), deadline and transport: one HTTP exchange, or a
+//! frame on the peer's WebSocket (one connection per peer, many frames in flight, matched
+//! by rid). The owner ([`crate::peer::Client`]) feeds lookups in and drains events out.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde_json::Value;
+
+use crate::peer::balance::{Balancer, PeerChoice, map_targets};
+use crate::peer::client::Event;
+use crate::peer::error::{CommandError, LinkError, RpcError};
+use crate::peer::framing::{
+    Compression, DEFAULT_MAX_FRAME_LEN, FrameError, decode_reply, encode_request_json, gunzip,
+    gzip, push_json,
+};
+use crate::peer::types::{
+    ConnId, HttpId, HttpRequest, HttpResponse, Ids, PeerAddr, QueryId, Transmit, TransportError,
+    WsMessage, request_id,
+};
+
+/// Longest error body from a peer kept in [`RpcError::Request`].
+const MAX_ERROR_BODY: usize = 1024;
+
+/// Which transport peer RPC uses (the server must speak the same one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RpcTransport {
+    /// `POST http://host:port/` per request (grenache-nodejs-http).
+    #[default]
+    Http,
+    /// Text frames on `ws://host:port/ws` (grenache-nodejs-ws).
+    Ws,
+}
+
+/// Settings of the RPC client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RpcConfig {
+    /// Transport to the peers.
+    pub transport: RpcTransport,
+    /// Default time for one attempt (Node's transport default: 60 s).
+    pub timeout: Duration,
+    /// How a request picks its peer.
+    pub choice: PeerChoice,
+    /// Default for gzip on HTTP (`grc-compress`).
+    pub compress: bool,
+    /// Longest request or reply frame.
+    pub max_frame_len: usize,
+    /// WebSocket connections open at once, at most.
+    pub max_connections: usize,
+    /// A WebSocket with nothing in flight for this long is closed (Node: 120 s).
+    pub idle_timeout: Duration,
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        RpcConfig {
+            transport: RpcTransport::Http,
+            timeout: Duration::from_secs(60),
+            choice: PeerChoice::RoundRobin,
+            compress: false,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_connections: 256,
+            idle_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Per-call options; `RequestOptions::default()` takes everything from [`RpcConfig`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestOptions {
+    /// Time for one attempt, instead of [`RpcConfig::timeout`].
+    pub timeout: Option<Duration>,
+    /// Tries of a request, each to the next chosen peer (Node's `retry`; 0 and 1 mean one).
+    /// A map tries each peer once.
+    pub attempts: u32,
+    /// gzip for this call, instead of [`RpcConfig::compress`] (HTTP only).
+    pub compress: Option<bool>,
+    /// For a map: this many peers drawn at random; 0 means every peer.
+    pub limit: usize,
+}
+
+impl RequestOptions {
+    /// Sets the per-attempt timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the number of tries.
+    pub fn attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts;
+        self
+    }
+
+    /// Turns gzip on or off.
+    pub fn compress(mut self, compress: bool) -> Self {
+        self.compress = Some(compress);
+        self
+    }
+
+    /// Limits a map to `limit` random peers.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+}
+
+/// Counters for logs and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RpcStats {
+    /// Attempts sent (retries and map branches included).
+    pub attempts: u64,
+    /// WebSocket frames from peers that were not `[rid, err, result]`.
+    pub bad_frames: u64,
+    /// Replies for attempts no longer pending.
+    pub late_replies: u64,
+    /// WebSocket connections opened.
+    pub connects: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Rpc {
+    config: RpcConfig,
+    calls: BTreeMap<QueryId, Call>,
+    attempts: BTreeMap<String, Attempt>,
+    by_http: BTreeMap<HttpId, String>,
+    conns: BTreeMap<ConnId, Conn>,
+    by_addr: BTreeMap<PeerAddr, ConnId>,
+    deadlines: BTreeSet<(Instant, String)>,
+    balancer: Balancer,
+    pub(crate) transmits: VecDeque<Transmit>,
+    pub(crate) events: VecDeque<Event>,
+    pub(crate) stats: RpcStats,
+}
+
+#[derive(Debug)]
+struct Call {
+    name: String,
+    payload: Vec<u8>,
+    timeout: Duration,
+    compress: bool,
+    limit: usize,
+    kind: Kind,
+    peers: Vec<PeerAddr>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Request { attempts_left: u32 },
+    Map { results: Vec<Option<Value>> },
+}
+
+#[derive(Debug)]
+struct Attempt {
+    call: QueryId,
+    slot: usize,
+    deadline: Instant,
+    via: Via,
+    compress: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    Http(HttpId),
+    Ws(ConnId),
+}
+
+#[derive(Debug)]
+struct Conn {
+    addr: PeerAddr,
+    open: bool,
+    /// Frames waiting for the connection to open, by rid.
+    queued: Vec<(String, String)>,
+    inflight: BTreeSet<String>,
+    idle_since: Instant,
+}
+
+impl Rpc {
+    pub(crate) fn new(config: RpcConfig) -> Self {
+        Rpc {
+            config,
+            calls: BTreeMap::new(),
+            attempts: BTreeMap::new(),
+            by_http: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            by_addr: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            balancer: Balancer::default(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: RpcStats::default(),
+        }
+    }
+
+    /// Serializes the payload and checks the frame fits, before any lookup is started.
+    pub(crate) fn prepare(&self, name: &str, payload: &Value) -> Result<Vec<u8>, CommandError> {
+        let mut json = Vec::new();
+        push_json(&mut json, payload);
+        // 36-byte rid, the key, quotes, commas and brackets; escaping only grows it.
+        let frame_len = json.len() + name.len() + 48;
+        if frame_len > self.config.max_frame_len {
+            return Err(CommandError::PayloadTooLarge);
+        }
+        Ok(json)
+    }
+
+    /// Registers a call waiting for the lookup of `name`.
+    pub(crate) fn begin(
+        &mut self,
+        id: QueryId,
+        name: &str,
+        payload: Vec<u8>,
+        opts: &RequestOptions,
+        map: bool,
+    ) {
+        let kind = if map {
+            Kind::Map {
+                results: Vec::new(),
+            }
+        } else {
+            Kind::Request {
+                attempts_left: opts.attempts.max(1),
+            }
+        };
+        self.calls.insert(
+            id,
+            Call {
+                name: name.to_owned(),
+                payload,
+                timeout: opts.timeout.unwrap_or(self.config.timeout),
+                compress: opts.compress.unwrap_or(self.config.compress),
+                limit: opts.limit,
+                kind,
+                peers: Vec::new(),
+            },
+        );
+    }
+
+    /// The lookup for call `id` ended: send the attempts, or fail the call.
+    pub(crate) fn handle_lookup(
+        &mut self,
+        now: Instant,
+        id: QueryId,
+        result: Result<Vec<PeerAddr>, LinkError>,
+        ids: &mut Ids,
+        rng: &mut impl Rng,
+    ) {
+        let peers = match result {
+            Ok(peers) => peers,
+            Err(e) => {
+                self.end(id, Err(RpcError::Lookup(e)));
+                return;
+            }
+        };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        match &mut call.kind {
+            Kind::Request { .. } => {
+                call.peers = peers;
+                self.send_next(now, id, ids, rng);
+            }
+            Kind::Map { results } => {
+                let targets = map_targets(&peers, call.limit, rng);
+                *results = vec![None; targets.len()];
+                call.peers = targets.clone();
+                if targets.is_empty() {
+                    self.end(id, Ok(Vec::new()));
+                    return;
+                }
+                for (slot, addr) in targets.into_iter().enumerate() {
+                    if self.calls.contains_key(&id) {
+                        self.send(now, id, slot, addr, ids, rng);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn owns_conn(&self, conn: ConnId) -> bool {
+        self.conns.contains_key(&conn)
+    }
+
+    pub(crate) fn handle_http_reply(
+        &mut self,
+        now: Instant,
+        http: HttpId,
+        reply: Result<HttpResponse, TransportError>,
+        ids: &mut Ids,
+        rng: &mut impl Rng,
+    ) {
+        let Some(rid) = self.by_http.get(&http).cloned() else {
+            self.stats.late_replies += 1;
+            return;
+        };
+        let compress = self.attempts.get(&rid).is_some_and(|a| a.compress);
+        let result = self.read_http_reply(&rid, compress, reply);
+        self.finish(now, &rid, result, ids, rng);
+    }
+
+    pub(crate) fn handle_ws_open(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.open = true;
+        c.idle_since = now;
+        for (rid, text) in c.queued.drain(..) {
+            c.inflight.insert(rid);
+            self.transmits.push_back(Transmit::WsSend {
+                conn,
+                msg: WsMessage::Text(text),
+            });
+        }
+    }
+
+    pub(crate) fn handle_ws_message(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        msg: &WsMessage,
+        ids: &mut Ids,
+        rng: &mut impl Rng,
+    ) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        let reply = match decode_reply(msg.as_bytes(), self.config.max_frame_len) {
+            Ok(reply) => reply,
+            Err(e) => {
+                self.stats.bad_frames += 1;
+                tracing::debug!(%conn, error = %e, "unreadable frame from a peer");
+                return;
+            }
+        };
+        let ours = self
+            .attempts
+            .get(&reply.rid)
+            .is_some_and(|a| matches!(a.via, Via::Ws(c) if c == conn));
+        if !ours {
+            self.stats.late_replies += 1;
+            return;
+        }
+        let result = reply.result.map_err(RpcError::Remote);
+        self.finish(now, &reply.rid, result, ids, rng);
+    }
+
+    pub(crate) fn handle_ws_closed(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        ids: &mut Ids,
+        rng: &mut impl Rng,
+    ) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        self.by_addr.remove(&c.addr);
+        let rids: Vec<String> = c
+            .queued
+            .into_iter()
+            .map(|(rid, _)| rid)
+            .chain(c.inflight)
+            .collect();
+        for rid in rids {
+            self.finish(now, &rid, Err(RpcError::TransportClose), ids, rng);
+        }
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant, ids: &mut Ids, rng: &mut impl Rng) {
+        while let Some((at, rid)) = self.deadlines.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.finish(now, &rid, Err(RpcError::Timeout), ids, rng);
+        }
+        let idle: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.is_idle() && c.idle_since + self.config.idle_timeout <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for conn in idle {
+            if let Some(c) = self.conns.remove(&conn) {
+                self.by_addr.remove(&c.addr);
+                self.transmits.push_back(Transmit::WsClose { conn });
+            }
+        }
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let deadline = self.deadlines.first().map(|(t, _)| *t);
+        let idle = self
+            .conns
+            .values()
+            .filter(|c| c.is_idle())
+            .map(|c| c.idle_since + self.config.idle_timeout)
+            .min();
+        [deadline, idle].into_iter().flatten().min()
+    }
+
+    /// Sends the next try of a request to the next chosen peer.
+    fn send_next(&mut self, now: Instant, id: QueryId, ids: &mut Ids, rng: &mut impl Rng) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let choice = self.config.choice;
+        let Some(addr) = self.balancer.pick(&call.name, &call.peers, choice, rng) else {
+            self.end(id, Err(RpcError::Lookup(LinkError::LookupEmpty)));
+            return;
+        };
+        self.send(now, id, 0, addr, ids, rng);
+    }
+
+    fn send(
+        &mut self,
+        now: Instant,
+        id: QueryId,
+        slot: usize,
+        addr: PeerAddr,
+        ids: &mut Ids,
+        rng: &mut impl Rng,
+    ) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let rid = request_id(rng);
+        let deadline = now + call.timeout;
+        let frame = encode_request_json(&rid, &call.name, &call.payload);
+        let compress = call.compress && self.config.transport == RpcTransport::Http;
+        self.stats.attempts += 1;
+        let via = match self.config.transport {
+            RpcTransport::Http => {
+                let http = HttpId(ids.next());
+                let (body, comp) = if compress {
+                    (gzip(&frame), Compression::Gzip)
+                } else {
+                    (frame, Compression::None)
+                };
+                self.transmits.push_back(Transmit::Http(HttpRequest {
+                    id: http,
+                    url: addr.http_url(),
+                    headers: vec![(crate::peer::framing::COMPRESS_HEADER, comp.header_value())],
+                    body,
+                    deadline,
+                }));
+                self.by_http.insert(http, rid.clone());
+                Via::Http(http)
+            }
+            RpcTransport::Ws => {
+                let text = String::from_utf8_lossy(&frame).into_owned();
+                let Some(conn) = self.conn_for(now, &addr, ids) else {
+                    self.attempts.insert(
+                        rid.clone(),
+                        Attempt {
+                            call: id,
+                            slot,
+                            deadline,
+                            via: Via::Ws(ConnId(0)),
+                            compress,
+                        },
+                    );
+                    self.finish(now, &rid, Err(RpcError::TooManyConnections), ids, rng);
+                    return;
+                };
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    if c.open {
+                        c.inflight.insert(rid.clone());
+                        self.transmits.push_back(Transmit::WsSend {
+                            conn,
+                            msg: WsMessage::Text(text),
+                        });
+                    } else {
+                        c.queued.push((rid.clone(), text));
+                    }
+                }
+                Via::Ws(conn)
+            }
+        };
+        self.deadlines.insert((deadline, rid.clone()));
+        self.attempts.insert(
+            rid,
+            Attempt {
+                call: id,
+                slot,
+                deadline,
+                via,
+                compress,
+            },
+        );
+    }
+
+    /// The peer's connection, opened if needed; `None` when the table is full.
+    fn conn_for(&mut self, now: Instant, addr: &PeerAddr, ids: &mut Ids) -> Option<ConnId> {
+        if let Some(&conn) = self.by_addr.get(addr) {
+            return Some(conn);
+        }
+        if self.conns.len() >= self.config.max_connections {
+            return None;
+        }
+        let conn = ConnId(ids.next());
+        self.stats.connects += 1;
+        self.transmits.push_back(Transmit::WsConnect {
+            conn,
+            url: addr.ws_url(),
+        });
+        self.conns.insert(
+            conn,
+            Conn {
+                addr: addr.clone(),
+                open: false,
+                queued: Vec::new(),
+                inflight: BTreeSet::new(),
+                idle_since: now,
+            },
+        );
+        self.by_addr.insert(addr.clone(), conn);
+        Some(conn)
+    }
+
+    fn read_http_reply(
+        &self,
+        rid: &str,
+        compress: bool,
+        reply: Result<HttpResponse, TransportError>,
+    ) -> Result<Value, RpcError> {
+        let reply = reply.map_err(|e| RpcError::Request(e.message))?;
+        let max = self.config.max_frame_len;
+        if !(200..300).contains(&reply.status) {
+            let end = reply.body.len().min(MAX_ERROR_BODY);
+            let body = reply.body.get(..end).unwrap_or_default();
+            return Err(RpcError::Request(
+                String::from_utf8_lossy(body).into_owned(),
+            ));
+        }
+        if reply.body.len() > max {
+            return Err(RpcError::ReplyTooLarge);
+        }
+        let plain = if compress {
+            match gunzip(&reply.body, max) {
+                Ok(plain) => plain,
+                Err(FrameError::TooLarge { .. }) => return Err(RpcError::ReplyTooLarge),
+                Err(_) => return Err(RpcError::ReplyCompression),
+            }
+        } else {
+            reply.body
+        };
+        let decoded = decode_reply(&plain, max).map_err(|e| match e {
+            FrameError::TooLarge { .. } => RpcError::ReplyTooLarge,
+            FrameError::NotJson => RpcError::ReplyEmpty,
+            _ => RpcError::ReplyInvalid,
+        })?;
+        // Node would ignore a reply naming another rid and wait for the timeout.
+        if decoded.rid != rid {
+            return Err(RpcError::ReplyInvalid);
+        }
+        decoded.result.map_err(RpcError::Remote)
+    }
+
+    /// Ends one attempt and moves its call on: done, retried, or failed.
+    fn finish(
+        &mut self,
+        now: Instant,
+        rid: &str,
+        result: Result<Value, RpcError>,
+        ids: &mut Ids,
+        rng: &mut impl Rng,
+    ) {
+        let Some(attempt) = self.forget_attempt(now, rid) else {
+            return;
+        };
+        let id = attempt.call;
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        match &mut call.kind {
+            Kind::Request { attempts_left } => match result {
+                Ok(v) => self.end_request(id, Ok(v)),
+                Err(e) if *attempts_left > 1 => {
+                    *attempts_left -= 1;
+                    tracing::debug!(%id, error = %e, "retrying request on the next peer");
+                    self.send_next(now, id, ids, rng);
+                }
+                Err(e) => self.end_request(id, Err(e)),
+            },
+            Kind::Map { results } => match result {
+                Ok(v) => {
+                    if let Some(slot) = results.get_mut(attempt.slot) {
+                        *slot = Some(v);
+                    }
+                    if results.iter().all(Option::is_some) {
+                        let values = results.iter_mut().filter_map(Option::take).collect();
+                        self.end(id, Ok(values));
+                    }
+                }
+                // Like async.map: the first error ends the map; other replies are dropped.
+                Err(e) => {
+                    self.end(id, Err(e));
+                    let rest: Vec<String> = self
+                        .attempts
+                        .iter()
+                        .filter(|(_, a)| a.call == id)
+                        .map(|(r, _)| r.clone())
+                        .collect();
+                    for r in rest {
+                        self.forget_attempt(now, &r);
+                    }
+                }
+            },
+        }
+    }
+
+    fn forget_attempt(&mut self, now: Instant, rid: &str) -> Option<Attempt> {
+        let attempt = self.attempts.remove(rid)?;
+        self.deadlines.remove(&(attempt.deadline, rid.to_owned()));
+        match attempt.via {
+            Via::Http(http) => {
+                self.by_http.remove(&http);
+            }
+            Via::Ws(conn) => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.inflight.remove(rid);
+                    c.queued.retain(|(r, _)| r != rid);
+                    if c.is_idle() {
+                        c.idle_since = now;
+                    }
+                }
+            }
+        }
+        Some(attempt)
+    }
+
+    fn end_request(&mut self, id: QueryId, result: Result<Value, RpcError>) {
+        if self.calls.remove(&id).is_some() {
+            self.events.push_back(Event::Reply { id, result });
+        }
+    }
+
+    fn end(&mut self, id: QueryId, result: Result<Vec<Value>, RpcError>) {
+        let Some(call) = self.calls.remove(&id) else {
+            return;
+        };
+        let event = match call.kind {
+            Kind::Map { .. } => Event::Map { id, result },
+            Kind::Request { .. } => Event::Reply {
+                id,
+                result: result.map(|mut v| v.pop().unwrap_or(Value::Null)),
+            },
+        };
+        self.events.push_back(event);
+    }
+}
+
+impl Conn {
+    fn is_idle(&self) -> bool {
+        self.open && self.queued.is_empty() && self.inflight.is_empty()
+    }
+}

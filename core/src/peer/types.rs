@@ -1,0 +1,256 @@
+//! Ids, addresses and I/O values shared by the peer state machines and their adapters.
+
+use std::fmt;
+use std::time::Instant;
+
+use rand::Rng;
+
+/// Longest `host:port` accepted from a lookup reply (a DNS name is at most 253 bytes).
+pub const MAX_ADDR_LEN: usize = 260;
+
+/// Names one command (lookup, announce, put, get, request, map) until its one terminal event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QueryId(pub u64);
+
+/// Names one HTTP exchange the adapter performs; it hands the id back with the reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HttpId(pub u64);
+
+/// Names one WebSocket connection the adapter opens; every report about it carries the id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+/// Names one subscription until `unsubscribe`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SubscriptionId(pub u64);
+
+macro_rules! display_id {
+    ($($t:ident),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+    )*};
+}
+display_id!(QueryId, HttpId, ConnId, SubscriptionId);
+
+/// One counter for every id kind, so ids never repeat within a state machine and its parts.
+#[derive(Debug, Default)]
+pub(crate) struct Ids(u64);
+
+impl Ids {
+    /// The next fresh number (ids start at 1, so 0 never names anything).
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(1);
+        self.0
+    }
+}
+
+/// A peer as the Grape lists it: `host:port`, where host is an IPv4 address or a name.
+///
+/// Kept as the Grape's string (not a `SocketAddr`) because a host may be a DNS name and
+/// the adapter, not the core, resolves names.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerAddr(String);
+
+impl PeerAddr {
+    /// Checks `host:port`: a non-empty host without whitespace, `/`, `@`, `?` or `#`
+    /// (it goes into a URL), and a port 1..=65535. IPv6 hosts must be in brackets.
+    pub fn parse(s: &str) -> Option<PeerAddr> {
+        if s.len() > MAX_ADDR_LEN {
+            return None;
+        }
+        let (host, port) = s.rsplit_once(':')?;
+        let port_ok = !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_ok_and(|p| p != 0);
+        let host_ok = !host.is_empty()
+            && !host
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "/@?#".contains(c))
+            && (host.starts_with('[') == host.ends_with(']'))
+            && (host.starts_with('[') || !host.contains(':'));
+        (port_ok && host_ok).then(|| PeerAddr(s.to_owned()))
+    }
+
+    /// The `host:port` text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL a peer-RPC HTTP request is POSTed to: `http://host:port/`.
+    pub fn http_url(&self) -> String {
+        format!("http://{}/", self.0)
+    }
+
+    /// The URL of a peer's WebSocket (RPC and PUB/SUB): `ws://host:port/ws`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.0)
+    }
+}
+
+impl fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One WebSocket message, text or binary, as the adapter received it or must send it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WsMessage {
+    /// A text frame (every frame Grenache's RPC sends).
+    Text(String),
+    /// A binary frame (a publisher may send Buffers).
+    Binary(Vec<u8>),
+}
+
+impl WsMessage {
+    /// The payload bytes, whatever the frame type.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            WsMessage::Text(s) => s.as_bytes(),
+            WsMessage::Binary(b) => b,
+        }
+    }
+}
+
+/// An HTTP response as the adapter read it (body whole, at most the configured limit).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Body bytes, still compressed if the peer compressed them.
+    pub body: Vec<u8>,
+}
+
+/// An HTTP POST for the adapter to perform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// Hand back with the reply.
+    pub id: HttpId,
+    /// Absolute URL (`http://host:port/path`).
+    pub url: String,
+    /// Headers to set, besides those the HTTP client sets itself.
+    pub headers: Vec<(&'static str, &'static str)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+    /// When the core gives up on it; the adapter may abort the exchange then (a reply
+    /// arriving later is ignored anyway).
+    pub deadline: Instant,
+}
+
+/// Something for the adapter to do on the network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transmit {
+    /// POST a body; report with `handle_http_reply`.
+    Http(HttpRequest),
+    /// Open a WebSocket to `url`; report `handle_ws_open`, then each message, then
+    /// `handle_ws_closed` (also when the connection could not be made).
+    WsConnect {
+        /// Names the connection from now on.
+        conn: ConnId,
+        /// `ws://…` URL.
+        url: String,
+    },
+    /// Send one message on an open connection.
+    WsSend {
+        /// The connection (open: the core sends only after `handle_ws_open`).
+        conn: ConnId,
+        /// The message.
+        msg: WsMessage,
+    },
+    /// Close a connection; the core has forgotten it, so no further report is needed.
+    WsClose {
+        /// The connection.
+        conn: ConnId,
+    },
+}
+
+/// A failure below HTTP or WebSocket: refused, reset, DNS, TLS, body over the limit.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct TransportError {
+    /// What the transport said, shown to the user inside the command's error.
+    pub message: String,
+}
+
+impl TransportError {
+    /// Wraps a message from the adapter's I/O library.
+    pub fn new(message: impl Into<String>) -> Self {
+        TransportError {
+            message: message.into(),
+        }
+    }
+}
+
+/// A request id as the Node packages make them: a lower-case UUID v4 string.
+pub fn request_id(rng: &mut impl Rng) -> String {
+    let mut b = [0u8; 16];
+    rng.fill(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = crate::id::hex(&b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn request_ids_are_uuid_v4() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+
+        let id = request_id(&mut rng);
+
+        assert_eq!(id.len(), 36);
+        let parts: Vec<&str> = id.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(parts[2].starts_with('4'));
+        assert!("89ab".contains(&parts[3][..1]));
+        assert_ne!(id, request_id(&mut rng));
+    }
+
+    #[test]
+    fn request_ids_repeat_with_the_seed() {
+        let a = request_id(&mut ChaCha8Rng::seed_from_u64(7));
+        let b = request_id(&mut ChaCha8Rng::seed_from_u64(7));
+
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn peer_addr_parses_host_port_only() {
+        assert!(PeerAddr::parse("127.0.0.1:1337").is_some());
+        assert!(PeerAddr::parse("svc.local:80").is_some());
+        assert!(PeerAddr::parse("[::1]:80").is_some());
+        for bad in [
+            "", "1337", ":80", "h:", "h:0", "h:65536", "h:+80", "h/x:80", "a b:80", "::1:80",
+            "h:8a",
+        ] {
+            assert!(PeerAddr::parse(bad).is_none(), "{bad}");
+        }
+        assert!(PeerAddr::parse(&format!("{}:80", "a".repeat(MAX_ADDR_LEN))).is_none());
+    }
+
+    #[test]
+    fn peer_urls_follow_node() {
+        let a = PeerAddr::parse("127.0.0.1:1337").expect("valid");
+
+        assert_eq!(a.http_url(), "http://127.0.0.1:1337/");
+        assert_eq!(a.ws_url(), "ws://127.0.0.1:1337/ws");
+    }
+}
