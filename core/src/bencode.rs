@@ -23,9 +23,9 @@ pub const MAX_INPUT_LEN: usize = 64 * 1024;
 
 /// Deepest nesting of lists and dictionaries [`decode`] accepts.
 ///
-/// A KRPC message needs 3 levels (message, `a`/`r`, `values`/`e`); a BEP-44 `v` sits at
-/// level 3 and is itself free-form, so 16 leaves it 13 levels of its own. That is plenty
-/// for real values (at most 1000 bytes each) while keeping the recursion shallow.
+/// A KRPC message needs 3 levels (message, `a`/`r`, `values`); a BEP-44 `v` starts at
+/// level 3 and is free-form, so 16 leaves it 14 levels. That is plenty for real values
+/// (at most 1000 bytes each) while keeping the recursion shallow.
 pub const MAX_DEPTH: usize = 16;
 
 /// A decoded bencode value borrowing its byte strings from the input.

@@ -159,6 +159,9 @@ impl Message {
     /// A `v` in [`PutArgs`] or [`Response`] must be one complete bencoded value (it is
     /// copied verbatim; debug builds check it). Nodes of the wrong address family for
     /// `nodes`/`nodes6` are left out.
+    ///
+    /// # Panics
+    /// In debug builds only, if a `v` is not one complete bencoded value.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(128);
         self.encode_into(&mut out);
@@ -166,6 +169,9 @@ impl Message {
     }
 
     /// Appends the encoding of this message to `out` (see [`Message::encode`]).
+    ///
+    /// # Panics
+    /// In debug builds only, if a `v` is not one complete bencoded value.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         // Keys in canonical order: a, e, ip, q, r, ro, t, v, y.
         write_dict(out, |d| {
