@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use grenache_core::api::{Grape, HttpBody, Reply, RequestId};
 use hyper::{Method, Uri};
-use smol::Timer;
-use smol::future::{self, FutureExt as _};
+use smol::future::FutureExt as _;
 use smol::net::UdpSocket;
 
 use crate::stop::Stop;
+use crate::time::{now, sleep_until};
 
 /// Largest datagram the DHT socket reads; a longer one is cut (and the core rejects it).
 const RECV_BUF: usize = 64 * 1024;
@@ -135,13 +135,8 @@ impl Driver {
             let wake = {
                 let datagram = async { Wake::Datagram(self.socket.recv_from(&mut buf).await) };
                 let timer = async {
-                    match deadline {
-                        Some(at) => {
-                            Timer::at(at).await;
-                            Wake::Timer
-                        }
-                        None => future::pending().await,
-                    }
+                    sleep_until(deadline).await;
+                    Wake::Timer
                 };
                 let command = async {
                     match self.commands.recv().await {
@@ -156,7 +151,7 @@ impl Driver {
                 // `race` picks a random ready branch, so a flood of one input cannot starve another.
                 stop.race(command).race(datagram).race(timer).await
             };
-            let now = Instant::now();
+            let now = now();
             match wake {
                 Wake::Datagram(Ok((len, from))) => match buf.get(..len) {
                     Some(bytes) => self.grape.handle_datagram(now, from, bytes),

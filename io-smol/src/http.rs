@@ -18,7 +18,8 @@ use smol::net::TcpStream;
 use smol_hyper::rt::{FuturesIo, SmolTimer};
 
 use crate::driver::{Command, RequestBody};
-use crate::listen::{ApiContext, timeout};
+use crate::listen::ApiContext;
+use crate::time::timeout;
 
 /// Why a connection is closed without a reply.
 #[derive(Debug, thiserror::Error)]

@@ -35,6 +35,7 @@ mod http;
 mod listen;
 mod server;
 mod stop;
+mod time;
 mod ws;
 
 pub use config::{Limits, ServerConfig};

@@ -4,7 +4,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use smol::Timer;
 use smol::future::FutureExt as _;
 use smol::lock::Semaphore;
 use smol::net::{TcpListener, TcpStream};
@@ -13,6 +12,7 @@ use crate::config::Limits;
 use crate::driver::Command;
 use crate::error::Listener;
 use crate::stop::Stop;
+use crate::time::{sleep, timeout};
 
 /// What every API connection needs: the way to the driver and the bounds to keep.
 #[derive(Debug)]
@@ -65,7 +65,7 @@ pub(crate) async fn accept_loop<F, Fut>(
             }
             Err(err) => {
                 tracing::warn!(%err, %which, "accept failed");
-                Timer::after(ACCEPT_BACKOFF).await;
+                sleep(ACCEPT_BACKOFF).await;
             }
         }
     }
@@ -81,14 +81,4 @@ pub(crate) async fn accept_loop<F, Fut>(
     if drained.is_none() {
         tracing::debug!(%which, open, "drain timed out; connections cancelled");
     }
-}
-
-/// Runs `fut` for at most `limit`; `None` if time ran out first.
-pub(crate) async fn timeout<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
-    async { Some(fut.await) }
-        .or(async {
-            Timer::after(limit).await;
-            None
-        })
-        .await
 }

@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use grenache_core::api::Grape;
 use grenache_core::id::NodeId;
@@ -15,6 +14,7 @@ use crate::driver::{Counters, Driver};
 use crate::error::{Listener, StartError};
 use crate::listen::{ApiContext, accept_loop};
 use crate::stop::{StopTrigger, stop_pair};
+use crate::time::now;
 use crate::{http, ws};
 
 /// A running Grape: DHT node, HTTP API and (optionally) WebSocket API.
@@ -67,7 +67,7 @@ impl GrapeServer {
         };
         let ws_addr = ws.as_ref().map(|(_, addr)| *addr);
 
-        let now = Instant::now();
+        let now = now();
         let mut grape = Grape::new(config.grape, config.seed, now);
         let node_id = grape.node().id();
         let max_payload = grape.max_payload();

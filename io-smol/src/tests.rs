@@ -187,7 +187,7 @@ fn silent_connection_is_closed_after_the_header_timeout() {
 
         // Act: send nothing; the server must hang up on its own.
         let mut buf = [0u8; 64];
-        let read = crate::listen::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+        let read = crate::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
 
         // Assert
         assert!(matches!(read, Some(Ok(0)) | Some(Err(_))), "{read:?}");
@@ -246,7 +246,7 @@ fn websocket_message_over_the_limit_ends_the_connection() {
 
         // Act
         let _ = ws.send(Message::text("x".repeat(100_000))).await;
-        let next = crate::listen::timeout(Duration::from_secs(5), ws.next()).await;
+        let next = crate::time::timeout(Duration::from_secs(5), ws.next()).await;
 
         // Assert: no reply, the connection ends (close frame, error or end of stream).
         match next.expect("the server reacts in time") {

@@ -2,7 +2,6 @@
 //! many in flight at once, in whatever order the core answers.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -10,13 +9,13 @@ use async_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::{WebSocketStream, accept_async_with_config};
 use grenache_core::api::Reply;
-use smol::Timer;
 use smol::future::{self, FutureExt as _};
 use smol::net::TcpStream;
 use smol::stream::StreamExt as _;
 
 use crate::driver::{Command, WsOut};
-use crate::listen::{ApiContext, timeout};
+use crate::listen::ApiContext;
+use crate::time::{now, sleep_until, timeout};
 
 /// What woke a connection.
 enum Event {
@@ -50,7 +49,7 @@ pub(crate) async fn serve_connection(stream: TcpStream, ctx: Arc<ApiContext>) {
     let (out_tx, out_rx) = async_channel::bounded(max_in_flight);
     let mut in_flight = 0usize;
     let mut reading = true;
-    let mut last_active = Instant::now();
+    let mut last_active = now();
     let mut drain_until = last_active;
     while reading || in_flight > 0 {
         // Idle means reading with nothing in flight; once reading stops, only the drain is left.
@@ -83,13 +82,8 @@ pub(crate) async fn serve_connection(stream: TcpStream, ctx: Arc<ApiContext>) {
                 }
             };
             let timer = async {
-                match deadline {
-                    Some(at) => {
-                        Timer::at(at).await;
-                        Event::Timeout
-                    }
-                    None => future::pending().await,
-                }
+                sleep_until(deadline).await;
+                Event::Timeout
             };
             incoming.race(out).race(stop).race(timer).await
         };
@@ -102,7 +96,7 @@ pub(crate) async fn serve_connection(stream: TcpStream, ctx: Arc<ApiContext>) {
                     Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
                     Message::Close(_) => {
                         reading = false;
-                        drain_until = Instant::now() + ctx.limits.drain_timeout;
+                        drain_until = now() + ctx.limits.drain_timeout;
                         continue;
                     }
                 };
@@ -114,11 +108,11 @@ pub(crate) async fn serve_connection(stream: TcpStream, ctx: Arc<ApiContext>) {
                     break; // the driver has stopped
                 }
                 in_flight += 1;
-                last_active = Instant::now();
+                last_active = now();
             }
             Event::Incoming(None) => {
                 reading = false;
-                drain_until = Instant::now() + ctx.limits.drain_timeout;
+                drain_until = now() + ctx.limits.drain_timeout;
             }
             Event::Incoming(Some(Err(err))) => {
                 tracing::debug!(%err, "WebSocket read failed");
@@ -130,7 +124,7 @@ pub(crate) async fn serve_connection(stream: TcpStream, ctx: Arc<ApiContext>) {
                     tracing::debug!(%err, "WebSocket write failed");
                     break;
                 }
-                last_active = Instant::now();
+                last_active = now();
             }
             Event::Out(WsOut::Overloaded) => {
                 close(&mut ws, CloseCode::Again, &ctx).await;
@@ -138,7 +132,7 @@ pub(crate) async fn serve_connection(stream: TcpStream, ctx: Arc<ApiContext>) {
             }
             Event::Stop => {
                 reading = false;
-                drain_until = Instant::now() + ctx.limits.drain_timeout;
+                drain_until = now() + ctx.limits.drain_timeout;
             }
             Event::Timeout => break,
         }
