@@ -8,10 +8,10 @@ use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::{WebSocketStream, accept_async_with_config};
+use futures_lite::StreamExt as _;
 use grenache_core::api::Reply;
 use smol::future::{self, FutureExt as _};
 use smol::net::TcpStream;
-use smol::stream::StreamExt as _;
 
 use crate::driver::{Command, WsOut};
 use crate::listen::ApiContext;
