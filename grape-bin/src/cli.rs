@@ -66,12 +66,13 @@ pub(crate) struct Args {
     #[arg(long = "dpa", visible_alias = "dht_peer_maxAge")]
     pub(crate) dht_peer_max_age: Option<u64>,
 
-    /// Accepted for compatibility with the Node Grape and ignored.
+    /// How long a lookup's answer is reused for the same name, in milliseconds; 0 turns the
+    /// cache off [default: the core's, 1000].
     #[arg(long = "cache_maxAge")]
     pub(crate) cache_max_age: Option<u64>,
 
-    /// Accepted for compatibility with the Node Grape and ignored: the core checks its
-    /// routing table on its own schedule.
+    /// Interval of routing-table upkeep (pinging quiet nodes, dropping dead ones), in
+    /// milliseconds [default: the core's, 60000].
     #[arg(long = "dnl", visible_alias = "dht_nodeLiveness")]
     pub(crate) dht_node_liveness: Option<u64>,
 
@@ -167,20 +168,15 @@ impl Args {
         if let Some(ms) = self.dht_peer_max_age {
             config.node.peer_max_age = Duration::from_millis(ms);
         }
+        if let Some(ms) = self.dht_node_liveness {
+            // Zero would make upkeep run on every wake-up.
+            config.node.maintenance_interval = Duration::from_millis(ms.max(1000));
+        }
+        if let Some(ms) = self.cache_max_age {
+            config.lookup_cache = Duration::from_millis(ms);
+        }
         config.max_payload = self.max_payload;
         config
-    }
-
-    /// Flags that were given but do nothing here, for a warning at start.
-    pub(crate) fn ignored_flags(&self) -> Vec<&'static str> {
-        let mut ignored = Vec::new();
-        if self.cache_max_age.is_some() {
-            ignored.push("--cache_maxAge");
-        }
-        if self.dht_node_liveness.is_some() {
-            ignored.push("--dnl");
-        }
-        ignored
     }
 }
 
@@ -273,15 +269,6 @@ mod tests {
     }
 
     #[test]
-    fn ignored_flags_are_accepted_and_reported() {
-        // Arrange, Act
-        let args = parse(&["--cache_maxAge", "10", "--dnl", "300000"]).expect("parses");
-
-        // Assert
-        assert_eq!(args.ignored_flags(), ["--cache_maxAge", "--dnl"]);
-    }
-
-    #[test]
     fn bootstrap_list_skips_empty_items_and_unwraps_ipv6() {
         // Arrange, Act
         let nodes = parse_bootstrap(" ,[::1]:20001,, a.example:7 ,").expect("parses");
@@ -317,6 +304,10 @@ mod tests {
             "1500",
             "--check_maxPayloadSize",
             "100",
+            "--cache_maxAge",
+            "0",
+            "--dnl",
+            "300000",
         ])
         .expect("parses");
 
@@ -329,6 +320,8 @@ mod tests {
         assert_eq!(config.node.max_items, 11);
         assert_eq!(config.node.peer_max_age, Duration::from_millis(1500));
         assert_eq!(config.max_payload, 100);
+        assert_eq!(config.lookup_cache, Duration::ZERO);
+        assert_eq!(config.node.maintenance_interval, Duration::from_secs(300));
     }
 
     #[test]

@@ -41,12 +41,6 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    for flag in args.ignored_flags() {
-        tracing::warn!(
-            flag,
-            "flag accepted for compatibility with the Node Grape and ignored"
-        );
-    }
     let result = Settings::from_args(&args).and_then(|settings| run(args.runtime, settings));
     match result {
         Ok(()) => ExitCode::SUCCESS,

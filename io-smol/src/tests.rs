@@ -305,3 +305,39 @@ fn shutdown_is_prompt_and_closes_the_listeners() {
         assert!(TcpStream::connect(api).await.is_err());
     });
 }
+
+#[test]
+fn announce_on_one_grape_is_found_from_another() {
+    smol::block_on(async {
+        // Arrange: B joins the DHT through A; no lookup cache, so each poll asks afresh.
+        let mut config_a = local_config(12);
+        config_a.grape.lookup_cache = Duration::ZERO;
+        let a = GrapeServer::start(config_a).await.expect("start A");
+        let mut config_b = local_config(13);
+        config_b.grape.lookup_cache = Duration::ZERO;
+        config_b.bootstrap = vec![a.local_dht_addr()];
+        let b = GrapeServer::start(config_b).await.expect("start B");
+
+        // Act
+        let (status, _) = post(
+            a.local_api_addr(),
+            "/announce",
+            br#"{"data":["rpc_test",1337]}"#,
+        )
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let found = loop {
+            let (_, body) = post(b.local_api_addr(), "/lookup", br#"{"data":"rpc_test"}"#).await;
+            if body != b"[]" || Instant::now() > deadline {
+                break body;
+            }
+            crate::time::sleep(Duration::from_millis(100)).await;
+        };
+
+        // Assert
+        assert_eq!(status, 200);
+        assert_eq!(found, br#"["127.0.0.1:1337"]"#);
+        b.shutdown().await;
+        a.shutdown().await;
+    });
+}
