@@ -21,6 +21,10 @@ use crate::driver::{Command, RequestBody};
 use crate::listen::ApiContext;
 use crate::time::timeout;
 
+/// Cap on hyper's per-connection read buffer (its default is about 400 KiB): headers must fit
+/// in it, bodies stream through it. hyper refuses less than 8 KiB.
+const MAX_BUF_SIZE: usize = 64 * 1024;
+
 /// Why a connection is closed without a reply.
 #[derive(Debug, thiserror::Error)]
 enum ConnectionError {
@@ -44,6 +48,7 @@ pub(crate) async fn serve_connection(stream: TcpStream, ctx: Arc<ApiContext>) {
     builder
         .timer(SmolTimer::new())
         .header_read_timeout(ctx.limits.header_read_timeout)
+        .max_buf_size(MAX_BUF_SIZE)
         .keep_alive(true);
     let connection = builder.serve_connection(FuturesIo::new(stream), service);
     let mut connection = std::pin::pin!(connection);

@@ -151,7 +151,7 @@ impl Driver {
                 },
                 Wake::Datagram(Err(err)) => {
                     let n = self.counters.recv_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::warn!(%err, total = n, "DHT socket read failed");
+                    log_io_error(n, "DHT socket read failed", &err, None);
                 }
                 Wake::Timer => {}
                 Wake::Command(cmd) => self.handle_command(now, cmd),
@@ -170,7 +170,7 @@ impl Driver {
         while let Some(transmit) = self.grape.poll_transmit() {
             if let Err(err) = self.socket.send_to(&transmit.payload, transmit.to).await {
                 let n = self.counters.send_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::warn!(%err, to = %transmit.to, total = n, "DHT send failed");
+                log_io_error(n, "DHT send failed", &err, Some(transmit.to));
             }
         }
         while let Some(reply) = self.grape.poll_reply() {
@@ -225,5 +225,15 @@ impl Driver {
         self.next_req = self.next_req.wrapping_add(1);
         self.pending.insert(req, pending);
         Some(req)
+    }
+}
+
+/// Logs the `n`th I/O error: at warn level for the 1st, 2nd, 4th, 8th... so a burst (a
+/// route gone, say) is visible without flooding the log; the rest at debug level.
+fn log_io_error(n: u64, what: &str, err: &std::io::Error, peer: Option<SocketAddr>) {
+    if n.is_power_of_two() {
+        tracing::warn!(%err, ?peer, total = n, "{what}");
+    } else {
+        tracing::debug!(%err, ?peer, total = n, "{what}");
     }
 }
