@@ -7,6 +7,7 @@ use grenache_core::api::GrapeConfig;
 
 /// Everything [`GrapeServer::start`](crate::GrapeServer::start) needs.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// Address both the DHT socket and the API listeners bind to (Grape `--bind`).
     pub bind: IpAddr,
@@ -46,6 +47,7 @@ impl ServerConfig {
 
 /// Bounds that keep slow, idle or numerous clients from pinning memory, sockets or tasks.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Limits {
     /// Open connections per listener (HTTP and WebSocket each); past it, accepting waits.
     pub max_connections: usize,
