@@ -1,0 +1,332 @@
+//! The command line: the Node Grape's flags, long and short forms alike, plus our own.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use grenache_core::api::GrapeConfig;
+
+/// A Grenache Grape: a BitTorrent mainline DHT node with the Grape HTTP API.
+///
+/// Flags follow the Node.js Grape (`grape --dp 20001 --aph 30001 --bn '127.0.0.1:20002'`).
+/// Unlike it, every flag has a default, so `grape` alone starts a lone, working Grape.
+/// Logging goes to stderr; set its level with RUST_LOG (default `info`).
+#[derive(Debug, Parser)]
+#[command(name = "grape", version)]
+pub(crate) struct Args {
+    /// UDP port of the DHT node.
+    #[arg(long = "dp", visible_alias = "dht_port", default_value_t = 20001)]
+    pub(crate) dht_port: u16,
+
+    /// TCP port of the HTTP API.
+    #[arg(
+        long = "aph",
+        visible_alias = "api_port",
+        alias = "api_port_http",
+        default_value_t = 30001
+    )]
+    pub(crate) api_port: u16,
+
+    /// TCP port of the WebSocket API (`[rid, type, data]` messages); off unless given.
+    #[arg(long = "apw", visible_alias = "api_ws_port")]
+    pub(crate) ws_port: Option<u16>,
+
+    /// DHT nodes to join through: comma-separated host:port, may be empty. Hostnames are
+    /// resolved once, at start.
+    #[arg(
+        long = "bn",
+        visible_alias = "bootstrap",
+        default_value = "",
+        value_parser = parse_bootstrap
+    )]
+    pub(crate) bootstrap: Bootstrap,
+
+    /// Address to listen on, for the DHT and the APIs alike.
+    #[arg(
+        short = 'b',
+        long = "bind",
+        visible_alias = "b",
+        default_value = "0.0.0.0"
+    )]
+    pub(crate) bind: IpAddr,
+
+    /// DHT lookup concurrency: queries in flight per traversal [default: the core's].
+    #[arg(long = "dc", visible_alias = "dht_concurrency")]
+    pub(crate) dht_concurrency: Option<usize>,
+
+    /// Most distinct service names (info-hashes) stored [default: the core's, 5000].
+    #[arg(long = "dht_maxTables")]
+    pub(crate) dht_max_tables: Option<usize>,
+
+    /// Most BEP-44 values stored [default: the core's, 5000].
+    #[arg(long = "dht_maxValues")]
+    pub(crate) dht_max_values: Option<usize>,
+
+    /// Lifetime of an announced peer, in milliseconds [default: the core's, 120000].
+    #[arg(long = "dpa", visible_alias = "dht_peer_maxAge")]
+    pub(crate) dht_peer_max_age: Option<u64>,
+
+    /// How long a lookup's answer is reused for the same name, in milliseconds; 0 turns the
+    /// cache off [default: the core's, 1000].
+    #[arg(long = "cache_maxAge")]
+    pub(crate) cache_max_age: Option<u64>,
+
+    /// Interval of routing-table upkeep (pinging quiet nodes, dropping dead ones), in
+    /// milliseconds [default: the core's, 60000].
+    #[arg(long = "dnl", visible_alias = "dht_nodeLiveness")]
+    pub(crate) dht_node_liveness: Option<u64>,
+
+    /// Largest HTTP API body, in bytes (bigger gets 413), and largest WebSocket message.
+    #[arg(long = "check_maxPayloadSize", default_value_t = 8192)]
+    pub(crate) max_payload: usize,
+
+    /// Async runtime to run on.
+    #[arg(long, value_enum, default_value_t = Runtime::DEFAULT)]
+    pub(crate) runtime: Runtime,
+}
+
+/// The async runtimes the binary can run on; each needs its Cargo feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Runtime {
+    /// smol (Cargo feature `smol`).
+    Smol,
+    /// tokio (Cargo feature `tokio`).
+    Tokio,
+}
+
+impl Runtime {
+    /// smol when it is built in, else tokio.
+    pub(crate) const DEFAULT: Self = if cfg!(feature = "smol") {
+        Self::Smol
+    } else {
+        Self::Tokio
+    };
+
+    /// Whether this build has the runtime.
+    pub(crate) fn is_built_in(self) -> bool {
+        match self {
+            Self::Smol => cfg!(feature = "smol"),
+            Self::Tokio => cfg!(feature = "tokio"),
+        }
+    }
+
+    /// The flag's spelling of the runtime.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Smol => "smol",
+            Self::Tokio => "tokio",
+        }
+    }
+}
+
+/// The `--bn` list, parsed but not yet resolved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Bootstrap(pub(crate) Vec<(String, u16)>);
+
+/// Splits `host:port,host:port` (IPv6 hosts in brackets); empty items are skipped, as the
+/// Node Grape does.
+fn parse_bootstrap(list: &str) -> Result<Bootstrap, String> {
+    let mut nodes = Vec::new();
+    for item in list
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
+        let Some((host, port)) = item.rsplit_once(':') else {
+            return Err(format!("`{item}` has no port (expected host:port)"));
+        };
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if host.is_empty() {
+            return Err(format!("`{item}` has no host (expected host:port)"));
+        }
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|port| *port != 0)
+            .ok_or_else(|| format!("`{item}` has no valid port (1 to 65535)"))?;
+        nodes.push((host.to_owned(), port));
+    }
+    Ok(Bootstrap(nodes))
+}
+
+impl Args {
+    /// The core's settings: its defaults, overridden by the flags that were given.
+    pub(crate) fn grape_config(&self) -> GrapeConfig {
+        let mut config = GrapeConfig::default();
+        if let Some(alpha) = self.dht_concurrency {
+            config.node.alpha = alpha.max(1);
+        }
+        if let Some(max) = self.dht_max_tables {
+            config.node.max_peer_keys = max;
+        }
+        if let Some(max) = self.dht_max_values {
+            config.node.max_items = max;
+        }
+        if let Some(ms) = self.dht_peer_max_age {
+            config.node.peer_max_age = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.dht_node_liveness {
+            // Zero would make upkeep run on every wake-up.
+            config.node.maintenance_interval = Duration::from_millis(ms.max(1000));
+        }
+        if let Some(ms) = self.cache_max_age {
+            config.lookup_cache = Duration::from_millis(ms);
+        }
+        config.max_payload = self.max_payload;
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("grape").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn no_flags_gives_the_default_ports() {
+        // Arrange, Act
+        let args = parse(&[]).expect("parses");
+
+        // Assert
+        assert_eq!(args.dht_port, 20001);
+        assert_eq!(args.api_port, 30001);
+        assert_eq!(args.ws_port, None);
+        assert_eq!(args.bootstrap, Bootstrap::default());
+        assert_eq!(args.bind, IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(args.max_payload, 8192);
+        assert_eq!(args.runtime, Runtime::DEFAULT);
+    }
+
+    #[test]
+    fn node_grape_command_line_parses() {
+        // Arrange
+        let line = [
+            "--dp",
+            "20002",
+            "--aph",
+            "40001",
+            "--bn",
+            "127.0.0.1:20001,localhost:20003",
+        ];
+
+        // Act
+        let args = parse(&line).expect("parses");
+
+        // Assert
+        assert_eq!(args.dht_port, 20002);
+        assert_eq!(args.api_port, 40001);
+        assert_eq!(
+            args.bootstrap.0,
+            [
+                ("127.0.0.1".to_owned(), 20001),
+                ("localhost".to_owned(), 20003)
+            ]
+        );
+    }
+
+    #[test]
+    fn long_aliases_match_the_short_forms() {
+        // Arrange
+        let line = [
+            "--dht_port=1",
+            "--api_port=2",
+            "--bootstrap=",
+            "--b=127.0.0.1",
+            "--dht_concurrency=4",
+            "--dht_peer_maxAge=1000",
+            "--dht_nodeLiveness=5",
+            "--api_ws_port=3",
+        ];
+
+        // Act
+        let args = parse(&line).expect("parses");
+
+        // Assert
+        assert_eq!(
+            (args.dht_port, args.api_port, args.ws_port),
+            (1, 2, Some(3))
+        );
+        assert_eq!(args.bind, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(args.dht_concurrency, Some(4));
+        assert_eq!(args.dht_peer_max_age, Some(1000));
+        assert!(args.bootstrap.0.is_empty());
+    }
+
+    #[test]
+    fn short_bind_and_old_http_port_alias_parse() {
+        // Arrange, Act
+        let args = parse(&["-b", "127.0.0.1", "--api_port_http", "5"]).expect("parses");
+
+        // Assert
+        assert_eq!(args.bind, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(args.api_port, 5);
+    }
+
+    #[test]
+    fn bootstrap_list_skips_empty_items_and_unwraps_ipv6() {
+        // Arrange, Act
+        let nodes = parse_bootstrap(" ,[::1]:20001,, a.example:7 ,").expect("parses");
+
+        // Assert
+        assert_eq!(
+            nodes.0,
+            [("::1".to_owned(), 20001), ("a.example".to_owned(), 7)]
+        );
+    }
+
+    #[test]
+    fn bootstrap_item_without_a_valid_port_is_refused() {
+        // Arrange, Act, Assert
+        assert!(parse_bootstrap("127.0.0.1").is_err());
+        assert!(parse_bootstrap("127.0.0.1:0").is_err());
+        assert!(parse_bootstrap("127.0.0.1:70000").is_err());
+        assert!(parse_bootstrap(":20001").is_err());
+        assert!(parse(&["--bn", "nohost"]).is_err());
+    }
+
+    #[test]
+    fn flags_override_the_core_defaults() {
+        // Arrange
+        let args = parse(&[
+            "--dc",
+            "7",
+            "--dht_maxTables",
+            "10",
+            "--dht_maxValues",
+            "11",
+            "--dpa",
+            "1500",
+            "--check_maxPayloadSize",
+            "100",
+            "--cache_maxAge",
+            "0",
+            "--dnl",
+            "300000",
+        ])
+        .expect("parses");
+
+        // Act
+        let config = args.grape_config();
+
+        // Assert
+        assert_eq!(config.node.alpha, 7);
+        assert_eq!(config.node.max_peer_keys, 10);
+        assert_eq!(config.node.max_items, 11);
+        assert_eq!(config.node.peer_max_age, Duration::from_millis(1500));
+        assert_eq!(config.max_payload, 100);
+        assert_eq!(config.lookup_cache, Duration::ZERO);
+        assert_eq!(config.node.maintenance_interval, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory as _;
+        Args::command().debug_assert();
+    }
+}

@@ -1,0 +1,247 @@
+//! The one task that owns the core's [`Grape`], the DHT socket and the request queue.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use grenache_core::api::{Grape, HttpBody, Reply, RequestId};
+use hyper::{Method, Uri};
+use smol::future::FutureExt as _;
+use smol::net::UdpSocket;
+
+use crate::stop::Stop;
+use crate::time::{now, sleep_until};
+
+/// Largest datagram the DHT socket reads; a longer one is cut (and the core rejects it).
+const RECV_BUF: usize = 64 * 1024;
+
+/// A request for the core, sent by an API connection.
+pub(crate) enum Command {
+    /// One HTTP request; the reply goes back on `reply`.
+    Http {
+        method: Method,
+        uri: Uri,
+        body: RequestBody,
+        reply: async_channel::Sender<Reply>,
+    },
+    /// One WebSocket message; the reply goes back on the connection's queue.
+    Ws {
+        text: Vec<u8>,
+        reply: async_channel::Sender<WsOut>,
+    },
+}
+
+/// An HTTP body as far as it was read.
+pub(crate) enum RequestBody {
+    /// The whole body, within the core's limit.
+    Complete(Vec<u8>),
+    /// The body was longer than the core's limit; reading stopped there.
+    TooLarge,
+}
+
+/// What the driver hands a WebSocket connection.
+pub(crate) enum WsOut {
+    /// The core's answer to one message.
+    Reply(Reply),
+    /// The driver could not take the message; the connection closes (code 1013).
+    Overloaded,
+}
+
+/// Counters of I/O trouble, shared with [`GrapeServer`](crate::GrapeServer).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) send_errors: AtomicU64,
+    pub(crate) recv_errors: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+}
+
+/// Where a pending request's reply goes.
+enum Pending {
+    Http(async_channel::Sender<Reply>),
+    Ws(async_channel::Sender<WsOut>),
+}
+
+impl Pending {
+    fn is_closed(&self) -> bool {
+        match self {
+            Self::Http(tx) => tx.is_closed(),
+            Self::Ws(tx) => tx.is_closed(),
+        }
+    }
+
+    fn deliver(self, reply: Reply) {
+        // A full or closed queue means the client left (or a WS client overran its cap,
+        // which its connection prevents): the reply has nowhere to go.
+        let delivered = match self {
+            Self::Http(tx) => tx.try_send(reply).is_ok(),
+            Self::Ws(tx) => tx.try_send(WsOut::Reply(reply)).is_ok(),
+        };
+        if !delivered {
+            tracing::debug!("reply dropped: its client is gone");
+        }
+    }
+}
+
+/// What woke the driver.
+enum Wake {
+    Datagram(std::io::Result<(usize, SocketAddr)>),
+    Timer,
+    Command(Command),
+    Stop,
+}
+
+/// The driver task's state.
+pub(crate) struct Driver {
+    grape: Grape,
+    socket: UdpSocket,
+    commands: async_channel::Receiver<Command>,
+    stop: Stop,
+    counters: Arc<Counters>,
+    max_pending: usize,
+    pending: HashMap<RequestId, Pending>,
+    next_req: u64,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        grape: Grape,
+        socket: UdpSocket,
+        commands: async_channel::Receiver<Command>,
+        stop: Stop,
+        counters: Arc<Counters>,
+        max_pending: usize,
+    ) -> Self {
+        Self {
+            grape,
+            socket,
+            commands,
+            stop,
+            counters,
+            max_pending,
+            pending: HashMap::new(),
+            next_req: 0,
+        }
+    }
+
+    /// Runs until `stop` fires: drains the core's output, then sleeps on whichever input
+    /// comes first (datagram, timer, request, stop).
+    pub(crate) async fn run(mut self) {
+        let mut buf = vec![0u8; RECV_BUF];
+        loop {
+            self.flush().await;
+            let deadline = self.grape.poll_timeout();
+            let wake = {
+                let datagram = async { Wake::Datagram(self.socket.recv_from(&mut buf).await) };
+                let timer = async {
+                    sleep_until(deadline).await;
+                    Wake::Timer
+                };
+                let command = async {
+                    match self.commands.recv().await {
+                        Ok(cmd) => Wake::Command(cmd),
+                        Err(_) => Wake::Stop,
+                    }
+                };
+                let stop = async {
+                    self.stop.wait().await;
+                    Wake::Stop
+                };
+                // `race` picks a random ready branch, so a flood of one input cannot starve another.
+                stop.race(command).race(datagram).race(timer).await
+            };
+            let now = now();
+            match wake {
+                Wake::Datagram(Ok((len, from))) => match buf.get(..len) {
+                    Some(bytes) => self.grape.handle_datagram(now, from, bytes),
+                    None => tracing::warn!(len, "datagram length beyond the buffer"),
+                },
+                Wake::Datagram(Err(err)) => {
+                    let n = self.counters.recv_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                    log_io_error(n, "DHT socket read failed", &err, None);
+                }
+                Wake::Timer => {}
+                Wake::Command(cmd) => self.handle_command(now, cmd),
+                Wake::Stop => break,
+            }
+            if deadline.is_some_and(|at| at <= now) {
+                self.grape.handle_timeout(now);
+            }
+        }
+        self.flush().await;
+        tracing::debug!(pending = self.pending.len(), "driver stopped");
+    }
+
+    /// Sends every queued datagram and hands every queued reply to its requester.
+    async fn flush(&mut self) {
+        while let Some(transmit) = self.grape.poll_transmit() {
+            if let Err(err) = self.socket.send_to(&transmit.payload, transmit.to).await {
+                let n = self.counters.send_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                log_io_error(n, "DHT send failed", &err, Some(transmit.to));
+            }
+        }
+        while let Some(reply) = self.grape.poll_reply() {
+            match self.pending.remove(&reply.req) {
+                Some(pending) => pending.deliver(reply),
+                None => tracing::warn!(req = reply.req.0, "reply to an unknown request"),
+            }
+        }
+    }
+
+    fn handle_command(&mut self, now: Instant, cmd: Command) {
+        match cmd {
+            Command::Http {
+                method,
+                uri,
+                body,
+                reply,
+            } => {
+                let Some(req) = self.admit(Pending::Http(reply)) else {
+                    return;
+                };
+                let body = match &body {
+                    RequestBody::Complete(bytes) => HttpBody::Complete(bytes),
+                    RequestBody::TooLarge => HttpBody::TooLarge,
+                };
+                self.grape
+                    .handle_http(now, req, method.as_str(), uri.path(), body);
+            }
+            Command::Ws { text, reply } => {
+                let Some(req) = self.admit(Pending::Ws(reply.clone())) else {
+                    // The connection closes itself on this, so its client sees the failure.
+                    let _ = reply.try_send(WsOut::Overloaded);
+                    return;
+                };
+                self.grape.handle_ws(now, req, &text);
+            }
+        }
+    }
+
+    /// Files a request under a fresh id, or refuses it when the pending table is full
+    /// even after dropping entries whose client has gone.
+    fn admit(&mut self, pending: Pending) -> Option<RequestId> {
+        if self.pending.len() >= self.max_pending {
+            self.pending.retain(|_, p| !p.is_closed());
+        }
+        if self.pending.len() >= self.max_pending {
+            let n = self.counters.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(total = n, "request refused: too many waiting for the core");
+            return None;
+        }
+        let req = RequestId(self.next_req);
+        self.next_req = self.next_req.wrapping_add(1);
+        self.pending.insert(req, pending);
+        Some(req)
+    }
+}
+
+/// Logs the `n`th I/O error: at warn level for the 1st, 2nd, 4th, 8th... so a burst (a
+/// route gone, say) is visible without flooding the log; the rest at debug level.
+fn log_io_error(n: u64, what: &str, err: &std::io::Error, peer: Option<SocketAddr>) {
+    if n.is_power_of_two() {
+        tracing::warn!(%err, ?peer, total = n, "{what}");
+    } else {
+        tracing::debug!(%err, ?peer, total = n, "{what}");
+    }
+}

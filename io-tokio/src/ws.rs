@@ -1,0 +1,145 @@
+//! The WebSocket API: each message goes to the core, each reply comes back on the same socket,
+//! many in flight at once, in whatever order the core answers.
+
+use std::sync::Arc;
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tokio::{TokioAdapter, accept_async_with_config};
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use futures_lite::StreamExt as _;
+use grenache_core::api::Reply;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::driver::{Command, WsOut};
+use crate::listen::ApiContext;
+use crate::time::{now, sleep_until, timeout};
+
+/// What woke a connection.
+enum Event {
+    Incoming(Option<Result<Message, async_tungstenite::tungstenite::Error>>),
+    Out(WsOut),
+    Stop,
+    Timeout,
+}
+
+/// Serves one WebSocket connection: reads messages while fewer than
+/// `limits.ws_max_in_flight` await their reply, and writes replies as they come. A message
+/// larger than the core's body limit ends the connection.
+pub(crate) async fn serve_connection(stream: TcpStream, ctx: Arc<ApiContext>) {
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(ctx.max_payload))
+        .max_frame_size(Some(ctx.max_payload));
+    let handshake = accept_async_with_config(stream, Some(config));
+    let mut ws = match timeout(ctx.limits.ws_handshake_timeout, handshake).await {
+        Some(Ok(ws)) => ws,
+        Some(Err(err)) => {
+            tracing::debug!(%err, "WebSocket handshake failed");
+            return;
+        }
+        None => {
+            tracing::debug!("WebSocket handshake timed out");
+            return;
+        }
+    };
+    let max_in_flight = ctx.limits.ws_max_in_flight.max(1);
+    // Never full: at most `max_in_flight` requests are out, and each gets one `WsOut`.
+    let (out_tx, mut out_rx) = mpsc::channel(max_in_flight);
+    let mut in_flight = 0usize;
+    let mut reading = true;
+    let mut last_active = now();
+    let mut drain_until = last_active;
+    while reading || in_flight > 0 {
+        // Idle means reading with nothing in flight; once reading stops, only the drain is left.
+        let deadline = match (reading, in_flight) {
+            (false, _) => Some(drain_until),
+            (true, 0) => Some(last_active + ctx.limits.ws_idle_timeout),
+            (true, _) => None,
+        };
+        let event = tokio::select! {
+            message = ws.next(), if reading && in_flight < max_in_flight => {
+                Event::Incoming(message)
+            }
+            // `out_tx` lives in this function, so the queue never closes.
+            Some(out) = out_rx.recv() => Event::Out(out),
+            () = ctx.stop.wait(), if reading => Event::Stop,
+            () = sleep_until(deadline) => Event::Timeout,
+        };
+        match event {
+            Event::Incoming(Some(Ok(message))) => {
+                let text = match message {
+                    Message::Text(text) => Vec::from(text.as_bytes()),
+                    Message::Binary(bytes) => Vec::from(bytes),
+                    // tungstenite answers pings itself; pongs and raw frames carry no request.
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+                    Message::Close(_) => {
+                        reading = false;
+                        drain_until = now() + ctx.limits.drain_timeout;
+                        continue;
+                    }
+                };
+                let command = Command::Ws {
+                    text,
+                    reply: out_tx.clone(),
+                };
+                if ctx.commands.send(command).await.is_err() {
+                    break; // the driver has stopped
+                }
+                in_flight += 1;
+                last_active = now();
+            }
+            Event::Incoming(None) => {
+                reading = false;
+                drain_until = now() + ctx.limits.drain_timeout;
+            }
+            Event::Incoming(Some(Err(err))) => {
+                tracing::debug!(%err, "WebSocket read failed");
+                break;
+            }
+            Event::Out(WsOut::Reply(reply)) => {
+                in_flight = in_flight.saturating_sub(1);
+                if let Err(err) = ws.send(reply_message(reply)).await {
+                    tracing::debug!(%err, "WebSocket write failed");
+                    break;
+                }
+                last_active = now();
+            }
+            Event::Out(WsOut::Overloaded) => {
+                close(&mut ws, CloseCode::Again, &ctx).await;
+                return;
+            }
+            Event::Stop => {
+                reading = false;
+                drain_until = now() + ctx.limits.drain_timeout;
+            }
+            Event::Timeout => break,
+        }
+    }
+    close(&mut ws, CloseCode::Normal, &ctx).await;
+}
+
+/// Sends the core's reply as a text message (binary if the core ever sends non-UTF-8).
+fn reply_message(reply: Reply) -> Message {
+    match String::from_utf8(reply.body) {
+        Ok(text) => Message::text(text),
+        Err(err) => Message::binary(err.into_bytes()),
+    }
+}
+
+/// Starts the closing handshake, giving a stuck client no more than the drain timeout.
+async fn close(
+    ws: &mut WebSocketStream<TokioAdapter<TcpStream>>,
+    code: CloseCode,
+    ctx: &ApiContext,
+) {
+    let frame = CloseFrame {
+        code,
+        reason: "".into(),
+    };
+    if let Some(Err(err)) = timeout(ctx.limits.drain_timeout, ws.close(Some(frame))).await {
+        tracing::trace!(%err, "WebSocket close failed");
+    }
+}
