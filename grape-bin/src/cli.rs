@@ -54,7 +54,9 @@ pub(crate) struct Args {
     #[arg(long = "dc", visible_alias = "dht_concurrency")]
     pub(crate) dht_concurrency: Option<usize>,
 
-    /// Most distinct service names (info-hashes) stored [default: the core's, 5000].
+    /// Most distinct service names (info-hashes) stored; past it the stalest is evicted and
+    /// counted [default: 1000000]. (In the Node Grape this bounds bittorrent-dht's lookup
+    /// tables, and its peer store silently keeps only about 20,000 names.)
     #[arg(long = "dht_maxTables")]
     pub(crate) dht_max_tables: Option<usize>,
 
