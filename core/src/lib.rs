@@ -48,6 +48,8 @@ pub mod lookup;
 pub mod node;
 pub mod peer;
 pub mod routing;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod storage;
 pub mod token;
 

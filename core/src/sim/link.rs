@@ -1,0 +1,151 @@
+//! What a simulated link does to a datagram: delay it, lose it, or deliver it twice.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+/// How the simulated network treats datagrams between two nodes, after netem.
+///
+/// Reordering needs no setting of its own: two datagrams sent close together swap
+/// whenever their jitter differs by more than the gap between them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct LinkConfig {
+    /// Fixed one-way delay.
+    pub latency: Duration,
+    /// Extra one-way delay, drawn uniformly from zero to this for each datagram.
+    pub jitter: Duration,
+    /// Chance, 0.0 to 1.0, that a datagram is lost.
+    pub loss: f64,
+    /// Chance, 0.0 to 1.0, that a delivered datagram arrives a second time.
+    pub duplicate: f64,
+}
+
+impl Default for LinkConfig {
+    /// 20 ms plus up to 20 ms of jitter, no loss, no duplicates: a quiet regional network.
+    fn default() -> Self {
+        LinkConfig {
+            latency: Duration::from_millis(20),
+            jitter: Duration::from_millis(20),
+            loss: 0.0,
+            duplicate: 0.0,
+        }
+    }
+}
+
+impl LinkConfig {
+    /// A link with this fixed delay and nothing else: no jitter, loss or duplicates.
+    pub fn new(latency: Duration) -> Self {
+        LinkConfig {
+            latency,
+            jitter: Duration::ZERO,
+            loss: 0.0,
+            duplicate: 0.0,
+        }
+    }
+
+    /// Sets the jitter.
+    #[must_use]
+    pub fn with_jitter(mut self, jitter: Duration) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Sets the loss probability; values outside 0.0..=1.0 (and NaN) are clamped.
+    #[must_use]
+    pub fn with_loss(mut self, loss: f64) -> Self {
+        self.loss = probability(loss);
+        self
+    }
+
+    /// Sets the duplication probability; values outside 0.0..=1.0 (and NaN) are clamped.
+    #[must_use]
+    pub fn with_duplicate(mut self, duplicate: f64) -> Self {
+        self.duplicate = probability(duplicate);
+        self
+    }
+
+    /// Draws whether one datagram is lost. No draw is made on a lossless link, so adding
+    /// loss to one link does not reshuffle the randomness of the others.
+    pub(crate) fn lost(&self, rng: &mut impl Rng) -> bool {
+        self.loss > 0.0 && rng.random::<f64>() < self.loss
+    }
+
+    /// Draws whether a datagram is duplicated (no draw when duplication is off).
+    pub(crate) fn duplicated(&self, rng: &mut impl Rng) -> bool {
+        self.duplicate > 0.0 && rng.random::<f64>() < self.duplicate
+    }
+
+    /// Draws one datagram's delay.
+    pub(crate) fn delay(&self, rng: &mut impl Rng) -> Duration {
+        let jitter = u64::try_from(self.jitter.as_nanos()).unwrap_or(u64::MAX);
+        if jitter == 0 {
+            return self.latency;
+        }
+        self.latency
+            .saturating_add(Duration::from_nanos(rng.random_range(0..=jitter)))
+    }
+}
+
+fn probability(p: f64) -> f64 {
+    if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn delay_stays_within_latency_plus_jitter() {
+        let link = LinkConfig::new(Duration::from_millis(10)).with_jitter(Duration::from_millis(5));
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+
+        let delays: Vec<Duration> = (0..1000).map(|_| link.delay(&mut rng)).collect();
+
+        assert!(delays.iter().all(|d| *d >= Duration::from_millis(10)));
+        assert!(delays.iter().all(|d| *d <= Duration::from_millis(15)));
+        assert!(
+            delays.iter().any(|d| *d != delays[0]),
+            "jitter varies the delay"
+        );
+    }
+
+    #[test]
+    fn loss_rate_is_roughly_the_setting() {
+        let link = LinkConfig::default().with_loss(0.25);
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+
+        let lost = (0..10_000).filter(|_| link.lost(&mut rng)).count();
+
+        assert!((2_200..2_800).contains(&lost), "{lost} lost of 10000");
+    }
+
+    #[test]
+    fn lossless_link_draws_nothing() {
+        let link = LinkConfig::new(Duration::from_millis(1));
+        let mut a = ChaCha8Rng::seed_from_u64(3);
+        let mut b = ChaCha8Rng::seed_from_u64(3);
+
+        assert!(!link.lost(&mut a));
+        assert!(!link.duplicated(&mut a));
+        let _ = link.delay(&mut a);
+
+        assert_eq!(
+            a.random::<u64>(),
+            b.random::<u64>(),
+            "the rng was not advanced"
+        );
+    }
+
+    #[test]
+    fn probabilities_are_clamped() {
+        let link = LinkConfig::default()
+            .with_loss(f64::NAN)
+            .with_duplicate(7.0);
+
+        assert_eq!(link.loss, 0.0);
+        assert_eq!(link.duplicate, 1.0);
+    }
+}
