@@ -1,0 +1,571 @@
+//! A whole DHT on the simulator: builds a network, then runs lookups under loss and churn.
+//!
+//! ```text
+//! cargo run --release -p grenache-core --features sim --example sim -- \
+//!     --nodes 10000 --seed 1 --loss 0.1 --churn 0.3 [--json]
+//! ```
+//!
+//! Each lookup is a pair of commands on two different nodes alive at that moment: an
+//! announce then a `get_peers` of the same name, or a BEP-44 put then get of an immutable
+//! or a mutable item. The lookup succeeds when the second node finds what the first stored.
+//! While they run, `--churn` of the nodes are replaced, a few at a time: one killed, a fresh
+//! one spawned that bootstraps from a random live node. `--parallel` lookups run at once.
+//!
+//! Reported: success rate, rounds of the retrieving traversal (p50, p99), datagrams per
+//! lookup (the retrieving command's, both directions), and how fast the simulator ran.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "outside the core's sans-IO rule: reads the wall clock for the epoch and for timing"
+)]
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use grenache_core::bep44::{ImmutableItem, Item, MutableItem, Target};
+use grenache_core::event::{Outcome, QueryError, QueryId};
+use grenache_core::id::Key;
+use grenache_core::sim::{LinkConfig, Sim};
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const USAGE: &str = "usage: sim [--nodes N] [--seed S] [--loss P] [--churn F] [--lookups N]
+           [--parallel N] [--latency MS] [--jitter MS] [--settle S] [--json]";
+
+/// Bucket size of the nodes (the default config's k).
+const K: usize = 8;
+/// Bootstraps a joining node tries before it is used as it is.
+const MAX_BOOTSTRAPS: u32 = 3;
+
+/// Nodes spawned per batch while the network is built, and the pause between batches.
+const BATCH: usize = 100;
+const BATCH_PAUSE: Duration = Duration::from_millis(500);
+
+#[derive(Clone, Debug)]
+struct Args {
+    nodes: usize,
+    seed: u64,
+    loss: f64,
+    churn: f64,
+    lookups: usize,
+    parallel: usize,
+    latency: u64,
+    jitter: u64,
+    settle: u64,
+    json: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        nodes: 1000,
+        seed: 1,
+        loss: 0.0,
+        churn: 0.0,
+        lookups: 1000,
+        parallel: 16,
+        latency: 20,
+        jitter: 20,
+        settle: 30,
+        json: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "--json" {
+            args.json = true;
+            continue;
+        }
+        if flag == "--help" || flag == "-h" {
+            return Err(String::new());
+        }
+        let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        let bad = format!("bad value for {flag}: {value}");
+        match flag.as_str() {
+            "--nodes" => args.nodes = value.parse().map_err(|_| bad.clone())?,
+            "--seed" => args.seed = value.parse().map_err(|_| bad.clone())?,
+            "--loss" => args.loss = value.parse().map_err(|_| bad.clone())?,
+            "--churn" => args.churn = value.parse().map_err(|_| bad.clone())?,
+            "--lookups" => args.lookups = value.parse().map_err(|_| bad.clone())?,
+            "--parallel" => args.parallel = value.parse().map_err(|_| bad.clone())?,
+            "--latency" => args.latency = value.parse().map_err(|_| bad.clone())?,
+            "--jitter" => args.jitter = value.parse().map_err(|_| bad.clone())?,
+            "--settle" => args.settle = value.parse().map_err(|_| bad.clone())?,
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    if args.nodes < 3 {
+        return Err("--nodes must be at least 3".into());
+    }
+    if !(0.0..1.0).contains(&args.loss) || !(0.0..=1.0).contains(&args.churn) {
+        return Err("--loss must be in [0, 1) and --churn in [0, 1]".into());
+    }
+    args.parallel = args.parallel.clamp(1, args.nodes / 3);
+    Ok(args)
+}
+
+/// What the first command of a lookup stored, so the second can check what it finds.
+#[derive(Clone, Debug)]
+enum Stored {
+    Peer {
+        name: Key,
+        peer: SocketAddr,
+    },
+    Immutable {
+        v: Vec<u8>,
+        target: Target,
+    },
+    Mutable {
+        v: Vec<u8>,
+        target: Target,
+        salt: Vec<u8>,
+    },
+}
+
+#[derive(Debug)]
+enum Phase {
+    Storing,
+    Retrieving,
+}
+
+#[derive(Debug)]
+struct Lookup {
+    stored: Stored,
+    phase: Phase,
+    /// The node the current command runs on.
+    node: SocketAddr,
+    query: QueryId,
+    /// The storing node, kept alive until the lookup ends.
+    origin: SocketAddr,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    lookups: usize,
+    ok: usize,
+    by_kind: [(usize, usize); 3],
+    stores: usize,
+    stores_ok: usize,
+    rounds: Vec<u32>,
+    datagrams: u64,
+    replaced: usize,
+    rejoins: usize,
+}
+
+/// The live nodes that finished joining, plus those still joining.
+struct Nodes {
+    ready: Vec<SocketAddr>,
+    /// Joining nodes: address, bootstrap command, bootstraps tried.
+    joining: Vec<(SocketAddr, QueryId, u32)>,
+    /// Bootstraps repeated because the first left the table under k nodes.
+    rejoins: usize,
+}
+
+impl Nodes {
+    /// Moves nodes whose bootstrap ended into `ready`. A node whose table stayed under
+    /// k nodes bootstraps again from another ready node first, as an application would.
+    fn promote(&mut self, sim: &mut Sim, rng: &mut ChaCha8Rng) {
+        if self.joining.is_empty() {
+            return;
+        }
+        let mut retry = Vec::new();
+        let ready = &mut self.ready;
+        self.joining.retain(|&(addr, q, tries)| {
+            let done = sim.record(addr, q).is_none_or(|r| r.finished.is_some());
+            if !done || !sim.contains(addr) {
+                return !done;
+            }
+            // Only the bootstrap's event was queued; drop it.
+            sim.take_events(addr);
+            let sparse = sim.node(addr).is_some_and(|n| n.routing_table_len() < K);
+            if sparse && tries < MAX_BOOTSTRAPS {
+                retry.push((addr, tries));
+            } else {
+                ready.push(addr);
+            }
+            false
+        });
+        for (addr, tries) in retry {
+            let Some(&seed) = self.ready.choose(rng) else {
+                continue;
+            };
+            if let Some(q) = sim.command(addr, |node, now| node.bootstrap(now, &[seed])) {
+                self.joining.push((addr, q, tries + 1));
+                self.rejoins += 1;
+            }
+        }
+    }
+
+    /// A random ready node outside `busy`.
+    fn pick(&self, rng: &mut ChaCha8Rng, busy: &BTreeSet<SocketAddr>) -> Option<SocketAddr> {
+        for _ in 0..64 {
+            let a = *self.ready.choose(rng)?;
+            if !busy.contains(&a) {
+                return Some(a);
+            }
+        }
+        self.ready.iter().copied().find(|a| !busy.contains(a))
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("{e}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let wall = Instant::now();
+    let mut sim = Sim::new(args.seed, Instant::now());
+    // Scenario choices come from their own stream, so the network's draws stay put.
+    let mut rng = ChaCha8Rng::seed_from_u64(args.seed ^ 0x5eed_5eed_5eed_5eed);
+    sim.set_link(
+        LinkConfig::new(Duration::from_millis(args.latency))
+            .with_jitter(Duration::from_millis(args.jitter))
+            .with_loss(args.loss),
+    );
+
+    let mut nodes = build(&mut sim, &mut rng, args.nodes);
+    sim.run_for(Duration::from_secs(args.settle));
+    nodes.promote(&mut sim, &mut rng);
+    let built_at = sim.elapsed();
+    let built_wall = wall.elapsed();
+
+    let mut tally = run_lookups(&mut sim, &mut rng, &mut nodes, &args);
+    tally.rejoins = nodes.rejoins;
+    report(&args, &sim, &tally, built_at, built_wall, wall.elapsed())
+}
+
+/// Spawns `n` nodes in batches, each bootstrapping from a random node already there.
+fn build(sim: &mut Sim, rng: &mut ChaCha8Rng, n: usize) -> Nodes {
+    let first = sim.spawn(None);
+    let mut nodes = Nodes {
+        ready: vec![first],
+        joining: Vec::new(),
+        rejoins: 0,
+    };
+    let mut spawned = 1;
+    while spawned < n {
+        // Seeds are nodes that finished joining: one still joining may know nobody yet.
+        nodes.promote(sim, rng);
+        let seeds = nodes.ready.clone();
+        for _ in 0..BATCH.min(n - spawned) {
+            if join(sim, rng, &mut nodes, &seeds).is_some() {
+                spawned += 1;
+            }
+        }
+        sim.run_for(BATCH_PAUSE);
+    }
+    nodes
+}
+
+/// Spawns one node bootstrapping from a random one of `seeds`.
+fn join(
+    sim: &mut Sim,
+    rng: &mut ChaCha8Rng,
+    nodes: &mut Nodes,
+    seeds: &[SocketAddr],
+) -> Option<SocketAddr> {
+    let &seed = seeds.choose(rng)?;
+    let addr = sim.spawn(None);
+    let q = sim.command(addr, |node, now| node.bootstrap(now, &[seed]))?;
+    nodes.joining.push((addr, q, 1));
+    Some(addr)
+}
+
+fn run_lookups(sim: &mut Sim, rng: &mut ChaCha8Rng, nodes: &mut Nodes, args: &Args) -> Tally {
+    let mut tally = Tally::default();
+    // Rounded, so the count asked for is the count done.
+    let replacements = (args.churn * args.nodes as f64).round() as usize;
+    let mut running: Vec<Lookup> = Vec::new();
+    let mut started = 0;
+    while started < args.lookups || !running.is_empty() {
+        nodes.promote(sim, rng);
+        while running.len() < args.parallel && started < args.lookups {
+            let due = replacements * (started + 1) / args.lookups.max(1);
+            churn(sim, rng, nodes, &running, due - tally.replaced.min(due));
+            tally.replaced = tally.replaced.max(due);
+            match start(sim, rng, nodes, &running, started) {
+                Some(l) => running.push(l),
+                None => tally.lookups += 1, // no two free nodes: counts as a failure
+            }
+            started += 1;
+        }
+        let waiting: Vec<(SocketAddr, QueryId)> =
+            running.iter().map(|l| (l.node, l.query)).collect();
+        let Some((i, result)) = sim.wait_for_any(&waiting) else {
+            // Nothing more will happen: whatever runs has failed.
+            tally.lookups += running.len();
+            break;
+        };
+        let l = running.swap_remove(i);
+        if let Some(next) = advance(sim, rng, nodes, &running, l, result, &mut tally) {
+            running.push(next);
+        }
+    }
+    tally
+}
+
+/// Replaces `count` random idle nodes by fresh ones.
+fn churn(sim: &mut Sim, rng: &mut ChaCha8Rng, nodes: &mut Nodes, running: &[Lookup], count: usize) {
+    let busy = busy(running);
+    for _ in 0..count {
+        let Some(victim) = nodes.pick(rng, &busy) else {
+            return;
+        };
+        nodes.ready.retain(|a| *a != victim);
+        sim.kill(victim);
+        let seeds = nodes.ready.clone();
+        join(sim, rng, nodes, &seeds);
+    }
+}
+
+fn busy(running: &[Lookup]) -> BTreeSet<SocketAddr> {
+    running.iter().flat_map(|l| [l.node, l.origin]).collect()
+}
+
+/// Starts lookup number `i`: its storing command on a random idle node.
+fn start(
+    sim: &mut Sim,
+    rng: &mut ChaCha8Rng,
+    nodes: &Nodes,
+    running: &[Lookup],
+    i: usize,
+) -> Option<Lookup> {
+    let origin = nodes.pick(rng, &busy(running))?;
+    let nonce: u64 = rng.random();
+    let text = format!("lookup-{i}-{nonce:016x}");
+    let v = format!("{}:{text}", text.len()).into_bytes();
+    let (stored, query) = match i % 4 {
+        0 | 1 => {
+            let name = Key::new(text.as_bytes())?;
+            let port = 1024 + (nonce % 60_000) as u16;
+            let peer = SocketAddr::new(origin.ip(), port);
+            let q = sim.command(origin, |node, now| {
+                node.announce(now, name.clone(), Some(port))
+            })?;
+            (Stored::Peer { name, peer }, q)
+        }
+        2 => {
+            let item = Item::Immutable(ImmutableItem::new(v.clone()).ok()?);
+            let target = item.target();
+            let q = sim.command(origin, |node, now| node.put(now, item, None))?;
+            (Stored::Immutable { v, target }, q)
+        }
+        _ => {
+            let mut secret = [0u8; 32];
+            rng.fill(&mut secret);
+            let salt = b"grenache-sim".to_vec();
+            let item = Item::Mutable(MutableItem::sign(&secret, salt.clone(), 1, v.clone()).ok()?);
+            let target = item.target();
+            let q = sim.command(origin, |node, now| node.put(now, item, None))?;
+            (Stored::Mutable { v, target, salt }, q)
+        }
+    };
+    Some(Lookup {
+        stored,
+        phase: Phase::Storing,
+        node: origin,
+        query,
+        origin,
+    })
+}
+
+/// Moves a lookup on after its command ended: store done, retrieve from another node;
+/// retrieve done, count it. Returns the lookup if it goes on.
+fn advance(
+    sim: &mut Sim,
+    rng: &mut ChaCha8Rng,
+    nodes: &Nodes,
+    running: &[Lookup],
+    mut l: Lookup,
+    result: Option<Result<Outcome, QueryError>>,
+    tally: &mut Tally,
+) -> Option<Lookup> {
+    let kind = match l.stored {
+        Stored::Peer { .. } => 0,
+        Stored::Immutable { .. } => 1,
+        Stored::Mutable { .. } => 2,
+    };
+    match l.phase {
+        Phase::Storing => {
+            tally.stores += 1;
+            if matches!(
+                result,
+                Some(Ok(Outcome::Announced { stored_at, .. } | Outcome::Stored { stored_at, .. })) if stored_at > 0
+            ) {
+                tally.stores_ok += 1;
+            }
+            let mut busy = busy(running);
+            busy.insert(l.origin);
+            let Some(other) = nodes.pick(rng, &busy) else {
+                tally.lookups += 1;
+                tally.by_kind[kind].0 += 1;
+                return None;
+            };
+            let query = match &l.stored {
+                Stored::Peer { name, .. } => {
+                    sim.command(other, |node, now| node.get_peers(now, name.clone()))
+                }
+                Stored::Immutable { target, .. } => {
+                    sim.command(other, |node, now| node.get(now, *target, None))
+                }
+                Stored::Mutable { target, salt, .. } => sim.command(other, |node, now| {
+                    node.get(now, *target, Some(salt.clone()))
+                }),
+            }?;
+            l.phase = Phase::Retrieving;
+            l.node = other;
+            l.query = query;
+            Some(l)
+        }
+        Phase::Retrieving => {
+            tally.lookups += 1;
+            tally.by_kind[kind].0 += 1;
+            let ok = match (&l.stored, result) {
+                (Stored::Peer { peer, .. }, Some(Ok(Outcome::Peers { peers }))) => {
+                    peers.contains(peer)
+                }
+                (
+                    Stored::Immutable { v, .. },
+                    Some(Ok(Outcome::Got {
+                        item: Some(item), ..
+                    })),
+                ) => item.v() == v.as_slice(),
+                (
+                    Stored::Mutable { v, .. },
+                    Some(Ok(Outcome::Got {
+                        item: Some(item), ..
+                    })),
+                ) => item.v() == v.as_slice() && item.seq() == Some(1),
+                _ => false,
+            };
+            if ok {
+                tally.ok += 1;
+                tally.by_kind[kind].1 += 1;
+            }
+            if let Some(record) = sim.record(l.node, l.query) {
+                tally.datagrams += record.datagrams;
+                if let Some(rounds) = record.rounds {
+                    tally.rounds.push(rounds);
+                }
+            }
+            None
+        }
+    }
+}
+
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn report(
+    args: &Args,
+    sim: &Sim,
+    tally: &Tally,
+    built_at: Duration,
+    built_wall: Duration,
+    wall: Duration,
+) -> ExitCode {
+    let mut rounds = tally.rounds.clone();
+    rounds.sort_unstable();
+    let p50 = percentile(&rounds, 0.50);
+    let p99 = percentile(&rounds, 0.99);
+    let lookups = tally.lookups.max(1) as f64;
+    let success_rate = tally.ok as f64 / lookups;
+    let msgs_per_lookup = tally.datagrams as f64 / lookups;
+    let wall_s = wall.as_secs_f64();
+    let stats = sim.stats();
+    let events_per_s = stats.steps as f64 / wall_s.max(1e-9);
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        let line = serde_json::json!({
+            "nodes": args.nodes,
+            "seed": args.seed,
+            "loss": args.loss,
+            "churn": args.churn,
+            "lookups": tally.lookups,
+            "ok": tally.ok,
+            "success_rate": success_rate,
+            "p50_rounds": p50,
+            "p99_rounds": p99,
+            "msgs_per_lookup": msgs_per_lookup,
+            "stores": tally.stores,
+            "stores_ok": tally.stores_ok,
+            "replaced": tally.replaced,
+            "rejoins": tally.rejoins,
+            "virtual_s": sim.elapsed().as_secs_f64(),
+            "datagrams": stats.sent,
+            "steps": stats.steps,
+            "trace_hash": format!("{:016x}", sim.trace_hash()),
+            "wall_s": wall_s,
+            "events_per_s": events_per_s,
+        });
+        writeln!(out, "{line}")
+    } else {
+        let [peers, immutable, mutable] = tally.by_kind;
+        writeln!(
+            out,
+            "simulated DHT: {} nodes, seed {}, loss {:.0}%, churn {:.0}%, {} in parallel\n\
+             build          {:.0} s virtual, {:.1} s wall\n\
+             lookups        {} (announce+get_peers {}, immutable put+get {}, mutable put+get {})\n\
+             ok             {} ({:.2}%; by kind {}/{}, {}/{}, {}/{})\n\
+             stores ok      {} of {}\n\
+             rounds         p50 {}, p99 {}, max {}\n\
+             msgs/lookup    {:.1}\n\
+             churn          {} nodes replaced, {} bootstraps repeated (table under k)\n\
+             network        {} datagrams sent, {} lost, {} to dead nodes\n\
+             virtual time   {:.0} s\n\
+             wall time      {:.1} s ({:.0} events/s)\n\
+             trace hash     {:016x}",
+            args.nodes,
+            args.seed,
+            args.loss * 100.0,
+            args.churn * 100.0,
+            args.parallel,
+            built_at.as_secs_f64(),
+            built_wall.as_secs_f64(),
+            tally.lookups,
+            peers.0,
+            immutable.0,
+            mutable.0,
+            tally.ok,
+            success_rate * 100.0,
+            peers.1,
+            peers.0,
+            immutable.1,
+            immutable.0,
+            mutable.1,
+            mutable.0,
+            tally.stores_ok,
+            tally.stores,
+            p50,
+            p99,
+            rounds.last().copied().unwrap_or(0),
+            msgs_per_lookup,
+            tally.replaced,
+            tally.rejoins,
+            stats.sent,
+            stats.lost,
+            stats.unreachable,
+            sim.elapsed().as_secs_f64(),
+            wall_s,
+            events_per_s,
+            sim.trace_hash(),
+        )
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    }
+}
