@@ -29,7 +29,8 @@ struct Measured {
 /// Per-node measurement state; empty (and free) while no command is measured.
 #[derive(Debug, Default)]
 pub(crate) struct Probe {
-    /// Our lookup queries in flight: transaction id to target, in send order.
+    /// Our lookup queries in flight: transaction id to target. Node tids count up, so
+    /// dropping the smallest past the cap mostly drops the oldest.
     tids: BTreeMap<Vec<u8>, Key>,
     lookups: BTreeMap<Key, Measured>,
     commands: BTreeMap<QueryId, Key>,
