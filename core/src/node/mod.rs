@@ -88,8 +88,11 @@ pub struct Node {
 
 #[derive(Debug)]
 enum Kind {
-    /// Bootstrap (reports) or bucket refresh (silent).
-    FindNode,
+    /// A lookup of our own id (`bootstrap: true`, then every bucket is refreshed) or of a
+    /// random id in one bucket (refresh).
+    FindNode {
+        bootstrap: bool,
+    },
     GetPeers,
     Announce {
         port: Option<u16>,
@@ -263,10 +266,15 @@ impl Node {
                 self.seeds.push(*s);
             }
         }
-        if self.routing_table_len() == 0 && !self.seeds.is_empty() {
+        if self.is_thin() && !self.seeds.is_empty() {
             self.rebootstrap = Some((now + REBOOTSTRAP_FIRST, REBOOTSTRAP_FIRST));
         }
-        self.start(now, Key::from(self.id), Kind::FindNode, true)
+        self.start(
+            now,
+            Key::from(self.id),
+            Kind::FindNode { bootstrap: true },
+            true,
+        )
     }
 
     /// Finds the peers announced under `info_hash`. Identical running lookups share one traversal.
@@ -390,10 +398,15 @@ impl Node {
         if let Some((at, interval)) = self.rebootstrap
             && at <= now
         {
-            if self.routing_table_len() == 0 && !self.seeds.is_empty() {
+            if self.is_thin() && !self.seeds.is_empty() {
                 let next = (interval * 2).min(Duration::from_secs(60));
                 self.rebootstrap = Some((now + next, next));
-                self.start(now, Key::from(self.id), Kind::FindNode, false);
+                self.start(
+                    now,
+                    Key::from(self.id),
+                    Kind::FindNode { bootstrap: true },
+                    false,
+                );
             } else {
                 self.rebootstrap = None;
             }
@@ -451,7 +464,39 @@ impl Node {
         let mut targets = self.table4.refresh(now, &mut self.rng);
         targets.extend(self.table6.refresh(now, &mut self.rng));
         for target in targets {
-            self.start(now, Key::from(target), Kind::FindNode, false);
+            self.start(
+                now,
+                Key::from(target),
+                Kind::FindNode { bootstrap: false },
+                false,
+            );
+        }
+    }
+
+    /// Fewer than k nodes known: keep asking the seeds, since a lost answer during
+    /// bootstrap can leave a node knowing only its seed (found by the simulator).
+    fn is_thin(&self) -> bool {
+        self.routing_table_len() < self.config.k
+    }
+
+    /// Looks up a random id in every bucket but our own, as libtorrent does after
+    /// bootstrap, so a newcomer knows nodes at every distance and not just near itself.
+    fn refresh_all(&mut self, now: Instant) {
+        // A lookup searches both tables, so one pass over the deeper table's buckets serves both.
+        let buckets = [&self.table4, &self.table6]
+            .iter()
+            .filter(|t| !t.is_empty())
+            .map(|t| t.bucket_count())
+            .max()
+            .unwrap_or(0);
+        for prefix in 0..buckets.saturating_sub(1) {
+            let target = self.id.random_in_bucket(prefix, &mut self.rng);
+            self.start(
+                now,
+                Key::from(target),
+                Kind::FindNode { bootstrap: false },
+                false,
+            );
         }
     }
 
@@ -472,7 +517,7 @@ impl Node {
                 self.ping(now, n);
             }
         }
-        if self.rebootstrap.is_some() && self.routing_table_len() > 0 {
+        if self.rebootstrap.is_some() && !self.is_thin() {
             self.rebootstrap = None;
         }
     }
@@ -489,8 +534,14 @@ impl Node {
         }
         let seeds = self.closest(&target);
         let mut traversal = Traversal::new(target, self.config.k, self.config.alpha, &seeds);
-        let anonymous = if seeds.is_empty() {
-            self.seeds.clone()
+        // A thin table may hold only nodes that know little: ask the configured seeds too.
+        let anonymous: Vec<SocketAddr> = if self.is_thin() {
+            let known: Vec<SocketAddr> = seeds.iter().map(|n| n.addr).collect();
+            self.seeds
+                .iter()
+                .filter(|s| !known.contains(s))
+                .copied()
+                .collect()
         } else {
             Vec::new()
         };
@@ -559,7 +610,7 @@ impl Node {
         };
         let target = l.traversal.target().clone();
         let method = match &l.kind {
-            Kind::FindNode => Method::FindNode { target },
+            Kind::FindNode { .. } => Method::FindNode { target },
             Kind::GetPeers | Kind::Announce { .. } => Method::GetPeers { info_hash: target },
             Kind::Get { .. } | Kind::Put { .. } => Method::Get { target, seq: None },
         };
@@ -577,7 +628,10 @@ impl Node {
         };
         let k = self.config.k;
         let stores: Vec<(NodeInfo, Method)> = match &l.kind {
-            Kind::FindNode => {
+            Kind::FindNode { bootstrap } => {
+                if *bootstrap {
+                    self.refresh_all(now);
+                }
                 let table_size = self.table4.len() + self.table6.len();
                 self.finish(query, Ok(Outcome::Bootstrapped { table_size }));
                 return;
@@ -840,7 +894,7 @@ impl Node {
                     self.stats.drop("bad_item");
                 }
             }
-            Kind::FindNode | Kind::Put { .. } => {}
+            Kind::FindNode { .. } | Kind::Put { .. } => {}
         }
         if let Some(l) = self.lookups.get_mut(&query) {
             l.traversal.on_response(node, &nodes, r.token.clone());
