@@ -176,9 +176,16 @@ impl Traversal {
         }
     }
 
-    /// True once the `k` closest live nodes have all answered, or nobody is left to ask.
+    /// True once the `k` closest live nodes have all answered, or nobody is left to ask
+    /// or wait for.
+    ///
+    /// A slow (stale) query is skipped while counting the `k` closest, so with enough
+    /// answers a lost packet does not hold up the end; with too few answers the lookup
+    /// waits for slow nodes until their hard timeout rather than end empty-handed (on a
+    /// loaded host every round trip can exceed the soft timeout).
     pub(crate) fn is_done(&self) -> bool {
         let mut responded = 0;
+        let mut slow = false;
         for c in self.candidates.values() {
             match c.state {
                 State::Responded { .. } => {
@@ -188,10 +195,11 @@ impl Traversal {
                     }
                 }
                 State::Fresh | State::InFlight { stale: false } => return false,
-                State::Failed | State::InFlight { stale: true } => {}
+                State::InFlight { stale: true } => slow = true,
+                State::Failed => {}
             }
         }
-        self.anonymous_in_flight == 0
+        !slow && self.anonymous_in_flight == 0
     }
 
     /// The `n` closest nodes that answered, with the token each gave.
@@ -289,6 +297,21 @@ mod tests {
         let b = t.next_query().expect("slot freed");
         t.on_response(b, &[], None);
         assert!(t.is_done(), "a stale query does not hold up the end");
+    }
+
+    #[test]
+    fn too_few_answers_wait_for_slow_queries() {
+        let mut t = Traversal::new(target(), 8, 3, &[node(1), node(2)]);
+        let a = t.next_query().expect("first");
+        let b = t.next_query().expect("second");
+        t.on_stale(&a.id);
+        t.on_stale(&b.id);
+        assert!(!t.is_done(), "nobody answered yet: wait for the slow ones");
+        t.on_response(a, &[], Some(b"tok".to_vec()));
+        assert!(!t.is_done(), "b may still answer");
+        t.on_failure(&b.id);
+        assert!(t.is_done());
+        assert_eq!(t.closest_responded(8).len(), 1);
     }
 
     #[test]
