@@ -562,6 +562,33 @@ impl Grape {
     }
 }
 
+/// How long an announce or put may take to be seen through another Grape (the bound from
+/// the issue).
+pub const PROPAGATION: Duration = Duration::from_secs(2);
+
+/// Polls `/get query` on `g` until the item satisfies `done`.
+pub fn wait_item(g: &Grape, query: &Value, done: impl Fn(&Value) -> bool) -> Value {
+    wait_until(&format!("{} /get {query}", g.label), PROPAGATION, || {
+        let item = g.call("get", query)?;
+        if item.is_object() && done(&item) {
+            Ok(item)
+        } else {
+            Err(item.to_string())
+        }
+    })
+}
+
+/// Asserts that `v` is a string of `bytes` bytes in hex (`whole` is shown on failure).
+pub fn assert_hex(v: &Value, bytes: usize, whole: &Value) {
+    let s = v
+        .as_str()
+        .unwrap_or_else(|| panic!("{v} is not a string in {whole}"));
+    assert!(
+        s.len() == 2 * bytes && s.bytes().all(|c| c.is_ascii_hexdigit()),
+        "{s:?} is not {bytes} bytes of hex in {whole}"
+    );
+}
+
 /// `127.0.0.1:port` as a Grape lists it.
 pub fn peer(port: u16) -> String {
     format!("127.0.0.1:{port}")
