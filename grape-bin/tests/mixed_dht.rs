@@ -104,7 +104,6 @@ fn mixed_network(rt: Rt) {
 }
 
 fn mutable_across_ours(rt: Rt) {
-    let node = require_node!();
     let ctx = Ctx::new(&format!("mutable_across_ours_{}", rt.as_str()));
     let grapes = start_grapes(&ctx, &[Kind::Ours(rt); 3], GrapeOpts::default());
     let mut checks = Checks::new(&ctx);
@@ -115,7 +114,7 @@ fn mutable_across_ours(rt: Rt) {
     for seq in 1..=2 {
         checks.run(&format!("seq {seq}: put through the first, get through the others"), || {
             let v = format!("across {} seq {seq}", rt.as_str());
-            let signed = common::sign_with_node(&ctx, node, seed, seq, &v, &salt);
+            let signed = common::sign_mutable(seed, seq, &v, &salt);
             let data = json!({"v": v, "k": signed["k"], "sig": signed["sig"], "seq": seq, "salt": salt});
             let reply = grapes[0].call("put", &data);
             assert_eq!(reply, Ok(signed["target"].clone()));

@@ -89,6 +89,18 @@ fn node_grapes_scripts_and_api() {
         }
     });
 
+    checks.run(
+        "the core's BEP-44 signature equals Node's (ed25519 is deterministic)",
+        || {
+            for (seq, v, salt) in [(1, "hello", "salt"), (7, "no salt", ""), (2, "x", "s")] {
+                let seed = [seq as u8; 32];
+                let ours = common::sign_mutable(seed, seq, v, salt);
+                let node = common::sign_with_node(&ctx, node, seed, seq, v, salt);
+                assert_eq!(ours, node, "seq {seq} v {v:?} salt {salt:?}");
+            }
+        },
+    );
+
     checks.run("Node Grape API error replies", || {
         let g = &grapes[0];
         let resp = common::http::post(g.api, "/lookup", b"garbage").expect("post");

@@ -118,15 +118,14 @@ fn immutable_put_get(rt: Rt) {
 }
 
 fn mutable_put_get(rt: Rt) {
-    let node = require_node!();
     let ctx = Ctx::new(&format!("runtime_mutable_{}", rt.as_str()));
     let grapes = two_grapes(&ctx, rt);
     let (a, b) = (&grapes[0], &grapes[1]);
     let mut checks = Checks::new(&ctx);
     let seed = [7u8; 32];
     let salt = format!("salt-{}", rt.as_str());
-    let one = common::sign_with_node(&ctx, node, seed, 1, "mutable one", &salt);
-    let two = common::sign_with_node(&ctx, node, seed, 2, "mutable two", &salt);
+    let one = common::sign_mutable(seed, 1, "mutable one", &salt);
+    let two = common::sign_mutable(seed, 2, "mutable two", &salt);
     let target = one["target"].clone();
     let put = |item: &Value, v: &str, seq: i64, extra: Value| {
         let mut data =
@@ -175,7 +174,7 @@ fn mutable_put_get(rt: Rt) {
     checks.run(
         "a cas that does not match the stored seq is refused",
         || {
-            let three = common::sign_with_node(&ctx, node, seed, 3, "mutable three", &salt);
+            let three = common::sign_mutable(seed, 3, "mutable three", &salt);
             let reply = put(&three, "mutable three", 3, json!({"cas": 1}))
                 .unwrap_or_else(|e| panic!("{e}"));
             assert_error_string(&reply, &target);

@@ -812,6 +812,19 @@ pub fn heavy_test_lock() -> File {
     file
 }
 
+/// Signs a BEP-44 mutable item with the core (`grenache_core::bep44::MutableItem::sign`), the
+/// way a publisher would before `/put`: `{k, sig, target}` in hex, `v` as the Grape's JSON
+/// string (stored as a bencoded byte string).
+pub fn sign_mutable(seed: [u8; 32], seq: i64, v: &str, salt: &str) -> Value {
+    use grenache_core::bep44::MutableItem;
+    use grenache_core::id::hex;
+    let bencoded = [format!("{}:", v.len()).as_bytes(), v.as_bytes()].concat();
+    let item = MutableItem::sign(&seed, salt.as_bytes().to_vec(), seq, bencoded)
+        .unwrap_or_else(|e| panic!("signing {v:?} seq {seq}: {e}"));
+    let target = item.target();
+    json!({"k": hex(item.k()), "sig": hex(item.sig()), "target": hex(target.as_bytes())})
+}
+
 /// Signs a BEP-44 mutable item with Node's ed25519 (`node/sign.js`): `{k, sig, target}` in hex.
 pub fn sign_with_node(
     ctx: &Ctx,
