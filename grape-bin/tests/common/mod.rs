@@ -15,7 +15,7 @@ pub mod ws;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -411,7 +411,10 @@ fn install_node() -> Option<NodeEnv> {
             std::env::var("GRENACHE_REQUIRE_NODE").as_deref() != Ok("1"),
             "{msg} (GRENACHE_REQUIRE_NODE=1 makes this an error)"
         );
-        eprintln!(
+        // Written to the stderr handle, not through eprintln!, which the test harness
+        // captures: the skip must be seen even when the (skipped) test passes.
+        let _ = writeln!(
+            io::stderr(),
             "\n{bar}\n!!! SKIPPING: {msg}.\n!!! Install Node.js 20+ and npm to run them.\n{bar}\n",
             bar = "!".repeat(78)
         );
