@@ -479,8 +479,8 @@ impl Node {
         self.routing_table_len() < self.config.k
     }
 
-    /// Looks up a random id in every bucket but our own, as libtorrent does after
-    /// bootstrap, so a newcomer knows nodes at every distance and not just near itself.
+    /// Looks up a random id in every bucket but our own that is not full, as libtorrent
+    /// does after bootstrap, so a newcomer knows nodes at every distance, not just near itself.
     fn refresh_all(&mut self, now: Instant) {
         // A lookup searches both tables, so one pass over the deeper table's buckets serves both.
         let buckets = [&self.table4, &self.table6]
@@ -489,7 +489,11 @@ impl Node {
             .map(|t| t.bucket_count())
             .max()
             .unwrap_or(0);
+        let k = self.config.k;
         for prefix in 0..buckets.saturating_sub(1) {
+            if self.table4.bucket_len(prefix) + self.table6.bucket_len(prefix) >= k {
+                continue; // a full bucket already knows enough nodes at that distance
+            }
             let target = self.id.random_in_bucket(prefix, &mut self.rng);
             self.start(
                 now,

@@ -261,6 +261,11 @@ impl RoutingTable {
         self.buckets.len()
     }
 
+    /// Nodes in bucket `index` (0 holds the ids farthest from ours); 0 past the last bucket.
+    pub fn bucket_len(&self, index: usize) -> usize {
+        self.buckets.get(index).map_or(0, |b| b.entries.len())
+    }
+
     /// Checks the table's invariants; the error says which one broke.
     ///
     /// # Errors
