@@ -33,6 +33,7 @@ mod driver;
 mod error;
 mod http;
 mod listen;
+pub mod peer;
 mod server;
 mod stop;
 mod time;
@@ -40,6 +41,7 @@ mod ws;
 
 pub use config::{Limits, ServerConfig};
 pub use error::{Listener, StartError};
+pub use peer::{PeerClient, PeerConfig, Publisher, RpcServer};
 pub use server::{GrapeServer, IoStats};
 
 #[cfg(test)]
