@@ -34,6 +34,7 @@ mod driver;
 mod error;
 mod http;
 mod listen;
+pub mod peer;
 mod server;
 mod stop;
 mod time;
@@ -41,6 +42,7 @@ mod ws;
 
 pub use config::{Limits, ServerConfig};
 pub use error::{Listener, StartError};
+pub use peer::{PeerClient, PeerConfig, Publisher, RpcServer};
 pub use server::{GrapeServer, IoStats};
 
 #[cfg(test)]

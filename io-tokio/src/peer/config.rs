@@ -1,0 +1,168 @@
+//! Settings of the client, the RPC server and the publisher.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use grenache_core::peer::{ClientConfig, DEFAULT_MAX_FRAME_LEN, RpcTransport};
+
+/// Settings of a [`PeerClient`](super::PeerClient): the core's [`ClientConfig`] plus what
+/// the I/O needs.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct PeerConfig {
+    /// The core client: Grape URL, Link, RPC and subscription settings.
+    pub client: ClientConfig,
+    /// Seed of the client's RNG (request ids, peer choice, jitter); `None` draws one from
+    /// the OS. Set it only to repeat a run.
+    pub seed: Option<[u8; 32]>,
+    /// HTTP connections to one peer at once, at most; more requests wait for one.
+    pub max_connections_per_peer: usize,
+    /// Peers whose HTTP connections are kept; past it, unused ones are forgotten.
+    pub max_pooled_peers: usize,
+    /// An idle keep-alive connection is not reused after this long (Node's server closes
+    /// them after 5 s, so reusing older ones races with its close).
+    pub pool_idle_timeout: Duration,
+    /// Time to open a WebSocket (TCP connect plus handshake).
+    pub connect_timeout: Duration,
+    /// Commands waiting for the driver task, at most; past it, callers wait.
+    pub command_queue: usize,
+    /// Subscription events waiting to be read, per subscription; past it, new ones are
+    /// dropped (and logged).
+    pub subscription_queue: usize,
+}
+
+impl PeerConfig {
+    /// Node's defaults for the Grape at `grape` (`http://127.0.0.1:30001`, say), RPC over HTTP.
+    pub fn new(grape: impl Into<String>) -> Self {
+        PeerConfig {
+            client: ClientConfig::new(grape),
+            seed: None,
+            max_connections_per_peer: 16,
+            max_pooled_peers: 1024,
+            pool_idle_timeout: Duration::from_secs(4),
+            connect_timeout: Duration::from_secs(10),
+            command_queue: 1024,
+            subscription_queue: 1024,
+        }
+    }
+
+    /// The same settings with peer RPC over `transport` (the servers must speak it).
+    #[must_use]
+    pub fn transport(mut self, transport: RpcTransport) -> Self {
+        self.client.rpc.transport = transport;
+        self
+    }
+}
+
+/// Settings of an [`RpcServer`](super::RpcServer).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RpcServerConfig {
+    /// HTTP (grenache-nodejs-http) or WebSocket (grenache-nodejs-ws).
+    pub transport: RpcTransport,
+    /// Address to listen on (Node listens on all interfaces).
+    pub bind: IpAddr,
+    /// Port to listen on; 0 lets the OS pick one (read it with `port()`).
+    pub port: u16,
+    /// Longest request or reply frame, compressed or not; longer requests get an error reply.
+    pub max_frame_len: usize,
+    /// Open connections at once, at most; past it, accepting waits.
+    pub max_connections: usize,
+    /// Handler calls running at once, at most; past it, requests wait.
+    pub max_in_flight: usize,
+    /// Requests one WebSocket connection may have in the handler at once; past it, reading
+    /// that socket waits.
+    pub max_in_flight_per_connection: usize,
+    /// A handler call that takes longer is abandoned and answered `ERR_HANDLER_TIMEOUT`.
+    pub handler_timeout: Duration,
+    /// Time a client gets to send a request (headers and body) or finish a WebSocket
+    /// handshake; also how long an idle keep-alive connection stays open.
+    pub read_timeout: Duration,
+    /// An idle WebSocket connection (nothing in flight, no message) is closed after this.
+    pub ws_idle_timeout: Duration,
+    /// On stop, time open connections get to finish their requests.
+    pub drain_timeout: Duration,
+}
+
+impl RpcServerConfig {
+    /// Defaults for `transport`, on all interfaces, on a port the OS picks.
+    pub fn new(transport: RpcTransport) -> Self {
+        RpcServerConfig {
+            transport,
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 0,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_connections: 1024,
+            max_in_flight: 1024,
+            max_in_flight_per_connection: 64,
+            handler_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(30),
+            ws_idle_timeout: Duration::from_secs(300),
+            drain_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// The same settings on `bind:port`.
+    #[must_use]
+    pub fn listen_on(mut self, bind: IpAddr, port: u16) -> Self {
+        self.bind = bind;
+        self.port = port;
+        self
+    }
+}
+
+impl Default for RpcServerConfig {
+    fn default() -> Self {
+        RpcServerConfig::new(RpcTransport::Http)
+    }
+}
+
+/// Settings of a [`Publisher`](super::Publisher).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct PublisherConfig {
+    /// Address to listen on (Node listens on all interfaces).
+    pub bind: IpAddr,
+    /// Port to listen on; 0 lets the OS pick one (read it with `port()`).
+    pub port: u16,
+    /// Subscribers at once, at most; more are refused (WebSocket close code 1013).
+    pub max_subscribers: usize,
+    /// Messages waiting to be written to one subscriber, at most; a subscriber that falls
+    /// further behind is disconnected (it reconnects and misses what it missed).
+    pub subscriber_queue: usize,
+    /// Longest message a subscriber may send us (they have no reason to send anything).
+    pub max_message_len: usize,
+    /// Time a subscriber gets to finish the WebSocket handshake.
+    pub handshake_timeout: Duration,
+    /// On stop, time given to close each connection cleanly.
+    pub drain_timeout: Duration,
+}
+
+impl PublisherConfig {
+    /// Defaults, on all interfaces, on a port the OS picks.
+    pub fn new() -> Self {
+        PublisherConfig {
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 0,
+            max_subscribers: 1024,
+            subscriber_queue: 1024,
+            max_message_len: 64 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// The same settings on `bind:port`.
+    #[must_use]
+    pub fn listen_on(mut self, bind: IpAddr, port: u16) -> Self {
+        self.bind = bind;
+        self.port = port;
+        self
+    }
+}
+
+impl Default for PublisherConfig {
+    fn default() -> Self {
+        PublisherConfig::new()
+    }
+}

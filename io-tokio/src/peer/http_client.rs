@@ -1,0 +1,263 @@
+//! HTTP/1.1 exchanges for the core's [`Transmit::Http`](grenache_core::peer::Transmit):
+//! hyper's client over the runtime's TCP, with a keep-alive pool bounded per peer.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use grenache_core::peer::{HttpRequest, HttpResponse, TransportError};
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
+use hyper::{Request, Uri};
+
+use super::rt::{self, Limiter};
+use crate::time::{now, timeout};
+
+type Sender = SendRequest<Full<Bytes>>;
+
+/// Keep-alive connections by peer (`host:port`).
+#[derive(Debug)]
+pub(crate) struct HttpPool {
+    peers: Mutex<BTreeMap<String, Slot>>,
+    max_per_peer: usize,
+    max_peers: usize,
+    idle_timeout: Duration,
+}
+
+/// One peer's connections: a limiter on those in use, and the idle ones.
+#[derive(Debug)]
+struct Slot {
+    in_use: Limiter,
+    idle: Vec<(Sender, Instant)>,
+}
+
+impl HttpPool {
+    pub(crate) fn new(max_per_peer: usize, max_peers: usize, idle_timeout: Duration) -> Self {
+        HttpPool {
+            peers: Mutex::new(BTreeMap::new()),
+            max_per_peer: max_per_peer.max(1),
+            max_peers: max_peers.max(1),
+            idle_timeout,
+        }
+    }
+
+    /// The limiter of `peer`'s connections, making room for a new peer by forgetting
+    /// unused ones (their idle connections close).
+    fn limiter(&self, peer: &str) -> Limiter {
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        if !peers.contains_key(peer) && peers.len() >= self.max_peers {
+            peers.retain(|_, slot| !slot.in_use.is_unused());
+        }
+        peers
+            .entry(peer.to_owned())
+            .or_insert_with(|| Slot {
+                in_use: Limiter::new(self.max_per_peer),
+                idle: Vec::new(),
+            })
+            .in_use
+            .clone()
+    }
+
+    /// The most recently used idle connection to `peer` that is still open and fresh.
+    fn take_idle(&self, peer: &str, now: Instant) -> Option<Sender> {
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = peers.get_mut(peer)?;
+        while let Some((sender, since)) = slot.idle.pop() {
+            if !sender.is_closed() && now.saturating_duration_since(since) < self.idle_timeout {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection whose exchange ended cleanly for the next request to `peer`.
+    fn put_idle(&self, peer: &str, sender: Sender, now: Instant) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(slot) = peers.get_mut(peer) else {
+            return;
+        };
+        let idle_timeout = self.idle_timeout;
+        slot.idle.retain(|(s, since)| {
+            !s.is_closed() && now.saturating_duration_since(*since) < idle_timeout
+        });
+        if slot.idle.len() < self.max_per_peer {
+            slot.idle.push((sender, now));
+        }
+    }
+}
+
+/// Performs one POST; `None` if its deadline passed first (the core has given up then).
+///
+/// A body longer than `max_body` is cut one byte past it, so the core sees it is too long
+/// without this reading it all.
+pub(crate) async fn exchange(
+    pool: &HttpPool,
+    request: HttpRequest,
+    max_body: usize,
+) -> Option<Result<HttpResponse, TransportError>> {
+    let left = request.deadline.saturating_duration_since(now());
+    timeout(left, attempt(pool, request, max_body)).await
+}
+
+/// Where a request goes, read off its URL.
+struct Target {
+    host: String,
+    port: u16,
+    /// `host:port`, the pool key and the `Host` header.
+    authority: String,
+    path: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target, TransportError> {
+        let bad = || TransportError::new(format!("ERR_URL_INVALID: {url}"));
+        let uri: Uri = url.parse().map_err(|_| bad())?;
+        if uri.scheme_str() != Some("http") {
+            return Err(TransportError::new(format!(
+                "ERR_URL_SCHEME: only http:// is supported, got {url}"
+            )));
+        }
+        let host = uri.host().ok_or_else(bad)?;
+        let port = uri.port_u16().unwrap_or(80);
+        Ok(Target {
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port,
+            authority: format!("{host}:{port}"),
+            path: uri
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+        })
+    }
+}
+
+/// Why one send on one connection failed.
+struct Failure {
+    error: TransportError,
+    /// Nothing was answered on a reused connection, which the peer may have closed while
+    /// it sat idle: worth one more try on a new connection.
+    stale: bool,
+}
+
+async fn attempt(
+    pool: &HttpPool,
+    request: HttpRequest,
+    max_body: usize,
+) -> Result<HttpResponse, TransportError> {
+    let target = Target::parse(&request.url)?;
+    let body = Bytes::from(request.body);
+    let limiter = pool.limiter(&target.authority);
+    let _permit = limiter.acquire().await;
+    if let Some(sender) = pool.take_idle(&target.authority, now()) {
+        match send(sender, &target, &request.headers, body.clone(), max_body).await {
+            Ok((response, reusable)) => {
+                if let Some(sender) = reusable {
+                    pool.put_idle(&target.authority, sender, now());
+                }
+                return Ok(response);
+            }
+            Err(failure) if failure.stale => {
+                tracing::debug!(peer = target.authority, error = %failure.error, "stale keep-alive connection; reconnecting");
+            }
+            Err(failure) => return Err(failure.error),
+        }
+    }
+    let sender = open(&target).await?;
+    match send(sender, &target, &request.headers, body, max_body).await {
+        Ok((response, reusable)) => {
+            if let Some(sender) = reusable {
+                pool.put_idle(&target.authority, sender, now());
+            }
+            Ok(response)
+        }
+        Err(failure) => Err(failure.error),
+    }
+}
+
+/// Opens a connection and runs its hyper half in the background (it ends when the
+/// connection closes or its sender is dropped).
+async fn open(target: &Target) -> Result<Sender, TransportError> {
+    let stream = rt::connect(&target.host, target.port)
+        .await
+        .map_err(|e| TransportError::new(format!("connect {}: {e}", target.authority)))?;
+    let (sender, connection) = http1::handshake(rt::hyper_io(stream))
+        .await
+        .map_err(|e| TransportError::new(format!("{}: {e}", target.authority)))?;
+    rt::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(%err, "HTTP client connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+/// Sends one request and reads the response; gives the connection back when it can
+/// carry another request.
+async fn send(
+    mut sender: Sender,
+    target: &Target,
+    headers: &[(&'static str, &'static str)],
+    body: Bytes,
+    max_body: usize,
+) -> Result<(HttpResponse, Option<Sender>), Failure> {
+    if let Err(err) = sender.ready().await {
+        return Err(Failure {
+            error: TransportError::new(format!("{}: {err}", target.authority)),
+            stale: true,
+        });
+    }
+    let mut builder = Request::post(target.path.as_str()).header(HOST, target.authority.as_str());
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        builder = builder.header(CONTENT_TYPE, "application/json");
+    }
+    for (name, value) in headers {
+        builder = builder.header(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    let request = builder.body(Full::new(body)).map_err(|e| Failure {
+        error: TransportError::new(format!("ERR_REQUEST_BUILD: {e}")),
+        stale: false,
+    })?;
+    let response = sender.send_request(request).await.map_err(|err| Failure {
+        stale: err.is_canceled() || err.is_incomplete_message(),
+        error: TransportError::new(format!("{}: {err}", target.authority)),
+    })?;
+    let status = response.status().as_u16();
+    let mut incoming = response.into_body();
+    let cap = max_body.saturating_add(1);
+    let mut bytes = Vec::new();
+    let mut complete = true;
+    while let Some(frame) = incoming.frame().await {
+        let frame = frame.map_err(|err| Failure {
+            error: TransportError::new(format!("{}: reading the reply: {err}", target.authority)),
+            stale: false,
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        let take = data.len().min(cap.saturating_sub(bytes.len()));
+        bytes.extend_from_slice(data.get(..take).unwrap_or_default());
+        if bytes.len() >= cap {
+            complete = false;
+            break;
+        }
+    }
+    let response = HttpResponse {
+        status,
+        body: bytes,
+    };
+    // A body left unread makes the connection useless; dropping the sender closes it.
+    Ok((response, complete.then_some(sender)))
+}

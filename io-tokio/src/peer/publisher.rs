@@ -1,0 +1,277 @@
+//! A PUB/SUB publisher (grenache-nodejs-ws `PeerPub`): a WebSocket server whose every
+//! connection is a subscriber, sent each published message verbatim. The fan-out state
+//! is the core's [`Publisher`](grenache_core::peer::Publisher).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use futures_lite::{FutureExt as _, StreamExt as _};
+use grenache_core::peer::{ConnId, PublishError, Transmit, WsMessage};
+
+use super::client::PeerClient;
+use super::config::PublisherConfig;
+use super::error::{PeerError, ServerError};
+use super::listen::{Announced, accept_loop, bind};
+use super::rt::{self, Task, TcpStream, WsStream};
+use super::ws_client::to_message;
+use crate::stop::{Stop, StopTrigger, stop_pair};
+use crate::time::timeout;
+
+/// The fan-out state, shared by `publish` and the connection tasks.
+struct State {
+    core: grenache_core::peer::Publisher,
+    /// Each subscriber's write queue.
+    queues: BTreeMap<ConnId, async_channel::Sender<WsMessage>>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    config: PublisherConfig,
+    stop: Stop,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A running publisher. It serves until [`stop`](Self::stop) or until dropped; both stop
+/// announcing its channels.
+pub struct Publisher {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    announced: Announced,
+    stop: StopTrigger,
+    task: Task,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("addr", &self.addr)
+            .field("subscribers", &self.subscribers())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// Listens for subscribers, announcing nothing: call [`announce`](Self::announce)
+    /// (or use [`start`](Self::start)).
+    ///
+    /// # Errors
+    /// [`ServerError::Bind`] when the address cannot be bound.
+    pub async fn listen(config: PublisherConfig) -> Result<Publisher, ServerError> {
+        let (listener, addr) = bind(SocketAddr::new(config.bind, config.port)).await?;
+        let (trigger, stop) = stop_pair();
+        let max = config.max_subscribers.max(1);
+        let (max_connections, drain) = (max, config.drain_timeout);
+        let shared = Arc::new(Shared {
+            // Every publish is drained into the subscribers' queues at once, so the core's
+            // queue never holds more than one copy per subscriber.
+            state: Mutex::new(State {
+                core: grenache_core::peer::Publisher::new(max, max),
+                queues: BTreeMap::new(),
+            }),
+            config,
+            stop: stop.clone(),
+        });
+        let conn_shared = Arc::clone(&shared);
+        let task = rt::spawn_task(accept_loop(
+            listener,
+            max_connections,
+            stop,
+            drain,
+            move |stream| serve_subscriber(stream, Arc::clone(&conn_shared)),
+        ));
+        tracing::debug!(%addr, "publisher listening");
+        Ok(Publisher {
+            addr,
+            shared,
+            announced: Announced::default(),
+            stop: trigger,
+            task,
+        })
+    }
+
+    /// [`listen`](Self::listen), then [`announce`](Self::announce) `channel`: returns once
+    /// the Grape has taken the first announce, so subscribers find the publisher.
+    ///
+    /// # Errors
+    /// [`ServerError::Bind`], or [`ServerError::Announce`] (the publisher is stopped then).
+    pub async fn start(
+        client: &PeerClient,
+        channel: &str,
+        config: PublisherConfig,
+    ) -> Result<Publisher, ServerError> {
+        let publisher = Publisher::listen(config).await?;
+        if let Err(err) = publisher.announce(client, channel).await {
+            publisher.stop().await;
+            return Err(ServerError::Announce(err));
+        }
+        Ok(publisher)
+    }
+
+    /// Announces `channel` at this publisher's port through `client`, again and again
+    /// until it stops; returns when the first round ends.
+    ///
+    /// # Errors
+    /// The first round's error (the schedule stays and retries), or
+    /// [`PeerError::Refused`] for a bad name.
+    pub async fn announce(&self, client: &PeerClient, channel: &str) -> Result<(), PeerError> {
+        self.announced.add(client, channel, self.port()).await
+    }
+
+    /// Sends `msg` to every connected subscriber; returns how many will get it. A
+    /// subscriber whose queue is full is disconnected instead (it reconnects).
+    ///
+    /// # Errors
+    /// [`PublishError::QueueFull`] cannot happen here (the queue is drained at once) but
+    /// is kept for the core's contract.
+    pub fn publish(&self, msg: WsMessage) -> Result<usize, PublishError> {
+        let mut state = self.shared.state();
+        state.core.publish(msg)?;
+        let mut sent = 0;
+        let mut slow = Vec::new();
+        while let Some(transmit) = state.core.poll_transmit() {
+            let Transmit::WsSend { conn, msg } = transmit else {
+                continue;
+            };
+            match state.queues.get(&conn).map(|queue| queue.try_send(msg)) {
+                Some(Ok(())) => sent += 1,
+                _ => slow.push(conn),
+            }
+        }
+        for conn in slow {
+            tracing::warn!(%conn, "subscriber too slow; disconnecting it");
+            // Dropping its queue makes its task close the connection.
+            state.queues.remove(&conn);
+            state.core.handle_closed(conn);
+        }
+        Ok(sent)
+    }
+
+    /// [`publish`](Self::publish) a text message.
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish).
+    pub fn publish_text(&self, text: impl Into<String>) -> Result<usize, PublishError> {
+        self.publish(WsMessage::Text(text.into()))
+    }
+
+    /// Subscribers connected now.
+    pub fn subscribers(&self) -> usize {
+        self.shared.state().core.subscribers().count()
+    }
+
+    /// The address the publisher listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The port the publisher listens on (and announces).
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Stops announcing, closes every subscriber connection and stops listening.
+    pub async fn stop(mut self) {
+        self.announced.stop_all(self.port()).await;
+        self.stop.fire();
+        self.task.join().await;
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.announced.stop_all_now(self.port());
+        self.stop.fire();
+    }
+}
+
+/// What woke a subscriber connection.
+enum Wake {
+    Incoming(Option<Result<Message, async_tungstenite::tungstenite::Error>>),
+    Outgoing(Option<WsMessage>),
+    Stop,
+}
+
+/// Serves one subscriber: writes what `publish` queues, ignores what it sends, ends when
+/// it leaves, falls behind or the publisher stops.
+async fn serve_subscriber(stream: TcpStream, shared: Arc<Shared>) {
+    let config = &shared.config;
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(config.max_message_len))
+        .max_frame_size(Some(config.max_message_len));
+    let mut ws = match timeout(config.handshake_timeout, rt::ws_accept(stream, ws_config)).await {
+        Some(Ok(ws)) => ws,
+        Some(Err(err)) => {
+            tracing::debug!(%err, "subscriber handshake failed");
+            return;
+        }
+        None => {
+            tracing::debug!("subscriber handshake timed out");
+            return;
+        }
+    };
+    let (queue, outgoing) = async_channel::bounded(config.subscriber_queue.max(1));
+    let accepted = {
+        let mut state = shared.state();
+        let accepted = state.core.accept();
+        if let Ok(conn) = accepted {
+            state.queues.insert(conn, queue);
+        }
+        accepted
+    };
+    let conn = match accepted {
+        Ok(conn) => conn,
+        Err(err) => {
+            tracing::warn!(%err, "subscriber refused");
+            close(&mut ws, CloseCode::Again, &shared).await;
+            return;
+        }
+    };
+    tracing::debug!(%conn, "subscriber connected");
+    loop {
+        let wake = async { Wake::Incoming(ws.next().await) }
+            .race(async { Wake::Outgoing(outgoing.recv().await.ok()) })
+            .race(async {
+                shared.stop.wait().await;
+                Wake::Stop
+            })
+            .await;
+        match wake {
+            Wake::Incoming(Some(Ok(_))) => {} // subscribers have nothing to say
+            Wake::Incoming(Some(Err(_)) | None) | Wake::Outgoing(None) | Wake::Stop => break,
+            Wake::Outgoing(Some(msg)) => {
+                if let Err(err) = ws.send(to_message(msg)).await {
+                    tracing::debug!(%conn, %err, "subscriber write failed");
+                    break;
+                }
+            }
+        }
+    }
+    {
+        let mut state = shared.state();
+        state.queues.remove(&conn);
+        state.core.handle_closed(conn);
+    }
+    tracing::debug!(%conn, "subscriber gone");
+    close(&mut ws, CloseCode::Normal, &shared).await;
+}
+
+/// Starts the closing handshake, giving a stuck subscriber no more than the drain timeout.
+async fn close(ws: &mut WsStream, code: CloseCode, shared: &Shared) {
+    let frame = CloseFrame {
+        code,
+        reason: "".into(),
+    };
+    if let Some(Err(err)) = timeout(shared.config.drain_timeout, ws.close(Some(frame))).await {
+        tracing::trace!(%err, "subscriber close failed");
+    }
+}

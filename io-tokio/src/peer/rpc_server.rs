@@ -1,0 +1,496 @@
+//! A peer-RPC server over HTTP (grenache-nodejs-http) or WebSocket (grenache-nodejs-ws):
+//! reads request frames, calls the user's handler, writes reply frames. The framing and
+//! its error replies are the core's; this file only moves bytes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use bytes::Bytes;
+use futures_lite::{FutureExt as _, StreamExt as _, future};
+use grenache_core::peer::{
+    COMPRESS_HEADER, Compression, FrameError, HttpResponse, RpcTransport, decode_http_request,
+    decode_request, encode_http_reply, http_error_reply, ws_error_reply,
+};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use serde_json::Value;
+
+use super::client::PeerClient;
+use super::config::RpcServerConfig;
+use super::error::{PeerError, ServerError};
+use super::listen::{Announced, accept_loop, bind};
+use super::rt::{self, Limiter, Task, TcpStream, WsStream};
+use crate::stop::{Stop, StopTrigger, stop_pair};
+use crate::time::{now, sleep_until, timeout};
+
+/// Cap on hyper's per-connection read buffer: headers must fit in it, bodies stream through.
+const MAX_BUF_SIZE: usize = 64 * 1024;
+
+/// The reply when the handler did not finish within `handler_timeout`.
+pub const ERR_HANDLER_TIMEOUT: &str = "ERR_HANDLER_TIMEOUT";
+/// The reply when the handler panicked.
+pub const ERR_HANDLER_PANIC: &str = "ERR_HANDLER_PANIC";
+/// The reply when the handler's result is longer than the frame limit.
+pub const ERR_REPLY_TOO_LARGE: &str = "ERR_REPLY_TOO_LARGE";
+
+type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, String>> + Send>>;
+type Handler = Arc<dyn Fn(String, Value) -> HandlerFuture + Send + Sync>;
+
+/// What every connection of one server shares.
+struct Ctx {
+    handler: Handler,
+    in_flight: Limiter,
+    config: RpcServerConfig,
+    stop: Stop,
+}
+
+/// A running RPC server. It serves until [`stop`](Self::stop) or until dropped; both stop
+/// announcing its services, so clients stop finding it once the Grape's peer lifetime has
+/// passed (and fail over to other peers meanwhile, if they retry).
+#[derive(Debug)]
+pub struct RpcServer {
+    addr: SocketAddr,
+    transport: RpcTransport,
+    announced: Announced,
+    stop: StopTrigger,
+    task: Task,
+}
+
+impl RpcServer {
+    /// Listens and serves, announcing nothing: call [`announce`](Self::announce) (or
+    /// use [`start`](Self::start)). `handler(key, payload)` runs once per request, many at
+    /// once; `Err(message)` reaches the client as its error.
+    ///
+    /// # Errors
+    /// [`ServerError::Bind`] when the address cannot be bound.
+    pub async fn listen<H, F>(config: RpcServerConfig, handler: H) -> Result<RpcServer, ServerError>
+    where
+        H: Fn(String, Value) -> F + Send + Sync + 'static,
+        F: Future<Output = Result<Value, String>> + Send + 'static,
+    {
+        let (listener, addr) = bind(SocketAddr::new(config.bind, config.port)).await?;
+        let handler: Handler =
+            Arc::new(move |key, payload| -> HandlerFuture { Box::pin(handler(key, payload)) });
+        let (trigger, stop) = stop_pair();
+        let transport = config.transport;
+        let (max_connections, drain) = (config.max_connections, config.drain_timeout);
+        let ctx = Arc::new(Ctx {
+            handler,
+            in_flight: Limiter::new(config.max_in_flight),
+            config,
+            stop: stop.clone(),
+        });
+        let task = match transport {
+            RpcTransport::Http => rt::spawn_task(accept_loop(
+                listener,
+                max_connections,
+                stop,
+                drain,
+                move |stream| serve_http(stream, Arc::clone(&ctx)),
+            )),
+            RpcTransport::Ws => rt::spawn_task(accept_loop(
+                listener,
+                max_connections,
+                stop,
+                drain,
+                move |stream| serve_ws(stream, Arc::clone(&ctx)),
+            )),
+        };
+        tracing::debug!(%addr, ?transport, "RPC server listening");
+        Ok(RpcServer {
+            addr,
+            transport,
+            announced: Announced::default(),
+            stop: trigger,
+            task,
+        })
+    }
+
+    /// [`listen`](Self::listen), then [`announce`](Self::announce) `service`: returns once
+    /// the Grape has taken the first announce, so lookups find the server.
+    ///
+    /// # Errors
+    /// [`ServerError::Bind`], or [`ServerError::Announce`] (the server is stopped then).
+    pub async fn start<H, F>(
+        client: &PeerClient,
+        service: &str,
+        config: RpcServerConfig,
+        handler: H,
+    ) -> Result<RpcServer, ServerError>
+    where
+        H: Fn(String, Value) -> F + Send + Sync + 'static,
+        F: Future<Output = Result<Value, String>> + Send + 'static,
+    {
+        let server = RpcServer::listen(config, handler).await?;
+        if let Err(err) = server.announce(client, service).await {
+            server.stop().await;
+            return Err(ServerError::Announce(err));
+        }
+        Ok(server)
+    }
+
+    /// Announces `service` at this server's port through `client`, again and again until
+    /// the server stops; returns when the first round ends.
+    ///
+    /// # Errors
+    /// The first round's error (the schedule stays and retries), or
+    /// [`PeerError::Refused`] for a bad name.
+    pub async fn announce(&self, client: &PeerClient, service: &str) -> Result<(), PeerError> {
+        self.announced.add(client, service, self.port()).await
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The port the server listens on (and announces).
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The transport it speaks.
+    pub fn transport(&self) -> RpcTransport {
+        self.transport
+    }
+
+    /// Stops announcing, stops accepting, gives requests in progress
+    /// [`drain_timeout`](RpcServerConfig::drain_timeout) to be answered, then closes
+    /// every connection.
+    pub async fn stop(mut self) {
+        self.announced.stop_all(self.port()).await;
+        self.stop.fire();
+        self.task.join().await;
+    }
+}
+
+impl Drop for RpcServer {
+    fn drop(&mut self) {
+        self.announced.stop_all_now(self.port());
+        self.stop.fire();
+    }
+}
+
+/// Runs the handler within the server's bounds: at most `max_in_flight` at once, at most
+/// `handler_timeout` long, and a panic becomes an error reply.
+async fn call_handler(ctx: &Ctx, key: String, payload: Value) -> Result<Value, String> {
+    let _permit = ctx.in_flight.acquire().await;
+    let started = std::panic::catch_unwind(AssertUnwindSafe(|| (ctx.handler)(key, payload)));
+    let Ok(fut) = started else {
+        tracing::error!("RPC handler panicked");
+        return Err(ERR_HANDLER_PANIC.into());
+    };
+    match timeout(
+        ctx.config.handler_timeout,
+        AssertUnwindSafe(fut).catch_unwind(),
+    )
+    .await
+    {
+        Some(Ok(result)) => result,
+        Some(Err(_)) => {
+            tracing::error!("RPC handler panicked");
+            Err(ERR_HANDLER_PANIC.into())
+        }
+        None => {
+            tracing::warn!(timeout = ?ctx.config.handler_timeout, "RPC handler timed out");
+            Err(ERR_HANDLER_TIMEOUT.into())
+        }
+    }
+}
+
+/// The reply frame, or an error frame when the result would pass the frame limit.
+fn reply_frame(
+    ctx: &Ctx,
+    rid: &str,
+    result: &Result<Value, String>,
+    compression: Compression,
+) -> Vec<u8> {
+    let frame = encode_http_reply(rid, result.as_ref().map_err(String::as_str), compression);
+    if frame.len() > ctx.config.max_frame_len {
+        tracing::warn!(
+            len = frame.len(),
+            max = ctx.config.max_frame_len,
+            "reply over the frame limit"
+        );
+        return encode_http_reply(rid, Err(ERR_REPLY_TOO_LARGE), compression);
+    }
+    frame
+}
+
+// ------------------------------------------------------------------------------------
+// HTTP
+// ------------------------------------------------------------------------------------
+
+/// Why an HTTP connection is closed without a reply.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    /// The client sent its body too slowly.
+    #[error("request body not received in time")]
+    BodyTimeout,
+    /// The body could not be read (the client went away or broke the framing).
+    #[error("reading the request body: {0}")]
+    Body(#[from] hyper::Error),
+}
+
+/// Serves one HTTP/1.1 connection (keep-alive) until it ends or the server stops; on
+/// stop, the request in progress is answered first.
+async fn serve_http(stream: TcpStream, ctx: Arc<Ctx>) {
+    let service_ctx = Arc::clone(&ctx);
+    let service = service_fn(move |req| handle_http(req, Arc::clone(&service_ctx)));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(rt::hyper_timer())
+        .header_read_timeout(ctx.config.read_timeout)
+        .max_buf_size(MAX_BUF_SIZE)
+        .keep_alive(true);
+    let connection = builder.serve_connection(rt::hyper_io(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    let finished = async { Some(connection.as_mut().await) }
+        .or(async {
+            ctx.stop.wait().await;
+            None
+        })
+        .await;
+    let result = match finished {
+        Some(result) => result,
+        None => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(%err, "RPC connection ended");
+    }
+}
+
+/// A body as far as it was read.
+enum Body {
+    Complete(Vec<u8>),
+    /// Longer than the limit (at least this long); reading stopped.
+    TooLarge(usize),
+}
+
+async fn handle_http(
+    req: Request<Incoming>,
+    ctx: Arc<Ctx>,
+) -> Result<Response<Full<Bytes>>, ConnectionError> {
+    let compress = req
+        .headers()
+        .get(COMPRESS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let max = ctx.config.max_frame_len;
+    let body = timeout(ctx.config.read_timeout, read_body(req.into_body(), max))
+        .await
+        .ok_or(ConnectionError::BodyTimeout)??;
+    let bytes = match body {
+        Body::Complete(bytes) => bytes,
+        Body::TooLarge(len) => {
+            return Ok(response(http_error_reply(&FrameError::TooLarge {
+                len,
+                max,
+            })));
+        }
+    };
+    let (request, compression) = match decode_http_request(compress.as_deref(), &bytes, max) {
+        Ok(decoded) => decoded,
+        Err(err) => {
+            tracing::debug!(%err, "unreadable RPC request");
+            return Ok(response(http_error_reply(&err)));
+        }
+    };
+    let result = call_handler(&ctx, request.key, request.payload).await;
+    let body = reply_frame(&ctx, &request.rid, &result, compression);
+    Ok(response(HttpResponse { status: 200, body }))
+}
+
+/// Reads at most `max + 1` bytes of body, so a huge body is never read whole.
+async fn read_body(mut body: Incoming, max: usize) -> Result<Body, hyper::Error> {
+    let declared = body.size_hint().lower();
+    if usize::try_from(declared).map_or(true, |len| len > max) {
+        return Ok(Body::TooLarge(
+            usize::try_from(declared).unwrap_or(usize::MAX),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue; // trailers
+        };
+        let len = bytes.len().saturating_add(data.len());
+        if len > max {
+            return Ok(Body::TooLarge(len));
+        }
+        bytes.extend_from_slice(&data);
+    }
+    Ok(Body::Complete(bytes))
+}
+
+fn response(reply: HttpResponse) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = Response::new(Full::new(Bytes::from(reply.body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+// ------------------------------------------------------------------------------------
+// WebSocket
+// ------------------------------------------------------------------------------------
+
+/// What woke a WebSocket connection.
+enum Wake {
+    Incoming(Option<Result<Message, async_tungstenite::tungstenite::Error>>),
+    Reply(Vec<u8>),
+    Stop,
+    Timeout,
+}
+
+/// Serves one WebSocket connection: reads requests while fewer than
+/// `max_in_flight_per_connection` are in the handler, and writes replies as they come,
+/// in any order (the client matches them by rid).
+async fn serve_ws(stream: TcpStream, ctx: Arc<Ctx>) {
+    let max = ctx.config.max_frame_len;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    let mut ws = match timeout(ctx.config.read_timeout, rt::ws_accept(stream, config)).await {
+        Some(Ok(ws)) => ws,
+        Some(Err(err)) => {
+            tracing::debug!(%err, "WebSocket handshake failed");
+            return;
+        }
+        None => {
+            tracing::debug!("WebSocket handshake timed out");
+            return;
+        }
+    };
+    let cap = ctx.config.max_in_flight_per_connection.max(1);
+    // Never full: at most `cap` requests are in the handler, and each sends one reply.
+    let (reply_tx, reply_rx) = async_channel::bounded::<Vec<u8>>(cap);
+    let mut in_flight = 0usize;
+    let mut reading = true;
+    let mut last_active = now();
+    let mut drain_until = last_active;
+    while reading || in_flight > 0 {
+        let deadline = match (reading, in_flight) {
+            (false, _) => Some(drain_until),
+            (true, 0) => Some(last_active + ctx.config.ws_idle_timeout),
+            (true, _) => None,
+        };
+        let wake = {
+            let incoming = async {
+                if reading && in_flight < cap {
+                    Wake::Incoming(ws.next().await)
+                } else {
+                    future::pending().await
+                }
+            };
+            let reply = async {
+                match reply_rx.recv().await {
+                    Ok(frame) => Wake::Reply(frame),
+                    // Unreachable while `reply_tx` lives in this function.
+                    Err(_) => future::pending().await,
+                }
+            };
+            let stop = async {
+                if reading {
+                    ctx.stop.wait().await;
+                    Wake::Stop
+                } else {
+                    future::pending().await
+                }
+            };
+            let timer = async {
+                sleep_until(deadline).await;
+                Wake::Timeout
+            };
+            incoming.race(reply).race(stop).race(timer).await
+        };
+        match wake {
+            Wake::Incoming(Some(Ok(message))) => {
+                let bytes: Vec<u8> = match message {
+                    Message::Text(text) => text.as_bytes().to_vec(),
+                    Message::Binary(bytes) => bytes.into(),
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+                    Message::Close(_) => {
+                        reading = false;
+                        drain_until = now() + ctx.config.drain_timeout;
+                        continue;
+                    }
+                };
+                last_active = now();
+                match decode_request(&bytes, max) {
+                    Ok(request) => {
+                        in_flight += 1;
+                        let ctx = Arc::clone(&ctx);
+                        let reply_tx = reply_tx.clone();
+                        rt::spawn(async move {
+                            let result = call_handler(&ctx, request.key, request.payload).await;
+                            let frame = reply_frame(&ctx, &request.rid, &result, Compression::None);
+                            let _ = reply_tx.send(frame).await;
+                        });
+                    }
+                    Err(err) => {
+                        tracing::debug!(%err, "unreadable RPC request");
+                        // Node stays silent when there is no rid to answer; so do we.
+                        if let Some(frame) = ws_error_reply(&err)
+                            && !send_frame(&mut ws, frame).await
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+            Wake::Incoming(None) => {
+                reading = false;
+                drain_until = now() + ctx.config.drain_timeout;
+            }
+            Wake::Incoming(Some(Err(err))) => {
+                tracing::debug!(%err, "WebSocket read failed");
+                break;
+            }
+            Wake::Reply(frame) => {
+                in_flight = in_flight.saturating_sub(1);
+                last_active = now();
+                if !send_frame(&mut ws, frame).await {
+                    break;
+                }
+            }
+            Wake::Stop => {
+                reading = false;
+                drain_until = now() + ctx.config.drain_timeout;
+            }
+            Wake::Timeout => break,
+        }
+    }
+    if let Some(Err(err)) = timeout(ctx.config.drain_timeout, ws.close(None)).await {
+        tracing::trace!(%err, "WebSocket close failed");
+    }
+}
+
+/// Writes a frame as a text message; `false` if the connection broke.
+async fn send_frame(ws: &mut WsStream, frame: Vec<u8>) -> bool {
+    let message = match String::from_utf8(frame) {
+        Ok(text) => Message::text(text),
+        Err(err) => Message::binary(err.into_bytes()),
+    };
+    match ws.send(message).await {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::debug!(%err, "WebSocket write failed");
+            false
+        }
+    }
+}
