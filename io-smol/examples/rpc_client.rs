@@ -1,0 +1,31 @@
+//! Calls the service of the `rpc_server` example once (`rpc_test` over HTTP, `rpc_ws_test`
+//! over WebSocket) and prints the reply.
+//!
+//! `cargo run -p grenache-smol --example rpc_client [http|ws] [NAME] [GRAPE_URL]`
+#![allow(clippy::print_stdout)]
+
+use std::time::Duration;
+
+use grenache_smol::peer::{PeerClient, PeerConfig, RequestOptions, RpcTransport};
+use serde_json::json;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt::init();
+    let mut args = std::env::args().skip(1);
+    let (transport, service) = match args.next().as_deref() {
+        Some("ws") => (RpcTransport::Ws, "rpc_ws_test"),
+        _ => (RpcTransport::Http, "rpc_test"),
+    };
+    let name = args.next().unwrap_or_else(|| "world".into());
+    let grape = args.next().unwrap_or_else(|| "http://127.0.0.1:30001".into());
+
+    smol::block_on(async {
+        let client = PeerClient::new(PeerConfig::new(grape).transport(transport))?;
+        let opts = RequestOptions::default().timeout(Duration::from_secs(10));
+        let reply = client
+            .request(service, json!({ "hello": name }), opts)
+            .await?;
+        println!("{reply}");
+        Ok(())
+    })
+}

@@ -1,0 +1,28 @@
+//! Prints every message published on the `pub_test` channel (see the `pub` example).
+//!
+//! `cargo run -p grenache-smol --example sub [GRAPE_URL]`; stop it with Ctrl-C.
+#![allow(clippy::print_stdout)]
+
+use grenache_smol::peer::{PeerClient, PeerConfig, SubEvent, WsMessage};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt::init();
+    let grape = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "http://127.0.0.1:30001".into());
+
+    smol::block_on(async {
+        let client = PeerClient::new(PeerConfig::new(grape))?;
+        let mut sub = client.subscribe("pub_test").await?;
+        while let Some(event) = sub.next_event().await {
+            match event {
+                SubEvent::Subscribed(publisher) => println!("connected to {publisher}"),
+                SubEvent::Message(WsMessage::Text(text)) => println!("{text}"),
+                SubEvent::Message(WsMessage::Binary(bytes)) => println!("{} bytes", bytes.len()),
+                SubEvent::Disconnected { error, .. } => println!("disconnected: {error}"),
+                _ => {}
+            }
+        }
+        Ok(())
+    })
+}
