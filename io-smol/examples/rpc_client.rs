@@ -17,11 +17,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => (RpcTransport::Http, "rpc_test"),
     };
     let name = args.next().unwrap_or_else(|| "world".into());
-    let grape = args.next().unwrap_or_else(|| "http://127.0.0.1:30001".into());
+    let grape = args
+        .next()
+        .unwrap_or_else(|| "http://127.0.0.1:30001".into());
 
     smol::block_on(async {
         let client = PeerClient::new(PeerConfig::new(grape).transport(transport))?;
-        let opts = RequestOptions::default().timeout(Duration::from_secs(10));
+        // Up to three tries, each to the next peer: a server that went away without waiting
+        // for the Grape to forget it costs one try, not the call.
+        let opts = RequestOptions::default()
+            .timeout(Duration::from_secs(10))
+            .attempts(3);
         let reply = client
             .request(service, json!({ "hello": name }), opts)
             .await?;

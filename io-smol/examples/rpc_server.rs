@@ -16,7 +16,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("ws") => (RpcTransport::Ws, "rpc_ws_test"),
         _ => (RpcTransport::Http, "rpc_test"),
     };
-    let grape = args.next().unwrap_or_else(|| "http://127.0.0.1:30001".into());
+    let grape = args
+        .next()
+        .unwrap_or_else(|| "http://127.0.0.1:30001".into());
 
     smol::block_on(async {
         let client = PeerClient::new(PeerConfig::new(grape))?;
@@ -28,7 +30,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let config = RpcServerConfig::new(transport);
         let server = RpcServer::start(&client, service, config, handler).await?;
-        println!("{service} served over {transport:?} on port {}", server.port());
+        println!(
+            "{service} served over {transport:?} on port {}",
+            server.port()
+        );
         smol::future::pending::<()>().await;
         Ok(())
     })

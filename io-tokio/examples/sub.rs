@@ -1,0 +1,27 @@
+//! Prints every message published on the `pub_test` channel (see the `pub_tokio` example).
+//!
+//! `cargo run -p grenache-tokio --example sub_tokio [GRAPE_URL]`; stop it with Ctrl-C.
+#![allow(clippy::print_stdout)]
+
+use grenache_tokio::peer::{PeerClient, PeerConfig, SubEvent, WsMessage};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt::init();
+    let grape = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "http://127.0.0.1:30001".into());
+
+    let client = PeerClient::new(PeerConfig::new(grape))?;
+    let mut sub = client.subscribe("pub_test").await?;
+    while let Some(event) = sub.next_event().await {
+        match event {
+            SubEvent::Subscribed(publisher) => println!("connected to {publisher}"),
+            SubEvent::Message(WsMessage::Text(text)) => println!("{text}"),
+            SubEvent::Message(WsMessage::Binary(bytes)) => println!("{} bytes", bytes.len()),
+            SubEvent::Disconnected { error, .. } => println!("disconnected: {error}"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
