@@ -743,6 +743,26 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_avoids_the_peer_that_failed() {
+        let mut h = Harness::new();
+        let a = h.request("svc", json!("a"), RequestOptions::default().attempts(2));
+        h.grape_lookup(&["h:1", "h:2", "h:3"]);
+        let first = h.http().remove(0);
+        // Two more requests move the shared round-robin cursor round to h:1 again.
+        h.request("svc", json!("b"), RequestOptions::default());
+        h.request("svc", json!("c"), RequestOptions::default());
+        let _ = h.http();
+
+        h.reply(&first, 500, b"gone".to_vec());
+        let retry = h.http().remove(0);
+        h.answer(&retry, json!("ok"));
+
+        assert_eq!(first.url, "http://h:1/");
+        assert_ne!(retry.url, "http://h:1/");
+        assert_eq!(reply_of(&h.events(), a), Ok(json!("ok")));
+    }
+
+    #[test]
     fn remote_and_transport_errors_read_like_node() {
         let mut h = Harness::new();
         let a = h.request("svc", json!(1), RequestOptions::default());

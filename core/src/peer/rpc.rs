@@ -148,6 +148,8 @@ struct Call {
     limit: usize,
     kind: Kind,
     peers: Vec<PeerAddr>,
+    /// The peer of a request's attempt in flight: if it fails, the retry goes elsewhere.
+    last: Option<PeerAddr>,
 }
 
 #[derive(Debug)]
@@ -238,6 +240,7 @@ impl Rpc {
                 limit: opts.limit,
                 kind,
                 peers: Vec::new(),
+                last: None,
             },
         );
     }
@@ -406,7 +409,7 @@ impl Rpc {
 
     /// Sends the next try of a request to the next chosen peer.
     fn send_next(&mut self, now: Instant, id: QueryId, ids: &mut Ids, rng: &mut impl Rng) {
-        let Some(call) = self.calls.get(&id) else {
+        let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
         let choice = self.config.choice;
@@ -414,6 +417,7 @@ impl Rpc {
             self.end(id, Err(RpcError::Lookup(LinkError::LookupEmpty)));
             return;
         };
+        call.last = Some(addr.clone());
         self.send(now, id, 0, addr, ids, rng);
     }
 
@@ -583,6 +587,13 @@ impl Rpc {
                 Ok(v) => self.end_request(id, Ok(v)),
                 Err(e) if *attempts_left > 1 => {
                     *attempts_left -= 1;
+                    // Route around a peer that failed (gone, say) while others remain; with
+                    // round-robin alone, concurrent calls could land on it again and again.
+                    if let Some(last) = call.last.take()
+                        && call.peers.len() > 1
+                    {
+                        call.peers.retain(|p| *p != last);
+                    }
                     tracing::debug!(%id, error = %e, "retrying request on the next peer");
                     self.send_next(now, id, ids, rng);
                 }
