@@ -1,0 +1,527 @@
+// The Rust-only peer cases, written once against `rt` (grenache_smol or grenache_tokio) and
+// the including file's `Runtime`, `sleep`, `within` and `spawn`. Each test starts its own
+// Grape in-process on 127.0.0.1 with OS-picked ports.
+
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use rt::peer::{
+    CommandError, LinkError, PeerClient, PeerConfig, PeerError, Publisher, PublisherConfig, Put,
+    RequestOptions, RpcError, RpcServer, RpcServerConfig, RpcTransport, SubEvent, WsMessage,
+};
+use rt::{GrapeServer, ServerConfig};
+use serde_json::{Value, json};
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// A lone Grape on loopback; `peer_max_age` shortens how long it keeps an announce.
+async fn grape(seed: u8, peer_max_age: Option<Duration>) -> GrapeServer {
+    let mut config = ServerConfig::new([seed; 32]);
+    config.bind = LOCALHOST;
+    config.dht_port = 0;
+    config.api_port = 0;
+    if let Some(age) = peer_max_age {
+        config.grape.node.peer_max_age = age;
+    }
+    GrapeServer::start(config).await.expect("start a Grape")
+}
+
+fn url(grape: &GrapeServer) -> String {
+    format!("http://{}", grape.local_api_addr())
+}
+
+fn config(grape: &GrapeServer, transport: RpcTransport) -> PeerConfig {
+    let mut config = PeerConfig::new(url(grape)).transport(transport);
+    config.seed = Some([7; 32]);
+    config
+}
+
+fn client(grape: &GrapeServer, transport: RpcTransport) -> PeerClient {
+    PeerClient::new(config(grape, transport)).expect("a valid Grape URL")
+}
+
+fn local(transport: RpcTransport) -> RpcServerConfig {
+    RpcServerConfig::new(transport).listen_on(LOCALHOST, 0)
+}
+
+/// An RPC server answering `{echo, key, tag}`, or the error in `{"fail": msg}`.
+async fn echo_server(
+    client: &PeerClient,
+    name: &str,
+    transport: RpcTransport,
+    tag: &str,
+) -> RpcServer {
+    let tag = tag.to_owned();
+    let handler = move |key: String, payload: Value| {
+        let tag = tag.clone();
+        async move {
+            match payload.get("fail").and_then(Value::as_str) {
+                Some(msg) => Err(msg.to_owned()),
+                None => Ok(json!({ "echo": payload, "key": key, "tag": tag })),
+            }
+        }
+    };
+    RpcServer::start(client, name, local(transport), handler)
+        .await
+        .expect("start an RPC server")
+}
+
+fn opts(timeout_ms: u64) -> RequestOptions {
+    RequestOptions::default().timeout(Duration::from_millis(timeout_ms))
+}
+
+/// A TCP server on 127.0.0.1 that answers each HTTP request with `response` and closes,
+/// or, with `None`, accepts and never says a word (keeping every connection open).
+fn raw_server(response: Option<&'static [u8]>) -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let port = listener.local_addr().expect("local addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            match response {
+                None => held.push(stream),
+                Some(response) => {
+                    read_request(&mut stream);
+                    let _ = stream.write_all(response);
+                }
+            }
+        }
+    });
+    port
+}
+
+/// Reads one request head and its `Content-Length` body.
+fn read_request(stream: &mut TcpStream) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+fn http_response(status: &str, body: &str) -> &'static [u8] {
+    let text = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    Box::leak(text.into_bytes().into_boxed_slice())
+}
+
+#[test]
+fn round_trip_over_http_and_ws() {
+    let runtime = Runtime::new();
+    runtime.block_on(async {
+        let grape = grape(1, None).await;
+        for transport in [RpcTransport::Http, RpcTransport::Ws] {
+            let name = format!("echo-{transport:?}");
+            let client = client(&grape, transport);
+            let a = echo_server(&client, &name, transport, "a").await;
+            let b = echo_server(&client, &name, transport, "b").await;
+
+            let reply = client
+                .request(&name, json!({"n": 1}), opts(5000))
+                .await
+                .expect("a reply");
+            assert_eq!(reply["echo"], json!({"n": 1}), "{transport:?}");
+            assert_eq!(reply["key"], json!(name));
+
+            let gzip = client
+                .request(&name, json!("z".repeat(5000)), opts(5000).compress(true))
+                .await
+                .expect("a gzip reply");
+            assert_eq!(gzip["echo"], json!("z".repeat(5000)));
+
+            let mut tags: Vec<Value> = client
+                .map(&name, json!(2), opts(5000))
+                .await
+                .expect("map replies")
+                .into_iter()
+                .map(|r| r["tag"].clone())
+                .collect();
+            tags.sort_by_key(|t| t.to_string());
+            assert_eq!(tags, vec![json!("a"), json!("b")]);
+
+            let failed = client
+                .request(&name, json!({"fail": "ERR_NOPE"}), opts(5000))
+                .await;
+            assert_eq!(
+                failed,
+                Err(PeerError::Rpc(RpcError::Remote("ERR_NOPE".into())))
+            );
+
+            let peers = client.lookup(&name).await.expect("lookup");
+            let ports = [a.port(), b.port()];
+            let listed: Vec<u16> = peers
+                .iter()
+                .filter_map(|p| p.as_str().rsplit_once(':')?.1.parse().ok())
+                .collect();
+            assert_eq!(listed.len(), 2);
+            assert!(ports.iter().all(|p| listed.contains(p)), "{peers:?}");
+            a.stop().await;
+            b.stop().await;
+        }
+        // A lone Grape has no node to store at: put and get need a second one.
+        let mut second = ServerConfig::new([11; 32]);
+        second.bind = LOCALHOST;
+        second.dht_port = 0;
+        second.api_port = 0;
+        second.bootstrap = vec![grape.local_dht_addr()];
+        let second = GrapeServer::start(second)
+            .await
+            .expect("start a second Grape");
+        let client = client(&grape, RpcTransport::Http);
+        let put = Put::immutable("hello grenache").expect("a small value");
+        let stored = within(Duration::from_secs(5), async {
+            loop {
+                match client.put(put.clone()).await {
+                    Ok(target) => return target,
+                    Err(_) => sleep(Duration::from_millis(100)).await,
+                }
+            }
+        })
+        .await;
+        assert_eq!(stored, Some(put.target()));
+        let item = client
+            .get(put.target(), None)
+            .await
+            .expect("get")
+            .expect("stored");
+        assert_eq!(item.v, "hello grenache");
+        second.shutdown().await;
+        grape.shutdown().await;
+    });
+}
+
+#[test]
+fn publish_and_subscribe() {
+    let runtime = Runtime::new();
+    runtime.block_on(async {
+        let grape = grape(2, None).await;
+        let client = client(&grape, RpcTransport::Http);
+        let config = PublisherConfig::new().listen_on(LOCALHOST, 0);
+        let publisher = Publisher::start(&client, "news", config)
+            .await
+            .expect("publisher");
+        let mut sub = client.subscribe("news").await.expect("subscribe");
+
+        let first = within(Duration::from_secs(5), sub.next_event()).await;
+        assert!(
+            matches!(first, Some(Some(SubEvent::Subscribed(_)))),
+            "{first:?}"
+        );
+        assert_eq!(publisher.subscribers(), 1);
+        let sent = publisher.publish_text("one").expect("room");
+        publisher
+            .publish(WsMessage::Binary(vec![1, 2, 3]))
+            .expect("room");
+        let one = within(Duration::from_secs(5), sub.next_message()).await;
+        let two = within(Duration::from_secs(5), sub.next_message()).await;
+
+        assert_eq!(sent, 1);
+        assert_eq!(one, Some(Some(WsMessage::Text("one".into()))));
+        assert_eq!(two, Some(Some(WsMessage::Binary(vec![1, 2, 3]))));
+
+        drop(sub);
+        let gone = within(Duration::from_secs(5), async {
+            while publisher.subscribers() > 0 {
+                sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(
+            gone.is_some(),
+            "dropping the subscription closes its connection"
+        );
+        publisher.stop().await;
+        grape.shutdown().await;
+    });
+}
+
+#[test]
+fn a_silent_server_gives_a_timeout() {
+    let runtime = Runtime::new();
+    runtime.block_on(async {
+        let grape = grape(3, None).await;
+        let port = raw_server(None);
+        for transport in [RpcTransport::Http, RpcTransport::Ws] {
+            let name = format!("silent-{transport:?}");
+            let client = client(&grape, transport);
+            client.announce(&name, port).await.expect("announce");
+            let start = Instant::now();
+
+            let result = client.request(&name, json!(1), opts(300)).await;
+
+            assert_eq!(
+                result,
+                Err(PeerError::Rpc(RpcError::Timeout)),
+                "{transport:?}"
+            );
+            assert!(result.as_ref().is_err_and(PeerError::is_timeout));
+            let took = start.elapsed();
+            assert!(took < Duration::from_secs(2), "{transport:?} took {took:?}");
+        }
+        grape.shutdown().await;
+    });
+}
+
+#[test]
+fn oversized_payloads_give_typed_errors() {
+    let runtime = Runtime::new();
+    runtime.block_on(async {
+        let grape = grape(4, None).await;
+        let mut small = config(&grape, RpcTransport::Http);
+        small.client.rpc.max_frame_len = 1024;
+        let small = PeerClient::new(small).expect("client");
+        let big = client(&grape, RpcTransport::Http);
+        // A server that takes 512-byte requests and answers 4 KB.
+        let mut strict = local(RpcTransport::Http);
+        strict.max_frame_len = 512;
+        let handler = |_key: String, _payload: Value| async { Ok(json!("r".repeat(4096))) };
+        let server = RpcServer::listen(strict, handler).await.expect("server");
+        server.announce(&big, "big").await.expect("announce");
+
+        let too_big = small
+            .request("big", json!("x".repeat(2000)), opts(5000))
+            .await;
+        let refused = big.request("big", json!("x".repeat(800)), opts(5000)).await;
+        let over_own_limit = big.request("big", json!(1), opts(5000)).await;
+
+        assert_eq!(
+            too_big,
+            Err(PeerError::Refused(CommandError::PayloadTooLarge))
+        );
+        let Err(PeerError::Rpc(RpcError::Request(msg))) = &refused else {
+            panic!("expected a refusal by the server, got {refused:?}");
+        };
+        assert!(msg.contains("ERR_FRAME_TOO_LARGE"), "{msg}");
+        // The reply would pass the server's own frame limit, so it answers an error instead.
+        assert_eq!(
+            over_own_limit,
+            Err(PeerError::Rpc(RpcError::Remote(
+                "ERR_REPLY_TOO_LARGE".into()
+            )))
+        );
+        server.stop().await;
+        grape.shutdown().await;
+    });
+}
+
+#[test]
+fn an_oversized_reply_gives_a_typed_error() {
+    let runtime = Runtime::new();
+    runtime.block_on(async {
+        let grape = grape(5, None).await;
+        let server_client = client(&grape, RpcTransport::Http);
+        let handler = |_key: String, _payload: Value| async { Ok(json!("r".repeat(4096))) };
+        let server = RpcServer::start(&server_client, "chatty", local(RpcTransport::Http), handler)
+            .await
+            .expect("server");
+        let mut small = config(&grape, RpcTransport::Http);
+        small.client.rpc.max_frame_len = 1024;
+        let small = PeerClient::new(small).expect("client");
+
+        let result = small.request("chatty", json!(1), opts(5000)).await;
+
+        assert_eq!(result, Err(PeerError::Rpc(RpcError::ReplyTooLarge)));
+        server.stop().await;
+        grape.shutdown().await;
+    });
+}
+
+#[test]
+fn malformed_replies_give_typed_errors() {
+    let runtime = Runtime::new();
+    runtime.block_on(async {
+        let grape = grape(6, None).await;
+        let client = client(&grape, RpcTransport::Http);
+        let cases: [(&str, &'static [u8], RequestOptions, RpcError); 4] = [
+            (
+                "html",
+                http_response("200 OK", "<html>"),
+                opts(2000),
+                RpcError::ReplyEmpty,
+            ),
+            (
+                "wrong-rid",
+                http_response("200 OK", r#"["not-the-rid",null,1]"#),
+                opts(2000),
+                RpcError::ReplyInvalid,
+            ),
+            (
+                "plain-for-gzip",
+                http_response("200 OK", r#"["x",null,1]"#),
+                opts(2000).compress(true),
+                RpcError::ReplyCompression,
+            ),
+            (
+                "status-500",
+                http_response("500 Internal Server Error", "boom"),
+                opts(2000),
+                RpcError::Request("boom".into()),
+            ),
+        ];
+        for (name, response, opts, expected) in cases {
+            let port = raw_server(Some(response));
+            client.announce(name, port).await.expect("announce");
+
+            let result = client.request(name, json!(1), opts).await;
+
+            assert_eq!(result, Err(PeerError::Rpc(expected)), "{name}");
+        }
+        grape.shutdown().await;
+    });
+}
+
+#[test]
+fn killing_one_of_three_servers_mid_load() {
+    let runtime = Runtime::new();
+    runtime.block_on(async {
+        let grape = grape(7, None).await;
+        for transport in [RpcTransport::Http, RpcTransport::Ws] {
+            let name = format!("load-{transport:?}");
+            let client = client(&grape, transport);
+            let mut servers = Vec::new();
+            for tag in ["a", "b", "c"] {
+                servers.push(echo_server(&client, &name, transport, tag).await);
+            }
+            let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let workers: Vec<_> = (0..20)
+                .map(|w| {
+                    let client = client.clone();
+                    let name = name.clone();
+                    let done = std::sync::Arc::clone(&done);
+                    spawn(async move {
+                        let mut results = Vec::new();
+                        for i in 0..20 {
+                            let opts = opts(2000).attempts(3);
+                            let start = Instant::now();
+                            let result = client.request(&name, json!([w, i]), opts).await;
+                            results.push((result, start.elapsed()));
+                            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        results
+                    })
+                })
+                .collect();
+            // Kill the middle server (no stop: its connections just vanish) once the
+            // load is well under way.
+            let under_way = within(Duration::from_secs(20), async {
+                while done.load(std::sync::atomic::Ordering::Relaxed) < 100 {
+                    sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await;
+            assert!(under_way.is_some(), "{transport:?}: load did not start");
+            drop(servers.remove(1));
+
+            let mut all = Vec::new();
+            let finished = within(Duration::from_secs(30), async {
+                for worker in workers {
+                    all.extend(worker.await);
+                }
+            })
+            .await;
+
+            assert!(finished.is_some(), "{transport:?}: some request hung");
+            assert_eq!(all.len(), 400);
+            let failures: Vec<&PeerError> =
+                all.iter().filter_map(|(r, _)| r.as_ref().err()).collect();
+            for failure in &failures {
+                assert!(
+                    matches!(
+                        failure,
+                        PeerError::Rpc(
+                            RpcError::Request(_) | RpcError::TransportClose | RpcError::Timeout
+                        )
+                    ),
+                    "{transport:?}: untyped or unexpected failure {failure:?}"
+                );
+            }
+            // A retry skips the peer that failed, so with two of three alive none fails.
+            assert!(failures.is_empty(), "{transport:?}: {failures:?}");
+            let slowest = all.iter().map(|(_, t)| *t).max().unwrap_or_default();
+            assert!(
+                slowest < Duration::from_secs(7),
+                "{transport:?}: slowest {slowest:?}"
+            );
+            eprintln!(
+                "{transport:?}: 400 requests, {} failed ({failures:?}), slowest {slowest:?}",
+                failures.len()
+            );
+            for server in servers {
+                server.stop().await;
+            }
+        }
+        grape.shutdown().await;
+    });
+}
+
+#[test]
+fn a_stopped_server_leaves_the_lookups() {
+    let runtime = Runtime::new();
+    runtime.block_on(async {
+        let age = Duration::from_secs(2);
+        let grape = grape(8, Some(age)).await;
+        let mut announcing = config(&grape, RpcTransport::Http);
+        // Re-announce well within the Grape's short peer lifetime.
+        announcing.client.link.announce_interval = Duration::from_millis(800);
+        let announcing = PeerClient::new(announcing).expect("client");
+        let mut looking = config(&grape, RpcTransport::Http);
+        looking.client.link.lookup_cache_ttl = Duration::ZERO;
+        let looking = PeerClient::new(looking).expect("client");
+        let server = echo_server(&announcing, "fleeting", RpcTransport::Http, "f").await;
+        let port = server.port();
+        let listed = |peers: &[rt::peer::PeerAddr]| {
+            peers
+                .iter()
+                .any(|p| p.as_str() == format!("127.0.0.1:{port}"))
+        };
+
+        sleep(age + Duration::from_secs(1)).await;
+        let while_running = looking.lookup("fleeting").await;
+        server.stop().await;
+        let stopped = Instant::now();
+        let gone = within(age + Duration::from_secs(3), async {
+            loop {
+                match looking.lookup("fleeting").await {
+                    Ok(peers) if listed(&peers) => sleep(Duration::from_millis(100)).await,
+                    other => return other,
+                }
+            }
+        })
+        .await;
+
+        assert!(
+            while_running.as_deref().is_ok_and(listed),
+            "re-announced past the peer lifetime: {while_running:?}"
+        );
+        assert_eq!(gone, Some(Err(PeerError::Link(LinkError::LookupEmpty))));
+        eprintln!("gone from lookups {:?} after stop", stopped.elapsed());
+        assert_eq!(
+            looking.request("fleeting", json!(1), opts(1000)).await,
+            Err(PeerError::Rpc(RpcError::Lookup(LinkError::LookupEmpty)))
+        );
+        grape.shutdown().await;
+    });
+}
