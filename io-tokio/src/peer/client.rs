@@ -1,6 +1,8 @@
 //! The public handle of a client: every method queues a command for the driver task and
 //! waits for its one answer.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use grenache_core::bep44::Target;
 use grenache_core::peer::{
     ClientStats, ConfigError, GetItem, PeerAddr, Put, RequestOptions, SubscriptionId,
@@ -18,13 +20,24 @@ use super::subscription::Subscription;
 /// A Grenache client: the Link to a Grape (lookup, announce, put, get), peer RPC
 /// (request, map) and subscriptions, run by one driver task.
 ///
-/// Cloning is cheap and every clone talks to the same driver; the driver stops when the
-/// last clone (and the last [`Subscription`], server or publisher holding one) is gone.
-/// Commands are not cancelled by dropping their future: the core still ends them, and
-/// the answer is thrown away.
-#[derive(Clone, Debug)]
+/// Cloning is cheap and every clone talks to the same driver. The driver task starts with
+/// the first command, on the runtime that awaits it (so `new` works anywhere), and stops
+/// when the last clone (and the last [`Subscription`], server or publisher holding one)
+/// is gone. Commands are not cancelled by dropping their future: the core still ends
+/// them, and the answer is thrown away.
+#[derive(Clone)]
 pub struct PeerClient {
     commands: async_channel::Sender<Command>,
+    /// The driver until its task is spawned.
+    idle: Arc<Mutex<Option<Driver>>>,
+}
+
+impl std::fmt::Debug for PeerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerClient")
+            .field("queued", &self.commands.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl PeerClient {
@@ -32,9 +45,6 @@ impl PeerClient {
     ///
     /// # Errors
     /// [`ConfigError::GrapeUrl`] when the Grape URL is not `http(s)://` or `ws(s)://`.
-    ///
-    /// # Panics
-    /// On tokio, outside a runtime: the driver task is spawned at once.
     pub fn new(config: PeerConfig) -> Result<PeerClient, ConfigError> {
         let client = grenache_core::peer::Client::new(config.client.clone())?;
         let rng = match config.seed {
@@ -42,8 +52,11 @@ impl PeerClient {
             None => ChaCha8Rng::from_os_rng(),
         };
         let (commands, queue) = async_channel::bounded(config.command_queue.max(1));
-        rt::spawn(Driver::new(client, rng, queue, &config).run());
-        Ok(PeerClient { commands })
+        let driver = Driver::new(client, rng, queue, &config);
+        Ok(PeerClient {
+            commands,
+            idle: Arc::new(Mutex::new(Some(driver))),
+        })
     }
 
     /// The peers serving `name` (`host:port`, never empty), from a cache of a few seconds.
@@ -201,11 +214,27 @@ impl PeerClient {
         let _ = self.commands.try_send(Command::Unsubscribe { sub });
     }
 
+    /// Spawns the driver task if this is the first command.
+    ///
+    /// # Panics
+    /// On tokio, outside a runtime (a tokio future awaited by another executor).
+    fn start(&self) {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(driver) = idle {
+            rt::spawn(driver.run());
+        }
+    }
+
     /// Queues a command built around a reply channel and waits for the answer.
     async fn ask<T>(
         &self,
         make: impl FnOnce(async_channel::Sender<T>) -> Command,
     ) -> Result<T, PeerError> {
+        self.start();
         let (reply, answer) = async_channel::bounded(1);
         self.commands
             .send(make(reply))
