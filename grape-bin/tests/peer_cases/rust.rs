@@ -466,7 +466,7 @@ fn killing_one_of_three_servers_mid_load() {
                 "{transport:?}: slowest {slowest:?}"
             );
             eprintln!(
-                "{transport:?}: 400 requests, {} failed ({failures:?}), slowest {slowest:?}",
+                "{RT} {transport:?}: 400 requests, {} failed ({failures:?}), slowest {slowest:?}",
                 failures.len()
             );
             for server in servers {
@@ -517,7 +517,7 @@ fn a_stopped_server_leaves_the_lookups() {
             "re-announced past the peer lifetime: {while_running:?}"
         );
         assert_eq!(gone, Some(Err(PeerError::Link(LinkError::LookupEmpty))));
-        eprintln!("gone from lookups {:?} after stop", stopped.elapsed());
+        eprintln!("{RT}: gone from lookups {:?} after stop", stopped.elapsed());
         assert_eq!(
             looking.request("fleeting", json!(1), opts(1000)).await,
             Err(PeerError::Rpc(RpcError::Lookup(LinkError::LookupEmpty)))
