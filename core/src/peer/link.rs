@@ -986,11 +986,15 @@ fn interpret(command: &Command, value: Value, max_peers: usize) -> Result<Reply,
         }
         Command::Announce { .. } => Ok(Reply::Done),
         Command::Put { target, .. } => {
-            let got = value
-                .as_str()
-                .and_then(unhex)
-                .and_then(|b| Target::from_slice(&b))
-                .ok_or(LinkError::BadReply("put reply is not a hex target"))?;
+            let got = match &value {
+                Value::String(s) => match unhex(s).and_then(|b| Target::from_slice(&b)) {
+                    Some(got) => got,
+                    // A failed DHT put comes back as its message ("No nodes to query",
+                    // Node's "All queries failed"), with status 200 and no ERR_ prefix.
+                    None => return Err(LinkError::Grape(s.clone())),
+                },
+                _ => return Err(LinkError::BadReply("put reply is not a hex target")),
+            };
             if got != *target {
                 return Err(LinkError::BadReply("put reply names another target"));
             }
@@ -1487,6 +1491,23 @@ mod tests {
             panic!("a put event");
         };
         assert!(matches!(result, Err(LinkError::BadReply(_))));
+    }
+
+    #[test]
+    fn put_failure_message_is_a_grape_error() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+        let put = Put::immutable("hello").expect("small");
+        h.link.put(t0, put, &mut h.rng).expect("ok");
+        let req = h.http().remove(0);
+
+        // A lone Grape has no DHT node to store at.
+        h.reply(1, &req, 200, r#""No nodes to query""#);
+
+        let Some(LinkEvent::Put { result, .. }) = h.events().pop() else {
+            panic!("a put event");
+        };
+        assert_eq!(result, Err(LinkError::Grape("No nodes to query".into())));
     }
 
     #[test]
