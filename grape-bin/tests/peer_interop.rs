@@ -1,0 +1,19 @@
+//! Rust peers with the real Node.js peers (grenache-nodejs-http 1.0.2, grenache-nodejs-ws
+//! 1.0.0, pinned in `node/package.json`), on smol and on tokio: Node client -> Rust server
+//! and Rust client -> Node server over HTTP (plain and gzip) and WebSocket, Node publisher
+//! -> Rust subscriber and Rust publisher -> Node subscriber.
+//!
+//! Skipped, loudly, without Node.js (`GRENACHE_REQUIRE_NODE=1` makes that a failure). The
+//! cases are written once, in `peer_cases/interop.rs`, and included per runtime.
+
+mod common;
+
+mod smol_rt {
+    include!("peer_cases/smol.rs");
+    include!("peer_cases/interop.rs");
+}
+
+mod tokio_rt {
+    include!("peer_cases/tokio.rs");
+    include!("peer_cases/interop.rs");
+}
