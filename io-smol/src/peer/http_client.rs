@@ -261,3 +261,36 @@ async fn send(
     // A body left unread makes the connection useless; dropping the sender closes it.
     Ok((response, complete.then_some(sender)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_read_off_http_urls() {
+        let v4 = Target::parse("http://127.0.0.1:1337/").expect("valid");
+        let v6 = Target::parse("http://[::1]:8080/api?x=1").expect("valid");
+        let default_port = Target::parse("http://svc.local/").expect("valid");
+
+        assert_eq!(
+            (v4.host.as_str(), v4.port, v4.path.as_str()),
+            ("127.0.0.1", 1337, "/")
+        );
+        assert_eq!(v4.authority, "127.0.0.1:1337");
+        assert_eq!(
+            (v6.host.as_str(), v6.authority.as_str()),
+            ("::1", "[::1]:8080")
+        );
+        assert_eq!(v6.path, "/api?x=1");
+        assert_eq!(default_port.port, 80);
+    }
+
+    #[test]
+    fn other_schemes_and_garbage_are_transport_errors() {
+        for url in ["https://h:1/", "ws://h:1/ws", "not a url", "http:///"] {
+            let err = Target::parse(url).err();
+
+            assert!(err.is_some(), "{url}");
+        }
+    }
+}

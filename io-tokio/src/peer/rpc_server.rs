@@ -295,22 +295,20 @@ async fn handle_http(
     let bytes = match body {
         Body::Complete(bytes) => bytes,
         Body::TooLarge(len) => {
-            return Ok(response(http_error_reply(&FrameError::TooLarge {
-                len,
-                max,
-            })));
+            let too_large = FrameError::TooLarge { len, max };
+            return Ok(response(http_error_reply(&too_large), Compression::None));
         }
     };
     let (request, compression) = match decode_http_request(compress.as_deref(), &bytes, max) {
         Ok(decoded) => decoded,
         Err(err) => {
             tracing::debug!(%err, "unreadable RPC request");
-            return Ok(response(http_error_reply(&err)));
+            return Ok(response(http_error_reply(&err), Compression::None));
         }
     };
     let result = call_handler(&ctx, request.key, request.payload).await;
     let body = reply_frame(&ctx, &request.rid, &result, compression);
-    Ok(response(HttpResponse { status: 200, body }))
+    Ok(response(HttpResponse { status: 200, body }, compression))
 }
 
 /// Reads at most `max + 1` bytes of body, so a huge body is never read whole.
@@ -335,13 +333,16 @@ async fn read_body(mut body: Incoming, max: usize) -> Result<Body, hyper::Error>
     Ok(Body::Complete(bytes))
 }
 
-fn response(reply: HttpResponse) -> Response<Full<Bytes>> {
+/// Frames a reply; plain JSON bodies say so (gzip ones carry no type, as Node's).
+fn response(reply: HttpResponse, compression: Compression) -> Response<Full<Bytes>> {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = Response::new(Full::new(Bytes::from(reply.body)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if compression == Compression::None {
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
     response
 }
 
