@@ -29,8 +29,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[path = "../../io-smol/src/config.rs"]
 mod config;
 mod driver;
+#[path = "../../io-smol/src/error.rs"]
 mod error;
 mod http;
 mod listen;

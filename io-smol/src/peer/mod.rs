@@ -10,6 +10,9 @@
 //! `grenache-smol` and `grenache-tokio`, except `rt.rs`: a program written against one
 //! runs on the other by changing the crate name.
 //!
+//! Every module here but `rt.rs` is also compiled into grenache-tokio (through `#[path]`),
+//! so it may only reach the runtime through `super::rt`.
+//!
 //! ```no_run
 //! use grenache_smol::peer::{PeerClient, PeerConfig, RequestOptions, RpcServer, RpcServerConfig};
 //! use serde_json::{Value, json};

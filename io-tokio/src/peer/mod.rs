@@ -6,9 +6,10 @@
 //! [`Client`](grenache_core::peer::Client) decides what to send, when to retry and what a
 //! reply means; one driver task owns it and does the I/O it asks for (hyper HTTP/1.1 with
 //! a keep-alive pool, WebSocket connections by id, a timer). The servers read and write
-//! frames with the core's framing functions. The code is the same, file for file, in
-//! `grenache-smol` and `grenache-tokio`, except `rt.rs`: a program written against one
-//! runs on the other by changing the crate name.
+//! frames with the core's framing functions. Only `rt.rs` (spawning, sockets, timers,
+//! the hyper and WebSocket glue) is tokio's own: every other module is compiled from
+//! grenache-smol's source (`#[path]` below), so the two runtimes cannot drift apart, and
+//! a program written against one runs on the other by changing the crate name.
 //!
 //! ```no_run
 //! use grenache_tokio::peer::{PeerClient, PeerConfig, RequestOptions, RpcServer, RpcServerConfig};
@@ -34,16 +35,26 @@
 //! ([`PeerError`], [`ServerError`]), never as a hang: each request has a deadline, and
 //! the core answers it when the peer does not.
 
+#[path = "../../../io-smol/src/peer/client.rs"]
 mod client;
+#[path = "../../../io-smol/src/peer/config.rs"]
 mod config;
+#[path = "../../../io-smol/src/peer/driver.rs"]
 mod driver;
+#[path = "../../../io-smol/src/peer/error.rs"]
 mod error;
+#[path = "../../../io-smol/src/peer/http_client.rs"]
 mod http_client;
+#[path = "../../../io-smol/src/peer/listen.rs"]
 mod listen;
+#[path = "../../../io-smol/src/peer/publisher.rs"]
 mod publisher;
+#[path = "../../../io-smol/src/peer/rpc_server.rs"]
 mod rpc_server;
 mod rt;
+#[path = "../../../io-smol/src/peer/subscription.rs"]
 mod subscription;
+#[path = "../../../io-smol/src/peer/ws_client.rs"]
 mod ws_client;
 
 pub use client::PeerClient;
