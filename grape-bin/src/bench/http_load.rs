@@ -33,33 +33,47 @@ pub enum Workload {
 }
 
 impl Workload {
-    /// The request bytes for the `i`-th request of connection `conn`.
-    fn request(&self, conn: usize, i: u64) -> Vec<u8> {
+    /// Writes the request bytes for the `i`-th request of connection `conn` into `out`
+    /// (cleared first); a fixed workload is written once and then left as it is.
+    fn request(&self, conn: usize, i: u64, out: &mut Vec<u8>) {
         match self {
-            Workload::Fixed { path, body } => request_bytes(path, body),
-            Workload::FreshLookup { prefix } => request_bytes(
-                "/lookup",
-                &format!("{{\"rid\":\"r\",\"data\":\"{prefix}-{conn}-{i}\"}}"),
-            ),
-            Workload::FreshAnnounce { prefix } => request_bytes(
-                "/announce",
-                &format!(
+            Workload::Fixed { path, body } => {
+                if out.is_empty() {
+                    *out = request_bytes(path, body);
+                }
+            }
+            Workload::FreshLookup { prefix } => {
+                out.clear();
+                let body = format!("{{\"rid\":\"r\",\"data\":\"{prefix}-{conn}-{i}\"}}");
+                write_request(out, "/lookup", &body);
+            }
+            Workload::FreshAnnounce { prefix } => {
+                out.clear();
+                let body = format!(
                     "{{\"rid\":\"r\",\"data\":[\"{prefix}-{conn}-{i}\",{}]}}",
                     1024 + (i % 60_000)
-                ),
-            ),
+                );
+                write_request(out, "/announce", &body);
+            }
         }
     }
 }
 
-/// A `POST path` with a JSON body, keep-alive.
-pub fn request_bytes(path: &str, body: &str) -> Vec<u8> {
-    format!(
+fn write_request(out: &mut Vec<u8>, path: &str, body: &str) {
+    use std::io::Write as _;
+    let _ = write!(
+        out,
         "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .into_bytes()
+    );
+}
+
+/// A `POST path` with a JSON body, keep-alive.
+pub fn request_bytes(path: &str, body: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + body.len());
+    write_request(&mut out, path, body);
+    out
 }
 
 /// One load run's settings.
@@ -85,25 +99,56 @@ pub struct Outcome {
     pub first_error: Option<String>,
 }
 
-/// Runs `spec` on `rt` and returns what it measured.
-pub fn run(rt: &tokio::runtime::Runtime, spec: &Spec) -> Outcome {
+/// Runs `spec` on `threads` threads, each with its own single-threaded runtime and
+/// its share of the connections (as wrk splits them), and returns what it measured.
+pub fn run(threads: usize, spec: &Spec) -> Outcome {
     let spec = Arc::new(spec.clone());
     let start = Instant::now();
     let measure_from = start + spec.warmup;
     let end = measure_from + spec.measure;
-    let tasks: Vec<_> = (0..spec.connections)
-        .map(|conn| {
-            let spec = Arc::clone(&spec);
-            rt.spawn(async move { connection(&spec, conn, measure_from, end).await })
-        })
-        .collect();
+    let threads = threads.clamp(1, spec.connections.max(1));
+    let parts: Vec<Part> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let spec = Arc::clone(&spec);
+                scope.spawn(move || {
+                    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    else {
+                        return vec![Part::failed("no runtime")];
+                    };
+                    rt.block_on(async {
+                        let tasks: Vec<_> = (t..spec.connections)
+                            .step_by(threads)
+                            .map(|conn| {
+                                let spec = Arc::clone(&spec);
+                                tokio::spawn(async move {
+                                    connection(&spec, conn, measure_from, end).await
+                                })
+                            })
+                            .collect();
+                        let mut parts = Vec::with_capacity(tasks.len());
+                        for task in tasks {
+                            parts
+                                .push(task.await.unwrap_or_else(|_| Part::failed("task panicked")));
+                        }
+                        parts
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| vec![Part::failed("thread panicked")])
+            })
+            .collect()
+    });
     let mut out = Outcome::default();
     let mut all = Vec::new();
-    for task in tasks {
-        let Ok(part) = rt.block_on(task) else {
-            out.errors += 1;
-            continue;
-        };
+    for part in parts {
         out.ok += part.ok;
         out.errors += part.errors;
         all.extend_from_slice(&part.latencies_us);
@@ -125,6 +170,14 @@ struct Part {
 }
 
 impl Part {
+    fn failed(why: &str) -> Part {
+        Part {
+            errors: 1,
+            first_error: Some(why.to_string()),
+            ..Part::default()
+        }
+    }
+
     fn error(&mut self, counted: bool, e: String) {
         if counted {
             self.errors += 1;
@@ -139,6 +192,7 @@ impl Part {
 async fn connection(spec: &Spec, conn: usize, measure_from: Instant, end: Instant) -> Part {
     let mut part = Part::default();
     let mut buf = Vec::with_capacity(16 * 1024);
+    let mut req = Vec::with_capacity(512);
     let mut i = 0u64;
     'reconnect: while Instant::now() < end {
         let mut stream = match TcpStream::connect(spec.addr).await {
@@ -155,7 +209,7 @@ async fn connection(spec: &Spec, conn: usize, measure_from: Instant, end: Instan
             if sent >= end {
                 break 'reconnect;
             }
-            let req = spec.workload.request(conn, i);
+            spec.workload.request(conn, i, &mut req);
             i += 1;
             let counted = sent >= measure_from;
             let exchange = async {
@@ -201,10 +255,12 @@ struct Response {
 /// Reads one response (Content-Length or chunked body) from `stream`.
 async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Response, String> {
     buf.clear();
+    let mut searched = 0;
     let header_end = loop {
-        if let Some(at) = find(buf, b"\r\n\r\n") {
-            break at + 4;
+        if let Some(at) = find(&buf[searched..], b"\r\n\r\n") {
+            break searched + at + 4;
         }
+        searched = buf.len().saturating_sub(3);
         read_more(stream, buf).await?;
     };
     let head = std::str::from_utf8(&buf[..header_end]).map_err(|_| "bad header bytes")?;
@@ -229,8 +285,10 @@ async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Resp
             close = value.eq_ignore_ascii_case("close");
         }
     }
-    let body: Vec<u8> = if chunked {
-        read_chunked(stream, buf, header_end).await?
+    let chunked_body;
+    let body: &[u8] = if chunked {
+        chunked_body = read_chunked(stream, buf, header_end).await?;
+        &chunked_body
     } else {
         let length = length.ok_or("response without length")?;
         if length > MAX_RESPONSE {
@@ -239,7 +297,7 @@ async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Resp
         while buf.len() < header_end + length {
             read_more(stream, buf).await?;
         }
-        buf[header_end..header_end + length].to_vec()
+        &buf[header_end..header_end + length]
     };
     // Grape errors come back as 200 with a JSON string body "ERR_...".
     let ok = status == 200 && !body.starts_with(b"\"ERR") && !body.starts_with(b"ERR");
@@ -289,12 +347,11 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Stri
     if buf.len() > MAX_RESPONSE {
         return Err("response too large".into());
     }
-    let mut chunk = [0u8; 8192];
-    let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+    buf.reserve(8192);
+    let n = stream.read_buf(buf).await.map_err(|e| e.to_string())?;
     if n == 0 {
         return Err("connection closed".into());
     }
-    buf.extend_from_slice(&chunk[..n]);
     Ok(())
 }
 
@@ -309,9 +366,10 @@ mod tests {
     #[test]
     fn fresh_workloads_never_repeat_a_name() {
         let w = Workload::FreshLookup { prefix: "f".into() };
-        let a = w.request(0, 1);
-        let b = w.request(0, 2);
-        let c = w.request(1, 1);
+        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        w.request(0, 1, &mut a);
+        w.request(0, 2, &mut b);
+        w.request(1, 1, &mut c);
         assert_ne!(a, b);
         assert_ne!(a, c);
     }

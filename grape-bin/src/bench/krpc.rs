@@ -19,6 +19,7 @@ pub fn query(id: NodeId, i: u64, method: Method) -> Vec<u8> {
 }
 
 /// A key from a name (names are short ASCII, so always valid).
+/// Datagrams can be large: the Node Grape answers a short key with dozens of nodes.
 pub fn key(name: &str) -> Key {
     Key::new(name.as_bytes()).unwrap_or_else(|| Key::from(NodeId([7; 20])))
 }
@@ -67,7 +68,7 @@ pub fn ask(target: SocketAddr, datagram: &[u8]) -> Result<Response, String> {
     socket
         .set_read_timeout(Some(Duration::from_millis(500)))
         .map_err(|e| e.to_string())?;
-    let mut buf = [0u8; 2048];
+    let mut buf = vec![0u8; 65_536];
     for _ in 0..10 {
         socket
             .send_to(datagram, target)
@@ -101,7 +102,7 @@ pub fn token(target: SocketAddr) -> Result<Vec<u8>, String> {
             NodeId([2; 20]),
             2,
             Method::GetPeers {
-                info_hash: key("token-please"),
+                info_hash: Key::from(NodeId([2; 20])),
             },
         ),
     )?;

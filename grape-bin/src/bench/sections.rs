@@ -59,6 +59,8 @@ pub struct Ctx {
     pub rt: tokio::runtime::Runtime,
     pub timing: Timing,
     pub kinds: Vec<Kind>,
+    /// Load-generator threads.
+    pub threads: usize,
     pub report: Report,
 }
 
@@ -99,7 +101,7 @@ pub fn ceiling(ctx: &mut Ctx) -> Result<(), String> {
         workload: hot.clone(),
     };
     let (fixed_proc, fixed_addr) = fixed::start_fixed(&ctx.env.logs)?;
-    let own = http_load::run(&ctx.rt, &spec(fixed_addr));
+    let own = http_load::run(ctx.threads, &spec(fixed_addr));
     drop(fixed_proc);
     ctx.report.ceiling.push(CeilingRow {
         what: "fixed-reply Rust server (1 thread), our load generator".into(),
@@ -112,7 +114,7 @@ pub fn ceiling(ctx: &mut Ctx) -> Result<(), String> {
                 .into(),
         ),
         Some((nginx, addr)) => {
-            let ours = http_load::run(&ctx.rt, &spec(addr));
+            let ours = http_load::run(ctx.threads, &spec(addr));
             ctx.report.ceiling.push(CeilingRow {
                 what: "nginx (1 worker), our load generator (2 threads, 64 conns)".into(),
                 rps: ours.rps,
@@ -155,7 +157,7 @@ pub fn api(ctx: &mut Ctx) -> Result<(), String> {
             for c in CONCURRENCY {
                 run += 1;
                 let out = http_load::run(
-                    &ctx.rt,
+                    ctx.threads,
                     &http_load::Spec {
                         addr: target,
                         connections: c,
@@ -335,6 +337,14 @@ pub fn memory(ctx: &mut Ctx) -> Result<(), String> {
         let idle = g.proc.rss();
         let id = krpc::node_id(g.dht)?;
         let swarm = fake_nodes(&ctx.rt, g.dht, id, t.fake_nodes)?;
+        if !g.proc.is_running() {
+            return Err(format!(
+                "{} Grape exited under {} fake nodes:\n{}",
+                kind.name(),
+                t.fake_nodes,
+                g.proc.log_tail(20)
+            ));
+        }
         let filled = g.holdings();
         let token = krpc::token(g.dht)?;
         let peers_per_key = 100u64;
@@ -490,7 +500,7 @@ fn fake_nodes(
             let _ = socket
                 .send_to(&krpc::query(id, i as u64, Method::Ping), target)
                 .await;
-            let mut buf = [0u8; 1500];
+            let mut buf = [0u8; 4096];
             while !stop.load(Ordering::Relaxed) {
                 let recv =
                     tokio::time::timeout(Duration::from_millis(500), socket.recv_from(&mut buf))

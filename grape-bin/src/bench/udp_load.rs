@@ -85,7 +85,7 @@ fn worker(
     socket
         .set_read_timeout(Some(Duration::from_millis(20)))
         .map_err(|e| e.to_string())?;
-    let mut buf = [0u8; 2048];
+    let mut buf = vec![0u8; 65_536];
     let mut sent = 0u64;
     let mut replies = 0u64;
     let send = |sent: &mut u64| -> bool {
@@ -152,7 +152,7 @@ pub fn is_krpc_response(datagram: &[u8]) -> bool {
 /// Echoes every datagram back to its sender, forever (the `udp-echo` subcommand).
 pub fn serve_echo(port: u16) -> Result<(), String> {
     let socket = UdpSocket::bind(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    let mut buf = [0u8; 2048];
+    let mut buf = vec![0u8; 65_536];
     loop {
         let Ok((n, from)) = socket.recv_from(&mut buf) else {
             continue;

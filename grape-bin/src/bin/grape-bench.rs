@@ -206,6 +206,7 @@ fn run(args: &Args) -> Result<(), String> {
         rt,
         timing,
         kinds,
+        threads: args.threads.max(1),
         report,
     };
     let started = Instant::now();
