@@ -78,6 +78,16 @@ pub struct ScaleRow {
 }
 
 #[derive(Debug)]
+pub struct LossRow {
+    pub nodes: usize,
+    pub loss: f64,
+    pub lookups: usize,
+    pub failed: usize,
+    pub p50: Option<Duration>,
+    pub p90: Option<Duration>,
+}
+
+#[derive(Debug)]
 pub struct RpcRow {
     pub transport: &'static str,
     pub payload: usize,
@@ -108,6 +118,7 @@ pub struct Report {
     pub discovery: Vec<DiscoveryRow>,
     pub memory: Vec<MemoryRow>,
     pub scale: Vec<ScaleRow>,
+    pub loss: Vec<LossRow>,
     pub rpc: Vec<RpcRow>,
     pub micro: Vec<MicroRow>,
 }
@@ -226,6 +237,28 @@ impl Report {
                     r.msgs_per_lookup,
                     r.wall_s,
                     r.note
+                );
+            }
+        }
+        if !self.loss.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n### Lookup latency under packet loss (simulator, 1 ms links; Node Grape measured at 2.2 s median with 10% loss on netem)\n"
+            );
+            let _ = writeln!(
+                s,
+                "| nodes | loss | lookups | failed | p50 ms | p90 ms |\n|---:|---:|---:|---:|---:|---:|"
+            );
+            for r in &self.loss {
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.0}% | {} | {} | {} | {} |",
+                    r.nodes,
+                    r.loss * 100.0,
+                    r.lookups,
+                    r.failed,
+                    ms(r.p50),
+                    ms(r.p90)
                 );
             }
         }

@@ -225,7 +225,11 @@ fn run(args: &Args) -> Result<(), String> {
             } else {
                 &[1_000, 10_000, 100_000]
             };
-            scale::scale(&mut ctx.report, sizes, if quick { 100 } else { 300 })
+            scale::scale(&mut ctx.report, sizes, if quick { 100 } else { 300 })?;
+            for loss in [0.0, 0.1] {
+                scale::loss_latency(&mut ctx.report, 20, loss, if quick { 20 } else { 100 })?;
+            }
+            Ok(())
         }),
         ("micro", want(args.micro), |ctx| {
             scale::micro(&mut ctx.report)
