@@ -187,7 +187,7 @@ pub fn start_network(env: &Env, kind: Kind, n: usize, tag: &str) -> Result<Vec<G
     }
     let dht = |i: usize| SocketAddr::from(([127, 0, 0, 1], ports[i].0));
     let mut grapes = Vec::with_capacity(n);
-    for i in 0..n {
+    for (i, &(dht_port, api_port)) in ports.iter().enumerate() {
         let bootstrap: Vec<SocketAddr> = match (i, n) {
             (_, 1) => Vec::new(),
             (0, _) => vec![dht(1)],
@@ -196,7 +196,7 @@ pub fn start_network(env: &Env, kind: Kind, n: usize, tag: &str) -> Result<Vec<G
         };
         let name = format!("{tag}-{}-{i}", kind.name());
         grapes.push(Grape::start(
-            env, kind, &name, ports[i].0, ports[i].1, &bootstrap,
+            env, kind, &name, dht_port, api_port, &bootstrap,
         )?);
     }
     Ok(grapes)

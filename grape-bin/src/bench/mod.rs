@@ -3,6 +3,7 @@
 
 // The modules are the binary's internals: `pub` marks what other modules use.
 #![allow(unreachable_pub)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod fixed;
 pub mod grapes;
@@ -10,6 +11,8 @@ pub mod http_load;
 pub mod krpc;
 pub mod procs;
 pub mod report;
+#[cfg(feature = "bench-rpc")]
+pub mod rpc;
 pub mod scale;
 pub mod sections;
 pub mod stats;

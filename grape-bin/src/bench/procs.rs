@@ -94,6 +94,22 @@ impl Proc {
         Ok(answer.trim_end().to_string())
     }
 
+    /// Reads one line from the child's stdout (piped children only).
+    #[cfg_attr(not(feature = "bench-rpc"), allow(dead_code))]
+    pub fn read_line(&mut self) -> Result<String, String> {
+        let Some(stdout) = self.stdout.as_mut() else {
+            return Err(format!("{} has no piped stdout", self.name));
+        };
+        let mut line = String::new();
+        stdout
+            .read_line(&mut line)
+            .map_err(|e| format!("{}: {e}", self.name))?;
+        if line.is_empty() {
+            return Err(format!("{} exited:\n{}", self.name, self.log_tail(20)));
+        }
+        Ok(line.trim_end().to_string())
+    }
+
     /// Resident memory now, in bytes (`VmRSS`).
     pub fn rss(&self) -> Option<u64> {
         proc_status_kb(self.pid, "VmRSS:").map(|kb| kb * 1024)

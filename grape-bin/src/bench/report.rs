@@ -197,27 +197,7 @@ impl Report {
             self.memory_markdown(&mut s);
         }
         if !self.rpc.is_empty() {
-            let _ = writeln!(s, "\n### Peer RPC\n");
-            let _ = writeln!(
-                s,
-                "| transport | payload | side | req/s | p50 ms | p99 ms | errors |\n|---|---:|---|---:|---:|---:|---:|"
-            );
-            for r in &self.rpc {
-                let _ = writeln!(
-                    s,
-                    "| {} | {} B | {} | {} | {} | {} | {} |",
-                    r.transport,
-                    r.payload,
-                    match r.kind {
-                        Kind::Rust => "rust client → rust server",
-                        Kind::Node => "node client → node server",
-                    },
-                    rate(r.rps),
-                    ms(r.p50),
-                    ms(r.p99),
-                    r.errors
-                );
-            }
+            self.rpc_markdown(&mut s);
         }
         if !self.scale.is_empty() {
             let _ = writeln!(s, "\n### Scale (simulator, our core only)\n");
@@ -342,6 +322,45 @@ impl Report {
                     e.replace('`', "'")
                 );
             }
+        }
+    }
+
+    fn rpc_markdown(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "\n### Peer RPC: Rust client → Rust server vs Node client → Node server (64 in flight, payload echoed)\n"
+        );
+        let _ = writeln!(
+            s,
+            "| transport | payload | rust req/s | node req/s | rust / node | rust p50 ms | node p50 ms | rust p99 ms | node p99 ms | p99 node / rust | errors rust / node |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        );
+        let mut keys: Vec<(&str, usize)> =
+            self.rpc.iter().map(|r| (r.transport, r.payload)).collect();
+        keys.dedup();
+        keys.sort_unstable();
+        keys.dedup();
+        for (tr, bytes) in keys {
+            let get = |k: Kind| {
+                self.rpc
+                    .iter()
+                    .find(|r| r.kind == k && r.transport == tr && r.payload == bytes)
+            };
+            let (rust, node) = (get(Kind::Rust), get(Kind::Node));
+            let p99 = |r: Option<&RpcRow>| r.and_then(|r| r.p99).map(|d| d.as_secs_f64());
+            let _ = writeln!(
+                s,
+                "| {tr} | {bytes} B | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+                rust.map(|r| rate(r.rps)).unwrap_or("-".into()),
+                node.map(|r| rate(r.rps)).unwrap_or("-".into()),
+                ratio(rust.map(|r| r.rps), node.map(|r| r.rps)),
+                ms(rust.and_then(|r| r.p50)),
+                ms(node.and_then(|r| r.p50)),
+                ms(rust.and_then(|r| r.p99)),
+                ms(node.and_then(|r| r.p99)),
+                ratio(p99(node), p99(rust)),
+                rust.map(|r| r.errors.to_string()).unwrap_or("-".into()),
+                node.map(|r| r.errors.to_string()).unwrap_or("-".into()),
+            );
         }
     }
 

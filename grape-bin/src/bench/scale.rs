@@ -144,23 +144,6 @@ pub fn workspace_root() -> std::path::PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_criterion_lines_with_names_on_their_own_line() {
-        let text = "krpc_decode/ping        time:   [1.0516 µs 1.0562 µs 1.0574 µs]\n\
-                    krpc_decode/r_nodes_token\n                        time:   [1.4000 µs 1.4649 µs 1.4811 µs]\n\
-                    \x20                       thrpt:  [675.15 Kelem/s 682.63 Kelem/s 714.28 Kelem/s]\n";
-        let rows = parse_criterion(text);
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].name, "krpc_decode/ping");
-        assert_eq!(rows[0].time, "1.0562 µs");
-        assert_eq!(rows[1].name, "krpc_decode/r_nodes_token");
-    }
-}
-
 /// Lookup latency under packet loss, from the simulator: `n` nodes on a LAN-like link
 /// (1 ms one way), each bootstrapping from the first; then `lookups` times an announce on
 /// one node and a `get_peers` from another, timed in virtual time from the `get_peers`
@@ -224,4 +207,21 @@ pub fn loss_latency(
         p90: latencies.percentile(90.0),
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_criterion_lines_with_names_on_their_own_line() {
+        let text = "krpc_decode/ping        time:   [1.0516 µs 1.0562 µs 1.0574 µs]\n\
+                    krpc_decode/r_nodes_token\n                        time:   [1.4000 µs 1.4649 µs 1.4811 µs]\n\
+                    \x20                       thrpt:  [675.15 Kelem/s 682.63 Kelem/s 714.28 Kelem/s]\n";
+        let rows = parse_criterion(text);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].name, "krpc_decode/ping");
+        assert_eq!(rows[0].time, "1.0562 µs");
+        assert_eq!(rows[1].name, "krpc_decode/r_nodes_token");
+    }
 }

@@ -519,11 +519,3 @@ fn fake_nodes(
     std::thread::sleep(spread + Duration::from_secs(4));
     Ok(Swarm { stop })
 }
-
-/// Peer RPC: not wired yet (see the report's note).
-pub fn rpc(ctx: &mut Ctx) -> Result<(), String> {
-    ctx.report
-        .notes
-        .push("rpc: not measured in this build".into());
-    Ok(())
-}

@@ -81,12 +81,12 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     wait_minutes: u64,
     #[command(subcommand)]
-    serve: Option<Serve>,
+    helper: Option<Helper>,
 }
 
 /// Helper servers the bench starts as its own children.
 #[derive(clap::Subcommand, Debug)]
-enum Serve {
+enum Helper {
     /// Answers every HTTP request with a fixed body (one thread).
     #[command(hide = true)]
     ServeFixed {
@@ -99,6 +99,17 @@ enum Serve {
         #[arg(long)]
         port: u16,
     },
+    /// Serves an echo RPC service through a Grape (one thread).
+    #[cfg(feature = "bench-rpc")]
+    #[command(hide = true)]
+    RpcServe {
+        #[arg(long)]
+        grape: String,
+        #[arg(long)]
+        service: String,
+        #[arg(long)]
+        transport: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -110,9 +121,15 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let served = match args.serve {
-        Some(Serve::ServeFixed { port }) => Some(fixed::serve_fixed(port)),
-        Some(Serve::UdpEcho { port }) => Some(udp_load::serve_echo(port)),
+    let served = match &args.helper {
+        Some(Helper::ServeFixed { port }) => Some(fixed::serve_fixed(*port)),
+        Some(Helper::UdpEcho { port }) => Some(udp_load::serve_echo(*port)),
+        #[cfg(feature = "bench-rpc")]
+        Some(Helper::RpcServe {
+            grape,
+            service,
+            transport,
+        }) => Some(bench::rpc::serve(grape, service, transport)),
         None => None,
     };
     if let Some(result) = served {
@@ -217,7 +234,7 @@ fn run(args: &Args) -> Result<(), String> {
         ("udp", want(args.udp), sections::udp),
         ("discovery", want(args.discovery), sections::discovery),
         ("memory", want(args.memory), sections::memory),
-        ("rpc", want(args.rpc), sections::rpc),
+        ("rpc", want(args.rpc), rpc_section),
         ("scale", want(args.scale), |ctx| {
             let quick = ctx.timing.discovery_trials < 10;
             let sizes: &[usize] = if quick {
@@ -266,6 +283,20 @@ fn run(args: &Args) -> Result<(), String> {
         out.join("results.md").display()
     );
     Ok(())
+}
+
+/// Peer RPC, when built with the `bench-rpc` feature.
+fn rpc_section(ctx: &mut Ctx) -> Result<(), String> {
+    #[cfg(feature = "bench-rpc")]
+    return bench::rpc::rpc(ctx);
+    #[cfg(not(feature = "bench-rpc"))]
+    {
+        ctx.report.notes.push(
+            "rpc: not measured (build with --features bench-rpc; it needs grenache-tokio's peer module)"
+                .into(),
+        );
+        Ok(())
+    }
 }
 
 /// Waits while the machine is busy, up to `limit`.
