@@ -32,8 +32,8 @@ pub struct Timing {
 impl Timing {
     pub fn full() -> Timing {
         Timing {
-            warmup: Duration::from_secs(1),
-            measure: Duration::from_secs(3),
+            warmup: Duration::from_millis(500),
+            measure: Duration::from_millis(2500),
             discovery_trials: 15,
             fake_nodes: 10_000,
             peers: 100_000,
