@@ -1,0 +1,19 @@
+//! `grape-bench`: our Grape against the Node.js Grape on loopback, side by side in one
+//! run (issue 5). See docs/benchmarks.md for what each section measures and the results.
+
+// The modules are the binary's internals: `pub` marks what other modules use.
+#![allow(unreachable_pub)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod fixed;
+pub mod grapes;
+pub mod http_load;
+pub mod krpc;
+pub mod procs;
+pub mod report;
+#[cfg(feature = "bench-rpc")]
+pub mod rpc;
+pub mod scale;
+pub mod sections;
+pub mod stats;
+pub mod udp_load;

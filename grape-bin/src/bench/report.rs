@@ -1,0 +1,569 @@
+//! The results, printed as Markdown tables (readable in a terminal, pasteable into
+//! docs/benchmarks.md) and drawn as an SVG chart of API throughput vs concurrency.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::grapes::Kind;
+use super::sections::{CONCURRENCY, WORKLOADS};
+use super::stats::{mb, ms, rate, ratio};
+
+#[derive(Debug)]
+pub struct CeilingRow {
+    pub what: String,
+    pub rps: f64,
+    pub p99: Option<Duration>,
+}
+
+#[derive(Debug)]
+pub struct ApiRow {
+    pub kind: Kind,
+    pub workload: &'static str,
+    pub concurrency: usize,
+    pub rps: f64,
+    pub p50: Option<Duration>,
+    pub p99: Option<Duration>,
+    pub errors: u64,
+    pub first_error: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct UdpRow {
+    pub query: &'static str,
+    pub echo: f64,
+    pub by_kind: BTreeMap<Kind, f64>,
+}
+
+#[derive(Debug)]
+pub struct DiscoveryRow {
+    pub kind: Kind,
+    pub trials: usize,
+    pub failures: usize,
+    pub p50: Option<Duration>,
+    pub p90: Option<Duration>,
+    pub max: Option<Duration>,
+}
+
+#[derive(Debug)]
+pub struct MemoryRow {
+    pub kind: Kind,
+    pub idle: Option<u64>,
+    pub fake_nodes: usize,
+    pub routing_nodes: Option<u64>,
+    pub peers_sent: u64,
+    pub peers_acked: u64,
+    pub peers_stored: Option<u64>,
+    pub rss_full: Option<u64>,
+    pub flood_sent: u64,
+    pub flood_acked: u64,
+    pub flood_rate: f64,
+    pub flood_stored: Option<u64>,
+    pub flood_keys: Option<u64>,
+    pub flood_peak: Option<u64>,
+    pub flood_after: Option<u64>,
+}
+
+#[derive(Debug)]
+pub struct ScaleRow {
+    pub nodes: usize,
+    pub lookups: u64,
+    pub success_rate: f64,
+    pub p50_rounds: f64,
+    pub p99_rounds: f64,
+    pub msgs_per_lookup: f64,
+    pub wall_s: f64,
+    pub note: String,
+}
+
+#[derive(Debug)]
+pub struct LossRow {
+    pub nodes: usize,
+    pub loss: f64,
+    pub lookups: usize,
+    pub failed: usize,
+    pub p50: Option<Duration>,
+    pub p90: Option<Duration>,
+}
+
+#[derive(Debug)]
+pub struct RpcRow {
+    pub transport: &'static str,
+    pub payload: usize,
+    pub kind: Kind,
+    pub rps: f64,
+    pub p50: Option<Duration>,
+    pub p99: Option<Duration>,
+    pub errors: u64,
+}
+
+#[derive(Debug)]
+pub struct MicroRow {
+    pub name: String,
+    pub time: String,
+}
+
+/// Everything measured in one run.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub out: PathBuf,
+    pub header: Vec<String>,
+    pub notes: Vec<String>,
+    pub ceiling: Vec<CeilingRow>,
+    pub nginx_rps: Option<f64>,
+    pub api: Vec<ApiRow>,
+    pub api_rss: BTreeMap<Kind, Option<u64>>,
+    pub udp: Vec<UdpRow>,
+    pub discovery: Vec<DiscoveryRow>,
+    pub memory: Vec<MemoryRow>,
+    pub scale: Vec<ScaleRow>,
+    pub loss: Vec<LossRow>,
+    pub rpc: Vec<RpcRow>,
+    pub micro: Vec<MicroRow>,
+}
+
+impl Report {
+    fn api_row(&self, kind: Kind, workload: &str, c: usize) -> Option<&ApiRow> {
+        self.api
+            .iter()
+            .find(|r| r.kind == kind && r.workload == workload && r.concurrency == c)
+    }
+
+    /// The whole report as Markdown.
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        for line in &self.header {
+            let _ = writeln!(s, "{line}  ");
+        }
+        if !self.ceiling.is_empty() {
+            let _ = writeln!(s, "\n### HTTP ceiling and the load generator\n");
+            let _ = writeln!(s, "| server, client | req/s | p99 ms |\n|---|---:|---:|");
+            for r in &self.ceiling {
+                let _ = writeln!(s, "| {} | {} | {} |", r.what, rate(r.rps), ms(r.p99));
+            }
+        }
+        if !self.api.is_empty() {
+            self.api_markdown(&mut s);
+        }
+        if !self.udp.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n### DHT UDP port: queries answered per second (2 load threads, 16 in flight each)\n"
+            );
+            let _ = writeln!(
+                s,
+                "| query | echo server | rust | node | rust / echo | node / echo | rust / node |\n|---|---:|---:|---:|---:|---:|---:|"
+            );
+            for r in &self.udp {
+                let rust = r.by_kind.get(&Kind::Rust).copied();
+                let node = r.by_kind.get(&Kind::Node).copied();
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    r.query,
+                    rate(r.echo),
+                    rust.map(rate).unwrap_or("-".into()),
+                    node.map(rate).unwrap_or("-".into()),
+                    ratio(rust, Some(r.echo)),
+                    ratio(node, Some(r.echo)),
+                    ratio(rust, node)
+                );
+            }
+        }
+        if !self.discovery.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n### Discovery latency: announce on one Grape until a lookup on another finds it (20 Grapes)\n"
+            );
+            let _ = writeln!(
+                s,
+                "| grape | trials | not found in 15 s | p50 ms | p90 ms | max ms |\n|---|---:|---:|---:|---:|---:|"
+            );
+            for r in &self.discovery {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} |",
+                    r.kind.name(),
+                    r.trials,
+                    r.failures,
+                    ms(r.p50),
+                    ms(r.p90),
+                    ms(r.max)
+                );
+            }
+        }
+        if !self.memory.is_empty() {
+            self.memory_markdown(&mut s);
+        }
+        if !self.rpc.is_empty() {
+            self.rpc_markdown(&mut s);
+        }
+        if !self.scale.is_empty() {
+            let _ = writeln!(s, "\n### Scale (simulator, our core only)\n");
+            let _ = writeln!(
+                s,
+                "| nodes | lookups | success | rounds p50 | rounds p99 | datagrams / lookup | wall s | note |\n|---:|---:|---:|---:|---:|---:|---:|---|"
+            );
+            for r in &self.scale {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {:.1}% | {} | {} | {:.1} | {:.1} | {} |",
+                    r.nodes,
+                    r.lookups,
+                    r.success_rate * 100.0,
+                    r.p50_rounds,
+                    r.p99_rounds,
+                    r.msgs_per_lookup,
+                    r.wall_s,
+                    r.note
+                );
+            }
+        }
+        if !self.loss.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n### Lookup latency under packet loss (simulator, 1 ms links; Node Grape measured at 2.2 s median with 10% loss on netem)\n"
+            );
+            let _ = writeln!(
+                s,
+                "| nodes | loss | lookups | failed | p50 ms | p90 ms |\n|---:|---:|---:|---:|---:|---:|"
+            );
+            for r in &self.loss {
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.0}% | {} | {} | {} | {} |",
+                    r.nodes,
+                    r.loss * 100.0,
+                    r.lookups,
+                    r.failed,
+                    ms(r.p50),
+                    ms(r.p90)
+                );
+            }
+        }
+        if !self.micro.is_empty() {
+            let _ = writeln!(s, "\n### Core micro-benchmarks (criterion, median)\n");
+            let _ = writeln!(s, "| benchmark | time |\n|---|---:|");
+            for r in &self.micro {
+                let _ = writeln!(s, "| {} | {} |", r.name, r.time);
+            }
+        }
+        if !self.notes.is_empty() {
+            let _ = writeln!(s, "\nNotes:");
+            for n in &self.notes {
+                let _ = writeln!(s, "- {n}");
+            }
+        }
+        s
+    }
+
+    fn api_markdown(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "\n### Grape HTTP API, 5-Grape network of each kind (load on one Grape)\n"
+        );
+        let _ = writeln!(
+            s,
+            "| workload | conc | rust req/s | node req/s | rust / node | rust p50 | node p50 | rust p99 ms | node p99 ms | p99 node / rust | errors rust / node |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        );
+        for w in WORKLOADS {
+            for c in CONCURRENCY {
+                let rust = self.api_row(Kind::Rust, w, c);
+                let node = self.api_row(Kind::Node, w, c);
+                let p99 = |r: Option<&ApiRow>| r.and_then(|r| r.p99).map(|d| d.as_secs_f64());
+                let _ = writeln!(
+                    s,
+                    "| {w} | {c} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+                    rust.map(|r| rate(r.rps)).unwrap_or("-".into()),
+                    node.map(|r| rate(r.rps)).unwrap_or("-".into()),
+                    ratio(rust.map(|r| r.rps), node.map(|r| r.rps)),
+                    ms(rust.and_then(|r| r.p50)),
+                    ms(node.and_then(|r| r.p50)),
+                    ms(rust.and_then(|r| r.p99)),
+                    ms(node.and_then(|r| r.p99)),
+                    ratio(p99(node), p99(rust)),
+                    rust.map(|r| r.errors.to_string()).unwrap_or("-".into()),
+                    node.map(|r| r.errors.to_string()).unwrap_or("-".into()),
+                );
+            }
+        }
+        if let Some(ceiling) = self.nginx_rps {
+            let best_hot = self
+                .api
+                .iter()
+                .filter(|r| r.kind == Kind::Rust && r.workload == "hot lookup")
+                .map(|r| r.rps)
+                .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
+            let _ = writeln!(
+                s,
+                "\nOur best hot-lookup rate is {} of the nginx ceiling ({} req/s).",
+                ratio(best_hot, Some(ceiling)),
+                rate(ceiling)
+            );
+        }
+        let rss: Vec<String> = self
+            .api_rss
+            .iter()
+            .map(|(k, v)| format!("{} {}", k.name(), mb(*v)))
+            .collect();
+        if !rss.is_empty() {
+            let _ = writeln!(s, "RSS of the loaded Grape afterwards: {}.", rss.join(", "));
+        }
+        for r in self.api.iter().filter(|r| r.errors > 0) {
+            if let Some(e) = &r.first_error {
+                let _ = writeln!(
+                    s,
+                    "\n{} {} c={}: {} errors, first: `{}`",
+                    r.kind.name(),
+                    r.workload,
+                    r.concurrency,
+                    r.errors,
+                    e.replace('`', "'")
+                );
+            }
+        }
+    }
+
+    fn rpc_markdown(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "\n### Peer RPC: Rust client → Rust server vs Node client → Node server (64 in flight, payload echoed)\n"
+        );
+        let _ = writeln!(
+            s,
+            "| transport | payload | rust req/s | node req/s | rust / node | rust p50 ms | node p50 ms | rust p99 ms | node p99 ms | p99 node / rust | errors rust / node |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        );
+        let mut keys: Vec<(&str, usize)> =
+            self.rpc.iter().map(|r| (r.transport, r.payload)).collect();
+        keys.dedup();
+        keys.sort_unstable();
+        keys.dedup();
+        for (tr, bytes) in keys {
+            let get = |k: Kind| {
+                self.rpc
+                    .iter()
+                    .find(|r| r.kind == k && r.transport == tr && r.payload == bytes)
+            };
+            let (rust, node) = (get(Kind::Rust), get(Kind::Node));
+            let p99 = |r: Option<&RpcRow>| r.and_then(|r| r.p99).map(|d| d.as_secs_f64());
+            let _ = writeln!(
+                s,
+                "| {tr} | {bytes} B | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+                rust.map(|r| rate(r.rps)).unwrap_or("-".into()),
+                node.map(|r| rate(r.rps)).unwrap_or("-".into()),
+                ratio(rust.map(|r| r.rps), node.map(|r| r.rps)),
+                ms(rust.and_then(|r| r.p50)),
+                ms(node.and_then(|r| r.p50)),
+                ms(rust.and_then(|r| r.p99)),
+                ms(node.and_then(|r| r.p99)),
+                ratio(p99(node), p99(rust)),
+                rust.map(|r| r.errors.to_string()).unwrap_or("-".into()),
+                node.map(|r| r.errors.to_string()).unwrap_or("-".into()),
+            );
+        }
+    }
+
+    fn memory_markdown(&self, s: &mut String) {
+        let _ = writeln!(s, "\n### Memory (one lone Grape)\n");
+        let _ = writeln!(
+            s,
+            "| grape | idle RSS | fake nodes → routing entries | peers announced (acked) → stored | RSS with table + peers | distinct announces (acked, per s) → peers / keys stored | RSS peak in flood | RSS after |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for r in &self.memory {
+            let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or("-".into());
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} → {} | {} ({}) → {} | {} | {} ({}, {}/s) → {} / {} | {} | {} |",
+                r.kind.name(),
+                mb(r.idle),
+                r.fake_nodes,
+                opt(r.routing_nodes),
+                r.peers_sent,
+                r.peers_acked,
+                opt(r.peers_stored),
+                mb(r.rss_full),
+                r.flood_sent,
+                r.flood_acked,
+                rate(r.flood_rate),
+                opt(r.flood_stored),
+                opt(r.flood_keys),
+                mb(r.flood_peak),
+                mb(r.flood_after)
+            );
+        }
+        let get = |k: Kind| self.memory.iter().find(|r| r.kind == k);
+        if let (Some(rust), Some(node)) = (get(Kind::Rust), get(Kind::Node)) {
+            let f = |v: Option<u64>| v.map(|v| v as f64);
+            let _ = writeln!(
+                s,
+                "\nRSS rust / node: idle {}, with table + peers {}, flood peak {}.",
+                ratio(f(rust.idle), f(node.idle)),
+                ratio(f(rust.rss_full), f(node.rss_full)),
+                ratio(f(rust.flood_peak), f(node.flood_peak))
+            );
+        }
+    }
+
+    /// An SVG chart: one panel per API workload, req/s against concurrency, one line
+    /// per Grape kind.
+    pub fn svg(&self) -> Option<String> {
+        if self.api.is_empty() {
+            return None;
+        }
+        let (pw, ph, top, left, gap) = (230.0, 190.0, 40.0, 56.0, 24.0);
+        let width = left + 3.0 * (pw + gap);
+        let height = top + ph + 70.0;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+             font-family=\"sans-serif\" font-size=\"11\">\n\
+             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+             <text x=\"{}\" y=\"18\" font-size=\"14\" text-anchor=\"middle\">Grape HTTP API: requests/s vs concurrency (5-Grape network, loopback)</text>",
+            width / 2.0
+        );
+        let colour = |k: Kind| match k {
+            Kind::Rust => "#c0392b",
+            Kind::Node => "#2c7bb6",
+        };
+        for (p, w) in WORKLOADS.iter().enumerate() {
+            let x0 = left + p as f64 * (pw + gap);
+            let max = self
+                .api
+                .iter()
+                .filter(|r| r.workload == *w)
+                .map(|r| r.rps)
+                .fold(1.0_f64, f64::max);
+            let ymax = nice_ceiling(max);
+            let _ = writeln!(
+                s,
+                "<rect x=\"{x0}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#999\"/>\n\
+                 <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"12\">{w}</text>",
+                x0 + pw / 2.0,
+                top - 6.0
+            );
+            for tick in 0..=4 {
+                let v = ymax * f64::from(tick) / 4.0;
+                let y = top + ph - ph * f64::from(tick) / 4.0;
+                let _ = writeln!(
+                    s,
+                    "<line x1=\"{x0}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#eee\"/>\
+                     <text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+                    x0 + pw,
+                    x0 - 4.0,
+                    y + 4.0,
+                    rate(v)
+                );
+            }
+            let xs: Vec<f64> = (0..CONCURRENCY.len())
+                .map(|i| x0 + pw * (i as f64 + 0.5) / CONCURRENCY.len() as f64)
+                .collect();
+            for (i, c) in CONCURRENCY.iter().enumerate() {
+                let _ = writeln!(
+                    s,
+                    "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">c={c}</text>",
+                    xs[i],
+                    top + ph + 14.0
+                );
+            }
+            for kind in [Kind::Rust, Kind::Node] {
+                let points: Vec<String> = CONCURRENCY
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, c)| {
+                        let r = self.api_row(kind, w, *c)?;
+                        Some(format!("{:.1},{:.1}", xs[i], top + ph - ph * r.rps / ymax))
+                    })
+                    .collect();
+                if points.is_empty() {
+                    continue;
+                }
+                let _ = writeln!(
+                    s,
+                    "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>",
+                    colour(kind),
+                    points.join(" ")
+                );
+                for p in &points {
+                    let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
+                    let _ = writeln!(
+                        s,
+                        "<circle cx=\"{x}\" cy=\"{y}\" r=\"3\" fill=\"{}\"/>",
+                        colour(kind)
+                    );
+                }
+            }
+        }
+        let ly = top + ph + 40.0;
+        for (i, kind) in [Kind::Rust, Kind::Node].iter().enumerate() {
+            let lx = left + i as f64 * 200.0;
+            let label = match kind {
+                Kind::Rust => "grenache-rs grape",
+                Kind::Node => "Node.js grenache-grape 1.0.0",
+            };
+            let _ = writeln!(
+                s,
+                "<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{}\" stroke-width=\"3\"/>\
+                 <text x=\"{}\" y=\"{}\">{label}</text>",
+                lx + 24.0,
+                colour(*kind),
+                lx + 30.0,
+                ly + 4.0
+            );
+        }
+        let _ = writeln!(s, "</svg>");
+        Some(s)
+    }
+}
+
+/// 1, 2 or 5 times a power of ten, at least `v`.
+fn nice_ceiling(v: f64) -> f64 {
+    let mut base = 1.0;
+    loop {
+        for m in [1.0, 2.0, 5.0] {
+            if base * m >= v {
+                return base * m;
+            }
+        }
+        base *= 10.0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nice_ceilings() {
+        assert_eq!(nice_ceiling(0.5), 1.0);
+        assert_eq!(nice_ceiling(48_500.0), 50_000.0);
+        assert_eq!(nice_ceiling(120_000.0), 200_000.0);
+    }
+
+    #[test]
+    fn chart_has_a_line_per_kind_and_table_has_ratios() {
+        let mut report = Report::default();
+        for (kind, rps) in [(Kind::Rust, 100.0), (Kind::Node, 50.0)] {
+            for c in CONCURRENCY {
+                report.api.push(ApiRow {
+                    kind,
+                    workload: "announce",
+                    concurrency: c,
+                    rps,
+                    p50: None,
+                    p99: Some(Duration::from_millis(4)),
+                    errors: 0,
+                    first_error: None,
+                });
+            }
+        }
+        let svg = report.svg().unwrap();
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert!(
+            report
+                .markdown()
+                .contains("| announce | 64 | 100 | 50 | 2.00x |")
+        );
+    }
+}
