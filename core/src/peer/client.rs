@@ -357,12 +357,39 @@ impl Client {
         if self.link.owns_conn(conn) {
             self.link.handle_ws_closed(now, conn, rng);
         } else if self.rpc.owns_conn(conn) {
-            self.rpc
-                .handle_ws_closed(now, conn, &mut self.link.ids, rng);
-        } else if let Some(channel) = self.subs.handle_ws_closed(now, conn, rng) {
+            self.rpc.handle_closed(now, conn, &mut self.link.ids, rng);
+        } else if let Some(channel) = self.subs.handle_closed(now, conn, rng) {
             self.link.forget_lookup(&channel);
         }
         self.drain(now, rng);
+    }
+
+    /// A connection from [`Transmit::TcpConnect`] is open.
+    pub fn handle_tcp_open(&mut self, now: Instant, conn: ConnId, rng: &mut impl Rng) {
+        self.rpc.handle_tcp_open(now, conn);
+        self.drain(now, rng);
+    }
+
+    /// Bytes were read on a connection from [`Transmit::TcpConnect`].
+    pub fn handle_tcp_data(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        bytes: &[u8],
+        rng: &mut impl Rng,
+    ) {
+        if self.rpc.owns_conn(conn) {
+            self.rpc
+                .handle_tcp_data(now, conn, bytes, &mut self.link.ids, rng);
+        } else if let Some(channel) = self.subs.handle_tcp_data(now, conn, bytes, rng) {
+            self.link.forget_lookup(&channel);
+        }
+        self.drain(now, rng);
+    }
+
+    /// A connection from [`Transmit::TcpConnect`] closed, or could not be opened.
+    pub fn handle_tcp_closed(&mut self, now: Instant, conn: ConnId, rng: &mut impl Rng) {
+        self.handle_ws_closed(now, conn, rng);
     }
 
     /// Fires whatever is due; does nothing when nothing is.
@@ -964,6 +991,135 @@ mod tests {
         let events = h.events();
         assert_eq!(reply_of(&events, a), Ok(json!("A")));
         assert_eq!(reply_of(&events, b), Ok(json!("B")));
+    }
+
+    /// The server side of a ZeroMQ connection in a test: bytes between it and the client.
+    fn zmq_pump(h: &mut Harness, conn: ConnId, server: &mut crate::peer::ZmqServerConn) {
+        loop {
+            let mut to_server = Vec::new();
+            for t in h.transmits() {
+                match t {
+                    Transmit::TcpSend { conn: c, bytes } if c == conn => {
+                        to_server.extend_from_slice(&bytes);
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            let to_client = server.take_output();
+            if to_server.is_empty() && to_client.is_empty() {
+                return;
+            }
+            server.handle_input(&to_server).expect("server reads");
+            if !to_client.is_empty() {
+                let now = h.now;
+                h.client.handle_tcp_data(now, conn, &to_client, &mut h.rng);
+            }
+        }
+    }
+
+    #[test]
+    fn zmq_requests_share_a_dealer_and_errors_are_typed() {
+        let mut config = ClientConfig::new(GRAPE);
+        config.rpc.transport = RpcTransport::Zmq;
+        let mut h = Harness::with(config);
+        let a = h.request("svc", json!({"n": 1}), RequestOptions::default());
+        h.grape_lookup(&["127.0.0.1:1337"]);
+        let b = h.request("svc", json!("b"), RequestOptions::default());
+        let Some(Transmit::TcpConnect { conn, addr }) = h.client.poll_transmit() else {
+            panic!("a TCP connect first");
+        };
+        let now = h.now;
+        h.client.handle_tcp_open(now, conn, &mut h.rng);
+        let mut server = crate::peer::ZmqServerConn::new(1 << 20);
+
+        zmq_pump(&mut h, conn, &mut server);
+        let first = server.poll_request().expect("request a");
+        let second = server.poll_request().expect("request b");
+        server.reply(&second.rid, Err("ERR_NOPE")).expect("reply");
+        server.reply(&first.rid, Ok(&json!("A"))).expect("reply");
+        zmq_pump(&mut h, conn, &mut server);
+
+        assert_eq!(addr.as_str(), "127.0.0.1:1337");
+        assert_eq!(
+            (first.key.as_str(), &first.payload),
+            ("svc", &json!({"n": 1}))
+        );
+        let events = h.events();
+        assert_eq!(reply_of(&events, a), Ok(json!("A")));
+        assert_eq!(
+            reply_of(&events, b),
+            Err(RpcError::Remote("ERR_NOPE".into()))
+        );
+        assert_eq!(h.client.stats().rpc.connects, 1);
+    }
+
+    #[test]
+    fn zmq_peer_that_breaks_zmtp_fails_in_flight_requests() {
+        let mut config = ClientConfig::new(GRAPE);
+        config.rpc.transport = RpcTransport::Zmq;
+        let mut h = Harness::with(config);
+        let a = h.request("svc", json!(1), RequestOptions::default());
+        h.grape_lookup(&["h:1"]);
+        let Some(Transmit::TcpConnect { conn, .. }) = h.client.poll_transmit() else {
+            panic!("connect");
+        };
+        let _ = h.transmits();
+        let now = h.now;
+
+        h.client.handle_tcp_open(now, conn, &mut h.rng);
+        h.client
+            .handle_tcp_data(now, conn, b"HTTP/1.1 400 Bad Request\r\n\r\n", &mut h.rng);
+
+        assert!(h.transmits().contains(&Transmit::TcpClose { conn }));
+        assert_eq!(reply_of(&h.events(), a), Err(RpcError::TransportClose));
+        assert_eq!(h.client.poll_timeout(), None);
+    }
+
+    #[test]
+    fn zmq_subscription_subscribes_to_everything_and_delivers_frames() {
+        let mut config = ClientConfig::new(GRAPE);
+        config.sub.transport = crate::peer::PubSubTransport::Zmq;
+        let mut h = Harness::with(config);
+        let now = h.now;
+        let sub = h.client.subscribe(now, "chan", &mut h.rng).expect("ok");
+        h.grape_lookup(&["h:9"]);
+        let Some(Transmit::TcpConnect { conn, .. }) = h.client.poll_transmit() else {
+            panic!("connect");
+        };
+        let mut publisher = crate::peer::ZmqPubConn::new(1024);
+
+        for _ in 0..3 {
+            for t in h.transmits() {
+                if let Transmit::TcpSend { bytes, .. } = t {
+                    publisher.handle_input(&bytes).expect("pub reads");
+                }
+            }
+            let out = publisher.take_output();
+            h.client.handle_tcp_data(now, conn, &out, &mut h.rng);
+        }
+        assert!(publisher.publish(b"{\"n\":1}").expect("sent"));
+        let out = publisher.take_output();
+        h.client.handle_tcp_data(now, conn, &out, &mut h.rng);
+        h.client.handle_tcp_closed(now, conn, &mut h.rng);
+
+        let events = h.events();
+        assert!(
+            matches!(&events[0], Event::Subscribed { sub: s, addr } if *s == sub && addr.as_str() == "h:9")
+        );
+        assert_eq!(
+            events[1],
+            Event::Message {
+                sub,
+                msg: WsMessage::Text("{\"n\":1}".into())
+            }
+        );
+        assert!(matches!(
+            &events[2],
+            Event::Disconnected {
+                error: LinkError::TransportClose,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Grenache peers, sans-IO: the Link to a Grape, peer RPC over HTTP and WebSocket, and
-//! PUB/SUB (docs/grenache-protocol.md §5–§7, §10).
+//! Grenache peers, sans-IO: the Link to a Grape, peer RPC over HTTP, WebSocket and
+//! ZeroMQ, and PUB/SUB over WebSocket and ZeroMQ (docs/grenache-protocol.md §5–§10,
+//! docs/zeromq-wire.md).
 //!
 //! * [`Client`] is what an adapter drives: [`Link`] (lookup with a cache, announce and
 //!   announce schedules, put, get), RPC `request`/`map` with retries, timeouts and peer
@@ -31,6 +32,10 @@
 //!      or fails to open.
 //!    * [`Transmit::WsSend`]: send the message on `conn` (it is open).
 //!    * [`Transmit::WsClose`]: close `conn`; no report is needed any more.
+//!    * [`Transmit::TcpConnect`], [`Transmit::TcpSend`], [`Transmit::TcpClose`]: the same
+//!      for a plain TCP stream (ZeroMQ): report [`Client::handle_tcp_open`], every read
+//!      with [`Client::handle_tcp_data`], and [`Client::handle_tcp_closed`] once. The
+//!      core speaks ZMTP itself, so these are bytes in, bytes out.
 //!    * Hand each [`Event`] to whoever waits for its [`QueryId`] or [`SubscriptionId`].
 //! 2. Sleep until [`Client::poll_timeout`] (or forever if `None`), a network report, or
 //!    a new command; at the timer call [`Client::handle_timeout`]; go to 1.
@@ -45,7 +50,10 @@
 //! `(rid, key, payload)` to the handler and answer status 200 with
 //! [`encode_http_reply`] (gzip when the request was). WebSocket (`/ws`): for each text
 //! message call [`decode_request`]; on error send [`ws_error_reply`] if it gives a frame;
-//! otherwise answer on the same socket with [`encode_reply`], in any order.
+//! otherwise answer on the same socket with [`encode_reply`], in any order. ZeroMQ: one
+//! [`ZmqServerConn`] per accepted TCP connection; feed it the bytes read, take requests
+//! from it, answer through it, and write its output. A ZeroMQ publisher keeps one
+//! [`ZmqPubConn`] per subscriber the same way.
 
 mod balance;
 mod cache;
@@ -56,6 +64,7 @@ mod link;
 mod pubsub;
 mod rpc;
 mod types;
+pub mod zmq;
 
 pub use balance::PeerChoice;
 pub use client::{Client, ClientConfig, ClientStats, Event};
@@ -66,9 +75,10 @@ pub use framing::{
     encode_request, gunzip, gzip, http_error_reply, ws_error_reply,
 };
 pub use link::{GetItem, Link, LinkConfig, LinkEvent, LinkStats, MAX_LOOKUP_PEERS, Put};
-pub use pubsub::{PublishError, Publisher, SubConfig, SubStats};
+pub use pubsub::{PubSubTransport, PublishError, Publisher, SubConfig, SubStats};
 pub use rpc::{RequestOptions, RpcConfig, RpcStats, RpcTransport};
 pub use types::{
     ConnId, HttpId, HttpRequest, HttpResponse, MAX_ADDR_LEN, PeerAddr, QueryId, SubscriptionId,
     Transmit, TransportError, WsMessage, request_id,
 };
+pub use zmq::{ZmqPubConn, ZmqServerConn};

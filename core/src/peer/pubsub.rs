@@ -19,11 +19,26 @@ use crate::peer::client::Event;
 use crate::peer::error::LinkError;
 use crate::peer::link::jitter_half;
 use crate::peer::types::{ConnId, Ids, PeerAddr, SubscriptionId, Transmit, WsMessage};
+use crate::peer::zmq;
+use crate::zmtp::{Connection, SocketType, ZmtpEvent};
+
+/// Which transport subscriptions use (the publisher must speak the same one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PubSubTransport {
+    /// `ws://host:port/ws`, one message per WebSocket message (grenache-nodejs-ws).
+    #[default]
+    Ws,
+    /// A ZeroMQ SUB to the publisher's PUB on `tcp://host:port`, subscribed to everything,
+    /// one message per one-frame ZeroMQ message.
+    Zmq,
+}
 
 /// Settings of the subscriber side.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SubConfig {
+    /// WebSocket or ZeroMQ.
+    pub transport: PubSubTransport,
     /// First reconnect delay (default 1 s).
     pub backoff_first: Duration,
     /// Longest reconnect delay (default 30 s).
@@ -41,6 +56,7 @@ pub struct SubConfig {
 impl Default for SubConfig {
     fn default() -> Self {
         SubConfig {
+            transport: PubSubTransport::Ws,
             backoff_first: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
             stable_after: Duration::from_secs(10),
@@ -57,7 +73,7 @@ impl Default for SubConfig {
 pub struct SubStats {
     /// Messages delivered.
     pub messages: u64,
-    /// Messages dropped (too long, or nobody polled).
+    /// Messages dropped (too long, several ZeroMQ frames, or nobody polled).
     pub dropped_messages: u64,
     /// Connections attempted.
     pub connects: u64,
@@ -68,6 +84,8 @@ pub(crate) struct Subs {
     config: SubConfig,
     subs: BTreeMap<SubscriptionId, Sub>,
     by_conn: BTreeMap<ConnId, SubscriptionId>,
+    /// The ZMTP state of ZeroMQ connections.
+    zmtp: BTreeMap<ConnId, Connection>,
     /// Subscriptions that need a lookup; the owner asks the Link.
     pub(crate) lookups: VecDeque<(SubscriptionId, String)>,
     pub(crate) transmits: VecDeque<Transmit>,
@@ -100,6 +118,7 @@ impl Subs {
             config,
             subs: BTreeMap::new(),
             by_conn: BTreeMap::new(),
+            zmtp: BTreeMap::new(),
             lookups: VecDeque::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -131,7 +150,10 @@ impl Subs {
         };
         if let State::Connecting { conn, .. } | State::Open { conn, .. } = s.state {
             self.by_conn.remove(&conn);
-            self.transmits.push_back(Transmit::WsClose { conn });
+            self.transmits.push_back(match self.zmtp.remove(&conn) {
+                Some(_) => Transmit::TcpClose { conn },
+                None => Transmit::WsClose { conn },
+            });
         }
         true
     }
@@ -171,13 +193,79 @@ impl Subs {
         };
         self.by_conn.insert(conn, sub);
         self.stats.connects += 1;
-        self.transmits.push_back(Transmit::WsConnect {
-            conn,
-            url: addr.ws_url(),
-        });
+        match self.config.transport {
+            PubSubTransport::Ws => self.transmits.push_back(Transmit::WsConnect {
+                conn,
+                url: addr.ws_url(),
+            }),
+            PubSubTransport::Zmq => {
+                self.transmits.push_back(Transmit::TcpConnect {
+                    conn,
+                    addr: addr.clone(),
+                });
+                let limits = zmq::limits(self.config.max_message_len, 1);
+                let mut zmtp = Connection::new(SocketType::Sub, Vec::new(), limits);
+                if let Err(e) = zmtp.subscribe(b"") {
+                    tracing::error!(error = %e, "a new SUB refused to subscribe");
+                }
+                self.flush(conn, &mut zmtp);
+                self.zmtp.insert(conn, zmtp);
+            }
+        }
         tracing::debug!(%sub, %addr, "subscriber connecting");
     }
 
+    /// Bytes from a ZeroMQ publisher: the handshake, then messages. Returns the channel
+    /// when the connection failed (see [`Subs::handle_closed`]).
+    pub(crate) fn handle_tcp_data(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        bytes: &[u8],
+        rng: &mut impl Rng,
+    ) -> Option<String> {
+        let mut zmtp = self.zmtp.remove(&conn)?;
+        let read = zmtp.handle_input(bytes);
+        while let Some(event) = zmtp.poll_event() {
+            match event {
+                ZmtpEvent::Ready { .. } => self.handle_ws_open(now, conn),
+                ZmtpEvent::Message(mut frames) if frames.len() == 1 => {
+                    let frame = frames.pop().unwrap_or_default();
+                    let msg = match String::from_utf8(frame) {
+                        Ok(text) => WsMessage::Text(text),
+                        Err(e) => WsMessage::Binary(e.into_bytes()),
+                    };
+                    self.handle_ws_message(conn, msg);
+                }
+                ZmtpEvent::Message(_) => {
+                    self.stats.dropped_messages += 1;
+                    tracing::debug!(%conn, "dropping a published message of several frames");
+                }
+                ZmtpEvent::Subscribe(_) | ZmtpEvent::Cancel(_) => {}
+            }
+        }
+        self.flush(conn, &mut zmtp);
+        match read {
+            Ok(()) => {
+                self.zmtp.insert(conn, zmtp);
+                None
+            }
+            Err(e) => {
+                tracing::debug!(%conn, error = %e, "ZeroMQ subscription failed");
+                self.transmits.push_back(Transmit::TcpClose { conn });
+                self.handle_closed(now, conn, rng)
+            }
+        }
+    }
+
+    fn flush(&mut self, conn: ConnId, zmtp: &mut Connection) {
+        let bytes = zmtp.take_output();
+        if !bytes.is_empty() {
+            self.transmits.push_back(Transmit::TcpSend { conn, bytes });
+        }
+    }
+
+    /// A connection is open (ZeroMQ: its handshake is done): the subscription is live.
     pub(crate) fn handle_ws_open(&mut self, now: Instant, conn: ConnId) {
         let Some(&sub) = self.by_conn.get(&conn) else {
             return;
@@ -219,12 +307,13 @@ impl Subs {
 
     /// The connection closed or could not be made: report, and plan a reconnect.
     /// Returns the channel, whose cached lookup the owner should forget.
-    pub(crate) fn handle_ws_closed(
+    pub(crate) fn handle_closed(
         &mut self,
         now: Instant,
         conn: ConnId,
         rng: &mut impl Rng,
     ) -> Option<String> {
+        self.zmtp.remove(&conn);
         let sub = self.by_conn.remove(&conn)?;
         let s = self.subs.get_mut(&sub)?;
         if let State::Open { since, .. } = s.state

@@ -22,9 +22,14 @@ use crate::peer::types::{
     ConnId, HttpId, HttpRequest, HttpResponse, Ids, PeerAddr, QueryId, Transmit, TransportError,
     WsMessage, request_id,
 };
+use crate::peer::zmq::{self, decode_zmq_reply};
+use crate::zmtp::{Connection, SocketType, ZmtpEvent};
 
 /// Longest error body from a peer kept in [`RpcError::Request`].
 const MAX_ERROR_BODY: usize = 1024;
+
+/// Requests one ZeroMQ connection holds while its handshake is under way.
+const MAX_ZMQ_QUEUED: usize = 4096;
 
 /// Which transport peer RPC uses (the server must speak the same one).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -34,6 +39,9 @@ pub enum RpcTransport {
     Http,
     /// Text frames on `ws://host:port/ws` (grenache-nodejs-ws).
     Ws,
+    /// A ZeroMQ DEALER to the peer's ROUTER on `tcp://host:port` (grenache-nodejs-zmq's
+    /// frames; see [`crate::peer::zmq`]).
+    Zmq,
 }
 
 /// Settings of the RPC client.
@@ -50,9 +58,10 @@ pub struct RpcConfig {
     pub compress: bool,
     /// Longest request or reply frame.
     pub max_frame_len: usize,
-    /// WebSocket connections open at once, at most.
+    /// WebSocket or ZeroMQ connections open at once, at most.
     pub max_connections: usize,
-    /// A WebSocket with nothing in flight for this long is closed (Node: 120 s).
+    /// A WebSocket or ZeroMQ connection with nothing in flight for this long is closed
+    /// (Node: 120 s).
     pub idle_timeout: Duration,
 }
 
@@ -116,11 +125,11 @@ impl RequestOptions {
 pub struct RpcStats {
     /// Attempts sent (retries and map branches included).
     pub attempts: u64,
-    /// WebSocket frames from peers that were not `[rid, err, result]`.
+    /// WebSocket or ZeroMQ messages from peers that were not a reply.
     pub bad_frames: u64,
     /// Replies for attempts no longer pending.
     pub late_replies: u64,
-    /// WebSocket connections opened.
+    /// WebSocket or ZeroMQ connections opened.
     pub connects: u64,
 }
 
@@ -170,17 +179,20 @@ struct Attempt {
 #[derive(Clone, Copy, Debug)]
 enum Via {
     Http(HttpId),
-    Ws(ConnId),
+    /// A WebSocket or ZeroMQ connection.
+    Conn(ConnId),
 }
 
 #[derive(Debug)]
 struct Conn {
     addr: PeerAddr,
     open: bool,
-    /// Frames waiting for the connection to open, by rid.
+    /// Frames waiting for a WebSocket to open, by rid (ZMTP queues its own).
     queued: Vec<(String, String)>,
     inflight: BTreeSet<String>,
     idle_since: Instant,
+    /// The ZMTP state of a ZeroMQ connection; `None` for a WebSocket.
+    zmtp: Option<Connection>,
 }
 
 impl Rpc {
@@ -333,7 +345,58 @@ impl Rpc {
         if !self.conns.contains_key(&conn) {
             return;
         }
-        let reply = match decode_reply(msg.as_bytes(), self.config.max_frame_len) {
+        let reply = decode_reply(msg.as_bytes(), self.config.max_frame_len);
+        self.handle_reply(now, conn, reply, ids, rng);
+    }
+
+    /// A ZeroMQ connection from [`Transmit::TcpConnect`] is open: ZMTP already queued
+    /// its handshake and the requests.
+    pub(crate) fn handle_tcp_open(&mut self, now: Instant, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.open = true;
+            c.idle_since = now;
+        }
+    }
+
+    /// Bytes from a ZeroMQ connection: the handshake, then replies.
+    pub(crate) fn handle_tcp_data(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        bytes: &[u8],
+        ids: &mut Ids,
+        rng: &mut impl Rng,
+    ) {
+        let Some(zmtp) = self.conns.get_mut(&conn).and_then(|c| c.zmtp.as_mut()) else {
+            return;
+        };
+        let read = zmtp.handle_input(bytes);
+        let mut replies = Vec::new();
+        while let Some(event) = zmtp.poll_event() {
+            if let ZmtpEvent::Message(frames) = event {
+                replies.push(decode_zmq_reply(&frames));
+            }
+        }
+        flush(&mut self.transmits, conn, zmtp);
+        for reply in replies {
+            self.handle_reply(now, conn, reply, ids, rng);
+        }
+        if let Err(e) = read {
+            tracing::debug!(%conn, error = %e, "ZeroMQ connection failed");
+            self.transmits.push_back(Transmit::TcpClose { conn });
+            self.handle_closed(now, conn, ids, rng);
+        }
+    }
+
+    fn handle_reply(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        reply: Result<crate::peer::framing::Reply, FrameError>,
+        ids: &mut Ids,
+        rng: &mut impl Rng,
+    ) {
+        let reply = match reply {
             Ok(reply) => reply,
             Err(e) => {
                 self.stats.bad_frames += 1;
@@ -344,7 +407,7 @@ impl Rpc {
         let ours = self
             .attempts
             .get(&reply.rid)
-            .is_some_and(|a| matches!(a.via, Via::Ws(c) if c == conn));
+            .is_some_and(|a| matches!(a.via, Via::Conn(c) if c == conn));
         if !ours {
             self.stats.late_replies += 1;
             return;
@@ -353,7 +416,8 @@ impl Rpc {
         self.finish(now, &reply.rid, result, ids, rng);
     }
 
-    pub(crate) fn handle_ws_closed(
+    /// A WebSocket or ZeroMQ connection closed, or could not be opened.
+    pub(crate) fn handle_closed(
         &mut self,
         now: Instant,
         conn: ConnId,
@@ -391,7 +455,10 @@ impl Rpc {
         for conn in idle {
             if let Some(c) = self.conns.remove(&conn) {
                 self.by_addr.remove(&c.addr);
-                self.transmits.push_back(Transmit::WsClose { conn });
+                self.transmits.push_back(match c.zmtp {
+                    Some(_) => Transmit::TcpClose { conn },
+                    None => Transmit::WsClose { conn },
+                });
             }
         }
     }
@@ -456,34 +523,59 @@ impl Rpc {
                 self.by_http.insert(http, rid.clone());
                 Via::Http(http)
             }
-            RpcTransport::Ws => {
-                let text = String::from_utf8_lossy(&frame).into_owned();
-                let Some(conn) = self.conn_for(now, &addr, ids) else {
+            RpcTransport::Ws | RpcTransport::Zmq => {
+                let Some(conn) = self.conn_for(now, &addr, ids, rng) else {
                     self.attempts.insert(
                         rid.clone(),
                         Attempt {
                             call: id,
                             slot,
                             deadline,
-                            via: Via::Ws(ConnId(0)),
+                            via: Via::Conn(ConnId(0)),
                             compress,
                         },
                     );
                     self.finish(now, &rid, Err(RpcError::TooManyConnections), ids, rng);
                     return;
                 };
+                let Some(call) = self.calls.get(&id) else {
+                    return;
+                };
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    if c.open {
+                    if let Some(zmtp) = c.zmtp.as_mut() {
+                        // ZMTP holds messages until its handshake is done.
+                        let sent =
+                            zmtp.send(&[rid.as_bytes(), call.name.as_bytes(), &call.payload]);
+                        flush(&mut self.transmits, conn, zmtp);
+                        if let Err(e) = sent {
+                            tracing::debug!(%conn, error = %e, "ZeroMQ connection refused a request");
+                            self.attempts.insert(
+                                rid.clone(),
+                                Attempt {
+                                    call: id,
+                                    slot,
+                                    deadline,
+                                    via: Via::Conn(ConnId(0)),
+                                    compress,
+                                },
+                            );
+                            let err = RpcError::Request(e.to_string());
+                            self.finish(now, &rid, Err(err), ids, rng);
+                            return;
+                        }
+                        c.inflight.insert(rid.clone());
+                    } else if c.open {
                         c.inflight.insert(rid.clone());
                         self.transmits.push_back(Transmit::WsSend {
                             conn,
-                            msg: WsMessage::Text(text),
+                            msg: WsMessage::Text(String::from_utf8_lossy(&frame).into_owned()),
                         });
                     } else {
+                        let text = String::from_utf8_lossy(&frame).into_owned();
                         c.queued.push((rid.clone(), text));
                     }
                 }
-                Via::Ws(conn)
+                Via::Conn(conn)
             }
         };
         self.deadlines.insert((deadline, rid.clone()));
@@ -500,7 +592,13 @@ impl Rpc {
     }
 
     /// The peer's connection, opened if needed; `None` when the table is full.
-    fn conn_for(&mut self, now: Instant, addr: &PeerAddr, ids: &mut Ids) -> Option<ConnId> {
+    fn conn_for(
+        &mut self,
+        now: Instant,
+        addr: &PeerAddr,
+        ids: &mut Ids,
+        rng: &mut impl Rng,
+    ) -> Option<ConnId> {
         if let Some(&conn) = self.by_addr.get(addr) {
             return Some(conn);
         }
@@ -509,10 +607,24 @@ impl Rpc {
         }
         let conn = ConnId(ids.next());
         self.stats.connects += 1;
-        self.transmits.push_back(Transmit::WsConnect {
-            conn,
-            url: addr.ws_url(),
-        });
+        let zmtp = if self.config.transport == RpcTransport::Zmq {
+            self.transmits.push_back(Transmit::TcpConnect {
+                conn,
+                addr: addr.clone(),
+            });
+            // A uuid v4 identity, as grenache-nodejs-zmq's DEALER has.
+            let identity = request_id(rng).into_bytes();
+            let limits = zmq::limits(self.config.max_frame_len, MAX_ZMQ_QUEUED);
+            let mut zmtp = Connection::new(SocketType::Dealer, identity, limits);
+            flush(&mut self.transmits, conn, &mut zmtp);
+            Some(zmtp)
+        } else {
+            self.transmits.push_back(Transmit::WsConnect {
+                conn,
+                url: addr.ws_url(),
+            });
+            None
+        };
         self.conns.insert(
             conn,
             Conn {
@@ -521,6 +633,7 @@ impl Rpc {
                 queued: Vec::new(),
                 inflight: BTreeSet::new(),
                 idle_since: now,
+                zmtp,
             },
         );
         self.by_addr.insert(addr.clone(), conn);
@@ -633,7 +746,7 @@ impl Rpc {
             Via::Http(http) => {
                 self.by_http.remove(&http);
             }
-            Via::Ws(conn) => {
+            Via::Conn(conn) => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.inflight.remove(rid);
                     c.queued.retain(|(r, _)| r != rid);
@@ -664,6 +777,14 @@ impl Rpc {
             },
         };
         self.events.push_back(event);
+    }
+}
+
+/// Hands what ZMTP has to write to the adapter, if anything.
+fn flush(transmits: &mut VecDeque<Transmit>, conn: ConnId, zmtp: &mut Connection) {
+    let bytes = zmtp.take_output();
+    if !bytes.is_empty() {
+        transmits.push_back(Transmit::TcpSend { conn, bytes });
     }
 }
 

@@ -16,7 +16,8 @@ pub struct QueryId(pub u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HttpId(pub u64);
 
-/// Names one WebSocket connection the adapter opens; every report about it carries the id.
+/// Names one WebSocket or TCP connection the adapter opens; every report about it carries
+/// the id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId(pub u64);
 
@@ -162,6 +163,27 @@ pub enum Transmit {
     },
     /// Close a connection; the core has forgotten it, so no further report is needed.
     WsClose {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Open a TCP connection to `addr` (a ZeroMQ peer); report `handle_tcp_open`, then
+    /// every read with `handle_tcp_data`, then `handle_tcp_closed` (also when it could not
+    /// be opened). `TcpSend`s for it may come before it is open: write them once it is.
+    TcpConnect {
+        /// Names the connection from now on.
+        conn: ConnId,
+        /// `host:port`.
+        addr: PeerAddr,
+    },
+    /// Write bytes on a TCP connection, in order.
+    TcpSend {
+        /// The connection.
+        conn: ConnId,
+        /// What to write.
+        bytes: Vec<u8>,
+    },
+    /// Close a TCP connection; the core has forgotten it, so no further report is needed.
+    TcpClose {
         /// The connection.
         conn: ConnId,
     },

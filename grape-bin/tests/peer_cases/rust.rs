@@ -7,8 +7,9 @@ use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use rt::peer::{
-    CommandError, LinkError, PeerClient, PeerConfig, PeerError, Publisher, PublisherConfig, Put,
-    RequestOptions, RpcError, RpcServer, RpcServerConfig, RpcTransport, SubEvent, WsMessage,
+    CommandError, LinkError, PeerClient, PeerConfig, PeerError, PubSubTransport, Publisher,
+    PublisherConfig, Put, RequestOptions, RpcError, RpcServer, RpcServerConfig, RpcTransport,
+    SubEvent, WsMessage,
 };
 use rt::{GrapeServer, ServerConfig};
 use serde_json::{Value, json};
@@ -133,7 +134,7 @@ fn round_trip_over_http_and_ws() {
     let runtime = Runtime::new();
     runtime.block_on(async {
         let grape = grape(1, None).await;
-        for transport in [RpcTransport::Http, RpcTransport::Ws] {
+        for transport in [RpcTransport::Http, RpcTransport::Ws, RpcTransport::Zmq] {
             let name = format!("echo-{transport:?}");
             let client = client(&grape, transport);
             let a = echo_server(&client, &name, transport, "a").await;
@@ -264,7 +265,7 @@ fn a_silent_server_gives_a_timeout() {
     runtime.block_on(async {
         let grape = grape(3, None).await;
         let port = raw_server(None);
-        for transport in [RpcTransport::Http, RpcTransport::Ws] {
+        for transport in [RpcTransport::Http, RpcTransport::Ws, RpcTransport::Zmq] {
             let name = format!("silent-{transport:?}");
             let client = client(&grape, transport);
             client.announce(&name, port).await.expect("announce");
@@ -398,7 +399,7 @@ fn killing_one_of_three_servers_mid_load() {
     let runtime = Runtime::new();
     runtime.block_on(async {
         let grape = grape(7, None).await;
-        for transport in [RpcTransport::Http, RpcTransport::Ws] {
+        for transport in [RpcTransport::Http, RpcTransport::Ws, RpcTransport::Zmq] {
             let name = format!("load-{transport:?}");
             let client = client(&grape, transport);
             let mut servers = Vec::new();
@@ -522,6 +523,165 @@ fn a_stopped_server_leaves_the_lookups() {
             looking.request("fleeting", json!(1), opts(1000)).await,
             Err(PeerError::Rpc(RpcError::Lookup(LinkError::LookupEmpty)))
         );
+        grape.shutdown().await;
+    });
+}
+
+#[test]
+fn publish_and_subscribe_over_zmq_survives_a_publisher_restart() {
+    let runtime = Runtime::new();
+    runtime.block_on(async {
+        let grape = grape(9, None).await;
+        let mut config = config(&grape, RpcTransport::Http).pubsub_transport(PubSubTransport::Zmq);
+        // Come back quickly after the restart below.
+        config.client.sub.backoff_first = Duration::from_millis(100);
+        config.client.sub.backoff_max = Duration::from_millis(400);
+        config.client.link.lookup_cache_ttl = Duration::ZERO;
+        let client = PeerClient::new(config).expect("client");
+        let publisher_config = PublisherConfig::new()
+            .listen_on(LOCALHOST, 0)
+            .transport(PubSubTransport::Zmq);
+        let publisher = Publisher::start(&client, "zmq-news", publisher_config.clone())
+            .await
+            .expect("publisher");
+        let port = publisher.port();
+        let mut sub = client.subscribe("zmq-news").await.expect("subscribe");
+
+        let first = within(Duration::from_secs(5), sub.next_event()).await;
+        assert!(
+            matches!(first, Some(Some(SubEvent::Subscribed(_)))),
+            "{first:?}"
+        );
+        // The subscription reaches the publisher just after the handshake; publish until
+        // it arrives, as with any ZeroMQ PUB.
+        let one = within(Duration::from_secs(5), async {
+            loop {
+                publisher.publish_text("one").expect("room");
+                if let Some(Some(msg)) = within(Duration::from_millis(50), sub.next_message()).await {
+                    return msg;
+                }
+            }
+        })
+        .await;
+        assert_eq!(one, Some(WsMessage::Text("one".into())));
+        publisher
+            .publish(WsMessage::Binary(vec![0xff, 0]))
+            .expect("room");
+        let two = within(Duration::from_secs(5), sub.next_message()).await;
+        assert_eq!(two, Some(Some(WsMessage::Binary(vec![0xff, 0]))));
+
+        // Kill the publisher and start it again on the same port: the subscriber is told,
+        // reconnects and receives again.
+        drop(publisher);
+        let lost = within(Duration::from_secs(5), async {
+            loop {
+                match sub.next_event().await {
+                    Some(SubEvent::Disconnected { .. }) | None => return,
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        assert!(lost.is_some(), "the subscriber noticed the publisher died");
+        let again = Publisher::start(&client, "zmq-news", publisher_config.listen_on(LOCALHOST, port))
+            .await
+            .expect("publisher again");
+        let resumed = within(Duration::from_secs(10), async {
+            loop {
+                again.publish_text("three").expect("room");
+                match within(Duration::from_millis(50), sub.next_event()).await {
+                    Some(Some(SubEvent::Message(msg))) => return msg,
+                    Some(None) => panic!("subscription ended"),
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        assert_eq!(resumed, Some(WsMessage::Text("three".into())));
+        again.stop().await;
+        grape.shutdown().await;
+    });
+}
+
+/// Writes `bytes` to `port` and returns what the server said before it closed (or
+/// stopped talking for 3 s).
+fn raw_exchange(port: u16, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect");
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
+    let _ = stream.write_all(bytes);
+    let mut got = Vec::new();
+    let _ = stream.read_to_end(&mut got);
+    got
+}
+
+#[test]
+fn zmq_server_drops_and_counts_bad_peers_and_keeps_serving() {
+    let runtime = Runtime::new();
+    runtime.block_on(async {
+        let grape = grape(10, None).await;
+        let client = client(&grape, RpcTransport::Zmq);
+        let mut strict = local(RpcTransport::Zmq);
+        strict.read_timeout = Duration::from_millis(300);
+        strict.max_frame_len = 4096;
+        let handler = |_key: String, payload: Value| async move { Ok(payload) };
+        let server = RpcServer::listen(strict, handler).await.expect("server");
+        server.announce(&client, "guarded").await.expect("announce");
+        let port = server.port();
+
+        // Not ZMTP at all: an HTTP request.
+        // Blocking clients on threads of their own, so the executor keeps serving.
+        let http = std::thread::spawn(move || raw_exchange(port, b"GET / HTTP/1.1\r\n\r\n"));
+        // A ZMTP greeting, then a frame header claiming 2^62 bytes.
+        let mut greeting = vec![0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0x7f, 3, 0];
+        greeting.extend_from_slice(b"NULL");
+        greeting.resize(64, 0);
+        let mut huge = greeting.clone();
+        huge.extend_from_slice(&[0x04, 0x1c, 5]);
+        huge.extend_from_slice(b"READY");
+        huge.extend_from_slice(&[11]);
+        huge.extend_from_slice(b"Socket-Type");
+        huge.extend_from_slice(&[0, 0, 0, 6]);
+        huge.extend_from_slice(b"DEALER");
+        huge.extend_from_slice(&[0x02, 0x40, 0, 0, 0, 0, 0, 0, 0]);
+        let oversized = std::thread::spawn(move || raw_exchange(port, &huge));
+        // Connects and never speaks.
+        let silent = std::thread::spawn(move || raw_exchange(port, b""));
+        let peers = [http, oversized, silent];
+        let ended = within(Duration::from_secs(10), async {
+            while !peers.iter().all(std::thread::JoinHandle::is_finished) {
+                sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(ended.is_some(), "the server closed every bad connection");
+        let [http, oversized, silent] = peers.map(|p| p.join().expect("no panic"));
+
+        // Each got our greeting (it is sent at once) and then the door.
+        for got in [&http, &oversized, &silent] {
+            assert_eq!(got.first(), Some(&0xff), "{got:?}");
+        }
+        let stats = within(Duration::from_secs(5), async {
+            loop {
+                let stats = server.stats();
+                if stats.dropped_connections >= 3 {
+                    return stats;
+                }
+                sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert_eq!(stats.map(|s| s.dropped_connections), Some(3));
+        // Everyone else is still served.
+        let reply = client.request("guarded", json!({"ok": 1}), opts(5000)).await;
+        assert_eq!(reply, Ok(json!({"ok": 1})));
+        let too_big = client
+            .request("guarded", json!("x".repeat(8000)), opts(5000))
+            .await;
+        assert!(
+            matches!(too_big, Err(PeerError::Rpc(RpcError::TransportClose | RpcError::Request(_)))),
+            "{too_big:?}"
+        );
+        server.stop().await;
         grape.shutdown().await;
     });
 }

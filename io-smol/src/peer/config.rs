@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use grenache_core::peer::{ClientConfig, DEFAULT_MAX_FRAME_LEN, RpcTransport};
+use grenache_core::peer::{ClientConfig, DEFAULT_MAX_FRAME_LEN, PubSubTransport, RpcTransport};
 
 /// Settings of a [`PeerClient`](super::PeerClient): the core's [`ClientConfig`] plus what
 /// the I/O needs.
@@ -52,13 +52,21 @@ impl PeerConfig {
         self.client.rpc.transport = transport;
         self
     }
+
+    /// The same settings with subscriptions over `transport` (the publishers must speak it).
+    #[must_use]
+    pub fn pubsub_transport(mut self, transport: PubSubTransport) -> Self {
+        self.client.sub.transport = transport;
+        self
+    }
 }
 
 /// Settings of an [`RpcServer`](super::RpcServer).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct RpcServerConfig {
-    /// HTTP (grenache-nodejs-http) or WebSocket (grenache-nodejs-ws).
+    /// HTTP (grenache-nodejs-http), WebSocket (grenache-nodejs-ws) or ZeroMQ (a ROUTER,
+    /// grenache-nodejs-zmq's frames).
     pub transport: RpcTransport,
     /// Address to listen on (Node listens on all interfaces).
     pub bind: IpAddr,
@@ -75,10 +83,11 @@ pub struct RpcServerConfig {
     pub max_in_flight_per_connection: usize,
     /// A handler call that takes longer is abandoned and answered `ERR_HANDLER_TIMEOUT`.
     pub handler_timeout: Duration,
-    /// Time a client gets to send a request (headers and body) or finish a WebSocket
-    /// handshake; also how long an idle keep-alive connection stays open.
+    /// Time a client gets to send a request (headers and body) or finish a WebSocket or
+    /// ZeroMQ handshake; also how long an idle keep-alive connection stays open.
     pub read_timeout: Duration,
-    /// An idle WebSocket connection (nothing in flight, no message) is closed after this.
+    /// An idle WebSocket or ZeroMQ connection (nothing in flight, no message) is closed
+    /// after this.
     pub ws_idle_timeout: Duration,
     /// On stop, time open connections get to finish their requests.
     pub drain_timeout: Duration,
@@ -121,18 +130,21 @@ impl Default for RpcServerConfig {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct PublisherConfig {
+    /// WebSocket (grenache-nodejs-ws) or ZeroMQ (a PUB socket).
+    pub transport: PubSubTransport,
     /// Address to listen on (Node listens on all interfaces).
     pub bind: IpAddr,
     /// Port to listen on; 0 lets the OS pick one (read it with `port()`).
     pub port: u16,
-    /// Subscribers at once, at most; more are refused (WebSocket close code 1013).
+    /// Subscribers at once, at most; more are refused (WebSocket close code 1013; a
+    /// ZeroMQ subscriber is disconnected).
     pub max_subscribers: usize,
     /// Messages waiting to be written to one subscriber, at most; a subscriber that falls
     /// further behind is disconnected (it reconnects and misses what it missed).
     pub subscriber_queue: usize,
     /// Longest message a subscriber may send us (they have no reason to send anything).
     pub max_message_len: usize,
-    /// Time a subscriber gets to finish the WebSocket handshake.
+    /// Time a subscriber gets to finish the WebSocket or ZeroMQ handshake.
     pub handshake_timeout: Duration,
     /// On stop, time given to close each connection cleanly.
     pub drain_timeout: Duration,
@@ -142,6 +154,7 @@ impl PublisherConfig {
     /// Defaults, on all interfaces, on a port the OS picks.
     pub fn new() -> Self {
         PublisherConfig {
+            transport: PubSubTransport::Ws,
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             port: 0,
             max_subscribers: 1024,
@@ -157,6 +170,13 @@ impl PublisherConfig {
     pub fn listen_on(mut self, bind: IpAddr, port: u16) -> Self {
         self.bind = bind;
         self.port = port;
+        self
+    }
+
+    /// The same settings over `transport`.
+    #[must_use]
+    pub fn transport(mut self, transport: PubSubTransport) -> Self {
+        self.transport = transport;
         self
     }
 }

@@ -1,6 +1,6 @@
 //! The one task that owns the core's [`Client`]: it turns commands into core calls, the
-//! core's transmits into HTTP exchanges and WebSocket connections, and the core's events
-//! into answers.
+//! core's transmits into HTTP exchanges, WebSocket connections and TCP streams (ZeroMQ),
+//! and the core's events into answers.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use super::error::PeerError;
 use super::http_client::HttpPool;
 use super::subscription::SubEvent;
 use super::ws_client::{self, WsSettings};
-use super::{http_client, rt};
+use super::{http_client, rt, tcp_client};
 use crate::time::{now, sleep_until};
 
 /// Where one answer goes.
@@ -36,8 +36,8 @@ const MAX_FIRST_ROUND_WAITERS: usize = 256;
 /// Reports from I/O tasks waiting for the driver, at most; past it, those tasks wait.
 const IO_QUEUE: usize = 1024;
 
-/// Messages waiting to be written on one WebSocket, at most; past it, the connection is
-/// treated as broken.
+/// Messages waiting to be written on one WebSocket (or writes on one TCP stream), at most;
+/// past it, the connection is treated as broken.
 const CONN_QUEUE: usize = 1024;
 
 /// What a [`PeerClient`](super::PeerClient) asks of the driver.
@@ -104,6 +104,9 @@ pub(crate) enum IoEvent {
     WsOpen(ConnId),
     WsMessage(ConnId, WsMessage),
     WsClosed(ConnId),
+    TcpOpen(ConnId),
+    TcpData(ConnId, Vec<u8>),
+    TcpClosed(ConnId),
 }
 
 /// Who waits for a command's terminal event.
@@ -139,6 +142,8 @@ pub(crate) struct Driver {
     subs: BTreeMap<SubscriptionId, async_channel::Sender<SubEvent>>,
     /// Bounded by the core's connection caps.
     conns: BTreeMap<ConnId, async_channel::Sender<WsMessage>>,
+    /// The write queues of TCP streams; bounded like `conns`.
+    streams: BTreeMap<ConnId, async_channel::Sender<Vec<u8>>>,
     http: Arc<HttpPool>,
     max_body: usize,
     ws: WsSettings,
@@ -169,6 +174,7 @@ impl Driver {
             first_rounds: BTreeMap::new(),
             subs: BTreeMap::new(),
             conns: BTreeMap::new(),
+            streams: BTreeMap::new(),
             http: Arc::new(HttpPool::new(
                 config.max_connections_per_peer,
                 config.max_pooled_peers,
@@ -283,6 +289,32 @@ impl Driver {
             Transmit::WsClose { conn } => {
                 // Dropping the queue makes the connection task close the socket, quietly.
                 self.conns.remove(&conn);
+            }
+            Transmit::TcpConnect { conn, addr } => {
+                let (tx, rx) = async_channel::bounded(CONN_QUEUE);
+                self.streams.insert(conn, tx);
+                let connect_timeout = self.ws.connect_timeout;
+                rt::spawn(tcp_client::run(
+                    conn,
+                    addr,
+                    rx,
+                    self.io_tx.clone(),
+                    connect_timeout,
+                ));
+            }
+            Transmit::TcpSend { conn, bytes } => {
+                let Some(tx) = self.streams.get(&conn) else {
+                    tracing::debug!(%conn, "write on a stream already gone");
+                    return;
+                };
+                if let Err(err) = tx.try_send(bytes) {
+                    tracing::warn!(%conn, full = err.is_full(), "TCP write queue refused bytes; closing");
+                    self.streams.remove(&conn);
+                    self.client.handle_tcp_closed(now, conn, &mut self.rng);
+                }
+            }
+            Transmit::TcpClose { conn } => {
+                self.streams.remove(&conn);
             }
         }
     }
@@ -463,6 +495,12 @@ impl Driver {
             IoEvent::WsClosed(conn) => {
                 self.conns.remove(&conn);
                 self.client.handle_ws_closed(now, conn, rng);
+            }
+            IoEvent::TcpOpen(conn) => self.client.handle_tcp_open(now, conn, rng),
+            IoEvent::TcpData(conn, bytes) => self.client.handle_tcp_data(now, conn, &bytes, rng),
+            IoEvent::TcpClosed(conn) => {
+                self.streams.remove(&conn);
+                self.client.handle_tcp_closed(now, conn, rng);
             }
         }
     }

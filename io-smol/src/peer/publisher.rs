@@ -1,6 +1,8 @@
-//! A PUB/SUB publisher (grenache-nodejs-ws `PeerPub`): a WebSocket server whose every
-//! connection is a subscriber, sent each published message verbatim. The fan-out state
-//! is the core's [`Publisher`](grenache_core::peer::Publisher).
+//! A PUB/SUB publisher (grenache-nodejs-ws `PeerPub`, or a ZeroMQ PUB): a server whose
+//! every connection is a subscriber, sent each published message verbatim. The fan-out
+//! state is the core's [`Publisher`](grenache_core::peer::Publisher); a ZeroMQ
+//! subscriber's ZMTP and subscriptions are the core's
+//! [`ZmqPubConn`](grenache_core::peer::ZmqPubConn).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,7 +13,7 @@ use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use futures_lite::{FutureExt as _, StreamExt as _};
-use grenache_core::peer::{ConnId, PublishError, Transmit, WsMessage};
+use grenache_core::peer::{ConnId, PubSubTransport, PublishError, Transmit, WsMessage, ZmqPubConn};
 
 use super::client::PeerClient;
 use super::config::PublisherConfig;
@@ -82,13 +84,22 @@ impl Publisher {
             stop: stop.clone(),
         });
         let conn_shared = Arc::clone(&shared);
-        let task = rt::spawn_task(accept_loop(
-            listener,
-            max_connections,
-            stop,
-            drain,
-            move |stream| serve_subscriber(stream, Arc::clone(&conn_shared)),
-        ));
+        let task = match shared.config.transport {
+            PubSubTransport::Ws => rt::spawn_task(accept_loop(
+                listener,
+                max_connections,
+                stop,
+                drain,
+                move |stream| serve_subscriber(stream, Arc::clone(&conn_shared)),
+            )),
+            PubSubTransport::Zmq => rt::spawn_task(accept_loop(
+                listener,
+                max_connections,
+                stop,
+                drain,
+                move |stream| serve_zmq_subscriber(stream, Arc::clone(&conn_shared)),
+            )),
+        };
         tracing::debug!(%addr, "publisher listening");
         Ok(Publisher {
             addr,
@@ -194,6 +205,29 @@ impl Drop for Publisher {
     }
 }
 
+/// Registers a subscriber's write queue with the core; `None` when the table is full.
+fn register(shared: &Shared) -> Option<(ConnId, async_channel::Receiver<WsMessage>)> {
+    let (queue, outgoing) = async_channel::bounded(shared.config.subscriber_queue.max(1));
+    let mut state = shared.state();
+    match state.core.accept() {
+        Ok(conn) => {
+            state.queues.insert(conn, queue);
+            Some((conn, outgoing))
+        }
+        Err(err) => {
+            tracing::warn!(%err, "subscriber refused");
+            None
+        }
+    }
+}
+
+/// Forgets a subscriber that left.
+fn unregister(shared: &Shared, conn: ConnId) {
+    let mut state = shared.state();
+    state.queues.remove(&conn);
+    state.core.handle_closed(conn);
+}
+
 /// What woke a subscriber connection.
 enum Wake {
     Incoming(Option<Result<Message, async_tungstenite::tungstenite::Error>>),
@@ -219,22 +253,9 @@ async fn serve_subscriber(stream: TcpStream, shared: Arc<Shared>) {
             return;
         }
     };
-    let (queue, outgoing) = async_channel::bounded(config.subscriber_queue.max(1));
-    let accepted = {
-        let mut state = shared.state();
-        let accepted = state.core.accept();
-        if let Ok(conn) = accepted {
-            state.queues.insert(conn, queue);
-        }
-        accepted
-    };
-    let conn = match accepted {
-        Ok(conn) => conn,
-        Err(err) => {
-            tracing::warn!(%err, "subscriber refused");
-            close(&mut ws, CloseCode::Again, &shared).await;
-            return;
-        }
+    let Some((conn, outgoing)) = register(&shared) else {
+        close(&mut ws, CloseCode::Again, &shared).await;
+        return;
     };
     tracing::debug!(%conn, "subscriber connected");
     loop {
@@ -256,11 +277,7 @@ async fn serve_subscriber(stream: TcpStream, shared: Arc<Shared>) {
             }
         }
     }
-    {
-        let mut state = shared.state();
-        state.queues.remove(&conn);
-        state.core.handle_closed(conn);
-    }
+    unregister(&shared, conn);
     tracing::debug!(%conn, "subscriber gone");
     close(&mut ws, CloseCode::Normal, &shared).await;
 }
@@ -273,5 +290,79 @@ async fn close(ws: &mut WsStream, code: CloseCode, shared: &Shared) {
     };
     if let Some(Err(err)) = timeout(shared.config.drain_timeout, ws.close(Some(frame))).await {
         tracing::trace!(%err, "subscriber close failed");
+    }
+}
+
+/// What woke a ZeroMQ subscriber connection.
+enum ZmqWake {
+    Incoming(std::io::Result<usize>),
+    Outgoing(Option<WsMessage>),
+    Stop,
+    Timeout,
+}
+
+/// Serves one ZeroMQ subscriber: reads its handshake and subscriptions, writes each
+/// published message it subscribed to as one frame, ends when it leaves, breaks ZMTP,
+/// does not finish its handshake in time, falls behind, or the publisher stops.
+async fn serve_zmq_subscriber(mut stream: TcpStream, shared: Arc<Shared>) {
+    let config = &shared.config;
+    let mut zmq = ZmqPubConn::new(config.max_message_len);
+    let Some((conn, outgoing)) = register(&shared) else {
+        return;
+    };
+    let handshake_until = crate::time::now() + config.handshake_timeout;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        if !write_zmq(&mut stream, &mut zmq).await {
+            break;
+        }
+        let deadline = (!zmq.is_ready()).then_some(handshake_until);
+        let wake = async { ZmqWake::Incoming(rt::read(&mut stream, &mut buf).await) }
+            .race(async { ZmqWake::Outgoing(outgoing.recv().await.ok()) })
+            .race(async {
+                shared.stop.wait().await;
+                ZmqWake::Stop
+            })
+            .race(async {
+                crate::time::sleep_until(deadline).await;
+                ZmqWake::Timeout
+            })
+            .await;
+        match wake {
+            ZmqWake::Incoming(Ok(n)) if n > 0 => {
+                if let Err(err) = zmq.handle_input(buf.get(..n).unwrap_or_default()) {
+                    tracing::debug!(%conn, %err, "ZeroMQ subscriber broke ZMTP");
+                    let _ = write_zmq(&mut stream, &mut zmq).await;
+                    break;
+                }
+            }
+            ZmqWake::Outgoing(Some(msg)) => {
+                if let Err(err) = zmq.publish(msg.as_bytes()) {
+                    tracing::debug!(%conn, %err, "message not sent to a ZeroMQ subscriber");
+                }
+            }
+            ZmqWake::Timeout => {
+                tracing::debug!(%conn, "ZeroMQ subscriber did not finish its handshake");
+                break;
+            }
+            ZmqWake::Incoming(_) | ZmqWake::Outgoing(None) | ZmqWake::Stop => break,
+        }
+    }
+    unregister(&shared, conn);
+    tracing::debug!(%conn, "ZeroMQ subscriber gone");
+}
+
+/// Writes what the connection has to say; `false` if the socket broke.
+async fn write_zmq(stream: &mut TcpStream, zmq: &mut ZmqPubConn) -> bool {
+    let bytes = zmq.take_output();
+    if bytes.is_empty() {
+        return true;
+    }
+    match rt::write_all(stream, &bytes).await {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::debug!(%err, "ZeroMQ write failed");
+            false
+        }
     }
 }

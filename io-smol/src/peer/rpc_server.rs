@@ -1,20 +1,22 @@
-//! A peer-RPC server over HTTP (grenache-nodejs-http) or WebSocket (grenache-nodejs-ws):
-//! reads request frames, calls the user's handler, writes reply frames. The framing and
-//! its error replies are the core's; this file only moves bytes.
+//! A peer-RPC server over HTTP (grenache-nodejs-http), WebSocket (grenache-nodejs-ws) or
+//! ZeroMQ (a ROUTER, grenache-nodejs-zmq's frames): reads request frames, calls the user's
+//! handler, writes reply frames. The framing, ZMTP and the error replies are the core's;
+//! this file only moves bytes.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use bytes::Bytes;
 use futures_lite::{FutureExt as _, StreamExt as _, future};
 use grenache_core::peer::{
-    COMPRESS_HEADER, Compression, FrameError, HttpResponse, RpcTransport, decode_http_request,
-    decode_request, encode_http_reply, http_error_reply, ws_error_reply,
+    COMPRESS_HEADER, Compression, FrameError, HttpResponse, RpcTransport, ZmqServerConn,
+    decode_http_request, decode_request, encode_http_reply, http_error_reply, ws_error_reply,
 };
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Body as _, Incoming};
@@ -51,6 +53,26 @@ struct Ctx {
     in_flight: Limiter,
     config: RpcServerConfig,
     stop: Stop,
+    stats: Counters,
+}
+
+/// The server's counters, shared by its connections.
+#[derive(Default)]
+struct Counters {
+    bad_frames: AtomicU64,
+    dropped_connections: AtomicU64,
+}
+
+/// What an [`RpcServer`] has refused so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// ZeroMQ messages that were not a request (answered with an error when they had a
+    /// rid, dropped otherwise).
+    pub bad_frames: u64,
+    /// ZeroMQ connections closed for breaking ZMTP or for not finishing the handshake
+    /// within `read_timeout`.
+    pub dropped_connections: u64,
 }
 
 /// A running RPC server. It serves until [`stop`](Self::stop) or until dropped; both stop
@@ -63,6 +85,13 @@ pub struct RpcServer {
     announced: Announced,
     stop: StopTrigger,
     task: Task,
+    ctx: Arc<Ctx>,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx").finish_non_exhaustive()
+    }
 }
 
 impl RpcServer {
@@ -88,7 +117,9 @@ impl RpcServer {
             in_flight: Limiter::new(config.max_in_flight),
             config,
             stop: stop.clone(),
+            stats: Counters::default(),
         });
+        let stats = Arc::clone(&ctx);
         let task = match transport {
             RpcTransport::Http => rt::spawn_task(accept_loop(
                 listener,
@@ -104,6 +135,13 @@ impl RpcServer {
                 drain,
                 move |stream| serve_ws(stream, Arc::clone(&ctx)),
             )),
+            RpcTransport::Zmq => rt::spawn_task(accept_loop(
+                listener,
+                max_connections,
+                stop,
+                drain,
+                move |stream| serve_zmq(stream, Arc::clone(&ctx)),
+            )),
         };
         tracing::debug!(%addr, ?transport, "RPC server listening");
         Ok(RpcServer {
@@ -112,6 +150,7 @@ impl RpcServer {
             announced: Announced::default(),
             stop: trigger,
             task,
+            ctx: stats,
         })
     }
 
@@ -161,6 +200,14 @@ impl RpcServer {
     /// The transport it speaks.
     pub fn transport(&self) -> RpcTransport {
         self.transport
+    }
+
+    /// What it has refused so far.
+    pub fn stats(&self) -> ServerStats {
+        ServerStats {
+            bad_frames: self.ctx.stats.bad_frames.load(Ordering::Relaxed),
+            dropped_connections: self.ctx.stats.dropped_connections.load(Ordering::Relaxed),
+        }
     }
 
     /// Stops announcing, stops accepting, gives requests in progress
@@ -491,6 +538,153 @@ async fn send_frame(ws: &mut WsStream, frame: Vec<u8>) -> bool {
         Ok(()) => true,
         Err(err) => {
             tracing::debug!(%err, "WebSocket write failed");
+            false
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------
+// ZeroMQ
+// ------------------------------------------------------------------------------------
+
+/// Bytes read from a ZeroMQ connection at once.
+const ZMQ_READ_BUF: usize = 64 * 1024;
+
+/// What woke a ZeroMQ connection.
+enum ZmqWake {
+    Incoming(std::io::Result<usize>),
+    Reply(String, Result<Value, String>),
+    Stop,
+    Timeout,
+}
+
+/// Serves one ZeroMQ DEALER (a client connection to our ROUTER): reads requests while
+/// fewer than `max_in_flight_per_connection` are in the handler, writes replies as they
+/// come, in any order. A peer that does not finish the ZMTP handshake within
+/// `read_timeout`, or breaks ZMTP, is dropped and counted.
+async fn serve_zmq(mut stream: TcpStream, ctx: Arc<Ctx>) {
+    let mut conn = ZmqServerConn::new(ctx.config.max_frame_len);
+    if !write_zmq(&mut stream, &mut conn).await {
+        return;
+    }
+    let cap = ctx.config.max_in_flight_per_connection.max(1);
+    // Handlers wait on a full queue; the loop below always drains it.
+    let (reply_tx, reply_rx) = async_channel::bounded(cap);
+    let mut buf = vec![0u8; ZMQ_READ_BUF];
+    let mut in_flight = 0usize;
+    let mut reading = true;
+    let mut last_active = now();
+    let handshake_until = last_active + ctx.config.read_timeout;
+    let mut drain_until = last_active;
+    while reading || in_flight > 0 {
+        let deadline = match (reading, in_flight) {
+            (false, _) => Some(drain_until),
+            (true, 0) if !conn.is_ready() => Some(handshake_until),
+            (true, 0) => Some(last_active + ctx.config.ws_idle_timeout),
+            (true, _) => None,
+        };
+        let wake = {
+            let incoming = async {
+                if reading && in_flight < cap {
+                    ZmqWake::Incoming(rt::read(&mut stream, &mut buf).await)
+                } else {
+                    future::pending().await
+                }
+            };
+            let reply = async {
+                match reply_rx.recv().await {
+                    Ok((rid, result)) => ZmqWake::Reply(rid, result),
+                    // Unreachable while `reply_tx` lives in this function.
+                    Err(_) => future::pending().await,
+                }
+            };
+            let stop = async {
+                if reading {
+                    ctx.stop.wait().await;
+                    ZmqWake::Stop
+                } else {
+                    future::pending().await
+                }
+            };
+            let timer = async {
+                sleep_until(deadline).await;
+                ZmqWake::Timeout
+            };
+            incoming.race(reply).race(stop).race(timer).await
+        };
+        match wake {
+            ZmqWake::Incoming(Ok(0)) => {
+                reading = false;
+                drain_until = now() + ctx.config.drain_timeout;
+            }
+            ZmqWake::Incoming(Ok(n)) => {
+                last_active = now();
+                let bad_before = conn.stats().bad_frames;
+                let read = conn.handle_input(buf.get(..n).unwrap_or_default());
+                let bad = conn.stats().bad_frames - bad_before;
+                ctx.stats.bad_frames.fetch_add(bad, Ordering::Relaxed);
+                while let Some(request) = conn.poll_request() {
+                    in_flight += 1;
+                    let ctx = Arc::clone(&ctx);
+                    let reply_tx = reply_tx.clone();
+                    rt::spawn(async move {
+                        let result = call_handler(&ctx, request.key, request.payload).await;
+                        let _ = reply_tx.send((request.rid, result)).await;
+                    });
+                }
+                let written = write_zmq(&mut stream, &mut conn).await;
+                if let Err(err) = read {
+                    tracing::debug!(%err, "ZeroMQ peer broke ZMTP; dropping it");
+                    ctx.stats
+                        .dropped_connections
+                        .fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                if !written {
+                    break;
+                }
+            }
+            ZmqWake::Incoming(Err(err)) => {
+                tracing::debug!(%err, "ZeroMQ read failed");
+                break;
+            }
+            ZmqWake::Reply(rid, result) => {
+                in_flight = in_flight.saturating_sub(1);
+                last_active = now();
+                if let Err(err) = conn.reply(&rid, result.as_ref().map_err(String::as_str)) {
+                    tracing::debug!(%err, "ZeroMQ reply refused");
+                }
+                if !write_zmq(&mut stream, &mut conn).await {
+                    break;
+                }
+            }
+            ZmqWake::Stop => {
+                reading = false;
+                drain_until = now() + ctx.config.drain_timeout;
+            }
+            ZmqWake::Timeout => {
+                if !conn.is_ready() {
+                    tracing::debug!("ZeroMQ peer did not finish its handshake; dropping it");
+                    ctx.stats
+                        .dropped_connections
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                break;
+            }
+        }
+    }
+}
+
+/// Writes what the connection has to say; `false` if the socket broke.
+async fn write_zmq(stream: &mut TcpStream, conn: &mut ZmqServerConn) -> bool {
+    let bytes = conn.take_output();
+    if bytes.is_empty() {
+        return true;
+    }
+    match rt::write_all(stream, &bytes).await {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::debug!(%err, "ZeroMQ write failed");
             false
         }
     }

@@ -54,6 +54,8 @@ mod rpc_server;
 mod rt;
 #[path = "../../../io-smol/src/peer/subscription.rs"]
 mod subscription;
+#[path = "../../../io-smol/src/peer/tcp_client.rs"]
+mod tcp_client;
 #[path = "../../../io-smol/src/peer/ws_client.rs"]
 mod ws_client;
 
@@ -61,13 +63,15 @@ pub use client::PeerClient;
 pub use config::{PeerConfig, PublisherConfig, RpcServerConfig};
 pub use error::{PeerError, ServerError};
 pub use publisher::Publisher;
-pub use rpc_server::{ERR_HANDLER_PANIC, ERR_HANDLER_TIMEOUT, ERR_REPLY_TOO_LARGE, RpcServer};
+pub use rpc_server::{
+    ERR_HANDLER_PANIC, ERR_HANDLER_TIMEOUT, ERR_REPLY_TOO_LARGE, RpcServer, ServerStats,
+};
 pub use subscription::{SubEvent, Subscription};
 
 // The core types a user of this module needs, so one `use` line names the runtime.
 pub use grenache_core::bep44::Target;
 pub use grenache_core::peer::{
     ClientConfig, ClientStats, CommandError, ConfigError, GetItem, LinkConfig, LinkError, PeerAddr,
-    PeerChoice, PublishError, Put, RequestOptions, RpcConfig, RpcError, RpcTransport, SubConfig,
-    SubscriptionId, WsMessage,
+    PeerChoice, PubSubTransport, PublishError, Put, RequestOptions, RpcConfig, RpcError,
+    RpcTransport, SubConfig, SubscriptionId, WsMessage,
 };

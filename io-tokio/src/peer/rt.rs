@@ -1,5 +1,5 @@
-//! Everything the peer module needs from tokio, and nothing else: spawning, TCP, the hyper
-//! and WebSocket glue, a semaphore. The other files of `peer/` are the same in
+//! Everything the peer module needs from tokio, and nothing else: spawning, TCP (raw for
+//! ZeroMQ), the hyper and WebSocket glue, a semaphore. The other files of `peer/` are the same in
 //! `grenache-smol`, so diffing the two crates shows only this file.
 
 use std::future::Future;
@@ -12,6 +12,7 @@ use async_tungstenite::tokio::TokioAdapter;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::{self, client::IntoClientRequest};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 pub(crate) use tokio::net::{TcpListener, TcpStream};
 
@@ -68,6 +69,17 @@ pub(crate) async fn connect(host: &str, port: u16) -> io::Result<TcpStream> {
         tracing::debug!(%err, "cannot set TCP_NODELAY");
     }
     Ok(stream)
+}
+
+/// Reads what the stream has, at most `buf.len()` bytes; `Ok(0)` at its end.
+/// Cancel-safe: a read that loses a race has taken nothing.
+pub(crate) async fn read(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    stream.read(buf).await
+}
+
+/// Writes all of `bytes`.
+pub(crate) async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<()> {
+    stream.write_all(bytes).await
 }
 
 /// Binds a TCP listener.
