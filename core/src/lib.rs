@@ -52,6 +52,7 @@ pub mod routing;
 pub mod sim;
 pub mod storage;
 pub mod token;
+pub mod zmtp;
 
 pub use bep44::{ImmutableItem, Item, MutableItem, PutError, Target};
 pub use event::{Event, Outcome, QueryError, QueryId};

@@ -1,0 +1,71 @@
+//! Why a ZMTP connection failed or refused a call.
+
+use crate::zmtp::SocketType;
+
+/// A ZMTP failure. From [`Connection::handle_input`](crate::zmtp::Connection::handle_input)
+/// every error is fatal; from `send`/`subscribe` only [`ZmtpError::Closed`] is (the others
+/// refuse that one call and queue nothing).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ZmtpError {
+    /// The peer's first bytes are not a ZMTP 3 signature (`FF ... 7F`): not ZeroMQ, or
+    /// ZMTP 1.0.
+    #[error("ZMTP: bad greeting signature")]
+    BadGreeting,
+    /// The peer speaks ZMTP 1.0 or 2.0 (libzmq before 4.0), which we do not downgrade to.
+    #[error("ZMTP: unsupported protocol version {major}.x, need 3.0 or later")]
+    UnsupportedVersion {
+        /// The peer's major version.
+        major: u8,
+    },
+    /// The peer wants a security mechanism other than NULL (PLAIN, CURVE, ...).
+    #[error("ZMTP: unsupported security mechanism {0:?}, only NULL")]
+    UnsupportedMechanism(String),
+    /// A frame header that breaks RFC 23 (reserved flag bits, a command with MORE, data
+    /// before the handshake ended).
+    #[error("ZMTP: bad frame: {0}")]
+    BadFrame(&'static str),
+    /// A command that is malformed or comes when it may not.
+    #[error("ZMTP: bad command: {0}")]
+    BadCommand(&'static str),
+    /// The peer's `Socket-Type` may not talk to ours (say DEALER to PUB).
+    #[error("ZMTP: a {ours} socket cannot talk to a {peer} socket")]
+    IncompatibleSocket {
+        /// Our socket type.
+        ours: SocketType,
+        /// What the peer announced.
+        peer: SocketType,
+    },
+    /// The peer's `Socket-Type` is not one we know (STREAM, or a draft type like CLIENT).
+    #[error("ZMTP: unknown peer socket type {0:?}")]
+    UnknownSocketType(String),
+    /// A message (the sum of its frame bodies) or a command is over the limit.
+    #[error("ZMTP: message of {len} bytes is over the {max}-byte limit")]
+    MessageTooLarge {
+        /// Bytes announced so far (saturating).
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A message has more frames than the limit.
+    #[error("ZMTP: message has more than {max} frames")]
+    TooManyFrames {
+        /// The limit.
+        max: usize,
+    },
+    /// The peer sent an ERROR command with this reason and will close.
+    #[error("ZMTP: peer error: {0}")]
+    PeerError(String),
+    /// `send` with no frames: ZMTP has no empty message (one empty frame is fine).
+    #[error("ZMTP: a message needs at least one frame")]
+    EmptyMessage,
+    /// `subscribe`/`unsubscribe` on a socket that is not SUB or XSUB.
+    #[error("ZMTP: a {0} socket has no subscriptions")]
+    NotSubscriber(SocketType),
+    /// Too many messages are waiting for the handshake; wait for `Ready`.
+    #[error("ZMTP: send queue full before the handshake ended")]
+    QueueFull,
+    /// The connection already failed; drop it.
+    #[error("ZMTP: connection closed after an error")]
+    Closed,
+}
