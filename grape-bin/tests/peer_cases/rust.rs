@@ -685,3 +685,93 @@ fn zmq_server_drops_and_counts_bad_peers_and_keeps_serving() {
         grape.shutdown().await;
     });
 }
+
+#[test]
+fn zmq_server_killed_and_restarted_mid_load() {
+    let runtime = Runtime::new();
+    runtime.block_on(async {
+        let grape = grape(12, None).await;
+        let client = client(&grape, RpcTransport::Zmq);
+        let server = echo_server(&client, "phoenix", RpcTransport::Zmq, "first").await;
+        let port = server.port();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let workers: Vec<_> = (0..10)
+            .map(|w| {
+                let client = client.clone();
+                let done = std::sync::Arc::clone(&done);
+                spawn(async move {
+                    let mut results = Vec::new();
+                    for i in 0..30 {
+                        let start = Instant::now();
+                        let result = client
+                            .request("phoenix", json!([w, i]), opts(1000).attempts(2))
+                            .await;
+                        results.push((result, start.elapsed()));
+                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        // Paced, so the load outlasts the outage and the restart.
+                        sleep(Duration::from_millis(20)).await;
+                    }
+                    results
+                })
+            })
+            .collect();
+        let under_way = within(Duration::from_secs(20), async {
+            while done.load(std::sync::atomic::Ordering::Relaxed) < 60 {
+                sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        assert!(under_way.is_some(), "load did not start");
+        drop(server);
+        sleep(Duration::from_millis(100)).await;
+        let handler = |key: String, payload: Value| async move {
+            Ok(json!({ "echo": payload, "key": key, "tag": "second" }))
+        };
+        let again = RpcServer::start(
+            &client,
+            "phoenix",
+            local(RpcTransport::Zmq).listen_on(LOCALHOST, port),
+            handler,
+        )
+        .await
+        .expect("restart on the same port");
+
+        let mut all = Vec::new();
+        let finished = within(Duration::from_secs(30), async {
+            for worker in workers {
+                all.extend(worker.await);
+            }
+        })
+        .await;
+
+        assert!(finished.is_some(), "some request hung");
+        assert_eq!(all.len(), 300);
+        let failures: Vec<&PeerError> = all.iter().filter_map(|(r, _)| r.as_ref().err()).collect();
+        for failure in &failures {
+            assert!(
+                matches!(
+                    failure,
+                    PeerError::Rpc(
+                        RpcError::Request(_) | RpcError::TransportClose | RpcError::Timeout
+                    )
+                ),
+                "untyped or unexpected failure {failure:?}"
+            );
+        }
+        let slowest = all.iter().map(|(_, t)| *t).max().unwrap_or_default();
+        assert!(slowest < Duration::from_secs(4), "slowest {slowest:?}");
+        let served_by_second = all
+            .iter()
+            .filter(|(r, _)| r.as_ref().is_ok_and(|v| v["tag"] == json!("second")))
+            .count();
+        assert!(served_by_second > 0, "the restarted server took over");
+        let after = client.request("phoenix", json!("after"), opts(2000)).await;
+        assert_eq!(after.map(|v| v["tag"].clone()), Ok(json!("second")));
+        eprintln!(
+            "{RT} zmq restart: 300 requests, {} failed, {served_by_second} by the restarted server, slowest {slowest:?}",
+            failures.len()
+        );
+        again.stop().await;
+        grape.shutdown().await;
+    });
+}
