@@ -63,7 +63,9 @@ fn node_zeromq_and_rust_peers_interoperate() {
         .transport(RpcTransport::Zmq)
         .pubsub_transport(PubSubTransport::Zmq);
     let client = PeerClient::new(config).expect("client");
-    let (server, publisher) = runtime.block_on(async {
+    let publishing = Arc::new(AtomicBool::new(true));
+    let on = Arc::clone(&publishing);
+    let (server, publisher, publish_task) = runtime.block_on(async {
         let handler = |key: String, payload: Value| async move {
             if payload.get("fail") == Some(&json!(true)) {
                 return Err("ERR_RUST_FAILED".to_string());
@@ -77,23 +79,22 @@ fn node_zeromq_and_rust_peers_interoperate() {
         let config = PublisherConfig::new()
             .listen_on(LOCALHOST, 0)
             .transport(PubSubTransport::Zmq);
-        let publisher = Publisher::start(&client, &rust_pub, config)
-            .await
-            .expect("ZeroMQ publisher");
-        (server, Arc::new(publisher))
-    });
-    let publishing = Arc::new(AtomicBool::new(true));
-    let (p, on) = (Arc::clone(&publisher), Arc::clone(&publishing));
-    // Spawned from inside the runtime (tokio needs its context).
-    let publish_task = runtime.block_on(async move {
-        spawn(async move {
+        let publisher = Arc::new(
+            Publisher::start(&client, &rust_pub, config)
+                .await
+                .expect("ZeroMQ publisher"),
+        );
+        // Spawned from inside the runtime (tokio needs its context).
+        let p = Arc::clone(&publisher);
+        let publish_task = spawn(async move {
             let mut n = 0u64;
             while on.load(Ordering::Relaxed) {
                 let _ = p.publish_text(json!({ "n": n }).to_string());
                 n += 1;
                 sleep(Duration::from_millis(100)).await;
             }
-        })
+        });
+        (server, publisher, publish_task)
     });
     let mut call = Proc::spawn(
         &ctx,
