@@ -385,6 +385,18 @@ mod tests {
     }
 
     #[test]
+    fn float_payloads_survive_a_hop_exactly() {
+        // Found by proptests/tests/peer_framing.rs: serde_json's default float parser read
+        // this back one ULP off (…329e-65), so a payload changed as it passed through.
+        let x = -1.837_387_190_640_232_7e-65_f64;
+        let frame = encode_request(RID, "k", &json!(x));
+
+        let req = decode_request(&frame, DEFAULT_MAX_FRAME_LEN).expect("valid frame");
+
+        assert_eq!(req.payload.as_f64().map(f64::to_bits), Some(x.to_bits()));
+    }
+
+    #[test]
     fn request_without_payload_has_null_payload() {
         let req = decode_request(br#"["r","k"]"#, 100).expect("valid frame");
 
