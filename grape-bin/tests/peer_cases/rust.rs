@@ -775,3 +775,39 @@ fn zmq_server_killed_and_restarted_mid_load() {
         grape.shutdown().await;
     });
 }
+
+#[test]
+fn zmq_publisher_sends_messages_larger_than_what_it_reads() {
+    let runtime = Runtime::new();
+    runtime.block_on(async {
+        let grape = grape(13, None).await;
+        let config = config(&grape, RpcTransport::Http).pubsub_transport(PubSubTransport::Zmq);
+        let client = PeerClient::new(config).expect("client");
+        let publisher = Publisher::start(
+            &client,
+            "zmq-big",
+            PublisherConfig::new()
+                .listen_on(LOCALHOST, 0)
+                .transport(PubSubTransport::Zmq),
+        )
+        .await
+        .expect("publisher");
+        let mut sub = client.subscribe("zmq-big").await.expect("subscribe");
+        // Four times the publisher's `max_message_len` (what subscribers may send it).
+        let big = "b".repeat(256 * 1024);
+
+        let got = within(Duration::from_secs(5), async {
+            loop {
+                publisher.publish_text(big.clone()).expect("room");
+                if let Some(Some(msg)) = within(Duration::from_millis(50), sub.next_message()).await {
+                    return msg;
+                }
+            }
+        })
+        .await;
+
+        assert_eq!(got, Some(WsMessage::Text(big)));
+        publisher.stop().await;
+        grape.shutdown().await;
+    });
+}

@@ -13,7 +13,9 @@ use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use futures_lite::{FutureExt as _, StreamExt as _};
-use grenache_core::peer::{ConnId, PubSubTransport, PublishError, Transmit, WsMessage, ZmqPubConn};
+use grenache_core::peer::{
+    ConnId, DEFAULT_MAX_FRAME_LEN, PubSubTransport, PublishError, Transmit, WsMessage, ZmqPubConn,
+};
 
 use super::client::PeerClient;
 use super::config::PublisherConfig;
@@ -306,7 +308,10 @@ enum ZmqWake {
 /// does not finish its handshake in time, falls behind, or the publisher stops.
 async fn serve_zmq_subscriber(mut stream: TcpStream, shared: Arc<Shared>) {
     let config = &shared.config;
-    let mut zmq = ZmqPubConn::new(config.max_message_len);
+    // The ZMTP limit bounds what we send as well as what we read: size it for published
+    // messages (as large as a subscriber takes by default), not for the subscriptions
+    // that `max_message_len` is about.
+    let mut zmq = ZmqPubConn::new(DEFAULT_MAX_FRAME_LEN.max(config.max_message_len));
     let Some((conn, outgoing)) = register(&shared) else {
         return;
     };
