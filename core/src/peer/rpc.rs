@@ -524,58 +524,21 @@ impl Rpc {
                 Via::Http(http)
             }
             RpcTransport::Ws | RpcTransport::Zmq => {
-                let Some(conn) = self.conn_for(now, &addr, ids, rng) else {
-                    self.attempts.insert(
-                        rid.clone(),
-                        Attempt {
+                match self.send_on_conn(now, id, &rid, frame, &addr, ids, rng) {
+                    Ok(conn) => Via::Conn(conn),
+                    Err(err) => {
+                        let attempt = Attempt {
                             call: id,
                             slot,
                             deadline,
                             via: Via::Conn(ConnId(0)),
                             compress,
-                        },
-                    );
-                    self.finish(now, &rid, Err(RpcError::TooManyConnections), ids, rng);
-                    return;
-                };
-                let Some(call) = self.calls.get(&id) else {
-                    return;
-                };
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    if let Some(zmtp) = c.zmtp.as_mut() {
-                        // ZMTP holds messages until its handshake is done.
-                        let sent =
-                            zmtp.send(&[rid.as_bytes(), call.name.as_bytes(), &call.payload]);
-                        flush(&mut self.transmits, conn, zmtp);
-                        if let Err(e) = sent {
-                            tracing::debug!(%conn, error = %e, "ZeroMQ connection refused a request");
-                            self.attempts.insert(
-                                rid.clone(),
-                                Attempt {
-                                    call: id,
-                                    slot,
-                                    deadline,
-                                    via: Via::Conn(ConnId(0)),
-                                    compress,
-                                },
-                            );
-                            let err = RpcError::Request(e.to_string());
-                            self.finish(now, &rid, Err(err), ids, rng);
-                            return;
-                        }
-                        c.inflight.insert(rid.clone());
-                    } else if c.open {
-                        c.inflight.insert(rid.clone());
-                        self.transmits.push_back(Transmit::WsSend {
-                            conn,
-                            msg: WsMessage::Text(String::from_utf8_lossy(&frame).into_owned()),
-                        });
-                    } else {
-                        let text = String::from_utf8_lossy(&frame).into_owned();
-                        c.queued.push((rid.clone(), text));
+                        };
+                        self.attempts.insert(rid.clone(), attempt);
+                        self.finish(now, &rid, Err(err), ids, rng);
+                        return;
                     }
                 }
-                Via::Conn(conn)
             }
         };
         self.deadlines.insert((deadline, rid.clone()));
@@ -589,6 +552,49 @@ impl Rpc {
                 compress,
             },
         );
+    }
+
+    /// Sends a request frame on the peer's WebSocket or ZeroMQ connection (opened if
+    /// needed; a WebSocket that is still opening holds it), and returns the connection.
+    #[allow(clippy::too_many_arguments)]
+    fn send_on_conn(
+        &mut self,
+        now: Instant,
+        id: QueryId,
+        rid: &str,
+        frame: Vec<u8>,
+        addr: &PeerAddr,
+        ids: &mut Ids,
+        rng: &mut impl Rng,
+    ) -> Result<ConnId, RpcError> {
+        let conn = self
+            .conn_for(now, addr, ids, rng)
+            .ok_or(RpcError::TooManyConnections)?;
+        let (Some(call), Some(c)) = (self.calls.get(&id), self.conns.get_mut(&conn)) else {
+            return Ok(conn);
+        };
+        if let Some(zmtp) = c.zmtp.as_mut() {
+            // ZMTP holds messages until its handshake is done.
+            let sent = zmtp.send(&[rid.as_bytes(), call.name.as_bytes(), &call.payload]);
+            flush(&mut self.transmits, conn, zmtp);
+            if let Err(e) = sent {
+                tracing::debug!(%conn, error = %e, "ZeroMQ connection refused a request");
+                return Err(RpcError::Request(e.to_string()));
+            }
+            c.inflight.insert(rid.to_owned());
+        } else {
+            let text = String::from_utf8_lossy(&frame).into_owned();
+            if c.open {
+                c.inflight.insert(rid.to_owned());
+                self.transmits.push_back(Transmit::WsSend {
+                    conn,
+                    msg: WsMessage::Text(text),
+                });
+            } else {
+                c.queued.push((rid.to_owned(), text));
+            }
+        }
+        Ok(conn)
     }
 
     /// The peer's connection, opened if needed; `None` when the table is full.

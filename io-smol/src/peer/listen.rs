@@ -126,3 +126,18 @@ impl Announced {
         }
     }
 }
+
+/// Writes what a ZeroMQ connection has to say (nothing when empty); `false` if the socket
+/// broke.
+pub(crate) async fn write_zmq(stream: &mut TcpStream, bytes: &[u8]) -> bool {
+    if bytes.is_empty() {
+        return true;
+    }
+    match rt::write_all(stream, bytes).await {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::debug!(%err, "ZeroMQ write failed");
+            false
+        }
+    }
+}

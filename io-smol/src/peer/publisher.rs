@@ -20,7 +20,7 @@ use grenache_core::peer::{
 use super::client::PeerClient;
 use super::config::PublisherConfig;
 use super::error::{PeerError, ServerError};
-use super::listen::{Announced, accept_loop, bind};
+use super::listen::{Announced, accept_loop, bind, write_zmq};
 use super::rt::{self, Task, TcpStream, WsStream};
 use super::ws_client::to_message;
 use crate::stop::{Stop, StopTrigger, stop_pair};
@@ -86,22 +86,22 @@ impl Publisher {
             stop: stop.clone(),
         });
         let conn_shared = Arc::clone(&shared);
-        let task = match shared.config.transport {
-            PubSubTransport::Ws => rt::spawn_task(accept_loop(
-                listener,
-                max_connections,
-                stop,
-                drain,
-                move |stream| serve_subscriber(stream, Arc::clone(&conn_shared)),
-            )),
-            PubSubTransport::Zmq => rt::spawn_task(accept_loop(
-                listener,
-                max_connections,
-                stop,
-                drain,
-                move |stream| serve_zmq_subscriber(stream, Arc::clone(&conn_shared)),
-            )),
-        };
+        let transport = shared.config.transport;
+        let task = rt::spawn_task(accept_loop(
+            listener,
+            max_connections,
+            stop,
+            drain,
+            move |stream| {
+                let shared = Arc::clone(&conn_shared);
+                async move {
+                    match transport {
+                        PubSubTransport::Ws => serve_subscriber(stream, shared).await,
+                        PubSubTransport::Zmq => serve_zmq_subscriber(stream, shared).await,
+                    }
+                }
+            },
+        ));
         tracing::debug!(%addr, "publisher listening");
         Ok(Publisher {
             addr,
@@ -318,7 +318,7 @@ async fn serve_zmq_subscriber(mut stream: TcpStream, shared: Arc<Shared>) {
     let handshake_until = crate::time::now() + config.handshake_timeout;
     let mut buf = vec![0u8; 4096];
     loop {
-        if !write_zmq(&mut stream, &mut zmq).await {
+        if !write_zmq(&mut stream, &zmq.take_output()).await {
             break;
         }
         let deadline = (!zmq.is_ready()).then_some(handshake_until);
@@ -337,7 +337,7 @@ async fn serve_zmq_subscriber(mut stream: TcpStream, shared: Arc<Shared>) {
             ZmqWake::Incoming(Ok(n)) if n > 0 => {
                 if let Err(err) = zmq.handle_input(buf.get(..n).unwrap_or_default()) {
                     tracing::debug!(%conn, %err, "ZeroMQ subscriber broke ZMTP");
-                    let _ = write_zmq(&mut stream, &mut zmq).await;
+                    let _ = write_zmq(&mut stream, &zmq.take_output()).await;
                     break;
                 }
             }
@@ -355,19 +355,4 @@ async fn serve_zmq_subscriber(mut stream: TcpStream, shared: Arc<Shared>) {
     }
     unregister(&shared, conn);
     tracing::debug!(%conn, "ZeroMQ subscriber gone");
-}
-
-/// Writes what the connection has to say; `false` if the socket broke.
-async fn write_zmq(stream: &mut TcpStream, zmq: &mut ZmqPubConn) -> bool {
-    let bytes = zmq.take_output();
-    if bytes.is_empty() {
-        return true;
-    }
-    match rt::write_all(stream, &bytes).await {
-        Ok(()) => true,
-        Err(err) => {
-            tracing::debug!(%err, "ZeroMQ write failed");
-            false
-        }
-    }
 }

@@ -29,7 +29,7 @@ use serde_json::Value;
 use super::client::PeerClient;
 use super::config::RpcServerConfig;
 use super::error::{PeerError, ServerError};
-use super::listen::{Announced, accept_loop, bind};
+use super::listen::{Announced, accept_loop, bind, write_zmq};
 use super::rt::{self, Limiter, Task, TcpStream, WsStream};
 use crate::stop::{Stop, StopTrigger, stop_pair};
 use crate::time::{now, sleep_until, timeout};
@@ -120,29 +120,22 @@ impl RpcServer {
             stats: Counters::default(),
         });
         let stats = Arc::clone(&ctx);
-        let task = match transport {
-            RpcTransport::Http => rt::spawn_task(accept_loop(
-                listener,
-                max_connections,
-                stop,
-                drain,
-                move |stream| serve_http(stream, Arc::clone(&ctx)),
-            )),
-            RpcTransport::Ws => rt::spawn_task(accept_loop(
-                listener,
-                max_connections,
-                stop,
-                drain,
-                move |stream| serve_ws(stream, Arc::clone(&ctx)),
-            )),
-            RpcTransport::Zmq => rt::spawn_task(accept_loop(
-                listener,
-                max_connections,
-                stop,
-                drain,
-                move |stream| serve_zmq(stream, Arc::clone(&ctx)),
-            )),
-        };
+        let task = rt::spawn_task(accept_loop(
+            listener,
+            max_connections,
+            stop,
+            drain,
+            move |stream| {
+                let ctx = Arc::clone(&ctx);
+                async move {
+                    match transport {
+                        RpcTransport::Http => serve_http(stream, ctx).await,
+                        RpcTransport::Ws => serve_ws(stream, ctx).await,
+                        RpcTransport::Zmq => serve_zmq(stream, ctx).await,
+                    }
+                }
+            },
+        ));
         tracing::debug!(%addr, ?transport, "RPC server listening");
         Ok(RpcServer {
             addr,
@@ -564,7 +557,7 @@ enum ZmqWake {
 /// `read_timeout`, or breaks ZMTP, is dropped and counted.
 async fn serve_zmq(mut stream: TcpStream, ctx: Arc<Ctx>) {
     let mut conn = ZmqServerConn::new(ctx.config.max_frame_len);
-    if !write_zmq(&mut stream, &mut conn).await {
+    if !write_zmq(&mut stream, &conn.take_output()).await {
         return;
     }
     let cap = ctx.config.max_in_flight_per_connection.max(1);
@@ -632,7 +625,7 @@ async fn serve_zmq(mut stream: TcpStream, ctx: Arc<Ctx>) {
                         let _ = reply_tx.send((request.rid, result)).await;
                     });
                 }
-                let written = write_zmq(&mut stream, &mut conn).await;
+                let written = write_zmq(&mut stream, &conn.take_output()).await;
                 if let Err(err) = read {
                     tracing::debug!(%err, "ZeroMQ peer broke ZMTP; dropping it");
                     ctx.stats
@@ -654,7 +647,7 @@ async fn serve_zmq(mut stream: TcpStream, ctx: Arc<Ctx>) {
                 if let Err(err) = conn.reply(&rid, result.as_ref().map_err(String::as_str)) {
                     tracing::debug!(%err, "ZeroMQ reply refused");
                 }
-                if !write_zmq(&mut stream, &mut conn).await {
+                if !write_zmq(&mut stream, &conn.take_output()).await {
                     break;
                 }
             }
@@ -671,21 +664,6 @@ async fn serve_zmq(mut stream: TcpStream, ctx: Arc<Ctx>) {
                 }
                 break;
             }
-        }
-    }
-}
-
-/// Writes what the connection has to say; `false` if the socket broke.
-async fn write_zmq(stream: &mut TcpStream, conn: &mut ZmqServerConn) -> bool {
-    let bytes = conn.take_output();
-    if bytes.is_empty() {
-        return true;
-    }
-    match rt::write_all(stream, &bytes).await {
-        Ok(()) => true,
-        Err(err) => {
-            tracing::debug!(%err, "ZeroMQ write failed");
-            false
         }
     }
 }
