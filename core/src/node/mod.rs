@@ -810,8 +810,13 @@ impl Node {
                 method,
             }),
         };
-        self.transmit(to, msg.encode());
-        Some(u32::from_be_bytes(tid))
+        let datagram = msg.encode();
+        let tid = u32::from_be_bytes(tid);
+        if matches!(purpose, Purpose::Lookup(_)) {
+            self.rpc.resend_at_soft_deadline(tid, datagram.clone());
+        }
+        self.transmit(to, datagram);
+        Some(tid)
     }
 
     fn transmit(&mut self, to: SocketAddr, payload: Vec<u8>) {
@@ -952,6 +957,10 @@ impl Node {
         match expired {
             Expired::Soft(p) => match p.purpose {
                 Purpose::Lookup(query) => {
+                    if let Some(datagram) = p.resend {
+                        self.stats.resent += 1;
+                        self.transmit(p.to, datagram);
+                    }
                     if let (Some(l), Some(id)) = (self.lookups.get_mut(&query), p.id) {
                         l.traversal.on_stale(&id);
                     }

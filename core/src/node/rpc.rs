@@ -31,6 +31,12 @@ pub(crate) struct Pending {
     /// Cleared once the soft deadline has fired.
     soft: Option<Instant>,
     hard: Instant,
+    /// The datagram to send once more at the soft deadline (lookup queries only): on a
+    /// lossy path one lost packet then costs a soft timeout, not the hard one, even where
+    /// the traversal has too few answers to move on without it.
+    pub(crate) resend: Option<Vec<u8>>,
+    /// Sent twice: its answer says nothing about the round trip (Karn's rule).
+    resent: bool,
 }
 
 /// A deadline that passed.
@@ -93,9 +99,18 @@ impl Rpc {
                 sent_at: now,
                 soft: Some(soft),
                 hard,
+                resend: None,
+                resent: false,
             },
         );
         tid.to_be_bytes()
+    }
+
+    /// Keeps `datagram` to send again if query `tid` reaches its soft deadline.
+    pub(crate) fn resend_at_soft_deadline(&mut self, tid: u32, datagram: Vec<u8>) {
+        if let Some(p) = self.pending.get_mut(&tid) {
+            p.resend = Some(datagram);
+        }
     }
 
     /// Takes the query an answer from `from` with transaction id `tid` belongs to.
@@ -109,7 +124,9 @@ impl Rpc {
         }
         let p = self.pending.remove(&tid)?;
         self.deadlines.remove(&(p.soft.unwrap_or(p.hard), tid));
-        self.sample_rtt(now.saturating_duration_since(p.sent_at));
+        if !p.resent {
+            self.sample_rtt(now.saturating_duration_since(p.sent_at));
+        }
         Some(p)
     }
 
@@ -134,7 +151,12 @@ impl Rpc {
         let p = self.pending.get_mut(&tid)?;
         if p.soft.take().is_some() {
             self.deadlines.insert((p.hard, tid));
-            return Some((tid, Expired::Soft(p.clone())));
+            let expired = p.clone();
+            // The caller sends it again; the datagram is not needed after that.
+            if p.resend.take().is_some() {
+                p.resent = true;
+            }
+            return Some((tid, Expired::Soft(expired)));
         }
         let p = self.pending.remove(&tid)?;
         Some((tid, Expired::Hard(p)))

@@ -65,6 +65,8 @@ pub struct Stats {
     pub errors_out: u64,
     /// Our queries that got no answer in time.
     pub timeouts: u64,
+    /// Lookup queries sent a second time at their soft deadline.
+    pub resent: u64,
     /// Datagrams dropped, by reason (a short stable label).
     pub dropped: BTreeMap<&'static str, u64>,
     /// Commands that ended with an outcome.

@@ -17,6 +17,8 @@ struct Net {
     events: BTreeMap<QueryId, Result<Outcome, QueryError>>,
     /// Drop every datagram to these addresses.
     dead: Vec<SocketAddr>,
+    /// Drop the next datagram to each of these addresses (then deliver again).
+    lose_once: Vec<SocketAddr>,
 }
 
 fn addr(i: u16) -> SocketAddr {
@@ -39,6 +41,7 @@ impl Net {
             wire: VecDeque::new(),
             events: BTreeMap::new(),
             dead: Vec::new(),
+            lose_once: Vec::new(),
         }
     }
 
@@ -69,6 +72,10 @@ impl Net {
                 return r;
             }
             if let Some((from, to, bytes)) = self.wire.pop_front() {
+                if let Some(i) = self.lose_once.iter().position(|a| *a == to) {
+                    self.lose_once.swap_remove(i);
+                    continue;
+                }
                 if !self.dead.contains(&to)
                     && let Some(node) = self.nodes.get_mut(&to)
                 {
@@ -230,6 +237,34 @@ fn lost_node_costs_a_soft_timeout_not_the_hard_one() {
     net.wait(q, Duration::from_secs(10)).expect("lookup");
     let took = net.now - start;
     assert!(took < Duration::from_secs(1), "lookup took {took:?}");
+}
+
+#[test]
+fn a_lost_query_is_sent_again_at_its_soft_deadline() {
+    // Five nodes: fewer than k answers exist, so the traversal cannot move on without
+    // the lost one and would wait for its hard timeout (2 s) if it were not sent again.
+    let mut net = Net::new(5);
+    net.join();
+    for i in 0..3 {
+        let now = net.now;
+        let q = net
+            .node(i)
+            .get_peers(now, Key::new(&[i as u8 + 1; 5]).expect("key"));
+        net.wait(q, Duration::from_secs(10)).expect("lookup");
+    }
+    let resent_before = net.node(1).stats().resent;
+    net.lose_once = vec![addr(2), addr(3)];
+    let start = net.now;
+
+    let q = net
+        .node(1)
+        .get_peers(start, Key::new(b"after_loss").expect("key"));
+    net.wait(q, Duration::from_secs(10)).expect("lookup");
+
+    let took = net.now - start;
+    assert!(net.lose_once.is_empty(), "both packets were lost");
+    assert!(took < Duration::from_millis(1500), "lookup took {took:?}");
+    assert_eq!(net.node(1).stats().resent - resent_before, 2);
 }
 
 #[test]
