@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# Lookup latency under packet loss: N Node.js Grapes, then N of ours, each Grape in its own
+# network namespace on one Linux bridge, every packet between two namespaces dropped with
+# LOSS%. Prints a table (docs/benchmarks-loss.md has the results and the method).
+#
+#   sudo grape-bin/benches/netem/run.sh          # from the repository root, as root
+#
+# Settings (environment): N=20 Grapes, K=10 names, M=100 lookups, LOSS=10 (% per packet),
+# SETTLE=15 (s after start), PAR=4 (lookups at a time), KINDS="node ours".
+#
+# Traffic stays inside the namespaces made here (10.213.0.0/24 on bridge gr-netem-br, which
+# has no address, so the host is not on that subnet) and each namespace's loopback.
+set -euo pipefail
+
+N=${N:-20} K=${K:-10} M=${M:-100} LOSS=${LOSS:-10} SETTLE=${SETTLE:-15} PAR=${PAR:-4}
+KINDS=${KINDS:-"node ours"}
+NS_PREFIX=gr-netem-       # every namespace is ours by this prefix: cleanup deletes only these
+BRIDGE=gr-netem-br
+SUBNET=10.213.0           # Grape i is 10.213.0.(10+i)
+DHT_PORT=20001 API_PORT=30001
+export N K M PAR NS_PREFIX SUBNET API_PORT
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../../.." && pwd)
+NODE_DIR=$ROOT/grape-bin/tests/node
+OURS=$ROOT/target/release/grape
+WORK=$(mktemp -d /tmp/gr-netem.XXXXXX)   # logs and samples; kept for a look afterwards
+PIDS=()
+
+log() { printf '[%s] %s\n' "$(date +%T)" "$*"; }
+die() { log "error: $*"; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "needs root (network namespaces, bridge, qdiscs)"
+(( N >= 6 && N <= 80 )) || die "N must be 6..80"
+
+# --- tools: install only what is missing, with one apt-get update ---------------------------
+need=()
+command -v ip >/dev/null || need+=(iproute2)
+command -v tc >/dev/null || need+=(iproute2)
+command -v curl >/dev/null || need+=(curl)
+command -v ping >/dev/null || need+=(iputils-ping)
+command -v python3 >/dev/null || need+=(python3)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
+# nftables: the fallback loss injector when the kernel has no netem (see impair below).
+command -v nft >/dev/null || need+=(nftables)
+if (( ${#need[@]} )); then
+    log "installing ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || die "cargo not found (install Rust: rustup)"
+
+# --- cleanup: by pid for processes, by prefix for namespaces; runs on every exit ------------
+cleanup() {
+    local pid
+    [ -z "${WATCHDOG:-}" ] || kill "$WATCHDOG" 2>/dev/null || true
+    [ -z "${BG:-}" ] || kill "$BG" 2>/dev/null || true
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    PIDS=()
+    local ns
+    for ns in $(ip netns list | awk '{print $1}' | grep "^$NS_PREFIX" || true); do
+        # A run killed with -9 can leave its Grapes behind inside its namespaces: those
+        # pids (and curls of an interrupted lookups.py) are the only ones in a gr-netem-
+        # namespace, so end them by pid.
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
+        ip netns del "$ns" 2>/dev/null || true   # takes its veth pair, qdisc and nft table along
+    done
+    ip link del "$BRIDGE" 2>/dev/null || true
+}
+# Long steps run in the background and are waited for: bash runs a trap only once the
+# foreground command ends, so this lets Ctrl-C, kill or the watchdog clean up at once.
+BG=
+bg_wait() {
+    "$@" &
+    BG=$!
+    local rc=0
+    wait "$BG" || rc=$?
+    BG=
+    return "$rc"
+}
+stop_grapes() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    PIDS=()
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+cleanup   # leftovers of an earlier, interrupted run
+
+# Whole run bounded: a watchdog ends us (and so the trap) after 15 minutes.
+# (Its sleep is its own child, ended with it, so no stray sleep outlives the run.)
+( trap 'kill $sp 2>/dev/null; exit 0' TERM; sleep 900 & sp=$!; wait $sp
+  log "watchdog: over 15 minutes, stopping"; kill -TERM $$ ) &
+WATCHDOG=$!
+
+# --- build -----------------------------------------------------------------------------------
+log "building target/release/grape"
+(cd "$ROOT" && nice -n 5 cargo build --release -q -p grenache-grape)
+if [ ! -d "$NODE_DIR/node_modules/grenache-grape" ] ||
+   [ "$NODE_DIR/package-lock.json" -nt "$NODE_DIR/node_modules/.package-lock.json" ]; then
+    log "npm ci in grape-bin/tests/node (grenache-grape 1.0.0)"
+    (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+NODE_GRAPE=$NODE_DIR/node_modules/grenache-grape/bin/grape.js
+
+# --- network: N namespaces on one bridge -----------------------------------------------------
+log "creating $N namespaces on $BRIDGE, $SUBNET.0/24"
+ip link add "$BRIDGE" type bridge
+ip link set "$BRIDGE" up
+for i in $(seq 1 "$N"); do
+    ns=$NS_PREFIX$i
+    ip netns add "$ns"
+    # grn-h$i stays on the host side (in the bridge), grn-n$i is the Grape's interface.
+    ip link add "grn-h$i" type veth peer name "grn-n$i" netns "$ns"
+    ip link set "grn-h$i" master "$BRIDGE" up
+    ip -n "$ns" addr add "$SUBNET.$((10 + i))/24" dev "grn-n$i"
+    ip -n "$ns" link set "grn-n$i" up
+    ip -n "$ns" link set lo up
+done
+
+# Loss: every packet between two Grapes is dropped with LOSS%, once, silently; so a query
+# and its answer both arrive with (1-LOSS)^2, 81% at 10%. netem on each namespace's way out
+# is the tool (with 1 ms delay). A kernel without sch_netem (CONFIG_NET_SCH_NETEM unset, as
+# on our 2-core VMs) gets the same drop from an nftables rule on each namespace's way *in*,
+# without the delay: a drop on the way out (output hook) would fail the sender's sendto()
+# with EPERM, telling it about the loss, which a real network never does.
+impair() {
+    local i=$1 ns=$NS_PREFIX$1
+    if tc -n "$ns" qdisc add dev "grn-n$i" root netem loss "$LOSS%" delay 1ms 2>/dev/null; then
+        IMPAIR="tc netem loss $LOSS% delay 1ms, on each namespace's grn-nX (egress)"
+    else
+        ip netns exec "$ns" nft -f - <<EOF
+table inet gr_netem {
+    chain in {
+        type filter hook prerouting priority -300; policy accept;
+        iifname "grn-n$i" numgen random mod 1000 < $((LOSS * 10)) drop
+    }
+}
+EOF
+        IMPAIR="nftables prerouting rule 'numgen random mod 1000 < $((LOSS * 10)) drop' on each namespace's grn-nX (ingress; this kernel has no netem; no added delay)"
+    fi
+}
+for i in $(seq 1 "$N"); do impair "$i"; done
+log "loss: $IMPAIR"
+
+# Check the plumbing and the loss: 300 pings 1 -> 2 should lose about 1-(1-LOSS)^2.
+log "ping check: $(ip netns exec "${NS_PREFIX}1" ping -q -c 300 -i 0.005 -W 1 -w 20 "$SUBNET.12" \
+    | grep -o '[0-9.]*% packet loss') round trip (expect ~$(python3 -c "print(round(100*(1-(1-$LOSS/100)**2)))")%)"
+
+# --- one phase per kind ----------------------------------------------------------------------
+start_grapes() {
+    local kind=$1 i ip boot
+    for i in $(seq 1 "$N"); do
+        ip=$SUBNET.$((10 + i))
+        # Grapes 1 and 2 bootstrap from each other, everybody else from both.
+        case $i in 1) boot=$SUBNET.12:$DHT_PORT ;; 2) boot=$SUBNET.11:$DHT_PORT ;;
+                   *) boot=$SUBNET.11:$DHT_PORT,$SUBNET.12:$DHT_PORT ;; esac
+        local cmd
+        if [ "$kind" = node ]; then
+            cmd=(node "$NODE_GRAPE" -b "$ip" --dp "$DHT_PORT" --aph "$API_PORT" --bn "$boot")
+        else
+            cmd=("$OURS" -b "$ip" --dp "$DHT_PORT" --aph "$API_PORT" --bn "$boot")
+        fi
+        # ip netns exec and nice exec, so $! is the Grape itself.
+        nice -n 5 ip netns exec "$NS_PREFIX$i" "${cmd[@]}" \
+            >"$WORK/$kind-$i.log" 2>&1 </dev/null &
+        PIDS+=("$!")
+    done
+    # Every API up (bounded: 30 s), then let the DHT settle.
+    local t
+    for i in $(seq 1 "$N"); do
+        for t in $(seq 1 60); do
+            ip netns exec "$NS_PREFIX$i" curl -s -o /dev/null --max-time 1 \
+                "http://$SUBNET.$((10 + i)):$API_PORT/" && break
+            sleep 0.5
+            [ "$t" = 60 ] && die "$kind Grape $i did not open its API (log: $WORK/$kind-$i.log)"
+        done
+    done
+    log "$kind: $N Grapes up; settling ${SETTLE}s"
+    bg_wait sleep "$SETTLE"
+}
+
+for kind in $KINDS; do
+    log "=== $kind ==="
+    start_grapes "$kind"
+    log "$kind: load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    bg_wait python3 "$HERE/lookups.py" run "$kind" "$WORK/$kind.json"
+    log "$kind: load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    # Ours counts its DHT queries, timeouts and lookup latencies: keep them for the doc.
+    if [ "$kind" = ours ]; then
+        for i in $(seq 1 "$N"); do
+            ip netns exec "$NS_PREFIX$i" curl -s --max-time 2 \
+                "http://$SUBNET.$((10 + i)):$API_PORT/metrics" >"$WORK/ours-$i.metrics" || true
+        done
+    fi
+    stop_grapes
+done
+
+echo
+echo "N=$N Grapes, K=$K names, M=$M lookups ($PAR at a time), loss $LOSS% per packet sent"
+echo "loss by: $IMPAIR"
+python3 "$HERE/lookups.py" report $(for k in $KINDS; do echo "$WORK/$k.json"; done)
+echo "samples and Grape logs: $WORK"
