@@ -10,6 +10,11 @@ use crate::id::NodeId;
 /// Queries in flight at once, across all lookups; past it lookups wait for room.
 pub(crate) const MAX_PENDING: usize = 1 << 16;
 
+/// Times a lookup query is sent again, each after twice the wait of the last: with 10%
+/// loss each way, a node is then given up on (at the hard timeout) once in 150 queries
+/// rather than once in 5.
+const RESENDS: u8 = 2;
+
 /// Why we sent a query, so its answer reaches the right place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Purpose {
@@ -28,14 +33,17 @@ pub(crate) struct Pending {
     pub(crate) id: Option<NodeId>,
     pub(crate) purpose: Purpose,
     sent_at: Instant,
-    /// Cleared once the soft deadline has fired.
+    /// The next soft deadline; cleared once the last one has fired.
     soft: Option<Instant>,
+    /// The wait that led to `soft` (doubled at each resend).
+    wait: Duration,
     hard: Instant,
-    /// The datagram to send once more at the soft deadline (lookup queries only): on a
-    /// lossy path one lost packet then costs a soft timeout, not the hard one, even where
-    /// the traversal has too few answers to move on without it.
+    /// The datagram to send again at a soft deadline (lookup queries only): on a lossy
+    /// path a lost packet then costs a soft timeout, not the hard one, even where the
+    /// traversal has too few answers to move on without the node.
     pub(crate) resend: Option<Vec<u8>>,
-    /// Sent twice: its answer says nothing about the round trip (Karn's rule).
+    resends_left: u8,
+    /// Sent more than once: its answer says nothing about the round trip (Karn's rule).
     resent: bool,
 }
 
@@ -87,7 +95,8 @@ impl Rpc {
             tid = tid.wrapping_add(1);
         }
         self.next_tid = tid.wrapping_add(1);
-        let soft = now + self.soft_timeout();
+        let wait = self.soft_timeout();
+        let soft = now + wait;
         let hard = now + self.hard_timeout;
         self.deadlines.insert((soft, tid));
         self.pending.insert(
@@ -98,18 +107,21 @@ impl Rpc {
                 purpose,
                 sent_at: now,
                 soft: Some(soft),
+                wait,
                 hard,
                 resend: None,
+                resends_left: 0,
                 resent: false,
             },
         );
         tid.to_be_bytes()
     }
 
-    /// Keeps `datagram` to send again if query `tid` reaches its soft deadline.
+    /// Keeps `datagram` to send again at the soft deadlines of query `tid`.
     pub(crate) fn resend_at_soft_deadline(&mut self, tid: u32, datagram: Vec<u8>) {
         if let Some(p) = self.pending.get_mut(&tid) {
             p.resend = Some(datagram);
+            p.resends_left = RESENDS;
         }
     }
 
@@ -150,12 +162,23 @@ impl Rpc {
         self.deadlines.pop_first();
         let p = self.pending.get_mut(&tid)?;
         if p.soft.take().is_some() {
-            self.deadlines.insert((p.hard, tid));
-            let expired = p.clone();
-            // The caller sends it again; the datagram is not needed after that.
-            if p.resend.take().is_some() {
+            // The caller sends `expired.resend`, if any, again.
+            let mut expired = p.clone();
+            if p.resend.is_some() && p.resends_left > 0 {
+                p.resends_left -= 1;
                 p.resent = true;
+                p.wait = p.wait.saturating_mul(2);
+                let next = now + p.wait;
+                if p.resends_left > 0 && next < p.hard {
+                    p.soft = Some(next);
+                } else {
+                    p.resend = None;
+                }
+            } else {
+                expired.resend = None;
+                p.resend = None;
             }
+            self.deadlines.insert((p.soft.unwrap_or(p.hard), tid));
             return Some((tid, Expired::Soft(expired)));
         }
         let p = self.pending.remove(&tid)?;
@@ -233,6 +256,39 @@ mod tests {
             Some((_, Expired::Hard(_)))
         ));
         assert_eq!(rpc.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_lookup_query_is_resent_twice_with_doubling_waits_then_times_out() {
+        let now = Instant::now();
+        let mut rpc = Rpc::new(0, Duration::from_secs(2));
+        let tid = u32::from_be_bytes(rpc.start(now, addr(1), None, Purpose::Ping));
+        rpc.resend_at_soft_deadline(tid, b"query".to_vec());
+        let first = rpc.soft_timeout();
+        assert!(
+            first * 3 < Duration::from_secs(2),
+            "both resends fit: {first:?}"
+        );
+
+        let mut fired = Vec::new();
+        while let Some(at) = rpc.next_deadline() {
+            match rpc.poll_expired(at) {
+                Some((_, Expired::Soft(p))) => fired.push((at - now, p.resend)),
+                Some((_, Expired::Hard(_))) => fired.push((at - now, None)),
+                None => panic!("a deadline that does not fire"),
+            }
+        }
+
+        let query = Some(b"query".to_vec());
+        assert_eq!(
+            fired,
+            vec![
+                (first, query.clone()),
+                (first * 3, query),
+                (Duration::from_secs(2), None),
+            ]
+        );
+        assert!(rpc.finish(now, &tid.to_be_bytes(), addr(1)).is_none());
     }
 
     #[test]

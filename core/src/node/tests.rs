@@ -240,7 +240,7 @@ fn lost_node_costs_a_soft_timeout_not_the_hard_one() {
 }
 
 #[test]
-fn a_lost_query_is_sent_again_at_its_soft_deadline() {
+fn a_lost_query_is_sent_again_at_its_soft_deadlines() {
     // Five nodes: fewer than k answers exist, so the traversal cannot move on without
     // the lost one and would wait for its hard timeout (2 s) if it were not sent again.
     let mut net = Net::new(5);
@@ -253,7 +253,9 @@ fn a_lost_query_is_sent_again_at_its_soft_deadline() {
         net.wait(q, Duration::from_secs(10)).expect("lookup");
     }
     let resent_before = net.node(1).stats().resent;
-    net.lose_once = vec![addr(2), addr(3)];
+    // Two datagrams to node 3 are lost (its query and its first resend, unless other
+    // traffic to it takes one of the losses).
+    net.lose_once = vec![addr(2), addr(3), addr(3)];
     let start = net.now;
 
     let q = net
@@ -264,7 +266,7 @@ fn a_lost_query_is_sent_again_at_its_soft_deadline() {
     let took = net.now - start;
     assert!(net.lose_once.is_empty(), "both packets were lost");
     assert!(took < Duration::from_millis(1500), "lookup took {took:?}");
-    assert_eq!(net.node(1).stats().resent - resent_before, 2);
+    assert!(net.node(1).stats().resent - resent_before >= 2);
 }
 
 #[test]
