@@ -91,11 +91,20 @@ pub struct LossRow {
 pub struct RpcRow {
     pub transport: &'static str,
     pub payload: usize,
+    pub concurrency: usize,
+    /// The server's kind.
     pub kind: Kind,
+    /// The client's kind.
+    pub client: Kind,
     pub rps: f64,
     pub p50: Option<Duration>,
     pub p99: Option<Duration>,
     pub errors: u64,
+    pub first_error: Option<String>,
+    /// Cores the client used over the measured window (1.0 = one core all the time).
+    pub client_cpu: Option<f64>,
+    /// Cores the server used over the measured window.
+    pub server_cpu: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -328,39 +337,106 @@ impl Report {
     fn rpc_markdown(&self, s: &mut String) {
         let _ = writeln!(
             s,
-            "\n### Peer RPC: Rust client → Rust server vs Node client → Node server (64 in flight, payload echoed)\n"
+            "\n### Peer RPC: Rust client → Rust server vs Node client → Node server (payload echoed)\n"
         );
         let _ = writeln!(
             s,
-            "| transport | payload | rust req/s | node req/s | rust / node | rust p50 ms | node p50 ms | rust p99 ms | node p99 ms | p99 node / rust | errors rust / node |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+            "| transport | payload | in flight | rust req/s | node req/s | rust / node | rust p50 / p99 ms | node p50 / p99 ms | p99 node / rust | errors rust / node |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
         );
-        let mut keys: Vec<(&str, usize)> =
-            self.rpc.iter().map(|r| (r.transport, r.payload)).collect();
-        keys.dedup();
+        let mut keys: Vec<(&str, usize, usize)> = self
+            .rpc
+            .iter()
+            .map(|r| (r.transport, r.payload, r.concurrency))
+            .collect();
         keys.sort_unstable();
         keys.dedup();
-        for (tr, bytes) in keys {
-            let get = |k: Kind| {
-                self.rpc
-                    .iter()
-                    .find(|r| r.kind == k && r.transport == tr && r.payload == bytes)
-            };
-            let (rust, node) = (get(Kind::Rust), get(Kind::Node));
+        let get = |(tr, bytes, c): (&str, usize, usize), server: Kind, client: Kind| {
+            self.rpc.iter().find(|r| {
+                r.kind == server
+                    && r.client == client
+                    && r.transport == tr
+                    && r.payload == bytes
+                    && r.concurrency == c
+            })
+        };
+        let lat = |r: Option<&RpcRow>| {
+            format!(
+                "{} / {}",
+                ms(r.and_then(|r| r.p50)),
+                ms(r.and_then(|r| r.p99))
+            )
+        };
+        let cpu = |r: Option<&RpcRow>| {
+            let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+            format!(
+                "{} / {}",
+                f(r.and_then(|r| r.client_cpu)),
+                f(r.and_then(|r| r.server_cpu))
+            )
+        };
+        let rps = |r: Option<&RpcRow>| r.map(|r| rate(r.rps)).unwrap_or("-".into());
+        for &(tr, bytes, c) in &keys {
+            let rust = get((tr, bytes, c), Kind::Rust, Kind::Rust);
+            let node = get((tr, bytes, c), Kind::Node, Kind::Node);
             let p99 = |r: Option<&RpcRow>| r.and_then(|r| r.p99).map(|d| d.as_secs_f64());
             let _ = writeln!(
                 s,
-                "| {tr} | {bytes} B | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
-                rust.map(|r| rate(r.rps)).unwrap_or("-".into()),
-                node.map(|r| rate(r.rps)).unwrap_or("-".into()),
+                "| {tr} | {} | {c} | {} | {} | {} | {} | {} | {} | {} / {} |",
+                size(bytes),
+                rps(rust),
+                rps(node),
                 ratio(rust.map(|r| r.rps), node.map(|r| r.rps)),
-                ms(rust.and_then(|r| r.p50)),
-                ms(node.and_then(|r| r.p50)),
-                ms(rust.and_then(|r| r.p99)),
-                ms(node.and_then(|r| r.p99)),
+                lat(rust),
+                lat(node),
                 ratio(p99(node), p99(rust)),
                 rust.map(|r| r.errors.to_string()).unwrap_or("-".into()),
                 node.map(|r| r.errors.to_string()).unwrap_or("-".into()),
             );
+        }
+        let _ = writeln!(
+            s,
+            "\n#### Which side is the limit: CPU used over the measured window, and our client against the Node server\n"
+        );
+        let _ = writeln!(
+            s,
+            "| transport | payload | in flight | CPU rust client / server | CPU node client / server | node server, rust client: req/s | p50 / p99 ms | CPU client / server | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for &(tr, bytes, c) in &keys {
+            let rust = get((tr, bytes, c), Kind::Rust, Kind::Rust);
+            let node = get((tr, bytes, c), Kind::Node, Kind::Node);
+            let cross = get((tr, bytes, c), Kind::Node, Kind::Rust);
+            let _ = writeln!(
+                s,
+                "| {tr} | {} | {c} | {} | {} | {} | {} | {} | {} |",
+                size(bytes),
+                cpu(rust),
+                cpu(node),
+                rps(cross),
+                lat(cross),
+                cpu(cross),
+                cross.map(|r| r.errors.to_string()).unwrap_or("-".into()),
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nCPU is in cores (1.00 = one core busy all the time). Each client and each Rust server \
+             runs on one thread, a Node process on its event loop (plus libzmq's I/O thread for \
+             ZeroMQ). A side near 1.00 while the other is well below is the limit."
+        );
+        for r in self.rpc.iter().filter(|r| r.errors > 0) {
+            if let Some(e) = &r.first_error {
+                let _ = writeln!(
+                    s,
+                    "\n{} client → {} server, {} {} c={}: {} errors, first: `{}`",
+                    r.client.name(),
+                    r.kind.name(),
+                    r.transport,
+                    size(r.payload),
+                    r.concurrency,
+                    r.errors,
+                    e.replace('`', "'")
+                );
+            }
         }
     }
 
@@ -517,6 +593,15 @@ impl Report {
     }
 }
 
+/// A payload size as the report writes it: `100 B`, `10 KB`.
+fn size(bytes: usize) -> String {
+    if bytes >= 1024 && bytes.is_multiple_of(1024) {
+        format!("{} KB", bytes / 1024)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
 /// 1, 2 or 5 times a power of ten, at least `v`.
 fn nice_ceiling(v: f64) -> f64 {
     let mut base = 1.0;
@@ -564,6 +649,39 @@ mod tests {
             report
                 .markdown()
                 .contains("| announce | 64 | 100 | 50 | 2.00x |")
+        );
+    }
+
+    #[test]
+    fn rpc_table_has_a_row_per_transport_payload_and_concurrency() {
+        let mut report = Report::default();
+        for (kind, rps) in [(Kind::Rust, 300.0), (Kind::Node, 100.0)] {
+            for c in [1, 64] {
+                report.rpc.push(RpcRow {
+                    transport: "zmq",
+                    payload: 10 * 1024,
+                    concurrency: c,
+                    kind,
+                    client: kind,
+                    rps,
+                    p50: Some(Duration::from_micros(100)),
+                    p99: Some(Duration::from_millis(1)),
+                    errors: 0,
+                    first_error: None,
+                    client_cpu: Some(0.5),
+                    server_cpu: Some(1.0),
+                });
+            }
+        }
+        let md = report.markdown();
+        assert!(
+            md.contains("| zmq | 10 KB | 1 | 300 | 100 | 3.00x |"),
+            "{md}"
+        );
+        assert!(md.contains("| zmq | 10 KB | 64 |"), "{md}");
+        assert!(
+            md.contains("| zmq | 10 KB | 64 | 0.50 / 1.00 | 0.50 / 1.00 | - |"),
+            "{md}"
         );
     }
 }

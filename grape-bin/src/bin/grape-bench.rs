@@ -50,7 +50,7 @@ struct Args {
     /// Resident memory: idle, routing table, announced peers, a flood of announces.
     #[arg(long)]
     memory: bool,
-    /// Peer RPC over HTTP and WebSocket.
+    /// Peer RPC over HTTP, WebSocket and ZeroMQ (needs the `bench-rpc` feature).
     #[arg(long)]
     rpc: bool,
     /// The simulator at 1,000, 10,000 and 100,000 nodes.
