@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use super::grapes::Kind;
 use super::sections::{CONCURRENCY, WORKLOADS};
+
+/// The API workloads the chart draws, one panel each.
+pub const CHART_WORKLOADS: [&str; 2] = ["hot lookup", "fresh lookup"];
 use super::stats::{mb, ms, rate, ratio};
 
 #[derive(Debug)]
@@ -481,101 +484,150 @@ impl Report {
         }
     }
 
-    /// An SVG chart: one panel per API workload, req/s against concurrency, one line
-    /// per Grape kind.
+    /// An SVG chart of Grape API throughput against concurrency: one panel per lookup
+    /// workload ([`CHART_WORKLOADS`]), one line per Grape kind, each point labelled with
+    /// its rate, and the nginx ceiling as a dashed line where it was measured.
     pub fn svg(&self) -> Option<String> {
-        if self.api.is_empty() {
+        if !self
+            .api
+            .iter()
+            .any(|r| CHART_WORKLOADS.contains(&r.workload))
+        {
             return None;
         }
-        let (pw, ph, top, left, gap) = (230.0, 190.0, 40.0, 56.0, 24.0);
-        let width = left + 3.0 * (pw + gap);
-        let height = top + ph + 70.0;
+        let panels = CHART_WORKLOADS.len() as f64;
+        let (pw, ph, top, left, gap) = (300.0, 220.0, 58.0, 64.0, 70.0);
+        let width = left + panels * pw + (panels - 1.0) * gap + 30.0;
+        let height = top + ph + 78.0;
         let mut s = String::new();
         let _ = writeln!(
             s,
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
-             font-family=\"sans-serif\" font-size=\"11\">\n\
+             viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"11\">\n\
              <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-             <text x=\"{}\" y=\"18\" font-size=\"14\" text-anchor=\"middle\">Grape HTTP API: requests/s vs concurrency (5-Grape network, loopback)</text>",
+             <text x=\"{}\" y=\"20\" font-size=\"15\" text-anchor=\"middle\">Grape HTTP API: lookups per second vs concurrency</text>\n\
+             <text x=\"{}\" y=\"37\" fill=\"#555\" text-anchor=\"middle\">load on one Grape of a 5-Grape network of each kind, loopback, keep-alive connections; higher is better</text>",
+            width / 2.0,
             width / 2.0
         );
         let colour = |k: Kind| match k {
             Kind::Rust => "#c0392b",
             Kind::Node => "#2c7bb6",
         };
-        for (p, w) in WORKLOADS.iter().enumerate() {
+        for (p, w) in CHART_WORKLOADS.iter().enumerate() {
             let x0 = left + p as f64 * (pw + gap);
+            let ceiling = self.nginx_rps.filter(|_| *w == "hot lookup");
             let max = self
                 .api
                 .iter()
                 .filter(|r| r.workload == *w)
                 .map(|r| r.rps)
+                .chain(ceiling)
                 .fold(1.0_f64, f64::max);
-            let ymax = nice_ceiling(max);
+            let (step, intervals) = axis(max * 1.08);
+            let ymax = step * f64::from(intervals);
+            let y = |v: f64| top + ph - ph * v / ymax;
+            let _ = writeln!(
+                s,
+                "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"13\">{w}{}</text>",
+                x0 + pw / 2.0,
+                top - 6.0,
+                if *w == "fresh lookup" {
+                    " (a DHT traversal each)"
+                } else {
+                    " (the same name each time)"
+                }
+            );
+            for tick in 0..=intervals {
+                let v = step * f64::from(tick);
+                let _ = writeln!(
+                    s,
+                    "<line x1=\"{x0}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#e4e4e4\"/>\
+                     <text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+                    x0 + pw,
+                    x0 - 5.0,
+                    y(v) + 4.0,
+                    rate(v),
+                    y = y(v)
+                );
+            }
             let _ = writeln!(
                 s,
                 "<rect x=\"{x0}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#999\"/>\n\
-                 <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"12\">{w}</text>",
+                 <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 {} {})\">req/s</text>\n\
+                 <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">requests in flight (connections)</text>",
+                x0 - 48.0,
+                top + ph / 2.0,
+                x0 - 48.0,
+                top + ph / 2.0,
                 x0 + pw / 2.0,
-                top - 6.0
+                top + ph + 30.0
             );
-            for tick in 0..=4 {
-                let v = ymax * f64::from(tick) / 4.0;
-                let y = top + ph - ph * f64::from(tick) / 4.0;
+            if let Some(c) = ceiling {
                 let _ = writeln!(
                     s,
-                    "<line x1=\"{x0}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#eee\"/>\
-                     <text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+                    "<line x1=\"{x0}\" y1=\"{yc:.1}\" x2=\"{}\" y2=\"{yc:.1}\" stroke=\"#333\" stroke-dasharray=\"5 4\"/>\
+                     <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#333\">nginx ceiling {}</text>",
                     x0 + pw,
-                    x0 - 4.0,
-                    y + 4.0,
-                    rate(v)
+                    x0 + pw - 4.0,
+                    y(c) - 5.0,
+                    rate(c),
+                    yc = y(c)
                 );
             }
             let xs: Vec<f64> = (0..CONCURRENCY.len())
                 .map(|i| x0 + pw * (i as f64 + 0.5) / CONCURRENCY.len() as f64)
                 .collect();
-            for (i, c) in CONCURRENCY.iter().enumerate() {
+            for (x, c) in xs.iter().zip(CONCURRENCY) {
                 let _ = writeln!(
                     s,
-                    "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">c={c}</text>",
-                    xs[i],
-                    top + ph + 14.0
+                    "<text x=\"{x}\" y=\"{}\" text-anchor=\"middle\">{c}</text>",
+                    top + ph + 15.0
                 );
             }
             for kind in [Kind::Rust, Kind::Node] {
-                let points: Vec<String> = CONCURRENCY
+                let points: Vec<(f64, f64, f64)> = xs
                     .iter()
-                    .enumerate()
-                    .filter_map(|(i, c)| {
-                        let r = self.api_row(kind, w, *c)?;
-                        Some(format!("{:.1},{:.1}", xs[i], top + ph - ph * r.rps / ymax))
+                    .zip(CONCURRENCY)
+                    .filter_map(|(x, c)| {
+                        let r = self.api_row(kind, w, c)?;
+                        Some((*x, y(r.rps), r.rps))
                     })
                     .collect();
                 if points.is_empty() {
                     continue;
                 }
+                let line: Vec<String> = points
+                    .iter()
+                    .map(|(x, y, _)| format!("{x:.1},{y:.1}"))
+                    .collect();
                 let _ = writeln!(
                     s,
                     "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>",
                     colour(kind),
-                    points.join(" ")
+                    line.join(" ")
                 );
-                for p in &points {
-                    let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
+                // Labels above our line and below Node's, which is the lower one, unless
+                // that would put them on the axis.
+                for (x, y, v) in &points {
+                    let below = kind == Kind::Node && y + 16.0 < top + ph - 2.0;
+                    let dy = if below { 16.0 } else { -8.0 };
                     let _ = writeln!(
                         s,
-                        "<circle cx=\"{x}\" cy=\"{y}\" r=\"3\" fill=\"{}\"/>",
-                        colour(kind)
+                        "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3.5\" fill=\"{c}\"/>\
+                         <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"{c}\">{}</text>",
+                        y + dy,
+                        rate(*v),
+                        c = colour(kind)
                     );
                 }
             }
         }
-        let ly = top + ph + 40.0;
+        let ly = top + ph + 58.0;
         for (i, kind) in [Kind::Rust, Kind::Node].iter().enumerate() {
-            let lx = left + i as f64 * 200.0;
+            let lx = left + i as f64 * 240.0;
             let label = match kind {
-                Kind::Rust => "grenache-rs grape",
+                Kind::Rust => "grenache-rs grape (ours)",
                 Kind::Node => "Node.js grenache-grape 1.0.0",
             };
             let _ = writeln!(
@@ -602,17 +654,23 @@ fn size(bytes: usize) -> String {
     }
 }
 
-/// 1, 2 or 5 times a power of ten, at least `v`.
-fn nice_ceiling(v: f64) -> f64 {
+/// A y axis for values up to `max`: a round step (1, 2, 2.5 or 5 times a power of ten)
+/// giving three to five intervals, and the number of intervals.
+fn axis(max: f64) -> (f64, u32) {
+    let wanted = max.max(1.0) / 4.0;
     let mut base = 1.0;
-    loop {
-        for m in [1.0, 2.0, 5.0] {
-            if base * m >= v {
-                return base * m;
+    let step = 'found: loop {
+        // In tenths, so 2.5 × 10^4 is exactly 25,000.
+        for tenths in [10.0, 20.0, 25.0, 50.0] {
+            let step = base * tenths / 10.0;
+            if step >= wanted {
+                break 'found step;
             }
         }
         base *= 10.0;
-    }
+    };
+    let intervals = (max.max(1.0) / step).ceil().max(1.0) as u32;
+    (step, intervals)
 }
 
 #[cfg(test)]
@@ -620,10 +678,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nice_ceilings() {
-        assert_eq!(nice_ceiling(0.5), 1.0);
-        assert_eq!(nice_ceiling(48_500.0), 50_000.0);
-        assert_eq!(nice_ceiling(120_000.0), 200_000.0);
+    fn axes_have_round_steps() {
+        assert_eq!(axis(0.5), (1.0, 1));
+        assert_eq!(axis(14_500.0), (5_000.0, 3));
+        assert_eq!(axis(123_000.0), (50_000.0, 3));
+        assert_eq!(axis(58_000.0), (20_000.0, 3));
+        assert_eq!(axis(100_000.0), (25_000.0, 4));
+        assert_eq!(axis(8_100.0), (2_500.0, 4));
     }
 
     #[test]
@@ -633,7 +694,7 @@ mod tests {
             for c in CONCURRENCY {
                 report.api.push(ApiRow {
                     kind,
-                    workload: "announce",
+                    workload: "hot lookup",
                     concurrency: c,
                     rps,
                     p50: None,
@@ -643,12 +704,15 @@ mod tests {
                 });
             }
         }
+        report.nginx_rps = Some(300.0);
         let svg = report.svg().unwrap();
         assert_eq!(svg.matches("<polyline").count(), 2);
+        assert!(svg.contains("nginx ceiling 300"));
+        assert!(svg.trim_end().ends_with("</svg>"));
         assert!(
             report
                 .markdown()
-                .contains("| announce | 64 | 100 | 50 | 2.00x |")
+                .contains("| hot lookup | 64 | 100 | 50 | 2.00x |")
         );
     }
 
