@@ -203,6 +203,24 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis((utime + stime) * 10))
 }
 
+/// CPU time the whole machine has been busy so far (user, nice, system, irq, softirq and
+/// steal of every core, from the first line of `/proc/stat`), at `USER_HZ` resolution.
+#[cfg_attr(not(feature = "bench-rpc"), allow(dead_code))]
+pub fn machine_busy() -> Option<Duration> {
+    let text = fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let busy = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|&i| ticks.get(i).copied().unwrap_or(0))
+        .sum::<u64>();
+    Some(Duration::from_millis(busy * 10))
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_tcp_port() -> Result<u16, String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;

@@ -108,6 +108,8 @@ pub struct RpcRow {
     pub client_cpu: Option<f64>,
     /// Cores the server used over the measured window.
     pub server_cpu: Option<f64>,
+    /// Cores the rest of the machine used meanwhile (other users, kernel, steal).
+    pub others_cpu: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -372,9 +374,10 @@ impl Report {
         let cpu = |r: Option<&RpcRow>| {
             let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
             format!(
-                "{} / {}",
+                "{} / {} / {}",
                 f(r.and_then(|r| r.client_cpu)),
-                f(r.and_then(|r| r.server_cpu))
+                f(r.and_then(|r| r.server_cpu)),
+                f(r.and_then(|r| r.others_cpu))
             )
         };
         let rps = |r: Option<&RpcRow>| r.map(|r| rate(r.rps)).unwrap_or("-".into());
@@ -402,7 +405,7 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "| transport | payload | in flight | CPU rust client / server | CPU node client / server | node server, rust client: req/s | p50 / p99 ms | CPU client / server | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "| transport | payload | in flight | CPU rust client / server / rest | CPU node client / server / rest | node server, rust client: req/s | p50 / p99 ms | CPU client / server / rest | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         for &(tr, bytes, c) in &keys {
             let rust = get((tr, bytes, c), Kind::Rust, Kind::Rust);
@@ -424,7 +427,9 @@ impl Report {
             s,
             "\nCPU is in cores (1.00 = one core busy all the time). Each client and each Rust server \
              runs on one thread, a Node process on its event loop (plus libzmq's I/O thread for \
-             ZeroMQ). A side near 1.00 while the other is well below is the limit."
+             ZeroMQ). A side near 1.00 while the other is well below is the limit. \"rest\" is \
+             everything else the machine ran meanwhile (other users' work, the kernel, steal): \
+             with 2 cores, a row whose rest is above about 0.3 was disturbed."
         );
         for r in self.rpc.iter().filter(|r| r.errors > 0) {
             if let Some(e) = &r.first_error {
@@ -734,6 +739,7 @@ mod tests {
                     first_error: None,
                     client_cpu: Some(0.5),
                     server_cpu: Some(1.0),
+                    others_cpu: Some(0.1),
                 });
             }
         }
@@ -744,7 +750,7 @@ mod tests {
         );
         assert!(md.contains("| zmq | 10 KB | 64 |"), "{md}");
         assert!(
-            md.contains("| zmq | 10 KB | 64 | 0.50 / 1.00 | 0.50 / 1.00 | - |"),
+            md.contains("| zmq | 10 KB | 64 | 0.50 / 1.00 / 0.10 | 0.50 / 1.00 / 0.10 | - |"),
             "{md}"
         );
     }

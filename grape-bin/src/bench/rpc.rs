@@ -10,7 +10,9 @@
 //! I/O thread; the Rust server and client each get a current-thread runtime), so the
 //! comparison is per core. The CPU each client and each server used over the measured
 //! window is recorded with every row: a server near one core is the limit, a client near
-//! one core with its server well below means the load generator is.
+//! one core with its server well below means the load generator is. So is the CPU the
+//! rest of the machine used meanwhile (other users' builds on a shared box), which tells
+//! a clean row from a disturbed one.
 
 use std::io::{BufRead as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr};
@@ -152,7 +154,7 @@ fn transport_rows(ctx: &mut Ctx, kind: Kind, url: &str, tr: &'static str) -> Res
             }
             for row in rows {
                 eprintln!(
-                    "  rpc {:4} server {:4} client {tr:4} {bytes:>5} B c={c:<2} {:>8.0} req/s p99 {} ms errors {} cpu client {} server {}",
+                    "  rpc {:4} server {:4} client {tr:4} {bytes:>5} B c={c:<2} {:>8.0} req/s p99 {} ms errors {} cpu client {} server {} others {}",
                     kind.name(),
                     row.client.name(),
                     row.rps,
@@ -160,6 +162,7 @@ fn transport_rows(ctx: &mut Ctx, kind: Kind, url: &str, tr: &'static str) -> Res
                     row.errors,
                     cores(row.client_cpu),
                     cores(row.server_cpu),
+                    cores(row.others_cpu),
                 );
                 ctx.report.rpc.push(row);
             }
@@ -188,11 +191,21 @@ struct Run<'a> {
     server: u32,
 }
 
-/// CPU time of a client and a server over a window of wall time.
+/// CPU time of a client, a server and the whole machine over a window of wall time.
 struct CpuWindow {
     pids: [u32; 2],
     opened: Instant,
     cpu: [Option<Duration>; 2],
+    machine: Option<Duration>,
+}
+
+/// Cores used over a [`CpuWindow`] (1.0 = one core busy all the time).
+#[derive(Clone, Copy, Debug, Default)]
+struct CpuUse {
+    client: Option<f64>,
+    server: Option<f64>,
+    /// Everything else on the machine: other users' work, the kernel, steal.
+    others: Option<f64>,
 }
 
 impl CpuWindow {
@@ -202,19 +215,33 @@ impl CpuWindow {
             pids,
             opened: Instant::now(),
             cpu: pids.map(procs::cpu_time),
+            machine: procs::machine_busy(),
         }
     }
 
-    /// Cores used by the client and the server since [`CpuWindow::open`] (1.0 = one
-    /// core busy all the time).
-    fn close(&self) -> (Option<f64>, Option<f64>) {
+    fn close(&self) -> CpuUse {
         let wall = self.opened.elapsed().as_secs_f64();
+        if wall <= 0.0 {
+            return CpuUse::default();
+        }
         let used = |i: usize| {
             let before = self.cpu[i]?;
             let after = procs::cpu_time(self.pids[i])?;
-            (wall > 0.0).then(|| after.saturating_sub(before).as_secs_f64() / wall)
+            Some(after.saturating_sub(before).as_secs_f64() / wall)
         };
-        (used(0), used(1))
+        let (client, server) = (used(0), used(1));
+        let machine = self
+            .machine
+            .zip(procs::machine_busy())
+            .map(|(before, after)| after.saturating_sub(before).as_secs_f64() / wall);
+        let others = machine
+            .zip(client.zip(server))
+            .map(|(m, (c, s))| (m - c - s).max(0.0));
+        CpuUse {
+            client,
+            server,
+            others,
+        }
     }
 }
 
@@ -294,7 +321,7 @@ fn rust_load(run: &Run<'_>, server: Kind) -> Result<RpcRow, String> {
             all.extend(l);
             first_error = first_error.or(f);
         }
-        let (client_cpu, server_cpu) = sampler.join().unwrap_or((None, None));
+        let cpu = sampler.join().unwrap_or_default();
         let latency = Latencies::from_micros(all);
         Ok(RpcRow {
             transport: run.tr,
@@ -307,8 +334,9 @@ fn rust_load(run: &Run<'_>, server: Kind) -> Result<RpcRow, String> {
             p99: latency.p99(),
             errors,
             first_error,
-            client_cpu,
-            server_cpu,
+            client_cpu: cpu.client,
+            server_cpu: cpu.server,
+            others_cpu: cpu.others,
         })
     })
 }
@@ -348,7 +376,7 @@ fn node_load(ctx: &Ctx, run: &Run<'_>) -> Result<RpcRow, String> {
         }
     });
     let limit = Instant::now() + run.warmup + run.measure + Duration::from_secs(30);
-    let (mut window, mut cpu) = (None, (None, None));
+    let (mut window, mut cpu) = (None, CpuUse::default());
     let line = loop {
         let left = limit.saturating_duration_since(Instant::now());
         let line = rx.recv_timeout(left).map_err(|_| {
@@ -360,12 +388,11 @@ fn node_load(ctx: &Ctx, run: &Run<'_>) -> Result<RpcRow, String> {
         if line.contains("\"measuring\"") {
             window = Some(CpuWindow::open(proc.pid, run.server));
         } else if line.contains("\"measured\"") {
-            cpu = window.as_ref().map_or((None, None), CpuWindow::close);
+            cpu = window.as_ref().map(CpuWindow::close).unwrap_or_default();
         } else if line.starts_with('{') {
             break line;
         }
     };
-    let (client_cpu, server_cpu) = cpu;
     drop(proc);
     let v: Value = serde_json::from_str(&line).map_err(|e| format!("{line}: {e}"))?;
     let us = |k: &str| v[k].as_u64().map(Duration::from_micros);
@@ -380,7 +407,8 @@ fn node_load(ctx: &Ctx, run: &Run<'_>) -> Result<RpcRow, String> {
         p99: us("p99_us"),
         errors: v["errors"].as_u64().unwrap_or(0),
         first_error: v["first_error"].as_str().map(str::to_string),
-        client_cpu,
-        server_cpu,
+        client_cpu: cpu.client,
+        server_cpu: cpu.server,
+        others_cpu: cpu.others,
     })
 }
