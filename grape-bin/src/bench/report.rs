@@ -427,9 +427,10 @@ impl Report {
             s,
             "\nCPU is in cores (1.00 = one core busy all the time). Each client and each Rust server \
              runs on one thread, a Node process on its event loop (plus libzmq's I/O thread for \
-             ZeroMQ). A side near 1.00 while the other is well below is the limit. \"rest\" is \
-             everything else the machine ran meanwhile (other users' work, the kernel, steal): \
-             with 2 cores, a row whose rest is above about 0.3 was disturbed."
+             ZeroMQ). A side near 1.00 while the other is well below is the limit. \"rest\" is the CPU \
+             every other process used meanwhile, plus steal (other users' builds on a shared box): \
+             with 2 cores, a row whose rest is above about 0.3 was disturbed. Interrupt and softirq \
+             time (the loopback's TCP work, up to a quarter of a core) is in none of the three."
         );
         for r in self.rpc.iter().filter(|r| r.errors > 0) {
             if let Some(e) = &r.first_error {

@@ -204,7 +204,8 @@ struct CpuWindow {
 struct CpuUse {
     client: Option<f64>,
     server: Option<f64>,
-    /// Everything else on the machine: other users' work, the kernel, steal.
+    /// Every other process on the machine, plus steal (interrupts and softirqs are left
+    /// out: see [`procs::machine_busy`]).
     others: Option<f64>,
 }
 
