@@ -613,16 +613,19 @@ impl Report {
                     colour(kind),
                     line.join(" ")
                 );
-                // Labels above our line and below Node's, which is the lower one, unless
-                // that would put them on the axis.
+                // Labels above our line and below Node's, which is the lower one; a Node
+                // point too near the axis for that gets its label on its left instead (its
+                // line comes from lower left, if anything).
                 for (x, y, v) in &points {
-                    let below = kind == Kind::Node && y + 16.0 < top + ph - 2.0;
-                    let dy = if below { 16.0 } else { -8.0 };
+                    let (lx, ly, anchor) = match kind {
+                        Kind::Rust => (*x, y - 8.0, "middle"),
+                        Kind::Node if y + 16.0 < top + ph - 2.0 => (*x, y + 16.0, "middle"),
+                        Kind::Node => (x - 7.0, y - 2.0, "end"),
+                    };
                     let _ = writeln!(
                         s,
                         "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3.5\" fill=\"{c}\"/>\
-                         <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"{c}\">{}</text>",
-                        y + dy,
+                         <text x=\"{lx:.1}\" y=\"{ly:.1}\" text-anchor=\"{anchor}\" fill=\"{c}\">{}</text>",
                         rate(*v),
                         c = colour(kind)
                     );
