@@ -1,8 +1,9 @@
 'use strict'
 // The Node side of the RPC benchmark: a grenache-nodejs-http (or -ws) client keeping
 // CONCURRENCY requests in flight to SERVICE for WARMUP + MEASURE ms, each carrying a
-// string payload of BYTES bytes. Prints one JSON line {ok, errors, rps, p50_us, p99_us}
-// over the measuring window, then exits.
+// string payload of BYTES bytes. Prints {"measuring":true} when the measured window
+// opens, {"measured":true} when it closes, then one JSON line
+// {ok, errors, rps, p50_us, p99_us} over that window, and exits.
 // Usage: node rpc-load.js GRAPE_URL SERVICE http|ws CONCURRENCY BYTES WARMUP_MS MEASURE_MS
 require('./loopback')
 const [grape, service, kind, conc, bytes, warmup, measure] = process.argv.slice(2)
@@ -43,8 +44,18 @@ function one () {
 }
 
 let running = 0
+// The measured window is over; said once, before the result (the last reply can come
+// before this timer fires).
+let saidMeasured = false
+function measured () {
+  if (saidMeasured) return
+  saidMeasured = true
+  console.log(JSON.stringify({ measured: true }))
+}
+
 function done () {
   if (--running > 0) return
+  measured()
   latencies.sort((a, b) => a - b)
   const pct = (p) => latencies.length ? latencies[Math.min(latencies.length, Math.ceil(p / 100 * latencies.length)) - 1] : null
   console.log(JSON.stringify({
@@ -62,6 +73,8 @@ peer.request(service, payload, { timeout: 10000 }, (err) => {
   start = Date.now()
   measureFrom = start + Number(warmup)
   end = measureFrom + Number(measure)
+  setTimeout(() => console.log(JSON.stringify({ measuring: true })), Number(warmup))
+  setTimeout(measured, Number(warmup) + Number(measure))
   running = Number(conc)
   for (let i = 0; i < running; i++) one()
 })

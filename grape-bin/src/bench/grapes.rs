@@ -342,6 +342,7 @@ pub fn ensure_node_modules(dir: &Path) -> Result<PathBuf, String> {
     if modules.join("grenache-grape").is_dir()
         && modules.join("grenache-nodejs-http").is_dir()
         && modules.join("grenache-nodejs-ws").is_dir()
+        && modules.join("zeromq").is_dir()
     {
         return Ok(modules);
     }

@@ -110,6 +110,13 @@ impl Proc {
         Ok(line.trim_end().to_string())
     }
 
+    /// Takes the child's stdout (piped children only), for a reader on another thread
+    /// while this guard stays here to kill the child.
+    #[cfg_attr(not(feature = "bench-rpc"), allow(dead_code))]
+    pub fn take_stdout(&mut self) -> Option<BufReader<ChildStdout>> {
+        self.stdout.take()
+    }
+
     /// Resident memory now, in bytes (`VmRSS`).
     pub fn rss(&self) -> Option<u64> {
         proc_status_kb(self.pid, "VmRSS:").map(|kb| kb * 1024)
@@ -179,6 +186,41 @@ pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
     let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = text.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU time (user + system, every thread) process `pid` has used so far, from
+/// `/proc/<pid>/stat`, at the 10 ms resolution of Linux's `USER_HZ` (100 on every
+/// architecture this runs on).
+#[cfg_attr(not(feature = "bench-rpc"), allow(dead_code))]
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name in parentheses may hold spaces: count fields after its `)`.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // After `)`: state is field 3, utime 14, stime 15.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+/// CPU time the whole machine has spent in processes so far (user, nice, system and steal
+/// of every core, from the first line of `/proc/stat`), at `USER_HZ` resolution. Interrupt
+/// and softirq time are left out: the kernel charges them to no process, and on loopback
+/// most of it is the benchmark's own traffic.
+#[cfg_attr(not(feature = "bench-rpc"), allow(dead_code))]
+pub fn machine_busy() -> Option<Duration> {
+    let text = fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let busy = [0, 1, 2, 7]
+        .iter()
+        .map(|&i| ticks.get(i).copied().unwrap_or(0))
+        .sum::<u64>();
+    Some(Duration::from_millis(busy * 10))
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.

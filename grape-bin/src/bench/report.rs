@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use super::grapes::Kind;
 use super::sections::{CONCURRENCY, WORKLOADS};
+
+/// The API workloads the chart draws, one panel each.
+pub const CHART_WORKLOADS: [&str; 2] = ["hot lookup", "fresh lookup"];
 use super::stats::{mb, ms, rate, ratio};
 
 #[derive(Debug)]
@@ -91,11 +94,22 @@ pub struct LossRow {
 pub struct RpcRow {
     pub transport: &'static str,
     pub payload: usize,
+    pub concurrency: usize,
+    /// The server's kind.
     pub kind: Kind,
+    /// The client's kind.
+    pub client: Kind,
     pub rps: f64,
     pub p50: Option<Duration>,
     pub p99: Option<Duration>,
     pub errors: u64,
+    pub first_error: Option<String>,
+    /// Cores the client used over the measured window (1.0 = one core all the time).
+    pub client_cpu: Option<f64>,
+    /// Cores the server used over the measured window.
+    pub server_cpu: Option<f64>,
+    /// Cores the rest of the machine used meanwhile (other users, kernel, steal).
+    pub others_cpu: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -328,39 +342,110 @@ impl Report {
     fn rpc_markdown(&self, s: &mut String) {
         let _ = writeln!(
             s,
-            "\n### Peer RPC: Rust client → Rust server vs Node client → Node server (64 in flight, payload echoed)\n"
+            "\n### Peer RPC: Rust client → Rust server vs Node client → Node server (payload echoed)\n"
         );
         let _ = writeln!(
             s,
-            "| transport | payload | rust req/s | node req/s | rust / node | rust p50 ms | node p50 ms | rust p99 ms | node p99 ms | p99 node / rust | errors rust / node |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+            "| transport | payload | in flight | rust req/s | node req/s | rust / node | rust p50 / p99 ms | node p50 / p99 ms | p99 node / rust | errors rust / node |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
         );
-        let mut keys: Vec<(&str, usize)> =
-            self.rpc.iter().map(|r| (r.transport, r.payload)).collect();
-        keys.dedup();
+        let mut keys: Vec<(&str, usize, usize)> = self
+            .rpc
+            .iter()
+            .map(|r| (r.transport, r.payload, r.concurrency))
+            .collect();
         keys.sort_unstable();
         keys.dedup();
-        for (tr, bytes) in keys {
-            let get = |k: Kind| {
-                self.rpc
-                    .iter()
-                    .find(|r| r.kind == k && r.transport == tr && r.payload == bytes)
-            };
-            let (rust, node) = (get(Kind::Rust), get(Kind::Node));
+        let get = |(tr, bytes, c): (&str, usize, usize), server: Kind, client: Kind| {
+            self.rpc.iter().find(|r| {
+                r.kind == server
+                    && r.client == client
+                    && r.transport == tr
+                    && r.payload == bytes
+                    && r.concurrency == c
+            })
+        };
+        let lat = |r: Option<&RpcRow>| {
+            format!(
+                "{} / {}",
+                ms(r.and_then(|r| r.p50)),
+                ms(r.and_then(|r| r.p99))
+            )
+        };
+        let cpu = |r: Option<&RpcRow>| {
+            let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+            format!(
+                "{} / {} / {}",
+                f(r.and_then(|r| r.client_cpu)),
+                f(r.and_then(|r| r.server_cpu)),
+                f(r.and_then(|r| r.others_cpu))
+            )
+        };
+        let rps = |r: Option<&RpcRow>| r.map(|r| rate(r.rps)).unwrap_or("-".into());
+        for &(tr, bytes, c) in &keys {
+            let rust = get((tr, bytes, c), Kind::Rust, Kind::Rust);
+            let node = get((tr, bytes, c), Kind::Node, Kind::Node);
             let p99 = |r: Option<&RpcRow>| r.and_then(|r| r.p99).map(|d| d.as_secs_f64());
             let _ = writeln!(
                 s,
-                "| {tr} | {bytes} B | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
-                rust.map(|r| rate(r.rps)).unwrap_or("-".into()),
-                node.map(|r| rate(r.rps)).unwrap_or("-".into()),
+                "| {tr} | {} | {c} | {} | {} | {} | {} | {} | {} | {} / {} |",
+                size(bytes),
+                rps(rust),
+                rps(node),
                 ratio(rust.map(|r| r.rps), node.map(|r| r.rps)),
-                ms(rust.and_then(|r| r.p50)),
-                ms(node.and_then(|r| r.p50)),
-                ms(rust.and_then(|r| r.p99)),
-                ms(node.and_then(|r| r.p99)),
+                lat(rust),
+                lat(node),
                 ratio(p99(node), p99(rust)),
                 rust.map(|r| r.errors.to_string()).unwrap_or("-".into()),
                 node.map(|r| r.errors.to_string()).unwrap_or("-".into()),
             );
+        }
+        let _ = writeln!(
+            s,
+            "\n#### Which side is the limit: CPU used over the measured window, and our client against the Node server\n"
+        );
+        let _ = writeln!(
+            s,
+            "| transport | payload | in flight | CPU rust client / server / rest | CPU node client / server / rest | node server, rust client: req/s | p50 / p99 ms | CPU client / server / rest | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for &(tr, bytes, c) in &keys {
+            let rust = get((tr, bytes, c), Kind::Rust, Kind::Rust);
+            let node = get((tr, bytes, c), Kind::Node, Kind::Node);
+            let cross = get((tr, bytes, c), Kind::Node, Kind::Rust);
+            let _ = writeln!(
+                s,
+                "| {tr} | {} | {c} | {} | {} | {} | {} | {} | {} |",
+                size(bytes),
+                cpu(rust),
+                cpu(node),
+                rps(cross),
+                lat(cross),
+                cpu(cross),
+                cross.map(|r| r.errors.to_string()).unwrap_or("-".into()),
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nCPU is in cores (1.00 = one core busy all the time). Each client and each Rust server \
+             runs on one thread, a Node process on its event loop (plus libzmq's I/O thread for \
+             ZeroMQ). A side near 1.00 while the other is well below is the limit. \"rest\" is the CPU \
+             every other process used meanwhile, plus steal (other users' builds on a shared box): \
+             with 2 cores, a row whose rest is above about 0.3 was disturbed. Interrupt and softirq \
+             time (the loopback's TCP work, up to a quarter of a core) is in none of the three."
+        );
+        for r in self.rpc.iter().filter(|r| r.errors > 0) {
+            if let Some(e) = &r.first_error {
+                let _ = writeln!(
+                    s,
+                    "\n{} client → {} server, {} {} c={}: {} errors, first: `{}`",
+                    r.client.name(),
+                    r.kind.name(),
+                    r.transport,
+                    size(r.payload),
+                    r.concurrency,
+                    r.errors,
+                    e.replace('`', "'")
+                );
+            }
         }
     }
 
@@ -405,101 +490,153 @@ impl Report {
         }
     }
 
-    /// An SVG chart: one panel per API workload, req/s against concurrency, one line
-    /// per Grape kind.
+    /// An SVG chart of Grape API throughput against concurrency: one panel per lookup
+    /// workload ([`CHART_WORKLOADS`]), one line per Grape kind, each point labelled with
+    /// its rate, and the nginx ceiling as a dashed line where it was measured.
     pub fn svg(&self) -> Option<String> {
-        if self.api.is_empty() {
+        if !self
+            .api
+            .iter()
+            .any(|r| CHART_WORKLOADS.contains(&r.workload))
+        {
             return None;
         }
-        let (pw, ph, top, left, gap) = (230.0, 190.0, 40.0, 56.0, 24.0);
-        let width = left + 3.0 * (pw + gap);
-        let height = top + ph + 70.0;
+        let panels = CHART_WORKLOADS.len() as f64;
+        let (pw, ph, top, left, gap) = (300.0, 220.0, 58.0, 64.0, 70.0);
+        let width = left + panels * pw + (panels - 1.0) * gap + 30.0;
+        let height = top + ph + 78.0;
         let mut s = String::new();
         let _ = writeln!(
             s,
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
-             font-family=\"sans-serif\" font-size=\"11\">\n\
+             viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"11\">\n\
              <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-             <text x=\"{}\" y=\"18\" font-size=\"14\" text-anchor=\"middle\">Grape HTTP API: requests/s vs concurrency (5-Grape network, loopback)</text>",
+             <text x=\"{}\" y=\"20\" font-size=\"15\" text-anchor=\"middle\">Grape HTTP API: lookups per second vs concurrency</text>\n\
+             <text x=\"{}\" y=\"37\" fill=\"#555\" text-anchor=\"middle\">load on one Grape of a 5-Grape network of each kind, loopback, keep-alive connections; higher is better</text>",
+            width / 2.0,
             width / 2.0
         );
         let colour = |k: Kind| match k {
             Kind::Rust => "#c0392b",
             Kind::Node => "#2c7bb6",
         };
-        for (p, w) in WORKLOADS.iter().enumerate() {
+        for (p, w) in CHART_WORKLOADS.iter().enumerate() {
             let x0 = left + p as f64 * (pw + gap);
+            let ceiling = self.nginx_rps.filter(|_| *w == "hot lookup");
             let max = self
                 .api
                 .iter()
                 .filter(|r| r.workload == *w)
                 .map(|r| r.rps)
+                .chain(ceiling)
                 .fold(1.0_f64, f64::max);
-            let ymax = nice_ceiling(max);
+            let (step, intervals) = axis(max * 1.08);
+            let ymax = step * f64::from(intervals);
+            let y = |v: f64| top + ph - ph * v / ymax;
+            let _ = writeln!(
+                s,
+                "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"13\">{w}{}</text>",
+                x0 + pw / 2.0,
+                top - 6.0,
+                if *w == "fresh lookup" {
+                    " (a DHT traversal each)"
+                } else {
+                    " (the same name each time)"
+                }
+            );
+            for tick in 0..=intervals {
+                let v = step * f64::from(tick);
+                let _ = writeln!(
+                    s,
+                    "<line x1=\"{x0}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#e4e4e4\"/>\
+                     <text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+                    x0 + pw,
+                    x0 - 5.0,
+                    y(v) + 4.0,
+                    rate(v),
+                    y = y(v)
+                );
+            }
             let _ = writeln!(
                 s,
                 "<rect x=\"{x0}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#999\"/>\n\
-                 <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"12\">{w}</text>",
+                 <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 {} {})\">req/s</text>\n\
+                 <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">requests in flight (connections)</text>",
+                x0 - 48.0,
+                top + ph / 2.0,
+                x0 - 48.0,
+                top + ph / 2.0,
                 x0 + pw / 2.0,
-                top - 6.0
+                top + ph + 30.0
             );
-            for tick in 0..=4 {
-                let v = ymax * f64::from(tick) / 4.0;
-                let y = top + ph - ph * f64::from(tick) / 4.0;
+            if let Some(c) = ceiling {
                 let _ = writeln!(
                     s,
-                    "<line x1=\"{x0}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#eee\"/>\
-                     <text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+                    "<line x1=\"{x0}\" y1=\"{yc:.1}\" x2=\"{}\" y2=\"{yc:.1}\" stroke=\"#333\" stroke-dasharray=\"5 4\"/>\
+                     <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#333\">nginx ceiling {}</text>",
                     x0 + pw,
-                    x0 - 4.0,
-                    y + 4.0,
-                    rate(v)
+                    x0 + pw - 4.0,
+                    y(c) - 5.0,
+                    rate(c),
+                    yc = y(c)
                 );
             }
             let xs: Vec<f64> = (0..CONCURRENCY.len())
                 .map(|i| x0 + pw * (i as f64 + 0.5) / CONCURRENCY.len() as f64)
                 .collect();
-            for (i, c) in CONCURRENCY.iter().enumerate() {
+            for (x, c) in xs.iter().zip(CONCURRENCY) {
                 let _ = writeln!(
                     s,
-                    "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">c={c}</text>",
-                    xs[i],
-                    top + ph + 14.0
+                    "<text x=\"{x}\" y=\"{}\" text-anchor=\"middle\">{c}</text>",
+                    top + ph + 15.0
                 );
             }
             for kind in [Kind::Rust, Kind::Node] {
-                let points: Vec<String> = CONCURRENCY
+                let points: Vec<(f64, f64, f64)> = xs
                     .iter()
-                    .enumerate()
-                    .filter_map(|(i, c)| {
-                        let r = self.api_row(kind, w, *c)?;
-                        Some(format!("{:.1},{:.1}", xs[i], top + ph - ph * r.rps / ymax))
+                    .zip(CONCURRENCY)
+                    .filter_map(|(x, c)| {
+                        let r = self.api_row(kind, w, c)?;
+                        Some((*x, y(r.rps), r.rps))
                     })
                     .collect();
                 if points.is_empty() {
                     continue;
                 }
+                let line: Vec<String> = points
+                    .iter()
+                    .map(|(x, y, _)| format!("{x:.1},{y:.1}"))
+                    .collect();
                 let _ = writeln!(
                     s,
                     "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>",
                     colour(kind),
-                    points.join(" ")
+                    line.join(" ")
                 );
-                for p in &points {
-                    let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
+                // Labels above our line and below Node's, which is the lower one; a Node
+                // point too near the axis for that gets its label on its left instead (its
+                // line comes from lower left, if anything).
+                for (x, y, v) in &points {
+                    let (lx, ly, anchor) = match kind {
+                        Kind::Rust => (*x, y - 8.0, "middle"),
+                        Kind::Node if y + 16.0 < top + ph - 2.0 => (*x, y + 16.0, "middle"),
+                        Kind::Node => (x - 7.0, y - 2.0, "end"),
+                    };
                     let _ = writeln!(
                         s,
-                        "<circle cx=\"{x}\" cy=\"{y}\" r=\"3\" fill=\"{}\"/>",
-                        colour(kind)
+                        "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3.5\" fill=\"{c}\"/>\
+                         <text x=\"{lx:.1}\" y=\"{ly:.1}\" text-anchor=\"{anchor}\" fill=\"{c}\">{}</text>",
+                        rate(*v),
+                        c = colour(kind)
                     );
                 }
             }
         }
-        let ly = top + ph + 40.0;
+        let ly = top + ph + 58.0;
         for (i, kind) in [Kind::Rust, Kind::Node].iter().enumerate() {
-            let lx = left + i as f64 * 200.0;
+            let lx = left + i as f64 * 240.0;
             let label = match kind {
-                Kind::Rust => "grenache-rs grape",
+                Kind::Rust => "grenache-rs grape (ours)",
                 Kind::Node => "Node.js grenache-grape 1.0.0",
             };
             let _ = writeln!(
@@ -517,17 +654,32 @@ impl Report {
     }
 }
 
-/// 1, 2 or 5 times a power of ten, at least `v`.
-fn nice_ceiling(v: f64) -> f64 {
+/// A payload size as the report writes it: `100 B`, `10 KB`.
+fn size(bytes: usize) -> String {
+    if bytes >= 1024 && bytes.is_multiple_of(1024) {
+        format!("{} KB", bytes / 1024)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+/// A y axis for values up to `max`: a round step (1, 2, 2.5 or 5 times a power of ten)
+/// giving three to five intervals, and the number of intervals.
+fn axis(max: f64) -> (f64, u32) {
+    let wanted = max.max(1.0) / 4.0;
     let mut base = 1.0;
-    loop {
-        for m in [1.0, 2.0, 5.0] {
-            if base * m >= v {
-                return base * m;
+    let step = 'found: loop {
+        // In tenths, so 2.5 × 10^4 is exactly 25,000.
+        for tenths in [10.0, 20.0, 25.0, 50.0] {
+            let step = base * tenths / 10.0;
+            if step >= wanted {
+                break 'found step;
             }
         }
         base *= 10.0;
-    }
+    };
+    let intervals = (max.max(1.0) / step).ceil().max(1.0) as u32;
+    (step, intervals)
 }
 
 #[cfg(test)]
@@ -535,10 +687,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nice_ceilings() {
-        assert_eq!(nice_ceiling(0.5), 1.0);
-        assert_eq!(nice_ceiling(48_500.0), 50_000.0);
-        assert_eq!(nice_ceiling(120_000.0), 200_000.0);
+    fn axes_have_round_steps() {
+        assert_eq!(axis(0.5), (1.0, 1));
+        assert_eq!(axis(14_500.0), (5_000.0, 3));
+        assert_eq!(axis(123_000.0), (50_000.0, 3));
+        assert_eq!(axis(58_000.0), (20_000.0, 3));
+        assert_eq!(axis(100_000.0), (25_000.0, 4));
+        assert_eq!(axis(8_100.0), (2_500.0, 4));
     }
 
     #[test]
@@ -548,7 +703,7 @@ mod tests {
             for c in CONCURRENCY {
                 report.api.push(ApiRow {
                     kind,
-                    workload: "announce",
+                    workload: "hot lookup",
                     concurrency: c,
                     rps,
                     p50: None,
@@ -558,12 +713,49 @@ mod tests {
                 });
             }
         }
+        report.nginx_rps = Some(300.0);
         let svg = report.svg().unwrap();
         assert_eq!(svg.matches("<polyline").count(), 2);
+        assert!(svg.contains("nginx ceiling 300"));
+        assert!(svg.trim_end().ends_with("</svg>"));
         assert!(
             report
                 .markdown()
-                .contains("| announce | 64 | 100 | 50 | 2.00x |")
+                .contains("| hot lookup | 64 | 100 | 50 | 2.00x |")
+        );
+    }
+
+    #[test]
+    fn rpc_table_has_a_row_per_transport_payload_and_concurrency() {
+        let mut report = Report::default();
+        for (kind, rps) in [(Kind::Rust, 300.0), (Kind::Node, 100.0)] {
+            for c in [1, 64] {
+                report.rpc.push(RpcRow {
+                    transport: "zmq",
+                    payload: 10 * 1024,
+                    concurrency: c,
+                    kind,
+                    client: kind,
+                    rps,
+                    p50: Some(Duration::from_micros(100)),
+                    p99: Some(Duration::from_millis(1)),
+                    errors: 0,
+                    first_error: None,
+                    client_cpu: Some(0.5),
+                    server_cpu: Some(1.0),
+                    others_cpu: Some(0.1),
+                });
+            }
+        }
+        let md = report.markdown();
+        assert!(
+            md.contains("| zmq | 10 KB | 1 | 300 | 100 | 3.00x |"),
+            "{md}"
+        );
+        assert!(md.contains("| zmq | 10 KB | 64 |"), "{md}");
+        assert!(
+            md.contains("| zmq | 10 KB | 64 | 0.50 / 1.00 / 0.10 | 0.50 / 1.00 / 0.10 | - |"),
+            "{md}"
         );
     }
 }

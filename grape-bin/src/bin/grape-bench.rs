@@ -6,8 +6,10 @@
 //! ```
 //! Sections: `--ceiling` (nginx and the load generator's own limit), `--api` (Grape HTTP
 //! API), `--udp` (DHT queries per second), `--discovery` (announce-to-lookup latency),
-//! `--memory`, `--rpc`, `--scale` (simulator), `--micro` (criterion); `--all` runs them
-//! all, `--quick` shortens every one. See docs/benchmarks.md.
+//! `--memory`, `--rpc` (peer RPC over HTTP, WebSocket and ZeroMQ; `--features bench-rpc`),
+//! `--scale` (simulator), `--micro` (criterion); `--all` runs them all, `--quick` shortens
+//! every one, `--chart PATH` also writes the API throughput chart there. See
+//! docs/benchmarks.md.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -50,7 +52,7 @@ struct Args {
     /// Resident memory: idle, routing table, announced peers, a flood of announces.
     #[arg(long)]
     memory: bool,
-    /// Peer RPC over HTTP and WebSocket.
+    /// Peer RPC over HTTP, WebSocket and ZeroMQ (needs the `bench-rpc` feature).
     #[arg(long)]
     rpc: bool,
     /// The simulator at 1,000, 10,000 and 100,000 nodes.
@@ -71,6 +73,9 @@ struct Args {
     /// Where logs, results.md and throughput.svg go.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Also write the API throughput chart (SVG) here, e.g. docs/bench-throughput.svg.
+    #[arg(long, value_name = "PATH")]
+    chart: Option<PathBuf>,
     /// Load-generator threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -275,13 +280,21 @@ fn run(args: &Args) -> Result<(), String> {
     use std::io::Write as _;
     let _ = writeln!(stdout.lock(), "{text}");
     std::fs::write(out.join("results.md"), &text).map_err(|e| e.to_string())?;
-    if let Some(svg) = ctx.report.svg() {
-        std::fs::write(out.join("throughput.svg"), svg).map_err(|e| e.to_string())?;
+    eprintln!("grape-bench: wrote {}", out.join("results.md").display());
+    match ctx.report.svg() {
+        Some(svg) => {
+            let mut paths = vec![out.join("throughput.svg")];
+            paths.extend(args.chart.clone());
+            for path in paths {
+                std::fs::write(&path, &svg).map_err(|e| format!("{}: {e}", path.display()))?;
+                eprintln!("grape-bench: wrote {}", path.display());
+            }
+        }
+        None if args.chart.is_some() => {
+            eprintln!("grape-bench: no chart: the api section did not run or measured nothing");
+        }
+        None => {}
     }
-    eprintln!(
-        "grape-bench: wrote {} and throughput.svg",
-        out.join("results.md").display()
-    );
     Ok(())
 }
 
@@ -353,7 +366,12 @@ fn header(args: &Args, before: Option<f64>, after: Option<f64>, took: Duration) 
             after.unwrap_or(0.0)
         ),
         format!(
-            "**Command:** `cargo run --release -p grenache-grape --features bench --bin grape-bench -- {}`",
+            "**Command:** `cargo run --release -p grenache-grape --features {} --bin grape-bench -- {}`",
+            if cfg!(feature = "bench-rpc") {
+                "bench-rpc"
+            } else {
+                "bench"
+            },
             command.join(" ")
         ),
     ]
