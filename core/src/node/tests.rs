@@ -97,6 +97,17 @@ impl Net {
         }
     }
 
+    /// A few lookups, so the nodes have round-trip estimates (and soft timeouts from them).
+    fn warm_up(&mut self) {
+        for i in 0..3 {
+            let now = self.now;
+            let q = self
+                .node(i)
+                .get_peers(now, Key::new(&[i as u8 + 1; 5]).expect("key"));
+            self.wait(q, Duration::from_secs(10)).expect("lookup");
+        }
+    }
+
     /// Bootstraps every node from node 0.
     fn join(&mut self) {
         let seed = [addr(0)];
@@ -222,13 +233,7 @@ fn lost_node_costs_a_soft_timeout_not_the_hard_one() {
     let mut net = Net::new(12);
     net.join();
     // Warm up round-trip estimates, then kill two nodes.
-    for i in 0..3 {
-        let now = net.now;
-        let q = net
-            .node(i)
-            .get_peers(now, Key::new(&[i as u8 + 1; 5]).expect("key"));
-        net.wait(q, Duration::from_secs(10)).expect("lookup");
-    }
+    net.warm_up();
     net.dead = vec![addr(4), addr(6)];
     let start = net.now;
     let q = net
@@ -245,13 +250,7 @@ fn a_lost_query_is_sent_again_at_its_soft_deadlines() {
     // the lost one and would wait for its hard timeout (2 s) if it were not sent again.
     let mut net = Net::new(5);
     net.join();
-    for i in 0..3 {
-        let now = net.now;
-        let q = net
-            .node(i)
-            .get_peers(now, Key::new(&[i as u8 + 1; 5]).expect("key"));
-        net.wait(q, Duration::from_secs(10)).expect("lookup");
-    }
+    net.warm_up();
     let resent_before = net.node(1).stats().resent;
     // Two datagrams to node 3 are lost (its query and its first resend, unless other
     // traffic to it takes one of the losses).

@@ -502,11 +502,11 @@ impl Rpc {
         };
         let rid = request_id(rng);
         let deadline = now + call.timeout;
-        let frame = encode_request_json(&rid, &call.name, &call.payload);
         let compress = call.compress && self.config.transport == RpcTransport::Http;
         self.stats.attempts += 1;
         let via = match self.config.transport {
             RpcTransport::Http => {
+                let frame = encode_request_json(&rid, &call.name, &call.payload);
                 let http = HttpId(ids.next());
                 let (body, comp) = if compress {
                     (gzip(&frame), Compression::Gzip)
@@ -524,7 +524,7 @@ impl Rpc {
                 Via::Http(http)
             }
             RpcTransport::Ws | RpcTransport::Zmq => {
-                match self.send_on_conn(now, id, &rid, frame, &addr, ids, rng) {
+                match self.send_on_conn(now, id, &rid, &addr, ids, rng) {
                     Ok(conn) => Via::Conn(conn),
                     Err(err) => {
                         let attempt = Attempt {
@@ -554,15 +554,13 @@ impl Rpc {
         );
     }
 
-    /// Sends a request frame on the peer's WebSocket or ZeroMQ connection (opened if
-    /// needed; a WebSocket that is still opening holds it), and returns the connection.
-    #[allow(clippy::too_many_arguments)]
+    /// Sends a request on the peer's WebSocket or ZeroMQ connection (opened if needed; a
+    /// WebSocket that is still opening holds it), and returns the connection.
     fn send_on_conn(
         &mut self,
         now: Instant,
         id: QueryId,
         rid: &str,
-        frame: Vec<u8>,
         addr: &PeerAddr,
         ids: &mut Ids,
         rng: &mut impl Rng,
@@ -583,6 +581,7 @@ impl Rpc {
             }
             c.inflight.insert(rid.to_owned());
         } else {
+            let frame = encode_request_json(rid, &call.name, &call.payload);
             let text = String::from_utf8_lossy(&frame).into_owned();
             if c.open {
                 c.inflight.insert(rid.to_owned());
