@@ -336,6 +336,11 @@ pub fn memory(ctx: &mut Ctx) -> Result<(), String> {
         std::thread::sleep(Duration::from_secs(2));
         let idle = g.proc.rss();
         let id = krpc::node_id(g.dht)?;
+        // Asked before the table fills: the Node Grape answers `get_peers` for an unknown
+        // key with its whole routing table (k-bucket's `closest` without a count), and with
+        // thousands of entries that reply no longer fits in a datagram, so it never comes.
+        // A token stays valid for minutes on both sides, long past this section.
+        let token = krpc::token(g.dht)?;
         let swarm = fake_nodes(&ctx.rt, g.dht, id, t.fake_nodes)?;
         if !g.proc.is_running() {
             return Err(format!(
@@ -346,7 +351,6 @@ pub fn memory(ctx: &mut Ctx) -> Result<(), String> {
             ));
         }
         let filled = g.holdings();
-        let token = krpc::token(g.dht)?;
         let peers_per_key = 100u64;
         let announce_token = token.clone();
         let peers = udp_load::run(&udp_load::Spec {
