@@ -37,6 +37,7 @@ pub mod peer;
 mod server;
 mod stop;
 mod time;
+mod udp;
 mod ws;
 
 pub use config::{Limits, ServerConfig};

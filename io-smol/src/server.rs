@@ -171,8 +171,8 @@ impl GrapeServer {
 }
 
 async fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, StartError> {
-    UdpSocket::bind(addr)
-        .await
+    crate::udp::bind_dht(addr)
+        .and_then(UdpSocket::try_from)
         .map_err(|source| StartError::Bind {
             listener: Listener::Dht,
             addr,

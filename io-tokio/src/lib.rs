@@ -40,6 +40,8 @@ pub mod peer;
 mod server;
 mod stop;
 mod time;
+#[path = "../../io-smol/src/udp.rs"]
+mod udp;
 mod ws;
 
 pub use config::{Limits, ServerConfig};

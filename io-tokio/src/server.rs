@@ -202,8 +202,8 @@ impl Future for Task {
 }
 
 async fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, StartError> {
-    UdpSocket::bind(addr)
-        .await
+    crate::udp::bind_dht(addr)
+        .and_then(UdpSocket::from_std)
         .map_err(|source| StartError::Bind {
             listener: Listener::Dht,
             addr,
