@@ -341,3 +341,19 @@ fn announce_on_one_grape_is_found_from_another() {
         a.shutdown().await;
     });
 }
+
+#[test]
+fn a_burst_of_queries_is_answered_in_full() {
+    smol::block_on(async {
+        // Arrange: more pings than the driver reads in one wake-up, queued before it runs.
+        let server = GrapeServer::start(local_config(1)).await.expect("start");
+        let dht = server.local_dht_addr();
+
+        // Act
+        let answered = smol::unblock(move || crate::udp::burst::ping(dht, 200)).await;
+
+        // Assert
+        assert_eq!(answered, 200);
+        server.shutdown().await;
+    });
+}

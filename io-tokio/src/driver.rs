@@ -17,6 +17,11 @@ use crate::time::{now, sleep_until};
 /// Largest datagram the DHT socket reads; a longer one is cut (and the core rejects it).
 const RECV_BUF: usize = 64 * 1024;
 
+/// Datagrams read per wake-up when they queue up: each trip round the loop sets up a fresh
+/// timer and a four-way wait, so under a flood one trip serves a burst. Small enough that
+/// API requests and timers still get their turn between bursts.
+const RECV_BURST: usize = 32;
+
 /// A request for the core, sent by an API connection.
 pub(crate) enum Command {
     /// One HTTP request; the reply goes back on `reply`.
@@ -145,14 +150,17 @@ impl Driver {
             };
             let now = now();
             match wake {
-                Wake::Datagram(Ok((len, from))) => match buf.get(..len) {
-                    Some(bytes) => self.grape.handle_datagram(now, from, bytes),
-                    None => tracing::warn!(len, "datagram length beyond the buffer"),
-                },
-                Wake::Datagram(Err(err)) => {
-                    let n = self.counters.recv_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                    log_io_error(n, "DHT socket read failed", &err, None);
+                Wake::Datagram(Ok((len, from))) => {
+                    self.handle_datagram(now, &buf, len, from);
+                    for _ in 1..RECV_BURST {
+                        match try_recv(&self.socket, &mut buf) {
+                            Some(Ok((len, from))) => self.handle_datagram(now, &buf, len, from),
+                            Some(Err(err)) => self.recv_failed(&err),
+                            None => break,
+                        }
+                    }
                 }
+                Wake::Datagram(Err(err)) => self.recv_failed(&err),
                 Wake::Timer => {}
                 Wake::Command(cmd) => self.handle_command(now, cmd),
                 Wake::Stop => break,
@@ -163,6 +171,17 @@ impl Driver {
         }
         self.flush().await;
         tracing::debug!(pending = self.pending.len(), "driver stopped");
+    }
+
+    /// `len` comes from `recv_from` on `buf`, so it is within it.
+    fn handle_datagram(&mut self, now: Instant, buf: &[u8], len: usize, from: SocketAddr) {
+        let bytes = buf.get(..len).unwrap_or_default();
+        self.grape.handle_datagram(now, from, bytes);
+    }
+
+    fn recv_failed(&self, err: &std::io::Error) {
+        let n = self.counters.recv_errors.fetch_add(1, Ordering::Relaxed) + 1;
+        log_io_error(n, "DHT socket read failed", err, None);
     }
 
     /// Sends every queued datagram and hands every queued reply to its requester.
@@ -235,5 +254,13 @@ fn log_io_error(n: u64, what: &str, err: &std::io::Error, peer: Option<SocketAdd
         tracing::warn!(%err, ?peer, total = n, "{what}");
     } else {
         tracing::debug!(%err, ?peer, total = n, "{what}");
+    }
+}
+
+/// A datagram already queued on the socket, without waiting; `None` if there is none.
+fn try_recv(socket: &UdpSocket, buf: &mut [u8]) -> Option<std::io::Result<(usize, SocketAddr)>> {
+    match socket.try_recv_from(buf) {
+        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => None,
+        other => Some(other),
     }
 }

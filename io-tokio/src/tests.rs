@@ -319,3 +319,19 @@ async fn announce_on_one_grape_is_found_from_another() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_burst_of_queries_is_answered_in_full() {
+    // Arrange: more pings than the driver reads in one wake-up, queued before it runs.
+    let server = GrapeServer::start(local_config(1)).await.expect("start");
+    let dht = server.local_dht_addr();
+
+    // Act
+    let answered = tokio::task::spawn_blocking(move || crate::udp::burst::ping(dht, 200))
+        .await
+        .expect("join");
+
+    // Assert
+    assert_eq!(answered, 200);
+    server.shutdown().await;
+}
