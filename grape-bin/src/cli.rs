@@ -97,11 +97,14 @@ pub(crate) enum Runtime {
 }
 
 impl Runtime {
-    /// smol when it is built in, else tokio.
-    pub(crate) const DEFAULT: Self = if cfg!(feature = "smol") {
-        Self::Smol
-    } else {
+    /// tokio when it is built in, else smol. tokio's edge-triggered reactor serves an HTTP
+    /// request in 2 system calls where async-io's one-shot one takes about 11, so the tokio
+    /// build answers the Grape API about a third faster (docs/benchmarks.md); on the DHT
+    /// port and in memory the two are level.
+    pub(crate) const DEFAULT: Self = if cfg!(feature = "tokio") {
         Self::Tokio
+    } else {
+        Self::Smol
     };
 
     /// Whether this build has the runtime.

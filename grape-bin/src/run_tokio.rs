@@ -5,9 +5,19 @@ use grenache_tokio::{GrapeServer, Listener, ServerConfig, StartError};
 use crate::settings::Settings;
 use crate::{SHUTDOWN_LIMIT, bind_failure, log_started};
 
+/// Most worker threads the Grape starts. The DHT is one task (the core is one state machine),
+/// so more workers only spread HTTP and WebSocket connections, and each idle one still costs
+/// memory: tokio's default of one per core could take a many-core host's idle Grape past 5 MB.
+const WORKERS: usize = 4;
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
 /// Starts the Grape, serves until SIGINT or SIGTERM, then shuts down cleanly.
 pub(crate) fn run(settings: Settings) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS.min(available_cores()))
         .enable_all()
         .build()
         .map_err(|err| format!("cannot start the tokio runtime: {err}"))?;

@@ -61,8 +61,8 @@ struct Args {
     /// The core's criterion micro-benchmarks (cargo bench, quick mode).
     #[arg(long)]
     micro: bool,
-    /// Runtime of our Grape.
-    #[arg(long, default_value = "smol")]
+    /// Runtime of our Grape (the `grape` binary's default is tokio).
+    #[arg(long, default_value = "tokio")]
     runtime: String,
     /// Leave the Node.js side out.
     #[arg(long)]
