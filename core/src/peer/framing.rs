@@ -328,10 +328,27 @@ pub(crate) fn push_json(out: &mut Vec<u8>, v: &Value) {
     }
 }
 
+/// A WebSocket text message from serialised JSON. serde_json writes UTF-8, so this takes the
+/// bytes as they are, without a copy; only bytes from elsewhere that are not UTF-8 get copied,
+/// with U+FFFD in place of what is invalid.
+pub(crate) fn json_text(json: Vec<u8>) -> String {
+    String::from_utf8(json).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn json_text_keeps_utf8_and_replaces_the_rest() {
+        let frame = encode_request_json("r1", "svc", "\"héllo ✓\"".as_bytes());
+        let ptr = frame.as_ptr();
+        let text = json_text(frame);
+        assert_eq!(text, "[\"r1\",\"svc\",\"héllo ✓\"]");
+        assert_eq!(text.as_ptr(), ptr, "valid UTF-8 is taken without a copy");
+        assert_eq!(json_text(vec![b'"', 0xff, b'"']), "\"\u{fffd}\"");
+    }
 
     const RID: &str = "3e4c2c9a-6a0b-4d3c-9a55-08f1b7a3d2e1";
 

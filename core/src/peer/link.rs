@@ -26,7 +26,7 @@ use crate::bep44::{ImmutableItem, MutableItem, PutError, Target};
 use crate::id::{MAX_KEY_LEN, hex, unhex};
 use crate::peer::cache::LookupCache;
 use crate::peer::error::{CommandError, ConfigError, LinkError};
-use crate::peer::framing::{decode_reply, push_json};
+use crate::peer::framing::{decode_reply, json_text, push_json};
 use crate::peer::types::{
     ConnId, HttpId, HttpRequest, HttpResponse, Ids, PeerAddr, QueryId, Transmit, TransportError,
     WsMessage, request_id,
@@ -731,7 +731,7 @@ impl Link {
                     &mut frame,
                     &Value::Array(vec![rid.as_str().into(), command.kind().into(), data]),
                 );
-                let text = String::from_utf8_lossy(&frame).into_owned();
+                let text = json_text(frame);
                 let ws = match &mut self.ws {
                     Some(ws) => ws,
                     None => {

@@ -16,7 +16,7 @@ use crate::peer::client::Event;
 use crate::peer::error::{CommandError, LinkError, RpcError};
 use crate::peer::framing::{
     Compression, DEFAULT_MAX_FRAME_LEN, FrameError, decode_reply, encode_request_json, gunzip,
-    gzip, push_json,
+    gzip, json_text, push_json,
 };
 use crate::peer::types::{
     ConnId, HttpId, HttpRequest, HttpResponse, Ids, PeerAddr, QueryId, Transmit, TransportError,
@@ -581,8 +581,7 @@ impl Rpc {
             }
             c.inflight.insert(rid.to_owned());
         } else {
-            let frame = encode_request_json(rid, &call.name, &call.payload);
-            let text = String::from_utf8_lossy(&frame).into_owned();
+            let text = json_text(encode_request_json(rid, &call.name, &call.payload));
             if c.open {
                 c.inflight.insert(rid.to_owned());
                 self.transmits.push_back(Transmit::WsSend {
