@@ -7,13 +7,15 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+mod common;
+
 use grenache_core::MutableItem;
 use grenache_core::api::{
     ApiError, CONTENT_TYPE_JSON, CONTENT_TYPE_METRICS, CONTENT_TYPE_TEXT, CommandKind, Grape,
     GrapeConfig, HttpBody, Reply, RequestId, data_of, parse_body, parse_command,
 };
 use grenache_core::id::hex;
-use proptest::collection::{btree_map, vec};
+use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
 use serde_json::{Map, Number, Value, json};
@@ -115,22 +117,7 @@ fn api_body(data: &Value) -> Vec<u8> {
 // ---- Strategies ---------------------------------------------------------------------
 
 fn json() -> BoxedStrategy<Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_filter_map("finite", |f| Number::from_f64(f).map(Value::Number)),
-        any::<String>().prop_map(Value::String),
-    ];
-    leaf.prop_recursive(3, 24, 5, |inner| {
-        prop_oneof![
-            vec(inner.clone(), 0..5).prop_map(Value::Array),
-            btree_map(any::<String>(), inner, 0..5)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
-    .boxed()
+    common::json(3, 24, 5)
 }
 
 fn name() -> BoxedStrategy<String> {

@@ -2,32 +2,20 @@
 //! and reply survives encode then decode, over plain HTTP, gzip HTTP and WebSocket; no
 //! input makes a decoder panic; and the frame limit holds before and after gunzip.
 
+mod common;
+
 use grenache_core::peer::{
     Compression, DEFAULT_MAX_FRAME_LEN, FrameError, Reply, Request, decode_http_request,
     decode_reply, decode_request, encode_http_reply, encode_reply, encode_request, gunzip, gzip,
     http_error_reply, ws_error_reply,
 };
-use proptest::collection::{btree_map, vec};
+use proptest::collection::vec;
 use proptest::prelude::*;
-use serde_json::{Number, Value};
+use serde_json::Value;
 
-/// Any JSON value serde_json can hold: integers of both signs, finite floats, any Unicode.
-fn json() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_filter_map("finite", |f| Number::from_f64(f).map(Value::Number)),
-        any::<String>().prop_map(Value::String),
-    ];
-    leaf.prop_recursive(4, 48, 6, |inner| {
-        prop_oneof![
-            vec(inner.clone(), 0..6).prop_map(Value::Array),
-            btree_map(any::<String>(), inner, 0..6)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
+/// Any JSON value serde_json can hold, nested a little deeper than the API tests need.
+fn json() -> BoxedStrategy<Value> {
+    common::json(4, 48, 6)
 }
 
 /// A request id: usually a uuid as the Node packages make them, sometimes any string.
