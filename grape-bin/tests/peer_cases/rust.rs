@@ -72,6 +72,91 @@ fn opts(timeout_ms: u64) -> RequestOptions {
     RequestOptions::default().timeout(Duration::from_millis(timeout_ms))
 }
 
+/// One request's outcome and how long it took.
+type Outcome = (Result<Value, PeerError>, Duration);
+
+/// Requests for the mid-load tests: `workers` tasks each send `each` requests to `name` in
+/// turn, `pace` apart, while the test kills or restarts servers under them.
+struct Load {
+    done: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    workers: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Outcome>> + Send>>>,
+}
+
+impl Load {
+    fn start(
+        client: &PeerClient,
+        name: &str,
+        (workers, each): (usize, usize),
+        opts: &RequestOptions,
+        pace: Duration,
+    ) -> Load {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let workers = (0..workers)
+            .map(|w| {
+                let (client, name, opts) = (client.clone(), name.to_owned(), opts.clone());
+                let done = std::sync::Arc::clone(&done);
+                spawn(async move {
+                    let mut results = Vec::new();
+                    for i in 0..each {
+                        let start = Instant::now();
+                        let result = client.request(&name, json!([w, i]), opts.clone()).await;
+                        results.push((result, start.elapsed()));
+                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if !pace.is_zero() {
+                            sleep(pace).await;
+                        }
+                    }
+                    results
+                })
+            })
+            .collect();
+        Load { done, workers }
+    }
+
+    /// Whether `n` requests have ended within 20 s.
+    async fn reached(&self, n: usize) -> bool {
+        within(Duration::from_secs(20), async {
+            while self.done.load(std::sync::atomic::Ordering::Relaxed) < n {
+                sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .is_some()
+    }
+
+    /// Every outcome, or `None` if some request was still running after 30 s.
+    async fn finish(self) -> Option<Vec<Outcome>> {
+        let mut all = Vec::new();
+        within(Duration::from_secs(30), async {
+            for worker in self.workers {
+                all.extend(worker.await);
+            }
+        })
+        .await
+        .map(|()| all)
+    }
+}
+
+/// The failures among `all`, after checking each is one of the typed ends of a request to a
+/// server that went away.
+fn typed_failures<'a>(all: &'a [Outcome], label: &str) -> Vec<&'a PeerError> {
+    let failures: Vec<&PeerError> = all.iter().filter_map(|(r, _)| r.as_ref().err()).collect();
+    for failure in &failures {
+        assert!(
+            matches!(
+                failure,
+                PeerError::Rpc(RpcError::Request(_) | RpcError::TransportClose | RpcError::Timeout)
+            ),
+            "{label}: untyped or unexpected failure {failure:?}"
+        );
+    }
+    failures
+}
+
+fn slowest(all: &[Outcome]) -> Duration {
+    all.iter().map(|(_, t)| *t).max().unwrap_or_default()
+}
+
 /// A TCP server on 127.0.0.1 that answers each HTTP request with `response` and closes,
 /// or, with `None`, accepts and never says a word (keeping every connection open).
 fn raw_server(response: Option<&'static [u8]>) -> u16 {
@@ -406,62 +491,26 @@ fn killing_one_of_three_servers_mid_load() {
             for tag in ["a", "b", "c"] {
                 servers.push(echo_server(&client, &name, transport, tag).await);
             }
-            let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            let workers: Vec<_> = (0..20)
-                .map(|w| {
-                    let client = client.clone();
-                    let name = name.clone();
-                    let done = std::sync::Arc::clone(&done);
-                    spawn(async move {
-                        let mut results = Vec::new();
-                        for i in 0..20 {
-                            let opts = opts(2000).attempts(3);
-                            let start = Instant::now();
-                            let result = client.request(&name, json!([w, i]), opts).await;
-                            results.push((result, start.elapsed()));
-                            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        results
-                    })
-                })
-                .collect();
+            let load = Load::start(
+                &client,
+                &name,
+                (20, 20),
+                &opts(2000).attempts(3),
+                Duration::ZERO,
+            );
             // Kill the middle server (no stop: its connections just vanish) once the
             // load is well under way.
-            let under_way = within(Duration::from_secs(20), async {
-                while done.load(std::sync::atomic::Ordering::Relaxed) < 100 {
-                    sleep(Duration::from_millis(1)).await;
-                }
-            })
-            .await;
-            assert!(under_way.is_some(), "{transport:?}: load did not start");
+            assert!(load.reached(100).await, "{transport:?}: load did not start");
             drop(servers.remove(1));
 
-            let mut all = Vec::new();
-            let finished = within(Duration::from_secs(30), async {
-                for worker in workers {
-                    all.extend(worker.await);
-                }
-            })
-            .await;
+            let all = load.finish().await;
 
-            assert!(finished.is_some(), "{transport:?}: some request hung");
+            let all = all.unwrap_or_else(|| panic!("{transport:?}: some request hung"));
             assert_eq!(all.len(), 400);
-            let failures: Vec<&PeerError> =
-                all.iter().filter_map(|(r, _)| r.as_ref().err()).collect();
-            for failure in &failures {
-                assert!(
-                    matches!(
-                        failure,
-                        PeerError::Rpc(
-                            RpcError::Request(_) | RpcError::TransportClose | RpcError::Timeout
-                        )
-                    ),
-                    "{transport:?}: untyped or unexpected failure {failure:?}"
-                );
-            }
+            let failures = typed_failures(&all, &format!("{transport:?}"));
             // A retry skips the peer that failed, so with two of three alive none fails.
             assert!(failures.is_empty(), "{transport:?}: {failures:?}");
-            let slowest = all.iter().map(|(_, t)| *t).max().unwrap_or_default();
+            let slowest = slowest(&all);
             assert!(
                 slowest < Duration::from_secs(7),
                 "{transport:?}: slowest {slowest:?}"
@@ -694,34 +743,15 @@ fn zmq_server_killed_and_restarted_mid_load() {
         let client = client(&grape, RpcTransport::Zmq);
         let server = echo_server(&client, "phoenix", RpcTransport::Zmq, "first").await;
         let port = server.port();
-        let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let workers: Vec<_> = (0..10)
-            .map(|w| {
-                let client = client.clone();
-                let done = std::sync::Arc::clone(&done);
-                spawn(async move {
-                    let mut results = Vec::new();
-                    for i in 0..30 {
-                        let start = Instant::now();
-                        let result = client
-                            .request("phoenix", json!([w, i]), opts(1000).attempts(2))
-                            .await;
-                        results.push((result, start.elapsed()));
-                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        // Paced, so the load outlasts the outage and the restart.
-                        sleep(Duration::from_millis(20)).await;
-                    }
-                    results
-                })
-            })
-            .collect();
-        let under_way = within(Duration::from_secs(20), async {
-            while done.load(std::sync::atomic::Ordering::Relaxed) < 60 {
-                sleep(Duration::from_millis(1)).await;
-            }
-        })
-        .await;
-        assert!(under_way.is_some(), "load did not start");
+        // Paced, so the load outlasts the outage and the restart.
+        let load = Load::start(
+            &client,
+            "phoenix",
+            (10, 30),
+            &opts(1000).attempts(2),
+            Duration::from_millis(20),
+        );
+        assert!(load.reached(60).await, "load did not start");
         drop(server);
         sleep(Duration::from_millis(100)).await;
         let handler = |key: String, payload: Value| async move {
@@ -736,29 +766,12 @@ fn zmq_server_killed_and_restarted_mid_load() {
         .await
         .expect("restart on the same port");
 
-        let mut all = Vec::new();
-        let finished = within(Duration::from_secs(30), async {
-            for worker in workers {
-                all.extend(worker.await);
-            }
-        })
-        .await;
+        let all = load.finish().await;
 
-        assert!(finished.is_some(), "some request hung");
+        let all = all.unwrap_or_else(|| panic!("some request hung"));
         assert_eq!(all.len(), 300);
-        let failures: Vec<&PeerError> = all.iter().filter_map(|(r, _)| r.as_ref().err()).collect();
-        for failure in &failures {
-            assert!(
-                matches!(
-                    failure,
-                    PeerError::Rpc(
-                        RpcError::Request(_) | RpcError::TransportClose | RpcError::Timeout
-                    )
-                ),
-                "untyped or unexpected failure {failure:?}"
-            );
-        }
-        let slowest = all.iter().map(|(_, t)| *t).max().unwrap_or_default();
+        let failures = typed_failures(&all, "zmq restart");
+        let slowest = slowest(&all);
         assert!(slowest < Duration::from_secs(4), "slowest {slowest:?}");
         let served_by_second = all
             .iter()
