@@ -16,17 +16,17 @@
 //! * 6-7: the bytes as a WebSocket text message (wrapped: a call of the command).
 #![no_main]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::{epoch, ping_from};
 use grenache_core::api::{
     CONTENT_TYPE_JSON, CONTENT_TYPE_METRICS, CONTENT_TYPE_TEXT, Grape, GrapeConfig, HttpBody,
     Reply, RequestId,
 };
-use grenache_core::id::NodeId;
-use grenache_core::krpc::{Body, Message, Method, Query};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -46,11 +46,6 @@ const TEXT_ERRORS: [(u16, &[u8]); 4] = [
     (503, b"ERR_GRAPE_BUSY"),
     (504, b"ERR_GRAPE_TIMEOUT"),
 ];
-
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
 
 fn sender(i: u8) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, i + 1], 6881))
@@ -191,16 +186,7 @@ fuzz_target!(|data: &[u8]| {
     let request_timeout = config.request_timeout;
     let mut grape = Grape::new(config, [7; 32], now);
     for i in 0..KNOWN {
-        let ping = Message {
-            tid: vec![i],
-            version: None,
-            read_only: false,
-            body: Body::Query(Query {
-                id: NodeId([i.wrapping_mul(37).wrapping_add(1); 20]),
-                method: Method::Ping,
-            }),
-        };
-        grape.handle_datagram(now, sender(i), &ping.encode());
+        grape.handle_datagram(now, sender(i), &ping_from(i));
     }
     grape.bootstrap(now, &[]);
     let mut h = Harness {

@@ -9,12 +9,14 @@
 //! one of the node's pending queries, so mutated answers reach the response paths.
 #![no_main]
 
-use std::net::SocketAddr;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+mod common;
 
-use grenache_core::id::{Key, NodeId};
-use grenache_core::krpc::{Body, Message, Method, Query};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{epoch, ping_from};
+use grenache_core::id::Key;
+use grenache_core::krpc::{Body, Message};
 use grenache_core::node::{Config, Node};
 use libfuzzer_sys::fuzz_target;
 
@@ -25,11 +27,6 @@ const AFTER: Duration = Duration::from_secs(180);
 /// Timer firings allowed per input; a node that needs more is looping.
 const MAX_WAKEUPS: usize = 10_000;
 
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
 fn sender(i: u8) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, i % (KNOWN + 2) + 1], 6881))
 }
@@ -37,7 +34,12 @@ fn sender(i: u8) -> SocketAddr {
 /// Drains the node, remembering the transaction ids of the queries it sends.
 fn drain(node: &mut Node, tids: &mut Vec<Vec<u8>>) {
     while let Some(t) = node.poll_transmit() {
-        if let Ok(Message { tid, body: Body::Query(_), .. }) = Message::decode(&t.payload) {
+        if let Ok(Message {
+            tid,
+            body: Body::Query(_),
+            ..
+        }) = Message::decode(&t.payload)
+        {
             if tids.len() < 64 {
                 tids.push(tid);
             }
@@ -69,16 +71,7 @@ fuzz_target!(|data: &[u8]| {
     let mut node = Node::new(Config::default(), [7; 32], now);
     let mut tids = Vec::new();
     for i in 0..KNOWN {
-        let ping = Message {
-            tid: vec![i],
-            version: None,
-            read_only: false,
-            body: Body::Query(Query {
-                id: NodeId([i.wrapping_mul(37).wrapping_add(1); 20]),
-                method: Method::Ping,
-            }),
-        };
-        node.handle_datagram(now, sender(i), &ping.encode());
+        node.handle_datagram(now, sender(i), &ping_from(i));
     }
     node.bootstrap(now, &[sender(KNOWN)]);
     if let Some(key) = Key::new(b"fuzz:service") {
@@ -89,7 +82,11 @@ fuzz_target!(|data: &[u8]| {
     let mut rest = data;
     while let [from, wait, len, tail @ ..] = rest {
         let n = usize::from(*len).min(tail.len());
-        let (bytes, next) = if next_is_last(tail, n) { (tail, &[][..]) } else { tail.split_at(n) };
+        let (bytes, next) = if next_is_last(tail, n) {
+            (tail, &[][..])
+        } else {
+            tail.split_at(n)
+        };
         now += Duration::from_millis(10 * u64::from(*wait));
         let bytes = with_tid(bytes, &tids, *wait);
         node.handle_datagram(now, sender(*from), &bytes);

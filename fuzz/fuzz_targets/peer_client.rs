@@ -20,10 +20,12 @@
 //! on that exchange (HTTP) or on that connection (WebSocket), so replies can match.
 #![no_main]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::epoch;
 use grenache_core::bep44::Target;
 use grenache_core::peer::{
     Client, ClientConfig, ConnId, DEFAULT_MAX_FRAME_LEN, Event, HttpId, HttpResponse, LinkEvent,
@@ -45,11 +47,6 @@ const AFTER: Duration = Duration::from_secs(300);
 /// lookup to give up.
 const IDLE: Duration = Duration::from_secs(600);
 const MAX_WAKEUPS: usize = 10_000;
-
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
 
 struct Harness {
     client: Client,
