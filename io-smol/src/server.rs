@@ -53,7 +53,7 @@ impl GrapeServer {
     /// [`StartError::Bind`] names the socket that could not be bound (a port in use, say);
     /// `?` turns it into an `io::Error` where that is wanted.
     pub async fn start(config: ServerConfig) -> Result<Self, StartError> {
-        let socket = bind_udp(SocketAddr::new(config.bind, config.dht_port)).await?;
+        let socket = bind_udp(SocketAddr::new(config.bind, config.dht_port))?;
         let dht_addr = local_addr(Listener::Dht, socket.local_addr())?;
         let api = bind_tcp(Listener::Api, SocketAddr::new(config.bind, config.api_port)).await?;
         let api_addr = local_addr(Listener::Api, api.local_addr())?;
@@ -170,7 +170,7 @@ impl GrapeServer {
     }
 }
 
-async fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, StartError> {
+fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, StartError> {
     crate::udp::bind_dht(addr)
         .and_then(UdpSocket::try_from)
         .map_err(|source| StartError::Bind {
