@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p grenache-core --features sim --example sim -- \
-//!     --nodes 10000 --seed 1 --loss 0.1 --churn 0.3 [--json]
+//!     --nodes 10000 --seed 1 --loss 0.1 --churn 0.3 --silent 0.2 [--json]
 //! ```
 //!
 //! Each lookup is a pair of commands on two different nodes alive at that moment: an
@@ -10,9 +10,13 @@
 //! or a mutable item. The lookup succeeds when the second node finds what the first stored.
 //! While they run, `--churn` of the nodes are replaced, a few at a time: one killed, a fresh
 //! one spawned that bootstraps from a random live node. `--parallel` lookups run at once.
+//! `--silent` of the spawned nodes are behind a NAT: they join and ask, and are added to
+//! tables and named in answers like any node, but never answer a query; they take no part
+//! in the lookups themselves.
 //!
-//! Reported: success rate, rounds of the retrieving traversal (p50, p99), datagrams per
-//! lookup (the retrieving command's, both directions), and how fast the simulator ran.
+//! Reported: success rate, rounds and virtual latency of the retrieving command (p50, p99),
+//! datagrams per lookup (the retrieving command's, both directions), and how fast the
+//! simulator ran.
 
 #![allow(
     clippy::disallowed_methods,
@@ -33,8 +37,8 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-const USAGE: &str = "usage: sim [--nodes N] [--seed S] [--loss P] [--churn F] [--lookups N]
-           [--parallel N] [--latency MS] [--jitter MS] [--settle S] [--json]";
+const USAGE: &str = "usage: sim [--nodes N] [--seed S] [--loss P] [--churn F] [--silent F]
+           [--lookups N] [--parallel N] [--latency MS] [--jitter MS] [--settle S] [--json]";
 
 /// Bucket size of the nodes (the default config's k).
 const K: usize = 8;
@@ -51,6 +55,7 @@ struct Args {
     seed: u64,
     loss: f64,
     churn: f64,
+    silent: f64,
     lookups: usize,
     parallel: usize,
     latency: u64,
@@ -65,6 +70,7 @@ fn parse_args() -> Result<Args, String> {
         seed: 1,
         loss: 0.0,
         churn: 0.0,
+        silent: 0.0,
         lookups: 1000,
         parallel: 16,
         latency: 20,
@@ -88,6 +94,7 @@ fn parse_args() -> Result<Args, String> {
             "--seed" => args.seed = value.parse().map_err(|_| bad.clone())?,
             "--loss" => args.loss = value.parse().map_err(|_| bad.clone())?,
             "--churn" => args.churn = value.parse().map_err(|_| bad.clone())?,
+            "--silent" => args.silent = value.parse().map_err(|_| bad.clone())?,
             "--lookups" => args.lookups = value.parse().map_err(|_| bad.clone())?,
             "--parallel" => args.parallel = value.parse().map_err(|_| bad.clone())?,
             "--latency" => args.latency = value.parse().map_err(|_| bad.clone())?,
@@ -99,8 +106,11 @@ fn parse_args() -> Result<Args, String> {
     if args.nodes < 3 {
         return Err("--nodes must be at least 3".into());
     }
-    if !(0.0..1.0).contains(&args.loss) || !(0.0..=1.0).contains(&args.churn) {
-        return Err("--loss must be in [0, 1) and --churn in [0, 1]".into());
+    if !(0.0..1.0).contains(&args.loss)
+        || !(0.0..=1.0).contains(&args.churn)
+        || !(0.0..0.9).contains(&args.silent)
+    {
+        return Err("--loss must be in [0, 1), --churn in [0, 1], --silent in [0, 0.9)".into());
     }
     args.parallel = args.parallel.clamp(1, args.nodes / 3);
     Ok(args)
@@ -149,9 +159,12 @@ struct Tally {
     stores: usize,
     stores_ok: usize,
     rounds: Vec<u32>,
+    /// Virtual milliseconds from issue to end of each retrieving command.
+    latency_ms: Vec<u32>,
     datagrams: u64,
     replaced: usize,
     rejoins: usize,
+    silent: usize,
 }
 
 /// The live nodes that finished joining, plus those still joining.
@@ -161,6 +174,10 @@ struct Nodes {
     joining: Vec<(SocketAddr, QueryId, u32)>,
     /// Bootstraps repeated because the first left the table under k nodes.
     rejoins: usize,
+    /// Share of spawned nodes that never answer a query.
+    silent_share: f64,
+    /// Silent nodes spawned.
+    silent: usize,
 }
 
 impl Nodes {
@@ -231,7 +248,7 @@ fn main() -> ExitCode {
             .with_loss(args.loss),
     );
 
-    let mut nodes = build(&mut sim, &mut rng, args.nodes);
+    let mut nodes = build(&mut sim, &mut rng, args.nodes, args.silent);
     sim.run_for(Duration::from_secs(args.settle));
     nodes.promote(&mut sim, &mut rng);
     let built_at = sim.elapsed();
@@ -239,16 +256,19 @@ fn main() -> ExitCode {
 
     let mut tally = run_lookups(&mut sim, &mut rng, &mut nodes, &args);
     tally.rejoins = nodes.rejoins;
+    tally.silent = nodes.silent;
     report(&args, &sim, &tally, built_at, built_wall, wall.elapsed())
 }
 
 /// Spawns `n` nodes in batches, each bootstrapping from a random node already there.
-fn build(sim: &mut Sim, rng: &mut ChaCha8Rng, n: usize) -> Nodes {
+fn build(sim: &mut Sim, rng: &mut ChaCha8Rng, n: usize, silent_share: f64) -> Nodes {
     let first = sim.spawn(None);
     let mut nodes = Nodes {
         ready: vec![first],
         joining: Vec::new(),
         rejoins: 0,
+        silent_share,
+        silent: 0,
     };
     let mut spawned = 1;
     while spawned < n {
@@ -265,7 +285,8 @@ fn build(sim: &mut Sim, rng: &mut ChaCha8Rng, n: usize) -> Nodes {
     nodes
 }
 
-/// Spawns one node bootstrapping from a random one of `seeds`.
+/// Spawns one node bootstrapping from a random one of `seeds`; a silent one (drawn with
+/// `--silent`) only joins, and is left out of the nodes that run lookups.
 fn join(
     sim: &mut Sim,
     rng: &mut ChaCha8Rng,
@@ -273,9 +294,16 @@ fn join(
     seeds: &[SocketAddr],
 ) -> Option<SocketAddr> {
     let &seed = seeds.choose(rng)?;
+    // Drawn only when asked for, so runs without silent nodes keep their traces.
+    let silent = nodes.silent_share > 0.0 && rng.random_bool(nodes.silent_share);
     let addr = sim.spawn(None);
+    sim.set_silent(addr, silent);
     let q = sim.command(addr, |node, now| node.bootstrap(now, &[seed]))?;
-    nodes.joining.push((addr, q, 1));
+    if silent {
+        nodes.silent += 1;
+    } else {
+        nodes.joining.push((addr, q, 1));
+    }
     Some(addr)
 }
 
@@ -455,6 +483,10 @@ fn advance(
                 if let Some(rounds) = record.rounds {
                     tally.rounds.push(rounds);
                 }
+                if let Some(finished) = record.finished {
+                    let ms = finished.saturating_sub(record.issued).as_millis();
+                    tally.latency_ms.push(u32::try_from(ms).unwrap_or(u32::MAX));
+                }
             }
             None
         }
@@ -481,6 +513,9 @@ fn report(
     rounds.sort_unstable();
     let p50 = percentile(&rounds, 0.50);
     let p99 = percentile(&rounds, 0.99);
+    let mut latency = tally.latency_ms.clone();
+    latency.sort_unstable();
+    let (ms50, ms99) = (percentile(&latency, 0.50), percentile(&latency, 0.99));
     let lookups = tally.lookups.max(1) as f64;
     let success_rate = tally.ok as f64 / lookups;
     let msgs_per_lookup = tally.datagrams as f64 / lookups;
@@ -494,11 +529,16 @@ fn report(
             "seed": args.seed,
             "loss": args.loss,
             "churn": args.churn,
+            "silent": args.silent,
+            "silent_nodes": tally.silent,
             "lookups": tally.lookups,
             "ok": tally.ok,
             "success_rate": success_rate,
             "p50_rounds": p50,
             "p99_rounds": p99,
+            "p50_ms": ms50,
+            "p99_ms": ms99,
+            "max_ms": latency.last().copied().unwrap_or(0),
             "msgs_per_lookup": msgs_per_lookup,
             "stores": tally.stores,
             "stores_ok": tally.stores_ok,
@@ -516,12 +556,13 @@ fn report(
         let [peers, immutable, mutable] = tally.by_kind;
         writeln!(
             out,
-            "simulated DHT: {} nodes, seed {}, loss {:.0}%, churn {:.0}%, {} in parallel\n\
+            "simulated DHT: {} nodes, seed {}, loss {:.0}%, churn {:.0}%, silent {:.0}% ({} nodes), {} in parallel\n\
              build          {:.0} s virtual, {:.1} s wall\n\
              lookups        {} (announce+get_peers {}, immutable put+get {}, mutable put+get {})\n\
              ok             {} ({:.2}%; by kind {}/{}, {}/{}, {}/{})\n\
              stores ok      {} of {}\n\
              rounds         p50 {}, p99 {}, max {}\n\
+             latency        p50 {} ms, p99 {} ms, max {} ms (virtual)\n\
              msgs/lookup    {:.1}\n\
              churn          {} nodes replaced, {} bootstraps repeated (table under k)\n\
              network        {} datagrams sent, {} lost, {} to dead nodes\n\
@@ -532,6 +573,8 @@ fn report(
             args.seed,
             args.loss * 100.0,
             args.churn * 100.0,
+            args.silent * 100.0,
+            tally.silent,
             args.parallel,
             built_at.as_secs_f64(),
             built_wall.as_secs_f64(),
@@ -552,6 +595,9 @@ fn report(
             p50,
             p99,
             rounds.last().copied().unwrap_or(0),
+            ms50,
+            ms99,
+            latency.last().copied().unwrap_or(0),
             msgs_per_lookup,
             tally.replaced,
             tally.rejoins,

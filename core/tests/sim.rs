@@ -265,3 +265,70 @@ fn a_cut_off_node_is_found_only_after_healing() {
     assert!(sim.stats().partitioned > 0);
     assert!(found_after_heal, "found once the partition healed");
 }
+
+/// The hard query timeout, which no lookup should wait out while nodes that answer settle it.
+const HARD_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[test]
+fn silent_and_dead_nodes_never_cost_a_hard_timeout() {
+    let seed = seed(7);
+    let _hint = ReplayHint(seed);
+    let mut sim = Sim::new(seed, Instant::now());
+    let first = sim.spawn(None);
+    let mut live = vec![first];
+    // One node in five is behind a NAT: it joins and asks, and never answers.
+    for i in 1..300 {
+        let addr = sim.spawn(None);
+        let silent = i % 5 == 4;
+        sim.set_silent(addr, silent);
+        sim.command(addr, |node, now| node.bootstrap(now, &[first]));
+        if !silent {
+            live.push(addr);
+        }
+        if i % 50 == 0 {
+            sim.run_for(Duration::from_millis(500));
+        }
+    }
+    sim.run_for(JOINED);
+    // Then 30% of the answering nodes die, and every link loses 10%.
+    let dead = live.len() * 3 / 10;
+    for i in 0..dead {
+        let victim = live.remove((i * 7919 + 1) % live.len());
+        sim.kill(victim);
+    }
+    sim.set_link(LinkConfig::default().with_loss(0.1));
+
+    let lookups = 60;
+    let mut found = 0;
+    let mut slowest = Duration::ZERO;
+    for i in 0..lookups {
+        let (a, b) = pick(&live, i);
+        let k = key(&format!("nat-{i}"));
+        let announce = sim
+            .command(a, |node, now| node.announce(now, k.clone(), Some(5000)))
+            .expect("a is alive");
+        sim.wait_for(a, announce);
+        let lookup = sim
+            .command(b, |node, now| node.get_peers(now, k.clone()))
+            .expect("b is alive");
+        let result = sim.wait_for(b, lookup);
+        if let Some(Ok(Outcome::Peers { peers })) = &result
+            && peers.contains(&SocketAddr::new(a.ip(), 5000))
+        {
+            found += 1;
+        }
+        let record = sim.record(b, lookup).expect("recorded");
+        let took = record.finished.expect("finished") - record.issued;
+        slowest = slowest.max(took);
+    }
+
+    assert!(sim.stats().silenced > 0, "silent nodes were asked");
+    assert!(
+        found * 100 >= lookups * 98,
+        "{found} of {lookups} lookups found the peer"
+    );
+    assert!(
+        slowest < HARD_TIMEOUT,
+        "a lookup waited {slowest:?}, the hard timeout is {HARD_TIMEOUT:?}"
+    );
+}

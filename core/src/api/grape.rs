@@ -688,6 +688,12 @@ fn render_node(out: &mut String, node: &Node) {
         "Queries of ours that got no answer in time.",
         s.timeouts,
     );
+    metrics::counter(
+        out,
+        "grape_dht_silent_skipped_total",
+        "Nodes a lookup did not ask because they missed a query and have not answered since.",
+        s.skipped_silent,
+    );
     metrics::header(
         out,
         "grape_dht_dropped_total",
@@ -733,6 +739,11 @@ fn render_node(out: &mut String, node: &Node) {
             "grape_dht_routing_table_nodes",
             "Nodes in the routing tables.",
             node.routing_table_len(),
+        ),
+        (
+            "grape_dht_silent_nodes",
+            "Nodes that missed a query and have not answered since.",
+            node.silent_nodes(),
         ),
         (
             "grape_dht_stored_keys",

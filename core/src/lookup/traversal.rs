@@ -5,8 +5,8 @@
 //!
 //! A query past its *soft* deadline stops counting against `alpha`, so a lost packet costs
 //! one soft timeout instead of the full hard timeout (libtorrent's "short timeout"); the
-//! node may still answer and is still used if it does. Such slow queries never hold up the
-//! end of the traversal.
+//! node may still answer and is still used if it does. Once any node has answered, such slow
+//! queries never hold up the end of the traversal: the nodes that did answer settle it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -42,8 +42,10 @@ pub(crate) struct Traversal {
     candidates: BTreeMap<(Distance, NodeId), Candidate>,
     /// Non-stale queries in flight to known ids.
     in_flight: usize,
-    /// Queries in flight to addresses whose id we do not know yet (bootstrap seeds).
+    /// Non-stale queries in flight to addresses whose id we do not know yet (bootstrap seeds).
     anonymous_in_flight: usize,
+    /// Queries to bootstrap seeds past their soft deadline.
+    anonymous_stale: usize,
     /// Deepest hop that answered.
     rounds: u32,
 }
@@ -58,6 +60,7 @@ impl Traversal {
             candidates: BTreeMap::new(),
             in_flight: 0,
             anonymous_in_flight: 0,
+            anonymous_stale: 0,
             rounds: 0,
         };
         for seed in seeds {
@@ -80,10 +83,23 @@ impl Traversal {
         self.anonymous_in_flight += 1;
     }
 
-    /// An anonymous query ended (answered or failed); its answer, if any, comes through
-    /// [`Traversal::on_response`] as well.
-    pub(crate) fn anonymous_done(&mut self) {
-        self.anonymous_in_flight = self.anonymous_in_flight.saturating_sub(1);
+    /// An anonymous query passed its soft deadline (call once per query).
+    pub(crate) fn anonymous_stale(&mut self) {
+        if self.anonymous_in_flight > 0 {
+            self.anonymous_in_flight -= 1;
+            self.anonymous_stale += 1;
+        }
+    }
+
+    /// An anonymous query ended (answered or failed); `stale` if it had passed its soft
+    /// deadline. Its answer, if any, comes through [`Traversal::on_response`] as well.
+    pub(crate) fn anonymous_done(&mut self, stale: bool) {
+        let count = if stale {
+            &mut self.anonymous_stale
+        } else {
+            &mut self.anonymous_in_flight
+        };
+        *count = count.saturating_sub(1);
     }
 
     /// The next node to ask, if the lookup may send a query now. Marks it in flight.
@@ -179,13 +195,14 @@ impl Traversal {
     /// True once the `k` closest live nodes have all answered, or nobody is left to ask
     /// or wait for.
     ///
-    /// A slow (stale) query is skipped while counting the `k` closest, so with enough
-    /// answers a lost packet does not hold up the end; with too few answers the lookup
-    /// waits for slow nodes until their hard timeout rather than end empty-handed (on a
-    /// loaded host every round trip can exceed the soft timeout).
+    /// A slow (stale) query is skipped while counting the `k` closest, and once any node has
+    /// answered it no longer holds up the end at all: the nodes that answered settle the
+    /// lookup, and a silent node costs one soft timeout, never the hard one. Only a lookup
+    /// that nobody has answered yet waits for its slow queries (a loaded host whose every
+    /// round trip exceeds the soft timeout still gets an answer).
     pub(crate) fn is_done(&self) -> bool {
         let mut responded = 0;
-        let mut slow = false;
+        let mut slow = self.anonymous_stale > 0;
         for c in self.candidates.values() {
             match c.state {
                 State::Responded { .. } => {
@@ -199,7 +216,7 @@ impl Traversal {
                 State::Failed => {}
             }
         }
-        !slow && self.anonymous_in_flight == 0
+        self.anonymous_in_flight == 0 && (responded > 0 || !slow)
     }
 
     /// The `n` closest nodes that answered, with the token each gave.
@@ -300,18 +317,54 @@ mod tests {
     }
 
     #[test]
-    fn too_few_answers_wait_for_slow_queries() {
+    fn without_any_answer_slow_queries_are_waited_for() {
         let mut t = Traversal::new(target(), 8, 3, &[node(1), node(2)]);
         let a = t.next_query().expect("first");
         let b = t.next_query().expect("second");
         t.on_stale(&a.id);
         t.on_stale(&b.id);
         assert!(!t.is_done(), "nobody answered yet: wait for the slow ones");
-        t.on_response(a, &[], Some(b"tok".to_vec()));
-        assert!(!t.is_done(), "b may still answer");
         t.on_failure(&b.id);
+        assert!(!t.is_done(), "a may still answer");
+        t.on_response(a, &[], Some(b"tok".to_vec()));
         assert!(t.is_done());
         assert_eq!(t.closest_responded(8).len(), 1);
+    }
+
+    #[test]
+    fn once_a_node_answered_silent_ones_do_not_hold_up_the_end() {
+        // Fewer than k nodes answer: the rest are silent (NATed or gone).
+        let mut t = Traversal::new(target(), 8, 3, &[node(1), node(2), node(3)]);
+        let a = t.next_query().expect("first");
+        let b = t.next_query().expect("second");
+        let c = t.next_query().expect("third");
+        t.on_response(c, &[node(4)], None);
+        assert!(!t.is_done(), "a, b in flight and 4 not asked");
+        let d = t.next_query().expect("node 4");
+        t.on_stale(&a.id);
+        t.on_stale(&b.id);
+        assert!(!t.is_done(), "4 not yet past its soft deadline");
+        t.on_stale(&d.id);
+        assert!(t.is_done(), "the answer of 3 settles it");
+        t.on_response(a, &[], None);
+        assert_eq!(
+            t.closest_responded(8).len(),
+            2,
+            "a late answer still counts"
+        );
+    }
+
+    #[test]
+    fn a_slow_seed_does_not_hold_up_the_end_once_a_node_answered() {
+        let mut t = Traversal::new(target(), 8, 3, &[node(1)]);
+        t.anonymous_sent();
+        let a = t.next_query().expect("first");
+        t.on_response(a, &[], None);
+        assert!(!t.is_done(), "the seed may still answer in time");
+        t.anonymous_stale();
+        assert!(t.is_done());
+        t.anonymous_done(true);
+        assert!(t.is_done());
     }
 
     #[test]
@@ -328,7 +381,7 @@ mod tests {
         let mut t = Traversal::new(target(), 8, 3, &[]);
         t.anonymous_sent();
         assert!(!t.is_done());
-        t.anonymous_done();
+        t.anonymous_done(false);
         t.on_response(node(3), &[node(1)], None);
         assert!(!t.is_done());
         assert_eq!(t.next_query().map(|n| n.id), Some(node(1).id));

@@ -10,6 +10,7 @@
 mod config;
 mod rpc;
 mod server;
+mod silent;
 mod stats;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -31,6 +32,7 @@ use crate::routing::{Insert, RoutingTable};
 use crate::storage::{ItemStore, PeerStore};
 use crate::token::Tokens;
 use rpc::{Expired, Purpose, Rpc};
+use silent::Silent;
 
 /// The `v` we send: "GR" and a version, as BEP 20 suggests for client ids.
 const VERSION: &[u8] = b"GR\x00\x01";
@@ -72,6 +74,8 @@ pub struct Node {
     peers: PeerStore,
     items: ItemStore,
     rpc: Rpc,
+    /// Nodes that missed a query: lookups skip them until they answer.
+    silent: Silent,
     lookups: BTreeMap<QueryId, Lookup>,
     lookup_deadlines: BTreeSet<(Instant, QueryId)>,
     /// Running plain `get_peers` lookups by info-hash, so identical ones share a traversal.
@@ -152,6 +156,7 @@ impl Node {
             ),
             items: ItemStore::new(config.max_items, config.item_max_age),
             rpc: Rpc::new(first_tid, config.query_timeout),
+            silent: Silent::default(),
             lookups: BTreeMap::new(),
             lookup_deadlines: BTreeSet::new(),
             shared: BTreeMap::new(),
@@ -212,6 +217,11 @@ impl Node {
     /// Peers and items dropped because a store was full.
     pub fn evicted(&self) -> (u64, u64) {
         (self.peers.evicted(), self.items.evicted())
+    }
+
+    /// Nodes that missed a query of ours and have not answered since: lookups skip them.
+    pub fn silent_nodes(&self) -> usize {
+        self.silent.len()
     }
 
     /// Commands still running.
@@ -395,6 +405,7 @@ impl Node {
         }
         self.peers.expire(now);
         self.items.expire(now);
+        self.silent.expire(now);
         if let Some((at, interval)) = self.rebootstrap
             && at <= now
         {
@@ -447,11 +458,30 @@ impl Node {
         }
     }
 
-    /// The closest known nodes of both families, for starting a lookup.
-    fn closest(&self, key: &Key) -> Vec<NodeInfo> {
-        let mut nodes = self.table4.closest(key.as_bytes(), self.config.k);
-        nodes.extend(self.table6.closest(key.as_bytes(), self.config.k));
-        nodes
+    /// The closest known nodes of both families, for starting a lookup: those that missed
+    /// a query of ours are passed over, unless nobody else is known.
+    fn closest(&mut self, now: Instant, key: &Key) -> Vec<NodeInfo> {
+        let k = self.config.k;
+        let mut answering = Vec::new();
+        let mut all = Vec::new();
+        for table in [&self.table4, &self.table6] {
+            // Twice k, so that passing over silent nodes still leaves k.
+            let closest = table.closest(key.as_bytes(), 2 * k);
+            answering.extend(
+                closest
+                    .iter()
+                    .filter(|n| !self.silent.contains(now, &n.addr))
+                    .take(k)
+                    .copied(),
+            );
+            all.extend(closest.into_iter().take(k));
+        }
+        if answering.is_empty() {
+            return all;
+        }
+        let passed_over = all.iter().filter(|n| !answering.contains(n)).count();
+        self.stats.skipped_silent += passed_over as u64;
+        answering
     }
 
     /// Upkeep of the routing tables: pings nodes gone quiet, refreshes idle buckets.
@@ -536,7 +566,7 @@ impl Node {
             }
             return query;
         }
-        let seeds = self.closest(&target);
+        let seeds = self.closest(now, &target);
         let mut traversal = Traversal::new(target, self.config.k, self.config.alpha, &seeds);
         // A thin table may hold only nodes that know little: ask the configured seeds too.
         let anonymous: Vec<SocketAddr> = if self.is_thin() {
@@ -756,7 +786,7 @@ impl Node {
             self.shared.remove(l.traversal.target());
         }
         for tid in &l.tids {
-            self.rpc.forget(*tid);
+            self.rpc.orphan(*tid);
         }
         tracing::trace!(
             ?query,
@@ -834,13 +864,14 @@ impl Node {
             return;
         };
         self.stats.responses_in += 1;
+        self.silent.clear(&from);
         let node = NodeInfo {
             id: r.id,
             addr: from,
         };
         self.heard(now, node, true);
         let query = match pending.purpose {
-            Purpose::Ping => return,
+            Purpose::Ping | Purpose::Ended => return,
             Purpose::Store(query) => {
                 if let Some(Lookup {
                     phase:
@@ -864,7 +895,7 @@ impl Node {
         };
         l.tids.remove(&tid_u32(tid));
         if pending.id.is_none() {
-            l.traversal.anonymous_done();
+            l.traversal.anonymous_done(pending.stale);
         } else if pending.id != Some(r.id)
             && let Some(expected) = pending.id
         {
@@ -872,7 +903,9 @@ impl Node {
             l.traversal.on_failure(&expected);
         }
         let mut nodes: Vec<NodeInfo> = r.nodes.iter().chain(&r.nodes6).copied().collect();
-        nodes.retain(|n| n.id != own);
+        let named = nodes.len();
+        nodes.retain(|n| n.id != own && !self.silent.contains(now, &n.addr));
+        self.stats.skipped_silent += (named - nodes.len()) as u64;
         let mut early = false;
         match &l.kind {
             Kind::GetPeers | Kind::Announce { .. } => {
@@ -922,8 +955,9 @@ impl Node {
             return;
         };
         tracing::debug!(%from, code = e.code, message = %e.message, "KRPC error reply");
+        self.silent.clear(&from);
         match pending.purpose {
-            Purpose::Ping => {}
+            Purpose::Ping | Purpose::Ended => {}
             Purpose::Store(query) => {
                 if let Some(Lookup {
                     phase:
@@ -945,7 +979,7 @@ impl Node {
                     l.tids.remove(&tid_u32(tid));
                     match pending.id {
                         Some(id) => l.traversal.on_failure(&id),
-                        None => l.traversal.anonymous_done(),
+                        None => l.traversal.anonymous_done(pending.stale),
                     }
                 }
                 self.advance(now, query);
@@ -955,33 +989,44 @@ impl Node {
 
     fn on_expired(&mut self, now: Instant, tid: u32, expired: Expired) {
         match expired {
-            Expired::Soft(p) => match p.purpose {
-                Purpose::Lookup(query) => {
-                    if let Some(datagram) = p.resend {
-                        self.stats.resent += 1;
-                        self.transmit(p.to, datagram);
-                    }
-                    if let (Some(l), Some(id)) = (self.lookups.get_mut(&query), p.id) {
-                        l.traversal.on_stale(&id);
-                    }
-                    self.advance(now, query);
+            Expired::Soft(p) => {
+                let first = !p.stale;
+                if first && !matches!(p.purpose, Purpose::Store(_)) {
+                    self.silent.mark(now, p.to);
                 }
-                Purpose::Store(query) => {
-                    // A store is best effort: don't hold the command for a lost ack.
-                    self.rpc.forget(tid);
-                    if let Some(Lookup {
-                        phase: Phase::Storing { pending, .. },
-                        ..
-                    }) = self.lookups.get_mut(&query)
-                    {
-                        pending.remove(&tid);
+                match p.purpose {
+                    Purpose::Lookup(query) => {
+                        if let Some(datagram) = p.resend {
+                            self.stats.resent += 1;
+                            self.transmit(p.to, datagram);
+                        }
+                        if let Some(l) = self.lookups.get_mut(&query) {
+                            match p.id {
+                                Some(id) => l.traversal.on_stale(&id),
+                                None if first => l.traversal.anonymous_stale(),
+                                None => {}
+                            }
+                        }
+                        self.advance(now, query);
                     }
-                    self.check_stored(query);
+                    Purpose::Store(query) => {
+                        // A store is best effort: don't hold the command for a lost ack.
+                        self.rpc.forget(tid);
+                        if let Some(Lookup {
+                            phase: Phase::Storing { pending, .. },
+                            ..
+                        }) = self.lookups.get_mut(&query)
+                        {
+                            pending.remove(&tid);
+                        }
+                        self.check_stored(query);
+                    }
+                    Purpose::Ping | Purpose::Ended => {}
                 }
-                Purpose::Ping => {}
-            },
+            }
             Expired::Hard(p) => {
                 self.stats.timeouts += 1;
+                self.silent.mark(now, p.to);
                 if let Some(id) = p.id {
                     let _ = self.table_mut(&p.to).failed(now, &id);
                 }
@@ -990,7 +1035,7 @@ impl Node {
                         l.tids.remove(&tid);
                         match p.id {
                             Some(id) => l.traversal.on_failure(&id),
-                            None => l.traversal.anonymous_done(),
+                            None => l.traversal.anonymous_done(p.stale),
                         }
                     }
                     self.advance(now, query);

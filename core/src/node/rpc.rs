@@ -24,6 +24,10 @@ pub(crate) enum Purpose {
     Store(QueryId),
     /// Liveness check of a routing-table node.
     Ping,
+    /// A lookup query whose lookup ended before it was answered. It is kept until its hard
+    /// timeout all the same, so that a late answer still shows the node alive and silence
+    /// still counts against it in the routing table.
+    Ended,
 }
 
 #[derive(Clone, Debug)]
@@ -45,6 +49,9 @@ pub(crate) struct Pending {
     resends_left: u8,
     /// Sent more than once: its answer says nothing about the round trip (Karn's rule).
     resent: bool,
+    /// A soft deadline has passed: the query is slow. In an [`Expired::Soft`], whether it
+    /// had passed before this one, so `false` there means the first.
+    pub(crate) stale: bool,
 }
 
 /// A deadline that passed.
@@ -112,6 +119,7 @@ impl Rpc {
                 resend: None,
                 resends_left: 0,
                 resent: false,
+                stale: false,
             },
         );
         tid.to_be_bytes()
@@ -142,7 +150,17 @@ impl Rpc {
         Some(p)
     }
 
-    /// Forgets a query without an answer (its lookup ended).
+    /// The command of query `tid` ended: stop resending it, but keep waiting for its answer
+    /// until the hard timeout (see [`Purpose::Ended`]).
+    pub(crate) fn orphan(&mut self, tid: u32) {
+        if let Some(p) = self.pending.get_mut(&tid) {
+            p.purpose = Purpose::Ended;
+            p.resend = None;
+            p.resends_left = 0;
+        }
+    }
+
+    /// Forgets a query without an answer.
     pub(crate) fn forget(&mut self, tid: u32) {
         if let Some(p) = self.pending.remove(&tid) {
             self.deadlines.remove(&(p.soft.unwrap_or(p.hard), tid));
@@ -164,6 +182,7 @@ impl Rpc {
         if p.soft.take().is_some() {
             // The caller sends `expired.resend`, if any, again.
             let mut expired = p.clone();
+            p.stale = true;
             if p.resend.is_some() && p.resends_left > 0 {
                 p.resends_left -= 1;
                 p.resent = true;

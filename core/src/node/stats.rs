@@ -67,6 +67,9 @@ pub struct Stats {
     pub timeouts: u64,
     /// Lookup queries sent a second time at their soft deadline.
     pub resent: u64,
+    /// Nodes a lookup did not ask because they missed a query of ours and have not
+    /// answered since.
+    pub skipped_silent: u64,
     /// Datagrams dropped, by reason (a short stable label).
     pub dropped: BTreeMap<&'static str, u64>,
     /// Commands that ended with an outcome.

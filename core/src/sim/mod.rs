@@ -54,7 +54,7 @@ pub use trace::TraceEntry;
 
 use crate::event::{Event, Outcome, QueryError, QueryId};
 use crate::id::Key;
-use crate::krpc::NodeInfo;
+use crate::krpc::{Body, Message, NodeInfo};
 use crate::node::{Config, Node, Transmit};
 use probe::Probe;
 use trace::Trace;
@@ -108,6 +108,8 @@ pub struct SimStats {
     pub spawned: u64,
     /// Nodes stopped.
     pub killed: u64,
+    /// Queries dropped on arrival at a silent node (see [`Sim::set_silent`]).
+    pub silenced: u64,
 }
 
 /// What the simulator saw of one command issued through [`Sim::command`].
@@ -147,6 +149,8 @@ pub struct Sim {
     links: BTreeMap<(SocketAddr, SocketAddr), LinkConfig>,
     cut: BTreeSet<(SocketAddr, SocketAddr)>,
     isolated: BTreeSet<SocketAddr>,
+    /// Nodes that never receive a query, as behind a NAT.
+    silent: BTreeSet<SocketAddr>,
     /// Nodes handed out by `node_mut`, drained before the next step.
     dirty: BTreeSet<SocketAddr>,
     trace: Trace,
@@ -243,6 +247,7 @@ impl Sim {
             links: BTreeMap::new(),
             cut: BTreeSet::new(),
             isolated: BTreeSet::new(),
+            silent: BTreeSet::new(),
             dirty: BTreeSet::new(),
             trace: Trace::new(),
             stats: SimStats::default(),
@@ -356,6 +361,18 @@ impl Sim {
     pub fn heal(&mut self) {
         self.cut.clear();
         self.isolated.clear();
+    }
+
+    /// Makes the node at `addr` silent (or not): queries sent to it are dropped on arrival,
+    /// while what it sends and the answers to its own queries still go through. That is a
+    /// node behind a NAT, which the real DHT is full of: it asks, others add it to their
+    /// tables and name it in their answers, and it never answers anybody.
+    pub fn set_silent(&mut self, addr: SocketAddr, silent: bool) {
+        if silent {
+            self.silent.insert(addr);
+        } else {
+            self.silent.remove(&addr);
+        }
     }
 
     /// Starts a node with the configuration of [`Sim::set_node_config`]; see [`Sim::spawn_with`].
@@ -634,6 +651,13 @@ impl Sim {
             .get(&p.from)
             .is_some_and(|s| s.life == p.from_life);
         let cut = self.is_cut(p.from, p.to);
+        if self.silent.contains(&p.to)
+            && Message::decode(&p.payload).is_ok_and(|m| matches!(m.body, Body::Query(_)))
+        {
+            self.stats.silenced += 1;
+            self.trace.dropped(at, p.from, p.to);
+            return Step::Dropped;
+        }
         let Some(slot) = self
             .nodes
             .get_mut(&p.to)
