@@ -8,10 +8,18 @@ that Grape's own API, so the only lossy hop is the DHT traffic between namespace
   lookups.py report A.json B.json ...   print the table (and ours/Node ratios)
 
 Settings come from the environment run.sh exports (N, K, M, PAR, NS_PREFIX, SUBNET,
-API_PORT). Every loop is bounded: K announces, M lookups, each curl capped by --max-time.
+API_PORT, SCENARIO, DEAD, GRAPE_PIDS). Every loop is bounded: K announces, M lookups, each
+curl capped by --max-time.
+
+SCENARIO=churn: names announced through Grapes 3..5; then the Grapes listed in DEAD are
+killed (SIGKILL, by their pids in GRAPE_PIDS: a crash, so they stay in every routing table)
+and the lookups start at once, from live Grapes only.
+SCENARIO=silent: two Grapes; every name announced through Grape 2 and looked up once from
+Grape 1, while silent.py's fake nodes fill both routing tables.
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -28,6 +36,9 @@ API_PORT = int(os.environ.get("API_PORT", "30001"))
 CURL_MAX = 40
 # Grapes 3..5 announce (1-based); 1 and 2 are the bootstrap nodes, left to routing.
 ANNOUNCERS = [3, 4, 5]
+SCENARIO = os.environ.get("SCENARIO", "churn")
+DEAD = [int(g) for g in os.environ.get("DEAD", "").split()]
+GRAPE_PIDS = [int(p) for p in os.environ.get("GRAPE_PIDS", "").split()]
 
 
 def ip_of(g):
@@ -59,6 +70,8 @@ def port(k):
 
 
 def announcer(k):
+    if SCENARIO == "silent":
+        return 2
     return ANNOUNCERS[k % len(ANNOUNCERS)]
 
 
@@ -66,10 +79,14 @@ def plan():
     """M lookups as (grape, name index): names interleaved, and each (grape, name) pair
     used at most once, so neither Grape answers from a cache of an earlier lookup (ours
     caches a reply for 1 s; Node merges what earlier lookups found)."""
+    if SCENARIO == "silent":
+        if M > K:
+            sys.exit(f"SCENARIO=silent looks each name up once from Grape 1: M={M} > K={K}")
+        return [(1, k) for k in range(M)]
     out = []
     for j in range(M):
         k, r = j % K, j // K
-        others = [g for g in range(1, N + 1) if g != announcer(k)]
+        others = [g for g in range(1, N + 1) if g != announcer(k) and g not in DEAD]
         if r >= len(others):
             sys.exit(f"M={M} needs more than {len(others)} Grapes per name")
         out.append((others[(k * 7 + r) % len(others)], k))
@@ -89,6 +106,10 @@ def run(kind, path):
                   flush=True)
             time.sleep(2)
     time.sleep(3)
+    for g in DEAD:
+        os.kill(GRAPE_PIDS[g - 1], signal.SIGKILL)
+    if DEAD:
+        print(f"  killed Grapes {DEAD} (SIGKILL); lookups start now", flush=True)
 
     def one(item):
         g, k = item

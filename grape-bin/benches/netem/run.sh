@@ -3,22 +3,32 @@
 # network namespace on one Linux bridge, every packet between two namespaces dropped with
 # LOSS%. Prints a table (docs/benchmarks-loss.md has the results and the method).
 #
-#   sudo grape-bin/benches/netem/run.sh          # from the repository root, as root
+#   sudo grape-bin/benches/netem/run.sh                    # from the repository root, as root
+#   sudo SCENARIO=silent grape-bin/benches/netem/run.sh
 #
 # Settings (environment): N=20 Grapes, K=10 names, M=100 lookups, LOSS=10 (% per packet),
-# SETTLE=15 (s after start), PAR=4 (lookups at a time), KINDS="node ours".
+# CHURN=30 (% of the Grapes killed after the announces, before the lookups), SETTLE=15 (s
+# after start), PAR=4 (lookups at a time), KINDS="node ours".
+# SCENARIO=silent: N=2 Grapes, no loss, no churn, K=M=100 names; a third namespace runs
+# silent.py, whose S=300 fake nodes query both Grapes and never answer.
 #
 # Traffic stays inside the namespaces made here (10.213.0.0/24 on bridge gr-netem-br, which
 # has no address, so the host is not on that subnet) and each namespace's loopback.
 set -euo pipefail
 
-N=${N:-20} K=${K:-10} M=${M:-100} LOSS=${LOSS:-10} SETTLE=${SETTLE:-15} PAR=${PAR:-4}
+SCENARIO=${SCENARIO:-churn}
+if [ "$SCENARIO" = silent ]; then
+    N=${N:-2} K=${K:-100} M=${M:-100} LOSS=${LOSS:-0} CHURN=${CHURN:-0}
+else
+    N=${N:-20} K=${K:-10} M=${M:-100} LOSS=${LOSS:-10} CHURN=${CHURN:-30}
+fi
+SETTLE=${SETTLE:-15} PAR=${PAR:-4}
 KINDS=${KINDS:-"node ours"}
 NS_PREFIX=gr-netem-       # every namespace is ours by this prefix: cleanup deletes only these
 BRIDGE=gr-netem-br
 SUBNET=10.213.0           # Grape i is 10.213.0.(10+i)
 DHT_PORT=20001 API_PORT=30001
-export N K M PAR NS_PREFIX SUBNET API_PORT
+export N K M PAR NS_PREFIX SUBNET API_PORT SCENARIO
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../../.." && pwd)
@@ -31,7 +41,17 @@ log() { printf '[%s] %s\n' "$(date +%T)" "$*"; }
 die() { log "error: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces, bridge, qdiscs)"
-(( N >= 6 && N <= 80 )) || die "N must be 6..80"
+case $SCENARIO in
+    churn) (( N >= 6 && N <= 80 )) || die "N must be 6..80" ;;
+    silent) (( N == 2 )) || die "SCENARIO=silent runs 2 Grapes" ;;
+    *) die "SCENARIO is churn or silent" ;;
+esac
+# The Grapes killed for churn: every other one that announces nothing, from Grape 1 on.
+DEAD=$(python3 -c "
+n, pct = $N, $CHURN
+cands = [g for g in range(1, n + 1) if g not in (3, 4, 5)]
+print(' '.join(map(str, cands[0::2][:n * pct // 100])))")
+export DEAD
 
 # --- tools: install only what is missing, with one apt-get update ---------------------------
 need=()
@@ -107,10 +127,13 @@ fi
 NODE_GRAPE=$NODE_DIR/node_modules/grenache-grape/bin/grape.js
 
 # --- network: N namespaces on one bridge -----------------------------------------------------
-log "creating $N namespaces on $BRIDGE, $SUBNET.0/24"
+# One more namespace for silent.py's fake nodes.
+HOSTS=$N
+[ "$SCENARIO" = silent ] && HOSTS=$((N + 1))
+log "creating $HOSTS namespaces on $BRIDGE, $SUBNET.0/24"
 ip link add "$BRIDGE" type bridge
 ip link set "$BRIDGE" up
-for i in $(seq 1 "$N"); do
+for i in $(seq 1 "$HOSTS"); do
     ns=$NS_PREFIX$i
     ip netns add "$ns"
     # grn-h$i stays on the host side (in the bridge), grn-n$i is the Grape's interface.
@@ -179,6 +202,13 @@ start_grapes() {
             [ "$t" = 60 ] && die "$kind Grape $i did not open its API (log: $WORK/$kind-$i.log)"
         done
     done
+    GRAPE_PIDS="${PIDS[*]}"
+    export GRAPE_PIDS
+    if [ "$SCENARIO" = silent ]; then
+        ip netns exec "$NS_PREFIX$HOSTS" python3 "$HERE/silent.py" \
+            "$SUBNET.11:$DHT_PORT" "$SUBNET.12:$DHT_PORT" >"$WORK/$kind-silent.log" 2>&1 </dev/null &
+        PIDS+=("$!")
+    fi
     log "$kind: $N Grapes up; settling ${SETTLE}s"
     bg_wait sleep "$SETTLE"
 }
@@ -200,7 +230,7 @@ for kind in $KINDS; do
 done
 
 echo
-echo "N=$N Grapes, K=$K names, M=$M lookups ($PAR at a time), loss $LOSS% per packet sent"
+echo "scenario $SCENARIO: N=$N Grapes, K=$K names, M=$M lookups ($PAR at a time), loss $LOSS% per packet sent, killed: ${DEAD:-none}"
 echo "loss by: $IMPAIR"
 python3 "$HERE/lookups.py" report $(for k in $KINDS; do echo "$WORK/$k.json"; done)
 echo "samples and Grape logs: $WORK"
