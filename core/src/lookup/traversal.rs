@@ -5,8 +5,9 @@
 //!
 //! A query past its *soft* deadline stops counting against `alpha`, so a lost packet costs
 //! one soft timeout instead of the full hard timeout (libtorrent's "short timeout"); the
-//! node may still answer and is still used if it does. Once any node has answered, such slow
-//! queries never hold up the end of the traversal: the nodes that did answer settle it.
+//! node may still answer and is still used if it does. Once any node has answered, a query
+//! that also missed the soft deadline of its resend no longer holds up the end of the
+//! traversal: the nodes that answered settle it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,8 +21,14 @@ const MAX_CANDIDATES: usize = 128;
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum State {
     Fresh,
-    InFlight { stale: bool },
-    Responded { token: Option<Vec<u8>> },
+    /// `late`: soft deadlines passed (0: on time; 1: resent once; 2 or more: given up on
+    /// unless nobody else answers).
+    InFlight {
+        late: u8,
+    },
+    Responded {
+        token: Option<Vec<u8>>,
+    },
     Failed,
 }
 
@@ -111,7 +118,7 @@ impl Traversal {
         for ((_, id), c) in self.candidates.iter_mut() {
             match c.state {
                 State::Fresh => {
-                    c.state = State::InFlight { stale: false };
+                    c.state = State::InFlight { late: 0 };
                     self.in_flight += 1;
                     return Some(NodeInfo {
                         id: *id,
@@ -140,7 +147,7 @@ impl Traversal {
         let key = (from.id.distance(self.target.as_bytes()), from.id);
         let depth = match self.candidates.get_mut(&key) {
             Some(c) => {
-                if c.state == (State::InFlight { stale: false }) {
+                if c.state == (State::InFlight { late: 0 }) {
                     self.in_flight -= 1;
                 }
                 c.state = State::Responded { token };
@@ -168,14 +175,18 @@ impl Traversal {
         self.trim();
     }
 
-    /// A query passed its soft deadline: let another go out meanwhile.
+    /// A query passed a soft deadline: the first lets another query go out meanwhile.
     pub(crate) fn on_stale(&mut self, id: &NodeId) {
         let key = (id.distance(self.target.as_bytes()), *id);
         if let Some(c) = self.candidates.get_mut(&key)
-            && c.state == (State::InFlight { stale: false })
+            && let State::InFlight { late } = c.state
         {
-            c.state = State::InFlight { stale: true };
-            self.in_flight -= 1;
+            if late == 0 {
+                self.in_flight -= 1;
+            }
+            c.state = State::InFlight {
+                late: late.saturating_add(1),
+            };
         }
     }
 
@@ -183,9 +194,9 @@ impl Traversal {
     pub(crate) fn on_failure(&mut self, id: &NodeId) {
         let key = (id.distance(self.target.as_bytes()), *id);
         if let Some(c) = self.candidates.get_mut(&key)
-            && let State::InFlight { stale } = c.state
+            && let State::InFlight { late } = c.state
         {
-            if !stale {
+            if late == 0 {
                 self.in_flight -= 1;
             }
             c.state = State::Failed;
@@ -195,13 +206,16 @@ impl Traversal {
     /// True once the `k` closest live nodes have all answered, or nobody is left to ask
     /// or wait for.
     ///
-    /// A slow (stale) query is skipped while counting the `k` closest, and once any node has
-    /// answered it no longer holds up the end at all: the nodes that answered settle the
-    /// lookup, and a silent node costs one soft timeout, never the hard one. Only a lookup
-    /// that nobody has answered yet waits for its slow queries (a loaded host whose every
-    /// round trip exceeds the soft timeout still gets an answer).
+    /// A slow (late) query is skipped while counting the `k` closest. Once any node has
+    /// answered, a query that also missed the soft deadline of its resend no longer holds up
+    /// the end at all: the nodes that answered settle the lookup, and a silent node costs
+    /// a few soft timeouts, never the hard one. One resend is still waited for, so that one
+    /// lost packet (or a host too loaded to answer within one soft timeout) does not leave
+    /// out a node that holds the answer. A lookup that nobody has answered yet waits for all
+    /// its slow queries.
     pub(crate) fn is_done(&self) -> bool {
         let mut responded = 0;
+        let mut resent = false;
         let mut slow = self.anonymous_stale > 0;
         for c in self.candidates.values() {
             match c.state {
@@ -211,12 +225,13 @@ impl Traversal {
                         return true;
                     }
                 }
-                State::Fresh | State::InFlight { stale: false } => return false,
-                State::InFlight { stale: true } => slow = true,
+                State::Fresh | State::InFlight { late: 0 } => return false,
+                State::InFlight { late: 1 } => resent = true,
+                State::InFlight { .. } => slow = true,
                 State::Failed => {}
             }
         }
-        self.anonymous_in_flight == 0 && (responded > 0 || !slow)
+        self.anonymous_in_flight == 0 && !resent && (responded > 0 || !slow)
     }
 
     /// The `n` closest nodes that answered, with the token each gave.
@@ -252,7 +267,7 @@ impl Traversal {
             let Some((_, c)) = self.candidates.pop_last() else {
                 break;
             };
-            if c.state == (State::InFlight { stale: false }) {
+            if c.state == (State::InFlight { late: 0 }) {
                 self.in_flight -= 1;
             }
         }
@@ -313,7 +328,10 @@ mod tests {
         t.on_stale(&a.id);
         let b = t.next_query().expect("slot freed");
         t.on_response(b, &[], None);
-        assert!(t.is_done(), "a stale query does not hold up the end");
+        assert!(
+            t.is_done(),
+            "with k answers a slow query does not hold up the end"
+        );
     }
 
     #[test]
@@ -341,9 +359,13 @@ mod tests {
         t.on_response(c, &[node(4)], None);
         assert!(!t.is_done(), "a, b in flight and 4 not asked");
         let d = t.next_query().expect("node 4");
-        t.on_stale(&a.id);
-        t.on_stale(&b.id);
+        for _ in 0..2 {
+            t.on_stale(&a.id);
+            t.on_stale(&b.id);
+        }
         assert!(!t.is_done(), "4 not yet past its soft deadline");
+        t.on_stale(&d.id);
+        assert!(!t.is_done(), "4 is resent: wait for that once");
         t.on_stale(&d.id);
         assert!(t.is_done(), "the answer of 3 settles it");
         t.on_response(a, &[], None);
