@@ -10,6 +10,7 @@
 mod config;
 mod rpc;
 mod server;
+pub mod state;
 mod stats;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
