@@ -48,7 +48,8 @@ pub struct IoStats {
 
 impl GrapeServer {
     /// Binds the DHT socket and the API listeners, then starts serving on smol's global
-    /// executor; a non-empty [`ServerConfig::bootstrap`] or [`ServerConfig::known_nodes`] starts joining the DHT at once.
+    /// executor; a non-empty [`ServerConfig::bootstrap`] or [`ServerConfig::known_nodes`]
+    /// starts joining the DHT at once.
     ///
     /// # Errors
     /// [`StartError::Bind`] names the socket that could not be bound (a port in use, say);

@@ -52,7 +52,8 @@ pub struct IoStats {
 
 impl GrapeServer {
     /// Binds the DHT socket and the API listeners, then starts serving on the current tokio
-    /// runtime (call it from inside one); a non-empty [`ServerConfig::bootstrap`] or [`ServerConfig::known_nodes`] starts joining the DHT at once.
+    /// runtime (call it from inside one); a non-empty [`ServerConfig::bootstrap`] or
+    /// [`ServerConfig::known_nodes`] starts joining the DHT at once.
     ///
     /// # Errors
     /// [`StartError::Bind`] names the socket that could not be bound (a port in use, say);

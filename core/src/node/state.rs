@@ -5,10 +5,13 @@
 //! [`Snapshot::decode`] takes them; reading and writing the file is the adapter's job.
 //!
 //! # Format (version 1)
-//! `MAGIC`, then one canonical bencode dictionary, then the SHA-1 of everything before it:
+//! [`MAGIC`], then one canonical bencode dictionary, then the SHA-1 of everything before it
+//! (spaced out below for reading; the file has no space or break but the magic's newline):
 //!
 //! ```text
-//! grenache-grape-state\n  d 2:id 20:<id> 5:nodes <compact IPv4> 6:nodes6 <compact IPv6> 1:v i1e e  <20-byte SHA-1>
+//! grenache-grape-state\n
+//! d 2:id 20:<id> 5:nodes <compact IPv4> 6:nodes6 <compact IPv6> 1:v i1e e
+//! <20-byte SHA-1>
 //! ```
 //!
 //! `nodes` and `nodes6` are the compact node lists of BEP 5 and BEP 32. The checksum makes
