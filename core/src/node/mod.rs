@@ -10,8 +10,9 @@
 mod config;
 mod rpc;
 mod server;
-pub mod state;
 mod stats;
+
+pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
