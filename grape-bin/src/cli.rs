@@ -1,6 +1,7 @@
 //! The command line: the Node Grape's flags, long and short forms alike, plus our own.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -81,6 +82,12 @@ pub(crate) struct Args {
     /// Largest HTTP API body, in bytes (bigger gets 413), and largest WebSocket message.
     #[arg(long = "check_maxPayloadSize", default_value_t = 8192)]
     pub(crate) max_payload: usize,
+
+    /// File that keeps the node id and routing table across restarts: loaded at start (a
+    /// restarted Grape keeps its id and rejoins without --bn), saved every 5 minutes and on
+    /// SIGINT/SIGTERM. A missing or damaged file is a warning and a fresh start.
+    #[arg(long = "state", value_name = "FILE")]
+    pub(crate) state: Option<PathBuf>,
 
     /// Async runtime to run on.
     #[arg(long, value_enum, default_value_t = Runtime::DEFAULT)]
@@ -186,10 +193,10 @@ impl Args {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+    pub(crate) fn parse(args: &[&str]) -> Result<Args, clap::Error> {
         Args::try_parse_from(std::iter::once("grape").chain(args.iter().copied()))
     }
 
@@ -206,6 +213,7 @@ mod tests {
         assert_eq!(args.bind, IpAddr::from([0, 0, 0, 0]));
         assert_eq!(args.max_payload, 8192);
         assert_eq!(args.runtime, Runtime::DEFAULT);
+        assert_eq!(args.state, None);
     }
 
     #[test]

@@ -60,6 +60,8 @@ fn server_config(settings: Settings) -> ServerConfig {
     config.api_port = settings.api_port;
     config.ws_port = settings.ws_port;
     config.bootstrap = settings.bootstrap;
+    config.known_nodes = settings.known_nodes;
+    config.state_file = settings.state_file;
     config.grape = settings.grape;
     config
 }

@@ -1,9 +1,11 @@
 //! What a [`GrapeServer`](crate::GrapeServer) binds to, and the bounds it keeps.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use grenache_core::api::GrapeConfig;
+use grenache_core::krpc::NodeInfo;
 
 /// Everything [`GrapeServer::start`](crate::GrapeServer::start) needs.
 #[derive(Debug, Clone)]
@@ -19,6 +21,13 @@ pub struct ServerConfig {
     pub ws_port: Option<u16>,
     /// DHT nodes to join through, already resolved; empty for a lone Grape.
     pub bootstrap: Vec<SocketAddr>,
+    /// Nodes an earlier run knew (read from its state file, Grape `--state`): they seed
+    /// the routing table, unverified, and the node joins through them as through
+    /// `bootstrap`. Set `grape.node.id` to that run's id too, so the node keeps it.
+    pub known_nodes: Vec<NodeInfo>,
+    /// Where the node's id and routing table are saved, every few minutes and at
+    /// [`shutdown`](crate::GrapeServer::shutdown), for a warm restart; `None` saves nothing.
+    pub state_file: Option<PathBuf>,
     /// The protocol settings, handed to the core unchanged.
     pub grape: GrapeConfig,
     /// Seed of the core's RNG (node id, tokens, transaction ids): draw it from the OS.
@@ -38,6 +47,8 @@ impl ServerConfig {
             api_port: 30001,
             ws_port: None,
             bootstrap: Vec::new(),
+            known_nodes: Vec::new(),
+            state_file: None,
             grape: GrapeConfig::default(),
             seed,
             limits: Limits::default(),

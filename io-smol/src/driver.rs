@@ -11,6 +11,7 @@ use hyper::{Method, Uri};
 use smol::future::FutureExt as _;
 use smol::net::UdpSocket;
 
+use crate::state::StateSaver;
 use crate::stop::Stop;
 use crate::time::{now, sleep_until};
 
@@ -107,6 +108,7 @@ pub(crate) struct Driver {
     max_pending: usize,
     pending: HashMap<RequestId, Pending>,
     next_req: u64,
+    state: StateSaver,
 }
 
 impl Driver {
@@ -117,6 +119,7 @@ impl Driver {
         stop: Stop,
         counters: Arc<Counters>,
         max_pending: usize,
+        state: StateSaver,
     ) -> Self {
         Self {
             grape,
@@ -127,20 +130,23 @@ impl Driver {
             max_pending,
             pending: HashMap::new(),
             next_req: 0,
+            state,
         }
     }
 
     /// Runs until `stop` fires: drains the core's output, then sleeps on whichever input
-    /// comes first (datagram, timer, request, stop).
+    /// comes first (datagram, timer, request, stop). Saves the state file (if any) when due
+    /// and once more on the way out.
     pub(crate) async fn run(mut self) {
         let mut buf = vec![0u8; RECV_BUF];
         loop {
             self.flush().await;
             let deadline = self.grape.poll_timeout();
+            let wake_at = self.state.wake_at(deadline);
             let wake = {
                 let datagram = async { Wake::Datagram(self.socket.recv_from(&mut buf).await) };
                 let timer = async {
-                    sleep_until(deadline).await;
+                    sleep_until(wake_at).await;
                     Wake::Timer
                 };
                 let command = async {
@@ -176,8 +182,10 @@ impl Driver {
             if deadline.is_some_and(|at| at <= now) {
                 self.grape.handle_timeout(now);
             }
+            self.state.tick(now, &self.grape);
         }
         self.flush().await;
+        self.state.save(now(), &self.grape);
         tracing::debug!(pending = self.pending.len(), "driver stopped");
     }
 

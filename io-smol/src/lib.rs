@@ -35,6 +35,7 @@ mod http;
 mod listen;
 pub mod peer;
 mod server;
+mod state;
 mod stop;
 mod time;
 mod udp;

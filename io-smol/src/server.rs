@@ -13,6 +13,7 @@ use crate::config::ServerConfig;
 use crate::driver::{Counters, Driver};
 use crate::error::{Listener, StartError};
 use crate::listen::{ApiContext, accept_loop};
+use crate::state::StateSaver;
 use crate::stop::{StopTrigger, stop_pair};
 use crate::time::now;
 use crate::{http, ws};
@@ -47,7 +48,8 @@ pub struct IoStats {
 
 impl GrapeServer {
     /// Binds the DHT socket and the API listeners, then starts serving on smol's global
-    /// executor; a non-empty [`ServerConfig::bootstrap`] starts joining the DHT at once.
+    /// executor; a non-empty [`ServerConfig::bootstrap`] or [`ServerConfig::known_nodes`]
+    /// starts joining the DHT at once.
     ///
     /// # Errors
     /// [`StartError::Bind`] names the socket that could not be bound (a port in use, say);
@@ -71,9 +73,7 @@ impl GrapeServer {
         let mut grape = Grape::new(config.grape, config.seed, now);
         let node_id = grape.node().id();
         let max_payload = grape.max_payload();
-        if !config.bootstrap.is_empty() {
-            grape.bootstrap(now, &config.bootstrap);
-        }
+        grape.join(now, &config.bootstrap, &config.known_nodes);
 
         let counters = Arc::new(Counters::default());
         let (commands_tx, commands_rx) = async_channel::bounded(config.limits.command_queue.max(1));
@@ -86,6 +86,7 @@ impl GrapeServer {
             driver_stop,
             Arc::clone(&counters),
             config.limits.max_pending(),
+            StateSaver::new(config.state_file, now),
         );
         let driver = smol::spawn(driver.run());
 

@@ -11,6 +11,7 @@ use hyper::{Method, Uri};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::state::StateSaver;
 use crate::stop::Stop;
 use crate::time::{now, sleep_until};
 
@@ -107,6 +108,7 @@ pub(crate) struct Driver {
     max_pending: usize,
     pending: HashMap<RequestId, Pending>,
     next_req: u64,
+    state: StateSaver,
 }
 
 impl Driver {
@@ -117,6 +119,7 @@ impl Driver {
         stop: Stop,
         counters: Arc<Counters>,
         max_pending: usize,
+        state: StateSaver,
     ) -> Self {
         Self {
             grape,
@@ -127,16 +130,19 @@ impl Driver {
             max_pending,
             pending: HashMap::new(),
             next_req: 0,
+            state,
         }
     }
 
     /// Runs until `stop` fires: drains the core's output, then sleeps on whichever input
-    /// comes first (datagram, timer, request, stop).
+    /// comes first (datagram, timer, request, stop). Saves the state file (if any) when due
+    /// and once more on the way out.
     pub(crate) async fn run(mut self) {
         let mut buf = vec![0u8; RECV_BUF];
         loop {
             self.flush().await;
             let deadline = self.grape.poll_timeout();
+            let wake_at = self.state.wake_at(deadline);
             // `select!` polls its branches in random order, so a flood of one input cannot
             // starve another.
             let wake = tokio::select! {
@@ -146,7 +152,7 @@ impl Driver {
                     None => Wake::Stop,
                 },
                 datagram = self.socket.recv_from(&mut buf) => Wake::Datagram(datagram),
-                () = sleep_until(deadline) => Wake::Timer,
+                () = sleep_until(wake_at) => Wake::Timer,
             };
             let now = now();
             match wake {
@@ -168,8 +174,10 @@ impl Driver {
             if deadline.is_some_and(|at| at <= now) {
                 self.grape.handle_timeout(now);
             }
+            self.state.tick(now, &self.grape);
         }
         self.flush().await;
+        self.state.save(now(), &self.grape);
         tracing::debug!(pending = self.pending.len(), "driver stopped");
     }
 

@@ -38,6 +38,8 @@ mod http;
 mod listen;
 pub mod peer;
 mod server;
+#[path = "../../io-smol/src/state.rs"]
+mod state;
 mod stop;
 mod time;
 #[path = "../../io-smol/src/udp.rs"]

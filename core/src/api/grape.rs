@@ -21,6 +21,7 @@ use super::{HttpBody, Reply, RequestId};
 use crate::bep44::{ImmutableItem, Item, MutableItem, PutError, Target};
 use crate::event::{Event, Outcome, QueryError, QueryId};
 use crate::id::{Key, hex};
+use crate::krpc::NodeInfo;
 use crate::node::{self, Node, Transmit};
 
 /// Settings of a [`Grape`]. `Default` gives the Node.js Grape's library defaults.
@@ -168,6 +169,16 @@ impl Grape {
     pub fn bootstrap(&mut self, now: Instant, seeds: &[SocketAddr]) {
         self.bootstrap = Some(self.node.bootstrap(now, seeds));
         self.drain_events(now);
+    }
+
+    /// Joins the DHT through `seeds` (Grape `--bn`) and through `known`, the nodes a saved
+    /// state knew (Grape `--state`), which first enter the routing table unverified (see
+    /// [`Node::restore`]). With neither, the Grape stays alone and sends nothing.
+    pub fn join(&mut self, now: Instant, seeds: &[SocketAddr], known: &[NodeInfo]) {
+        self.node.restore(now, known);
+        if !seeds.is_empty() || !known.is_empty() {
+            self.bootstrap(now, seeds);
+        }
     }
 
     /// Feeds one UDP datagram received on the DHT socket.

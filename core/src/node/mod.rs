@@ -13,6 +13,8 @@ mod server;
 mod silent;
 mod stats;
 
+pub mod state;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};

@@ -275,17 +275,22 @@ impl Proc {
         )
     }
 
-    /// Stops the process: SIGTERM, up to 2 s to exit, then SIGKILL. Idempotent.
-    pub fn terminate(&mut self) {
-        if self.exited().is_some() {
-            return;
-        }
+    /// Asks the process to stop cleanly (SIGTERM) without waiting for it.
+    pub fn send_term(&self) {
         // The child is not reaped until we wait on it, so its pid cannot have been reused.
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+
+    /// Stops the process: SIGTERM, up to 2 s to exit, then SIGKILL. Idempotent.
+    pub fn terminate(&mut self) {
+        if self.exited().is_some() {
+            return;
+        }
+        self.send_term();
         if self.wait_exit(Duration::from_secs(2)).is_none() {
             eprintln!(
                 "{} (pid {}) ignored SIGTERM for 2 s: SIGKILL",
@@ -312,11 +317,7 @@ pub fn terminate_all<'a>(procs: impl IntoIterator<Item = &'a mut Proc>) {
     let mut procs: Vec<&mut Proc> = procs.into_iter().collect();
     for p in procs.iter_mut() {
         if p.exited().is_none() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &p.pid().to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            p.send_term();
         }
     }
     for p in procs {
@@ -638,17 +639,9 @@ pub fn start_grapes(ctx: &Ctx, kinds: &[Kind], opts: GrapeOpts) -> Vec<Grape> {
             let log_name = format!("{label}-try{attempt}");
             let cmd = match kind {
                 Kind::Ours(rt) => {
-                    let mut cmd = Command::new(env!("CARGO_BIN_EXE_grape"));
-                    cmd.args(["--dp", &dht[i].to_string()])
-                        .args(["--aph", &api.to_string()])
-                        .args(["--bn", &bn])
-                        .args(["-b", "127.0.0.1"])
-                        .args(["--runtime", rt.as_str()]);
+                    let mut cmd = ours_command(rt, dht[i], api, &bn);
                     if let Some(ws) = ws {
                         cmd.args(["--apw", &ws.to_string()]);
-                    }
-                    if std::env::var_os("RUST_LOG").is_none() {
-                        cmd.env("RUST_LOG", "info");
                     }
                     cmd
                 }
@@ -703,6 +696,43 @@ pub fn start_grapes(ctx: &Ctx, kinds: &[Kind], opts: GrapeOpts) -> Vec<Grape> {
         }
     }
     panic!("[{}] Grapes did not start: {last_failure}", ctx.name);
+}
+
+/// The command line of our Grape on loopback, logging at `info` unless RUST_LOG says otherwise.
+fn ours_command(rt: Rt, dht: u16, api: u16, bn: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_grape"));
+    cmd.args(["--dp", &dht.to_string()])
+        .args(["--aph", &api.to_string()])
+        .args(["--bn", bn])
+        .args(["-b", "127.0.0.1"])
+        .args(["--runtime", rt.as_str()]);
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "info");
+    }
+    cmd
+}
+
+/// Starts one of our Grapes on DHT port `dht` (a fresh API port), joining through `bn`, with
+/// `extra` flags, and waits until its API accepts connections. For tests that restart a
+/// Grape in place or need flags [`start_grapes`] does not give.
+pub fn start_ours(ctx: &Ctx, rt: Rt, label: &str, dht: u16, bn: &str, extra: &[&str]) -> Grape {
+    let api = free_port();
+    let mut cmd = ours_command(rt, dht, api, bn);
+    cmd.args(extra);
+    let proc = Proc::spawn(ctx, label, cmd).unwrap_or_else(|e| panic!("{e}"));
+    let mut grapes = [Grape {
+        kind: Kind::Ours(rt),
+        label: label.to_string(),
+        dht: SocketAddr::from((Ipv4Addr::LOCALHOST, dht)),
+        api: SocketAddr::from((Ipv4Addr::LOCALHOST, api)),
+        ws: None,
+        proc,
+    }];
+    if let Err((_, failure)) = wait_ready(&mut grapes) {
+        panic!("[{}] {label} did not start: {failure}", ctx.name);
+    }
+    let [grape] = grapes;
+    grape
 }
 
 /// Waits until every Grape accepts TCP connections on its API (and WS) port.
