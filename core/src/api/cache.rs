@@ -65,6 +65,11 @@ impl LookupCache {
         }
     }
 
+    /// Forgets the reply cached for `name` (its record in `order` is skipped when popped).
+    pub(crate) fn remove(&mut self, name: &[u8]) {
+        self.entries.remove(name);
+    }
+
     /// Names cached (fresh or not yet evicted).
     pub(crate) fn len(&self) -> usize {
         self.entries.len()

@@ -142,6 +142,12 @@ impl Rpc {
         Some(p)
     }
 
+    /// The query an answer from `from` with transaction id `tid` belongs to, left pending.
+    pub(crate) fn peek(&self, tid: &[u8], from: SocketAddr) -> Option<&Pending> {
+        let tid = u32::from_be_bytes(tid.try_into().ok()?);
+        self.pending.get(&tid).filter(|p| p.to == from)
+    }
+
     /// Forgets a query without an answer (its lookup ended).
     pub(crate) fn forget(&mut self, tid: u32) {
         if let Some(p) = self.pending.remove(&tid) {
