@@ -299,7 +299,11 @@ impl Grape {
         }
         let query = match cmd {
             Command::Lookup { name } => self.start_lookup(now, req, name),
-            Command::Announce { name, port } => self.node.announce(now, name, port),
+            Command::Announce { name, port } => {
+                // A service (re)started through this Grape is found here at once.
+                self.cache.remove(name.as_bytes());
+                self.node.announce(now, name, port)
+            }
             Command::Unannounce { name, port } => {
                 // A lookup must not answer the withdrawn peer from the cache.
                 self.cache.remove(name.as_bytes());
@@ -1172,6 +1176,17 @@ mod tests {
         assert!(net.replies.iter().any(|(_, r)| r.req == req));
         assert_eq!(net.grape(a).metrics.cache_hits, 1);
         assert_eq!(net.grape(a).metrics.traversals, 1);
+    }
+
+    #[test]
+    fn an_announce_here_is_found_here_at_once_despite_the_cache() {
+        let mut net = Net::new(2, GrapeConfig::default).joined();
+        let a = addr(20001);
+        assert_eq!(net.lookup(a, "svc"), json!([]));
+
+        net.call_data(a, "/announce", json!(["svc", 1337]));
+
+        assert_eq!(net.lookup(a, "svc"), json!(["127.0.0.1:1337"]));
     }
 
     #[test]
