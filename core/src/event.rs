@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use crate::bep44::{Item, Target};
 use crate::id::NodeId;
 
-/// Names one command (`bootstrap`, `get_peers`, `announce`, `put`, `get`) until its result arrives.
+/// Names one command (`bootstrap`, `get_peers`, `announce`, `unannounce`, `put`, `get`) until its result arrives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct QueryId(pub u64);
 
@@ -50,6 +50,11 @@ pub enum Outcome {
         /// Nodes that acknowledged the `put` (the local store is not counted).
         stored_at: usize,
     },
+    /// An unannounce ended (the peer is already gone from the local store).
+    Unannounced {
+        /// Nodes that acknowledged our `unannounce_peer`, i.e. dropped the peer.
+        dropped_at: usize,
+    },
     /// A BEP-44 get ended.
     Got {
         /// The item, verified against the target; for mutable items the highest `seq` seen.
@@ -77,6 +82,9 @@ pub enum QueryError {
     /// The command was refused before it started (e.g. the local store rejected a put).
     #[error("rejected: {0}")]
     Rejected(#[from] crate::bep44::PutError),
+    /// An unannounce named a name and port this node holds no announce of.
+    #[error("no such announce on this node")]
+    NotAnnounced,
     /// [`Node::cancel`](crate::node::Node::cancel) was called.
     #[error("cancelled")]
     Cancelled,

@@ -332,3 +332,60 @@ fn silent_and_dead_nodes_never_cost_a_hard_timeout() {
         "a lookup waited {slowest:?}, the hard timeout is {HARD_TIMEOUT:?}"
     );
 }
+
+/// The nodes that store `peer` under `k`.
+fn storing(sim: &Sim, nodes: &[SocketAddr], k: &Key, peer: SocketAddr) -> Vec<SocketAddr> {
+    nodes
+        .iter()
+        .copied()
+        .filter(|a| {
+            sim.node(*a)
+                .is_some_and(|n| n.local_peers(sim.now(), k, 1000).contains(&peer))
+        })
+        .collect()
+}
+
+#[test]
+fn an_unannounce_reaches_every_node_that_stored_the_announce() {
+    let seed = seed(7);
+    let _hint = ReplayHint(seed);
+    let (mut sim, nodes) = network(seed, NODES, LinkConfig::default(), SETTLED);
+
+    for i in 0..10 {
+        let (a, b) = pick(&nodes, i);
+        let (name, port) = (format!("leaving-{i}"), 8000 + i as u16);
+        assert!(announce_then_lookup(&mut sim, a, b, &name, port), "{name}");
+        let (k, peer) = (key(&name), SocketAddr::new(a.ip(), port));
+        let stored: Vec<SocketAddr> = storing(&sim, &nodes, &k, peer)
+            .into_iter()
+            .filter(|s| *s != a)
+            .collect();
+
+        let q = sim
+            .command(a, |node, now| node.unannounce(now, k.clone(), port))
+            .expect("node a");
+        let ended = sim.wait_for(a, q);
+
+        assert!(stored.len() >= 8, "{name} was stored on {stored:?}");
+        assert_eq!(
+            ended,
+            Some(Ok(Outcome::Unannounced {
+                dropped_at: stored.len()
+            })),
+            "{name}: every storing node dropped it"
+        );
+        assert_eq!(
+            storing(&sim, &nodes, &k, peer),
+            Vec::<SocketAddr>::new(),
+            "{name}: still stored"
+        );
+        let q = sim
+            .command(b, |node, now| node.get_peers(now, k.clone()))
+            .expect("node b");
+        assert_eq!(
+            sim.wait_for(b, q),
+            Some(Ok(Outcome::Peers { peers: vec![] })),
+            "{name}: found after the unannounce"
+        );
+    }
+}

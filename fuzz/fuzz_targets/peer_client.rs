@@ -1,8 +1,8 @@
 //! Arbitrary Grape and peer replies into a fixed-seed `peer::Client` with every kind of
-//! command pending (lookup, announce, put, get, request, map) and a subscription: it must
-//! never panic, no command may end twice, and once the timers have run past every
-//! deadline each command must have ended with exactly one event. Then, unsubscribed and
-//! left idle, the client must have nothing left to wake up for.
+//! command pending (lookup, announce, unannounce, put, get, request, map) and a
+//! subscription: it must never panic, no command may end twice, and once the timers have
+//! run past every deadline each command must have ended with exactly one event. Then,
+//! unsubscribed and left idle, the client must have nothing left to wake up for.
 //!
 //! The first byte picks the setup: bit 0 a `ws://` Grape (else `http://`), bit 1 peer RPC
 //! over WebSocket (else HTTP), bit 2 gzip for RPC over HTTP. The rest is a list of
@@ -116,6 +116,7 @@ impl Harness {
                 Event::Link(
                     LinkEvent::Lookup { id, .. }
                     | LinkEvent::Announce { id, .. }
+                    | LinkEvent::Unannounce { id, .. }
                     | LinkEvent::Put { id, .. }
                     | LinkEvent::Get { id, .. },
                 )
@@ -260,6 +261,7 @@ fuzz_target!(|data: &[u8]| {
         c.request(now, "svc", &payload, &opts, rng),
         c.map(now, "svc", &payload, &opts.clone().limit(2), rng),
         c.announce(now, "svc", 1337, rng),
+        c.unannounce(now, "svc", 1338, rng),
         c.put(now, put.clone(), rng),
         c.get(now, put.target(), None, rng),
         c.get(now, Target([7; 20]), Some("salt"), rng),

@@ -262,6 +262,7 @@ fn body() -> BoxedStrategy<Vec<u8>> {
 fn path() -> BoxedStrategy<String> {
     prop_oneof![
         Just("/announce".to_owned()),
+        Just("/unannounce".to_owned()),
         Just("/lookup".to_owned()),
         Just("/put".to_owned()),
         Just("/get".to_owned()),
@@ -279,6 +280,7 @@ fn path() -> BoxedStrategy<String> {
 fn command_type() -> BoxedStrategy<Value> {
     prop_oneof![
         Just(json!("announce")),
+        Just(json!("unannounce")),
         Just(json!("lookup")),
         Just(json!("put")),
         Just(json!("get")),
@@ -331,6 +333,8 @@ fn command_errors() -> BTreeSet<String> {
         ApiError::NotFound,
         ApiError::Lookup,
         ApiError::Announce,
+        ApiError::Unannounce,
+        ApiError::NotAnnounced,
         ApiError::ServicePort,
         ApiError::HashFormat,
         ApiError::Generic,
@@ -372,7 +376,9 @@ fn check_result(kind: CommandKind, result: Option<&Value>) -> Result<(), TestCas
                 prop_assert!(addr.is_some(), "lookup peer {}", p);
             }
         }
-        (CommandKind::Announce, Some(Value::Number(n))) => prop_assert!(n.is_u64()),
+        (CommandKind::Announce | CommandKind::Unannounce, Some(Value::Number(n))) => {
+            prop_assert!(n.is_u64());
+        }
         (CommandKind::Put, Some(Value::String(s))) => prop_assert!(is_hex_target(s), "{}", s),
         (CommandKind::Get, None) => {}
         (CommandKind::Get, Some(Value::Object(item))) => {
@@ -388,6 +394,7 @@ fn check_result(kind: CommandKind, result: Option<&Value>) -> Result<(), TestCas
 fn check_late_error(kind: CommandKind, status: u16, msg: &str) -> Result<(), TestCaseError> {
     let late: &[ApiError] = match kind {
         CommandKind::Announce => &[ApiError::NoNodes],
+        CommandKind::Unannounce => &[ApiError::NoNodes, ApiError::NotAnnounced],
         CommandKind::Put => &[
             ApiError::NoNodes,
             ApiError::SignatureInvalid,
@@ -550,7 +557,7 @@ proptest! {
     #[test]
     fn any_data_to_each_command_is_a_result_or_a_node_error(data in data()) {
         let mut api = Api::lone();
-        for path in ["/announce", "/lookup", "/put", "/get"] {
+        for path in ["/announce", "/unannounce", "/lookup", "/put", "/get"] {
             let req = post(path, api_body(&data));
 
             let reply = api.call(&req)?;

@@ -99,6 +99,13 @@ fn method() -> impl Strategy<Value = Method> {
                 token,
             }
         ),
+        (key(), any::<u16>(), bytes(40)).prop_map(|(info_hash, port, token)| {
+            Method::UnannouncePeer {
+                info_hash,
+                port,
+                token,
+            }
+        }),
         (key(), option::of(any::<i64>())).prop_map(|(target, seq)| Method::Get { target, seq }),
         (
             bytes(40),

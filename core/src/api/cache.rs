@@ -2,10 +2,12 @@
 //!
 //! Trade-off: within `ttl` of a traversal, a lookup of the same name is answered from memory
 //! (a map probe and a copy, microseconds) instead of a DHT traversal (milliseconds to
-//! seconds), so hot names cost nothing; the price is that a peer announced or expired in
-//! that window shows up or disappears up to `ttl` late. The Node Grape keeps what lookups
-//! found for `dht_peer_maxAge / 2` (60 s) and merges it into every answer, so a 1 s cache is
-//! far fresher than what Node clients are used to. A `ttl` of zero turns the cache off.
+//! seconds), so hot names cost nothing; the price is that a peer announced elsewhere or
+//! expired in that window shows up or disappears up to `ttl` late (an announce or
+//! unannounce through this Grape drops the name's entry, so it shows here at once). The
+//! Node Grape keeps what lookups found for `dht_peer_maxAge / 2` (60 s) and merges it into
+//! every answer, so a 1 s cache is far fresher than what Node clients are used to. A `ttl`
+//! of zero turns the cache off.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -63,6 +65,11 @@ impl LookupCache {
                 self.entries.remove(&name);
             }
         }
+    }
+
+    /// Forgets the reply cached for `name` (its record in `order` is skipped when popped).
+    pub(crate) fn remove(&mut self, name: &[u8]) {
+        self.entries.remove(name);
     }
 
     /// Names cached (fresh or not yet evicted).

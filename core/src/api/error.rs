@@ -29,7 +29,15 @@ pub enum ApiError {
     /// 256 bytes.
     #[error("ERR_GRAPE_ANNOUNCE")]
     Announce,
-    /// `/announce` port was not an integer in 0..=65535 (0 means "my DHT port").
+    /// `/unannounce` data was not an array `[name, port]`, or its name was not a string of 1
+    /// to 256 bytes.
+    #[error("ERR_GRAPE_UNANNOUNCE")]
+    Unannounce,
+    /// `/unannounce` named a name and port not announced through this Grape (or expired).
+    #[error("ERR_GRAPE_NOT_ANNOUNCED")]
+    NotAnnounced,
+    /// `/announce` port was not an integer in 0..=65535 (0 means "my DHT port"), or an
+    /// `/unannounce` port was not one in 1..=65535.
     #[error("ERR_GRAPE_SERVICE_PORT")]
     ServicePort,
     /// `/get` hash was not 40 hex digits (a 20-byte target).

@@ -123,6 +123,8 @@ enum Job {
     Lookup { name: Key, waiters: Vec<RequestId> },
     /// An announce, put or get serving one request.
     Single(RequestId),
+    /// An unannounce serving one request; `name`'s cached lookup is dropped when it ends.
+    Unannounce { req: RequestId, name: Key },
 }
 
 impl Grape {
@@ -308,14 +310,25 @@ impl Grape {
         }
         let query = match cmd {
             Command::Lookup { name } => self.start_lookup(now, req, name),
-            Command::Announce { name, port } => self.node.announce(now, name, port),
+            Command::Announce { name, port } => {
+                // A service (re)started through this Grape is found here at once.
+                self.cache.remove(name.as_bytes());
+                self.node.announce(now, name, port)
+            }
+            Command::Unannounce { name, port } => {
+                // A lookup must not answer the withdrawn peer from the cache.
+                self.cache.remove(name.as_bytes());
+                let query = self.node.unannounce(now, name.clone(), port);
+                self.jobs.insert(query, Job::Unannounce { req, name });
+                query
+            }
             Command::Put(put) => match build_item(put) {
                 Ok((item, cas)) => self.node.put(now, item, cas),
                 Err(e) => return self.answer(req, &via, Some(kind), Err(e)),
             },
             Command::Get { target, salt } => self.node.get(now, Target(target), salt),
         };
-        if kind != CommandKind::Lookup {
+        if !matches!(kind, CommandKind::Lookup | CommandKind::Unannounce) {
             self.jobs.insert(query, Job::Single(req));
         }
         let deadline = now + self.request_timeout;
@@ -394,12 +407,19 @@ impl Grape {
                     }
                 }
             }
-            Job::Single(req) => {
-                if let Some(p) = self.take_request(req) {
-                    let answer = self.answer_of(p.kind, result);
-                    self.answer(req, &p.via, Some(p.kind), answer);
-                }
+            Job::Single(req) => self.answer_single(req, result),
+            Job::Unannounce { req, name } => {
+                // A lookup that ran meanwhile may have cached the peer again.
+                self.cache.remove(name.as_bytes());
+                self.answer_single(req, result);
             }
+        }
+    }
+
+    fn answer_single(&mut self, req: RequestId, result: Result<Outcome, QueryError>) {
+        if let Some(p) = self.take_request(req) {
+            let answer = self.answer_of(p.kind, result);
+            self.answer(req, &p.via, Some(p.kind), answer);
         }
     }
 
@@ -421,6 +441,9 @@ impl Grape {
             (_, Ok(Outcome::Announced { stored_at, .. })) if stored_at > 0 => {
                 Ok(stored_at.to_string().into_bytes())
             }
+            (_, Ok(Outcome::Unannounced { dropped_at })) if dropped_at > 0 => {
+                Ok(dropped_at.to_string().into_bytes())
+            }
             (_, Ok(Outcome::Stored { target, stored_at })) if stored_at > 0 => {
                 Ok(json_string(&hex(target.as_bytes())).into_bytes())
             }
@@ -433,6 +456,7 @@ impl Grape {
                 _ => self.nobody_stored(),
             }),
             (_, Err(QueryError::Rejected(e))) => Err(put_error(&e)),
+            (_, Err(QueryError::NotAnnounced)) => Err(ApiError::NotAnnounced),
             (_, Err(QueryError::Cancelled)) => Err(ApiError::Timeout),
             (_, Err(_)) => Err(ApiError::AllFailed),
         }
@@ -875,6 +899,11 @@ mod tests {
             self.call(at, path, &body)
         }
 
+        /// The body of a `/lookup` of `name` at `at`.
+        fn lookup(&mut self, at: SocketAddr, name: &str) -> Value {
+            body(&self.call_data(at, "/lookup", json!(name)))
+        }
+
         fn wait(&mut self, req: RequestId) -> Reply {
             for _ in 0..100_000 {
                 if let Some(i) = self.replies.iter().position(|(_, r)| r.req == req) {
@@ -983,6 +1012,54 @@ mod tests {
             "{announced:?}"
         );
         assert_eq!(body(&found), json!(["127.0.0.1:1337"]));
+    }
+
+    #[test]
+    fn unannounce_removes_the_peer_everywhere_and_from_the_cache() {
+        let mut net = Net::new(3, GrapeConfig::default).joined();
+        let (a, c) = (addr(20001), addr(20003));
+        let announced = net.call_data(a, "/announce", json!(["rpc_test", 1337]));
+        assert_eq!(net.lookup(a, "rpc_test"), json!(["127.0.0.1:1337"]));
+
+        let gone = net.call_data(a, "/unannounce", json!(["rpc_test", 1337]));
+
+        assert_eq!(gone.status, 200);
+        assert_eq!(
+            body(&gone),
+            body(&announced),
+            "as many dropped it as stored it"
+        );
+        assert_eq!(net.lookup(a, "rpc_test"), json!([]));
+        assert_eq!(net.lookup(c, "rpc_test"), json!([]));
+    }
+
+    #[test]
+    fn unannounce_over_websocket_answers_like_announce() {
+        let mut net = Net::new(2, GrapeConfig::default).joined();
+        let a = addr(20001);
+        let announce = net.send_ws(a, r#"["r1","announce",["svc",1337]]"#);
+        let announced = body(&net.wait(announce));
+
+        let unannounce = net.send_ws(a, r#"["r2","unannounce",["svc",1337]]"#);
+        let again = net.send_ws(a, r#"["r3","unannounce",["svc",1337]]"#);
+
+        assert_eq!(announced, json!(["r1", null, 1]));
+        assert_eq!(body(&net.wait(unannounce)), json!(["r2", null, 1]));
+        assert_eq!(
+            body(&net.wait(again)),
+            json!(["r3", "ERR_GRAPE_NOT_ANNOUNCED", null])
+        );
+    }
+
+    #[test]
+    fn lone_grape_unannounce_forgets_locally_and_says_no_nodes() {
+        let (mut net, a) = lone();
+        net.call_data(a, "/announce", json!(["rpc_test", 1337]));
+
+        let gone = net.call_data(a, "/unannounce", json!(["rpc_test", 1337]));
+
+        assert_eq!(body(&gone), json!("No nodes to query"));
+        assert_eq!(net.lookup(a, "rpc_test"), json!([]));
     }
 
     #[test]
@@ -1124,6 +1201,17 @@ mod tests {
     }
 
     #[test]
+    fn an_announce_here_is_found_here_at_once_despite_the_cache() {
+        let mut net = Net::new(2, GrapeConfig::default).joined();
+        let a = addr(20001);
+        assert_eq!(net.lookup(a, "svc"), json!([]));
+
+        net.call_data(a, "/announce", json!(["svc", 1337]));
+
+        assert_eq!(net.lookup(a, "svc"), json!(["127.0.0.1:1337"]));
+    }
+
+    #[test]
     fn cached_lookups_expire() {
         let mut net = Net::new(2, GrapeConfig::default).joined();
         let a = addr(20001);
@@ -1256,6 +1344,19 @@ mod tests {
             ("/announce", json!("x"), "ERR_GRAPE_ANNOUNCE"),
             ("/announce", json!(["svc", 70000]), "ERR_GRAPE_SERVICE_PORT"),
             ("/announce", json!(["svc", -1]), "ERR_GRAPE_SERVICE_PORT"),
+            ("/unannounce", json!("x"), "ERR_GRAPE_UNANNOUNCE"),
+            ("/unannounce", json!([5, 1]), "ERR_GRAPE_UNANNOUNCE"),
+            ("/unannounce", json!(["svc", 0]), "ERR_GRAPE_SERVICE_PORT"),
+            (
+                "/unannounce",
+                json!(["svc", 70000]),
+                "ERR_GRAPE_SERVICE_PORT",
+            ),
+            (
+                "/unannounce",
+                json!(["nobody", 1]),
+                "ERR_GRAPE_NOT_ANNOUNCED",
+            ),
             ("/get", json!("xyz"), "ERR_GRAPE_HASH_FORMAT"),
             ("/get", json!(null), "ERR_GRAPE_GENERIC"),
             ("/put", json!({}), "opts.v not given"),

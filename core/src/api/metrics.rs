@@ -49,7 +49,7 @@ impl RequestOutcome {
 }
 
 /// Commands plus one slot for requests that named none or could not be read.
-const COMMAND_SLOTS: usize = 5;
+const COMMAND_SLOTS: usize = 6;
 
 fn command_index(kind: Option<CommandKind>) -> usize {
     match kind {
@@ -57,7 +57,8 @@ fn command_index(kind: Option<CommandKind>) -> usize {
         Some(CommandKind::Lookup) => 1,
         Some(CommandKind::Put) => 2,
         Some(CommandKind::Get) => 3,
-        None => 4,
+        Some(CommandKind::Unannounce) => 4,
+        None => 5,
     }
 }
 

@@ -26,6 +26,8 @@ const MAX_V_DEPTH: usize = 32;
 pub enum CommandKind {
     /// `announce`: `[name, port]`.
     Announce,
+    /// `unannounce`: `[name, port]` (ours; the Node Grape has no such command).
+    Unannounce,
     /// `lookup`: `name`.
     Lookup,
     /// `put`: `{v, k?, sig?, seq?, salt?, cas?}`.
@@ -36,11 +38,12 @@ pub enum CommandKind {
 
 impl CommandKind {
     /// All commands, in a fixed order (for metrics).
-    pub const ALL: [CommandKind; 4] = [
+    pub const ALL: [CommandKind; 5] = [
         CommandKind::Announce,
         CommandKind::Lookup,
         CommandKind::Put,
         CommandKind::Get,
+        CommandKind::Unannounce,
     ];
 
     /// Finds the command a request type names, as the Node Grape does.
@@ -54,11 +57,13 @@ impl CommandKind {
             "announce" => return Some(CommandKind::Announce),
             "put" => return Some(CommandKind::Put),
             "get" => return Some(CommandKind::Get),
+            "unannounce" => return Some(CommandKind::Unannounce),
             _ => {}
         }
         match upper_first(&camel_case(&format!("-{ty}"))).as_str() {
             "Lookup" => Some(CommandKind::Lookup),
             "Announce" => Some(CommandKind::Announce),
+            "Unannounce" => Some(CommandKind::Unannounce),
             "Put" => Some(CommandKind::Put),
             "Get" => Some(CommandKind::Get),
             _ => None,
@@ -77,6 +82,7 @@ impl CommandKind {
     pub fn as_str(&self) -> &'static str {
         match self {
             CommandKind::Announce => "announce",
+            CommandKind::Unannounce => "unannounce",
             CommandKind::Lookup => "lookup",
             CommandKind::Put => "put",
             CommandKind::Get => "get",
@@ -94,6 +100,13 @@ pub enum Command {
         /// `None` for port 0, which the Node Grape replaces with its own DHT port: the same
         /// as BEP 5's `implied_port`.
         port: Option<u16>,
+    },
+    /// Withdraw an announce of `name` at `port` made through this Grape.
+    Unannounce {
+        /// Info-hash: the raw UTF-8 bytes of the service name.
+        name: Key,
+        /// The announced port (never 0).
+        port: u16,
     },
     /// Find the peers of a service.
     Lookup {
@@ -164,6 +177,7 @@ pub fn parse_command(kind: CommandKind, data: Option<&Value>) -> Result<Command,
     match kind {
         CommandKind::Lookup => parse_lookup(data),
         CommandKind::Announce => parse_announce(data),
+        CommandKind::Unannounce => parse_unannounce(data),
         CommandKind::Put => parse_put(data).map(Command::Put),
         CommandKind::Get => parse_get(data),
     }
@@ -180,8 +194,28 @@ fn parse_lookup(data: Option<&Value>) -> Result<Command, ApiError> {
 
 /// `/announce`: an array, then an integer port, then the name (the Node Grape's order).
 fn parse_announce(data: Option<&Value>) -> Result<Command, ApiError> {
+    let (name, port) = name_and_port(data, ApiError::Announce)?;
+    Ok(Command::Announce {
+        name,
+        port: (port != 0).then_some(port),
+    })
+}
+
+/// `/unannounce`: as `/announce`, but port 0 (the DHT port) cannot be withdrawn: the
+/// node does not know which port that was.
+fn parse_unannounce(data: Option<&Value>) -> Result<Command, ApiError> {
+    let (name, port) = name_and_port(data, ApiError::Unannounce)?;
+    if port == 0 {
+        return Err(ApiError::ServicePort);
+    }
+    Ok(Command::Unannounce { name, port })
+}
+
+/// `[name, port]`: an array, then an integer port, then the name, each failing with
+/// `shape` or [`ApiError::ServicePort`].
+fn name_and_port(data: Option<&Value>, shape: ApiError) -> Result<(Key, u16), ApiError> {
     let Some(Value::Array(items)) = data else {
-        return Err(ApiError::Announce);
+        return Err(shape);
     };
     let port = items
         .get(1)
@@ -191,15 +225,11 @@ fn parse_announce(data: Option<&Value>) -> Result<Command, ApiError> {
     if !(0.0..=65535.0).contains(&port) {
         return Err(ApiError::ServicePort);
     }
-    let port = port as u16;
     let Some(Value::String(name)) = items.first() else {
-        return Err(ApiError::Announce);
+        return Err(shape);
     };
-    let name = Key::new(name.as_bytes()).ok_or(ApiError::Announce)?;
-    Ok(Command::Announce {
-        name,
-        port: (port != 0).then_some(port),
-    })
+    let name = Key::new(name.as_bytes()).ok_or(shape)?;
+    Ok((name, port as u16))
 }
 
 /// `/put`: bittorrent-dht's checks, in its order, after the Grape's conversions of `k`,

@@ -122,6 +122,7 @@ impl Method {
             Method::FindNode { .. } => "find_node",
             Method::GetPeers { .. } => "get_peers",
             Method::AnnouncePeer { .. } => "announce_peer",
+            Method::UnannouncePeer { .. } => "unannounce_peer",
             Method::Get { .. } => "get",
             Method::Put(_) => "put",
         }
@@ -247,6 +248,7 @@ enum MethodName {
     FindNode,
     GetPeers,
     AnnouncePeer,
+    UnannouncePeer,
     Get,
     Put,
 }
@@ -257,6 +259,7 @@ fn decode_query(top: &Dict<'_>) -> Result<Query, DecodeErrorKind> {
         b"find_node" => MethodName::FindNode,
         b"get_peers" => MethodName::GetPeers,
         b"announce_peer" => MethodName::AnnouncePeer,
+        b"unannounce_peer" => MethodName::UnannouncePeer,
         b"get" => MethodName::Get,
         b"put" => MethodName::Put,
         _ => return Err(DecodeErrorKind::UnknownMethod),
@@ -275,7 +278,7 @@ fn decode_query(top: &Dict<'_>) -> Result<Query, DecodeErrorKind> {
             let implied_port = flag(a, "a.implied_port")?;
             // BEP 5 ignores `port` when `implied_port` is set, so a client may omit it.
             let port = match optional_int(a, "a.port")? {
-                Some(port) => u16::try_from(port).map_err(|_| out_of_range("a.port"))?,
+                Some(_) => port(a, "a.port")?,
                 None if implied_port => 0,
                 None => return Err(DecodeErrorKind::MissingKey("a.port")),
             };
@@ -286,6 +289,11 @@ fn decode_query(top: &Dict<'_>) -> Result<Query, DecodeErrorKind> {
                 token: required_bytes(a, "a.token")?.to_vec(),
             }
         }
+        MethodName::UnannouncePeer => Method::UnannouncePeer {
+            info_hash: key(a, "a.info_hash")?,
+            port: port(a, "a.port")?,
+            token: required_bytes(a, "a.token")?.to_vec(),
+        },
         MethodName::Get => Method::Get {
             target: key(a, "a.target")?,
             seq: optional_int(a, "a.seq")?,
@@ -378,6 +386,16 @@ fn encode_args(query: &Query, a: &mut DictWriter<'_>) {
             // bittorrent-dht always sends both `port` and `implied_port`; so do we.
             a.bytes(b"id", query.id.as_bytes())
                 .int(b"implied_port", i64::from(*implied_port))
+                .bytes(b"info_hash", info_hash.as_bytes())
+                .int(b"port", i64::from(*port))
+                .bytes(b"token", token);
+        }
+        Method::UnannouncePeer {
+            info_hash,
+            port,
+            token,
+        } => {
+            a.bytes(b"id", query.id.as_bytes())
                 .bytes(b"info_hash", info_hash.as_bytes())
                 .int(b"port", i64::from(*port))
                 .bytes(b"token", token);
@@ -514,6 +532,12 @@ fn flag(dict: &Dict<'_>, path: &'static str) -> Result<bool, DecodeErrorKind> {
         Some(1) => Ok(true),
         Some(_) => Err(out_of_range(path)),
     }
+}
+
+/// A required port: an integer in 0..=65535.
+fn port(dict: &Dict<'_>, path: &'static str) -> Result<u16, DecodeErrorKind> {
+    let port = optional_int(dict, path)?.ok_or(DecodeErrorKind::MissingKey(path))?;
+    u16::try_from(port).map_err(|_| out_of_range(path))
 }
 
 fn node_id(dict: &Dict<'_>, path: &'static str) -> Result<NodeId, DecodeErrorKind> {
@@ -673,6 +697,58 @@ mod tests {
                 token: b"aoeusnth".to_vec(),
             }),
         );
+    }
+
+    #[test]
+    fn unannounce_peer_round_trips() {
+        assert_vector(
+            b"d1:ad2:id20:abcdefghij01234567899:info_hash8:rpc_test4:porti1337e5:token2:tke\
+              1:q15:unannounce_peer1:t2:aa1:y1:qe",
+            &query(Method::UnannouncePeer {
+                info_hash: key(b"rpc_test"),
+                port: 1337,
+                token: b"tk".to_vec(),
+            }),
+        );
+    }
+
+    #[test]
+    fn malformed_unannounce_peer_gets_203() {
+        let cases: [(&[u8], DecodeErrorKind); 4] = [
+            (
+                b"d1:ad2:id20:abcdefghij01234567899:info_hash1:x5:token1:te\
+                  1:q15:unannounce_peer1:t2:aa1:y1:qe",
+                DecodeErrorKind::MissingKey("a.port"),
+            ),
+            (
+                b"d1:ad2:id20:abcdefghij01234567899:info_hash1:x4:porti1ee\
+                  1:q15:unannounce_peer1:t2:aa1:y1:qe",
+                DecodeErrorKind::MissingKey("a.token"),
+            ),
+            (
+                b"d1:ad2:id20:abcdefghij01234567899:info_hash1:x4:porti65536e5:token1:te\
+                  1:q15:unannounce_peer1:t2:aa1:y1:qe",
+                DecodeErrorKind::OutOfRange("a.port"),
+            ),
+            (
+                b"d1:ad2:id20:abcdefghij01234567894:porti1e5:token1:te\
+                  1:q15:unannounce_peer1:t2:aa1:y1:qe",
+                DecodeErrorKind::MissingKey("a.info_hash"),
+            ),
+        ];
+        for (wire, kind) in cases {
+            let err = decode_err(wire);
+
+            assert_eq!(err.kind, kind, "{}", String::from_utf8_lossy(wire));
+            let reply = err.reply().expect("a query gets a reply");
+            assert!(matches!(
+                reply.body,
+                Body::Error(ErrorReply {
+                    code: code::PROTOCOL,
+                    ..
+                })
+            ));
+        }
     }
 
     #[test]

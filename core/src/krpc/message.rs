@@ -65,6 +65,16 @@ pub enum Method {
         /// `a.token`, from an earlier `get_peers` response of the receiver.
         token: Vec<u8>,
     },
+    /// `unannounce_peer` (ours, not in any BEP): forget the sender as a peer of `info_hash`.
+    /// Only nodes whose `v` says they speak it are sent it (docs/design.md).
+    UnannouncePeer {
+        /// `a.info_hash`.
+        info_hash: Key,
+        /// `a.port`: the port that was announced (never implied).
+        port: u16,
+        /// `a.token`, from an earlier `get_peers` response of the receiver.
+        token: Vec<u8>,
+    },
     /// BEP 44 `get`.
     Get {
         /// `a.target`.

@@ -2,7 +2,8 @@
 //!
 //! Covers BEP 5 (`ping`, `find_node`, `get_peers`, `announce_peer`), BEP 44 (`get`,
 //! `put`), BEP 43 (the `ro` read-only flag), BEP 42 (the top-level `ip` of responses) and
-//! BEP 32 (`nodes6`, IPv6 peers in `values`).
+//! BEP 32 (`nodes6`, IPv6 peers in `values`), plus `unannounce_peer`, a query of our own
+//! (docs/design.md).
 //!
 //! Decoding is strict about the fields it knows (type, length and range) and ignores the
 //! keys it does not know, as BEP 5 asks. Every rejection is a [`DecodeError`] carrying the

@@ -37,7 +37,10 @@ use rpc::{Expired, Purpose, Rpc};
 use silent::Silent;
 
 /// The `v` we send: "GR" and a version, as BEP 20 suggests for client ids.
-const VERSION: &[u8] = b"GR\x00\x01";
+const VERSION: &[u8] = b"GR\x00\x02";
+/// The first version of ours that answers `unannounce_peer`: only nodes whose `v` says so
+/// are sent it, since other nodes would not drop the peer anyway (docs/design.md).
+const UNANNOUNCE_SINCE: u16 = 2;
 /// Outbound queue bound; past it datagrams are dropped and counted (UDP may drop them anyway).
 const MAX_TRANSMITS: usize = 1 << 16;
 /// Events not yet polled; the caller is expected to drain them after every call.
@@ -102,6 +105,12 @@ enum Kind {
     GetPeers,
     Announce {
         port: Option<u16>,
+    },
+    /// Withdraws our announce of `port` from the closest nodes that speak `unannounce_peer`.
+    Unannounce {
+        port: u16,
+        /// Responders of the traversal whose `v` says they speak it.
+        speakers: BTreeSet<NodeId>,
     },
     Get {
         target: Target,
@@ -312,13 +321,39 @@ impl Node {
     pub fn announce(&mut self, now: Instant, info_hash: Key, port: Option<u16>) -> QueryId {
         let now = self.tick(now);
         if let Some(port) = port.filter(|p| *p != 0) {
-            let ip = self
-                .config
-                .local_ip
-                .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-            self.peers.add(now, &info_hash, SocketAddr::new(ip, port));
+            let peer = self.local_peer(port);
+            self.peers.add(now, &info_hash, peer);
         }
         self.start(now, info_hash, Kind::Announce { port }, true)
+    }
+
+    /// Withdraws an [`announce`](Node::announce) of `port` under `info_hash`: forgets it here
+    /// and sends `unannounce_peer` to the closest nodes that speak it. Nodes that do not
+    /// (Node Grapes) keep the peer until it expires.
+    ///
+    /// Ends with [`Outcome::Unannounced`], or at once with [`QueryError::NotAnnounced`] when
+    /// this node holds no such announce (nothing is sent then).
+    pub fn unannounce(&mut self, now: Instant, info_hash: Key, port: u16) -> QueryId {
+        let now = self.tick(now);
+        if port == 0 || !self.peers.remove(&info_hash, self.local_peer(port)) {
+            let query = self.next_id();
+            self.emit(query, Err(QueryError::NotAnnounced));
+            return query;
+        }
+        let kind = Kind::Unannounce {
+            port,
+            speakers: BTreeSet::new(),
+        };
+        self.start(now, info_hash, kind, true)
+    }
+
+    /// Where an announce of `port` on this host is stored locally.
+    fn local_peer(&self, port: u16) -> SocketAddr {
+        let ip = self
+            .config
+            .local_ip
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        SocketAddr::new(ip, port)
     }
 
     /// Stores a BEP-44 item on the nodes closest to its target, and locally.
@@ -385,7 +420,12 @@ impl Node {
         };
         match msg.body {
             Body::Query(query) => self.handle_query(now, from, msg.tid, msg.read_only, query),
-            Body::Response(response) => self.handle_response(now, from, &msg.tid, response),
+            Body::Response(response) => {
+                if speaks_unannounce(msg.version.as_deref()) {
+                    self.note_speaker(from, &msg.tid, response.id);
+                }
+                self.handle_response(now, from, &msg.tid, response);
+            }
             Body::Error(error) => self.handle_error(now, from, &msg.tid, error),
         }
     }
@@ -647,7 +687,9 @@ impl Node {
         let target = l.traversal.target().clone();
         let method = match &l.kind {
             Kind::FindNode { .. } => Method::FindNode { target },
-            Kind::GetPeers | Kind::Announce { .. } => Method::GetPeers { info_hash: target },
+            Kind::GetPeers | Kind::Announce { .. } | Kind::Unannounce { .. } => {
+                Method::GetPeers { info_hash: target }
+            }
             Kind::Get { .. } | Kind::Put { .. } => Method::Get { target, seq: None },
         };
         if let Some(tid) = self.send_query(now, to, id, method, Purpose::Lookup(query))
@@ -709,6 +751,7 @@ impl Node {
                 .filter_map(|(node, token)| Some((node, token?)))
                 .map(|(node, token)| (node, Method::Put(put_args(item, *cas, token))))
                 .collect(),
+            Kind::Unannounce { port, speakers } => unannounces(&l.traversal, k, *port, speakers),
         };
         let mut pending = BTreeSet::new();
         for (node, method) in stores {
@@ -755,6 +798,7 @@ impl Node {
                 target: item.target(),
                 stored_at: stored,
             }),
+            (Kind::Unannounce { .. }, _) => Ok(Outcome::Unannounced { dropped_at: stored }),
             _ => Ok(Outcome::Announced {
                 peers: l.peers.clone(),
                 stored_at: stored,
@@ -938,7 +982,7 @@ impl Node {
                     self.stats.drop("bad_item");
                 }
             }
-            Kind::FindNode { .. } | Kind::Put { .. } => {}
+            Kind::FindNode { .. } | Kind::Put { .. } | Kind::Unannounce { .. } => {}
         }
         if let Some(l) = self.lookups.get_mut(&query) {
             l.traversal.on_response(node, &nodes, r.token.clone());
@@ -1047,6 +1091,52 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Records that the node answering a step of an unannounce speaks `unannounce_peer`.
+    fn note_speaker(&mut self, from: SocketAddr, tid: &[u8], id: NodeId) {
+        let Some(Purpose::Lookup(query)) = self.rpc.peek(tid, from).map(|p| p.purpose) else {
+            return;
+        };
+        if let Some(Lookup {
+            kind: Kind::Unannounce { speakers, .. },
+            ..
+        }) = self.lookups.get_mut(&query)
+        {
+            speakers.insert(id);
+        }
+    }
+}
+
+/// Whether a node's `v` says it answers `unannounce_peer`.
+fn speaks_unannounce(version: Option<&[u8]>) -> bool {
+    matches!(version, Some([b'G', b'R', hi, lo]) if u16::from_be_bytes([*hi, *lo]) >= UNANNOUNCE_SINCE)
+}
+
+/// The `unannounce_peer` queries ending an unannounce: to the closest responders that
+/// gave a token and speak it, the nodes its announces went to.
+fn unannounces(
+    traversal: &Traversal,
+    k: usize,
+    port: u16,
+    speakers: &BTreeSet<NodeId>,
+) -> Vec<(NodeInfo, Method)> {
+    let info_hash = traversal.target();
+    traversal
+        .closest_responded(k)
+        .into_iter()
+        .filter(|(node, _)| speakers.contains(&node.id))
+        .filter_map(|(node, token)| Some((node, token?)))
+        .map(|(node, token)| {
+            let method = Method::UnannouncePeer {
+                info_hash: info_hash.clone(),
+                port,
+                token,
+            };
+            (node, method)
+        })
+        .collect()
+}
+
 fn tid_u32(tid: &[u8]) -> u32 {
     tid.try_into().map(u32::from_be_bytes).unwrap_or(u32::MAX)
 }
@@ -1057,6 +1147,7 @@ fn method_name(method: &Method) -> &'static str {
         Method::FindNode { .. } => "find_node",
         Method::GetPeers { .. } => "get_peers",
         Method::AnnouncePeer { .. } => "announce_peer",
+        Method::UnannouncePeer { .. } => "unannounce_peer",
         Method::Get { .. } => "get",
         Method::Put(_) => "put",
     }

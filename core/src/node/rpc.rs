@@ -160,6 +160,12 @@ impl Rpc {
         }
     }
 
+    /// The query an answer from `from` with transaction id `tid` belongs to, left pending.
+    pub(crate) fn peek(&self, tid: &[u8], from: SocketAddr) -> Option<&Pending> {
+        let tid = u32::from_be_bytes(tid.try_into().ok()?);
+        self.pending.get(&tid).filter(|p| p.to == from)
+    }
+
     /// Forgets a query without an answer.
     pub(crate) fn forget(&mut self, tid: u32) {
         if let Some(p) = self.pending.remove(&tid) {

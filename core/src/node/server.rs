@@ -78,16 +78,23 @@ impl Node {
                 token,
             } => {
                 let port = if implied_port { from.port() } else { port };
-                if !self.tokens.check(from.ip(), &token) {
-                    Err(error(code::PROTOCOL, "bad token"))
-                } else if port == 0 {
-                    Err(error(code::PROTOCOL, "bad port"))
-                } else {
-                    self.peers
-                        .add(now, &info_hash, SocketAddr::new(from.ip(), port));
-                    Ok(())
-                }
+                self.sender_peer(from, port, &token)
+                    .map(|peer| self.peers.add(now, &info_hash, peer))
             }
+            Method::UnannouncePeer {
+                info_hash,
+                port,
+                token,
+            } => self.sender_peer(from, port, &token).and_then(|peer| {
+                if self.peers.remove(&info_hash, peer) {
+                    Ok(())
+                } else {
+                    Err(error(
+                        code::PROTOCOL,
+                        "no such peer announced from your address",
+                    ))
+                }
+            }),
             Method::Get { target, seq } => {
                 r.token = Some(self.tokens.issue(from.ip()));
                 r.nodes = self.table(&from).closest(target.as_bytes(), self.config.k);
@@ -125,6 +132,23 @@ impl Node {
             }
         };
         self.reply(from, tid, body);
+    }
+
+    /// The peer an `announce_peer` or `unannounce_peer` speaks of: always the sender's own
+    /// IP, which the token proves, so nobody can add or withdraw another host's peers.
+    fn sender_peer(
+        &self,
+        from: SocketAddr,
+        port: u16,
+        token: &[u8],
+    ) -> Result<SocketAddr, ErrorReply> {
+        if !self.tokens.check(from.ip(), token) {
+            Err(error(code::PROTOCOL, "bad token"))
+        } else if port == 0 {
+            Err(error(code::PROTOCOL, "bad port"))
+        } else {
+            Ok(SocketAddr::new(from.ip(), port))
+        }
     }
 
     fn store_put(&mut self, now: Instant, args: PutArgs) -> Result<(), ErrorReply> {

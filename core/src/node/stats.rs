@@ -11,6 +11,8 @@ pub struct MethodCounts {
     pub get_peers: u64,
     /// `announce_peer`
     pub announce_peer: u64,
+    /// `unannounce_peer` (ours)
+    pub unannounce_peer: u64,
     /// BEP-44 `get`
     pub get: u64,
     /// BEP-44 `put`
@@ -24,6 +26,7 @@ impl MethodCounts {
             "find_node" => &mut self.find_node,
             "get_peers" => &mut self.get_peers,
             "announce_peer" => &mut self.announce_peer,
+            "unannounce_peer" => &mut self.unannounce_peer,
             "get" => &mut self.get,
             _ => &mut self.put,
         };
@@ -37,6 +40,7 @@ impl MethodCounts {
             ("find_node", self.find_node),
             ("get_peers", self.get_peers),
             ("announce_peer", self.announce_peer),
+            ("unannounce_peer", self.unannounce_peer),
             ("get", self.get),
             ("put", self.put),
         ]

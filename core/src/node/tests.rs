@@ -9,6 +9,7 @@ use super::{Config, Node};
 use crate::bep44::{ImmutableItem, Item, MutableItem};
 use crate::event::{Event, Outcome, QueryError, QueryId};
 use crate::id::Key;
+use crate::krpc::{Body, Message, Method, Query, code};
 
 struct Net {
     now: Instant,
@@ -19,6 +20,8 @@ struct Net {
     dead: Vec<SocketAddr>,
     /// Drop the next datagram to each of these addresses (then deliver again).
     lose_once: Vec<SocketAddr>,
+    /// Datagrams from these addresses carry another client's `v`, as a foreign DHT node's.
+    foreign: Vec<SocketAddr>,
 }
 
 fn addr(i: u16) -> SocketAddr {
@@ -42,6 +45,7 @@ impl Net {
             events: BTreeMap::new(),
             dead: Vec::new(),
             lose_once: Vec::new(),
+            foreign: Vec::new(),
         }
     }
 
@@ -76,6 +80,11 @@ impl Net {
                     self.lose_once.swap_remove(i);
                     continue;
                 }
+                let bytes = if self.foreign.contains(&from) {
+                    as_foreign(&bytes)
+                } else {
+                    bytes
+                };
                 if !self.dead.contains(&to)
                     && let Some(node) = self.nodes.get_mut(&to)
                 {
@@ -118,6 +127,13 @@ impl Net {
             assert!(matches!(r, Ok(Outcome::Bootstrapped { .. })), "{r:?}");
         }
     }
+}
+
+/// The datagram with libtorrent's `v` instead of ours.
+fn as_foreign(bytes: &[u8]) -> Vec<u8> {
+    let mut msg = Message::decode(bytes).expect("nodes send valid KRPC");
+    msg.version = Some(b"LT\x01\x02".to_vec());
+    msg.encode()
 }
 
 #[test]
@@ -292,4 +308,217 @@ fn garbage_is_dropped_counted_and_malformed_queries_get_203() {
         reply.payload
     );
     assert!(node.poll_transmit().is_none());
+}
+
+/// Announces `name` on node `from` of a joined network and checks where it was stored.
+fn announced(net: &mut Net, from: u16, name: &[u8], port: u16) -> (Key, usize) {
+    let key = Key::new(name).expect("key");
+    let now = net.now;
+    let a = net.node(from).announce(now, key.clone(), Some(port));
+    let r = net.wait(a, Duration::from_secs(10));
+    let Ok(Outcome::Announced { stored_at, .. }) = r else {
+        panic!("{r:?}")
+    };
+    (key, stored_at)
+}
+
+/// Nodes that store `key`.
+fn holders(net: &Net, key: &Key) -> Vec<SocketAddr> {
+    net.nodes
+        .iter()
+        .filter(|(_, n)| !n.local_peers(net.now, key, 10).is_empty())
+        .map(|(a, _)| *a)
+        .collect()
+}
+
+#[test]
+fn unannounce_drops_the_peer_wherever_it_was_stored() {
+    let mut net = Net::new(12);
+    net.join();
+    let (key, stored_at) = announced(&mut net, 3, b"some_service", 4000);
+    assert!(stored_at >= 8, "{stored_at}");
+    let before = holders(&net, &key);
+
+    let now = net.now;
+    let u = net.node(3).unannounce(now, key.clone(), 4000);
+    let r = net.wait(u, Duration::from_secs(10));
+
+    assert_eq!(
+        r,
+        Ok(Outcome::Unannounced {
+            dropped_at: stored_at
+        })
+    );
+    assert_eq!(
+        holders(&net, &key),
+        Vec::<SocketAddr>::new(),
+        "was on {before:?}"
+    );
+    let now = net.now;
+    let q = net.node(9).get_peers(now, key);
+    assert_eq!(
+        net.wait(q, Duration::from_secs(10)),
+        Ok(Outcome::Peers { peers: vec![] })
+    );
+}
+
+#[test]
+fn unannounce_is_sent_only_to_nodes_that_speak_it() {
+    let mut net = Net::new(12);
+    net.foreign = vec![addr(5), addr(6), addr(7)];
+    net.join();
+    let (key, _) = announced(&mut net, 3, b"mixed", 4000);
+    let foreign_holders: Vec<SocketAddr> = holders(&net, &key)
+        .into_iter()
+        .filter(|a| net.foreign.contains(a))
+        .collect();
+    assert!(!foreign_holders.is_empty(), "a foreign node stored it");
+
+    let now = net.now;
+    let u = net.node(3).unannounce(now, key.clone(), 4000);
+    let r = net.wait(u, Duration::from_secs(10));
+
+    assert!(
+        matches!(r, Ok(Outcome::Unannounced { dropped_at }) if dropped_at >= 1),
+        "{r:?}"
+    );
+    // Foreign nodes were not asked, so they keep the peer until it expires.
+    assert_eq!(holders(&net, &key), foreign_holders);
+    for a in foreign_holders {
+        let node = net.nodes.get(&a).expect("node");
+        assert_eq!(node.stats().queries_in.unannounce_peer, 0, "{a}");
+    }
+}
+
+#[test]
+fn unannounce_of_nothing_is_refused_at_once_and_sends_nothing() {
+    let mut net = Net::new(4);
+    net.join();
+    let (key, _) = announced(&mut net, 1, b"svc", 4000);
+    let now = net.now;
+    for (name, port) in [(&b"unknown"[..], 4000), (b"svc", 4001), (b"svc", 0)] {
+        let key = Key::new(name).expect("key");
+        let u = net.node(1).unannounce(now, key, port);
+        assert!(net.node(1).poll_transmit().is_none());
+        assert_eq!(net.wait(u, Duration::ZERO), Err(QueryError::NotAnnounced));
+    }
+    assert_eq!(holders(&net, &key).len(), 4);
+}
+
+/// One node and a hand-driven querier: what the node answers to each query.
+struct Server {
+    node: Node,
+    now: Instant,
+    tid: u16,
+}
+
+impl Server {
+    fn new() -> Server {
+        let now = Instant::now();
+        Server {
+            node: Node::new(Config::default(), [3; 32], now),
+            now,
+            tid: 0,
+        }
+    }
+
+    /// Sends `method` from `from` and returns the reply's body.
+    fn ask(&mut self, from: SocketAddr, method: Method) -> Body {
+        self.tid += 1;
+        let query = Message {
+            tid: self.tid.to_be_bytes().to_vec(),
+            version: None,
+            read_only: false,
+            body: Body::Query(Query {
+                id: crate::id::NodeId([from.port() as u8; 20]),
+                method,
+            }),
+        };
+        self.ask_raw(from, &query.encode())
+    }
+
+    fn ask_raw(&mut self, from: SocketAddr, datagram: &[u8]) -> Body {
+        self.node.handle_datagram(self.now, from, datagram);
+        let mut reply = None;
+        while let Some(t) = self.node.poll_transmit() {
+            if t.to == from {
+                reply = Some(Message::decode(&t.payload).expect("valid reply"));
+            }
+        }
+        reply.expect("a reply").body
+    }
+
+    fn token(&mut self, from: SocketAddr, key: &Key) -> Vec<u8> {
+        let body = self.ask(
+            from,
+            Method::GetPeers {
+                info_hash: key.clone(),
+            },
+        );
+        let Body::Response(r) = body else {
+            panic!("{body:?}")
+        };
+        r.token.expect("a token")
+    }
+
+    fn peers(&self, key: &Key) -> Vec<SocketAddr> {
+        self.node.local_peers(self.now, key, 10)
+    }
+}
+
+fn unannounce(key: &Key, port: u16, token: &[u8]) -> Method {
+    Method::UnannouncePeer {
+        info_hash: key.clone(),
+        port,
+        token: token.to_vec(),
+    }
+}
+
+fn refused(body: &Body) -> bool {
+    matches!(body, Body::Error(e) if e.code == code::PROTOCOL && !e.message.is_empty())
+}
+
+#[test]
+fn bad_unannounces_are_refused_and_change_nothing() {
+    let mut server = Server::new();
+    let (a, b) = (addr(1), SocketAddr::from(([127, 0, 0, 2], 20001)));
+    let key = Key::new(b"svc").expect("key");
+    let other = Key::new(b"other").expect("key");
+    let token_a = server.token(a, &key);
+    let token_b = server.token(b, &key);
+    let announce = Method::AnnouncePeer {
+        info_hash: key.clone(),
+        port: 4000,
+        implied_port: false,
+        token: token_a.clone(),
+    };
+    assert!(matches!(server.ask(a, announce), Body::Response(_)));
+    let stored = server.peers(&key);
+    assert_eq!(stored, vec![SocketAddr::from(([127, 0, 0, 1], 4000))]);
+
+    let cases = [
+        ("bad token", a, unannounce(&key, 4000, b"nope")),
+        ("token of another host", a, unannounce(&key, 4000, &token_b)),
+        ("from another address", b, unannounce(&key, 4000, &token_b)),
+        ("unknown name", a, unannounce(&other, 4000, &token_a)),
+        ("another port", a, unannounce(&key, 4001, &token_a)),
+        ("port 0", a, unannounce(&key, 0, &token_a)),
+    ];
+    for (what, from, method) in cases {
+        let body = server.ask(from, method);
+        assert!(refused(&body), "{what}: {body:?}");
+        assert_eq!(server.peers(&key), stored, "{what}");
+    }
+    // Malformed: no token.
+    let malformed = b"d1:ad2:id20:abcdefghij01234567899:info_hash3:svc4:porti4000ee\
+                      1:q15:unannounce_peer1:t2:aa1:y1:qe";
+    let body = server.ask_raw(a, malformed);
+    assert!(refused(&body), "malformed: {body:?}");
+    assert_eq!(server.peers(&key), stored);
+
+    let body = server.ask(a, unannounce(&key, 4000, &token_a));
+
+    assert!(matches!(body, Body::Response(_)), "{body:?}");
+    assert_eq!(server.peers(&key), vec![]);
+    assert_eq!(server.node.stats().queries_in.unannounce_peer, 7);
 }

@@ -192,6 +192,23 @@ impl Client {
         self.user_command(now, id, rng)
     }
 
+    /// Withdraws an announce (and stops its schedule); ends with
+    /// `Event::Link(LinkEvent::Unannounce)`.
+    ///
+    /// # Errors
+    /// As [`Link::unannounce`].
+    pub fn unannounce(
+        &mut self,
+        now: Instant,
+        name: &str,
+        port: u16,
+        rng: &mut impl Rng,
+    ) -> Result<QueryId, CommandError> {
+        self.reserve()?;
+        let id = self.link.unannounce(now, name, port, rng);
+        self.user_command(now, id, rng)
+    }
+
     /// Announces on a schedule (see [`crate::peer::Link`]); rounds report
     /// `Event::Link(LinkEvent::Announcing)`. `false` if already scheduled.
     ///
@@ -509,6 +526,7 @@ impl Client {
         let waiter = match &event {
             LinkEvent::Lookup { id, .. }
             | LinkEvent::Announce { id, .. }
+            | LinkEvent::Unannounce { id, .. }
             | LinkEvent::Put { id, .. }
             | LinkEvent::Get { id, .. } => self.lookups.remove(id).unwrap_or(Waiter::User),
             _ => Waiter::User,

@@ -199,6 +199,14 @@ pub enum LinkEvent {
         /// Success, or why the Grape did not take it.
         result: Result<(), LinkError>,
     },
+    /// An unannounce ended.
+    Unannounce {
+        /// The command.
+        id: QueryId,
+        /// Success (the Grape forgot the peer and told the nodes that speak
+        /// `unannounce_peer`), or why not.
+        result: Result<(), LinkError>,
+    },
     /// A put ended with the target the value is stored under.
     Put {
         /// The command.
@@ -286,6 +294,7 @@ struct Query {
 enum Command {
     Lookup { name: String },
     Announce { name: String, port: u16 },
+    Unannounce { name: String, port: u16 },
     Put { data: Value, target: Target },
     Get { data: Value },
 }
@@ -295,6 +304,7 @@ impl Command {
         match self {
             Command::Lookup { .. } => "lookup",
             Command::Announce { .. } => "announce",
+            Command::Unannounce { .. } => "unannounce",
             Command::Put { .. } => "put",
             Command::Get { .. } => "get",
         }
@@ -303,7 +313,9 @@ impl Command {
     fn data(&self) -> Value {
         match self {
             Command::Lookup { name } => Value::from(name.as_str()),
-            Command::Announce { name, port } => serde_json::json!([name, port]),
+            Command::Announce { name, port } | Command::Unannounce { name, port } => {
+                serde_json::json!([name, port])
+            }
             Command::Put { data, .. } | Command::Get { data } => data.clone(),
         }
     }
@@ -422,15 +434,8 @@ impl Link {
         port: u16,
         rng: &mut impl Rng,
     ) -> Result<QueryId, CommandError> {
-        check_name(name)?;
-        check_port(port)?;
-        let id = self.reserve()?;
-        let command = Command::Announce {
-            name: name.to_owned(),
-            port,
-        };
-        self.start(now, id, command, self.config.announce_attempts, true, rng);
-        Ok(id)
+        let announce = |name, port| Command::Announce { name, port };
+        self.start_service_command(now, name, port, announce, rng)
     }
 
     /// Announces `name` at `port` now and then again and again (module docs); each round
@@ -466,8 +471,48 @@ impl Link {
         Ok(true)
     }
 
+    /// Withdraws `name` at `port` from the Grape and the DHT (our Grapes drop it at once,
+    /// Node Grapes when it expires); ends with [`LinkEvent::Unannounce`]. Stops its
+    /// schedule too, so no later round announces it again, and forgets cached lookups of
+    /// `name`.
+    ///
+    /// # Errors
+    /// [`CommandError::InvalidName`], [`CommandError::InvalidPort`],
+    /// [`CommandError::TooManyPending`].
+    pub fn unannounce(
+        &mut self,
+        now: Instant,
+        name: &str,
+        port: u16,
+        rng: &mut impl Rng,
+    ) -> Result<QueryId, CommandError> {
+        let unannounce = |name, port| Command::Unannounce { name, port };
+        let id = self.start_service_command(now, name, port, unannounce, rng)?;
+        self.stop_announcing(name, port);
+        self.forget_lookup(name);
+        Ok(id)
+    }
+
+    /// Checks `name` and `port`, then sends the command `make` builds of them.
+    fn start_service_command(
+        &mut self,
+        now: Instant,
+        name: &str,
+        port: u16,
+        make: fn(String, u16) -> Command,
+        rng: &mut impl Rng,
+    ) -> Result<QueryId, CommandError> {
+        check_name(name)?;
+        check_port(port)?;
+        let id = self.reserve()?;
+        let command = make(name.to_owned(), port);
+        self.start(now, id, command, self.config.announce_attempts, true, rng);
+        Ok(id)
+    }
+
     /// Stops the schedule for `name` at `port`; a round in flight ends unreported.
-    /// Returns `false` if there was none. (The Grape keeps the peer until it expires.)
+    /// Returns `false` if there was none. (The Grape keeps the peer until it expires:
+    /// see [`unannounce`](Self::unannounce).)
     pub fn stop_announcing(&mut self, name: &str, port: u16) -> bool {
         self.schedules.remove(&(name.to_owned(), port)).is_some()
     }
@@ -868,6 +913,10 @@ impl Link {
                 id,
                 result: result.map(|_| ()),
             },
+            Command::Unannounce { .. } => LinkEvent::Unannounce {
+                id,
+                result: result.map(|_| ()),
+            },
             Command::Put { .. } => LinkEvent::Put {
                 id,
                 result: result.and_then(Reply::into_target),
@@ -984,7 +1033,9 @@ fn interpret(command: &Command, value: Value, max_peers: usize) -> Result<Reply,
             }
             Ok(Reply::Peers(peers))
         }
-        Command::Announce { .. } => Ok(Reply::Done),
+        // Like announce, a DHT with nobody to tell ("No nodes to query") is no failure:
+        // the Grape itself has forgotten the peer.
+        Command::Announce { .. } | Command::Unannounce { .. } => Ok(Reply::Done),
         Command::Put { target, .. } => {
             let got = match &value {
                 Value::String(s) => match unhex(s).and_then(|b| Target::from_slice(&b)) {
@@ -1390,12 +1441,45 @@ mod tests {
             .expect("ok");
         let req = h.http().remove(0);
 
+        assert_posts_rpc_test_1337(&req, "announce");
+    }
+
+    /// `req` is `POST http://g:1/{command}` of `["rpc_test", 1337]`.
+    fn assert_posts_rpc_test_1337(req: &HttpRequest, command: &str) {
         let rid = rid_of(&req.body);
-        assert_eq!(req.url, "http://g:1/announce");
+        assert_eq!(req.url, format!("http://g:1/{command}"));
         assert_eq!(
             req.body,
             format!(r#"{{"rid":"{rid}","data":["rpc_test",1337]}}"#).as_bytes()
         );
+    }
+
+    #[test]
+    fn unannounce_stops_the_schedule_and_posts_name_and_port() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+        h.link
+            .start_announcing(t0, "rpc_test", 1337, &mut h.rng)
+            .expect("ok");
+        let round = h.http().remove(0);
+        h.reply(1, &round, 200, "1");
+        h.events();
+
+        let id = h
+            .link
+            .unannounce(h.at(2), "rpc_test", 1337, &mut h.rng)
+            .expect("ok");
+        let req = h.http().remove(0);
+        h.reply(3, &req, 200, "2");
+
+        assert_posts_rpc_test_1337(&req, "unannounce");
+        assert_eq!(
+            h.events(),
+            vec![LinkEvent::Unannounce { id, result: Ok(()) }]
+        );
+        assert!(!h.link.is_announcing("rpc_test", 1337));
+        h.tick(120_000);
+        assert!(h.transmits().is_empty(), "no round after the unannounce");
     }
 
     #[test]
@@ -1413,6 +1497,14 @@ mod tests {
         );
         assert_eq!(
             h.link.announce(t0, "svc", 0, &mut h.rng),
+            Err(CommandError::InvalidPort)
+        );
+        assert_eq!(
+            h.link.unannounce(t0, "", 80, &mut h.rng),
+            Err(CommandError::InvalidName)
+        );
+        assert_eq!(
+            h.link.unannounce(t0, "svc", 0, &mut h.rng),
             Err(CommandError::InvalidPort)
         );
         assert!(h.transmits().is_empty());

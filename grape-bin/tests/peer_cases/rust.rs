@@ -18,13 +18,21 @@ const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// A lone Grape on loopback; `peer_max_age` shortens how long it keeps an announce.
 async fn grape(seed: u8, peer_max_age: Option<Duration>) -> GrapeServer {
+    grape_with(seed, |config| {
+        if let Some(age) = peer_max_age {
+            config.grape.node.peer_max_age = age;
+        }
+    })
+    .await
+}
+
+/// A Grape on loopback with OS-picked ports, after `set` has changed its settings.
+async fn grape_with(seed: u8, set: impl FnOnce(&mut ServerConfig)) -> GrapeServer {
     let mut config = ServerConfig::new([seed; 32]);
     config.bind = LOCALHOST;
     config.dht_port = 0;
     config.api_port = 0;
-    if let Some(age) = peer_max_age {
-        config.grape.node.peer_max_age = age;
-    }
+    set(&mut config);
     GrapeServer::start(config).await.expect("start a Grape")
 }
 
@@ -138,14 +146,20 @@ impl Load {
 }
 
 /// The failures among `all`, after checking each is one of the typed ends of a request to a
-/// server that went away.
+/// server that went away (a dropped server unannounces itself, so a lookup may find nobody
+/// until its successor has announced).
 fn typed_failures<'a>(all: &'a [Outcome], label: &str) -> Vec<&'a PeerError> {
     let failures: Vec<&PeerError> = all.iter().filter_map(|(r, _)| r.as_ref().err()).collect();
     for failure in &failures {
         assert!(
             matches!(
                 failure,
-                PeerError::Rpc(RpcError::Request(_) | RpcError::TransportClose | RpcError::Timeout)
+                PeerError::Rpc(
+                    RpcError::Request(_)
+                        | RpcError::TransportClose
+                        | RpcError::Timeout
+                        | RpcError::Lookup(LinkError::LookupEmpty)
+                )
             ),
             "{label}: untyped or unexpected failure {failure:?}"
         );
@@ -573,6 +587,73 @@ fn a_stopped_server_leaves_the_lookups() {
             Err(PeerError::Rpc(RpcError::Lookup(LinkError::LookupEmpty)))
         );
         grape.shutdown().await;
+    });
+}
+
+#[test]
+fn a_stopped_or_dropped_server_vanishes_from_lookups_at_once() {
+    let runtime = Runtime::new();
+    runtime.block_on(async {
+        // Two Grapes, so the unannounce crosses the DHT, with the default peer lifetime
+        // (120 s): only the unannounce can take the server out of the lookups here. The
+        // looking side caches nothing, so every lookup is a traversal from Grape B.
+        let a = grape(9, None).await;
+        let b = grape_with(10, |config| {
+            config.bootstrap = vec![a.local_dht_addr()];
+            config.grape.lookup_cache = Duration::ZERO;
+        })
+        .await;
+        let announcing = client(&a, RpcTransport::Http);
+        let mut looking = config(&b, RpcTransport::Http);
+        looking.client.link.lookup_cache_ttl = Duration::ZERO;
+        let looking = PeerClient::new(looking).expect("client");
+
+        for how in ["stop", "drop"] {
+            let server = echo_server(&announcing, "vanishing", RpcTransport::Http, how).await;
+            let me = format!("127.0.0.1:{}", server.port());
+            let listed = |peers: &Result<Vec<rt::peer::PeerAddr>, PeerError>| {
+                peers
+                    .as_ref()
+                    .is_ok_and(|p| p.iter().any(|p| p.as_str() == me))
+            };
+            let seen = within(Duration::from_secs(10), async {
+                while !listed(&looking.lookup("vanishing").await) {
+                    sleep(Duration::from_millis(100)).await;
+                }
+            })
+            .await;
+            assert!(seen.is_some(), "{RT} {how}: Grape B never listed {me}");
+
+            if how == "stop" {
+                // `stop` returns once the Grape answered the unannounce: no waiting here.
+                server.stop().await;
+                assert_eq!(
+                    looking.lookup("vanishing").await,
+                    Err(PeerError::Link(LinkError::LookupEmpty)),
+                    "{RT}: listed right after stop"
+                );
+            } else {
+                // `Drop` cannot wait for the answer; the unannounce follows it at once,
+                // far inside the 120 s the peer would otherwise live.
+                drop(server);
+                let gone = within(Duration::from_secs(10), async {
+                    loop {
+                        match looking.lookup("vanishing").await {
+                            found if listed(&found) => sleep(Duration::from_millis(50)).await,
+                            other => return other,
+                        }
+                    }
+                })
+                .await;
+                assert_eq!(
+                    gone,
+                    Some(Err(PeerError::Link(LinkError::LookupEmpty))),
+                    "{RT}: listed after drop"
+                );
+            }
+        }
+        b.shutdown().await;
+        a.shutdown().await;
     });
 }
 

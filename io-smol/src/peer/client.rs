@@ -104,6 +104,23 @@ impl PeerClient {
         .unwrap_or(false)
     }
 
+    /// Withdraws `name` on `port`: stops announcing it, and the Grape forgets it and tells
+    /// the DHT nodes that speak `unannounce_peer` (our Grapes); Node Grapes still list it
+    /// until its peer lifetime has passed.
+    ///
+    /// # Errors
+    /// [`PeerError::Refused`] for an empty name or port 0, [`PeerError::Link`] otherwise
+    /// (`ERR_GRAPE_NOT_ANNOUNCED` when the Grape does not hold it).
+    pub async fn unannounce(&self, name: &str, port: u16) -> Result<(), PeerError> {
+        let name = name.to_owned();
+        self.ask(|reply| Command::Unannounce {
+            name,
+            port,
+            reply: Some(reply),
+        })
+        .await?
+    }
+
     /// Stores a value in the DHT and returns where it lives.
     ///
     /// # Errors
@@ -195,16 +212,16 @@ impl PeerClient {
         self.ask(|reply| Command::Stats { reply }).await
     }
 
-    /// Stops a schedule without waiting (for `Drop`); a full queue drops the request,
-    /// and the Grape forgets the service when its lifetime ends anyway.
-    pub(crate) fn stop_announcing_now(&self, name: &str, port: u16) {
-        let command = Command::StopAnnouncing {
+    /// Unannounces without waiting (for `Drop`); a full queue drops the request, and the
+    /// Grape forgets the service when its lifetime ends anyway.
+    pub(crate) fn unannounce_now(&self, name: &str, port: u16) {
+        let command = Command::Unannounce {
             name: name.to_owned(),
             port,
             reply: None,
         };
         if self.commands.try_send(command).is_err() {
-            tracing::debug!(name, port, "stop_announcing not queued");
+            tracing::debug!(name, port, "unannounce not queued");
         }
     }
 

@@ -61,6 +61,12 @@ pub(crate) enum Command {
         port: u16,
         reply: Option<Reply<bool>>,
     },
+    /// `reply: None` for `Drop`, which cannot wait.
+    Unannounce {
+        name: String,
+        port: u16,
+        reply: Option<Done>,
+    },
     Put {
         put: Put,
         reply: Reply<Result<Target, PeerError>>,
@@ -325,7 +331,9 @@ impl Driver {
                 Some(Waiter::Lookup(reply)) => send(reply, result.map_err(PeerError::Link)),
                 other => unexpected(id, other.is_some()),
             },
-            Event::Link(LinkEvent::Announce { id, result }) => match self.waiters.remove(&id) {
+            Event::Link(
+                LinkEvent::Announce { id, result } | LinkEvent::Unannounce { id, result },
+            ) => match self.waiters.remove(&id) {
                 Some(Waiter::Announce(reply)) => send(reply, result.map_err(PeerError::Link)),
                 other => unexpected(id, other.is_some()),
             },
@@ -415,12 +423,22 @@ impl Driver {
             }
             Command::StopAnnouncing { name, port, reply } => {
                 let stopped = self.client.stop_announcing(&name, port);
-                // The round in flight ends unreported, so its waiters are answered here.
-                for waiter in self.first_rounds.remove(&(name, port)).unwrap_or_default() {
-                    send(waiter, Err(PeerError::Cancelled));
-                }
+                self.cancel_first_round(name, port);
                 if let Some(reply) = reply {
                     send(reply, stopped);
+                }
+            }
+            Command::Unannounce { name, port, reply } => {
+                // The core stops the schedule too.
+                let id = self.client.unannounce(now, &name, port, rng);
+                self.cancel_first_round(name, port);
+                match reply {
+                    Some(reply) => self.wait(id, reply, Waiter::Announce),
+                    None => {
+                        if let Err(err) = id {
+                            tracing::debug!(%err, "unannounce on drop refused");
+                        }
+                    }
                 }
             }
             Command::Put { put, reply } => {
@@ -468,6 +486,14 @@ impl Driver {
                 self.client.unsubscribe(sub);
             }
             Command::Stats { reply } => send(reply, self.client.stats()),
+        }
+    }
+
+    /// Answers the waiters of a schedule's first round, which ends unreported once the
+    /// schedule is stopped.
+    fn cancel_first_round(&mut self, name: String, port: u16) {
+        for waiter in self.first_rounds.remove(&(name, port)).unwrap_or_default() {
+            send(waiter, Err(PeerError::Cancelled));
         }
     }
 

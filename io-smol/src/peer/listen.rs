@@ -110,19 +110,23 @@ impl Announced {
         client.start_announcing(name, port).await
     }
 
-    /// Stops every schedule and waits until each client has taken it.
+    /// Stops every schedule and unannounces every name, waiting for each Grape's answer,
+    /// so lookups stop finding the port before it closes. A failed unannounce is only
+    /// logged: the peer then lives on until the Grapes' peer lifetime ends.
     pub(crate) async fn stop_all(&self, port: u16) {
         let names = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
         for (client, name) in names {
-            client.stop_announcing(&name, port).await;
+            if let Err(err) = client.unannounce(&name, port).await {
+                tracing::warn!(name, port, %err, "unannounce failed; the peer expires later");
+            }
         }
     }
 
-    /// Stops every schedule without waiting (for `Drop`).
+    /// Stops every schedule and queues the unannounces without waiting (for `Drop`).
     pub(crate) fn stop_all_now(&self, port: u16) {
         let names = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
         for (client, name) in names {
-            client.stop_announcing_now(&name, port);
+            client.unannounce_now(&name, port);
         }
     }
 }

@@ -46,7 +46,7 @@ impl Shared {
 }
 
 /// A running publisher. It serves until [`stop`](Self::stop) or until dropped; both stop
-/// announcing its channels.
+/// announcing its channels and unannounce them (`stop` waits for the Grape's answer).
 pub struct Publisher {
     addr: SocketAddr,
     shared: Arc<Shared>,
@@ -192,7 +192,8 @@ impl Publisher {
         self.addr.port()
     }
 
-    /// Stops announcing, closes every subscriber connection and stops listening.
+    /// Stops announcing and unannounces (waiting for the Grape), closes every subscriber
+    /// connection and stops listening.
     pub async fn stop(mut self) {
         self.announced.stop_all(self.port()).await;
         self.stop.fire();

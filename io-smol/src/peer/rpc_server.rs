@@ -76,8 +76,9 @@ pub struct ServerStats {
 }
 
 /// A running RPC server. It serves until [`stop`](Self::stop) or until dropped; both stop
-/// announcing its services, so clients stop finding it once the Grape's peer lifetime has
-/// passed (and fail over to other peers meanwhile, if they retry).
+/// announcing its services and unannounce them, so lookups through our Grapes stop
+/// finding it at once (Node Grapes list it until their peer lifetime has passed; clients
+/// retrying fail over to other peers meanwhile).
 #[derive(Debug)]
 pub struct RpcServer {
     addr: SocketAddr,
@@ -203,9 +204,9 @@ impl RpcServer {
         }
     }
 
-    /// Stops announcing, stops accepting, gives requests in progress
-    /// [`drain_timeout`](RpcServerConfig::drain_timeout) to be answered, then closes
-    /// every connection.
+    /// Stops announcing and unannounces (waiting for the Grape), stops accepting, gives
+    /// requests in progress [`drain_timeout`](RpcServerConfig::drain_timeout) to be
+    /// answered, then closes every connection.
     pub async fn stop(mut self) {
         self.announced.stop_all(self.port()).await;
         self.stop.fire();
