@@ -78,7 +78,7 @@ pub use link::{GetItem, Link, LinkConfig, LinkEvent, LinkStats, MAX_LOOKUP_PEERS
 pub use pubsub::{PubSubTransport, PublishError, Publisher, SubConfig, SubStats};
 pub use rpc::{RequestOptions, RpcConfig, RpcStats, RpcTransport};
 pub use types::{
-    ConnId, HttpId, HttpRequest, HttpResponse, MAX_ADDR_LEN, PeerAddr, QueryId, SubscriptionId,
-    Transmit, TransportError, WsMessage, request_id,
+    ConnId, Delivery, HttpId, HttpRequest, HttpResponse, MAX_ADDR_LEN, PeerAddr, QueryId,
+    SubscriptionId, Transmit, TransportError, WsMessage, request_id,
 };
 pub use zmq::{ZmqPubConn, ZmqServerConn};
