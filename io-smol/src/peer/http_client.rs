@@ -259,6 +259,58 @@ async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use grenache_core::peer::HttpId;
+    use std::io::Read as _;
+    use std::net::{Ipv4Addr, TcpListener};
+
+    /// One POST of a small frame to `port` on loopback, with 5 s to spare.
+    fn post(port: u16) -> Option<Result<HttpResponse, TransportError>> {
+        let pool = HttpPool::new(1, 1, Duration::from_secs(4));
+        let request = HttpRequest {
+            id: HttpId(1),
+            url: format!("http://127.0.0.1:{port}/"),
+            headers: Vec::new(),
+            body: br#"["rid","svc",1]"#.to_vec(),
+            deadline: now() + Duration::from_secs(5),
+        };
+        rt::block_on(exchange(&pool, request, 1024))
+    }
+
+    #[test]
+    fn a_refused_connect_is_unsent() {
+        // Bound and released: nobody listens there now.
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+
+        let reply = post(port);
+
+        let Some(Err(err)) = reply else {
+            panic!("expected a transport error, got {reply:?}");
+        };
+        assert_eq!(err.delivery, Delivery::Unsent, "{err}");
+    }
+
+    #[test]
+    fn a_close_after_the_request_arrived_may_have_been_sent() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        // Reads the request, then closes without a word.
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+        });
+
+        let reply = post(port);
+        server.join().expect("server thread");
+
+        let Some(Err(err)) = reply else {
+            panic!("expected a transport error, got {reply:?}");
+        };
+        assert_eq!(err.delivery, Delivery::MaybeSent, "{err}");
+    }
 
     #[test]
     fn targets_are_read_off_http_urls() {
