@@ -9,11 +9,13 @@ mod common;
 use common::http;
 use common::ws::WsClient;
 use common::{
-    Checks, Ctx, Grape, GrapeOpts, Kind, PROPAGATION, Rt, assert_hex, free_port, peer,
-    start_grapes, wait_item, wait_until,
+    Checks, Ctx, Grape, GrapeOpts, Kind, PROPAGATION, Proc, Rt, assert_hex, free_port, peer,
+    start_grapes, terminate_all, wait_item, wait_until,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 both_runtimes!(
@@ -23,6 +25,7 @@ both_runtimes!(
     error_replies,
     websocket_api,
     health_and_metrics,
+    ipv6_announce_is_listed_once,
 );
 
 fn two_grapes(ctx: &Ctx, rt: Rt) -> Vec<Grape> {
@@ -447,6 +450,26 @@ fn health_and_metrics(rt: Rt) {
             start.elapsed()
         );
     });
+    checks.run(
+        "a lone Grape's announce is kept, answered as Node does, counted as local",
+        || {
+            let reply = lone[0].call("announce", &json!(["rt:alone", free_port()]));
+            let resp = http::get(lone[0].api, "/metrics").expect("GET /metrics");
+            let text = resp.text();
+            assert_eq!(reply, Ok(json!("No nodes to query")));
+            assert_eq!(lone[0].lookup("rt:alone").map(|p| p.len()), Ok(1));
+            let line = |outcome: &str| {
+                format!("grape_api_requests_total{{command=\"announce\",outcome=\"{outcome}\"}} ")
+            };
+            let count = |outcome: &str| {
+                let line = line(outcome);
+                text.lines()
+                    .find_map(|l| l.strip_prefix(line.as_str()).map(str::to_owned))
+            };
+            assert_eq!(count("local").as_deref(), Some("1"), "{text}");
+            assert_eq!(count("failed").as_deref(), Some("0"), "{text}");
+        },
+    );
     checks.run("GET /metrics answers Prometheus text", || {
         let resp = http::get(grapes[0].api, "/metrics").expect("GET /metrics");
         let text = resp.text();
@@ -459,6 +482,52 @@ fn health_and_metrics(rt: Rt) {
         assert!(samples > 0, "no samples in:\n{text}");
     });
     checks.finish();
+}
+
+/// Two of our Grapes bound to `::1` only: an announce is listed once, on both.
+fn ipv6_announce_is_listed_once(rt: Rt) {
+    let ctx = Ctx::new(&format!("runtime_ipv6_{}", rt.as_str()));
+    let v6 = |port| SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+    let (dht, api) = ([free_port(), free_port()], [free_port(), free_port()]);
+    let mut grapes: Vec<Grape> = (0..2)
+        .map(|i| {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_grape"));
+            cmd.args(["-b", "::1", "--runtime", rt.as_str()])
+                .args(["--dp", &dht[i].to_string(), "--aph", &api[i].to_string()])
+                .args(["--bn", &v6(dht[1 - i]).to_string()]);
+            let label = format!("v6-{i}-{}", rt.as_str());
+            let proc = Proc::spawn(&ctx, &label, cmd).unwrap_or_else(|e| panic!("{e}"));
+            Grape {
+                kind: Kind::Ours(rt),
+                label,
+                dht: v6(dht[i]),
+                api: v6(api[i]),
+                ws: None,
+                proc,
+            }
+        })
+        .collect();
+    let port = free_port();
+    let (a, b) = (&grapes[0], &grapes[1]);
+
+    // The announce reaches the other Grape once the two have found each other.
+    let stored = wait_until("the IPv6 Grapes to join", PROPAGATION * 5, || {
+        match a.call("announce", &json!(["rt:v6", port])) {
+            Ok(n) if n.as_u64().is_some_and(|n| n >= 1) => Ok(n),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let here = a.lookup("rt:v6");
+    let there = b.wait_lookup("rt:v6", &[peer(port)], PROPAGATION);
+
+    terminate_all(grapes.iter_mut().map(|g| &mut g.proc));
+    assert_eq!(stored, json!(1));
+    assert_eq!(
+        here,
+        Ok(vec![peer(port)]),
+        "stored as 127.0.0.1 here and ::1 there"
+    );
+    assert_eq!(there, vec![peer(port)]);
 }
 
 /// A predicate over one WebSocket reply.

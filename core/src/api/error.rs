@@ -83,9 +83,15 @@ pub enum ApiError {
     /// The local store refused the item (a BEP 44 rule); the message says which.
     #[error("{0}")]
     Rejected(String),
-    /// The DHT had no node to send the announce or put to (a lone Grape stores locally only).
+    /// The DHT had no node to send the announce to, and nothing was stored (an announce of
+    /// port 0, whose port only a receiving node can tell).
     #[error("No nodes to query")]
     NoNodes,
+    /// The DHT had no node to send the announce or put to (a lone Grape), so it is stored on
+    /// this Grape only: its own lookups and gets find it. Node's answer, kept because
+    /// clients expect it; counted as `outcome="local"`, not as a failure.
+    #[error("No nodes to query")]
+    StoredHereOnly,
     /// Every node asked failed to store the announce or put (or did not answer).
     #[error("All queries failed")]
     AllFailed,
@@ -191,5 +197,9 @@ mod tests {
         );
         assert_eq!(ApiError::NotFound.http_body(), b"\"ERR_REQ_NOTFOUND\"");
         assert_eq!(ApiError::NoNodes.http_body(), b"\"No nodes to query\"");
+        assert_eq!(
+            ApiError::StoredHereOnly.http_body(),
+            b"\"No nodes to query\""
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The Grape: a DHT [`Node`] plus the Grape API on top, as one sans-IO state machine.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -106,6 +106,9 @@ struct Pending {
     kind: CommandKind,
     via: Via,
     query: QueryId,
+    /// An announce of a port, or a put: the node keeps it locally too, so a lone Grape's
+    /// "No nodes to query" is not a failure.
+    stored_here: bool,
 }
 
 /// Which API a request came through, which decides how its reply is framed.
@@ -308,6 +311,10 @@ impl Grape {
         if self.requests.len() >= self.max_inflight {
             return self.answer(req, &via, Some(kind), Err(ApiError::Busy));
         }
+        let stored_here = matches!(
+            cmd,
+            Command::Announce { port: Some(_), .. } | Command::Put(_)
+        );
         let query = match cmd {
             Command::Lookup { name } => self.start_lookup(now, req, name),
             Command::Announce { name, port } => {
@@ -341,6 +348,7 @@ impl Grape {
                 kind,
                 via,
                 query,
+                stored_here,
             },
         );
         // A put refused locally or a get served from the store finishes at once.
@@ -418,13 +426,18 @@ impl Grape {
 
     fn answer_single(&mut self, req: RequestId, result: Result<Outcome, QueryError>) {
         if let Some(p) = self.take_request(req) {
-            let answer = self.answer_of(p.kind, result);
+            let answer = self.answer_of(p.kind, p.stored_here, result);
             self.answer(req, &p.via, Some(p.kind), answer);
         }
     }
 
     /// What a finished announce, put or get answers, as the Node Grape would.
-    fn answer_of(&self, kind: CommandKind, result: Result<Outcome, QueryError>) -> Answer {
+    fn answer_of(
+        &self,
+        kind: CommandKind,
+        stored_here: bool,
+        result: Result<Outcome, QueryError>,
+    ) -> Answer {
         match (kind, result) {
             (
                 CommandKind::Get,
@@ -447,13 +460,13 @@ impl Grape {
             (_, Ok(Outcome::Stored { target, stored_at })) if stored_at > 0 => {
                 Ok(json_string(&hex(target.as_bytes())).into_bytes())
             }
-            (_, Ok(_)) => Err(self.nobody_stored()),
+            (_, Ok(_)) => Err(self.nobody_stored(stored_here)),
             (_, Err(QueryError::AllFailed { code, message })) => Err(match code {
                 Some(c @ 300..=399) => ApiError::Remote {
                     code: c as u16,
                     message,
                 },
-                _ => self.nobody_stored(),
+                _ => self.nobody_stored(stored_here),
             }),
             (_, Err(QueryError::Rejected(e))) => Err(put_error(&e)),
             (_, Err(QueryError::NotAnnounced)) => Err(ApiError::NotAnnounced),
@@ -464,26 +477,23 @@ impl Grape {
 
     /// The Node Grape's error when no node stored an announce or put: k-rpc's
     /// "No nodes to query" when it had nobody to ask, else "All queries failed".
-    fn nobody_stored(&self) -> ApiError {
-        if self.node.routing_table_len() == 0 {
-            ApiError::NoNodes
-        } else {
-            ApiError::AllFailed
+    fn nobody_stored(&self, stored_here: bool) -> ApiError {
+        match (self.node.routing_table_len(), stored_here) {
+            (0, true) => ApiError::StoredHereOnly,
+            (0, false) => ApiError::NoNodes,
+            _ => ApiError::AllFailed,
         }
     }
 
-    /// A lookup's answer: the peers found merged with the local store, distinct, at most
-    /// `max_lookup_results` (a seeded random sample when there are more), sorted.
+    /// A lookup's answer: the peers found merged with the local store, each endpoint once
+    /// (see [`endpoints`]), at most `max_lookup_results` (a seeded random sample when there
+    /// are more), sorted.
     fn render_lookup(&mut self, now: Instant, name: &Key, found: Vec<SocketAddr>) -> Vec<u8> {
         let max = self.max_lookup_results;
         let local = self.node.local_peers(now, name, max);
-        let peers: BTreeSet<SocketAddr> = found
+        let mut peers: Vec<SocketAddr> = endpoints(found.into_iter().chain(local))
             .into_iter()
-            .chain(local)
-            // bittorrent-dht drops peers with port 0.
-            .filter(|p| p.port() != 0)
             .collect();
-        let mut peers: Vec<SocketAddr> = peers.into_iter().collect();
         if peers.len() > max {
             // A partial Fisher-Yates shuffle picks a fair subset, as the Node Grape's
             // record cache does, but repeatably from our seed.
@@ -649,10 +659,38 @@ fn render_item(id: &[u8], item: &Item) -> Vec<u8> {
     }
 }
 
+/// The distinct endpoints among `peers`.
+///
+/// * An IPv4-mapped IPv6 address (how a dual-stack socket sees an IPv4 announcer) is the
+///   IPv4 address.
+/// * `[::1]:port` is left out when `127.0.0.1:port` is there: both are this host. A Grape
+///   stores its own announce as 127.0.0.1 while Grapes reached over IPv6 store it as ::1,
+///   and 127.0.0.1 is the one that reaches a server bound to `0.0.0.0` (our default) as
+///   well as to `::`.
+/// * Port 0 is dropped, as bittorrent-dht does.
+fn endpoints(peers: impl Iterator<Item = SocketAddr>) -> BTreeSet<SocketAddr> {
+    let mut set: BTreeSet<SocketAddr> = peers
+        .filter(|p| p.port() != 0)
+        .map(|p| SocketAddr::new(p.ip().to_canonical(), p.port()))
+        .collect();
+    let v4_loopback = |port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+    let doubled: Vec<SocketAddr> = set
+        .iter()
+        .filter(|p| p.ip() == IpAddr::V6(Ipv6Addr::LOCALHOST))
+        .filter(|p| set.contains(&v4_loopback(p.port())))
+        .copied()
+        .collect();
+    for p in doubled {
+        set.remove(&p);
+    }
+    set
+}
+
 fn outcome_of(e: &ApiError) -> RequestOutcome {
     match e {
         ApiError::Busy => RequestOutcome::Busy,
         ApiError::Timeout => RequestOutcome::Timeout,
+        ApiError::StoredHereOnly => RequestOutcome::Local,
         ApiError::NoNodes
         | ApiError::AllFailed
         | ApiError::Remote { .. }
@@ -833,12 +871,17 @@ mod tests {
 
     impl Net {
         fn new(n: u16, config: impl Fn() -> GrapeConfig) -> Net {
+            Net::at((0..n).map(|i| addr(20001 + i)), config)
+        }
+
+        /// Grapes at the given addresses.
+        fn at(addrs: impl Iterator<Item = SocketAddr>, config: impl Fn() -> GrapeConfig) -> Net {
             let now = t0();
             let mut seeds = ChaCha8Rng::seed_from_u64(7);
-            let grapes = (0..n)
-                .map(|i| {
+            let grapes = addrs
+                .map(|a| {
                     let seed: [u8; 32] = seeds.random();
-                    (addr(20001 + i), Grape::new(config(), seed, now))
+                    (a, Grape::new(config(), seed, now))
                 })
                 .collect();
             Net {
@@ -1052,6 +1095,40 @@ mod tests {
     }
 
     #[test]
+    fn an_announce_over_ipv6_is_listed_once() {
+        let v6 = |port| SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+        let mut net = Net::at([v6(20001), v6(20002)].into_iter(), GrapeConfig::default).joined();
+
+        let announced = net.call_data(v6(20001), "/announce", json!(["rpc_test", 1337]));
+        let here = net.call_data(v6(20001), "/lookup", json!("rpc_test"));
+        let there = net.call_data(v6(20002), "/lookup", json!("rpc_test"));
+
+        assert_eq!(body(&announced), json!(1));
+        // Stored as 127.0.0.1 here and as ::1 by the other Grape: one endpoint.
+        assert_eq!(body(&here), json!(["127.0.0.1:1337"]));
+        assert_eq!(body(&there), json!(["127.0.0.1:1337"]));
+    }
+
+    #[test]
+    fn lookups_list_ipv4_and_ipv6_endpoints_once_each() {
+        let v4 = SocketAddr::from(([10, 0, 0, 1], 20001));
+        let v6 = SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 2], 20002));
+        let mapped = SocketAddr::from((Ipv4Addr::new(10, 0, 0, 3).to_ipv6_mapped(), 20003));
+        let asker = SocketAddr::from(([10, 0, 0, 4], 20004));
+        let mut net = Net::at([v4, v6, mapped, asker].into_iter(), GrapeConfig::default).joined();
+
+        for at in [v4, v6, mapped] {
+            net.call_data(at, "/announce", json!(["both", 1337]));
+        }
+        let found = net.call_data(asker, "/lookup", json!("both"));
+
+        assert_eq!(
+            body(&found),
+            json!(["10.0.0.1:1337", "10.0.0.3:1337", "[2001:db8::2]:1337"])
+        );
+    }
+
+    #[test]
     fn lone_grape_unannounce_forgets_locally_and_says_no_nodes() {
         let (mut net, a) = lone();
         net.call_data(a, "/announce", json!(["rpc_test", 1337]));
@@ -1060,6 +1137,52 @@ mod tests {
 
         assert_eq!(body(&gone), json!("No nodes to query"));
         assert_eq!(net.lookup(a, "rpc_test"), json!([]));
+    }
+
+    #[test]
+    fn endpoints_are_distinct_and_loopback_is_listed_once() {
+        let v6_loopback = SocketAddr::from((Ipv6Addr::LOCALHOST, 1));
+        let peers = [
+            addr(1),
+            v6_loopback,
+            SocketAddr::from((Ipv4Addr::LOCALHOST.to_ipv6_mapped(), 1)),
+            SocketAddr::from((Ipv6Addr::LOCALHOST, 2)),
+            addr(0),
+        ];
+
+        let got: Vec<SocketAddr> = endpoints(peers.into_iter()).into_iter().collect();
+
+        // ::1 alone stays: a server bound to ::1 only is reached there.
+        assert_eq!(
+            got,
+            vec![addr(1), SocketAddr::from((Ipv6Addr::LOCALHOST, 2))]
+        );
+    }
+
+    #[test]
+    fn a_lone_grape_counts_what_it_stores_as_local_not_failed() {
+        let (mut net, a) = lone();
+
+        let announced = net.call_data(a, "/announce", json!(["svc", 1337]));
+        let put = net.call_data(a, "/put", json!({"v": "hello"}));
+        let implied = net.call_data(a, "/announce", json!(["svc", 0]));
+        let text = net.grape(a).render_metrics();
+
+        for reply in [&announced, &put, &implied] {
+            assert_eq!(body(reply), json!("No nodes to query"));
+        }
+        let count = |command: &str, outcome: &str| {
+            let line =
+                format!("grape_api_requests_total{{command=\"{command}\",outcome=\"{outcome}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(line.as_str()))
+                .map(str::to_owned)
+        };
+        assert_eq!(count("announce", "local").as_deref(), Some("1"));
+        assert_eq!(count("put", "local").as_deref(), Some("1"));
+        // Port 0 names the DHT port only a receiving node sees: nothing was stored.
+        assert_eq!(count("announce", "failed").as_deref(), Some("1"));
+        assert_eq!(count("put", "failed").as_deref(), Some("0"));
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub(crate) enum RequestOutcome {
     Invalid,
     /// The DHT could not do it (no nodes, all failed, remote refusal).
     Failed,
+    /// A lone Grape stored the announce or put on itself only (answering Node's
+    /// `"No nodes to query"`): not a failure, but nothing reached the DHT.
+    Local,
     /// Refused because too many requests were in flight.
     Busy,
     /// Our own request bound ran out.
@@ -25,10 +28,11 @@ pub(crate) enum RequestOutcome {
 }
 
 impl RequestOutcome {
-    const ALL: [RequestOutcome; 5] = [
+    const ALL: [RequestOutcome; 6] = [
         RequestOutcome::Ok,
         RequestOutcome::Invalid,
         RequestOutcome::Failed,
+        RequestOutcome::Local,
         RequestOutcome::Busy,
         RequestOutcome::Timeout,
     ];
@@ -38,6 +42,7 @@ impl RequestOutcome {
             RequestOutcome::Ok => "ok",
             RequestOutcome::Invalid => "invalid",
             RequestOutcome::Failed => "failed",
+            RequestOutcome::Local => "local",
             RequestOutcome::Busy => "busy",
             RequestOutcome::Timeout => "timeout",
         }
@@ -71,7 +76,7 @@ fn command_label(slot: usize) -> &'static str {
 /// Counters of the Grape API since start.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ApiMetrics {
-    requests: [[u64; 5]; COMMAND_SLOTS],
+    requests: [[u64; RequestOutcome::ALL.len()]; COMMAND_SLOTS],
     lookup_buckets: [u64; LATENCY_BUCKETS.len()],
     lookup_count: u64,
     lookup_sum: Duration,

@@ -579,6 +579,12 @@ mod tests {
             Self::with(config)
         }
 
+        fn zmq() -> Self {
+            let mut config = ClientConfig::new(GRAPE);
+            config.rpc.transport = RpcTransport::Zmq;
+            Self::with(config)
+        }
+
         fn with(config: ClientConfig) -> Self {
             Harness {
                 client: Client::new(config).expect("valid"),
@@ -805,6 +811,245 @@ mod tests {
         assert_eq!(first.url, "http://h:1/");
         assert_ne!(retry.url, "http://h:1/");
         assert_eq!(reply_of(&h.events(), a), Ok(json!("ok")));
+    }
+
+    /// Reports the transport failure `err` for `req`.
+    fn fail(h: &mut Harness, req: &HttpRequest, err: TransportError) {
+        let now = h.now;
+        h.client
+            .handle_http_reply(now, req.id, Err(err), &mut h.rng);
+    }
+
+    /// A request to `svc`, served by h:1 and h:2, with its first try out (to h:1).
+    fn sent_to_one_of_two() -> (Harness, QueryId, HttpRequest) {
+        let mut h = Harness::new();
+        let id = h.request("svc", json!(1), RequestOptions::default());
+        h.grape_lookup(&["h:1", "h:2"]);
+        let first = h.http().remove(0);
+        (h, id, first)
+    }
+
+    #[test]
+    fn a_refused_connect_goes_to_the_next_peer_at_once() {
+        let (mut h, id, first) = sent_to_one_of_two();
+
+        fail(
+            &mut h,
+            &first,
+            TransportError::unsent("connect h:1: refused"),
+        );
+        let events = h.events();
+        let next = h.http().remove(0);
+        h.answer(&next, json!("ok"));
+
+        assert_eq!(first.url, "http://h:1/");
+        assert!(
+            events.is_empty(),
+            "no failure reaches the caller: {events:?}"
+        );
+        assert_eq!(next.url, "http://h:2/");
+        assert_eq!(reply_of(&h.events(), id), Ok(json!("ok")));
+        assert_eq!(h.client.stats().rpc.unreached, 1);
+    }
+
+    #[test]
+    fn a_dead_peer_is_skipped_for_a_while() {
+        let mut config = ClientConfig::new(GRAPE);
+        config.rpc.dead_peer_ttl = Duration::from_secs(10);
+        config.link.lookup_cache_ttl = Duration::from_secs(60);
+        let mut h = Harness::with(config);
+        h.request("svc", json!(0), RequestOptions::default());
+        h.grape_lookup(&["h:1", "h:2"]);
+        let first = h.http().remove(0);
+        fail(&mut h, &first, TransportError::unsent("refused"));
+        let _ = h.http();
+
+        let mut urls = Vec::new();
+        for i in 1..4 {
+            h.request("svc", json!(i), RequestOptions::default());
+            urls.push(h.http().remove(0).url);
+        }
+        h.advance(Duration::from_secs(10));
+        let mut later = Vec::new();
+        for i in 4..6 {
+            h.request("svc", json!(i), RequestOptions::default());
+            later.push(h.http().remove(0).url);
+        }
+
+        assert_eq!(urls, ["http://h:2/"; 3]);
+        assert!(later.contains(&"http://h:1/".to_owned()), "{later:?}");
+    }
+
+    #[test]
+    fn a_request_that_may_have_arrived_is_not_sent_again() {
+        let (mut h, id, first) = sent_to_one_of_two();
+
+        fail(&mut h, &first, TransportError::new("h:1: connection reset"));
+
+        assert!(h.transmits().is_empty(), "nothing is re-sent");
+        assert_eq!(
+            reply_of(&h.events(), id),
+            Err(RpcError::Request("h:1: connection reset".into()))
+        );
+        assert_eq!(h.client.stats().rpc.unreached, 0);
+    }
+
+    #[test]
+    fn when_every_peer_is_dead_each_is_tried_once_then_it_fails() {
+        let mut h = Harness::new();
+        let id = h.request("svc", json!(1), RequestOptions::default().attempts(5));
+        h.grape_lookup(&["h:1", "h:2", "h:3"]);
+
+        let mut tried = Vec::new();
+        while let Some(req) = h.http().pop() {
+            tried.push(req.url.clone());
+            let err = TransportError::unsent(format!("connect {}: refused", req.url));
+            fail(&mut h, &req, err);
+        }
+        tried.sort();
+
+        assert_eq!(tried, ["http://h:1/", "http://h:2/", "http://h:3/"]);
+        let result = reply_of(&h.events(), id);
+        assert!(
+            matches!(&result, Err(RpcError::Request(m)) if m.contains("refused")),
+            "{result:?}"
+        );
+        // Dead as they all are, the next request still tries one.
+        h.request("svc", json!(2), RequestOptions::default());
+        assert_eq!(h.http().len(), 1);
+    }
+
+    #[test]
+    fn a_map_fails_on_a_dead_peer_and_the_next_one_skips_it() {
+        let mut h = Harness::new();
+        let first = h.map("svc", RequestOptions::default());
+        h.grape_lookup(&["h:1", "h:2"]);
+        let reqs = h.http();
+        h.answer(&reqs[1], json!(2));
+        fail(
+            &mut h,
+            &reqs[0],
+            TransportError::unsent("connect h:1: refused"),
+        );
+        let failed = h.events();
+
+        let second = h.map("svc", RequestOptions::default());
+        let again = h.http();
+        h.answer(&again[0], json!(2));
+
+        assert_eq!(
+            failed,
+            vec![Event::Map {
+                id: first,
+                result: Err(RpcError::Request("connect h:1: refused".into()))
+            }]
+        );
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].url, "http://h:2/");
+        assert_eq!(
+            h.events(),
+            vec![Event::Map {
+                id: second,
+                result: Ok(vec![json!(2)])
+            }]
+        );
+    }
+
+    #[test]
+    fn ws_connect_refused_goes_to_the_next_peer() {
+        let mut h = Harness::ws();
+        let id = h.request("svc", json!("a"), RequestOptions::default());
+        h.grape_lookup(&["h:1", "h:2"]);
+        let Some(Transmit::WsConnect { conn, url }) = h.client.poll_transmit() else {
+            panic!("connect");
+        };
+        let now = h.now;
+
+        h.client.handle_ws_closed(now, conn, &mut h.rng);
+        let events = h.events();
+        let Some(Transmit::WsConnect {
+            conn: next,
+            url: next_url,
+        }) = h.client.poll_transmit()
+        else {
+            panic!("a connect to the next peer");
+        };
+        h.client.handle_ws_open(now, next, &mut h.rng);
+        let Some(Transmit::WsSend { msg, .. }) = h.client.poll_transmit() else {
+            panic!("send");
+        };
+        let rid = frame_rid(msg.as_bytes());
+        h.send_ws(next, format!(r#"["{rid}",null,"A"]"#));
+
+        assert_eq!(url, "ws://h:1/ws");
+        assert!(events.is_empty(), "{events:?}");
+        assert_eq!(next_url, "ws://h:2/ws");
+        assert_eq!(reply_of(&h.events(), id), Ok(json!("A")));
+    }
+
+    #[test]
+    fn ws_reset_after_the_request_went_out_is_an_error() {
+        let mut h = Harness::ws();
+        let id = h.request("svc", json!("a"), RequestOptions::default());
+        h.grape_lookup(&["h:1", "h:2"]);
+        let Some(Transmit::WsConnect { conn, .. }) = h.client.poll_transmit() else {
+            panic!("connect");
+        };
+        let now = h.now;
+        h.client.handle_ws_open(now, conn, &mut h.rng);
+        assert!(matches!(
+            h.client.poll_transmit(),
+            Some(Transmit::WsSend { .. })
+        ));
+
+        h.client.handle_ws_closed(now, conn, &mut h.rng);
+
+        assert!(h.transmits().is_empty(), "nothing is re-sent");
+        assert_eq!(reply_of(&h.events(), id), Err(RpcError::TransportClose));
+    }
+
+    #[test]
+    fn zmq_connect_refused_or_handshake_unfinished_goes_to_the_next_peer() {
+        let mut h = Harness::zmq();
+        let id = h.request("svc", json!(1), RequestOptions::default());
+        h.grape_lookup(&["h:1", "h:2", "h:3"]);
+        let now = h.now;
+        // A connect asked for, with the bytes to write once it opens.
+        let connect = |h: &mut Harness| -> (ConnId, String, Vec<u8>) {
+            let mut found = None;
+            let mut bytes = Vec::new();
+            for t in h.transmits() {
+                match t {
+                    Transmit::TcpConnect { conn, addr } => found = Some((conn, addr.to_string())),
+                    Transmit::TcpSend { bytes: b, .. } => bytes.extend_from_slice(&b),
+                    other => panic!("{other:?}"),
+                }
+            }
+            let (conn, addr) = found.expect("a connect");
+            (conn, addr, bytes)
+        };
+        let (refused, a, _) = connect(&mut h);
+
+        // Refused: never opened.
+        h.client.handle_tcp_closed(now, refused, &mut h.rng);
+        let (half, b, _) = connect(&mut h);
+        // Opened, then closed before the ZMTP handshake let the request out.
+        h.client.handle_tcp_open(now, half, &mut h.rng);
+        h.client.handle_tcp_closed(now, half, &mut h.rng);
+        let (good, c, greeting) = connect(&mut h);
+        h.client.handle_tcp_open(now, good, &mut h.rng);
+        let mut server = crate::peer::ZmqServerConn::new(1 << 20);
+        server.handle_input(&greeting).expect("a greeting");
+        zmq_pump(&mut h, good, &mut server);
+        let req = server.poll_request().expect("the request");
+        server.reply(&req.rid, Ok(&json!("C"))).expect("reply");
+        zmq_pump(&mut h, good, &mut server);
+
+        let mut tried = vec![a, b, c];
+        tried.sort();
+        assert_eq!(tried, ["h:1", "h:2", "h:3"]);
+        assert_eq!(reply_of(&h.events(), id), Ok(json!("C")));
+        assert_eq!(h.client.stats().rpc.unreached, 2);
     }
 
     #[test]
@@ -1037,9 +1282,7 @@ mod tests {
 
     #[test]
     fn zmq_requests_share_a_dealer_and_errors_are_typed() {
-        let mut config = ClientConfig::new(GRAPE);
-        config.rpc.transport = RpcTransport::Zmq;
-        let mut h = Harness::with(config);
+        let mut h = Harness::zmq();
         let a = h.request("svc", json!({"n": 1}), RequestOptions::default());
         h.grape_lookup(&["127.0.0.1:1337"]);
         let b = h.request("svc", json!("b"), RequestOptions::default());
@@ -1073,9 +1316,7 @@ mod tests {
 
     #[test]
     fn zmq_peer_that_breaks_zmtp_fails_in_flight_requests() {
-        let mut config = ClientConfig::new(GRAPE);
-        config.rpc.transport = RpcTransport::Zmq;
-        let mut h = Harness::with(config);
+        let mut h = Harness::zmq();
         let a = h.request("svc", json!(1), RequestOptions::default());
         h.grape_lookup(&["h:1"]);
         let Some(Transmit::TcpConnect { conn, .. }) = h.client.poll_transmit() else {

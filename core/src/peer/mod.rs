@@ -22,14 +22,16 @@
 //!    after every `handle_*`, drain `poll_transmit` and then `poll_event`:
 //!    * [`Transmit::Http`]: POST `body` to `url` with `headers`; when it ends call
 //!      [`Client::handle_http_reply`] with the same id and `Ok(HttpResponse { status,
-//!      body })` for any status, or `Err(TransportError)` when there is no response.
+//!      body })` for any status, or `Err(TransportError)` when there is no response:
+//!      [`TransportError::unsent`] only when no byte of the request was written (the
+//!      request then goes to another peer), [`TransportError::new`] otherwise.
 //!      Nothing needs to be reported after `deadline`; a late report is ignored.
 //!      Cap the body you read (the frame limit plus a little) and report a bigger one
 //!      as a `TransportError`.
 //!    * [`Transmit::WsConnect`]: open `url`, remember `conn`; report
 //!      [`Client::handle_ws_open`], each message with [`Client::handle_ws_message`]
 //!      (text and binary alike), and [`Client::handle_ws_closed`] once, when it closes
-//!      or fails to open.
+//!      or fails to open (a close before the open tells the core nothing was sent).
 //!    * [`Transmit::WsSend`]: send the message on `conn` (it is open).
 //!    * [`Transmit::WsClose`]: close `conn`; no report is needed any more.
 //!    * [`Transmit::TcpConnect`], [`Transmit::TcpSend`], [`Transmit::TcpClose`]: the same
@@ -78,7 +80,7 @@ pub use link::{GetItem, Link, LinkConfig, LinkEvent, LinkStats, MAX_LOOKUP_PEERS
 pub use pubsub::{PubSubTransport, PublishError, Publisher, SubConfig, SubStats};
 pub use rpc::{RequestOptions, RpcConfig, RpcStats, RpcTransport};
 pub use types::{
-    ConnId, HttpId, HttpRequest, HttpResponse, MAX_ADDR_LEN, PeerAddr, QueryId, SubscriptionId,
-    Transmit, TransportError, WsMessage, request_id,
+    ConnId, Delivery, HttpId, HttpRequest, HttpResponse, MAX_ADDR_LEN, PeerAddr, QueryId,
+    SubscriptionId, Transmit, TransportError, WsMessage, request_id,
 };
 pub use zmq::{ZmqPubConn, ZmqServerConn};

@@ -4,6 +4,12 @@
 //! Each attempt has its own rid (uuid v4), deadline and transport: one HTTP exchange, or a
 //! frame on the peer's WebSocket (one connection per peer, many frames in flight, matched
 //! by rid). The owner ([`crate::peer::Client`]) feeds lookups in and drains events out.
+//!
+//! A peer that cannot be reached (the adapter reports [`Delivery::Unsent`], or a connection
+//! closes before any request went out on it) costs no attempt: the request goes on to the
+//! next peer at once, and the peer is skipped for [`RpcConfig::dead_peer_ttl`]. A request
+//! that may have reached its peer is never sent again unless the caller asked for
+//! `attempts` (Node's `retry`, for handlers that may run twice).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -11,7 +17,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde_json::Value;
 
-use crate::peer::balance::{Balancer, PeerChoice, map_targets};
+use crate::peer::balance::{Balancer, DeadPeers, PeerChoice, map_targets};
 use crate::peer::client::Event;
 use crate::peer::error::{CommandError, LinkError, RpcError};
 use crate::peer::framing::{
@@ -19,8 +25,8 @@ use crate::peer::framing::{
     gzip, json_text, push_json,
 };
 use crate::peer::types::{
-    ConnId, HttpId, HttpRequest, HttpResponse, Ids, PeerAddr, QueryId, Transmit, TransportError,
-    WsMessage, request_id,
+    ConnId, Delivery, HttpId, HttpRequest, HttpResponse, Ids, PeerAddr, QueryId, Transmit,
+    TransportError, WsMessage, request_id,
 };
 use crate::peer::zmq::{self, decode_zmq_reply};
 use crate::zmtp::{Connection, SocketType, ZmtpEvent};
@@ -63,6 +69,9 @@ pub struct RpcConfig {
     /// A WebSocket or ZeroMQ connection with nothing in flight for this long is closed
     /// (Node: 120 s).
     pub idle_timeout: Duration,
+    /// How long a peer that could not be reached is left out of the choice (unless every
+    /// peer is). A Grape lists a stopped server until its announce expires (2 min).
+    pub dead_peer_ttl: Duration,
 }
 
 impl Default for RpcConfig {
@@ -75,6 +84,7 @@ impl Default for RpcConfig {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             max_connections: 256,
             idle_timeout: Duration::from_secs(120),
+            dead_peer_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -85,7 +95,9 @@ pub struct RequestOptions {
     /// Time for one attempt, instead of [`RpcConfig::timeout`].
     pub timeout: Option<Duration>,
     /// Tries of a request, each to the next chosen peer (Node's `retry`; 0 and 1 mean one).
-    /// A map tries each peer once.
+    /// A try that may have reached its peer (timeout, reset, error reply) is repeated only
+    /// within this count, so set it above one only for handlers that may run twice. A peer
+    /// that could not be reached costs no try. A map tries each peer once.
     pub attempts: u32,
     /// gzip for this call, instead of [`RpcConfig::compress`] (HTTP only).
     pub compress: Option<bool>,
@@ -131,6 +143,9 @@ pub struct RpcStats {
     pub late_replies: u64,
     /// WebSocket or ZeroMQ connections opened.
     pub connects: u64,
+    /// Attempts that never reached their peer (refused or failed connect) and went on to
+    /// another one, or failed the call when none was left.
+    pub unreached: u64,
 }
 
 #[derive(Debug)]
@@ -143,6 +158,7 @@ pub(crate) struct Rpc {
     by_addr: BTreeMap<PeerAddr, ConnId>,
     deadlines: BTreeSet<(Instant, String)>,
     balancer: Balancer,
+    dead: DeadPeers,
     pub(crate) transmits: VecDeque<Transmit>,
     pub(crate) events: VecDeque<Event>,
     pub(crate) stats: RpcStats,
@@ -156,9 +172,8 @@ struct Call {
     compress: bool,
     limit: usize,
     kind: Kind,
+    /// The peers still to choose from: a request drops those that failed it.
     peers: Vec<PeerAddr>,
-    /// The peer of a request's attempt in flight: if it fails, the retry goes elsewhere.
-    last: Option<PeerAddr>,
 }
 
 #[derive(Debug)]
@@ -170,10 +185,22 @@ enum Kind {
 #[derive(Debug)]
 struct Attempt {
     call: QueryId,
+    /// Where it went: if it fails, a retry goes elsewhere.
+    peer: PeerAddr,
     slot: usize,
     deadline: Instant,
     via: Via,
     compress: bool,
+}
+
+/// How one attempt ended.
+#[derive(Debug)]
+enum End {
+    /// The peer answered, or the request may have reached it before it failed.
+    Done(Result<Value, RpcError>),
+    /// The request never reached the peer (the error says why): the peer is dead, and
+    /// the request may go to another one.
+    Unreached(RpcError),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -187,6 +214,9 @@ enum Via {
 struct Conn {
     addr: PeerAddr,
     open: bool,
+    /// A request may have gone out on it: the WebSocket opened, or the ZeroMQ handshake
+    /// finished (ZMTP holds requests until then). Until then a close reached nobody.
+    reached: bool,
     /// Frames waiting for a WebSocket to open, by rid (ZMTP queues its own).
     queued: Vec<(String, String)>,
     inflight: BTreeSet<String>,
@@ -198,6 +228,7 @@ struct Conn {
 impl Rpc {
     pub(crate) fn new(config: RpcConfig) -> Self {
         Rpc {
+            dead: DeadPeers::new(config.dead_peer_ttl),
             config,
             calls: BTreeMap::new(),
             attempts: BTreeMap::new(),
@@ -252,7 +283,6 @@ impl Rpc {
                 limit: opts.limit,
                 kind,
                 peers: Vec::new(),
-                last: None,
             },
         );
     }
@@ -282,7 +312,7 @@ impl Rpc {
                 self.send_next(now, id, ids, rng);
             }
             Kind::Map { results } => {
-                let targets = map_targets(&peers, call.limit, rng);
+                let targets = map_targets(&peers, call.limit, &self.dead, now, rng);
                 *results = vec![None; targets.len()];
                 call.peers = targets.clone();
                 if targets.is_empty() {
@@ -314,9 +344,16 @@ impl Rpc {
             self.stats.late_replies += 1;
             return;
         };
-        let compress = self.attempts.get(&rid).is_some_and(|a| a.compress);
-        let result = self.read_http_reply(&rid, compress, reply);
-        self.finish(now, &rid, result, ids, rng);
+        let end = match reply {
+            Err(e) if e.delivery == Delivery::Unsent => {
+                End::Unreached(RpcError::Request(e.message))
+            }
+            reply => {
+                let compress = self.attempts.get(&rid).is_some_and(|a| a.compress);
+                End::Done(self.read_http_reply(&rid, compress, reply))
+            }
+        };
+        self.finish(now, &rid, end, ids, rng);
     }
 
     pub(crate) fn handle_ws_open(&mut self, now: Instant, conn: ConnId) {
@@ -324,6 +361,7 @@ impl Rpc {
             return;
         };
         c.open = true;
+        c.reached = true;
         c.idle_since = now;
         for (rid, text) in c.queued.drain(..) {
             c.inflight.insert(rid);
@@ -367,10 +405,15 @@ impl Rpc {
         ids: &mut Ids,
         rng: &mut impl Rng,
     ) {
-        let Some(zmtp) = self.conns.get_mut(&conn).and_then(|c| c.zmtp.as_mut()) else {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(zmtp) = c.zmtp.as_mut() else {
             return;
         };
         let read = zmtp.handle_input(bytes);
+        // The requests ZMTP held go out as the handshake ends.
+        c.reached |= zmtp.is_ready();
         let mut replies = Vec::new();
         while let Some(event) = zmtp.poll_event() {
             if let ZmtpEvent::Message(frames) = event {
@@ -413,7 +456,7 @@ impl Rpc {
             return;
         }
         let result = reply.result.map_err(RpcError::Remote);
-        self.finish(now, &reply.rid, result, ids, rng);
+        self.finish(now, &reply.rid, End::Done(result), ids, rng);
     }
 
     /// A WebSocket or ZeroMQ connection closed, or could not be opened.
@@ -428,14 +471,21 @@ impl Rpc {
             return;
         };
         self.by_addr.remove(&c.addr);
-        let rids: Vec<String> = c
-            .queued
-            .into_iter()
-            .map(|(rid, _)| rid)
-            .chain(c.inflight)
-            .collect();
-        for rid in rids {
-            self.finish(now, &rid, Err(RpcError::TransportClose), ids, rng);
+        // Frames still queued never went out; nothing went out on a connection that never
+        // opened (or whose ZeroMQ handshake never finished).
+        let unsent = c.queued.into_iter().map(|(rid, _)| rid);
+        let (unsent, sent): (Vec<String>, Vec<String>) = if c.reached {
+            (unsent.collect(), c.inflight.into_iter().collect())
+        } else {
+            (unsent.chain(c.inflight).collect(), Vec::new())
+        };
+        for rid in unsent {
+            let end = End::Unreached(RpcError::TransportClose);
+            self.finish(now, &rid, end, ids, rng);
+        }
+        for rid in sent {
+            let end = End::Done(Err(RpcError::TransportClose));
+            self.finish(now, &rid, end, ids, rng);
         }
     }
 
@@ -444,7 +494,7 @@ impl Rpc {
             if at > now {
                 break;
             }
-            self.finish(now, &rid, Err(RpcError::Timeout), ids, rng);
+            self.finish(now, &rid, End::Done(Err(RpcError::Timeout)), ids, rng);
         }
         let idle: Vec<ConnId> = self
             .conns
@@ -480,11 +530,13 @@ impl Rpc {
             return;
         };
         let choice = self.config.choice;
-        let Some(addr) = self.balancer.pick(&call.name, &call.peers, choice, rng) else {
+        let picked = self
+            .balancer
+            .pick(&call.name, &call.peers, choice, &self.dead, now, rng);
+        let Some(addr) = picked else {
             self.end(id, Err(RpcError::Lookup(LinkError::LookupEmpty)));
             return;
         };
-        call.last = Some(addr.clone());
         self.send(now, id, 0, addr, ids, rng);
     }
 
@@ -529,13 +581,14 @@ impl Rpc {
                     Err(err) => {
                         let attempt = Attempt {
                             call: id,
+                            peer: addr,
                             slot,
                             deadline,
                             via: Via::Conn(ConnId(0)),
                             compress,
                         };
                         self.attempts.insert(rid.clone(), attempt);
-                        self.finish(now, &rid, Err(err), ids, rng);
+                        self.finish(now, &rid, End::Done(Err(err)), ids, rng);
                         return;
                     }
                 }
@@ -546,6 +599,7 @@ impl Rpc {
             rid,
             Attempt {
                 call: id,
+                peer: addr,
                 slot,
                 deadline,
                 via,
@@ -634,6 +688,7 @@ impl Rpc {
             Conn {
                 addr: addr.clone(),
                 open: false,
+                reached: false,
                 queued: Vec::new(),
                 inflight: BTreeSet::new(),
                 idle_since: now,
@@ -683,17 +738,36 @@ impl Rpc {
         decoded.result.map_err(RpcError::Remote)
     }
 
-    /// Ends one attempt and moves its call on: done, retried, or failed.
-    fn finish(
-        &mut self,
-        now: Instant,
-        rid: &str,
-        result: Result<Value, RpcError>,
-        ids: &mut Ids,
-        rng: &mut impl Rng,
-    ) {
+    /// Ends one attempt and moves its call on: done, sent on, retried, or failed.
+    fn finish(&mut self, now: Instant, rid: &str, end: End, ids: &mut Ids, rng: &mut impl Rng) {
         let Some(attempt) = self.forget_attempt(now, rid) else {
             return;
+        };
+        let result = match end {
+            End::Done(result) => {
+                if matches!(result, Ok(_) | Err(RpcError::Remote(_))) {
+                    self.dead.revive(&attempt.peer);
+                }
+                result
+            }
+            End::Unreached(err) => {
+                self.stats.unreached += 1;
+                self.dead.mark(&attempt.peer, now);
+                // Costs a request no attempt: nothing reached a handler.
+                if let Some(call) = self.calls.get_mut(&attempt.call)
+                    && matches!(call.kind, Kind::Request { .. })
+                {
+                    call.peers.retain(|p| *p != attempt.peer);
+                    if !call.peers.is_empty() {
+                        tracing::debug!(id = %attempt.call, peer = %attempt.peer, error = %err,
+                            "peer unreachable; sending to the next one");
+                        self.send_next(now, attempt.call, ids, rng);
+                        return;
+                    }
+                }
+                // A map fails loudly rather than answer without a peer it was to ask.
+                Err(err)
+            }
         };
         let id = attempt.call;
         let Some(call) = self.calls.get_mut(&id) else {
@@ -702,14 +776,12 @@ impl Rpc {
         match &mut call.kind {
             Kind::Request { attempts_left } => match result {
                 Ok(v) => self.end_request(id, Ok(v)),
-                Err(e) if *attempts_left > 1 => {
+                Err(e) if *attempts_left > 1 && !call.peers.is_empty() => {
                     *attempts_left -= 1;
                     // Route around a peer that failed (gone, say) while others remain; with
                     // round-robin alone, concurrent calls could land on it again and again.
-                    if let Some(last) = call.last.take()
-                        && call.peers.len() > 1
-                    {
-                        call.peers.retain(|p| *p != last);
+                    if call.peers.len() > 1 {
+                        call.peers.retain(|p| *p != attempt.peer);
                     }
                     tracing::debug!(%id, error = %e, "retrying request on the next peer");
                     self.send_next(now, id, ids, rng);

@@ -189,19 +189,46 @@ pub enum Transmit {
     },
 }
 
+/// Whether a failed request may have reached the server, as the adapter knows it.
+///
+/// Only [`Delivery::Unsent`] lets the client send the request to another peer by itself:
+/// a request that may have arrived could have run, and must not run twice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Delivery {
+    /// No byte of the request was written: the connect was refused or failed, or the
+    /// connection broke before the request went out.
+    Unsent,
+    /// Some or all of the request may have been written (or the adapter cannot tell).
+    #[default]
+    MaybeSent,
+}
+
 /// A failure below HTTP or WebSocket: refused, reset, DNS, TLS, body over the limit.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct TransportError {
     /// What the transport said, shown to the user inside the command's error.
     pub message: String,
+    /// Whether the request may have reached the server.
+    pub delivery: Delivery,
 }
 
 impl TransportError {
-    /// Wraps a message from the adapter's I/O library.
+    /// Wraps a message from the adapter's I/O library, for a request that may have been
+    /// sent (the safe default: it is never re-sent).
     pub fn new(message: impl Into<String>) -> Self {
         TransportError {
             message: message.into(),
+            delivery: Delivery::MaybeSent,
+        }
+    }
+
+    /// Wraps a message for a request of which no byte was written (connect refused or
+    /// failed, connection broken before writing): the client may try another peer.
+    pub fn unsent(message: impl Into<String>) -> Self {
+        TransportError {
+            message: message.into(),
+            delivery: Delivery::Unsent,
         }
     }
 }

@@ -281,7 +281,8 @@ fn round_trip_over_http_and_ws() {
             a.stop().await;
             b.stop().await;
         }
-        // A lone Grape has no node to store at: put and get need a second one.
+        // A lone Grape keeps a put but answers "No nodes to query": the put returns its
+        // target once a second Grape stores it too.
         let mut second = ServerConfig::new([11; 32]);
         second.bind = LOCALHOST;
         second.dht_port = 0;
@@ -536,6 +537,56 @@ fn killing_one_of_three_servers_mid_load() {
             for server in servers {
                 server.stop().await;
             }
+        }
+        grape.shutdown().await;
+    });
+}
+
+#[test]
+fn a_dead_server_costs_no_request() {
+    let runtime = Runtime::new();
+    runtime.block_on(async {
+        let grape = grape(14, None).await;
+        for transport in [RpcTransport::Http, RpcTransport::Ws, RpcTransport::Zmq] {
+            let name = format!("dead-{transport:?}");
+            let client = client(&grape, transport);
+            let live = echo_server(&client, &name, transport, "live").await;
+            let dead = echo_server(&client, &name, transport, "dead").await;
+            let mut tags = Vec::new();
+            for i in 0..4 {
+                let reply = client.request(&name, json!(i), opts(5000)).await;
+                tags.push(reply.expect("a reply while both run")["tag"].clone());
+            }
+            assert!(tags.contains(&json!("dead")), "{transport:?}: both served: {tags:?}");
+
+            // Kill it: no unannounce, so the Grape keeps listing it; let its closed
+            // connections be noticed.
+            drop(dead);
+            sleep(Duration::from_millis(300)).await;
+            let mut after = Vec::new();
+            for i in 0..10 {
+                // One try each (the default): a failover must not need `attempts`.
+                after.push(client.request(&name, json!(i), opts(5000)).await);
+            }
+            let listed = client.lookup(&name).await.expect("lookup");
+            let map = client.map(&name, json!("m"), opts(5000)).await;
+            let stats = client.stats().await.expect("stats");
+
+            for (i, reply) in after.iter().enumerate() {
+                assert_eq!(
+                    reply.as_ref().map(|v| v["tag"].clone()),
+                    Ok(json!("live")),
+                    "{transport:?}: call {i} after the kill"
+                );
+            }
+            assert_eq!(listed.len(), 2, "{transport:?}: still listed: {listed:?}");
+            assert!(stats.rpc.unreached >= 1, "{transport:?}: {:?}", stats.rpc);
+            // The map asks the servers not known dead: the live one.
+            let map_tags: Option<Vec<Value>> = map
+                .ok()
+                .map(|replies| replies.iter().map(|r| r["tag"].clone()).collect());
+            assert_eq!(map_tags, Some(vec![json!("live")]), "{transport:?}");
+            live.stop().await;
         }
         grape.shutdown().await;
     });

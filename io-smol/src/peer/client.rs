@@ -124,7 +124,9 @@ impl PeerClient {
     /// Stores a value in the DHT and returns where it lives.
     ///
     /// # Errors
-    /// [`PeerError::Link`]: the Grape's error, or a reply naming another target.
+    /// [`PeerError::Link`]: the Grape's error, or a reply naming another target. A lone
+    /// Grape answers `LinkError::Grape("No nodes to query")`: it kept the item (a get
+    /// through it finds it), but no other node has it.
     pub async fn put(&self, put: Put) -> Result<Target, PeerError> {
         self.ask(|reply| Command::Put { put, reply }).await?
     }
@@ -150,6 +152,11 @@ impl PeerClient {
 
     /// Sends `payload` to one peer serving `name` and returns its result.
     ///
+    /// A peer that cannot be reached (connection refused or failed before the request
+    /// went out) costs nothing: the request goes to the next peer at once, and that peer
+    /// is left out for [`RpcConfig::dead_peer_ttl`](grenache_core::peer::RpcConfig). A
+    /// request that may have reached its peer is sent again only with `opts.attempts`.
+    ///
     /// # Errors
     /// [`PeerError::Refused`] (payload over the frame limit, bad name, too many pending),
     /// or [`PeerError::Rpc`]: lookup failure, `Timeout`, transport failure, the peer's
@@ -172,6 +179,10 @@ impl PeerClient {
 
     /// Sends `payload` to every peer serving `name` (or `opts.limit` of them) and returns
     /// their results in the order the peers were asked.
+    ///
+    /// Peers known dead (one that refused a recent request) are left out, unless all are.
+    /// A map never answers without a peer it meant to ask: one that cannot be reached
+    /// fails the map (and is left out of the maps that follow).
     ///
     /// # Errors
     /// As [`request`](Self::request); the first failing peer fails the map.

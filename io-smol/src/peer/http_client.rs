@@ -6,7 +6,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use grenache_core::peer::{HttpRequest, HttpResponse, TransportError};
+use grenache_core::peer::{Delivery, HttpRequest, HttpResponse, TransportError};
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
@@ -138,14 +138,6 @@ impl Target {
     }
 }
 
-/// Why one send on one connection failed.
-struct Failure {
-    error: TransportError,
-    /// Nothing was answered on a reused connection, which the peer may have closed while
-    /// it sat idle: worth one more try on a new connection.
-    stale: bool,
-}
-
 async fn attempt(
     pool: &HttpPool,
     request: HttpRequest,
@@ -163,33 +155,32 @@ async fn attempt(
                 }
                 return Ok(response);
             }
-            Err(failure) if failure.stale => {
-                tracing::debug!(peer = target.authority, error = %failure.error, "stale keep-alive connection; reconnecting");
+            // The peer closed it while it sat idle, before the request went out: the
+            // request is still unsent, so a new connection may carry it.
+            Err(error) if error.delivery == Delivery::Unsent => {
+                tracing::debug!(peer = target.authority, %error, "stale keep-alive connection; reconnecting");
             }
-            Err(failure) => return Err(failure.error),
+            Err(error) => return Err(error),
         }
     }
     let sender = open(&target).await?;
-    match send(sender, &target, &request.headers, body, max_body).await {
-        Ok((response, reusable)) => {
-            if let Some(sender) = reusable {
-                pool.put_idle(&target.authority, sender, now());
-            }
-            Ok(response)
-        }
-        Err(failure) => Err(failure.error),
+    let (response, reusable) = send(sender, &target, &request.headers, body, max_body).await?;
+    if let Some(sender) = reusable {
+        pool.put_idle(&target.authority, sender, now());
     }
+    Ok(response)
 }
 
 /// Opens a connection and runs its hyper half in the background (it ends when the
-/// connection closes or its sender is dropped).
+/// connection closes or its sender is dropped). Every failure here comes before the
+/// request is written, so it is [`Delivery::Unsent`].
 async fn open(target: &Target) -> Result<Sender, TransportError> {
     let stream = rt::connect(&target.host, target.port)
         .await
-        .map_err(|e| TransportError::new(format!("connect {}: {e}", target.authority)))?;
+        .map_err(|e| TransportError::unsent(format!("connect {}: {e}", target.authority)))?;
     let (sender, connection) = http1::handshake(rt::hyper_io(stream))
         .await
-        .map_err(|e| TransportError::new(format!("{}: {e}", target.authority)))?;
+        .map_err(|e| TransportError::unsent(format!("{}: {e}", target.authority)))?;
     rt::spawn(async move {
         if let Err(err) = connection.await {
             tracing::debug!(%err, "HTTP client connection ended");
@@ -199,19 +190,20 @@ async fn open(target: &Target) -> Result<Sender, TransportError> {
 }
 
 /// Sends one request and reads the response; gives the connection back when it can
-/// carry another request.
+/// carry another request. An error is [`Delivery::Unsent`] only when hyper says it never
+/// began writing the request.
 async fn send(
     mut sender: Sender,
     target: &Target,
     headers: &[(&'static str, &'static str)],
     body: Bytes,
     max_body: usize,
-) -> Result<(HttpResponse, Option<Sender>), Failure> {
+) -> Result<(HttpResponse, Option<Sender>), TransportError> {
     if let Err(err) = sender.ready().await {
-        return Err(Failure {
-            error: TransportError::new(format!("{}: {err}", target.authority)),
-            stale: true,
-        });
+        return Err(TransportError::unsent(format!(
+            "{}: {err}",
+            target.authority
+        )));
     }
     let mut builder = Request::post(target.path.as_str()).header(HOST, target.authority.as_str());
     if !headers
@@ -226,13 +218,16 @@ async fn send(
             HeaderValue::from_static(value),
         );
     }
-    let request = builder.body(Full::new(body)).map_err(|e| Failure {
-        error: TransportError::new(format!("ERR_REQUEST_BUILD: {e}")),
-        stale: false,
-    })?;
-    let response = sender.send_request(request).await.map_err(|err| Failure {
-        stale: err.is_canceled() || err.is_incomplete_message(),
-        error: TransportError::new(format!("{}: {err}", target.authority)),
+    let request = builder
+        .body(Full::new(body))
+        .map_err(|e| TransportError::new(format!("ERR_REQUEST_BUILD: {e}")))?;
+    let response = sender.try_send_request(request).await.map_err(|mut err| {
+        let message = format!("{}: {}", target.authority, err.error());
+        // hyper hands the request back only when it wrote none of it.
+        match err.take_message() {
+            Some(_) => TransportError::unsent(message),
+            None => TransportError::new(message),
+        }
     })?;
     let status = response.status().as_u16();
     let mut incoming = response.into_body();
@@ -240,9 +235,8 @@ async fn send(
     let mut bytes = Vec::new();
     let mut complete = true;
     while let Some(frame) = incoming.frame().await {
-        let frame = frame.map_err(|err| Failure {
-            error: TransportError::new(format!("{}: reading the reply: {err}", target.authority)),
-            stale: false,
+        let frame = frame.map_err(|err| {
+            TransportError::new(format!("{}: reading the reply: {err}", target.authority))
         })?;
         let Ok(data) = frame.into_data() else {
             continue; // trailers
@@ -265,6 +259,58 @@ async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use grenache_core::peer::HttpId;
+    use std::io::Read as _;
+    use std::net::{Ipv4Addr, TcpListener};
+
+    /// One POST of a small frame to `port` on loopback, with 5 s to spare.
+    fn post(port: u16) -> Option<Result<HttpResponse, TransportError>> {
+        let pool = HttpPool::new(1, 1, Duration::from_secs(4));
+        let request = HttpRequest {
+            id: HttpId(1),
+            url: format!("http://127.0.0.1:{port}/"),
+            headers: Vec::new(),
+            body: br#"["rid","svc",1]"#.to_vec(),
+            deadline: now() + Duration::from_secs(5),
+        };
+        rt::block_on(exchange(&pool, request, 1024))
+    }
+
+    #[test]
+    fn a_refused_connect_is_unsent() {
+        // Bound and released: nobody listens there now.
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+
+        let reply = post(port);
+
+        let Some(Err(err)) = reply else {
+            panic!("expected a transport error, got {reply:?}");
+        };
+        assert_eq!(err.delivery, Delivery::Unsent, "{err}");
+    }
+
+    #[test]
+    fn a_close_after_the_request_arrived_may_have_been_sent() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        // Reads the request, then closes without a word.
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+        });
+
+        let reply = post(port);
+        server.join().expect("server thread");
+
+        let Some(Err(err)) = reply else {
+            panic!("expected a transport error, got {reply:?}");
+        };
+        assert_eq!(err.delivery, Delivery::MaybeSent, "{err}");
+    }
 
     #[test]
     fn targets_are_read_off_http_urls() {

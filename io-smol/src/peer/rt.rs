@@ -26,6 +26,12 @@ pub(crate) fn spawn(fut: impl Future<Output = ()> + Send + 'static) {
     smol::spawn(fut).detach();
 }
 
+/// Runs `fut` to completion on this thread (for the shared modules' tests).
+#[cfg(test)]
+pub(crate) fn block_on<T>(fut: impl Future<Output = T>) -> T {
+    smol::block_on(fut)
+}
+
 /// A background task that is cancelled when dropped, unless it has finished.
 #[derive(Debug)]
 pub(crate) struct Task(Option<smol::Task<()>>);

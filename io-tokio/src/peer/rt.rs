@@ -30,6 +30,16 @@ pub(crate) fn spawn(fut: impl Future<Output = ()> + Send + 'static) {
     drop(tokio::spawn(fut));
 }
 
+/// Runs `fut` to completion on a runtime of its own (for the shared modules' tests).
+#[cfg(test)]
+pub(crate) fn block_on<T>(fut: impl Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for a test")
+        .block_on(fut)
+}
+
 /// A background task that is cancelled when dropped, unless it has finished.
 #[derive(Debug)]
 pub(crate) struct Task(tokio::task::JoinHandle<()>);
