@@ -3,10 +3,12 @@
 //!
 //! Start a Grape first (`cargo run -p grenache-grape -- --dp 20001 --aph 30001 --bn ''`),
 //! then: `cargo run -p grenache-smol --example rpc_server [http|ws] [GRAPE_URL]`.
-//! Stop it with Ctrl-C; the Grape forgets it two minutes later.
+//! Stop it with Ctrl-C: it unannounces itself, so lookups stop listing it at once.
 #![allow(clippy::print_stdout)]
 
+use async_signal::{Signal, Signals};
 use grenache_smol::peer::{PeerClient, PeerConfig, RpcServer, RpcServerConfig, RpcTransport};
+use smol::stream::StreamExt as _;
 use serde_json::{Value, json};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -34,7 +36,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "{service} served over {transport:?} on port {}",
             server.port()
         );
-        smol::future::pending::<()>().await;
+        // Registered before we wait, so a Ctrl-C now is not lost to the default handler.
+        let mut signals = Signals::new([Signal::Int, Signal::Term])?;
+        signals.next().await;
+        // Unannounces, then closes the port.
+        server.stop().await;
         Ok(())
     })
 }

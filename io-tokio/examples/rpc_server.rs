@@ -3,7 +3,7 @@
 //!
 //! Start a Grape first (`cargo run -p grenache-grape -- --dp 20001 --aph 30001 --bn ''`),
 //! then: `cargo run -p grenache-tokio --example rpc_server_tokio [http|ws] [GRAPE_URL]`.
-//! Stop it with Ctrl-C; the Grape forgets it two minutes later.
+//! Stop it with Ctrl-C: it unannounces itself, so lookups stop listing it at once.
 #![allow(clippy::print_stdout)]
 
 use grenache_tokio::peer::{PeerClient, PeerConfig, RpcServer, RpcServerConfig, RpcTransport};
@@ -34,6 +34,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{service} served over {transport:?} on port {}",
         server.port()
     );
-    std::future::pending::<()>().await;
+    tokio::signal::ctrl_c().await?;
+    // Unannounces, then closes the port.
+    server.stop().await;
     Ok(())
 }
