@@ -350,6 +350,8 @@ impl Grape {
         while let Some(event) = self.node.poll_event() {
             match event {
                 Event::Finished { query, result } => self.on_finished(now, query, result),
+                // The API does not watch yet.
+                Event::PeersChanged { .. } => {}
             }
         }
     }

@@ -122,6 +122,8 @@ impl Method {
             Method::FindNode { .. } => "find_node",
             Method::GetPeers { .. } => "get_peers",
             Method::AnnouncePeer { .. } => "announce_peer",
+            Method::WatchPeers { .. } => "watch_peers",
+            Method::PeersChanged { .. } => "peers_changed",
             Method::Get { .. } => "get",
             Method::Put(_) => "put",
         }
@@ -247,6 +249,8 @@ enum MethodName {
     FindNode,
     GetPeers,
     AnnouncePeer,
+    WatchPeers,
+    PeersChanged,
     Get,
     Put,
 }
@@ -257,6 +261,8 @@ fn decode_query(top: &Dict<'_>) -> Result<Query, DecodeErrorKind> {
         b"find_node" => MethodName::FindNode,
         b"get_peers" => MethodName::GetPeers,
         b"announce_peer" => MethodName::AnnouncePeer,
+        b"watch_peers" => MethodName::WatchPeers,
+        b"peers_changed" => MethodName::PeersChanged,
         b"get" => MethodName::Get,
         b"put" => MethodName::Put,
         _ => return Err(DecodeErrorKind::UnknownMethod),
@@ -286,6 +292,13 @@ fn decode_query(top: &Dict<'_>) -> Result<Query, DecodeErrorKind> {
                 token: required_bytes(a, "a.token")?.to_vec(),
             }
         }
+        MethodName::WatchPeers => Method::WatchPeers {
+            info_hash: key(a, "a.info_hash")?,
+            token: required_bytes(a, "a.token")?.to_vec(),
+        },
+        MethodName::PeersChanged => Method::PeersChanged {
+            info_hash: key(a, "a.info_hash")?,
+        },
         MethodName::Get => Method::Get {
             target: key(a, "a.target")?,
             seq: optional_int(a, "a.seq")?,
@@ -381,6 +394,15 @@ fn encode_args(query: &Query, a: &mut DictWriter<'_>) {
                 .bytes(b"info_hash", info_hash.as_bytes())
                 .int(b"port", i64::from(*port))
                 .bytes(b"token", token);
+        }
+        Method::WatchPeers { info_hash, token } => {
+            a.bytes(b"id", query.id.as_bytes())
+                .bytes(b"info_hash", info_hash.as_bytes())
+                .bytes(b"token", token);
+        }
+        Method::PeersChanged { info_hash } => {
+            a.bytes(b"id", query.id.as_bytes())
+                .bytes(b"info_hash", info_hash.as_bytes());
         }
         Method::Get { target, seq } => {
             a.bytes(b"id", query.id.as_bytes());
@@ -718,6 +740,25 @@ mod tests {
         assert_eq!(
             decode_err(explicit).kind,
             DecodeErrorKind::MissingKey("a.port")
+        );
+    }
+
+    #[test]
+    fn watch_queries_of_ours() {
+        assert_vector(
+            b"d1:ad2:id20:abcdefghij01234567899:info_hash3:svc5:token2:tke\
+              1:q11:watch_peers1:t2:aa1:y1:qe",
+            &query(Method::WatchPeers {
+                info_hash: key(b"svc"),
+                token: b"tk".to_vec(),
+            }),
+        );
+        assert_vector(
+            b"d1:ad2:id20:abcdefghij01234567899:info_hash3:svce\
+              1:q13:peers_changed1:t2:aa1:y1:qe",
+            &query(Method::PeersChanged {
+                info_hash: key(b"svc"),
+            }),
         );
     }
 

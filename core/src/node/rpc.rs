@@ -24,6 +24,8 @@ pub(crate) enum Purpose {
     Store(QueryId),
     /// Liveness check of a routing-table node.
     Ping,
+    /// `peers_changed` to a node that watches a name here; nothing waits on its answer.
+    Notify,
     /// A lookup query whose lookup ended before it was answered. It is kept until its hard
     /// timeout all the same, so that a late answer still shows the node alive and silence
     /// still counts against it in the routing table.
@@ -158,6 +160,12 @@ impl Rpc {
             p.resend = None;
             p.resends_left = 0;
         }
+    }
+
+    /// The query an answer from `from` with transaction id `tid` belongs to, left pending.
+    pub(crate) fn peek(&self, tid: &[u8], from: SocketAddr) -> Option<&Pending> {
+        let tid = u32::from_be_bytes(tid.try_into().ok()?);
+        self.pending.get(&tid).filter(|p| p.to == from)
     }
 
     /// Forgets a query without an answer.

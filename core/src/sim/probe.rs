@@ -59,7 +59,11 @@ impl Probe {
         let target = match q.method {
             Method::FindNode { target } | Method::Get { target, .. } => target,
             Method::GetPeers { info_hash } => info_hash,
-            Method::Ping | Method::AnnouncePeer { .. } | Method::Put(_) => return,
+            Method::Ping
+            | Method::AnnouncePeer { .. }
+            | Method::WatchPeers { .. }
+            | Method::PeersChanged { .. }
+            | Method::Put(_) => return,
         };
         if let Some(query) = started
             && !self.commands.contains_key(&query)
