@@ -1585,6 +1585,34 @@ mod tests {
         assert_eq!(gone, vec![json!(["w", null, []])]);
     }
 
+    /// The cost of watching, with nothing changing: renewals only. docs/design.md states the
+    /// bound this checks (a count of datagrams, not a speed).
+    #[test]
+    fn a_thousand_watched_names_cost_a_bounded_number_of_datagrams() {
+        const NAMES: usize = 1000;
+        let mut net = Net::new(20, || GrapeConfig {
+            max_watches_per_connection: NAMES,
+            ..GrapeConfig::default()
+        })
+        .joined();
+        let w = addr(20001);
+        for n in 0..NAMES {
+            net.send_ws(w, &json!([n, "watch", format!("svc-{n}")]).to_string());
+        }
+        // Let the first watches and their first renewal settle.
+        net.run_for(crate::api::RENEW + Duration::from_secs(5));
+        let (out, start) = (net.grape(w).node().stats().datagrams_out, net.now);
+
+        net.run_for(Duration::from_secs(300));
+
+        let secs = (net.now - start).as_secs_f64();
+        let sent = net.grape(w).node().stats().datagrams_out - out;
+        let per_sec = sent as f64 / secs;
+        eprintln!("{NAMES} watched names: {sent} datagrams in {secs:.0} s = {per_sec:.0}/s");
+        assert_eq!(net.grape(w).watches.len(), (NAMES, NAMES));
+        assert!(per_sec <= 700.0, "{per_sec:.0} datagrams/s");
+    }
+
     #[test]
     fn closing_a_websocket_ends_its_watches() {
         let (mut net, a) = lone();
