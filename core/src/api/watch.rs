@@ -169,7 +169,8 @@ pub(crate) struct Watches {
     queries: BTreeMap<QueryId, Key>,
     renewals: BTreeSet<(Instant, Key)>,
     deadlines: BTreeSet<(Instant, RequestId)>,
-    per_conn: BTreeMap<WsConn, usize>,
+    /// The WebSocket watches of each connection, so closing one costs only its own.
+    per_conn: BTreeMap<WsConn, BTreeSet<RequestId>>,
     last_index: u64,
     max_watches: usize,
     max_per_conn: usize,
@@ -226,7 +227,16 @@ impl Watches {
         watch: NewWatch,
         out: &mut Vec<Reply>,
     ) -> Result<(), ApiError> {
-        if self.by_req.len() >= self.max_watches || self.by_req.contains_key(&req) {
+        let name = match &watch {
+            NewWatch::Http(w) => &w.name,
+            NewWatch::Ws { name, .. } => name,
+        };
+        // Names nobody watches linger until their next renewal: they count too.
+        let new_name = !self.names.contains_key(name);
+        if self.by_req.len() >= self.max_watches
+            || (new_name && self.names.len() >= self.max_watches)
+            || self.by_req.contains_key(&req)
+        {
             return Err(ApiError::WatchLimit);
         }
         let (name, watcher) = match watch {
@@ -241,10 +251,10 @@ impl Watches {
             }
             NewWatch::Ws { conn, rid, name } => {
                 let mine = self.per_conn.entry(conn).or_default();
-                if *mine >= self.max_per_conn {
+                if mine.len() >= self.max_per_conn {
                     return Err(ApiError::WatchLimit);
                 }
-                *mine += 1;
+                mine.insert(req);
                 (name, Watcher::Ws { conn, rid })
             }
         };
@@ -275,11 +285,10 @@ impl Watches {
 
     /// Ends the WebSocket watches of `name` on `conn`; returns the requests ended.
     pub(crate) fn unwatch(&mut self, conn: WsConn, name: &Key) -> Vec<RequestId> {
-        let ended: Vec<RequestId> = self.names.get(name).map_or_else(Vec::new, |w| {
-            w.watchers
-                .iter()
-                .filter(|(_, v)| matches!(v, Watcher::Ws { conn: c, .. } if *c == conn))
-                .map(|(r, _)| *r)
+        let ended: Vec<RequestId> = self.per_conn.get(&conn).map_or_else(Vec::new, |reqs| {
+            reqs.iter()
+                .filter(|r| self.by_req.get(r) == Some(name))
+                .copied()
                 .collect()
         });
         for req in &ended {
@@ -291,12 +300,9 @@ impl Watches {
     /// Ends every watch of a closed WebSocket connection; returns the requests ended.
     pub(crate) fn close(&mut self, conn: WsConn) -> Vec<RequestId> {
         let ended: Vec<RequestId> = self
-            .names
-            .values()
-            .flat_map(|w| w.watchers.iter())
-            .filter(|(_, v)| matches!(v, Watcher::Ws { conn: c, .. } if *c == conn))
-            .map(|(r, _)| *r)
-            .collect();
+            .per_conn
+            .get(&conn)
+            .map_or_else(Vec::new, |reqs| reqs.iter().copied().collect());
         for req in &ended {
             self.remove(*req);
         }
@@ -445,9 +451,9 @@ impl Watches {
                 self.deadlines.remove(&(deadline, req));
             }
             Watcher::Ws { conn, .. } => {
-                if let Some(n) = self.per_conn.get_mut(&conn) {
-                    *n -= 1;
-                    if *n == 0 {
+                if let Some(reqs) = self.per_conn.get_mut(&conn) {
+                    reqs.remove(&req);
+                    if reqs.is_empty() {
                         self.per_conn.remove(&conn);
                     }
                 }
