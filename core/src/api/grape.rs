@@ -83,7 +83,9 @@ const REPLY_SLACK: usize = 1024;
 /// and [`handle_ws`](Grape::handle_ws) for the API, and [`bootstrap`](Grape::bootstrap).
 /// After any of them, drain [`poll_transmit`](Grape::poll_transmit) (UDP) and
 /// [`poll_reply`](Grape::poll_reply) (API), then call `handle_timeout` at
-/// [`poll_timeout`](Grape::poll_timeout). Every API request gets exactly one [`Reply`].
+/// [`poll_timeout`](Grape::poll_timeout). Every API request gets exactly one [`Reply`],
+/// except a WebSocket watch: its replies have [`Reply::more`] set, and
+/// [`poll_ended`](Grape::poll_ended) says when it is over.
 /// Time must not go backwards.
 #[derive(Debug)]
 pub struct Grape {

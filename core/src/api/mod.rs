@@ -25,7 +25,7 @@ pub use request::{
 };
 pub use watch::{DEFAULT_WAIT, MAX_WATCH_WAIT, RENEW};
 
-/// Names one API request until its [`Reply`]; chosen by the adapter, unique among the
+/// Names one API request until its last [`Reply`]; chosen by the adapter, unique among the
 /// requests still waiting for a reply (a counter is enough).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RequestId(pub u64);
