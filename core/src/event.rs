@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use crate::bep44::{Item, Target};
-use crate::id::NodeId;
+use crate::id::{Key, NodeId};
 
 /// Names one command (`bootstrap`, `get_peers`, `announce`, `unannounce`, `put`, `get`) until its result arrives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -19,6 +19,12 @@ pub enum Event {
         query: QueryId,
         /// What it found, or why it found nothing.
         result: Result<Outcome, QueryError>,
+    },
+    /// The set of peers of a name followed with [`Node::watch`](crate::node::Node::watch)
+    /// changed here or at a storing node that told us; look it up again to see how.
+    PeersChanged {
+        /// The name.
+        info_hash: Key,
     },
 }
 

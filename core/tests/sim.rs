@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use grenache_core::bep44::{ImmutableItem, Item, MutableItem};
 use grenache_core::event::{Event, Outcome};
 use grenache_core::id::Key;
+use grenache_core::node::WATCH_TTL;
 use grenache_core::sim::{LinkConfig, Sim};
 
 const NODES: usize = 500;
@@ -388,4 +389,66 @@ fn an_unannounce_reaches_every_node_that_stored_the_announce() {
             "{name}: found after the unannounce"
         );
     }
+}
+
+/// How many `PeersChanged` events for `name` a node reported since the last call.
+fn changes_seen(sim: &mut Sim, addr: SocketAddr, name: &Key) -> usize {
+    sim.take_events(addr)
+        .iter()
+        .filter(|e| matches!(e, Event::PeersChanged { info_hash } if info_hash == name))
+        .count()
+}
+
+#[test]
+fn a_watch_sees_every_change() {
+    let seed = seed(9);
+    let _hint = ReplayHint(seed);
+    let (mut sim, nodes) = network(seed, 100, LinkConfig::default(), JOINED);
+    let name = key("watched");
+    // The node farthest from the name: it stores none of its peers, so only notifications
+    // from the storing nodes can tell it.
+    let id = |a: &SocketAddr| sim.node(*a).expect("alive").id();
+    let watcher = *nodes
+        .iter()
+        .max_by(|a, b| name.cmp_distance(&id(a), &id(b)))
+        .expect("nodes");
+    let watch = |sim: &mut Sim| {
+        let q = sim
+            .command(watcher, |node, now| node.watch(now, name.clone()))
+            .expect("the watcher lives");
+        sim.wait_for(watcher, q);
+    };
+    watch(&mut sim);
+    changes_seen(&mut sim, watcher, &name);
+
+    // New peers, each announced from another node: every one is a change.
+    let mut missed = Vec::new();
+    for i in 0..10u16 {
+        let from = nodes[(usize::from(i) * 37 + 11) % nodes.len()];
+        let k = name.clone();
+        sim.command(from, |node, now| node.announce(now, k, Some(5000 + i)));
+        sim.run_for(Duration::from_secs(1));
+        if changes_seen(&mut sim, watcher, &name) == 0 {
+            missed.push(i);
+        }
+    }
+    // The same peers again: no change.
+    let from = nodes[11];
+    let k = name.clone();
+    sim.command(from, |node, now| node.announce(now, k, Some(5000)));
+    sim.run_for(Duration::from_secs(1));
+    let repeated = changes_seen(&mut sim, watcher, &name);
+    // Let every peer expire, renewing within the subscriptions' life as a Grape does.
+    let max_age = sim.node(watcher).expect("alive").config().peer_max_age;
+    let (mut waited, mut expired) = (Duration::ZERO, 0);
+    while waited <= max_age {
+        watch(&mut sim);
+        sim.run_for(WATCH_TTL / 2);
+        waited += WATCH_TTL / 2;
+        expired += changes_seen(&mut sim, watcher, &name);
+    }
+
+    assert_eq!(missed, Vec::<u16>::new(), "announces the watcher missed");
+    assert_eq!(repeated, 0, "a re-announce is no change");
+    assert!(expired > 0, "the expiry went unseen");
 }

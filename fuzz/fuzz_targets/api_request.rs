@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use common::{epoch, ping_from};
 use grenache_core::api::{
     CONTENT_TYPE_JSON, CONTENT_TYPE_METRICS, CONTENT_TYPE_TEXT, Grape, GrapeConfig, HttpBody,
-    Reply, RequestId,
+    MAX_WATCH_WAIT, Reply, RequestId, WsConn,
 };
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -87,7 +87,7 @@ impl Harness {
 
     fn ws(&mut self, text: &[u8]) {
         let id = self.id(Via::Ws);
-        self.grape.handle_ws(self.now, id, text);
+        self.grape.handle_ws(self.now, WsConn(0), id, text);
         self.drain();
     }
 
@@ -98,6 +98,13 @@ impl Harness {
                 panic!("reply to a request not waiting: {reply:?}");
             };
             check(&reply, via);
+            // A WebSocket watch answers again on every change, until it ends.
+            if reply.more {
+                self.waiting.insert(reply.req, via);
+            }
+        }
+        while let Some(req) = self.grape.poll_ended() {
+            self.waiting.remove(&req);
         }
     }
 
@@ -140,8 +147,9 @@ fn check(reply: &Reply, via: Via) {
         }
         Via::Http => match reply.content_type {
             CONTENT_TYPE_JSON => {
+                // 400 and 429: a `/watch` with a bad index or wait, or past the watch bound.
                 assert!(
-                    reply.status == 200 || (300..400).contains(&reply.status),
+                    matches!(reply.status, 200 | 300..400 | 400 | 429),
                     "{reply:?}"
                 );
                 if !reply.body.is_empty() {
@@ -247,8 +255,11 @@ fuzz_target!(|data: &[u8]| {
         h.now = h.now.max(until);
     }
 
-    // Every request is answered by the Grape's bound at the latest.
-    let end = h.now + request_timeout + Duration::from_secs(1);
+    // Every request is answered by the Grape's bound at the latest, an HTTP watch by the
+    // end of its wait; WebSocket watches end with their connection.
+    h.grape.ws_closed(WsConn(0));
+    h.drain();
+    let end = h.now + request_timeout.max(MAX_WATCH_WAIT) + Duration::from_secs(1);
     h.run_until(end);
     assert!(h.waiting.is_empty(), "unanswered: {:?}", h.waiting);
     assert_eq!(h.grape.inflight(), 0);

@@ -6,8 +6,8 @@
 mod common;
 
 use common::{
-    Checks, Ctx, GrapeOpts, Kind, PROPAGATION, Rt, free_port, peer, start_grapes, wait_converged,
-    wait_item,
+    Checks, Ctx, GrapeOpts, Kind, PROPAGATION, Rt, free_port, http, peer, start_grapes,
+    wait_converged, wait_item,
 };
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -97,6 +97,32 @@ fn mixed_network(rt: Rt) {
                 .unwrap_or_default();
             for key in ["id", "v"] {
                 assert!(keys.iter().any(|k| *k == key), "no {key} in {item}");
+            }
+        },
+    );
+    checks.run(
+        "a watch on ours sees an announce through a Node Grape, and Node Grapes keep serving",
+        || {
+            let name = format!("mixed-{}:watched", rt.as_str());
+            let watch = |query: String| {
+                let resp = http::get(ours[1].api, &format!("/watch?name={name}&{query}"))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                resp.json().unwrap_or_else(|e| panic!("{e}"))
+            };
+            let first = watch("index=0".into());
+            let index = first["index"].as_u64().expect("an index");
+            let port = free_port();
+            let changed = std::thread::scope(|s| {
+                let poll = s.spawn(|| watch(format!("index={index}&wait=8s")));
+                std::thread::sleep(Duration::from_millis(300));
+                theirs[1]
+                    .announce(&name, port)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                poll.join().expect("the poll thread")
+            });
+            assert_eq!(changed["peers"], json!([peer(port)]), "{changed}");
+            for g in &theirs {
+                g.wait_lookup(&name, &[peer(port)], PROPAGATION);
             }
         },
     );

@@ -26,6 +26,7 @@ both_runtimes!(
     websocket_api,
     health_and_metrics,
     ipv6_announce_is_listed_once,
+    watch,
 );
 
 fn two_grapes(ctx: &Ctx, rt: Rt) -> Vec<Grape> {
@@ -549,6 +550,96 @@ fn assert_refused((status, body): &(u16, Value), target: &Value) {
         "expected a refusal, got status {status} body {body}"
     );
     eprintln!("refused put: status {status} body {body}");
+}
+
+/// `GET /watch` on `g`, parsed.
+fn watch_http(g: &Grape, query: &str) -> (u16, Value) {
+    let resp = http::get(g.api, &format!("/watch?{query}")).unwrap_or_else(|e| panic!("{e}"));
+    let body = resp.json().unwrap_or_else(|e| panic!("{e}"));
+    (resp.status, body)
+}
+
+fn sorted(peers: &Value) -> Vec<String> {
+    let mut list: Vec<String> = peers
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {peers}"))
+        .iter()
+        .filter_map(|p| p.as_str().map(str::to_owned))
+        .collect();
+    list.sort();
+    list
+}
+
+fn watch(rt: Rt) {
+    let ctx = Ctx::new(&format!("runtime_watch_{}", rt.as_str()));
+    let grapes = two_grapes(&ctx, rt);
+    let (a, b) = (&grapes[0], &grapes[1]);
+    let mut checks = Checks::new(&ctx);
+    let name = format!("rt-{}:watched", rt.as_str());
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+
+    checks.run(
+        "HTTP /watch blocks until an announce on the other Grape",
+        || {
+            let (status, first) = watch_http(b, &format!("name={name}"));
+            assert_eq!((status, &first["peers"]), (200, &json!([])), "{first}");
+            let index = first["index"].as_u64().expect("an index");
+            let query = format!("name={name}&index={index}&wait=8s");
+            let waiting = std::thread::scope(|s| {
+                let poll = s.spawn(|| watch_http(b, &query));
+                std::thread::sleep(Duration::from_millis(300));
+                a.announce(&name, p1).unwrap_or_else(|e| panic!("{e}"));
+                poll.join().expect("the poll thread")
+            });
+            let (status, changed) = waiting;
+            assert_eq!(status, 200);
+            // Only a change answers with the peer before the 8 s wait is over: the next
+            // refresh by lookup is 30 s away.
+            assert_eq!(changed["peers"], json!([peer(p1)]), "{changed}");
+            assert!(
+                changed["index"].as_u64().is_some_and(|i| i > index),
+                "{changed}"
+            );
+        },
+    );
+    checks.run(
+        "WebSocket watch: the current set, a push per change, unwatch ends it",
+        || {
+            let mut ws = WsClient::connect(b.ws.expect("--apw"), "/").expect("connect");
+            ws.send_text(&json!(["w", "watch", name]).to_string())
+                .expect("send");
+            let current = recv_json(&mut ws).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(current, json!(["w", null, [peer(p1)]]));
+            a.announce(&name, p2).unwrap_or_else(|e| panic!("{e}"));
+            let pushed = recv_json(&mut ws).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(pushed[0], json!("w"), "{pushed}");
+            let mut want = vec![peer(p1), peer(p2)];
+            want.sort();
+            assert_eq!(sorted(&pushed[2]), want);
+            ws.send_text(&json!(["u", "unwatch", name]).to_string())
+                .expect("send");
+            assert_eq!(recv_json(&mut ws), Ok(json!(["u", null, true])));
+            a.announce(&name, p3).unwrap_or_else(|e| panic!("{e}"));
+            b.wait_lookup(&name, &[peer(p1), peer(p2), peer(p3)], PROPAGATION);
+            ws.send_text(&json!(["l", "lookup", "nobody"]).to_string())
+                .expect("send");
+            assert_eq!(recv_json(&mut ws), Ok(json!(["l", null, []])));
+        },
+    );
+    checks.run("bad watches get clear errors", || {
+        assert_eq!(
+            watch_http(b, &format!("name={name}&wait=soon")),
+            (400, json!("ERR_GRAPE_WATCH_WAIT"))
+        );
+        assert_eq!(watch_http(b, "index=3"), (200, json!("ERR_GRAPE_LOOKUP")));
+        let mut ws = WsClient::connect(b.ws.expect("--apw"), "/").expect("connect");
+        ws.send_text(r#"["w","watch",5]"#).expect("send");
+        assert_eq!(
+            recv_json(&mut ws),
+            Ok(json!(["w", "ERR_GRAPE_LOOKUP", null]))
+        );
+    });
+    checks.finish();
 }
 
 fn recv_json(ws: &mut WsClient) -> Result<Value, String> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use grenache_core::api::{Grape, HttpBody, Reply, RequestId};
+use grenache_core::api::{Grape, HttpBody, Reply, RequestId, WsConn};
 use hyper::{Method, Uri};
 use smol::future::FutureExt as _;
 use smol::net::UdpSocket;
@@ -32,12 +32,18 @@ pub(crate) enum Command {
         body: RequestBody,
         reply: async_channel::Sender<Reply>,
     },
-    /// One WebSocket message; the reply goes back on the connection's queue.
+    /// One WebSocket message on connection `conn`; the reply goes back on its queue.
     Ws {
+        conn: WsConn,
         text: Vec<u8>,
         reply: async_channel::Sender<WsOut>,
     },
+    /// A WebSocket connection closed: its watches end.
+    WsClosed(WsConn),
 }
+
+/// Where a WebSocket connection's replies go.
+type WsSender = async_channel::Sender<WsOut>;
 
 /// An HTTP body as far as it was read.
 pub(crate) enum RequestBody {
@@ -49,8 +55,10 @@ pub(crate) enum RequestBody {
 
 /// What the driver hands a WebSocket connection.
 pub(crate) enum WsOut {
-    /// The core's answer to one message.
+    /// The core's answer to one message ([`Reply::more`]: more will follow, a watch).
     Reply(Reply),
+    /// A watch that answered with `more` ended: it no longer counts as in flight.
+    Ended,
     /// The driver could not take the message; the connection closes (code 1013).
     Overloaded,
 }
@@ -209,9 +217,22 @@ impl Driver {
             }
         }
         while let Some(reply) = self.grape.poll_reply() {
+            if reply.more {
+                // A watch's push: the request stays routed until the core ends it.
+                match self.pending.get(&reply.req) {
+                    Some(Pending::Ws(tx)) => push_ws(tx, WsOut::Reply(reply)),
+                    _ => tracing::debug!(req = reply.req.0, "push to a closed watch"),
+                }
+                continue;
+            }
             match self.pending.remove(&reply.req) {
                 Some(pending) => pending.deliver(reply),
                 None => tracing::warn!(req = reply.req.0, "reply to an unknown request"),
+            }
+        }
+        while let Some(req) = self.grape.poll_ended() {
+            if let Some(Pending::Ws(tx)) = self.pending.remove(&req) {
+                push_ws(&tx, WsOut::Ended);
             }
         }
     }
@@ -231,16 +252,19 @@ impl Driver {
                     RequestBody::Complete(bytes) => HttpBody::Complete(bytes),
                     RequestBody::TooLarge => HttpBody::TooLarge,
                 };
+                // The query string too: `/watch` reads its arguments there.
+                let target = uri.path_and_query().map_or("/", |p| p.as_str());
                 self.grape
-                    .handle_http(now, req, method.as_str(), uri.path(), body);
+                    .handle_http(now, req, method.as_str(), target, body);
             }
-            Command::Ws { text, reply } => {
+            Command::WsClosed(conn) => self.grape.ws_closed(conn),
+            Command::Ws { conn, text, reply } => {
                 let Some(req) = self.admit(Pending::Ws(reply.clone())) else {
                     // The connection closes itself on this, so its client sees the failure.
                     let _ = reply.try_send(WsOut::Overloaded);
                     return;
                 };
-                self.grape.handle_ws(now, req, &text);
+                self.grape.handle_ws(now, conn, req, &text);
             }
         }
     }
@@ -260,6 +284,14 @@ impl Driver {
         self.next_req = self.next_req.wrapping_add(1);
         self.pending.insert(req, pending);
         Some(req)
+    }
+}
+
+/// Queues a watch's push or end for its connection; a connection too slow to read its
+/// pushes loses them (its queue holds twice its in-flight cap).
+fn push_ws(tx: &WsSender, out: WsOut) {
+    if tx.try_send(out).is_err() {
+        tracing::debug!("watch push dropped: its connection is gone or not reading");
     }
 }
 

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use grenache_core::api::Reply;
+use grenache_core::api::{MAX_WATCH_WAIT, Reply};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
@@ -82,6 +82,12 @@ async fn handle_request(
     .await
     .ok_or(ConnectionError::BodyTimeout)??;
     let (reply_tx, reply_rx) = oneshot::channel();
+    // A `/watch` waits for a change, up to its `wait`; the core answers it by then.
+    let reply_timeout = if parts.uri.path() == "/watch" {
+        ctx.limits.reply_timeout + MAX_WATCH_WAIT
+    } else {
+        ctx.limits.reply_timeout
+    };
     let command = Command::Http {
         method: parts.method,
         uri: parts.uri,
@@ -91,7 +97,7 @@ async fn handle_request(
     if ctx.commands.send(command).await.is_err() {
         return Ok(empty_response(StatusCode::SERVICE_UNAVAILABLE));
     }
-    match timeout(ctx.limits.reply_timeout, reply_rx).await {
+    match timeout(reply_timeout, reply_rx).await {
         Some(Ok(reply)) => Ok(reply_response(reply)),
         // The driver refused the request (too many pending) or stopped.
         Some(Err(_)) => Ok(empty_response(StatusCode::SERVICE_UNAVAILABLE)),

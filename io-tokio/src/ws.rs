@@ -2,6 +2,7 @@
 //! many in flight at once, in whatever order the core answers.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tokio::{TokioAdapter, accept_async_with_config};
@@ -10,13 +11,18 @@ use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use futures_lite::StreamExt as _;
-use grenache_core::api::Reply;
+use grenache_core::api::{Reply, WsConn};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::driver::{Command, WsOut};
 use crate::listen::ApiContext;
 use crate::time::{now, sleep_until, timeout};
+
+type WsStream = WebSocketStream<TokioAdapter<TcpStream>>;
+
+/// Names each connection for the core, whose watches end with it.
+static NEXT_CONN: AtomicU64 = AtomicU64::new(0);
 
 /// What woke a connection.
 enum Event {
@@ -45,9 +51,21 @@ pub(crate) async fn serve_connection(stream: TcpStream, ctx: Arc<ApiContext>) {
             return;
         }
     };
+    let conn = WsConn(NEXT_CONN.fetch_add(1, Ordering::Relaxed));
+    let code = serve_messages(&mut ws, conn, &ctx).await;
+    if ctx.commands.send(Command::WsClosed(conn)).await.is_err() {
+        tracing::trace!("driver stopped before the connection closed");
+    }
+    close(&mut ws, code, &ctx).await;
+}
+
+/// The connection's loop; returns how to close it. A watch counts as in flight from its
+/// message until the core ends it.
+async fn serve_messages(ws: &mut WsStream, conn: WsConn, ctx: &ApiContext) -> CloseCode {
     let max_in_flight = ctx.limits.ws_max_in_flight.max(1);
-    // Never full: at most `max_in_flight` requests are out, and each gets one `WsOut`.
-    let (out_tx, mut out_rx) = mpsc::channel(max_in_flight);
+    // At most `max_in_flight` requests are out, and each gets one `WsOut`, except watches,
+    // which get one per change: the slack absorbs a burst of those.
+    let (out_tx, mut out_rx) = mpsc::channel(max_in_flight * 2);
     let mut in_flight = 0usize;
     let mut reading = true;
     let mut last_active = now();
@@ -82,6 +100,7 @@ pub(crate) async fn serve_connection(stream: TcpStream, ctx: Arc<ApiContext>) {
                     }
                 };
                 let command = Command::Ws {
+                    conn,
                     text,
                     reply: out_tx.clone(),
                 };
@@ -99,18 +118,18 @@ pub(crate) async fn serve_connection(stream: TcpStream, ctx: Arc<ApiContext>) {
                 tracing::debug!(%err, "WebSocket read failed");
                 break;
             }
+            Event::Out(WsOut::Ended) => in_flight = in_flight.saturating_sub(1),
             Event::Out(WsOut::Reply(reply)) => {
-                in_flight = in_flight.saturating_sub(1);
+                if !reply.more {
+                    in_flight = in_flight.saturating_sub(1);
+                }
                 if let Err(err) = ws.send(reply_message(reply)).await {
                     tracing::debug!(%err, "WebSocket write failed");
                     break;
                 }
                 last_active = now();
             }
-            Event::Out(WsOut::Overloaded) => {
-                close(&mut ws, CloseCode::Again, &ctx).await;
-                return;
-            }
+            Event::Out(WsOut::Overloaded) => return CloseCode::Again,
             Event::Stop => {
                 reading = false;
                 drain_until = now() + ctx.limits.drain_timeout;
@@ -118,7 +137,7 @@ pub(crate) async fn serve_connection(stream: TcpStream, ctx: Arc<ApiContext>) {
             Event::Timeout => break,
         }
     }
-    close(&mut ws, CloseCode::Normal, &ctx).await;
+    CloseCode::Normal
 }
 
 /// Sends the core's reply as a text message (binary if the core ever sends non-UTF-8).

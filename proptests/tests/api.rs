@@ -12,7 +12,7 @@ mod common;
 use grenache_core::MutableItem;
 use grenache_core::api::{
     ApiError, CONTENT_TYPE_JSON, CONTENT_TYPE_METRICS, CONTENT_TYPE_TEXT, CommandKind, Grape,
-    GrapeConfig, HttpBody, Reply, RequestId, data_of, parse_body, parse_command,
+    GrapeConfig, HttpBody, Reply, RequestId, WsConn, data_of, parse_body, parse_command,
 };
 use grenache_core::id::hex;
 use proptest::collection::vec;
@@ -54,7 +54,7 @@ impl Api {
                 };
                 self.grape.handle_http(self.now, id, method, path, body);
             }
-            Input::Ws(text) => self.grape.handle_ws(self.now, id, text),
+            Input::Ws(text) => self.grape.handle_ws(self.now, WsConn(0), id, text),
         }
         id
     }

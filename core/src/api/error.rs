@@ -110,6 +110,15 @@ pub enum ApiError {
     /// Too many requests are in flight: back off and retry.
     #[error("ERR_GRAPE_BUSY")]
     Busy,
+    /// `/watch` `wait` is not a duration such as `30s`, `5m`, `1m30s` or `250ms`.
+    #[error("ERR_GRAPE_WATCH_WAIT")]
+    WatchWait,
+    /// `/watch` `index` is not a non-negative integer.
+    #[error("ERR_GRAPE_WATCH_INDEX")]
+    WatchIndex,
+    /// Too many watches on this Grape, or on this WebSocket connection: end some first.
+    #[error("ERR_GRAPE_WATCH_LIMIT")]
+    WatchLimit,
 }
 
 impl ApiError {
@@ -121,6 +130,8 @@ impl ApiError {
             ApiError::Remote { code, .. } => *code,
             ApiError::Timeout => 504,
             ApiError::Busy => 503,
+            ApiError::WatchWait | ApiError::WatchIndex => 400,
+            ApiError::WatchLimit => 429,
             _ => 200,
         }
     }

@@ -16,8 +16,9 @@ use super::reply::{
     peers_json, ws_reply,
 };
 use super::request::{Command, CommandKind, PutRequest, data_of, parse_body, parse_command};
-use super::ws::parse_call;
-use super::{HttpBody, Reply, RequestId};
+use super::watch::{NewWatch, Watches, parse_http_watch};
+use super::ws::{WatchVerb, parse_call};
+use super::{HttpBody, Reply, RequestId, WsConn};
 use crate::bep44::{ImmutableItem, Item, MutableItem, PutError, Target};
 use crate::event::{Event, Outcome, QueryError, QueryId};
 use crate::id::{Key, hex};
@@ -47,6 +48,11 @@ pub struct GrapeConfig {
     /// `lookup_timeout`; this bound only catches what slips past it. A lookup past it is
     /// answered with the peers stored here, anything else with 504 `ERR_GRAPE_TIMEOUT`.
     pub request_timeout: Duration,
+    /// Watches (HTTP `/watch` waiting and WebSocket `watch`) at once, at most (10,000); past
+    /// it new ones get `ERR_GRAPE_WATCH_LIMIT`. Names followed are bounded by it too.
+    pub max_watches: usize,
+    /// WebSocket watches one connection holds at most (256).
+    pub max_watches_per_connection: usize,
 }
 
 impl Default for GrapeConfig {
@@ -61,6 +67,8 @@ impl Default for GrapeConfig {
             max_lookup_results: 100,
             max_inflight: 10_000,
             request_timeout,
+            max_watches: 10_000,
+            max_watches_per_connection: 256,
         }
     }
 }
@@ -76,7 +84,9 @@ const REPLY_SLACK: usize = 1024;
 /// and [`handle_ws`](Grape::handle_ws) for the API, and [`bootstrap`](Grape::bootstrap).
 /// After any of them, drain [`poll_transmit`](Grape::poll_transmit) (UDP) and
 /// [`poll_reply`](Grape::poll_reply) (API), then call `handle_timeout` at
-/// [`poll_timeout`](Grape::poll_timeout). Every API request gets exactly one [`Reply`].
+/// [`poll_timeout`](Grape::poll_timeout). Every API request gets exactly one [`Reply`],
+/// except a WebSocket watch: its replies have [`Reply::more`] set, and
+/// [`poll_ended`](Grape::poll_ended) says when it is over.
 /// Time must not go backwards.
 #[derive(Debug)]
 pub struct Grape {
@@ -96,6 +106,9 @@ pub struct Grape {
     metrics: ApiMetrics,
     bootstrap: Option<QueryId>,
     bootstrapped: bool,
+    watches: Watches,
+    /// Requests that got replies with `more` set and will get no more.
+    ended: VecDeque<RequestId>,
 }
 
 /// A request waiting on the DHT.
@@ -152,6 +165,12 @@ impl Grape {
             metrics: ApiMetrics::default(),
             bootstrap: None,
             bootstrapped: false,
+            watches: Watches::new(
+                config.max_watches,
+                config.max_watches_per_connection,
+                config.max_lookup_results,
+            ),
+            ended: VecDeque::new(),
         }
     }
 
@@ -206,6 +225,9 @@ impl Grape {
                 self.expire(now, req, p);
             }
         }
+        let mut out = Vec::new();
+        self.watches.handle_timeout(now, &mut self.node, &mut out);
+        self.push_replies(out);
         self.drain_events(now);
     }
 
@@ -218,17 +240,33 @@ impl Grape {
     /// When [`handle_timeout`](Grape::handle_timeout) should next be called.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let ours = self.deadlines.first().map(|(t, _)| *t);
-        match (self.node.poll_timeout(), ours) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.node.poll_timeout(),
+            self.deadlines.first().map(|(t, _)| *t),
+            self.watches.next_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The next API reply to send.
     #[must_use]
     pub fn poll_reply(&mut self) -> Option<Reply> {
         self.replies.pop_front()
+    }
+
+    /// The next request that got replies with [`Reply::more`] set and will get no more
+    /// (an `unwatch`, or its connection closed): the adapter can forget it.
+    #[must_use]
+    pub fn poll_ended(&mut self) -> Option<RequestId> {
+        self.ended.pop_front()
+    }
+
+    /// A WebSocket connection closed: its watches end (see [`poll_ended`](Grape::poll_ended)).
+    pub fn ws_closed(&mut self, conn: WsConn) {
+        let ended = self.watches.close(conn);
+        self.ended.extend(ended);
     }
 
     /// Handles one HTTP request; its [`Reply`] comes from [`poll_reply`](Grape::poll_reply),
@@ -249,6 +287,10 @@ impl Grape {
             match path.split('?').next() {
                 Some("/health") => return self.reply_health(req),
                 Some("/metrics") => return self.reply_metrics(req),
+                Some("/watch") => {
+                    let watch = parse_http_watch(path).map(NewWatch::Http);
+                    return self.start_watch(now, req, &Via::Http, watch);
+                }
                 _ => {}
             }
         }
@@ -266,9 +308,10 @@ impl Grape {
         self.start(now, req, kind, data_of(&msg), Via::Http);
     }
 
-    /// Handles one WebSocket text message `[rid, type, data]` or `{rid, type, data}`; the
-    /// [`Reply`] body is the text `[rid, err, result]` to send back on the same socket.
-    pub fn handle_ws(&mut self, now: Instant, req: RequestId, text: &[u8]) {
+    /// Handles one WebSocket text message `[rid, type, data]` or `{rid, type, data}` that
+    /// came on connection `conn`; the [`Reply`] body is the text `[rid, err, result]` to
+    /// send back on the same socket.
+    pub fn handle_ws(&mut self, now: Instant, conn: WsConn, req: RequestId, text: &[u8]) {
         self.metrics.ws_messages += 1;
         if text.len() > self.max_payload {
             let via = Via::Ws("null".into());
@@ -276,10 +319,76 @@ impl Grape {
         }
         match parse_call(text) {
             Err(rid) => self.answer(req, &Via::Ws(rid), None, Err(ApiError::PayloadInvalid)),
-            Ok(call) => match call.kind {
-                None => self.answer(req, &Via::Ws(call.rid), None, Err(ApiError::NotFound)),
-                Some(kind) => self.start(now, req, kind, call.data.as_ref(), Via::Ws(call.rid)),
+            Ok(call) => match (call.watch, call.kind) {
+                (Some(verb), _) => self.ws_watch(now, conn, req, verb, call.rid, call.data),
+                (None, None) => self.answer(req, &Via::Ws(call.rid), None, Err(ApiError::NotFound)),
+                (None, Some(kind)) => {
+                    self.start(now, req, kind, call.data.as_ref(), Via::Ws(call.rid))
+                }
             },
+        }
+    }
+
+    /// `[rid, "watch", name]` or `[rid, "unwatch", name]`.
+    fn ws_watch(
+        &mut self,
+        now: Instant,
+        conn: WsConn,
+        req: RequestId,
+        verb: WatchVerb,
+        rid: String,
+        data: Option<Value>,
+    ) {
+        let name = match data
+            .as_ref()
+            .map(|d| parse_command(CommandKind::Lookup, Some(d)))
+        {
+            Some(Ok(Command::Lookup { name })) => name,
+            _ => return self.answer(req, &Via::Ws(rid), None, Err(ApiError::Lookup)),
+        };
+        match verb {
+            WatchVerb::Watch => {
+                let watch = Ok(NewWatch::Ws {
+                    conn,
+                    rid: rid.clone(),
+                    name,
+                });
+                self.start_watch(now, req, &Via::Ws(rid), watch);
+            }
+            WatchVerb::Unwatch => {
+                let ended = self.watches.unwatch(conn, &name);
+                let body = if ended.is_empty() { "false" } else { "true" };
+                self.ended.extend(ended);
+                self.answer(req, &Via::Ws(rid), None, Ok(body.as_bytes().to_vec()));
+            }
+        }
+    }
+
+    /// Starts a watch, or answers why not.
+    fn start_watch(
+        &mut self,
+        now: Instant,
+        req: RequestId,
+        via: &Via,
+        watch: Result<NewWatch, ApiError>,
+    ) {
+        let mut out = Vec::new();
+        let started = watch.and_then(|w| self.watches.start(now, &mut self.node, req, w, &mut out));
+        if let Err(e) = started {
+            return self.answer(req, via, None, Err(e));
+        }
+        self.push_replies(out);
+        self.drain_events(now);
+    }
+
+    /// The node reports a change of a watched name.
+    fn on_peers_changed(&mut self, now: Instant, name: Key) {
+        self.watches.on_changed(now, &mut self.node, &name);
+    }
+
+    fn push_replies(&mut self, replies: Vec<Reply>) {
+        for reply in replies {
+            self.push_reply(reply);
         }
     }
 
@@ -382,6 +491,7 @@ impl Grape {
         while let Some(event) = self.node.poll_event() {
             match event {
                 Event::Finished { query, result } => self.on_finished(now, query, result),
+                Event::PeersChanged { info_hash } => self.on_peers_changed(now, info_hash),
             }
         }
     }
@@ -391,6 +501,13 @@ impl Grape {
             self.bootstrap = None;
             self.bootstrapped = true;
             tracing::debug!(table = self.node.routing_table_len(), "bootstrap finished");
+        }
+        let mut out = Vec::new();
+        if self
+            .watches
+            .on_finished(now, &mut self.node, query, &result, &mut out)
+        {
+            return self.push_replies(out);
         }
         let Some(job) = self.jobs.remove(&query) else {
             return;
@@ -586,6 +703,7 @@ impl Grape {
             status: 200,
             content_type: CONTENT_TYPE_JSON,
             body: body.to_string().into_bytes(),
+            more: false,
         });
     }
 
@@ -597,6 +715,7 @@ impl Grape {
             status: 200,
             content_type: CONTENT_TYPE_METRICS,
             body: body.into_bytes(),
+            more: false,
         });
     }
 
@@ -606,6 +725,27 @@ impl Grape {
         self.metrics
             .render(&mut out, self.requests.len(), self.cache.len());
         render_node(&mut out, &self.node);
+        let (watches, names) = self.watches.len();
+        let (_, watched_here) = self.node.watches();
+        for (name, help, value) in [
+            (
+                "grape_api_watches",
+                "HTTP and WebSocket watches waiting.",
+                watches,
+            ),
+            (
+                "grape_api_watched_names",
+                "Names this Grape follows for watches.",
+                names,
+            ),
+            (
+                "grape_dht_watch_subscriptions",
+                "watch_peers subscriptions other nodes hold here.",
+                watched_here,
+            ),
+        ] {
+            metrics::gauge(&mut out, name, help, value as u64);
+        }
         out
     }
 }
@@ -926,7 +1066,8 @@ mod tests {
         fn send_ws(&mut self, at: SocketAddr, text: &str) -> RequestId {
             let req = self.next_id();
             let now = self.now;
-            self.grape(at).handle_ws(now, req, text.as_bytes());
+            self.grape(at)
+                .handle_ws(now, WsConn(1), req, text.as_bytes());
             self.collect();
             req
         }
@@ -1560,6 +1701,206 @@ mod tests {
         );
         assert!(text.contains("grape_dht_routing_table_nodes 1\n"), "{text}");
         assert!(text.contains("grape_api_lookup_duration_seconds_count 1\n"));
+    }
+
+    fn get(net: &mut Net, at: SocketAddr, path: &str) -> RequestId {
+        let req = net.next_id();
+        let now = net.now;
+        net.grape(at)
+            .handle_http(now, req, "GET", path, HttpBody::Complete(b""));
+        net.collect();
+        req
+    }
+
+    /// Runs the network for `d` and returns the replies to `req` that came meanwhile.
+    fn replies_to(net: &mut Net, req: RequestId, d: Duration) -> Vec<Value> {
+        net.run_for(d);
+        net.collect();
+        let (mine, rest) = std::mem::take(&mut net.replies)
+            .into_iter()
+            .partition(|(_, r)| r.req == req);
+        net.replies = rest;
+        mine.into_iter().map(|(_, r)| body(&r)).collect()
+    }
+
+    /// Watches `name` on `at` from index 0 (answered at once), then again from the index
+    /// that answered, with `wait`; returns that index and the waiting request.
+    fn poll_after_first(net: &mut Net, at: SocketAddr, wait: &str) -> (Value, u64, RequestId) {
+        let first = get(net, at, "/watch?name=svc");
+        let first = body(&net.wait(first));
+        let index = first["index"].as_u64().expect("index");
+        let req = get(
+            net,
+            at,
+            &format!("/watch?name=svc&index={index}&wait={wait}"),
+        );
+        (first, index, req)
+    }
+
+    #[test]
+    fn http_watch_with_index_0_answers_the_current_set() {
+        let (mut net, a) = lone();
+        net.call_data(a, "/announce", json!(["svc", 1337]));
+
+        let req = get(&mut net, a, "/watch?name=svc");
+        let reply = net.wait(req);
+
+        assert_eq!(reply.status, 200);
+        let got = body(&reply);
+        assert_eq!(got["peers"], json!(["127.0.0.1:1337"]));
+        assert!(got["index"].as_u64().is_some_and(|i| i > 0), "{got}");
+    }
+
+    #[test]
+    fn http_watch_wakes_on_an_announce_on_another_grape() {
+        let mut net = Net::new(4, GrapeConfig::default).joined();
+        let (a, b) = (addr(20001), addr(20004));
+        let (first, index, req) = poll_after_first(&mut net, b, "5m");
+        let start = net.now;
+        net.call_data(a, "/announce", json!(["svc", 1337]));
+        let reply = net.wait(req);
+
+        let got = body(&reply);
+        assert_eq!(first["peers"], json!([]));
+        assert_eq!(got["peers"], json!(["127.0.0.1:1337"]));
+        assert!(got["index"].as_u64().is_some_and(|i| i > index), "{got}");
+        // Pushed by a storing node, not found by the next renewal.
+        assert!(net.now - start < crate::api::RENEW, "{:?}", net.now - start);
+    }
+
+    #[test]
+    fn http_watch_ignores_other_names_and_answers_at_the_end_of_its_wait() {
+        let mut net = Net::new(3, GrapeConfig::default).joined();
+        let (a, b) = (addr(20001), addr(20003));
+        let (_, index, req) = poll_after_first(&mut net, b, "10s");
+        let start = net.now;
+        net.call_data(a, "/announce", json!(["other", 1337]));
+        let reply = net.wait(req);
+
+        assert_eq!(body(&reply), json!({"index": index, "peers": []}));
+        assert_eq!(net.now - start, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn websocket_watch_pushes_every_change_until_unwatch() {
+        let mut net = Net::new(3, GrapeConfig::default).joined();
+        let (a, b) = (addr(20001), addr(20003));
+
+        let watch = net.send_ws(b, r#"["w1","watch","svc"]"#);
+        let initial = replies_to(&mut net, watch, Duration::from_secs(1));
+        net.call_data(a, "/announce", json!(["svc", 1]));
+        let added = replies_to(&mut net, watch, Duration::from_secs(1));
+        net.call_data(a, "/announce", json!(["svc", 1]));
+        let again = replies_to(&mut net, watch, Duration::from_secs(1));
+        let unwatch = net.send_ws(b, r#"["u1","unwatch","svc"]"#);
+        let unwatched = net.wait(unwatch);
+        net.call_data(a, "/announce", json!(["svc", 2]));
+        let after = replies_to(&mut net, watch, Duration::from_secs(1));
+
+        assert_eq!(initial, vec![json!(["w1", null, []])]);
+        assert_eq!(added, vec![json!(["w1", null, ["127.0.0.1:1"]])]);
+        // A known peer announcing again is no change.
+        assert_eq!(again, Vec::<Value>::new());
+        assert_eq!(body(&unwatched), json!(["u1", null, true]));
+        assert_eq!(net.grape(b).poll_ended(), Some(watch));
+        assert_eq!(after, Vec::<Value>::new());
+    }
+
+    #[test]
+    fn websocket_watch_sees_a_peer_expire() {
+        let mut net = Net::new(3, GrapeConfig::default).joined();
+        let (a, b) = (addr(20001), addr(20003));
+        let watch = net.send_ws(b, r#"["w","watch","svc"]"#);
+        net.run_for(Duration::from_secs(1));
+        net.call_data(a, "/announce", json!(["svc", 1]));
+        let added = replies_to(&mut net, watch, Duration::from_secs(1));
+
+        let max_age = net.grape(a).node().config().peer_max_age;
+        let gone = replies_to(&mut net, watch, max_age + Duration::from_secs(1));
+
+        assert_eq!(added.last(), Some(&json!(["w", null, ["127.0.0.1:1"]])));
+        assert_eq!(gone, vec![json!(["w", null, []])]);
+    }
+
+    /// The cost of watching, with nothing changing: renewals only. docs/design.md states the
+    /// bound this checks (a count of datagrams, not a speed).
+    #[test]
+    fn a_thousand_watched_names_cost_a_bounded_number_of_datagrams() {
+        const NAMES: usize = 1000;
+        let mut net = Net::new(20, || GrapeConfig {
+            max_watches_per_connection: NAMES,
+            ..GrapeConfig::default()
+        })
+        .joined();
+        let w = addr(20001);
+        for n in 0..NAMES {
+            net.send_ws(w, &json!([n, "watch", format!("svc-{n}")]).to_string());
+        }
+        // Let the first watches and their first renewal settle.
+        net.run_for(crate::api::RENEW + Duration::from_secs(5));
+        let (out, start) = (net.grape(w).node().stats().datagrams_out, net.now);
+
+        net.run_for(Duration::from_secs(300));
+
+        let secs = (net.now - start).as_secs_f64();
+        let sent = net.grape(w).node().stats().datagrams_out - out;
+        let per_sec = sent as f64 / secs;
+        eprintln!("{NAMES} watched names: {sent} datagrams in {secs:.0} s = {per_sec:.0}/s");
+        assert_eq!(net.grape(w).watches.len(), (NAMES, NAMES));
+        assert!(per_sec <= 700.0, "{per_sec:.0} datagrams/s");
+    }
+
+    #[test]
+    fn closing_a_websocket_ends_its_watches() {
+        let (mut net, a) = lone();
+        let watch = net.send_ws(a, r#"["w","watch","svc"]"#);
+        net.wait(watch);
+
+        net.grape(a).ws_closed(WsConn(1));
+        net.call_data(a, "/announce", json!(["svc", 1]));
+        let after = replies_to(&mut net, watch, Duration::from_secs(1));
+
+        assert_eq!(net.grape(a).poll_ended(), Some(watch));
+        assert_eq!(after, Vec::<Value>::new());
+    }
+
+    #[test]
+    fn watch_bad_input_and_bounds() {
+        let (mut net, a) = lone();
+        net.grape(a).watches = Watches::new(10, 1, 100);
+
+        let not_a_name = net.send_ws(a, r#"["w1","watch",5]"#);
+        let no_name = net.send_ws(a, r#"["w2","watch"]"#);
+        let first = net.send_ws(a, r#"["w3","watch","svc"]"#);
+        let second = net.send_ws(a, r#"["w4","watch","other"]"#);
+        let bad_wait = get(&mut net, a, "/watch?name=svc&wait=soon");
+        let bad_index = get(&mut net, a, "/watch?name=svc&index=x");
+        let no_http_name = get(&mut net, a, "/watch?index=1");
+
+        assert_eq!(
+            body(&net.wait(not_a_name)),
+            json!(["w1", "ERR_GRAPE_LOOKUP", null])
+        );
+        assert_eq!(
+            body(&net.wait(no_name)),
+            json!(["w2", "ERR_GRAPE_LOOKUP", null])
+        );
+        assert_eq!(body(&net.wait(first)), json!(["w3", null, []]));
+        assert_eq!(
+            body(&net.wait(second)),
+            json!(["w4", "ERR_GRAPE_WATCH_LIMIT", null])
+        );
+        let bad_wait = net.wait(bad_wait);
+        assert_eq!(
+            (bad_wait.status, body(&bad_wait)),
+            (400, json!("ERR_GRAPE_WATCH_WAIT"))
+        );
+        let bad_index = net.wait(bad_index);
+        assert_eq!(
+            (bad_index.status, body(&bad_index)),
+            (400, json!("ERR_GRAPE_WATCH_INDEX"))
+        );
+        assert_eq!(body(&net.wait(no_http_name)), json!("ERR_GRAPE_LOOKUP"));
     }
 
     #[test]

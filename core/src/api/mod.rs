@@ -13,6 +13,7 @@ mod grape;
 mod metrics;
 mod reply;
 mod request;
+mod watch;
 mod ws;
 
 pub use error::ApiError;
@@ -22,11 +23,17 @@ pub use request::{
     Command, CommandKind, MAX_SALT_LEN, MAX_V_LEN, MutablePut, PutRequest, data_of, parse_body,
     parse_command,
 };
+pub use watch::{DEFAULT_WAIT, MAX_WATCH_WAIT, RENEW};
 
-/// Names one API request until its [`Reply`]; chosen by the adapter, unique among the
+/// Names one API request until its last [`Reply`]; chosen by the adapter, unique among the
 /// requests still waiting for a reply (a counter is enough).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RequestId(pub u64);
+
+/// Names one WebSocket connection, chosen by the adapter: the watches made on it end
+/// with it ([`Grape::ws_closed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WsConn(pub u64);
 
 /// The body of an HTTP request, as far as the adapter read it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,4 +56,7 @@ pub struct Reply {
     pub content_type: &'static str,
     /// HTTP body, or the text of the WebSocket message to send back.
     pub body: Vec<u8>,
+    /// More replies to this request will follow (a WebSocket watch): keep it routed until
+    /// [`Grape::poll_ended`] names it.
+    pub more: bool,
 }

@@ -31,6 +31,7 @@ pub(crate) fn http_reply(req: RequestId, answer: Answer) -> Reply {
             status: 200,
             content_type: CONTENT_TYPE_JSON,
             body,
+            more: false,
         },
         Err(err) => Reply {
             req,
@@ -41,6 +42,7 @@ pub(crate) fn http_reply(req: RequestId, answer: Answer) -> Reply {
                 CONTENT_TYPE_JSON
             },
             body: err.http_body(),
+            more: false,
         },
     }
 }
@@ -74,6 +76,7 @@ pub(crate) fn ws_reply(req: RequestId, rid: &str, answer: Answer) -> Reply {
         status: 200,
         content_type: CONTENT_TYPE_JSON,
         body,
+        more: false,
     }
 }
 

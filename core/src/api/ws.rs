@@ -17,6 +17,15 @@ pub(crate) struct WsCall {
     pub(crate) kind: Option<CommandKind>,
     /// The argument (`None` when absent).
     pub(crate) data: Option<Value>,
+    /// `watch` or `unwatch`, which are not commands: they outlive one answer.
+    pub(crate) watch: Option<WatchVerb>,
+}
+
+/// The WebSocket calls that start or end a watch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WatchVerb {
+    Watch,
+    Unwatch,
 }
 
 /// Reads one text message.
@@ -40,10 +49,16 @@ pub(crate) fn parse_call(text: &[u8]) -> Result<WsCall, String> {
     let Some(Value::String(ty)) = ty else {
         return Err(rid);
     };
+    let watch = match ty.as_str() {
+        "watch" => Some(WatchVerb::Watch),
+        "unwatch" => Some(WatchVerb::Unwatch),
+        _ => None,
+    };
     Ok(WsCall {
         kind: CommandKind::from_type(&ty),
         rid,
         data,
+        watch,
     })
 }
 
@@ -62,6 +77,7 @@ mod tests {
                 rid: "\"r1\"".into(),
                 kind: Some(CommandKind::Lookup),
                 data: Some(json!("svc")),
+                watch: None,
             })
         );
     }
@@ -76,6 +92,7 @@ mod tests {
                 rid: "5".into(),
                 kind: Some(CommandKind::Announce),
                 data: Some(json!(["svc", 1])),
+                watch: None,
             })
         );
     }

@@ -123,6 +123,8 @@ impl Method {
             Method::GetPeers { .. } => "get_peers",
             Method::AnnouncePeer { .. } => "announce_peer",
             Method::UnannouncePeer { .. } => "unannounce_peer",
+            Method::WatchPeers { .. } => "watch_peers",
+            Method::PeersChanged { .. } => "peers_changed",
             Method::Get { .. } => "get",
             Method::Put(_) => "put",
         }
@@ -249,6 +251,8 @@ enum MethodName {
     GetPeers,
     AnnouncePeer,
     UnannouncePeer,
+    WatchPeers,
+    PeersChanged,
     Get,
     Put,
 }
@@ -260,6 +264,8 @@ fn decode_query(top: &Dict<'_>) -> Result<Query, DecodeErrorKind> {
         b"get_peers" => MethodName::GetPeers,
         b"announce_peer" => MethodName::AnnouncePeer,
         b"unannounce_peer" => MethodName::UnannouncePeer,
+        b"watch_peers" => MethodName::WatchPeers,
+        b"peers_changed" => MethodName::PeersChanged,
         b"get" => MethodName::Get,
         b"put" => MethodName::Put,
         _ => return Err(DecodeErrorKind::UnknownMethod),
@@ -293,6 +299,13 @@ fn decode_query(top: &Dict<'_>) -> Result<Query, DecodeErrorKind> {
             info_hash: key(a, "a.info_hash")?,
             port: port(a, "a.port")?,
             token: required_bytes(a, "a.token")?.to_vec(),
+        },
+        MethodName::WatchPeers => Method::WatchPeers {
+            info_hash: key(a, "a.info_hash")?,
+            token: required_bytes(a, "a.token")?.to_vec(),
+        },
+        MethodName::PeersChanged => Method::PeersChanged {
+            info_hash: key(a, "a.info_hash")?,
         },
         MethodName::Get => Method::Get {
             target: key(a, "a.target")?,
@@ -399,6 +412,15 @@ fn encode_args(query: &Query, a: &mut DictWriter<'_>) {
                 .bytes(b"info_hash", info_hash.as_bytes())
                 .int(b"port", i64::from(*port))
                 .bytes(b"token", token);
+        }
+        Method::WatchPeers { info_hash, token } => {
+            a.bytes(b"id", query.id.as_bytes())
+                .bytes(b"info_hash", info_hash.as_bytes())
+                .bytes(b"token", token);
+        }
+        Method::PeersChanged { info_hash } => {
+            a.bytes(b"id", query.id.as_bytes())
+                .bytes(b"info_hash", info_hash.as_bytes());
         }
         Method::Get { target, seq } => {
             a.bytes(b"id", query.id.as_bytes());
@@ -794,6 +816,25 @@ mod tests {
         assert_eq!(
             decode_err(explicit).kind,
             DecodeErrorKind::MissingKey("a.port")
+        );
+    }
+
+    #[test]
+    fn watch_queries_of_ours() {
+        assert_vector(
+            b"d1:ad2:id20:abcdefghij01234567899:info_hash3:svc5:token2:tke\
+              1:q11:watch_peers1:t2:aa1:y1:qe",
+            &query(Method::WatchPeers {
+                info_hash: key(b"svc"),
+                token: b"tk".to_vec(),
+            }),
+        );
+        assert_vector(
+            b"d1:ad2:id20:abcdefghij01234567899:info_hash3:svce\
+              1:q13:peers_changed1:t2:aa1:y1:qe",
+            &query(Method::PeersChanged {
+                info_hash: key(b"svc"),
+            }),
         );
     }
 

@@ -75,6 +75,20 @@ pub enum Method {
         /// `a.token`, from an earlier `get_peers` response of the receiver.
         token: Vec<u8>,
     },
+    /// `watch_peers` (ours, not in any BEP): tell the sender, for a while, when the set of
+    /// peers stored here under `info_hash` changes (docs/design.md, "Watch").
+    WatchPeers {
+        /// `a.info_hash`.
+        info_hash: Key,
+        /// `a.token`, from an earlier `get_peers` response of the receiver.
+        token: Vec<u8>,
+    },
+    /// `peers_changed` (ours): the set of peers of `info_hash` that the receiver watches at
+    /// the sender changed.
+    PeersChanged {
+        /// `a.info_hash`.
+        info_hash: Key,
+    },
     /// BEP 44 `get`.
     Get {
         /// `a.target`.

@@ -12,6 +12,7 @@ mod rpc;
 mod server;
 mod silent;
 mod stats;
+mod watch;
 
 pub mod state;
 
@@ -24,6 +25,7 @@ use rand_chacha::ChaCha8Rng;
 
 pub use config::Config;
 pub use stats::{MethodCounts, Stats};
+pub use watch::{MAX_WATCHES, MAX_WATCHES_PER_SOURCE, WATCH_TTL};
 
 use crate::bep44::{ImmutableItem, Item, MutableItem, Target};
 use crate::event::{Event, Outcome, QueryError, QueryId};
@@ -35,12 +37,15 @@ use crate::storage::{ItemStore, PeerStore};
 use crate::token::Tokens;
 use rpc::{Expired, Purpose, Rpc};
 use silent::Silent;
+use watch::Watchers;
 
 /// The `v` we send: "GR" and a version, as BEP 20 suggests for client ids.
 const VERSION: &[u8] = b"GR\x00\x02";
 /// The first version of ours that answers `unannounce_peer`: only nodes whose `v` says so
 /// are sent it, since other nodes would not drop the peer anyway (docs/design.md).
 const UNANNOUNCE_SINCE: u16 = 2;
+/// The first version of ours that answers `watch_peers` and `peers_changed`.
+const WATCH_SINCE: u16 = 2;
 /// Outbound queue bound; past it datagrams are dropped and counted (UDP may drop them anyway).
 const MAX_TRANSMITS: usize = 1 << 16;
 /// Events not yet polled; the caller is expected to drain them after every call.
@@ -93,6 +98,10 @@ pub struct Node {
     events: VecDeque<Event>,
     stats: Stats,
     last_now: Instant,
+    /// Names our caller follows (`watch`): their changes become events.
+    watching: BTreeSet<Key>,
+    /// Other nodes following names stored here.
+    watchers: Watchers,
 }
 
 #[derive(Debug)]
@@ -110,6 +119,11 @@ enum Kind {
     Unannounce {
         port: u16,
         /// Responders of the traversal whose `v` says they speak it.
+        speakers: BTreeSet<NodeId>,
+    },
+    /// A `get_peers` traversal that ends by subscribing with the closest nodes that speak
+    /// `watch_peers` (`speakers`: responders whose `v` says so).
+    Watch {
         speakers: BTreeSet<NodeId>,
     },
     Get {
@@ -179,6 +193,8 @@ impl Node {
             events: VecDeque::new(),
             stats: Stats::default(),
             last_now: now,
+            watching: BTreeSet::new(),
+            watchers: Watchers::default(),
             id,
             rng,
             config,
@@ -248,12 +264,14 @@ impl Node {
     /// The next datagram to send.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.notify_changes();
         self.transmits.pop_front()
     }
 
     /// The next event for the caller.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
+        self.notify_changes();
         self.events.pop_front()
     }
 
@@ -424,6 +442,9 @@ impl Node {
                 if speaks_unannounce(msg.version.as_deref()) {
                     self.note_speaker(from, &msg.tid, response.id);
                 }
+                if watch::speaks_watch(msg.version.as_deref()) {
+                    self.note_watch_speaker(from, &msg.tid, response.id);
+                }
                 self.handle_response(now, from, &msg.tid, response);
             }
             Body::Error(error) => self.handle_error(now, from, &msg.tid, error),
@@ -470,6 +491,7 @@ impl Node {
             .any(|t| t <= now);
         if self.next_maintenance <= now || refresh_due {
             self.next_maintenance = now + self.config.maintenance_interval;
+            self.watchers.expire(now);
             self.maintain(now);
         }
     }
@@ -687,9 +709,10 @@ impl Node {
         let target = l.traversal.target().clone();
         let method = match &l.kind {
             Kind::FindNode { .. } => Method::FindNode { target },
-            Kind::GetPeers | Kind::Announce { .. } | Kind::Unannounce { .. } => {
-                Method::GetPeers { info_hash: target }
-            }
+            Kind::GetPeers
+            | Kind::Announce { .. }
+            | Kind::Unannounce { .. }
+            | Kind::Watch { .. } => Method::GetPeers { info_hash: target },
             Kind::Get { .. } | Kind::Put { .. } => Method::Get { target, seq: None },
         };
         if let Some(tid) = self.send_query(now, to, id, method, Purpose::Lookup(query))
@@ -744,6 +767,7 @@ impl Node {
                     })
                     .collect()
             }
+            Kind::Watch { speakers } => watch::subscriptions(&l.traversal, k, speakers),
             Kind::Put { item, cas } => l
                 .traversal
                 .closest_responded(k)
@@ -790,6 +814,8 @@ impl Node {
         }
         let stored = *stored;
         let result = match (&l.kind, refusal) {
+            // Subscribing is best effort: the watch answers what the traversal found.
+            (Kind::Watch { .. }, _) => self.peers_outcome(self.last_now, query),
             (Kind::Put { .. }, Some(e)) if stored == 0 => Err(QueryError::AllFailed {
                 code: Some(e.code),
                 message: e.message.clone(),
@@ -855,11 +881,15 @@ impl Node {
         } else {
             self.stats.commands_failed += 1;
         }
+        self.push_event(Event::Finished { query, result });
+    }
+
+    fn push_event(&mut self, event: Event) {
         if self.events.len() >= MAX_EVENTS {
             self.stats.drop("event_queue_full");
             return;
         }
-        self.events.push_back(Event::Finished { query, result });
+        self.events.push_back(event);
     }
 
     /// Encodes and queues a query; `None` when the pending table is full.
@@ -917,7 +947,7 @@ impl Node {
         };
         self.heard(now, node, true);
         let query = match pending.purpose {
-            Purpose::Ping | Purpose::Ended => return,
+            Purpose::Ping | Purpose::Notify | Purpose::Ended => return,
             Purpose::Store(query) => {
                 if let Some(Lookup {
                     phase:
@@ -954,7 +984,7 @@ impl Node {
         self.stats.skipped_silent += (named - nodes.len()) as u64;
         let mut early = false;
         match &l.kind {
-            Kind::GetPeers | Kind::Announce { .. } => {
+            Kind::GetPeers | Kind::Announce { .. } | Kind::Watch { .. } => {
                 for p in &r.values {
                     if l.peers.len() < MAX_PEERS_FOUND
                         && p.port() != 0
@@ -1003,7 +1033,7 @@ impl Node {
         tracing::debug!(%from, code = e.code, message = %e.message, "KRPC error reply");
         self.silent.clear(&from);
         match pending.purpose {
-            Purpose::Ping | Purpose::Ended => {}
+            Purpose::Ping | Purpose::Notify | Purpose::Ended => {}
             Purpose::Store(query) => {
                 if let Some(Lookup {
                     phase:
@@ -1067,7 +1097,7 @@ impl Node {
                         }
                         self.check_stored(query);
                     }
-                    Purpose::Ping | Purpose::Ended => {}
+                    Purpose::Ping | Purpose::Notify | Purpose::Ended => {}
                 }
             }
             Expired::Hard(p) => {
@@ -1148,6 +1178,8 @@ fn method_name(method: &Method) -> &'static str {
         Method::GetPeers { .. } => "get_peers",
         Method::AnnouncePeer { .. } => "announce_peer",
         Method::UnannouncePeer { .. } => "unannounce_peer",
+        Method::WatchPeers { .. } => "watch_peers",
+        Method::PeersChanged { .. } => "peers_changed",
         Method::Get { .. } => "get",
         Method::Put(_) => "put",
     }

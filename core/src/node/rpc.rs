@@ -24,6 +24,8 @@ pub(crate) enum Purpose {
     Store(QueryId),
     /// Liveness check of a routing-table node.
     Ping,
+    /// `peers_changed` to a node that watches a name here; nothing waits on its answer.
+    Notify,
     /// A lookup query whose lookup ended before it was answered. It is kept until its hard
     /// timeout all the same, so that a late answer still shows the node alive and silence
     /// still counts against it in the routing table.

@@ -95,6 +95,13 @@ impl Node {
                     ))
                 }
             }),
+            Method::WatchPeers { info_hash, token } => {
+                self.accept_watch(now, from, info_hash, &token)
+            }
+            Method::PeersChanged { info_hash } => {
+                self.on_peers_changed(info_hash);
+                Ok(())
+            }
             Method::Get { target, seq } => {
                 r.token = Some(self.tokens.issue(from.ip()));
                 r.nodes = self.table(&from).closest(target.as_bytes(), self.config.k);

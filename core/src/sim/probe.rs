@@ -62,6 +62,8 @@ impl Probe {
             Method::Ping
             | Method::AnnouncePeer { .. }
             | Method::UnannouncePeer { .. }
+            | Method::WatchPeers { .. }
+            | Method::PeersChanged { .. }
             | Method::Put(_) => return,
         };
         if let Some(query) = started

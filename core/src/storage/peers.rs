@@ -89,6 +89,9 @@ pub struct PeerStore {
     by_oldest: BTreeSet<(Stamp, Arc<[u8]>)>,
     peers: usize,
     evicted: u64,
+    /// Keys whose set of peers changed since [`PeerStore::take_changed`] last ran: the one
+    /// place announce, unannounce, expiry and eviction report to, for watches.
+    changed: Vec<Arc<[u8]>>,
 }
 
 impl PeerStore {
@@ -107,6 +110,7 @@ impl PeerStore {
             by_oldest: BTreeSet::new(),
             peers: 0,
             evicted: 0,
+            changed: Vec::new(),
         }
     }
 
@@ -130,7 +134,7 @@ impl PeerStore {
         };
         self.unindex(&shared, &old);
         let mut list = match old {
-            // The common case, a service re-announcing: no vector needed.
+            // The common case, a service re-announcing (no change): no vector needed.
             Peers::One(only) if only.addr == peer => {
                 let peers = Peers::One(new);
                 self.index(&shared, &peers);
@@ -141,6 +145,9 @@ impl PeerStore {
         };
         let before = list.len();
         list.retain(|p| p.addr != peer);
+        if list.len() == before {
+            self.changed.push(Arc::clone(&shared));
+        }
         let pos = list.partition_point(|p| p.rank() > new.rank());
         list.insert(pos, new);
         let mut dropped = 0;
@@ -183,6 +190,7 @@ impl PeerStore {
             return false;
         };
         self.unindex(&shared, &old);
+        self.changed.push(Arc::clone(&shared));
         let mut list = old.into_vec();
         list.retain(|p| p.addr != peer);
         self.peers -= 1;
@@ -213,6 +221,7 @@ impl PeerStore {
                 self.by_oldest
                     .remove(&(peers.oldest(), Arc::clone(&shared)));
                 self.peers -= peers.as_slice().len();
+                self.changed.push(shared);
             }
         }
         // Keys that keep a live peer but hold expired ones at the tail.
@@ -232,6 +241,7 @@ impl PeerStore {
             let before = list.len();
             let live = list.partition_point(|p| p.at > threshold);
             list.truncate(live);
+            self.changed.push(Arc::clone(&shared));
             self.peers -= before - list.len();
             if let Some(peers) = Peers::from_vec(list) {
                 self.index(&shared, &peers);
@@ -255,6 +265,18 @@ impl PeerStore {
             .checked_add(self.max_age)
     }
 
+    /// Hands over the keys whose peer set changed (a new peer, a peer removed, expired or
+    /// evicted; a known peer announcing again is no change) since the last call, and
+    /// forgets them. A key may appear more than once.
+    pub fn take_changed(&mut self) -> Vec<Arc<[u8]>> {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Whether [`PeerStore::take_changed`] has anything.
+    pub fn has_changed(&self) -> bool {
+        !self.changed.is_empty()
+    }
+
     /// Number of keys with at least one stored peer (expired ones count until expired).
     pub fn len_keys(&self) -> usize {
         self.keys.len()
@@ -275,6 +297,7 @@ impl PeerStore {
             self.evict_stalest_key();
         }
         let shared: Arc<[u8]> = Arc::from(key.as_bytes());
+        self.changed.push(Arc::clone(&shared));
         let peers = Peers::One(peer);
         self.index(&shared, &peers);
         self.keys.insert(shared, peers);
@@ -293,6 +316,7 @@ impl PeerStore {
             .remove(&(peers.oldest(), Arc::clone(&victim)));
         let dropped = peers.as_slice().len();
         self.peers -= dropped;
+        self.changed.push(Arc::clone(&victim));
         tracing::debug!(key = ?victim, dropped, "peer store full: evicted key");
         self.note_evicted(dropped, self.max_keys);
     }
@@ -545,5 +569,31 @@ mod tests {
         assert_eq!(store.get(t0 + secs(1), &key("service-0"), 1), vec![]);
         store.expire(t0 + AGE + secs(1));
         assert_eq!((store.len_keys(), store.len_peers()), (0, 0));
+    }
+
+    #[test]
+    fn changes_are_reported_once_per_change() {
+        let t = epoch();
+        let mut store = PeerStore::new(AGE, 10, 10);
+        let changed = |store: &mut PeerStore| -> Vec<Vec<u8>> {
+            store.take_changed().iter().map(|k| k.to_vec()).collect()
+        };
+
+        store.add(t, &key("a"), addr(1));
+        let new_key = changed(&mut store);
+        store.add(t, &key("a"), addr(1));
+        let reannounce = changed(&mut store);
+        store.add(t, &key("a"), addr(2));
+        let new_peer = changed(&mut store);
+        store.remove(&key("a"), addr(2));
+        let removed = changed(&mut store);
+        store.expire(t + AGE);
+        let expired = changed(&mut store);
+
+        assert_eq!(new_key, vec![b"a".to_vec()]);
+        assert_eq!(reannounce, Vec::<Vec<u8>>::new());
+        assert_eq!(new_peer, vec![b"a".to_vec()]);
+        assert_eq!(removed, vec![b"a".to_vec()]);
+        assert_eq!(expired, vec![b"a".to_vec()]);
     }
 }
