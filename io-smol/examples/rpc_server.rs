@@ -8,8 +8,8 @@
 
 use async_signal::{Signal, Signals};
 use grenache_smol::peer::{PeerClient, PeerConfig, RpcServer, RpcServerConfig, RpcTransport};
-use smol::stream::StreamExt as _;
 use serde_json::{Value, json};
+use smol::stream::StreamExt as _;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt::init();
