@@ -935,7 +935,8 @@ impl Link {
     /// A schedule of `key` started while its unannounce was in flight (a server restarted
     /// on the same port) may have had its round reach the Grape first, over another
     /// connection, and the unannounce then undid it: announce again, now that the
-    /// unannounce is done. The new round replaces the one in flight.
+    /// unannounce is done. The new round replaces the one in flight, and is a new request
+    /// rather than joining that round's (whose answer may just be late).
     fn reannounce_after_unannounce(
         &mut self,
         now: Instant,
@@ -943,6 +944,11 @@ impl Link {
         rng: &mut impl Rng,
     ) {
         if self.schedules.contains_key(&key) {
+            let round = Command::Announce {
+                name: key.0.clone(),
+                port: key.1,
+            };
+            self.by_hash.remove(&request_hash(&round));
             self.start_round(now, key, rng);
         }
     }
@@ -1510,9 +1516,8 @@ mod tests {
             .start_announcing(t0, "svc", 80, &mut h.rng)
             .expect("ok");
         let first_round = h.http().remove(0);
-        // The round overtakes the unannounce at the Grape, which then forgets the peer.
-        h.reply(1, &first_round, 200, "1");
-        h.events();
+        // The round overtook the unannounce at the Grape, which then forgot the peer, but
+        // the round's answer comes last.
         h.reply(2, &unannounce, 200, "1");
 
         let again = h.http();
@@ -1520,9 +1525,11 @@ mod tests {
             h.events(),
             vec![LinkEvent::Unannounce { id, result: Ok(()) }]
         );
-        assert_eq!(again.len(), 1, "{again:?}");
+        assert_eq!(again.len(), 1, "a new request: {again:?}");
         assert_eq!(again[0].url, "http://g:1/announce");
-        h.reply(3, &again[0], 200, "1");
+        h.reply(3, &first_round, 200, "1");
+        assert_eq!(h.events(), vec![], "the replaced round ends unreported");
+        h.reply(4, &again[0], 200, "1");
         assert_eq!(
             h.events(),
             vec![LinkEvent::Announcing {
