@@ -899,6 +899,9 @@ impl Link {
         if let (Command::Lookup { name }, Ok(Reply::Peers(peers))) = (&query.command, &result) {
             self.cache.insert(now, name, peers.clone());
         }
+        if let Command::Unannounce { name, port } = &query.command {
+            self.reannounce_after_unannounce(now, (name.clone(), *port), rng);
+        }
         if !query.user {
             self.end_round(now, id, query.command, result.map(|_| ()), rng);
             return;
@@ -927,6 +930,27 @@ impl Link {
             },
         };
         self.events.push_back(event);
+    }
+
+    /// A schedule of `key` started while its unannounce was in flight (a server restarted
+    /// on the same port) may have had its round reach the Grape first, over another
+    /// connection, and the unannounce then undid it: announce again, now that the
+    /// unannounce is done. The new round replaces the one in flight, and is a new request
+    /// rather than joining that round's (whose answer may just be late).
+    fn reannounce_after_unannounce(
+        &mut self,
+        now: Instant,
+        key: (String, u16),
+        rng: &mut impl Rng,
+    ) {
+        if self.schedules.contains_key(&key) {
+            let round = Command::Announce {
+                name: key.0.clone(),
+                port: key.1,
+            };
+            self.by_hash.remove(&request_hash(&round));
+            self.start_round(now, key, rng);
+        }
     }
 
     fn end_round(
@@ -1480,6 +1504,40 @@ mod tests {
         assert!(!h.link.is_announcing("rpc_test", 1337));
         h.tick(120_000);
         assert!(h.transmits().is_empty(), "no round after the unannounce");
+    }
+
+    #[test]
+    fn a_schedule_started_during_an_unannounce_announces_again_after_it() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+        let id = h.link.unannounce(t0, "svc", 80, &mut h.rng).expect("ok");
+        let unannounce = h.http().remove(0);
+        h.link
+            .start_announcing(t0, "svc", 80, &mut h.rng)
+            .expect("ok");
+        let first_round = h.http().remove(0);
+        // The round overtook the unannounce at the Grape, which then forgot the peer, but
+        // the round's answer comes last.
+        h.reply(2, &unannounce, 200, "1");
+
+        let again = h.http();
+        assert_eq!(
+            h.events(),
+            vec![LinkEvent::Unannounce { id, result: Ok(()) }]
+        );
+        assert_eq!(again.len(), 1, "a new request: {again:?}");
+        assert_eq!(again[0].url, "http://g:1/announce");
+        h.reply(3, &first_round, 200, "1");
+        assert_eq!(h.events(), vec![], "the replaced round ends unreported");
+        h.reply(4, &again[0], 200, "1");
+        assert_eq!(
+            h.events(),
+            vec![LinkEvent::Announcing {
+                name: "svc".into(),
+                port: 80,
+                result: Ok(())
+            }]
+        );
     }
 
     #[test]
