@@ -9,8 +9,8 @@
 #
 # Settings (environment): N=20 Grapes, K=10 names, M=100 lookups, LOSS=10 (% per packet),
 # CHURN=30 (% of the Grapes killed after the announces, before the lookups), SETTLE=15 (s
-# after start), PAR=4 (lookups at a time), KINDS="node ours", OURS_ARGS (more flags for our
-# Grapes, e.g. "--cache_maxAge 500").
+# after start), PAR=4 (lookups at a time), KINDS="node ours", OURS_ARGS and NODE_ARGS (more
+# flags for our Grapes or Node's, e.g. "--cache_maxAge 500", "--dpa 120000").
 # SCENARIO=silent: N=2 Grapes, no loss, no churn, K=M=100 names; a third namespace runs
 # silent.py, whose S=300 fake nodes query both Grapes and never answer.
 # SCENARIO=gone: N=20 Grapes, no loss, no churn; gone.py times how long a withdrawn service
@@ -193,7 +193,8 @@ start_grapes() {
                    *) boot=$SUBNET.11:$DHT_PORT,$SUBNET.12:$DHT_PORT ;; esac
         local cmd
         if [ "$kind" = node ]; then
-            cmd=(node "$NODE_GRAPE" -b "$ip" --dp "$DHT_PORT" --aph "$API_PORT" --bn "$boot")
+            # shellcheck disable=SC2206  # NODE_ARGS is split into words on purpose
+            cmd=(node "$NODE_GRAPE" -b "$ip" --dp "$DHT_PORT" --aph "$API_PORT" --bn "$boot" ${NODE_ARGS:-})
         else
             # shellcheck disable=SC2206  # OURS_ARGS is split into words on purpose
             cmd=("$OURS" -b "$ip" --dp "$DHT_PORT" --aph "$API_PORT" --bn "$boot" ${OURS_ARGS:-})
