@@ -5,12 +5,17 @@
 #
 #   sudo grape-bin/benches/netem/run.sh                    # from the repository root, as root
 #   sudo SCENARIO=silent grape-bin/benches/netem/run.sh
+#   sudo SCENARIO=gone grape-bin/benches/netem/run.sh
 #
 # Settings (environment): N=20 Grapes, K=10 names, M=100 lookups, LOSS=10 (% per packet),
 # CHURN=30 (% of the Grapes killed after the announces, before the lookups), SETTLE=15 (s
-# after start), PAR=4 (lookups at a time), KINDS="node ours".
+# after start), PAR=4 (lookups at a time), KINDS="node ours", OURS_ARGS and NODE_ARGS (more
+# flags for our Grapes or Node's, e.g. "--cache_maxAge 500", "--dpa 120000").
 # SCENARIO=silent: N=2 Grapes, no loss, no churn, K=M=100 names; a third namespace runs
 # silent.py, whose S=300 fake nodes query both Grapes and never answer.
+# SCENARIO=gone: N=20 Grapes, no loss, no churn; gone.py times how long a withdrawn service
+# stays findable: TRIALS=20 for ours (CAP=30 s each), NODE_TRIALS=3 for Node (NODE_CAP=150 s,
+# past the Node Grape's 2-minute peer expiry).
 #
 # Traffic stays inside the namespaces made here (10.213.0.0/24 on bridge gr-netem-br, which
 # has no address, so the host is not on that subnet) and each namespace's loopback.
@@ -19,6 +24,8 @@ set -euo pipefail
 SCENARIO=${SCENARIO:-churn}
 if [ "$SCENARIO" = silent ]; then
     N=${N:-2} K=${K:-100} M=${M:-100} LOSS=${LOSS:-0} CHURN=${CHURN:-0}
+elif [ "$SCENARIO" = gone ]; then
+    N=${N:-20} K=${K:-0} M=${M:-0} LOSS=${LOSS:-0} CHURN=${CHURN:-0}
 else
     N=${N:-20} K=${K:-10} M=${M:-100} LOSS=${LOSS:-10} CHURN=${CHURN:-30}
 fi
@@ -42,9 +49,9 @@ die() { log "error: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces, bridge, qdiscs)"
 case $SCENARIO in
-    churn) (( N >= 6 && N <= 80 )) || die "N must be 6..80" ;;
+    churn|gone) (( N >= 6 && N <= 80 )) || die "N must be 6..80" ;;
     silent) (( N == 2 )) || die "SCENARIO=silent runs 2 Grapes" ;;
-    *) die "SCENARIO is churn or silent" ;;
+    *) die "SCENARIO is churn, silent or gone" ;;
 esac
 # The Grapes killed for churn: every other one that announces nothing, from Grape 1 on.
 DEAD=$(python3 -c "
@@ -110,10 +117,13 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 cleanup   # leftovers of an earlier, interrupted run
 
-# Whole run bounded: a watchdog ends us (and so the trap) after 15 minutes.
+# Whole run bounded: a watchdog ends us (and so the trap) after 15 minutes (25 for gone,
+# whose Node trials each wait out a 2-minute expiry).
 # (Its sleep is its own child, ended with it, so no stray sleep outlives the run.)
-( trap 'kill $sp 2>/dev/null; exit 0' TERM; sleep 900 & sp=$!; wait $sp
-  log "watchdog: over 15 minutes, stopping"; kill -TERM $$ ) &
+LIMIT=900
+[ "$SCENARIO" = gone ] && LIMIT=1500
+( trap 'kill $sp 2>/dev/null; exit 0' TERM; sleep $LIMIT & sp=$!; wait $sp
+  log "watchdog: over $LIMIT s, stopping"; kill -TERM $$ ) &
 WATCHDOG=$!
 
 # --- build -----------------------------------------------------------------------------------
@@ -183,9 +193,11 @@ start_grapes() {
                    *) boot=$SUBNET.11:$DHT_PORT,$SUBNET.12:$DHT_PORT ;; esac
         local cmd
         if [ "$kind" = node ]; then
-            cmd=(node "$NODE_GRAPE" -b "$ip" --dp "$DHT_PORT" --aph "$API_PORT" --bn "$boot")
+            # shellcheck disable=SC2206  # NODE_ARGS is split into words on purpose
+            cmd=(node "$NODE_GRAPE" -b "$ip" --dp "$DHT_PORT" --aph "$API_PORT" --bn "$boot" ${NODE_ARGS:-})
         else
-            cmd=("$OURS" -b "$ip" --dp "$DHT_PORT" --aph "$API_PORT" --bn "$boot")
+            # shellcheck disable=SC2206  # OURS_ARGS is split into words on purpose
+            cmd=("$OURS" -b "$ip" --dp "$DHT_PORT" --aph "$API_PORT" --bn "$boot" ${OURS_ARGS:-})
         fi
         # ip netns exec and nice exec, so $! is the Grape itself.
         nice -n 5 ip netns exec "$NS_PREFIX$i" "${cmd[@]}" \
@@ -217,7 +229,17 @@ for kind in $KINDS; do
     log "=== $kind ==="
     start_grapes "$kind"
     log "$kind: load average $(cut -d' ' -f1-3 /proc/loadavg)"
-    bg_wait python3 "$HERE/lookups.py" run "$kind" "$WORK/$kind.json"
+    if [ "$SCENARIO" = gone ]; then
+        if [ "$kind" = node ]; then
+            TRIALS=${NODE_TRIALS:-3} CAP=${NODE_CAP:-150} \
+                bg_wait python3 "$HERE/gone.py" run "$kind" "$WORK/$kind.json"
+        else
+            TRIALS=${TRIALS:-20} CAP=${CAP:-30} \
+                bg_wait python3 "$HERE/gone.py" run "$kind" "$WORK/$kind.json"
+        fi
+    else
+        bg_wait python3 "$HERE/lookups.py" run "$kind" "$WORK/$kind.json"
+    fi
     log "$kind: load average $(cut -d' ' -f1-3 /proc/loadavg)"
     # Ours counts its DHT queries, timeouts and lookup latencies: keep them for the doc.
     if [ "$kind" = ours ]; then
@@ -230,7 +252,12 @@ for kind in $KINDS; do
 done
 
 echo
-echo "scenario $SCENARIO: N=$N Grapes, K=$K names, M=$M lookups ($PAR at a time), loss $LOSS% per packet sent, killed: ${DEAD:-none}"
-echo "loss by: $IMPAIR"
-python3 "$HERE/lookups.py" report $(for k in $KINDS; do echo "$WORK/$k.json"; done)
+if [ "$SCENARIO" = gone ]; then
+    echo "scenario gone: N=$N Grapes, no loss, no churn; withdrawn through Grape 3, polled on all"
+    python3 "$HERE/gone.py" report $(for k in $KINDS; do echo "$WORK/$k.json"; done)
+else
+    echo "scenario $SCENARIO: N=$N Grapes, K=$K names, M=$M lookups ($PAR at a time), loss $LOSS% per packet sent, killed: ${DEAD:-none}"
+    echo "loss by: $IMPAIR"
+    python3 "$HERE/lookups.py" report $(for k in $KINDS; do echo "$WORK/$k.json"; done)
+fi
 echo "samples and Grape logs: $WORK"
