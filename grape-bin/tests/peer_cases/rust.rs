@@ -559,9 +559,13 @@ fn a_dead_server_costs_no_request() {
             }
             assert!(tags.contains(&json!("dead")), "{transport:?}: both served: {tags:?}");
 
-            // Kill it: no unannounce, so the Grape keeps listing it; let its closed
+            // Kill it, as a crash would: its port closes and the Grape keeps listing it. (A
+            // stopped or dropped server unannounces itself, so it is stopped, then announced
+            // again as a crashed server's last announce would still stand.) Let its closed
             // connections be noticed.
-            drop(dead);
+            let dead_port = dead.port();
+            dead.stop().await;
+            let _ = client.announce(&name, dead_port).await;
             sleep(Duration::from_millis(300)).await;
             let mut after = Vec::new();
             for i in 0..10 {
