@@ -439,12 +439,7 @@ impl Node {
         match msg.body {
             Body::Query(query) => self.handle_query(now, from, msg.tid, msg.read_only, query),
             Body::Response(response) => {
-                if speaks_unannounce(msg.version.as_deref()) {
-                    self.note_speaker(from, &msg.tid, response.id);
-                }
-                if watch::speaks_watch(msg.version.as_deref()) {
-                    self.note_watch_speaker(from, &msg.tid, response.id);
-                }
+                self.note_speaker(from, &msg.tid, response.id, msg.version.as_deref());
                 self.handle_response(now, from, &msg.tid, response);
             }
             Body::Error(error) => self.handle_error(now, from, &msg.tid, error),
@@ -1122,28 +1117,46 @@ impl Node {
 }
 
 impl Node {
-    /// Records that the node answering a step of an unannounce speaks `unannounce_peer`.
-    fn note_speaker(&mut self, from: SocketAddr, tid: &[u8], id: NodeId) {
+    /// Records that the node answering a step of an unannounce or a watch speaks the query
+    /// that will end it, as its `v` says.
+    fn note_speaker(&mut self, from: SocketAddr, tid: &[u8], id: NodeId, version: Option<&[u8]>) {
         let Some(Purpose::Lookup(query)) = self.rpc.peek(tid, from).map(|p| p.purpose) else {
             return;
         };
-        if let Some(Lookup {
-            kind: Kind::Unannounce { speakers, .. },
-            ..
-        }) = self.lookups.get_mut(&query)
-        {
+        let Some(l) = self.lookups.get_mut(&query) else {
+            return;
+        };
+        let (speakers, since) = match &mut l.kind {
+            Kind::Unannounce { speakers, .. } => (speakers, UNANNOUNCE_SINCE),
+            Kind::Watch { speakers } => (speakers, WATCH_SINCE),
+            _ => return,
+        };
+        if speaks(version, since) {
             speakers.insert(id);
         }
     }
 }
 
-/// Whether a node's `v` says it answers `unannounce_peer`.
-fn speaks_unannounce(version: Option<&[u8]>) -> bool {
-    matches!(version, Some([b'G', b'R', hi, lo]) if u16::from_be_bytes([*hi, *lo]) >= UNANNOUNCE_SINCE)
+/// Whether a node's `v` says it is one of ours, at version `since` or later.
+fn speaks(version: Option<&[u8]>, since: u16) -> bool {
+    matches!(version, Some([b'G', b'R', hi, lo]) if u16::from_be_bytes([*hi, *lo]) >= since)
 }
 
-/// The `unannounce_peer` queries ending an unannounce: to the closest responders that
-/// gave a token and speak it, the nodes its announces went to.
+/// The closest responders of a traversal that gave a token and speak our query: the nodes
+/// an announce of its target goes to, less those that would not understand the query.
+fn closest_speakers(
+    traversal: &Traversal,
+    k: usize,
+    speakers: &BTreeSet<NodeId>,
+) -> impl Iterator<Item = (NodeInfo, Vec<u8>)> {
+    traversal
+        .closest_responded(k)
+        .into_iter()
+        .filter(|(node, _)| speakers.contains(&node.id))
+        .filter_map(|(node, token)| Some((node, token?)))
+}
+
+/// The `unannounce_peer` queries ending an unannounce.
 fn unannounces(
     traversal: &Traversal,
     k: usize,
@@ -1151,11 +1164,7 @@ fn unannounces(
     speakers: &BTreeSet<NodeId>,
 ) -> Vec<(NodeInfo, Method)> {
     let info_hash = traversal.target();
-    traversal
-        .closest_responded(k)
-        .into_iter()
-        .filter(|(node, _)| speakers.contains(&node.id))
-        .filter_map(|(node, token)| Some((node, token?)))
+    closest_speakers(traversal, k, speakers)
         .map(|(node, token)| {
             let method = Method::UnannouncePeer {
                 info_hash: info_hash.clone(),

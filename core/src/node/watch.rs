@@ -11,7 +11,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::rpc::Purpose;
-use super::{Kind, Lookup, Node, WATCH_SINCE};
+use super::{Kind, Node, closest_speakers};
+#[cfg(test)]
+use super::{WATCH_SINCE, speaks};
 use crate::event::{Event, QueryId};
 use crate::id::{Key, NodeId};
 use crate::krpc::{ErrorReply, Method, NodeInfo, code};
@@ -168,40 +170,16 @@ impl Node {
             self.on_peers_changed(key);
         }
     }
-
-    /// Records that the node answering a step of a watch speaks `watch_peers`.
-    pub(super) fn note_watch_speaker(&mut self, from: SocketAddr, tid: &[u8], id: NodeId) {
-        let Some(Purpose::Lookup(query)) = self.rpc.peek(tid, from).map(|p| p.purpose) else {
-            return;
-        };
-        if let Some(Lookup {
-            kind: Kind::Watch { speakers },
-            ..
-        }) = self.lookups.get_mut(&query)
-        {
-            speakers.insert(id);
-        }
-    }
 }
 
-/// Whether a node's `v` says it answers `watch_peers`.
-pub(super) fn speaks_watch(version: Option<&[u8]>) -> bool {
-    matches!(version, Some([b'G', b'R', hi, lo]) if u16::from_be_bytes([*hi, *lo]) >= WATCH_SINCE)
-}
-
-/// The `watch_peers` queries ending a watch's traversal: to the closest responders that
-/// gave a token and speak it, the nodes an announce of the name goes to.
+/// The `watch_peers` queries ending a watch's traversal.
 pub(super) fn subscriptions(
     traversal: &Traversal,
     k: usize,
     speakers: &BTreeSet<NodeId>,
 ) -> Vec<(NodeInfo, Method)> {
     let info_hash = traversal.target();
-    traversal
-        .closest_responded(k)
-        .into_iter()
-        .filter(|(node, _)| speakers.contains(&node.id))
-        .filter_map(|(node, token)| Some((node, token?)))
+    closest_speakers(traversal, k, speakers)
         .map(|(node, token)| {
             let method = Method::WatchPeers {
                 info_hash: info_hash.clone(),
@@ -227,12 +205,12 @@ mod tests {
 
     #[test]
     fn only_our_newer_nodes_are_asked_to_notify() {
-        assert!(speaks_watch(Some(b"GR\x00\x02")));
-        assert!(speaks_watch(Some(b"GR\x01\x00")));
-        assert!(!speaks_watch(Some(b"GR\x00\x01")));
+        assert!(speaks(Some(b"GR\x00\x02"), WATCH_SINCE));
+        assert!(speaks(Some(b"GR\x01\x00"), WATCH_SINCE));
+        assert!(!speaks(Some(b"GR\x00\x01"), WATCH_SINCE));
         // Node Grapes (bittorrent-dht) and other clients never send a `GR` version.
-        assert!(!speaks_watch(None));
-        assert!(!speaks_watch(Some(b"LT\x01\x02")));
+        assert!(!speaks(None, WATCH_SINCE));
+        assert!(!speaks(Some(b"LT\x01\x02"), WATCH_SINCE));
     }
 
     #[test]
