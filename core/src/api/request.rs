@@ -428,7 +428,7 @@ fn js_length(val: &Value) -> Option<usize> {
 }
 
 /// Bencodes a JSON value as the `bencode` package does for strings, integers, arrays and
-/// objects (keys sorted by their UTF-8 bytes, as `BTreeMap<String, _>` already is).
+/// objects (keys sorted by their UTF-8 bytes: serde_json keeps them in arrival order).
 fn bencode_json(val: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), ApiError> {
     if depth > MAX_V_DEPTH || out.len() > MAX_V_LEN {
         return Err(ApiError::ValueTooLong);
@@ -450,7 +450,9 @@ fn bencode_json(val: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), ApiE
         }
         Value::Object(m) => {
             out.push(b'd');
-            for (k, v) in m {
+            let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            for (k, v) in entries {
                 bencode_bytes(k.as_bytes(), out);
                 bencode_json(v, out, depth + 1)?;
             }

@@ -1091,15 +1091,25 @@ mod tests {
         let rb = h.http().remove(0);
         let c = h.request("svc", json!(3), RequestOptions::default());
         let rc = h.http().remove(0);
+        let d = h.request("svc", json!(4), RequestOptions::default());
+        let rd = h.http().remove(0);
 
         h.reply(&ra, 200, b"<html>".to_vec());
         h.reply(&rb, 200, br#"["another-rid",null,1]"#.to_vec());
         h.reply(&rc, 200, br#"{"rid":1}"#.to_vec());
+        let lone = format!(r#"["{}",null,"\ud800"]"#, frame_rid(&rd.body));
+        h.reply(&rd, 200, lone.into_bytes());
 
         let events = h.events();
         assert_eq!(reply_of(&events, a), Err(RpcError::ReplyEmpty));
         assert_eq!(reply_of(&events, b), Err(RpcError::ReplyInvalid));
         assert_eq!(reply_of(&events, c), Err(RpcError::ReplyInvalid));
+        assert_eq!(
+            reply_of(&events, d),
+            Err(RpcError::ReplyPayload(
+                crate::peer::PayloadError::LoneSurrogate
+            ))
+        );
     }
 
     #[test]

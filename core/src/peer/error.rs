@@ -1,6 +1,7 @@
 //! Errors of the peer state machines. Display strings are Node's where Node has one, so
 //! logs and error replies read the same as grenache-nodejs-* ones.
 
+use crate::peer::json::PayloadError;
 use crate::peer::types::TransportError;
 
 /// Why a command was refused at once (no id was issued, no event will come).
@@ -103,6 +104,10 @@ pub enum RpcError {
     /// The reply was longer than the frame limit.
     #[error("ERR_REPLY_TOO_LARGE")]
     ReplyTooLarge,
+    /// The result is JSON Node accepts but we cannot hold without changing it (a lone
+    /// surrogate, ...; docs/payload-rules.md).
+    #[error("{0}")]
+    ReplyPayload(PayloadError),
     /// The WebSocket connection table is full; wait for idle connections to close.
     #[error("ERR_TOO_MANY_CONNECTIONS")]
     TooManyConnections,

@@ -2,9 +2,10 @@
 //!
 //! A request is the JSON text `[rid, key, payload]`, a reply `[rid, err, result]` with `err`
 //! the error message or `null` (docs/grenache-protocol.md §6, §7). Both are compact JSON,
-//! as `JSON.stringify` writes it, so the frames match Node's byte for byte as long as the
-//! payload has no object keys out of order and no floats with an integral value: serde_json
-//! sorts object keys and writes `1.0` where JavaScript writes `1`.
+//! as `JSON.stringify` writes it: keys in their order, numbers in JavaScript's notation
+//! (see [`crate::peer::json`]), so a payload Node wrote leaves byte for byte as it came.
+//! JSON we cannot hold as a [`Value`] (a lone surrogate, ...) is refused with
+//! [`FrameError::Payload`], which keeps the rid so the sender gets a typed error.
 //!
 //! The server half (`decode_request`, `encode_reply`, [`http_error_reply`]) is all an
 //! RPC server needs: it has no state, so there is no server state machine.
@@ -12,8 +13,12 @@
 use std::io::{Read, Write};
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 
+use crate::peer::json::{JsonError, PayloadError, raw_items, read_json};
 use crate::peer::types::HttpResponse;
+
+pub(crate) use crate::peer::json::push_json;
 
 /// Header that says whether both HTTP bodies are gzip-compressed.
 pub const COMPRESS_HEADER: &str = "grc-compress";
@@ -95,13 +100,22 @@ pub enum FrameError {
     /// The body says gzip but does not inflate.
     #[error("ERR_FRAME_COMPRESSION")]
     Compression,
+    /// The frame is JSON Node accepts, but its payload (or result) cannot pass through
+    /// unchanged; answer the rid with the reason.
+    #[error("{why}")]
+    Payload {
+        /// The request id to answer.
+        rid: String,
+        /// Which JSON we cannot hold.
+        why: PayloadError,
+    },
 }
 
 impl FrameError {
     /// The request id, when the frame got far enough to have one.
     pub fn rid(&self) -> Option<&str> {
         match self {
-            FrameError::Key { rid } => Some(rid),
+            FrameError::Key { rid } | FrameError::Payload { rid, .. } => Some(rid),
             _ => None,
         }
     }
@@ -135,7 +149,12 @@ pub(crate) fn encode_request_json(rid: &str, key: &str, payload_json: &[u8]) -> 
 /// [`FrameError::TooLarge`], [`FrameError::NotJson`], [`FrameError::Shape`] (not an array,
 /// or no string rid), [`FrameError::Key`] (no string key; the rid is kept for the reply).
 pub fn decode_request(bytes: &[u8], max_len: usize) -> Result<Request, FrameError> {
-    let mut items = decode_array(bytes, max_len)?.into_iter();
+    let items = match decode_array(bytes, max_len) {
+        Ok(items) => items,
+        Err(FrameError::NotJson) => return decode_request_item_by_item(bytes),
+        Err(e) => return Err(e),
+    };
+    let mut items = items.into_iter();
     let Some(Value::String(rid)) = items.next() else {
         return Err(FrameError::Shape);
     };
@@ -144,6 +163,39 @@ pub fn decode_request(bytes: &[u8], max_len: usize) -> Result<Request, FrameErro
     };
     let payload = items.next().unwrap_or(Value::Null);
     Ok(Request { rid, key, payload })
+}
+
+/// [`decode_request`] for a frame serde_json could not read whole: item by item, so a
+/// payload we cannot hold is answered with its reason to the rid, and a bad item past the
+/// payload is ignored, as Node ignores it.
+fn decode_request_item_by_item(bytes: &[u8]) -> Result<Request, FrameError> {
+    let items = raw_items(bytes).ok_or(FrameError::NotJson)?;
+    let mut items = items.into_iter();
+    let rid = read_string(items.next()).ok_or(FrameError::Shape)?;
+    let Some(key) = read_string(items.next()) else {
+        return Err(FrameError::Key { rid });
+    };
+    let payload = read_item(&rid, items.next())?;
+    Ok(Request { rid, key, payload })
+}
+
+/// An item that must be a string we can hold (a rid, a key).
+fn read_string(item: Option<&RawValue>) -> Option<String> {
+    serde_json::from_str(item?.get()).ok()
+}
+
+/// A payload or result item; `null` when absent.
+fn read_item(rid: &str, item: Option<&RawValue>) -> Result<Value, FrameError> {
+    let Some(item) = item else {
+        return Ok(Value::Null);
+    };
+    read_json(item.get().as_bytes()).map_err(|e| match e {
+        JsonError::Refused(why) => FrameError::Payload {
+            rid: rid.to_owned(),
+            why,
+        },
+        JsonError::NotJson => FrameError::NotJson,
+    })
 }
 
 /// Writes a reply frame, `[rid, err, result]`: `[rid, null, result]` or `[rid, "msg", null]`.
@@ -172,12 +224,26 @@ pub fn encode_reply(rid: &str, result: Result<&Value, &str>) -> Vec<u8> {
 /// [`FrameError::TooLarge`], [`FrameError::NotJson`] (Node's `ERR_REPLY_EMPTY`),
 /// [`FrameError::Shape`] (not an array with a string rid).
 pub fn decode_reply(bytes: &[u8], max_len: usize) -> Result<Reply, FrameError> {
-    let mut items = decode_array(bytes, max_len)?.into_iter();
-    let Some(Value::String(rid)) = items.next() else {
-        return Err(FrameError::Shape);
+    let (rid, err, res) = match decode_array(bytes, max_len) {
+        Ok(items) => {
+            let mut items = items.into_iter();
+            let Some(Value::String(rid)) = items.next() else {
+                return Err(FrameError::Shape);
+            };
+            let err = items.next().unwrap_or(Value::Null);
+            (rid, err, items.next().unwrap_or(Value::Null))
+        }
+        Err(FrameError::NotJson) => {
+            // Read item by item, so a result we cannot hold fails its request at once.
+            let items = raw_items(bytes).ok_or(FrameError::NotJson)?;
+            let mut items = items.into_iter();
+            let rid = read_string(items.next()).ok_or(FrameError::Shape)?;
+            let err = read_item(&rid, items.next())?;
+            let res = read_item(&rid, items.next())?;
+            (rid, err, res)
+        }
+        Err(e) => return Err(e),
     };
-    let err = items.next().unwrap_or(Value::Null);
-    let res = items.next().unwrap_or(Value::Null);
     let result = match err {
         e if !is_truthy(&e) => Ok(res),
         Value::String(msg) => Err(msg),
@@ -321,13 +387,6 @@ pub(crate) fn is_truthy(v: &Value) -> bool {
     }
 }
 
-/// Appends compact JSON; serializing a `Value` into a Vec cannot fail.
-pub(crate) fn push_json(out: &mut Vec<u8>, v: &Value) {
-    if let Err(e) = serde_json::to_writer(&mut *out, v) {
-        tracing::error!(error = %e, "serializing a JSON value failed");
-    }
-}
-
 /// A WebSocket text message from serialised JSON. serde_json writes UTF-8, so this takes the
 /// bytes as they are, without a copy; only bytes from elsewhere that are not UTF-8 get copied,
 /// with U+FFFD in place of what is invalid.
@@ -457,7 +516,68 @@ mod tests {
 
         assert_eq!(
             decode_request(deep.as_bytes(), 1 << 20),
-            Err(FrameError::NotJson)
+            Err(FrameError::Payload {
+                rid: "r".into(),
+                why: PayloadError::TooDeep
+            })
+        );
+        let no_rid = format!("[{}{}]", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(
+            decode_request(no_rid.as_bytes(), 1 << 20),
+            Err(FrameError::Shape)
+        );
+    }
+
+    #[test]
+    fn payloads_node_wrote_pass_through_byte_for_byte() {
+        // Issue 17: serde_json without preserve_order sent these keys back sorted.
+        let frame =
+            r#"["r","k",{"z":1,"a":2,"m":3,"B":4,"é":5,"10":6,"9":7,"f":1e+21}]"#.as_bytes();
+
+        let req = decode_request(frame, 1000).expect("valid frame");
+        let again = encode_request(&req.rid, &req.key, &req.payload);
+        let reply = encode_reply(&req.rid, Ok(&req.payload));
+
+        assert_eq!(again, frame);
+        assert_eq!(
+            reply,
+            r#"["r",null,{"z":1,"a":2,"m":3,"B":4,"é":5,"10":6,"9":7,"f":1e+21}]"#.as_bytes()
+        );
+    }
+
+    #[test]
+    fn a_lone_surrogate_is_refused_to_its_rid_not_changed() {
+        // Node's JSON.parse takes `"\ud800 x"`; a Rust string cannot hold it.
+        let frame = br#"["r1","k",{"s":"\ud800 x"}]"#;
+        let refused = FrameError::Payload {
+            rid: "r1".into(),
+            why: PayloadError::LoneSurrogate,
+        };
+
+        assert_eq!(decode_request(frame, 1000), Err(refused.clone()));
+        assert_eq!(
+            ws_error_reply(&refused),
+            Some(br#"["r1","ERR_PAYLOAD_LONE_SURROGATE",null]"#.to_vec())
+        );
+        assert_eq!(
+            http_error_reply(&refused).body,
+            br#"["r1","ERR_PAYLOAD_LONE_SURROGATE",null]"#
+        );
+        assert_eq!(decode_reply(br#"["r1",null,"\udfff"]"#, 1000), Err(refused));
+        assert_eq!(
+            decode_reply(br#"["r1","\ud800",null]"#, 1000).map_err(|e| e.rid().map(str::to_owned)),
+            Err(Some("r1".into()))
+        );
+        // Past the payload Node ignores items, and so do we.
+        let extra = decode_request(br#"["r1","k",1,"\ud800"]"#, 1000).map(|r| r.payload);
+        assert_eq!(extra, Ok(json!(1)));
+        assert_eq!(
+            decode_request(br#"["\ud800","k",1]"#, 1000),
+            Err(FrameError::Shape)
+        );
+        assert_eq!(
+            decode_request(br#"["r1","\ud800",1]"#, 1000),
+            Err(FrameError::Key { rid: "r1".into() })
         );
     }
 

@@ -439,8 +439,10 @@ impl Rpc {
         ids: &mut Ids,
         rng: &mut impl Rng,
     ) {
-        let reply = match reply {
-            Ok(reply) => reply,
+        let (rid, result) = match reply {
+            Ok(reply) => (reply.rid, reply.result.map_err(RpcError::Remote)),
+            // A result we cannot hold fails its request now, with the reason.
+            Err(FrameError::Payload { rid, why }) => (rid, Err(RpcError::ReplyPayload(why))),
             Err(e) => {
                 self.stats.bad_frames += 1;
                 tracing::debug!(%conn, error = %e, "unreadable frame from a peer");
@@ -449,14 +451,13 @@ impl Rpc {
         };
         let ours = self
             .attempts
-            .get(&reply.rid)
+            .get(&rid)
             .is_some_and(|a| matches!(a.via, Via::Conn(c) if c == conn));
         if !ours {
             self.stats.late_replies += 1;
             return;
         }
-        let result = reply.result.map_err(RpcError::Remote);
-        self.finish(now, &reply.rid, End::Done(result), ids, rng);
+        self.finish(now, &rid, End::Done(result), ids, rng);
     }
 
     /// A WebSocket or ZeroMQ connection closed, or could not be opened.
@@ -729,6 +730,7 @@ impl Rpc {
         let decoded = decode_reply(&plain, max).map_err(|e| match e {
             FrameError::TooLarge { .. } => RpcError::ReplyTooLarge,
             FrameError::NotJson => RpcError::ReplyEmpty,
+            FrameError::Payload { why, .. } => RpcError::ReplyPayload(why),
             _ => RpcError::ReplyInvalid,
         })?;
         // Node would ignore a reply naming another rid and wait for the timeout.

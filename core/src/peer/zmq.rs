@@ -7,9 +7,9 @@
 //! * payload and result are JSON text, like the HTTP and WebSocket transports; a frame
 //!   that is not JSON is read as a string (grenache-nodejs-zmq sent raw strings);
 //! * an error is `[rid, message, "ERR"]`: the third frame marks it. An old client reads
-//!   only two frames and, as grenache-nodejs-base does, takes a result starting with
-//!   `ERR_` for an error, so our errors (all `ERR_…`) still reach it as errors; a
-//!   two-frame raw string starting with `ERR_` from an old server is read as an error too;
+//!   only two frames and takes a result starting with `ERR_` for an error, so a message
+//!   that does not start with `ERR_` is sent as `ERR_` + message ([`zmq_error_text`]);
+//!   a two-frame raw string starting with `ERR_` from an old server is read as an error too;
 //! * a publisher sends each message as one frame, verbatim; a subscriber subscribes to
 //!   everything (grenache-nodejs-zmq forgot to subscribe at all).
 //!
@@ -18,15 +18,20 @@
 //! client side lives in [`crate::peer::Client`] (`RpcTransport::Zmq`,
 //! `PubSubTransport::Zmq`).
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use serde_json::Value;
 
 use crate::peer::framing::{FrameError, Reply, Request, push_json};
+use crate::peer::json::{JsonError, read_json};
 use crate::zmtp::{Connection, Limits, SocketType, ZmtpError, ZmtpEvent};
 
 /// The third frame of an error reply.
 pub const ZMQ_ERROR_MARKER: &[u8] = b"ERR";
+
+/// How every error text on ZeroMQ starts, so that old clients see an error.
+pub const ZMQ_ERROR_PREFIX: &str = "ERR_";
 
 /// Subscription prefixes one subscriber may hold; more are ignored (and logged).
 const MAX_PREFIXES: usize = 64;
@@ -41,10 +46,18 @@ pub(crate) fn limits(max_frame_len: usize, max_queued: usize) -> Limits {
     }
 }
 
-/// A frame as JSON, or, when it is not JSON, as the string it holds.
-fn lenient_json(frame: &[u8]) -> Value {
-    serde_json::from_slice(frame)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(frame).into_owned()))
+/// A frame as JSON, or, when it is not JSON at all, as the string it holds (old
+/// grenache-nodejs-zmq peers sent raw strings). JSON we cannot hold is refused with its
+/// reason: read as a string it would reach the handler as a different value.
+fn lenient_json(rid: &str, frame: &[u8]) -> Result<Value, FrameError> {
+    match read_json(frame) {
+        Ok(value) => Ok(value),
+        Err(JsonError::NotJson) => Ok(Value::String(String::from_utf8_lossy(frame).into_owned())),
+        Err(JsonError::Refused(why)) => Err(FrameError::Payload {
+            rid: rid.to_owned(),
+            why,
+        }),
+    }
 }
 
 /// The frames of a request: `[rid, key, payload JSON]`.
@@ -69,7 +82,10 @@ pub fn decode_zmq_request(frames: &[Vec<u8>]) -> Result<Request, FrameError> {
     let Some(key) = frames.get(1).and_then(|f| std::str::from_utf8(f).ok()) else {
         return Err(FrameError::Key { rid });
     };
-    let payload = frames.get(2).map_or(Value::Null, |f| lenient_json(f));
+    let payload = match frames.get(2) {
+        Some(frame) => lenient_json(&rid, frame)?,
+        None => Value::Null,
+    };
     Ok(Request {
         rid,
         key: key.to_owned(),
@@ -87,9 +103,21 @@ pub fn encode_zmq_reply(rid: &str, result: Result<&Value, &str>) -> Vec<Vec<u8>>
         }
         Err(message) => vec![
             rid.as_bytes().to_vec(),
-            message.as_bytes().to_vec(),
+            zmq_error_text(message).into_owned().into_bytes(),
             ZMQ_ERROR_MARKER.to_vec(),
         ],
+    }
+}
+
+/// The error text an error reply carries: `message` when it starts with `ERR_`, otherwise
+/// `ERR_` + `message`. An original grenache-nodejs-zmq client reads only `[rid, data]` and
+/// takes `data` for an error only when it starts with `ERR_`, so without the prefix a
+/// handler's `Err("boom")` would reach it as the successful result `"boom"`.
+pub fn zmq_error_text(message: &str) -> Cow<'_, str> {
+    if message.starts_with(ZMQ_ERROR_PREFIX) {
+        Cow::Borrowed(message)
+    } else {
+        Cow::Owned(format!("{ZMQ_ERROR_PREFIX}{message}"))
     }
 }
 
@@ -111,12 +139,11 @@ pub fn decode_zmq_reply(frames: &[Vec<u8>]) -> Result<Reply, FrameError> {
             Err(String::from_utf8_lossy(body).into_owned())
         }
         Some(_) => return Err(FrameError::Shape),
-        None => match serde_json::from_slice::<Value>(body) {
-            Ok(value) => Ok(value),
-            // grenache-nodejs-base's rule for raw strings: `ERR_…` is an error.
-            Err(_) if body.starts_with(b"ERR_") => Err(String::from_utf8_lossy(body).into_owned()),
-            Err(_) => Ok(Value::String(String::from_utf8_lossy(body).into_owned())),
-        },
+        // grenache-nodejs-base's rule for raw strings: `ERR_…` is an error.
+        None if body.starts_with(ZMQ_ERROR_PREFIX.as_bytes()) => {
+            Err(String::from_utf8_lossy(body).into_owned())
+        }
+        None => Ok(lenient_json(&rid, body)?),
     };
     Ok(Reply { rid, result })
 }
@@ -354,6 +381,42 @@ mod tests {
         assert_eq!(
             decode_zmq_reply(&err).map(|r| r.result),
             Ok(Err("ERR_BAD".into()))
+        );
+    }
+
+    #[test]
+    fn errors_start_with_err_so_old_clients_see_them() {
+        // Issue 17: `Err("boom")` went out as `[rid, "boom", "ERR"]`, which an original
+        // grenache-nodejs-zmq client reads as the result "boom".
+        let err = encode_zmq_reply(RID, Err("boom"));
+
+        assert_eq!(err, frames(&[RID, "ERR_boom", "ERR"]));
+        assert_eq!(
+            decode_zmq_reply(&err).map(|r| r.result),
+            Ok(Err("ERR_boom".into()))
+        );
+        assert_eq!(zmq_error_text("ERR_BUSY"), "ERR_BUSY");
+        assert_eq!(zmq_error_text(""), "ERR_");
+    }
+
+    #[test]
+    fn json_we_cannot_hold_is_refused_not_read_as_a_string() {
+        // Issue 17: this payload reached the handler as the string of the whole frame.
+        let lone = frames(&[RID, "k", r#"{"s":"\ud800 x"}"#]);
+        let refused = FrameError::Payload {
+            rid: RID.into(),
+            why: crate::peer::PayloadError::LoneSurrogate,
+        };
+
+        assert_eq!(decode_zmq_request(&lone), Err(refused.clone()));
+        assert_eq!(
+            decode_zmq_reply(&frames(&[RID, r#""\udc00""#])),
+            Err(refused)
+        );
+        assert_eq!(
+            decode_zmq_request(&frames(&[RID, "k", r#"{"s":"#])).map(|r| r.payload),
+            Ok(json!(r#"{"s":"#)),
+            "what is not JSON at all is still a raw string"
         );
     }
 

@@ -1,0 +1,272 @@
+//! Payload JSON as JavaScript reads and writes it (docs/payload-rules.md).
+//!
+//! A Grenache peer carries other people's data, and many of them hash or sign the text
+//! they send, so a payload must leave as it came. Three rules make that so for any text
+//! `JSON.stringify` writes:
+//! * object keys keep their order (serde_json's `preserve_order`, set for the workspace);
+//! * numbers are written as `JSON.stringify` writes them ([`push_json`]): `1e+21`, not
+//!   `1e21`; `0.000001`, not `1e-6`. Integers keep all their digits;
+//! * JSON that `JSON.parse` accepts but a [`Value`] cannot hold (a lone UTF-16 surrogate
+//!   such as `"\ud800"`, a number past `f64`, nesting deeper than 128) is refused with a
+//!   [`PayloadError`] that says which, never turned into some other value.
+
+use std::io;
+
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// Why a payload that Node's `JSON.parse` accepts is refused: we could not pass it on
+/// unchanged. The message is what the peer at the other end receives as the error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PayloadError {
+    /// A string holds half of a UTF-16 surrogate pair (`"\ud800"`): JavaScript strings
+    /// can, Rust strings cannot, and replacing it would change the value.
+    #[error("ERR_PAYLOAD_LONE_SURROGATE")]
+    LoneSurrogate,
+    /// A number too large for a double (`1e400`; JavaScript reads `Infinity`).
+    #[error("ERR_PAYLOAD_NUMBER_RANGE")]
+    NumberRange,
+    /// Arrays and objects nested deeper than serde_json's 128 levels.
+    #[error("ERR_PAYLOAD_TOO_DEEP")]
+    TooDeep,
+}
+
+/// Why [`read_json`] gave no value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum JsonError {
+    /// Not JSON at all.
+    NotJson,
+    /// JSON, but refused.
+    Refused(PayloadError),
+}
+
+/// Reads one JSON text into a [`Value`], or says why not.
+///
+/// The fast path is serde_json alone; only a text it refuses is looked at again, to tell
+/// JSON we cannot hold from bytes that are not JSON.
+pub(crate) fn read_json(bytes: &[u8]) -> Result<Value, JsonError> {
+    serde_json::from_slice(bytes).map_err(|e| classify(bytes, &e))
+}
+
+/// The items of a JSON array, each as its raw text, when `bytes` is well-formed JSON by
+/// a reader that does not hold strings or numbers (it takes lone surrogates and `1e400`).
+pub(crate) fn raw_items(bytes: &[u8]) -> Option<Vec<&RawValue>> {
+    serde_json::from_slice(bytes).ok()
+}
+
+fn classify(bytes: &[u8], err: &serde_json::Error) -> JsonError {
+    if serde_json::from_slice::<&RawValue>(bytes).is_err() {
+        return JsonError::NotJson;
+    }
+    if has_lone_surrogate(bytes) {
+        return JsonError::Refused(PayloadError::LoneSurrogate);
+    }
+    // serde_json gives these two no error category of their own; its messages are pinned
+    // by the tests below.
+    let msg = err.to_string();
+    if msg.starts_with("recursion limit exceeded") {
+        JsonError::Refused(PayloadError::TooDeep)
+    } else if msg.starts_with("number out of range") {
+        JsonError::Refused(PayloadError::NumberRange)
+    } else {
+        tracing::debug!(error = %err, "JSON refused for a reason not classified");
+        JsonError::NotJson
+    }
+}
+
+/// Whether a JSON text has a `\uD800`–`\uDFFF` escape that is not half of a pair.
+///
+/// Backslashes occur only inside strings in well-formed JSON, so escapes can be read
+/// without tracking where strings start and end.
+fn has_lone_surrogate(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(off) = bytes
+        .get(i..)
+        .and_then(|b| b.iter().position(|&c| c == b'\\'))
+    {
+        i += off;
+        match bytes.get(i + 1) {
+            Some(b'u') => match surrogate_at(bytes, i) {
+                Some(Surrogate::High) if surrogate_at(bytes, i + 6) == Some(Surrogate::Low) => {
+                    i += 12;
+                }
+                Some(_) => return true,
+                None => i += 6,
+            },
+            _ => i += 2,
+        }
+    }
+    false
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Surrogate {
+    High,
+    Low,
+}
+
+/// The surrogate half escaped as `\uXXXX` at `at`, if that is what is there.
+fn surrogate_at(bytes: &[u8], at: usize) -> Option<Surrogate> {
+    let esc = bytes.get(at..at + 6)?;
+    if esc.get(..2)? != b"\\u" {
+        return None;
+    }
+    let hex = std::str::from_utf8(esc.get(2..)?).ok()?;
+    match u16::from_str_radix(hex, 16).ok()? {
+        0xD800..=0xDBFF => Some(Surrogate::High),
+        0xDC00..=0xDFFF => Some(Surrogate::Low),
+        _ => None,
+    }
+}
+
+/// Appends `v` as compact JSON, with numbers as `JSON.stringify` writes them.
+pub(crate) fn push_json(out: &mut Vec<u8>, v: &Value) {
+    let mut ser = serde_json::Serializer::with_formatter(&mut *out, JsFormatter);
+    // Serializing a `Value` into a Vec cannot fail.
+    if let Err(e) = v.serialize(&mut ser) {
+        tracing::error!(error = %e, "serializing a JSON value failed");
+    }
+}
+
+/// serde_json's compact output, except floats, laid out as JavaScript's `Number#toString`.
+struct JsFormatter;
+
+impl serde_json::ser::Formatter for JsFormatter {
+    fn write_f64<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: f64) -> io::Result<()> {
+        writer.write_all(js_number(value).as_bytes())
+    }
+}
+
+/// A double as `JSON.stringify` writes it (ECMAScript `Number::toString`): the shortest
+/// digits that read back to the same double, in plain notation from 1e-6 up to 1e21 and
+/// as `d.ddde±x` outside that; what is not finite is `null`. One departure: `-0` stays
+/// `-0` (JavaScript writes `0`), so a value read from `-0` leaves unchanged; Node itself
+/// never writes `-0`.
+pub(crate) fn js_number(value: f64) -> String {
+    if !value.is_finite() {
+        return "null".into();
+    }
+    if value == 0.0 {
+        return if value.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits, as "d.ddde-x".
+    let sci = format!("{:e}", value.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let k = i64::try_from(digits.len()).unwrap_or(i64::MAX);
+    let n = exp.parse::<i64>().unwrap_or(0) + 1;
+    let mut out = String::with_capacity(digits.len() + 8);
+    if value < 0.0 {
+        out.push('-');
+    }
+    let zeros = |count: i64| "0".repeat(usize::try_from(count).unwrap_or(0));
+    if k <= n && n <= 21 {
+        out.push_str(&digits);
+        out.push_str(&zeros(n - k));
+    } else if 0 < n && n <= 21 {
+        let (int, frac) = digits.split_at(usize::try_from(n).unwrap_or(0));
+        out.push_str(int);
+        out.push('.');
+        out.push_str(frac);
+    } else if -6 < n && n <= 0 {
+        out.push_str("0.");
+        out.push_str(&zeros(-n));
+        out.push_str(&digits);
+    } else {
+        let (first, rest) = digits.split_at(1);
+        out.push_str(first);
+        if !rest.is_empty() {
+            out.push('.');
+            out.push_str(rest);
+        }
+        out.push('e');
+        out.push(if n > 0 { '+' } else { '-' });
+        out.push_str(&(n - 1).abs().to_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(v: &Value) -> String {
+        let mut out = Vec::new();
+        push_json(&mut out, v);
+        String::from_utf8(out).expect("UTF-8")
+    }
+
+    #[test]
+    fn numbers_are_written_as_json_stringify_does() {
+        // Each pair: the double, and what Node 20's JSON.stringify writes for it (but -0).
+        let cases: [(f64, &str); 16] = [
+            (1e21, "1e+21"),
+            (1e20, "100000000000000000000"),
+            (123_456_789_012_345_680_000.0, "123456789012345680000"),
+            (1.5, "1.5"),
+            (-0.0, "-0"),
+            (0.000_001, "0.000001"),
+            (1e-7, "1e-7"),
+            (-1.5e-7, "-1.5e-7"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (5e-324, "5e-324"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (1.234_567_890_123_456_8e25, "1.2345678901234568e+25"),
+            (2.0, "2"),
+            (-12.5, "-12.5"),
+            (0.5, "0.5"),
+            (123.456e-5, "0.00123456"),
+        ];
+        for (value, want) in cases {
+            assert_eq!(js_number(value), want, "{value:e}");
+        }
+        assert_eq!(js_number(f64::NAN), "null");
+    }
+
+    #[test]
+    fn texts_node_writes_come_back_byte_for_byte() {
+        let texts = [
+            r#"{"z":1,"a":2,"m":3,"B":4,"é":5,"10":6,"9":7}"#,
+            r#"[1e+21,1.5e-7,0.000001,100000000000000000000,-0.5,18446744073709552000]"#,
+            "{\"s\":\"\\u0000\\u001f\\\"\\\\\\n\\t\\b\\f\\r /\u{7f}\u{2028}😀\"}",
+            r#"{"b":{"y":[true,false,null],"x":{}},"a":[]}"#,
+        ];
+        for text in texts {
+            let value = read_json(text.as_bytes()).expect("JSON");
+            assert_eq!(written(&value), text);
+        }
+    }
+
+    #[test]
+    fn json_we_cannot_hold_is_refused_with_the_reason() {
+        let refused = |t: &str| read_json(t.as_bytes()).err();
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+
+        assert_eq!(
+            refused(r#"{"s":"\ud800 x"}"#),
+            Some(JsonError::Refused(PayloadError::LoneSurrogate))
+        );
+        assert_eq!(
+            refused(r#"["\udc00"]"#),
+            Some(JsonError::Refused(PayloadError::LoneSurrogate))
+        );
+        assert_eq!(
+            refused(r#""\ud83d\ud83d""#),
+            Some(JsonError::Refused(PayloadError::LoneSurrogate))
+        );
+        assert_eq!(
+            refused("1e400"),
+            Some(JsonError::Refused(PayloadError::NumberRange))
+        );
+        assert_eq!(
+            refused(&deep),
+            Some(JsonError::Refused(PayloadError::TooDeep))
+        );
+        assert_eq!(refused(r#"{"s":"\ud83d\ude00"}"#), None, "a pair is fine");
+        assert_eq!(refused(r#"{"s":"\\ud800"}"#), None, "an escaped backslash");
+        assert_eq!(refused("{\"s\":"), Some(JsonError::NotJson));
+        assert_eq!(refused("hello"), Some(JsonError::NotJson));
+    }
+}
