@@ -121,6 +121,15 @@ fn surrogate_at(bytes: &[u8], at: usize) -> Option<Surrogate> {
     }
 }
 
+/// `v` as the JSON text our peers send for it: compact, keys in their order, numbers as
+/// `JSON.stringify` writes them. A caller who signs or hashes a payload should use this,
+/// not serde_json's `to_string` (which writes `1e21` where we send `1e+21`).
+pub fn payload_text(v: &Value) -> String {
+    let mut out = Vec::new();
+    push_json(&mut out, v);
+    crate::peer::framing::json_text(out)
+}
+
 /// Appends `v` as compact JSON, with numbers as `JSON.stringify` writes them.
 pub(crate) fn push_json(out: &mut Vec<u8>, v: &Value) {
     let mut ser = serde_json::Serializer::with_formatter(&mut *out, JsFormatter);
@@ -193,9 +202,7 @@ mod tests {
     use super::*;
 
     fn written(v: &Value) -> String {
-        let mut out = Vec::new();
-        push_json(&mut out, v);
-        String::from_utf8(out).expect("UTF-8")
+        payload_text(v)
     }
 
     #[test]

@@ -77,7 +77,7 @@ pub use framing::{
     decode_http_request, decode_reply, decode_request, encode_http_reply, encode_reply,
     encode_request, gunzip, gzip, http_error_reply, ws_error_reply,
 };
-pub use json::PayloadError;
+pub use json::{PayloadError, payload_text};
 pub use link::{GetItem, Link, LinkConfig, LinkEvent, LinkStats, MAX_LOOKUP_PEERS, Put};
 pub use pubsub::{PubSubTransport, PublishError, Publisher, SubConfig, SubStats};
 pub use rpc::{RequestOptions, RpcConfig, RpcStats, RpcTransport};

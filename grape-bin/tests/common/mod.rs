@@ -325,6 +325,30 @@ pub fn terminate_all<'a>(procs: impl IntoIterator<Item = &'a mut Proc>) {
     }
 }
 
+/// Waits until a serving script has printed `{"ready":true}`; fails the test after `timeout`.
+pub fn wait_script_ready(proc: &Proc, timeout: Duration) {
+    wait_until(&format!("{} to be ready", proc.name), timeout, || {
+        let out = proc.stdout_text();
+        if out.contains(r#""ready":true"#) {
+            Ok(())
+        } else {
+            Err(format!("stdout {out:?} stderr {:?}", proc.stderr_text()))
+        }
+    });
+}
+
+/// Waits up to `timeout` for a script to exit 0, then parses its last stdout line as JSON.
+pub fn last_json(proc: &mut Proc, timeout: Duration) -> Value {
+    match proc.wait_exit(timeout) {
+        Some(status) if status.success() => {
+            let out = proc.stdout_text();
+            serde_json::from_str(out.lines().last().unwrap_or_default())
+                .unwrap_or_else(|e| panic!("{} printed no JSON ({e}): {out:?}", proc.name))
+        }
+        other => panic!("{} did not finish ({other:?}):\n{}", proc.name, proc.dump()),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Node.js
 // ---------------------------------------------------------------------------------------------
