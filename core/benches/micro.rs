@@ -236,5 +236,39 @@ fn node(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, krpc, routing, token, ed25519, node);
+/// One hop of an RPC server (issue 17): read a request frame, write its payload back as
+/// the reply. The payload is an order book as exchanges send them: an object with keys in
+/// no sorted order and 200 floats, about 4 KB, so the cost of keeping key order and of
+/// writing numbers as JavaScript does shows up here (the RPC rows of grape-bench echo a
+/// string).
+fn peer_frame(c: &mut Criterion) {
+    use grenache_core::peer::{DEFAULT_MAX_FRAME_LEN, decode_request, encode_reply};
+
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let mut side = |n: usize| -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                let price: f64 = rng.random_range(90_000.0..110_000.0);
+                let amount: f64 = rng.random_range(0.0001..5.0);
+                format!("[{price},{},{amount}]", rng.random_range(1..40))
+            })
+            .collect()
+    };
+    let (bids, asks) = (side(25).join(","), side(25).join(","));
+    let frame = format!(
+        r#"["3e4c2c9a-6a0b-4d3c-9a55-08f1b7a3d2e1","rest:book",{{"symbol":"tBTCUSD","ts":1733500000123,"bids":[{bids}],"asks":[{asks}],"meta":{{"z":1,"venue":"bfx","a":[true,null],"prec":"P0","len":25,"checksum":-1234567890}}}}]"#
+    )
+    .into_bytes();
+    let mut group = c.benchmark_group("peer_frame");
+    group.throughput(Throughput::Bytes(frame.len() as u64));
+    group.bench_function("echo_order_book", |b| {
+        b.iter(|| {
+            let req = decode_request(black_box(&frame), DEFAULT_MAX_FRAME_LEN).unwrap();
+            black_box(encode_reply(&req.rid, Ok(&req.payload)))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, krpc, routing, token, ed25519, node, peer_frame);
 criterion_main!(benches);

@@ -144,57 +144,112 @@ struct JsFormatter;
 
 impl serde_json::ser::Formatter for JsFormatter {
     fn write_f64<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: f64) -> io::Result<()> {
-        writer.write_all(js_number(value).as_bytes())
+        write_js_number(writer, value)
     }
 }
 
-/// A double as `JSON.stringify` writes it (ECMAScript `Number::toString`): the shortest
+/// [`write_js_number`] into a new string.
+#[cfg(test)]
+fn js_number(value: f64) -> String {
+    let mut out = Vec::new();
+    let _ = write_js_number(&mut out, value);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Writes a double as `JSON.stringify` does (ECMAScript `Number::toString`): the shortest
 /// digits that read back to the same double, in plain notation from 1e-6 up to 1e21 and
 /// as `d.ddde±x` outside that; what is not finite is `null`. One departure: `-0` stays
 /// `-0` (JavaScript writes `0`), so a value read from `-0` leaves unchanged; Node itself
-/// never writes `-0`.
-pub(crate) fn js_number(value: f64) -> String {
+/// never writes `-0`. No allocation: payloads can hold thousands of numbers.
+fn write_js_number<W: ?Sized + io::Write>(w: &mut W, value: f64) -> io::Result<()> {
+    const ZEROS: &[u8] = b"000000000000000000000";
     if !value.is_finite() {
-        return "null".into();
+        return w.write_all(b"null");
     }
     if value == 0.0 {
-        return if value.is_sign_negative() { "-0" } else { "0" }.into();
+        return w.write_all(if value.is_sign_negative() {
+            b"-0"
+        } else {
+            b"0"
+        });
     }
-    // Rust's `{:e}` gives the shortest round-trip digits, as "d.ddde-x".
-    let sci = format!("{:e}", value.abs());
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    let k = i64::try_from(digits.len()).unwrap_or(i64::MAX);
-    let n = exp.parse::<i64>().unwrap_or(0) + 1;
-    let mut out = String::with_capacity(digits.len() + 8);
+    let mut buf = zmij::Buffer::new();
+    let text = buf.format_finite(value).as_bytes();
+    // zmij writes plain notation for 1e-5 <= |x| < 1e16, inside JavaScript's range (1e-6 to
+    // 1e21), and the same digits; only an integral value's ".0" differs. The common case.
+    if !text.contains(&b'e') {
+        return w.write_all(text.strip_suffix(b".0").unwrap_or(text));
+    }
+    let mut digits = [0u8; 32];
+    let (k, n) = shortest_digits(text.strip_prefix(b"-").unwrap_or(text), &mut digits);
+    let digits = digits.get(..k).unwrap_or_default();
+    let k = i64::try_from(k).unwrap_or(i64::MAX);
+    let zeros = |count: i64| {
+        ZEROS
+            .get(..usize::try_from(count).unwrap_or(0))
+            .unwrap_or_default()
+    };
     if value < 0.0 {
-        out.push('-');
+        w.write_all(b"-")?;
     }
-    let zeros = |count: i64| "0".repeat(usize::try_from(count).unwrap_or(0));
     if k <= n && n <= 21 {
-        out.push_str(&digits);
-        out.push_str(&zeros(n - k));
+        w.write_all(digits)?;
+        w.write_all(zeros(n - k))
     } else if 0 < n && n <= 21 {
         let (int, frac) = digits.split_at(usize::try_from(n).unwrap_or(0));
-        out.push_str(int);
-        out.push('.');
-        out.push_str(frac);
+        w.write_all(int)?;
+        w.write_all(b".")?;
+        w.write_all(frac)
     } else if -6 < n && n <= 0 {
-        out.push_str("0.");
-        out.push_str(&zeros(-n));
-        out.push_str(&digits);
+        w.write_all(b"0.")?;
+        w.write_all(zeros(-n))?;
+        w.write_all(digits)
     } else {
         let (first, rest) = digits.split_at(1);
-        out.push_str(first);
+        w.write_all(first)?;
         if !rest.is_empty() {
-            out.push('.');
-            out.push_str(rest);
+            w.write_all(b".")?;
+            w.write_all(rest)?;
         }
-        out.push('e');
-        out.push(if n > 0 { '+' } else { '-' });
-        out.push_str(&(n - 1).abs().to_string());
+        let sign = if n > 0 { '+' } else { '-' };
+        write!(w, "e{sign}{}", (n - 1).abs())
     }
-    out
+}
+
+/// The digits of `text`, a positive double as zmij (serde_json's float writer) writes it
+/// with the shortest digits that read back to it, without leading or trailing zeros, into
+/// `out`; returns how many and `n` with `value = 0.DIGITS × 10^n`. Any layout is read, so
+/// whether zmij writes `1e21` or `1e+21` does not matter.
+fn shortest_digits(text: &[u8], out: &mut [u8; 32]) -> (usize, i64) {
+    let e_at = text.iter().position(|c| matches!(c, b'e' | b'E'));
+    let (mantissa, exp) = match e_at {
+        Some(at) => text.split_at(at),
+        None => (text, &b""[..]),
+    };
+    let exp: i64 = std::str::from_utf8(exp.get(1..).unwrap_or_default())
+        .ok()
+        .and_then(|e| e.trim_start_matches('+').parse().ok())
+        .unwrap_or(0);
+    let int_len = mantissa
+        .iter()
+        .position(|&c| c == b'.')
+        .unwrap_or(mantissa.len());
+    let mut n = i64::try_from(int_len).unwrap_or(0) + exp;
+    let mut k = 0;
+    for &c in mantissa.iter().filter(|c| c.is_ascii_digit()) {
+        if k == 0 && c == b'0' {
+            n -= 1; // a leading zero: 0.05 is 0.5 × 10^-1
+            continue;
+        }
+        if let Some(d) = out.get_mut(k) {
+            *d = c;
+            k += 1;
+        }
+    }
+    while k > 1 && out.get(k - 1) == Some(&b'0') {
+        k -= 1;
+    }
+    (k, n)
 }
 
 #[cfg(test)]
