@@ -238,9 +238,9 @@ fn node(c: &mut Criterion) {
 
 /// One hop of an RPC server (issue 17): read a request frame, write its payload back as
 /// the reply. The payload is an order book as exchanges send them: an object with keys in
-/// no sorted order and 200 floats, about 4 KB, so the cost of keeping key order and of
-/// writing numbers as JavaScript does shows up here (the RPC rows of grape-bench echo a
-/// string).
+/// no sorted order and 150 numbers (100 of them floats), about 2.3 KB, so the cost of
+/// keeping key order and of writing numbers as JavaScript does shows up here (the RPC rows
+/// of grape-bench echo a string).
 fn peer_frame(c: &mut Criterion) {
     use grenache_core::peer::{DEFAULT_MAX_FRAME_LEN, decode_request, encode_reply};
 
