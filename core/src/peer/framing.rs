@@ -147,7 +147,8 @@ pub(crate) fn encode_request_json(rid: &str, key: &str, payload_json: &[u8]) -> 
 ///
 /// # Errors
 /// [`FrameError::TooLarge`], [`FrameError::NotJson`], [`FrameError::Shape`] (not an array,
-/// or no string rid), [`FrameError::Key`] (no string key; the rid is kept for the reply).
+/// or no string rid), [`FrameError::Key`] (no string key; the rid is kept for the reply),
+/// [`FrameError::Payload`] (a payload we cannot pass on unchanged; the rid is kept).
 pub fn decode_request(bytes: &[u8], max_len: usize) -> Result<Request, FrameError> {
     let items = match decode_array(bytes, max_len) {
         Ok(items) => items,
@@ -169,14 +170,19 @@ pub fn decode_request(bytes: &[u8], max_len: usize) -> Result<Request, FrameErro
 /// payload we cannot hold is answered with its reason to the rid, and a bad item past the
 /// payload is ignored, as Node ignores it.
 fn decode_request_item_by_item(bytes: &[u8]) -> Result<Request, FrameError> {
-    let items = raw_items(bytes).ok_or(FrameError::NotJson)?;
-    let mut items = items.into_iter();
-    let rid = read_string(items.next()).ok_or(FrameError::Shape)?;
+    let (rid, mut items) = raw_frame(bytes)?;
     let Some(key) = read_string(items.next()) else {
         return Err(FrameError::Key { rid });
     };
     let payload = read_item(&rid, items.next())?;
     Ok(Request { rid, key, payload })
+}
+
+/// A frame serde_json could not read whole, as raw items: its rid and the items after it.
+fn raw_frame(bytes: &[u8]) -> Result<(String, std::vec::IntoIter<&RawValue>), FrameError> {
+    let mut items = raw_items(bytes).ok_or(FrameError::NotJson)?.into_iter();
+    let rid = read_string(items.next()).ok_or(FrameError::Shape)?;
+    Ok((rid, items))
 }
 
 /// An item that must be a string we can hold (a rid, a key).
@@ -222,7 +228,8 @@ pub fn encode_reply(rid: &str, result: Result<&Value, &str>) -> Vec<u8> {
 ///
 /// # Errors
 /// [`FrameError::TooLarge`], [`FrameError::NotJson`] (Node's `ERR_REPLY_EMPTY`),
-/// [`FrameError::Shape`] (not an array with a string rid).
+/// [`FrameError::Shape`] (not an array with a string rid), [`FrameError::Payload`] (an
+/// error or result we cannot pass on unchanged; the rid is kept).
 pub fn decode_reply(bytes: &[u8], max_len: usize) -> Result<Reply, FrameError> {
     let (rid, err, res) = match decode_array(bytes, max_len) {
         Ok(items) => {
@@ -235,9 +242,7 @@ pub fn decode_reply(bytes: &[u8], max_len: usize) -> Result<Reply, FrameError> {
         }
         Err(FrameError::NotJson) => {
             // Read item by item, so a result we cannot hold fails its request at once.
-            let items = raw_items(bytes).ok_or(FrameError::NotJson)?;
-            let mut items = items.into_iter();
-            let rid = read_string(items.next()).ok_or(FrameError::Shape)?;
+            let (rid, mut items) = raw_frame(bytes)?;
             let err = read_item(&rid, items.next())?;
             let res = read_item(&rid, items.next())?;
             (rid, err, res)

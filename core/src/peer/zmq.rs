@@ -71,7 +71,8 @@ pub fn encode_zmq_request(rid: &str, key: &str, payload: &Value) -> Vec<Vec<u8>>
 ///
 /// # Errors
 /// [`FrameError::Shape`] without a UTF-8 rid, [`FrameError::Key`] without a UTF-8 key
-/// (the rid is kept, so the client gets an error reply instead of a timeout).
+/// (the rid is kept, so the client gets an error reply instead of a timeout),
+/// [`FrameError::Payload`] for a JSON payload we cannot pass on unchanged.
 pub fn decode_zmq_request(frames: &[Vec<u8>]) -> Result<Request, FrameError> {
     let rid = frames
         .first()
@@ -124,7 +125,8 @@ pub fn zmq_error_text(message: &str) -> Cow<'_, str> {
 /// Reads a reply's frames.
 ///
 /// # Errors
-/// [`FrameError::Shape`]: not `[rid, result]` or `[rid, message, "ERR"]` with a UTF-8 rid.
+/// [`FrameError::Shape`]: not `[rid, result]` or `[rid, message, "ERR"]` with a UTF-8 rid;
+/// [`FrameError::Payload`]: a JSON result we cannot pass on unchanged.
 pub fn decode_zmq_reply(frames: &[Vec<u8>]) -> Result<Reply, FrameError> {
     let (rid, body, marker) = match frames {
         [rid, body] => (rid, body, None),
