@@ -3,6 +3,7 @@
 //! and the core's events into answers.
 
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,8 +21,9 @@ use super::error::PeerError;
 use super::http_client::HttpPool;
 use super::subscription::SubEvent;
 use super::ws_client::{self, WsSettings};
-use super::{http_client, rt, tcp_client};
-use crate::time::{now, sleep_until};
+use super::{http_client, tcp_client};
+use crate::runtime::Runtime;
+use crate::time::sleep_until;
 
 /// Where one answer goes.
 pub(crate) type Reply<T> = async_channel::Sender<T>;
@@ -134,7 +136,7 @@ enum Wake {
 }
 
 /// The driver task's state.
-pub(crate) struct Driver {
+pub(crate) struct Driver<R: Runtime> {
     client: Client,
     rng: ChaCha8Rng,
     commands: async_channel::Receiver<Command>,
@@ -155,9 +157,10 @@ pub(crate) struct Driver {
     ws: WsSettings,
     subscription_queue: usize,
     dropped_sub_events: u64,
+    runtime: PhantomData<R>,
 }
 
-impl Driver {
+impl<R: Runtime> Driver<R> {
     pub(crate) fn new(
         client: Client,
         rng: ChaCha8Rng,
@@ -193,13 +196,14 @@ impl Driver {
             },
             subscription_queue: config.subscription_queue.max(1),
             dropped_sub_events: 0,
+            runtime: PhantomData,
         }
     }
 
     /// Runs until every handle is gone: drains the core's output, then sleeps on whichever
     /// comes first (command, I/O report, timer).
     pub(crate) async fn run(mut self) {
-        let mut now = now();
+        let mut now = R::now();
         loop {
             self.flush(now);
             let deadline = self.client.poll_timeout();
@@ -218,13 +222,13 @@ impl Driver {
                     }
                 };
                 let timer = async {
-                    sleep_until(deadline).await;
+                    sleep_until::<R>(deadline).await;
                     Wake::Timer
                 };
                 // `race` picks a random ready branch, so a flood of one input cannot starve another.
                 command.race(io).race(timer).await
             };
-            now = crate::time::now();
+            now = R::now();
             match wake {
                 Wake::Command(command) => self.handle_command(now, command),
                 Wake::Io(event) => self.handle_io(now, event),
@@ -267,10 +271,11 @@ impl Driver {
                 let pool = Arc::clone(&self.http);
                 let io = self.io_tx.clone();
                 let max_body = self.max_body;
-                rt::spawn(async move {
+                R::spawn_detached(async move {
                     let id = request.id;
                     // No report after the deadline: the core has given up by then.
-                    if let Some(reply) = http_client::exchange(&pool, request, max_body).await {
+                    if let Some(reply) = http_client::exchange::<R>(&pool, request, max_body).await
+                    {
                         let _ = io.send(IoEvent::Http { id, reply }).await;
                     }
                 });
@@ -278,7 +283,13 @@ impl Driver {
             Transmit::WsConnect { conn, url } => {
                 let (tx, rx) = async_channel::bounded(CONN_QUEUE);
                 self.conns.insert(conn, tx);
-                rt::spawn(ws_client::run(conn, url, rx, self.io_tx.clone(), self.ws));
+                R::spawn_detached(ws_client::run::<R>(
+                    conn,
+                    url,
+                    rx,
+                    self.io_tx.clone(),
+                    self.ws,
+                ));
             }
             Transmit::WsSend { conn, msg } => {
                 let Some(tx) = self.conns.get(&conn) else {
@@ -300,7 +311,7 @@ impl Driver {
                 let (tx, rx) = async_channel::bounded(CONN_QUEUE);
                 self.streams.insert(conn, tx);
                 let connect_timeout = self.ws.connect_timeout;
-                rt::spawn(tcp_client::run(
+                R::spawn_detached(tcp_client::run::<R>(
                     conn,
                     addr,
                     rx,

@@ -10,7 +10,8 @@ use futures_lite::FutureExt as _;
 use grenache_core::peer::{ConnId, PeerAddr};
 
 use super::driver::IoEvent;
-use super::rt::{self, TcpStream};
+use crate::net::connect;
+use crate::runtime::Runtime;
 use crate::time::timeout;
 
 /// Bytes read at once.
@@ -32,14 +33,14 @@ enum Wake {
 
 /// Opens the connection and serves it until it ends; reports `TcpClosed` unless the
 /// driver ended it.
-pub(crate) async fn run(
+pub(crate) async fn run<R: Runtime>(
     conn: ConnId,
     addr: PeerAddr,
     outgoing: async_channel::Receiver<Vec<u8>>,
     io: async_channel::Sender<IoEvent>,
     connect_timeout: Duration,
 ) {
-    let stream = match timeout(connect_timeout, open(&addr)).await {
+    let stream = match timeout::<R, _>(connect_timeout, open::<R>(&addr)).await {
         Some(Ok(stream)) => Some(stream),
         Some(Err(err)) => {
             tracing::debug!(%conn, %addr, %err, "TCP connect failed");
@@ -52,7 +53,7 @@ pub(crate) async fn run(
     };
     let ended = match stream {
         Some(stream) if io.send(IoEvent::TcpOpen(conn)).await.is_ok() => {
-            serve(conn, stream, &outgoing, &io).await
+            serve::<R>(conn, stream, &outgoing, &io).await
         }
         Some(_) => Ended::ByDriver,
         None => Ended::Lost,
@@ -62,26 +63,26 @@ pub(crate) async fn run(
     }
 }
 
-async fn open(addr: &PeerAddr) -> std::io::Result<TcpStream> {
+async fn open<R: Runtime>(addr: &PeerAddr) -> std::io::Result<R::TcpStream> {
     // PeerAddr has checked the shape: `host:port`, IPv6 hosts in brackets.
     let (host, port) = addr
         .as_str()
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
         .ok_or_else(|| std::io::Error::other("not host:port"))?;
-    rt::connect(host.trim_start_matches('[').trim_end_matches(']'), port).await
+    connect::<R>(host, port).await
 }
 
-async fn serve(
+async fn serve<R: Runtime>(
     conn: ConnId,
-    mut stream: TcpStream,
+    mut stream: R::TcpStream,
     outgoing: &async_channel::Receiver<Vec<u8>>,
     io: &async_channel::Sender<IoEvent>,
 ) -> Ended {
     let mut buf = vec![0u8; READ_BUF];
     loop {
         let wake = {
-            let read = async { Wake::Incoming(rt::read(&mut stream, &mut buf).await) };
+            let read = async { Wake::Incoming(R::read(&mut stream, &mut buf).await) };
             let write = async { Wake::Outgoing(outgoing.recv().await.ok()) };
             read.race(write).await
         };
@@ -98,7 +99,7 @@ async fn serve(
                 return Ended::Lost;
             }
             Wake::Outgoing(Some(bytes)) => {
-                if let Err(err) = rt::write_all(&mut stream, &bytes).await {
+                if let Err(err) = R::write_all(&mut stream, &bytes).await {
                     tracing::debug!(%conn, %err, "TCP write failed");
                     return Ended::Lost;
                 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use futures_lite::Stream;
 use grenache_core::peer::{LinkError, PeerAddr, SubscriptionId, WsMessage};
 
-use super::client::PeerClient;
+use super::driver::Command;
 
 /// What happens to a subscription.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,19 +37,21 @@ pub struct Subscription {
     id: SubscriptionId,
     /// Boxed: the receiver is not `Unpin`, and `Stream` polls it through a pin.
     events: Pin<Box<async_channel::Receiver<SubEvent>>>,
-    client: PeerClient,
+    /// The client's command queue: it keeps the driver running while the subscription
+    /// lives, and takes the unsubscribe when it is dropped.
+    commands: async_channel::Sender<Command>,
 }
 
 impl Subscription {
     pub(crate) fn new(
         id: SubscriptionId,
         events: async_channel::Receiver<SubEvent>,
-        client: PeerClient,
+        commands: async_channel::Sender<Command>,
     ) -> Self {
         Subscription {
             id,
             events: Box::pin(events),
-            client,
+            commands,
         }
     }
 
@@ -94,6 +96,10 @@ impl Stream for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.client.unsubscribe_now(self.id);
+        // If the queue is full, the driver notices the dropped events queue at its next
+        // event instead.
+        let _ = self
+            .commands
+            .try_send(Command::Unsubscribe { sub: self.id });
     }
 }

@@ -4,9 +4,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use grenache_core::bep44::Target;
-use grenache_core::peer::{
-    ClientStats, ConfigError, GetItem, PeerAddr, Put, RequestOptions, SubscriptionId,
-};
+use grenache_core::peer::{ClientStats, ConfigError, GetItem, PeerAddr, Put, RequestOptions};
 use rand::SeedableRng as _;
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
@@ -14,8 +12,8 @@ use serde_json::Value;
 use super::config::PeerConfig;
 use super::driver::{Command, Driver};
 use super::error::PeerError;
-use super::rt;
 use super::subscription::Subscription;
+use crate::runtime::Runtime;
 
 /// A Grenache client: the Link to a Grape (lookup, announce, put, get), peer RPC
 /// (request, map) and subscriptions, run by one driver task.
@@ -25,14 +23,22 @@ use super::subscription::Subscription;
 /// when the last clone (and the last [`Subscription`], server or publisher holding one)
 /// is gone. Commands are not cancelled by dropping their future: the core still ends
 /// them, and the answer is thrown away.
-#[derive(Clone)]
-pub struct PeerClient {
+pub struct PeerClient<R: Runtime> {
     commands: async_channel::Sender<Command>,
     /// The driver until its task is spawned.
-    idle: Arc<Mutex<Option<Driver>>>,
+    idle: Arc<Mutex<Option<Driver<R>>>>,
 }
 
-impl std::fmt::Debug for PeerClient {
+impl<R: Runtime> Clone for PeerClient<R> {
+    fn clone(&self) -> Self {
+        PeerClient {
+            commands: self.commands.clone(),
+            idle: Arc::clone(&self.idle),
+        }
+    }
+}
+
+impl<R: Runtime> std::fmt::Debug for PeerClient<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PeerClient")
             .field("queued", &self.commands.len())
@@ -40,12 +46,12 @@ impl std::fmt::Debug for PeerClient {
     }
 }
 
-impl PeerClient {
+impl<R: Runtime> PeerClient<R> {
     /// Starts a client for the Grape in `config.client.link.grape`.
     ///
     /// # Errors
     /// [`ConfigError::GrapeUrl`] when the Grape URL is not `http(s)://` or `ws(s)://`.
-    pub fn new(config: PeerConfig) -> Result<PeerClient, ConfigError> {
+    pub fn new(config: PeerConfig) -> Result<Self, ConfigError> {
         let client = grenache_core::peer::Client::new(config.client.clone())?;
         let rng = match config.seed {
             Some(seed) => ChaCha8Rng::from_seed(seed),
@@ -212,7 +218,7 @@ impl PeerClient {
         let (id, events) = self
             .ask(|reply| Command::Subscribe { channel, reply })
             .await??;
-        Ok(Subscription::new(id, events, self.clone()))
+        Ok(Subscription::new(id, events, self.commands.clone()))
     }
 
     /// The core's counters (requests, retries, cache hits, bad frames, ...).
@@ -236,12 +242,6 @@ impl PeerClient {
         }
     }
 
-    /// Ends a subscription without waiting (for `Drop`); if the queue is full the driver
-    /// notices the dropped subscription at its next event instead.
-    pub(crate) fn unsubscribe_now(&self, sub: SubscriptionId) {
-        let _ = self.commands.try_send(Command::Unsubscribe { sub });
-    }
-
     /// Spawns the driver task if this is the first command.
     ///
     /// # Panics
@@ -253,7 +253,7 @@ impl PeerClient {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(driver) = idle {
-            rt::spawn(driver.run());
+            R::spawn_detached(driver.run());
         }
     }
 

@@ -13,7 +13,8 @@ use grenache_core::peer::{ConnId, WsMessage};
 use hyper::Uri;
 
 use super::driver::IoEvent;
-use super::rt::{self, WsStream};
+use crate::net::{WsStream, connect, ws_connect};
+use crate::runtime::Runtime;
 use crate::time::timeout;
 
 /// Time given to the closing handshake when the driver drops a connection.
@@ -44,14 +45,14 @@ enum Wake {
 
 /// Opens the connection and serves it until it ends; reports `WsClosed` unless the driver
 /// ended it.
-pub(crate) async fn run(
+pub(crate) async fn run<R: Runtime>(
     conn: ConnId,
     url: String,
     outgoing: async_channel::Receiver<WsMessage>,
     io: async_channel::Sender<IoEvent>,
     settings: WsSettings,
 ) {
-    let ws = match timeout(settings.connect_timeout, open(&url, settings)).await {
+    let ws = match timeout::<R, _>(settings.connect_timeout, open::<R>(&url, settings)).await {
         Some(Ok(ws)) => Some(ws),
         Some(Err(err)) => {
             tracing::debug!(%conn, url, %err, "WebSocket connect failed");
@@ -64,7 +65,7 @@ pub(crate) async fn run(
     };
     let ended = match ws {
         Some(ws) if io.send(IoEvent::WsOpen(conn)).await.is_ok() => {
-            serve(conn, ws, &outgoing, &io).await
+            serve::<R>(conn, ws, &outgoing, &io).await
         }
         Some(_) => Ended::ByDriver,
         None => Ended::Lost,
@@ -74,27 +75,27 @@ pub(crate) async fn run(
     }
 }
 
-async fn open(url: &str, settings: WsSettings) -> Result<WsStream, String> {
+async fn open<R: Runtime>(url: &str, settings: WsSettings) -> Result<WsStream<R>, String> {
     let uri: Uri = url.parse().map_err(|e| format!("ERR_URL_INVALID: {e}"))?;
     if uri.scheme_str() != Some("ws") {
         return Err(format!("only ws:// is supported, got {url}"));
     }
     let host = uri.host().ok_or("ERR_URL_INVALID: no host")?;
     let port = uri.port_u16().unwrap_or(80);
-    let stream = rt::connect(host.trim_start_matches('[').trim_end_matches(']'), port)
+    let stream = connect::<R>(host, port)
         .await
         .map_err(|e| format!("connect {host}:{port}: {e}"))?;
     let config = WebSocketConfig::default()
         .max_message_size(Some(settings.max_message_len))
         .max_frame_size(Some(settings.max_message_len));
-    rt::ws_connect(url, stream, config)
+    ws_connect::<R>(url, stream, config)
         .await
         .map_err(|e| e.to_string())
 }
 
-async fn serve(
+async fn serve<R: Runtime>(
     conn: ConnId,
-    mut ws: WsStream,
+    mut ws: WsStream<R>,
     outgoing: &async_channel::Receiver<WsMessage>,
     io: &async_channel::Sender<IoEvent>,
 ) -> Ended {
@@ -122,7 +123,7 @@ async fn serve(
                 continue;
             }
             Wake::Outgoing(None) => {
-                if let Some(Err(err)) = timeout(CLOSE_TIMEOUT, ws.close(None)).await {
+                if let Some(Err(err)) = timeout::<R, _>(CLOSE_TIMEOUT, ws.close(None)).await {
                     tracing::trace!(%conn, %err, "WebSocket close failed");
                 }
                 return Ended::ByDriver;

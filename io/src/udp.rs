@@ -48,7 +48,7 @@ mod tests {
 }
 
 /// A client for the adapters' tests: a burst of queries sent before any answer is read.
-#[cfg(test)]
+#[cfg(any(test, feature = "testkit"))]
 pub(crate) mod burst {
     use std::collections::HashSet;
     use std::net::{SocketAddr, UdpSocket};

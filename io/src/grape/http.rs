@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_lite::FutureExt as _;
 use grenache_core::api::{MAX_WATCH_WAIT, Reply};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Body as _, Incoming};
@@ -13,12 +14,10 @@ use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use smol::future::FutureExt as _;
-use smol::net::TcpStream;
-use smol_hyper::rt::{FuturesIo, SmolTimer};
 
-use crate::driver::{Command, RequestBody};
-use crate::listen::ApiContext;
+use super::ApiContext;
+use super::driver::{Command, RequestBody};
+use crate::runtime::Runtime;
 use crate::time::timeout;
 
 /// Cap on hyper's per-connection read buffer (its default is about 400 KiB): headers must fit
@@ -38,19 +37,16 @@ enum ConnectionError {
 
 /// Serves one HTTP/1.1 connection (keep-alive on) until it ends or the server stops; on stop,
 /// the request in progress is finished first.
-pub(crate) async fn serve_connection(stream: TcpStream, ctx: Arc<ApiContext>) {
-    if let Err(err) = stream.set_nodelay(true) {
-        tracing::debug!(%err, "cannot set TCP_NODELAY");
-    }
+pub(crate) async fn serve_connection<R: Runtime>(stream: R::TcpStream, ctx: Arc<ApiContext>) {
     let service_ctx = Arc::clone(&ctx);
-    let service = service_fn(move |req| handle_request(req, Arc::clone(&service_ctx)));
+    let service = service_fn(move |req| handle_request::<R>(req, Arc::clone(&service_ctx)));
     let mut builder = http1::Builder::new();
     builder
-        .timer(SmolTimer::new())
+        .timer(R::hyper_timer())
         .header_read_timeout(ctx.limits.header_read_timeout)
         .max_buf_size(MAX_BUF_SIZE)
         .keep_alive(true);
-    let connection = builder.serve_connection(FuturesIo::new(stream), service);
+    let connection = builder.serve_connection(R::hyper_io(stream), service);
     let mut connection = std::pin::pin!(connection);
     let finished = async { Some(connection.as_mut().await) }
         .or(async {
@@ -72,12 +68,12 @@ pub(crate) async fn serve_connection(stream: TcpStream, ctx: Arc<ApiContext>) {
 
 /// Reads the body (within the core's limit), queues the request for the driver and turns the
 /// core's reply into a response.
-async fn handle_request(
+async fn handle_request<R: Runtime>(
     req: Request<Incoming>,
     ctx: Arc<ApiContext>,
 ) -> Result<Response<Full<Bytes>>, ConnectionError> {
     let (parts, body) = req.into_parts();
-    let body = timeout(
+    let body = timeout::<R, _>(
         ctx.limits.body_read_timeout,
         read_body(body, ctx.max_payload),
     )
@@ -99,7 +95,7 @@ async fn handle_request(
     if ctx.commands.send(command).await.is_err() {
         return Ok(empty_response(StatusCode::SERVICE_UNAVAILABLE));
     }
-    match timeout(reply_timeout, reply_rx.recv()).await {
+    match timeout::<R, _>(reply_timeout, reply_rx.recv()).await {
         Some(Ok(reply)) => Ok(reply_response(reply)),
         // The driver refused the request (too many pending) or stopped.
         Some(Err(_)) => Ok(empty_response(StatusCode::SERVICE_UNAVAILABLE)),

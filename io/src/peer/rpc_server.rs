@@ -29,10 +29,13 @@ use serde_json::Value;
 use super::client::PeerClient;
 use super::config::RpcServerConfig;
 use super::error::{PeerError, ServerError};
-use super::listen::{Announced, accept_loop, bind, write_zmq};
-use super::rt::{self, Limiter, Task, TcpStream, WsStream};
+use super::listen::{Announced, bind, write_zmq};
+use crate::listen::{AcceptLimits, accept_loop};
+use crate::net::{WsStream, ws_accept};
+use crate::runtime::Runtime;
 use crate::stop::{Stop, StopTrigger, stop_pair};
-use crate::time::{now, sleep_until, timeout};
+use crate::task::{Limiter, Task};
+use crate::time::{sleep_until, timeout};
 
 /// Cap on hyper's per-connection read buffer: headers must fit in it, bodies stream through.
 const MAX_BUF_SIZE: usize = 64 * 1024;
@@ -80,12 +83,12 @@ pub struct ServerStats {
 /// finding it at once (Node Grapes list it until their peer lifetime has passed; clients
 /// retrying fail over to other peers meanwhile).
 #[derive(Debug)]
-pub struct RpcServer {
+pub struct RpcServer<R: Runtime> {
     addr: SocketAddr,
     transport: RpcTransport,
-    announced: Announced,
+    announced: Announced<R>,
     stop: StopTrigger,
-    task: Task,
+    task: Task<R>,
     ctx: Arc<Ctx>,
 }
 
@@ -95,24 +98,27 @@ impl std::fmt::Debug for Ctx {
     }
 }
 
-impl RpcServer {
+impl<R: Runtime> RpcServer<R> {
     /// Listens and serves, announcing nothing: call [`announce`](Self::announce) (or
     /// use [`start`](Self::start)). `handler(key, payload)` runs once per request, many at
     /// once; `Err(message)` reaches the client as its error.
     ///
     /// # Errors
     /// [`ServerError::Bind`] when the address cannot be bound.
-    pub async fn listen<H, F>(config: RpcServerConfig, handler: H) -> Result<RpcServer, ServerError>
+    pub async fn listen<H, F>(config: RpcServerConfig, handler: H) -> Result<Self, ServerError>
     where
         H: Fn(String, Value) -> F + Send + Sync + 'static,
         F: Future<Output = Result<Value, String>> + Send + 'static,
     {
-        let (listener, addr) = bind(SocketAddr::new(config.bind, config.port)).await?;
+        let (listener, addr) = bind::<R>(SocketAddr::new(config.bind, config.port))?;
         let handler: Handler =
             Arc::new(move |key, payload| -> HandlerFuture { Box::pin(handler(key, payload)) });
         let (trigger, stop) = stop_pair();
         let transport = config.transport;
-        let (max_connections, drain) = (config.max_connections, config.drain_timeout);
+        let limits = AcceptLimits {
+            max_connections: config.max_connections,
+            drain: config.drain_timeout,
+        };
         let ctx = Arc::new(Ctx {
             handler,
             in_flight: Limiter::new(config.max_in_flight),
@@ -121,18 +127,18 @@ impl RpcServer {
             stats: Counters::default(),
         });
         let stats = Arc::clone(&ctx);
-        let task = rt::spawn_task(accept_loop(
+        let task = Task::spawn(accept_loop::<R, _, _>(
             listener,
-            max_connections,
+            "RPC",
+            limits,
             stop,
-            drain,
             move |stream| {
                 let ctx = Arc::clone(&ctx);
                 async move {
                     match transport {
-                        RpcTransport::Http => serve_http(stream, ctx).await,
-                        RpcTransport::Ws => serve_ws(stream, ctx).await,
-                        RpcTransport::Zmq => serve_zmq(stream, ctx).await,
+                        RpcTransport::Http => serve_http::<R>(stream, ctx).await,
+                        RpcTransport::Ws => serve_ws::<R>(stream, ctx).await,
+                        RpcTransport::Zmq => serve_zmq::<R>(stream, ctx).await,
                     }
                 }
             },
@@ -154,16 +160,16 @@ impl RpcServer {
     /// # Errors
     /// [`ServerError::Bind`], or [`ServerError::Announce`] (the server is stopped then).
     pub async fn start<H, F>(
-        client: &PeerClient,
+        client: &PeerClient<R>,
         service: &str,
         config: RpcServerConfig,
         handler: H,
-    ) -> Result<RpcServer, ServerError>
+    ) -> Result<Self, ServerError>
     where
         H: Fn(String, Value) -> F + Send + Sync + 'static,
         F: Future<Output = Result<Value, String>> + Send + 'static,
     {
-        let server = RpcServer::listen(config, handler).await?;
+        let server = Self::listen(config, handler).await?;
         if let Err(err) = server.announce(client, service).await {
             server.stop().await;
             return Err(ServerError::Announce(err));
@@ -177,7 +183,7 @@ impl RpcServer {
     /// # Errors
     /// The first round's error (the schedule stays and retries), or
     /// [`PeerError::Refused`] for a bad name.
-    pub async fn announce(&self, client: &PeerClient, service: &str) -> Result<(), PeerError> {
+    pub async fn announce(&self, client: &PeerClient<R>, service: &str) -> Result<(), PeerError> {
         self.announced.add(client, service, self.port()).await
     }
 
@@ -214,7 +220,7 @@ impl RpcServer {
     }
 }
 
-impl Drop for RpcServer {
+impl<R: Runtime> Drop for RpcServer<R> {
     fn drop(&mut self) {
         self.announced.stop_all_now(self.port());
         self.stop.fire();
@@ -223,14 +229,14 @@ impl Drop for RpcServer {
 
 /// Runs the handler within the server's bounds: at most `max_in_flight` at once, at most
 /// `handler_timeout` long, and a panic becomes an error reply.
-async fn call_handler(ctx: &Ctx, key: String, payload: Value) -> Result<Value, String> {
+async fn call_handler<R: Runtime>(ctx: &Ctx, key: String, payload: Value) -> Result<Value, String> {
     let _permit = ctx.in_flight.acquire().await;
     let started = std::panic::catch_unwind(AssertUnwindSafe(|| (ctx.handler)(key, payload)));
     let Ok(fut) = started else {
         tracing::error!("RPC handler panicked");
         return Err(ERR_HANDLER_PANIC.into());
     };
-    match timeout(
+    match timeout::<R, _>(
         ctx.config.handler_timeout,
         AssertUnwindSafe(fut).catch_unwind(),
     )
@@ -284,16 +290,16 @@ enum ConnectionError {
 
 /// Serves one HTTP/1.1 connection (keep-alive) until it ends or the server stops; on
 /// stop, the request in progress is answered first.
-async fn serve_http(stream: TcpStream, ctx: Arc<Ctx>) {
+async fn serve_http<R: Runtime>(stream: R::TcpStream, ctx: Arc<Ctx>) {
     let service_ctx = Arc::clone(&ctx);
-    let service = service_fn(move |req| handle_http(req, Arc::clone(&service_ctx)));
+    let service = service_fn(move |req| handle_http::<R>(req, Arc::clone(&service_ctx)));
     let mut builder = http1::Builder::new();
     builder
-        .timer(rt::hyper_timer())
+        .timer(R::hyper_timer())
         .header_read_timeout(ctx.config.read_timeout)
         .max_buf_size(MAX_BUF_SIZE)
         .keep_alive(true);
-    let connection = builder.serve_connection(rt::hyper_io(stream), service);
+    let connection = builder.serve_connection(R::hyper_io(stream), service);
     let mut connection = std::pin::pin!(connection);
     let finished = async { Some(connection.as_mut().await) }
         .or(async {
@@ -320,7 +326,7 @@ enum Body {
     TooLarge(usize),
 }
 
-async fn handle_http(
+async fn handle_http<R: Runtime>(
     req: Request<Incoming>,
     ctx: Arc<Ctx>,
 ) -> Result<Response<Full<Bytes>>, ConnectionError> {
@@ -330,7 +336,7 @@ async fn handle_http(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let max = ctx.config.max_frame_len;
-    let body = timeout(ctx.config.read_timeout, read_body(req.into_body(), max))
+    let body = timeout::<R, _>(ctx.config.read_timeout, read_body(req.into_body(), max))
         .await
         .ok_or(ConnectionError::BodyTimeout)??;
     let bytes = match body {
@@ -347,7 +353,7 @@ async fn handle_http(
             return Ok(response(http_error_reply(&err), Compression::None));
         }
     };
-    let result = call_handler(&ctx, request.key, request.payload).await;
+    let result = call_handler::<R>(&ctx, request.key, request.payload).await;
     let body = reply_frame(&ctx, &request.rid, &result, compression);
     Ok(response(HttpResponse { status: 200, body }, compression))
 }
@@ -402,28 +408,29 @@ enum Wake {
 /// Serves one WebSocket connection: reads requests while fewer than
 /// `max_in_flight_per_connection` are in the handler, and writes replies as they come,
 /// in any order (the client matches them by rid).
-async fn serve_ws(stream: TcpStream, ctx: Arc<Ctx>) {
+async fn serve_ws<R: Runtime>(stream: R::TcpStream, ctx: Arc<Ctx>) {
     let max = ctx.config.max_frame_len;
     let config = WebSocketConfig::default()
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
-    let mut ws = match timeout(ctx.config.read_timeout, rt::ws_accept(stream, config)).await {
-        Some(Ok(ws)) => ws,
-        Some(Err(err)) => {
-            tracing::debug!(%err, "WebSocket handshake failed");
-            return;
-        }
-        None => {
-            tracing::debug!("WebSocket handshake timed out");
-            return;
-        }
-    };
+    let mut ws =
+        match timeout::<R, _>(ctx.config.read_timeout, ws_accept::<R>(stream, config)).await {
+            Some(Ok(ws)) => ws,
+            Some(Err(err)) => {
+                tracing::debug!(%err, "WebSocket handshake failed");
+                return;
+            }
+            None => {
+                tracing::debug!("WebSocket handshake timed out");
+                return;
+            }
+        };
     let cap = ctx.config.max_in_flight_per_connection.max(1);
     // Never full: at most `cap` requests are in the handler, and each sends one reply.
     let (reply_tx, reply_rx) = async_channel::bounded::<Vec<u8>>(cap);
     let mut in_flight = 0usize;
     let mut reading = true;
-    let mut last_active = now();
+    let mut last_active = R::now();
     let mut drain_until = last_active;
     while reading || in_flight > 0 {
         let deadline = match (reading, in_flight) {
@@ -455,7 +462,7 @@ async fn serve_ws(stream: TcpStream, ctx: Arc<Ctx>) {
                 }
             };
             let timer = async {
-                sleep_until(deadline).await;
+                sleep_until::<R>(deadline).await;
                 Wake::Timeout
             };
             incoming.race(reply).race(stop).race(timer).await
@@ -468,18 +475,19 @@ async fn serve_ws(stream: TcpStream, ctx: Arc<Ctx>) {
                     Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
                     Message::Close(_) => {
                         reading = false;
-                        drain_until = now() + ctx.config.drain_timeout;
+                        drain_until = R::now() + ctx.config.drain_timeout;
                         continue;
                     }
                 };
-                last_active = now();
+                last_active = R::now();
                 match decode_request(&bytes, max) {
                     Ok(request) => {
                         in_flight += 1;
                         let ctx = Arc::clone(&ctx);
                         let reply_tx = reply_tx.clone();
-                        rt::spawn(async move {
-                            let result = call_handler(&ctx, request.key, request.payload).await;
+                        R::spawn_detached(async move {
+                            let result =
+                                call_handler::<R>(&ctx, request.key, request.payload).await;
                             let frame = reply_frame(&ctx, &request.rid, &result, Compression::None);
                             let _ = reply_tx.send(frame).await;
                         });
@@ -488,7 +496,7 @@ async fn serve_ws(stream: TcpStream, ctx: Arc<Ctx>) {
                         tracing::debug!(%err, "unreadable RPC request");
                         // Node stays silent when there is no rid to answer; so do we.
                         if let Some(frame) = ws_error_reply(&err)
-                            && !send_frame(&mut ws, frame).await
+                            && !send_frame::<R>(&mut ws, frame).await
                         {
                             break;
                         }
@@ -497,7 +505,7 @@ async fn serve_ws(stream: TcpStream, ctx: Arc<Ctx>) {
             }
             Wake::Incoming(None) => {
                 reading = false;
-                drain_until = now() + ctx.config.drain_timeout;
+                drain_until = R::now() + ctx.config.drain_timeout;
             }
             Wake::Incoming(Some(Err(err))) => {
                 tracing::debug!(%err, "WebSocket read failed");
@@ -505,25 +513,25 @@ async fn serve_ws(stream: TcpStream, ctx: Arc<Ctx>) {
             }
             Wake::Reply(frame) => {
                 in_flight = in_flight.saturating_sub(1);
-                last_active = now();
-                if !send_frame(&mut ws, frame).await {
+                last_active = R::now();
+                if !send_frame::<R>(&mut ws, frame).await {
                     break;
                 }
             }
             Wake::Stop => {
                 reading = false;
-                drain_until = now() + ctx.config.drain_timeout;
+                drain_until = R::now() + ctx.config.drain_timeout;
             }
             Wake::Timeout => break,
         }
     }
-    if let Some(Err(err)) = timeout(ctx.config.drain_timeout, ws.close(None)).await {
+    if let Some(Err(err)) = timeout::<R, _>(ctx.config.drain_timeout, ws.close(None)).await {
         tracing::trace!(%err, "WebSocket close failed");
     }
 }
 
 /// Writes a frame as a text message; `false` if the connection broke.
-async fn send_frame(ws: &mut WsStream, frame: Vec<u8>) -> bool {
+async fn send_frame<R: Runtime>(ws: &mut WsStream<R>, frame: Vec<u8>) -> bool {
     let message = match String::from_utf8(frame) {
         Ok(text) => Message::text(text),
         Err(err) => Message::binary(err.into_bytes()),
@@ -556,9 +564,9 @@ enum ZmqWake {
 /// fewer than `max_in_flight_per_connection` are in the handler, writes replies as they
 /// come, in any order. A peer that does not finish the ZMTP handshake within
 /// `read_timeout`, or breaks ZMTP, is dropped and counted.
-async fn serve_zmq(mut stream: TcpStream, ctx: Arc<Ctx>) {
+async fn serve_zmq<R: Runtime>(mut stream: R::TcpStream, ctx: Arc<Ctx>) {
     let mut conn = ZmqServerConn::new(ctx.config.max_frame_len);
-    if !write_zmq(&mut stream, &conn.take_output()).await {
+    if !write_zmq::<R>(&mut stream, &conn.take_output()).await {
         return;
     }
     let cap = ctx.config.max_in_flight_per_connection.max(1);
@@ -567,7 +575,7 @@ async fn serve_zmq(mut stream: TcpStream, ctx: Arc<Ctx>) {
     let mut buf = vec![0u8; ZMQ_READ_BUF];
     let mut in_flight = 0usize;
     let mut reading = true;
-    let mut last_active = now();
+    let mut last_active = R::now();
     let handshake_until = last_active + ctx.config.read_timeout;
     let mut drain_until = last_active;
     while reading || in_flight > 0 {
@@ -580,7 +588,7 @@ async fn serve_zmq(mut stream: TcpStream, ctx: Arc<Ctx>) {
         let wake = {
             let incoming = async {
                 if reading && in_flight < cap {
-                    ZmqWake::Incoming(rt::read(&mut stream, &mut buf).await)
+                    ZmqWake::Incoming(R::read(&mut stream, &mut buf).await)
                 } else {
                     future::pending().await
                 }
@@ -601,7 +609,7 @@ async fn serve_zmq(mut stream: TcpStream, ctx: Arc<Ctx>) {
                 }
             };
             let timer = async {
-                sleep_until(deadline).await;
+                sleep_until::<R>(deadline).await;
                 ZmqWake::Timeout
             };
             incoming.race(reply).race(stop).race(timer).await
@@ -609,10 +617,10 @@ async fn serve_zmq(mut stream: TcpStream, ctx: Arc<Ctx>) {
         match wake {
             ZmqWake::Incoming(Ok(0)) => {
                 reading = false;
-                drain_until = now() + ctx.config.drain_timeout;
+                drain_until = R::now() + ctx.config.drain_timeout;
             }
             ZmqWake::Incoming(Ok(n)) => {
-                last_active = now();
+                last_active = R::now();
                 let bad_before = conn.stats().bad_frames;
                 let read = conn.handle_input(buf.get(..n).unwrap_or_default());
                 let bad = conn.stats().bad_frames - bad_before;
@@ -621,12 +629,12 @@ async fn serve_zmq(mut stream: TcpStream, ctx: Arc<Ctx>) {
                     in_flight += 1;
                     let ctx = Arc::clone(&ctx);
                     let reply_tx = reply_tx.clone();
-                    rt::spawn(async move {
-                        let result = call_handler(&ctx, request.key, request.payload).await;
+                    R::spawn_detached(async move {
+                        let result = call_handler::<R>(&ctx, request.key, request.payload).await;
                         let _ = reply_tx.send((request.rid, result)).await;
                     });
                 }
-                let written = write_zmq(&mut stream, &conn.take_output()).await;
+                let written = write_zmq::<R>(&mut stream, &conn.take_output()).await;
                 if let Err(err) = read {
                     tracing::debug!(%err, "ZeroMQ peer broke ZMTP; dropping it");
                     ctx.stats
@@ -644,17 +652,17 @@ async fn serve_zmq(mut stream: TcpStream, ctx: Arc<Ctx>) {
             }
             ZmqWake::Reply(rid, result) => {
                 in_flight = in_flight.saturating_sub(1);
-                last_active = now();
+                last_active = R::now();
                 if let Err(err) = conn.reply(&rid, result.as_ref().map_err(String::as_str)) {
                     tracing::debug!(%err, "ZeroMQ reply refused");
                 }
-                if !write_zmq(&mut stream, &conn.take_output()).await {
+                if !write_zmq::<R>(&mut stream, &conn.take_output()).await {
                     break;
                 }
             }
             ZmqWake::Stop => {
                 reading = false;
-                drain_until = now() + ctx.config.drain_timeout;
+                drain_until = R::now() + ctx.config.drain_timeout;
             }
             ZmqWake::Timeout => {
                 if !conn.is_ready() {

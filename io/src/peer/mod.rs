@@ -1,4 +1,4 @@
-//! Grenache peers on this runtime: a client ([`PeerClient`]: lookup, announce, put, get,
+//! Grenache peers: a client ([`PeerClient`]: lookup, announce, put, get,
 //! peer RPC and subscriptions), an RPC server ([`RpcServer`]) and a publisher
 //! ([`Publisher`]), wire-compatible with grenache-nodejs-link, -http and -ws.
 //!
@@ -6,30 +6,11 @@
 //! [`Client`](grenache_core::peer::Client) decides what to send, when to retry and what a
 //! reply means; one driver task owns it and does the I/O it asks for (hyper HTTP/1.1 with
 //! a keep-alive pool, WebSocket connections by id, a timer). The servers read and write
-//! frames with the core's framing functions. The code is the same, file for file, in
-//! `grenache-smol` and `grenache-tokio`, except `rt.rs`: a program written against one
-//! runs on the other by changing the crate name.
+//! frames with the core's framing functions. Each type is generic over the
+//! [`Runtime`](crate::Runtime); `grenache-smol` and `grenache-tokio` name them for theirs,
+//! so a program written for one runs on the other by changing the crate name.
 //!
-//! Every module here but `rt.rs` is also compiled into grenache-tokio (through `#[path]`),
-//! so it may only reach the runtime through `super::rt`.
-//!
-//! ```no_run
-//! use grenache_smol::peer::{PeerClient, PeerConfig, RequestOptions, RpcServer, RpcServerConfig};
-//! use serde_json::{Value, json};
-//!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! smol::block_on(async {
-//!     let client = PeerClient::new(PeerConfig::new("http://127.0.0.1:30001"))?;
-//!     let server = RpcServer::start(&client, "rpc_test", RpcServerConfig::default(),
-//!         |_key: String, payload: Value| async move { Ok(json!({ "echo": payload })) },
-//!     ).await?;
-//!     let reply = client.request("rpc_test", json!("hello"), RequestOptions::default()).await?;
-//!     assert_eq!(reply, json!({ "echo": "hello" }));
-//!     server.stop().await;
-//!     Ok(())
-//! })
-//! # }
-//! ```
+//! `grenache-smol`'s and `grenache-tokio`'s crate docs show a client and a server at work.
 //!
 //! Every queue and table is bounded (see [`PeerConfig`], [`RpcServerConfig`],
 //! [`PublisherConfig`]); every failure reaches the caller as a typed error
@@ -40,11 +21,10 @@ mod client;
 mod config;
 mod driver;
 mod error;
-mod http_client;
+pub(crate) mod http_client;
 mod listen;
 mod publisher;
 mod rpc_server;
-mod rt;
 mod subscription;
 mod tcp_client;
 mod ws_client;

@@ -20,11 +20,14 @@ use grenache_core::peer::{
 use super::client::PeerClient;
 use super::config::PublisherConfig;
 use super::error::{PeerError, ServerError};
-use super::listen::{Announced, accept_loop, bind, write_zmq};
-use super::rt::{self, Task, TcpStream, WsStream};
+use super::listen::{Announced, bind, write_zmq};
 use super::ws_client::to_message;
+use crate::listen::{AcceptLimits, accept_loop};
+use crate::net::{WsStream, ws_accept};
+use crate::runtime::Runtime;
 use crate::stop::{Stop, StopTrigger, stop_pair};
-use crate::time::timeout;
+use crate::task::Task;
+use crate::time::{sleep_until, timeout};
 
 /// The fan-out state, shared by `publish` and the connection tasks.
 struct State {
@@ -47,15 +50,15 @@ impl Shared {
 
 /// A running publisher. It serves until [`stop`](Self::stop) or until dropped; both stop
 /// announcing its channels and unannounce them (`stop` waits for the Grape's answer).
-pub struct Publisher {
+pub struct Publisher<R: Runtime> {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    announced: Announced,
+    announced: Announced<R>,
     stop: StopTrigger,
-    task: Task,
+    task: Task<R>,
 }
 
-impl std::fmt::Debug for Publisher {
+impl<R: Runtime> std::fmt::Debug for Publisher<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publisher")
             .field("addr", &self.addr)
@@ -64,17 +67,20 @@ impl std::fmt::Debug for Publisher {
     }
 }
 
-impl Publisher {
+impl<R: Runtime> Publisher<R> {
     /// Listens for subscribers, announcing nothing: call [`announce`](Self::announce)
     /// (or use [`start`](Self::start)).
     ///
     /// # Errors
     /// [`ServerError::Bind`] when the address cannot be bound.
-    pub async fn listen(config: PublisherConfig) -> Result<Publisher, ServerError> {
-        let (listener, addr) = bind(SocketAddr::new(config.bind, config.port)).await?;
+    pub async fn listen(config: PublisherConfig) -> Result<Self, ServerError> {
+        let (listener, addr) = bind::<R>(SocketAddr::new(config.bind, config.port))?;
         let (trigger, stop) = stop_pair();
         let max = config.max_subscribers.max(1);
-        let (max_connections, drain) = (max, config.drain_timeout);
+        let limits = AcceptLimits {
+            max_connections: max,
+            drain: config.drain_timeout,
+        };
         let shared = Arc::new(Shared {
             // Every publish is drained into the subscribers' queues at once, so the core's
             // queue never holds more than one copy per subscriber.
@@ -87,17 +93,17 @@ impl Publisher {
         });
         let conn_shared = Arc::clone(&shared);
         let transport = shared.config.transport;
-        let task = rt::spawn_task(accept_loop(
+        let task = Task::spawn(accept_loop::<R, _, _>(
             listener,
-            max_connections,
+            "publisher",
+            limits,
             stop,
-            drain,
             move |stream| {
                 let shared = Arc::clone(&conn_shared);
                 async move {
                     match transport {
-                        PubSubTransport::Ws => serve_subscriber(stream, shared).await,
-                        PubSubTransport::Zmq => serve_zmq_subscriber(stream, shared).await,
+                        PubSubTransport::Ws => serve_subscriber::<R>(stream, shared).await,
+                        PubSubTransport::Zmq => serve_zmq_subscriber::<R>(stream, shared).await,
                     }
                 }
             },
@@ -118,11 +124,11 @@ impl Publisher {
     /// # Errors
     /// [`ServerError::Bind`], or [`ServerError::Announce`] (the publisher is stopped then).
     pub async fn start(
-        client: &PeerClient,
+        client: &PeerClient<R>,
         channel: &str,
         config: PublisherConfig,
-    ) -> Result<Publisher, ServerError> {
-        let publisher = Publisher::listen(config).await?;
+    ) -> Result<Self, ServerError> {
+        let publisher = Self::listen(config).await?;
         if let Err(err) = publisher.announce(client, channel).await {
             publisher.stop().await;
             return Err(ServerError::Announce(err));
@@ -136,7 +142,7 @@ impl Publisher {
     /// # Errors
     /// The first round's error (the schedule stays and retries), or
     /// [`PeerError::Refused`] for a bad name.
-    pub async fn announce(&self, client: &PeerClient, channel: &str) -> Result<(), PeerError> {
+    pub async fn announce(&self, client: &PeerClient<R>, channel: &str) -> Result<(), PeerError> {
         self.announced.add(client, channel, self.port()).await
     }
 
@@ -201,7 +207,7 @@ impl Publisher {
     }
 }
 
-impl Drop for Publisher {
+impl<R: Runtime> Drop for Publisher<R> {
     fn drop(&mut self) {
         self.announced.stop_all_now(self.port());
         self.stop.fire();
@@ -240,24 +246,25 @@ enum Wake {
 
 /// Serves one subscriber: writes what `publish` queues, ignores what it sends, ends when
 /// it leaves, falls behind or the publisher stops.
-async fn serve_subscriber(stream: TcpStream, shared: Arc<Shared>) {
+async fn serve_subscriber<R: Runtime>(stream: R::TcpStream, shared: Arc<Shared>) {
     let config = &shared.config;
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(config.max_message_len))
         .max_frame_size(Some(config.max_message_len));
-    let mut ws = match timeout(config.handshake_timeout, rt::ws_accept(stream, ws_config)).await {
-        Some(Ok(ws)) => ws,
-        Some(Err(err)) => {
-            tracing::debug!(%err, "subscriber handshake failed");
-            return;
-        }
-        None => {
-            tracing::debug!("subscriber handshake timed out");
-            return;
-        }
-    };
+    let mut ws =
+        match timeout::<R, _>(config.handshake_timeout, ws_accept::<R>(stream, ws_config)).await {
+            Some(Ok(ws)) => ws,
+            Some(Err(err)) => {
+                tracing::debug!(%err, "subscriber handshake failed");
+                return;
+            }
+            None => {
+                tracing::debug!("subscriber handshake timed out");
+                return;
+            }
+        };
     let Some((conn, outgoing)) = register(&shared) else {
-        close(&mut ws, CloseCode::Again, &shared).await;
+        close::<R>(&mut ws, CloseCode::Again, &shared).await;
         return;
     };
     tracing::debug!(%conn, "subscriber connected");
@@ -282,16 +289,18 @@ async fn serve_subscriber(stream: TcpStream, shared: Arc<Shared>) {
     }
     unregister(&shared, conn);
     tracing::debug!(%conn, "subscriber gone");
-    close(&mut ws, CloseCode::Normal, &shared).await;
+    close::<R>(&mut ws, CloseCode::Normal, &shared).await;
 }
 
 /// Starts the closing handshake, giving a stuck subscriber no more than the drain timeout.
-async fn close(ws: &mut WsStream, code: CloseCode, shared: &Shared) {
+async fn close<R: Runtime>(ws: &mut WsStream<R>, code: CloseCode, shared: &Shared) {
     let frame = CloseFrame {
         code,
         reason: "".into(),
     };
-    if let Some(Err(err)) = timeout(shared.config.drain_timeout, ws.close(Some(frame))).await {
+    if let Some(Err(err)) =
+        timeout::<R, _>(shared.config.drain_timeout, ws.close(Some(frame))).await
+    {
         tracing::trace!(%err, "subscriber close failed");
     }
 }
@@ -307,7 +316,7 @@ enum ZmqWake {
 /// Serves one ZeroMQ subscriber: reads its handshake and subscriptions, writes each
 /// published message it subscribed to as one frame, ends when it leaves, breaks ZMTP,
 /// does not finish its handshake in time, falls behind, or the publisher stops.
-async fn serve_zmq_subscriber(mut stream: TcpStream, shared: Arc<Shared>) {
+async fn serve_zmq_subscriber<R: Runtime>(mut stream: R::TcpStream, shared: Arc<Shared>) {
     let config = &shared.config;
     // The ZMTP limit bounds what we send as well as what we read: size it for published
     // messages (as large as a subscriber takes by default), not for the subscriptions
@@ -316,21 +325,21 @@ async fn serve_zmq_subscriber(mut stream: TcpStream, shared: Arc<Shared>) {
     let Some((conn, outgoing)) = register(&shared) else {
         return;
     };
-    let handshake_until = crate::time::now() + config.handshake_timeout;
+    let handshake_until = R::now() + config.handshake_timeout;
     let mut buf = vec![0u8; 4096];
     loop {
-        if !write_zmq(&mut stream, &zmq.take_output()).await {
+        if !write_zmq::<R>(&mut stream, &zmq.take_output()).await {
             break;
         }
         let deadline = (!zmq.is_ready()).then_some(handshake_until);
-        let wake = async { ZmqWake::Incoming(rt::read(&mut stream, &mut buf).await) }
+        let wake = async { ZmqWake::Incoming(R::read(&mut stream, &mut buf).await) }
             .race(async { ZmqWake::Outgoing(outgoing.recv().await.ok()) })
             .race(async {
                 shared.stop.wait().await;
                 ZmqWake::Stop
             })
             .race(async {
-                crate::time::sleep_until(deadline).await;
+                sleep_until::<R>(deadline).await;
                 ZmqWake::Timeout
             })
             .await;
@@ -338,7 +347,7 @@ async fn serve_zmq_subscriber(mut stream: TcpStream, shared: Arc<Shared>) {
             ZmqWake::Incoming(Ok(n)) if n > 0 => {
                 if let Err(err) = zmq.handle_input(buf.get(..n).unwrap_or_default()) {
                     tracing::debug!(%conn, %err, "ZeroMQ subscriber broke ZMTP");
-                    let _ = write_zmq(&mut stream, &zmq.take_output()).await;
+                    let _ = write_zmq::<R>(&mut stream, &zmq.take_output()).await;
                     break;
                 }
             }

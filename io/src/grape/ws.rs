@@ -8,17 +8,15 @@ use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use async_tungstenite::{WebSocketStream, accept_async_with_config};
 use futures_lite::StreamExt as _;
+use futures_lite::future::{self, FutureExt as _};
 use grenache_core::api::{Reply, WsConn};
-use smol::future::{self, FutureExt as _};
-use smol::net::TcpStream;
 
-use crate::driver::{Command, WsOut};
-use crate::listen::ApiContext;
-use crate::time::{now, sleep_until, timeout};
-
-type WsStream = WebSocketStream<TcpStream>;
+use super::ApiContext;
+use super::driver::{Command, WsOut};
+use crate::net::{WsStream, ws_accept};
+use crate::runtime::Runtime;
+use crate::time::{sleep_until, timeout};
 
 /// Names each connection for the core, whose watches end with it.
 static NEXT_CONN: AtomicU64 = AtomicU64::new(0);
@@ -34,12 +32,12 @@ enum Event {
 /// Serves one WebSocket connection: reads messages while fewer than
 /// `limits.ws_max_in_flight` await their reply, and writes replies as they come. A message
 /// larger than the core's body limit ends the connection.
-pub(crate) async fn serve_connection(stream: TcpStream, ctx: Arc<ApiContext>) {
+pub(crate) async fn serve_connection<R: Runtime>(stream: R::TcpStream, ctx: Arc<ApiContext>) {
     let config = WebSocketConfig::default()
         .max_message_size(Some(ctx.max_payload))
         .max_frame_size(Some(ctx.max_payload));
-    let handshake = accept_async_with_config(stream, Some(config));
-    let mut ws = match timeout(ctx.limits.ws_handshake_timeout, handshake).await {
+    let handshake = ws_accept::<R>(stream, config);
+    let mut ws = match timeout::<R, _>(ctx.limits.ws_handshake_timeout, handshake).await {
         Some(Ok(ws)) => ws,
         Some(Err(err)) => {
             tracing::debug!(%err, "WebSocket handshake failed");
@@ -51,23 +49,27 @@ pub(crate) async fn serve_connection(stream: TcpStream, ctx: Arc<ApiContext>) {
         }
     };
     let conn = WsConn(NEXT_CONN.fetch_add(1, Ordering::Relaxed));
-    let code = serve_messages(&mut ws, conn, &ctx).await;
+    let code = serve_messages::<R>(&mut ws, conn, &ctx).await;
     if ctx.commands.send(Command::WsClosed(conn)).await.is_err() {
         tracing::trace!("driver stopped before the connection closed");
     }
-    close(&mut ws, code, &ctx).await;
+    close::<R>(&mut ws, code, &ctx).await;
 }
 
 /// The connection's loop; returns how to close it. A watch counts as in flight from its
 /// message until the core ends it.
-async fn serve_messages(ws: &mut WsStream, conn: WsConn, ctx: &ApiContext) -> CloseCode {
+async fn serve_messages<R: Runtime>(
+    ws: &mut WsStream<R>,
+    conn: WsConn,
+    ctx: &ApiContext,
+) -> CloseCode {
     let max_in_flight = ctx.limits.ws_max_in_flight.max(1);
     // At most `max_in_flight` requests are out, and each gets one `WsOut`, except watches,
     // which get one per change: the slack absorbs a burst of those.
     let (out_tx, out_rx) = async_channel::bounded(max_in_flight * 2);
     let mut in_flight = 0usize;
     let mut reading = true;
-    let mut last_active = now();
+    let mut last_active = R::now();
     let mut drain_until = last_active;
     while reading || in_flight > 0 {
         // Idle means reading with nothing in flight; once reading stops, only the drain is left.
@@ -100,7 +102,7 @@ async fn serve_messages(ws: &mut WsStream, conn: WsConn, ctx: &ApiContext) -> Cl
                 }
             };
             let timer = async {
-                sleep_until(deadline).await;
+                sleep_until::<R>(deadline).await;
                 Event::Timeout
             };
             incoming.race(out).race(stop).race(timer).await
@@ -114,7 +116,7 @@ async fn serve_messages(ws: &mut WsStream, conn: WsConn, ctx: &ApiContext) -> Cl
                     Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
                     Message::Close(_) => {
                         reading = false;
-                        drain_until = now() + ctx.limits.drain_timeout;
+                        drain_until = R::now() + ctx.limits.drain_timeout;
                         continue;
                     }
                 };
@@ -127,11 +129,11 @@ async fn serve_messages(ws: &mut WsStream, conn: WsConn, ctx: &ApiContext) -> Cl
                     break; // the driver has stopped
                 }
                 in_flight += 1;
-                last_active = now();
+                last_active = R::now();
             }
             Event::Incoming(None) => {
                 reading = false;
-                drain_until = now() + ctx.limits.drain_timeout;
+                drain_until = R::now() + ctx.limits.drain_timeout;
             }
             Event::Incoming(Some(Err(err))) => {
                 tracing::debug!(%err, "WebSocket read failed");
@@ -146,12 +148,12 @@ async fn serve_messages(ws: &mut WsStream, conn: WsConn, ctx: &ApiContext) -> Cl
                     tracing::debug!(%err, "WebSocket write failed");
                     break;
                 }
-                last_active = now();
+                last_active = R::now();
             }
             Event::Out(WsOut::Overloaded) => return CloseCode::Again,
             Event::Stop => {
                 reading = false;
-                drain_until = now() + ctx.limits.drain_timeout;
+                drain_until = R::now() + ctx.limits.drain_timeout;
             }
             Event::Timeout => break,
         }
@@ -168,12 +170,12 @@ fn reply_message(reply: Reply) -> Message {
 }
 
 /// Starts the closing handshake, giving a stuck client no more than the drain timeout.
-async fn close(ws: &mut WebSocketStream<TcpStream>, code: CloseCode, ctx: &ApiContext) {
+async fn close<R: Runtime>(ws: &mut WsStream<R>, code: CloseCode, ctx: &ApiContext) {
     let frame = CloseFrame {
         code,
         reason: "".into(),
     };
-    if let Some(Err(err)) = timeout(ctx.limits.drain_timeout, ws.close(Some(frame))).await {
+    if let Some(Err(err)) = timeout::<R, _>(ctx.limits.drain_timeout, ws.close(Some(frame))).await {
         tracing::trace!(%err, "WebSocket close failed");
     }
 }
