@@ -25,6 +25,7 @@
 mod config;
 mod error;
 mod grape;
+mod http_server;
 mod listen;
 mod net;
 pub mod peer;
@@ -34,6 +35,7 @@ mod stop;
 mod task;
 mod time;
 mod udp;
+mod ws_server;
 
 #[cfg(feature = "testkit")]
 #[doc(hidden)]

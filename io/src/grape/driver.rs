@@ -10,10 +10,12 @@ use futures_lite::FutureExt as _;
 use grenache_core::api::{Grape, HttpBody, Reply, RequestId, WsConn};
 use hyper::{Method, Uri};
 
+use crate::http_server::Body;
 use crate::runtime::Runtime;
 use crate::state::StateSaver;
 use crate::stop::Stop;
 use crate::time::sleep_until;
+use crate::ws_server::Out;
 
 /// Largest datagram the DHT socket reads; a longer one is cut (and the core rejects it).
 const RECV_BUF: usize = 64 * 1024;
@@ -29,39 +31,21 @@ pub(crate) enum Command {
     Http {
         method: Method,
         uri: Uri,
-        body: RequestBody,
+        body: Body,
         reply: async_channel::Sender<Reply>,
     },
     /// One WebSocket message on connection `conn`; the reply goes back on its queue.
     Ws {
         conn: WsConn,
         text: Vec<u8>,
-        reply: async_channel::Sender<WsOut>,
+        reply: async_channel::Sender<Out>,
     },
     /// A WebSocket connection closed: its watches end.
     WsClosed(WsConn),
 }
 
 /// Where a WebSocket connection's replies go.
-type WsSender = async_channel::Sender<WsOut>;
-
-/// An HTTP body as far as it was read.
-pub(crate) enum RequestBody {
-    /// The whole body, within the core's limit.
-    Complete(Vec<u8>),
-    /// The body was longer than the core's limit; reading stopped there.
-    TooLarge,
-}
-
-/// What the driver hands a WebSocket connection.
-pub(crate) enum WsOut {
-    /// The core's answer to one message ([`Reply::more`]: more will follow, a watch).
-    Reply(Reply),
-    /// A watch that answered with `more` ended: it no longer counts as in flight.
-    Ended,
-    /// The driver could not take the message; the connection closes (code 1013).
-    Overloaded,
-}
+type WsSender = async_channel::Sender<Out>;
 
 /// Counters of I/O trouble, shared with [`GrapeServer`](super::server::GrapeServer).
 #[derive(Debug, Default)]
@@ -74,7 +58,7 @@ pub(crate) struct Counters {
 /// Where a pending request's reply goes.
 enum Pending {
     Http(async_channel::Sender<Reply>),
-    Ws(async_channel::Sender<WsOut>),
+    Ws(async_channel::Sender<Out>),
 }
 
 impl Pending {
@@ -90,7 +74,7 @@ impl Pending {
         // which its connection prevents): the reply has nowhere to go.
         let delivered = match self {
             Self::Http(tx) => tx.try_send(reply).is_ok(),
-            Self::Ws(tx) => tx.try_send(WsOut::Reply(reply)).is_ok(),
+            Self::Ws(tx) => tx.try_send(ws_frame(reply)).is_ok(),
         };
         if !delivered {
             tracing::debug!("reply dropped: its client is gone");
@@ -220,7 +204,7 @@ impl<R: Runtime> Driver<R> {
             if reply.more {
                 // A watch's push: the request stays routed until the core ends it.
                 match self.pending.get(&reply.req) {
-                    Some(Pending::Ws(tx)) => push_ws(tx, WsOut::Reply(reply)),
+                    Some(Pending::Ws(tx)) => push_ws(tx, ws_frame(reply)),
                     _ => tracing::debug!(req = reply.req.0, "push to a closed watch"),
                 }
                 continue;
@@ -232,7 +216,7 @@ impl<R: Runtime> Driver<R> {
         }
         while let Some(req) = self.grape.poll_ended() {
             if let Some(Pending::Ws(tx)) = self.pending.remove(&req) {
-                push_ws(&tx, WsOut::Ended);
+                push_ws(&tx, Out::Ended);
             }
         }
     }
@@ -249,8 +233,8 @@ impl<R: Runtime> Driver<R> {
                     return;
                 };
                 let body = match &body {
-                    RequestBody::Complete(bytes) => HttpBody::Complete(bytes),
-                    RequestBody::TooLarge => HttpBody::TooLarge,
+                    Body::Complete(bytes) => HttpBody::Complete(bytes),
+                    Body::TooLarge(_) => HttpBody::TooLarge,
                 };
                 // The query string too: `/watch` reads its arguments there.
                 let target = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -261,7 +245,7 @@ impl<R: Runtime> Driver<R> {
             Command::Ws { conn, text, reply } => {
                 let Some(req) = self.admit(Pending::Ws(reply.clone())) else {
                     // The connection closes itself on this, so its client sees the failure.
-                    let _ = reply.try_send(WsOut::Overloaded);
+                    let _ = reply.try_send(Out::Overloaded);
                     return;
                 };
                 self.grape.handle_ws(now, conn, req, &text);
@@ -287,9 +271,17 @@ impl<R: Runtime> Driver<R> {
     }
 }
 
+/// A reply as a WebSocket answer: a watch's pushes ([`Reply::more`]) leave it in flight.
+fn ws_frame(reply: Reply) -> Out {
+    Out::Frame {
+        done: !reply.more,
+        bytes: reply.body,
+    }
+}
+
 /// Queues a watch's push or end for its connection; a connection too slow to read its
 /// pushes loses them (its queue holds twice its in-flight cap).
-fn push_ws(tx: &WsSender, out: WsOut) {
+fn push_ws(tx: &WsSender, out: Out) {
     if tx.try_send(out).is_err() {
         tracing::debug!("watch push dropped: its connection is gone or not reading");
     }

@@ -9,8 +9,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_tungstenite::tungstenite::Message;
-use async_tungstenite::tungstenite::protocol::WebSocketConfig;
-use async_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use futures_lite::{FutureExt as _, StreamExt as _};
 use grenache_core::peer::{
@@ -23,11 +21,11 @@ use super::error::{PeerError, ServerError};
 use super::listen::{Announced, bind, write_zmq};
 use super::ws_client::to_message;
 use crate::listen::{AcceptLimits, accept_loop};
-use crate::net::{WsStream, ws_accept};
 use crate::runtime::Runtime;
 use crate::stop::{Stop, StopTrigger, stop_pair};
 use crate::task::Task;
-use crate::time::{sleep_until, timeout};
+use crate::time::sleep_until;
+use crate::ws_server;
 
 /// The fan-out state, shared by `publish` and the connection tasks.
 struct State {
@@ -248,23 +246,13 @@ enum Wake {
 /// it leaves, falls behind or the publisher stops.
 async fn serve_subscriber<R: Runtime>(stream: R::TcpStream, shared: Arc<Shared>) {
     let config = &shared.config;
-    let ws_config = WebSocketConfig::default()
-        .max_message_size(Some(config.max_message_len))
-        .max_frame_size(Some(config.max_message_len));
-    let mut ws =
-        match timeout::<R, _>(config.handshake_timeout, ws_accept::<R>(stream, ws_config)).await {
-            Some(Ok(ws)) => ws,
-            Some(Err(err)) => {
-                tracing::debug!(%err, "subscriber handshake failed");
-                return;
-            }
-            None => {
-                tracing::debug!("subscriber handshake timed out");
-                return;
-            }
-        };
+    let Some(mut ws) =
+        ws_server::accept::<R>(stream, config.max_message_len, config.handshake_timeout).await
+    else {
+        return;
+    };
     let Some((conn, outgoing)) = register(&shared) else {
-        close::<R>(&mut ws, CloseCode::Again, &shared).await;
+        ws_server::close::<R>(&mut ws, CloseCode::Again, config.drain_timeout).await;
         return;
     };
     tracing::debug!(%conn, "subscriber connected");
@@ -289,20 +277,7 @@ async fn serve_subscriber<R: Runtime>(stream: R::TcpStream, shared: Arc<Shared>)
     }
     unregister(&shared, conn);
     tracing::debug!(%conn, "subscriber gone");
-    close::<R>(&mut ws, CloseCode::Normal, &shared).await;
-}
-
-/// Starts the closing handshake, giving a stuck subscriber no more than the drain timeout.
-async fn close<R: Runtime>(ws: &mut WsStream<R>, code: CloseCode, shared: &Shared) {
-    let frame = CloseFrame {
-        code,
-        reason: "".into(),
-    };
-    if let Some(Err(err)) =
-        timeout::<R, _>(shared.config.drain_timeout, ws.close(Some(frame))).await
-    {
-        tracing::trace!(%err, "subscriber close failed");
-    }
+    ws_server::close::<R>(&mut ws, CloseCode::Normal, config.drain_timeout).await;
 }
 
 /// What woke a ZeroMQ subscriber connection.

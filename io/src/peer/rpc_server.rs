@@ -10,19 +10,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use async_tungstenite::tungstenite::Message;
-use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use bytes::Bytes;
-use futures_lite::{FutureExt as _, StreamExt as _, future};
+use futures_lite::{FutureExt as _, future};
 use grenache_core::peer::{
     COMPRESS_HEADER, Compression, FrameError, HttpResponse, RpcTransport, ZmqServerConn,
     decode_http_request, decode_request, encode_http_reply, http_error_reply, ws_error_reply,
 };
-use http_body_util::{BodyExt as _, Full};
-use hyper::body::{Body as _, Incoming};
+use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use serde_json::Value;
 
@@ -30,15 +26,13 @@ use super::client::PeerClient;
 use super::config::RpcServerConfig;
 use super::error::{PeerError, ServerError};
 use super::listen::{Announced, bind, write_zmq};
+use crate::http_server::{self, Answer, Body, read_body};
 use crate::listen::{AcceptLimits, accept_loop};
-use crate::net::{WsStream, ws_accept};
 use crate::runtime::Runtime;
 use crate::stop::{Stop, StopTrigger, stop_pair};
 use crate::task::{Limiter, Task};
 use crate::time::{sleep_until, timeout};
-
-/// Cap on hyper's per-connection read buffer: headers must fit in it, bodies stream through.
-const MAX_BUF_SIZE: usize = 64 * 1024;
+use crate::ws_server::{self, Out, Taken, WsLimits};
 
 /// The reply when the handler did not finish within `handler_timeout`.
 pub const ERR_HANDLER_TIMEOUT: &str = "ERR_HANDLER_TIMEOUT";
@@ -277,68 +271,22 @@ fn reply_frame(
 // HTTP
 // ------------------------------------------------------------------------------------
 
-/// Why an HTTP connection is closed without a reply.
-#[derive(Debug, thiserror::Error)]
-enum ConnectionError {
-    /// The client sent its body too slowly.
-    #[error("request body not received in time")]
-    BodyTimeout,
-    /// The body could not be read (the client went away or broke the framing).
-    #[error("reading the request body: {0}")]
-    Body(#[from] hyper::Error),
-}
-
 /// Serves one HTTP/1.1 connection (keep-alive) until it ends or the server stops; on
 /// stop, the request in progress is answered first.
 async fn serve_http<R: Runtime>(stream: R::TcpStream, ctx: Arc<Ctx>) {
-    let service_ctx = Arc::clone(&ctx);
-    let service = service_fn(move |req| handle_http::<R>(req, Arc::clone(&service_ctx)));
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(R::hyper_timer())
-        .header_read_timeout(ctx.config.read_timeout)
-        .max_buf_size(MAX_BUF_SIZE)
-        .keep_alive(true);
-    let connection = builder.serve_connection(R::hyper_io(stream), service);
-    let mut connection = std::pin::pin!(connection);
-    let finished = async { Some(connection.as_mut().await) }
-        .or(async {
-            ctx.stop.wait().await;
-            None
-        })
-        .await;
-    let result = match finished {
-        Some(result) => result,
-        None => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(err) = result {
-        tracing::debug!(%err, "RPC connection ended");
-    }
+    let handler_ctx = Arc::clone(&ctx);
+    let handle = move |req| handle_http::<R>(req, Arc::clone(&handler_ctx));
+    http_server::serve::<R, _, _>(stream, ctx.config.read_timeout, &ctx.stop, handle).await;
 }
 
-/// A body as far as it was read.
-enum Body {
-    Complete(Vec<u8>),
-    /// Longer than the limit (at least this long); reading stopped.
-    TooLarge(usize),
-}
-
-async fn handle_http<R: Runtime>(
-    req: Request<Incoming>,
-    ctx: Arc<Ctx>,
-) -> Result<Response<Full<Bytes>>, ConnectionError> {
+async fn handle_http<R: Runtime>(req: Request<Incoming>, ctx: Arc<Ctx>) -> Answer {
     let compress = req
         .headers()
         .get(COMPRESS_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let max = ctx.config.max_frame_len;
-    let body = timeout::<R, _>(ctx.config.read_timeout, read_body(req.into_body(), max))
-        .await
-        .ok_or(ConnectionError::BodyTimeout)??;
+    let body = read_body::<R>(req.into_body(), max, ctx.config.read_timeout).await?;
     let bytes = match body {
         Body::Complete(bytes) => bytes,
         Body::TooLarge(len) => {
@@ -358,28 +306,6 @@ async fn handle_http<R: Runtime>(
     Ok(response(HttpResponse { status: 200, body }, compression))
 }
 
-/// Reads at most `max + 1` bytes of body, so a huge body is never read whole.
-async fn read_body(mut body: Incoming, max: usize) -> Result<Body, hyper::Error> {
-    let declared = body.size_hint().lower();
-    if usize::try_from(declared).map_or(true, |len| len > max) {
-        return Ok(Body::TooLarge(
-            usize::try_from(declared).unwrap_or(usize::MAX),
-        ));
-    }
-    let mut bytes = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else {
-            continue; // trailers
-        };
-        let len = bytes.len().saturating_add(data.len());
-        if len > max {
-            return Ok(Body::TooLarge(len));
-        }
-        bytes.extend_from_slice(&data);
-    }
-    Ok(Body::Complete(bytes))
-}
-
 /// Frames a reply; plain JSON bodies say so (gzip ones carry no type, as Node's).
 fn response(reply: HttpResponse, compression: Compression) -> Response<Full<Bytes>> {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -397,152 +323,45 @@ fn response(reply: HttpResponse, compression: Compression) -> Response<Full<Byte
 // WebSocket
 // ------------------------------------------------------------------------------------
 
-/// What woke a WebSocket connection.
-enum Wake {
-    Incoming(Option<Result<Message, async_tungstenite::tungstenite::Error>>),
-    Reply(Vec<u8>),
-    Stop,
-    Timeout,
-}
-
 /// Serves one WebSocket connection: reads requests while fewer than
 /// `max_in_flight_per_connection` are in the handler, and writes replies as they come,
 /// in any order (the client matches them by rid).
 async fn serve_ws<R: Runtime>(stream: R::TcpStream, ctx: Arc<Ctx>) {
     let max = ctx.config.max_frame_len;
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max));
-    let mut ws =
-        match timeout::<R, _>(ctx.config.read_timeout, ws_accept::<R>(stream, config)).await {
-            Some(Ok(ws)) => ws,
-            Some(Err(err)) => {
-                tracing::debug!(%err, "WebSocket handshake failed");
-                return;
-            }
-            None => {
-                tracing::debug!("WebSocket handshake timed out");
-                return;
-            }
-        };
-    let cap = ctx.config.max_in_flight_per_connection.max(1);
-    // Never full: at most `cap` requests are in the handler, and each sends one reply.
-    let (reply_tx, reply_rx) = async_channel::bounded::<Vec<u8>>(cap);
-    let mut in_flight = 0usize;
-    let mut reading = true;
-    let mut last_active = R::now();
-    let mut drain_until = last_active;
-    while reading || in_flight > 0 {
-        let deadline = match (reading, in_flight) {
-            (false, _) => Some(drain_until),
-            (true, 0) => Some(last_active + ctx.config.ws_idle_timeout),
-            (true, _) => None,
-        };
-        let wake = {
-            let incoming = async {
-                if reading && in_flight < cap {
-                    Wake::Incoming(ws.next().await)
-                } else {
-                    future::pending().await
-                }
-            };
-            let reply = async {
-                match reply_rx.recv().await {
-                    Ok(frame) => Wake::Reply(frame),
-                    // Unreachable while `reply_tx` lives in this function.
-                    Err(_) => future::pending().await,
-                }
-            };
-            let stop = async {
-                if reading {
-                    ctx.stop.wait().await;
-                    Wake::Stop
-                } else {
-                    future::pending().await
-                }
-            };
-            let timer = async {
-                sleep_until::<R>(deadline).await;
-                Wake::Timeout
-            };
-            incoming.race(reply).race(stop).race(timer).await
-        };
-        match wake {
-            Wake::Incoming(Some(Ok(message))) => {
-                let bytes: Vec<u8> = match message {
-                    Message::Text(text) => text.as_bytes().to_vec(),
-                    Message::Binary(bytes) => bytes.into(),
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-                    Message::Close(_) => {
-                        reading = false;
-                        drain_until = R::now() + ctx.config.drain_timeout;
-                        continue;
-                    }
-                };
-                last_active = R::now();
-                match decode_request(&bytes, max) {
-                    Ok(request) => {
-                        in_flight += 1;
-                        let ctx = Arc::clone(&ctx);
-                        let reply_tx = reply_tx.clone();
-                        R::spawn_detached(async move {
-                            let result =
-                                call_handler::<R>(&ctx, request.key, request.payload).await;
-                            let frame = reply_frame(&ctx, &request.rid, &result, Compression::None);
-                            let _ = reply_tx.send(frame).await;
-                        });
-                    }
-                    Err(err) => {
-                        tracing::debug!(%err, "unreadable RPC request");
-                        // Node stays silent when there is no rid to answer; so do we.
-                        if let Some(frame) = ws_error_reply(&err)
-                            && !send_frame::<R>(&mut ws, frame).await
-                        {
-                            break;
-                        }
-                    }
-                }
-            }
-            Wake::Incoming(None) => {
-                reading = false;
-                drain_until = R::now() + ctx.config.drain_timeout;
-            }
-            Wake::Incoming(Some(Err(err))) => {
-                tracing::debug!(%err, "WebSocket read failed");
-                break;
-            }
-            Wake::Reply(frame) => {
-                in_flight = in_flight.saturating_sub(1);
-                last_active = R::now();
-                if !send_frame::<R>(&mut ws, frame).await {
-                    break;
-                }
-            }
-            Wake::Stop => {
-                reading = false;
-                drain_until = R::now() + ctx.config.drain_timeout;
-            }
-            Wake::Timeout => break,
-        }
-    }
-    if let Some(Err(err)) = timeout::<R, _>(ctx.config.drain_timeout, ws.close(None)).await {
-        tracing::trace!(%err, "WebSocket close failed");
-    }
-}
-
-/// Writes a frame as a text message; `false` if the connection broke.
-async fn send_frame<R: Runtime>(ws: &mut WsStream<R>, frame: Vec<u8>) -> bool {
-    let message = match String::from_utf8(frame) {
-        Ok(text) => Message::text(text),
-        Err(err) => Message::binary(err.into_bytes()),
+    let limits = WsLimits {
+        max_message: max,
+        max_in_flight: ctx.config.max_in_flight_per_connection.max(1),
+        handshake_timeout: ctx.config.read_timeout,
+        idle_timeout: ctx.config.ws_idle_timeout,
+        drain_timeout: ctx.config.drain_timeout,
     };
-    match ws.send(message).await {
-        Ok(()) => true,
-        Err(err) => {
-            tracing::debug!(%err, "WebSocket write failed");
-            false
-        }
-    }
+    let Some(ws) = ws_server::accept::<R>(stream, max, limits.handshake_timeout).await else {
+        return;
+    };
+    // Never full: at most `max_in_flight` requests are in the handler, and each sends one
+    // reply.
+    let (out_tx, out_rx) = async_channel::bounded(limits.max_in_flight);
+    let take = |bytes: Vec<u8>| {
+        let taken = match decode_request(&bytes, max) {
+            Ok(request) => {
+                let ctx = Arc::clone(&ctx);
+                let out_tx = out_tx.clone();
+                R::spawn_detached(async move {
+                    let result = call_handler::<R>(&ctx, request.key, request.payload).await;
+                    let bytes = reply_frame(&ctx, &request.rid, &result, Compression::None);
+                    let _ = out_tx.send(Out::Frame { bytes, done: true }).await;
+                });
+                Taken::Dispatched
+            }
+            Err(err) => {
+                tracing::debug!(%err, "unreadable RPC request");
+                // Node stays silent when there is no rid to answer; so do we.
+                ws_error_reply(&err).map_or(Taken::Ignored, Taken::Answer)
+            }
+        };
+        std::future::ready(taken)
+    };
+    ws_server::serve::<R, _, _>(ws, &limits, &ctx.stop, &out_rx, take).await;
 }
 
 // ------------------------------------------------------------------------------------
