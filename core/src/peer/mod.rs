@@ -65,6 +65,7 @@ mod framing;
 mod link;
 mod pubsub;
 mod rpc;
+mod serve;
 mod types;
 pub mod zmq;
 
@@ -79,6 +80,10 @@ pub use framing::{
 pub use link::{GetItem, Link, LinkConfig, LinkEvent, LinkStats, MAX_LOOKUP_PEERS, Put};
 pub use pubsub::{PubSubTransport, PublishError, Publisher, SubConfig, SubStats};
 pub use rpc::{RequestOptions, RpcConfig, RpcStats, RpcTransport};
+pub use serve::{
+    ERR_HANDLER_PANIC, ERR_HANDLER_TIMEOUT, ERR_REPLY_TOO_LARGE, HandlerFailure,
+    reply_content_type, reply_frame,
+};
 pub use types::{
     ConnId, Delivery, HttpId, HttpRequest, HttpResponse, MAX_ADDR_LEN, PeerAddr, QueryId,
     SubscriptionId, Transmit, TransportError, WsMessage, request_id,

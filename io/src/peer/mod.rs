@@ -33,15 +33,14 @@ pub use client::PeerClient;
 pub use config::{PeerConfig, PublisherConfig, RpcServerConfig};
 pub use error::{PeerError, ServerError};
 pub use publisher::Publisher;
-pub use rpc_server::{
-    ERR_HANDLER_PANIC, ERR_HANDLER_TIMEOUT, ERR_REPLY_TOO_LARGE, RpcServer, ServerStats,
-};
+pub use rpc_server::{RpcServer, ServerStats};
 pub use subscription::{SubEvent, Subscription};
 
 // The core types a user of this module needs, so one `use` line names the runtime.
 pub use grenache_core::bep44::Target;
 pub use grenache_core::peer::{
-    ClientConfig, ClientStats, CommandError, ConfigError, GetItem, LinkConfig, LinkError, PeerAddr,
-    PeerChoice, PubSubTransport, PublishError, Put, RequestOptions, RpcConfig, RpcError,
-    RpcTransport, SubConfig, SubscriptionId, WsMessage,
+    ClientConfig, ClientStats, CommandError, ConfigError, ERR_HANDLER_PANIC, ERR_HANDLER_TIMEOUT,
+    ERR_REPLY_TOO_LARGE, GetItem, LinkConfig, LinkError, PeerAddr, PeerChoice, PubSubTransport,
+    PublishError, Put, RequestOptions, RpcConfig, RpcError, RpcTransport, SubConfig,
+    SubscriptionId, WsMessage,
 };

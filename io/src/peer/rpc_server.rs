@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use futures_lite::{FutureExt as _, future};
 use grenache_core::peer::{
-    COMPRESS_HEADER, Compression, FrameError, HttpResponse, RpcTransport, ZmqServerConn,
-    decode_http_request, decode_request, encode_http_reply, http_error_reply, ws_error_reply,
+    COMPRESS_HEADER, Compression, FrameError, HandlerFailure, HttpResponse, RpcTransport,
+    ZmqServerConn, decode_http_request, decode_request, http_error_reply, reply_content_type,
+    ws_error_reply,
 };
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -33,13 +34,6 @@ use crate::stop::{Stop, StopTrigger, stop_pair};
 use crate::task::{Limiter, Task};
 use crate::time::{sleep_until, timeout};
 use crate::ws_server::{self, Out, Taken, WsLimits};
-
-/// The reply when the handler did not finish within `handler_timeout`.
-pub const ERR_HANDLER_TIMEOUT: &str = "ERR_HANDLER_TIMEOUT";
-/// The reply when the handler panicked.
-pub const ERR_HANDLER_PANIC: &str = "ERR_HANDLER_PANIC";
-/// The reply when the handler's result is longer than the frame limit.
-pub const ERR_REPLY_TOO_LARGE: &str = "ERR_REPLY_TOO_LARGE";
 
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, String>> + Send>>;
 type Handler = Arc<dyn Fn(String, Value) -> HandlerFuture + Send + Sync>;
@@ -228,7 +222,7 @@ async fn call_handler<R: Runtime>(ctx: &Ctx, key: String, payload: Value) -> Res
     let started = std::panic::catch_unwind(AssertUnwindSafe(|| (ctx.handler)(key, payload)));
     let Ok(fut) = started else {
         tracing::error!("RPC handler panicked");
-        return Err(ERR_HANDLER_PANIC.into());
+        return Err(HandlerFailure::Panicked.error().into());
     };
     match timeout::<R, _>(
         ctx.config.handler_timeout,
@@ -239,32 +233,24 @@ async fn call_handler<R: Runtime>(ctx: &Ctx, key: String, payload: Value) -> Res
         Some(Ok(result)) => result,
         Some(Err(_)) => {
             tracing::error!("RPC handler panicked");
-            Err(ERR_HANDLER_PANIC.into())
+            Err(HandlerFailure::Panicked.error().into())
         }
         None => {
             tracing::warn!(timeout = ?ctx.config.handler_timeout, "RPC handler timed out");
-            Err(ERR_HANDLER_TIMEOUT.into())
+            Err(HandlerFailure::TimedOut.error().into())
         }
     }
 }
 
-/// The reply frame, or an error frame when the result would pass the frame limit.
+/// The reply frame (the core's rules: an error frame when it would pass the frame limit).
 fn reply_frame(
     ctx: &Ctx,
     rid: &str,
     result: &Result<Value, String>,
     compression: Compression,
 ) -> Vec<u8> {
-    let frame = encode_http_reply(rid, result.as_ref().map_err(String::as_str), compression);
-    if frame.len() > ctx.config.max_frame_len {
-        tracing::warn!(
-            len = frame.len(),
-            max = ctx.config.max_frame_len,
-            "reply over the frame limit"
-        );
-        return encode_http_reply(rid, Err(ERR_REPLY_TOO_LARGE), compression);
-    }
-    frame
+    let result = result.as_ref().map_err(String::as_str);
+    grenache_core::peer::reply_frame(rid, result, compression, ctx.config.max_frame_len)
 }
 
 // ------------------------------------------------------------------------------------
@@ -306,15 +292,15 @@ async fn handle_http<R: Runtime>(req: Request<Incoming>, ctx: Arc<Ctx>) -> Answe
     Ok(response(HttpResponse { status: 200, body }, compression))
 }
 
-/// Frames a reply; plain JSON bodies say so (gzip ones carry no type, as Node's).
+/// Frames a reply, typed as the core says.
 fn response(reply: HttpResponse, compression: Compression) -> Response<Full<Bytes>> {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = Response::new(Full::new(Bytes::from(reply.body)));
     *response.status_mut() = status;
-    if compression == Compression::None {
+    if let Some(content_type) = reply_content_type(compression) {
         response
             .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     }
     response
 }
