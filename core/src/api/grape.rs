@@ -588,6 +588,7 @@ impl Grape {
             (_, Err(QueryError::Rejected(e))) => Err(put_error(&e)),
             (_, Err(QueryError::NotAnnounced)) => Err(ApiError::NotAnnounced),
             (_, Err(QueryError::Cancelled)) => Err(ApiError::Timeout),
+            (_, Err(QueryError::Overloaded)) => Err(ApiError::Busy),
             (_, Err(_)) => Err(ApiError::AllFailed),
         }
     }

@@ -48,9 +48,11 @@ const UNANNOUNCE_SINCE: u16 = 2;
 const WATCH_SINCE: u16 = 2;
 /// Outbound queue bound; past it datagrams are dropped and counted (UDP may drop them anyway).
 const MAX_TRANSMITS: usize = 1 << 16;
-/// Events not yet polled; the caller is expected to drain them after every call.
+/// Notifications ([`Event::PeersChanged`]) not yet polled; past it they are dropped and
+/// counted. A command's [`Event::Finished`] is never dropped: every command ends with its
+/// one event, and the commands are bounded by [`MAX_LOOKUPS`] between two drains.
 const MAX_EVENTS: usize = 1 << 16;
-/// Commands running at once; past it new ones fail at once with `Timeout`.
+/// Commands running at once; past it new ones fail at once with `Overloaded`.
 const MAX_LOOKUPS: usize = 1 << 14;
 /// Peers a lookup collects.
 const MAX_PEERS_FOUND: usize = 1_000;
@@ -621,7 +623,7 @@ impl Node {
         if self.lookups.len() >= MAX_LOOKUPS {
             self.stats.drop("too_many_commands");
             if report {
-                self.emit(query, Err(QueryError::Timeout));
+                self.emit(query, Err(QueryError::Overloaded));
             }
             return query;
         }
@@ -880,7 +882,7 @@ impl Node {
     }
 
     fn push_event(&mut self, event: Event) {
-        if self.events.len() >= MAX_EVENTS {
+        if self.events.len() >= MAX_EVENTS && !matches!(event, Event::Finished { .. }) {
             self.stats.drop("event_queue_full");
             return;
         }
