@@ -35,7 +35,7 @@ use crate::lookup::traversal::Traversal;
 use crate::routing::{Insert, RoutingTable};
 use crate::storage::{ItemStore, PeerStore};
 use crate::token::Tokens;
-use rpc::{Expired, Purpose, Rpc};
+use rpc::{Expired, Purpose, Rpc, TxId};
 use silent::Silent;
 use watch::Watchers;
 
@@ -114,6 +114,31 @@ enum Kind {
         bootstrap: bool,
     },
     GetPeers,
+    Get {
+        target: Target,
+        salt: Vec<u8>,
+    },
+    /// A traversal that ends by sending a query of its own to the closest nodes that
+    /// answered it: only these kinds have a second phase, so no other can be caught in it.
+    Store {
+        what: Store,
+        /// `None` while traversing; the store queries once they are sent.
+        sending: Option<Sending>,
+    },
+}
+
+impl Kind {
+    fn store(what: Store) -> Kind {
+        Kind::Store {
+            what,
+            sending: None,
+        }
+    }
+}
+
+/// What a [`Kind::Store`] sends once its traversal ends.
+#[derive(Debug)]
+enum Store {
     Announce {
         port: Option<u16>,
     },
@@ -128,30 +153,23 @@ enum Kind {
     Watch {
         speakers: BTreeSet<NodeId>,
     },
-    Get {
-        target: Target,
-        salt: Vec<u8>,
-    },
     Put {
         item: Item,
         cas: Option<i64>,
     },
 }
 
+/// The store queries of a [`Kind::Store`] in flight, and what came back so far.
 #[derive(Debug)]
-enum Phase {
-    Traversing,
-    Storing {
-        pending: BTreeSet<u32>,
-        stored: usize,
-        refusal: Option<ErrorReply>,
-    },
+struct Sending {
+    pending: BTreeSet<TxId>,
+    stored: usize,
+    refusal: Option<ErrorReply>,
 }
 
 #[derive(Debug)]
 struct Lookup {
     kind: Kind,
-    phase: Phase,
     traversal: Traversal,
     /// Internal lookups (bucket refresh) end without an event.
     report: bool,
@@ -162,7 +180,20 @@ struct Lookup {
     peers_seen: BTreeSet<SocketAddr>,
     best: Option<(Item, NodeId)>,
     /// Queries of ours in flight for this lookup, to forget them when it ends.
-    tids: BTreeSet<u32>,
+    tids: BTreeSet<TxId>,
+}
+
+impl Lookup {
+    /// Whether the traversal is over and its store queries are out.
+    fn is_sending(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::Store {
+                sending: Some(_),
+                ..
+            }
+        )
+    }
 }
 
 impl Node {
@@ -344,7 +375,7 @@ impl Node {
             let peer = self.local_peer(port);
             self.peers.add(now, &info_hash, peer);
         }
-        self.start(now, info_hash, Kind::Announce { port }, true)
+        self.start(now, info_hash, Kind::store(Store::Announce { port }), true)
     }
 
     /// Withdraws an [`announce`](Node::announce) of `port` under `info_hash`: forgets it here
@@ -360,10 +391,10 @@ impl Node {
             self.emit(query, Err(QueryError::NotAnnounced));
             return query;
         }
-        let kind = Kind::Unannounce {
+        let kind = Kind::store(Store::Unannounce {
             port,
             speakers: BTreeSet::new(),
-        };
+        });
         self.start(now, info_hash, kind, true)
     }
 
@@ -388,7 +419,12 @@ impl Node {
             return query;
         }
         let target = item.target();
-        self.start(now, target.into(), Kind::Put { item, cas }, true)
+        self.start(
+            now,
+            target.into(),
+            Kind::store(Store::Put { item, cas }),
+            true,
+        )
     }
 
     /// Fetches a BEP-44 item; `salt` is needed to check a mutable item against its target.
@@ -649,7 +685,6 @@ impl Node {
             query,
             Lookup {
                 kind,
-                phase: Phase::Traversing,
                 traversal,
                 report,
                 waiters: Vec::new(),
@@ -676,7 +711,7 @@ impl Node {
             let Some(l) = self.lookups.get_mut(&query) else {
                 return;
             };
-            if !matches!(l.phase, Phase::Traversing) {
+            if l.is_sending() {
                 return;
             }
             let Some(next) = l.traversal.next_query() else {
@@ -687,7 +722,7 @@ impl Node {
         let done = self
             .lookups
             .get(&query)
-            .is_some_and(|l| matches!(l.phase, Phase::Traversing) && l.traversal.is_done());
+            .is_some_and(|l| !l.is_sending() && l.traversal.is_done());
         if done {
             self.end_traversal(now, query);
         }
@@ -706,11 +741,12 @@ impl Node {
         let target = l.traversal.target().clone();
         let method = match &l.kind {
             Kind::FindNode { .. } => Method::FindNode { target },
-            Kind::GetPeers
-            | Kind::Announce { .. }
-            | Kind::Unannounce { .. }
-            | Kind::Watch { .. } => Method::GetPeers { info_hash: target },
-            Kind::Get { .. } | Kind::Put { .. } => Method::Get { target, seq: None },
+            Kind::Get { .. }
+            | Kind::Store {
+                what: Store::Put { .. },
+                ..
+            } => Method::Get { target, seq: None },
+            Kind::GetPeers | Kind::Store { .. } => Method::GetPeers { info_hash: target },
         };
         if let Some(tid) = self.send_query(now, to, id, method, Purpose::Lookup(query))
             && let Some(l) = self.lookups.get_mut(&query)
@@ -747,7 +783,13 @@ impl Node {
                 self.finish(query, Ok(Outcome::Got { item, from }));
                 return;
             }
-            Kind::Announce { port } => {
+            Kind::Store {
+                sending: Some(_), ..
+            } => return,
+            Kind::Store {
+                what: Store::Announce { port },
+                ..
+            } => {
                 let info_hash = l.traversal.target().clone();
                 l.traversal
                     .closest_responded(k)
@@ -764,15 +806,24 @@ impl Node {
                     })
                     .collect()
             }
-            Kind::Watch { speakers } => watch::subscriptions(&l.traversal, k, speakers),
-            Kind::Put { item, cas } => l
+            Kind::Store {
+                what: Store::Watch { speakers },
+                ..
+            } => watch::subscriptions(&l.traversal, k, speakers),
+            Kind::Store {
+                what: Store::Put { item, cas },
+                ..
+            } => l
                 .traversal
                 .closest_responded(k)
                 .into_iter()
                 .filter_map(|(node, token)| Some((node, token?)))
                 .map(|(node, token)| (node, Method::Put(put_args(item, *cas, token))))
                 .collect(),
-            Kind::Unannounce { port, speakers } => unannounces(&l.traversal, k, *port, speakers),
+            Kind::Store {
+                what: Store::Unannounce { port, speakers },
+                ..
+            } => unannounces(&l.traversal, k, *port, speakers),
         };
         let mut pending = BTreeSet::new();
         for (node, method) in stores {
@@ -784,11 +835,13 @@ impl Node {
         }
         if let Some(l) = self.lookups.get_mut(&query) {
             l.tids.extend(pending.iter().copied());
-            l.phase = Phase::Storing {
-                pending,
-                stored: 0,
-                refusal: None,
-            };
+            if let Kind::Store { sending, .. } = &mut l.kind {
+                *sending = Some(Sending {
+                    pending,
+                    stored: 0,
+                    refusal: None,
+                });
+            }
         }
         self.check_stored(query);
     }
@@ -798,11 +851,15 @@ impl Node {
         let Some(l) = self.lookups.get(&query) else {
             return;
         };
-        let Phase::Storing {
-            pending,
-            stored,
-            refusal,
-        } = &l.phase
+        let Kind::Store {
+            what,
+            sending:
+                Some(Sending {
+                    pending,
+                    stored,
+                    refusal,
+                }),
+        } = &l.kind
         else {
             return;
         };
@@ -810,19 +867,19 @@ impl Node {
             return;
         }
         let stored = *stored;
-        let result = match (&l.kind, refusal) {
+        let result = match (what, refusal) {
             // Subscribing is best effort: the watch answers what the traversal found.
-            (Kind::Watch { .. }, _) => self.peers_outcome(self.last_now, query),
-            (Kind::Put { .. }, Some(e)) if stored == 0 => Err(QueryError::AllFailed {
+            (Store::Watch { .. }, _) => self.peers_outcome(self.last_now, query),
+            (Store::Put { .. }, Some(e)) if stored == 0 => Err(QueryError::AllFailed {
                 code: Some(e.code),
                 message: e.message.clone(),
             }),
-            (Kind::Put { item, .. }, _) => Ok(Outcome::Stored {
+            (Store::Put { item, .. }, _) => Ok(Outcome::Stored {
                 target: item.target(),
                 stored_at: stored,
             }),
-            (Kind::Unannounce { .. }, _) => Ok(Outcome::Unannounced { dropped_at: stored }),
-            _ => Ok(Outcome::Announced {
+            (Store::Unannounce { .. }, _) => Ok(Outcome::Unannounced { dropped_at: stored }),
+            (Store::Announce { .. }, _) => Ok(Outcome::Announced {
                 peers: l.peers.clone(),
                 stored_at: stored,
             }),
@@ -897,7 +954,7 @@ impl Node {
         id: Option<NodeId>,
         method: Method,
         purpose: Purpose,
-    ) -> Option<u32> {
+    ) -> Option<TxId> {
         if self.rpc.is_full() {
             self.stats.drop("pending_full");
             return None;
@@ -905,7 +962,7 @@ impl Node {
         let tid = self.rpc.start(now, to, id, purpose);
         self.stats.queries_out.bump(method_name(&method));
         let msg = Message {
-            tid: tid.to_vec(),
+            tid: tid.to_bytes().to_vec(),
             version: Some(VERSION.to_vec()),
             read_only: self.config.read_only,
             body: Body::Query(Query {
@@ -914,7 +971,6 @@ impl Node {
             }),
         };
         let datagram = msg.encode();
-        let tid = u32::from_be_bytes(tid);
         if matches!(purpose, Purpose::Lookup(_)) {
             self.rpc.resend_at_soft_deadline(tid, datagram.clone());
         }
@@ -932,7 +988,9 @@ impl Node {
     }
 
     fn handle_response(&mut self, now: Instant, from: SocketAddr, tid: &[u8], r: Response) {
-        let Some(pending) = self.rpc.finish(now, tid, from) else {
+        let tid = TxId::from_wire(tid);
+        let Some((tid, pending)) = tid.and_then(|t| Some((t, self.rpc.finish(now, t, from)?)))
+        else {
             self.stats.drop("unexpected_response");
             return;
         };
@@ -947,13 +1005,17 @@ impl Node {
             Purpose::Ping | Purpose::Notify | Purpose::Ended => return,
             Purpose::Store(query) => {
                 if let Some(Lookup {
-                    phase:
-                        Phase::Storing {
-                            pending: p, stored, ..
+                    kind:
+                        Kind::Store {
+                            sending:
+                                Some(Sending {
+                                    pending: p, stored, ..
+                                }),
+                            ..
                         },
                     ..
                 }) = self.lookups.get_mut(&query)
-                    && p.remove(&tid_u32(tid))
+                    && p.remove(&tid)
                 {
                     *stored += 1;
                 }
@@ -966,7 +1028,7 @@ impl Node {
         let Some(l) = self.lookups.get_mut(&query) else {
             return;
         };
-        l.tids.remove(&tid_u32(tid));
+        l.tids.remove(&tid);
         if pending.id.is_none() {
             l.traversal.anonymous_done(pending.stale);
         } else if pending.id != Some(r.id)
@@ -981,7 +1043,11 @@ impl Node {
         self.stats.skipped_silent += (named - nodes.len()) as u64;
         let mut early = false;
         match &l.kind {
-            Kind::GetPeers | Kind::Announce { .. } | Kind::Watch { .. } => {
+            Kind::GetPeers
+            | Kind::Store {
+                what: Store::Announce { .. } | Store::Watch { .. },
+                ..
+            } => {
                 for p in &r.values {
                     if l.peers.len() < MAX_PEERS_FOUND
                         && p.port() != 0
@@ -1009,7 +1075,11 @@ impl Node {
                     self.stats.drop("bad_item");
                 }
             }
-            Kind::FindNode { .. } | Kind::Put { .. } | Kind::Unannounce { .. } => {}
+            Kind::FindNode { .. }
+            | Kind::Store {
+                what: Store::Put { .. } | Store::Unannounce { .. },
+                ..
+            } => {}
         }
         if let Some(l) = self.lookups.get_mut(&query) {
             l.traversal.on_response(node, &nodes, r.token.clone());
@@ -1023,7 +1093,9 @@ impl Node {
 
     fn handle_error(&mut self, now: Instant, from: SocketAddr, tid: &[u8], e: ErrorReply) {
         self.stats.errors_in += 1;
-        let Some(pending) = self.rpc.finish(now, tid, from) else {
+        let tid = TxId::from_wire(tid);
+        let Some((tid, pending)) = tid.and_then(|t| Some((t, self.rpc.finish(now, t, from)?)))
+        else {
             self.stats.drop("unexpected_error");
             return;
         };
@@ -1033,23 +1105,27 @@ impl Node {
             Purpose::Ping | Purpose::Notify | Purpose::Ended => {}
             Purpose::Store(query) => {
                 if let Some(Lookup {
-                    phase:
-                        Phase::Storing {
-                            pending: p,
-                            refusal,
+                    kind:
+                        Kind::Store {
+                            sending:
+                                Some(Sending {
+                                    pending: p,
+                                    refusal,
+                                    ..
+                                }),
                             ..
                         },
                     ..
                 }) = self.lookups.get_mut(&query)
                 {
-                    p.remove(&tid_u32(tid));
+                    p.remove(&tid);
                     refusal.get_or_insert(e);
                 }
                 self.check_stored(query);
             }
             Purpose::Lookup(query) => {
                 if let Some(l) = self.lookups.get_mut(&query) {
-                    l.tids.remove(&tid_u32(tid));
+                    l.tids.remove(&tid);
                     match pending.id {
                         Some(id) => l.traversal.on_failure(&id),
                         None => l.traversal.anonymous_done(pending.stale),
@@ -1060,7 +1136,7 @@ impl Node {
         }
     }
 
-    fn on_expired(&mut self, now: Instant, tid: u32, expired: Expired) {
+    fn on_expired(&mut self, now: Instant, tid: TxId, expired: Expired) {
         match expired {
             Expired::Soft(p) => {
                 let first = !p.stale;
@@ -1086,7 +1162,11 @@ impl Node {
                         // A store is best effort: don't hold the command for a lost ack.
                         self.rpc.forget(tid);
                         if let Some(Lookup {
-                            phase: Phase::Storing { pending, .. },
+                            kind:
+                                Kind::Store {
+                                    sending: Some(Sending { pending, .. }),
+                                    ..
+                                },
                             ..
                         }) = self.lookups.get_mut(&query)
                         {
@@ -1122,15 +1202,24 @@ impl Node {
     /// Records that the node answering a step of an unannounce or a watch speaks the query
     /// that will end it, as its `v` says.
     fn note_speaker(&mut self, from: SocketAddr, tid: &[u8], id: NodeId, version: Option<&[u8]>) {
-        let Some(Purpose::Lookup(query)) = self.rpc.peek(tid, from).map(|p| p.purpose) else {
+        let Some(Purpose::Lookup(query)) = TxId::from_wire(tid)
+            .and_then(|t| self.rpc.peek(t, from))
+            .map(|p| p.purpose)
+        else {
             return;
         };
         let Some(l) = self.lookups.get_mut(&query) else {
             return;
         };
         let (speakers, since) = match &mut l.kind {
-            Kind::Unannounce { speakers, .. } => (speakers, UNANNOUNCE_SINCE),
-            Kind::Watch { speakers } => (speakers, WATCH_SINCE),
+            Kind::Store {
+                what: Store::Unannounce { speakers, .. },
+                ..
+            } => (speakers, UNANNOUNCE_SINCE),
+            Kind::Store {
+                what: Store::Watch { speakers },
+                ..
+            } => (speakers, WATCH_SINCE),
             _ => return,
         };
         if speaks(version, since) {
@@ -1176,10 +1265,6 @@ fn unannounces(
             (node, method)
         })
         .collect()
-}
-
-fn tid_u32(tid: &[u8]) -> u32 {
-    tid.try_into().map(u32::from_be_bytes).unwrap_or(u32::MAX)
 }
 
 fn method_name(method: &Method) -> &'static str {
