@@ -154,7 +154,8 @@ enum Store {
         speakers: BTreeSet<NodeId>,
     },
     Put {
-        item: Item,
+        /// Boxed: an item is large, and most lookups are not puts.
+        item: Box<Item>,
         cas: Option<i64>,
     },
 }
@@ -422,7 +423,10 @@ impl Node {
         self.start(
             now,
             target.into(),
-            Kind::store(Store::Put { item, cas }),
+            Kind::store(Store::Put {
+                item: Box::new(item),
+                cas,
+            }),
             true,
         )
     }
