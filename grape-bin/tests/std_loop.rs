@@ -34,22 +34,27 @@ fn example_exe() -> PathBuf {
 
 /// Waits until `addr` accepts connections, or fails with `proc`'s output.
 fn wait_listening(proc: &mut Proc, addr: SocketAddr) {
-    wait_until(&format!("{addr} to listen"), Duration::from_secs(20), || {
-        if let Some(status) = proc.exited() {
-            panic!("exited with {status}:\n{}", proc.dump());
-        }
-        TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-            .map(drop)
-            .map_err(|e| e.to_string())
-    });
+    wait_until(
+        &format!("{addr} to listen"),
+        Duration::from_secs(20),
+        || {
+            if let Some(status) = proc.exited() {
+                panic!("exited with {status}:\n{}", proc.dump());
+            }
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        },
+    );
 }
 
 /// The kind only matters to `Grape::is_ours`, which this test does not ask.
 const STD_LOOP: Kind = Kind::Ours(Rt::Smol);
 
 #[test]
+#[cfg_attr(skip_interop, ignore = "GRENACHE_SKIP_INTEROP is set")]
 fn a_node_grape_joins_the_std_loop_grape() {
-    let node = require_node!();
+    let node = common::node_env();
     let ctx = Ctx::new("std_loop_node_joins");
     let local = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
 
@@ -92,18 +97,24 @@ fn a_node_grape_joins_the_std_loop_grape() {
     };
     let mut checks = Checks::new(&ctx);
 
-    checks.run("a service announced on the Node Grape is found on ours", || {
-        let port = free_port();
-        wait_until("the Node Grape's announce", PROPAGATION * 5, || {
-            theirs.announce("std-loop:from-node", port).map(drop)
-        });
-        ours.wait_lookup("std-loop:from-node", &[peer(port)], PROPAGATION * 5);
-    });
-    checks.run("a service announced on ours is found on the Node Grape", || {
-        let port = free_port();
-        ours.announce("std-loop:from-ours", port)
-            .unwrap_or_else(|e| panic!("{e}"));
-        theirs.wait_lookup("std-loop:from-ours", &[peer(port)], PROPAGATION * 5);
-    });
+    checks.run(
+        "a service announced on the Node Grape is found on ours",
+        || {
+            let port = free_port();
+            wait_until("the Node Grape's announce", PROPAGATION * 5, || {
+                theirs.announce("std-loop:from-node", port).map(drop)
+            });
+            ours.wait_lookup("std-loop:from-node", &[peer(port)], PROPAGATION * 5);
+        },
+    );
+    checks.run(
+        "a service announced on ours is found on the Node Grape",
+        || {
+            let port = free_port();
+            ours.announce("std-loop:from-ours", port)
+                .unwrap_or_else(|e| panic!("{e}"));
+            theirs.wait_lookup("std-loop:from-ours", &[peer(port)], PROPAGATION * 5);
+        },
+    );
     checks.finish();
 }

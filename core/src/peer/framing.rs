@@ -1,7 +1,7 @@
 //! Peer-RPC frames as grenache-nodejs-http and -ws write them, and gzip for `grc-compress`.
 //!
 //! A request is the JSON text `[rid, key, payload]`, a reply `[rid, err, result]` with `err`
-//! the error message or `null` (docs/grenache-protocol.md §6, §7). Both are compact JSON,
+//! the error message or `null` (docs/protocol.md §6, §7). Both are compact JSON,
 //! as `JSON.stringify` writes it, so the frames match Node's byte for byte as long as the
 //! payload has no object keys out of order and no floats with an integral value: serde_json
 //! sorts object keys and writes `1.0` where JavaScript writes `1`.

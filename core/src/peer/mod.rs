@@ -1,5 +1,5 @@
 //! Grenache peers, sans-IO: the Link to a Grape, peer RPC over HTTP, WebSocket and
-//! ZeroMQ, and PUB/SUB over WebSocket and ZeroMQ (docs/grenache-protocol.md §5–§10,
+//! ZeroMQ, and PUB/SUB over WebSocket and ZeroMQ (docs/protocol.md §5–§9,
 //! docs/zeromq-wire.md).
 //!
 //! * [`Client`] is what an adapter drives: [`Link`] (lookup with a cache, announce and

@@ -3,9 +3,9 @@
 # network namespace on one Linux bridge, every packet between two namespaces dropped with
 # LOSS%. Prints a table (docs/benchmarks-loss.md has the results and the method).
 #
-#   sudo grape-bin/benches/netem/run.sh                    # from the repository root, as root
-#   sudo SCENARIO=silent grape-bin/benches/netem/run.sh
-#   sudo SCENARIO=gone grape-bin/benches/netem/run.sh
+#   sudo bench/netem/run.sh                    # from the repository root, as root
+#   sudo SCENARIO=silent bench/netem/run.sh
+#   sudo SCENARIO=gone bench/netem/run.sh
 #
 # Settings (environment): N=20 Grapes, K=10 names, M=100 lookups, LOSS=10 (% per packet),
 # CHURN=30 (% of the Grapes killed after the announces, before the lookups), SETTLE=15 (s
@@ -38,7 +38,7 @@ DHT_PORT=20001 API_PORT=30001
 export N K M PAR NS_PREFIX SUBNET API_PORT SCENARIO
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../../.." && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
 NODE_DIR=$ROOT/grape-bin/tests/node
 OURS=$ROOT/target/release/grape
 WORK=$(mktemp -d /tmp/gr-netem.XXXXXX)   # logs and samples; kept for a look afterwards

@@ -138,7 +138,7 @@ fn parse_criterion(text: &str) -> Vec<MicroRow> {
     rows
 }
 
-/// The workspace root (grape-bin's parent).
+/// The workspace root (this package's parent).
 pub fn workspace_root() -> std::path::PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_path_buf()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How fast a watch on one Grape sees an announce, then an unannounce, made on another.
 
-  python3 grape-bin/benches/watch_latency.py [PATH_TO_GRAPE]    # default target/release/grape
+  python3 bench/watch_latency.py [PATH_TO_GRAPE]    # default target/release/grape
 
 Starts N=20 of our Grapes on 127.0.0.1 (DHT ports 21001.., API ports 31001..; Grapes 2..N
 bootstrap from Grape 1), lets them settle, then runs TRIALS=20 trials: a fresh name; a

@@ -36,7 +36,7 @@ pub struct Env {
     pub runtime: String,
     /// The folder holding `node_modules` with the pinned Grenache packages, when usable.
     pub node_modules: Option<PathBuf>,
-    /// grape-bin/benches/node (our Node scripts).
+    /// bench/node (our Node scripts).
     pub node_scripts: PathBuf,
     /// Log folder.
     pub logs: PathBuf,
@@ -148,7 +148,7 @@ impl Grape {
     }
 
     /// Routing-table size and stored peers, from `/metrics` (ours) or the stats line of
-    /// benches/node/grape.js (Node's).
+    /// bench/node/grape.js (Node's).
     pub fn holdings(&mut self) -> Holdings {
         match self.kind {
             Kind::Rust => {

@@ -1,7 +1,7 @@
 //! Peer RPC: a Rust client against a Rust server (grenache-tokio's peer module) and a Node
 //! client against a Node server, each through a Grape of its own kind, over HTTP and
 //! WebSocket (grenache-nodejs-http / -ws) and ZeroMQ (the `zeromq` npm package, libzmq
-//! 4.3.5, speaking the frames of docs/zeromq-wire.md: benches/node/zmq-bench-*.js), with
+//! 4.3.5, speaking the frames of docs/zeromq-wire.md: bench/node/zmq-bench-*.js), with
 //! 100-byte and 10 KB payloads echoed back, at 1, 16 and 64 requests in flight. Our
 //! client also drives the Node servers, to show what they do when their own client is not
 //! the limit.
@@ -342,8 +342,8 @@ fn rust_load(run: &Run<'_>, server: Kind) -> Result<RpcRow, String> {
     })
 }
 
-/// The Node client: grenache-nodejs-http / -ws through benches/node/rpc-load.js, or a
-/// zeromq DEALER through benches/node/zmq-bench-load.js.
+/// The Node client: grenache-nodejs-http / -ws through bench/node/rpc-load.js, or a
+/// zeromq DEALER through bench/node/zmq-bench-load.js.
 fn node_load(ctx: &Ctx, run: &Run<'_>) -> Result<RpcRow, String> {
     let script = if run.tr == "zmq" {
         "zmq-bench-load.js"

@@ -95,7 +95,6 @@ impl Proc {
     }
 
     /// Reads one line from the child's stdout (piped children only).
-    #[cfg_attr(not(feature = "bench-rpc"), allow(dead_code))]
     pub fn read_line(&mut self) -> Result<String, String> {
         let Some(stdout) = self.stdout.as_mut() else {
             return Err(format!("{} has no piped stdout", self.name));
@@ -112,7 +111,6 @@ impl Proc {
 
     /// Takes the child's stdout (piped children only), for a reader on another thread
     /// while this guard stays here to kill the child.
-    #[cfg_attr(not(feature = "bench-rpc"), allow(dead_code))]
     pub fn take_stdout(&mut self) -> Option<BufReader<ChildStdout>> {
         self.stdout.take()
     }
@@ -191,7 +189,6 @@ pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
 /// CPU time (user + system, every thread) process `pid` has used so far, from
 /// `/proc/<pid>/stat`, at the 10 ms resolution of Linux's `USER_HZ` (100 on every
 /// architecture this runs on).
-#[cfg_attr(not(feature = "bench-rpc"), allow(dead_code))]
 pub fn cpu_time(pid: u32) -> Option<Duration> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name in parentheses may hold spaces: count fields after its `)`.
@@ -207,7 +204,6 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
 /// of every core, from the first line of `/proc/stat`), at `USER_HZ` resolution. Interrupt
 /// and softirq time are left out: the kernel charges them to no process, and on loopback
 /// most of it is the benchmark's own traffic.
-#[cfg_attr(not(feature = "bench-rpc"), allow(dead_code))]
 pub fn machine_busy() -> Option<Duration> {
     let text = fs::read_to_string("/proc/stat").ok()?;
     let line = text.lines().next()?.strip_prefix("cpu ")?;

@@ -2,11 +2,11 @@
 //! on loopback, side by side in one run, and prints a table of ratios.
 //!
 //! ```text
-//! cargo run --release -p grenache-grape --features bench --bin grape-bench -- --all
+//! cargo run --release -p grenache-bench -- --all
 //! ```
 //! Sections: `--ceiling` (nginx and the load generator's own limit), `--api` (Grape HTTP
 //! API), `--udp` (DHT queries per second), `--discovery` (announce-to-lookup latency),
-//! `--memory`, `--rpc` (peer RPC over HTTP, WebSocket and ZeroMQ; `--features bench-rpc`),
+//! `--memory`, `--rpc` (peer RPC over HTTP, WebSocket and ZeroMQ),
 //! `--scale` (simulator), `--micro` (criterion); `--all` runs them all, `--quick` shortens
 //! every one, `--chart PATH` also writes the API throughput chart there. See
 //! docs/benchmarks.md.
@@ -17,13 +17,10 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-#[path = "../bench/mod.rs"]
-mod bench;
-
-use bench::grapes::{self, Env, Kind};
-use bench::report::Report;
-use bench::sections::{self, Ctx, Timing};
-use bench::{fixed, procs, scale, udp_load};
+use grenache_bench::grapes::{self, Env, Kind};
+use grenache_bench::report::Report;
+use grenache_bench::sections::{self, Ctx, Timing};
+use grenache_bench::{fixed, procs, rpc, scale, udp_load};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,7 +49,7 @@ struct Args {
     /// Resident memory: idle, routing table, announced peers, a flood of announces.
     #[arg(long)]
     memory: bool,
-    /// Peer RPC over HTTP, WebSocket and ZeroMQ (needs the `bench-rpc` feature).
+    /// Peer RPC over HTTP, WebSocket and ZeroMQ.
     #[arg(long)]
     rpc: bool,
     /// The simulator at 1,000, 10,000 and 100,000 nodes.
@@ -105,7 +102,6 @@ enum Helper {
         port: u16,
     },
     /// Serves an echo RPC service through a Grape (one thread).
-    #[cfg(feature = "bench-rpc")]
     #[command(hide = true)]
     RpcServe {
         #[arg(long)]
@@ -129,12 +125,11 @@ fn main() -> ExitCode {
     let served = match &args.helper {
         Some(Helper::ServeFixed { port }) => Some(fixed::serve_fixed(*port)),
         Some(Helper::UdpEcho { port }) => Some(udp_load::serve_echo(*port)),
-        #[cfg(feature = "bench-rpc")]
         Some(Helper::RpcServe {
             grape,
             service,
             transport,
-        }) => Some(bench::rpc::serve(grape, service, transport)),
+        }) => Some(rpc::serve(grape, service, transport)),
         None => None,
     };
     if let Some(result) = served {
@@ -210,7 +205,7 @@ fn run(args: &Args) -> Result<(), String> {
         grape,
         runtime: args.runtime.clone(),
         node_modules,
-        node_scripts: workspace.join("grape-bin/benches/node"),
+        node_scripts: workspace.join("bench/node"),
         logs,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -239,7 +234,7 @@ fn run(args: &Args) -> Result<(), String> {
         ("udp", want(args.udp), sections::udp),
         ("discovery", want(args.discovery), sections::discovery),
         ("memory", want(args.memory), sections::memory),
-        ("rpc", want(args.rpc), rpc_section),
+        ("rpc", want(args.rpc), rpc::rpc),
         ("scale", want(args.scale), |ctx| {
             let quick = ctx.timing.discovery_trials < 10;
             let sizes: &[usize] = if quick {
@@ -298,20 +293,6 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Peer RPC, when built with the `bench-rpc` feature.
-fn rpc_section(ctx: &mut Ctx) -> Result<(), String> {
-    #[cfg(feature = "bench-rpc")]
-    return bench::rpc::rpc(ctx);
-    #[cfg(not(feature = "bench-rpc"))]
-    {
-        ctx.report.notes.push(
-            "rpc: not measured (build with --features bench-rpc; it needs grenache-tokio's peer module)"
-                .into(),
-        );
-        Ok(())
-    }
-}
-
 /// Waits while the machine is busy, up to `limit`.
 fn wait_for_quiet(max_load: f64, limit: Duration) {
     let start = Instant::now();
@@ -366,12 +347,7 @@ fn header(args: &Args, before: Option<f64>, after: Option<f64>, took: Duration) 
             after.unwrap_or(0.0)
         ),
         format!(
-            "**Command:** `cargo run --release -p grenache-grape --features {} --bin grape-bench -- {}`",
-            if cfg!(feature = "bench-rpc") {
-                "bench-rpc"
-            } else {
-                "bench"
-            },
+            "**Command:** `cargo run --release -p grenache-bench -- {}`",
             command.join(" ")
         ),
     ]
