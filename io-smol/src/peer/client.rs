@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use grenache_core::bep44::Target;
 use grenache_core::peer::{
-    ClientStats, ConfigError, GetItem, PeerAddr, Put, RequestOptions, SubscriptionId,
+    ClientStats, ConfigError, GetItem, PeerAddr, Put, RequestOptions, SubscriptionId, WatchId,
 };
 use rand::SeedableRng as _;
 use rand_chacha::ChaCha8Rng;
@@ -16,6 +16,7 @@ use super::driver::{Command, Driver};
 use super::error::PeerError;
 use super::rt;
 use super::subscription::Subscription;
+use super::watch::Watch;
 
 /// A Grenache client: the Link to a Grape (lookup, announce, put, get), peer RPC
 /// (request, map) and subscriptions, run by one driver task.
@@ -215,6 +216,28 @@ impl PeerClient {
         Ok(Subscription::new(id, events, self.clone()))
     }
 
+    /// Follows the peers serving `name`: the [`Watch`] yields the set when the Grape first
+    /// answers and after every change, until it is dropped. While it exists, requests,
+    /// maps and subscriptions to `name` use the watched set instead of a lookup (no request
+    /// to the Grape, no cache expiry; an empty set fails them at once with
+    /// `ERR_GRAPE_LOOKUP_EMPTY`). Watches of one name share one Grape watch.
+    ///
+    /// # Errors
+    /// [`PeerError::Refused`] for a bad name or too many watched names
+    /// ([`LinkConfig::max_watches`](grenache_core::peer::LinkConfig)). A Grape that
+    /// refuses the watch ends it: [`Watch::next`] returns `None` and [`Watch::error`] says
+    /// why.
+    pub async fn watch(&self, name: &str) -> Result<Watch, PeerError> {
+        let name = name.to_owned();
+        let (id, updates) = self
+            .ask(|reply| Command::Watch {
+                name: name.clone(),
+                reply,
+            })
+            .await??;
+        Ok(Watch::new(id, name, updates, self.clone()))
+    }
+
     /// The core's counters (requests, retries, cache hits, bad frames, ...).
     ///
     /// # Errors
@@ -240,6 +263,12 @@ impl PeerClient {
     /// notices the dropped subscription at its next event instead.
     pub(crate) fn unsubscribe_now(&self, sub: SubscriptionId) {
         let _ = self.commands.try_send(Command::Unsubscribe { sub });
+    }
+
+    /// Ends a watch without waiting (for `Drop`); if the queue is full the driver notices
+    /// the dropped watch at its next report instead.
+    pub(crate) fn unwatch_now(&self, watch: WatchId) {
+        let _ = self.commands.try_send(Command::Unwatch { watch });
     }
 
     /// Spawns the driver task if this is the first command.

@@ -1,5 +1,5 @@
 //! Grenache peers on this runtime: a client ([`PeerClient`]: lookup, announce, put, get,
-//! peer RPC and subscriptions), an RPC server ([`RpcServer`]) and a publisher
+//! watch, peer RPC and subscriptions), an RPC server ([`RpcServer`]) and a publisher
 //! ([`Publisher`]), wire-compatible with grenache-nodejs-link, -http and -ws.
 //!
 //! Like the Grape adapter, this holds no protocol logic: the core's
@@ -47,6 +47,7 @@ mod rpc_server;
 mod rt;
 mod subscription;
 mod tcp_client;
+mod watch;
 mod ws_client;
 
 pub use client::PeerClient;
@@ -57,11 +58,12 @@ pub use rpc_server::{
     ERR_HANDLER_PANIC, ERR_HANDLER_TIMEOUT, ERR_REPLY_TOO_LARGE, RpcServer, ServerStats,
 };
 pub use subscription::{SubEvent, Subscription};
+pub use watch::Watch;
 
 // The core types a user of this module needs, so one `use` line names the runtime.
 pub use grenache_core::bep44::Target;
 pub use grenache_core::peer::{
     ClientConfig, ClientStats, CommandError, ConfigError, GetItem, LinkConfig, LinkError, PeerAddr,
     PeerChoice, PubSubTransport, PublishError, Put, RequestOptions, RpcConfig, RpcError,
-    RpcTransport, SubConfig, SubscriptionId, WsMessage,
+    RpcTransport, SubConfig, SubscriptionId, WatchId, WsMessage,
 };

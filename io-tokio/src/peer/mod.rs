@@ -1,5 +1,5 @@
 //! Grenache peers on this runtime: a client ([`PeerClient`]: lookup, announce, put, get,
-//! peer RPC and subscriptions), an RPC server ([`RpcServer`]) and a publisher
+//! watch, peer RPC and subscriptions), an RPC server ([`RpcServer`]) and a publisher
 //! ([`Publisher`]), wire-compatible with grenache-nodejs-link, -http and -ws.
 //!
 //! Like the Grape adapter, this holds no protocol logic: the core's
@@ -56,6 +56,8 @@ mod rt;
 mod subscription;
 #[path = "../../../io-smol/src/peer/tcp_client.rs"]
 mod tcp_client;
+#[path = "../../../io-smol/src/peer/watch.rs"]
+mod watch;
 #[path = "../../../io-smol/src/peer/ws_client.rs"]
 mod ws_client;
 
@@ -67,11 +69,12 @@ pub use rpc_server::{
     ERR_HANDLER_PANIC, ERR_HANDLER_TIMEOUT, ERR_REPLY_TOO_LARGE, RpcServer, ServerStats,
 };
 pub use subscription::{SubEvent, Subscription};
+pub use watch::Watch;
 
 // The core types a user of this module needs, so one `use` line names the runtime.
 pub use grenache_core::bep44::Target;
 pub use grenache_core::peer::{
     ClientConfig, ClientStats, CommandError, ConfigError, GetItem, LinkConfig, LinkError, PeerAddr,
     PeerChoice, PubSubTransport, PublishError, Put, RequestOptions, RpcConfig, RpcError,
-    RpcTransport, SubConfig, SubscriptionId, WsMessage,
+    RpcTransport, SubConfig, SubscriptionId, WatchId, WsMessage,
 };
