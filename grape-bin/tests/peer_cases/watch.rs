@@ -169,3 +169,31 @@ fn watches_past_a_bound_get_clear_errors() {
         grape.shutdown().await;
     });
 }
+
+#[test]
+fn a_watch_follows_its_grape_through_a_restart() {
+    let runtime = Runtime::new();
+    runtime.block_on(async {
+        let first = grape(24, None).await;
+        let api = first.local_api_addr();
+        let mut watching = config(&first, RpcTransport::Http);
+        // Retry soon after a failed poll, to keep the test short.
+        watching.client.link.announce_retry = Duration::from_millis(400);
+        let watching = rt::peer::PeerClient::new(watching).expect("client");
+        let mut watch = watching.watch("restarting").await.expect("a watch");
+        let before = next_set(&mut watch).await;
+
+        first.shutdown().await;
+        let second = grape_with(25, |config| config.api_port = api.port()).await;
+        let announcing = client(&second, RpcTransport::Http);
+        announcing.announce("restarting", 4713).await.expect("announce");
+        let after = set_until(&mut watch, |set| !set.is_empty()).await;
+        let stats = watching.stats().await.expect("stats");
+
+        assert_eq!(before, Vec::<String>::new(), "{RT}");
+        assert_eq!(after, vec!["127.0.0.1:4713".to_owned()], "{RT}");
+        assert!(stats.link.watch_retries >= 1, "{RT}: {stats:?}");
+        drop(watch);
+        second.shutdown().await;
+    });
+}
