@@ -67,9 +67,10 @@ pub struct LinkConfig {
     pub max_announcing: usize,
     /// Longest reply body accepted from the Grape.
     pub max_reply_len: usize,
-    /// Names watched at once, at most (default 8). Over HTTP each holds one connection to
-    /// the Grape open for its long poll: keep it well under the adapter's connections per
-    /// peer (16), or lookups wait behind the polls.
+    /// Names watched at once, at most (default 8), counting a name whose last watch ended
+    /// while its long poll still runs. Over HTTP each holds one connection to the Grape
+    /// open for its long poll: keep it well under the adapter's connections per peer (16),
+    /// or lookups wait behind the polls.
     pub max_watches: usize,
     /// How long one HTTP watch poll may wait at the Grape for a change (default 30 s);
     /// the request's own timeout is this plus `request_timeout`.
@@ -636,12 +637,16 @@ impl Link {
 
     /// Ends a watch; the Grape watch ends with the last watch of its name, and lookups of
     /// it go back to the Grape and the cache. `false` if the watch was unknown (or ended).
+    ///
+    /// An HTTP long poll cannot be called back: until it ends (at the Grape's next answer,
+    /// at most `watch_wait + request_timeout`) the name still counts against
+    /// `max_watches`, and a new watch of it takes the poll over.
     pub fn unwatch(&mut self, watch: WatchId, rng: &mut impl Rng) -> bool {
         match self.watches.remove(watch) {
             Removal::Unknown => false,
             Removal::Shared => true,
             Removal::Last { name, poll } => {
-                // An HTTP poll in flight is forgotten (its answer is ignored); a closed
+                // An HTTP poll in flight runs out (see `watch`'s idle names); a closed
                 // WebSocket took its watches with it.
                 if let Poll::Ws { .. } = poll
                     && self.ws.is_some()
@@ -721,7 +726,9 @@ impl Link {
             }
             Err(e) => return self.watch_failed(now, name, &e, rng),
         }
-        self.send_watch(now, name, rng);
+        if self.watches.keep_polling(name) {
+            self.send_watch(now, name, rng);
+        }
     }
 
     /// A WebSocket watch answer or push for `name`.
@@ -2422,6 +2429,35 @@ pub(crate) mod tests {
         assert!(h.transmits().is_empty());
         assert!(watch_events(&mut h).is_empty());
         assert!(h.link.watch(t0, "c", &mut h.rng).is_ok(), "room again");
+    }
+
+    #[test]
+    fn an_unwatched_long_poll_counts_until_it_ends_and_a_new_watch_takes_it_over() {
+        let mut h = Harness::with(LinkConfig {
+            max_watches: 1,
+            ..LinkConfig::new("http://g:1")
+        });
+        let t0 = h.t0;
+        let gone = h.link.watch(t0, "a", &mut h.rng).expect("ok");
+        let (poll, _) = one_poll(&mut h);
+        h.link.unwatch(gone, &mut h.rng);
+
+        let other = h.link.watch(t0, "b", &mut h.rng);
+        let back = h
+            .link
+            .watch(t0, "a", &mut h.rng)
+            .expect("takes the poll over");
+        let sent_for_back = h.transmits();
+        h.reply(10, &poll, 200, &watch_body(3, &["h:1"]));
+        let (_, index) = one_poll(&mut h);
+
+        assert_eq!(other, Err(CommandError::TooManyWatches));
+        assert!(sent_for_back.is_empty(), "{sent_for_back:?}");
+        assert_eq!(
+            sets(&watch_events(&mut h)),
+            vec![(back, Ok(addrs(&["h:1"])))]
+        );
+        assert_eq!(index, 3);
     }
 
     #[test]

@@ -12,6 +12,13 @@
 //! # Sharing
 //! Several watches of one name share one Grape watch (one long poll, or one WebSocket
 //! `watch`); the Grape watch ends with the last of them.
+//!
+//! # Idle names
+//! A long poll cannot be called back: after the last watch of a name ends, its poll
+//! holds a connection to the Grape until the Grape answers or the poll times out. The
+//! name stays, idle, until then: it still counts against `max_watches` (so the
+//! connections held stay bounded), a new watch of it takes the poll over, and its end
+//! drops the name instead of polling again.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
@@ -145,18 +152,35 @@ impl Watches {
             return Removal::Shared;
         }
         let poll = watched.poll.clone();
-        self.forget(&name);
+        if !matches!(poll, Poll::Http { .. }) {
+            self.forget(&name);
+        }
         Removal::Last { name, poll }
+    }
+
+    /// Whether the Grape watch of `name` goes on after its poll ended; an idle name (no
+    /// watch left) is dropped instead.
+    pub(crate) fn keep_polling(&mut self, name: &str) -> bool {
+        match self.names.get(name) {
+            Some(watched) if !watched.handles.is_empty() => true,
+            Some(_) => {
+                self.forget(name);
+                false
+            }
+            None => false,
+        }
     }
 
     /// Whether `name` is watched.
     pub(crate) fn contains(&self, name: &str) -> bool {
-        self.names.contains_key(name)
+        self.names.get(name).is_some_and(|w| !w.handles.is_empty())
     }
 
-    /// The watched set of `name`, while the Grape's last answer is current.
+    /// The watched set of `name`, while it is watched and the Grape's last answer is
+    /// current.
     pub(crate) fn current(&self, name: &str) -> Option<&[PeerAddr]> {
-        self.names.get(name)?.fresh.as_deref()
+        let watched = self.names.get(name).filter(|w| !w.handles.is_empty())?;
+        watched.fresh.as_deref()
     }
 
     /// The index to send in the next HTTP poll of `name`.
@@ -234,6 +258,9 @@ impl Watches {
     /// A poll of `name` failed: the set is unknown until the next answer, which starts
     /// from index 0 (the Grape may have restarted), at `retry_at`.
     pub(crate) fn failed(&mut self, name: &str, retry_at: Instant) {
+        if !self.keep_polling(name) {
+            return;
+        }
         let Some(watched) = self.names.get_mut(name) else {
             return;
         };
