@@ -715,18 +715,32 @@ impl Link {
         let answer = self
             .read_http_reply(reply)
             .and_then(|v| read_http_answer(v, MAX_LOOKUP_PEERS));
-        match answer {
+        let previous = self.watches.index(name);
+        // Answered in the first half of its wait: the Grape (or a proxy) did not hold it.
+        let early = self
+            .watches
+            .poll_deadline(name)
+            .is_some_and(|d| now + self.config.watch_wait / 2 + self.config.request_timeout < d);
+        let unchanged = match answer {
             // Index 0: the Grape does not know the set yet (its first lookup is running).
-            Ok((0, _)) => {}
+            Ok((0, _)) => true,
             Ok((index, peers)) => {
-                if index < self.watches.index(name) {
+                if index < previous {
                     tracing::debug!(name, index, "watch index went back: the grape restarted");
                 }
                 self.watched_set(name, peers, Some(index));
+                index == previous
             }
             Err(e) => return self.watch_failed(now, name, &e, rng),
+        };
+        if !self.watches.keep_polling(name) {
+            return;
         }
-        if self.watches.keep_polling(name) {
+        if unchanged && early {
+            // Polling again at once would spin: wait the retry gap, keeping the set.
+            let at = now + jitter_half(self.config.announce_retry, rng);
+            self.watches.set_poll(name, Poll::Retry { at });
+        } else {
             self.send_watch(now, name, rng);
         }
     }
@@ -2238,10 +2252,11 @@ pub(crate) mod tests {
         h.reply(10, &first, 200, &watch_body(5, &["h:2", "h:1"]));
         let after_first = watch_events(&mut h);
         let (second, index1) = one_poll(&mut h);
-        h.reply(20, &second, 200, &watch_body(5, &["h:1", "h:2"]));
+        // The wait ended with no change.
+        h.reply(30_010, &second, 200, &watch_body(5, &["h:1", "h:2"]));
         let unchanged = watch_events(&mut h);
         let (third, index2) = one_poll(&mut h);
-        h.reply(30, &third, 200, &watch_body(6, &[]));
+        h.reply(30_020, &third, 200, &watch_body(6, &[]));
         let emptied = watch_events(&mut h);
         let (_, index3) = one_poll(&mut h);
 
@@ -2311,6 +2326,38 @@ pub(crate) mod tests {
         );
         assert_eq!(h.link.stats().watch_retries, 1);
         let _ = lookup;
+    }
+
+    #[test]
+    fn a_grape_that_does_not_hold_polls_is_not_polled_in_a_loop() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+        let w = h.link.watch(t0, "svc", &mut h.rng).expect("ok");
+        let (first, _) = one_poll(&mut h);
+        h.reply(0, &first, 200, &watch_body(4, &["h:1"]));
+        let (second, _) = one_poll(&mut h);
+
+        // The same index again, at once: no change, and the poll was not held.
+        h.reply(1, &second, 200, &watch_body(4, &["h:1"]));
+        let right_after = h.transmits();
+        let retry_at = h.link.poll_timeout().expect("a later poll");
+        let still = h.link.lookup(h.at(1), "svc", &mut h.rng).expect("ok");
+        h.link.handle_timeout(retry_at, &mut h.rng);
+        let (_, index) = one_poll(&mut h);
+
+        assert!(right_after.is_empty(), "{right_after:?}");
+        assert!(retry_at >= h.at(1 + 2500), "{:?}", retry_at - h.t0);
+        assert_eq!(index, 4);
+        assert_eq!(sets(&watch_events(&mut h)), vec![(w, Ok(addrs(&["h:1"])))]);
+        assert_eq!(
+            h.events(),
+            vec![LinkEvent::Lookup {
+                id: still,
+                name: "svc".into(),
+                result: Ok(addrs(&["h:1"]))
+            }],
+            "the set is still current"
+        );
     }
 
     #[test]

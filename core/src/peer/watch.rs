@@ -188,6 +188,14 @@ impl Watches {
         self.names.get(name).map_or(0, |w| w.index)
     }
 
+    /// When the long poll of `name` in flight gives up, if one is.
+    pub(crate) fn poll_deadline(&self, name: &str) -> Option<Instant> {
+        match self.names.get(name)?.poll {
+            Poll::Http { deadline, .. } => Some(deadline),
+            _ => None,
+        }
+    }
+
     /// The name whose long poll is `http`.
     pub(crate) fn name_of_http(&self, http: HttpId) -> Option<String> {
         self.by_http.get(&http).cloned()
