@@ -406,7 +406,9 @@ pub mod http_client {
     use std::net::{Ipv4Addr, TcpListener};
     use std::time::Duration;
 
-    use grenache_core::peer::{Delivery, HttpId, HttpRequest, HttpResponse, TransportError};
+    use grenache_core::peer::{
+        Delivery, HttpId, HttpMethod, HttpRequest, HttpResponse, TransportError,
+    };
 
     use super::off_thread;
     use crate::Runtime;
@@ -417,6 +419,7 @@ pub mod http_client {
         let pool = HttpPool::new(1, 1, Duration::from_secs(4));
         let request = HttpRequest {
             id: HttpId(1),
+            method: HttpMethod::Post,
             url: format!("http://127.0.0.1:{port}/"),
             headers: Vec::new(),
             body: br#"["rid","svc",1]"#.to_vec(),

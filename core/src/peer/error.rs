@@ -25,6 +25,10 @@ pub enum CommandError {
     /// The subscription table is full; unsubscribe something first.
     #[error("ERR_TOO_MANY_SUBSCRIPTIONS")]
     TooManySubscriptions,
+    /// The Link watches `max_watches` names already (or holds as many watches as it
+    /// allows commands); end a watch first.
+    #[error("ERR_TOO_MANY_WATCHES")]
+    TooManyWatches,
 }
 
 /// Why a Grape command (lookup, announce, put, get) failed, after its retries.

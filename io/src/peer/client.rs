@@ -13,6 +13,7 @@ use super::config::PeerConfig;
 use super::driver::{Command, Driver};
 use super::error::PeerError;
 use super::subscription::Subscription;
+use super::watch::Watch;
 use crate::runtime::Runtime;
 
 /// A Grenache client: the Link to a Grape (lookup, announce, put, get), peer RPC
@@ -219,6 +220,28 @@ impl<R: Runtime> PeerClient<R> {
             .ask(|reply| Command::Subscribe { channel, reply })
             .await??;
         Ok(Subscription::new(id, events, self.commands.clone()))
+    }
+
+    /// Follows the peers serving `name`: the [`Watch`] yields the set when the Grape first
+    /// answers and after every change, until it is dropped. While it exists, requests,
+    /// maps and subscriptions to `name` use the watched set instead of a lookup (no request
+    /// to the Grape, no cache expiry; an empty set fails them at once with
+    /// `ERR_GRAPE_LOOKUP_EMPTY`). Watches of one name share one Grape watch.
+    ///
+    /// # Errors
+    /// [`PeerError::Refused`] for a bad name or too many watched names
+    /// ([`LinkConfig::max_watches`](grenache_core::peer::LinkConfig)). A Grape that
+    /// refuses the watch ends it: [`Watch::next`] returns `None` and [`Watch::error`] says
+    /// why.
+    pub async fn watch(&self, name: &str) -> Result<Watch, PeerError> {
+        let name = name.to_owned();
+        let (id, updates) = self
+            .ask(|reply| Command::Watch {
+                name: name.clone(),
+                reply,
+            })
+            .await??;
+        Ok(Watch::new(id, name, updates, self.commands.clone()))
     }
 
     /// The core's counters (requests, retries, cache hits, bad frames, ...).

@@ -11,7 +11,8 @@ use futures_lite::FutureExt as _;
 use grenache_core::bep44::Target;
 use grenache_core::peer::{
     Client, ClientStats, ConnId, Event, GetItem, HttpId, HttpResponse, LinkEvent, PeerAddr, Put,
-    QueryId, RequestOptions, SubscriptionId, Transmit, TransportError, WsMessage,
+    QueryId, RequestOptions, SubscriptionId, Transmit, TransportError, WatchEvent, WatchId,
+    WsMessage,
 };
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
@@ -20,6 +21,7 @@ use super::config::PeerConfig;
 use super::error::PeerError;
 use super::http_client::HttpPool;
 use super::subscription::SubEvent;
+use super::watch::WatchUpdate;
 use super::ws_client::{self, WsSettings};
 use super::{http_client, tcp_client};
 use crate::runtime::Runtime;
@@ -98,6 +100,14 @@ pub(crate) enum Command {
     Unsubscribe {
         sub: SubscriptionId,
     },
+    Watch {
+        name: String,
+        #[allow(clippy::type_complexity)]
+        reply: Reply<Result<(WatchId, async_channel::Receiver<WatchUpdate>), PeerError>>,
+    },
+    Unwatch {
+        watch: WatchId,
+    },
     Stats {
         reply: Reply<ClientStats>,
     },
@@ -148,6 +158,8 @@ pub(crate) struct Driver<R: Runtime> {
     first_rounds: BTreeMap<(String, u16), Vec<Done>>,
     /// Bounded by the core's subscription cap.
     subs: BTreeMap<SubscriptionId, async_channel::Sender<SubEvent>>,
+    /// Bounded by the core's watch caps; each holds only the latest update.
+    watches: BTreeMap<WatchId, async_channel::Sender<WatchUpdate>>,
     /// Bounded by the core's connection caps.
     conns: BTreeMap<ConnId, async_channel::Sender<WsMessage>>,
     /// The write queues of TCP streams; bounded like `conns`.
@@ -182,6 +194,7 @@ impl<R: Runtime> Driver<R> {
             waiters: BTreeMap::new(),
             first_rounds: BTreeMap::new(),
             subs: BTreeMap::new(),
+            watches: BTreeMap::new(),
             conns: BTreeMap::new(),
             streams: BTreeMap::new(),
             http: Arc::new(HttpPool::new(
@@ -258,6 +271,10 @@ impl<R: Runtime> Driver<R> {
             while let Some(event) = self.client.poll_event() {
                 moved = true;
                 self.deliver(event);
+            }
+            while let Some(event) = self.client.poll_watch() {
+                moved = true;
+                self.deliver_watch(event);
             }
             if !moved {
                 break;
@@ -385,6 +402,22 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
+    /// Hands a watch its latest update, replacing one it has not read yet; an update
+    /// for a dropped watch ends it.
+    fn deliver_watch(&mut self, event: WatchEvent) {
+        let Some(tx) = self.watches.get(&event.watch) else {
+            return;
+        };
+        let ended = event.peers.is_err();
+        if tx.force_send(event.peers).is_err() {
+            self.watches.remove(&event.watch);
+            self.client.unwatch(event.watch, &mut self.rng);
+        } else if ended {
+            // Dropping the sender closes the channel after the last update is read.
+            self.watches.remove(&event.watch);
+        }
+    }
+
     fn forward(&mut self, sub: SubscriptionId, event: SubEvent) {
         let Some(tx) = self.subs.get(&sub) else {
             return;
@@ -495,6 +528,18 @@ impl<R: Runtime> Driver<R> {
             Command::Unsubscribe { sub } => {
                 self.subs.remove(&sub);
                 self.client.unsubscribe(sub);
+            }
+            Command::Watch { name, reply } => match self.client.watch(now, &name, rng) {
+                Ok(watch) => {
+                    let (tx, rx) = async_channel::bounded(1);
+                    self.watches.insert(watch, tx);
+                    send(reply, Ok((watch, rx)));
+                }
+                Err(err) => send(reply, Err(PeerError::Refused(err))),
+            },
+            Command::Unwatch { watch } => {
+                self.watches.remove(&watch);
+                self.client.unwatch(watch, rng);
             }
             Command::Stats { reply } => send(reply, self.client.stats()),
         }

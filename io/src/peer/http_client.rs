@@ -6,7 +6,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use grenache_core::peer::{Delivery, HttpRequest, HttpResponse, TransportError};
+use grenache_core::peer::{Delivery, HttpMethod, HttpRequest, HttpResponse, TransportError};
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
@@ -93,7 +93,7 @@ impl HttpPool {
     }
 }
 
-/// Performs one POST; `None` if its deadline passed first (the core has given up then).
+/// Performs one request (a POST, or a watch's GET); `None` if its deadline passed first (the core has given up then).
 ///
 /// A body longer than `max_body` is cut one byte past it, so the core sees it is too long
 /// without this reading it all.
@@ -150,7 +150,16 @@ async fn attempt<R: Runtime>(
     let limiter = pool.limiter(&target.authority);
     let _permit = limiter.acquire().await;
     if let Some(sender) = pool.take_idle(&target.authority, R::now()) {
-        match send(sender, &target, &request.headers, body.clone(), max_body).await {
+        match send(
+            sender,
+            &target,
+            request.method,
+            &request.headers,
+            body.clone(),
+            max_body,
+        )
+        .await
+        {
             Ok((response, reusable)) => {
                 if let Some(sender) = reusable {
                     pool.put_idle(&target.authority, sender, R::now());
@@ -166,7 +175,15 @@ async fn attempt<R: Runtime>(
         }
     }
     let sender = open::<R>(&target).await?;
-    let (response, reusable) = send(sender, &target, &request.headers, body, max_body).await?;
+    let (response, reusable) = send(
+        sender,
+        &target,
+        request.method,
+        &request.headers,
+        body,
+        max_body,
+    )
+    .await?;
     if let Some(sender) = reusable {
         pool.put_idle(&target.authority, sender, R::now());
     }
@@ -197,6 +214,7 @@ async fn open<R: Runtime>(target: &Target) -> Result<Sender, TransportError> {
 async fn send(
     mut sender: Sender,
     target: &Target,
+    method: HttpMethod,
     headers: &[(&'static str, &'static str)],
     body: Bytes,
     max_body: usize,
@@ -207,10 +225,15 @@ async fn send(
             target.authority
         )));
     }
-    let mut builder = Request::post(target.path.as_str()).header(HOST, target.authority.as_str());
-    if !headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    let builder = match method {
+        HttpMethod::Post => Request::post(target.path.as_str()),
+        HttpMethod::Get => Request::get(target.path.as_str()),
+    };
+    let mut builder = builder.header(HOST, target.authority.as_str());
+    if method == HttpMethod::Post
+        && !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
     {
         builder = builder.header(CONTENT_TYPE, "application/json");
     }
@@ -261,7 +284,6 @@ async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
-
     #[test]
     fn targets_are_read_off_http_urls() {
         let v4 = Target::parse("http://127.0.0.1:1337/").expect("valid");

@@ -1,4 +1,4 @@
-//! Grenache peers: a client ([`PeerClient`]: lookup, announce, put, get,
+//! Grenache peers: a client ([`PeerClient`]: lookup, announce, put, get, watch,
 //! peer RPC and subscriptions), an RPC server ([`RpcServer`]) and a publisher
 //! ([`Publisher`]), wire-compatible with grenache-nodejs-link, -http and -ws.
 //!
@@ -27,6 +27,7 @@ mod publisher;
 mod rpc_server;
 mod subscription;
 mod tcp_client;
+mod watch;
 mod ws_client;
 
 pub use client::PeerClient;
@@ -35,6 +36,7 @@ pub use error::{PeerError, ServerError};
 pub use publisher::Publisher;
 pub use rpc_server::{RpcServer, ServerStats};
 pub use subscription::{SubEvent, Subscription};
+pub use watch::Watch;
 
 // The core types a user of this module needs, so one `use` line names the runtime.
 pub use grenache_core::bep44::Target;
