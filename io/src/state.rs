@@ -2,7 +2,7 @@
 //! shutdown, atomically. The format is the core's ([`grenache_core::node::state`]); this
 //! module only decides when to save and writes the file.
 //!
-//! Shared with `grenache-tokio` (compiled there through `#[path]`): it only uses std.
+//! It only uses std: a file write is short and rare, so the driver does it in place.
 
 use std::fs::{self, File};
 use std::io::{self, Write as _};
