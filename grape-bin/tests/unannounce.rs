@@ -44,7 +44,7 @@ fn ours_forget_it_everywhere(rt: Rt) {
     checks.run("the announcing Grape forgets it at once", || {
         assert_eq!(a.lookup(&name), Ok(vec![]));
     });
-    // B may answer from its 1 s lookup cache; the peer would otherwise live 120 s.
+    // B may answer from its 500 ms lookup cache; the peer would otherwise live 120 s.
     checks.run("the other Grape forgets it", || {
         wait_until(
             &format!("{} to forget {name}", b.label),
