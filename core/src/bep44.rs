@@ -4,7 +4,7 @@
 //! Every constructor validates, so an [`Item`] in hand is always well-formed: `v` is one
 //! canonical bencode value of at most [`MAX_V_LEN`] bytes, and a [`MutableItem`]'s
 //! signature has been checked. The rules about replacing a stored item (`cas`, `seq`)
-//! live in [`crate::storage::ItemStore`]. See BEP 44 and docs/grenache-protocol.md §4.
+//! live in [`crate::storage::ItemStore`]. See BEP 44 and docs/protocol.md §4.5.
 
 use std::fmt;
 

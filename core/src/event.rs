@@ -77,6 +77,10 @@ pub enum QueryError {
     /// The command ran past its overall deadline; retry later.
     #[error("query timed out")]
     Timeout,
+    /// Too many commands were running to start this one; it sent nothing. Back off and
+    /// retry.
+    #[error("too many commands running")]
+    Overloaded,
     /// Every node asked refused a put with a KRPC error (e.g. 302: a newer `seq` is stored).
     #[error("all nodes refused: {message}")]
     AllFailed {

@@ -1,7 +1,7 @@
 //! Node ids, DHT keys and XOR distance (BEP 5).
 //!
 //! Grenache announces services under the raw UTF-8 bytes of their name, not a SHA-1
-//! (docs/grenache-protocol.md §4), so a [`Key`] may have any length. Distance follows
+//! (docs/protocol.md §4.2), so a [`Key`] may have any length. Distance follows
 //! bittorrent-dht: XOR over the common prefix, then `0xff` for each byte only the longer
 //! side has. Node ids are always 160 bits, so between two nodes the padding is equal and
 //! comparing the first [`ID_LEN`] bytes of the XOR is enough.

@@ -32,7 +32,7 @@
 //! Node.js Grape's HTTP and WebSocket API on top, as bytes in and bytes out.
 //!
 //! References: BEP 5 (DHT), BEP 44 (get/put), BEP 43 (read-only nodes), BEP 32 (IPv6),
-//! and `docs/grenache-protocol.md` for what Grenache adds (keys of any length).
+//! and `docs/protocol.md` for what Grenache adds (keys of any length).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

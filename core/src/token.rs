@@ -5,7 +5,7 @@
 //! stops a host from announcing someone else's address. The token is SHA-1 over the
 //! querier's IP and a random secret; the secret rotates every [`ROTATE_EVERY`] and the
 //! previous one stays valid, so a token lives between 5 and 10 minutes (as in
-//! bittorrent-dht, docs/grenache-protocol.md §4). Tokens bind the IP only, not the
+//! bittorrent-dht, docs/protocol.md §4.4). Tokens bind the IP only, not the
 //! port, as BEP 5 says.
 
 use std::fmt;

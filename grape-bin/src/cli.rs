@@ -70,7 +70,7 @@ pub(crate) struct Args {
     pub(crate) dht_peer_max_age: Option<u64>,
 
     /// How long a lookup's answer is reused for the same name, in milliseconds; 0 turns the
-    /// cache off [default: the core's, 1000].
+    /// cache off [default: the core's, 500].
     #[arg(long = "cache_maxAge")]
     pub(crate) cache_max_age: Option<u64>,
 

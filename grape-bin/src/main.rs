@@ -14,6 +14,7 @@ use crate::cli::{Args, Runtime};
 use crate::settings::Settings;
 
 mod cli;
+mod run;
 #[cfg(feature = "smol")]
 mod run_smol;
 #[cfg(feature = "tokio")]

@@ -12,10 +12,14 @@ use common::{
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-both_runtimes!(mixed_network, mutable_across_ours);
+both_runtimes!(
+    #[cfg_attr(skip_interop, ignore = "GRENACHE_SKIP_INTEROP is set")]
+    mixed_network,
+    mutable_across_ours
+);
 
 fn mixed_network(rt: Rt) {
-    let _node = require_node!();
+    common::node_env();
     let ctx = Ctx::new(&format!("mixed_network_{}", rt.as_str()));
     let ours_kind = Kind::Ours(rt);
     // Seeds first: one Node Grape and one of ours.

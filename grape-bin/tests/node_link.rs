@@ -9,10 +9,13 @@ use common::{Checks, Ctx, GrapeOpts, Kind, Rt, free_port, peer, start_grapes};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-both_runtimes!(link_against_ours);
+both_runtimes!(
+    #[cfg_attr(skip_interop, ignore = "GRENACHE_SKIP_INTEROP is set")]
+    link_against_ours
+);
 
 fn link_against_ours(rt: Rt) {
-    let node = require_node!();
+    let node = common::node_env();
     let ctx = Ctx::new(&format!("node_link_{}", rt.as_str()));
     let grapes = start_grapes(
         &ctx,

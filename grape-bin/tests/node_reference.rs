@@ -9,8 +9,9 @@ use serde_json::json;
 use std::time::Duration;
 
 #[test]
+#[cfg_attr(skip_interop, ignore = "GRENACHE_SKIP_INTEROP is set")]
 fn node_grapes_scripts_and_api() {
-    let node = require_node!();
+    let node = common::node_env();
     let ctx = Ctx::new("node_reference");
     let grapes = start_grapes(
         &ctx,

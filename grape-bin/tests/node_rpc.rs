@@ -11,10 +11,15 @@ use common::{
 use serde_json::json;
 use std::time::Duration;
 
-both_runtimes!(rpc_through_ours_only, rpc_mixed_network);
+both_runtimes!(
+    #[cfg_attr(skip_interop, ignore = "GRENACHE_SKIP_INTEROP is set")]
+    rpc_through_ours_only,
+    #[cfg_attr(skip_interop, ignore = "GRENACHE_SKIP_INTEROP is set")]
+    rpc_mixed_network
+);
 
 fn rpc_through_ours_only(rt: Rt) {
-    let node = require_node!();
+    let node = common::node_env();
     let ctx = Ctx::new(&format!("node_rpc_ours_{}", rt.as_str()));
     let grapes = start_grapes(
         &ctx,
@@ -34,7 +39,7 @@ fn rpc_through_ours_only(rt: Rt) {
 }
 
 fn rpc_mixed_network(rt: Rt) {
-    let node = require_node!();
+    let node = common::node_env();
     let ctx = Ctx::new(&format!("node_rpc_mixed_{}", rt.as_str()));
     let kinds = [Kind::Node, Kind::Ours(rt), Kind::Node, Kind::Ours(rt)];
     let grapes = start_grapes(&ctx, &kinds, GrapeOpts::default());

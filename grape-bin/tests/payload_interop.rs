@@ -4,7 +4,7 @@
 //! `node/package.json`) byte for byte, over HTTP, WebSocket, ZeroMQ and PUB/SUB, in both
 //! directions, on smol and on tokio; lone surrogates are refused with a typed error.
 //!
-//! Skipped, loudly, without Node.js (`GRENACHE_REQUIRE_NODE=1` makes that a failure). The
+//! Fails without Node.js 20+ and npm; `GRENACHE_SKIP_INTEROP=1` reports it as ignored. The
 //! cases are written once, in `peer_cases/payload.rs`, and included per runtime.
 
 mod common;

@@ -3,8 +3,8 @@
 //! and Rust client -> Node server over HTTP (plain and gzip) and WebSocket, Node publisher
 //! -> Rust subscriber and Rust publisher -> Node subscriber.
 //!
-//! Skipped, loudly, without Node.js (`GRENACHE_REQUIRE_NODE=1` makes that a failure). The
-//! cases are written once, in `peer_cases/interop.rs`, and included per runtime.
+//! Needs Node.js 20+ and npm (it fails without them; `GRENACHE_SKIP_INTEROP=1` reports it as
+//! ignored instead). The cases are written once, in `peer_cases/interop.rs`, and included per runtime.
 
 mod common;
 

@@ -2,7 +2,7 @@
 //!
 //! Each test starts its own Grapes on loopback and talks to them through the HTTP and
 //! WebSocket APIs the way grenache clients do, checking the replies the Node Grape 1.0 gives
-//! (docs/grenache-protocol.md §3) and, where the Node Grape crashes, that ours answers an error.
+//! (docs/protocol.md §3) and, where the Node Grape crashes, that ours answers an error.
 
 mod common;
 

@@ -9,10 +9,13 @@ use common::{
 };
 use std::time::{Duration, Instant};
 
-both_runtimes!(twenty_grapes);
+both_runtimes!(
+    #[cfg_attr(skip_interop, ignore = "GRENACHE_SKIP_INTEROP is set")]
+    twenty_grapes
+);
 
 fn twenty_grapes(rt: Rt) {
-    let _node = require_node!();
+    common::node_env();
     // Twenty processes and a timing bound: never alongside the other runtime's copy.
     let _heavy = common::heavy_test_lock();
     let ctx = Ctx::new(&format!("scale_{}", rt.as_str()));

@@ -3,8 +3,8 @@
 //! Node DEALER -> Rust ROUTER server, Rust client -> Node ROUTER server, Node PUB -> Rust
 //! SUB and Rust PUB -> Node SUB, in the frames of docs/zeromq-wire.md.
 //!
-//! Skipped, loudly, without Node.js (`GRENACHE_REQUIRE_NODE=1` makes that a failure). The
-//! cases are written once, in `peer_cases/zmq_interop.rs`, and included per runtime.
+//! Needs Node.js 20+ and npm (it fails without them; `GRENACHE_SKIP_INTEROP=1` reports it as
+//! ignored instead). The cases are written once, in `peer_cases/zmq_interop.rs`, and included per runtime.
 
 mod common;
 

@@ -1,17 +1,12 @@
-//! Runs a Grenache Grape on [smol]: the DHT node from `grenache-core` on a UDP socket, the
-//! Grape HTTP API and, optionally, the old WebSocket API.
+//! Runs Grenache on [smol]: a Grape (the DHT node from `grenache-core` on a UDP socket,
+//! the Grape HTTP API and, optionally, the old WebSocket API) and Grenache peers.
 //!
-//! The crate holds no protocol logic. One driver task owns the core's
-//! [`Grape`](grenache_core::api::Grape), the UDP socket and a queue of API requests. Its loop:
+//! The adapter itself is `grenache-io`, written once over its `Runtime` trait; this crate is
+//! smol's [`Runtime`](grenache_io::Runtime) ([`Smol`]) and the adapter's types named for it. `grenache-tokio` is
+//! the same for tokio: a program written against one runs on the other by changing the
+//! crate name.
 //!
-//! 1. drain `poll_transmit` into `send_to` (a send error is logged and counted, never fatal);
-//! 2. hand each `poll_reply` to the connection waiting on its `RequestId`;
-//! 3. sleep until a datagram, the timer at `poll_timeout`, a request or the stop signal,
-//!    whichever comes first, and pass it to the core with `now` from the runtime's clock.
-//!
-//! HTTP connections (hyper 1) and WebSocket connections (async-tungstenite) only frame bytes:
-//! they read a body or message, queue it for the driver and write back what the core answers.
-//! `grenache-tokio` is the same crate for tokio, file for file and function for function.
+//! A Grape:
 //!
 //! ```no_run
 //! # fn main() -> std::io::Result<()> {
@@ -24,27 +19,56 @@
 //! })
 //! # }
 //! ```
+//!
+//! A client and an RPC server:
+//!
+//! ```no_run
+//! use grenache_smol::peer::{PeerClient, PeerConfig, RequestOptions, RpcServer, RpcServerConfig};
+//! use serde_json::{Value, json};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! smol::block_on(async {
+//!     let client = PeerClient::new(PeerConfig::new("http://127.0.0.1:30001"))?;
+//!     let server = RpcServer::start(&client, "rpc_test", RpcServerConfig::default(),
+//!         |_key: String, payload: Value| async move { Ok(json!({ "echo": payload })) },
+//!     ).await?;
+//!     let reply = client.request("rpc_test", json!("hello"), RequestOptions::default()).await?;
+//!     assert_eq!(reply, json!({ "echo": "hello" }));
+//!     server.stop().await;
+//!     Ok(())
+//! })
+//! # }
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod config;
-mod driver;
-mod error;
-mod http;
-mod listen;
-pub mod peer;
-mod server;
-mod state;
-mod stop;
-mod time;
-mod udp;
-mod ws;
+mod runtime;
 
-pub use config::{Limits, ServerConfig};
-pub use error::{Listener, StartError};
+pub use grenache_io::{IoStats, Limits, Listener, ServerConfig, StartError};
+pub use runtime::Smol;
+
+/// A running Grape on smol; see [`grenache_io::GrapeServer`].
+pub type GrapeServer = grenache_io::GrapeServer<Smol>;
+
 pub use peer::{PeerClient, PeerConfig, Publisher, RpcServer};
-pub use server::{GrapeServer, IoStats};
+
+/// Grenache peers on smol: a client, an RPC server and a publisher; see
+/// [`grenache_io::peer`].
+pub mod peer {
+    pub use grenache_io::peer::*;
+
+    use super::Smol;
+
+    /// A Grenache client on smol; see [`grenache_io::peer::PeerClient`].
+    pub type PeerClient = grenache_io::peer::PeerClient<Smol>;
+    /// An RPC server on smol; see [`grenache_io::peer::RpcServer`].
+    pub type RpcServer = grenache_io::peer::RpcServer<Smol>;
+    /// A publisher on smol; see [`grenache_io::peer::Publisher`].
+    pub type Publisher = grenache_io::peer::Publisher<Smol>;
+}
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    grenache_io::adapter_tests!(crate::Smol, smol::block_on);
+}

@@ -1,17 +1,12 @@
-//! Runs a Grenache Grape on [tokio]: the DHT node from `grenache-core` on a UDP socket, the
-//! Grape HTTP API and, optionally, the old WebSocket API.
+//! Runs Grenache on [tokio]: a Grape (the DHT node from `grenache-core` on a UDP socket,
+//! the Grape HTTP API and, optionally, the old WebSocket API) and Grenache peers.
 //!
-//! The crate holds no protocol logic. One driver task owns the core's
-//! [`Grape`](grenache_core::api::Grape), the UDP socket and a queue of API requests. Its loop:
+//! The adapter itself is `grenache-io`, written once over its `Runtime` trait; this crate is
+//! tokio's [`Runtime`](grenache_io::Runtime) ([`Tokio`]) and the adapter's types named for it. `grenache-smol` is
+//! the same for smol: a program written against one runs on the other by changing the
+//! crate name.
 //!
-//! 1. drain `poll_transmit` into `send_to` (a send error is logged and counted, never fatal);
-//! 2. hand each `poll_reply` to the connection waiting on its `RequestId`;
-//! 3. sleep until a datagram, the timer at `poll_timeout`, a request or the stop signal,
-//!    whichever comes first, and pass it to the core with `now` from the runtime's clock.
-//!
-//! HTTP connections (hyper 1) and WebSocket connections (async-tungstenite) only frame bytes:
-//! they read a body or message, queue it for the driver and write back what the core answers.
-//! `grenache-smol` is the same crate for smol, file for file and function for function.
+//! A Grape:
 //!
 //! ```no_run
 //! # fn main() -> std::io::Result<()> {
@@ -25,31 +20,66 @@
 //! })
 //! # }
 //! ```
+//!
+//! A client and an RPC server:
+//!
+//! ```no_run
+//! use grenache_tokio::peer::{PeerClient, PeerConfig, RequestOptions, RpcServer, RpcServerConfig};
+//! use serde_json::{Value, json};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! runtime.block_on(async {
+//!     let client = PeerClient::new(PeerConfig::new("http://127.0.0.1:30001"))?;
+//!     let server = RpcServer::start(&client, "rpc_test", RpcServerConfig::default(),
+//!         |_key: String, payload: Value| async move { Ok(json!({ "echo": payload })) },
+//!     ).await?;
+//!     let reply = client.request("rpc_test", json!("hello"), RequestOptions::default()).await?;
+//!     assert_eq!(reply, json!({ "echo": "hello" }));
+//!     server.stop().await;
+//!     Ok(())
+//! })
+//! # }
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-#[path = "../../io-smol/src/config.rs"]
-mod config;
-mod driver;
-#[path = "../../io-smol/src/error.rs"]
-mod error;
-mod http;
-mod listen;
-pub mod peer;
-mod server;
-#[path = "../../io-smol/src/state.rs"]
-mod state;
-mod stop;
-mod time;
-#[path = "../../io-smol/src/udp.rs"]
-mod udp;
-mod ws;
+mod runtime;
 
-pub use config::{Limits, ServerConfig};
-pub use error::{Listener, StartError};
+pub use grenache_io::{IoStats, Limits, Listener, ServerConfig, StartError};
+pub use runtime::Tokio;
+
+/// A running Grape on tokio; see [`grenache_io::GrapeServer`].
+pub type GrapeServer = grenache_io::GrapeServer<Tokio>;
+
 pub use peer::{PeerClient, PeerConfig, Publisher, RpcServer};
-pub use server::{GrapeServer, IoStats};
+
+/// Grenache peers on tokio: a client, an RPC server and a publisher; see
+/// [`grenache_io::peer`].
+pub mod peer {
+    pub use grenache_io::peer::*;
+
+    use super::Tokio;
+
+    /// A Grenache client on tokio; see [`grenache_io::peer::PeerClient`].
+    pub type PeerClient = grenache_io::peer::PeerClient<Tokio>;
+    /// An RPC server on tokio; see [`grenache_io::peer::RpcServer`].
+    pub type RpcServer = grenache_io::peer::RpcServer<Tokio>;
+    /// A publisher on tokio; see [`grenache_io::peer::Publisher`].
+    pub type Publisher = grenache_io::peer::Publisher<Tokio>;
+}
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    grenache_io::adapter_tests!(crate::Tokio, block_on);
+
+    /// Runs `fut` on a current-thread runtime of its own.
+    pub(crate) fn block_on<T>(fut: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for a test")
+            .block_on(fut)
+    }
+}

@@ -1,6 +1,6 @@
 //! Property tests for the Grape API (`grenache_core::api`): any HTTP body to any path and
 //! any WebSocket message gets exactly one reply, which is a result or one of the Node
-//! Grape's errors with its status (docs/grenache-protocol.md §3), exactly as the public
+//! Grape's errors with its status (docs/protocol.md §3), exactly as the public
 //! decoders (`parse_body`, `parse_command`) predict; and garbage never loses stored data.
 
 use std::collections::BTreeSet;

@@ -6,7 +6,7 @@
 //! expired in that window shows up or disappears up to `ttl` late (an announce or
 //! unannounce through this Grape drops the name's entry, so it shows here at once). The
 //! Node Grape keeps what lookups found for `dht_peer_maxAge / 2` (60 s) and merges it into
-//! every answer, so a 1 s cache is far fresher than what Node clients are used to. A `ttl`
+//! every answer, so a 500 ms cache is far fresher than what Node clients are used to. A `ttl`
 //! of zero turns the cache off.
 
 use std::collections::{BTreeMap, VecDeque};

@@ -1,5 +1,5 @@
 //! Every error the Grape API can answer, with the exact string and status the Node.js
-//! Grape 1.0 answers (docs/grenache-protocol.md §3).
+//! Grape 1.0 answers (docs/protocol.md §3).
 //!
 //! Most command errors go out with status 200 and a JSON string body, because that is what
 //! the Node Grape does: `rep.end(JSON.stringify(err.message))`. A Node client therefore

@@ -34,9 +34,12 @@ pub struct GrapeConfig {
     /// Largest API body accepted, in bytes (Grape `--check_maxPayloadSize`, 8192). Larger
     /// bodies get 413 `ERR_GRAPE_PAYLOAD_SIZE`; WebSocket messages are held to it too.
     pub max_payload: usize,
-    /// How long a lookup's answer is reused for the same name (1 s). Hot lookups are then
+    /// How long a lookup's answer is reused for the same name (500 ms). Hot lookups are then
     /// served in microseconds without a traversal, at the cost of answers up to this old:
-    /// a peer that just announced or expired shows up that much later. Zero turns it off.
+    /// a peer that just announced, unannounced or expired shows up that much later on other
+    /// Grapes. Half a second keeps a withdrawn service gone from every Grape within a second
+    /// of its unannounce (docs/benchmarks.md), for one traversal per hot name twice a
+    /// second. Zero turns it off.
     pub lookup_cache: Duration,
     /// Names the lookup cache holds at most (5000, the Node Grape's record cache size).
     pub max_cached_lookups: usize,
@@ -62,7 +65,7 @@ impl Default for GrapeConfig {
         GrapeConfig {
             node,
             max_payload: 8192,
-            lookup_cache: Duration::from_secs(1),
+            lookup_cache: Duration::from_millis(500),
             max_cached_lookups: 5000,
             max_lookup_results: 100,
             max_inflight: 10_000,
@@ -588,6 +591,7 @@ impl Grape {
             (_, Err(QueryError::Rejected(e))) => Err(put_error(&e)),
             (_, Err(QueryError::NotAnnounced)) => Err(ApiError::NotAnnounced),
             (_, Err(QueryError::Cancelled)) => Err(ApiError::Timeout),
+            (_, Err(QueryError::Overloaded)) => Err(ApiError::Busy),
             (_, Err(_)) => Err(ApiError::AllFailed),
         }
     }

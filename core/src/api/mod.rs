@@ -1,4 +1,4 @@
-//! The Grape API (docs/grenache-protocol.md §3), as sans-IO protocol logic.
+//! The Grape API (docs/protocol.md §3), as sans-IO protocol logic.
 //!
 //! Adapters only move bytes: they hand each HTTP request ([`Grape::handle_http`]) or
 //! WebSocket text message ([`Grape::handle_ws`]) to the [`Grape`] with a [`RequestId`] of

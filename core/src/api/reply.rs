@@ -47,7 +47,7 @@ pub(crate) fn http_reply(req: RequestId, answer: Answer) -> Reply {
     }
 }
 
-/// Frames an answer for the WebSocket API: `[rid, err, result]` (docs/grenache-protocol.md §3b).
+/// Frames an answer for the WebSocket API: `[rid, err, result]` (docs/protocol.md §3b).
 ///
 /// `rid` is the request's id as JSON text (`null` when it had none). An `undefined` result
 /// becomes `null`.

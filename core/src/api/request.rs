@@ -95,7 +95,7 @@ impl CommandKind {
 pub enum Command {
     /// Announce a service under `name` at `port` on this host.
     Announce {
-        /// Info-hash: the raw UTF-8 bytes of the service name (docs/grenache-protocol.md §4).
+        /// Info-hash: the raw UTF-8 bytes of the service name (docs/protocol.md §4.2).
         name: Key,
         /// `None` for port 0, which the Node Grape replaces with its own DHT port: the same
         /// as BEP 5's `implied_port`.

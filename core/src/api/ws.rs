@@ -1,4 +1,4 @@
-//! Framing of the Grape WebSocket API (docs/grenache-protocol.md §3b).
+//! Framing of the Grape WebSocket API (docs/protocol.md §3b).
 //!
 //! A text message is `[rid, type, data]` (the old Grape's form) or `{rid, type, data}`; the
 //! answer is `[rid, err, result]`. Many calls may be in flight on one socket, matched by

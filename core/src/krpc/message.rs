@@ -51,7 +51,7 @@ pub enum Method {
     /// `get_peers`: peers of `info_hash`, or the closest nodes and a token.
     GetPeers {
         /// `a.info_hash`, of any length 1..=256: Grenache uses raw service-name bytes
-        /// (docs/grenache-protocol.md §4).
+        /// (docs/protocol.md §4.2).
         info_hash: Key,
     },
     /// `announce_peer`: store the sender as a peer of `info_hash`.

@@ -35,7 +35,7 @@ use crate::lookup::traversal::Traversal;
 use crate::routing::{Insert, RoutingTable};
 use crate::storage::{ItemStore, PeerStore};
 use crate::token::Tokens;
-use rpc::{Expired, Purpose, Rpc};
+use rpc::{Expired, Purpose, Rpc, TxId};
 use silent::Silent;
 use watch::Watchers;
 
@@ -48,9 +48,11 @@ const UNANNOUNCE_SINCE: u16 = 2;
 const WATCH_SINCE: u16 = 2;
 /// Outbound queue bound; past it datagrams are dropped and counted (UDP may drop them anyway).
 const MAX_TRANSMITS: usize = 1 << 16;
-/// Events not yet polled; the caller is expected to drain them after every call.
+/// Notifications ([`Event::PeersChanged`]) not yet polled; past it they are dropped and
+/// counted. A command's [`Event::Finished`] is never dropped: every command ends with its
+/// one event, and the commands are bounded by [`MAX_LOOKUPS`] between two drains.
 const MAX_EVENTS: usize = 1 << 16;
-/// Commands running at once; past it new ones fail at once with `Timeout`.
+/// Commands running at once; past it new ones fail at once with `Overloaded`.
 const MAX_LOOKUPS: usize = 1 << 14;
 /// Peers a lookup collects.
 const MAX_PEERS_FOUND: usize = 1_000;
@@ -112,6 +114,31 @@ enum Kind {
         bootstrap: bool,
     },
     GetPeers,
+    Get {
+        target: Target,
+        salt: Vec<u8>,
+    },
+    /// A traversal that ends by sending a query of its own to the closest nodes that
+    /// answered it: only these kinds have a second phase, so no other can be caught in it.
+    Store {
+        what: Store,
+        /// `None` while traversing; the store queries once they are sent.
+        sending: Option<Sending>,
+    },
+}
+
+impl Kind {
+    fn store(what: Store) -> Kind {
+        Kind::Store {
+            what,
+            sending: None,
+        }
+    }
+}
+
+/// What a [`Kind::Store`] sends once its traversal ends.
+#[derive(Debug)]
+enum Store {
     Announce {
         port: Option<u16>,
     },
@@ -126,30 +153,24 @@ enum Kind {
     Watch {
         speakers: BTreeSet<NodeId>,
     },
-    Get {
-        target: Target,
-        salt: Vec<u8>,
-    },
     Put {
-        item: Item,
+        /// Boxed: an item is large, and most lookups are not puts.
+        item: Box<Item>,
         cas: Option<i64>,
     },
 }
 
+/// The store queries of a [`Kind::Store`] in flight, and what came back so far.
 #[derive(Debug)]
-enum Phase {
-    Traversing,
-    Storing {
-        pending: BTreeSet<u32>,
-        stored: usize,
-        refusal: Option<ErrorReply>,
-    },
+struct Sending {
+    pending: BTreeSet<TxId>,
+    stored: usize,
+    refusal: Option<ErrorReply>,
 }
 
 #[derive(Debug)]
 struct Lookup {
     kind: Kind,
-    phase: Phase,
     traversal: Traversal,
     /// Internal lookups (bucket refresh) end without an event.
     report: bool,
@@ -160,7 +181,20 @@ struct Lookup {
     peers_seen: BTreeSet<SocketAddr>,
     best: Option<(Item, NodeId)>,
     /// Queries of ours in flight for this lookup, to forget them when it ends.
-    tids: BTreeSet<u32>,
+    tids: BTreeSet<TxId>,
+}
+
+impl Lookup {
+    /// Whether the traversal is over and its store queries are out.
+    fn is_sending(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::Store {
+                sending: Some(_),
+                ..
+            }
+        )
+    }
 }
 
 impl Node {
@@ -342,7 +376,7 @@ impl Node {
             let peer = self.local_peer(port);
             self.peers.add(now, &info_hash, peer);
         }
-        self.start(now, info_hash, Kind::Announce { port }, true)
+        self.start(now, info_hash, Kind::store(Store::Announce { port }), true)
     }
 
     /// Withdraws an [`announce`](Node::announce) of `port` under `info_hash`: forgets it here
@@ -358,10 +392,10 @@ impl Node {
             self.emit(query, Err(QueryError::NotAnnounced));
             return query;
         }
-        let kind = Kind::Unannounce {
+        let kind = Kind::store(Store::Unannounce {
             port,
             speakers: BTreeSet::new(),
-        };
+        });
         self.start(now, info_hash, kind, true)
     }
 
@@ -386,7 +420,15 @@ impl Node {
             return query;
         }
         let target = item.target();
-        self.start(now, target.into(), Kind::Put { item, cas }, true)
+        self.start(
+            now,
+            target.into(),
+            Kind::store(Store::Put {
+                item: Box::new(item),
+                cas,
+            }),
+            true,
+        )
     }
 
     /// Fetches a BEP-44 item; `salt` is needed to check a mutable item against its target.
@@ -621,7 +663,7 @@ impl Node {
         if self.lookups.len() >= MAX_LOOKUPS {
             self.stats.drop("too_many_commands");
             if report {
-                self.emit(query, Err(QueryError::Timeout));
+                self.emit(query, Err(QueryError::Overloaded));
             }
             return query;
         }
@@ -647,7 +689,6 @@ impl Node {
             query,
             Lookup {
                 kind,
-                phase: Phase::Traversing,
                 traversal,
                 report,
                 waiters: Vec::new(),
@@ -674,7 +715,7 @@ impl Node {
             let Some(l) = self.lookups.get_mut(&query) else {
                 return;
             };
-            if !matches!(l.phase, Phase::Traversing) {
+            if l.is_sending() {
                 return;
             }
             let Some(next) = l.traversal.next_query() else {
@@ -685,7 +726,7 @@ impl Node {
         let done = self
             .lookups
             .get(&query)
-            .is_some_and(|l| matches!(l.phase, Phase::Traversing) && l.traversal.is_done());
+            .is_some_and(|l| !l.is_sending() && l.traversal.is_done());
         if done {
             self.end_traversal(now, query);
         }
@@ -704,11 +745,12 @@ impl Node {
         let target = l.traversal.target().clone();
         let method = match &l.kind {
             Kind::FindNode { .. } => Method::FindNode { target },
-            Kind::GetPeers
-            | Kind::Announce { .. }
-            | Kind::Unannounce { .. }
-            | Kind::Watch { .. } => Method::GetPeers { info_hash: target },
-            Kind::Get { .. } | Kind::Put { .. } => Method::Get { target, seq: None },
+            Kind::Get { .. }
+            | Kind::Store {
+                what: Store::Put { .. },
+                ..
+            } => Method::Get { target, seq: None },
+            Kind::GetPeers | Kind::Store { .. } => Method::GetPeers { info_hash: target },
         };
         if let Some(tid) = self.send_query(now, to, id, method, Purpose::Lookup(query))
             && let Some(l) = self.lookups.get_mut(&query)
@@ -745,7 +787,13 @@ impl Node {
                 self.finish(query, Ok(Outcome::Got { item, from }));
                 return;
             }
-            Kind::Announce { port } => {
+            Kind::Store {
+                sending: Some(_), ..
+            } => return,
+            Kind::Store {
+                what: Store::Announce { port },
+                ..
+            } => {
                 let info_hash = l.traversal.target().clone();
                 l.traversal
                     .closest_responded(k)
@@ -762,15 +810,24 @@ impl Node {
                     })
                     .collect()
             }
-            Kind::Watch { speakers } => watch::subscriptions(&l.traversal, k, speakers),
-            Kind::Put { item, cas } => l
+            Kind::Store {
+                what: Store::Watch { speakers },
+                ..
+            } => watch::subscriptions(&l.traversal, k, speakers),
+            Kind::Store {
+                what: Store::Put { item, cas },
+                ..
+            } => l
                 .traversal
                 .closest_responded(k)
                 .into_iter()
                 .filter_map(|(node, token)| Some((node, token?)))
                 .map(|(node, token)| (node, Method::Put(put_args(item, *cas, token))))
                 .collect(),
-            Kind::Unannounce { port, speakers } => unannounces(&l.traversal, k, *port, speakers),
+            Kind::Store {
+                what: Store::Unannounce { port, speakers },
+                ..
+            } => unannounces(&l.traversal, k, *port, speakers),
         };
         let mut pending = BTreeSet::new();
         for (node, method) in stores {
@@ -782,11 +839,13 @@ impl Node {
         }
         if let Some(l) = self.lookups.get_mut(&query) {
             l.tids.extend(pending.iter().copied());
-            l.phase = Phase::Storing {
-                pending,
-                stored: 0,
-                refusal: None,
-            };
+            if let Kind::Store { sending, .. } = &mut l.kind {
+                *sending = Some(Sending {
+                    pending,
+                    stored: 0,
+                    refusal: None,
+                });
+            }
         }
         self.check_stored(query);
     }
@@ -796,11 +855,15 @@ impl Node {
         let Some(l) = self.lookups.get(&query) else {
             return;
         };
-        let Phase::Storing {
-            pending,
-            stored,
-            refusal,
-        } = &l.phase
+        let Kind::Store {
+            what,
+            sending:
+                Some(Sending {
+                    pending,
+                    stored,
+                    refusal,
+                }),
+        } = &l.kind
         else {
             return;
         };
@@ -808,19 +871,19 @@ impl Node {
             return;
         }
         let stored = *stored;
-        let result = match (&l.kind, refusal) {
+        let result = match (what, refusal) {
             // Subscribing is best effort: the watch answers what the traversal found.
-            (Kind::Watch { .. }, _) => self.peers_outcome(self.last_now, query),
-            (Kind::Put { .. }, Some(e)) if stored == 0 => Err(QueryError::AllFailed {
+            (Store::Watch { .. }, _) => self.peers_outcome(self.last_now, query),
+            (Store::Put { .. }, Some(e)) if stored == 0 => Err(QueryError::AllFailed {
                 code: Some(e.code),
                 message: e.message.clone(),
             }),
-            (Kind::Put { item, .. }, _) => Ok(Outcome::Stored {
+            (Store::Put { item, .. }, _) => Ok(Outcome::Stored {
                 target: item.target(),
                 stored_at: stored,
             }),
-            (Kind::Unannounce { .. }, _) => Ok(Outcome::Unannounced { dropped_at: stored }),
-            _ => Ok(Outcome::Announced {
+            (Store::Unannounce { .. }, _) => Ok(Outcome::Unannounced { dropped_at: stored }),
+            (Store::Announce { .. }, _) => Ok(Outcome::Announced {
                 peers: l.peers.clone(),
                 stored_at: stored,
             }),
@@ -880,7 +943,7 @@ impl Node {
     }
 
     fn push_event(&mut self, event: Event) {
-        if self.events.len() >= MAX_EVENTS {
+        if self.events.len() >= MAX_EVENTS && !matches!(event, Event::Finished { .. }) {
             self.stats.drop("event_queue_full");
             return;
         }
@@ -895,7 +958,7 @@ impl Node {
         id: Option<NodeId>,
         method: Method,
         purpose: Purpose,
-    ) -> Option<u32> {
+    ) -> Option<TxId> {
         if self.rpc.is_full() {
             self.stats.drop("pending_full");
             return None;
@@ -903,7 +966,7 @@ impl Node {
         let tid = self.rpc.start(now, to, id, purpose);
         self.stats.queries_out.bump(method_name(&method));
         let msg = Message {
-            tid: tid.to_vec(),
+            tid: tid.to_bytes().to_vec(),
             version: Some(VERSION.to_vec()),
             read_only: self.config.read_only,
             body: Body::Query(Query {
@@ -912,7 +975,6 @@ impl Node {
             }),
         };
         let datagram = msg.encode();
-        let tid = u32::from_be_bytes(tid);
         if matches!(purpose, Purpose::Lookup(_)) {
             self.rpc.resend_at_soft_deadline(tid, datagram.clone());
         }
@@ -930,7 +992,9 @@ impl Node {
     }
 
     fn handle_response(&mut self, now: Instant, from: SocketAddr, tid: &[u8], r: Response) {
-        let Some(pending) = self.rpc.finish(now, tid, from) else {
+        let tid = TxId::from_wire(tid);
+        let Some((tid, pending)) = tid.and_then(|t| Some((t, self.rpc.finish(now, t, from)?)))
+        else {
             self.stats.drop("unexpected_response");
             return;
         };
@@ -945,13 +1009,17 @@ impl Node {
             Purpose::Ping | Purpose::Notify | Purpose::Ended => return,
             Purpose::Store(query) => {
                 if let Some(Lookup {
-                    phase:
-                        Phase::Storing {
-                            pending: p, stored, ..
+                    kind:
+                        Kind::Store {
+                            sending:
+                                Some(Sending {
+                                    pending: p, stored, ..
+                                }),
+                            ..
                         },
                     ..
                 }) = self.lookups.get_mut(&query)
-                    && p.remove(&tid_u32(tid))
+                    && p.remove(&tid)
                 {
                     *stored += 1;
                 }
@@ -964,7 +1032,7 @@ impl Node {
         let Some(l) = self.lookups.get_mut(&query) else {
             return;
         };
-        l.tids.remove(&tid_u32(tid));
+        l.tids.remove(&tid);
         if pending.id.is_none() {
             l.traversal.anonymous_done(pending.stale);
         } else if pending.id != Some(r.id)
@@ -979,7 +1047,11 @@ impl Node {
         self.stats.skipped_silent += (named - nodes.len()) as u64;
         let mut early = false;
         match &l.kind {
-            Kind::GetPeers | Kind::Announce { .. } | Kind::Watch { .. } => {
+            Kind::GetPeers
+            | Kind::Store {
+                what: Store::Announce { .. } | Store::Watch { .. },
+                ..
+            } => {
                 for p in &r.values {
                     if l.peers.len() < MAX_PEERS_FOUND
                         && p.port() != 0
@@ -1007,7 +1079,11 @@ impl Node {
                     self.stats.drop("bad_item");
                 }
             }
-            Kind::FindNode { .. } | Kind::Put { .. } | Kind::Unannounce { .. } => {}
+            Kind::FindNode { .. }
+            | Kind::Store {
+                what: Store::Put { .. } | Store::Unannounce { .. },
+                ..
+            } => {}
         }
         if let Some(l) = self.lookups.get_mut(&query) {
             l.traversal.on_response(node, &nodes, r.token.clone());
@@ -1021,7 +1097,9 @@ impl Node {
 
     fn handle_error(&mut self, now: Instant, from: SocketAddr, tid: &[u8], e: ErrorReply) {
         self.stats.errors_in += 1;
-        let Some(pending) = self.rpc.finish(now, tid, from) else {
+        let tid = TxId::from_wire(tid);
+        let Some((tid, pending)) = tid.and_then(|t| Some((t, self.rpc.finish(now, t, from)?)))
+        else {
             self.stats.drop("unexpected_error");
             return;
         };
@@ -1031,23 +1109,27 @@ impl Node {
             Purpose::Ping | Purpose::Notify | Purpose::Ended => {}
             Purpose::Store(query) => {
                 if let Some(Lookup {
-                    phase:
-                        Phase::Storing {
-                            pending: p,
-                            refusal,
+                    kind:
+                        Kind::Store {
+                            sending:
+                                Some(Sending {
+                                    pending: p,
+                                    refusal,
+                                    ..
+                                }),
                             ..
                         },
                     ..
                 }) = self.lookups.get_mut(&query)
                 {
-                    p.remove(&tid_u32(tid));
+                    p.remove(&tid);
                     refusal.get_or_insert(e);
                 }
                 self.check_stored(query);
             }
             Purpose::Lookup(query) => {
                 if let Some(l) = self.lookups.get_mut(&query) {
-                    l.tids.remove(&tid_u32(tid));
+                    l.tids.remove(&tid);
                     match pending.id {
                         Some(id) => l.traversal.on_failure(&id),
                         None => l.traversal.anonymous_done(pending.stale),
@@ -1058,7 +1140,7 @@ impl Node {
         }
     }
 
-    fn on_expired(&mut self, now: Instant, tid: u32, expired: Expired) {
+    fn on_expired(&mut self, now: Instant, tid: TxId, expired: Expired) {
         match expired {
             Expired::Soft(p) => {
                 let first = !p.stale;
@@ -1084,7 +1166,11 @@ impl Node {
                         // A store is best effort: don't hold the command for a lost ack.
                         self.rpc.forget(tid);
                         if let Some(Lookup {
-                            phase: Phase::Storing { pending, .. },
+                            kind:
+                                Kind::Store {
+                                    sending: Some(Sending { pending, .. }),
+                                    ..
+                                },
                             ..
                         }) = self.lookups.get_mut(&query)
                         {
@@ -1120,15 +1206,24 @@ impl Node {
     /// Records that the node answering a step of an unannounce or a watch speaks the query
     /// that will end it, as its `v` says.
     fn note_speaker(&mut self, from: SocketAddr, tid: &[u8], id: NodeId, version: Option<&[u8]>) {
-        let Some(Purpose::Lookup(query)) = self.rpc.peek(tid, from).map(|p| p.purpose) else {
+        let Some(Purpose::Lookup(query)) = TxId::from_wire(tid)
+            .and_then(|t| self.rpc.peek(t, from))
+            .map(|p| p.purpose)
+        else {
             return;
         };
         let Some(l) = self.lookups.get_mut(&query) else {
             return;
         };
         let (speakers, since) = match &mut l.kind {
-            Kind::Unannounce { speakers, .. } => (speakers, UNANNOUNCE_SINCE),
-            Kind::Watch { speakers } => (speakers, WATCH_SINCE),
+            Kind::Store {
+                what: Store::Unannounce { speakers, .. },
+                ..
+            } => (speakers, UNANNOUNCE_SINCE),
+            Kind::Store {
+                what: Store::Watch { speakers },
+                ..
+            } => (speakers, WATCH_SINCE),
             _ => return,
         };
         if speaks(version, since) {
@@ -1174,10 +1269,6 @@ fn unannounces(
             (node, method)
         })
         .collect()
-}
-
-fn tid_u32(tid: &[u8]) -> u32 {
-    tid.try_into().map(u32::from_be_bytes).unwrap_or(u32::MAX)
 }
 
 fn method_name(method: &Method) -> &'static str {

@@ -65,11 +65,28 @@ pub(crate) enum Expired {
     Hard(Pending),
 }
 
+/// The transaction id of a query of ours: a counter here, its four big-endian bytes on the
+/// wire. Other nodes' ids are opaque bytes of their choosing and stay `Vec<u8>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct TxId(u32);
+
+impl TxId {
+    /// The bytes sent in the query's `t`.
+    pub(crate) fn to_bytes(self) -> [u8; 4] {
+        self.0.to_be_bytes()
+    }
+
+    /// The id an answer echoes, if it can be one of ours (four bytes).
+    pub(crate) fn from_wire(tid: &[u8]) -> Option<TxId> {
+        Some(TxId(u32::from_be_bytes(tid.try_into().ok()?)))
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Rpc {
     next_tid: u32,
-    pending: HashMap<u32, Pending>,
-    deadlines: BTreeSet<(Instant, u32)>,
+    pending: HashMap<TxId, Pending>,
+    deadlines: BTreeSet<(Instant, TxId)>,
     hard_timeout: Duration,
     srtt: Option<Duration>,
     rttvar: Duration,
@@ -98,12 +115,13 @@ impl Rpc {
         to: SocketAddr,
         id: Option<NodeId>,
         purpose: Purpose,
-    ) -> [u8; 4] {
-        let mut tid = self.next_tid;
-        while self.pending.contains_key(&tid) {
-            tid = tid.wrapping_add(1);
+    ) -> TxId {
+        let mut n = self.next_tid;
+        while self.pending.contains_key(&TxId(n)) {
+            n = n.wrapping_add(1);
         }
-        self.next_tid = tid.wrapping_add(1);
+        self.next_tid = n.wrapping_add(1);
+        let tid = TxId(n);
         let wait = self.soft_timeout();
         let soft = now + wait;
         let hard = now + self.hard_timeout;
@@ -124,11 +142,11 @@ impl Rpc {
                 stale: false,
             },
         );
-        tid.to_be_bytes()
+        tid
     }
 
     /// Keeps `datagram` to send again at the soft deadlines of query `tid`.
-    pub(crate) fn resend_at_soft_deadline(&mut self, tid: u32, datagram: Vec<u8>) {
+    pub(crate) fn resend_at_soft_deadline(&mut self, tid: TxId, datagram: Vec<u8>) {
         if let Some(p) = self.pending.get_mut(&tid) {
             p.resend = Some(datagram);
             p.resends_left = RESENDS;
@@ -139,8 +157,7 @@ impl Rpc {
     ///
     /// An answer from another address than the one asked is not ours (spoofed or confused):
     /// the query stays pending.
-    pub(crate) fn finish(&mut self, now: Instant, tid: &[u8], from: SocketAddr) -> Option<Pending> {
-        let tid = u32::from_be_bytes(tid.try_into().ok()?);
+    pub(crate) fn finish(&mut self, now: Instant, tid: TxId, from: SocketAddr) -> Option<Pending> {
         if self.pending.get(&tid)?.to != from {
             return None;
         }
@@ -154,7 +171,7 @@ impl Rpc {
 
     /// The command of query `tid` ended: stop resending it, but keep waiting for its answer
     /// until the hard timeout (see [`Purpose::Ended`]).
-    pub(crate) fn orphan(&mut self, tid: u32) {
+    pub(crate) fn orphan(&mut self, tid: TxId) {
         if let Some(p) = self.pending.get_mut(&tid) {
             p.purpose = Purpose::Ended;
             p.resend = None;
@@ -163,13 +180,12 @@ impl Rpc {
     }
 
     /// The query an answer from `from` with transaction id `tid` belongs to, left pending.
-    pub(crate) fn peek(&self, tid: &[u8], from: SocketAddr) -> Option<&Pending> {
-        let tid = u32::from_be_bytes(tid.try_into().ok()?);
+    pub(crate) fn peek(&self, tid: TxId, from: SocketAddr) -> Option<&Pending> {
         self.pending.get(&tid).filter(|p| p.to == from)
     }
 
     /// Forgets a query without an answer.
-    pub(crate) fn forget(&mut self, tid: u32) {
+    pub(crate) fn forget(&mut self, tid: TxId) {
         if let Some(p) = self.pending.remove(&tid) {
             self.deadlines.remove(&(p.soft.unwrap_or(p.hard), tid));
         }
@@ -180,7 +196,7 @@ impl Rpc {
     }
 
     /// Pops one deadline that is due at `now`, with its transaction id.
-    pub(crate) fn poll_expired(&mut self, now: Instant) -> Option<(u32, Expired)> {
+    pub(crate) fn poll_expired(&mut self, now: Instant) -> Option<(TxId, Expired)> {
         let &(at, tid) = self.deadlines.first()?;
         if at > now {
             return None;
@@ -252,10 +268,10 @@ mod tests {
         let now = Instant::now();
         let mut rpc = Rpc::new(7, Duration::from_secs(2));
         let tid = rpc.start(now, addr(1), None, Purpose::Ping);
-        assert!(rpc.finish(now, &tid, addr(2)).is_none());
-        assert!(rpc.finish(now, &tid, addr(1)).is_some());
+        assert!(rpc.finish(now, tid, addr(2)).is_none());
+        assert!(rpc.finish(now, tid, addr(1)).is_some());
         assert!(
-            rpc.finish(now, &tid, addr(1)).is_none(),
+            rpc.finish(now, tid, addr(1)).is_none(),
             "answered once only"
         );
         assert_eq!(rpc.next_deadline(), None);
@@ -289,7 +305,7 @@ mod tests {
     fn a_lookup_query_is_resent_twice_with_doubling_waits_then_times_out() {
         let now = Instant::now();
         let mut rpc = Rpc::new(0, Duration::from_secs(2));
-        let tid = u32::from_be_bytes(rpc.start(now, addr(1), None, Purpose::Ping));
+        let tid = rpc.start(now, addr(1), None, Purpose::Ping);
         rpc.resend_at_soft_deadline(tid, b"query".to_vec());
         let first = rpc.soft_timeout();
         assert!(
@@ -315,7 +331,7 @@ mod tests {
                 (Duration::from_secs(2), None),
             ]
         );
-        assert!(rpc.finish(now, &tid.to_be_bytes(), addr(1)).is_none());
+        assert!(rpc.finish(now, tid, addr(1)).is_none());
     }
 
     #[test]
@@ -324,7 +340,7 @@ mod tests {
         let mut rpc = Rpc::new(0, Duration::from_secs(2));
         for _ in 0..20 {
             let tid = rpc.start(now, addr(1), None, Purpose::Ping);
-            rpc.finish(now + Duration::from_millis(100), &tid, addr(1));
+            rpc.finish(now + Duration::from_millis(100), tid, addr(1));
         }
         let soft = rpc.soft_timeout();
         assert!(

@@ -522,3 +522,47 @@ fn bad_unannounces_are_refused_and_change_nothing() {
     assert_eq!(server.peers(&key), vec![]);
     assert_eq!(server.node.stats().queries_in.unannounce_peer, 7);
 }
+
+#[test]
+fn past_the_command_bound_a_command_ends_overloaded_not_timed_out() {
+    let mut net = Net::new(2);
+    net.join();
+    let now = net.now;
+    // Nothing is delivered, so every lookup stays running.
+    let queries: Vec<QueryId> = (0..super::MAX_LOOKUPS + 3)
+        .map(|i| {
+            let key = Key::new(format!("busy-{i}").as_bytes()).expect("key");
+            net.node(0).get_peers(now, key)
+        })
+        .collect();
+    let mut overloaded = 0;
+    while let Some(event) = net.node(0).poll_event() {
+        if let Event::Finished { query, result } = event {
+            assert_eq!(result, Err(QueryError::Overloaded), "{query:?}");
+            overloaded += 1;
+        }
+    }
+
+    assert_eq!(overloaded, 3);
+    assert_eq!(queries.len(), super::MAX_LOOKUPS + 3);
+}
+
+#[test]
+fn every_command_ends_with_its_event_even_past_the_event_bound() {
+    let mut net = Net::new(1);
+    let now = net.now;
+    let n = super::MAX_EVENTS + 100;
+    // A lone node answers each lookup at once; nobody drains the events meanwhile.
+    for i in 0..n {
+        let key = Key::new(format!("many-{i}").as_bytes()).expect("key");
+        net.node(0).get_peers(now, key);
+    }
+    let mut finished = 0;
+    while let Some(event) = net.node(0).poll_event() {
+        if matches!(event, Event::Finished { .. }) {
+            finished += 1;
+        }
+    }
+
+    assert_eq!(finished, n);
+}

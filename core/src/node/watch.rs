@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::rpc::Purpose;
-use super::{Kind, Node, closest_speakers};
+use super::{Kind, Node, Store, closest_speakers};
 #[cfg(test)]
 use super::{WATCH_SINCE, speaks};
 use crate::event::{Event, QueryId};
@@ -105,9 +105,9 @@ impl Node {
     pub fn watch(&mut self, now: Instant, info_hash: Key) -> QueryId {
         let now = self.tick(now);
         self.watching.insert(info_hash.clone());
-        let kind = Kind::Watch {
+        let kind = Kind::store(Store::Watch {
             speakers: BTreeSet::new(),
-        };
+        });
         self.start(now, info_hash, kind, true)
     }
 

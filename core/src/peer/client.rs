@@ -18,8 +18,9 @@ use crate::peer::pubsub::{SubConfig, SubStats, Subs};
 use crate::peer::rpc::{RequestOptions, Rpc, RpcConfig, RpcStats};
 use crate::peer::types::{
     ConnId, HttpId, HttpResponse, PeerAddr, QueryId, SubscriptionId, Transmit, TransportError,
-    WsMessage,
+    WatchId, WsMessage,
 };
+use crate::peer::watch::WatchEvent;
 
 /// Settings of a [`Client`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -318,6 +319,34 @@ impl Client {
     /// Ends a subscription (closing its connection); `false` if unknown.
     pub fn unsubscribe(&mut self, sub: SubscriptionId) -> bool {
         self.subs.unsubscribe(sub)
+    }
+
+    /// Follows the peers serving `name` (see [`Link::watch`]); reports come from
+    /// [`Client::poll_watch`]. While the set is current, requests, maps and subscriptions
+    /// to `name` use it instead of a lookup: no request to the Grape, no cache expiry, and
+    /// an empty set fails them at once with `ERR_GRAPE_LOOKUP_EMPTY`, as a lookup that
+    /// found nobody does.
+    ///
+    /// # Errors
+    /// As [`Link::watch`].
+    pub fn watch(
+        &mut self,
+        now: Instant,
+        name: &str,
+        rng: &mut impl Rng,
+    ) -> Result<WatchId, CommandError> {
+        self.link.watch(now, name, rng)
+    }
+
+    /// Ends a watch (see [`Link::unwatch`]); `false` if unknown or ended.
+    pub fn unwatch(&mut self, watch: WatchId, rng: &mut impl Rng) -> bool {
+        self.link.unwatch(watch, rng)
+    }
+
+    /// The next report of a watch (see [`Link::poll_watch`]).
+    #[must_use]
+    pub fn poll_watch(&mut self) -> Option<WatchEvent> {
+        self.link.poll_watch()
     }
 
     /// Takes the reply to a [`Transmit::Http`]; unknown ids are ignored.
@@ -724,6 +753,69 @@ mod tests {
             ["http://h:1/", "http://h:2/", "http://h:3/", "http://h:1/"]
         );
         assert!(h.events().is_empty(), "{first:?} still pending");
+    }
+
+    #[test]
+    fn requests_to_a_watched_name_use_the_watched_set_without_lookups() {
+        let mut config = ClientConfig::new(GRAPE);
+        config.link.lookup_cache_ttl = Duration::ZERO;
+        let mut h = Harness::with(config);
+        let now = h.now;
+        let watch = h.client.watch(now, "svc", &mut h.rng).expect("ok");
+        let poll = h.http().remove(0);
+        h.reply(&poll, 200, br#"{"index":1,"peers":["h:1","h:2"]}"#.to_vec());
+        let poll = h.http().remove(0);
+        let set = h.client.poll_watch();
+
+        let mut urls = Vec::new();
+        for i in 0..4 {
+            h.advance(Duration::from_secs(5));
+            h.request("svc", json!(i), RequestOptions::default());
+            let reqs = h.http();
+            assert_eq!(reqs.len(), 1, "the request alone, no lookup: {reqs:?}");
+            urls.push(reqs[0].url.clone());
+            h.answer(&reqs[0], json!(i));
+        }
+        // h:1 stops: the Grape's next answer leaves h:2 only, and requests follow at once.
+        h.reply(&poll, 200, br#"{"index":2,"peers":["h:2"]}"#.to_vec());
+        let _next_poll = h.http();
+        let after = h.request("svc", json!("after"), RequestOptions::default());
+        let to_h2 = h.http();
+        h.answer(&to_h2[0], json!("ok"));
+        let events = h.events();
+
+        assert_eq!(
+            set.map(|e| (e.watch, e.peers.map(|p| p.len()))),
+            Some((watch, Ok(2)))
+        );
+        assert_eq!(
+            urls,
+            ["http://h:1/", "http://h:2/", "http://h:1/", "http://h:2/"]
+        );
+        assert_eq!(to_h2.len(), 1);
+        assert_eq!(to_h2[0].url, "http://h:2/");
+        assert_eq!(reply_of(&events, after), Ok(json!("ok")));
+        let stats = h.client.stats();
+        assert_eq!(stats.link.requests, 0, "no lookup went to the Grape");
+        assert_eq!(stats.link.watch_hits, 5);
+    }
+
+    #[test]
+    fn an_emptied_watched_set_fails_requests_at_once_as_lookup_empty() {
+        let mut h = Harness::new();
+        let now = h.now;
+        h.client.watch(now, "svc", &mut h.rng).expect("ok");
+        let poll = h.http().remove(0);
+        h.reply(&poll, 200, br#"{"index":4,"peers":[]}"#.to_vec());
+        let _next_poll = h.http();
+
+        let id = h.request("svc", json!(1), RequestOptions::default());
+
+        assert!(h.transmits().is_empty());
+        assert_eq!(
+            reply_of(&h.events(), id),
+            Err(RpcError::Lookup(LinkError::LookupEmpty))
+        );
     }
 
     #[test]

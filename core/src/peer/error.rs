@@ -26,6 +26,10 @@ pub enum CommandError {
     /// The subscription table is full; unsubscribe something first.
     #[error("ERR_TOO_MANY_SUBSCRIPTIONS")]
     TooManySubscriptions,
+    /// The Link watches `max_watches` names already (or holds as many watches as it
+    /// allows commands); end a watch first.
+    #[error("ERR_TOO_MANY_WATCHES")]
+    TooManyWatches,
 }
 
 /// Why a Grape command (lookup, announce, put, get) failed, after its retries.
@@ -105,7 +109,7 @@ pub enum RpcError {
     #[error("ERR_REPLY_TOO_LARGE")]
     ReplyTooLarge,
     /// The result is JSON Node accepts but we cannot hold without changing it (a lone
-    /// surrogate, ...; docs/payload-rules.md).
+    /// surrogate, ...; docs/protocol.md §8).
     #[error("{0}")]
     ReplyPayload(PayloadError),
     /// The WebSocket connection table is full; wait for idle connections to close.

@@ -1,7 +1,7 @@
 //! Peer-RPC frames as grenache-nodejs-http and -ws write them, and gzip for `grc-compress`.
 //!
 //! A request is the JSON text `[rid, key, payload]`, a reply `[rid, err, result]` with `err`
-//! the error message or `null` (docs/grenache-protocol.md §6, §7). Both are compact JSON,
+//! the error message or `null` (docs/protocol.md §6, §7). Both are compact JSON,
 //! as `JSON.stringify` writes it: keys in their order, numbers in JavaScript's notation
 //! (see [`crate::peer::json`]), so a payload Node wrote leaves byte for byte as it came.
 //! JSON we cannot hold as a [`Value`] (a lone surrogate, ...) is refused with

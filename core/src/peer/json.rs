@@ -1,4 +1,4 @@
-//! Payload JSON as JavaScript reads and writes it (docs/payload-rules.md).
+//! Payload JSON as JavaScript reads and writes it (docs/protocol.md §8).
 //!
 //! A Grenache peer carries other people's data, and many of them hash or sign the text
 //! they send, so a payload must leave as it came. Three rules make that so for any text

@@ -28,8 +28,11 @@ use crate::peer::cache::LookupCache;
 use crate::peer::error::{CommandError, ConfigError, LinkError};
 use crate::peer::framing::{decode_reply, json_text, push_json};
 use crate::peer::types::{
-    ConnId, HttpId, HttpRequest, HttpResponse, Ids, PeerAddr, QueryId, Transmit, TransportError,
-    WsMessage, request_id,
+    ConnId, HttpId, HttpMethod, HttpRequest, HttpResponse, Ids, PeerAddr, QueryId, Transmit,
+    TransportError, WatchId, WsMessage, request_id,
+};
+use crate::peer::watch::{
+    Poll, Removal, WatchEvent, Watches, is_refusal, query_escape, read_http_answer, read_peers,
 };
 
 /// Peers kept from one lookup reply (the Grape sends at most 100).
@@ -64,6 +67,14 @@ pub struct LinkConfig {
     pub max_announcing: usize,
     /// Longest reply body accepted from the Grape.
     pub max_reply_len: usize,
+    /// Names watched at once, at most (default 8), counting a name whose last watch ended
+    /// while its long poll still runs. Over HTTP each holds one connection to the Grape
+    /// open for its long poll: keep it well under the adapter's connections per peer (16),
+    /// or lookups wait behind the polls.
+    pub max_watches: usize,
+    /// How long one HTTP watch poll may wait at the Grape for a change (default 30 s);
+    /// the request's own timeout is this plus `request_timeout`.
+    pub watch_wait: Duration,
 }
 
 impl LinkConfig {
@@ -82,6 +93,8 @@ impl LinkConfig {
             max_pending: 4096,
             max_announcing: 1024,
             max_reply_len: 1 << 20,
+            max_watches: 8,
+            watch_wait: Duration::from_secs(30),
         }
     }
 }
@@ -248,6 +261,12 @@ pub struct LinkStats {
     pub late_replies: u64,
     /// `Announcing` events dropped because nobody polled events.
     pub dropped_events: u64,
+    /// Lookups answered from a watched set (no request, no cache).
+    pub watch_hits: u64,
+    /// Watch polls sent (HTTP long polls and WebSocket `watch` frames).
+    pub watch_polls: u64,
+    /// Watch polls that failed and wait to be retried.
+    pub watch_retries: u64,
 }
 
 /// A client of one Grape's API (sans-IO).
@@ -268,6 +287,7 @@ pub struct Link {
     deadlines: BTreeSet<(Instant, u64)>,
     ws: Option<GrapeWs>,
     cache: LookupCache,
+    watches: Watches,
     schedules: BTreeMap<(String, u16), Schedule>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<LinkEvent>,
@@ -360,6 +380,7 @@ impl Link {
         };
         Ok(Link {
             cache: LookupCache::new(config.lookup_cache_ttl, config.lookup_cache_cap),
+            watches: Watches::new(config.max_watches, config.max_pending),
             config,
             grape,
             ids: Ids::default(),
@@ -385,7 +406,7 @@ impl Link {
 
     /// Whether `http` is an exchange this Link started (for a parent routing replies).
     pub fn owns_http(&self, http: HttpId) -> bool {
-        self.by_http.contains_key(&http)
+        self.by_http.contains_key(&http) || self.watches.name_of_http(http).is_some()
     }
 
     /// Whether `conn` is this Link's WebSocket to the Grape.
@@ -393,8 +414,10 @@ impl Link {
         self.ws.as_ref().is_some_and(|ws| ws.conn == conn)
     }
 
-    /// Looks up the peers announcing `name`; ends with [`LinkEvent::Lookup`]. A cached
-    /// result is reported at once (still through `poll_event`).
+    /// Looks up the peers announcing `name`; ends with [`LinkEvent::Lookup`]. While `name`
+    /// is watched and its set is current, that set answers (an empty one as
+    /// [`LinkError::LookupEmpty`]), with no request and no expiry; otherwise a cached result
+    /// does. Either is reported at once (still through `poll_event`).
     ///
     /// # Errors
     /// [`CommandError::InvalidName`], [`CommandError::TooManyPending`].
@@ -406,6 +429,20 @@ impl Link {
     ) -> Result<QueryId, CommandError> {
         check_name(name)?;
         let id = self.reserve()?;
+        if let Some(peers) = self.watches.current(name) {
+            self.stats.watch_hits += 1;
+            let result = if peers.is_empty() {
+                Err(LinkError::LookupEmpty)
+            } else {
+                Ok(peers.to_vec())
+            };
+            self.events.push_back(LinkEvent::Lookup {
+                id,
+                name: name.to_owned(),
+                result,
+            });
+            return Ok(id);
+        }
         if let Some(peers) = self.cache.get(now, name) {
             self.stats.cache_hits += 1;
             self.events.push_back(LinkEvent::Lookup {
@@ -570,6 +607,185 @@ impl Link {
         Ok(id)
     }
 
+    /// Follows the peers serving `name`: [`Link::poll_watch`] reports the set when the
+    /// Grape first answers and after every change, until [`Link::unwatch`] or the Grape
+    /// refuses the watch (its last report, an error). While the set is current, lookups of
+    /// `name` are answered from it.
+    ///
+    /// Watches of one name share one Grape watch. Over HTTP it is a long poll (`GET
+    /// /watch`, waiting up to `watch_wait`, with the index of the last answer); over a
+    /// WebSocket Grape, `[rid, "watch", name]` and its pushes, sent again on a new
+    /// connection when the old one closes. A failed poll is retried after
+    /// `[announce_retry/2, announce_retry]`, from index 0, so a restarted Grape answers at
+    /// once; meanwhile lookups go to the Grape as usual.
+    ///
+    /// # Errors
+    /// [`CommandError::InvalidName`], [`CommandError::TooManyWatches`].
+    pub fn watch(
+        &mut self,
+        now: Instant,
+        name: &str,
+        rng: &mut impl Rng,
+    ) -> Result<WatchId, CommandError> {
+        check_name(name)?;
+        let id = WatchId(self.ids.next());
+        if self.watches.add(now, name, id)? {
+            self.send_watch(now, name, rng);
+        }
+        Ok(id)
+    }
+
+    /// Ends a watch; the Grape watch ends with the last watch of its name, and lookups of
+    /// it go back to the Grape and the cache. `false` if the watch was unknown (or ended).
+    ///
+    /// An HTTP long poll cannot be called back: until it ends (at the Grape's next answer,
+    /// at most `watch_wait + request_timeout`) the name still counts against
+    /// `max_watches`, and a new watch of it takes the poll over.
+    pub fn unwatch(&mut self, watch: WatchId, rng: &mut impl Rng) -> bool {
+        match self.watches.remove(watch) {
+            Removal::Unknown => false,
+            Removal::Shared => true,
+            Removal::Last { name, poll } => {
+                // An HTTP poll in flight runs out (see `watch`'s idle names); a closed
+                // WebSocket took its watches with it.
+                if let Poll::Ws { .. } = poll
+                    && self.ws.is_some()
+                {
+                    let rid = request_id(rng);
+                    self.ws_send(0, ws_frame(&rid, "unwatch", Value::from(name.as_str())));
+                }
+                true
+            }
+        }
+    }
+
+    /// Whether `name` is watched (its set may not be known yet).
+    pub fn is_watched(&self, name: &str) -> bool {
+        self.watches.contains(name)
+    }
+
+    /// The next report of a watch, if any: at most one is kept per watch (a newer set
+    /// replaces one not yet polled), so nothing piles up while nobody polls.
+    #[must_use]
+    pub fn poll_watch(&mut self) -> Option<WatchEvent> {
+        self.watches.poll_event()
+    }
+
+    /// Asks the Grape about `name` now: a long poll from the last index, or a `watch`
+    /// frame on the Grape WebSocket.
+    fn send_watch(&mut self, now: Instant, name: &str, rng: &mut impl Rng) {
+        self.stats.watch_polls += 1;
+        let poll = match &self.grape {
+            Grape::Http { base } => {
+                let http = HttpId(self.ids.next());
+                let deadline = now + self.config.watch_wait + self.config.request_timeout;
+                let url = format!(
+                    "{base}/watch?name={}&index={}&wait={}ms",
+                    query_escape(name),
+                    self.watches.index(name),
+                    self.config.watch_wait.as_millis()
+                );
+                self.transmits.push_back(Transmit::Http(HttpRequest {
+                    id: http,
+                    method: HttpMethod::Get,
+                    url,
+                    headers: Vec::new(),
+                    body: Vec::new(),
+                    deadline,
+                }));
+                Poll::Http { http, deadline }
+            }
+            Grape::Ws { .. } => {
+                let rid = request_id(rng);
+                self.ws_send(0, ws_frame(&rid, "watch", Value::from(name)));
+                Poll::Ws { rid }
+            }
+        };
+        self.watches.set_poll(name, poll);
+    }
+
+    /// The answer to the long poll of `name`.
+    fn on_watch_http(
+        &mut self,
+        now: Instant,
+        name: &str,
+        reply: Result<HttpResponse, TransportError>,
+        rng: &mut impl Rng,
+    ) {
+        let answer = self
+            .read_http_reply(reply)
+            .and_then(|v| read_http_answer(v, MAX_LOOKUP_PEERS));
+        let previous = self.watches.index(name);
+        // Answered in the first half of its wait: the Grape (or a proxy) did not hold it.
+        let early = self
+            .watches
+            .poll_deadline(name)
+            .is_some_and(|d| now + self.config.watch_wait / 2 + self.config.request_timeout < d);
+        let unchanged = match answer {
+            // Index 0: the Grape does not know the set yet (its first lookup is running).
+            Ok((0, _)) => true,
+            Ok((index, peers)) => {
+                if index < previous {
+                    tracing::debug!(name, index, "watch index went back: the grape restarted");
+                }
+                self.watched_set(name, peers, Some(index));
+                index == previous
+            }
+            Err(e) => return self.watch_failed(now, name, &e, rng),
+        };
+        if !self.watches.keep_polling(name) {
+            return;
+        }
+        if unchanged && early {
+            // Polling again at once would spin: wait the retry gap, keeping the set.
+            let at = now + jitter_half(self.config.announce_retry, rng);
+            self.watches.set_poll(name, Poll::Retry { at });
+        } else {
+            self.send_watch(now, name, rng);
+        }
+    }
+
+    /// A WebSocket watch answer or push for `name`.
+    fn on_watch_ws(
+        &mut self,
+        now: Instant,
+        name: &str,
+        result: Result<Value, String>,
+        rng: &mut impl Rng,
+    ) {
+        match result {
+            Ok(Value::Array(items)) => {
+                let peers = read_peers(items, MAX_LOOKUP_PEERS);
+                self.watched_set(name, peers, None);
+            }
+            Ok(other) => {
+                self.stats.bad_frames += 1;
+                tracing::debug!(name, ?other, "watch push is not a peer list");
+            }
+            Err(message) => self.watch_failed(now, name, &LinkError::Grape(message), rng),
+        }
+    }
+
+    /// The Grape told the set of `name`; the cache's older lookup of it is dropped, so
+    /// that lookups after the watch ends ask again.
+    fn watched_set(&mut self, name: &str, peers: Vec<PeerAddr>, index: Option<u64>) {
+        self.cache.forget(name);
+        self.watches.answered(name, peers, index);
+    }
+
+    /// A watch poll failed: a refusal ends the watches of `name`, anything else is retried.
+    fn watch_failed(&mut self, now: Instant, name: &str, error: &LinkError, rng: &mut impl Rng) {
+        if is_refusal(error) {
+            tracing::warn!(name, %error, "the grape refused a watch");
+            self.watches.refused(name, error);
+            return;
+        }
+        self.stats.watch_retries += 1;
+        tracing::debug!(name, %error, "watch poll failed; retrying");
+        let at = now + jitter_half(self.config.announce_retry, rng);
+        self.watches.failed(name, at);
+    }
+
     /// Drops a cached lookup, so the next lookup of `name` asks the Grape (a subscriber
     /// does this when its publisher went away).
     pub fn forget_lookup(&mut self, name: &str) {
@@ -584,6 +800,9 @@ impl Link {
         reply: Result<HttpResponse, TransportError>,
         rng: &mut impl Rng,
     ) {
+        if let Some(name) = self.watches.name_of_http(http) {
+            return self.on_watch_http(now, &name, reply, rng);
+        }
         let Some(&key) = self.by_http.get(&http) else {
             self.stats.late_replies += 1;
             return;
@@ -622,6 +841,9 @@ impl Link {
             tracing::debug!("unreadable frame from the grape");
             return;
         };
+        if let Some(name) = self.watches.name_of_rid(&reply.rid) {
+            return self.on_watch_ws(now, &name, reply.result, rng);
+        }
         let Some(&key) = self.by_rid.get(&reply.rid) else {
             self.stats.late_replies += 1;
             return;
@@ -631,12 +853,16 @@ impl Link {
     }
 
     /// The Grape WebSocket closed (or never opened): its requests fail with
-    /// `ERR_TRANSPORT_CLOSE` (and are retried on a new connection while tries remain).
+    /// `ERR_TRANSPORT_CLOSE` (and are retried on a new connection while tries remain), and
+    /// its watches are sent again on a new connection after the retry gap.
     pub fn handle_ws_closed(&mut self, now: Instant, conn: ConnId, rng: &mut impl Rng) {
         if !self.owns_conn(conn) {
             return;
         }
         self.ws = None;
+        for name in self.watches.on_ws() {
+            self.watch_failed(now, &name, &LinkError::TransportClose, rng);
+        }
         let keys: Vec<u64> = self.by_rid.values().copied().collect();
         for key in keys {
             self.finish(now, key, Err(LinkError::TransportClose), rng);
@@ -650,6 +876,13 @@ impl Link {
                 break;
             }
             self.finish(now, key, Err(LinkError::Timeout), rng);
+        }
+        for (name, timed_out) in self.watches.due(now) {
+            if timed_out {
+                self.watch_failed(now, &name, &LinkError::Timeout, rng);
+            } else {
+                self.send_watch(now, &name, rng);
+            }
         }
         let due: Vec<(String, u16)> = self
             .schedules
@@ -683,7 +916,8 @@ impl Link {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let deadline = self.deadlines.first().map(|&(t, _)| t);
         let round = self.schedules.values().filter_map(|s| s.next_at).min();
-        [deadline, round].into_iter().flatten().min()
+        let watch = self.watches.next_timer();
+        [deadline, round, watch].into_iter().flatten().min()
     }
 
     fn reserve(&mut self) -> Result<QueryId, CommandError> {
@@ -762,6 +996,7 @@ impl Link {
                 body.push(b'}');
                 self.transmits.push_back(Transmit::Http(HttpRequest {
                     id: hid,
+                    method: HttpMethod::Post,
                     url: format!("{base}/{}", command.kind()),
                     headers: vec![("content-type", "application/json")],
                     body,
@@ -770,36 +1005,8 @@ impl Link {
                 self.by_http.insert(hid, key);
                 http = Some(hid);
             }
-            Grape::Ws { url } => {
-                let mut frame = Vec::new();
-                push_json(
-                    &mut frame,
-                    &Value::Array(vec![rid.as_str().into(), command.kind().into(), data]),
-                );
-                let text = json_text(frame);
-                let ws = match &mut self.ws {
-                    Some(ws) => ws,
-                    None => {
-                        let conn = ConnId(self.ids.next());
-                        self.transmits.push_back(Transmit::WsConnect {
-                            conn,
-                            url: url.clone(),
-                        });
-                        self.ws.insert(GrapeWs {
-                            conn,
-                            open: false,
-                            queued: Vec::new(),
-                        })
-                    }
-                };
-                if ws.open {
-                    self.transmits.push_back(Transmit::WsSend {
-                        conn: ws.conn,
-                        msg: WsMessage::Text(text),
-                    });
-                } else {
-                    ws.queued.push((key, text));
-                }
+            Grape::Ws { .. } => {
+                self.ws_send(key, ws_frame(&rid, command.kind(), data));
                 self.by_rid.insert(rid.clone(), key);
             }
         }
@@ -815,6 +1022,38 @@ impl Link {
                 http,
             },
         );
+    }
+
+    /// Sends a frame on the Grape WebSocket, opening it first if needed (frames wait in
+    /// order until it is open). `key` names the request the frame belongs to, so a
+    /// request that ends first takes its frame back; watches use 0, which names none.
+    fn ws_send(&mut self, key: u64, text: String) {
+        let Grape::Ws { url } = &self.grape else {
+            return;
+        };
+        let ws = match &mut self.ws {
+            Some(ws) => ws,
+            None => {
+                let conn = ConnId(self.ids.next());
+                self.transmits.push_back(Transmit::WsConnect {
+                    conn,
+                    url: url.clone(),
+                });
+                self.ws.insert(GrapeWs {
+                    conn,
+                    open: false,
+                    queued: Vec::new(),
+                })
+            }
+        };
+        if ws.open {
+            self.transmits.push_back(Transmit::WsSend {
+                conn: ws.conn,
+                msg: WsMessage::Text(text),
+            });
+        } else {
+            ws.queued.push((key, text));
+        }
     }
 
     fn read_http_reply(
@@ -1038,20 +1277,7 @@ fn interpret(command: &Command, value: Value, max_peers: usize) -> Result<Reply,
             let Value::Array(items) = value else {
                 return Err(LinkError::LookupEmpty);
             };
-            let mut seen = BTreeSet::new();
-            let mut peers = Vec::new();
-            for item in items {
-                let Some(addr) = item.as_str().and_then(PeerAddr::parse) else {
-                    tracing::debug!(?item, "skipping unreadable peer in lookup reply");
-                    continue;
-                };
-                if seen.insert(addr.clone()) {
-                    peers.push(addr);
-                }
-                if peers.len() >= max_peers {
-                    break;
-                }
-            }
+            let peers = read_peers(items, max_peers);
             if peers.is_empty() {
                 return Err(LinkError::LookupEmpty);
             }
@@ -1115,6 +1341,16 @@ fn read_item(value: Value) -> Result<Option<GetItem>, LinkError> {
     }))
 }
 
+/// `[rid, kind, data]` as a WebSocket text frame.
+fn ws_frame(rid: &str, kind: &str, data: Value) -> String {
+    let mut frame = Vec::new();
+    push_json(
+        &mut frame,
+        &Value::Array(vec![rid.into(), kind.into(), data]),
+    );
+    json_text(frame)
+}
+
 /// Node's coalescing key: `type:JSON(payload)`.
 fn request_hash(command: &Command) -> String {
     let mut out = Vec::new();
@@ -1149,7 +1385,7 @@ fn check_port(port: u16) -> Result<(), CommandError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
@@ -1219,7 +1455,7 @@ mod tests {
         v["rid"].as_str().expect("rid").to_owned()
     }
 
-    fn addrs(list: &[&str]) -> Vec<PeerAddr> {
+    pub(crate) fn addrs(list: &[&str]) -> Vec<PeerAddr> {
         list.iter()
             .map(|s| PeerAddr::parse(s).expect("valid"))
             .collect()
@@ -1975,6 +2211,441 @@ mod tests {
             }]
         );
         assert_eq!(LinkError::TransportClose.to_string(), "ERR_TRANSPORT_CLOSE");
+    }
+
+    // --- watches ---------------------------------------------------------------------
+
+    fn watch_events(h: &mut Harness) -> Vec<WatchEvent> {
+        std::iter::from_fn(|| h.link.poll_watch()).collect()
+    }
+
+    fn sets(events: &[WatchEvent]) -> Vec<(WatchId, Result<Vec<PeerAddr>, LinkError>)> {
+        events.iter().map(|e| (e.watch, e.peers.clone())).collect()
+    }
+
+    fn watch_body(index: u64, peers: &[&str]) -> String {
+        json!({ "index": index, "peers": peers }).to_string()
+    }
+
+    /// The one long poll the Link has out now, and the index it sends.
+    fn one_poll(h: &mut Harness) -> (HttpRequest, u64) {
+        let reqs = h.http();
+        assert_eq!(reqs.len(), 1, "one poll: {reqs:?}");
+        let req = reqs.into_iter().next().expect("one");
+        let index = req
+            .url
+            .split("index=")
+            .nth(1)
+            .and_then(|rest| rest.split('&').next())
+            .and_then(|i| i.parse().ok())
+            .expect("an index in the URL");
+        (req, index)
+    }
+
+    #[test]
+    fn http_watch_long_polls_from_the_last_index() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+        let w = h.link.watch(t0, "rest:svc", &mut h.rng).expect("ok");
+        let (first, index0) = one_poll(&mut h);
+
+        h.reply(10, &first, 200, &watch_body(5, &["h:2", "h:1"]));
+        let after_first = watch_events(&mut h);
+        let (second, index1) = one_poll(&mut h);
+        // The wait ended with no change.
+        h.reply(30_010, &second, 200, &watch_body(5, &["h:1", "h:2"]));
+        let unchanged = watch_events(&mut h);
+        let (third, index2) = one_poll(&mut h);
+        h.reply(30_020, &third, 200, &watch_body(6, &[]));
+        let emptied = watch_events(&mut h);
+        let (_, index3) = one_poll(&mut h);
+
+        assert_eq!(first.method, HttpMethod::Get);
+        assert_eq!(
+            first.url,
+            "http://g:1/watch?name=rest%3Asvc&index=0&wait=30000ms"
+        );
+        assert!(first.body.is_empty());
+        assert_eq!(first.deadline, t0 + Duration::from_millis(32_500));
+        assert_eq!((index0, index1, index2, index3), (0, 5, 5, 6));
+        assert_eq!(sets(&after_first), vec![(w, Ok(addrs(&["h:1", "h:2"])))]);
+        assert!(unchanged.is_empty(), "{unchanged:?}");
+        assert_eq!(sets(&emptied), vec![(w, Ok(vec![]))]);
+        assert_eq!(emptied[0].name, "rest:svc");
+        assert_eq!(h.link.stats().requests, 0);
+        assert_eq!(h.link.stats().watch_polls, 4);
+    }
+
+    #[test]
+    fn http_watch_restarts_from_index_0_after_a_failure_and_follows_a_restarted_grape() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+        let w = h.link.watch(t0, "svc", &mut h.rng).expect("ok");
+        let (first, _) = one_poll(&mut h);
+        h.reply(0, &first, 200, &watch_body(40, &["h:1"]));
+        let (second, _) = one_poll(&mut h);
+
+        // The Grape went away: refused, then no poll until the retry gap has passed.
+        let refused = Err(TransportError::unsent("connection refused"));
+        h.link
+            .handle_http_reply(h.at(100), second.id, refused, &mut h.rng);
+        let retry_at = h.link.poll_timeout().expect("a retry");
+        let waiting = h.transmits();
+        let lookup = h.link.lookup(h.at(100), "svc", &mut h.rng).expect("ok");
+        let lookup_req = h.http();
+        h.reply(200, &lookup_req[0], 200, r#"["h:1"]"#);
+        h.link.handle_timeout(retry_at, &mut h.rng);
+        let (third, index_after_failure) = one_poll(&mut h);
+        // The restarted Grape counts from 1 again: its answer is taken as it is.
+        h.link.handle_http_reply(
+            retry_at,
+            third.id,
+            Ok(HttpResponse {
+                status: 200,
+                body: watch_body(3, &["h:9"]).into_bytes(),
+            }),
+            &mut h.rng,
+        );
+        let (_, index_after_restart) = one_poll(&mut h);
+
+        assert!(waiting.is_empty(), "{waiting:?}");
+        assert!(retry_at >= h.at(100 + 2500) && retry_at <= h.at(100 + 5000));
+        assert_eq!(
+            lookup_req.len(),
+            1,
+            "no current set: the lookup asks the grape"
+        );
+        assert_eq!(lookup_req[0].url, "http://g:1/lookup");
+        assert_ne!(lookup_req[0].id, third.id);
+        assert_eq!(index_after_failure, 0);
+        assert_eq!(index_after_restart, 3);
+        assert_eq!(
+            sets(&watch_events(&mut h)),
+            vec![(w, Ok(addrs(&["h:9"])))],
+            "the first set was replaced before it was polled"
+        );
+        assert_eq!(h.link.stats().watch_retries, 1);
+        let _ = lookup;
+    }
+
+    #[test]
+    fn a_grape_that_does_not_hold_polls_is_not_polled_in_a_loop() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+        let w = h.link.watch(t0, "svc", &mut h.rng).expect("ok");
+        let (first, _) = one_poll(&mut h);
+        h.reply(0, &first, 200, &watch_body(4, &["h:1"]));
+        let (second, _) = one_poll(&mut h);
+
+        // The same index again, at once: no change, and the poll was not held.
+        h.reply(1, &second, 200, &watch_body(4, &["h:1"]));
+        let right_after = h.transmits();
+        let retry_at = h.link.poll_timeout().expect("a later poll");
+        let still = h.link.lookup(h.at(1), "svc", &mut h.rng).expect("ok");
+        h.link.handle_timeout(retry_at, &mut h.rng);
+        let (_, index) = one_poll(&mut h);
+
+        assert!(right_after.is_empty(), "{right_after:?}");
+        assert!(retry_at >= h.at(1 + 2500), "{:?}", retry_at - h.t0);
+        assert_eq!(index, 4);
+        assert_eq!(sets(&watch_events(&mut h)), vec![(w, Ok(addrs(&["h:1"])))]);
+        assert_eq!(
+            h.events(),
+            vec![LinkEvent::Lookup {
+                id: still,
+                name: "svc".into(),
+                result: Ok(addrs(&["h:1"]))
+            }],
+            "the set is still current"
+        );
+    }
+
+    #[test]
+    fn a_silent_poll_times_out_after_its_wait_and_is_retried() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+        h.link.watch(t0, "svc", &mut h.rng).expect("ok");
+        let (first, _) = one_poll(&mut h);
+
+        h.link.handle_timeout(first.deadline, &mut h.rng);
+        let at_deadline = h.transmits();
+        let retry_at = h.link.poll_timeout().expect("a retry");
+        h.link.handle_timeout(retry_at, &mut h.rng);
+        let (_, index) = one_poll(&mut h);
+        // The late answer of the abandoned poll changes nothing.
+        h.link.handle_http_reply(
+            retry_at,
+            first.id,
+            Ok(HttpResponse {
+                status: 200,
+                body: watch_body(9, &["h:1"]).into_bytes(),
+            }),
+            &mut h.rng,
+        );
+
+        assert!(at_deadline.is_empty());
+        assert!(retry_at > first.deadline);
+        assert_eq!(index, 0);
+        assert!(watch_events(&mut h).is_empty());
+        assert!(h.transmits().is_empty());
+    }
+
+    #[test]
+    fn a_refused_watch_ends_with_the_grapes_error() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+        let limited = h.link.watch(t0, "a", &mut h.rng).expect("ok");
+        let (poll, _) = one_poll(&mut h);
+        h.reply(0, &poll, 429, "\"ERR_GRAPE_WATCH_LIMIT\"");
+        // A Node Grape does not speak watch: it cannot read the GET's empty body.
+        let node = h.link.watch(t0, "b", &mut h.rng).expect("ok");
+        let (poll, _) = one_poll(&mut h);
+        h.reply(0, &poll, 500, "ERR_GRAPE_PAYLOAD_INVALID");
+
+        let events = watch_events(&mut h);
+        assert_eq!(
+            sets(&events),
+            vec![
+                (
+                    limited,
+                    Err(LinkError::Http {
+                        status: 429,
+                        message: "ERR_GRAPE_WATCH_LIMIT".into()
+                    })
+                ),
+                (
+                    node,
+                    Err(LinkError::Http {
+                        status: 500,
+                        message: "ERR_GRAPE_PAYLOAD_INVALID".into()
+                    })
+                ),
+            ]
+        );
+        assert_eq!(
+            events[0].peers.as_ref().map_err(ToString::to_string),
+            Err("ERR_GRAPE_WATCH_LIMIT".into())
+        );
+        assert!(h.transmits().is_empty());
+        assert_eq!(h.link.poll_timeout(), None);
+        assert!(!h.link.is_watched("a") && !h.link.is_watched("b"));
+        assert!(!h.link.unwatch(limited, &mut h.rng));
+    }
+
+    #[test]
+    fn watches_are_bounded_per_link_and_share_one_grape_watch_per_name() {
+        let mut h = Harness::with(LinkConfig {
+            max_watches: 2,
+            ..LinkConfig::new("http://g:1")
+        });
+        let t0 = h.t0;
+        let a1 = h.link.watch(t0, "a", &mut h.rng).expect("ok");
+        let _b = h.link.watch(t0, "b", &mut h.rng).expect("ok");
+        let over = h.link.watch(t0, "c", &mut h.rng);
+        let a2 = h
+            .link
+            .watch(t0, "a", &mut h.rng)
+            .expect("a shared name is no new watch");
+        let polls = h.http();
+        let poll_a = polls.iter().find(|r| r.url.contains("name=a&")).expect("a");
+        h.reply(0, poll_a, 200, &watch_body(1, &["h:1"]));
+        let both = watch_events(&mut h);
+        let (next_a, _) = one_poll(&mut h);
+        let a3 = h.link.watch(t0, "a", &mut h.rng).expect("ok");
+        let late_joiner = watch_events(&mut h);
+
+        assert_eq!(over, Err(CommandError::TooManyWatches));
+        assert_eq!(
+            over.map_err(|e| e.to_string()),
+            Err("ERR_TOO_MANY_WATCHES".into())
+        );
+        assert_eq!(polls.len(), 2, "one poll per name: {polls:?}");
+        assert_eq!(
+            sets(&both),
+            vec![(a1, Ok(addrs(&["h:1"]))), (a2, Ok(addrs(&["h:1"])))]
+        );
+        assert_eq!(sets(&late_joiner), vec![(a3, Ok(addrs(&["h:1"])))]);
+
+        // The Grape watch ends with the last watch of the name; its poll's answer is dropped.
+        assert!(h.link.unwatch(a1, &mut h.rng));
+        assert!(h.link.unwatch(a2, &mut h.rng));
+        assert!(h.link.is_watched("a"));
+        assert!(h.link.unwatch(a3, &mut h.rng));
+        assert!(!h.link.is_watched("a"));
+        h.reply(5, &next_a, 200, &watch_body(2, &["h:2"]));
+        assert!(h.transmits().is_empty());
+        assert!(watch_events(&mut h).is_empty());
+        assert!(h.link.watch(t0, "c", &mut h.rng).is_ok(), "room again");
+    }
+
+    #[test]
+    fn an_unwatched_long_poll_counts_until_it_ends_and_a_new_watch_takes_it_over() {
+        let mut h = Harness::with(LinkConfig {
+            max_watches: 1,
+            ..LinkConfig::new("http://g:1")
+        });
+        let t0 = h.t0;
+        let gone = h.link.watch(t0, "a", &mut h.rng).expect("ok");
+        let (poll, _) = one_poll(&mut h);
+        h.link.unwatch(gone, &mut h.rng);
+
+        let other = h.link.watch(t0, "b", &mut h.rng);
+        let back = h
+            .link
+            .watch(t0, "a", &mut h.rng)
+            .expect("takes the poll over");
+        let sent_for_back = h.transmits();
+        h.reply(10, &poll, 200, &watch_body(3, &["h:1"]));
+        let (_, index) = one_poll(&mut h);
+
+        assert_eq!(other, Err(CommandError::TooManyWatches));
+        assert!(sent_for_back.is_empty(), "{sent_for_back:?}");
+        assert_eq!(
+            sets(&watch_events(&mut h)),
+            vec![(back, Ok(addrs(&["h:1"])))]
+        );
+        assert_eq!(index, 3);
+    }
+
+    #[test]
+    fn lookups_of_a_watched_name_use_its_set_without_asking_the_grape() {
+        let mut h = Harness::new("http://g:1");
+        let t0 = h.t0;
+        let w = h.link.watch(t0, "svc", &mut h.rng).expect("ok");
+        let (poll, _) = one_poll(&mut h);
+        h.reply(0, &poll, 200, &watch_body(1, &["h:1", "h:2"]));
+        let (poll, _) = one_poll(&mut h);
+
+        // Far past the cache's 10 s: the watched set does not expire.
+        let late = h.at(60_000);
+        let found = h.link.lookup(late, "svc", &mut h.rng).expect("ok");
+        let asked = h.transmits();
+        h.reply(60_000, &poll, 200, &watch_body(2, &[]));
+        let (_, _) = one_poll(&mut h);
+        let nobody = h.link.lookup(late, "svc", &mut h.rng).expect("ok");
+        h.link.unwatch(w, &mut h.rng);
+        let after = h.link.lookup(late, "svc", &mut h.rng).expect("ok");
+        let asked_after = h.http();
+
+        assert!(asked.is_empty(), "{asked:?}");
+        assert_eq!(
+            h.events()[..2],
+            [
+                LinkEvent::Lookup {
+                    id: found,
+                    name: "svc".into(),
+                    result: Ok(addrs(&["h:1", "h:2"]))
+                },
+                LinkEvent::Lookup {
+                    id: nobody,
+                    name: "svc".into(),
+                    result: Err(LinkError::LookupEmpty)
+                },
+            ]
+        );
+        assert_eq!(h.link.stats().watch_hits, 2);
+        assert_eq!(h.link.stats().requests, 1);
+        assert_eq!(asked_after.len(), 1);
+        assert_eq!(asked_after[0].url, "http://g:1/lookup");
+        let _ = after;
+    }
+
+    fn ws_sent(h: &mut Harness) -> Vec<Value> {
+        h.transmits()
+            .into_iter()
+            .map(|t| match t {
+                Transmit::WsSend {
+                    msg: WsMessage::Text(s),
+                    ..
+                } => serde_json::from_str(&s).expect("json"),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn ws_connect(h: &mut Harness) -> ConnId {
+        match h.link.poll_transmit() {
+            Some(Transmit::WsConnect { conn, .. }) => conn,
+            other => panic!("connect first: {other:?}"),
+        }
+    }
+
+    fn push(h: &mut Harness, conn: ConnId, rid: &Value, err: Value, peers: Value) {
+        let msg = WsMessage::Text(json!([rid, err, peers]).to_string());
+        let t0 = h.t0;
+        h.link.handle_ws_message(t0, conn, &msg, &mut h.rng);
+    }
+
+    #[test]
+    fn ws_watch_takes_pushes_and_is_sent_again_after_a_reconnect() {
+        let mut h = Harness::new("ws://g:1");
+        let t0 = h.t0;
+        let w = h.link.watch(t0, "svc", &mut h.rng).expect("ok");
+        let first = ws_connect(&mut h);
+        h.link.handle_ws_open(t0, first);
+        let sent = ws_sent(&mut h);
+        let rid = sent[0][0].clone();
+        push(&mut h, first, &rid, Value::Null, json!(["h:1"]));
+        let initial = watch_events(&mut h);
+        push(&mut h, first, &rid, Value::Null, json!(["h:1", "h:2"]));
+        let grown = watch_events(&mut h);
+        let hit = h.link.lookup(t0, "svc", &mut h.rng).expect("ok");
+
+        h.link.handle_ws_closed(h.at(10), first, &mut h.rng);
+        let right_after = h.transmits();
+        let retry_at = h.link.poll_timeout().expect("a reconnect");
+        h.link.handle_timeout(retry_at, &mut h.rng);
+        let second = ws_connect(&mut h);
+        h.link.handle_ws_open(retry_at, second);
+        let resent = ws_sent(&mut h);
+        let rid2 = resent[0][0].clone();
+        push(&mut h, second, &rid2, Value::Null, json!(["h:2"]));
+        let after = watch_events(&mut h);
+        h.link.unwatch(w, &mut h.rng);
+        let unwatch = ws_sent(&mut h);
+
+        assert_eq!(sent, vec![json!([rid, "watch", "svc"])]);
+        assert_eq!(sets(&initial), vec![(w, Ok(addrs(&["h:1"])))]);
+        assert_eq!(sets(&grown), vec![(w, Ok(addrs(&["h:1", "h:2"])))]);
+        assert_eq!(
+            h.events(),
+            vec![LinkEvent::Lookup {
+                id: hit,
+                name: "svc".into(),
+                result: Ok(addrs(&["h:1", "h:2"]))
+            }]
+        );
+        assert!(right_after.is_empty(), "{right_after:?}");
+        assert_ne!(first, second);
+        assert_ne!(rid, rid2);
+        assert_eq!(resent, vec![json!([rid2, "watch", "svc"])]);
+        assert_eq!(sets(&after), vec![(w, Ok(addrs(&["h:2"])))]);
+        assert_eq!(unwatch.len(), 1);
+        assert_eq!(
+            (&unwatch[0][1], &unwatch[0][2]),
+            (&json!("unwatch"), &json!("svc"))
+        );
+        assert_eq!(h.link.stats().watch_retries, 1);
+    }
+
+    #[test]
+    fn ws_watch_refused_by_the_grape_ends() {
+        let mut h = Harness::new("ws://g:1");
+        let t0 = h.t0;
+        let w = h.link.watch(t0, "svc", &mut h.rng).expect("ok");
+        let conn = ws_connect(&mut h);
+        h.link.handle_ws_open(t0, conn);
+        let rid = ws_sent(&mut h)[0][0].clone();
+
+        push(&mut h, conn, &rid, json!("ERR_REQ_NOTFOUND"), Value::Null);
+
+        assert_eq!(
+            sets(&watch_events(&mut h)),
+            vec![(w, Err(LinkError::Grape("ERR_REQ_NOTFOUND".into())))]
+        );
+        assert!(!h.link.is_watched("svc"));
+        h.link.handle_ws_closed(t0, conn, &mut h.rng);
+        assert_eq!(h.link.poll_timeout(), None);
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Grenache peers, sans-IO: the Link to a Grape, peer RPC over HTTP, WebSocket and
-//! ZeroMQ, and PUB/SUB over WebSocket and ZeroMQ (docs/grenache-protocol.md §5–§10,
+//! ZeroMQ, and PUB/SUB over WebSocket and ZeroMQ (docs/protocol.md §5–§9,
 //! docs/zeromq-wire.md).
 //!
 //! * [`Client`] is what an adapter drives: [`Link`] (lookup with a cache, announce and
-//!   announce schedules, put, get), RPC `request`/`map` with retries, timeouts and peer
+//!   announce schedules, put, get, watch), RPC `request`/`map` with retries, timeouts and peer
 //!   choice, and subscriptions that reconnect. [`Link`] also runs alone.
 //! * An RPC server needs no state: [`decode_request`] / [`decode_http_request`] read a
 //!   request, [`encode_reply`] / [`encode_http_reply`] write the answer, and
@@ -20,7 +20,8 @@
 //!
 //! 1. After building it, after every command (`request`, `lookup`, `subscribe`, ...) and
 //!    after every `handle_*`, drain `poll_transmit` and then `poll_event`:
-//!    * [`Transmit::Http`]: POST `body` to `url` with `headers`; when it ends call
+//!    * [`Transmit::Http`]: send `body` to `url` with `method` (POST, or GET for a
+//!      Grape watch) and `headers`; when it ends call
 //!      [`Client::handle_http_reply`] with the same id and `Ok(HttpResponse { status,
 //!      body })` for any status, or `Err(TransportError)` when there is no response:
 //!      [`TransportError::unsent`] only when no byte of the request was written (the
@@ -38,7 +39,9 @@
 //!      for a plain TCP stream (ZeroMQ): report [`Client::handle_tcp_open`], every read
 //!      with [`Client::handle_tcp_data`], and [`Client::handle_tcp_closed`] once. The
 //!      core speaks ZMTP itself, so these are bytes in, bytes out.
-//!    * Hand each [`Event`] to whoever waits for its [`QueryId`] or [`SubscriptionId`].
+//!    * Hand each [`Event`] to whoever waits for its [`QueryId`] or [`SubscriptionId`],
+//!      and drain [`Client::poll_watch`] too: each [`WatchEvent`] to its [`WatchId`]'s
+//!      owner (only the latest set of a watch waits there).
 //! 2. Sleep until [`Client::poll_timeout`] (or forever if `None`), a network report, or
 //!    a new command; at the timer call [`Client::handle_timeout`]; go to 1.
 //!
@@ -66,7 +69,9 @@ mod json;
 mod link;
 mod pubsub;
 mod rpc;
+mod serve;
 mod types;
+mod watch;
 pub mod zmq;
 
 pub use balance::PeerChoice;
@@ -81,8 +86,13 @@ pub use json::{PayloadError, payload_text};
 pub use link::{GetItem, Link, LinkConfig, LinkEvent, LinkStats, MAX_LOOKUP_PEERS, Put};
 pub use pubsub::{PubSubTransport, PublishError, Publisher, SubConfig, SubStats};
 pub use rpc::{RequestOptions, RpcConfig, RpcStats, RpcTransport};
-pub use types::{
-    ConnId, Delivery, HttpId, HttpRequest, HttpResponse, MAX_ADDR_LEN, PeerAddr, QueryId,
-    SubscriptionId, Transmit, TransportError, WsMessage, request_id,
+pub use serve::{
+    ERR_HANDLER_PANIC, ERR_HANDLER_TIMEOUT, ERR_REPLY_TOO_LARGE, HandlerFailure,
+    reply_content_type, reply_frame,
 };
+pub use types::{
+    ConnId, Delivery, HttpId, HttpMethod, HttpRequest, HttpResponse, MAX_ADDR_LEN, PeerAddr,
+    QueryId, SubscriptionId, Transmit, TransportError, WatchId, WsMessage, request_id,
+};
+pub use watch::WatchEvent;
 pub use zmq::{ZmqPubConn, ZmqServerConn};

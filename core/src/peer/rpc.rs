@@ -25,8 +25,8 @@ use crate::peer::framing::{
     gzip, json_text, push_json,
 };
 use crate::peer::types::{
-    ConnId, Delivery, HttpId, HttpRequest, HttpResponse, Ids, PeerAddr, QueryId, Transmit,
-    TransportError, WsMessage, request_id,
+    ConnId, Delivery, HttpId, HttpMethod, HttpRequest, HttpResponse, Ids, PeerAddr, QueryId,
+    Transmit, TransportError, WsMessage, request_id,
 };
 use crate::peer::zmq::{self, decode_zmq_reply};
 use crate::zmtp::{Connection, SocketType, ZmtpEvent};
@@ -568,6 +568,7 @@ impl Rpc {
                 };
                 self.transmits.push_back(Transmit::Http(HttpRequest {
                     id: http,
+                    method: HttpMethod::Post,
                     url: addr.http_url(),
                     headers: vec![(crate::peer::framing::COMPRESS_HEADER, comp.header_value())],
                     body,

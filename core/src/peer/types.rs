@@ -25,6 +25,11 @@ pub struct ConnId(pub u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SubscriptionId(pub u64);
 
+/// Names one watch of a service (from `watch` until `unwatch` or its end); unlike a
+/// [`QueryId`] it gets many events, one per peer set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WatchId(pub u64);
+
 macro_rules! display_id {
     ($($t:ident),*) => {$(
         impl fmt::Display for $t {
@@ -34,7 +39,7 @@ macro_rules! display_id {
         }
     )*};
 }
-display_id!(QueryId, HttpId, ConnId, SubscriptionId);
+display_id!(QueryId, HttpId, ConnId, SubscriptionId, WatchId);
 
 /// One counter for every id kind, so ids never repeat within a state machine and its parts.
 #[derive(Debug, Default)]
@@ -125,11 +130,23 @@ pub struct HttpResponse {
     pub body: Vec<u8>,
 }
 
-/// An HTTP POST for the adapter to perform.
+/// The HTTP method of an [`HttpRequest`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HttpMethod {
+    /// Every command and peer request (with a body).
+    #[default]
+    Post,
+    /// A Grape `/watch` long poll (no body; the query string says it all).
+    Get,
+}
+
+/// An HTTP request for the adapter to perform (a POST, but for a Grape watch).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpRequest {
     /// Hand back with the reply.
     pub id: HttpId,
+    /// POST, or GET for a watch.
+    pub method: HttpMethod,
     /// Absolute URL (`http://host:port/path`).
     pub url: String,
     /// Headers to set, besides those the HTTP client sets itself.

@@ -224,7 +224,7 @@ impl ZmqServerConn {
         let frames = encode_zmq_reply(rid, result);
         if frames.iter().map(Vec::len).sum::<usize>() > self.max_frame_len {
             tracing::warn!(max = self.max_frame_len, "reply over the frame limit");
-            return self.send(&encode_zmq_reply(rid, Err("ERR_REPLY_TOO_LARGE")));
+            return self.send(&encode_zmq_reply(rid, Err(super::ERR_REPLY_TOO_LARGE)));
         }
         self.send(&frames)
     }

@@ -3,7 +3,7 @@
 //! Both stores are sans-IO: they take `now` from the caller, expire entries through an
 //! ordered index (never a scan), and hold a configured maximum. Past that bound they
 //! evict the stalest entry, count it in `evicted()` and log a warning, so a full store
-//! is visible (the Node Grape dropped names silently: docs/grenache-protocol.md §10).
+//! is visible (the Node Grape dropped names silently: docs/protocol.md §10).
 
 mod items;
 mod peers;

@@ -15,7 +15,7 @@ pub mod ws;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -41,14 +41,17 @@ impl Rt {
 }
 
 /// Generates `smol::NAME` and `tokio::NAME` tests that call `NAME(Rt::Smol)` / `NAME(Rt::Tokio)`.
+///
+/// Attributes written before a name (the interop tests' `cfg_attr(skip_interop, ignore)`)
+/// go on both of its tests.
 #[macro_export]
 macro_rules! both_runtimes {
-    ($($name:ident),* $(,)?) => {
+    ($($(#[$attr:meta])* $name:ident),* $(,)?) => {
         mod smol {
-            $( #[test] fn $name() { super::$name($crate::common::Rt::Smol) } )*
+            $( $(#[$attr])* #[test] fn $name() { super::$name($crate::common::Rt::Smol) } )*
         }
         mod tokio {
-            $( #[test] fn $name() { super::$name($crate::common::Rt::Tokio) } )*
+            $( $(#[$attr])* #[test] fn $name() { super::$name($crate::common::Rt::Tokio) } )*
         }
     };
 }
@@ -402,49 +405,73 @@ impl NodeEnv {
     }
 }
 
-static NODE: OnceLock<Option<NodeEnv>> = OnceLock::new();
+/// The opt-out that reports the interop tests as ignored (`grape-bin/build.rs` reads it).
+const SKIP_VARIABLE: &str = "GRENACHE_SKIP_INTEROP";
 
-/// The Node.js environment, installed once (`npm ci`), or `None` when Node is missing.
+/// The oldest Node.js the pinned packages are tested with.
+const NODE_MAJOR: u32 = 20;
+
+static NODE: OnceLock<Result<NodeEnv, String>> = OnceLock::new();
+
+/// The Node.js environment, installed once (`npm ci`).
 ///
-/// Without `node` and `npm` on PATH the caller should skip its test: this prints a loud
-/// message to stderr, or fails if `GRENACHE_REQUIRE_NODE=1` (CI sets it). `node_modules` is
-/// reused while `package-lock.json` is unchanged; concurrent test processes (nextest) take
-/// turns through a file lock.
-pub fn node_env() -> Option<&'static NodeEnv> {
-    NODE.get_or_init(install_node).as_ref()
+/// A test that calls this needs Node.js and must carry
+/// `#[cfg_attr(skip_interop, ignore = "GRENACHE_SKIP_INTEROP is set")]`. Without `node`
+/// (20 or newer) and `npm` on PATH it fails, naming what to install and the opt-out: a test
+/// that could not run must not pass. `node_modules` is reused while `package-lock.json` is
+/// unchanged; concurrent test processes (nextest) take turns through a file lock.
+pub fn node_env() -> &'static NodeEnv {
+    match NODE.get_or_init(install_node) {
+        Ok(node) => node,
+        Err(missing) => panic!("{missing}"),
+    }
 }
 
-fn install_node() -> Option<NodeEnv> {
+/// The output of `TOOL --version`, or `None` if it does not run.
+fn tool_version(tool: &str) -> Option<String> {
+    let out = Command::new(tool).arg("--version").output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Why the Node.js toolchain cannot run the interop tests, if it cannot.
+fn node_toolchain_problem() -> Option<String> {
+    let problem = match (tool_version("node"), tool_version("npm")) {
+        (Some(node), Some(_)) => {
+            let major = node.trim_start_matches('v').split('.').next();
+            match major.and_then(|m| m.parse::<u32>().ok()) {
+                Some(m) if m >= NODE_MAJOR => return None,
+                _ => format!("`node --version` says {node:?}, older than {NODE_MAJOR}"),
+            }
+        }
+        (None, Some(_)) => "`node` is not on PATH".to_string(),
+        (Some(_), None) => "`npm` is not on PATH".to_string(),
+        (None, None) => "`node` and `npm` are not on PATH".to_string(),
+    };
+    let marked = if cfg!(skip_interop) {
+        format!(
+            " ({SKIP_VARIABLE} is set, so either this test was run with --ignored or it lacks \
+             its #[cfg_attr(skip_interop, ignore)] mark)"
+        )
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "this test runs the real Node.js Grenache, but {problem}{marked}. Install Node.js \
+         {NODE_MAJOR} or newer with npm (the test then runs `npm ci` in grape-bin/tests/node, \
+         which needs the npm registry), or set {SKIP_VARIABLE}=1 to report the interop tests \
+         as ignored"
+    ))
+}
+
+fn install_node() -> Result<NodeEnv, String> {
+    if let Some(problem) = node_toolchain_problem() {
+        return Err(problem);
+    }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join("node");
-    let works = |tool: &str| {
-        Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let missing: Vec<&str> = ["node", "npm"].into_iter().filter(|t| !works(t)).collect();
-    if !missing.is_empty() {
-        let msg = format!(
-            "{} not found on PATH: the tests against the real Node.js Grenache cannot run",
-            missing.join(" and ")
-        );
-        assert!(
-            std::env::var("GRENACHE_REQUIRE_NODE").as_deref() != Ok("1"),
-            "{msg} (GRENACHE_REQUIRE_NODE=1 makes this an error)"
-        );
-        // Written to the stderr handle, not through eprintln!, which the test harness
-        // captures: the skip must be seen even when the (skipped) test passes.
-        let _ = writeln!(
-            io::stderr(),
-            "\n{bar}\n!!! SKIPPING: {msg}.\n!!! Install Node.js 20+ and npm to run them.\n{bar}\n",
-            bar = "!".repeat(78)
-        );
-        return None;
-    }
 
     let lock_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("interop-npm-ci.lock");
     let lock = File::create(&lock_path).expect("create the npm lock file");
@@ -478,19 +505,7 @@ fn install_node() -> Option<NodeEnv> {
         fs::write(&stamp, &lockfile).expect("write the npm stamp");
     }
     drop(lock);
-    Some(NodeEnv { dir })
-}
-
-/// Returns the Node environment, or returns from the calling test (skipping it) if Node is
-/// missing and not required.
-#[macro_export]
-macro_rules! require_node {
-    () => {
-        match $crate::common::node_env() {
-            Some(node) => node,
-            None => return,
-        }
-    };
+    Ok(NodeEnv { dir })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -637,11 +652,7 @@ pub struct GrapeOpts {
 /// Grape exits during start-up (a port taken meanwhile by another process, say), the whole
 /// set is restarted on new ports, up to three times.
 pub fn start_grapes(ctx: &Ctx, kinds: &[Kind], opts: GrapeOpts) -> Vec<Grape> {
-    let node = if kinds.contains(&Kind::Node) {
-        Some(node_env().expect("a test starting Node Grapes must call require_node!() first"))
-    } else {
-        None
-    };
+    let node = kinds.contains(&Kind::Node).then(node_env);
     let mut last_failure = String::new();
     for attempt in 0..3 {
         let mut grapes: Vec<Grape> = Vec::with_capacity(kinds.len());
@@ -670,7 +681,7 @@ pub fn start_grapes(ctx: &Ctx, kinds: &[Kind], opts: GrapeOpts) -> Vec<Grape> {
                     cmd
                 }
                 Kind::Node => {
-                    let node = node.expect("checked above");
+                    let node = node.expect("set when kinds has a Node Grape");
                     node.command(
                         "node_modules/grenache-grape/bin/grape.js",
                         &[

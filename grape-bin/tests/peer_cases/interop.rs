@@ -94,8 +94,9 @@ fn ok_part<'a>(report: &'a Value, part: &str) -> &'a Value {
 }
 
 #[test]
+#[cfg_attr(skip_interop, ignore = "GRENACHE_SKIP_INTEROP is set")]
 fn node_and_rust_peers_interoperate() {
-    let node = crate::require_node!();
+    let node = crate::common::node_env();
     let ctx = Ctx::new(&format!("peer_interop_{RT}"));
     let runtime = Runtime::new();
     let prefix = ctx.name.clone();

@@ -27,8 +27,9 @@ fn opts() -> RequestOptions {
 }
 
 #[test]
+#[cfg_attr(skip_interop, ignore = "GRENACHE_SKIP_INTEROP is set")]
 fn node_zeromq_and_rust_peers_interoperate() {
-    let node = crate::require_node!();
+    let node = crate::common::node_env();
     let ctx = Ctx::new(&format!("zmq_interop_{RT}"));
     let runtime = Runtime::new();
     let prefix = ctx.name.clone();

@@ -1,0 +1,141 @@
+//! [`Runtime`] for tokio: the current runtime's tasks, reactor and timers.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use async_tungstenite::tokio::TokioAdapter;
+use grenache_io::Runtime;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::task::JoinHandle;
+
+/// The tokio runtime: tasks go to the runtime the caller is in, so start servers and
+/// clients from inside one (`#[tokio::main]`, `Runtime::block_on`). Both the current-thread
+/// and the multi-thread flavours work; the clock is tokio's, so tests with paused time
+/// drive the core too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tokio;
+
+/// A tokio task that is cancelled when dropped, as smol's tasks are, so a dropped server
+/// leaves nothing running.
+#[derive(Debug)]
+pub struct Task(JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Future for Task {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(|joined| {
+            if let Err(err) = joined
+                && err.is_panic()
+            {
+                tracing::error!(%err, "a task panicked");
+            }
+        })
+    }
+}
+
+impl Runtime for Tokio {
+    type TcpStream = TcpStream;
+    type TcpListener = TcpListener;
+    type UdpSocket = UdpSocket;
+    type HyperIo = TokioIo<TcpStream>;
+    type WsIo = TokioAdapter<TcpStream>;
+    type HyperTimer = TokioTimer;
+    type Task = Task;
+
+    fn now() -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+
+    fn sleep_until(at: Instant) -> impl Future<Output = ()> + Send {
+        tokio::time::sleep_until(at.into())
+    }
+
+    /// # Panics
+    /// Outside a tokio runtime.
+    fn spawn(fut: impl Future<Output = ()> + Send + 'static) -> Task {
+        Task(tokio::spawn(fut))
+    }
+
+    /// # Panics
+    /// Outside a tokio runtime.
+    fn spawn_detached(fut: impl Future<Output = ()> + Send + 'static) {
+        drop(tokio::spawn(fut));
+    }
+
+    fn is_finished(task: &Task) -> bool {
+        task.0.is_finished()
+    }
+
+    fn connect(host: &str, port: u16) -> impl Future<Output = io::Result<TcpStream>> + Send {
+        TcpStream::connect((host, port))
+    }
+
+    fn listener(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+        TcpListener::from_std(listener)
+    }
+
+    fn accept(
+        listener: &TcpListener,
+    ) -> impl Future<Output = io::Result<(TcpStream, SocketAddr)>> + Send {
+        listener.accept()
+    }
+
+    fn set_nodelay(stream: &TcpStream) -> io::Result<()> {
+        stream.set_nodelay(true)
+    }
+
+    async fn read(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+        stream.read(buf).await
+    }
+
+    async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<()> {
+        stream.write_all(bytes).await
+    }
+
+    fn hyper_io(stream: TcpStream) -> Self::HyperIo {
+        TokioIo::new(stream)
+    }
+
+    fn ws_io(stream: TcpStream) -> Self::WsIo {
+        TokioAdapter::new(stream)
+    }
+
+    fn hyper_timer() -> TokioTimer {
+        TokioTimer::new()
+    }
+
+    fn udp(socket: std::net::UdpSocket) -> io::Result<UdpSocket> {
+        UdpSocket::from_std(socket)
+    }
+
+    async fn recv_from(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        socket.recv_from(buf).await
+    }
+
+    fn try_recv_from(
+        socket: &UdpSocket,
+        buf: &mut [u8],
+    ) -> Option<io::Result<(usize, SocketAddr)>> {
+        match socket.try_recv_from(buf) {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => None,
+            other => Some(other),
+        }
+    }
+
+    async fn send_to(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) -> io::Result<usize> {
+        socket.send_to(bytes, to).await
+    }
+}

@@ -1,0 +1,298 @@
+//! The one task that owns the core's [`Grape`], the DHT socket and the request queue.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use futures_lite::FutureExt as _;
+use grenache_core::api::{Grape, HttpBody, Reply, RequestId, WsConn};
+use hyper::{Method, Uri};
+
+use crate::http_server::Body;
+use crate::runtime::Runtime;
+use crate::state::StateSaver;
+use crate::stop::Stop;
+use crate::time::sleep_until;
+use crate::ws_server::Out;
+
+/// Largest datagram the DHT socket reads; a longer one is cut (and the core rejects it).
+const RECV_BUF: usize = 64 * 1024;
+
+/// Datagrams read per wake-up when they queue up: each trip round the loop sets up a fresh
+/// timer and a four-way wait, so under a flood one trip serves a burst. Small enough that
+/// API requests and timers still get their turn between bursts.
+const RECV_BURST: usize = 32;
+
+/// A request for the core, sent by an API connection.
+pub(crate) enum Command {
+    /// One HTTP request; the reply goes back on `reply`.
+    Http {
+        method: Method,
+        uri: Uri,
+        body: Body,
+        reply: async_channel::Sender<Reply>,
+    },
+    /// One WebSocket message on connection `conn`; the reply goes back on its queue.
+    Ws {
+        conn: WsConn,
+        text: Vec<u8>,
+        reply: async_channel::Sender<Out>,
+    },
+    /// A WebSocket connection closed: its watches end.
+    WsClosed(WsConn),
+}
+
+/// Where a WebSocket connection's replies go.
+type WsSender = async_channel::Sender<Out>;
+
+/// Counters of I/O trouble, shared with [`GrapeServer`](super::server::GrapeServer).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) send_errors: AtomicU64,
+    pub(crate) recv_errors: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+}
+
+/// Where a pending request's reply goes.
+enum Pending {
+    Http(async_channel::Sender<Reply>),
+    Ws(async_channel::Sender<Out>),
+}
+
+impl Pending {
+    fn is_closed(&self) -> bool {
+        match self {
+            Self::Http(tx) => tx.is_closed(),
+            Self::Ws(tx) => tx.is_closed(),
+        }
+    }
+
+    fn deliver(self, reply: Reply) {
+        // A full or closed queue means the client left (or a WS client overran its cap,
+        // which its connection prevents): the reply has nowhere to go.
+        let delivered = match self {
+            Self::Http(tx) => tx.try_send(reply).is_ok(),
+            Self::Ws(tx) => tx.try_send(ws_frame(reply)).is_ok(),
+        };
+        if !delivered {
+            tracing::debug!("reply dropped: its client is gone");
+        }
+    }
+}
+
+/// What woke the driver.
+enum Wake {
+    Datagram(std::io::Result<(usize, SocketAddr)>),
+    Timer,
+    Command(Command),
+    Stop,
+}
+
+/// The driver task's state.
+pub(crate) struct Driver<R: Runtime> {
+    grape: Grape,
+    socket: R::UdpSocket,
+    commands: async_channel::Receiver<Command>,
+    stop: Stop,
+    counters: Arc<Counters>,
+    max_pending: usize,
+    pending: HashMap<RequestId, Pending>,
+    next_req: u64,
+    state: StateSaver,
+}
+
+impl<R: Runtime> Driver<R> {
+    pub(crate) fn new(
+        grape: Grape,
+        socket: R::UdpSocket,
+        commands: async_channel::Receiver<Command>,
+        stop: Stop,
+        counters: Arc<Counters>,
+        max_pending: usize,
+        state: StateSaver,
+    ) -> Self {
+        Self {
+            grape,
+            socket,
+            commands,
+            stop,
+            counters,
+            max_pending,
+            pending: HashMap::new(),
+            next_req: 0,
+            state,
+        }
+    }
+
+    /// Runs until `stop` fires: drains the core's output, then sleeps on whichever input
+    /// comes first (datagram, timer, request, stop). Saves the state file (if any) when due
+    /// and once more on the way out.
+    pub(crate) async fn run(mut self) {
+        let mut buf = vec![0u8; RECV_BUF];
+        loop {
+            self.flush().await;
+            let deadline = self.grape.poll_timeout();
+            let wake_at = self.state.wake_at(deadline);
+            let wake = {
+                let datagram = async { Wake::Datagram(R::recv_from(&self.socket, &mut buf).await) };
+                let timer = async {
+                    sleep_until::<R>(wake_at).await;
+                    Wake::Timer
+                };
+                let command = async {
+                    match self.commands.recv().await {
+                        Ok(cmd) => Wake::Command(cmd),
+                        Err(_) => Wake::Stop,
+                    }
+                };
+                let stop = async {
+                    self.stop.wait().await;
+                    Wake::Stop
+                };
+                // `race` picks a random ready branch, so a flood of one input cannot starve another.
+                stop.race(command).race(datagram).race(timer).await
+            };
+            let now = R::now();
+            match wake {
+                Wake::Datagram(Ok((len, from))) => {
+                    self.handle_datagram(now, &buf, len, from);
+                    for _ in 1..RECV_BURST {
+                        match R::try_recv_from(&self.socket, &mut buf) {
+                            Some(Ok((len, from))) => self.handle_datagram(now, &buf, len, from),
+                            Some(Err(err)) => self.recv_failed(&err),
+                            None => break,
+                        }
+                    }
+                }
+                Wake::Datagram(Err(err)) => self.recv_failed(&err),
+                Wake::Timer => {}
+                Wake::Command(cmd) => self.handle_command(now, cmd),
+                Wake::Stop => break,
+            }
+            if deadline.is_some_and(|at| at <= now) {
+                self.grape.handle_timeout(now);
+            }
+            self.state.tick(now, &self.grape);
+        }
+        self.flush().await;
+        self.state.save(R::now(), &self.grape);
+        tracing::debug!(pending = self.pending.len(), "driver stopped");
+    }
+
+    /// `len` comes from `recv_from` on `buf`, so it is within it.
+    fn handle_datagram(&mut self, now: Instant, buf: &[u8], len: usize, from: SocketAddr) {
+        let bytes = buf.get(..len).unwrap_or_default();
+        self.grape.handle_datagram(now, from, bytes);
+    }
+
+    fn recv_failed(&self, err: &std::io::Error) {
+        let n = self.counters.recv_errors.fetch_add(1, Ordering::Relaxed) + 1;
+        log_io_error(n, "DHT socket read failed", err, None);
+    }
+
+    /// Sends every queued datagram and hands every queued reply to its requester.
+    async fn flush(&mut self) {
+        while let Some(transmit) = self.grape.poll_transmit() {
+            if let Err(err) = R::send_to(&self.socket, &transmit.payload, transmit.to).await {
+                let n = self.counters.send_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                log_io_error(n, "DHT send failed", &err, Some(transmit.to));
+            }
+        }
+        while let Some(reply) = self.grape.poll_reply() {
+            if reply.more {
+                // A watch's push: the request stays routed until the core ends it.
+                match self.pending.get(&reply.req) {
+                    Some(Pending::Ws(tx)) => push_ws(tx, ws_frame(reply)),
+                    _ => tracing::debug!(req = reply.req.0, "push to a closed watch"),
+                }
+                continue;
+            }
+            match self.pending.remove(&reply.req) {
+                Some(pending) => pending.deliver(reply),
+                None => tracing::warn!(req = reply.req.0, "reply to an unknown request"),
+            }
+        }
+        while let Some(req) = self.grape.poll_ended() {
+            if let Some(Pending::Ws(tx)) = self.pending.remove(&req) {
+                push_ws(&tx, Out::Ended);
+            }
+        }
+    }
+
+    fn handle_command(&mut self, now: Instant, cmd: Command) {
+        match cmd {
+            Command::Http {
+                method,
+                uri,
+                body,
+                reply,
+            } => {
+                let Some(req) = self.admit(Pending::Http(reply)) else {
+                    return;
+                };
+                let body = match &body {
+                    Body::Complete(bytes) => HttpBody::Complete(bytes),
+                    Body::TooLarge(_) => HttpBody::TooLarge,
+                };
+                // The query string too: `/watch` reads its arguments there.
+                let target = uri.path_and_query().map_or("/", |p| p.as_str());
+                self.grape
+                    .handle_http(now, req, method.as_str(), target, body);
+            }
+            Command::WsClosed(conn) => self.grape.ws_closed(conn),
+            Command::Ws { conn, text, reply } => {
+                let Some(req) = self.admit(Pending::Ws(reply.clone())) else {
+                    // The connection closes itself on this, so its client sees the failure.
+                    let _ = reply.try_send(Out::Overloaded);
+                    return;
+                };
+                self.grape.handle_ws(now, conn, req, &text);
+            }
+        }
+    }
+
+    /// Files a request under a fresh id, or refuses it when the pending table is full
+    /// even after dropping entries whose client has gone.
+    fn admit(&mut self, pending: Pending) -> Option<RequestId> {
+        if self.pending.len() >= self.max_pending {
+            self.pending.retain(|_, p| !p.is_closed());
+        }
+        if self.pending.len() >= self.max_pending {
+            let n = self.counters.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(total = n, "request refused: too many waiting for the core");
+            return None;
+        }
+        let req = RequestId(self.next_req);
+        self.next_req = self.next_req.wrapping_add(1);
+        self.pending.insert(req, pending);
+        Some(req)
+    }
+}
+
+/// A reply as a WebSocket answer: a watch's pushes ([`Reply::more`]) leave it in flight.
+fn ws_frame(reply: Reply) -> Out {
+    Out::Frame {
+        done: !reply.more,
+        bytes: reply.body,
+    }
+}
+
+/// Queues a watch's push or end for its connection; a connection too slow to read its
+/// pushes loses them (its queue holds twice its in-flight cap).
+fn push_ws(tx: &WsSender, out: Out) {
+    if tx.try_send(out).is_err() {
+        tracing::debug!("watch push dropped: its connection is gone or not reading");
+    }
+}
+
+/// Logs the `n`th I/O error: at warn level for the 1st, 2nd, 4th, 8th... so a burst (a
+/// route gone, say) is visible without flooding the log; the rest at debug level.
+fn log_io_error(n: u64, what: &str, err: &std::io::Error, peer: Option<SocketAddr>) {
+    if n.is_power_of_two() {
+        tracing::warn!(%err, ?peer, total = n, "{what}");
+    } else {
+        tracing::debug!(%err, ?peer, total = n, "{what}");
+    }
+}

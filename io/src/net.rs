@@ -1,0 +1,53 @@
+//! Opening connections and listeners, and the WebSocket handshakes, written once over
+//! [`Runtime`].
+
+use std::net::SocketAddr;
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::tungstenite::{self};
+
+use crate::runtime::Runtime;
+
+/// A WebSocket over one of the runtime's TCP streams.
+pub(crate) type WsStream<R> = WebSocketStream<<R as Runtime>::WsIo>;
+
+/// Binds a non-blocking listener on `addr` (std sets `SO_REUSEADDR` on Unix, so a restarted
+/// server gets its port back at once).
+pub(crate) fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Opens a TCP connection to `host` (a name, an IPv4 address, or an IPv6 address with or
+/// without brackets) with Nagle off: Grenache frames are small and latency-bound.
+pub(crate) async fn connect<R: Runtime>(host: &str, port: u16) -> std::io::Result<R::TcpStream> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let stream = R::connect(host, port).await?;
+    if let Err(err) = R::set_nodelay(&stream) {
+        tracing::debug!(%err, "cannot set TCP_NODELAY");
+    }
+    Ok(stream)
+}
+
+/// The server side of a WebSocket handshake.
+pub(crate) async fn ws_accept<R: Runtime>(
+    stream: R::TcpStream,
+    config: WebSocketConfig,
+) -> Result<WsStream<R>, tungstenite::Error> {
+    async_tungstenite::accept_async_with_config(R::ws_io(stream), Some(config)).await
+}
+
+/// The client side of a WebSocket handshake on an open stream.
+pub(crate) async fn ws_connect<R: Runtime>(
+    request: impl IntoClientRequest + Unpin,
+    stream: R::TcpStream,
+    config: WebSocketConfig,
+) -> Result<WsStream<R>, tungstenite::Error> {
+    let (ws, _response) =
+        async_tungstenite::client_async_with_config(request, R::ws_io(stream), Some(config))
+            .await?;
+    Ok(ws)
+}

@@ -1,0 +1,296 @@
+//! The public handle of a client: every method queues a command for the driver task and
+//! waits for its one answer.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use grenache_core::bep44::Target;
+use grenache_core::peer::{ClientStats, ConfigError, GetItem, PeerAddr, Put, RequestOptions};
+use rand::SeedableRng as _;
+use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
+
+use super::config::PeerConfig;
+use super::driver::{Command, Driver};
+use super::error::PeerError;
+use super::subscription::Subscription;
+use super::watch::Watch;
+use crate::runtime::Runtime;
+
+/// A Grenache client: the Link to a Grape (lookup, announce, put, get), peer RPC
+/// (request, map) and subscriptions, run by one driver task.
+///
+/// Cloning is cheap and every clone talks to the same driver. The driver task starts with
+/// the first command, on the runtime that awaits it (so `new` works anywhere), and stops
+/// when the last clone (and the last [`Subscription`], server or publisher holding one)
+/// is gone. Commands are not cancelled by dropping their future: the core still ends
+/// them, and the answer is thrown away.
+pub struct PeerClient<R: Runtime> {
+    commands: async_channel::Sender<Command>,
+    /// The driver until its task is spawned.
+    idle: Arc<Mutex<Option<Driver<R>>>>,
+}
+
+impl<R: Runtime> Clone for PeerClient<R> {
+    fn clone(&self) -> Self {
+        PeerClient {
+            commands: self.commands.clone(),
+            idle: Arc::clone(&self.idle),
+        }
+    }
+}
+
+impl<R: Runtime> std::fmt::Debug for PeerClient<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerClient")
+            .field("queued", &self.commands.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> PeerClient<R> {
+    /// Starts a client for the Grape in `config.client.link.grape`.
+    ///
+    /// # Errors
+    /// [`ConfigError::GrapeUrl`] when the Grape URL is not `http(s)://` or `ws(s)://`.
+    pub fn new(config: PeerConfig) -> Result<Self, ConfigError> {
+        let client = grenache_core::peer::Client::new(config.client.clone())?;
+        let rng = match config.seed {
+            Some(seed) => ChaCha8Rng::from_seed(seed),
+            None => ChaCha8Rng::from_os_rng(),
+        };
+        let (commands, queue) = async_channel::bounded(config.command_queue.max(1));
+        let driver = Driver::new(client, rng, queue, &config);
+        Ok(PeerClient {
+            commands,
+            idle: Arc::new(Mutex::new(Some(driver))),
+        })
+    }
+
+    /// The peers serving `name` (`host:port`, never empty), from a cache of a few seconds.
+    ///
+    /// # Errors
+    /// [`PeerError::Link`] with `LookupEmpty` when nobody serves it, or the Grape's error.
+    pub async fn lookup(&self, name: &str) -> Result<Vec<PeerAddr>, PeerError> {
+        let name = name.to_owned();
+        self.ask(|reply| Command::Lookup { name, reply }).await?
+    }
+
+    /// Announces once that `name` is served on `port` of this host (the Grape takes the
+    /// address from the connection); it expires on the Grape after its peer lifetime.
+    ///
+    /// # Errors
+    /// [`PeerError::Refused`] for an empty name or port 0, [`PeerError::Link`] otherwise.
+    pub async fn announce(&self, name: &str, port: u16) -> Result<(), PeerError> {
+        let name = name.to_owned();
+        self.ask(|reply| Command::Announce { name, port, reply })
+            .await?
+    }
+
+    /// Announces `name` on `port` now and again before the Grape forgets it, until
+    /// [`stop_announcing`](Self::stop_announcing); returns when the first round ends.
+    ///
+    /// # Errors
+    /// The first round's error ([`PeerError::Link`]); the schedule stays and retries.
+    /// [`PeerError::Refused`] (no schedule) for a bad name or port, or too many schedules.
+    pub async fn start_announcing(&self, name: &str, port: u16) -> Result<(), PeerError> {
+        let name = name.to_owned();
+        self.ask(|reply| Command::StartAnnouncing { name, port, reply })
+            .await?
+    }
+
+    /// Stops announcing `name` on `port`; `false` if it was not announced. The Grape
+    /// still lists it until its peer lifetime (120 s by default) has passed.
+    pub async fn stop_announcing(&self, name: &str, port: u16) -> bool {
+        let name = name.to_owned();
+        self.ask(|reply| Command::StopAnnouncing {
+            name,
+            port,
+            reply: Some(reply),
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Withdraws `name` on `port`: stops announcing it, and the Grape forgets it and tells
+    /// the DHT nodes that speak `unannounce_peer` (our Grapes); Node Grapes still list it
+    /// until its peer lifetime has passed.
+    ///
+    /// # Errors
+    /// [`PeerError::Refused`] for an empty name or port 0, [`PeerError::Link`] otherwise
+    /// (`ERR_GRAPE_NOT_ANNOUNCED` when the Grape does not hold it).
+    pub async fn unannounce(&self, name: &str, port: u16) -> Result<(), PeerError> {
+        let name = name.to_owned();
+        self.ask(|reply| Command::Unannounce {
+            name,
+            port,
+            reply: Some(reply),
+        })
+        .await?
+    }
+
+    /// Stores a value in the DHT and returns where it lives.
+    ///
+    /// # Errors
+    /// [`PeerError::Link`]: the Grape's error, or a reply naming another target. A lone
+    /// Grape answers `LinkError::Grape("No nodes to query")`: it kept the item (a get
+    /// through it finds it), but no other node has it.
+    pub async fn put(&self, put: Put) -> Result<Target, PeerError> {
+        self.ask(|reply| Command::Put { put, reply }).await?
+    }
+
+    /// Reads the item at `target` (with its `salt`, for a salted mutable item); `None`
+    /// when nothing is stored there.
+    ///
+    /// # Errors
+    /// [`PeerError::Link`].
+    pub async fn get(
+        &self,
+        target: Target,
+        salt: Option<&str>,
+    ) -> Result<Option<GetItem>, PeerError> {
+        let salt = salt.map(str::to_owned);
+        self.ask(|reply| Command::Get {
+            target,
+            salt,
+            reply,
+        })
+        .await?
+    }
+
+    /// Sends `payload` to one peer serving `name` and returns its result.
+    ///
+    /// A peer that cannot be reached (connection refused or failed before the request
+    /// went out) costs nothing: the request goes to the next peer at once, and that peer
+    /// is left out for [`RpcConfig::dead_peer_ttl`](grenache_core::peer::RpcConfig). A
+    /// request that may have reached its peer is sent again only with `opts.attempts`.
+    ///
+    /// # Errors
+    /// [`PeerError::Refused`] (payload over the frame limit, bad name, too many pending),
+    /// or [`PeerError::Rpc`]: lookup failure, `Timeout`, transport failure, the peer's
+    /// error (`Remote`), a reply that is not a Grenache frame.
+    pub async fn request(
+        &self,
+        name: &str,
+        payload: Value,
+        opts: RequestOptions,
+    ) -> Result<Value, PeerError> {
+        let name = name.to_owned();
+        self.ask(|reply| Command::Request {
+            name,
+            payload,
+            opts,
+            reply,
+        })
+        .await?
+    }
+
+    /// Sends `payload` to every peer serving `name` (or `opts.limit` of them) and returns
+    /// their results in the order the peers were asked.
+    ///
+    /// Peers known dead (one that refused a recent request) are left out, unless all are.
+    /// A map never answers without a peer it meant to ask: one that cannot be reached
+    /// fails the map (and is left out of the maps that follow).
+    ///
+    /// # Errors
+    /// As [`request`](Self::request); the first failing peer fails the map.
+    pub async fn map(
+        &self,
+        name: &str,
+        payload: Value,
+        opts: RequestOptions,
+    ) -> Result<Vec<Value>, PeerError> {
+        let name = name.to_owned();
+        self.ask(|reply| Command::Map {
+            name,
+            payload,
+            opts,
+            reply,
+        })
+        .await?
+    }
+
+    /// Subscribes to `channel`: looks it up, connects to a publisher, and reconnects
+    /// (with back-off) whenever the connection drops, until the [`Subscription`] is dropped.
+    ///
+    /// # Errors
+    /// [`PeerError::Refused`] for a bad name or too many subscriptions.
+    pub async fn subscribe(&self, channel: &str) -> Result<Subscription, PeerError> {
+        let channel = channel.to_owned();
+        let (id, events) = self
+            .ask(|reply| Command::Subscribe { channel, reply })
+            .await??;
+        Ok(Subscription::new(id, events, self.commands.clone()))
+    }
+
+    /// Follows the peers serving `name`: the [`Watch`] yields the set when the Grape first
+    /// answers and after every change, until it is dropped. While it exists, requests,
+    /// maps and subscriptions to `name` use the watched set instead of a lookup (no request
+    /// to the Grape, no cache expiry; an empty set fails them at once with
+    /// `ERR_GRAPE_LOOKUP_EMPTY`). Watches of one name share one Grape watch.
+    ///
+    /// # Errors
+    /// [`PeerError::Refused`] for a bad name or too many watched names
+    /// ([`LinkConfig::max_watches`](grenache_core::peer::LinkConfig)). A Grape that
+    /// refuses the watch ends it: [`Watch::next`] returns `None` and [`Watch::error`] says
+    /// why.
+    pub async fn watch(&self, name: &str) -> Result<Watch, PeerError> {
+        let name = name.to_owned();
+        let (id, updates) = self
+            .ask(|reply| Command::Watch {
+                name: name.clone(),
+                reply,
+            })
+            .await??;
+        Ok(Watch::new(id, name, updates, self.commands.clone()))
+    }
+
+    /// The core's counters (requests, retries, cache hits, bad frames, ...).
+    ///
+    /// # Errors
+    /// [`PeerError::Closed`] if the driver has stopped.
+    pub async fn stats(&self) -> Result<ClientStats, PeerError> {
+        self.ask(|reply| Command::Stats { reply }).await
+    }
+
+    /// Unannounces without waiting (for `Drop`); a full queue drops the request, and the
+    /// Grape forgets the service when its lifetime ends anyway.
+    pub(crate) fn unannounce_now(&self, name: &str, port: u16) {
+        let command = Command::Unannounce {
+            name: name.to_owned(),
+            port,
+            reply: None,
+        };
+        if self.commands.try_send(command).is_err() {
+            tracing::debug!(name, port, "unannounce not queued");
+        }
+    }
+
+    /// Spawns the driver task if this is the first command.
+    ///
+    /// # Panics
+    /// On tokio, outside a runtime (a tokio future awaited by another executor).
+    fn start(&self) {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(driver) = idle {
+            R::spawn_detached(driver.run());
+        }
+    }
+
+    /// Queues a command built around a reply channel and waits for the answer.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(async_channel::Sender<T>) -> Command,
+    ) -> Result<T, PeerError> {
+        self.start();
+        let (reply, answer) = async_channel::bounded(1);
+        self.commands
+            .send(make(reply))
+            .await
+            .map_err(|_| PeerError::Closed)?;
+        answer.recv().await.map_err(|_| PeerError::Closed)
+    }
+}

@@ -1,0 +1,603 @@
+//! The one task that owns the core's [`Client`]: it turns commands into core calls, the
+//! core's transmits into HTTP exchanges, WebSocket connections and TCP streams (ZeroMQ),
+//! and the core's events into answers.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_lite::FutureExt as _;
+use grenache_core::bep44::Target;
+use grenache_core::peer::{
+    Client, ClientStats, ConnId, Event, GetItem, HttpId, HttpResponse, LinkEvent, PeerAddr, Put,
+    QueryId, RequestOptions, SubscriptionId, Transmit, TransportError, WatchEvent, WatchId,
+    WsMessage,
+};
+use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
+
+use super::config::PeerConfig;
+use super::error::PeerError;
+use super::http_client::HttpPool;
+use super::subscription::SubEvent;
+use super::watch::WatchUpdate;
+use super::ws_client::{self, WsSettings};
+use super::{http_client, tcp_client};
+use crate::runtime::Runtime;
+use crate::time::sleep_until;
+
+/// Where one answer goes.
+pub(crate) type Reply<T> = async_channel::Sender<T>;
+
+/// Where the answer to an announce goes.
+type Done = Reply<Result<(), PeerError>>;
+
+/// Callers waiting for the first round of one announce schedule, at most; later callers
+/// are answered at once (the schedule exists).
+const MAX_FIRST_ROUND_WAITERS: usize = 256;
+
+/// Reports from I/O tasks waiting for the driver, at most; past it, those tasks wait.
+const IO_QUEUE: usize = 1024;
+
+/// Messages waiting to be written on one WebSocket (or writes on one TCP stream), at most;
+/// past it, the connection is treated as broken.
+const CONN_QUEUE: usize = 1024;
+
+/// What a [`PeerClient`](super::PeerClient) asks of the driver.
+pub(crate) enum Command {
+    Lookup {
+        name: String,
+        reply: Reply<Result<Vec<PeerAddr>, PeerError>>,
+    },
+    Announce {
+        name: String,
+        port: u16,
+        reply: Done,
+    },
+    StartAnnouncing {
+        name: String,
+        port: u16,
+        reply: Done,
+    },
+    StopAnnouncing {
+        name: String,
+        port: u16,
+        reply: Option<Reply<bool>>,
+    },
+    /// `reply: None` for `Drop`, which cannot wait.
+    Unannounce {
+        name: String,
+        port: u16,
+        reply: Option<Done>,
+    },
+    Put {
+        put: Put,
+        reply: Reply<Result<Target, PeerError>>,
+    },
+    Get {
+        target: Target,
+        salt: Option<String>,
+        reply: Reply<Result<Option<GetItem>, PeerError>>,
+    },
+    Request {
+        name: String,
+        payload: Value,
+        opts: RequestOptions,
+        reply: Reply<Result<Value, PeerError>>,
+    },
+    Map {
+        name: String,
+        payload: Value,
+        opts: RequestOptions,
+        reply: Reply<Result<Vec<Value>, PeerError>>,
+    },
+    Subscribe {
+        channel: String,
+        #[allow(clippy::type_complexity)]
+        reply: Reply<Result<(SubscriptionId, async_channel::Receiver<SubEvent>), PeerError>>,
+    },
+    Unsubscribe {
+        sub: SubscriptionId,
+    },
+    Watch {
+        name: String,
+        #[allow(clippy::type_complexity)]
+        reply: Reply<Result<(WatchId, async_channel::Receiver<WatchUpdate>), PeerError>>,
+    },
+    Unwatch {
+        watch: WatchId,
+    },
+    Stats {
+        reply: Reply<ClientStats>,
+    },
+}
+
+/// What an I/O task reports.
+pub(crate) enum IoEvent {
+    Http {
+        id: HttpId,
+        reply: Result<HttpResponse, TransportError>,
+    },
+    WsOpen(ConnId),
+    WsMessage(ConnId, WsMessage),
+    WsClosed(ConnId),
+    TcpOpen(ConnId),
+    TcpData(ConnId, Vec<u8>),
+    TcpClosed(ConnId),
+}
+
+/// Who waits for a command's terminal event.
+enum Waiter {
+    Lookup(Reply<Result<Vec<PeerAddr>, PeerError>>),
+    Announce(Done),
+    Put(Reply<Result<Target, PeerError>>),
+    Get(Reply<Result<Option<GetItem>, PeerError>>),
+    Request(Reply<Result<Value, PeerError>>),
+    Map(Reply<Result<Vec<Value>, PeerError>>),
+}
+
+/// What woke the driver.
+enum Wake {
+    Command(Command),
+    Io(IoEvent),
+    Timer,
+    Stop,
+}
+
+/// The driver task's state.
+pub(crate) struct Driver<R: Runtime> {
+    client: Client,
+    rng: ChaCha8Rng,
+    commands: async_channel::Receiver<Command>,
+    io_tx: async_channel::Sender<IoEvent>,
+    io_rx: async_channel::Receiver<IoEvent>,
+    /// Bounded by the core, which refuses commands past `max_pending`.
+    waiters: BTreeMap<QueryId, Waiter>,
+    /// Bounded by the core's schedule cap times [`MAX_FIRST_ROUND_WAITERS`].
+    first_rounds: BTreeMap<(String, u16), Vec<Done>>,
+    /// Bounded by the core's subscription cap.
+    subs: BTreeMap<SubscriptionId, async_channel::Sender<SubEvent>>,
+    /// Bounded by the core's watch caps; each holds only the latest update.
+    watches: BTreeMap<WatchId, async_channel::Sender<WatchUpdate>>,
+    /// Bounded by the core's connection caps.
+    conns: BTreeMap<ConnId, async_channel::Sender<WsMessage>>,
+    /// The write queues of TCP streams; bounded like `conns`.
+    streams: BTreeMap<ConnId, async_channel::Sender<Vec<u8>>>,
+    http: Arc<HttpPool>,
+    max_body: usize,
+    ws: WsSettings,
+    subscription_queue: usize,
+    dropped_sub_events: u64,
+    runtime: PhantomData<R>,
+}
+
+impl<R: Runtime> Driver<R> {
+    pub(crate) fn new(
+        client: Client,
+        rng: ChaCha8Rng,
+        commands: async_channel::Receiver<Command>,
+        config: &PeerConfig,
+    ) -> Self {
+        let (io_tx, io_rx) = async_channel::bounded(IO_QUEUE);
+        let c = &config.client;
+        // The largest thing any part of the core reads; each part checks its own limit,
+        // so a body cut one byte past this is still reported as too long.
+        let max_body = c.link.max_reply_len.max(c.rpc.max_frame_len);
+        let max_message = max_body.max(c.sub.max_message_len);
+        Driver {
+            client,
+            rng,
+            commands,
+            io_tx,
+            io_rx,
+            waiters: BTreeMap::new(),
+            first_rounds: BTreeMap::new(),
+            subs: BTreeMap::new(),
+            watches: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            streams: BTreeMap::new(),
+            http: Arc::new(HttpPool::new(
+                config.max_connections_per_peer,
+                config.max_pooled_peers,
+                config.pool_idle_timeout,
+            )),
+            max_body,
+            ws: WsSettings {
+                connect_timeout: config.connect_timeout,
+                max_message_len: max_message,
+            },
+            subscription_queue: config.subscription_queue.max(1),
+            dropped_sub_events: 0,
+            runtime: PhantomData,
+        }
+    }
+
+    /// Runs until every handle is gone: drains the core's output, then sleeps on whichever
+    /// comes first (command, I/O report, timer).
+    pub(crate) async fn run(mut self) {
+        let mut now = R::now();
+        loop {
+            self.flush(now);
+            let deadline = self.client.poll_timeout();
+            let wake = {
+                let command = async {
+                    match self.commands.recv().await {
+                        Ok(command) => Wake::Command(command),
+                        Err(_) => Wake::Stop,
+                    }
+                };
+                let io = async {
+                    match self.io_rx.recv().await {
+                        Ok(event) => Wake::Io(event),
+                        // Unreachable while `io_tx` lives in `self`.
+                        Err(_) => std::future::pending().await,
+                    }
+                };
+                let timer = async {
+                    sleep_until::<R>(deadline).await;
+                    Wake::Timer
+                };
+                // `race` picks a random ready branch, so a flood of one input cannot starve another.
+                command.race(io).race(timer).await
+            };
+            now = R::now();
+            match wake {
+                Wake::Command(command) => self.handle_command(now, command),
+                Wake::Io(event) => self.handle_io(now, event),
+                Wake::Timer => {}
+                Wake::Stop => break,
+            }
+            if deadline.is_some_and(|at| at <= now) {
+                self.client.handle_timeout(now, &mut self.rng);
+            }
+        }
+        tracing::debug!(
+            waiting = self.waiters.len(),
+            conns = self.conns.len(),
+            "peer client stopped"
+        );
+    }
+
+    /// Performs every queued transmit and answers every queued event, until neither is left
+    /// (a failed hand-off is itself reported to the core, which may queue more).
+    fn flush(&mut self, now: Instant) {
+        loop {
+            let mut moved = false;
+            while let Some(transmit) = self.client.poll_transmit() {
+                moved = true;
+                self.perform(now, transmit);
+            }
+            while let Some(event) = self.client.poll_event() {
+                moved = true;
+                self.deliver(event);
+            }
+            while let Some(event) = self.client.poll_watch() {
+                moved = true;
+                self.deliver_watch(event);
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn perform(&mut self, now: Instant, transmit: Transmit) {
+        match transmit {
+            Transmit::Http(request) => {
+                let pool = Arc::clone(&self.http);
+                let io = self.io_tx.clone();
+                let max_body = self.max_body;
+                R::spawn_detached(async move {
+                    let id = request.id;
+                    // No report after the deadline: the core has given up by then.
+                    if let Some(reply) = http_client::exchange::<R>(&pool, request, max_body).await
+                    {
+                        let _ = io.send(IoEvent::Http { id, reply }).await;
+                    }
+                });
+            }
+            Transmit::WsConnect { conn, url } => {
+                let (tx, rx) = async_channel::bounded(CONN_QUEUE);
+                self.conns.insert(conn, tx);
+                R::spawn_detached(ws_client::run::<R>(
+                    conn,
+                    url,
+                    rx,
+                    self.io_tx.clone(),
+                    self.ws,
+                ));
+            }
+            Transmit::WsSend { conn, msg } => {
+                let Some(tx) = self.conns.get(&conn) else {
+                    tracing::debug!(%conn, "send on a connection already gone");
+                    return;
+                };
+                if let Err(err) = tx.try_send(msg) {
+                    // The socket does not keep up (or its task ended): treat it as closed.
+                    tracing::warn!(%conn, full = err.is_full(), "WebSocket write queue refused a message; closing");
+                    self.conns.remove(&conn);
+                    self.client.handle_ws_closed(now, conn, &mut self.rng);
+                }
+            }
+            Transmit::WsClose { conn } => {
+                // Dropping the queue makes the connection task close the socket, quietly.
+                self.conns.remove(&conn);
+            }
+            Transmit::TcpConnect { conn, addr } => {
+                let (tx, rx) = async_channel::bounded(CONN_QUEUE);
+                self.streams.insert(conn, tx);
+                let connect_timeout = self.ws.connect_timeout;
+                R::spawn_detached(tcp_client::run::<R>(
+                    conn,
+                    addr,
+                    rx,
+                    self.io_tx.clone(),
+                    connect_timeout,
+                ));
+            }
+            Transmit::TcpSend { conn, bytes } => {
+                let Some(tx) = self.streams.get(&conn) else {
+                    tracing::debug!(%conn, "write on a stream already gone");
+                    return;
+                };
+                if let Err(err) = tx.try_send(bytes) {
+                    tracing::warn!(%conn, full = err.is_full(), "TCP write queue refused bytes; closing");
+                    self.streams.remove(&conn);
+                    self.client.handle_tcp_closed(now, conn, &mut self.rng);
+                }
+            }
+            Transmit::TcpClose { conn } => {
+                self.streams.remove(&conn);
+            }
+        }
+    }
+
+    fn deliver(&mut self, event: Event) {
+        match event {
+            Event::Link(LinkEvent::Lookup { id, result, .. }) => match self.waiters.remove(&id) {
+                Some(Waiter::Lookup(reply)) => send(reply, result.map_err(PeerError::Link)),
+                other => unexpected(id, other.is_some()),
+            },
+            Event::Link(
+                LinkEvent::Announce { id, result } | LinkEvent::Unannounce { id, result },
+            ) => match self.waiters.remove(&id) {
+                Some(Waiter::Announce(reply)) => send(reply, result.map_err(PeerError::Link)),
+                other => unexpected(id, other.is_some()),
+            },
+            Event::Link(LinkEvent::Put { id, result }) => match self.waiters.remove(&id) {
+                Some(Waiter::Put(reply)) => send(reply, result.map_err(PeerError::Link)),
+                other => unexpected(id, other.is_some()),
+            },
+            Event::Link(LinkEvent::Get { id, result }) => match self.waiters.remove(&id) {
+                Some(Waiter::Get(reply)) => send(reply, result.map_err(PeerError::Link)),
+                other => unexpected(id, other.is_some()),
+            },
+            Event::Link(LinkEvent::Announcing { name, port, result }) => {
+                if let Err(err) = &result {
+                    tracing::warn!(name, port, %err, "announce round failed; retrying soon");
+                }
+                if let Some(waiters) = self.first_rounds.remove(&(name, port)) {
+                    for reply in waiters {
+                        send(reply, result.clone().map_err(PeerError::Link));
+                    }
+                }
+            }
+            Event::Reply { id, result } => match self.waiters.remove(&id) {
+                Some(Waiter::Request(reply)) => send(reply, result.map_err(PeerError::Rpc)),
+                other => unexpected(id, other.is_some()),
+            },
+            Event::Map { id, result } => match self.waiters.remove(&id) {
+                Some(Waiter::Map(reply)) => send(reply, result.map_err(PeerError::Rpc)),
+                other => unexpected(id, other.is_some()),
+            },
+            Event::Subscribed { sub, addr } => self.forward(sub, SubEvent::Subscribed(addr)),
+            Event::Message { sub, msg } => self.forward(sub, SubEvent::Message(msg)),
+            Event::Disconnected {
+                sub,
+                error,
+                retry_at,
+            } => self.forward(sub, SubEvent::Disconnected { error, retry_at }),
+            other => tracing::debug!(?other, "event with no receiver"),
+        }
+    }
+
+    /// Hands a watch its latest update, replacing one it has not read yet; an update
+    /// for a dropped watch ends it.
+    fn deliver_watch(&mut self, event: WatchEvent) {
+        let Some(tx) = self.watches.get(&event.watch) else {
+            return;
+        };
+        let ended = event.peers.is_err();
+        if tx.force_send(event.peers).is_err() {
+            self.watches.remove(&event.watch);
+            self.client.unwatch(event.watch, &mut self.rng);
+        } else if ended {
+            // Dropping the sender closes the channel after the last update is read.
+            self.watches.remove(&event.watch);
+        }
+    }
+
+    fn forward(&mut self, sub: SubscriptionId, event: SubEvent) {
+        let Some(tx) = self.subs.get(&sub) else {
+            return;
+        };
+        match tx.try_send(event) {
+            Ok(()) => {}
+            Err(async_channel::TrySendError::Full(_)) => {
+                self.dropped_sub_events += 1;
+                let n = self.dropped_sub_events;
+                if n.is_power_of_two() {
+                    tracing::warn!(%sub, total = n, "subscription not read fast enough; event dropped");
+                }
+            }
+            Err(async_channel::TrySendError::Closed(_)) => {
+                self.subs.remove(&sub);
+                self.client.unsubscribe(sub);
+            }
+        }
+    }
+
+    fn handle_command(&mut self, now: Instant, command: Command) {
+        let rng = &mut self.rng;
+        match command {
+            Command::Lookup { name, reply } => {
+                let id = self.client.lookup(now, &name, rng);
+                self.wait(id, reply, Waiter::Lookup);
+            }
+            Command::Announce { name, port, reply } => {
+                let id = self.client.announce(now, &name, port, rng);
+                self.wait(id, reply, Waiter::Announce);
+            }
+            Command::StartAnnouncing { name, port, reply } => {
+                match self.client.start_announcing(now, &name, port, rng) {
+                    Ok(true) => self
+                        .first_rounds
+                        .entry((name, port))
+                        .or_default()
+                        .push(reply),
+                    Ok(false) => match self.first_rounds.get_mut(&(name, port)) {
+                        Some(waiters) if waiters.len() < MAX_FIRST_ROUND_WAITERS => {
+                            waiters.push(reply);
+                        }
+                        _ => send(reply, Ok(())),
+                    },
+                    Err(err) => send(reply, Err(PeerError::Refused(err))),
+                }
+            }
+            Command::StopAnnouncing { name, port, reply } => {
+                let stopped = self.client.stop_announcing(&name, port);
+                self.cancel_first_round(name, port);
+                if let Some(reply) = reply {
+                    send(reply, stopped);
+                }
+            }
+            Command::Unannounce { name, port, reply } => {
+                // The core stops the schedule too.
+                let id = self.client.unannounce(now, &name, port, rng);
+                self.cancel_first_round(name, port);
+                match reply {
+                    Some(reply) => self.wait(id, reply, Waiter::Announce),
+                    None => {
+                        if let Err(err) = id {
+                            tracing::debug!(%err, "unannounce on drop refused");
+                        }
+                    }
+                }
+            }
+            Command::Put { put, reply } => {
+                let id = self.client.put(now, put, rng);
+                self.wait(id, reply, Waiter::Put);
+            }
+            Command::Get {
+                target,
+                salt,
+                reply,
+            } => {
+                let id = self.client.get(now, target, salt.as_deref(), rng);
+                self.wait(id, reply, Waiter::Get);
+            }
+            Command::Request {
+                name,
+                payload,
+                opts,
+                reply,
+            } => {
+                let id = self.client.request(now, &name, &payload, &opts, rng);
+                self.wait(id, reply, Waiter::Request);
+            }
+            Command::Map {
+                name,
+                payload,
+                opts,
+                reply,
+            } => {
+                let id = self.client.map(now, &name, &payload, &opts, rng);
+                self.wait(id, reply, Waiter::Map);
+            }
+            Command::Subscribe { channel, reply } => {
+                match self.client.subscribe(now, &channel, rng) {
+                    Ok(sub) => {
+                        let (tx, rx) = async_channel::bounded(self.subscription_queue);
+                        self.subs.insert(sub, tx);
+                        send(reply, Ok((sub, rx)));
+                    }
+                    Err(err) => send(reply, Err(PeerError::Refused(err))),
+                }
+            }
+            Command::Unsubscribe { sub } => {
+                self.subs.remove(&sub);
+                self.client.unsubscribe(sub);
+            }
+            Command::Watch { name, reply } => match self.client.watch(now, &name, rng) {
+                Ok(watch) => {
+                    let (tx, rx) = async_channel::bounded(1);
+                    self.watches.insert(watch, tx);
+                    send(reply, Ok((watch, rx)));
+                }
+                Err(err) => send(reply, Err(PeerError::Refused(err))),
+            },
+            Command::Unwatch { watch } => {
+                self.watches.remove(&watch);
+                self.client.unwatch(watch, rng);
+            }
+            Command::Stats { reply } => send(reply, self.client.stats()),
+        }
+    }
+
+    /// Answers the waiters of a schedule's first round, which ends unreported once the
+    /// schedule is stopped.
+    fn cancel_first_round(&mut self, name: String, port: u16) {
+        for waiter in self.first_rounds.remove(&(name, port)).unwrap_or_default() {
+            send(waiter, Err(PeerError::Cancelled));
+        }
+    }
+
+    /// Files the waiter of a command the core took, or answers a refused one at once.
+    fn wait<T>(
+        &mut self,
+        id: Result<QueryId, grenache_core::peer::CommandError>,
+        reply: Reply<Result<T, PeerError>>,
+        waiter: impl FnOnce(Reply<Result<T, PeerError>>) -> Waiter,
+    ) {
+        match id {
+            Ok(id) => {
+                self.waiters.insert(id, waiter(reply));
+            }
+            Err(err) => send(reply, Err(PeerError::Refused(err))),
+        }
+    }
+
+    fn handle_io(&mut self, now: Instant, event: IoEvent) {
+        let rng = &mut self.rng;
+        match event {
+            IoEvent::Http { id, reply } => self.client.handle_http_reply(now, id, reply, rng),
+            IoEvent::WsOpen(conn) => self.client.handle_ws_open(now, conn, rng),
+            IoEvent::WsMessage(conn, msg) => self.client.handle_ws_message(now, conn, msg, rng),
+            IoEvent::WsClosed(conn) => {
+                self.conns.remove(&conn);
+                self.client.handle_ws_closed(now, conn, rng);
+            }
+            IoEvent::TcpOpen(conn) => self.client.handle_tcp_open(now, conn, rng),
+            IoEvent::TcpData(conn, bytes) => self.client.handle_tcp_data(now, conn, &bytes, rng),
+            IoEvent::TcpClosed(conn) => {
+                self.streams.remove(&conn);
+                self.client.handle_tcp_closed(now, conn, rng);
+            }
+        }
+    }
+}
+
+/// Logs a terminal event nobody waits for (or, a bug, a waiter of another kind).
+fn unexpected(id: QueryId, kind_mismatch: bool) {
+    if kind_mismatch {
+        tracing::error!(%id, "event of another kind than its command");
+    } else {
+        tracing::debug!(%id, "event for a command nobody waits for");
+    }
+}
+
+/// Answers a caller; one that stopped waiting (its future was dropped) is no error.
+fn send<T>(reply: Reply<T>, value: T) {
+    let _ = reply.try_send(value);
+}

@@ -1,0 +1,314 @@
+//! HTTP/1.1 exchanges for the core's [`Transmit::Http`](grenache_core::peer::Transmit):
+//! hyper's client over the runtime's TCP, with a keep-alive pool bounded per peer.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use grenache_core::peer::{Delivery, HttpMethod, HttpRequest, HttpResponse, TransportError};
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
+use hyper::{Request, Uri};
+
+use crate::net::connect;
+use crate::runtime::Runtime;
+use crate::task::Limiter;
+use crate::time::timeout;
+
+type Sender = SendRequest<Full<Bytes>>;
+
+/// Keep-alive connections by peer (`host:port`).
+#[derive(Debug)]
+pub(crate) struct HttpPool {
+    peers: Mutex<BTreeMap<String, Slot>>,
+    max_per_peer: usize,
+    max_peers: usize,
+    idle_timeout: Duration,
+}
+
+/// One peer's connections: a limiter on those in use, and the idle ones.
+#[derive(Debug)]
+struct Slot {
+    in_use: Limiter,
+    idle: Vec<(Sender, Instant)>,
+}
+
+impl HttpPool {
+    pub(crate) fn new(max_per_peer: usize, max_peers: usize, idle_timeout: Duration) -> Self {
+        HttpPool {
+            peers: Mutex::new(BTreeMap::new()),
+            max_per_peer: max_per_peer.max(1),
+            max_peers: max_peers.max(1),
+            idle_timeout,
+        }
+    }
+
+    /// The limiter of `peer`'s connections, making room for a new peer by forgetting
+    /// unused ones (their idle connections close).
+    fn limiter(&self, peer: &str) -> Limiter {
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        if !peers.contains_key(peer) && peers.len() >= self.max_peers {
+            peers.retain(|_, slot| !slot.in_use.is_unused());
+        }
+        peers
+            .entry(peer.to_owned())
+            .or_insert_with(|| Slot {
+                in_use: Limiter::new(self.max_per_peer),
+                idle: Vec::new(),
+            })
+            .in_use
+            .clone()
+    }
+
+    /// The most recently used idle connection to `peer` that is still open and fresh.
+    fn take_idle(&self, peer: &str, now: Instant) -> Option<Sender> {
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = peers.get_mut(peer)?;
+        while let Some((sender, since)) = slot.idle.pop() {
+            if !sender.is_closed() && now.saturating_duration_since(since) < self.idle_timeout {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection whose exchange ended cleanly for the next request to `peer`.
+    fn put_idle(&self, peer: &str, sender: Sender, now: Instant) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(slot) = peers.get_mut(peer) else {
+            return;
+        };
+        let idle_timeout = self.idle_timeout;
+        slot.idle.retain(|(s, since)| {
+            !s.is_closed() && now.saturating_duration_since(*since) < idle_timeout
+        });
+        if slot.idle.len() < self.max_per_peer {
+            slot.idle.push((sender, now));
+        }
+    }
+}
+
+/// Performs one request (a POST, or a watch's GET); `None` if its deadline passed first (the core has given up then).
+///
+/// A body longer than `max_body` is cut one byte past it, so the core sees it is too long
+/// without this reading it all.
+pub(crate) async fn exchange<R: Runtime>(
+    pool: &HttpPool,
+    request: HttpRequest,
+    max_body: usize,
+) -> Option<Result<HttpResponse, TransportError>> {
+    let left = request.deadline.saturating_duration_since(R::now());
+    timeout::<R, _>(left, attempt::<R>(pool, request, max_body)).await
+}
+
+/// Where a request goes, read off its URL.
+struct Target {
+    host: String,
+    port: u16,
+    /// `host:port`, the pool key and the `Host` header.
+    authority: String,
+    path: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target, TransportError> {
+        let bad = || TransportError::new(format!("ERR_URL_INVALID: {url}"));
+        let uri: Uri = url.parse().map_err(|_| bad())?;
+        if uri.scheme_str() != Some("http") {
+            return Err(TransportError::new(format!(
+                "ERR_URL_SCHEME: only http:// is supported, got {url}"
+            )));
+        }
+        let host = uri.host().ok_or_else(bad)?;
+        let port = uri.port_u16().unwrap_or(80);
+        Ok(Target {
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port,
+            authority: format!("{host}:{port}"),
+            path: uri
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+        })
+    }
+}
+
+async fn attempt<R: Runtime>(
+    pool: &HttpPool,
+    request: HttpRequest,
+    max_body: usize,
+) -> Result<HttpResponse, TransportError> {
+    let target = Target::parse(&request.url)?;
+    let body = Bytes::from(request.body);
+    let limiter = pool.limiter(&target.authority);
+    let _permit = limiter.acquire().await;
+    if let Some(sender) = pool.take_idle(&target.authority, R::now()) {
+        match send(
+            sender,
+            &target,
+            request.method,
+            &request.headers,
+            body.clone(),
+            max_body,
+        )
+        .await
+        {
+            Ok((response, reusable)) => {
+                if let Some(sender) = reusable {
+                    pool.put_idle(&target.authority, sender, R::now());
+                }
+                return Ok(response);
+            }
+            // The peer closed it while it sat idle, before the request went out: the
+            // request is still unsent, so a new connection may carry it.
+            Err(error) if error.delivery == Delivery::Unsent => {
+                tracing::debug!(peer = target.authority, %error, "stale keep-alive connection; reconnecting");
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    let sender = open::<R>(&target).await?;
+    let (response, reusable) = send(
+        sender,
+        &target,
+        request.method,
+        &request.headers,
+        body,
+        max_body,
+    )
+    .await?;
+    if let Some(sender) = reusable {
+        pool.put_idle(&target.authority, sender, R::now());
+    }
+    Ok(response)
+}
+
+/// Opens a connection and runs its hyper half in the background (it ends when the
+/// connection closes or its sender is dropped). Every failure here comes before the
+/// request is written, so it is [`Delivery::Unsent`].
+async fn open<R: Runtime>(target: &Target) -> Result<Sender, TransportError> {
+    let stream = connect::<R>(&target.host, target.port)
+        .await
+        .map_err(|e| TransportError::unsent(format!("connect {}: {e}", target.authority)))?;
+    let (sender, connection) = http1::handshake(R::hyper_io(stream))
+        .await
+        .map_err(|e| TransportError::unsent(format!("{}: {e}", target.authority)))?;
+    R::spawn_detached(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(%err, "HTTP client connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+/// Sends one request and reads the response; gives the connection back when it can
+/// carry another request. An error is [`Delivery::Unsent`] only when hyper says it never
+/// began writing the request.
+async fn send(
+    mut sender: Sender,
+    target: &Target,
+    method: HttpMethod,
+    headers: &[(&'static str, &'static str)],
+    body: Bytes,
+    max_body: usize,
+) -> Result<(HttpResponse, Option<Sender>), TransportError> {
+    if let Err(err) = sender.ready().await {
+        return Err(TransportError::unsent(format!(
+            "{}: {err}",
+            target.authority
+        )));
+    }
+    let builder = match method {
+        HttpMethod::Post => Request::post(target.path.as_str()),
+        HttpMethod::Get => Request::get(target.path.as_str()),
+    };
+    let mut builder = builder.header(HOST, target.authority.as_str());
+    if method == HttpMethod::Post
+        && !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        builder = builder.header(CONTENT_TYPE, "application/json");
+    }
+    for (name, value) in headers {
+        builder = builder.header(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    let request = builder
+        .body(Full::new(body))
+        .map_err(|e| TransportError::new(format!("ERR_REQUEST_BUILD: {e}")))?;
+    let response = sender.try_send_request(request).await.map_err(|mut err| {
+        let message = format!("{}: {}", target.authority, err.error());
+        // hyper hands the request back only when it wrote none of it.
+        match err.take_message() {
+            Some(_) => TransportError::unsent(message),
+            None => TransportError::new(message),
+        }
+    })?;
+    let status = response.status().as_u16();
+    let mut incoming = response.into_body();
+    let cap = max_body.saturating_add(1);
+    let mut bytes = Vec::new();
+    let mut complete = true;
+    while let Some(frame) = incoming.frame().await {
+        let frame = frame.map_err(|err| {
+            TransportError::new(format!("{}: reading the reply: {err}", target.authority))
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        let take = data.len().min(cap.saturating_sub(bytes.len()));
+        bytes.extend_from_slice(data.get(..take).unwrap_or_default());
+        if bytes.len() >= cap {
+            complete = false;
+            break;
+        }
+    }
+    let response = HttpResponse {
+        status,
+        body: bytes,
+    };
+    // A body left unread makes the connection useless; dropping the sender closes it.
+    Ok((response, complete.then_some(sender)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn targets_are_read_off_http_urls() {
+        let v4 = Target::parse("http://127.0.0.1:1337/").expect("valid");
+        let v6 = Target::parse("http://[::1]:8080/api?x=1").expect("valid");
+        let default_port = Target::parse("http://svc.local/").expect("valid");
+
+        assert_eq!(
+            (v4.host.as_str(), v4.port, v4.path.as_str()),
+            ("127.0.0.1", 1337, "/")
+        );
+        assert_eq!(v4.authority, "127.0.0.1:1337");
+        assert_eq!(
+            (v6.host.as_str(), v6.authority.as_str()),
+            ("::1", "[::1]:8080")
+        );
+        assert_eq!(v6.path, "/api?x=1");
+        assert_eq!(default_port.port, 80);
+    }
+
+    #[test]
+    fn other_schemes_and_garbage_are_transport_errors() {
+        for url in ["https://h:1/", "ws://h:1/ws", "not a url", "http:///"] {
+            let err = Target::parse(url).err();
+
+            assert!(err.is_some(), "{url}");
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! A peer-RPC server over HTTP (grenache-nodejs-http), WebSocket (grenache-nodejs-ws) or
+//! ZeroMQ (a ROUTER, grenache-nodejs-zmq's frames): reads request frames, calls the user's
+//! handler, writes reply frames. The framing, ZMTP and the error replies are the core's;
+//! this file only moves bytes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures_lite::{FutureExt as _, future};
+use grenache_core::peer::{
+    COMPRESS_HEADER, Compression, FrameError, HandlerFailure, HttpResponse, RpcTransport,
+    ZmqServerConn, decode_http_request, decode_request, http_error_reply, reply_content_type,
+    ws_error_reply,
+};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use serde_json::Value;
+
+use super::client::PeerClient;
+use super::config::RpcServerConfig;
+use super::error::{PeerError, ServerError};
+use super::listen::{Announced, bind, write_zmq};
+use crate::http_server::{self, Answer, Body, read_body};
+use crate::listen::{AcceptLimits, accept_loop};
+use crate::runtime::Runtime;
+use crate::stop::{Stop, StopTrigger, stop_pair};
+use crate::task::{Limiter, Task};
+use crate::time::{sleep_until, timeout};
+use crate::ws_server::{self, Out, Taken, WsLimits};
+
+type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, String>> + Send>>;
+type Handler = Arc<dyn Fn(String, Value) -> HandlerFuture + Send + Sync>;
+
+/// What every connection of one server shares.
+struct Ctx {
+    handler: Handler,
+    in_flight: Limiter,
+    config: RpcServerConfig,
+    stop: Stop,
+    stats: Counters,
+}
+
+/// The server's counters, shared by its connections.
+#[derive(Default)]
+struct Counters {
+    bad_frames: AtomicU64,
+    dropped_connections: AtomicU64,
+}
+
+/// What an [`RpcServer`] has refused so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// ZeroMQ messages that were not a request (answered with an error when they had a
+    /// rid, dropped otherwise).
+    pub bad_frames: u64,
+    /// ZeroMQ connections closed for breaking ZMTP or for not finishing the handshake
+    /// within `read_timeout`.
+    pub dropped_connections: u64,
+}
+
+/// A running RPC server. It serves until [`stop`](Self::stop) or until dropped; both stop
+/// announcing its services and unannounce them, so lookups through our Grapes stop
+/// finding it at once (Node Grapes list it until their peer lifetime has passed; clients
+/// retrying fail over to other peers meanwhile).
+#[derive(Debug)]
+pub struct RpcServer<R: Runtime> {
+    addr: SocketAddr,
+    transport: RpcTransport,
+    announced: Announced<R>,
+    stop: StopTrigger,
+    task: Task<R>,
+    ctx: Arc<Ctx>,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx").finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> RpcServer<R> {
+    /// Listens and serves, announcing nothing: call [`announce`](Self::announce) (or
+    /// use [`start`](Self::start)). `handler(key, payload)` runs once per request, many at
+    /// once; `Err(message)` reaches the client as its error.
+    ///
+    /// # Errors
+    /// [`ServerError::Bind`] when the address cannot be bound.
+    pub async fn listen<H, F>(config: RpcServerConfig, handler: H) -> Result<Self, ServerError>
+    where
+        H: Fn(String, Value) -> F + Send + Sync + 'static,
+        F: Future<Output = Result<Value, String>> + Send + 'static,
+    {
+        let (listener, addr) = bind::<R>(SocketAddr::new(config.bind, config.port))?;
+        let handler: Handler =
+            Arc::new(move |key, payload| -> HandlerFuture { Box::pin(handler(key, payload)) });
+        let (trigger, stop) = stop_pair();
+        let transport = config.transport;
+        let limits = AcceptLimits {
+            max_connections: config.max_connections,
+            drain: config.drain_timeout,
+        };
+        let ctx = Arc::new(Ctx {
+            handler,
+            in_flight: Limiter::new(config.max_in_flight),
+            config,
+            stop: stop.clone(),
+            stats: Counters::default(),
+        });
+        let stats = Arc::clone(&ctx);
+        let task = Task::spawn(accept_loop::<R, _, _>(
+            listener,
+            "RPC",
+            limits,
+            stop,
+            move |stream| {
+                let ctx = Arc::clone(&ctx);
+                async move {
+                    match transport {
+                        RpcTransport::Http => serve_http::<R>(stream, ctx).await,
+                        RpcTransport::Ws => serve_ws::<R>(stream, ctx).await,
+                        RpcTransport::Zmq => serve_zmq::<R>(stream, ctx).await,
+                    }
+                }
+            },
+        ));
+        tracing::debug!(%addr, ?transport, "RPC server listening");
+        Ok(RpcServer {
+            addr,
+            transport,
+            announced: Announced::default(),
+            stop: trigger,
+            task,
+            ctx: stats,
+        })
+    }
+
+    /// [`listen`](Self::listen), then [`announce`](Self::announce) `service`: returns once
+    /// the Grape has taken the first announce, so lookups find the server.
+    ///
+    /// # Errors
+    /// [`ServerError::Bind`], or [`ServerError::Announce`] (the server is stopped then).
+    pub async fn start<H, F>(
+        client: &PeerClient<R>,
+        service: &str,
+        config: RpcServerConfig,
+        handler: H,
+    ) -> Result<Self, ServerError>
+    where
+        H: Fn(String, Value) -> F + Send + Sync + 'static,
+        F: Future<Output = Result<Value, String>> + Send + 'static,
+    {
+        let server = Self::listen(config, handler).await?;
+        if let Err(err) = server.announce(client, service).await {
+            server.stop().await;
+            return Err(ServerError::Announce(err));
+        }
+        Ok(server)
+    }
+
+    /// Announces `service` at this server's port through `client`, again and again until
+    /// the server stops; returns when the first round ends.
+    ///
+    /// # Errors
+    /// The first round's error (the schedule stays and retries), or
+    /// [`PeerError::Refused`] for a bad name.
+    pub async fn announce(&self, client: &PeerClient<R>, service: &str) -> Result<(), PeerError> {
+        self.announced.add(client, service, self.port()).await
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The port the server listens on (and announces).
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The transport it speaks.
+    pub fn transport(&self) -> RpcTransport {
+        self.transport
+    }
+
+    /// What it has refused so far.
+    pub fn stats(&self) -> ServerStats {
+        ServerStats {
+            bad_frames: self.ctx.stats.bad_frames.load(Ordering::Relaxed),
+            dropped_connections: self.ctx.stats.dropped_connections.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops announcing and unannounces (waiting for the Grape), stops accepting, gives
+    /// requests in progress [`drain_timeout`](RpcServerConfig::drain_timeout) to be
+    /// answered, then closes every connection.
+    pub async fn stop(mut self) {
+        self.announced.stop_all(self.port()).await;
+        self.stop.fire();
+        self.task.join().await;
+    }
+}
+
+impl<R: Runtime> Drop for RpcServer<R> {
+    fn drop(&mut self) {
+        self.announced.stop_all_now(self.port());
+        self.stop.fire();
+    }
+}
+
+/// Runs the handler within the server's bounds: at most `max_in_flight` at once, at most
+/// `handler_timeout` long, and a panic becomes an error reply.
+async fn call_handler<R: Runtime>(ctx: &Ctx, key: String, payload: Value) -> Result<Value, String> {
+    let _permit = ctx.in_flight.acquire().await;
+    let started = std::panic::catch_unwind(AssertUnwindSafe(|| (ctx.handler)(key, payload)));
+    let Ok(fut) = started else {
+        tracing::error!("RPC handler panicked");
+        return Err(HandlerFailure::Panicked.error().into());
+    };
+    match timeout::<R, _>(
+        ctx.config.handler_timeout,
+        AssertUnwindSafe(fut).catch_unwind(),
+    )
+    .await
+    {
+        Some(Ok(result)) => result,
+        Some(Err(_)) => {
+            tracing::error!("RPC handler panicked");
+            Err(HandlerFailure::Panicked.error().into())
+        }
+        None => {
+            tracing::warn!(timeout = ?ctx.config.handler_timeout, "RPC handler timed out");
+            Err(HandlerFailure::TimedOut.error().into())
+        }
+    }
+}
+
+/// The reply frame (the core's rules: an error frame when it would pass the frame limit).
+fn reply_frame(
+    ctx: &Ctx,
+    rid: &str,
+    result: &Result<Value, String>,
+    compression: Compression,
+) -> Vec<u8> {
+    let result = result.as_ref().map_err(String::as_str);
+    grenache_core::peer::reply_frame(rid, result, compression, ctx.config.max_frame_len)
+}
+
+// ------------------------------------------------------------------------------------
+// HTTP
+// ------------------------------------------------------------------------------------
+
+/// Serves one HTTP/1.1 connection (keep-alive) until it ends or the server stops; on
+/// stop, the request in progress is answered first.
+async fn serve_http<R: Runtime>(stream: R::TcpStream, ctx: Arc<Ctx>) {
+    let handler_ctx = Arc::clone(&ctx);
+    let handle = move |req| handle_http::<R>(req, Arc::clone(&handler_ctx));
+    http_server::serve::<R, _, _>(stream, ctx.config.read_timeout, &ctx.stop, handle).await;
+}
+
+async fn handle_http<R: Runtime>(req: Request<Incoming>, ctx: Arc<Ctx>) -> Answer {
+    let compress = req
+        .headers()
+        .get(COMPRESS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let max = ctx.config.max_frame_len;
+    let body = read_body::<R>(req.into_body(), max, ctx.config.read_timeout).await?;
+    let bytes = match body {
+        Body::Complete(bytes) => bytes,
+        Body::TooLarge(len) => {
+            let too_large = FrameError::TooLarge { len, max };
+            return Ok(response(http_error_reply(&too_large), Compression::None));
+        }
+    };
+    let (request, compression) = match decode_http_request(compress.as_deref(), &bytes, max) {
+        Ok(decoded) => decoded,
+        Err(err) => {
+            tracing::debug!(%err, "unreadable RPC request");
+            return Ok(response(http_error_reply(&err), Compression::None));
+        }
+    };
+    let result = call_handler::<R>(&ctx, request.key, request.payload).await;
+    let body = reply_frame(&ctx, &request.rid, &result, compression);
+    Ok(response(HttpResponse { status: 200, body }, compression))
+}
+
+/// Frames a reply, typed as the core says.
+fn response(reply: HttpResponse, compression: Compression) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = Response::new(Full::new(Bytes::from(reply.body)));
+    *response.status_mut() = status;
+    if let Some(content_type) = reply_content_type(compression) {
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
+    response
+}
+
+// ------------------------------------------------------------------------------------
+// WebSocket
+// ------------------------------------------------------------------------------------
+
+/// Serves one WebSocket connection: reads requests while fewer than
+/// `max_in_flight_per_connection` are in the handler, and writes replies as they come,
+/// in any order (the client matches them by rid).
+async fn serve_ws<R: Runtime>(stream: R::TcpStream, ctx: Arc<Ctx>) {
+    let max = ctx.config.max_frame_len;
+    let limits = WsLimits {
+        max_message: max,
+        max_in_flight: ctx.config.max_in_flight_per_connection.max(1),
+        handshake_timeout: ctx.config.read_timeout,
+        idle_timeout: ctx.config.ws_idle_timeout,
+        drain_timeout: ctx.config.drain_timeout,
+    };
+    let Some(ws) = ws_server::accept::<R>(stream, max, limits.handshake_timeout).await else {
+        return;
+    };
+    // Never full: at most `max_in_flight` requests are in the handler, and each sends one
+    // reply.
+    let (out_tx, out_rx) = async_channel::bounded(limits.max_in_flight);
+    let take = |bytes: Vec<u8>| {
+        let taken = match decode_request(&bytes, max) {
+            Ok(request) => {
+                let ctx = Arc::clone(&ctx);
+                let out_tx = out_tx.clone();
+                R::spawn_detached(async move {
+                    let result = call_handler::<R>(&ctx, request.key, request.payload).await;
+                    let bytes = reply_frame(&ctx, &request.rid, &result, Compression::None);
+                    let _ = out_tx.send(Out::Frame { bytes, done: true }).await;
+                });
+                Taken::Dispatched
+            }
+            Err(err) => {
+                tracing::debug!(%err, "unreadable RPC request");
+                // Node stays silent when there is no rid to answer; so do we.
+                ws_error_reply(&err).map_or(Taken::Ignored, Taken::Answer)
+            }
+        };
+        std::future::ready(taken)
+    };
+    ws_server::serve::<R, _, _>(ws, &limits, &ctx.stop, &out_rx, take).await;
+}
+
+// ------------------------------------------------------------------------------------
+// ZeroMQ
+// ------------------------------------------------------------------------------------
+
+/// Bytes read from a ZeroMQ connection at once.
+const ZMQ_READ_BUF: usize = 64 * 1024;
+
+/// What woke a ZeroMQ connection.
+enum ZmqWake {
+    Incoming(std::io::Result<usize>),
+    Reply(String, Result<Value, String>),
+    Stop,
+    Timeout,
+}
+
+/// Serves one ZeroMQ DEALER (a client connection to our ROUTER): reads requests while
+/// fewer than `max_in_flight_per_connection` are in the handler, writes replies as they
+/// come, in any order. A peer that does not finish the ZMTP handshake within
+/// `read_timeout`, or breaks ZMTP, is dropped and counted.
+async fn serve_zmq<R: Runtime>(mut stream: R::TcpStream, ctx: Arc<Ctx>) {
+    let mut conn = ZmqServerConn::new(ctx.config.max_frame_len);
+    if !write_zmq::<R>(&mut stream, &conn.take_output()).await {
+        return;
+    }
+    let cap = ctx.config.max_in_flight_per_connection.max(1);
+    // Handlers wait on a full queue; the loop below always drains it.
+    let (reply_tx, reply_rx) = async_channel::bounded(cap);
+    let mut buf = vec![0u8; ZMQ_READ_BUF];
+    let mut in_flight = 0usize;
+    let mut reading = true;
+    let mut last_active = R::now();
+    let handshake_until = last_active + ctx.config.read_timeout;
+    let mut drain_until = last_active;
+    while reading || in_flight > 0 {
+        let deadline = match (reading, in_flight) {
+            (false, _) => Some(drain_until),
+            (true, 0) if !conn.is_ready() => Some(handshake_until),
+            (true, 0) => Some(last_active + ctx.config.ws_idle_timeout),
+            (true, _) => None,
+        };
+        let wake = {
+            let incoming = async {
+                if reading && in_flight < cap {
+                    ZmqWake::Incoming(R::read(&mut stream, &mut buf).await)
+                } else {
+                    future::pending().await
+                }
+            };
+            let reply = async {
+                match reply_rx.recv().await {
+                    Ok((rid, result)) => ZmqWake::Reply(rid, result),
+                    // Unreachable while `reply_tx` lives in this function.
+                    Err(_) => future::pending().await,
+                }
+            };
+            let stop = async {
+                if reading {
+                    ctx.stop.wait().await;
+                    ZmqWake::Stop
+                } else {
+                    future::pending().await
+                }
+            };
+            let timer = async {
+                sleep_until::<R>(deadline).await;
+                ZmqWake::Timeout
+            };
+            incoming.race(reply).race(stop).race(timer).await
+        };
+        match wake {
+            ZmqWake::Incoming(Ok(0)) => {
+                reading = false;
+                drain_until = R::now() + ctx.config.drain_timeout;
+            }
+            ZmqWake::Incoming(Ok(n)) => {
+                last_active = R::now();
+                let bad_before = conn.stats().bad_frames;
+                let read = conn.handle_input(buf.get(..n).unwrap_or_default());
+                let bad = conn.stats().bad_frames - bad_before;
+                ctx.stats.bad_frames.fetch_add(bad, Ordering::Relaxed);
+                while let Some(request) = conn.poll_request() {
+                    in_flight += 1;
+                    let ctx = Arc::clone(&ctx);
+                    let reply_tx = reply_tx.clone();
+                    R::spawn_detached(async move {
+                        let result = call_handler::<R>(&ctx, request.key, request.payload).await;
+                        let _ = reply_tx.send((request.rid, result)).await;
+                    });
+                }
+                let written = write_zmq::<R>(&mut stream, &conn.take_output()).await;
+                if let Err(err) = read {
+                    tracing::debug!(%err, "ZeroMQ peer broke ZMTP; dropping it");
+                    ctx.stats
+                        .dropped_connections
+                        .fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                if !written {
+                    break;
+                }
+            }
+            ZmqWake::Incoming(Err(err)) => {
+                tracing::debug!(%err, "ZeroMQ read failed");
+                break;
+            }
+            ZmqWake::Reply(rid, result) => {
+                in_flight = in_flight.saturating_sub(1);
+                last_active = R::now();
+                if let Err(err) = conn.reply(&rid, result.as_ref().map_err(String::as_str)) {
+                    tracing::debug!(%err, "ZeroMQ reply refused");
+                }
+                if !write_zmq::<R>(&mut stream, &conn.take_output()).await {
+                    break;
+                }
+            }
+            ZmqWake::Stop => {
+                reading = false;
+                drain_until = R::now() + ctx.config.drain_timeout;
+            }
+            ZmqWake::Timeout => {
+                if !conn.is_ready() {
+                    tracing::debug!("ZeroMQ peer did not finish its handshake; dropping it");
+                    ctx.stats
+                        .dropped_connections
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! One TCP connection the core asked for ([`Transmit::TcpConnect`]): a ZeroMQ peer or
+//! publisher. The core speaks ZMTP; this only connects, reports what it reads, and writes
+//! what the driver queues (writes queued before the connection opened go out once it has).
+//!
+//! [`Transmit::TcpConnect`]: grenache_core::peer::Transmit::TcpConnect
+
+use std::time::Duration;
+
+use futures_lite::FutureExt as _;
+use grenache_core::peer::{ConnId, PeerAddr};
+
+use super::driver::IoEvent;
+use crate::net::connect;
+use crate::runtime::Runtime;
+use crate::time::timeout;
+
+/// Bytes read at once.
+const READ_BUF: usize = 64 * 1024;
+
+/// How a connection ended.
+enum Ended {
+    /// The driver dropped it (or is gone): no report.
+    ByDriver,
+    /// The peer closed it, or it broke: report it.
+    Lost,
+}
+
+/// What woke the connection.
+enum Wake {
+    Incoming(std::io::Result<usize>),
+    Outgoing(Option<Vec<u8>>),
+}
+
+/// Opens the connection and serves it until it ends; reports `TcpClosed` unless the
+/// driver ended it.
+pub(crate) async fn run<R: Runtime>(
+    conn: ConnId,
+    addr: PeerAddr,
+    outgoing: async_channel::Receiver<Vec<u8>>,
+    io: async_channel::Sender<IoEvent>,
+    connect_timeout: Duration,
+) {
+    let stream = match timeout::<R, _>(connect_timeout, open::<R>(&addr)).await {
+        Some(Ok(stream)) => Some(stream),
+        Some(Err(err)) => {
+            tracing::debug!(%conn, %addr, %err, "TCP connect failed");
+            None
+        }
+        None => {
+            tracing::debug!(%conn, %addr, "TCP connect timed out");
+            None
+        }
+    };
+    let ended = match stream {
+        Some(stream) if io.send(IoEvent::TcpOpen(conn)).await.is_ok() => {
+            serve::<R>(conn, stream, &outgoing, &io).await
+        }
+        Some(_) => Ended::ByDriver,
+        None => Ended::Lost,
+    };
+    if matches!(ended, Ended::Lost) {
+        let _ = io.send(IoEvent::TcpClosed(conn)).await;
+    }
+}
+
+async fn open<R: Runtime>(addr: &PeerAddr) -> std::io::Result<R::TcpStream> {
+    // PeerAddr has checked the shape: `host:port`, IPv6 hosts in brackets.
+    let (host, port) = addr
+        .as_str()
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+        .ok_or_else(|| std::io::Error::other("not host:port"))?;
+    connect::<R>(host, port).await
+}
+
+async fn serve<R: Runtime>(
+    conn: ConnId,
+    mut stream: R::TcpStream,
+    outgoing: &async_channel::Receiver<Vec<u8>>,
+    io: &async_channel::Sender<IoEvent>,
+) -> Ended {
+    let mut buf = vec![0u8; READ_BUF];
+    loop {
+        let wake = {
+            let read = async { Wake::Incoming(R::read(&mut stream, &mut buf).await) };
+            let write = async { Wake::Outgoing(outgoing.recv().await.ok()) };
+            read.race(write).await
+        };
+        match wake {
+            Wake::Incoming(Ok(0)) => return Ended::Lost,
+            Wake::Incoming(Ok(n)) => {
+                let bytes = buf.get(..n).unwrap_or_default().to_vec();
+                if io.send(IoEvent::TcpData(conn, bytes)).await.is_err() {
+                    return Ended::ByDriver;
+                }
+            }
+            Wake::Incoming(Err(err)) => {
+                tracing::debug!(%conn, %err, "TCP read failed");
+                return Ended::Lost;
+            }
+            Wake::Outgoing(Some(bytes)) => {
+                if let Err(err) = R::write_all(&mut stream, &bytes).await {
+                    tracing::debug!(%conn, %err, "TCP write failed");
+                    return Ended::Lost;
+                }
+            }
+            // Dropping the stream closes it.
+            Wake::Outgoing(None) => return Ended::ByDriver,
+        }
+    }
+}

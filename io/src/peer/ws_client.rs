@@ -1,0 +1,144 @@
+//! One WebSocket connection the core asked for ([`Transmit::WsConnect`]): to a Grape's
+//! WebSocket API, a peer's RPC socket or a publisher. It reports open, every message and
+//! the close, and writes what the driver queues.
+//!
+//! [`Transmit::WsConnect`]: grenache_core::peer::Transmit::WsConnect
+
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::tungstenite::{Error as WsError, Message};
+use futures_lite::{FutureExt as _, StreamExt as _};
+use grenache_core::peer::{ConnId, WsMessage};
+use hyper::Uri;
+
+use super::driver::IoEvent;
+use crate::net::{WsStream, connect, ws_connect};
+use crate::runtime::Runtime;
+use crate::time::timeout;
+
+/// Time given to the closing handshake when the driver drops a connection.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What a connection needs besides its id, URL and queues.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WsSettings {
+    /// TCP connect plus handshake.
+    pub(crate) connect_timeout: Duration,
+    /// Longest message accepted; a longer one ends the connection.
+    pub(crate) max_message_len: usize,
+}
+
+/// How a connection ended.
+enum Ended {
+    /// The driver dropped it (or is gone): no report.
+    ByDriver,
+    /// The peer closed it, or it broke: report it.
+    Lost,
+}
+
+/// What woke the connection.
+enum Wake {
+    Incoming(Option<Result<Message, WsError>>),
+    Outgoing(Option<WsMessage>),
+}
+
+/// Opens the connection and serves it until it ends; reports `WsClosed` unless the driver
+/// ended it.
+pub(crate) async fn run<R: Runtime>(
+    conn: ConnId,
+    url: String,
+    outgoing: async_channel::Receiver<WsMessage>,
+    io: async_channel::Sender<IoEvent>,
+    settings: WsSettings,
+) {
+    let ws = match timeout::<R, _>(settings.connect_timeout, open::<R>(&url, settings)).await {
+        Some(Ok(ws)) => Some(ws),
+        Some(Err(err)) => {
+            tracing::debug!(%conn, url, %err, "WebSocket connect failed");
+            None
+        }
+        None => {
+            tracing::debug!(%conn, url, "WebSocket connect timed out");
+            None
+        }
+    };
+    let ended = match ws {
+        Some(ws) if io.send(IoEvent::WsOpen(conn)).await.is_ok() => {
+            serve::<R>(conn, ws, &outgoing, &io).await
+        }
+        Some(_) => Ended::ByDriver,
+        None => Ended::Lost,
+    };
+    if matches!(ended, Ended::Lost) {
+        let _ = io.send(IoEvent::WsClosed(conn)).await;
+    }
+}
+
+async fn open<R: Runtime>(url: &str, settings: WsSettings) -> Result<WsStream<R>, String> {
+    let uri: Uri = url.parse().map_err(|e| format!("ERR_URL_INVALID: {e}"))?;
+    if uri.scheme_str() != Some("ws") {
+        return Err(format!("only ws:// is supported, got {url}"));
+    }
+    let host = uri.host().ok_or("ERR_URL_INVALID: no host")?;
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = connect::<R>(host, port)
+        .await
+        .map_err(|e| format!("connect {host}:{port}: {e}"))?;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(settings.max_message_len))
+        .max_frame_size(Some(settings.max_message_len));
+    ws_connect::<R>(url, stream, config)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn serve<R: Runtime>(
+    conn: ConnId,
+    mut ws: WsStream<R>,
+    outgoing: &async_channel::Receiver<WsMessage>,
+    io: &async_channel::Sender<IoEvent>,
+) -> Ended {
+    loop {
+        let wake = async { Wake::Incoming(ws.next().await) }
+            .race(async { Wake::Outgoing(outgoing.recv().await.ok()) })
+            .await;
+        let msg = match wake {
+            Wake::Incoming(Some(Ok(Message::Text(text)))) => WsMessage::Text(text.as_str().into()),
+            Wake::Incoming(Some(Ok(Message::Binary(bytes)))) => WsMessage::Binary(bytes.into()),
+            // tungstenite answers pings (and close frames) itself.
+            Wake::Incoming(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {
+                continue;
+            }
+            Wake::Incoming(Some(Ok(Message::Close(_))) | None) => return Ended::Lost,
+            Wake::Incoming(Some(Err(err))) => {
+                tracing::debug!(%conn, %err, "WebSocket read failed");
+                return Ended::Lost;
+            }
+            Wake::Outgoing(Some(msg)) => {
+                if let Err(err) = ws.send(to_message(msg)).await {
+                    tracing::debug!(%conn, %err, "WebSocket write failed");
+                    return Ended::Lost;
+                }
+                continue;
+            }
+            Wake::Outgoing(None) => {
+                if let Some(Err(err)) = timeout::<R, _>(CLOSE_TIMEOUT, ws.close(None)).await {
+                    tracing::trace!(%conn, %err, "WebSocket close failed");
+                }
+                return Ended::ByDriver;
+            }
+        };
+        if io.send(IoEvent::WsMessage(conn, msg)).await.is_err() {
+            return Ended::ByDriver;
+        }
+    }
+}
+
+/// The tungstenite message for a core message.
+pub(crate) fn to_message(msg: WsMessage) -> Message {
+    match msg {
+        WsMessage::Text(text) => Message::text(text),
+        WsMessage::Binary(bytes) => Message::binary(bytes),
+    }
+}

@@ -1,0 +1,466 @@
+//! The adapter's tests, written once and run by each runtime's crate against its own
+//! [`Runtime`] ([`adapter_tests!`](crate::adapter_tests)): end to end over real loopback
+//! sockets, they test what the adapter adds (framing, limits, shutdown), not the protocol,
+//! which the core's own tests cover. Not an API: compiled only with the `testkit` feature.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use async_tungstenite::client_async;
+use async_tungstenite::tungstenite::Message;
+use futures_lite::StreamExt as _;
+
+use crate::{GrapeServer, Listener, Runtime, ServerConfig, StartError};
+
+/// Connects to `addr`, or fails the test.
+pub use http_client::{
+    a_close_after_the_request_arrived_may_have_been_sent, a_refused_connect_is_unsent,
+};
+
+/// Defines one `#[test]` per adapter test, each run on `$runtime` by `$block_on` (a function
+/// that runs a future to its end on a fresh runtime). Each runtime's crate invokes it once.
+#[macro_export]
+macro_rules! adapter_tests {
+    ($runtime:ty, $block_on:path) => {
+        $crate::adapter_tests!(@each $runtime, $block_on;
+            lookup_on_a_lone_grape_answers_at_once,
+            core_replies_pass_through_unchanged,
+            body_over_the_limit_is_refused_unread,
+            chunked_body_over_the_limit_is_refused,
+            keep_alive_serves_several_requests_on_one_connection,
+            silent_connection_is_closed_after_the_header_timeout,
+            websocket_answers_many_messages_in_flight,
+            websocket_message_over_the_limit_ends_the_connection,
+            port_in_use_names_the_listener,
+            shutdown_is_prompt_and_closes_the_listeners,
+            announce_on_one_grape_is_found_from_another,
+            a_burst_of_queries_is_answered_in_full,
+            a_refused_connect_is_unsent,
+            a_close_after_the_request_arrived_may_have_been_sent,
+        );
+    };
+    (@each $runtime:ty, $block_on:path; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $block_on($crate::testkit::$name::<$runtime>());
+            }
+        )*
+    };
+}
+
+async fn connect<R: Runtime>(addr: SocketAddr) -> R::TcpStream {
+    R::connect(&addr.ip().to_string(), addr.port())
+        .await
+        .expect("connect")
+}
+
+/// Runs blocking `work` on a thread of its own while the runtime goes on serving.
+async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = async_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = tx.send_blocking(work());
+    });
+    rx.recv().await.expect("the worker thread answers")
+}
+
+fn local_config(seed: u8) -> ServerConfig {
+    let mut config = ServerConfig::new([seed; 32]);
+    config.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    config.dht_port = 0;
+    config.api_port = 0;
+    config
+}
+
+/// Sends raw bytes on a fresh connection and reads one response (the server closes after it).
+async fn raw_exchange<R: Runtime>(addr: SocketAddr, request: &[u8]) -> (u16, Vec<u8>) {
+    let mut stream = connect::<R>(addr).await;
+    R::write_all(&mut stream, request).await.expect("write");
+    read_response::<R>(&mut stream).await
+}
+
+/// A `POST path` with a body, `Connection: close`.
+async fn post<R: Runtime>(addr: SocketAddr, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    raw_exchange::<R>(addr, &post_request(path, body, "close")).await
+}
+
+fn post_request(path: &str, body: &[u8], connection: &str) -> Vec<u8> {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: {connection}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+/// Reads one response: status line, headers, then `Content-Length` bytes of body.
+async fn read_response<R: Runtime>(stream: &mut R::TcpStream) -> (u16, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = R::read(stream, &mut chunk).await.expect("read");
+        assert!(n > 0, "connection closed before a full response head");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(buf[..head_end].to_vec()).expect("utf-8 head");
+    let status = head[9..12].parse().expect("status code");
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().expect("content-length"))
+        })
+        .expect("content-length header");
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < length {
+        let n = R::read(stream, &mut chunk).await.expect("read body");
+        assert!(n > 0, "connection closed inside the body");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body.truncate(length);
+    (status, body)
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn lookup_on_a_lone_grape_answers_at_once<R: Runtime>() {
+    // Arrange
+    let server = GrapeServer::<R>::start(local_config(1))
+        .await
+        .expect("start");
+    let started = Instant::now();
+
+    // Act
+    let (status, body) = post::<R>(server.local_api_addr(), "/lookup", br#"{"data":"x"}"#).await;
+
+    // Assert
+    assert_eq!(status, 200);
+    assert_eq!(body, b"[]");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    server.shutdown().await;
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn core_replies_pass_through_unchanged<R: Runtime>() {
+    // Arrange
+    let server = GrapeServer::<R>::start(local_config(2))
+        .await
+        .expect("start");
+
+    // Act
+    let (status, body) = post::<R>(server.local_api_addr(), "/lookupx", br#"{"data":"x"}"#).await;
+
+    // Assert
+    assert_eq!(status, 200);
+    assert_eq!(body, br#""ERR_REQ_NOTFOUND""#);
+    server.shutdown().await;
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn body_over_the_limit_is_refused_unread<R: Runtime>() {
+    // Arrange: announce 10 MB but send only a little of it.
+    let server = GrapeServer::<R>::start(local_config(3))
+        .await
+        .expect("start");
+    let request =
+        b"POST /lookup HTTP/1.1\r\nHost: test\r\nContent-Length: 10000000\r\n\r\n{\"data\":";
+
+    // Act
+    let (status, body) = raw_exchange::<R>(server.local_api_addr(), request).await;
+
+    // Assert
+    assert_eq!(status, 413);
+    assert_eq!(body, b"ERR_GRAPE_PAYLOAD_SIZE");
+    server.shutdown().await;
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn chunked_body_over_the_limit_is_refused<R: Runtime>() {
+    // Arrange: no Content-Length, so the limit is found while reading.
+    let server = GrapeServer::<R>::start(local_config(4))
+        .await
+        .expect("start");
+    let chunk = vec![b' '; 5000];
+    let mut request =
+        b"POST /lookup HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..2 {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(&chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+
+    // Act
+    let (status, _) = raw_exchange::<R>(server.local_api_addr(), &request).await;
+
+    // Assert
+    assert_eq!(status, 413);
+    server.shutdown().await;
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn keep_alive_serves_several_requests_on_one_connection<R: Runtime>() {
+    // Arrange
+    let server = GrapeServer::<R>::start(local_config(5))
+        .await
+        .expect("start");
+    let mut stream = connect::<R>(server.local_api_addr()).await;
+
+    // Act
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let request = post_request("/lookup", br#"{"data":"x"}"#, "keep-alive");
+        R::write_all(&mut stream, &request).await.expect("write");
+        statuses.push(read_response::<R>(&mut stream).await.0);
+    }
+
+    // Assert
+    assert_eq!(statuses, [200, 200, 200]);
+    server.shutdown().await;
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn silent_connection_is_closed_after_the_header_timeout<R: Runtime>() {
+    // Arrange
+    let mut config = local_config(6);
+    config.limits.header_read_timeout = Duration::from_millis(200);
+    let server = GrapeServer::<R>::start(config).await.expect("start");
+    let mut stream = connect::<R>(server.local_api_addr()).await;
+    let started = Instant::now();
+
+    // Act: send nothing; the server must hang up on its own.
+    let mut buf = [0u8; 64];
+    let read =
+        crate::time::timeout::<R, _>(Duration::from_secs(5), R::read(&mut stream, &mut buf)).await;
+
+    // Assert
+    assert!(matches!(read, Some(Ok(0)) | Some(Err(_))), "{read:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    server.shutdown().await;
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn websocket_answers_many_messages_in_flight<R: Runtime>() {
+    // Arrange
+    let mut config = local_config(7);
+    config.ws_port = Some(0);
+    let server = GrapeServer::<R>::start(config).await.expect("start");
+    let addr = server.local_ws_addr().expect("ws address");
+    let stream = connect::<R>(addr).await;
+    let (mut ws, _) = client_async(format!("ws://{addr}/"), R::ws_io(stream))
+        .await
+        .expect("handshake");
+
+    // Act: send all before reading any reply.
+    for i in 0..10 {
+        let text = format!(r#"["rid-{i}","lookup","x"]"#);
+        ws.send(Message::text(text)).await.expect("send");
+    }
+    let mut rids = Vec::new();
+    for _ in 0..10 {
+        let message = ws.next().await.expect("a reply").expect("a message");
+        let reply: serde_json::Value =
+            serde_json::from_slice(&message.into_data()).expect("JSON reply");
+        rids.push(reply[0].as_str().expect("rid").to_owned());
+    }
+
+    // Assert
+    rids.sort();
+    let mut expected: Vec<String> = (0..10).map(|i| format!("rid-{i}")).collect();
+    expected.sort();
+    assert_eq!(rids, expected);
+    server.shutdown().await;
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn websocket_message_over_the_limit_ends_the_connection<R: Runtime>() {
+    // Arrange
+    let mut config = local_config(8);
+    config.ws_port = Some(0);
+    let server = GrapeServer::<R>::start(config).await.expect("start");
+    let addr = server.local_ws_addr().expect("ws address");
+    let stream = connect::<R>(addr).await;
+    let (mut ws, _) = client_async(format!("ws://{addr}/"), R::ws_io(stream))
+        .await
+        .expect("handshake");
+
+    // Act
+    let _ = ws.send(Message::text("x".repeat(100_000))).await;
+    let next = crate::time::timeout::<R, _>(Duration::from_secs(5), ws.next()).await;
+
+    // Assert: no reply, the connection ends (close frame, error or end of stream).
+    match next.expect("the server reacts in time") {
+        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => {}
+        Some(Ok(other)) => panic!("unexpected reply {other:?}"),
+    }
+    server.shutdown().await;
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn port_in_use_names_the_listener<R: Runtime>() {
+    // Arrange
+    let first = GrapeServer::<R>::start(local_config(9))
+        .await
+        .expect("start");
+    let mut config = local_config(10);
+    config.api_port = first.local_api_addr().port();
+
+    // Act
+    let result = GrapeServer::<R>::start(config).await;
+
+    // Assert
+    match result {
+        Err(StartError::Bind {
+            listener, source, ..
+        }) => {
+            assert_eq!(listener, Listener::Api);
+            assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
+        }
+        other => panic!("expected a bind error, got {other:?}"),
+    }
+    first.shutdown().await;
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn shutdown_is_prompt_and_closes_the_listeners<R: Runtime>() {
+    // Arrange: an idle keep-alive connection must not hold shutdown up.
+    let mut config = local_config(11);
+    config.ws_port = Some(0);
+    let server = GrapeServer::<R>::start(config).await.expect("start");
+    let api = server.local_api_addr();
+    let mut idle = connect::<R>(api).await;
+    R::write_all(
+        &mut idle,
+        &post_request("/lookup", br#"{"data":"x"}"#, "keep-alive"),
+    )
+    .await
+    .expect("write");
+    let _ = read_response::<R>(&mut idle).await;
+    let started = Instant::now();
+
+    // Act
+    server.shutdown().await;
+
+    // Assert
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(R::connect("127.0.0.1", api.port()).await.is_err());
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn announce_on_one_grape_is_found_from_another<R: Runtime>() {
+    // Arrange: B joins the DHT through A; no lookup cache, so each poll asks afresh.
+    let mut config_a = local_config(12);
+    config_a.grape.lookup_cache = Duration::ZERO;
+    let a = GrapeServer::<R>::start(config_a).await.expect("start A");
+    let mut config_b = local_config(13);
+    config_b.grape.lookup_cache = Duration::ZERO;
+    config_b.bootstrap = vec![a.local_dht_addr()];
+    let b = GrapeServer::<R>::start(config_b).await.expect("start B");
+
+    // Act
+    let (status, _) = post::<R>(
+        a.local_api_addr(),
+        "/announce",
+        br#"{"data":["rpc_test",1337]}"#,
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let found = loop {
+        let (_, body) = post::<R>(b.local_api_addr(), "/lookup", br#"{"data":"rpc_test"}"#).await;
+        if body != b"[]" || Instant::now() > deadline {
+            break body;
+        }
+        crate::time::sleep::<R>(Duration::from_millis(100)).await;
+    };
+
+    // Assert
+    assert_eq!(status, 200);
+    assert_eq!(found, br#"["127.0.0.1:1337"]"#);
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn a_burst_of_queries_is_answered_in_full<R: Runtime>() {
+    // Arrange: more pings than the driver reads in one wake-up, queued before it runs.
+    let server = GrapeServer::<R>::start(local_config(1))
+        .await
+        .expect("start");
+    let dht = server.local_dht_addr();
+
+    // Act
+    let answered = off_thread(move || crate::udp::burst::ping(dht, 200)).await;
+
+    // Assert
+    assert_eq!(answered, 200);
+    server.shutdown().await;
+}
+
+/// The HTTP client's view of failed exchanges: what reached the server and what did not.
+pub mod http_client {
+    use std::io::Read as _;
+    use std::net::{Ipv4Addr, TcpListener};
+    use std::time::Duration;
+
+    use grenache_core::peer::{
+        Delivery, HttpId, HttpMethod, HttpRequest, HttpResponse, TransportError,
+    };
+
+    use super::off_thread;
+    use crate::Runtime;
+    use crate::peer::http_client::{HttpPool, exchange};
+
+    /// One POST of a small frame to `port` on loopback, with 5 s to spare.
+    async fn post<R: Runtime>(port: u16) -> Option<Result<HttpResponse, TransportError>> {
+        let pool = HttpPool::new(1, 1, Duration::from_secs(4));
+        let request = HttpRequest {
+            id: HttpId(1),
+            method: HttpMethod::Post,
+            url: format!("http://127.0.0.1:{port}/"),
+            headers: Vec::new(),
+            body: br#"["rid","svc",1]"#.to_vec(),
+            deadline: R::now() + Duration::from_secs(5),
+        };
+        exchange::<R>(&pool, request, 1024).await
+    }
+
+    /// See the test of this name in each runtime's crate.
+    pub async fn a_refused_connect_is_unsent<R: Runtime>() {
+        // Bound and released: nobody listens there now.
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+
+        let reply = post::<R>(port).await;
+
+        let Some(Err(err)) = reply else {
+            panic!("expected a transport error, got {reply:?}");
+        };
+        assert_eq!(err.delivery, Delivery::Unsent, "{err}");
+    }
+
+    /// See the test of this name in each runtime's crate.
+    pub async fn a_close_after_the_request_arrived_may_have_been_sent<R: Runtime>() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        // Reads the request, then closes without a word.
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+        });
+
+        let reply = post::<R>(port).await;
+        off_thread(move || server.join().expect("server thread")).await;
+
+        let Some(Err(err)) = reply else {
+            panic!("expected a transport error, got {reply:?}");
+        };
+        assert_eq!(err.delivery, Delivery::MaybeSent, "{err}");
+    }
+}
