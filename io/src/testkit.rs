@@ -6,7 +6,6 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use async_tungstenite::client_async;
 use async_tungstenite::tungstenite::Message;
 use futures_lite::StreamExt as _;
 
@@ -50,9 +49,17 @@ macro_rules! adapter_tests {
 }
 
 async fn connect<R: Runtime>(addr: SocketAddr) -> R::TcpStream {
-    R::connect(&addr.ip().to_string(), addr.port())
+    crate::net::connect::<R>(&addr.ip().to_string(), addr.port())
         .await
         .expect("connect")
+}
+
+/// A WebSocket client connected to `addr`, or fails the test.
+async fn ws_client<R: Runtime>(addr: SocketAddr) -> crate::net::WsStream<R> {
+    let stream = connect::<R>(addr).await;
+    crate::net::ws_connect::<R>(format!("ws://{addr}/"), stream, Default::default())
+        .await
+        .expect("handshake")
 }
 
 /// Runs blocking `work` on a thread of its own while the runtime goes on serving.
@@ -250,10 +257,7 @@ pub async fn websocket_answers_many_messages_in_flight<R: Runtime>() {
     config.ws_port = Some(0);
     let server = GrapeServer::<R>::start(config).await.expect("start");
     let addr = server.local_ws_addr().expect("ws address");
-    let stream = connect::<R>(addr).await;
-    let (mut ws, _) = client_async(format!("ws://{addr}/"), R::ws_io(stream))
-        .await
-        .expect("handshake");
+    let mut ws = ws_client::<R>(addr).await;
 
     // Act: send all before reading any reply.
     for i in 0..10 {
@@ -283,10 +287,7 @@ pub async fn websocket_message_over_the_limit_ends_the_connection<R: Runtime>() 
     config.ws_port = Some(0);
     let server = GrapeServer::<R>::start(config).await.expect("start");
     let addr = server.local_ws_addr().expect("ws address");
-    let stream = connect::<R>(addr).await;
-    let (mut ws, _) = client_async(format!("ws://{addr}/"), R::ws_io(stream))
-        .await
-        .expect("handshake");
+    let mut ws = ws_client::<R>(addr).await;
 
     // Act
     let _ = ws.send(Message::text("x".repeat(100_000))).await;
