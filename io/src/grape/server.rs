@@ -47,24 +47,20 @@ pub struct IoStats {
 
 impl<R: Runtime> GrapeServer<R> {
     /// Binds the DHT socket and the API listeners, then starts serving on the runtime (for
-    /// tokio: call it from inside one); a non-empty [`ServerConfig::bootstrap`] or [`ServerConfig::known_nodes`]
-    /// starts joining the DHT at once.
+    /// tokio: call it from inside one); a non-empty [`ServerConfig::bootstrap`] or
+    /// [`ServerConfig::known_nodes`] starts joining the DHT at once.
     ///
     /// # Errors
     /// [`StartError::Bind`] names the socket that could not be bound (a port in use, say);
     /// `?` turns it into an `io::Error` where that is wanted.
     pub async fn start(config: ServerConfig) -> Result<Self, StartError> {
         let (socket, dht_addr) = bind_udp::<R>(SocketAddr::new(config.bind, config.dht_port))?;
-
         let (api, api_addr) =
             bind_tcp::<R>(Listener::Api, SocketAddr::new(config.bind, config.api_port))?;
-        let ws = match config.ws_port {
-            Some(port) => Some(bind_tcp::<R>(
-                Listener::Ws,
-                SocketAddr::new(config.bind, port),
-            )?),
-            None => None,
-        };
+        let ws = config
+            .ws_port
+            .map(|port| bind_tcp::<R>(Listener::Ws, SocketAddr::new(config.bind, port)))
+            .transpose()?;
         let ws_addr = ws.as_ref().map(|(_, addr)| *addr);
 
         let now = R::now();
