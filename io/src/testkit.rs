@@ -394,7 +394,7 @@ pub async fn a_burst_of_queries_is_answered_in_full<R: Runtime>() {
     let dht = server.local_dht_addr();
 
     // Act
-    let answered = off_thread(move || crate::udp::burst::ping(dht, 200)).await;
+    let answered = off_thread(move || burst::ping(dht, 200)).await;
 
     // Assert
     assert_eq!(answered, 200);
@@ -463,5 +463,49 @@ pub mod http_client {
             panic!("expected a transport error, got {reply:?}");
         };
         assert_eq!(err.delivery, Delivery::MaybeSent, "{err}");
+    }
+}
+
+/// A client for the adapters' tests: a burst of queries sent before any answer is read.
+mod burst {
+    use std::collections::HashSet;
+    use std::net::{SocketAddr, UdpSocket};
+    use std::time::Duration;
+
+    use grenache_core::NodeId;
+    use grenache_core::krpc::{Body, Message, Method, Query};
+
+    /// Sends `n` pings to `dht` back to back, then counts the distinct answers that come
+    /// within a second of the last one. Blocking: run it off the runtime's threads.
+    pub(crate) fn ping(dht: SocketAddr, n: u16) -> usize {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        for i in 0..n {
+            let query = Message {
+                tid: i.to_be_bytes().to_vec(),
+                version: None,
+                read_only: false,
+                body: Body::Query(Query {
+                    id: NodeId([9; 20]),
+                    method: Method::Ping,
+                }),
+            };
+            socket.send_to(&query.encode(), dht).expect("send");
+        }
+        let mut answered = HashSet::new();
+        let mut buf = [0u8; 1500];
+        while answered.len() < usize::from(n) {
+            let Ok((len, _)) = socket.recv_from(&mut buf) else {
+                break;
+            };
+            let message = Message::decode(&buf[..len]).expect("KRPC");
+            // The Grape may also ping us back, to check the new contact.
+            if matches!(message.body, Body::Response(_)) {
+                answered.insert(message.tid);
+            }
+        }
+        answered.len()
     }
 }
