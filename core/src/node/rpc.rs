@@ -15,6 +15,15 @@ pub(crate) const MAX_PENDING: usize = 1 << 16;
 /// rather than once in 5.
 const RESENDS: u8 = 2;
 
+/// The shortest soft timeout, however fast the measured round trips.
+///
+/// Grenache's DHTs run on LANs and in data centres, where a round trip takes well under a
+/// millisecond and a lost packet is what a lookup mostly waits for: this floor is what one
+/// lost packet costs. It stays well above the few milliseconds a loaded host may take to
+/// answer, so that a query that was not lost is seldom sent twice (and if it is, the
+/// second answer is only a duplicate). On the open internet, round trips set the timeout.
+const MIN_SOFT_TIMEOUT: Duration = Duration::from_millis(20);
+
 /// Why we sent a query, so its answer reaches the right place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Purpose {
@@ -233,8 +242,8 @@ impl Rpc {
         match self.srtt {
             None => Duration::from_millis(500),
             Some(srtt) => (srtt + 4 * self.rttvar).clamp(
-                Duration::from_millis(50),
-                (self.hard_timeout / 2).max(Duration::from_millis(50)),
+                MIN_SOFT_TIMEOUT,
+                (self.hard_timeout / 2).max(MIN_SOFT_TIMEOUT),
             ),
         }
     }
