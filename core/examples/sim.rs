@@ -2,8 +2,11 @@
 //!
 //! ```text
 //! cargo run --release -p grenache-core --features sim --example sim -- \
-//!     --nodes 10000 --seed 1 --loss 0.1 --churn 0.3 --silent 0.2 [--json]
+//!     --nodes 10000 --seed 1 --loss 0.1 --churn 0.3 --silent 0.2 [--plain-buckets] [--json]
 //! ```
+//!
+//! `--plain-buckets` gives every bucket k nodes, as BEP 5 has it, instead of the default
+//! wide far buckets (`Config::wide_buckets`), to measure what they change.
 //!
 //! Each lookup is a pair of commands on two different nodes alive at that moment: an
 //! announce then a `get_peers` of the same name, or a BEP-44 put then get of an immutable
@@ -32,13 +35,15 @@ use std::time::{Duration, Instant};
 use grenache_core::bep44::{ImmutableItem, Item, MutableItem, Target};
 use grenache_core::event::{Outcome, QueryError, QueryId};
 use grenache_core::id::Key;
+use grenache_core::node::Config;
 use grenache_core::sim::{LinkConfig, Sim};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 const USAGE: &str = "usage: sim [--nodes N] [--seed S] [--loss P] [--churn F] [--silent F]
-           [--lookups N] [--parallel N] [--latency MS] [--jitter MS] [--settle S] [--json]";
+           [--lookups N] [--parallel N] [--latency MS] [--jitter MS] [--settle S]
+           [--plain-buckets] [--json]";
 
 /// Bucket size of the nodes (the default config's k).
 const K: usize = 8;
@@ -62,6 +67,7 @@ struct Args {
     jitter: u64,
     settle: u64,
     json: bool,
+    plain_buckets: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -77,11 +83,16 @@ fn parse_args() -> Result<Args, String> {
         jitter: 20,
         settle: 30,
         json: false,
+        plain_buckets: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--json" {
             args.json = true;
+            continue;
+        }
+        if flag == "--plain-buckets" {
+            args.plain_buckets = true;
             continue;
         }
         if flag == "--help" || flag == "-h" {
@@ -240,6 +251,9 @@ fn main() -> ExitCode {
     };
     let wall = Instant::now();
     let mut sim = Sim::new(args.seed, Instant::now());
+    let mut config = Config::default();
+    config.wide_buckets = !args.plain_buckets;
+    sim.set_node_config(config);
     // Scenario choices come from their own stream, so the network's draws stay put.
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed ^ 0x5eed_5eed_5eed_5eed);
     sim.set_link(
@@ -530,6 +544,7 @@ fn report(
             "loss": args.loss,
             "churn": args.churn,
             "silent": args.silent,
+            "wide_buckets": !args.plain_buckets,
             "silent_nodes": tally.silent,
             "lookups": tally.lookups,
             "ok": tally.ok,
@@ -556,7 +571,7 @@ fn report(
         let [peers, immutable, mutable] = tally.by_kind;
         writeln!(
             out,
-            "simulated DHT: {} nodes, seed {}, loss {:.0}%, churn {:.0}%, silent {:.0}% ({} nodes), {} in parallel\n\
+            "simulated DHT: {} nodes, seed {}, loss {:.0}%, churn {:.0}%, silent {:.0}% ({} nodes), {} in parallel, {} buckets\n\
              build          {:.0} s virtual, {:.1} s wall\n\
              lookups        {} (announce+get_peers {}, immutable put+get {}, mutable put+get {})\n\
              ok             {} ({:.2}%; by kind {}/{}, {}/{}, {}/{})\n\
@@ -576,6 +591,7 @@ fn report(
             args.silent * 100.0,
             tally.silent,
             args.parallel,
+            if args.plain_buckets { "plain" } else { "wide" },
             built_at.as_secs_f64(),
             built_wall.as_secs_f64(),
             tally.lookups,

@@ -91,7 +91,7 @@ struct World {
 
 impl World {
     #[allow(clippy::disallowed_methods)] // the only clock read: a starting point
-    fn new(seed: u64, k: usize) -> Self {
+    fn new(seed: u64, k: usize, wide: bool) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let own = NodeId::random(&mut rng);
         // Mostly short prefixes so buckets fill and split; a few deep ones.
@@ -115,7 +115,7 @@ impl World {
             own,
             ids,
             addrs,
-            table: RoutingTable::new(own, k),
+            table: RoutingTable::new(own, k).with_wide_buckets(wide),
             model: BTreeMap::new(),
             rng,
         }
@@ -304,9 +304,10 @@ proptest! {
     fn table_matches_model(
         seed in any::<u64>(),
         k in 1usize..=4,
+        wide in any::<bool>(),
         ops in proptest::collection::vec(op(), 1..300),
     ) {
-        let mut world = World::new(seed, k);
+        let mut world = World::new(seed, k, wide);
         for op in &ops {
             world.step(op)?;
         }

@@ -11,6 +11,10 @@ pub struct Config {
     pub id: Option<NodeId>,
     /// Bucket size and replication factor (BEP 5: 8).
     pub k: usize,
+    /// Whether the four farthest buckets hold 16, 8, 4 and 2 times k nodes (not in BEP 5;
+    /// libtorrent's default): lookups start closer to any target, about one hop fewer.
+    /// See [`WIDE_BUCKETS`](crate::routing::WIDE_BUCKETS).
+    pub wide_buckets: bool,
     /// Queries in flight per lookup. BEP 5 suggests 3; bittorrent-dht uses its `concurrency` (Grape `--dc`).
     pub alpha: usize,
     /// A query that got no answer by then has failed (k-rpc uses about 2 s).
@@ -42,6 +46,7 @@ impl Default for Config {
         Config {
             id: None,
             k: 8,
+            wide_buckets: true,
             alpha: 3,
             query_timeout: Duration::from_secs(2),
             lookup_timeout: Duration::from_secs(30),

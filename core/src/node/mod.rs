@@ -134,6 +134,22 @@ impl Kind {
             sending: None,
         }
     }
+
+    /// How many of the closest nodes the traversal settles and the store phase reaches.
+    ///
+    /// An unannounce reaches twice k: the announce stored on the k closest nodes *its*
+    /// traversal found, and a later traversal, from a table that has learned more since,
+    /// may rank one of them k + 1st. A node past them that holds nothing refuses the query
+    /// and is not counted, so the wider reach costs a few datagrams and no false report.
+    fn reach(&self, k: usize) -> usize {
+        match self {
+            Kind::Store {
+                what: Store::Unannounce { .. },
+                ..
+            } => k.saturating_mul(2),
+            _ => k,
+        }
+    }
 }
 
 /// What a [`Kind::Store`] sends once its traversal ends.
@@ -205,8 +221,8 @@ impl Node {
         let tokens = Tokens::new(&mut rng, now);
         let first_tid = rng.random();
         Node {
-            table4: RoutingTable::new(id, config.k),
-            table6: RoutingTable::new(id, config.k),
+            table4: RoutingTable::new(id, config.k).with_wide_buckets(config.wide_buckets),
+            table6: RoutingTable::new(id, config.k).with_wide_buckets(config.wide_buckets),
             tokens,
             peers: PeerStore::new(
                 config.peer_max_age,
@@ -668,7 +684,8 @@ impl Node {
             return query;
         }
         let seeds = self.closest(now, &target);
-        let mut traversal = Traversal::new(target, self.config.k, self.config.alpha, &seeds);
+        let reach = kind.reach(self.config.k);
+        let mut traversal = Traversal::new(target, reach, self.config.alpha, &seeds);
         // A thin table may hold only nodes that know little: ask the configured seeds too.
         let anonymous: Vec<SocketAddr> = if self.is_thin() {
             let known: Vec<SocketAddr> = seeds.iter().map(|n| n.addr).collect();
@@ -764,7 +781,7 @@ impl Node {
         let Some(l) = self.lookups.get_mut(&query) else {
             return;
         };
-        let k = self.config.k;
+        let k = l.kind.reach(self.config.k);
         let stores: Vec<(NodeInfo, Method)> = match &l.kind {
             Kind::FindNode { bootstrap } => {
                 if *bootstrap {

@@ -16,9 +16,9 @@ use crate::id::{Distance, ID_LEN, NodeId};
 /// Bucket `i` holds the nodes whose id shares exactly `i` leading bits with ours; the
 /// last bucket holds every node sharing at least as many, so it covers our own id. Only
 /// that last bucket splits when full (BEP 5), which gives at most [`MAX_BUCKETS`]
-/// buckets. Each bucket holds at most k nodes plus a replacement cache of at most k
-/// nodes that answered us while the bucket was full, so the table never holds more than
-/// `2 * k * MAX_BUCKETS` nodes.
+/// buckets. Each bucket holds at most [`RoutingTable::capacity`] nodes (k, or with
+/// [`RoutingTable::with_wide_buckets`] more for the four farthest) plus a replacement
+/// cache of at most k nodes that answered us while the bucket was full.
 ///
 /// No id and no address appears twice, across buckets and caches alike, and our own id
 /// never appears.
@@ -26,6 +26,8 @@ use crate::id::{Distance, ID_LEN, NodeId};
 pub struct RoutingTable {
     own: NodeId,
     k: usize,
+    /// Whether the farthest buckets hold more than k (see [`RoutingTable::capacity`]).
+    wide: bool,
     /// Never empty, at most [`MAX_BUCKETS`] long.
     buckets: Vec<Bucket>,
     /// Every address in a bucket or a cache, to the id there. Only looked up, never
@@ -54,9 +56,18 @@ impl RoutingTable {
         RoutingTable {
             own,
             k: k.max(1),
+            wide: false,
             buckets: vec![Bucket::default()],
             by_addr: HashMap::new(),
         }
+    }
+
+    /// Lets the four farthest buckets hold more than k nodes (see
+    /// [`WIDE_BUCKETS`](super::WIDE_BUCKETS)); call before the first insert.
+    #[must_use]
+    pub fn with_wide_buckets(mut self, on: bool) -> Self {
+        self.wide = on;
+        self
     }
 
     /// Our own id, the one the buckets are laid out around.
@@ -64,9 +75,22 @@ impl RoutingTable {
         self.own
     }
 
-    /// Most nodes a bucket (and, separately, its replacement cache) holds.
+    /// The bucket size of BEP 5: what a replacement cache holds, what the bucket that
+    /// covers our own id holds, and the least any bucket holds.
     pub fn k(&self) -> usize {
         self.k
+    }
+
+    /// Most nodes bucket `b` holds: k, or with wide buckets k times its
+    /// [`WIDE_BUCKETS`](super::WIDE_BUCKETS) factor, but only k while it is the last bucket, so that splitting works as BEP 5
+    /// says and a small table stays k-bucketed around our own id.
+    pub fn capacity(&self, b: usize) -> usize {
+        let factor = if !self.wide || b + 1 == self.buckets.len() {
+            1
+        } else {
+            super::WIDE_BUCKETS.get(b).copied().unwrap_or(1)
+        };
+        self.k.saturating_mul(factor)
     }
 
     /// Records that `node` answered one of our queries, adding it if there is room.
@@ -283,16 +307,17 @@ impl RoutingTable {
         let mut ids = BTreeSet::new();
         let mut addrs = BTreeSet::new();
         for (i, bucket) in self.buckets.iter().enumerate() {
-            if bucket.entries.len() > self.k || bucket.cache.len() > self.k {
+            let capacity = self.capacity(i);
+            if bucket.entries.len() > capacity || bucket.cache.len() > self.k {
                 return Err(format!(
-                    "bucket {i}: {} nodes, {} cached, k = {}",
+                    "bucket {i}: {} nodes, {} cached, capacity {capacity}, k = {}",
                     bucket.entries.len(),
                     bucket.cache.len(),
                     self.k
                 ));
             }
             if !bucket.cache.is_empty()
-                && (bucket.entries.len() < self.k || bucket.entries.iter().any(Entry::is_bad))
+                && (bucket.entries.len() < capacity || bucket.entries.iter().any(Entry::is_bad))
             {
                 return Err(format!("bucket {i}: cache waits beside room or a bad node"));
             }
@@ -402,8 +427,9 @@ impl RoutingTable {
             let b = self.bucket_index(&node.id);
             let can_split = b + 1 == self.buckets.len() && b + 1 < MAX_BUCKETS;
             let k = self.k;
+            let capacity = self.capacity(b);
             let bucket = &mut self.buckets[b];
-            if bucket.entries.len() < k {
+            if bucket.entries.len() < capacity {
                 bucket.entries.push(match how {
                     Heard::Response => Entry::responded(node, now),
                     Heard::Query => Entry::queried(node, now),
@@ -472,9 +498,9 @@ impl RoutingTable {
 
     /// Moves the freshest cached nodes into free slots of bucket `b`.
     fn refill(&mut self, now: Instant, b: usize) {
-        let k = self.k;
+        let capacity = self.capacity(b);
         let bucket = &mut self.buckets[b];
-        while bucket.entries.len() < k {
+        while bucket.entries.len() < capacity {
             let Some(cached) = bucket.cache.pop() else {
                 break;
             };
@@ -551,6 +577,7 @@ impl fmt::Debug for RoutingTable {
         f.debug_struct("RoutingTable")
             .field("own", &self.own)
             .field("k", &self.k)
+            .field("wide", &self.wide)
             .field("buckets", &self.buckets.len())
             .field("len", &self.len())
             .finish()
@@ -751,6 +778,54 @@ mod tests {
             "splits down to prefix 5, plus our bucket"
         );
         assert_eq!(table.len(), 4);
+        check(&table);
+    }
+
+    #[test]
+    fn wide_buckets_hold_more_far_nodes_but_split_as_bep5_says() {
+        let t = t0();
+        let mut table = RoutingTable::new(OWN, 2).with_wide_buckets(true);
+
+        // The one bucket is also the last: k nodes, then it splits (prefix-0 nodes stay).
+        let far: Vec<_> = (1..=40)
+            .map(|tag| table.heard_response(t, node(0, tag)))
+            .collect();
+        assert_eq!(table.bucket_count(), 2);
+        assert_eq!(
+            table.capacity(0),
+            32,
+            "bucket 0 holds 16 k once it is not the last"
+        );
+        assert_eq!(table.capacity(1), 2, "the last bucket holds k");
+        assert!(far[..32].iter().all(|i| *i == Insert::Added), "{far:?}");
+        assert_eq!(far[32], Insert::Cached { ping: vec![] });
+        assert_eq!(table.len(), 32);
+
+        // Nearer nodes split the table further; each far bucket holds its factor of k.
+        for prefix in 1..=5 {
+            for tag in 1..=40 {
+                let _ = table.heard_response(t, node(prefix, tag));
+            }
+        }
+        let counts: Vec<usize> = (0..=5)
+            .map(|b| {
+                table
+                    .closest(id(b, 1).as_bytes(), 1000)
+                    .iter()
+                    .filter(|n| OWN.shared_prefix_len(&n.id) == b)
+                    .count()
+            })
+            .collect();
+        assert_eq!(counts, [32, 16, 8, 4, 2, 2]);
+        // The closest of the 32 far nodes to a far target, not any k of them.
+        let target = id(0, 40);
+        let best = (1..=32)
+            .map(|tag| id(0, tag))
+            .min_by_key(|i| i.distance(target.as_bytes()));
+        assert_eq!(
+            table.closest(target.as_bytes(), 1).first().map(|n| n.id),
+            best
+        );
         check(&table);
     }
 
