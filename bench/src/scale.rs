@@ -155,7 +155,7 @@ pub fn loss_latency(
     loss: f64,
     lookups: usize,
 ) -> Result<(), String> {
-    use grenache_core::id::Key;
+    use grenache_core::dht::id::Key;
     use grenache_core::sim::{LinkConfig, Sim};
     use rand::Rng as _;
     use rand::SeedableRng as _;

@@ -29,9 +29,9 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use grenache_core::bep44::{ImmutableItem, Item, MutableItem, Target};
-use grenache_core::event::{Outcome, QueryError, QueryId};
-use grenache_core::id::Key;
+use grenache_core::dht::bep44::{ImmutableItem, Item, MutableItem, Target};
+use grenache_core::dht::event::{Outcome, QueryError, QueryId};
+use grenache_core::dht::id::Key;
 use grenache_core::sim::{LinkConfig, Sim};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};

@@ -11,10 +11,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use grenache_core::bep44::{ImmutableItem, Item, MutableItem};
-use grenache_core::event::{Event, Outcome};
-use grenache_core::id::Key;
-use grenache_core::node::WATCH_TTL;
+use grenache_core::dht::bep44::{ImmutableItem, Item, MutableItem};
+use grenache_core::dht::event::{Event, Outcome};
+use grenache_core::dht::id::Key;
+use grenache_core::dht::node::WATCH_TTL;
 use grenache_core::sim::{LinkConfig, Sim};
 
 const NODES: usize = 500;

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::epoch;
-use grenache_core::bep44::Target;
+use grenache_core::dht::bep44::Target;
 use grenache_core::peer::{
     Client, ClientConfig, ConnId, DEFAULT_MAX_FRAME_LEN, Event, HttpId, HttpResponse, LinkEvent,
     Put, QueryId, RequestOptions, RpcTransport, SubscriptionId, Transmit, TransportError,

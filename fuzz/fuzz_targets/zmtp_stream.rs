@@ -8,8 +8,8 @@
 //! SUB to the PUB), so short inputs reach the frame and command decoders at once.
 #![no_main]
 
-use grenache_core::zmtp::frame::{self, GREETING_LEN};
-use grenache_core::zmtp::{Connection, Limits, SocketType, ZmtpError, ZmtpEvent};
+use grenache_core::peer::zmtp::frame::{self, GREETING_LEN};
+use grenache_core::peer::zmtp::{Connection, Limits, SocketType, ZmtpError, ZmtpEvent};
 use libfuzzer_sys::fuzz_target;
 
 /// A well-behaved peer's greeting and READY.

@@ -9,8 +9,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use grenache_core::event::Outcome;
-use grenache_core::id::Key;
+use grenache_core::dht::event::Outcome;
+use grenache_core::dht::id::Key;
 use grenache_core::sim::{LinkConfig, Sim};
 use proptest::prelude::*;
 

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use crate::id::{Key, unhex};
+use crate::dht::id::{Key, unhex};
 
 /// Longest BEP 44 salt, in bytes.
 pub const MAX_SALT_LEN: usize = 64;

@@ -11,7 +11,7 @@ use std::time::Instant;
 use rand::Rng;
 use serde_json::Value;
 
-use crate::bep44::Target;
+use crate::dht::bep44::Target;
 use crate::peer::error::{CommandError, ConfigError, LinkError, RpcError};
 use crate::peer::link::{Link, LinkConfig, LinkEvent, LinkStats, Put, check_name};
 use crate::peer::pubsub::{SubConfig, SubStats, Subs};

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde_json::Value;
 
-use crate::bep44::{ImmutableItem, MutableItem, PutError, Target};
-use crate::id::{MAX_KEY_LEN, hex, unhex};
+use crate::dht::bep44::{ImmutableItem, MutableItem, PutError, Target};
+use crate::dht::id::{MAX_KEY_LEN, hex, unhex};
 use crate::peer::cache::LookupCache;
 use crate::peer::error::{CommandError, ConfigError, LinkError};
 use crate::peer::framing::{decode_reply, json_text, push_json};
@@ -146,7 +146,7 @@ impl Put {
     /// # Errors
     /// [`PutError::InvalidValue`] when `v` or `salt` cannot travel as a string.
     pub fn mutable(item: &MutableItem, cas: Option<i64>) -> Result<Put, PutError> {
-        let v = crate::bencode::decode(item.v())
+        let v = crate::dht::bencode::decode(item.v())
             .ok()
             .and_then(|b| b.as_bytes().map(<[u8]>::to_vec))
             .and_then(|b| String::from_utf8(b).ok())

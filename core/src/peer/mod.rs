@@ -73,6 +73,7 @@ mod serve;
 mod types;
 mod watch;
 pub mod zmq;
+pub mod zmtp;
 
 pub use balance::PeerChoice;
 pub use client::{Client, ClientConfig, ClientStats, Event};

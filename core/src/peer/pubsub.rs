@@ -20,7 +20,7 @@ use crate::peer::error::LinkError;
 use crate::peer::link::jitter_half;
 use crate::peer::types::{ConnId, Ids, PeerAddr, SubscriptionId, Transmit, WsMessage};
 use crate::peer::zmq;
-use crate::zmtp::{Connection, SocketType, ZmtpEvent};
+use crate::peer::zmtp::{Connection, SocketType, ZmtpEvent};
 
 /// Which transport subscriptions use (the publisher must speak the same one).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

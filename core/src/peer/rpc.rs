@@ -29,7 +29,7 @@ use crate::peer::types::{
     Transmit, TransportError, WsMessage, request_id,
 };
 use crate::peer::zmq::{self, decode_zmq_reply};
-use crate::zmtp::{Connection, SocketType, ZmtpEvent};
+use crate::peer::zmtp::{Connection, SocketType, ZmtpEvent};
 
 /// Longest error body from a peer kept in [`RpcError::Request`].
 const MAX_ERROR_BODY: usize = 1024;

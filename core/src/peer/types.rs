@@ -256,7 +256,7 @@ pub fn request_id(rng: &mut impl Rng) -> String {
     rng.fill(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = crate::id::hex(&b);
+    let h = crate::dht::id::hex(&b);
     format!(
         "{}-{}-{}-{}-{}",
         &h[0..8],

@@ -1,5 +1,5 @@
 //! Grenache RPC and PUB/SUB over ZeroMQ (docs/zeromq-wire.md), on top of the ZMTP
-//! connections of [`crate::zmtp`].
+//! connections of [`crate::peer::zmtp`].
 //!
 //! The frames follow grenache-nodejs-zmq: a DEALER sends `[rid, key, payload]`, the
 //! ROUTER answers `[rid, result]` on the same connection. Where that package is silent we
@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::peer::framing::{FrameError, Reply, Request, push_json};
 use crate::peer::json::{JsonError, read_json};
-use crate::zmtp::{Connection, Limits, SocketType, ZmtpError, ZmtpEvent};
+use crate::peer::zmtp::{Connection, Limits, SocketType, ZmtpError, ZmtpEvent};
 
 /// The third frame of an error reply.
 pub const ZMQ_ERROR_MARKER: &[u8] = b"ERR";

@@ -16,8 +16,8 @@
 //! ```
 //! use std::net::SocketAddr;
 //! use std::time::{Duration, Instant};
-//! use grenache_core::event::Outcome;
-//! use grenache_core::id::Key;
+//! use grenache_core::dht::event::Outcome;
+//! use grenache_core::dht::id::Key;
 //! use grenache_core::sim::Sim;
 //!
 //! let mut sim = Sim::new(7, Instant::now());
@@ -52,10 +52,10 @@ use rand_chacha::ChaCha8Rng;
 pub use link::LinkConfig;
 pub use trace::TraceEntry;
 
-use crate::event::{Event, Outcome, QueryError, QueryId};
-use crate::id::Key;
-use crate::krpc::{Body, Message, NodeInfo};
-use crate::node::{Config, Node, Transmit};
+use crate::dht::event::{Event, Outcome, QueryError, QueryId};
+use crate::dht::id::Key;
+use crate::dht::krpc::{Body, Message, NodeInfo};
+use crate::dht::node::{Config, Node, Transmit};
 use probe::Probe;
 use trace::Trace;
 

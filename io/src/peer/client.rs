@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use grenache_core::bep44::Target;
+use grenache_core::dht::bep44::Target;
 use grenache_core::peer::{ClientStats, ConfigError, GetItem, PeerAddr, Put, RequestOptions};
 use rand::SeedableRng as _;
 use rand_chacha::ChaCha8Rng;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_lite::FutureExt as _;
-use grenache_core::bep44::Target;
+use grenache_core::dht::bep44::Target;
 use grenache_core::peer::{
     Client, ClientStats, ConnId, Event, GetItem, HttpId, HttpResponse, LinkEvent, PeerAddr, Put,
     QueryId, RequestOptions, SubscriptionId, Transmit, TransportError, WatchEvent, WatchId,

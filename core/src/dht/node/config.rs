@@ -1,7 +1,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::id::NodeId;
+use crate::dht::id::NodeId;
 
 /// Settings of a [`Node`](super::Node). `Default` gives the Node.js Grape's defaults.
 #[derive(Clone, Debug)]
@@ -15,7 +15,7 @@ pub struct Config {
     pub alpha: usize,
     /// A query that got no answer by then has failed (k-rpc uses about 2 s).
     pub query_timeout: Duration,
-    /// Longest a whole command may run before it ends with [`QueryError::Timeout`](crate::event::QueryError).
+    /// Longest a whole command may run before it ends with [`QueryError::Timeout`](crate::dht::event::QueryError).
     pub lookup_timeout: Duration,
     /// Lifetime of an announced peer (Grape `--dpa`, 120 s).
     pub peer_max_age: Duration,

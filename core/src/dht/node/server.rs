@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::{Node, VERSION, method_name};
-use crate::bep44::{ImmutableItem, Item, MutableItem, PutError, Target};
-use crate::id::ID_LEN;
-use crate::krpc::{
+use crate::dht::bep44::{ImmutableItem, Item, MutableItem, PutError, Target};
+use crate::dht::id::ID_LEN;
+use crate::dht::krpc::{
     Body, DecodeError, DecodeErrorKind, ErrorReply, Message, Method, NodeInfo, PutArgs, Query,
     Response, code,
 };

@@ -1,9 +1,9 @@
 //! The DHT node: the one place where datagrams, timers and commands meet.
 //!
-//! A datagram's path: [`Node::handle_datagram`] decodes it ([`crate::krpc`]); a query goes
+//! A datagram's path: [`Node::handle_datagram`] decodes it ([`crate::dht::krpc`]); a query goes
 //! to `server.rs`, which answers from the routing table and the stores; a response or error
 //! is matched to our pending query by transaction id (`rpc.rs`) and fed to the lookup that
-//! sent it (`crate::lookup`), which may send more queries or finish with an
+//! sent it (`traversal.rs`), which may send more queries or finish with an
 //! [`Event::Finished`]. Everything leaves through [`Node::poll_transmit`] and
 //! [`Node::poll_event`].
 
@@ -27,14 +27,14 @@ pub use config::Config;
 pub use stats::{MethodCounts, Stats};
 pub use watch::{MAX_WATCHES, MAX_WATCHES_PER_SOURCE, WATCH_TTL};
 
-use crate::bep44::{ImmutableItem, Item, MutableItem, Target};
-use crate::event::{Event, Outcome, QueryError, QueryId};
-use crate::id::{Key, NodeId};
-use crate::krpc::{Body, ErrorReply, Message, Method, NodeInfo, PutArgs, Query, Response};
-use crate::lookup::traversal::Traversal;
-use crate::routing::{Insert, RoutingTable};
-use crate::storage::{ItemStore, PeerStore};
-use crate::token::Tokens;
+use crate::dht::bep44::{ImmutableItem, Item, MutableItem, Target};
+use crate::dht::event::{Event, Outcome, QueryError, QueryId};
+use crate::dht::id::{Key, NodeId};
+use crate::dht::krpc::{Body, ErrorReply, Message, Method, NodeInfo, PutArgs, Query, Response};
+use crate::dht::routing::{Insert, RoutingTable};
+use crate::dht::storage::{ItemStore, PeerStore};
+use crate::dht::token::Tokens;
+use crate::dht::traversal::Traversal;
 use rpc::{Expired, Purpose, Rpc, TxId};
 use silent::Silent;
 use watch::Watchers;

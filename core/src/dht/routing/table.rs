@@ -9,7 +9,7 @@ use rand::Rng;
 
 use super::bucket::{Bucket, Cached, Entry};
 use super::{Failed, Ignored, Insert, MAX_BUCKETS, NodeInfo, NodeState};
-use crate::id::{Distance, ID_LEN, NodeId};
+use crate::dht::id::{Distance, ID_LEN, NodeId};
 
 /// A BEP 5 routing table for one address family.
 ///
@@ -629,7 +629,7 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use super::*;
-    use crate::routing::{GOOD_FOR, PING_RETRY, REFRESH_AFTER};
+    use crate::dht::routing::{GOOD_FOR, PING_RETRY, REFRESH_AFTER};
 
     const SEC: Duration = Duration::from_secs(1);
     const OWN: NodeId = NodeId([0; 20]);

@@ -10,8 +10,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::bencode::{self, DictWriter, Value, write_bytes, write_dict, write_int};
-use crate::id::{Key, NodeId};
+use crate::dht::bencode::{self, DictWriter, Value, write_bytes, write_dict, write_int};
+use crate::dht::id::{Key, NodeId};
 
 use super::compact::{decode_addr, decode_nodes, decode_nodes6, encode_addr};
 use super::{
@@ -585,7 +585,7 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
-    use crate::krpc::NodeInfo;
+    use crate::dht::krpc::NodeInfo;
 
     const ID_A: &[u8; 20] = b"abcdefghij0123456789";
     const ID_M: &[u8; 20] = b"mnopqrstuvwxyz123456";
