@@ -4,7 +4,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use grenache_core::NodeId;
-use grenache_core::dht::id::Key;
+use grenache_core::dht::Key;
 use grenache_core::dht::krpc::{Body, Message, Method, Query, Response};
 
 /// A query from `id` with a two-byte transaction id drawn from `i`.

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use common::epoch;
 use grenache_core::dht::bep44::Target;
 use grenache_core::peer::{
-    Client, ClientConfig, ConnId, DEFAULT_MAX_FRAME_LEN, Event, HttpId, HttpResponse, LinkEvent,
-    Put, QueryId, RequestOptions, RpcTransport, SubscriptionId, Transmit, TransportError,
+    Client, ClientConfig, ConnId, DEFAULT_MAX_FRAME_LEN, ClientEvent, HttpId, HttpResponse, LinkEvent,
+    Put, CommandId, RequestOptions, RpcTransport, SubscriptionId, Io, TransportError,
     WsMessage, gunzip, gzip,
 };
 use libfuzzer_sys::fuzz_target;
@@ -56,8 +56,8 @@ struct Harness {
     http: Vec<(HttpId, Option<String>)>,
     /// Connections asked for, with the rids sent on them.
     conns: Vec<(ConnId, Vec<String>)>,
-    commands: Vec<QueryId>,
-    ended: BTreeMap<QueryId, usize>,
+    commands: Vec<CommandId>,
+    ended: BTreeMap<CommandId, usize>,
     sub: SubscriptionId,
     unsubscribed: bool,
 }
@@ -86,17 +86,17 @@ impl Harness {
     fn drain(&mut self) {
         while let Some(t) = self.client.poll_transmit() {
             match t {
-                Transmit::Http(req) => {
+                Io::Http(req) => {
                     if self.http.len() < MAX_IDS {
                         self.http.push((req.id, rid_of(&req.body)));
                     }
                 }
-                Transmit::WsConnect { conn, .. } => {
+                Io::WsConnect { conn, .. } => {
                     if self.conns.len() < MAX_IDS {
                         self.conns.push((conn, Vec::new()));
                     }
                 }
-                Transmit::WsSend { conn, msg } => {
+                Io::WsSend { conn, msg } => {
                     let rid = rid_of(msg.as_bytes());
                     if let (Some((_, rids)), Some(rid)) =
                         (self.conns.iter_mut().find(|(c, _)| *c == conn), rid)
@@ -104,27 +104,27 @@ impl Harness {
                         rids.push(rid);
                     }
                 }
-                Transmit::WsClose { .. } => {}
+                Io::WsClose { .. } => {}
                 // The setup never picks ZeroMQ; its bytes are fuzzed by zmtp_stream.
-                Transmit::TcpConnect { .. }
-                | Transmit::TcpSend { .. }
-                | Transmit::TcpClose { .. } => {}
+                Io::TcpConnect { .. }
+                | Io::TcpSend { .. }
+                | Io::TcpClose { .. } => {}
             }
         }
         while let Some(event) = self.client.poll_event() {
             let id = match &event {
-                Event::Link(
+                ClientEvent::Link(
                     LinkEvent::Lookup { id, .. }
                     | LinkEvent::Announce { id, .. }
                     | LinkEvent::Unannounce { id, .. }
                     | LinkEvent::Put { id, .. }
                     | LinkEvent::Get { id, .. },
                 )
-                | Event::Reply { id, .. }
-                | Event::Map { id, .. } => *id,
-                Event::Subscribed { sub, .. }
-                | Event::Message { sub, .. }
-                | Event::Disconnected { sub, .. } => {
+                | ClientEvent::Reply { id, .. }
+                | ClientEvent::Map { id, .. } => *id,
+                ClientEvent::Subscribed { sub, .. }
+                | ClientEvent::Message { sub, .. }
+                | ClientEvent::Disconnected { sub, .. } => {
                     assert_eq!(*sub, self.sub);
                     assert!(!self.unsubscribed, "event after unsubscribe: {event:?}");
                     continue;

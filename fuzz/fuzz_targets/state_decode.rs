@@ -4,7 +4,7 @@
 //! could never forge. It must never panic; what it accepts must survive encode then decode.
 #![no_main]
 
-use grenache_core::dht::node::state::{Snapshot, seal};
+use grenache_core::dht::state::{Snapshot, seal};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use grenache_core::api::GrapeConfig;
 use grenache_core::dht::krpc::NodeInfo;
-use grenache_core::dht::node::state::{MAX_FILE_LEN, Snapshot};
+use grenache_core::dht::state::{MAX_FILE_LEN, Snapshot};
 use rand::TryRngCore as _;
 use rand::rngs::OsRng;
 

@@ -12,7 +12,7 @@ use common::{
     Checks, Ctx, Grape, GrapeOpts, Kind, PROPAGATION, Rt, free_port, peer, start_grapes,
     wait_converged, wait_until,
 };
-use grenache_core::dht::id::Key;
+use grenache_core::dht::Key;
 use grenache_core::dht::krpc::{Body, Message, Method, Query};
 use serde_json::{Value, json};
 

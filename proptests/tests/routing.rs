@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use grenache_core::dht::id::NodeId;
+use grenache_core::dht::NodeId;
 use grenache_core::dht::routing::{
     Failed, GOOD_FOR, Ignored, Insert, NodeInfo, NodeState, RoutingTable,
 };

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use grenache_core::dht::id::Key;
+use grenache_core::dht::Key;
 use grenache_core::dht::storage::PeerStore;
 use proptest::prelude::*;
 

@@ -17,8 +17,8 @@ use crate::peer::link::{Link, LinkConfig, LinkEvent, LinkStats, Put, check_name}
 use crate::peer::pubsub::{SubConfig, SubStats, Subs};
 use crate::peer::rpc::{RequestOptions, Rpc, RpcConfig, RpcStats};
 use crate::peer::types::{
-    ConnId, HttpId, HttpResponse, PeerAddr, QueryId, SubscriptionId, Transmit, TransportError,
-    WatchId, WsMessage,
+    CommandId, ConnId, HttpId, HttpResponse, Io, PeerAddr, SubscriptionId, TransportError, WatchId,
+    WsMessage,
 };
 use crate::peer::watch::WatchEvent;
 
@@ -50,24 +50,24 @@ impl ClientConfig {
 
 /// What a [`Client`] reports.
 ///
-/// Every command's [`QueryId`] gets exactly one terminal event: `Link(Lookup | Announce |
+/// Every command's [`CommandId`] gets exactly one terminal event: `Link(Lookup | Announce |
 /// Put | Get)`, `Reply` or `Map`.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
-pub enum Event {
+pub enum ClientEvent {
     /// A Link command ended, or a scheduled announce round did.
     Link(LinkEvent),
     /// A request ended.
     Reply {
         /// The command.
-        id: QueryId,
+        id: CommandId,
         /// The peer's result, or why there is none.
         result: Result<Value, RpcError>,
     },
     /// A map ended: one result per peer, in the order the peers were chosen.
     Map {
         /// The command.
-        id: QueryId,
+        id: CommandId,
         /// Every result, or the first error (as Node's `async.map`).
         result: Result<Vec<Value>, RpcError>,
     },
@@ -112,7 +112,7 @@ pub struct ClientStats {
 #[derive(Clone, Copy, Debug)]
 enum Waiter {
     User,
-    Rpc(QueryId),
+    Rpc(CommandId),
     Sub(SubscriptionId),
 }
 
@@ -124,8 +124,8 @@ pub struct Client {
     rpc: Rpc,
     subs: Subs,
     /// Lookups started for the RPC client and subscriptions (user ones are not here).
-    lookups: BTreeMap<QueryId, Waiter>,
-    events: VecDeque<Event>,
+    lookups: BTreeMap<CommandId, Waiter>,
+    events: VecDeque<ClientEvent>,
     outstanding: usize,
     max_pending: usize,
 }
@@ -162,7 +162,7 @@ impl Client {
         }
     }
 
-    /// Looks `name` up; ends with `Event::Link(LinkEvent::Lookup)`.
+    /// Looks `name` up; ends with `ClientEvent::Link(LinkEvent::Lookup)`.
     ///
     /// # Errors
     /// As [`Link::lookup`].
@@ -171,13 +171,13 @@ impl Client {
         now: Instant,
         name: &str,
         rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    ) -> Result<CommandId, CommandError> {
         self.reserve()?;
         let id = self.link.lookup(now, name, rng);
         self.user_command(now, id, rng)
     }
 
-    /// Announces once; ends with `Event::Link(LinkEvent::Announce)`.
+    /// Announces once; ends with `ClientEvent::Link(LinkEvent::Announce)`.
     ///
     /// # Errors
     /// As [`Link::announce`].
@@ -187,14 +187,14 @@ impl Client {
         name: &str,
         port: u16,
         rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    ) -> Result<CommandId, CommandError> {
         self.reserve()?;
         let id = self.link.announce(now, name, port, rng);
         self.user_command(now, id, rng)
     }
 
     /// Withdraws an announce (and stops its schedule); ends with
-    /// `Event::Link(LinkEvent::Unannounce)`.
+    /// `ClientEvent::Link(LinkEvent::Unannounce)`.
     ///
     /// # Errors
     /// As [`Link::unannounce`].
@@ -204,14 +204,14 @@ impl Client {
         name: &str,
         port: u16,
         rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    ) -> Result<CommandId, CommandError> {
         self.reserve()?;
         let id = self.link.unannounce(now, name, port, rng);
         self.user_command(now, id, rng)
     }
 
     /// Announces on a schedule (see [`crate::peer::Link`]); rounds report
-    /// `Event::Link(LinkEvent::Announcing)`. `false` if already scheduled.
+    /// `ClientEvent::Link(LinkEvent::Announcing)`. `false` if already scheduled.
     ///
     /// # Errors
     /// As [`Link::start_announcing`].
@@ -232,7 +232,7 @@ impl Client {
         self.link.stop_announcing(name, port)
     }
 
-    /// Stores a value; ends with `Event::Link(LinkEvent::Put)`.
+    /// Stores a value; ends with `ClientEvent::Link(LinkEvent::Put)`.
     ///
     /// # Errors
     /// [`CommandError::TooManyPending`].
@@ -241,13 +241,13 @@ impl Client {
         now: Instant,
         put: Put,
         rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    ) -> Result<CommandId, CommandError> {
         self.reserve()?;
         let id = self.link.put(now, put, rng);
         self.user_command(now, id, rng)
     }
 
-    /// Reads an item; ends with `Event::Link(LinkEvent::Get)`.
+    /// Reads an item; ends with `ClientEvent::Link(LinkEvent::Get)`.
     ///
     /// # Errors
     /// [`CommandError::TooManyPending`].
@@ -257,14 +257,14 @@ impl Client {
         target: Target,
         salt: Option<&str>,
         rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    ) -> Result<CommandId, CommandError> {
         self.reserve()?;
         let id = self.link.get(now, target, salt, rng);
         self.user_command(now, id, rng)
     }
 
     /// Sends `payload` to one peer serving `name` (looked up first); ends with
-    /// [`Event::Reply`].
+    /// [`ClientEvent::Reply`].
     ///
     /// # Errors
     /// [`CommandError::InvalidName`], [`CommandError::PayloadTooLarge`],
@@ -276,12 +276,12 @@ impl Client {
         payload: &Value,
         opts: &RequestOptions,
         rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    ) -> Result<CommandId, CommandError> {
         self.call(now, name, payload, opts, false, rng)
     }
 
     /// Sends `payload` to every peer serving `name` (or `opts.limit` of them); ends with
-    /// [`Event::Map`].
+    /// [`ClientEvent::Map`].
     ///
     /// # Errors
     /// As [`Client::request`].
@@ -292,7 +292,7 @@ impl Client {
         payload: &Value,
         opts: &RequestOptions,
         rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    ) -> Result<CommandId, CommandError> {
         self.call(now, name, payload, opts, true, rng)
     }
 
@@ -349,7 +349,7 @@ impl Client {
         self.link.poll_watch()
     }
 
-    /// Takes the reply to a [`Transmit::Http`]; unknown ids are ignored.
+    /// Takes the reply to a [`Io::Http`]; unknown ids are ignored.
     pub fn handle_http_reply(
         &mut self,
         now: Instant,
@@ -367,7 +367,7 @@ impl Client {
         self.drain(now, rng);
     }
 
-    /// A connection from [`Transmit::WsConnect`] is open.
+    /// A connection from [`Io::WsConnect`] is open.
     pub fn handle_ws_open(&mut self, now: Instant, conn: ConnId, rng: &mut impl Rng) {
         if self.link.owns_conn(conn) {
             self.link.handle_ws_open(now, conn);
@@ -410,13 +410,13 @@ impl Client {
         self.drain(now, rng);
     }
 
-    /// A connection from [`Transmit::TcpConnect`] is open.
+    /// A connection from [`Io::TcpConnect`] is open.
     pub fn handle_tcp_open(&mut self, now: Instant, conn: ConnId, rng: &mut impl Rng) {
         self.rpc.handle_tcp_open(now, conn);
         self.drain(now, rng);
     }
 
-    /// Bytes were read on a connection from [`Transmit::TcpConnect`].
+    /// Bytes were read on a connection from [`Io::TcpConnect`].
     pub fn handle_tcp_data(
         &mut self,
         now: Instant,
@@ -433,7 +433,7 @@ impl Client {
         self.drain(now, rng);
     }
 
-    /// A connection from [`Transmit::TcpConnect`] closed, or could not be opened.
+    /// A connection from [`Io::TcpConnect`] closed, or could not be opened.
     pub fn handle_tcp_closed(&mut self, now: Instant, conn: ConnId, rng: &mut impl Rng) {
         self.handle_ws_closed(now, conn, rng);
     }
@@ -448,7 +448,7 @@ impl Client {
 
     /// The next network action.
     #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    pub fn poll_transmit(&mut self) -> Option<Io> {
         self.link
             .poll_transmit()
             .or_else(|| self.rpc.transmits.pop_front())
@@ -457,13 +457,13 @@ impl Client {
 
     /// The next event.
     #[must_use]
-    pub fn poll_event(&mut self) -> Option<Event> {
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
         let event = self.events.pop_front()?;
         match &event {
-            Event::Link(LinkEvent::Announcing { .. })
-            | Event::Subscribed { .. }
-            | Event::Disconnected { .. } => {}
-            Event::Message { .. } => self.subs.message_polled(),
+            ClientEvent::Link(LinkEvent::Announcing { .. })
+            | ClientEvent::Subscribed { .. }
+            | ClientEvent::Disconnected { .. } => {}
+            ClientEvent::Message { .. } => self.subs.message_polled(),
             _ => self.outstanding = self.outstanding.saturating_sub(1),
         }
         Some(event)
@@ -492,9 +492,9 @@ impl Client {
     fn user_command(
         &mut self,
         now: Instant,
-        id: Result<QueryId, CommandError>,
+        id: Result<CommandId, CommandError>,
         rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    ) -> Result<CommandId, CommandError> {
         let id = id?;
         self.outstanding += 1;
         self.drain(now, rng);
@@ -509,12 +509,12 @@ impl Client {
         opts: &RequestOptions,
         map: bool,
         rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    ) -> Result<CommandId, CommandError> {
         self.reserve()?;
         check_name(name)?;
         let json = self.rpc.prepare(name, payload)?;
         let lookup = self.link.lookup(now, name, rng)?;
-        let id = QueryId(self.link.ids.next());
+        let id = CommandId(self.link.ids.next());
         self.outstanding += 1;
         self.rpc.begin(id, name, json, opts, map);
         self.lookups.insert(lookup, Waiter::Rpc(id));
@@ -573,7 +573,7 @@ impl Client {
                 // Nobody polls: a round's report is informational, so it goes first.
                 tracing::debug!("dropping an announce round report");
             }
-            (_, event) => self.events.push_back(Event::Link(event)),
+            (_, event) => self.events.push_back(ClientEvent::Link(event)),
         }
     }
 }
@@ -627,11 +627,11 @@ mod tests {
             self.client.handle_timeout(self.now, &mut self.rng);
         }
 
-        fn transmits(&mut self) -> Vec<Transmit> {
+        fn transmits(&mut self) -> Vec<Io> {
             std::iter::from_fn(|| self.client.poll_transmit()).collect()
         }
 
-        fn events(&mut self) -> Vec<Event> {
+        fn events(&mut self) -> Vec<ClientEvent> {
             std::iter::from_fn(|| self.client.poll_event()).collect()
         }
 
@@ -639,20 +639,20 @@ mod tests {
             self.transmits()
                 .into_iter()
                 .map(|t| match t {
-                    Transmit::Http(r) => r,
+                    Io::Http(r) => r,
                     other => panic!("expected HTTP, got {other:?}"),
                 })
                 .collect()
         }
 
-        fn request(&mut self, name: &str, payload: Value, opts: RequestOptions) -> QueryId {
+        fn request(&mut self, name: &str, payload: Value, opts: RequestOptions) -> CommandId {
             let now = self.now;
             self.client
                 .request(now, name, &payload, &opts, &mut self.rng)
                 .expect("accepted")
         }
 
-        fn map(&mut self, name: &str, opts: RequestOptions) -> QueryId {
+        fn map(&mut self, name: &str, opts: RequestOptions) -> CommandId {
             let now = self.now;
             self.client
                 .map(now, name, &json!("ping"), &opts, &mut self.rng)
@@ -699,11 +699,11 @@ mod tests {
         v[0].as_str().expect("rid").to_owned()
     }
 
-    fn reply_of(events: &[Event], want: QueryId) -> Result<Value, RpcError> {
+    fn reply_of(events: &[ClientEvent], want: CommandId) -> Result<Value, RpcError> {
         let found: Vec<&Result<Value, RpcError>> = events
             .iter()
             .filter_map(|e| match e {
-                Event::Reply { id, result } if *id == want => Some(result),
+                ClientEvent::Reply { id, result } if *id == want => Some(result),
                 _ => None,
             })
             .collect();
@@ -913,7 +913,7 @@ mod tests {
     }
 
     /// A request to `svc`, served by h:1 and h:2, with its first try out (to h:1).
-    fn sent_to_one_of_two() -> (Harness, QueryId, HttpRequest) {
+    fn sent_to_one_of_two() -> (Harness, CommandId, HttpRequest) {
         let mut h = Harness::new();
         let id = h.request("svc", json!(1), RequestOptions::default());
         h.grape_lookup(&["h:1", "h:2"]);
@@ -1031,7 +1031,7 @@ mod tests {
 
         assert_eq!(
             failed,
-            vec![Event::Map {
+            vec![ClientEvent::Map {
                 id: first,
                 result: Err(RpcError::Request("connect h:1: refused".into()))
             }]
@@ -1040,7 +1040,7 @@ mod tests {
         assert_eq!(again[0].url, "http://h:2/");
         assert_eq!(
             h.events(),
-            vec![Event::Map {
+            vec![ClientEvent::Map {
                 id: second,
                 result: Ok(vec![json!(2)])
             }]
@@ -1052,14 +1052,14 @@ mod tests {
         let mut h = Harness::ws();
         let id = h.request("svc", json!("a"), RequestOptions::default());
         h.grape_lookup(&["h:1", "h:2"]);
-        let Some(Transmit::WsConnect { conn, url }) = h.client.poll_transmit() else {
+        let Some(Io::WsConnect { conn, url }) = h.client.poll_transmit() else {
             panic!("connect");
         };
         let now = h.now;
 
         h.client.handle_ws_closed(now, conn, &mut h.rng);
         let events = h.events();
-        let Some(Transmit::WsConnect {
+        let Some(Io::WsConnect {
             conn: next,
             url: next_url,
         }) = h.client.poll_transmit()
@@ -1067,7 +1067,7 @@ mod tests {
             panic!("a connect to the next peer");
         };
         h.client.handle_ws_open(now, next, &mut h.rng);
-        let Some(Transmit::WsSend { msg, .. }) = h.client.poll_transmit() else {
+        let Some(Io::WsSend { msg, .. }) = h.client.poll_transmit() else {
             panic!("send");
         };
         let rid = frame_rid(msg.as_bytes());
@@ -1084,15 +1084,12 @@ mod tests {
         let mut h = Harness::ws();
         let id = h.request("svc", json!("a"), RequestOptions::default());
         h.grape_lookup(&["h:1", "h:2"]);
-        let Some(Transmit::WsConnect { conn, .. }) = h.client.poll_transmit() else {
+        let Some(Io::WsConnect { conn, .. }) = h.client.poll_transmit() else {
             panic!("connect");
         };
         let now = h.now;
         h.client.handle_ws_open(now, conn, &mut h.rng);
-        assert!(matches!(
-            h.client.poll_transmit(),
-            Some(Transmit::WsSend { .. })
-        ));
+        assert!(matches!(h.client.poll_transmit(), Some(Io::WsSend { .. })));
 
         h.client.handle_ws_closed(now, conn, &mut h.rng);
 
@@ -1112,8 +1109,8 @@ mod tests {
             let mut bytes = Vec::new();
             for t in h.transmits() {
                 match t {
-                    Transmit::TcpConnect { conn, addr } => found = Some((conn, addr.to_string())),
-                    Transmit::TcpSend { bytes: b, .. } => bytes.extend_from_slice(&b),
+                    Io::TcpConnect { conn, addr } => found = Some((conn, addr.to_string())),
+                    Io::TcpSend { bytes: b, .. } => bytes.extend_from_slice(&b),
                     other => panic!("{other:?}"),
                 }
             }
@@ -1274,7 +1271,7 @@ mod tests {
         assert_eq!(reqs.len(), 3);
         assert_eq!(
             h.events(),
-            vec![Event::Map {
+            vec![ClientEvent::Map {
                 id,
                 result: Ok(vec![
                     json!("http://h:1/"),
@@ -1299,7 +1296,7 @@ mod tests {
 
         assert_eq!(
             h.events(),
-            vec![Event::Map {
+            vec![ClientEvent::Map {
                 id,
                 result: Err(RpcError::Remote("ERR_NOPE".into()))
             }]
@@ -1326,7 +1323,7 @@ mod tests {
         h.grape_lookup(&["127.0.0.1:1337"]);
         let b = h.request("svc", json!("b"), RequestOptions::default());
         let connect = h.transmits();
-        let [Transmit::WsConnect { conn, url }] = connect.as_slice() else {
+        let [Io::WsConnect { conn, url }] = connect.as_slice() else {
             panic!("one connect: {connect:?}");
         };
         let conn = *conn;
@@ -1337,7 +1334,7 @@ mod tests {
             .transmits()
             .into_iter()
             .map(|t| match t {
-                Transmit::WsSend {
+                Io::WsSend {
                     conn: c,
                     msg: WsMessage::Text(s),
                 } if c == conn => s,
@@ -1364,7 +1361,7 @@ mod tests {
             let mut to_server = Vec::new();
             for t in h.transmits() {
                 match t {
-                    Transmit::TcpSend { conn: c, bytes } if c == conn => {
+                    Io::TcpSend { conn: c, bytes } if c == conn => {
                         to_server.extend_from_slice(&bytes);
                     }
                     other => panic!("unexpected {other:?}"),
@@ -1388,7 +1385,7 @@ mod tests {
         let a = h.request("svc", json!({"n": 1}), RequestOptions::default());
         h.grape_lookup(&["127.0.0.1:1337"]);
         let b = h.request("svc", json!("b"), RequestOptions::default());
-        let Some(Transmit::TcpConnect { conn, addr }) = h.client.poll_transmit() else {
+        let Some(Io::TcpConnect { conn, addr }) = h.client.poll_transmit() else {
             panic!("a TCP connect first");
         };
         let now = h.now;
@@ -1421,7 +1418,7 @@ mod tests {
         let mut h = Harness::zmq();
         let a = h.request("svc", json!(1), RequestOptions::default());
         h.grape_lookup(&["h:1"]);
-        let Some(Transmit::TcpConnect { conn, .. }) = h.client.poll_transmit() else {
+        let Some(Io::TcpConnect { conn, .. }) = h.client.poll_transmit() else {
             panic!("connect");
         };
         let _ = h.transmits();
@@ -1431,7 +1428,7 @@ mod tests {
         h.client
             .handle_tcp_data(now, conn, b"HTTP/1.1 400 Bad Request\r\n\r\n", &mut h.rng);
 
-        assert!(h.transmits().contains(&Transmit::TcpClose { conn }));
+        assert!(h.transmits().contains(&Io::TcpClose { conn }));
         assert_eq!(reply_of(&h.events(), a), Err(RpcError::TransportClose));
         assert_eq!(h.client.poll_timeout(), None);
     }
@@ -1444,14 +1441,14 @@ mod tests {
         let now = h.now;
         let sub = h.client.subscribe(now, "chan", &mut h.rng).expect("ok");
         h.grape_lookup(&["h:9"]);
-        let Some(Transmit::TcpConnect { conn, .. }) = h.client.poll_transmit() else {
+        let Some(Io::TcpConnect { conn, .. }) = h.client.poll_transmit() else {
             panic!("connect");
         };
         let mut publisher = crate::peer::ZmqPubConn::new(1024);
 
         for _ in 0..3 {
             for t in h.transmits() {
-                if let Transmit::TcpSend { bytes, .. } = t {
+                if let Io::TcpSend { bytes, .. } = t {
                     publisher.handle_input(&bytes).expect("pub reads");
                 }
             }
@@ -1465,18 +1462,18 @@ mod tests {
 
         let events = h.events();
         assert!(
-            matches!(&events[0], Event::Subscribed { sub: s, addr } if *s == sub && addr.as_str() == "h:9")
+            matches!(&events[0], ClientEvent::Subscribed { sub: s, addr } if *s == sub && addr.as_str() == "h:9")
         );
         assert_eq!(
             events[1],
-            Event::Message {
+            ClientEvent::Message {
                 sub,
                 msg: WsMessage::Text("{\"n\":1}".into())
             }
         );
         assert!(matches!(
             &events[2],
-            Event::Disconnected {
+            ClientEvent::Disconnected {
                 error: LinkError::TransportClose,
                 ..
             }
@@ -1488,7 +1485,7 @@ mod tests {
         let mut h = Harness::ws();
         let a = h.request("svc", json!(1), RequestOptions::default());
         h.grape_lookup(&["h:1"]);
-        let Some(Transmit::WsConnect { conn, .. }) = h.client.poll_transmit() else {
+        let Some(Io::WsConnect { conn, .. }) = h.client.poll_transmit() else {
             panic!("connect");
         };
         let now = h.now;
@@ -1505,7 +1502,7 @@ mod tests {
         assert_eq!(RpcError::TransportClose.to_string(), "ERR_TRANSPORT_CLOSE");
         assert_eq!(h.client.stats().rpc.bad_frames, 1);
         assert!(
-            matches!(again.as_slice(), [Transmit::WsConnect { conn: c, .. }] if *c != conn),
+            matches!(again.as_slice(), [Io::WsConnect { conn: c, .. }] if *c != conn),
             "{again:?}"
         );
     }
@@ -1515,12 +1512,12 @@ mod tests {
         let mut h = Harness::ws();
         let id = h.request("svc", json!(1), RequestOptions::default());
         h.grape_lookup(&["h:1"]);
-        let Some(Transmit::WsConnect { conn, .. }) = h.client.poll_transmit() else {
+        let Some(Io::WsConnect { conn, .. }) = h.client.poll_transmit() else {
             panic!("connect");
         };
         let now = h.now;
         h.client.handle_ws_open(now, conn, &mut h.rng);
-        let Some(Transmit::WsSend { msg, .. }) = h.client.poll_transmit() else {
+        let Some(Io::WsSend { msg, .. }) = h.client.poll_transmit() else {
             panic!("send");
         };
         let rid = frame_rid(msg.as_bytes());
@@ -1532,7 +1529,7 @@ mod tests {
         h.advance(Duration::from_secs(1));
 
         assert!(early.is_empty());
-        assert_eq!(h.transmits(), vec![Transmit::WsClose { conn }]);
+        assert_eq!(h.transmits(), vec![Io::WsClose { conn }]);
     }
 
     #[test]
@@ -1541,7 +1538,7 @@ mod tests {
         let now = h.now;
         let sub = h.client.subscribe(now, "chan", &mut h.rng).expect("ok");
         h.grape_lookup(&["h:1", "h:2"]);
-        let Some(Transmit::WsConnect { conn, url }) = h.client.poll_transmit() else {
+        let Some(Io::WsConnect { conn, url }) = h.client.poll_transmit() else {
             panic!("connect");
         };
 
@@ -1559,15 +1556,15 @@ mod tests {
         assert_eq!(
             events,
             vec![
-                Event::Subscribed {
+                ClientEvent::Subscribed {
                     sub,
                     addr: PeerAddr::parse("h:1").expect("valid")
                 },
-                Event::Message {
+                ClientEvent::Message {
                     sub,
                     msg: WsMessage::Binary(vec![1, 2])
                 },
-                Event::Disconnected {
+                ClientEvent::Disconnected {
                     sub,
                     error: LinkError::TransportClose,
                     retry_at
@@ -1577,7 +1574,7 @@ mod tests {
         assert!(retry_at >= now + Duration::from_millis(500));
         assert!(retry_at <= now + Duration::from_secs(1));
         assert!(
-            matches!(reconnect.as_slice(), [Transmit::WsConnect { url, .. }] if url == "ws://h:2/ws"),
+            matches!(reconnect.as_slice(), [Io::WsConnect { url, .. }] if url == "ws://h:2/ws"),
             "{reconnect:?}"
         );
     }
@@ -1591,12 +1588,12 @@ mod tests {
 
         for _ in 0..4 {
             h.grape_lookup(&["h:1"]);
-            let Some(Transmit::WsConnect { conn, .. }) = h.client.poll_transmit() else {
+            let Some(Io::WsConnect { conn, .. }) = h.client.poll_transmit() else {
                 panic!("connect");
             };
             let t = h.now;
             h.client.handle_ws_closed(t, conn, &mut h.rng);
-            let Some(Event::Disconnected { retry_at, .. }) = h.events().pop() else {
+            let Some(ClientEvent::Disconnected { retry_at, .. }) = h.events().pop() else {
                 panic!("disconnected");
             };
             delays.push(retry_at - t);
@@ -1617,14 +1614,14 @@ mod tests {
         let now = h.now;
         let sub = h.client.subscribe(now, "chan", &mut h.rng).expect("ok");
         h.grape_lookup(&["h:1"]);
-        let Some(Transmit::WsConnect { conn, .. }) = h.client.poll_transmit() else {
+        let Some(Io::WsConnect { conn, .. }) = h.client.poll_transmit() else {
             panic!("connect");
         };
 
         let done = h.client.unsubscribe(sub);
 
         assert!(done);
-        assert_eq!(h.transmits(), vec![Transmit::WsClose { conn }]);
+        assert_eq!(h.transmits(), vec![Io::WsClose { conn }]);
         assert_eq!(h.client.poll_timeout(), None);
     }
 
@@ -1638,7 +1635,7 @@ mod tests {
 
         assert_eq!(
             h.events(),
-            vec![Event::Link(LinkEvent::Lookup {
+            vec![ClientEvent::Link(LinkEvent::Lookup {
                 id,
                 name: "svc".into(),
                 result: Ok(vec![PeerAddr::parse("h:1").expect("valid")])

@@ -4,7 +4,7 @@
 //! Grape, the text frame `[rid, command, data]` answered by `[rid, err, result]`).
 //! Identical commands in flight share one request, as Node's `cbq` makes them; lookups are
 //! answered from a short cache; failed requests are retried; announces can repeat on a
-//! schedule. Exactly one [`LinkEvent`] ends each [`QueryId`].
+//! schedule. Exactly one [`LinkEvent`] ends each [`CommandId`].
 //!
 //! # Re-announcing
 //! A Grape forgets a peer 120 s after its last announce. Node re-announces after a random
@@ -28,7 +28,7 @@ use crate::peer::cache::LookupCache;
 use crate::peer::error::{CommandError, ConfigError, LinkError};
 use crate::peer::framing::{decode_reply, json_text, push_json};
 use crate::peer::types::{
-    ConnId, HttpId, HttpMethod, HttpRequest, HttpResponse, Ids, PeerAddr, QueryId, Transmit,
+    CommandId, ConnId, HttpId, HttpMethod, HttpRequest, HttpResponse, Ids, Io, PeerAddr,
     TransportError, WatchId, WsMessage, request_id,
 };
 use crate::peer::watch::{
@@ -192,14 +192,14 @@ pub struct GetItem {
     pub salt: Option<String>,
 }
 
-/// What a [`Link`] reports. Each command's [`QueryId`] gets exactly one of the first four.
+/// What a [`Link`] reports. Each command's [`CommandId`] gets exactly one of the first four.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LinkEvent {
     /// A lookup ended: the peers in the Grape's order (never empty on success).
     Lookup {
         /// The command.
-        id: QueryId,
+        id: CommandId,
         /// The name looked up.
         name: String,
         /// Peers, or why there are none.
@@ -208,14 +208,14 @@ pub enum LinkEvent {
     /// An announce ended.
     Announce {
         /// The command.
-        id: QueryId,
+        id: CommandId,
         /// Success, or why the Grape did not take it.
         result: Result<(), LinkError>,
     },
     /// An unannounce ended.
     Unannounce {
         /// The command.
-        id: QueryId,
+        id: CommandId,
         /// Success (the Grape forgot the peer and told the nodes that speak
         /// `unannounce_peer`), or why not.
         result: Result<(), LinkError>,
@@ -223,14 +223,14 @@ pub enum LinkEvent {
     /// A put ended with the target the value is stored under.
     Put {
         /// The command.
-        id: QueryId,
+        id: CommandId,
         /// The target, or why the put failed.
         result: Result<Target, LinkError>,
     },
     /// A get ended: `None` when nothing is stored there.
     Get {
         /// The command.
-        id: QueryId,
+        id: CommandId,
         /// The item, or why the get failed.
         result: Result<Option<GetItem>, LinkError>,
     },
@@ -279,7 +279,7 @@ pub struct Link {
     config: LinkConfig,
     grape: Grape,
     pub(crate) ids: Ids,
-    queries: BTreeMap<QueryId, Query>,
+    queries: BTreeMap<CommandId, Query>,
     reqs: BTreeMap<u64, GrapeReq>,
     by_hash: BTreeMap<String, u64>,
     by_http: BTreeMap<HttpId, u64>,
@@ -289,7 +289,7 @@ pub struct Link {
     cache: LookupCache,
     watches: Watches,
     schedules: BTreeMap<(String, u16), Schedule>,
-    transmits: VecDeque<Transmit>,
+    transmits: VecDeque<Io>,
     events: VecDeque<LinkEvent>,
     /// User commands whose terminal event has not been polled yet.
     outstanding: usize,
@@ -345,7 +345,7 @@ impl Command {
 struct GrapeReq {
     rid: String,
     qhash: String,
-    waiters: Vec<QueryId>,
+    waiters: Vec<CommandId>,
     deadline: Instant,
     http: Option<HttpId>,
 }
@@ -361,7 +361,7 @@ struct GrapeWs {
 #[derive(Debug)]
 struct Schedule {
     next_at: Option<Instant>,
-    round: Option<QueryId>,
+    round: Option<CommandId>,
 }
 
 impl Link {
@@ -426,7 +426,7 @@ impl Link {
         now: Instant,
         name: &str,
         rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    ) -> Result<CommandId, CommandError> {
         check_name(name)?;
         let id = self.reserve()?;
         if let Some(peers) = self.watches.current(name) {
@@ -470,7 +470,7 @@ impl Link {
         name: &str,
         port: u16,
         rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    ) -> Result<CommandId, CommandError> {
         let announce = |name, port| Command::Announce { name, port };
         self.start_service_command(now, name, port, announce, rng)
     }
@@ -522,7 +522,7 @@ impl Link {
         name: &str,
         port: u16,
         rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    ) -> Result<CommandId, CommandError> {
         let unannounce = |name, port| Command::Unannounce { name, port };
         let id = self.start_service_command(now, name, port, unannounce, rng)?;
         self.stop_announcing(name, port);
@@ -538,7 +538,7 @@ impl Link {
         port: u16,
         make: fn(String, u16) -> Command,
         rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    ) -> Result<CommandId, CommandError> {
         check_name(name)?;
         check_port(port)?;
         let id = self.reserve()?;
@@ -568,7 +568,7 @@ impl Link {
         now: Instant,
         put: Put,
         rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    ) -> Result<CommandId, CommandError> {
         let id = self.reserve()?;
         let command = Command::Put {
             data: put.data,
@@ -589,7 +589,7 @@ impl Link {
         target: Target,
         salt: Option<&str>,
         rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    ) -> Result<CommandId, CommandError> {
         let id = self.reserve()?;
         let hash = Value::from(hex(target.as_bytes()));
         let data = match salt {
@@ -685,7 +685,7 @@ impl Link {
                     self.watches.index(name),
                     self.config.watch_wait.as_millis()
                 );
-                self.transmits.push_back(Transmit::Http(HttpRequest {
+                self.transmits.push_back(Io::Http(HttpRequest {
                     id: http,
                     method: HttpMethod::Get,
                     url,
@@ -792,7 +792,7 @@ impl Link {
         self.cache.forget(name);
     }
 
-    /// Takes the reply to an HTTP request from [`Transmit::Http`] (unknown ids are ignored).
+    /// Takes the reply to an HTTP request from [`Io::Http`] (unknown ids are ignored).
     pub fn handle_http_reply(
         &mut self,
         now: Instant,
@@ -818,7 +818,7 @@ impl Link {
         };
         ws.open = true;
         for (_, text) in ws.queued.drain(..) {
-            self.transmits.push_back(Transmit::WsSend {
+            self.transmits.push_back(Io::WsSend {
                 conn,
                 msg: WsMessage::Text(text),
             });
@@ -897,7 +897,7 @@ impl Link {
 
     /// The next network action, if any.
     #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    pub fn poll_transmit(&mut self) -> Option<Io> {
         self.transmits.pop_front()
     }
 
@@ -920,16 +920,16 @@ impl Link {
         [deadline, round, watch].into_iter().flatten().min()
     }
 
-    fn reserve(&mut self) -> Result<QueryId, CommandError> {
+    fn reserve(&mut self) -> Result<CommandId, CommandError> {
         if self.outstanding >= self.config.max_pending {
             return Err(CommandError::TooManyPending);
         }
         self.outstanding += 1;
-        Ok(QueryId(self.ids.next()))
+        Ok(CommandId(self.ids.next()))
     }
 
     fn start_round(&mut self, now: Instant, key: (String, u16), rng: &mut impl Rng) {
-        let id = QueryId(self.ids.next());
+        let id = CommandId(self.ids.next());
         let Some(schedule) = self.schedules.get_mut(&key) else {
             return;
         };
@@ -946,7 +946,7 @@ impl Link {
     fn start(
         &mut self,
         now: Instant,
-        id: QueryId,
+        id: CommandId,
         command: Command,
         attempts: u32,
         user: bool,
@@ -967,7 +967,7 @@ impl Link {
     fn send(
         &mut self,
         now: Instant,
-        id: QueryId,
+        id: CommandId,
         command: &Command,
         qhash: String,
         rng: &mut impl Rng,
@@ -994,7 +994,7 @@ impl Link {
                 body.extend_from_slice(b",\"data\":");
                 push_json(&mut body, &data);
                 body.push(b'}');
-                self.transmits.push_back(Transmit::Http(HttpRequest {
+                self.transmits.push_back(Io::Http(HttpRequest {
                     id: hid,
                     method: HttpMethod::Post,
                     url: format!("{base}/{}", command.kind()),
@@ -1035,7 +1035,7 @@ impl Link {
             Some(ws) => ws,
             None => {
                 let conn = ConnId(self.ids.next());
-                self.transmits.push_back(Transmit::WsConnect {
+                self.transmits.push_back(Io::WsConnect {
                     conn,
                     url: url.clone(),
                 });
@@ -1047,7 +1047,7 @@ impl Link {
             }
         };
         if ws.open {
-            self.transmits.push_back(Transmit::WsSend {
+            self.transmits.push_back(Io::WsSend {
                 conn: ws.conn,
                 msg: WsMessage::Text(text),
             });
@@ -1112,7 +1112,7 @@ impl Link {
     fn complete(
         &mut self,
         now: Instant,
-        id: QueryId,
+        id: CommandId,
         outcome: &Result<Value, LinkError>,
         rng: &mut impl Rng,
     ) {
@@ -1195,7 +1195,7 @@ impl Link {
     fn end_round(
         &mut self,
         now: Instant,
-        id: QueryId,
+        id: CommandId,
         command: Command,
         result: Result<(), LinkError>,
         rng: &mut impl Rng,
@@ -1416,7 +1416,7 @@ pub(crate) mod tests {
             self.t0 + MS * u32::try_from(ms).expect("small")
         }
 
-        fn transmits(&mut self) -> Vec<Transmit> {
+        fn transmits(&mut self) -> Vec<Io> {
             std::iter::from_fn(|| self.link.poll_transmit()).collect()
         }
 
@@ -1428,7 +1428,7 @@ pub(crate) mod tests {
             self.transmits()
                 .into_iter()
                 .map(|t| match t {
-                    Transmit::Http(r) => r,
+                    Io::Http(r) => r,
                     other => panic!("expected HTTP, got {other:?}"),
                 })
                 .collect()
@@ -1612,7 +1612,7 @@ pub(crate) mod tests {
         h.reply(1, &reqs[0], 200, r#"["h:1"]"#);
 
         assert_eq!(reqs.len(), 1);
-        let ids: Vec<QueryId> = h
+        let ids: Vec<CommandId> = h
             .events()
             .into_iter()
             .map(|e| match e {
@@ -2105,7 +2105,7 @@ pub(crate) mod tests {
         let a = h.link.lookup(t0, "svc", &mut h.rng).expect("ok");
         let b = h.link.announce(t0, "svc", 80, &mut h.rng).expect("ok");
         let connect = h.transmits();
-        let Transmit::WsConnect { conn, url } = &connect[0] else {
+        let Io::WsConnect { conn, url } = &connect[0] else {
             panic!("connect first: {connect:?}");
         };
         let conn = *conn;
@@ -2115,7 +2115,7 @@ pub(crate) mod tests {
             .transmits()
             .into_iter()
             .map(|t| match t {
-                Transmit::WsSend {
+                Io::WsSend {
                     msg: WsMessage::Text(s),
                     ..
                 } => s,
@@ -2157,11 +2157,11 @@ pub(crate) mod tests {
         let mut h = Harness::new("ws://g:1");
         let t0 = h.t0;
         let id = h.link.lookup(t0, "svc", &mut h.rng).expect("ok");
-        let Some(Transmit::WsConnect { conn, .. }) = h.link.poll_transmit() else {
+        let Some(Io::WsConnect { conn, .. }) = h.link.poll_transmit() else {
             panic!("connect");
         };
         h.link.handle_ws_open(t0, conn);
-        let Some(Transmit::WsSend { msg, .. }) = h.link.poll_transmit() else {
+        let Some(Io::WsSend { msg, .. }) = h.link.poll_transmit() else {
             panic!("send");
         };
         let v: Value = serde_json::from_slice(msg.as_bytes()).expect("json");
@@ -2191,12 +2191,12 @@ pub(crate) mod tests {
         });
         let t0 = h.t0;
         let id = h.link.lookup(t0, "svc", &mut h.rng).expect("ok");
-        let Some(Transmit::WsConnect { conn: first, .. }) = h.link.poll_transmit() else {
+        let Some(Io::WsConnect { conn: first, .. }) = h.link.poll_transmit() else {
             panic!("connect");
         };
 
         h.link.handle_ws_closed(t0, first, &mut h.rng);
-        let Some(Transmit::WsConnect { conn: second, .. }) = h.link.poll_transmit() else {
+        let Some(Io::WsConnect { conn: second, .. }) = h.link.poll_transmit() else {
             panic!("reconnect for the retry");
         };
         h.link.handle_ws_closed(t0, second, &mut h.rng);
@@ -2554,7 +2554,7 @@ pub(crate) mod tests {
         h.transmits()
             .into_iter()
             .map(|t| match t {
-                Transmit::WsSend {
+                Io::WsSend {
                     msg: WsMessage::Text(s),
                     ..
                 } => serde_json::from_str(&s).expect("json"),
@@ -2565,7 +2565,7 @@ pub(crate) mod tests {
 
     fn ws_connect(h: &mut Harness) -> ConnId {
         match h.link.poll_transmit() {
-            Some(Transmit::WsConnect { conn, .. }) => conn,
+            Some(Io::WsConnect { conn, .. }) => conn,
             other => panic!("connect first: {other:?}"),
         }
     }

@@ -10,8 +10,8 @@ use std::time::Instant;
 use futures_lite::FutureExt as _;
 use grenache_core::dht::bep44::Target;
 use grenache_core::peer::{
-    Client, ClientStats, ConnId, Event, GetItem, HttpId, HttpResponse, LinkEvent, PeerAddr, Put,
-    QueryId, RequestOptions, SubscriptionId, Transmit, TransportError, WatchEvent, WatchId,
+    Client, ClientEvent, ClientStats, CommandId, ConnId, GetItem, HttpId, HttpResponse, Io,
+    LinkEvent, PeerAddr, Put, RequestOptions, SubscriptionId, TransportError, WatchEvent, WatchId,
     WsMessage,
 };
 use rand_chacha::ChaCha8Rng;
@@ -153,7 +153,7 @@ pub(crate) struct Driver<R: Runtime> {
     io_tx: async_channel::Sender<IoEvent>,
     io_rx: async_channel::Receiver<IoEvent>,
     /// Bounded by the core, which refuses commands past `max_pending`.
-    waiters: BTreeMap<QueryId, Waiter>,
+    waiters: BTreeMap<CommandId, Waiter>,
     /// Bounded by the core's schedule cap times [`MAX_FIRST_ROUND_WAITERS`].
     first_rounds: BTreeMap<(String, u16), Vec<Done>>,
     /// Bounded by the core's subscription cap.
@@ -282,9 +282,9 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
-    fn perform(&mut self, now: Instant, transmit: Transmit) {
+    fn perform(&mut self, now: Instant, transmit: Io) {
         match transmit {
-            Transmit::Http(request) => {
+            Io::Http(request) => {
                 let pool = Arc::clone(&self.http);
                 let io = self.io_tx.clone();
                 let max_body = self.max_body;
@@ -297,7 +297,7 @@ impl<R: Runtime> Driver<R> {
                     }
                 });
             }
-            Transmit::WsConnect { conn, url } => {
+            Io::WsConnect { conn, url } => {
                 let (tx, rx) = async_channel::bounded(CONN_QUEUE);
                 self.conns.insert(conn, tx);
                 R::spawn_detached(ws_client::run::<R>(
@@ -308,7 +308,7 @@ impl<R: Runtime> Driver<R> {
                     self.ws,
                 ));
             }
-            Transmit::WsSend { conn, msg } => {
+            Io::WsSend { conn, msg } => {
                 let Some(tx) = self.conns.get(&conn) else {
                     tracing::debug!(%conn, "send on a connection already gone");
                     return;
@@ -320,11 +320,11 @@ impl<R: Runtime> Driver<R> {
                     self.client.handle_ws_closed(now, conn, &mut self.rng);
                 }
             }
-            Transmit::WsClose { conn } => {
+            Io::WsClose { conn } => {
                 // Dropping the queue makes the connection task close the socket, quietly.
                 self.conns.remove(&conn);
             }
-            Transmit::TcpConnect { conn, addr } => {
+            Io::TcpConnect { conn, addr } => {
                 let (tx, rx) = async_channel::bounded(CONN_QUEUE);
                 self.streams.insert(conn, tx);
                 let connect_timeout = self.ws.connect_timeout;
@@ -336,7 +336,7 @@ impl<R: Runtime> Driver<R> {
                     connect_timeout,
                 ));
             }
-            Transmit::TcpSend { conn, bytes } => {
+            Io::TcpSend { conn, bytes } => {
                 let Some(tx) = self.streams.get(&conn) else {
                     tracing::debug!(%conn, "write on a stream already gone");
                     return;
@@ -347,33 +347,35 @@ impl<R: Runtime> Driver<R> {
                     self.client.handle_tcp_closed(now, conn, &mut self.rng);
                 }
             }
-            Transmit::TcpClose { conn } => {
+            Io::TcpClose { conn } => {
                 self.streams.remove(&conn);
             }
         }
     }
 
-    fn deliver(&mut self, event: Event) {
+    fn deliver(&mut self, event: ClientEvent) {
         match event {
-            Event::Link(LinkEvent::Lookup { id, result, .. }) => match self.waiters.remove(&id) {
-                Some(Waiter::Lookup(reply)) => send(reply, result.map_err(PeerError::Link)),
-                other => unexpected(id, other.is_some()),
-            },
-            Event::Link(
+            ClientEvent::Link(LinkEvent::Lookup { id, result, .. }) => {
+                match self.waiters.remove(&id) {
+                    Some(Waiter::Lookup(reply)) => send(reply, result.map_err(PeerError::Link)),
+                    other => unexpected(id, other.is_some()),
+                }
+            }
+            ClientEvent::Link(
                 LinkEvent::Announce { id, result } | LinkEvent::Unannounce { id, result },
             ) => match self.waiters.remove(&id) {
                 Some(Waiter::Announce(reply)) => send(reply, result.map_err(PeerError::Link)),
                 other => unexpected(id, other.is_some()),
             },
-            Event::Link(LinkEvent::Put { id, result }) => match self.waiters.remove(&id) {
+            ClientEvent::Link(LinkEvent::Put { id, result }) => match self.waiters.remove(&id) {
                 Some(Waiter::Put(reply)) => send(reply, result.map_err(PeerError::Link)),
                 other => unexpected(id, other.is_some()),
             },
-            Event::Link(LinkEvent::Get { id, result }) => match self.waiters.remove(&id) {
+            ClientEvent::Link(LinkEvent::Get { id, result }) => match self.waiters.remove(&id) {
                 Some(Waiter::Get(reply)) => send(reply, result.map_err(PeerError::Link)),
                 other => unexpected(id, other.is_some()),
             },
-            Event::Link(LinkEvent::Announcing { name, port, result }) => {
+            ClientEvent::Link(LinkEvent::Announcing { name, port, result }) => {
                 if let Err(err) = &result {
                     tracing::warn!(name, port, %err, "announce round failed; retrying soon");
                 }
@@ -383,17 +385,17 @@ impl<R: Runtime> Driver<R> {
                     }
                 }
             }
-            Event::Reply { id, result } => match self.waiters.remove(&id) {
+            ClientEvent::Reply { id, result } => match self.waiters.remove(&id) {
                 Some(Waiter::Request(reply)) => send(reply, result.map_err(PeerError::Rpc)),
                 other => unexpected(id, other.is_some()),
             },
-            Event::Map { id, result } => match self.waiters.remove(&id) {
+            ClientEvent::Map { id, result } => match self.waiters.remove(&id) {
                 Some(Waiter::Map(reply)) => send(reply, result.map_err(PeerError::Rpc)),
                 other => unexpected(id, other.is_some()),
             },
-            Event::Subscribed { sub, addr } => self.forward(sub, SubEvent::Subscribed(addr)),
-            Event::Message { sub, msg } => self.forward(sub, SubEvent::Message(msg)),
-            Event::Disconnected {
+            ClientEvent::Subscribed { sub, addr } => self.forward(sub, SubEvent::Subscribed(addr)),
+            ClientEvent::Message { sub, msg } => self.forward(sub, SubEvent::Message(msg)),
+            ClientEvent::Disconnected {
                 sub,
                 error,
                 retry_at,
@@ -556,7 +558,7 @@ impl<R: Runtime> Driver<R> {
     /// Files the waiter of a command the core took, or answers a refused one at once.
     fn wait<T>(
         &mut self,
-        id: Result<QueryId, grenache_core::peer::CommandError>,
+        id: Result<CommandId, grenache_core::peer::CommandError>,
         reply: Reply<Result<T, PeerError>>,
         waiter: impl FnOnce(Reply<Result<T, PeerError>>) -> Waiter,
     ) {
@@ -589,7 +591,7 @@ impl<R: Runtime> Driver<R> {
 }
 
 /// Logs a terminal event nobody waits for (or, a bug, a waiter of another kind).
-fn unexpected(id: QueryId, kind_mismatch: bool) {
+fn unexpected(id: CommandId, kind_mismatch: bool) {
     if kind_mismatch {
         tracing::error!(%id, "event of another kind than its command");
     } else {

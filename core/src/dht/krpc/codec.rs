@@ -69,7 +69,7 @@ impl DecodeError {
 pub enum DecodeErrorKind {
     /// Not canonical bencode within the size and depth limits; nothing could be read.
     #[error("{0}")]
-    Bencode(#[from] bencode::DecodeError),
+    Bencode(#[from] bencode::BencodeError),
     /// The datagram is bencode but not a dictionary; nothing could be read.
     #[error("message is not a dictionary")]
     NotADict,
@@ -1042,7 +1042,7 @@ mod tests {
         let not_bencode = decode_err(b"d1:t2:aa");
         assert_eq!(
             not_bencode.kind,
-            DecodeErrorKind::Bencode(bencode::DecodeError::UnexpectedEof)
+            DecodeErrorKind::Bencode(bencode::BencodeError::UnexpectedEof)
         );
         assert_eq!(not_bencode.tid, None);
         assert_eq!(not_bencode.reply(), None);
@@ -1079,7 +1079,7 @@ mod tests {
 
         assert_eq!(
             err.kind,
-            DecodeErrorKind::Bencode(bencode::DecodeError::UnsortedKeys)
+            DecodeErrorKind::Bencode(bencode::BencodeError::UnsortedKeys)
         );
         assert_eq!(err.kind.as_str(), "bencode_unsorted_keys");
         assert_eq!(err.reply(), None);
@@ -1244,7 +1244,7 @@ mod tests {
             DecodeErrorKind::TidTooLong,
             DecodeErrorKind::UnknownType,
             DecodeErrorKind::UnknownMethod,
-            DecodeErrorKind::Bencode(bencode::DecodeError::Syntax),
+            DecodeErrorKind::Bencode(bencode::BencodeError::Syntax),
         ];
         let mut labels: Vec<_> = kinds.iter().map(DecodeErrorKind::as_str).collect();
         labels.sort_unstable();
