@@ -917,7 +917,10 @@ fn render_node(out: &mut String, node: &Node) {
         "counter",
         "Datagrams or work dropped, by reason.",
     );
-    for (reason, n) in &s.dropped {
+    // By label, so the lines keep one order however the reasons are declared.
+    let mut dropped: Vec<(&str, u64)> = s.dropped.iter().map(|(r, n)| (r.label(), *n)).collect();
+    dropped.sort_unstable();
+    for (reason, n) in dropped {
         let _ = writeln!(out, "grape_dht_dropped_total{{reason=\"{reason}\"}} {n}");
     }
     metrics::header(

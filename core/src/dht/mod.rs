@@ -27,5 +27,6 @@ pub use event::{Event, Outcome, QueryError, QueryId};
 pub use id::{Distance, ID_LEN, Key, MAX_KEY_LEN, NodeId, hex, unhex};
 pub use node::state;
 pub use node::{
-    Config, MAX_WATCHES, MAX_WATCHES_PER_SOURCE, MethodCounts, Node, Stats, Transmit, WATCH_TTL,
+    Config, DropReason, MAX_WATCHES, MAX_WATCHES_PER_SOURCE, MethodCounts, Node, Stats, Transmit,
+    WATCH_TTL,
 };
