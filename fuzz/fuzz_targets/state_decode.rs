@@ -11,7 +11,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((mode, rest)) = data.split_first() else {
         return;
     };
-    let file = if mode & 1 == 1 { seal(rest) } else { rest.to_vec() };
+    let file = if mode & 1 == 1 {
+        seal(rest)
+    } else {
+        rest.to_vec()
+    };
     if let Ok(snapshot) = Snapshot::decode(&file) {
         assert_eq!(Snapshot::decode(&snapshot.encode()), Ok(snapshot));
     }

@@ -8,7 +8,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
-use rand::Rng;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
 use crate::dht::bep44::Target;
@@ -128,14 +129,20 @@ pub struct Client {
     events: VecDeque<ClientEvent>,
     outstanding: usize,
     max_pending: usize,
+    /// Seeded as [`Node`](crate::dht::Node)'s is: request ids, peer choice and jitter of
+    /// the RPC client and subscriptions. The Link draws from its own, seeded from this.
+    rng: ChaCha8Rng,
 }
 
 impl Client {
-    /// A client for the Grape in `config.link.grape`.
+    /// A client for the Grape in `config.link.grape`. Everything random it does (request
+    /// ids, peer choice, jitter) comes from a ChaCha8 RNG seeded with `seed`, so a run can
+    /// be replayed; an adapter seeds it from the OS.
     ///
     /// # Errors
     /// [`ConfigError::GrapeUrl`] for a Grape URL that is not http(s) or ws(s).
-    pub fn new(config: ClientConfig) -> Result<Client, ConfigError> {
+    pub fn new(config: ClientConfig, seed: [u8; 32]) -> Result<Client, ConfigError> {
+        let mut rng = ChaCha8Rng::from_seed(seed);
         let mut link_config = config.link;
         // The Client bounds user commands itself; the Link must also fit internal lookups.
         link_config.max_pending = config
@@ -143,13 +150,14 @@ impl Client {
             .saturating_add(config.sub.max_subscriptions)
             .saturating_add(config.max_pending);
         Ok(Client {
-            link: Link::new(link_config)?,
+            link: Link::new(link_config, rng.random())?,
             rpc: Rpc::new(config.rpc),
             subs: Subs::new(config.sub),
             lookups: BTreeMap::new(),
             events: VecDeque::new(),
             outstanding: 0,
             max_pending: config.max_pending,
+            rng,
         })
     }
 
@@ -166,15 +174,10 @@ impl Client {
     ///
     /// # Errors
     /// As [`Link::lookup`].
-    pub fn lookup(
-        &mut self,
-        now: Instant,
-        name: &str,
-        rng: &mut impl Rng,
-    ) -> Result<CommandId, CommandError> {
+    pub fn lookup(&mut self, now: Instant, name: &str) -> Result<CommandId, CommandError> {
         self.reserve()?;
-        let id = self.link.lookup(now, name, rng);
-        self.user_command(now, id, rng)
+        let id = self.link.lookup(now, name);
+        self.user_command(now, id)
     }
 
     /// Announces once; ends with `ClientEvent::Link(LinkEvent::Announce)`.
@@ -186,11 +189,10 @@ impl Client {
         now: Instant,
         name: &str,
         port: u16,
-        rng: &mut impl Rng,
     ) -> Result<CommandId, CommandError> {
         self.reserve()?;
-        let id = self.link.announce(now, name, port, rng);
-        self.user_command(now, id, rng)
+        let id = self.link.announce(now, name, port);
+        self.user_command(now, id)
     }
 
     /// Withdraws an announce (and stops its schedule); ends with
@@ -203,11 +205,10 @@ impl Client {
         now: Instant,
         name: &str,
         port: u16,
-        rng: &mut impl Rng,
     ) -> Result<CommandId, CommandError> {
         self.reserve()?;
-        let id = self.link.unannounce(now, name, port, rng);
-        self.user_command(now, id, rng)
+        let id = self.link.unannounce(now, name, port);
+        self.user_command(now, id)
     }
 
     /// Announces on a schedule (see [`crate::peer::Link`]); rounds report
@@ -220,10 +221,9 @@ impl Client {
         now: Instant,
         name: &str,
         port: u16,
-        rng: &mut impl Rng,
     ) -> Result<bool, CommandError> {
-        let started = self.link.start_announcing(now, name, port, rng);
-        self.drain(now, rng);
+        let started = self.link.start_announcing(now, name, port);
+        self.drain(now);
         started
     }
 
@@ -236,15 +236,10 @@ impl Client {
     ///
     /// # Errors
     /// [`CommandError::TooManyPending`].
-    pub fn put(
-        &mut self,
-        now: Instant,
-        put: Put,
-        rng: &mut impl Rng,
-    ) -> Result<CommandId, CommandError> {
+    pub fn put(&mut self, now: Instant, put: Put) -> Result<CommandId, CommandError> {
         self.reserve()?;
-        let id = self.link.put(now, put, rng);
-        self.user_command(now, id, rng)
+        let id = self.link.put(now, put);
+        self.user_command(now, id)
     }
 
     /// Reads an item; ends with `ClientEvent::Link(LinkEvent::Get)`.
@@ -256,11 +251,10 @@ impl Client {
         now: Instant,
         target: Target,
         salt: Option<&str>,
-        rng: &mut impl Rng,
     ) -> Result<CommandId, CommandError> {
         self.reserve()?;
-        let id = self.link.get(now, target, salt, rng);
-        self.user_command(now, id, rng)
+        let id = self.link.get(now, target, salt);
+        self.user_command(now, id)
     }
 
     /// Sends `payload` to one peer serving `name` (looked up first); ends with
@@ -275,9 +269,8 @@ impl Client {
         name: &str,
         payload: &Value,
         opts: &RequestOptions,
-        rng: &mut impl Rng,
     ) -> Result<CommandId, CommandError> {
-        self.call(now, name, payload, opts, false, rng)
+        self.call(now, name, payload, opts, false)
     }
 
     /// Sends `payload` to every peer serving `name` (or `opts.limit` of them); ends with
@@ -291,9 +284,8 @@ impl Client {
         name: &str,
         payload: &Value,
         opts: &RequestOptions,
-        rng: &mut impl Rng,
     ) -> Result<CommandId, CommandError> {
-        self.call(now, name, payload, opts, true, rng)
+        self.call(now, name, payload, opts, true)
     }
 
     /// Subscribes to `channel`: look it up, connect, receive, reconnect when it drops.
@@ -304,7 +296,6 @@ impl Client {
         &mut self,
         now: Instant,
         channel: &str,
-        rng: &mut impl Rng,
     ) -> Result<SubscriptionId, CommandError> {
         check_name(channel)?;
         if self.subs.is_full() {
@@ -312,7 +303,7 @@ impl Client {
         }
         let sub = SubscriptionId(self.link.ids.next());
         self.subs.subscribe(sub, channel);
-        self.drain(now, rng);
+        self.drain(now);
         Ok(sub)
     }
 
@@ -329,18 +320,13 @@ impl Client {
     ///
     /// # Errors
     /// As [`Link::watch`].
-    pub fn watch(
-        &mut self,
-        now: Instant,
-        name: &str,
-        rng: &mut impl Rng,
-    ) -> Result<WatchId, CommandError> {
-        self.link.watch(now, name, rng)
+    pub fn watch(&mut self, now: Instant, name: &str) -> Result<WatchId, CommandError> {
+        self.link.watch(now, name)
     }
 
     /// Ends a watch (see [`Link::unwatch`]); `false` if unknown or ended.
-    pub fn unwatch(&mut self, watch: WatchId, rng: &mut impl Rng) -> bool {
-        self.link.unwatch(watch, rng)
+    pub fn unwatch(&mut self, watch: WatchId) -> bool {
+        self.link.unwatch(watch)
     }
 
     /// The next report of a watch (see [`Link::poll_watch`]).
@@ -355,20 +341,19 @@ impl Client {
         now: Instant,
         http: HttpId,
         reply: Result<HttpResponse, TransportError>,
-        rng: &mut impl Rng,
     ) {
         if self.link.owns_http(http) {
-            self.link.handle_http_reply(now, http, reply, rng);
+            self.link.handle_http_reply(now, http, reply);
         } else {
             // Counts it as late when nobody waits for it any more.
             self.rpc
-                .handle_http_reply(now, http, reply, &mut self.link.ids, rng);
+                .handle_http_reply(now, http, reply, &mut self.link.ids, &mut self.rng);
         }
-        self.drain(now, rng);
+        self.drain(now);
     }
 
     /// A connection from [`Io::WsConnect`] is open.
-    pub fn handle_ws_open(&mut self, now: Instant, conn: ConnId, rng: &mut impl Rng) {
+    pub fn handle_ws_open(&mut self, now: Instant, conn: ConnId) {
         if self.link.owns_conn(conn) {
             self.link.handle_ws_open(now, conn);
         } else if self.rpc.owns_conn(conn) {
@@ -376,74 +361,64 @@ impl Client {
         } else if self.subs.owns_conn(conn) {
             self.subs.handle_ws_open(now, conn);
         }
-        self.drain(now, rng);
+        self.drain(now);
     }
 
     /// A message arrived on a connection.
-    pub fn handle_ws_message(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        msg: WsMessage,
-        rng: &mut impl Rng,
-    ) {
+    pub fn handle_ws_message(&mut self, now: Instant, conn: ConnId, msg: WsMessage) {
         if self.link.owns_conn(conn) {
-            self.link.handle_ws_message(now, conn, &msg, rng);
+            self.link.handle_ws_message(now, conn, &msg);
         } else if self.rpc.owns_conn(conn) {
             self.rpc
-                .handle_ws_message(now, conn, &msg, &mut self.link.ids, rng);
+                .handle_ws_message(now, conn, &msg, &mut self.link.ids, &mut self.rng);
         } else if self.subs.owns_conn(conn) {
             self.subs.handle_ws_message(conn, msg);
         }
-        self.drain(now, rng);
+        self.drain(now);
     }
 
     /// A connection closed, or could not be opened.
-    pub fn handle_ws_closed(&mut self, now: Instant, conn: ConnId, rng: &mut impl Rng) {
+    pub fn handle_ws_closed(&mut self, now: Instant, conn: ConnId) {
         if self.link.owns_conn(conn) {
-            self.link.handle_ws_closed(now, conn, rng);
+            self.link.handle_ws_closed(now, conn);
         } else if self.rpc.owns_conn(conn) {
-            self.rpc.handle_closed(now, conn, &mut self.link.ids, rng);
-        } else if let Some(channel) = self.subs.handle_closed(now, conn, rng) {
+            self.rpc
+                .handle_closed(now, conn, &mut self.link.ids, &mut self.rng);
+        } else if let Some(channel) = self.subs.handle_closed(now, conn, &mut self.rng) {
             self.link.forget_lookup(&channel);
         }
-        self.drain(now, rng);
+        self.drain(now);
     }
 
     /// A connection from [`Io::TcpConnect`] is open.
-    pub fn handle_tcp_open(&mut self, now: Instant, conn: ConnId, rng: &mut impl Rng) {
+    pub fn handle_tcp_open(&mut self, now: Instant, conn: ConnId) {
         self.rpc.handle_tcp_open(now, conn);
-        self.drain(now, rng);
+        self.drain(now);
     }
 
     /// Bytes were read on a connection from [`Io::TcpConnect`].
-    pub fn handle_tcp_data(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        bytes: &[u8],
-        rng: &mut impl Rng,
-    ) {
+    pub fn handle_tcp_data(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
         if self.rpc.owns_conn(conn) {
             self.rpc
-                .handle_tcp_data(now, conn, bytes, &mut self.link.ids, rng);
-        } else if let Some(channel) = self.subs.handle_tcp_data(now, conn, bytes, rng) {
+                .handle_tcp_data(now, conn, bytes, &mut self.link.ids, &mut self.rng);
+        } else if let Some(channel) = self.subs.handle_tcp_data(now, conn, bytes, &mut self.rng) {
             self.link.forget_lookup(&channel);
         }
-        self.drain(now, rng);
+        self.drain(now);
     }
 
     /// A connection from [`Io::TcpConnect`] closed, or could not be opened.
-    pub fn handle_tcp_closed(&mut self, now: Instant, conn: ConnId, rng: &mut impl Rng) {
-        self.handle_ws_closed(now, conn, rng);
+    pub fn handle_tcp_closed(&mut self, now: Instant, conn: ConnId) {
+        self.handle_ws_closed(now, conn);
     }
 
     /// Fires whatever is due; does nothing when nothing is.
-    pub fn handle_timeout(&mut self, now: Instant, rng: &mut impl Rng) {
-        self.link.handle_timeout(now, rng);
-        self.rpc.handle_timeout(now, &mut self.link.ids, rng);
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.link.handle_timeout(now);
+        self.rpc
+            .handle_timeout(now, &mut self.link.ids, &mut self.rng);
         self.subs.handle_timeout(now);
-        self.drain(now, rng);
+        self.drain(now);
     }
 
     /// The next network action.
@@ -493,11 +468,10 @@ impl Client {
         &mut self,
         now: Instant,
         id: Result<CommandId, CommandError>,
-        rng: &mut impl Rng,
     ) -> Result<CommandId, CommandError> {
         let id = id?;
         self.outstanding += 1;
-        self.drain(now, rng);
+        self.drain(now);
         Ok(id)
     }
 
@@ -508,38 +482,37 @@ impl Client {
         payload: &Value,
         opts: &RequestOptions,
         map: bool,
-        rng: &mut impl Rng,
     ) -> Result<CommandId, CommandError> {
         self.reserve()?;
         check_name(name)?;
         let json = self.rpc.prepare(name, payload)?;
-        let lookup = self.link.lookup(now, name, rng)?;
+        let lookup = self.link.lookup(now, name)?;
         let id = CommandId(self.link.ids.next());
         self.outstanding += 1;
         self.rpc.begin(id, name, json, opts, map);
         self.lookups.insert(lookup, Waiter::Rpc(id));
-        self.drain(now, rng);
+        self.drain(now);
         Ok(id)
     }
 
     /// Moves the parts' output along until nothing more happens: lookups to whoever
     /// waits for them, lookups the subscriptions need to the Link, events to the queue.
-    fn drain(&mut self, now: Instant, rng: &mut impl Rng) {
+    fn drain(&mut self, now: Instant) {
         loop {
             let mut moved = false;
             while let Some(event) = self.link.poll_event() {
                 moved = true;
-                self.route(now, event, rng);
+                self.route(now, event);
             }
             while let Some((sub, channel)) = self.subs.lookups.pop_front() {
                 moved = true;
-                match self.link.lookup(now, &channel, rng) {
+                match self.link.lookup(now, &channel) {
                     Ok(id) => {
                         self.lookups.insert(id, Waiter::Sub(sub));
                     }
                     Err(e) => {
                         tracing::warn!(%sub, error = %e, "subscriber lookup refused");
-                        self.subs.lookup_refused(now, sub, rng);
+                        self.subs.lookup_refused(now, sub, &mut self.rng);
                     }
                 }
             }
@@ -551,7 +524,7 @@ impl Client {
         self.events.extend(self.subs.events.drain(..));
     }
 
-    fn route(&mut self, now: Instant, event: LinkEvent, rng: &mut impl Rng) {
+    fn route(&mut self, now: Instant, event: LinkEvent) {
         let waiter = match &event {
             LinkEvent::Lookup { id, .. }
             | LinkEvent::Announce { id, .. }
@@ -563,11 +536,11 @@ impl Client {
         match (waiter, event) {
             (Waiter::Rpc(call), LinkEvent::Lookup { result, .. }) => {
                 self.rpc
-                    .handle_lookup(now, call, result, &mut self.link.ids, rng);
+                    .handle_lookup(now, call, result, &mut self.link.ids, &mut self.rng);
             }
             (Waiter::Sub(sub), LinkEvent::Lookup { result, .. }) => {
                 self.subs
-                    .handle_lookup(now, sub, result, &mut self.link.ids, rng);
+                    .handle_lookup(now, sub, result, &mut self.link.ids, &mut self.rng);
             }
             (_, LinkEvent::Announcing { .. }) if self.events.len() >= self.max_pending => {
                 // Nobody polls: a round's report is informational, so it goes first.
@@ -584,8 +557,6 @@ mod tests {
     use crate::peer::framing::{gunzip, gzip};
     use crate::peer::rpc::RpcTransport;
     use crate::peer::types::HttpRequest;
-    use rand::SeedableRng;
-    use rand_chacha::ChaCha8Rng;
     use serde_json::json;
     use std::time::Duration;
 
@@ -593,7 +564,6 @@ mod tests {
 
     struct Harness {
         client: Client,
-        rng: ChaCha8Rng,
         now: Instant,
     }
 
@@ -616,15 +586,14 @@ mod tests {
 
         fn with(config: ClientConfig) -> Self {
             Harness {
-                client: Client::new(config).expect("valid"),
-                rng: ChaCha8Rng::seed_from_u64(11),
+                client: Client::new(config, [11; 32]).expect("valid"),
                 now: Instant::now(),
             }
         }
 
         fn advance(&mut self, d: Duration) {
             self.now += d;
-            self.client.handle_timeout(self.now, &mut self.rng);
+            self.client.handle_timeout(self.now);
         }
 
         fn transmits(&mut self) -> Vec<Io> {
@@ -648,25 +617,21 @@ mod tests {
         fn request(&mut self, name: &str, payload: Value, opts: RequestOptions) -> CommandId {
             let now = self.now;
             self.client
-                .request(now, name, &payload, &opts, &mut self.rng)
+                .request(now, name, &payload, &opts)
                 .expect("accepted")
         }
 
         fn map(&mut self, name: &str, opts: RequestOptions) -> CommandId {
             let now = self.now;
             self.client
-                .map(now, name, &json!("ping"), &opts, &mut self.rng)
+                .map(now, name, &json!("ping"), &opts)
                 .expect("accepted")
         }
 
         fn reply(&mut self, req: &HttpRequest, status: u16, body: Vec<u8>) {
             let now = self.now;
-            self.client.handle_http_reply(
-                now,
-                req.id,
-                Ok(HttpResponse { status, body }),
-                &mut self.rng,
-            );
+            self.client
+                .handle_http_reply(now, req.id, Ok(HttpResponse { status, body }));
         }
 
         /// Answers the pending Grape lookup with `peers`.
@@ -686,7 +651,7 @@ mod tests {
         fn send_ws(&mut self, conn: ConnId, text: String) {
             let now = self.now;
             self.client
-                .handle_ws_message(now, conn, WsMessage::Text(text), &mut self.rng);
+                .handle_ws_message(now, conn, WsMessage::Text(text));
         }
     }
 
@@ -761,7 +726,7 @@ mod tests {
         config.link.lookup_cache_ttl = Duration::ZERO;
         let mut h = Harness::with(config);
         let now = h.now;
-        let watch = h.client.watch(now, "svc", &mut h.rng).expect("ok");
+        let watch = h.client.watch(now, "svc").expect("ok");
         let poll = h.http().remove(0);
         h.reply(&poll, 200, br#"{"index":1,"peers":["h:1","h:2"]}"#.to_vec());
         let poll = h.http().remove(0);
@@ -804,7 +769,7 @@ mod tests {
     fn an_emptied_watched_set_fails_requests_at_once_as_lookup_empty() {
         let mut h = Harness::new();
         let now = h.now;
-        h.client.watch(now, "svc", &mut h.rng).expect("ok");
+        h.client.watch(now, "svc").expect("ok");
         let poll = h.http().remove(0);
         h.reply(&poll, 200, br#"{"index":4,"peers":[]}"#.to_vec());
         let _next_poll = h.http();
@@ -908,8 +873,7 @@ mod tests {
     /// Reports the transport failure `err` for `req`.
     fn fail(h: &mut Harness, req: &HttpRequest, err: TransportError) {
         let now = h.now;
-        h.client
-            .handle_http_reply(now, req.id, Err(err), &mut h.rng);
+        h.client.handle_http_reply(now, req.id, Err(err));
     }
 
     /// A request to `svc`, served by h:1 and h:2, with its first try out (to h:1).
@@ -1057,7 +1021,7 @@ mod tests {
         };
         let now = h.now;
 
-        h.client.handle_ws_closed(now, conn, &mut h.rng);
+        h.client.handle_ws_closed(now, conn);
         let events = h.events();
         let Some(Io::WsConnect {
             conn: next,
@@ -1066,7 +1030,7 @@ mod tests {
         else {
             panic!("a connect to the next peer");
         };
-        h.client.handle_ws_open(now, next, &mut h.rng);
+        h.client.handle_ws_open(now, next);
         let Some(Io::WsSend { msg, .. }) = h.client.poll_transmit() else {
             panic!("send");
         };
@@ -1088,10 +1052,10 @@ mod tests {
             panic!("connect");
         };
         let now = h.now;
-        h.client.handle_ws_open(now, conn, &mut h.rng);
+        h.client.handle_ws_open(now, conn);
         assert!(matches!(h.client.poll_transmit(), Some(Io::WsSend { .. })));
 
-        h.client.handle_ws_closed(now, conn, &mut h.rng);
+        h.client.handle_ws_closed(now, conn);
 
         assert!(h.transmits().is_empty(), "nothing is re-sent");
         assert_eq!(reply_of(&h.events(), id), Err(RpcError::TransportClose));
@@ -1120,13 +1084,13 @@ mod tests {
         let (refused, a, _) = connect(&mut h);
 
         // Refused: never opened.
-        h.client.handle_tcp_closed(now, refused, &mut h.rng);
+        h.client.handle_tcp_closed(now, refused);
         let (half, b, _) = connect(&mut h);
         // Opened, then closed before the ZMTP handshake let the request out.
-        h.client.handle_tcp_open(now, half, &mut h.rng);
-        h.client.handle_tcp_closed(now, half, &mut h.rng);
+        h.client.handle_tcp_open(now, half);
+        h.client.handle_tcp_closed(now, half);
         let (good, c, greeting) = connect(&mut h);
-        h.client.handle_tcp_open(now, good, &mut h.rng);
+        h.client.handle_tcp_open(now, good);
         let mut server = crate::peer::ZmqServerConn::new(1 << 20);
         server.handle_input(&greeting).expect("a greeting");
         zmq_pump(&mut h, good, &mut server);
@@ -1156,12 +1120,8 @@ mod tests {
         h.reply(&ra, 200, encode_reply_for(&rid, Err("ERR_BAD_THING")));
         h.reply(&rb, 500, b"boom".to_vec());
         let now = h.now;
-        h.client.handle_http_reply(
-            now,
-            rc.id,
-            Err(TransportError::new("connect ECONNREFUSED")),
-            &mut h.rng,
-        );
+        h.client
+            .handle_http_reply(now, rc.id, Err(TransportError::new("connect ECONNREFUSED")));
 
         let events = h.events();
         let msg = |id| reply_of(&events, id).expect_err("an error").to_string();
@@ -1235,7 +1195,6 @@ mod tests {
             "svc",
             &json!("x".repeat(100)),
             &RequestOptions::default(),
-            &mut h.rng,
         );
 
         assert_eq!(big, Err(CommandError::PayloadTooLarge));
@@ -1329,7 +1288,7 @@ mod tests {
         let conn = *conn;
 
         let now = h.now;
-        h.client.handle_ws_open(now, conn, &mut h.rng);
+        h.client.handle_ws_open(now, conn);
         let frames: Vec<String> = h
             .transmits()
             .into_iter()
@@ -1374,7 +1333,7 @@ mod tests {
             server.handle_input(&to_server).expect("server reads");
             if !to_client.is_empty() {
                 let now = h.now;
-                h.client.handle_tcp_data(now, conn, &to_client, &mut h.rng);
+                h.client.handle_tcp_data(now, conn, &to_client);
             }
         }
     }
@@ -1389,7 +1348,7 @@ mod tests {
             panic!("a TCP connect first");
         };
         let now = h.now;
-        h.client.handle_tcp_open(now, conn, &mut h.rng);
+        h.client.handle_tcp_open(now, conn);
         let mut server = crate::peer::ZmqServerConn::new(1 << 20);
 
         zmq_pump(&mut h, conn, &mut server);
@@ -1424,9 +1383,9 @@ mod tests {
         let _ = h.transmits();
         let now = h.now;
 
-        h.client.handle_tcp_open(now, conn, &mut h.rng);
+        h.client.handle_tcp_open(now, conn);
         h.client
-            .handle_tcp_data(now, conn, b"HTTP/1.1 400 Bad Request\r\n\r\n", &mut h.rng);
+            .handle_tcp_data(now, conn, b"HTTP/1.1 400 Bad Request\r\n\r\n");
 
         assert!(h.transmits().contains(&Io::TcpClose { conn }));
         assert_eq!(reply_of(&h.events(), a), Err(RpcError::TransportClose));
@@ -1439,7 +1398,7 @@ mod tests {
         config.sub.transport = crate::peer::PubSubTransport::Zmq;
         let mut h = Harness::with(config);
         let now = h.now;
-        let sub = h.client.subscribe(now, "chan", &mut h.rng).expect("ok");
+        let sub = h.client.subscribe(now, "chan").expect("ok");
         h.grape_lookup(&["h:9"]);
         let Some(Io::TcpConnect { conn, .. }) = h.client.poll_transmit() else {
             panic!("connect");
@@ -1453,12 +1412,12 @@ mod tests {
                 }
             }
             let out = publisher.take_output();
-            h.client.handle_tcp_data(now, conn, &out, &mut h.rng);
+            h.client.handle_tcp_data(now, conn, &out);
         }
         assert!(publisher.publish(b"{\"n\":1}").expect("sent"));
         let out = publisher.take_output();
-        h.client.handle_tcp_data(now, conn, &out, &mut h.rng);
-        h.client.handle_tcp_closed(now, conn, &mut h.rng);
+        h.client.handle_tcp_data(now, conn, &out);
+        h.client.handle_tcp_closed(now, conn);
 
         let events = h.events();
         assert!(
@@ -1489,11 +1448,11 @@ mod tests {
             panic!("connect");
         };
         let now = h.now;
-        h.client.handle_ws_open(now, conn, &mut h.rng);
+        h.client.handle_ws_open(now, conn);
         let _ = h.transmits();
 
         h.send_ws(conn, "garbage".into());
-        h.client.handle_ws_closed(now, conn, &mut h.rng);
+        h.client.handle_ws_closed(now, conn);
         let events = h.events();
         h.request("svc", json!(2), RequestOptions::default());
         let again = h.transmits();
@@ -1516,7 +1475,7 @@ mod tests {
             panic!("connect");
         };
         let now = h.now;
-        h.client.handle_ws_open(now, conn, &mut h.rng);
+        h.client.handle_ws_open(now, conn);
         let Some(Io::WsSend { msg, .. }) = h.client.poll_transmit() else {
             panic!("send");
         };
@@ -1536,16 +1495,16 @@ mod tests {
     fn subscriber_connects_receives_and_reconnects_with_backoff() {
         let mut h = Harness::new();
         let now = h.now;
-        let sub = h.client.subscribe(now, "chan", &mut h.rng).expect("ok");
+        let sub = h.client.subscribe(now, "chan").expect("ok");
         h.grape_lookup(&["h:1", "h:2"]);
         let Some(Io::WsConnect { conn, url }) = h.client.poll_transmit() else {
             panic!("connect");
         };
 
-        h.client.handle_ws_open(now, conn, &mut h.rng);
+        h.client.handle_ws_open(now, conn);
         h.client
-            .handle_ws_message(now, conn, WsMessage::Binary(vec![1, 2]), &mut h.rng);
-        h.client.handle_ws_closed(now, conn, &mut h.rng);
+            .handle_ws_message(now, conn, WsMessage::Binary(vec![1, 2]));
+        h.client.handle_ws_closed(now, conn);
         let events = h.events();
         let retry_at = h.client.poll_timeout().expect("reconnect scheduled");
         h.advance(retry_at - now);
@@ -1583,7 +1542,7 @@ mod tests {
     fn subscriber_backoff_grows_while_publishers_are_unreachable() {
         let mut h = Harness::new();
         let now = h.now;
-        let sub = h.client.subscribe(now, "chan", &mut h.rng).expect("ok");
+        let sub = h.client.subscribe(now, "chan").expect("ok");
         let mut delays = Vec::new();
 
         for _ in 0..4 {
@@ -1592,7 +1551,7 @@ mod tests {
                 panic!("connect");
             };
             let t = h.now;
-            h.client.handle_ws_closed(t, conn, &mut h.rng);
+            h.client.handle_ws_closed(t, conn);
             let Some(ClientEvent::Disconnected { retry_at, .. }) = h.events().pop() else {
                 panic!("disconnected");
             };
@@ -1612,7 +1571,7 @@ mod tests {
     fn unsubscribe_closes_the_connection() {
         let mut h = Harness::new();
         let now = h.now;
-        let sub = h.client.subscribe(now, "chan", &mut h.rng).expect("ok");
+        let sub = h.client.subscribe(now, "chan").expect("ok");
         h.grape_lookup(&["h:1"]);
         let Some(Io::WsConnect { conn, .. }) = h.client.poll_transmit() else {
             panic!("connect");
@@ -1629,7 +1588,7 @@ mod tests {
     fn user_lookups_still_reach_the_user() {
         let mut h = Harness::new();
         let now = h.now;
-        let id = h.client.lookup(now, "svc", &mut h.rng).expect("ok");
+        let id = h.client.lookup(now, "svc").expect("ok");
 
         h.grape_lookup(&["h:1"]);
 
@@ -1651,7 +1610,7 @@ mod tests {
         h.request("svc", json!(1), RequestOptions::default());
         let now = h.now;
 
-        let second = h.client.lookup(now, "x", &mut h.rng);
+        let second = h.client.lookup(now, "x");
 
         assert_eq!(second, Err(CommandError::TooManyPending));
     }

@@ -11,8 +11,10 @@
 //!   the service with [`Client::start_announcing`].
 //! * A publisher is a [`Publisher`] plus `start_announcing(channel, port)`.
 //!
-//! Nothing here reads a clock, opens a socket or draws from a global RNG: `now` and a
-//! `&mut impl Rng` (request ids are uuid v4 from it; jitter) come from the caller.
+//! Nothing here reads a clock, opens a socket or draws from a global RNG: `now` comes
+//! from the caller, and randomness (request ids are uuid v4; peer choice; jitter) from a
+//! ChaCha8 RNG that the [`Client`] (or a lone [`Link`]) owns, seeded by whoever builds
+//! it, as a DHT [`Node`](crate::dht::Node) is.
 //!
 //! # Driving a [`Client`]
 //! One task owns the `Client`, an HTTP client, the WebSocket connections (a map from
@@ -93,7 +95,7 @@ pub use serve::{
 };
 pub use types::{
     CommandId, ConnId, Delivery, HttpId, HttpMethod, HttpRequest, HttpResponse, Io, MAX_ADDR_LEN,
-    PeerAddr, SubscriptionId, TransportError, WatchId, WsMessage, request_id,
+    PeerAddr, SubscriptionId, TransportError, WatchId, WsMessage,
 };
 pub use watch::WatchEvent;
 pub use zmq::{ZmqPubConn, ZmqServerConn};

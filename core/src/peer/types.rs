@@ -251,7 +251,7 @@ impl TransportError {
 }
 
 /// A request id as the Node packages make them: a lower-case UUID v4 string.
-pub fn request_id(rng: &mut impl Rng) -> String {
+pub(crate) fn request_id(rng: &mut impl Rng) -> String {
     let mut b = [0u8; 16];
     rng.fill(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;

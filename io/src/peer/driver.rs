@@ -14,7 +14,6 @@ use grenache_core::peer::{
     LinkEvent, PeerAddr, Put, RequestOptions, SubscriptionId, TransportError, WatchEvent, WatchId,
     WsMessage,
 };
-use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
 use super::config::PeerConfig;
@@ -148,7 +147,6 @@ enum Wake {
 /// The driver task's state.
 pub(crate) struct Driver<R: Runtime> {
     client: Client,
-    rng: ChaCha8Rng,
     commands: async_channel::Receiver<Command>,
     io_tx: async_channel::Sender<IoEvent>,
     io_rx: async_channel::Receiver<IoEvent>,
@@ -175,7 +173,6 @@ pub(crate) struct Driver<R: Runtime> {
 impl<R: Runtime> Driver<R> {
     pub(crate) fn new(
         client: Client,
-        rng: ChaCha8Rng,
         commands: async_channel::Receiver<Command>,
         config: &PeerConfig,
     ) -> Self {
@@ -187,7 +184,6 @@ impl<R: Runtime> Driver<R> {
         let max_message = max_body.max(c.sub.max_message_len);
         Driver {
             client,
-            rng,
             commands,
             io_tx,
             io_rx,
@@ -249,7 +245,7 @@ impl<R: Runtime> Driver<R> {
                 Wake::Stop => break,
             }
             if deadline.is_some_and(|at| at <= now) {
-                self.client.handle_timeout(now, &mut self.rng);
+                self.client.handle_timeout(now);
             }
         }
         tracing::debug!(
@@ -317,7 +313,7 @@ impl<R: Runtime> Driver<R> {
                     // The socket does not keep up (or its task ended): treat it as closed.
                     tracing::warn!(%conn, full = err.is_full(), "WebSocket write queue refused a message; closing");
                     self.conns.remove(&conn);
-                    self.client.handle_ws_closed(now, conn, &mut self.rng);
+                    self.client.handle_ws_closed(now, conn);
                 }
             }
             Io::WsClose { conn } => {
@@ -344,7 +340,7 @@ impl<R: Runtime> Driver<R> {
                 if let Err(err) = tx.try_send(bytes) {
                     tracing::warn!(%conn, full = err.is_full(), "TCP write queue refused bytes; closing");
                     self.streams.remove(&conn);
-                    self.client.handle_tcp_closed(now, conn, &mut self.rng);
+                    self.client.handle_tcp_closed(now, conn);
                 }
             }
             Io::TcpClose { conn } => {
@@ -413,7 +409,7 @@ impl<R: Runtime> Driver<R> {
         let ended = event.peers.is_err();
         if tx.force_send(event.peers).is_err() {
             self.watches.remove(&event.watch);
-            self.client.unwatch(event.watch, &mut self.rng);
+            self.client.unwatch(event.watch);
         } else if ended {
             // Dropping the sender closes the channel after the last update is read.
             self.watches.remove(&event.watch);
@@ -441,18 +437,17 @@ impl<R: Runtime> Driver<R> {
     }
 
     fn handle_command(&mut self, now: Instant, command: Command) {
-        let rng = &mut self.rng;
         match command {
             Command::Lookup { name, reply } => {
-                let id = self.client.lookup(now, &name, rng);
+                let id = self.client.lookup(now, &name);
                 self.wait(id, reply, Waiter::Lookup);
             }
             Command::Announce { name, port, reply } => {
-                let id = self.client.announce(now, &name, port, rng);
+                let id = self.client.announce(now, &name, port);
                 self.wait(id, reply, Waiter::Announce);
             }
             Command::StartAnnouncing { name, port, reply } => {
-                match self.client.start_announcing(now, &name, port, rng) {
+                match self.client.start_announcing(now, &name, port) {
                     Ok(true) => self
                         .first_rounds
                         .entry((name, port))
@@ -476,7 +471,7 @@ impl<R: Runtime> Driver<R> {
             }
             Command::Unannounce { name, port, reply } => {
                 // The core stops the schedule too.
-                let id = self.client.unannounce(now, &name, port, rng);
+                let id = self.client.unannounce(now, &name, port);
                 self.cancel_first_round(name, port);
                 match reply {
                     Some(reply) => self.wait(id, reply, Waiter::Announce),
@@ -488,7 +483,7 @@ impl<R: Runtime> Driver<R> {
                 }
             }
             Command::Put { put, reply } => {
-                let id = self.client.put(now, put, rng);
+                let id = self.client.put(now, put);
                 self.wait(id, reply, Waiter::Put);
             }
             Command::Get {
@@ -496,7 +491,7 @@ impl<R: Runtime> Driver<R> {
                 salt,
                 reply,
             } => {
-                let id = self.client.get(now, target, salt.as_deref(), rng);
+                let id = self.client.get(now, target, salt.as_deref());
                 self.wait(id, reply, Waiter::Get);
             }
             Command::Request {
@@ -505,7 +500,7 @@ impl<R: Runtime> Driver<R> {
                 opts,
                 reply,
             } => {
-                let id = self.client.request(now, &name, &payload, &opts, rng);
+                let id = self.client.request(now, &name, &payload, &opts);
                 self.wait(id, reply, Waiter::Request);
             }
             Command::Map {
@@ -514,24 +509,22 @@ impl<R: Runtime> Driver<R> {
                 opts,
                 reply,
             } => {
-                let id = self.client.map(now, &name, &payload, &opts, rng);
+                let id = self.client.map(now, &name, &payload, &opts);
                 self.wait(id, reply, Waiter::Map);
             }
-            Command::Subscribe { channel, reply } => {
-                match self.client.subscribe(now, &channel, rng) {
-                    Ok(sub) => {
-                        let (tx, rx) = async_channel::bounded(self.subscription_queue);
-                        self.subs.insert(sub, tx);
-                        send(reply, Ok((sub, rx)));
-                    }
-                    Err(err) => send(reply, Err(PeerError::Refused(err))),
+            Command::Subscribe { channel, reply } => match self.client.subscribe(now, &channel) {
+                Ok(sub) => {
+                    let (tx, rx) = async_channel::bounded(self.subscription_queue);
+                    self.subs.insert(sub, tx);
+                    send(reply, Ok((sub, rx)));
                 }
-            }
+                Err(err) => send(reply, Err(PeerError::Refused(err))),
+            },
             Command::Unsubscribe { sub } => {
                 self.subs.remove(&sub);
                 self.client.unsubscribe(sub);
             }
-            Command::Watch { name, reply } => match self.client.watch(now, &name, rng) {
+            Command::Watch { name, reply } => match self.client.watch(now, &name) {
                 Ok(watch) => {
                     let (tx, rx) = async_channel::bounded(1);
                     self.watches.insert(watch, tx);
@@ -541,7 +534,7 @@ impl<R: Runtime> Driver<R> {
             },
             Command::Unwatch { watch } => {
                 self.watches.remove(&watch);
-                self.client.unwatch(watch, rng);
+                self.client.unwatch(watch);
             }
             Command::Stats { reply } => send(reply, self.client.stats()),
         }
@@ -571,20 +564,19 @@ impl<R: Runtime> Driver<R> {
     }
 
     fn handle_io(&mut self, now: Instant, event: IoEvent) {
-        let rng = &mut self.rng;
         match event {
-            IoEvent::Http { id, reply } => self.client.handle_http_reply(now, id, reply, rng),
-            IoEvent::WsOpen(conn) => self.client.handle_ws_open(now, conn, rng),
-            IoEvent::WsMessage(conn, msg) => self.client.handle_ws_message(now, conn, msg, rng),
+            IoEvent::Http { id, reply } => self.client.handle_http_reply(now, id, reply),
+            IoEvent::WsOpen(conn) => self.client.handle_ws_open(now, conn),
+            IoEvent::WsMessage(conn, msg) => self.client.handle_ws_message(now, conn, msg),
             IoEvent::WsClosed(conn) => {
                 self.conns.remove(&conn);
-                self.client.handle_ws_closed(now, conn, rng);
+                self.client.handle_ws_closed(now, conn);
             }
-            IoEvent::TcpOpen(conn) => self.client.handle_tcp_open(now, conn, rng),
-            IoEvent::TcpData(conn, bytes) => self.client.handle_tcp_data(now, conn, &bytes, rng),
+            IoEvent::TcpOpen(conn) => self.client.handle_tcp_open(now, conn),
+            IoEvent::TcpData(conn, bytes) => self.client.handle_tcp_data(now, conn, &bytes),
             IoEvent::TcpClosed(conn) => {
                 self.streams.remove(&conn);
-                self.client.handle_tcp_closed(now, conn, rng);
+                self.client.handle_tcp_closed(now, conn);
             }
         }
     }
