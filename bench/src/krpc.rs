@@ -4,8 +4,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use grenache_core::NodeId;
-use grenache_core::id::Key;
-use grenache_core::krpc::{Body, Message, Method, Query, Response};
+use grenache_core::dht::Key;
+use grenache_core::dht::krpc::{Body, Message, Method, Query, Response};
 
 /// A query from `id` with a two-byte transaction id drawn from `i`.
 pub fn query(id: NodeId, i: u64, method: Method) -> Vec<u8> {

@@ -155,15 +155,15 @@ pub fn loss_latency(
     loss: f64,
     lookups: usize,
 ) -> Result<(), String> {
-    use grenache_core::id::Key;
-    use grenache_core::sim::{LinkConfig, Sim};
+    use grenache_core::dht::Key;
+    use grenache_core::sim::{PathConfig, Sim};
     use rand::Rng as _;
     use rand::SeedableRng as _;
     use std::time::{Duration, Instant};
 
     let mut sim = Sim::new(7, Instant::now());
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-    sim.set_link(LinkConfig::new(Duration::from_millis(1)).with_loss(loss));
+    sim.set_link(PathConfig::new(Duration::from_millis(1)).with_loss(loss));
     sim.set_wait_limit(Duration::from_secs(60));
     let first = sim.spawn(None);
     let mut nodes = vec![first];

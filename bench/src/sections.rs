@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use grenache_core::NodeId;
-use grenache_core::krpc::Method;
+use grenache_core::dht::krpc::Method;
 use rand::SeedableRng as _;
 use rand_chacha::ChaCha8Rng;
 

@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo bench -p grenache-core --bench micro` (add `-- --quick` for a short run).
 //! The KRPC messages are the ones bittorrent-dht 10 (the Node Grape's DHT) sent on
-//! loopback, kept in `core/src/krpc/testdata/`.
+//! loopback, kept in `core/src/dht/krpc/testdata/`.
 
 // A bench is the caller: it takes the epoch from the clock, as tests do.
 #![allow(missing_docs, clippy::unwrap_used, clippy::disallowed_methods)]
@@ -13,9 +13,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use grenache_core::krpc::{Body, Message, Method, Query};
-use grenache_core::routing::{NodeInfo, RoutingTable};
-use grenache_core::token::Tokens;
+use grenache_core::dht::krpc::{Body, Message, Method, Query};
+use grenache_core::dht::routing::{NodeInfo, RoutingTable};
+use grenache_core::dht::token::Tokens;
 use grenache_core::{Config, Key, MutableItem, Node, NodeId};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -24,37 +24,43 @@ use rand_chacha::ChaCha8Rng;
 const CAPTURED: [(&str, &[u8]); 12] = [
     (
         "find_node",
-        include_bytes!("../src/krpc/testdata/00-find_node.bin"),
+        include_bytes!("../src/dht/krpc/testdata/00-find_node.bin"),
     ),
     (
         "r_nodes",
-        include_bytes!("../src/krpc/testdata/01-r_id_nodes.bin"),
+        include_bytes!("../src/dht/krpc/testdata/01-r_id_nodes.bin"),
     ),
     (
         "get_peers",
-        include_bytes!("../src/krpc/testdata/02-get_peers.bin"),
+        include_bytes!("../src/dht/krpc/testdata/02-get_peers.bin"),
     ),
     (
         "r_nodes_token",
-        include_bytes!("../src/krpc/testdata/03-r_id_nodes_token.bin"),
+        include_bytes!("../src/dht/krpc/testdata/03-r_id_nodes_token.bin"),
     ),
     (
         "announce_peer",
-        include_bytes!("../src/krpc/testdata/04-announce_peer.bin"),
+        include_bytes!("../src/dht/krpc/testdata/04-announce_peer.bin"),
     ),
-    ("r_id", include_bytes!("../src/krpc/testdata/05-r_id.bin")),
+    (
+        "r_id",
+        include_bytes!("../src/dht/krpc/testdata/05-r_id.bin"),
+    ),
     (
         "r_values",
-        include_bytes!("../src/krpc/testdata/06-r_id_token_values.bin"),
+        include_bytes!("../src/dht/krpc/testdata/06-r_id_token_values.bin"),
     ),
-    ("get", include_bytes!("../src/krpc/testdata/07-get.bin")),
-    ("put", include_bytes!("../src/krpc/testdata/08-put.bin")),
+    ("get", include_bytes!("../src/dht/krpc/testdata/07-get.bin")),
+    ("put", include_bytes!("../src/dht/krpc/testdata/08-put.bin")),
     (
         "r_v",
-        include_bytes!("../src/krpc/testdata/09-r_id_token_v.bin"),
+        include_bytes!("../src/dht/krpc/testdata/09-r_id_token_v.bin"),
     ),
-    ("error", include_bytes!("../src/krpc/testdata/10-e.bin")),
-    ("ping", include_bytes!("../src/krpc/testdata/11-ping.bin")),
+    ("error", include_bytes!("../src/dht/krpc/testdata/10-e.bin")),
+    (
+        "ping",
+        include_bytes!("../src/dht/krpc/testdata/11-ping.bin"),
+    ),
 ];
 
 /// Nodes fed to the routing table, as the issue asks.

@@ -32,11 +32,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use grenache_core::bep44::{ImmutableItem, Item, MutableItem, Target};
-use grenache_core::event::{Outcome, QueryError, QueryId};
-use grenache_core::id::Key;
-use grenache_core::node::Config;
-use grenache_core::sim::{LinkConfig, Sim};
+use grenache_core::dht::Key;
+use grenache_core::dht::bep44::{ImmutableItem, Item, MutableItem, Target};
+use grenache_core::dht::{Config, Outcome, QueryError, QueryId};
+use grenache_core::sim::{PathConfig, Sim};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -257,7 +256,7 @@ fn main() -> ExitCode {
     // Scenario choices come from their own stream, so the network's draws stay put.
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed ^ 0x5eed_5eed_5eed_5eed);
     sim.set_link(
-        LinkConfig::new(Duration::from_millis(args.latency))
+        PathConfig::new(Duration::from_millis(args.latency))
             .with_jitter(Duration::from_millis(args.jitter))
             .with_loss(args.loss),
     );

@@ -25,10 +25,11 @@
 //! # let _ = Duration::ZERO;
 //! ```
 //!
-//! A datagram's path: [`Node::handle_datagram`] decodes it ([`krpc`], over [`bencode`]);
-//! a query is answered from the [`routing`] table, the [`token`]s and the [`storage`];
-//! a response is matched to our pending query and fed to the [`lookup`] that sent it,
-//! which asks further or ends with an [`Event::Finished`]. [`api::Grape`] puts the
+//! A datagram's path: [`Node::handle_datagram`] decodes it ([`dht::krpc`], over
+//! [`dht::bencode`]); a query is answered from the [`dht::routing`] table, the
+//! [`dht::token`]s and the [`dht::storage`]; a response is matched to our pending query and
+//! fed to the lookup that sent it, which asks further or ends with an [`Event::Finished`].
+//! [`api::Grape`] puts the
 //! Node.js Grape's HTTP and WebSocket API on top, as bytes in and bytes out.
 //!
 //! References: BEP 5 (DHT), BEP 44 (get/put), BEP 43 (read-only nodes), BEP 32 (IPv6),
@@ -39,22 +40,12 @@
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 pub mod api;
-pub mod bencode;
-pub mod bep44;
-pub mod event;
-pub mod id;
-pub mod krpc;
-pub mod lookup;
-pub mod node;
+pub mod dht;
 pub mod peer;
-pub mod routing;
 #[cfg(feature = "sim")]
 pub mod sim;
-pub mod storage;
-pub mod token;
-pub mod zmtp;
 
-pub use bep44::{ImmutableItem, Item, MutableItem, PutError, Target};
-pub use event::{Event, Outcome, QueryError, QueryId};
-pub use id::{Key, NodeId};
-pub use node::{Config, Node, Stats, Transmit};
+pub use dht::{
+    Config, Event, ImmutableItem, Item, Key, MutableItem, Node, NodeId, Outcome, PutError,
+    QueryError, QueryId, Stats, Target, Transmit,
+};

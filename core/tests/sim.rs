@@ -11,11 +11,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use grenache_core::bep44::{ImmutableItem, Item, MutableItem};
-use grenache_core::event::{Event, Outcome};
-use grenache_core::id::Key;
-use grenache_core::node::WATCH_TTL;
-use grenache_core::sim::{LinkConfig, Sim};
+use grenache_core::dht::Key;
+use grenache_core::dht::WATCH_TTL;
+use grenache_core::dht::bep44::{ImmutableItem, Item, MutableItem};
+use grenache_core::dht::{Event, Outcome};
+use grenache_core::sim::{PathConfig, Sim};
 
 const NODES: usize = 500;
 
@@ -39,7 +39,7 @@ impl Drop for ReplayHint {
 }
 
 /// `n` nodes, each bootstrapped from the first one, then left alone for `settle`.
-fn network(seed: u64, n: usize, link: LinkConfig, settle: Duration) -> (Sim, Vec<SocketAddr>) {
+fn network(seed: u64, n: usize, link: PathConfig, settle: Duration) -> (Sim, Vec<SocketAddr>) {
     let mut sim = Sim::new(seed, Instant::now());
     sim.set_link(link);
     let first = sim.spawn(None);
@@ -105,7 +105,7 @@ fn every_node_bootstraps_from_one_seed_node() {
     let seed = seed(1);
     let _hint = ReplayHint(seed);
 
-    let (mut sim, nodes) = network(seed, NODES, LinkConfig::default(), JOINED);
+    let (mut sim, nodes) = network(seed, NODES, PathConfig::default(), JOINED);
 
     let mut bootstrapped = 0;
     for &addr in &nodes[1..] {
@@ -132,7 +132,7 @@ fn every_node_bootstraps_from_one_seed_node() {
 fn an_announce_is_found_from_another_node() {
     let seed = seed(2);
     let _hint = ReplayHint(seed);
-    let (mut sim, nodes) = network(seed, NODES, LinkConfig::default(), SETTLED);
+    let (mut sim, nodes) = network(seed, NODES, PathConfig::default(), SETTLED);
     let (a, b) = (nodes[17], nodes[401]);
 
     let found = announce_then_lookup(&mut sim, a, b, "rest:net:util", 4242);
@@ -144,7 +144,7 @@ fn an_announce_is_found_from_another_node() {
 fn immutable_and_mutable_items_round_trip() {
     let seed = seed(3);
     let _hint = ReplayHint(seed);
-    let (mut sim, nodes) = network(seed, NODES, LinkConfig::default(), SETTLED);
+    let (mut sim, nodes) = network(seed, NODES, PathConfig::default(), SETTLED);
     let (a, b) = (nodes[33], nodes[444]);
     let immutable =
         Item::Immutable(ImmutableItem::new(b"12:hello, world".to_vec()).expect("bencoded"));
@@ -195,8 +195,8 @@ fn lookups_survive_ten_percent_loss() {
     let seed = seed(4);
     let _hint = ReplayHint(seed);
     // Built on a clean network: joining under loss is another matter (see the sim example).
-    let (mut sim, nodes) = network(seed, NODES, LinkConfig::default(), SETTLED);
-    sim.set_link(LinkConfig::default().with_loss(0.1));
+    let (mut sim, nodes) = network(seed, NODES, PathConfig::default(), SETTLED);
+    sim.set_link(PathConfig::default().with_loss(0.1));
     let lookups = 100;
 
     let ok = (0..lookups)
@@ -235,7 +235,7 @@ fn scenario(sim: &mut Sim, nodes: &mut Vec<SocketAddr>) -> u64 {
 fn the_same_seed_gives_the_same_trace() {
     let seed = seed(5);
     let _hint = ReplayHint(seed);
-    let link = LinkConfig::default().with_loss(0.05).with_duplicate(0.01);
+    let link = PathConfig::default().with_loss(0.05).with_duplicate(0.01);
     let (mut first, mut first_nodes) = network(seed, NODES, link, JOINED);
     let (mut second, mut second_nodes) = network(seed, NODES, link, JOINED);
     let (mut other, mut other_nodes) = network(seed + 1, NODES, link, JOINED);
@@ -253,7 +253,7 @@ fn the_same_seed_gives_the_same_trace() {
 fn a_cut_off_node_is_found_only_after_healing() {
     let seed = seed(6);
     let _hint = ReplayHint(seed);
-    let (mut sim, nodes) = network(seed, NODES, LinkConfig::default(), SETTLED);
+    let (mut sim, nodes) = network(seed, NODES, PathConfig::default(), SETTLED);
     let (hidden, seeker) = (nodes[250], nodes[123]);
     sim.isolate(hidden);
 
@@ -297,7 +297,7 @@ fn silent_and_dead_nodes_never_cost_a_hard_timeout() {
         let victim = live.remove((i * 7919 + 1) % live.len());
         sim.kill(victim);
     }
-    sim.set_link(LinkConfig::default().with_loss(0.1));
+    sim.set_link(PathConfig::default().with_loss(0.1));
 
     let lookups = 60;
     let mut found = 0;
@@ -350,7 +350,7 @@ fn storing(sim: &Sim, nodes: &[SocketAddr], k: &Key, peer: SocketAddr) -> Vec<So
 fn an_unannounce_reaches_every_node_that_stored_the_announce() {
     let seed = seed(7);
     let _hint = ReplayHint(seed);
-    let (mut sim, nodes) = network(seed, NODES, LinkConfig::default(), SETTLED);
+    let (mut sim, nodes) = network(seed, NODES, PathConfig::default(), SETTLED);
 
     for i in 0..10 {
         let (a, b) = pick(&nodes, i);
@@ -403,7 +403,7 @@ fn changes_seen(sim: &mut Sim, addr: SocketAddr, name: &Key) -> usize {
 fn a_watch_sees_every_change() {
     let seed = seed(9);
     let _hint = ReplayHint(seed);
-    let (mut sim, nodes) = network(seed, 100, LinkConfig::default(), JOINED);
+    let (mut sim, nodes) = network(seed, 100, PathConfig::default(), JOINED);
     let name = key("watched");
     // The node farthest from the name: it stores none of its peers, so only notifications
     // from the storing nodes can tell it.

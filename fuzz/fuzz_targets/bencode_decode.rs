@@ -2,7 +2,7 @@
 //! must re-encode to exactly the input (canonical form).
 #![no_main]
 
-use grenache_core::bencode;
+use grenache_core::dht::bencode;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,8 +3,8 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use grenache_core::id::NodeId;
-use grenache_core::krpc::{Body, Message, Method, Query};
+use grenache_core::dht::NodeId;
+use grenache_core::dht::krpc::{Body, Message, Method, Query};
 
 /// The start of a target's virtual clock: one fixed instant, so an input replays the same.
 pub(crate) fn epoch() -> Instant {

@@ -2,8 +2,8 @@
 //! survive encode then decode unchanged, and so must the error reply to a rejected query.
 #![no_main]
 
-use grenache_core::bencode::MAX_INPUT_LEN;
-use grenache_core::krpc::Message;
+use grenache_core::dht::bencode::MAX_INPUT_LEN;
+use grenache_core::dht::krpc::Message;
 use libfuzzer_sys::fuzz_target;
 
 fn assert_round_trip(message: &Message) {

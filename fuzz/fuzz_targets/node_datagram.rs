@@ -15,9 +15,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{epoch, ping_from};
-use grenache_core::id::Key;
-use grenache_core::krpc::{Body, Message};
-use grenache_core::node::{Config, Node};
+use grenache_core::dht::Key;
+use grenache_core::dht::krpc::{Body, Message};
+use grenache_core::dht::{Config, Node};
 use libfuzzer_sys::fuzz_target;
 
 /// Nodes put in the table before the input is fed (they ping us, we learn them).

@@ -26,15 +26,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::epoch;
-use grenache_core::bep44::Target;
+use grenache_core::dht::bep44::Target;
 use grenache_core::peer::{
-    Client, ClientConfig, ConnId, DEFAULT_MAX_FRAME_LEN, Event, HttpId, HttpResponse, LinkEvent,
-    Put, QueryId, RequestOptions, RpcTransport, SubscriptionId, Transmit, TransportError,
+    Client, ClientConfig, ClientEvent, CommandId, ConnId, DEFAULT_MAX_FRAME_LEN, HttpId,
+    HttpResponse, Io, LinkEvent, Put, RequestOptions, RpcTransport, SubscriptionId, TransportError,
     WsMessage, gunzip, gzip,
 };
 use libfuzzer_sys::fuzz_target;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
 const STATUSES: [u16; 8] = [200, 200, 200, 204, 302, 413, 500, 504];
@@ -50,14 +48,13 @@ const MAX_WAKEUPS: usize = 10_000;
 
 struct Harness {
     client: Client,
-    rng: ChaCha8Rng,
     now: Instant,
     /// HTTP exchanges asked for, with the rid in their body.
     http: Vec<(HttpId, Option<String>)>,
     /// Connections asked for, with the rids sent on them.
     conns: Vec<(ConnId, Vec<String>)>,
-    commands: Vec<QueryId>,
-    ended: BTreeMap<QueryId, usize>,
+    commands: Vec<CommandId>,
+    ended: BTreeMap<CommandId, usize>,
     sub: SubscriptionId,
     unsubscribed: bool,
 }
@@ -86,17 +83,17 @@ impl Harness {
     fn drain(&mut self) {
         while let Some(t) = self.client.poll_transmit() {
             match t {
-                Transmit::Http(req) => {
+                Io::Http(req) => {
                     if self.http.len() < MAX_IDS {
                         self.http.push((req.id, rid_of(&req.body)));
                     }
                 }
-                Transmit::WsConnect { conn, .. } => {
+                Io::WsConnect { conn, .. } => {
                     if self.conns.len() < MAX_IDS {
                         self.conns.push((conn, Vec::new()));
                     }
                 }
-                Transmit::WsSend { conn, msg } => {
+                Io::WsSend { conn, msg } => {
                     let rid = rid_of(msg.as_bytes());
                     if let (Some((_, rids)), Some(rid)) =
                         (self.conns.iter_mut().find(|(c, _)| *c == conn), rid)
@@ -104,27 +101,25 @@ impl Harness {
                         rids.push(rid);
                     }
                 }
-                Transmit::WsClose { .. } => {}
+                Io::WsClose { .. } => {}
                 // The setup never picks ZeroMQ; its bytes are fuzzed by zmtp_stream.
-                Transmit::TcpConnect { .. }
-                | Transmit::TcpSend { .. }
-                | Transmit::TcpClose { .. } => {}
+                Io::TcpConnect { .. } | Io::TcpSend { .. } | Io::TcpClose { .. } => {}
             }
         }
         while let Some(event) = self.client.poll_event() {
             let id = match &event {
-                Event::Link(
+                ClientEvent::Link(
                     LinkEvent::Lookup { id, .. }
                     | LinkEvent::Announce { id, .. }
                     | LinkEvent::Unannounce { id, .. }
                     | LinkEvent::Put { id, .. }
                     | LinkEvent::Get { id, .. },
                 )
-                | Event::Reply { id, .. }
-                | Event::Map { id, .. } => *id,
-                Event::Subscribed { sub, .. }
-                | Event::Message { sub, .. }
-                | Event::Disconnected { sub, .. } => {
+                | ClientEvent::Reply { id, .. }
+                | ClientEvent::Map { id, .. } => *id,
+                ClientEvent::Subscribed { sub, .. }
+                | ClientEvent::Message { sub, .. }
+                | ClientEvent::Disconnected { sub, .. } => {
                     assert_eq!(*sub, self.sub);
                     assert!(!self.unsubscribed, "event after unsubscribe: {event:?}");
                     continue;
@@ -147,7 +142,7 @@ impl Harness {
                 return;
             }
             self.now = self.now.max(at);
-            self.client.handle_timeout(self.now, &mut self.rng);
+            self.client.handle_timeout(self.now);
             self.drain();
             assert!(
                 self.client.poll_timeout().is_none_or(|t| t > self.now),
@@ -188,17 +183,16 @@ impl Harness {
                 let body = with_rid(bytes, rid.as_deref());
                 let body = if zip { gzip(&body) } else { body };
                 let reply = Ok(HttpResponse { status, body });
-                self.client.handle_http_reply(now, id, reply, &mut self.rng);
+                self.client.handle_http_reply(now, id, reply);
             }
             3 => {
                 let (id, _) = self.http_pick(pick);
                 let err = TransportError::new(String::from_utf8_lossy(bytes));
-                self.client
-                    .handle_http_reply(now, id, Err(err), &mut self.rng);
+                self.client.handle_http_reply(now, id, Err(err));
             }
             4 => {
                 let (conn, _) = self.conn_pick(pick);
-                self.client.handle_ws_open(now, conn, &mut self.rng);
+                self.client.handle_ws_open(now, conn);
             }
             5 | 6 => {
                 let (conn, rid) = self.conn_pick(pick);
@@ -208,11 +202,11 @@ impl Harness {
                 } else {
                     WsMessage::Binary(bytes)
                 };
-                self.client.handle_ws_message(now, conn, msg, &mut self.rng);
+                self.client.handle_ws_message(now, conn, msg);
             }
             _ => {
                 let (conn, _) = self.conn_pick(pick);
-                self.client.handle_ws_closed(now, conn, &mut self.rng);
+                self.client.handle_ws_closed(now, conn);
             }
         }
         self.drain();
@@ -233,13 +227,12 @@ fuzz_target!(|data: &[u8]| {
         config.rpc.transport = RpcTransport::Ws;
     }
     config.rpc.compress = setup & 4 == 4;
-    let Ok(client) = Client::new(config) else {
+    let Ok(client) = Client::new(config, [11; 32]) else {
         return;
     };
     let now = epoch();
     let mut h = Harness {
         client,
-        rng: ChaCha8Rng::seed_from_u64(11),
         now,
         http: Vec::new(),
         conns: Vec::new(),
@@ -253,27 +246,23 @@ fuzz_target!(|data: &[u8]| {
         .attempts(2)
         .timeout(Duration::from_secs(5));
     let payload = json!({"action": "ping", "n": 1.5});
-    let rng = &mut h.rng;
     let c = &mut h.client;
     let put = Put::immutable("hello").expect("a short value");
     let commands = [
-        c.lookup(now, "svc", rng),
-        c.request(now, "svc", &payload, &opts, rng),
-        c.map(now, "svc", &payload, &opts.clone().limit(2), rng),
-        c.announce(now, "svc", 1337, rng),
-        c.unannounce(now, "svc", 1338, rng),
-        c.put(now, put.clone(), rng),
-        c.get(now, put.target(), None, rng),
-        c.get(now, Target([7; 20]), Some("salt"), rng),
+        c.lookup(now, "svc"),
+        c.request(now, "svc", &payload, &opts),
+        c.map(now, "svc", &payload, &opts.clone().limit(2)),
+        c.announce(now, "svc", 1337),
+        c.unannounce(now, "svc", 1338),
+        c.put(now, put.clone()),
+        c.get(now, put.target(), None),
+        c.get(now, Target([7; 20]), Some("salt")),
     ];
     h.commands = commands
         .into_iter()
         .map(|r| r.expect("command accepted"))
         .collect();
-    h.sub = h
-        .client
-        .subscribe(now, "chan", &mut h.rng)
-        .expect("subscribed");
+    h.sub = h.client.subscribe(now, "chan").expect("subscribed");
     h.drain();
 
     while let [op, pick, wait, len, tail @ ..] = rest {

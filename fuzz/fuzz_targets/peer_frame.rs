@@ -81,9 +81,8 @@ fuzz_target!(|data: &[u8]| {
                     Compression::Gzip => gunzip(&body, DEFAULT_MAX_FRAME_LEN).expect("our gzip"),
                 };
                 assert_eq!(plain, encode_reply(&reply.rid, result));
-                let again = decode_reply(&plain, DEFAULT_MAX_FRAME_LEN).map(|r| {
-                    encode_reply(&r.rid, r.result.as_ref().map_err(String::as_str))
-                });
+                let again = decode_reply(&plain, DEFAULT_MAX_FRAME_LEN)
+                    .map(|r| encode_reply(&r.rid, r.result.as_ref().map_err(String::as_str)));
                 assert_eq!(again.as_deref(), Ok(&plain[..]));
             }
         }

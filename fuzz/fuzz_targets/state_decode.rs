@@ -4,14 +4,18 @@
 //! could never forge. It must never panic; what it accepts must survive encode then decode.
 #![no_main]
 
-use grenache_core::node::state::{Snapshot, seal};
+use grenache_core::dht::state::{Snapshot, seal};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Some((mode, rest)) = data.split_first() else {
         return;
     };
-    let file = if mode & 1 == 1 { seal(rest) } else { rest.to_vec() };
+    let file = if mode & 1 == 1 {
+        seal(rest)
+    } else {
+        rest.to_vec()
+    };
     if let Ok(snapshot) = Snapshot::decode(&file) {
         assert_eq!(Snapshot::decode(&snapshot.encode()), Ok(snapshot));
     }

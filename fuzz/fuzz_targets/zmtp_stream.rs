@@ -8,8 +8,8 @@
 //! SUB to the PUB), so short inputs reach the frame and command decoders at once.
 #![no_main]
 
-use grenache_core::zmtp::frame::{self, GREETING_LEN};
-use grenache_core::zmtp::{Connection, Limits, SocketType, ZmtpError, ZmtpEvent};
+use grenache_core::peer::zmtp::frame::{self, GREETING_LEN};
+use grenache_core::peer::zmtp::{Connection, Limits, SocketType, ZmtpError, ZmtpEvent};
 use libfuzzer_sys::fuzz_target;
 
 /// A well-behaved peer's greeting and READY.
@@ -30,7 +30,11 @@ fn run(ours: SocketType, peer: SocketType, mode: u8, cuts: [usize; 2], stream: &
     let hello_len = c.take_output().len();
     assert!(hello_len > GREETING_LEN);
 
-    let mut input = if mode & 1 == 1 { hello(peer) } else { Vec::new() };
+    let mut input = if mode & 1 == 1 {
+        hello(peer)
+    } else {
+        Vec::new()
+    };
     input.extend_from_slice(stream);
     let first = cuts[0].min(input.len());
     let second = (first + cuts[1]).min(input.len());

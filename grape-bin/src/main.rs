@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser as _;
-use grenache_core::id::NodeId;
+use grenache_core::dht::NodeId;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Args, Runtime};

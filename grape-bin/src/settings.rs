@@ -7,8 +7,8 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs as _};
 use std::path::{Path, PathBuf};
 
 use grenache_core::api::GrapeConfig;
-use grenache_core::krpc::NodeInfo;
-use grenache_core::node::state::{MAX_FILE_LEN, Snapshot};
+use grenache_core::dht::krpc::NodeInfo;
+use grenache_core::dht::state::{MAX_FILE_LEN, Snapshot};
 use rand::TryRngCore as _;
 use rand::rngs::OsRng;
 

@@ -14,9 +14,9 @@ use common::{
     Checks, Ctx, Grape, GrapeOpts, Kind, PROPAGATION, Rt, free_port, http, peer, start_grapes,
     start_ours, wait_until,
 };
-use grenache_core::id::NodeId;
-use grenache_core::krpc::NodeInfo;
-use grenache_core::node::state::Snapshot;
+use grenache_core::dht::NodeId;
+use grenache_core::dht::krpc::NodeInfo;
+use grenache_core::dht::state::Snapshot;
 use serde_json::Value;
 
 both_runtimes!(warm_restart, damaged_state_file);

@@ -12,8 +12,8 @@ use common::{
     Checks, Ctx, Grape, GrapeOpts, Kind, PROPAGATION, Rt, free_port, peer, start_grapes,
     wait_converged, wait_until,
 };
-use grenache_core::id::Key;
-use grenache_core::krpc::{Body, Message, Method, Query};
+use grenache_core::dht::Key;
+use grenache_core::dht::krpc::{Body, Message, Method, Query};
 use serde_json::{Value, json};
 
 both_runtimes!(

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use grenache_core::api::GrapeConfig;
-use grenache_core::krpc::NodeInfo;
+use grenache_core::dht::krpc::NodeInfo;
 
 /// Everything [`GrapeServer::start`](crate::GrapeServer::start) needs.
 #[derive(Debug, Clone)]

@@ -1,5 +1,5 @@
 //! Saving the node's state for a warm restart (Grape `--state`): every few minutes and at
-//! shutdown, atomically. The format is the core's ([`grenache_core::node::state`]); this
+//! shutdown, atomically. The format is the core's ([`grenache_core::dht::state`]); this
 //! module only decides when to save and writes the file.
 //!
 //! It only uses std: a file write is short and rare, so the driver does it in place.
@@ -114,7 +114,7 @@ fn sync_dir(_path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use grenache_core::api::GrapeConfig;
-    use grenache_core::node::state::Snapshot;
+    use grenache_core::dht::state::Snapshot;
 
     use super::*;
 

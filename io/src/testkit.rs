@@ -473,7 +473,7 @@ mod burst {
     use std::time::Duration;
 
     use grenache_core::NodeId;
-    use grenache_core::krpc::{Body, Message, Method, Query};
+    use grenache_core::dht::krpc::{Body, Message, Method, Query};
 
     /// Sends `n` pings to `dht` back to back, then counts the distinct answers that come
     /// within a second of the last one. Blocking: run it off the runtime's threads.

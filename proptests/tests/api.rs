@@ -14,7 +14,7 @@ use grenache_core::api::{
     ApiError, CONTENT_TYPE_JSON, CONTENT_TYPE_METRICS, CONTENT_TYPE_TEXT, CommandKind, Grape,
     GrapeConfig, HttpBody, Reply, RequestId, WsConn, data_of, parse_body, parse_command,
 };
-use grenache_core::id::hex;
+use grenache_core::dht::hex;
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;

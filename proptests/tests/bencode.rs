@@ -1,8 +1,8 @@
-//! Property tests for `grenache_core::bencode`: round trips, canonical form, no panics.
+//! Property tests for `grenache_core::dht::bencode`: round trips, canonical form, no panics.
 
 use std::collections::BTreeMap;
 
-use grenache_core::bencode::{self, Value};
+use grenache_core::dht::bencode::{self, Value};
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 

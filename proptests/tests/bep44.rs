@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use grenache_core::bep44::{
+use grenache_core::dht::bep44::{
     ImmutableItem, Item, MAX_SALT_LEN, MAX_V_LEN, MutableItem, PutError, mutable_target,
 };
-use grenache_core::storage::ItemStore;
+use grenache_core::dht::storage::ItemStore;
 use proptest::prelude::*;
 
 /// A bencoded string `<len>:<payload>`: always one valid value.
@@ -156,7 +156,7 @@ proptest! {
 
         let item = ImmutableItem::new(v.clone()).expect("valid bencode");
 
-        prop_assert_eq!(item.target(), grenache_core::bep44::immutable_target(&v));
+        prop_assert_eq!(item.target(), grenache_core::dht::bep44::immutable_target(&v));
         prop_assert_eq!(item.v(), &v[..]);
     }
 }

@@ -1,13 +1,13 @@
-//! Property tests for `grenache_core::krpc`: every message survives encode then decode,
+//! Property tests for `grenache_core::dht::krpc`: every message survives encode then decode,
 //! and no input makes the decoder panic.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-use grenache_core::bencode::{self, Value};
-use grenache_core::id::{Key, MAX_KEY_LEN, NodeId};
-use grenache_core::krpc::{
+use grenache_core::dht::bencode::{self, Value};
+use grenache_core::dht::krpc::{
     Body, ErrorReply, MAX_TID_LEN, Message, Method, NodeInfo, PutArgs, Query, Response,
 };
+use grenache_core::dht::{Key, MAX_KEY_LEN, NodeId};
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;

@@ -5,7 +5,7 @@
 mod common;
 
 use grenache_core::peer::{
-    Compression, DEFAULT_MAX_FRAME_LEN, FrameError, Reply, Request, decode_http_request,
+    Compression, DEFAULT_MAX_FRAME_LEN, FrameError, ReplyFrame, RequestFrame, decode_http_request,
     decode_reply, decode_request, encode_http_reply, encode_reply, encode_request, gunzip, gzip,
     http_error_reply, ws_error_reply,
 };
@@ -44,15 +44,15 @@ fn js_value(v: Value) -> Value {
     }
 }
 
-fn js_request(r: Request) -> Request {
-    Request {
+fn js_request(r: RequestFrame) -> RequestFrame {
+    RequestFrame {
         payload: js_value(r.payload),
         ..r
     }
 }
 
-fn js_reply(r: Reply) -> Reply {
-    Reply {
+fn js_reply(r: ReplyFrame) -> ReplyFrame {
+    ReplyFrame {
         result: r.result.map(js_value),
         ..r
     }
@@ -223,7 +223,7 @@ proptest! {
         prop_assert!(std::str::from_utf8(&frame).is_ok());
         prop_assert_eq!(
             decode_request(&frame, frame.len()),
-            Ok(Request { rid, key, payload })
+            Ok(RequestFrame { rid, key, payload })
         );
     }
 
@@ -232,7 +232,7 @@ proptest! {
         let frame = encode_reply(&rid, as_ref(&result));
 
         prop_assert!(std::str::from_utf8(&frame).is_ok());
-        prop_assert_eq!(decode_reply(&frame, frame.len()), Ok(Reply { rid, result }));
+        prop_assert_eq!(decode_reply(&frame, frame.len()), Ok(ReplyFrame { rid, result }));
     }
 
     #[test]
@@ -247,7 +247,7 @@ proptest! {
 
         let got = decode_http_request(header(c), &body, frame.len());
 
-        prop_assert_eq!(got, Ok((Request { rid, key, payload }, c)));
+        prop_assert_eq!(got, Ok((RequestFrame { rid, key, payload }, c)));
     }
 
     #[test]
@@ -262,7 +262,7 @@ proptest! {
             Compression::Gzip => gunzip(&body, DEFAULT_MAX_FRAME_LEN).expect("our own gzip"),
         };
 
-        prop_assert_eq!(decode_reply(&plain, plain.len()), Ok(Reply { rid, result }));
+        prop_assert_eq!(decode_reply(&plain, plain.len()), Ok(ReplyFrame { rid, result }));
     }
 
     #[test]
@@ -271,7 +271,7 @@ proptest! {
 
         prop_assert_eq!(
             decode_reply(&frame, frame.len()),
-            Ok(Reply { rid, result: Ok(Value::Null) })
+            Ok(ReplyFrame { rid, result: Ok(Value::Null) })
         );
     }
 

@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use grenache_core::id::NodeId;
-use grenache_core::routing::{
+use grenache_core::dht::NodeId;
+use grenache_core::dht::routing::{
     Failed, GOOD_FOR, Ignored, Insert, NodeInfo, NodeState, RoutingTable,
 };
 use proptest::prelude::*;

@@ -9,9 +9,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use grenache_core::event::Outcome;
-use grenache_core::id::Key;
-use grenache_core::sim::{LinkConfig, Sim};
+use grenache_core::dht::Key;
+use grenache_core::dht::Outcome;
+use grenache_core::sim::{PathConfig, Sim};
 use proptest::prelude::*;
 
 /// Lookups must start this long before the peer expires, to have time to end.
@@ -64,7 +64,7 @@ fn run(seed: u64, nodes: usize, loss: f64, ops: &[Op]) -> Result<(), String> {
     }
     sim.run_for(Duration::from_secs(10));
     // Joining under loss is slower and covered elsewhere; the property is about lookups.
-    sim.set_link(LinkConfig::default().with_loss(loss));
+    sim.set_link(PathConfig::default().with_loss(loss));
     let (mut kills, mut spawns) = (0, 0);
     let mut announced: Vec<Announced> = Vec::new();
     for op in ops {
@@ -147,7 +147,7 @@ proptest! {
     ) {
         let hash = |ops: &[Op]| {
             let mut sim = Sim::new(seed, Instant::now());
-            sim.set_link(LinkConfig::default().with_loss(0.05));
+            sim.set_link(PathConfig::default().with_loss(0.05));
             let first = sim.spawn(None);
             let mut live = vec![first];
             for _ in 1..20 {

@@ -1,13 +1,13 @@
-//! Property tests for `grenache_core::node::state`, the warm-restart file: a snapshot
+//! Property tests for `grenache_core::dht::state`, the warm-restart file: a snapshot
 //! survives encode then decode, no bytes make the decoder panic, and a cut or a flipped bit
 //! is an error rather than another snapshot.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use grenache_core::bencode;
-use grenache_core::id::NodeId;
-use grenache_core::krpc::NodeInfo;
-use grenache_core::node::state::{MAGIC, MAX_FILE_LEN, Snapshot, seal};
+use grenache_core::dht::NodeId;
+use grenache_core::dht::bencode;
+use grenache_core::dht::krpc::NodeInfo;
+use grenache_core::dht::state::{MAGIC, MAX_FILE_LEN, Snapshot, seal};
 use proptest::collection::vec;
 use proptest::prelude::*;
 

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use grenache_core::id::Key;
-use grenache_core::storage::PeerStore;
+use grenache_core::dht::Key;
+use grenache_core::dht::storage::PeerStore;
 use proptest::prelude::*;
 
 const MAX_AGE: Duration = Duration::from_secs(120);

@@ -1,9 +1,9 @@
-//! Property tests for `grenache_core::zmtp`: multipart messages cross a DEALER–ROUTER pair
+//! Property tests for `grenache_core::peer::zmtp`: multipart messages cross a DEALER–ROUTER pair
 //! unchanged however TCP cuts the stream, and no input makes a connection panic or
 //! produce more than the bytes could encode.
 
-use grenache_core::zmtp::frame::{self, GREETING_LEN};
-use grenache_core::zmtp::{Connection, Limits, SocketType, ZmtpError, ZmtpEvent};
+use grenache_core::peer::zmtp::frame::{self, GREETING_LEN};
+use grenache_core::peer::zmtp::{Connection, Limits, SocketType, ZmtpError, ZmtpEvent};
 use proptest::collection::vec;
 use proptest::prelude::*;
 

@@ -19,11 +19,11 @@ use super::request::{Command, CommandKind, PutRequest, data_of, parse_body, pars
 use super::watch::{NewWatch, Watches, parse_http_watch};
 use super::ws::{WatchVerb, parse_call};
 use super::{HttpBody, Reply, RequestId, WsConn};
-use crate::bep44::{ImmutableItem, Item, MutableItem, PutError, Target};
-use crate::event::{Event, Outcome, QueryError, QueryId};
-use crate::id::{Key, hex};
-use crate::krpc::NodeInfo;
-use crate::node::{self, Node, Transmit};
+use crate::dht::bep44::{ImmutableItem, Item, MutableItem, PutError, Target};
+use crate::dht::event::{Event, Outcome, QueryError, QueryId};
+use crate::dht::id::{Key, hex};
+use crate::dht::krpc::NodeInfo;
+use crate::dht::node::{self, Node, Transmit};
 
 /// Settings of a [`Grape`]. `Default` gives the Node.js Grape's library defaults.
 #[derive(Clone, Debug)]
@@ -917,7 +917,10 @@ fn render_node(out: &mut String, node: &Node) {
         "counter",
         "Datagrams or work dropped, by reason.",
     );
-    for (reason, n) in &s.dropped {
+    // By label, so the lines keep one order however the reasons are declared.
+    let mut dropped: Vec<(&str, u64)> = s.dropped.iter().map(|(r, n)| (r.label(), *n)).collect();
+    dropped.sort_unstable();
+    for (reason, n) in dropped {
         let _ = writeln!(out, "grape_dht_dropped_total{{reason=\"{reason}\"}} {n}");
     }
     metrics::header(

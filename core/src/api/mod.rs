@@ -20,8 +20,7 @@ pub use error::ApiError;
 pub use grape::{Grape, GrapeConfig};
 pub use reply::{CONTENT_TYPE_JSON, CONTENT_TYPE_METRICS, CONTENT_TYPE_TEXT};
 pub use request::{
-    Command, CommandKind, MAX_SALT_LEN, MAX_V_LEN, MutablePut, PutRequest, data_of, parse_body,
-    parse_command,
+    Command, CommandKind, MutablePut, PutRequest, data_of, parse_body, parse_command,
 };
 pub use watch::{DEFAULT_WAIT, MAX_WATCH_WAIT, RENEW};
 

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::error::{ApiError, json_string};
 use super::{Reply, RequestId};
-use crate::id::hex;
+use crate::dht::id::hex;
 
 /// Content type of JSON replies.
 pub const CONTENT_TYPE_JSON: &str = "application/json";

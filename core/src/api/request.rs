@@ -10,13 +10,8 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use crate::id::{Key, unhex};
-
-/// Longest BEP 44 salt, in bytes.
-pub const MAX_SALT_LEN: usize = 64;
-
-/// Longest bencoded BEP 44 value, in bytes.
-pub const MAX_V_LEN: usize = 1000;
+use crate::dht::bep44::{MAX_SALT_LEN, MAX_V_LEN};
+use crate::dht::id::{Key, unhex};
 
 /// Deepest nesting of a `/put` value; serde_json's own limit (128) is the outer bound.
 const MAX_V_DEPTH: usize = 32;

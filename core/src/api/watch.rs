@@ -20,9 +20,9 @@ use std::time::Instant;
 use super::error::ApiError;
 use super::reply::{http_reply, peers_json, ws_reply};
 use super::{Reply, RequestId, WsConn};
-use crate::event::{Outcome, QueryError, QueryId};
-use crate::id::Key;
-use crate::node::{Node, WATCH_TTL};
+use crate::dht::event::{Outcome, QueryError, QueryId};
+use crate::dht::id::Key;
+use crate::dht::node::{Node, WATCH_TTL};
 
 /// Wait of an HTTP watch without `wait=`, as Consul.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);

@@ -8,17 +8,18 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
-use rand::Rng;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
-use crate::bep44::Target;
+use crate::dht::bep44::Target;
 use crate::peer::error::{CommandError, ConfigError, LinkError, RpcError};
 use crate::peer::link::{Link, LinkConfig, LinkEvent, LinkStats, Put, check_name};
 use crate::peer::pubsub::{SubConfig, SubStats, Subs};
 use crate::peer::rpc::{RequestOptions, Rpc, RpcConfig, RpcStats};
 use crate::peer::types::{
-    ConnId, HttpId, HttpResponse, PeerAddr, QueryId, SubscriptionId, Transmit, TransportError,
-    WatchId, WsMessage,
+    CommandId, ConnId, HttpId, HttpResponse, Io, PeerAddr, SubscriptionId, TransportError, WatchId,
+    WsMessage,
 };
 use crate::peer::watch::WatchEvent;
 
@@ -50,24 +51,24 @@ impl ClientConfig {
 
 /// What a [`Client`] reports.
 ///
-/// Every command's [`QueryId`] gets exactly one terminal event: `Link(Lookup | Announce |
+/// Every command's [`CommandId`] gets exactly one terminal event: `Link(Lookup | Announce |
 /// Put | Get)`, `Reply` or `Map`.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
-pub enum Event {
+pub enum ClientEvent {
     /// A Link command ended, or a scheduled announce round did.
     Link(LinkEvent),
     /// A request ended.
     Reply {
         /// The command.
-        id: QueryId,
+        id: CommandId,
         /// The peer's result, or why there is none.
         result: Result<Value, RpcError>,
     },
     /// A map ended: one result per peer, in the order the peers were chosen.
     Map {
         /// The command.
-        id: QueryId,
+        id: CommandId,
         /// Every result, or the first error (as Node's `async.map`).
         result: Result<Vec<Value>, RpcError>,
     },
@@ -112,7 +113,7 @@ pub struct ClientStats {
 #[derive(Clone, Copy, Debug)]
 enum Waiter {
     User,
-    Rpc(QueryId),
+    Rpc(CommandId),
     Sub(SubscriptionId),
 }
 
@@ -124,18 +125,24 @@ pub struct Client {
     rpc: Rpc,
     subs: Subs,
     /// Lookups started for the RPC client and subscriptions (user ones are not here).
-    lookups: BTreeMap<QueryId, Waiter>,
-    events: VecDeque<Event>,
+    lookups: BTreeMap<CommandId, Waiter>,
+    events: VecDeque<ClientEvent>,
     outstanding: usize,
     max_pending: usize,
+    /// Seeded as [`Node`](crate::dht::Node)'s is: request ids, peer choice and jitter of
+    /// the RPC client and subscriptions. The Link draws from its own, seeded from this.
+    rng: ChaCha8Rng,
 }
 
 impl Client {
-    /// A client for the Grape in `config.link.grape`.
+    /// A client for the Grape in `config.link.grape`. Everything random it does (request
+    /// ids, peer choice, jitter) comes from a ChaCha8 RNG seeded with `seed`, so a run can
+    /// be replayed; an adapter seeds it from the OS.
     ///
     /// # Errors
     /// [`ConfigError::GrapeUrl`] for a Grape URL that is not http(s) or ws(s).
-    pub fn new(config: ClientConfig) -> Result<Client, ConfigError> {
+    pub fn new(config: ClientConfig, seed: [u8; 32]) -> Result<Client, ConfigError> {
+        let mut rng = ChaCha8Rng::from_seed(seed);
         let mut link_config = config.link;
         // The Client bounds user commands itself; the Link must also fit internal lookups.
         link_config.max_pending = config
@@ -143,13 +150,14 @@ impl Client {
             .saturating_add(config.sub.max_subscriptions)
             .saturating_add(config.max_pending);
         Ok(Client {
-            link: Link::new(link_config)?,
+            link: Link::new(link_config, rng.random())?,
             rpc: Rpc::new(config.rpc),
             subs: Subs::new(config.sub),
             lookups: BTreeMap::new(),
             events: VecDeque::new(),
             outstanding: 0,
             max_pending: config.max_pending,
+            rng,
         })
     }
 
@@ -162,22 +170,17 @@ impl Client {
         }
     }
 
-    /// Looks `name` up; ends with `Event::Link(LinkEvent::Lookup)`.
+    /// Looks `name` up; ends with `ClientEvent::Link(LinkEvent::Lookup)`.
     ///
     /// # Errors
     /// As [`Link::lookup`].
-    pub fn lookup(
-        &mut self,
-        now: Instant,
-        name: &str,
-        rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    pub fn lookup(&mut self, now: Instant, name: &str) -> Result<CommandId, CommandError> {
         self.reserve()?;
-        let id = self.link.lookup(now, name, rng);
-        self.user_command(now, id, rng)
+        let id = self.link.lookup(now, name);
+        self.user_command(now, id)
     }
 
-    /// Announces once; ends with `Event::Link(LinkEvent::Announce)`.
+    /// Announces once; ends with `ClientEvent::Link(LinkEvent::Announce)`.
     ///
     /// # Errors
     /// As [`Link::announce`].
@@ -186,15 +189,14 @@ impl Client {
         now: Instant,
         name: &str,
         port: u16,
-        rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    ) -> Result<CommandId, CommandError> {
         self.reserve()?;
-        let id = self.link.announce(now, name, port, rng);
-        self.user_command(now, id, rng)
+        let id = self.link.announce(now, name, port);
+        self.user_command(now, id)
     }
 
     /// Withdraws an announce (and stops its schedule); ends with
-    /// `Event::Link(LinkEvent::Unannounce)`.
+    /// `ClientEvent::Link(LinkEvent::Unannounce)`.
     ///
     /// # Errors
     /// As [`Link::unannounce`].
@@ -203,15 +205,14 @@ impl Client {
         now: Instant,
         name: &str,
         port: u16,
-        rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    ) -> Result<CommandId, CommandError> {
         self.reserve()?;
-        let id = self.link.unannounce(now, name, port, rng);
-        self.user_command(now, id, rng)
+        let id = self.link.unannounce(now, name, port);
+        self.user_command(now, id)
     }
 
     /// Announces on a schedule (see [`crate::peer::Link`]); rounds report
-    /// `Event::Link(LinkEvent::Announcing)`. `false` if already scheduled.
+    /// `ClientEvent::Link(LinkEvent::Announcing)`. `false` if already scheduled.
     ///
     /// # Errors
     /// As [`Link::start_announcing`].
@@ -220,10 +221,9 @@ impl Client {
         now: Instant,
         name: &str,
         port: u16,
-        rng: &mut impl Rng,
     ) -> Result<bool, CommandError> {
-        let started = self.link.start_announcing(now, name, port, rng);
-        self.drain(now, rng);
+        let started = self.link.start_announcing(now, name, port);
+        self.drain(now);
         started
     }
 
@@ -232,22 +232,17 @@ impl Client {
         self.link.stop_announcing(name, port)
     }
 
-    /// Stores a value; ends with `Event::Link(LinkEvent::Put)`.
+    /// Stores a value; ends with `ClientEvent::Link(LinkEvent::Put)`.
     ///
     /// # Errors
     /// [`CommandError::TooManyPending`].
-    pub fn put(
-        &mut self,
-        now: Instant,
-        put: Put,
-        rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    pub fn put(&mut self, now: Instant, put: Put) -> Result<CommandId, CommandError> {
         self.reserve()?;
-        let id = self.link.put(now, put, rng);
-        self.user_command(now, id, rng)
+        let id = self.link.put(now, put);
+        self.user_command(now, id)
     }
 
-    /// Reads an item; ends with `Event::Link(LinkEvent::Get)`.
+    /// Reads an item; ends with `ClientEvent::Link(LinkEvent::Get)`.
     ///
     /// # Errors
     /// [`CommandError::TooManyPending`].
@@ -256,15 +251,14 @@ impl Client {
         now: Instant,
         target: Target,
         salt: Option<&str>,
-        rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    ) -> Result<CommandId, CommandError> {
         self.reserve()?;
-        let id = self.link.get(now, target, salt, rng);
-        self.user_command(now, id, rng)
+        let id = self.link.get(now, target, salt);
+        self.user_command(now, id)
     }
 
     /// Sends `payload` to one peer serving `name` (looked up first); ends with
-    /// [`Event::Reply`].
+    /// [`ClientEvent::Reply`].
     ///
     /// # Errors
     /// [`CommandError::InvalidName`], [`CommandError::PayloadTooLarge`],
@@ -275,13 +269,12 @@ impl Client {
         name: &str,
         payload: &Value,
         opts: &RequestOptions,
-        rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
-        self.call(now, name, payload, opts, false, rng)
+    ) -> Result<CommandId, CommandError> {
+        self.call(now, name, payload, opts, false)
     }
 
     /// Sends `payload` to every peer serving `name` (or `opts.limit` of them); ends with
-    /// [`Event::Map`].
+    /// [`ClientEvent::Map`].
     ///
     /// # Errors
     /// As [`Client::request`].
@@ -291,9 +284,8 @@ impl Client {
         name: &str,
         payload: &Value,
         opts: &RequestOptions,
-        rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
-        self.call(now, name, payload, opts, true, rng)
+    ) -> Result<CommandId, CommandError> {
+        self.call(now, name, payload, opts, true)
     }
 
     /// Subscribes to `channel`: look it up, connect, receive, reconnect when it drops.
@@ -304,7 +296,6 @@ impl Client {
         &mut self,
         now: Instant,
         channel: &str,
-        rng: &mut impl Rng,
     ) -> Result<SubscriptionId, CommandError> {
         check_name(channel)?;
         if self.subs.is_full() {
@@ -312,7 +303,7 @@ impl Client {
         }
         let sub = SubscriptionId(self.link.ids.next());
         self.subs.subscribe(sub, channel);
-        self.drain(now, rng);
+        self.drain(now);
         Ok(sub)
     }
 
@@ -329,18 +320,13 @@ impl Client {
     ///
     /// # Errors
     /// As [`Link::watch`].
-    pub fn watch(
-        &mut self,
-        now: Instant,
-        name: &str,
-        rng: &mut impl Rng,
-    ) -> Result<WatchId, CommandError> {
-        self.link.watch(now, name, rng)
+    pub fn watch(&mut self, now: Instant, name: &str) -> Result<WatchId, CommandError> {
+        self.link.watch(now, name)
     }
 
     /// Ends a watch (see [`Link::unwatch`]); `false` if unknown or ended.
-    pub fn unwatch(&mut self, watch: WatchId, rng: &mut impl Rng) -> bool {
-        self.link.unwatch(watch, rng)
+    pub fn unwatch(&mut self, watch: WatchId) -> bool {
+        self.link.unwatch(watch)
     }
 
     /// The next report of a watch (see [`Link::poll_watch`]).
@@ -349,26 +335,25 @@ impl Client {
         self.link.poll_watch()
     }
 
-    /// Takes the reply to a [`Transmit::Http`]; unknown ids are ignored.
+    /// Takes the reply to a [`Io::Http`]; unknown ids are ignored.
     pub fn handle_http_reply(
         &mut self,
         now: Instant,
         http: HttpId,
         reply: Result<HttpResponse, TransportError>,
-        rng: &mut impl Rng,
     ) {
         if self.link.owns_http(http) {
-            self.link.handle_http_reply(now, http, reply, rng);
+            self.link.handle_http_reply(now, http, reply);
         } else {
             // Counts it as late when nobody waits for it any more.
             self.rpc
-                .handle_http_reply(now, http, reply, &mut self.link.ids, rng);
+                .handle_http_reply(now, http, reply, &mut self.link.ids, &mut self.rng);
         }
-        self.drain(now, rng);
+        self.drain(now);
     }
 
-    /// A connection from [`Transmit::WsConnect`] is open.
-    pub fn handle_ws_open(&mut self, now: Instant, conn: ConnId, rng: &mut impl Rng) {
+    /// A connection from [`Io::WsConnect`] is open.
+    pub fn handle_ws_open(&mut self, now: Instant, conn: ConnId) {
         if self.link.owns_conn(conn) {
             self.link.handle_ws_open(now, conn);
         } else if self.rpc.owns_conn(conn) {
@@ -376,79 +361,69 @@ impl Client {
         } else if self.subs.owns_conn(conn) {
             self.subs.handle_ws_open(now, conn);
         }
-        self.drain(now, rng);
+        self.drain(now);
     }
 
     /// A message arrived on a connection.
-    pub fn handle_ws_message(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        msg: WsMessage,
-        rng: &mut impl Rng,
-    ) {
+    pub fn handle_ws_message(&mut self, now: Instant, conn: ConnId, msg: WsMessage) {
         if self.link.owns_conn(conn) {
-            self.link.handle_ws_message(now, conn, &msg, rng);
+            self.link.handle_ws_message(now, conn, &msg);
         } else if self.rpc.owns_conn(conn) {
             self.rpc
-                .handle_ws_message(now, conn, &msg, &mut self.link.ids, rng);
+                .handle_ws_message(now, conn, &msg, &mut self.link.ids, &mut self.rng);
         } else if self.subs.owns_conn(conn) {
             self.subs.handle_ws_message(conn, msg);
         }
-        self.drain(now, rng);
+        self.drain(now);
     }
 
     /// A connection closed, or could not be opened.
-    pub fn handle_ws_closed(&mut self, now: Instant, conn: ConnId, rng: &mut impl Rng) {
+    pub fn handle_ws_closed(&mut self, now: Instant, conn: ConnId) {
         if self.link.owns_conn(conn) {
-            self.link.handle_ws_closed(now, conn, rng);
+            self.link.handle_ws_closed(now, conn);
         } else if self.rpc.owns_conn(conn) {
-            self.rpc.handle_closed(now, conn, &mut self.link.ids, rng);
-        } else if let Some(channel) = self.subs.handle_closed(now, conn, rng) {
+            self.rpc
+                .handle_closed(now, conn, &mut self.link.ids, &mut self.rng);
+        } else if let Some(channel) = self.subs.handle_closed(now, conn, &mut self.rng) {
             self.link.forget_lookup(&channel);
         }
-        self.drain(now, rng);
+        self.drain(now);
     }
 
-    /// A connection from [`Transmit::TcpConnect`] is open.
-    pub fn handle_tcp_open(&mut self, now: Instant, conn: ConnId, rng: &mut impl Rng) {
+    /// A connection from [`Io::TcpConnect`] is open.
+    pub fn handle_tcp_open(&mut self, now: Instant, conn: ConnId) {
         self.rpc.handle_tcp_open(now, conn);
-        self.drain(now, rng);
+        self.drain(now);
     }
 
-    /// Bytes were read on a connection from [`Transmit::TcpConnect`].
-    pub fn handle_tcp_data(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        bytes: &[u8],
-        rng: &mut impl Rng,
-    ) {
+    /// Bytes were read on a connection from [`Io::TcpConnect`].
+    pub fn handle_tcp_data(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
         if self.rpc.owns_conn(conn) {
             self.rpc
-                .handle_tcp_data(now, conn, bytes, &mut self.link.ids, rng);
-        } else if let Some(channel) = self.subs.handle_tcp_data(now, conn, bytes, rng) {
+                .handle_tcp_data(now, conn, bytes, &mut self.link.ids, &mut self.rng);
+        } else if let Some(channel) = self.subs.handle_tcp_data(now, conn, bytes, &mut self.rng) {
             self.link.forget_lookup(&channel);
         }
-        self.drain(now, rng);
+        self.drain(now);
     }
 
-    /// A connection from [`Transmit::TcpConnect`] closed, or could not be opened.
-    pub fn handle_tcp_closed(&mut self, now: Instant, conn: ConnId, rng: &mut impl Rng) {
-        self.handle_ws_closed(now, conn, rng);
+    /// A connection from [`Io::TcpConnect`] closed, or could not be opened.
+    pub fn handle_tcp_closed(&mut self, now: Instant, conn: ConnId) {
+        self.handle_ws_closed(now, conn);
     }
 
     /// Fires whatever is due; does nothing when nothing is.
-    pub fn handle_timeout(&mut self, now: Instant, rng: &mut impl Rng) {
-        self.link.handle_timeout(now, rng);
-        self.rpc.handle_timeout(now, &mut self.link.ids, rng);
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.link.handle_timeout(now);
+        self.rpc
+            .handle_timeout(now, &mut self.link.ids, &mut self.rng);
         self.subs.handle_timeout(now);
-        self.drain(now, rng);
+        self.drain(now);
     }
 
     /// The next network action.
     #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    pub fn poll_transmit(&mut self) -> Option<Io> {
         self.link
             .poll_transmit()
             .or_else(|| self.rpc.transmits.pop_front())
@@ -457,13 +432,13 @@ impl Client {
 
     /// The next event.
     #[must_use]
-    pub fn poll_event(&mut self) -> Option<Event> {
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
         let event = self.events.pop_front()?;
         match &event {
-            Event::Link(LinkEvent::Announcing { .. })
-            | Event::Subscribed { .. }
-            | Event::Disconnected { .. } => {}
-            Event::Message { .. } => self.subs.message_polled(),
+            ClientEvent::Link(LinkEvent::Announcing { .. })
+            | ClientEvent::Subscribed { .. }
+            | ClientEvent::Disconnected { .. } => {}
+            ClientEvent::Message { .. } => self.subs.message_polled(),
             _ => self.outstanding = self.outstanding.saturating_sub(1),
         }
         Some(event)
@@ -492,12 +467,11 @@ impl Client {
     fn user_command(
         &mut self,
         now: Instant,
-        id: Result<QueryId, CommandError>,
-        rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+        id: Result<CommandId, CommandError>,
+    ) -> Result<CommandId, CommandError> {
         let id = id?;
         self.outstanding += 1;
-        self.drain(now, rng);
+        self.drain(now);
         Ok(id)
     }
 
@@ -508,38 +482,37 @@ impl Client {
         payload: &Value,
         opts: &RequestOptions,
         map: bool,
-        rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    ) -> Result<CommandId, CommandError> {
         self.reserve()?;
         check_name(name)?;
         let json = self.rpc.prepare(name, payload)?;
-        let lookup = self.link.lookup(now, name, rng)?;
-        let id = QueryId(self.link.ids.next());
+        let lookup = self.link.lookup(now, name)?;
+        let id = CommandId(self.link.ids.next());
         self.outstanding += 1;
         self.rpc.begin(id, name, json, opts, map);
         self.lookups.insert(lookup, Waiter::Rpc(id));
-        self.drain(now, rng);
+        self.drain(now);
         Ok(id)
     }
 
     /// Moves the parts' output along until nothing more happens: lookups to whoever
     /// waits for them, lookups the subscriptions need to the Link, events to the queue.
-    fn drain(&mut self, now: Instant, rng: &mut impl Rng) {
+    fn drain(&mut self, now: Instant) {
         loop {
             let mut moved = false;
             while let Some(event) = self.link.poll_event() {
                 moved = true;
-                self.route(now, event, rng);
+                self.route(now, event);
             }
             while let Some((sub, channel)) = self.subs.lookups.pop_front() {
                 moved = true;
-                match self.link.lookup(now, &channel, rng) {
+                match self.link.lookup(now, &channel) {
                     Ok(id) => {
                         self.lookups.insert(id, Waiter::Sub(sub));
                     }
                     Err(e) => {
                         tracing::warn!(%sub, error = %e, "subscriber lookup refused");
-                        self.subs.lookup_refused(now, sub, rng);
+                        self.subs.lookup_refused(now, sub, &mut self.rng);
                     }
                 }
             }
@@ -551,7 +524,7 @@ impl Client {
         self.events.extend(self.subs.events.drain(..));
     }
 
-    fn route(&mut self, now: Instant, event: LinkEvent, rng: &mut impl Rng) {
+    fn route(&mut self, now: Instant, event: LinkEvent) {
         let waiter = match &event {
             LinkEvent::Lookup { id, .. }
             | LinkEvent::Announce { id, .. }
@@ -563,17 +536,17 @@ impl Client {
         match (waiter, event) {
             (Waiter::Rpc(call), LinkEvent::Lookup { result, .. }) => {
                 self.rpc
-                    .handle_lookup(now, call, result, &mut self.link.ids, rng);
+                    .handle_lookup(now, call, result, &mut self.link.ids, &mut self.rng);
             }
             (Waiter::Sub(sub), LinkEvent::Lookup { result, .. }) => {
                 self.subs
-                    .handle_lookup(now, sub, result, &mut self.link.ids, rng);
+                    .handle_lookup(now, sub, result, &mut self.link.ids, &mut self.rng);
             }
             (_, LinkEvent::Announcing { .. }) if self.events.len() >= self.max_pending => {
                 // Nobody polls: a round's report is informational, so it goes first.
                 tracing::debug!("dropping an announce round report");
             }
-            (_, event) => self.events.push_back(Event::Link(event)),
+            (_, event) => self.events.push_back(ClientEvent::Link(event)),
         }
     }
 }
@@ -584,8 +557,6 @@ mod tests {
     use crate::peer::framing::{gunzip, gzip};
     use crate::peer::rpc::RpcTransport;
     use crate::peer::types::HttpRequest;
-    use rand::SeedableRng;
-    use rand_chacha::ChaCha8Rng;
     use serde_json::json;
     use std::time::Duration;
 
@@ -593,7 +564,6 @@ mod tests {
 
     struct Harness {
         client: Client,
-        rng: ChaCha8Rng,
         now: Instant,
     }
 
@@ -616,22 +586,21 @@ mod tests {
 
         fn with(config: ClientConfig) -> Self {
             Harness {
-                client: Client::new(config).expect("valid"),
-                rng: ChaCha8Rng::seed_from_u64(11),
+                client: Client::new(config, [11; 32]).expect("valid"),
                 now: Instant::now(),
             }
         }
 
         fn advance(&mut self, d: Duration) {
             self.now += d;
-            self.client.handle_timeout(self.now, &mut self.rng);
+            self.client.handle_timeout(self.now);
         }
 
-        fn transmits(&mut self) -> Vec<Transmit> {
+        fn transmits(&mut self) -> Vec<Io> {
             std::iter::from_fn(|| self.client.poll_transmit()).collect()
         }
 
-        fn events(&mut self) -> Vec<Event> {
+        fn events(&mut self) -> Vec<ClientEvent> {
             std::iter::from_fn(|| self.client.poll_event()).collect()
         }
 
@@ -639,34 +608,30 @@ mod tests {
             self.transmits()
                 .into_iter()
                 .map(|t| match t {
-                    Transmit::Http(r) => r,
+                    Io::Http(r) => r,
                     other => panic!("expected HTTP, got {other:?}"),
                 })
                 .collect()
         }
 
-        fn request(&mut self, name: &str, payload: Value, opts: RequestOptions) -> QueryId {
+        fn request(&mut self, name: &str, payload: Value, opts: RequestOptions) -> CommandId {
             let now = self.now;
             self.client
-                .request(now, name, &payload, &opts, &mut self.rng)
+                .request(now, name, &payload, &opts)
                 .expect("accepted")
         }
 
-        fn map(&mut self, name: &str, opts: RequestOptions) -> QueryId {
+        fn map(&mut self, name: &str, opts: RequestOptions) -> CommandId {
             let now = self.now;
             self.client
-                .map(now, name, &json!("ping"), &opts, &mut self.rng)
+                .map(now, name, &json!("ping"), &opts)
                 .expect("accepted")
         }
 
         fn reply(&mut self, req: &HttpRequest, status: u16, body: Vec<u8>) {
             let now = self.now;
-            self.client.handle_http_reply(
-                now,
-                req.id,
-                Ok(HttpResponse { status, body }),
-                &mut self.rng,
-            );
+            self.client
+                .handle_http_reply(now, req.id, Ok(HttpResponse { status, body }));
         }
 
         /// Answers the pending Grape lookup with `peers`.
@@ -686,7 +651,7 @@ mod tests {
         fn send_ws(&mut self, conn: ConnId, text: String) {
             let now = self.now;
             self.client
-                .handle_ws_message(now, conn, WsMessage::Text(text), &mut self.rng);
+                .handle_ws_message(now, conn, WsMessage::Text(text));
         }
     }
 
@@ -699,11 +664,11 @@ mod tests {
         v[0].as_str().expect("rid").to_owned()
     }
 
-    fn reply_of(events: &[Event], want: QueryId) -> Result<Value, RpcError> {
+    fn reply_of(events: &[ClientEvent], want: CommandId) -> Result<Value, RpcError> {
         let found: Vec<&Result<Value, RpcError>> = events
             .iter()
             .filter_map(|e| match e {
-                Event::Reply { id, result } if *id == want => Some(result),
+                ClientEvent::Reply { id, result } if *id == want => Some(result),
                 _ => None,
             })
             .collect();
@@ -761,7 +726,7 @@ mod tests {
         config.link.lookup_cache_ttl = Duration::ZERO;
         let mut h = Harness::with(config);
         let now = h.now;
-        let watch = h.client.watch(now, "svc", &mut h.rng).expect("ok");
+        let watch = h.client.watch(now, "svc").expect("ok");
         let poll = h.http().remove(0);
         h.reply(&poll, 200, br#"{"index":1,"peers":["h:1","h:2"]}"#.to_vec());
         let poll = h.http().remove(0);
@@ -804,7 +769,7 @@ mod tests {
     fn an_emptied_watched_set_fails_requests_at_once_as_lookup_empty() {
         let mut h = Harness::new();
         let now = h.now;
-        h.client.watch(now, "svc", &mut h.rng).expect("ok");
+        h.client.watch(now, "svc").expect("ok");
         let poll = h.http().remove(0);
         h.reply(&poll, 200, br#"{"index":4,"peers":[]}"#.to_vec());
         let _next_poll = h.http();
@@ -908,12 +873,11 @@ mod tests {
     /// Reports the transport failure `err` for `req`.
     fn fail(h: &mut Harness, req: &HttpRequest, err: TransportError) {
         let now = h.now;
-        h.client
-            .handle_http_reply(now, req.id, Err(err), &mut h.rng);
+        h.client.handle_http_reply(now, req.id, Err(err));
     }
 
     /// A request to `svc`, served by h:1 and h:2, with its first try out (to h:1).
-    fn sent_to_one_of_two() -> (Harness, QueryId, HttpRequest) {
+    fn sent_to_one_of_two() -> (Harness, CommandId, HttpRequest) {
         let mut h = Harness::new();
         let id = h.request("svc", json!(1), RequestOptions::default());
         h.grape_lookup(&["h:1", "h:2"]);
@@ -1031,7 +995,7 @@ mod tests {
 
         assert_eq!(
             failed,
-            vec![Event::Map {
+            vec![ClientEvent::Map {
                 id: first,
                 result: Err(RpcError::Request("connect h:1: refused".into()))
             }]
@@ -1040,7 +1004,7 @@ mod tests {
         assert_eq!(again[0].url, "http://h:2/");
         assert_eq!(
             h.events(),
-            vec![Event::Map {
+            vec![ClientEvent::Map {
                 id: second,
                 result: Ok(vec![json!(2)])
             }]
@@ -1052,22 +1016,22 @@ mod tests {
         let mut h = Harness::ws();
         let id = h.request("svc", json!("a"), RequestOptions::default());
         h.grape_lookup(&["h:1", "h:2"]);
-        let Some(Transmit::WsConnect { conn, url }) = h.client.poll_transmit() else {
+        let Some(Io::WsConnect { conn, url }) = h.client.poll_transmit() else {
             panic!("connect");
         };
         let now = h.now;
 
-        h.client.handle_ws_closed(now, conn, &mut h.rng);
+        h.client.handle_ws_closed(now, conn);
         let events = h.events();
-        let Some(Transmit::WsConnect {
+        let Some(Io::WsConnect {
             conn: next,
             url: next_url,
         }) = h.client.poll_transmit()
         else {
             panic!("a connect to the next peer");
         };
-        h.client.handle_ws_open(now, next, &mut h.rng);
-        let Some(Transmit::WsSend { msg, .. }) = h.client.poll_transmit() else {
+        h.client.handle_ws_open(now, next);
+        let Some(Io::WsSend { msg, .. }) = h.client.poll_transmit() else {
             panic!("send");
         };
         let rid = frame_rid(msg.as_bytes());
@@ -1084,17 +1048,14 @@ mod tests {
         let mut h = Harness::ws();
         let id = h.request("svc", json!("a"), RequestOptions::default());
         h.grape_lookup(&["h:1", "h:2"]);
-        let Some(Transmit::WsConnect { conn, .. }) = h.client.poll_transmit() else {
+        let Some(Io::WsConnect { conn, .. }) = h.client.poll_transmit() else {
             panic!("connect");
         };
         let now = h.now;
-        h.client.handle_ws_open(now, conn, &mut h.rng);
-        assert!(matches!(
-            h.client.poll_transmit(),
-            Some(Transmit::WsSend { .. })
-        ));
+        h.client.handle_ws_open(now, conn);
+        assert!(matches!(h.client.poll_transmit(), Some(Io::WsSend { .. })));
 
-        h.client.handle_ws_closed(now, conn, &mut h.rng);
+        h.client.handle_ws_closed(now, conn);
 
         assert!(h.transmits().is_empty(), "nothing is re-sent");
         assert_eq!(reply_of(&h.events(), id), Err(RpcError::TransportClose));
@@ -1112,8 +1073,8 @@ mod tests {
             let mut bytes = Vec::new();
             for t in h.transmits() {
                 match t {
-                    Transmit::TcpConnect { conn, addr } => found = Some((conn, addr.to_string())),
-                    Transmit::TcpSend { bytes: b, .. } => bytes.extend_from_slice(&b),
+                    Io::TcpConnect { conn, addr } => found = Some((conn, addr.to_string())),
+                    Io::TcpSend { bytes: b, .. } => bytes.extend_from_slice(&b),
                     other => panic!("{other:?}"),
                 }
             }
@@ -1123,13 +1084,13 @@ mod tests {
         let (refused, a, _) = connect(&mut h);
 
         // Refused: never opened.
-        h.client.handle_tcp_closed(now, refused, &mut h.rng);
+        h.client.handle_tcp_closed(now, refused);
         let (half, b, _) = connect(&mut h);
         // Opened, then closed before the ZMTP handshake let the request out.
-        h.client.handle_tcp_open(now, half, &mut h.rng);
-        h.client.handle_tcp_closed(now, half, &mut h.rng);
+        h.client.handle_tcp_open(now, half);
+        h.client.handle_tcp_closed(now, half);
         let (good, c, greeting) = connect(&mut h);
-        h.client.handle_tcp_open(now, good, &mut h.rng);
+        h.client.handle_tcp_open(now, good);
         let mut server = crate::peer::ZmqServerConn::new(1 << 20);
         server.handle_input(&greeting).expect("a greeting");
         zmq_pump(&mut h, good, &mut server);
@@ -1159,12 +1120,8 @@ mod tests {
         h.reply(&ra, 200, encode_reply_for(&rid, Err("ERR_BAD_THING")));
         h.reply(&rb, 500, b"boom".to_vec());
         let now = h.now;
-        h.client.handle_http_reply(
-            now,
-            rc.id,
-            Err(TransportError::new("connect ECONNREFUSED")),
-            &mut h.rng,
-        );
+        h.client
+            .handle_http_reply(now, rc.id, Err(TransportError::new("connect ECONNREFUSED")));
 
         let events = h.events();
         let msg = |id| reply_of(&events, id).expect_err("an error").to_string();
@@ -1238,7 +1195,6 @@ mod tests {
             "svc",
             &json!("x".repeat(100)),
             &RequestOptions::default(),
-            &mut h.rng,
         );
 
         assert_eq!(big, Err(CommandError::PayloadTooLarge));
@@ -1274,7 +1230,7 @@ mod tests {
         assert_eq!(reqs.len(), 3);
         assert_eq!(
             h.events(),
-            vec![Event::Map {
+            vec![ClientEvent::Map {
                 id,
                 result: Ok(vec![
                     json!("http://h:1/"),
@@ -1299,7 +1255,7 @@ mod tests {
 
         assert_eq!(
             h.events(),
-            vec![Event::Map {
+            vec![ClientEvent::Map {
                 id,
                 result: Err(RpcError::Remote("ERR_NOPE".into()))
             }]
@@ -1326,18 +1282,18 @@ mod tests {
         h.grape_lookup(&["127.0.0.1:1337"]);
         let b = h.request("svc", json!("b"), RequestOptions::default());
         let connect = h.transmits();
-        let [Transmit::WsConnect { conn, url }] = connect.as_slice() else {
+        let [Io::WsConnect { conn, url }] = connect.as_slice() else {
             panic!("one connect: {connect:?}");
         };
         let conn = *conn;
 
         let now = h.now;
-        h.client.handle_ws_open(now, conn, &mut h.rng);
+        h.client.handle_ws_open(now, conn);
         let frames: Vec<String> = h
             .transmits()
             .into_iter()
             .map(|t| match t {
-                Transmit::WsSend {
+                Io::WsSend {
                     conn: c,
                     msg: WsMessage::Text(s),
                 } if c == conn => s,
@@ -1364,7 +1320,7 @@ mod tests {
             let mut to_server = Vec::new();
             for t in h.transmits() {
                 match t {
-                    Transmit::TcpSend { conn: c, bytes } if c == conn => {
+                    Io::TcpSend { conn: c, bytes } if c == conn => {
                         to_server.extend_from_slice(&bytes);
                     }
                     other => panic!("unexpected {other:?}"),
@@ -1377,7 +1333,7 @@ mod tests {
             server.handle_input(&to_server).expect("server reads");
             if !to_client.is_empty() {
                 let now = h.now;
-                h.client.handle_tcp_data(now, conn, &to_client, &mut h.rng);
+                h.client.handle_tcp_data(now, conn, &to_client);
             }
         }
     }
@@ -1388,11 +1344,11 @@ mod tests {
         let a = h.request("svc", json!({"n": 1}), RequestOptions::default());
         h.grape_lookup(&["127.0.0.1:1337"]);
         let b = h.request("svc", json!("b"), RequestOptions::default());
-        let Some(Transmit::TcpConnect { conn, addr }) = h.client.poll_transmit() else {
+        let Some(Io::TcpConnect { conn, addr }) = h.client.poll_transmit() else {
             panic!("a TCP connect first");
         };
         let now = h.now;
-        h.client.handle_tcp_open(now, conn, &mut h.rng);
+        h.client.handle_tcp_open(now, conn);
         let mut server = crate::peer::ZmqServerConn::new(1 << 20);
 
         zmq_pump(&mut h, conn, &mut server);
@@ -1421,17 +1377,17 @@ mod tests {
         let mut h = Harness::zmq();
         let a = h.request("svc", json!(1), RequestOptions::default());
         h.grape_lookup(&["h:1"]);
-        let Some(Transmit::TcpConnect { conn, .. }) = h.client.poll_transmit() else {
+        let Some(Io::TcpConnect { conn, .. }) = h.client.poll_transmit() else {
             panic!("connect");
         };
         let _ = h.transmits();
         let now = h.now;
 
-        h.client.handle_tcp_open(now, conn, &mut h.rng);
+        h.client.handle_tcp_open(now, conn);
         h.client
-            .handle_tcp_data(now, conn, b"HTTP/1.1 400 Bad Request\r\n\r\n", &mut h.rng);
+            .handle_tcp_data(now, conn, b"HTTP/1.1 400 Bad Request\r\n\r\n");
 
-        assert!(h.transmits().contains(&Transmit::TcpClose { conn }));
+        assert!(h.transmits().contains(&Io::TcpClose { conn }));
         assert_eq!(reply_of(&h.events(), a), Err(RpcError::TransportClose));
         assert_eq!(h.client.poll_timeout(), None);
     }
@@ -1442,41 +1398,41 @@ mod tests {
         config.sub.transport = crate::peer::PubSubTransport::Zmq;
         let mut h = Harness::with(config);
         let now = h.now;
-        let sub = h.client.subscribe(now, "chan", &mut h.rng).expect("ok");
+        let sub = h.client.subscribe(now, "chan").expect("ok");
         h.grape_lookup(&["h:9"]);
-        let Some(Transmit::TcpConnect { conn, .. }) = h.client.poll_transmit() else {
+        let Some(Io::TcpConnect { conn, .. }) = h.client.poll_transmit() else {
             panic!("connect");
         };
         let mut publisher = crate::peer::ZmqPubConn::new(1024);
 
         for _ in 0..3 {
             for t in h.transmits() {
-                if let Transmit::TcpSend { bytes, .. } = t {
+                if let Io::TcpSend { bytes, .. } = t {
                     publisher.handle_input(&bytes).expect("pub reads");
                 }
             }
             let out = publisher.take_output();
-            h.client.handle_tcp_data(now, conn, &out, &mut h.rng);
+            h.client.handle_tcp_data(now, conn, &out);
         }
         assert!(publisher.publish(b"{\"n\":1}").expect("sent"));
         let out = publisher.take_output();
-        h.client.handle_tcp_data(now, conn, &out, &mut h.rng);
-        h.client.handle_tcp_closed(now, conn, &mut h.rng);
+        h.client.handle_tcp_data(now, conn, &out);
+        h.client.handle_tcp_closed(now, conn);
 
         let events = h.events();
         assert!(
-            matches!(&events[0], Event::Subscribed { sub: s, addr } if *s == sub && addr.as_str() == "h:9")
+            matches!(&events[0], ClientEvent::Subscribed { sub: s, addr } if *s == sub && addr.as_str() == "h:9")
         );
         assert_eq!(
             events[1],
-            Event::Message {
+            ClientEvent::Message {
                 sub,
                 msg: WsMessage::Text("{\"n\":1}".into())
             }
         );
         assert!(matches!(
             &events[2],
-            Event::Disconnected {
+            ClientEvent::Disconnected {
                 error: LinkError::TransportClose,
                 ..
             }
@@ -1488,15 +1444,15 @@ mod tests {
         let mut h = Harness::ws();
         let a = h.request("svc", json!(1), RequestOptions::default());
         h.grape_lookup(&["h:1"]);
-        let Some(Transmit::WsConnect { conn, .. }) = h.client.poll_transmit() else {
+        let Some(Io::WsConnect { conn, .. }) = h.client.poll_transmit() else {
             panic!("connect");
         };
         let now = h.now;
-        h.client.handle_ws_open(now, conn, &mut h.rng);
+        h.client.handle_ws_open(now, conn);
         let _ = h.transmits();
 
         h.send_ws(conn, "garbage".into());
-        h.client.handle_ws_closed(now, conn, &mut h.rng);
+        h.client.handle_ws_closed(now, conn);
         let events = h.events();
         h.request("svc", json!(2), RequestOptions::default());
         let again = h.transmits();
@@ -1505,7 +1461,7 @@ mod tests {
         assert_eq!(RpcError::TransportClose.to_string(), "ERR_TRANSPORT_CLOSE");
         assert_eq!(h.client.stats().rpc.bad_frames, 1);
         assert!(
-            matches!(again.as_slice(), [Transmit::WsConnect { conn: c, .. }] if *c != conn),
+            matches!(again.as_slice(), [Io::WsConnect { conn: c, .. }] if *c != conn),
             "{again:?}"
         );
     }
@@ -1515,12 +1471,12 @@ mod tests {
         let mut h = Harness::ws();
         let id = h.request("svc", json!(1), RequestOptions::default());
         h.grape_lookup(&["h:1"]);
-        let Some(Transmit::WsConnect { conn, .. }) = h.client.poll_transmit() else {
+        let Some(Io::WsConnect { conn, .. }) = h.client.poll_transmit() else {
             panic!("connect");
         };
         let now = h.now;
-        h.client.handle_ws_open(now, conn, &mut h.rng);
-        let Some(Transmit::WsSend { msg, .. }) = h.client.poll_transmit() else {
+        h.client.handle_ws_open(now, conn);
+        let Some(Io::WsSend { msg, .. }) = h.client.poll_transmit() else {
             panic!("send");
         };
         let rid = frame_rid(msg.as_bytes());
@@ -1532,23 +1488,23 @@ mod tests {
         h.advance(Duration::from_secs(1));
 
         assert!(early.is_empty());
-        assert_eq!(h.transmits(), vec![Transmit::WsClose { conn }]);
+        assert_eq!(h.transmits(), vec![Io::WsClose { conn }]);
     }
 
     #[test]
     fn subscriber_connects_receives_and_reconnects_with_backoff() {
         let mut h = Harness::new();
         let now = h.now;
-        let sub = h.client.subscribe(now, "chan", &mut h.rng).expect("ok");
+        let sub = h.client.subscribe(now, "chan").expect("ok");
         h.grape_lookup(&["h:1", "h:2"]);
-        let Some(Transmit::WsConnect { conn, url }) = h.client.poll_transmit() else {
+        let Some(Io::WsConnect { conn, url }) = h.client.poll_transmit() else {
             panic!("connect");
         };
 
-        h.client.handle_ws_open(now, conn, &mut h.rng);
+        h.client.handle_ws_open(now, conn);
         h.client
-            .handle_ws_message(now, conn, WsMessage::Binary(vec![1, 2]), &mut h.rng);
-        h.client.handle_ws_closed(now, conn, &mut h.rng);
+            .handle_ws_message(now, conn, WsMessage::Binary(vec![1, 2]));
+        h.client.handle_ws_closed(now, conn);
         let events = h.events();
         let retry_at = h.client.poll_timeout().expect("reconnect scheduled");
         h.advance(retry_at - now);
@@ -1559,15 +1515,15 @@ mod tests {
         assert_eq!(
             events,
             vec![
-                Event::Subscribed {
+                ClientEvent::Subscribed {
                     sub,
                     addr: PeerAddr::parse("h:1").expect("valid")
                 },
-                Event::Message {
+                ClientEvent::Message {
                     sub,
                     msg: WsMessage::Binary(vec![1, 2])
                 },
-                Event::Disconnected {
+                ClientEvent::Disconnected {
                     sub,
                     error: LinkError::TransportClose,
                     retry_at
@@ -1577,7 +1533,7 @@ mod tests {
         assert!(retry_at >= now + Duration::from_millis(500));
         assert!(retry_at <= now + Duration::from_secs(1));
         assert!(
-            matches!(reconnect.as_slice(), [Transmit::WsConnect { url, .. }] if url == "ws://h:2/ws"),
+            matches!(reconnect.as_slice(), [Io::WsConnect { url, .. }] if url == "ws://h:2/ws"),
             "{reconnect:?}"
         );
     }
@@ -1586,17 +1542,17 @@ mod tests {
     fn subscriber_backoff_grows_while_publishers_are_unreachable() {
         let mut h = Harness::new();
         let now = h.now;
-        let sub = h.client.subscribe(now, "chan", &mut h.rng).expect("ok");
+        let sub = h.client.subscribe(now, "chan").expect("ok");
         let mut delays = Vec::new();
 
         for _ in 0..4 {
             h.grape_lookup(&["h:1"]);
-            let Some(Transmit::WsConnect { conn, .. }) = h.client.poll_transmit() else {
+            let Some(Io::WsConnect { conn, .. }) = h.client.poll_transmit() else {
                 panic!("connect");
             };
             let t = h.now;
-            h.client.handle_ws_closed(t, conn, &mut h.rng);
-            let Some(Event::Disconnected { retry_at, .. }) = h.events().pop() else {
+            h.client.handle_ws_closed(t, conn);
+            let Some(ClientEvent::Disconnected { retry_at, .. }) = h.events().pop() else {
                 panic!("disconnected");
             };
             delays.push(retry_at - t);
@@ -1615,16 +1571,16 @@ mod tests {
     fn unsubscribe_closes_the_connection() {
         let mut h = Harness::new();
         let now = h.now;
-        let sub = h.client.subscribe(now, "chan", &mut h.rng).expect("ok");
+        let sub = h.client.subscribe(now, "chan").expect("ok");
         h.grape_lookup(&["h:1"]);
-        let Some(Transmit::WsConnect { conn, .. }) = h.client.poll_transmit() else {
+        let Some(Io::WsConnect { conn, .. }) = h.client.poll_transmit() else {
             panic!("connect");
         };
 
         let done = h.client.unsubscribe(sub);
 
         assert!(done);
-        assert_eq!(h.transmits(), vec![Transmit::WsClose { conn }]);
+        assert_eq!(h.transmits(), vec![Io::WsClose { conn }]);
         assert_eq!(h.client.poll_timeout(), None);
     }
 
@@ -1632,13 +1588,13 @@ mod tests {
     fn user_lookups_still_reach_the_user() {
         let mut h = Harness::new();
         let now = h.now;
-        let id = h.client.lookup(now, "svc", &mut h.rng).expect("ok");
+        let id = h.client.lookup(now, "svc").expect("ok");
 
         h.grape_lookup(&["h:1"]);
 
         assert_eq!(
             h.events(),
-            vec![Event::Link(LinkEvent::Lookup {
+            vec![ClientEvent::Link(LinkEvent::Lookup {
                 id,
                 name: "svc".into(),
                 result: Ok(vec![PeerAddr::parse("h:1").expect("valid")])
@@ -1654,7 +1610,7 @@ mod tests {
         h.request("svc", json!(1), RequestOptions::default());
         let now = h.now;
 
-        let second = h.client.lookup(now, "x", &mut h.rng);
+        let second = h.client.lookup(now, "x");
 
         assert_eq!(second, Err(CommandError::TooManyPending));
     }

@@ -55,7 +55,7 @@ impl Compression {
 
 /// A decoded request frame.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Request {
+pub struct RequestFrame {
     /// Request id to echo in the reply.
     pub rid: String,
     /// Service name the client looked up.
@@ -66,7 +66,7 @@ pub struct Request {
 
 /// A decoded reply frame.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Reply {
+pub struct ReplyFrame {
     /// The request id it answers.
     pub rid: String,
     /// The result, or the server's error message.
@@ -149,7 +149,7 @@ pub(crate) fn encode_request_json(rid: &str, key: &str, payload_json: &[u8]) -> 
 /// [`FrameError::TooLarge`], [`FrameError::NotJson`], [`FrameError::Shape`] (not an array,
 /// or no string rid), [`FrameError::Key`] (no string key; the rid is kept for the reply),
 /// [`FrameError::Payload`] (a payload we cannot pass on unchanged; the rid is kept).
-pub fn decode_request(bytes: &[u8], max_len: usize) -> Result<Request, FrameError> {
+pub fn decode_request(bytes: &[u8], max_len: usize) -> Result<RequestFrame, FrameError> {
     let items = match decode_array(bytes, max_len) {
         Ok(items) => items,
         Err(FrameError::NotJson) => return decode_request_item_by_item(bytes),
@@ -163,19 +163,19 @@ pub fn decode_request(bytes: &[u8], max_len: usize) -> Result<Request, FrameErro
         return Err(FrameError::Key { rid });
     };
     let payload = items.next().unwrap_or(Value::Null);
-    Ok(Request { rid, key, payload })
+    Ok(RequestFrame { rid, key, payload })
 }
 
 /// [`decode_request`] for a frame serde_json could not read whole: item by item, so a
 /// payload we cannot hold is answered with its reason to the rid, and a bad item past the
 /// payload is ignored, as Node ignores it.
-fn decode_request_item_by_item(bytes: &[u8]) -> Result<Request, FrameError> {
+fn decode_request_item_by_item(bytes: &[u8]) -> Result<RequestFrame, FrameError> {
     let (rid, mut items) = raw_frame(bytes)?;
     let Some(key) = read_string(items.next()) else {
         return Err(FrameError::Key { rid });
     };
     let payload = read_item(&rid, items.next())?;
-    Ok(Request { rid, key, payload })
+    Ok(RequestFrame { rid, key, payload })
 }
 
 /// A frame serde_json could not read whole, as raw items: its rid and the items after it.
@@ -230,7 +230,7 @@ pub fn encode_reply(rid: &str, result: Result<&Value, &str>) -> Vec<u8> {
 /// [`FrameError::TooLarge`], [`FrameError::NotJson`] (Node's `ERR_REPLY_EMPTY`),
 /// [`FrameError::Shape`] (not an array with a string rid), [`FrameError::Payload`] (an
 /// error or result we cannot pass on unchanged; the rid is kept).
-pub fn decode_reply(bytes: &[u8], max_len: usize) -> Result<Reply, FrameError> {
+pub fn decode_reply(bytes: &[u8], max_len: usize) -> Result<ReplyFrame, FrameError> {
     let (rid, err, res) = match decode_array(bytes, max_len) {
         Ok(items) => {
             let mut items = items.into_iter();
@@ -254,7 +254,7 @@ pub fn decode_reply(bytes: &[u8], max_len: usize) -> Result<Reply, FrameError> {
         Value::String(msg) => Err(msg),
         other => Err(other.to_string()),
     };
-    Ok(Reply { rid, result })
+    Ok(ReplyFrame { rid, result })
 }
 
 /// Reads an HTTP request body the way grenache-nodejs-http's server does.
@@ -268,7 +268,7 @@ pub fn decode_http_request(
     compress_header: Option<&str>,
     body: &[u8],
     max_len: usize,
-) -> Result<(Request, Compression), FrameError> {
+) -> Result<(RequestFrame, Compression), FrameError> {
     let compression = Compression::from_header(compress_header);
     let request = match compression {
         Compression::Gzip => match gunzip(body, max_len) {
@@ -457,7 +457,7 @@ mod tests {
 
         assert_eq!(
             req,
-            Request {
+            RequestFrame {
                 rid: RID.into(),
                 key: "svc".into(),
                 payload: json!([1, {"a": null}])

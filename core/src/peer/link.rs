@@ -4,7 +4,7 @@
 //! Grape, the text frame `[rid, command, data]` answered by `[rid, err, result]`).
 //! Identical commands in flight share one request, as Node's `cbq` makes them; lookups are
 //! answered from a short cache; failed requests are retried; announces can repeat on a
-//! schedule. Exactly one [`LinkEvent`] ends each [`QueryId`].
+//! schedule. Exactly one [`LinkEvent`] ends each [`CommandId`].
 //!
 //! # Re-announcing
 //! A Grape forgets a peer 120 s after its last announce. Node re-announces after a random
@@ -19,16 +19,17 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use rand::Rng;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
-use crate::bep44::{ImmutableItem, MutableItem, PutError, Target};
-use crate::id::{MAX_KEY_LEN, hex, unhex};
+use crate::dht::bep44::{ImmutableItem, MutableItem, PutError, Target};
+use crate::dht::id::{MAX_KEY_LEN, hex, unhex};
 use crate::peer::cache::LookupCache;
 use crate::peer::error::{CommandError, ConfigError, LinkError};
 use crate::peer::framing::{decode_reply, json_text, push_json};
 use crate::peer::types::{
-    ConnId, HttpId, HttpMethod, HttpRequest, HttpResponse, Ids, PeerAddr, QueryId, Transmit,
+    CommandId, ConnId, HttpId, HttpMethod, HttpRequest, HttpResponse, Ids, Io, PeerAddr,
     TransportError, WatchId, WsMessage, request_id,
 };
 use crate::peer::watch::{
@@ -146,7 +147,7 @@ impl Put {
     /// # Errors
     /// [`PutError::InvalidValue`] when `v` or `salt` cannot travel as a string.
     pub fn mutable(item: &MutableItem, cas: Option<i64>) -> Result<Put, PutError> {
-        let v = crate::bencode::decode(item.v())
+        let v = crate::dht::bencode::decode(item.v())
             .ok()
             .and_then(|b| b.as_bytes().map(<[u8]>::to_vec))
             .and_then(|b| String::from_utf8(b).ok())
@@ -192,14 +193,14 @@ pub struct GetItem {
     pub salt: Option<String>,
 }
 
-/// What a [`Link`] reports. Each command's [`QueryId`] gets exactly one of the first four.
+/// What a [`Link`] reports. Each command's [`CommandId`] gets exactly one of the first four.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LinkEvent {
     /// A lookup ended: the peers in the Grape's order (never empty on success).
     Lookup {
         /// The command.
-        id: QueryId,
+        id: CommandId,
         /// The name looked up.
         name: String,
         /// Peers, or why there are none.
@@ -208,14 +209,14 @@ pub enum LinkEvent {
     /// An announce ended.
     Announce {
         /// The command.
-        id: QueryId,
+        id: CommandId,
         /// Success, or why the Grape did not take it.
         result: Result<(), LinkError>,
     },
     /// An unannounce ended.
     Unannounce {
         /// The command.
-        id: QueryId,
+        id: CommandId,
         /// Success (the Grape forgot the peer and told the nodes that speak
         /// `unannounce_peer`), or why not.
         result: Result<(), LinkError>,
@@ -223,14 +224,14 @@ pub enum LinkEvent {
     /// A put ended with the target the value is stored under.
     Put {
         /// The command.
-        id: QueryId,
+        id: CommandId,
         /// The target, or why the put failed.
         result: Result<Target, LinkError>,
     },
     /// A get ended: `None` when nothing is stored there.
     Get {
         /// The command.
-        id: QueryId,
+        id: CommandId,
         /// The item, or why the get failed.
         result: Result<Option<GetItem>, LinkError>,
     },
@@ -279,7 +280,7 @@ pub struct Link {
     config: LinkConfig,
     grape: Grape,
     pub(crate) ids: Ids,
-    queries: BTreeMap<QueryId, Query>,
+    queries: BTreeMap<CommandId, Query>,
     reqs: BTreeMap<u64, GrapeReq>,
     by_hash: BTreeMap<String, u64>,
     by_http: BTreeMap<HttpId, u64>,
@@ -289,11 +290,13 @@ pub struct Link {
     cache: LookupCache,
     watches: Watches,
     schedules: BTreeMap<(String, u16), Schedule>,
-    transmits: VecDeque<Transmit>,
+    transmits: VecDeque<Io>,
     events: VecDeque<LinkEvent>,
     /// User commands whose terminal event has not been polled yet.
     outstanding: usize,
     stats: LinkStats,
+    /// Request ids (uuid v4) and retry jitter; seeded, so runs replay.
+    rng: ChaCha8Rng,
 }
 
 #[derive(Debug)]
@@ -345,7 +348,7 @@ impl Command {
 struct GrapeReq {
     rid: String,
     qhash: String,
-    waiters: Vec<QueryId>,
+    waiters: Vec<CommandId>,
     deadline: Instant,
     http: Option<HttpId>,
 }
@@ -361,15 +364,16 @@ struct GrapeWs {
 #[derive(Debug)]
 struct Schedule {
     next_at: Option<Instant>,
-    round: Option<QueryId>,
+    round: Option<CommandId>,
 }
 
 impl Link {
-    /// A Link to the Grape in `config.grape`.
+    /// A Link to the Grape in `config.grape`; its request ids and jitter come from a
+    /// ChaCha8 RNG seeded with `seed`, so a run can be replayed.
     ///
     /// # Errors
     /// [`ConfigError::GrapeUrl`] when the URL's scheme is not http(s) or ws(s).
-    pub fn new(config: LinkConfig) -> Result<Link, ConfigError> {
+    pub fn new(config: LinkConfig, seed: [u8; 32]) -> Result<Link, ConfigError> {
         let url = config.grape.trim_end_matches('/').to_owned();
         let grape = if url.starts_with("http://") || url.starts_with("https://") {
             Grape::Http { base: url }
@@ -396,6 +400,7 @@ impl Link {
             events: VecDeque::new(),
             outstanding: 0,
             stats: LinkStats::default(),
+            rng: ChaCha8Rng::from_seed(seed),
         })
     }
 
@@ -421,12 +426,7 @@ impl Link {
     ///
     /// # Errors
     /// [`CommandError::InvalidName`], [`CommandError::TooManyPending`].
-    pub fn lookup(
-        &mut self,
-        now: Instant,
-        name: &str,
-        rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    pub fn lookup(&mut self, now: Instant, name: &str) -> Result<CommandId, CommandError> {
         check_name(name)?;
         let id = self.reserve()?;
         if let Some(peers) = self.watches.current(name) {
@@ -455,7 +455,7 @@ impl Link {
         let command = Command::Lookup {
             name: name.to_owned(),
         };
-        self.start(now, id, command, self.config.lookup_attempts, true, rng);
+        self.start(now, id, command, self.config.lookup_attempts, true);
         Ok(id)
     }
 
@@ -469,10 +469,9 @@ impl Link {
         now: Instant,
         name: &str,
         port: u16,
-        rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    ) -> Result<CommandId, CommandError> {
         let announce = |name, port| Command::Announce { name, port };
-        self.start_service_command(now, name, port, announce, rng)
+        self.start_service_command(now, name, port, announce)
     }
 
     /// Announces `name` at `port` now and then again and again (module docs); each round
@@ -486,7 +485,6 @@ impl Link {
         now: Instant,
         name: &str,
         port: u16,
-        rng: &mut impl Rng,
     ) -> Result<bool, CommandError> {
         check_name(name)?;
         check_port(port)?;
@@ -504,7 +502,7 @@ impl Link {
                 round: None,
             },
         );
-        self.start_round(now, key, rng);
+        self.start_round(now, key);
         Ok(true)
     }
 
@@ -521,10 +519,9 @@ impl Link {
         now: Instant,
         name: &str,
         port: u16,
-        rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    ) -> Result<CommandId, CommandError> {
         let unannounce = |name, port| Command::Unannounce { name, port };
-        let id = self.start_service_command(now, name, port, unannounce, rng)?;
+        let id = self.start_service_command(now, name, port, unannounce)?;
         self.stop_announcing(name, port);
         self.forget_lookup(name);
         Ok(id)
@@ -537,13 +534,12 @@ impl Link {
         name: &str,
         port: u16,
         make: fn(String, u16) -> Command,
-        rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    ) -> Result<CommandId, CommandError> {
         check_name(name)?;
         check_port(port)?;
         let id = self.reserve()?;
         let command = make(name.to_owned(), port);
-        self.start(now, id, command, self.config.announce_attempts, true, rng);
+        self.start(now, id, command, self.config.announce_attempts, true);
         Ok(id)
     }
 
@@ -563,18 +559,13 @@ impl Link {
     ///
     /// # Errors
     /// [`CommandError::TooManyPending`].
-    pub fn put(
-        &mut self,
-        now: Instant,
-        put: Put,
-        rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    pub fn put(&mut self, now: Instant, put: Put) -> Result<CommandId, CommandError> {
         let id = self.reserve()?;
         let command = Command::Put {
             data: put.data,
             target: put.target,
         };
-        self.start(now, id, command, self.config.put_get_attempts, true, rng);
+        self.start(now, id, command, self.config.put_get_attempts, true);
         Ok(id)
     }
 
@@ -588,8 +579,7 @@ impl Link {
         now: Instant,
         target: Target,
         salt: Option<&str>,
-        rng: &mut impl Rng,
-    ) -> Result<QueryId, CommandError> {
+    ) -> Result<CommandId, CommandError> {
         let id = self.reserve()?;
         let hash = Value::from(hex(target.as_bytes()));
         let data = match salt {
@@ -602,7 +592,6 @@ impl Link {
             Command::Get { data },
             self.config.put_get_attempts,
             true,
-            rng,
         );
         Ok(id)
     }
@@ -621,16 +610,11 @@ impl Link {
     ///
     /// # Errors
     /// [`CommandError::InvalidName`], [`CommandError::TooManyWatches`].
-    pub fn watch(
-        &mut self,
-        now: Instant,
-        name: &str,
-        rng: &mut impl Rng,
-    ) -> Result<WatchId, CommandError> {
+    pub fn watch(&mut self, now: Instant, name: &str) -> Result<WatchId, CommandError> {
         check_name(name)?;
         let id = WatchId(self.ids.next());
         if self.watches.add(now, name, id)? {
-            self.send_watch(now, name, rng);
+            self.send_watch(now, name);
         }
         Ok(id)
     }
@@ -641,7 +625,7 @@ impl Link {
     /// An HTTP long poll cannot be called back: until it ends (at the Grape's next answer,
     /// at most `watch_wait + request_timeout`) the name still counts against
     /// `max_watches`, and a new watch of it takes the poll over.
-    pub fn unwatch(&mut self, watch: WatchId, rng: &mut impl Rng) -> bool {
+    pub fn unwatch(&mut self, watch: WatchId) -> bool {
         match self.watches.remove(watch) {
             Removal::Unknown => false,
             Removal::Shared => true,
@@ -651,7 +635,7 @@ impl Link {
                 if let Poll::Ws { .. } = poll
                     && self.ws.is_some()
                 {
-                    let rid = request_id(rng);
+                    let rid = request_id(&mut self.rng);
                     self.ws_send(0, ws_frame(&rid, "unwatch", Value::from(name.as_str())));
                 }
                 true
@@ -673,7 +657,7 @@ impl Link {
 
     /// Asks the Grape about `name` now: a long poll from the last index, or a `watch`
     /// frame on the Grape WebSocket.
-    fn send_watch(&mut self, now: Instant, name: &str, rng: &mut impl Rng) {
+    fn send_watch(&mut self, now: Instant, name: &str) {
         self.stats.watch_polls += 1;
         let poll = match &self.grape {
             Grape::Http { base } => {
@@ -685,7 +669,7 @@ impl Link {
                     self.watches.index(name),
                     self.config.watch_wait.as_millis()
                 );
-                self.transmits.push_back(Transmit::Http(HttpRequest {
+                self.transmits.push_back(Io::Http(HttpRequest {
                     id: http,
                     method: HttpMethod::Get,
                     url,
@@ -696,7 +680,7 @@ impl Link {
                 Poll::Http { http, deadline }
             }
             Grape::Ws { .. } => {
-                let rid = request_id(rng);
+                let rid = request_id(&mut self.rng);
                 self.ws_send(0, ws_frame(&rid, "watch", Value::from(name)));
                 Poll::Ws { rid }
             }
@@ -710,7 +694,6 @@ impl Link {
         now: Instant,
         name: &str,
         reply: Result<HttpResponse, TransportError>,
-        rng: &mut impl Rng,
     ) {
         let answer = self
             .read_http_reply(reply)
@@ -731,28 +714,22 @@ impl Link {
                 self.watched_set(name, peers, Some(index));
                 index == previous
             }
-            Err(e) => return self.watch_failed(now, name, &e, rng),
+            Err(e) => return self.watch_failed(now, name, &e),
         };
         if !self.watches.keep_polling(name) {
             return;
         }
         if unchanged && early {
             // Polling again at once would spin: wait the retry gap, keeping the set.
-            let at = now + jitter_half(self.config.announce_retry, rng);
+            let at = now + jitter_half(self.config.announce_retry, &mut self.rng);
             self.watches.set_poll(name, Poll::Retry { at });
         } else {
-            self.send_watch(now, name, rng);
+            self.send_watch(now, name);
         }
     }
 
     /// A WebSocket watch answer or push for `name`.
-    fn on_watch_ws(
-        &mut self,
-        now: Instant,
-        name: &str,
-        result: Result<Value, String>,
-        rng: &mut impl Rng,
-    ) {
+    fn on_watch_ws(&mut self, now: Instant, name: &str, result: Result<Value, String>) {
         match result {
             Ok(Value::Array(items)) => {
                 let peers = read_peers(items, MAX_LOOKUP_PEERS);
@@ -762,7 +739,7 @@ impl Link {
                 self.stats.bad_frames += 1;
                 tracing::debug!(name, ?other, "watch push is not a peer list");
             }
-            Err(message) => self.watch_failed(now, name, &LinkError::Grape(message), rng),
+            Err(message) => self.watch_failed(now, name, &LinkError::Grape(message)),
         }
     }
 
@@ -774,7 +751,7 @@ impl Link {
     }
 
     /// A watch poll failed: a refusal ends the watches of `name`, anything else is retried.
-    fn watch_failed(&mut self, now: Instant, name: &str, error: &LinkError, rng: &mut impl Rng) {
+    fn watch_failed(&mut self, now: Instant, name: &str, error: &LinkError) {
         if is_refusal(error) {
             tracing::warn!(name, %error, "the grape refused a watch");
             self.watches.refused(name, error);
@@ -782,7 +759,7 @@ impl Link {
         }
         self.stats.watch_retries += 1;
         tracing::debug!(name, %error, "watch poll failed; retrying");
-        let at = now + jitter_half(self.config.announce_retry, rng);
+        let at = now + jitter_half(self.config.announce_retry, &mut self.rng);
         self.watches.failed(name, at);
     }
 
@@ -792,23 +769,22 @@ impl Link {
         self.cache.forget(name);
     }
 
-    /// Takes the reply to an HTTP request from [`Transmit::Http`] (unknown ids are ignored).
+    /// Takes the reply to an HTTP request from [`Io::Http`] (unknown ids are ignored).
     pub fn handle_http_reply(
         &mut self,
         now: Instant,
         http: HttpId,
         reply: Result<HttpResponse, TransportError>,
-        rng: &mut impl Rng,
     ) {
         if let Some(name) = self.watches.name_of_http(http) {
-            return self.on_watch_http(now, &name, reply, rng);
+            return self.on_watch_http(now, &name, reply);
         }
         let Some(&key) = self.by_http.get(&http) else {
             self.stats.late_replies += 1;
             return;
         };
         let outcome = self.read_http_reply(reply);
-        self.finish(now, key, outcome, rng);
+        self.finish(now, key, outcome);
     }
 
     /// The Grape WebSocket `conn` opened: queued frames go out.
@@ -818,7 +794,7 @@ impl Link {
         };
         ws.open = true;
         for (_, text) in ws.queued.drain(..) {
-            self.transmits.push_back(Transmit::WsSend {
+            self.transmits.push_back(Io::WsSend {
                 conn,
                 msg: WsMessage::Text(text),
             });
@@ -826,13 +802,7 @@ impl Link {
     }
 
     /// A message from the Grape WebSocket: `[rid, err, result]`.
-    pub fn handle_ws_message(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        msg: &WsMessage,
-        rng: &mut impl Rng,
-    ) {
+    pub fn handle_ws_message(&mut self, now: Instant, conn: ConnId, msg: &WsMessage) {
         if !self.owns_conn(conn) {
             return;
         }
@@ -842,46 +812,46 @@ impl Link {
             return;
         };
         if let Some(name) = self.watches.name_of_rid(&reply.rid) {
-            return self.on_watch_ws(now, &name, reply.result, rng);
+            return self.on_watch_ws(now, &name, reply.result);
         }
         let Some(&key) = self.by_rid.get(&reply.rid) else {
             self.stats.late_replies += 1;
             return;
         };
         let outcome = reply.result.map_err(LinkError::Grape);
-        self.finish(now, key, outcome, rng);
+        self.finish(now, key, outcome);
     }
 
     /// The Grape WebSocket closed (or never opened): its requests fail with
     /// `ERR_TRANSPORT_CLOSE` (and are retried on a new connection while tries remain), and
     /// its watches are sent again on a new connection after the retry gap.
-    pub fn handle_ws_closed(&mut self, now: Instant, conn: ConnId, rng: &mut impl Rng) {
+    pub fn handle_ws_closed(&mut self, now: Instant, conn: ConnId) {
         if !self.owns_conn(conn) {
             return;
         }
         self.ws = None;
         for name in self.watches.on_ws() {
-            self.watch_failed(now, &name, &LinkError::TransportClose, rng);
+            self.watch_failed(now, &name, &LinkError::TransportClose);
         }
         let keys: Vec<u64> = self.by_rid.values().copied().collect();
         for key in keys {
-            self.finish(now, key, Err(LinkError::TransportClose), rng);
+            self.finish(now, key, Err(LinkError::TransportClose));
         }
     }
 
     /// Fires due timeouts and scheduled announces; does nothing when nothing is due.
-    pub fn handle_timeout(&mut self, now: Instant, rng: &mut impl Rng) {
+    pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(&(at, key)) = self.deadlines.first() {
             if at > now {
                 break;
             }
-            self.finish(now, key, Err(LinkError::Timeout), rng);
+            self.finish(now, key, Err(LinkError::Timeout));
         }
         for (name, timed_out) in self.watches.due(now) {
             if timed_out {
-                self.watch_failed(now, &name, &LinkError::Timeout, rng);
+                self.watch_failed(now, &name, &LinkError::Timeout);
             } else {
-                self.send_watch(now, &name, rng);
+                self.send_watch(now, &name);
             }
         }
         let due: Vec<(String, u16)> = self
@@ -891,13 +861,13 @@ impl Link {
             .map(|(k, _)| k.clone())
             .collect();
         for key in due {
-            self.start_round(now, key, rng);
+            self.start_round(now, key);
         }
     }
 
     /// The next network action, if any.
     #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    pub fn poll_transmit(&mut self) -> Option<Io> {
         self.transmits.pop_front()
     }
 
@@ -920,16 +890,16 @@ impl Link {
         [deadline, round, watch].into_iter().flatten().min()
     }
 
-    fn reserve(&mut self) -> Result<QueryId, CommandError> {
+    fn reserve(&mut self) -> Result<CommandId, CommandError> {
         if self.outstanding >= self.config.max_pending {
             return Err(CommandError::TooManyPending);
         }
         self.outstanding += 1;
-        Ok(QueryId(self.ids.next()))
+        Ok(CommandId(self.ids.next()))
     }
 
-    fn start_round(&mut self, now: Instant, key: (String, u16), rng: &mut impl Rng) {
-        let id = QueryId(self.ids.next());
+    fn start_round(&mut self, now: Instant, key: (String, u16)) {
+        let id = CommandId(self.ids.next());
         let Some(schedule) = self.schedules.get_mut(&key) else {
             return;
         };
@@ -939,19 +909,11 @@ impl Link {
             name: key.0,
             port: key.1,
         };
-        self.start(now, id, command, self.config.announce_attempts, false, rng);
+        self.start(now, id, command, self.config.announce_attempts, false);
     }
 
     /// Registers a command and sends it (or joins an identical request in flight).
-    fn start(
-        &mut self,
-        now: Instant,
-        id: QueryId,
-        command: Command,
-        attempts: u32,
-        user: bool,
-        rng: &mut impl Rng,
-    ) {
+    fn start(&mut self, now: Instant, id: CommandId, command: Command, attempts: u32, user: bool) {
         let qhash = request_hash(&command);
         self.queries.insert(
             id,
@@ -961,17 +923,10 @@ impl Link {
                 user,
             },
         );
-        self.send(now, id, &command, qhash, rng);
+        self.send(now, id, &command, qhash);
     }
 
-    fn send(
-        &mut self,
-        now: Instant,
-        id: QueryId,
-        command: &Command,
-        qhash: String,
-        rng: &mut impl Rng,
-    ) {
+    fn send(&mut self, now: Instant, id: CommandId, command: &Command, qhash: String) {
         if let Some(key) = self.by_hash.get(&qhash)
             && let Some(req) = self.reqs.get_mut(key)
         {
@@ -981,7 +936,7 @@ impl Link {
         }
         self.stats.requests += 1;
         let key = self.ids.next();
-        let rid = request_id(rng);
+        let rid = request_id(&mut self.rng);
         let deadline = now + self.config.request_timeout;
         let data = command.data();
         let mut http = None;
@@ -994,7 +949,7 @@ impl Link {
                 body.extend_from_slice(b",\"data\":");
                 push_json(&mut body, &data);
                 body.push(b'}');
-                self.transmits.push_back(Transmit::Http(HttpRequest {
+                self.transmits.push_back(Io::Http(HttpRequest {
                     id: hid,
                     method: HttpMethod::Post,
                     url: format!("{base}/{}", command.kind()),
@@ -1035,7 +990,7 @@ impl Link {
             Some(ws) => ws,
             None => {
                 let conn = ConnId(self.ids.next());
-                self.transmits.push_back(Transmit::WsConnect {
+                self.transmits.push_back(Io::WsConnect {
                     conn,
                     url: url.clone(),
                 });
@@ -1047,7 +1002,7 @@ impl Link {
             }
         };
         if ws.open {
-            self.transmits.push_back(Transmit::WsSend {
+            self.transmits.push_back(Io::WsSend {
                 conn: ws.conn,
                 msg: WsMessage::Text(text),
             });
@@ -1085,13 +1040,7 @@ impl Link {
     }
 
     /// Ends a Grape request and hands its outcome to every command waiting on it.
-    fn finish(
-        &mut self,
-        now: Instant,
-        key: u64,
-        outcome: Result<Value, LinkError>,
-        rng: &mut impl Rng,
-    ) {
+    fn finish(&mut self, now: Instant, key: u64, outcome: Result<Value, LinkError>) {
         let Some(req) = self.reqs.remove(&key) else {
             return;
         };
@@ -1105,17 +1054,11 @@ impl Link {
             ws.queued.retain(|(k, _)| *k != key);
         }
         for id in req.waiters {
-            self.complete(now, id, &outcome, rng);
+            self.complete(now, id, &outcome);
         }
     }
 
-    fn complete(
-        &mut self,
-        now: Instant,
-        id: QueryId,
-        outcome: &Result<Value, LinkError>,
-        rng: &mut impl Rng,
-    ) {
+    fn complete(&mut self, now: Instant, id: CommandId, outcome: &Result<Value, LinkError>) {
         let Some(query) = self.queries.get_mut(&id) else {
             return;
         };
@@ -1129,7 +1072,7 @@ impl Link {
             query.attempts_left -= 1;
             let command = query.command.clone();
             tracing::debug!(%id, error = %e, "retrying grape command");
-            self.send(now, id, &command, request_hash(&command), rng);
+            self.send(now, id, &command, request_hash(&command));
             return;
         }
         let Some(query) = self.queries.remove(&id) else {
@@ -1139,10 +1082,10 @@ impl Link {
             self.cache.insert(now, name, peers.clone());
         }
         if let Command::Unannounce { name, port } = &query.command {
-            self.reannounce_after_unannounce(now, (name.clone(), *port), rng);
+            self.reannounce_after_unannounce(now, (name.clone(), *port));
         }
         if !query.user {
-            self.end_round(now, id, query.command, result.map(|_| ()), rng);
+            self.end_round(now, id, query.command, result.map(|_| ()));
             return;
         }
         let event = match query.command {
@@ -1176,29 +1119,23 @@ impl Link {
     /// connection, and the unannounce then undid it: announce again, now that the
     /// unannounce is done. The new round replaces the one in flight, and is a new request
     /// rather than joining that round's (whose answer may just be late).
-    fn reannounce_after_unannounce(
-        &mut self,
-        now: Instant,
-        key: (String, u16),
-        rng: &mut impl Rng,
-    ) {
+    fn reannounce_after_unannounce(&mut self, now: Instant, key: (String, u16)) {
         if self.schedules.contains_key(&key) {
             let round = Command::Announce {
                 name: key.0.clone(),
                 port: key.1,
             };
             self.by_hash.remove(&request_hash(&round));
-            self.start_round(now, key, rng);
+            self.start_round(now, key);
         }
     }
 
     fn end_round(
         &mut self,
         now: Instant,
-        id: QueryId,
+        id: CommandId,
         command: Command,
         result: Result<(), LinkError>,
-        rng: &mut impl Rng,
     ) {
         let Command::Announce { name, port } = command else {
             return;
@@ -1216,7 +1153,7 @@ impl Link {
             self.config.announce_retry
         };
         schedule.round = None;
-        schedule.next_at = Some(now + jitter_half(base, rng));
+        schedule.next_at = Some(now + jitter_half(base, &mut self.rng));
         if let Err(e) = &result {
             tracing::warn!(name = %key.0, port = key.1, error = %e, "announce round failed");
         }
@@ -1395,7 +1332,6 @@ pub(crate) mod tests {
 
     struct Harness {
         link: Link,
-        rng: ChaCha8Rng,
         t0: Instant,
     }
 
@@ -1406,8 +1342,7 @@ pub(crate) mod tests {
 
         fn with(config: LinkConfig) -> Self {
             Harness {
-                link: Link::new(config).expect("valid config"),
-                rng: ChaCha8Rng::seed_from_u64(42),
+                link: Link::new(config, [42; 32]).expect("valid config"),
                 t0: Instant::now(),
             }
         }
@@ -1416,7 +1351,7 @@ pub(crate) mod tests {
             self.t0 + MS * u32::try_from(ms).expect("small")
         }
 
-        fn transmits(&mut self) -> Vec<Transmit> {
+        fn transmits(&mut self) -> Vec<Io> {
             std::iter::from_fn(|| self.link.poll_transmit()).collect()
         }
 
@@ -1428,7 +1363,7 @@ pub(crate) mod tests {
             self.transmits()
                 .into_iter()
                 .map(|t| match t {
-                    Transmit::Http(r) => r,
+                    Io::Http(r) => r,
                     other => panic!("expected HTTP, got {other:?}"),
                 })
                 .collect()
@@ -1440,13 +1375,12 @@ pub(crate) mod tests {
                 status,
                 body: body.as_bytes().to_vec(),
             });
-            self.link
-                .handle_http_reply(now, req.id, reply, &mut self.rng);
+            self.link.handle_http_reply(now, req.id, reply);
         }
 
         fn tick(&mut self, ms: u64) {
             let now = self.at(ms);
-            self.link.handle_timeout(now, &mut self.rng);
+            self.link.handle_timeout(now);
         }
     }
 
@@ -1466,7 +1400,7 @@ pub(crate) mod tests {
         let mut h = Harness::new("http://127.0.0.1:30001");
 
         let t0 = h.t0;
-        h.link.lookup(t0, "rpc_test", &mut h.rng).expect("accepted");
+        h.link.lookup(t0, "rpc_test").expect("accepted");
         let reqs = h.http();
 
         assert_eq!(reqs.len(), 1);
@@ -1484,7 +1418,7 @@ pub(crate) mod tests {
     fn lookup_reply_gives_peers_and_fills_the_cache() {
         let mut h = Harness::new("http://g:1");
         let t0 = h.t0;
-        let id = h.link.lookup(t0, "svc", &mut h.rng).expect("accepted");
+        let id = h.link.lookup(t0, "svc").expect("accepted");
         let req = h.http().remove(0);
 
         h.reply(
@@ -1493,7 +1427,7 @@ pub(crate) mod tests {
             200,
             r#"["127.0.0.1:1337","127.0.0.1:1338","bad"]"#,
         );
-        let again = h.link.lookup(h.at(9_000), "svc", &mut h.rng).expect("ok");
+        let again = h.link.lookup(h.at(9_000), "svc").expect("ok");
 
         assert_eq!(
             h.events(),
@@ -1518,12 +1452,12 @@ pub(crate) mod tests {
     fn cache_expires_after_ten_seconds() {
         let mut h = Harness::new("http://g:1");
         let t0 = h.t0;
-        h.link.lookup(t0, "svc", &mut h.rng).expect("accepted");
+        h.link.lookup(t0, "svc").expect("accepted");
         let req = h.http().remove(0);
         h.reply(0, &req, 200, r#"["h:1"]"#);
         let _ = h.events();
 
-        h.link.lookup(h.at(10_000), "svc", &mut h.rng).expect("ok");
+        h.link.lookup(h.at(10_000), "svc").expect("ok");
 
         assert_eq!(h.http().len(), 1);
     }
@@ -1532,7 +1466,7 @@ pub(crate) mod tests {
     fn empty_lookup_is_lookup_empty_and_not_retried_or_cached() {
         let mut h = Harness::new("http://g:1");
         let t0 = h.t0;
-        let id = h.link.lookup(t0, "svc", &mut h.rng).expect("accepted");
+        let id = h.link.lookup(t0, "svc").expect("accepted");
         let req = h.http().remove(0);
 
         h.reply(5, &req, 200, "[]");
@@ -1546,7 +1480,7 @@ pub(crate) mod tests {
             }]
         );
         assert!(h.transmits().is_empty());
-        h.link.lookup(h.at(6), "svc", &mut h.rng).expect("ok");
+        h.link.lookup(h.at(6), "svc").expect("ok");
         assert_eq!(h.http().len(), 1);
     }
 
@@ -1554,7 +1488,7 @@ pub(crate) mod tests {
     fn silent_grape_times_out_after_three_tries() {
         let mut h = Harness::new("http://g:1");
         let t0 = h.t0;
-        let id = h.link.lookup(t0, "svc", &mut h.rng).expect("accepted");
+        let id = h.link.lookup(t0, "svc").expect("accepted");
         let first = h.http();
 
         h.tick(2_499);
@@ -1590,7 +1524,7 @@ pub(crate) mod tests {
             ..LinkConfig::new("http://g:1")
         });
         let t0 = h.t0;
-        h.link.lookup(t0, "svc", &mut h.rng).expect("accepted");
+        h.link.lookup(t0, "svc").expect("accepted");
         let req = h.http().remove(0);
         h.tick(2_500);
         let _ = h.events();
@@ -1605,14 +1539,14 @@ pub(crate) mod tests {
     fn identical_commands_share_one_request() {
         let mut h = Harness::new("http://g:1");
         let t0 = h.t0;
-        let a = h.link.lookup(t0, "svc", &mut h.rng).expect("ok");
-        let b = h.link.lookup(t0, "svc", &mut h.rng).expect("ok");
+        let a = h.link.lookup(t0, "svc").expect("ok");
+        let b = h.link.lookup(t0, "svc").expect("ok");
         let reqs = h.http();
 
         h.reply(1, &reqs[0], 200, r#"["h:1"]"#);
 
         assert_eq!(reqs.len(), 1);
-        let ids: Vec<QueryId> = h
+        let ids: Vec<CommandId> = h
             .events()
             .into_iter()
             .map(|e| match e {
@@ -1627,7 +1561,7 @@ pub(crate) mod tests {
     fn grape_error_string_is_an_error_without_retry() {
         let mut h = Harness::new("http://g:1");
         let t0 = h.t0;
-        let id = h.link.announce(t0, "svc", 80, &mut h.rng).expect("ok");
+        let id = h.link.announce(t0, "svc", 80).expect("ok");
         let req = h.http().remove(0);
 
         h.reply(1, &req, 200, r#""ERR_GRAPE_SERVICE_PORT""#);
@@ -1646,7 +1580,7 @@ pub(crate) mod tests {
     fn http_error_is_retried_then_reported_with_nodes_message() {
         let mut h = Harness::new("http://g:1");
         let t0 = h.t0;
-        let id = h.link.lookup(t0, "svc", &mut h.rng).expect("ok");
+        let id = h.link.lookup(t0, "svc").expect("ok");
 
         for ms in 1..=3 {
             let req = h.http().remove(0);
@@ -1679,11 +1613,11 @@ pub(crate) mod tests {
             ..LinkConfig::new("http://g:1")
         });
         let t0 = h.t0;
-        h.link.lookup(t0, "svc", &mut h.rng).expect("ok");
+        h.link.lookup(t0, "svc").expect("ok");
         let req = h.http().remove(0);
 
         let err = Err(TransportError::new("connect ECONNREFUSED"));
-        h.link.handle_http_reply(t0, req.id, err, &mut h.rng);
+        h.link.handle_http_reply(t0, req.id, err);
 
         let Some(LinkEvent::Lookup { result: Err(e), .. }) = h.events().pop() else {
             panic!("an error");
@@ -1696,9 +1630,7 @@ pub(crate) mod tests {
         let mut h = Harness::new("http://g:1");
         let t0 = h.t0;
 
-        h.link
-            .announce(t0, "rpc_test", 1337, &mut h.rng)
-            .expect("ok");
+        h.link.announce(t0, "rpc_test", 1337).expect("ok");
         let req = h.http().remove(0);
 
         assert_posts_rpc_test_1337(&req, "announce");
@@ -1718,17 +1650,12 @@ pub(crate) mod tests {
     fn unannounce_stops_the_schedule_and_posts_name_and_port() {
         let mut h = Harness::new("http://g:1");
         let t0 = h.t0;
-        h.link
-            .start_announcing(t0, "rpc_test", 1337, &mut h.rng)
-            .expect("ok");
+        h.link.start_announcing(t0, "rpc_test", 1337).expect("ok");
         let round = h.http().remove(0);
         h.reply(1, &round, 200, "1");
         h.events();
 
-        let id = h
-            .link
-            .unannounce(h.at(2), "rpc_test", 1337, &mut h.rng)
-            .expect("ok");
+        let id = h.link.unannounce(h.at(2), "rpc_test", 1337).expect("ok");
         let req = h.http().remove(0);
         h.reply(3, &req, 200, "2");
 
@@ -1746,11 +1673,9 @@ pub(crate) mod tests {
     fn a_schedule_started_during_an_unannounce_announces_again_after_it() {
         let mut h = Harness::new("http://g:1");
         let t0 = h.t0;
-        let id = h.link.unannounce(t0, "svc", 80, &mut h.rng).expect("ok");
+        let id = h.link.unannounce(t0, "svc", 80).expect("ok");
         let unannounce = h.http().remove(0);
-        h.link
-            .start_announcing(t0, "svc", 80, &mut h.rng)
-            .expect("ok");
+        h.link.start_announcing(t0, "svc", 80).expect("ok");
         let first_round = h.http().remove(0);
         // The round overtook the unannounce at the Grape, which then forgot the peer, but
         // the round's answer comes last.
@@ -1781,24 +1706,21 @@ pub(crate) mod tests {
         let mut h = Harness::new("http://g:1");
         let t0 = h.t0;
 
+        assert_eq!(h.link.lookup(t0, ""), Err(CommandError::InvalidName));
         assert_eq!(
-            h.link.lookup(t0, "", &mut h.rng),
+            h.link.lookup(t0, &"x".repeat(257)),
             Err(CommandError::InvalidName)
         );
         assert_eq!(
-            h.link.lookup(t0, &"x".repeat(257), &mut h.rng),
-            Err(CommandError::InvalidName)
-        );
-        assert_eq!(
-            h.link.announce(t0, "svc", 0, &mut h.rng),
+            h.link.announce(t0, "svc", 0),
             Err(CommandError::InvalidPort)
         );
         assert_eq!(
-            h.link.unannounce(t0, "", 80, &mut h.rng),
+            h.link.unannounce(t0, "", 80),
             Err(CommandError::InvalidName)
         );
         assert_eq!(
-            h.link.unannounce(t0, "svc", 0, &mut h.rng),
+            h.link.unannounce(t0, "svc", 0),
             Err(CommandError::InvalidPort)
         );
         assert!(h.transmits().is_empty());
@@ -1811,15 +1733,15 @@ pub(crate) mod tests {
             ..LinkConfig::new("http://g:1")
         });
         let t0 = h.t0;
-        h.link.lookup(t0, "a", &mut h.rng).expect("ok");
-        h.link.lookup(t0, "b", &mut h.rng).expect("ok");
+        h.link.lookup(t0, "a").expect("ok");
+        h.link.lookup(t0, "b").expect("ok");
 
-        let third = h.link.lookup(t0, "c", &mut h.rng);
+        let third = h.link.lookup(t0, "c");
         let reqs = h.http();
         h.reply(1, &reqs[0], 200, "[]");
-        let still_full = h.link.lookup(t0, "c", &mut h.rng);
+        let still_full = h.link.lookup(t0, "c");
         let _ = h.events();
-        let after_poll = h.link.lookup(t0, "c", &mut h.rng);
+        let after_poll = h.link.lookup(t0, "c");
 
         assert_eq!(third, Err(CommandError::TooManyPending));
         assert_eq!(still_full, Err(CommandError::TooManyPending));
@@ -1831,7 +1753,7 @@ pub(crate) mod tests {
         let mut h = Harness::new("http://g:1");
         let t0 = h.t0;
         let put = Put::immutable("hello").expect("small");
-        let id = h.link.put(t0, put, &mut h.rng).expect("ok");
+        let id = h.link.put(t0, put).expect("ok");
         let req = h.http().remove(0);
 
         // Observed from a Node Grape: put {"v":"hello"} -> this target.
@@ -1863,7 +1785,7 @@ pub(crate) mod tests {
         let mut h = Harness::new("http://g:1");
         let t0 = h.t0;
         let put = Put::immutable("hello").expect("small");
-        h.link.put(t0, put, &mut h.rng).expect("ok");
+        h.link.put(t0, put).expect("ok");
         let req = h.http().remove(0);
 
         h.reply(
@@ -1884,7 +1806,7 @@ pub(crate) mod tests {
         let mut h = Harness::new("http://g:1");
         let t0 = h.t0;
         let put = Put::immutable("hello").expect("small");
-        h.link.put(t0, put, &mut h.rng).expect("ok");
+        h.link.put(t0, put).expect("ok");
         let req = h.http().remove(0);
 
         // A lone Grape has no DHT node to store at.
@@ -1926,8 +1848,8 @@ pub(crate) mod tests {
         let t0 = h.t0;
         let target = Target([0xab; 20]);
 
-        h.link.get(t0, target, None, &mut h.rng).expect("ok");
-        h.link.get(t0, target, Some("s"), &mut h.rng).expect("ok");
+        h.link.get(t0, target, None).expect("ok");
+        h.link.get(t0, target, Some("s")).expect("ok");
         let reqs = h.http();
 
         let hash = "ab".repeat(20);
@@ -1947,14 +1869,8 @@ pub(crate) mod tests {
     fn get_reads_items_and_nothing() {
         let mut h = Harness::new("http://g:1");
         let t0 = h.t0;
-        let a = h
-            .link
-            .get(t0, Target([1; 20]), None, &mut h.rng)
-            .expect("ok");
-        let b = h
-            .link
-            .get(t0, Target([2; 20]), None, &mut h.rng)
-            .expect("ok");
+        let a = h.link.get(t0, Target([1; 20]), None).expect("ok");
+        let b = h.link.get(t0, Target([2; 20]), None).expect("ok");
         let reqs = h.http();
         let k = "11".repeat(32);
         let sig = "22".repeat(64);
@@ -1994,8 +1910,8 @@ pub(crate) mod tests {
         let mut h = Harness::new("http://g:1");
         let t0 = h.t0;
 
-        let started = h.link.start_announcing(t0, "svc", 80, &mut h.rng);
-        let again = h.link.start_announcing(t0, "svc", 80, &mut h.rng);
+        let started = h.link.start_announcing(t0, "svc", 80);
+        let again = h.link.start_announcing(t0, "svc", 80);
         let req = h.http().remove(0);
         h.reply(100, &req, 200, "1");
         let next = h.link.poll_timeout().expect("scheduled");
@@ -2011,7 +1927,7 @@ pub(crate) mod tests {
             }]
         );
         assert!(next >= h.at(100 + 30_000) && next <= h.at(100 + 60_000));
-        h.link.handle_timeout(next, &mut h.rng);
+        h.link.handle_timeout(next);
         assert_eq!(h.http().len(), 1);
     }
 
@@ -2019,9 +1935,7 @@ pub(crate) mod tests {
     fn failed_round_is_retried_soon() {
         let mut h = Harness::new("http://g:1");
         let t0 = h.t0;
-        h.link
-            .start_announcing(t0, "svc", 80, &mut h.rng)
-            .expect("ok");
+        h.link.start_announcing(t0, "svc", 80).expect("ok");
         for ms in [0, 2_500, 5_000] {
             assert_eq!(h.http().len(), 1);
             h.tick(ms + 2_500);
@@ -2046,9 +1960,7 @@ pub(crate) mod tests {
         let mut h = Harness::new("http://g:1");
         let mut outcome_rng = ChaCha8Rng::seed_from_u64(9);
         let mut now = h.t0;
-        h.link
-            .start_announcing(now, "svc", 80, &mut h.rng)
-            .expect("ok");
+        h.link.start_announcing(now, "svc", 80).expect("ok");
         let mut last_success = now;
         let mut worst = Duration::ZERO;
         for _ in 0..2_000 {
@@ -2062,7 +1974,6 @@ pub(crate) mod tests {
                             status: 200,
                             body: b"1".to_vec(),
                         }),
-                        &mut h.rng,
                     );
                 }
             }
@@ -2073,7 +1984,7 @@ pub(crate) mod tests {
                 }
             }
             now = h.link.poll_timeout().expect("always scheduled").max(now);
-            h.link.handle_timeout(now, &mut h.rng);
+            h.link.handle_timeout(now);
         }
 
         assert!(worst < Duration::from_secs(120), "worst gap {worst:?}");
@@ -2084,9 +1995,7 @@ pub(crate) mod tests {
     fn stop_announcing_ends_the_schedule() {
         let mut h = Harness::new("http://g:1");
         let t0 = h.t0;
-        h.link
-            .start_announcing(t0, "svc", 80, &mut h.rng)
-            .expect("ok");
+        h.link.start_announcing(t0, "svc", 80).expect("ok");
         let req = h.http().remove(0);
 
         let stopped = h.link.stop_announcing("svc", 80);
@@ -2102,10 +2011,10 @@ pub(crate) mod tests {
     fn ws_grape_connects_queues_and_matches_by_rid() {
         let mut h = Harness::new("ws://127.0.0.1:30002");
         let t0 = h.t0;
-        let a = h.link.lookup(t0, "svc", &mut h.rng).expect("ok");
-        let b = h.link.announce(t0, "svc", 80, &mut h.rng).expect("ok");
+        let a = h.link.lookup(t0, "svc").expect("ok");
+        let b = h.link.announce(t0, "svc", 80).expect("ok");
         let connect = h.transmits();
-        let Transmit::WsConnect { conn, url } = &connect[0] else {
+        let Io::WsConnect { conn, url } = &connect[0] else {
             panic!("connect first: {connect:?}");
         };
         let conn = *conn;
@@ -2115,7 +2024,7 @@ pub(crate) mod tests {
             .transmits()
             .into_iter()
             .map(|t| match t {
-                Transmit::WsSend {
+                Io::WsSend {
                     msg: WsMessage::Text(s),
                     ..
                 } => s,
@@ -2129,8 +2038,8 @@ pub(crate) mod tests {
         let (ra, rb) = (rid(&sent[0]), rid(&sent[1]));
         let reply_b = WsMessage::Text(format!(r#"["{rb}",null,1]"#));
         let reply_a = WsMessage::Text(format!(r#"["{ra}",null,["h:1"]]"#));
-        h.link.handle_ws_message(t0, conn, &reply_b, &mut h.rng);
-        h.link.handle_ws_message(t0, conn, &reply_a, &mut h.rng);
+        h.link.handle_ws_message(t0, conn, &reply_b);
+        h.link.handle_ws_message(t0, conn, &reply_a);
 
         assert_eq!(connect.len(), 1);
         assert_eq!(url, "ws://127.0.0.1:30002");
@@ -2156,21 +2065,21 @@ pub(crate) mod tests {
     fn ws_grape_error_and_garbage() {
         let mut h = Harness::new("ws://g:1");
         let t0 = h.t0;
-        let id = h.link.lookup(t0, "svc", &mut h.rng).expect("ok");
-        let Some(Transmit::WsConnect { conn, .. }) = h.link.poll_transmit() else {
+        let id = h.link.lookup(t0, "svc").expect("ok");
+        let Some(Io::WsConnect { conn, .. }) = h.link.poll_transmit() else {
             panic!("connect");
         };
         h.link.handle_ws_open(t0, conn);
-        let Some(Transmit::WsSend { msg, .. }) = h.link.poll_transmit() else {
+        let Some(Io::WsSend { msg, .. }) = h.link.poll_transmit() else {
             panic!("send");
         };
         let v: Value = serde_json::from_slice(msg.as_bytes()).expect("json");
         let rid = v[0].as_str().expect("rid");
 
         let garbage = WsMessage::Text("{not json".into());
-        h.link.handle_ws_message(t0, conn, &garbage, &mut h.rng);
+        h.link.handle_ws_message(t0, conn, &garbage);
         let err = WsMessage::Text(format!(r#"["{rid}","ERR_GRAPE_LOOKUP",null]"#));
-        h.link.handle_ws_message(t0, conn, &err, &mut h.rng);
+        h.link.handle_ws_message(t0, conn, &err);
 
         assert_eq!(h.link.stats().bad_frames, 1);
         assert_eq!(
@@ -2190,16 +2099,16 @@ pub(crate) mod tests {
             ..LinkConfig::new("ws://g:1")
         });
         let t0 = h.t0;
-        let id = h.link.lookup(t0, "svc", &mut h.rng).expect("ok");
-        let Some(Transmit::WsConnect { conn: first, .. }) = h.link.poll_transmit() else {
+        let id = h.link.lookup(t0, "svc").expect("ok");
+        let Some(Io::WsConnect { conn: first, .. }) = h.link.poll_transmit() else {
             panic!("connect");
         };
 
-        h.link.handle_ws_closed(t0, first, &mut h.rng);
-        let Some(Transmit::WsConnect { conn: second, .. }) = h.link.poll_transmit() else {
+        h.link.handle_ws_closed(t0, first);
+        let Some(Io::WsConnect { conn: second, .. }) = h.link.poll_transmit() else {
             panic!("reconnect for the retry");
         };
-        h.link.handle_ws_closed(t0, second, &mut h.rng);
+        h.link.handle_ws_closed(t0, second);
 
         assert_ne!(first, second);
         assert_eq!(
@@ -2246,7 +2155,7 @@ pub(crate) mod tests {
     fn http_watch_long_polls_from_the_last_index() {
         let mut h = Harness::new("http://g:1");
         let t0 = h.t0;
-        let w = h.link.watch(t0, "rest:svc", &mut h.rng).expect("ok");
+        let w = h.link.watch(t0, "rest:svc").expect("ok");
         let (first, index0) = one_poll(&mut h);
 
         h.reply(10, &first, 200, &watch_body(5, &["h:2", "h:1"]));
@@ -2280,21 +2189,20 @@ pub(crate) mod tests {
     fn http_watch_restarts_from_index_0_after_a_failure_and_follows_a_restarted_grape() {
         let mut h = Harness::new("http://g:1");
         let t0 = h.t0;
-        let w = h.link.watch(t0, "svc", &mut h.rng).expect("ok");
+        let w = h.link.watch(t0, "svc").expect("ok");
         let (first, _) = one_poll(&mut h);
         h.reply(0, &first, 200, &watch_body(40, &["h:1"]));
         let (second, _) = one_poll(&mut h);
 
         // The Grape went away: refused, then no poll until the retry gap has passed.
         let refused = Err(TransportError::unsent("connection refused"));
-        h.link
-            .handle_http_reply(h.at(100), second.id, refused, &mut h.rng);
+        h.link.handle_http_reply(h.at(100), second.id, refused);
         let retry_at = h.link.poll_timeout().expect("a retry");
         let waiting = h.transmits();
-        let lookup = h.link.lookup(h.at(100), "svc", &mut h.rng).expect("ok");
+        let lookup = h.link.lookup(h.at(100), "svc").expect("ok");
         let lookup_req = h.http();
         h.reply(200, &lookup_req[0], 200, r#"["h:1"]"#);
-        h.link.handle_timeout(retry_at, &mut h.rng);
+        h.link.handle_timeout(retry_at);
         let (third, index_after_failure) = one_poll(&mut h);
         // The restarted Grape counts from 1 again: its answer is taken as it is.
         h.link.handle_http_reply(
@@ -2304,7 +2212,6 @@ pub(crate) mod tests {
                 status: 200,
                 body: watch_body(3, &["h:9"]).into_bytes(),
             }),
-            &mut h.rng,
         );
         let (_, index_after_restart) = one_poll(&mut h);
 
@@ -2332,7 +2239,7 @@ pub(crate) mod tests {
     fn a_grape_that_does_not_hold_polls_is_not_polled_in_a_loop() {
         let mut h = Harness::new("http://g:1");
         let t0 = h.t0;
-        let w = h.link.watch(t0, "svc", &mut h.rng).expect("ok");
+        let w = h.link.watch(t0, "svc").expect("ok");
         let (first, _) = one_poll(&mut h);
         h.reply(0, &first, 200, &watch_body(4, &["h:1"]));
         let (second, _) = one_poll(&mut h);
@@ -2341,8 +2248,8 @@ pub(crate) mod tests {
         h.reply(1, &second, 200, &watch_body(4, &["h:1"]));
         let right_after = h.transmits();
         let retry_at = h.link.poll_timeout().expect("a later poll");
-        let still = h.link.lookup(h.at(1), "svc", &mut h.rng).expect("ok");
-        h.link.handle_timeout(retry_at, &mut h.rng);
+        let still = h.link.lookup(h.at(1), "svc").expect("ok");
+        h.link.handle_timeout(retry_at);
         let (_, index) = one_poll(&mut h);
 
         assert!(right_after.is_empty(), "{right_after:?}");
@@ -2364,13 +2271,13 @@ pub(crate) mod tests {
     fn a_silent_poll_times_out_after_its_wait_and_is_retried() {
         let mut h = Harness::new("http://g:1");
         let t0 = h.t0;
-        h.link.watch(t0, "svc", &mut h.rng).expect("ok");
+        h.link.watch(t0, "svc").expect("ok");
         let (first, _) = one_poll(&mut h);
 
-        h.link.handle_timeout(first.deadline, &mut h.rng);
+        h.link.handle_timeout(first.deadline);
         let at_deadline = h.transmits();
         let retry_at = h.link.poll_timeout().expect("a retry");
-        h.link.handle_timeout(retry_at, &mut h.rng);
+        h.link.handle_timeout(retry_at);
         let (_, index) = one_poll(&mut h);
         // The late answer of the abandoned poll changes nothing.
         h.link.handle_http_reply(
@@ -2380,7 +2287,6 @@ pub(crate) mod tests {
                 status: 200,
                 body: watch_body(9, &["h:1"]).into_bytes(),
             }),
-            &mut h.rng,
         );
 
         assert!(at_deadline.is_empty());
@@ -2394,11 +2300,11 @@ pub(crate) mod tests {
     fn a_refused_watch_ends_with_the_grapes_error() {
         let mut h = Harness::new("http://g:1");
         let t0 = h.t0;
-        let limited = h.link.watch(t0, "a", &mut h.rng).expect("ok");
+        let limited = h.link.watch(t0, "a").expect("ok");
         let (poll, _) = one_poll(&mut h);
         h.reply(0, &poll, 429, "\"ERR_GRAPE_WATCH_LIMIT\"");
         // A Node Grape does not speak watch: it cannot read the GET's empty body.
-        let node = h.link.watch(t0, "b", &mut h.rng).expect("ok");
+        let node = h.link.watch(t0, "b").expect("ok");
         let (poll, _) = one_poll(&mut h);
         h.reply(0, &poll, 500, "ERR_GRAPE_PAYLOAD_INVALID");
 
@@ -2429,7 +2335,7 @@ pub(crate) mod tests {
         assert!(h.transmits().is_empty());
         assert_eq!(h.link.poll_timeout(), None);
         assert!(!h.link.is_watched("a") && !h.link.is_watched("b"));
-        assert!(!h.link.unwatch(limited, &mut h.rng));
+        assert!(!h.link.unwatch(limited));
     }
 
     #[test]
@@ -2439,19 +2345,19 @@ pub(crate) mod tests {
             ..LinkConfig::new("http://g:1")
         });
         let t0 = h.t0;
-        let a1 = h.link.watch(t0, "a", &mut h.rng).expect("ok");
-        let _b = h.link.watch(t0, "b", &mut h.rng).expect("ok");
-        let over = h.link.watch(t0, "c", &mut h.rng);
+        let a1 = h.link.watch(t0, "a").expect("ok");
+        let _b = h.link.watch(t0, "b").expect("ok");
+        let over = h.link.watch(t0, "c");
         let a2 = h
             .link
-            .watch(t0, "a", &mut h.rng)
+            .watch(t0, "a")
             .expect("a shared name is no new watch");
         let polls = h.http();
         let poll_a = polls.iter().find(|r| r.url.contains("name=a&")).expect("a");
         h.reply(0, poll_a, 200, &watch_body(1, &["h:1"]));
         let both = watch_events(&mut h);
         let (next_a, _) = one_poll(&mut h);
-        let a3 = h.link.watch(t0, "a", &mut h.rng).expect("ok");
+        let a3 = h.link.watch(t0, "a").expect("ok");
         let late_joiner = watch_events(&mut h);
 
         assert_eq!(over, Err(CommandError::TooManyWatches));
@@ -2467,15 +2373,15 @@ pub(crate) mod tests {
         assert_eq!(sets(&late_joiner), vec![(a3, Ok(addrs(&["h:1"])))]);
 
         // The Grape watch ends with the last watch of the name; its poll's answer is dropped.
-        assert!(h.link.unwatch(a1, &mut h.rng));
-        assert!(h.link.unwatch(a2, &mut h.rng));
+        assert!(h.link.unwatch(a1));
+        assert!(h.link.unwatch(a2));
         assert!(h.link.is_watched("a"));
-        assert!(h.link.unwatch(a3, &mut h.rng));
+        assert!(h.link.unwatch(a3));
         assert!(!h.link.is_watched("a"));
         h.reply(5, &next_a, 200, &watch_body(2, &["h:2"]));
         assert!(h.transmits().is_empty());
         assert!(watch_events(&mut h).is_empty());
-        assert!(h.link.watch(t0, "c", &mut h.rng).is_ok(), "room again");
+        assert!(h.link.watch(t0, "c").is_ok(), "room again");
     }
 
     #[test]
@@ -2485,15 +2391,12 @@ pub(crate) mod tests {
             ..LinkConfig::new("http://g:1")
         });
         let t0 = h.t0;
-        let gone = h.link.watch(t0, "a", &mut h.rng).expect("ok");
+        let gone = h.link.watch(t0, "a").expect("ok");
         let (poll, _) = one_poll(&mut h);
-        h.link.unwatch(gone, &mut h.rng);
+        h.link.unwatch(gone);
 
-        let other = h.link.watch(t0, "b", &mut h.rng);
-        let back = h
-            .link
-            .watch(t0, "a", &mut h.rng)
-            .expect("takes the poll over");
+        let other = h.link.watch(t0, "b");
+        let back = h.link.watch(t0, "a").expect("takes the poll over");
         let sent_for_back = h.transmits();
         h.reply(10, &poll, 200, &watch_body(3, &["h:1"]));
         let (_, index) = one_poll(&mut h);
@@ -2511,20 +2414,20 @@ pub(crate) mod tests {
     fn lookups_of_a_watched_name_use_its_set_without_asking_the_grape() {
         let mut h = Harness::new("http://g:1");
         let t0 = h.t0;
-        let w = h.link.watch(t0, "svc", &mut h.rng).expect("ok");
+        let w = h.link.watch(t0, "svc").expect("ok");
         let (poll, _) = one_poll(&mut h);
         h.reply(0, &poll, 200, &watch_body(1, &["h:1", "h:2"]));
         let (poll, _) = one_poll(&mut h);
 
         // Far past the cache's 10 s: the watched set does not expire.
         let late = h.at(60_000);
-        let found = h.link.lookup(late, "svc", &mut h.rng).expect("ok");
+        let found = h.link.lookup(late, "svc").expect("ok");
         let asked = h.transmits();
         h.reply(60_000, &poll, 200, &watch_body(2, &[]));
         let (_, _) = one_poll(&mut h);
-        let nobody = h.link.lookup(late, "svc", &mut h.rng).expect("ok");
-        h.link.unwatch(w, &mut h.rng);
-        let after = h.link.lookup(late, "svc", &mut h.rng).expect("ok");
+        let nobody = h.link.lookup(late, "svc").expect("ok");
+        h.link.unwatch(w);
+        let after = h.link.lookup(late, "svc").expect("ok");
         let asked_after = h.http();
 
         assert!(asked.is_empty(), "{asked:?}");
@@ -2554,7 +2457,7 @@ pub(crate) mod tests {
         h.transmits()
             .into_iter()
             .map(|t| match t {
-                Transmit::WsSend {
+                Io::WsSend {
                     msg: WsMessage::Text(s),
                     ..
                 } => serde_json::from_str(&s).expect("json"),
@@ -2565,7 +2468,7 @@ pub(crate) mod tests {
 
     fn ws_connect(h: &mut Harness) -> ConnId {
         match h.link.poll_transmit() {
-            Some(Transmit::WsConnect { conn, .. }) => conn,
+            Some(Io::WsConnect { conn, .. }) => conn,
             other => panic!("connect first: {other:?}"),
         }
     }
@@ -2573,14 +2476,14 @@ pub(crate) mod tests {
     fn push(h: &mut Harness, conn: ConnId, rid: &Value, err: Value, peers: Value) {
         let msg = WsMessage::Text(json!([rid, err, peers]).to_string());
         let t0 = h.t0;
-        h.link.handle_ws_message(t0, conn, &msg, &mut h.rng);
+        h.link.handle_ws_message(t0, conn, &msg);
     }
 
     #[test]
     fn ws_watch_takes_pushes_and_is_sent_again_after_a_reconnect() {
         let mut h = Harness::new("ws://g:1");
         let t0 = h.t0;
-        let w = h.link.watch(t0, "svc", &mut h.rng).expect("ok");
+        let w = h.link.watch(t0, "svc").expect("ok");
         let first = ws_connect(&mut h);
         h.link.handle_ws_open(t0, first);
         let sent = ws_sent(&mut h);
@@ -2589,19 +2492,19 @@ pub(crate) mod tests {
         let initial = watch_events(&mut h);
         push(&mut h, first, &rid, Value::Null, json!(["h:1", "h:2"]));
         let grown = watch_events(&mut h);
-        let hit = h.link.lookup(t0, "svc", &mut h.rng).expect("ok");
+        let hit = h.link.lookup(t0, "svc").expect("ok");
 
-        h.link.handle_ws_closed(h.at(10), first, &mut h.rng);
+        h.link.handle_ws_closed(h.at(10), first);
         let right_after = h.transmits();
         let retry_at = h.link.poll_timeout().expect("a reconnect");
-        h.link.handle_timeout(retry_at, &mut h.rng);
+        h.link.handle_timeout(retry_at);
         let second = ws_connect(&mut h);
         h.link.handle_ws_open(retry_at, second);
         let resent = ws_sent(&mut h);
         let rid2 = resent[0][0].clone();
         push(&mut h, second, &rid2, Value::Null, json!(["h:2"]));
         let after = watch_events(&mut h);
-        h.link.unwatch(w, &mut h.rng);
+        h.link.unwatch(w);
         let unwatch = ws_sent(&mut h);
 
         assert_eq!(sent, vec![json!([rid, "watch", "svc"])]);
@@ -2632,7 +2535,7 @@ pub(crate) mod tests {
     fn ws_watch_refused_by_the_grape_ends() {
         let mut h = Harness::new("ws://g:1");
         let t0 = h.t0;
-        let w = h.link.watch(t0, "svc", &mut h.rng).expect("ok");
+        let w = h.link.watch(t0, "svc").expect("ok");
         let conn = ws_connect(&mut h);
         h.link.handle_ws_open(t0, conn);
         let rid = ws_sent(&mut h)[0][0].clone();
@@ -2644,14 +2547,14 @@ pub(crate) mod tests {
             vec![(w, Err(LinkError::Grape("ERR_REQ_NOTFOUND".into())))]
         );
         assert!(!h.link.is_watched("svc"));
-        h.link.handle_ws_closed(t0, conn, &mut h.rng);
+        h.link.handle_ws_closed(t0, conn);
         assert_eq!(h.link.poll_timeout(), None);
     }
 
     #[test]
     fn bad_grape_url_is_refused() {
         assert!(matches!(
-            Link::new(LinkConfig::new("127.0.0.1:30001")),
+            Link::new(LinkConfig::new("127.0.0.1:30001"), [42; 32]),
             Err(ConfigError::GrapeUrl(_))
         ));
     }

@@ -11,8 +11,10 @@
 //!   the service with [`Client::start_announcing`].
 //! * A publisher is a [`Publisher`] plus `start_announcing(channel, port)`.
 //!
-//! Nothing here reads a clock, opens a socket or draws from a global RNG: `now` and a
-//! `&mut impl Rng` (request ids are uuid v4 from it; jitter) come from the caller.
+//! Nothing here reads a clock, opens a socket or draws from a global RNG: `now` comes
+//! from the caller, and randomness (request ids are uuid v4; peer choice; jitter) from a
+//! ChaCha8 RNG that the [`Client`] (or a lone [`Link`]) owns, seeded by whoever builds
+//! it, as a DHT [`Node`](crate::dht::Node) is.
 //!
 //! # Driving a [`Client`]
 //! One task owns the `Client`, an HTTP client, the WebSocket connections (a map from
@@ -20,7 +22,7 @@
 //!
 //! 1. After building it, after every command (`request`, `lookup`, `subscribe`, ...) and
 //!    after every `handle_*`, drain `poll_transmit` and then `poll_event`:
-//!    * [`Transmit::Http`]: send `body` to `url` with `method` (POST, or GET for a
+//!    * [`Io::Http`]: send `body` to `url` with `method` (POST, or GET for a
 //!      Grape watch) and `headers`; when it ends call
 //!      [`Client::handle_http_reply`] with the same id and `Ok(HttpResponse { status,
 //!      body })` for any status, or `Err(TransportError)` when there is no response:
@@ -29,17 +31,17 @@
 //!      Nothing needs to be reported after `deadline`; a late report is ignored.
 //!      Cap the body you read (the frame limit plus a little) and report a bigger one
 //!      as a `TransportError`.
-//!    * [`Transmit::WsConnect`]: open `url`, remember `conn`; report
+//!    * [`Io::WsConnect`]: open `url`, remember `conn`; report
 //!      [`Client::handle_ws_open`], each message with [`Client::handle_ws_message`]
 //!      (text and binary alike), and [`Client::handle_ws_closed`] once, when it closes
 //!      or fails to open (a close before the open tells the core nothing was sent).
-//!    * [`Transmit::WsSend`]: send the message on `conn` (it is open).
-//!    * [`Transmit::WsClose`]: close `conn`; no report is needed any more.
-//!    * [`Transmit::TcpConnect`], [`Transmit::TcpSend`], [`Transmit::TcpClose`]: the same
+//!    * [`Io::WsSend`]: send the message on `conn` (it is open).
+//!    * [`Io::WsClose`]: close `conn`; no report is needed any more.
+//!    * [`Io::TcpConnect`], [`Io::TcpSend`], [`Io::TcpClose`]: the same
 //!      for a plain TCP stream (ZeroMQ): report [`Client::handle_tcp_open`], every read
 //!      with [`Client::handle_tcp_data`], and [`Client::handle_tcp_closed`] once. The
 //!      core speaks ZMTP itself, so these are bytes in, bytes out.
-//!    * Hand each [`Event`] to whoever waits for its [`QueryId`] or [`SubscriptionId`],
+//!    * Hand each [`ClientEvent`] to whoever waits for its [`CommandId`] or [`SubscriptionId`],
 //!      and drain [`Client::poll_watch`] too: each [`WatchEvent`] to its [`WatchId`]'s
 //!      owner (only the latest set of a watch waits there).
 //! 2. Sleep until [`Client::poll_timeout`] (or forever if `None`), a network report, or
@@ -72,13 +74,14 @@ mod rpc;
 mod serve;
 mod types;
 mod watch;
-pub mod zmq;
+mod zmq;
+pub mod zmtp;
 
 pub use balance::PeerChoice;
-pub use client::{Client, ClientConfig, ClientStats, Event};
+pub use client::{Client, ClientConfig, ClientEvent, ClientStats};
 pub use error::{CommandError, ConfigError, LinkError, RpcError};
 pub use framing::{
-    COMPRESS_HEADER, Compression, DEFAULT_MAX_FRAME_LEN, FrameError, Reply, Request,
+    COMPRESS_HEADER, Compression, DEFAULT_MAX_FRAME_LEN, FrameError, ReplyFrame, RequestFrame,
     decode_http_request, decode_reply, decode_request, encode_http_reply, encode_reply,
     encode_request, gunzip, gzip, http_error_reply, ws_error_reply,
 };
@@ -91,8 +94,8 @@ pub use serve::{
     reply_content_type, reply_frame,
 };
 pub use types::{
-    ConnId, Delivery, HttpId, HttpMethod, HttpRequest, HttpResponse, MAX_ADDR_LEN, PeerAddr,
-    QueryId, SubscriptionId, Transmit, TransportError, WatchId, WsMessage, request_id,
+    CommandId, ConnId, Delivery, HttpId, HttpMethod, HttpRequest, HttpResponse, Io, MAX_ADDR_LEN,
+    PeerAddr, SubscriptionId, TransportError, WatchId, WsMessage,
 };
 pub use watch::WatchEvent;
 pub use zmq::{ZmqPubConn, ZmqServerConn};

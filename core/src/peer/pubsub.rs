@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use crate::peer::client::Event;
+use crate::peer::client::ClientEvent;
 use crate::peer::error::LinkError;
 use crate::peer::link::jitter_half;
-use crate::peer::types::{ConnId, Ids, PeerAddr, SubscriptionId, Transmit, WsMessage};
+use crate::peer::types::{ConnId, Ids, Io, PeerAddr, SubscriptionId, WsMessage};
 use crate::peer::zmq;
-use crate::zmtp::{Connection, SocketType, ZmtpEvent};
+use crate::peer::zmtp::{Connection, SocketType, ZmtpEvent};
 
 /// Which transport subscriptions use (the publisher must speak the same one).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -88,8 +88,8 @@ pub(crate) struct Subs {
     zmtp: BTreeMap<ConnId, Connection>,
     /// Subscriptions that need a lookup; the owner asks the Link.
     pub(crate) lookups: VecDeque<(SubscriptionId, String)>,
-    pub(crate) transmits: VecDeque<Transmit>,
-    pub(crate) events: VecDeque<Event>,
+    pub(crate) transmits: VecDeque<Io>,
+    pub(crate) events: VecDeque<ClientEvent>,
     /// Messages among `events`, for the queue bound.
     queued_messages: usize,
     pub(crate) stats: SubStats,
@@ -151,8 +151,8 @@ impl Subs {
         if let State::Connecting { conn, .. } | State::Open { conn, .. } = s.state {
             self.by_conn.remove(&conn);
             self.transmits.push_back(match self.zmtp.remove(&conn) {
-                Some(_) => Transmit::TcpClose { conn },
-                None => Transmit::WsClose { conn },
+                Some(_) => Io::TcpClose { conn },
+                None => Io::WsClose { conn },
             });
         }
         true
@@ -194,12 +194,12 @@ impl Subs {
         self.by_conn.insert(conn, sub);
         self.stats.connects += 1;
         match self.config.transport {
-            PubSubTransport::Ws => self.transmits.push_back(Transmit::WsConnect {
+            PubSubTransport::Ws => self.transmits.push_back(Io::WsConnect {
                 conn,
                 url: addr.ws_url(),
             }),
             PubSubTransport::Zmq => {
-                self.transmits.push_back(Transmit::TcpConnect {
+                self.transmits.push_back(Io::TcpConnect {
                     conn,
                     addr: addr.clone(),
                 });
@@ -252,7 +252,7 @@ impl Subs {
             }
             Err(e) => {
                 tracing::debug!(%conn, error = %e, "ZeroMQ subscription failed");
-                self.transmits.push_back(Transmit::TcpClose { conn });
+                self.transmits.push_back(Io::TcpClose { conn });
                 self.handle_closed(now, conn, rng)
             }
         }
@@ -261,7 +261,7 @@ impl Subs {
     fn flush(&mut self, conn: ConnId, zmtp: &mut Connection) {
         let bytes = zmtp.take_output();
         if !bytes.is_empty() {
-            self.transmits.push_back(Transmit::TcpSend { conn, bytes });
+            self.transmits.push_back(Io::TcpSend { conn, bytes });
         }
     }
 
@@ -281,7 +281,7 @@ impl Subs {
         }
         let addr = addr.clone();
         s.state = State::Open { conn, since: now };
-        self.events.push_back(Event::Subscribed { sub, addr });
+        self.events.push_back(ClientEvent::Subscribed { sub, addr });
     }
 
     pub(crate) fn handle_ws_message(&mut self, conn: ConnId, msg: WsMessage) {
@@ -297,7 +297,7 @@ impl Subs {
         }
         self.stats.messages += 1;
         self.queued_messages += 1;
-        self.events.push_back(Event::Message { sub, msg });
+        self.events.push_back(ClientEvent::Message { sub, msg });
     }
 
     /// A message event left the queue.
@@ -365,7 +365,7 @@ impl Subs {
         let retry_at = now + backoff(&self.config, s.failures, rng);
         s.state = State::Waiting { until: retry_at };
         tracing::debug!(%sub, %error, ?retry_at, "subscriber disconnected");
-        self.events.push_back(Event::Disconnected {
+        self.events.push_back(ClientEvent::Disconnected {
             sub,
             error,
             retry_at,
@@ -461,12 +461,12 @@ impl Publisher {
         self.subscribers.iter().copied()
     }
 
-    /// The next message to send: as a [`Transmit::WsSend`].
+    /// The next message to send: as a [`Io::WsSend`].
     #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    pub fn poll_transmit(&mut self) -> Option<Io> {
         self.queue
             .pop_front()
-            .map(|(conn, msg)| Transmit::WsSend { conn, msg })
+            .map(|(conn, msg)| Io::WsSend { conn, msg })
     }
 }
 
@@ -483,17 +483,17 @@ mod tests {
         let b = p.accept().expect("room");
 
         let n = p.publish(WsMessage::Text("hello".into())).expect("room");
-        let sent: Vec<Transmit> = std::iter::from_fn(|| p.poll_transmit()).collect();
+        let sent: Vec<Io> = std::iter::from_fn(|| p.poll_transmit()).collect();
 
         assert_eq!(n, 2);
         assert_eq!(
             sent,
             vec![
-                Transmit::WsSend {
+                Io::WsSend {
                     conn: a,
                     msg: WsMessage::Text("hello".into())
                 },
-                Transmit::WsSend {
+                Io::WsSend {
                     conn: b,
                     msg: WsMessage::Text("hello".into())
                 }

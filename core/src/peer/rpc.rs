@@ -18,18 +18,18 @@ use rand::Rng;
 use serde_json::Value;
 
 use crate::peer::balance::{Balancer, DeadPeers, PeerChoice, map_targets};
-use crate::peer::client::Event;
+use crate::peer::client::ClientEvent;
 use crate::peer::error::{CommandError, LinkError, RpcError};
 use crate::peer::framing::{
     Compression, DEFAULT_MAX_FRAME_LEN, FrameError, decode_reply, encode_request_json, gunzip,
     gzip, json_text, push_json,
 };
 use crate::peer::types::{
-    ConnId, Delivery, HttpId, HttpMethod, HttpRequest, HttpResponse, Ids, PeerAddr, QueryId,
-    Transmit, TransportError, WsMessage, request_id,
+    CommandId, ConnId, Delivery, HttpId, HttpMethod, HttpRequest, HttpResponse, Ids, Io, PeerAddr,
+    TransportError, WsMessage, request_id,
 };
 use crate::peer::zmq::{self, decode_zmq_reply};
-use crate::zmtp::{Connection, SocketType, ZmtpEvent};
+use crate::peer::zmtp::{Connection, SocketType, ZmtpEvent};
 
 /// Longest error body from a peer kept in [`RpcError::Request`].
 const MAX_ERROR_BODY: usize = 1024;
@@ -46,7 +46,7 @@ pub enum RpcTransport {
     /// Text frames on `ws://host:port/ws` (grenache-nodejs-ws).
     Ws,
     /// A ZeroMQ DEALER to the peer's ROUTER on `tcp://host:port` (grenache-nodejs-zmq's
-    /// frames; see [`crate::peer::zmq`]).
+    /// frames; see [`ZmqServerConn`](crate::peer::ZmqServerConn) and docs/zeromq-wire.md).
     Zmq,
 }
 
@@ -151,7 +151,7 @@ pub struct RpcStats {
 #[derive(Debug)]
 pub(crate) struct Rpc {
     config: RpcConfig,
-    calls: BTreeMap<QueryId, Call>,
+    calls: BTreeMap<CommandId, Call>,
     attempts: BTreeMap<String, Attempt>,
     by_http: BTreeMap<HttpId, String>,
     conns: BTreeMap<ConnId, Conn>,
@@ -159,8 +159,8 @@ pub(crate) struct Rpc {
     deadlines: BTreeSet<(Instant, String)>,
     balancer: Balancer,
     dead: DeadPeers,
-    pub(crate) transmits: VecDeque<Transmit>,
-    pub(crate) events: VecDeque<Event>,
+    pub(crate) transmits: VecDeque<Io>,
+    pub(crate) events: VecDeque<ClientEvent>,
     pub(crate) stats: RpcStats,
 }
 
@@ -184,7 +184,7 @@ enum Kind {
 
 #[derive(Debug)]
 struct Attempt {
-    call: QueryId,
+    call: CommandId,
     /// Where it went: if it fails, a retry goes elsewhere.
     peer: PeerAddr,
     slot: usize,
@@ -258,7 +258,7 @@ impl Rpc {
     /// Registers a call waiting for the lookup of `name`.
     pub(crate) fn begin(
         &mut self,
-        id: QueryId,
+        id: CommandId,
         name: &str,
         payload: Vec<u8>,
         opts: &RequestOptions,
@@ -291,7 +291,7 @@ impl Rpc {
     pub(crate) fn handle_lookup(
         &mut self,
         now: Instant,
-        id: QueryId,
+        id: CommandId,
         result: Result<Vec<PeerAddr>, LinkError>,
         ids: &mut Ids,
         rng: &mut impl Rng,
@@ -365,7 +365,7 @@ impl Rpc {
         c.idle_since = now;
         for (rid, text) in c.queued.drain(..) {
             c.inflight.insert(rid);
-            self.transmits.push_back(Transmit::WsSend {
+            self.transmits.push_back(Io::WsSend {
                 conn,
                 msg: WsMessage::Text(text),
             });
@@ -387,7 +387,7 @@ impl Rpc {
         self.handle_reply(now, conn, reply, ids, rng);
     }
 
-    /// A ZeroMQ connection from [`Transmit::TcpConnect`] is open: ZMTP already queued
+    /// A ZeroMQ connection from [`Io::TcpConnect`] is open: ZMTP already queued
     /// its handshake and the requests.
     pub(crate) fn handle_tcp_open(&mut self, now: Instant, conn: ConnId) {
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -426,7 +426,7 @@ impl Rpc {
         }
         if let Err(e) = read {
             tracing::debug!(%conn, error = %e, "ZeroMQ connection failed");
-            self.transmits.push_back(Transmit::TcpClose { conn });
+            self.transmits.push_back(Io::TcpClose { conn });
             self.handle_closed(now, conn, ids, rng);
         }
     }
@@ -435,7 +435,7 @@ impl Rpc {
         &mut self,
         now: Instant,
         conn: ConnId,
-        reply: Result<crate::peer::framing::Reply, FrameError>,
+        reply: Result<crate::peer::framing::ReplyFrame, FrameError>,
         ids: &mut Ids,
         rng: &mut impl Rng,
     ) {
@@ -507,8 +507,8 @@ impl Rpc {
             if let Some(c) = self.conns.remove(&conn) {
                 self.by_addr.remove(&c.addr);
                 self.transmits.push_back(match c.zmtp {
-                    Some(_) => Transmit::TcpClose { conn },
-                    None => Transmit::WsClose { conn },
+                    Some(_) => Io::TcpClose { conn },
+                    None => Io::WsClose { conn },
                 });
             }
         }
@@ -526,7 +526,7 @@ impl Rpc {
     }
 
     /// Sends the next try of a request to the next chosen peer.
-    fn send_next(&mut self, now: Instant, id: QueryId, ids: &mut Ids, rng: &mut impl Rng) {
+    fn send_next(&mut self, now: Instant, id: CommandId, ids: &mut Ids, rng: &mut impl Rng) {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -544,7 +544,7 @@ impl Rpc {
     fn send(
         &mut self,
         now: Instant,
-        id: QueryId,
+        id: CommandId,
         slot: usize,
         addr: PeerAddr,
         ids: &mut Ids,
@@ -566,7 +566,7 @@ impl Rpc {
                 } else {
                     (frame, Compression::None)
                 };
-                self.transmits.push_back(Transmit::Http(HttpRequest {
+                self.transmits.push_back(Io::Http(HttpRequest {
                     id: http,
                     method: HttpMethod::Post,
                     url: addr.http_url(),
@@ -615,7 +615,7 @@ impl Rpc {
     fn send_on_conn(
         &mut self,
         now: Instant,
-        id: QueryId,
+        id: CommandId,
         rid: &str,
         addr: &PeerAddr,
         ids: &mut Ids,
@@ -640,7 +640,7 @@ impl Rpc {
             let text = json_text(encode_request_json(rid, &call.name, &call.payload));
             if c.open {
                 c.inflight.insert(rid.to_owned());
-                self.transmits.push_back(Transmit::WsSend {
+                self.transmits.push_back(Io::WsSend {
                     conn,
                     msg: WsMessage::Text(text),
                 });
@@ -668,7 +668,7 @@ impl Rpc {
         let conn = ConnId(ids.next());
         self.stats.connects += 1;
         let zmtp = if self.config.transport == RpcTransport::Zmq {
-            self.transmits.push_back(Transmit::TcpConnect {
+            self.transmits.push_back(Io::TcpConnect {
                 conn,
                 addr: addr.clone(),
             });
@@ -679,7 +679,7 @@ impl Rpc {
             flush(&mut self.transmits, conn, &mut zmtp);
             Some(zmtp)
         } else {
-            self.transmits.push_back(Transmit::WsConnect {
+            self.transmits.push_back(Io::WsConnect {
                 conn,
                 url: addr.ws_url(),
             });
@@ -838,19 +838,19 @@ impl Rpc {
         Some(attempt)
     }
 
-    fn end_request(&mut self, id: QueryId, result: Result<Value, RpcError>) {
+    fn end_request(&mut self, id: CommandId, result: Result<Value, RpcError>) {
         if self.calls.remove(&id).is_some() {
-            self.events.push_back(Event::Reply { id, result });
+            self.events.push_back(ClientEvent::Reply { id, result });
         }
     }
 
-    fn end(&mut self, id: QueryId, result: Result<Vec<Value>, RpcError>) {
+    fn end(&mut self, id: CommandId, result: Result<Vec<Value>, RpcError>) {
         let Some(call) = self.calls.remove(&id) else {
             return;
         };
         let event = match call.kind {
-            Kind::Map { .. } => Event::Map { id, result },
-            Kind::Request { .. } => Event::Reply {
+            Kind::Map { .. } => ClientEvent::Map { id, result },
+            Kind::Request { .. } => ClientEvent::Reply {
                 id,
                 result: result.map(|mut v| v.pop().unwrap_or(Value::Null)),
             },
@@ -860,10 +860,10 @@ impl Rpc {
 }
 
 /// Hands what ZMTP has to write to the adapter, if anything.
-fn flush(transmits: &mut VecDeque<Transmit>, conn: ConnId, zmtp: &mut Connection) {
+fn flush(transmits: &mut VecDeque<Io>, conn: ConnId, zmtp: &mut Connection) {
     let bytes = zmtp.take_output();
     if !bytes.is_empty() {
-        transmits.push_back(Transmit::TcpSend { conn, bytes });
+        transmits.push_back(Io::TcpSend { conn, bytes });
     }
 }
 

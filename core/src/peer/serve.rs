@@ -70,7 +70,7 @@ pub fn reply_content_type(compression: Compression) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peer::framing::{Reply, decode_reply, gunzip};
+    use crate::peer::framing::{ReplyFrame, decode_reply, gunzip};
 
     #[test]
     fn a_reply_within_the_limit_is_the_result() {
@@ -98,7 +98,7 @@ mod tests {
                 Compression::Gzip => gunzip(&frame, 4096).expect("gzip"),
             };
 
-            let reply: Reply = decode_reply(&plain, 1024).expect("a reply frame");
+            let reply: ReplyFrame = decode_reply(&plain, 1024).expect("a reply frame");
             assert_eq!(reply.rid, "r2");
             assert_eq!(reply.result, Err(ERR_REPLY_TOO_LARGE.to_owned()));
         }

@@ -10,7 +10,7 @@ pub const MAX_ADDR_LEN: usize = 260;
 
 /// Names one command (lookup, announce, put, get, request, map) until its one terminal event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct QueryId(pub u64);
+pub struct CommandId(pub u64);
 
 /// Names one HTTP exchange the adapter performs; it hands the id back with the reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -26,7 +26,7 @@ pub struct ConnId(pub u64);
 pub struct SubscriptionId(pub u64);
 
 /// Names one watch of a service (from `watch` until `unwatch` or its end); unlike a
-/// [`QueryId`] it gets many events, one per peer set.
+/// [`CommandId`] it gets many events, one per peer set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WatchId(pub u64);
 
@@ -39,7 +39,7 @@ macro_rules! display_id {
         }
     )*};
 }
-display_id!(QueryId, HttpId, ConnId, SubscriptionId, WatchId);
+display_id!(CommandId, HttpId, ConnId, SubscriptionId, WatchId);
 
 /// One counter for every id kind, so ids never repeat within a state machine and its parts.
 #[derive(Debug, Default)]
@@ -160,7 +160,7 @@ pub struct HttpRequest {
 
 /// Something for the adapter to do on the network.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Transmit {
+pub enum Io {
     /// POST a body; report with `handle_http_reply`.
     Http(HttpRequest),
     /// Open a WebSocket to `url`; report `handle_ws_open`, then each message, then
@@ -251,12 +251,12 @@ impl TransportError {
 }
 
 /// A request id as the Node packages make them: a lower-case UUID v4 string.
-pub fn request_id(rng: &mut impl Rng) -> String {
+pub(crate) fn request_id(rng: &mut impl Rng) -> String {
     let mut b = [0u8; 16];
     rng.fill(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = crate::id::hex(&b);
+    let h = crate::dht::id::hex(&b);
     format!(
         "{}-{}-{}-{}-{}",
         &h[0..8],

@@ -1,5 +1,5 @@
 //! Grenache RPC and PUB/SUB over ZeroMQ (docs/zeromq-wire.md), on top of the ZMTP
-//! connections of [`crate::zmtp`].
+//! connections of [`crate::peer::zmtp`].
 //!
 //! The frames follow grenache-nodejs-zmq: a DEALER sends `[rid, key, payload]`, the
 //! ROUTER answers `[rid, result]` on the same connection. Where that package is silent we
@@ -23,15 +23,15 @@ use std::collections::VecDeque;
 
 use serde_json::Value;
 
-use crate::peer::framing::{FrameError, Reply, Request, push_json};
+use crate::peer::framing::{FrameError, ReplyFrame, RequestFrame, push_json};
 use crate::peer::json::{JsonError, read_json};
-use crate::zmtp::{Connection, Limits, SocketType, ZmtpError, ZmtpEvent};
+use crate::peer::zmtp::{Connection, Limits, SocketType, ZmtpError, ZmtpEvent};
 
 /// The third frame of an error reply.
-pub const ZMQ_ERROR_MARKER: &[u8] = b"ERR";
+pub(crate) const ZMQ_ERROR_MARKER: &[u8] = b"ERR";
 
 /// How every error text on ZeroMQ starts, so that old clients see an error.
-pub const ZMQ_ERROR_PREFIX: &str = "ERR_";
+pub(crate) const ZMQ_ERROR_PREFIX: &str = "ERR_";
 
 /// Subscription prefixes one subscriber may hold; more are ignored (and logged).
 const MAX_PREFIXES: usize = 64;
@@ -61,7 +61,8 @@ fn lenient_json(rid: &str, frame: &[u8]) -> Result<Value, FrameError> {
 }
 
 /// The frames of a request: `[rid, key, payload JSON]`.
-pub fn encode_zmq_request(rid: &str, key: &str, payload: &Value) -> Vec<Vec<u8>> {
+#[cfg(test)]
+pub(crate) fn encode_zmq_request(rid: &str, key: &str, payload: &Value) -> Vec<Vec<u8>> {
     let mut json = Vec::new();
     push_json(&mut json, payload);
     vec![rid.as_bytes().to_vec(), key.as_bytes().to_vec(), json]
@@ -73,7 +74,7 @@ pub fn encode_zmq_request(rid: &str, key: &str, payload: &Value) -> Vec<Vec<u8>>
 /// [`FrameError::Shape`] without a UTF-8 rid, [`FrameError::Key`] without a UTF-8 key
 /// (the rid is kept, so the client gets an error reply instead of a timeout),
 /// [`FrameError::Payload`] for a JSON payload we cannot pass on unchanged.
-pub fn decode_zmq_request(frames: &[Vec<u8>]) -> Result<Request, FrameError> {
+pub(crate) fn decode_zmq_request(frames: &[Vec<u8>]) -> Result<RequestFrame, FrameError> {
     let rid = frames
         .first()
         .and_then(|f| std::str::from_utf8(f).ok())
@@ -87,7 +88,7 @@ pub fn decode_zmq_request(frames: &[Vec<u8>]) -> Result<Request, FrameError> {
         Some(frame) => lenient_json(&rid, frame)?,
         None => Value::Null,
     };
-    Ok(Request {
+    Ok(RequestFrame {
         rid,
         key: key.to_owned(),
         payload,
@@ -95,7 +96,7 @@ pub fn decode_zmq_request(frames: &[Vec<u8>]) -> Result<Request, FrameError> {
 }
 
 /// The frames of a reply: `[rid, result JSON]`, or `[rid, message, "ERR"]`.
-pub fn encode_zmq_reply(rid: &str, result: Result<&Value, &str>) -> Vec<Vec<u8>> {
+pub(crate) fn encode_zmq_reply(rid: &str, result: Result<&Value, &str>) -> Vec<Vec<u8>> {
     match result {
         Ok(value) => {
             let mut json = Vec::new();
@@ -114,7 +115,7 @@ pub fn encode_zmq_reply(rid: &str, result: Result<&Value, &str>) -> Vec<Vec<u8>>
 /// `ERR_` + `message`. An original grenache-nodejs-zmq client reads only `[rid, data]` and
 /// takes `data` for an error only when it starts with `ERR_`, so without the prefix a
 /// handler's `Err("boom")` would reach it as the successful result `"boom"`.
-pub fn zmq_error_text(message: &str) -> Cow<'_, str> {
+pub(crate) fn zmq_error_text(message: &str) -> Cow<'_, str> {
     if message.starts_with(ZMQ_ERROR_PREFIX) {
         Cow::Borrowed(message)
     } else {
@@ -127,7 +128,7 @@ pub fn zmq_error_text(message: &str) -> Cow<'_, str> {
 /// # Errors
 /// [`FrameError::Shape`]: not `[rid, result]` or `[rid, message, "ERR"]` with a UTF-8 rid;
 /// [`FrameError::Payload`]: a JSON result we cannot pass on unchanged.
-pub fn decode_zmq_reply(frames: &[Vec<u8>]) -> Result<Reply, FrameError> {
+pub(crate) fn decode_zmq_reply(frames: &[Vec<u8>]) -> Result<ReplyFrame, FrameError> {
     let (rid, body, marker) = match frames {
         [rid, body] => (rid, body, None),
         [rid, body, marker] => (rid, body, Some(marker)),
@@ -147,7 +148,7 @@ pub fn decode_zmq_reply(frames: &[Vec<u8>]) -> Result<Reply, FrameError> {
         }
         None => Ok(lenient_json(&rid, body)?),
     };
-    Ok(Reply { rid, result })
+    Ok(ReplyFrame { rid, result })
 }
 
 /// Counters of one server-side connection.
@@ -169,7 +170,7 @@ pub struct ZmqConnStats {
 pub struct ZmqServerConn {
     zmtp: Connection,
     max_frame_len: usize,
-    requests: VecDeque<Request>,
+    requests: VecDeque<RequestFrame>,
     stats: ZmqConnStats,
 }
 
@@ -211,7 +212,7 @@ impl ZmqServerConn {
     }
 
     /// The next request read.
-    pub fn poll_request(&mut self) -> Option<Request> {
+    pub fn poll_request(&mut self) -> Option<RequestFrame> {
         self.requests.pop_front()
     }
 

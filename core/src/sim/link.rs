@@ -10,7 +10,7 @@ use rand::Rng;
 /// whenever their jitter differs by more than the gap between them.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
-pub struct LinkConfig {
+pub struct PathConfig {
     /// Fixed one-way delay.
     pub latency: Duration,
     /// Extra one-way delay, drawn uniformly from zero to this for each datagram.
@@ -21,10 +21,10 @@ pub struct LinkConfig {
     pub duplicate: f64,
 }
 
-impl Default for LinkConfig {
+impl Default for PathConfig {
     /// 20 ms plus up to 20 ms of jitter, no loss, no duplicates: a quiet regional network.
     fn default() -> Self {
-        LinkConfig {
+        PathConfig {
             latency: Duration::from_millis(20),
             jitter: Duration::from_millis(20),
             loss: 0.0,
@@ -33,10 +33,10 @@ impl Default for LinkConfig {
     }
 }
 
-impl LinkConfig {
+impl PathConfig {
     /// A link with this fixed delay and nothing else: no jitter, loss or duplicates.
     pub fn new(latency: Duration) -> Self {
-        LinkConfig {
+        PathConfig {
             latency,
             jitter: Duration::ZERO,
             loss: 0.0,
@@ -99,7 +99,7 @@ mod tests {
 
     #[test]
     fn delay_stays_within_latency_plus_jitter() {
-        let link = LinkConfig::new(Duration::from_millis(10)).with_jitter(Duration::from_millis(5));
+        let link = PathConfig::new(Duration::from_millis(10)).with_jitter(Duration::from_millis(5));
         let mut rng = ChaCha8Rng::seed_from_u64(1);
 
         let delays: Vec<Duration> = (0..1000).map(|_| link.delay(&mut rng)).collect();
@@ -114,7 +114,7 @@ mod tests {
 
     #[test]
     fn loss_rate_is_roughly_the_setting() {
-        let link = LinkConfig::default().with_loss(0.25);
+        let link = PathConfig::default().with_loss(0.25);
         let mut rng = ChaCha8Rng::seed_from_u64(2);
 
         let lost = (0..10_000).filter(|_| link.lost(&mut rng)).count();
@@ -124,7 +124,7 @@ mod tests {
 
     #[test]
     fn lossless_link_draws_nothing() {
-        let link = LinkConfig::new(Duration::from_millis(1));
+        let link = PathConfig::new(Duration::from_millis(1));
         let mut a = ChaCha8Rng::seed_from_u64(3);
         let mut b = ChaCha8Rng::seed_from_u64(3);
 
@@ -141,7 +141,7 @@ mod tests {
 
     #[test]
     fn probabilities_are_clamped() {
-        let link = LinkConfig::default()
+        let link = PathConfig::default()
             .with_loss(f64::NAN)
             .with_duplicate(7.0);
 

@@ -16,8 +16,7 @@
 //! ```
 //! use std::net::SocketAddr;
 //! use std::time::{Duration, Instant};
-//! use grenache_core::event::Outcome;
-//! use grenache_core::id::Key;
+//! use grenache_core::dht::{Key, Outcome};
 //! use grenache_core::sim::Sim;
 //!
 //! let mut sim = Sim::new(7, Instant::now());
@@ -49,13 +48,13 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-pub use link::LinkConfig;
+pub use link::PathConfig;
 pub use trace::TraceEntry;
 
-use crate::event::{Event, Outcome, QueryError, QueryId};
-use crate::id::Key;
-use crate::krpc::{Body, Message, NodeInfo};
-use crate::node::{Config, Node, Transmit};
+use crate::dht::event::{Event, Outcome, QueryError, QueryId};
+use crate::dht::id::Key;
+use crate::dht::krpc::{Body, Message, NodeInfo};
+use crate::dht::node::{Config, Node, Transmit};
 use probe::Probe;
 use trace::Trace;
 
@@ -145,8 +144,8 @@ pub struct Sim {
     next_seq: u64,
     next_life: u64,
     next_auto: u32,
-    link: LinkConfig,
-    links: BTreeMap<(SocketAddr, SocketAddr), LinkConfig>,
+    link: PathConfig,
+    links: BTreeMap<(SocketAddr, SocketAddr), PathConfig>,
     cut: BTreeSet<(SocketAddr, SocketAddr)>,
     isolated: BTreeSet<SocketAddr>,
     /// Nodes that never receive a query, as behind a NAT.
@@ -243,7 +242,7 @@ impl Sim {
             next_seq: 0,
             next_life: 0,
             next_auto: 0,
-            link: LinkConfig::default(),
+            link: PathConfig::default(),
             links: BTreeMap::new(),
             cut: BTreeSet::new(),
             isolated: BTreeSet::new(),
@@ -337,12 +336,12 @@ impl Sim {
     }
 
     /// Sets the link used between every pair without a link of its own.
-    pub fn set_link(&mut self, link: LinkConfig) {
+    pub fn set_link(&mut self, link: PathConfig) {
         self.link = link;
     }
 
     /// Sets the link between `a` and `b`, both ways.
-    pub fn set_link_between(&mut self, a: SocketAddr, b: SocketAddr, link: LinkConfig) {
+    pub fn set_link_between(&mut self, a: SocketAddr, b: SocketAddr, link: PathConfig) {
         self.links.insert(pair(a, b), link);
     }
 
@@ -940,7 +939,7 @@ impl Sim {
         self.isolated.contains(&a) || self.isolated.contains(&b) || self.cut.contains(&pair(a, b))
     }
 
-    fn link_between(&self, a: SocketAddr, b: SocketAddr) -> LinkConfig {
+    fn link_between(&self, a: SocketAddr, b: SocketAddr) -> PathConfig {
         if self.links.is_empty() {
             return self.link;
         }
@@ -991,8 +990,8 @@ fn pair(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
 mod tests {
     use super::*;
 
-    fn quiet_link() -> LinkConfig {
-        LinkConfig::new(Duration::from_millis(50))
+    fn quiet_link() -> PathConfig {
+        PathConfig::new(Duration::from_millis(50))
     }
 
     /// Two nodes on a 50 ms link: `b` has just asked `a` to bootstrap it.
@@ -1097,7 +1096,7 @@ mod tests {
     #[test]
     fn per_pair_links_override_the_default() {
         let (mut sim, a, b, _) = pair_bootstrapping(7);
-        sim.set_link_between(a, b, LinkConfig::new(Duration::from_millis(5)));
+        sim.set_link_between(a, b, PathConfig::new(Duration::from_millis(5)));
         let again = sim
             .command(b, |node, now| node.bootstrap(now, &[a]))
             .expect("alive");
@@ -1155,7 +1154,7 @@ mod tests {
     /// Ten nodes on a lossy, jittery network, run for a minute; the trace hash.
     fn small_run(seed: u64) -> u64 {
         let mut sim = Sim::new(seed, Instant::now());
-        sim.set_link(LinkConfig::default().with_loss(0.2).with_duplicate(0.05));
+        sim.set_link(PathConfig::default().with_loss(0.2).with_duplicate(0.05));
         let first = sim.spawn(None);
         for _ in 0..9 {
             let n = sim.spawn(None);

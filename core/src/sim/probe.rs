@@ -10,9 +10,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use crate::event::QueryId;
-use crate::id::Key;
-use crate::krpc::{Body, Message, Method, NodeInfo};
+use crate::dht::event::QueryId;
+use crate::dht::id::Key;
+use crate::dht::krpc::{Body, Message, Method, NodeInfo};
 
 /// Transaction ids remembered per node; past it the oldest is forgotten.
 const MAX_TIDS: usize = 4096;
@@ -132,8 +132,8 @@ impl Probe {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::{ID_LEN, NodeId};
-    use crate::krpc::{Query, Response};
+    use crate::dht::id::{ID_LEN, NodeId};
+    use crate::dht::krpc::{Query, Response};
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([10, 0, 0, 1], port))

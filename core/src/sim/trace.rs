@@ -7,8 +7,8 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::event::Event;
-use crate::id::NodeId;
+use crate::dht::event::Event;
+use crate::dht::id::NodeId;
 
 /// One thing that happened in the simulated network.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -880,12 +880,12 @@ pub fn heavy_test_lock() -> File {
     file
 }
 
-/// Signs a BEP-44 mutable item with the core (`grenache_core::bep44::MutableItem::sign`), the
+/// Signs a BEP-44 mutable item with the core (`grenache_core::dht::bep44::MutableItem::sign`), the
 /// way a publisher would before `/put`: `{k, sig, target}` in hex, `v` as the Grape's JSON
 /// string (stored as a bencoded byte string).
 pub fn sign_mutable(seed: [u8; 32], seq: i64, v: &str, salt: &str) -> Value {
-    use grenache_core::bep44::MutableItem;
-    use grenache_core::id::hex;
+    use grenache_core::dht::bep44::MutableItem;
+    use grenache_core::dht::hex;
     let bencoded = [format!("{}:", v.len()).as_bytes(), v.as_bytes()].concat();
     let item = MutableItem::sign(&seed, salt.as_bytes().to_vec(), seq, bencoded)
         .unwrap_or_else(|e| panic!("signing {v:?} seq {seq}: {e}"));

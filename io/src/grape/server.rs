@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use grenache_core::api::Grape;
-use grenache_core::id::NodeId;
+use grenache_core::dht::NodeId;
 
 use super::driver::{Counters, Driver};
 use super::{ApiContext, http, ws};

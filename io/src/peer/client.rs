@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use grenache_core::bep44::Target;
+use grenache_core::dht::bep44::Target;
 use grenache_core::peer::{ClientStats, ConfigError, GetItem, PeerAddr, Put, RequestOptions};
 use rand::SeedableRng as _;
 use rand_chacha::ChaCha8Rng;
@@ -53,13 +53,13 @@ impl<R: Runtime> PeerClient<R> {
     /// # Errors
     /// [`ConfigError::GrapeUrl`] when the Grape URL is not `http(s)://` or `ws(s)://`.
     pub fn new(config: PeerConfig) -> Result<Self, ConfigError> {
-        let client = grenache_core::peer::Client::new(config.client.clone())?;
-        let rng = match config.seed {
-            Some(seed) => ChaCha8Rng::from_seed(seed),
-            None => ChaCha8Rng::from_os_rng(),
-        };
+        // The core is sans-IO and takes a seed; drawing one from the OS is the adapter's job.
+        let seed = config
+            .seed
+            .unwrap_or_else(|| ChaCha8Rng::from_os_rng().get_seed());
+        let client = grenache_core::peer::Client::new(config.client.clone(), seed)?;
         let (commands, queue) = async_channel::bounded(config.command_queue.max(1));
-        let driver = Driver::new(client, rng, queue, &config);
+        let driver = Driver::new(client, queue, &config);
         Ok(PeerClient {
             commands,
             idle: Arc::new(Mutex::new(Some(driver))),

@@ -8,13 +8,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_lite::FutureExt as _;
-use grenache_core::bep44::Target;
+use grenache_core::dht::bep44::Target;
 use grenache_core::peer::{
-    Client, ClientStats, ConnId, Event, GetItem, HttpId, HttpResponse, LinkEvent, PeerAddr, Put,
-    QueryId, RequestOptions, SubscriptionId, Transmit, TransportError, WatchEvent, WatchId,
+    Client, ClientEvent, ClientStats, CommandId, ConnId, GetItem, HttpId, HttpResponse, Io,
+    LinkEvent, PeerAddr, Put, RequestOptions, SubscriptionId, TransportError, WatchEvent, WatchId,
     WsMessage,
 };
-use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
 use super::config::PeerConfig;
@@ -148,12 +147,11 @@ enum Wake {
 /// The driver task's state.
 pub(crate) struct Driver<R: Runtime> {
     client: Client,
-    rng: ChaCha8Rng,
     commands: async_channel::Receiver<Command>,
     io_tx: async_channel::Sender<IoEvent>,
     io_rx: async_channel::Receiver<IoEvent>,
     /// Bounded by the core, which refuses commands past `max_pending`.
-    waiters: BTreeMap<QueryId, Waiter>,
+    waiters: BTreeMap<CommandId, Waiter>,
     /// Bounded by the core's schedule cap times [`MAX_FIRST_ROUND_WAITERS`].
     first_rounds: BTreeMap<(String, u16), Vec<Done>>,
     /// Bounded by the core's subscription cap.
@@ -175,7 +173,6 @@ pub(crate) struct Driver<R: Runtime> {
 impl<R: Runtime> Driver<R> {
     pub(crate) fn new(
         client: Client,
-        rng: ChaCha8Rng,
         commands: async_channel::Receiver<Command>,
         config: &PeerConfig,
     ) -> Self {
@@ -187,7 +184,6 @@ impl<R: Runtime> Driver<R> {
         let max_message = max_body.max(c.sub.max_message_len);
         Driver {
             client,
-            rng,
             commands,
             io_tx,
             io_rx,
@@ -249,7 +245,7 @@ impl<R: Runtime> Driver<R> {
                 Wake::Stop => break,
             }
             if deadline.is_some_and(|at| at <= now) {
-                self.client.handle_timeout(now, &mut self.rng);
+                self.client.handle_timeout(now);
             }
         }
         tracing::debug!(
@@ -282,9 +278,9 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
-    fn perform(&mut self, now: Instant, transmit: Transmit) {
+    fn perform(&mut self, now: Instant, transmit: Io) {
         match transmit {
-            Transmit::Http(request) => {
+            Io::Http(request) => {
                 let pool = Arc::clone(&self.http);
                 let io = self.io_tx.clone();
                 let max_body = self.max_body;
@@ -297,7 +293,7 @@ impl<R: Runtime> Driver<R> {
                     }
                 });
             }
-            Transmit::WsConnect { conn, url } => {
+            Io::WsConnect { conn, url } => {
                 let (tx, rx) = async_channel::bounded(CONN_QUEUE);
                 self.conns.insert(conn, tx);
                 R::spawn_detached(ws_client::run::<R>(
@@ -308,7 +304,7 @@ impl<R: Runtime> Driver<R> {
                     self.ws,
                 ));
             }
-            Transmit::WsSend { conn, msg } => {
+            Io::WsSend { conn, msg } => {
                 let Some(tx) = self.conns.get(&conn) else {
                     tracing::debug!(%conn, "send on a connection already gone");
                     return;
@@ -317,14 +313,14 @@ impl<R: Runtime> Driver<R> {
                     // The socket does not keep up (or its task ended): treat it as closed.
                     tracing::warn!(%conn, full = err.is_full(), "WebSocket write queue refused a message; closing");
                     self.conns.remove(&conn);
-                    self.client.handle_ws_closed(now, conn, &mut self.rng);
+                    self.client.handle_ws_closed(now, conn);
                 }
             }
-            Transmit::WsClose { conn } => {
+            Io::WsClose { conn } => {
                 // Dropping the queue makes the connection task close the socket, quietly.
                 self.conns.remove(&conn);
             }
-            Transmit::TcpConnect { conn, addr } => {
+            Io::TcpConnect { conn, addr } => {
                 let (tx, rx) = async_channel::bounded(CONN_QUEUE);
                 self.streams.insert(conn, tx);
                 let connect_timeout = self.ws.connect_timeout;
@@ -336,7 +332,7 @@ impl<R: Runtime> Driver<R> {
                     connect_timeout,
                 ));
             }
-            Transmit::TcpSend { conn, bytes } => {
+            Io::TcpSend { conn, bytes } => {
                 let Some(tx) = self.streams.get(&conn) else {
                     tracing::debug!(%conn, "write on a stream already gone");
                     return;
@@ -344,36 +340,38 @@ impl<R: Runtime> Driver<R> {
                 if let Err(err) = tx.try_send(bytes) {
                     tracing::warn!(%conn, full = err.is_full(), "TCP write queue refused bytes; closing");
                     self.streams.remove(&conn);
-                    self.client.handle_tcp_closed(now, conn, &mut self.rng);
+                    self.client.handle_tcp_closed(now, conn);
                 }
             }
-            Transmit::TcpClose { conn } => {
+            Io::TcpClose { conn } => {
                 self.streams.remove(&conn);
             }
         }
     }
 
-    fn deliver(&mut self, event: Event) {
+    fn deliver(&mut self, event: ClientEvent) {
         match event {
-            Event::Link(LinkEvent::Lookup { id, result, .. }) => match self.waiters.remove(&id) {
-                Some(Waiter::Lookup(reply)) => send(reply, result.map_err(PeerError::Link)),
-                other => unexpected(id, other.is_some()),
-            },
-            Event::Link(
+            ClientEvent::Link(LinkEvent::Lookup { id, result, .. }) => {
+                match self.waiters.remove(&id) {
+                    Some(Waiter::Lookup(reply)) => send(reply, result.map_err(PeerError::Link)),
+                    other => unexpected(id, other.is_some()),
+                }
+            }
+            ClientEvent::Link(
                 LinkEvent::Announce { id, result } | LinkEvent::Unannounce { id, result },
             ) => match self.waiters.remove(&id) {
                 Some(Waiter::Announce(reply)) => send(reply, result.map_err(PeerError::Link)),
                 other => unexpected(id, other.is_some()),
             },
-            Event::Link(LinkEvent::Put { id, result }) => match self.waiters.remove(&id) {
+            ClientEvent::Link(LinkEvent::Put { id, result }) => match self.waiters.remove(&id) {
                 Some(Waiter::Put(reply)) => send(reply, result.map_err(PeerError::Link)),
                 other => unexpected(id, other.is_some()),
             },
-            Event::Link(LinkEvent::Get { id, result }) => match self.waiters.remove(&id) {
+            ClientEvent::Link(LinkEvent::Get { id, result }) => match self.waiters.remove(&id) {
                 Some(Waiter::Get(reply)) => send(reply, result.map_err(PeerError::Link)),
                 other => unexpected(id, other.is_some()),
             },
-            Event::Link(LinkEvent::Announcing { name, port, result }) => {
+            ClientEvent::Link(LinkEvent::Announcing { name, port, result }) => {
                 if let Err(err) = &result {
                     tracing::warn!(name, port, %err, "announce round failed; retrying soon");
                 }
@@ -383,17 +381,17 @@ impl<R: Runtime> Driver<R> {
                     }
                 }
             }
-            Event::Reply { id, result } => match self.waiters.remove(&id) {
+            ClientEvent::Reply { id, result } => match self.waiters.remove(&id) {
                 Some(Waiter::Request(reply)) => send(reply, result.map_err(PeerError::Rpc)),
                 other => unexpected(id, other.is_some()),
             },
-            Event::Map { id, result } => match self.waiters.remove(&id) {
+            ClientEvent::Map { id, result } => match self.waiters.remove(&id) {
                 Some(Waiter::Map(reply)) => send(reply, result.map_err(PeerError::Rpc)),
                 other => unexpected(id, other.is_some()),
             },
-            Event::Subscribed { sub, addr } => self.forward(sub, SubEvent::Subscribed(addr)),
-            Event::Message { sub, msg } => self.forward(sub, SubEvent::Message(msg)),
-            Event::Disconnected {
+            ClientEvent::Subscribed { sub, addr } => self.forward(sub, SubEvent::Subscribed(addr)),
+            ClientEvent::Message { sub, msg } => self.forward(sub, SubEvent::Message(msg)),
+            ClientEvent::Disconnected {
                 sub,
                 error,
                 retry_at,
@@ -411,7 +409,7 @@ impl<R: Runtime> Driver<R> {
         let ended = event.peers.is_err();
         if tx.force_send(event.peers).is_err() {
             self.watches.remove(&event.watch);
-            self.client.unwatch(event.watch, &mut self.rng);
+            self.client.unwatch(event.watch);
         } else if ended {
             // Dropping the sender closes the channel after the last update is read.
             self.watches.remove(&event.watch);
@@ -439,18 +437,17 @@ impl<R: Runtime> Driver<R> {
     }
 
     fn handle_command(&mut self, now: Instant, command: Command) {
-        let rng = &mut self.rng;
         match command {
             Command::Lookup { name, reply } => {
-                let id = self.client.lookup(now, &name, rng);
+                let id = self.client.lookup(now, &name);
                 self.wait(id, reply, Waiter::Lookup);
             }
             Command::Announce { name, port, reply } => {
-                let id = self.client.announce(now, &name, port, rng);
+                let id = self.client.announce(now, &name, port);
                 self.wait(id, reply, Waiter::Announce);
             }
             Command::StartAnnouncing { name, port, reply } => {
-                match self.client.start_announcing(now, &name, port, rng) {
+                match self.client.start_announcing(now, &name, port) {
                     Ok(true) => self
                         .first_rounds
                         .entry((name, port))
@@ -474,7 +471,7 @@ impl<R: Runtime> Driver<R> {
             }
             Command::Unannounce { name, port, reply } => {
                 // The core stops the schedule too.
-                let id = self.client.unannounce(now, &name, port, rng);
+                let id = self.client.unannounce(now, &name, port);
                 self.cancel_first_round(name, port);
                 match reply {
                     Some(reply) => self.wait(id, reply, Waiter::Announce),
@@ -486,7 +483,7 @@ impl<R: Runtime> Driver<R> {
                 }
             }
             Command::Put { put, reply } => {
-                let id = self.client.put(now, put, rng);
+                let id = self.client.put(now, put);
                 self.wait(id, reply, Waiter::Put);
             }
             Command::Get {
@@ -494,7 +491,7 @@ impl<R: Runtime> Driver<R> {
                 salt,
                 reply,
             } => {
-                let id = self.client.get(now, target, salt.as_deref(), rng);
+                let id = self.client.get(now, target, salt.as_deref());
                 self.wait(id, reply, Waiter::Get);
             }
             Command::Request {
@@ -503,7 +500,7 @@ impl<R: Runtime> Driver<R> {
                 opts,
                 reply,
             } => {
-                let id = self.client.request(now, &name, &payload, &opts, rng);
+                let id = self.client.request(now, &name, &payload, &opts);
                 self.wait(id, reply, Waiter::Request);
             }
             Command::Map {
@@ -512,24 +509,22 @@ impl<R: Runtime> Driver<R> {
                 opts,
                 reply,
             } => {
-                let id = self.client.map(now, &name, &payload, &opts, rng);
+                let id = self.client.map(now, &name, &payload, &opts);
                 self.wait(id, reply, Waiter::Map);
             }
-            Command::Subscribe { channel, reply } => {
-                match self.client.subscribe(now, &channel, rng) {
-                    Ok(sub) => {
-                        let (tx, rx) = async_channel::bounded(self.subscription_queue);
-                        self.subs.insert(sub, tx);
-                        send(reply, Ok((sub, rx)));
-                    }
-                    Err(err) => send(reply, Err(PeerError::Refused(err))),
+            Command::Subscribe { channel, reply } => match self.client.subscribe(now, &channel) {
+                Ok(sub) => {
+                    let (tx, rx) = async_channel::bounded(self.subscription_queue);
+                    self.subs.insert(sub, tx);
+                    send(reply, Ok((sub, rx)));
                 }
-            }
+                Err(err) => send(reply, Err(PeerError::Refused(err))),
+            },
             Command::Unsubscribe { sub } => {
                 self.subs.remove(&sub);
                 self.client.unsubscribe(sub);
             }
-            Command::Watch { name, reply } => match self.client.watch(now, &name, rng) {
+            Command::Watch { name, reply } => match self.client.watch(now, &name) {
                 Ok(watch) => {
                     let (tx, rx) = async_channel::bounded(1);
                     self.watches.insert(watch, tx);
@@ -539,7 +534,7 @@ impl<R: Runtime> Driver<R> {
             },
             Command::Unwatch { watch } => {
                 self.watches.remove(&watch);
-                self.client.unwatch(watch, rng);
+                self.client.unwatch(watch);
             }
             Command::Stats { reply } => send(reply, self.client.stats()),
         }
@@ -556,7 +551,7 @@ impl<R: Runtime> Driver<R> {
     /// Files the waiter of a command the core took, or answers a refused one at once.
     fn wait<T>(
         &mut self,
-        id: Result<QueryId, grenache_core::peer::CommandError>,
+        id: Result<CommandId, grenache_core::peer::CommandError>,
         reply: Reply<Result<T, PeerError>>,
         waiter: impl FnOnce(Reply<Result<T, PeerError>>) -> Waiter,
     ) {
@@ -569,27 +564,26 @@ impl<R: Runtime> Driver<R> {
     }
 
     fn handle_io(&mut self, now: Instant, event: IoEvent) {
-        let rng = &mut self.rng;
         match event {
-            IoEvent::Http { id, reply } => self.client.handle_http_reply(now, id, reply, rng),
-            IoEvent::WsOpen(conn) => self.client.handle_ws_open(now, conn, rng),
-            IoEvent::WsMessage(conn, msg) => self.client.handle_ws_message(now, conn, msg, rng),
+            IoEvent::Http { id, reply } => self.client.handle_http_reply(now, id, reply),
+            IoEvent::WsOpen(conn) => self.client.handle_ws_open(now, conn),
+            IoEvent::WsMessage(conn, msg) => self.client.handle_ws_message(now, conn, msg),
             IoEvent::WsClosed(conn) => {
                 self.conns.remove(&conn);
-                self.client.handle_ws_closed(now, conn, rng);
+                self.client.handle_ws_closed(now, conn);
             }
-            IoEvent::TcpOpen(conn) => self.client.handle_tcp_open(now, conn, rng),
-            IoEvent::TcpData(conn, bytes) => self.client.handle_tcp_data(now, conn, &bytes, rng),
+            IoEvent::TcpOpen(conn) => self.client.handle_tcp_open(now, conn),
+            IoEvent::TcpData(conn, bytes) => self.client.handle_tcp_data(now, conn, &bytes),
             IoEvent::TcpClosed(conn) => {
                 self.streams.remove(&conn);
-                self.client.handle_tcp_closed(now, conn, rng);
+                self.client.handle_tcp_closed(now, conn);
             }
         }
     }
 }
 
 /// Logs a terminal event nobody waits for (or, a bug, a waiter of another kind).
-fn unexpected(id: QueryId, kind_mismatch: bool) {
+fn unexpected(id: CommandId, kind_mismatch: bool) {
     if kind_mismatch {
         tracing::error!(%id, "event of another kind than its command");
     } else {

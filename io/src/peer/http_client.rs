@@ -1,4 +1,4 @@
-//! HTTP/1.1 exchanges for the core's [`Transmit::Http`](grenache_core::peer::Transmit):
+//! HTTP/1.1 exchanges for the core's [`Io::Http`](grenache_core::peer::Io):
 //! hyper's client over the runtime's TCP, with a keep-alive pool bounded per peer.
 
 use std::collections::BTreeMap;

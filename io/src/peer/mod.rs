@@ -39,7 +39,7 @@ pub use subscription::{SubEvent, Subscription};
 pub use watch::Watch;
 
 // The core types a user of this module needs, so one `use` line names the runtime.
-pub use grenache_core::bep44::Target;
+pub use grenache_core::dht::bep44::Target;
 pub use grenache_core::peer::{
     ClientConfig, ClientStats, CommandError, ConfigError, ERR_HANDLER_PANIC, ERR_HANDLER_TIMEOUT,
     ERR_REPLY_TOO_LARGE, GetItem, LinkConfig, LinkError, PeerAddr, PeerChoice, PubSubTransport,

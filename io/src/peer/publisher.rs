@@ -12,7 +12,7 @@ use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use futures_lite::{FutureExt as _, StreamExt as _};
 use grenache_core::peer::{
-    ConnId, DEFAULT_MAX_FRAME_LEN, PubSubTransport, PublishError, Transmit, WsMessage, ZmqPubConn,
+    ConnId, DEFAULT_MAX_FRAME_LEN, Io, PubSubTransport, PublishError, WsMessage, ZmqPubConn,
 };
 
 use super::client::PeerClient;
@@ -156,7 +156,7 @@ impl<R: Runtime> Publisher<R> {
         let mut sent = 0;
         let mut slow = Vec::new();
         while let Some(transmit) = state.core.poll_transmit() {
-            let Transmit::WsSend { conn, msg } = transmit else {
+            let Io::WsSend { conn, msg } = transmit else {
                 continue;
             };
             match state.queues.get(&conn).map(|queue| queue.try_send(msg)) {

@@ -1,8 +1,8 @@
-//! One TCP connection the core asked for ([`Transmit::TcpConnect`]): a ZeroMQ peer or
+//! One TCP connection the core asked for ([`Io::TcpConnect`]): a ZeroMQ peer or
 //! publisher. The core speaks ZMTP; this only connects, reports what it reads, and writes
 //! what the driver queues (writes queued before the connection opened go out once it has).
 //!
-//! [`Transmit::TcpConnect`]: grenache_core::peer::Transmit::TcpConnect
+//! [`Io::TcpConnect`]: grenache_core::peer::Io::TcpConnect
 
 use std::time::Duration;
 

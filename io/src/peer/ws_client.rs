@@ -1,8 +1,8 @@
-//! One WebSocket connection the core asked for ([`Transmit::WsConnect`]): to a Grape's
+//! One WebSocket connection the core asked for ([`Io::WsConnect`]): to a Grape's
 //! WebSocket API, a peer's RPC socket or a publisher. It reports open, every message and
 //! the close, and writes what the driver queues.
 //!
-//! [`Transmit::WsConnect`]: grenache_core::peer::Transmit::WsConnect
+//! [`Io::WsConnect`]: grenache_core::peer::Io::WsConnect
 
 use std::time::Duration;
 

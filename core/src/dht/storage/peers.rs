@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::id::Key;
+use crate::dht::id::Key;
 
 /// Nanoseconds since the store's epoch (the first `now` it saw).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

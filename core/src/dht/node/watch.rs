@@ -14,10 +14,10 @@ use super::rpc::Purpose;
 use super::{Kind, Node, Store, closest_speakers};
 #[cfg(test)]
 use super::{WATCH_SINCE, speaks};
-use crate::event::{Event, QueryId};
-use crate::id::{Key, NodeId};
-use crate::krpc::{ErrorReply, Method, NodeInfo, code};
-use crate::lookup::traversal::Traversal;
+use crate::dht::event::{Event, QueryId};
+use crate::dht::id::{Key, NodeId};
+use crate::dht::krpc::{ErrorReply, Method, NodeInfo, code};
+use crate::dht::traversal::Traversal;
 
 /// How long a `watch_peers` subscription lasts unless renewed.
 pub const WATCH_TTL: Duration = Duration::from_secs(60);
@@ -98,7 +98,7 @@ impl Watchers {
 
 impl Node {
     /// Follows the peers of `info_hash`: looks them up like [`get_peers`](Node::get_peers)
-    /// (ending with [`Outcome::Peers`](crate::event::Outcome::Peers)) and subscribes with
+    /// (ending with [`Outcome::Peers`](crate::dht::event::Outcome::Peers)) and subscribes with
     /// the closest nodes that speak `watch_peers`. From then on a change of the set, stored
     /// here or notified by them, yields [`Event::PeersChanged`], until
     /// [`unwatch`](Node::unwatch). Call it again within [`WATCH_TTL`] to renew.

@@ -9,7 +9,7 @@
 //! here because they are part of the wire protocol.
 //!
 //! ```
-//! use grenache_core::zmtp::{Connection, Limits, SocketType, ZmtpEvent};
+//! use grenache_core::peer::zmtp::{Connection, Limits, SocketType, ZmtpEvent};
 //!
 //! let mut dealer = Connection::new(SocketType::Dealer, b"client-1".to_vec(), Limits::default());
 //! let mut router = Connection::new(SocketType::Router, Vec::new(), Limits::default());

@@ -12,8 +12,8 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use crate::id::{Distance, Key, NodeId};
-use crate::krpc::NodeInfo;
+use crate::dht::id::{Distance, Key, NodeId};
+use crate::dht::krpc::NodeInfo;
 
 /// Candidates kept per traversal, closest first; farther ones are forgotten.
 const MAX_CANDIDATES: usize = 128;
@@ -277,7 +277,7 @@ impl Traversal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::ID_LEN;
+    use crate::dht::id::ID_LEN;
 
     fn node(b: u8) -> NodeInfo {
         NodeInfo {

@@ -9,7 +9,7 @@ use rand::Rng;
 
 use super::bucket::{Bucket, Cached, Entry};
 use super::{Failed, Ignored, Insert, MAX_BUCKETS, NodeInfo, NodeState};
-use crate::id::{Distance, ID_LEN, NodeId};
+use crate::dht::id::{Distance, ID_LEN, NodeId};
 
 /// A BEP 5 routing table for one address family.
 ///
@@ -82,8 +82,9 @@ impl RoutingTable {
     }
 
     /// Most nodes bucket `b` holds: k, or with wide buckets k times its
-    /// [`WIDE_BUCKETS`](super::WIDE_BUCKETS) factor, but only k while it is the last bucket, so that splitting works as BEP 5
-    /// says and a small table stays k-bucketed around our own id.
+    /// [`WIDE_BUCKETS`](super::WIDE_BUCKETS) factor, but only k while it is the last
+    /// bucket, so that splitting works as BEP 5 says and a small table stays k-bucketed
+    /// around our own id.
     pub fn capacity(&self, b: usize) -> usize {
         let factor = if !self.wide || b + 1 == self.buckets.len() {
             1
@@ -656,7 +657,7 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use super::*;
-    use crate::routing::{GOOD_FOR, PING_RETRY, REFRESH_AFTER};
+    use crate::dht::routing::{GOOD_FOR, PING_RETRY, REFRESH_AFTER};
 
     const SEC: Duration = Duration::from_secs(1);
     const OWN: NodeId = NodeId([0; 20]);

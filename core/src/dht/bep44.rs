@@ -4,14 +4,14 @@
 //! Every constructor validates, so an [`Item`] in hand is always well-formed: `v` is one
 //! canonical bencode value of at most [`MAX_V_LEN`] bytes, and a [`MutableItem`]'s
 //! signature has been checked. The rules about replacing a stored item (`cas`, `seq`)
-//! live in [`crate::storage::ItemStore`]. See BEP 44 and docs/protocol.md §4.5.
+//! live in [`crate::dht::storage::ItemStore`]. See BEP 44 and docs/protocol.md §4.5.
 
 use std::fmt;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha1::{Digest, Sha1};
 
-use crate::id::{Key, NodeId, hex};
+use crate::dht::id::{Key, NodeId, hex};
 
 /// Longest bencoded `v` a node stores (BEP 44 lets nodes refuse anything longer).
 pub const MAX_V_LEN: usize = 1000;
@@ -437,7 +437,7 @@ fn canonical_digits(digits: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::unhex;
+    use crate::dht::id::unhex;
 
     /// BEP 44 test vectors 1 and 2 share this key pair.
     const PUBLIC_KEY: &str = "77ff84905a91936367c01360803104f92432fcd904a43511876df5cdf3e7e548";

@@ -1,7 +1,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::id::NodeId;
+use crate::dht::id::NodeId;
 
 /// Settings of a [`Node`](super::Node). `Default` gives the Node.js Grape's defaults.
 #[derive(Clone, Debug)]
@@ -13,13 +13,13 @@ pub struct Config {
     pub k: usize,
     /// Whether the four farthest buckets hold 16, 8, 4 and 2 times k nodes (not in BEP 5;
     /// libtorrent's default): lookups start closer to any target, about one hop fewer.
-    /// See [`WIDE_BUCKETS`](crate::routing::WIDE_BUCKETS).
+    /// See [`WIDE_BUCKETS`](crate::dht::routing::WIDE_BUCKETS).
     pub wide_buckets: bool,
     /// Queries in flight per lookup. BEP 5 suggests 3; bittorrent-dht uses its `concurrency` (Grape `--dc`).
     pub alpha: usize,
     /// A query that got no answer by then has failed (k-rpc uses about 2 s).
     pub query_timeout: Duration,
-    /// Longest a whole command may run before it ends with [`QueryError::Timeout`](crate::event::QueryError).
+    /// Longest a whole command may run before it ends with [`QueryError::Timeout`](crate::dht::event::QueryError).
     pub lookup_timeout: Duration,
     /// Lifetime of an announced peer (Grape `--dpa`, 120 s).
     pub peer_max_age: Duration,

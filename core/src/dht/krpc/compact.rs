@@ -2,7 +2,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-use crate::id::{ID_LEN, NodeId};
+use crate::dht::id::{ID_LEN, NodeId};
 
 use super::NodeInfo;
 

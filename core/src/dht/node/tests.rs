@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::{Config, Node};
-use crate::bep44::{ImmutableItem, Item, MutableItem};
-use crate::event::{Event, Outcome, QueryError, QueryId};
-use crate::id::Key;
-use crate::krpc::{Body, Message, Method, Query, code};
+use crate::dht::bep44::{ImmutableItem, Item, MutableItem};
+use crate::dht::event::{Event, Outcome, QueryError, QueryId};
+use crate::dht::id::Key;
+use crate::dht::krpc::{Body, Message, Method, Query, code};
 
 struct Net {
     now: Instant,
@@ -430,7 +430,7 @@ impl Server {
             version: None,
             read_only: false,
             body: Body::Query(Query {
-                id: crate::id::NodeId([from.port() as u8; 20]),
+                id: crate::dht::id::NodeId([from.port() as u8; 20]),
                 method,
             }),
         };

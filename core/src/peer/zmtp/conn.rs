@@ -2,10 +2,10 @@
 
 use std::collections::VecDeque;
 
-use crate::zmtp::frame::{
+use crate::peer::zmtp::frame::{
     self, FLAG_COMMAND, FLAG_MORE, GREETING_LEN, MAX_HEADER_LEN, MAX_IDENTITY_LEN,
 };
-use crate::zmtp::{SocketType, ZmtpError};
+use crate::peer::zmtp::{SocketType, ZmtpError};
 
 /// Commands may be this long even when `max_message_len` is smaller, so a READY with a
 /// 255-byte identity and some metadata always fits.

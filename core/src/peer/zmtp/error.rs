@@ -1,8 +1,8 @@
 //! Why a ZMTP connection failed or refused a call.
 
-use crate::zmtp::SocketType;
+use crate::peer::zmtp::SocketType;
 
-/// A ZMTP failure. From [`Connection::handle_input`](crate::zmtp::Connection::handle_input)
+/// A ZMTP failure. From [`Connection::handle_input`](crate::peer::zmtp::Connection::handle_input)
 /// every error is fatal; from `send`/`subscribe` only [`ZmtpError::Closed`] is (the others
 /// refuse that one call and queue nothing).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

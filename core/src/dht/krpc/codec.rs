@@ -10,8 +10,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::bencode::{self, DictWriter, Value, write_bytes, write_dict, write_int};
-use crate::id::{Key, NodeId};
+use crate::dht::bencode::{self, DictWriter, Value, write_bytes, write_dict, write_int};
+use crate::dht::id::{Key, NodeId};
 
 use super::compact::{decode_addr, decode_nodes, decode_nodes6, encode_addr};
 use super::{
@@ -69,7 +69,7 @@ impl DecodeError {
 pub enum DecodeErrorKind {
     /// Not canonical bencode within the size and depth limits; nothing could be read.
     #[error("{0}")]
-    Bencode(#[from] bencode::DecodeError),
+    Bencode(#[from] bencode::BencodeError),
     /// The datagram is bencode but not a dictionary; nothing could be read.
     #[error("message is not a dictionary")]
     NotADict,
@@ -585,7 +585,7 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
-    use crate::krpc::NodeInfo;
+    use crate::dht::krpc::NodeInfo;
 
     const ID_A: &[u8; 20] = b"abcdefghij0123456789";
     const ID_M: &[u8; 20] = b"mnopqrstuvwxyz123456";
@@ -1042,7 +1042,7 @@ mod tests {
         let not_bencode = decode_err(b"d1:t2:aa");
         assert_eq!(
             not_bencode.kind,
-            DecodeErrorKind::Bencode(bencode::DecodeError::UnexpectedEof)
+            DecodeErrorKind::Bencode(bencode::BencodeError::UnexpectedEof)
         );
         assert_eq!(not_bencode.tid, None);
         assert_eq!(not_bencode.reply(), None);
@@ -1079,7 +1079,7 @@ mod tests {
 
         assert_eq!(
             err.kind,
-            DecodeErrorKind::Bencode(bencode::DecodeError::UnsortedKeys)
+            DecodeErrorKind::Bencode(bencode::BencodeError::UnsortedKeys)
         );
         assert_eq!(err.kind.as_str(), "bencode_unsorted_keys");
         assert_eq!(err.reply(), None);
@@ -1244,7 +1244,7 @@ mod tests {
             DecodeErrorKind::TidTooLong,
             DecodeErrorKind::UnknownType,
             DecodeErrorKind::UnknownMethod,
-            DecodeErrorKind::Bencode(bencode::DecodeError::Syntax),
+            DecodeErrorKind::Bencode(bencode::BencodeError::Syntax),
         ];
         let mut labels: Vec<_> = kinds.iter().map(DecodeErrorKind::as_str).collect();
         labels.sort_unstable();

@@ -90,10 +90,10 @@ impl<'a> Value<'a> {
 /// Why [`decode`] rejected its input.
 ///
 /// For the caller every variant means the same thing: the bytes are not a value we
-/// accept, so drop them (and count the drop under [`DecodeError::as_str`]).
+/// accept, so drop them (and count the drop under [`BencodeError::as_str`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum DecodeError {
+pub enum BencodeError {
     /// The input is longer than [`MAX_INPUT_LEN`]; it was not read at all.
     #[error("input of {len} bytes exceeds the {MAX_INPUT_LEN}-byte limit")]
     TooLarge {
@@ -123,18 +123,18 @@ pub enum DecodeError {
     Syntax,
 }
 
-impl DecodeError {
+impl BencodeError {
     /// A short stable label, fit for a metrics label.
     pub fn as_str(&self) -> &'static str {
         match self {
-            DecodeError::TooLarge { .. } => "bencode_too_large",
-            DecodeError::Empty => "bencode_empty",
-            DecodeError::UnexpectedEof => "bencode_eof",
-            DecodeError::UnsortedKeys => "bencode_unsorted_keys",
-            DecodeError::TooDeep => "bencode_too_deep",
-            DecodeError::IntegerOverflow => "bencode_int_overflow",
-            DecodeError::TrailingBytes => "bencode_trailing_bytes",
-            DecodeError::Syntax => "bencode_syntax",
+            BencodeError::TooLarge { .. } => "bencode_too_large",
+            BencodeError::Empty => "bencode_empty",
+            BencodeError::UnexpectedEof => "bencode_eof",
+            BencodeError::UnsortedKeys => "bencode_unsorted_keys",
+            BencodeError::TooDeep => "bencode_too_deep",
+            BencodeError::IntegerOverflow => "bencode_int_overflow",
+            BencodeError::TrailingBytes => "bencode_trailing_bytes",
+            BencodeError::Syntax => "bencode_syntax",
         }
     }
 }
@@ -142,21 +142,21 @@ impl DecodeError {
 /// Decodes exactly one canonical bencode value spanning all of `bytes`.
 ///
 /// # Errors
-/// [`DecodeError`] when the input is too large, too deep, not canonical, truncated, or
+/// [`BencodeError`] when the input is too large, too deep, not canonical, truncated, or
 /// followed by trailing bytes.
-pub fn decode(bytes: &[u8]) -> Result<Value<'_>, DecodeError> {
+pub fn decode(bytes: &[u8]) -> Result<Value<'_>, BencodeError> {
     if bytes.len() > MAX_INPUT_LEN {
-        return Err(DecodeError::TooLarge { len: bytes.len() });
+        return Err(BencodeError::TooLarge { len: bytes.len() });
     }
     let mut decoder = Decoder::new(bytes).with_max_depth(MAX_DEPTH);
     let value = match decoder.next_object().map_err(classify)? {
         Some(object) => from_object(object)?,
-        None => return Err(DecodeError::Empty),
+        None => return Err(BencodeError::Empty),
     };
     // bendy happily stops after the first value (`i1eGARBAGE` decodes as 1).
     match decoder.next_object() {
         Ok(None) => Ok(value),
-        Ok(Some(_)) | Err(_) => Err(DecodeError::TrailingBytes),
+        Ok(Some(_)) | Err(_) => Err(BencodeError::TrailingBytes),
     }
 }
 
@@ -268,13 +268,13 @@ impl DictWriter<'_> {
 }
 
 /// Builds a [`Value`] from a bendy object, walking nested containers to the end.
-fn from_object<'ser>(object: Object<'_, 'ser>) -> Result<Value<'ser>, DecodeError> {
+fn from_object<'ser>(object: Object<'_, 'ser>) -> Result<Value<'ser>, BencodeError> {
     match object {
         // bendy has already checked the digits are canonical; only the range remains.
         Object::Integer(digits) => digits
             .parse::<i64>()
             .map(Value::Int)
-            .map_err(|_| DecodeError::IntegerOverflow),
+            .map_err(|_| BencodeError::IntegerOverflow),
         Object::Bytes(bytes) => Ok(Value::Bytes(bytes)),
         Object::List(mut list) => {
             let mut items = Vec::new();
@@ -297,16 +297,16 @@ fn from_object<'ser>(object: Object<'_, 'ser>) -> Result<Value<'ser>, DecodeErro
 ///
 /// bendy keeps its structural error type private, so the kind is read from the text of
 /// the error's source. The unit tests pin every mapping, so a bendy upgrade that rewords
-/// them fails loudly instead of silently turning into [`DecodeError::Syntax`].
-fn classify(err: bendy::decoding::Error) -> DecodeError {
+/// them fails loudly instead of silently turning into [`BencodeError::Syntax`].
+fn classify(err: bendy::decoding::Error) -> BencodeError {
     let Some(source) = std::error::Error::source(&err) else {
-        return DecodeError::Syntax;
+        return BencodeError::Syntax;
     };
     match source.to_string().as_str() {
-        "Keys were not sorted" => DecodeError::UnsortedKeys,
-        "Maximum nesting depth exceeded" => DecodeError::TooDeep,
-        "Reached EOF in the middle of a message" => DecodeError::UnexpectedEof,
-        _ => DecodeError::Syntax,
+        "Keys were not sorted" => BencodeError::UnsortedKeys,
+        "Maximum nesting depth exceeded" => BencodeError::TooDeep,
+        "Reached EOF in the middle of a message" => BencodeError::UnexpectedEof,
+        _ => BencodeError::Syntax,
     }
 }
 
@@ -369,15 +369,15 @@ mod tests {
     #[test]
     fn rejects_unsorted_and_duplicate_keys() {
         // Peers that do not sort their keys are dropped (module docs).
-        assert_eq!(decode(b"d1:bi1e1:ai2ee"), Err(DecodeError::UnsortedKeys));
-        assert_eq!(decode(b"d1:ai1e1:ai2ee"), Err(DecodeError::UnsortedKeys));
-        assert_eq!(decode(b"ld1:bi1e1:ai2eee"), Err(DecodeError::UnsortedKeys));
+        assert_eq!(decode(b"d1:bi1e1:ai2ee"), Err(BencodeError::UnsortedKeys));
+        assert_eq!(decode(b"d1:ai1e1:ai2ee"), Err(BencodeError::UnsortedKeys));
+        assert_eq!(decode(b"ld1:bi1e1:ai2eee"), Err(BencodeError::UnsortedKeys));
     }
 
     #[test]
     fn rejects_non_canonical_numbers() {
         for input in [&b"i03e"[..], b"i-0e", b"01:a", b"i+1e", b"ie", b"-1:a"] {
-            assert_eq!(decode(input), Err(DecodeError::Syntax), "{input:?}");
+            assert_eq!(decode(input), Err(BencodeError::Syntax), "{input:?}");
         }
     }
 
@@ -385,36 +385,36 @@ mod tests {
     fn rejects_integers_beyond_i64() {
         assert_eq!(
             decode(b"i9223372036854775808e"),
-            Err(DecodeError::IntegerOverflow)
+            Err(BencodeError::IntegerOverflow)
         );
         assert_eq!(
             decode(b"li1ei99999999999999999999ee"),
-            Err(DecodeError::IntegerOverflow)
+            Err(BencodeError::IntegerOverflow)
         );
     }
 
     #[test]
     fn rejects_trailing_bytes() {
-        assert_eq!(decode(b"i1eGARBAGE"), Err(DecodeError::TrailingBytes));
-        assert_eq!(decode(b"i1ei2e"), Err(DecodeError::TrailingBytes));
-        assert_eq!(decode(b"dee"), Err(DecodeError::TrailingBytes));
+        assert_eq!(decode(b"i1eGARBAGE"), Err(BencodeError::TrailingBytes));
+        assert_eq!(decode(b"i1ei2e"), Err(BencodeError::TrailingBytes));
+        assert_eq!(decode(b"dee"), Err(BencodeError::TrailingBytes));
     }
 
     #[test]
     fn rejects_truncated_input() {
-        assert_eq!(decode(b""), Err(DecodeError::Empty));
-        assert_eq!(decode(b"d1:a"), Err(DecodeError::UnexpectedEof));
-        assert_eq!(decode(b"5:ab"), Err(DecodeError::UnexpectedEof));
-        assert_eq!(decode(b"99999999999:x"), Err(DecodeError::UnexpectedEof));
-        assert_eq!(decode(b"l"), Err(DecodeError::UnexpectedEof));
+        assert_eq!(decode(b""), Err(BencodeError::Empty));
+        assert_eq!(decode(b"d1:a"), Err(BencodeError::UnexpectedEof));
+        assert_eq!(decode(b"5:ab"), Err(BencodeError::UnexpectedEof));
+        assert_eq!(decode(b"99999999999:x"), Err(BencodeError::UnexpectedEof));
+        assert_eq!(decode(b"l"), Err(BencodeError::UnexpectedEof));
     }
 
     #[test]
     fn rejects_non_string_keys_and_missing_values() {
-        assert_eq!(decode(b"di1ei2ee"), Err(DecodeError::Syntax));
-        assert_eq!(decode(b"d1:ae"), Err(DecodeError::Syntax));
-        assert_eq!(decode(b"e"), Err(DecodeError::Syntax));
-        assert_eq!(decode(b"x"), Err(DecodeError::Syntax));
+        assert_eq!(decode(b"di1ei2ee"), Err(BencodeError::Syntax));
+        assert_eq!(decode(b"d1:ae"), Err(BencodeError::Syntax));
+        assert_eq!(decode(b"e"), Err(BencodeError::Syntax));
+        assert_eq!(decode(b"x"), Err(BencodeError::Syntax));
     }
 
     #[test]
@@ -423,9 +423,9 @@ mod tests {
 
         assert_eq!(
             decode(&nested_lists(MAX_DEPTH + 1)),
-            Err(DecodeError::TooDeep)
+            Err(BencodeError::TooDeep)
         );
-        assert_eq!(decode(&nested_lists(30_000)), Err(DecodeError::TooDeep));
+        assert_eq!(decode(&nested_lists(30_000)), Err(BencodeError::TooDeep));
     }
 
     #[test]
@@ -438,7 +438,7 @@ mod tests {
 
         assert_eq!(
             decode(&big),
-            Err(DecodeError::TooLarge {
+            Err(BencodeError::TooLarge {
                 len: MAX_INPUT_LEN + 1
             })
         );

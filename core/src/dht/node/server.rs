@@ -3,10 +3,10 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{Node, VERSION, method_name};
-use crate::bep44::{ImmutableItem, Item, MutableItem, PutError, Target};
-use crate::id::ID_LEN;
-use crate::krpc::{
+use super::{DropReason, Node, VERSION};
+use crate::dht::bep44::{ImmutableItem, Item, MutableItem, PutError, Target};
+use crate::dht::id::ID_LEN;
+use crate::dht::krpc::{
     Body, DecodeError, DecodeErrorKind, ErrorReply, Message, Method, NodeInfo, PutArgs, Query,
     Response, code,
 };
@@ -24,14 +24,14 @@ impl Node {
         read_only: bool,
         query: Query,
     ) {
-        self.stats.queries_in.bump(method_name(&query.method));
+        self.stats.queries_in.bump(&query.method);
         if self.config.read_only {
             // BEP 43: a read-only node does not answer.
-            self.stats.drop("read_only");
+            self.stats.drop(DropReason::ReadOnly);
             return;
         }
         if query.id == self.id {
-            self.stats.drop("own_id");
+            self.stats.drop(DropReason::OwnId);
             return;
         }
         if !read_only {

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use crate::bep44::{Item, PutError, Target};
+use crate::dht::bep44::{Item, PutError, Target};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Stored {
@@ -156,7 +156,7 @@ impl ItemStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bep44::{ImmutableItem, MutableItem};
+    use crate::dht::bep44::{ImmutableItem, MutableItem};
 
     const AGE: Duration = Duration::from_secs(2 * 60 * 60);
     const SECRET: [u8; 32] = [3; 32];

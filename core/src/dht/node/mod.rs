@@ -1,9 +1,9 @@
 //! The DHT node: the one place where datagrams, timers and commands meet.
 //!
-//! A datagram's path: [`Node::handle_datagram`] decodes it ([`crate::krpc`]); a query goes
+//! A datagram's path: [`Node::handle_datagram`] decodes it ([`crate::dht::krpc`]); a query goes
 //! to `server.rs`, which answers from the routing table and the stores; a response or error
 //! is matched to our pending query by transaction id (`rpc.rs`) and fed to the lookup that
-//! sent it (`crate::lookup`), which may send more queries or finish with an
+//! sent it (`traversal.rs`), which may send more queries or finish with an
 //! [`Event::Finished`]. Everything leaves through [`Node::poll_transmit`] and
 //! [`Node::poll_event`].
 
@@ -24,17 +24,17 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 pub use config::Config;
-pub use stats::{MethodCounts, Stats};
+pub use stats::{DropReason, MethodCounts, Stats};
 pub use watch::{MAX_WATCHES, MAX_WATCHES_PER_SOURCE, WATCH_TTL};
 
-use crate::bep44::{ImmutableItem, Item, MutableItem, Target};
-use crate::event::{Event, Outcome, QueryError, QueryId};
-use crate::id::{Key, NodeId};
-use crate::krpc::{Body, ErrorReply, Message, Method, NodeInfo, PutArgs, Query, Response};
-use crate::lookup::traversal::Traversal;
-use crate::routing::{Insert, RoutingTable};
-use crate::storage::{ItemStore, PeerStore};
-use crate::token::Tokens;
+use crate::dht::bep44::{ImmutableItem, Item, MutableItem, Target};
+use crate::dht::event::{Event, Outcome, QueryError, QueryId};
+use crate::dht::id::{Key, NodeId};
+use crate::dht::krpc::{Body, ErrorReply, Message, Method, NodeInfo, PutArgs, Query, Response};
+use crate::dht::routing::{Insert, RoutingTable};
+use crate::dht::storage::{ItemStore, PeerStore};
+use crate::dht::token::Tokens;
+use crate::dht::traversal::Traversal;
 use rpc::{Expired, Purpose, Rpc, TxId};
 use silent::Silent;
 use watch::Watchers;
@@ -489,18 +489,20 @@ impl Node {
             Ok(msg) => msg,
             Err(e) => {
                 tracing::debug!(%from, reason = e.kind.as_str(), "dropped datagram");
-                self.stats.drop(e.kind.as_str());
+                self.stats.drop(DropReason::Malformed(e.kind.as_str()));
                 self.answer_malformed(from, &e);
                 return;
             }
         };
         match msg.body {
             Body::Query(query) => self.handle_query(now, from, msg.tid, msg.read_only, query),
+            // An answer's `t` is ours: read it as our TxId once (None: not one we send).
             Body::Response(response) => {
-                self.note_speaker(from, &msg.tid, response.id, msg.version.as_deref());
-                self.handle_response(now, from, &msg.tid, response);
+                let tid = TxId::from_wire(&msg.tid);
+                self.note_speaker(from, tid, response.id, msg.version.as_deref());
+                self.handle_response(now, from, tid, response);
             }
-            Body::Error(error) => self.handle_error(now, from, &msg.tid, error),
+            Body::Error(error) => self.handle_error(now, from, TxId::from_wire(&msg.tid), error),
         }
     }
 
@@ -677,7 +679,7 @@ impl Node {
     fn start(&mut self, now: Instant, target: Key, kind: Kind, report: bool) -> QueryId {
         let query = self.next_id();
         if self.lookups.len() >= MAX_LOOKUPS {
-            self.stats.drop("too_many_commands");
+            self.stats.drop(DropReason::TooManyCommands);
             if report {
                 self.emit(query, Err(QueryError::Overloaded));
             }
@@ -961,7 +963,7 @@ impl Node {
 
     fn push_event(&mut self, event: Event) {
         if self.events.len() >= MAX_EVENTS && !matches!(event, Event::Finished { .. }) {
-            self.stats.drop("event_queue_full");
+            self.stats.drop(DropReason::EventQueueFull);
             return;
         }
         self.events.push_back(event);
@@ -977,11 +979,11 @@ impl Node {
         purpose: Purpose,
     ) -> Option<TxId> {
         if self.rpc.is_full() {
-            self.stats.drop("pending_full");
+            self.stats.drop(DropReason::PendingFull);
             return None;
         }
         let tid = self.rpc.start(now, to, id, purpose);
-        self.stats.queries_out.bump(method_name(&method));
+        self.stats.queries_out.bump(&method);
         let msg = Message {
             tid: tid.to_bytes().to_vec(),
             version: Some(VERSION.to_vec()),
@@ -1001,18 +1003,17 @@ impl Node {
 
     fn transmit(&mut self, to: SocketAddr, payload: Vec<u8>) {
         if self.transmits.len() >= MAX_TRANSMITS {
-            self.stats.drop("transmit_queue_full");
+            self.stats.drop(DropReason::TransmitQueueFull);
             return;
         }
         self.stats.datagrams_out += 1;
         self.transmits.push_back(Transmit { to, payload });
     }
 
-    fn handle_response(&mut self, now: Instant, from: SocketAddr, tid: &[u8], r: Response) {
-        let tid = TxId::from_wire(tid);
+    fn handle_response(&mut self, now: Instant, from: SocketAddr, tid: Option<TxId>, r: Response) {
         let Some((tid, pending)) = tid.and_then(|t| Some((t, self.rpc.finish(now, t, from)?)))
         else {
-            self.stats.drop("unexpected_response");
+            self.stats.drop(DropReason::UnexpectedResponse);
             return;
         };
         self.stats.responses_in += 1;
@@ -1093,7 +1094,7 @@ impl Node {
                         l.best = Some((item, r.id));
                     }
                 } else if r.v.is_some() {
-                    self.stats.drop("bad_item");
+                    self.stats.drop(DropReason::BadItem);
                 }
             }
             Kind::FindNode { .. }
@@ -1112,12 +1113,11 @@ impl Node {
         }
     }
 
-    fn handle_error(&mut self, now: Instant, from: SocketAddr, tid: &[u8], e: ErrorReply) {
+    fn handle_error(&mut self, now: Instant, from: SocketAddr, tid: Option<TxId>, e: ErrorReply) {
         self.stats.errors_in += 1;
-        let tid = TxId::from_wire(tid);
         let Some((tid, pending)) = tid.and_then(|t| Some((t, self.rpc.finish(now, t, from)?)))
         else {
-            self.stats.drop("unexpected_error");
+            self.stats.drop(DropReason::UnexpectedError);
             return;
         };
         tracing::debug!(%from, code = e.code, message = %e.message, "KRPC error reply");
@@ -1222,10 +1222,15 @@ impl Node {
 impl Node {
     /// Records that the node answering a step of an unannounce or a watch speaks the query
     /// that will end it, as its `v` says.
-    fn note_speaker(&mut self, from: SocketAddr, tid: &[u8], id: NodeId, version: Option<&[u8]>) {
-        let Some(Purpose::Lookup(query)) = TxId::from_wire(tid)
-            .and_then(|t| self.rpc.peek(t, from))
-            .map(|p| p.purpose)
+    fn note_speaker(
+        &mut self,
+        from: SocketAddr,
+        tid: Option<TxId>,
+        id: NodeId,
+        version: Option<&[u8]>,
+    ) {
+        let Some(Purpose::Lookup(query)) =
+            tid.and_then(|t| self.rpc.peek(t, from)).map(|p| p.purpose)
         else {
             return;
         };
@@ -1286,20 +1291,6 @@ fn unannounces(
             (node, method)
         })
         .collect()
-}
-
-fn method_name(method: &Method) -> &'static str {
-    match method {
-        Method::Ping => "ping",
-        Method::FindNode { .. } => "find_node",
-        Method::GetPeers { .. } => "get_peers",
-        Method::AnnouncePeer { .. } => "announce_peer",
-        Method::UnannouncePeer { .. } => "unannounce_peer",
-        Method::WatchPeers { .. } => "watch_peers",
-        Method::PeersChanged { .. } => "peers_changed",
-        Method::Get { .. } => "get",
-        Method::Put(_) => "put",
-    }
 }
 
 fn put_args(item: &Item, cas: Option<i64>, token: Vec<u8>) -> PutArgs {

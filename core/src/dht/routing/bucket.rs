@@ -151,7 +151,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::id::NodeId;
+    use crate::dht::id::NodeId;
 
     #[allow(clippy::disallowed_methods)] // tests need some Instant to start from
     fn t0() -> Instant {

@@ -25,10 +25,10 @@ use std::time::Instant;
 use sha1::{Digest, Sha1};
 
 use super::Node;
-use crate::bencode::{self, Value};
-use crate::id::NodeId;
-use crate::krpc::{NodeInfo, decode_nodes, decode_nodes6, encode_nodes, encode_nodes6};
-use crate::routing::NodeState;
+use crate::dht::bencode::{self, Value};
+use crate::dht::id::NodeId;
+use crate::dht::krpc::{NodeInfo, decode_nodes, decode_nodes6, encode_nodes, encode_nodes6};
+use crate::dht::routing::NodeState;
 
 /// First bytes of every state file.
 pub const MAGIC: &[u8] = b"grenache-grape-state\n";
@@ -221,7 +221,7 @@ impl Node {
         for node in nodes {
             if !matches!(
                 self.table_mut(&node.addr).heard_query(now, *node),
-                crate::routing::Insert::Ignored(_)
+                crate::dht::routing::Insert::Ignored(_)
             ) {
                 restored += 1;
                 if !self.seeds.contains(&node.addr) {
@@ -238,7 +238,7 @@ mod tests {
     use std::net::{Ipv6Addr, SocketAddr};
 
     use super::*;
-    use crate::node::Config;
+    use crate::dht::node::Config;
 
     #[allow(clippy::disallowed_methods)] // tests need some Instant to start from
     fn t0() -> Instant {

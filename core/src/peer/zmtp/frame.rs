@@ -1,10 +1,10 @@
 //! The ZMTP 3.0 wire format (RFC 23): the 64-byte greeting, frames, commands and the
 //! metadata properties of READY.
 //!
-//! These are the pieces [`Connection`](crate::zmtp::Connection) is built from; they are
+//! These are the pieces [`Connection`](crate::peer::zmtp::Connection) is built from; they are
 //! public so tests and tools can write a peer's bytes by hand.
 
-use crate::zmtp::{SocketType, ZmtpError};
+use crate::peer::zmtp::{SocketType, ZmtpError};
 
 /// Length of a ZMTP 3 greeting.
 pub const GREETING_LEN: usize = 64;

@@ -2,14 +2,14 @@
 
 use std::net::SocketAddr;
 
-use crate::bep44::{Item, Target};
-use crate::id::{Key, NodeId};
+use crate::dht::bep44::{Item, Target};
+use crate::dht::id::{Key, NodeId};
 
 /// Names one command (`bootstrap`, `get_peers`, `announce`, `unannounce`, `put`, `get`) until its result arrives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct QueryId(pub u64);
 
-/// Output of the node for its caller, popped with [`Node::poll_event`](crate::node::Node::poll_event).
+/// Output of the node for its caller, popped with [`Node::poll_event`](crate::dht::node::Node::poll_event).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
@@ -20,7 +20,7 @@ pub enum Event {
         /// What it found, or why it found nothing.
         result: Result<Outcome, QueryError>,
     },
-    /// The set of peers of a name followed with [`Node::watch`](crate::node::Node::watch)
+    /// The set of peers of a name followed with [`Node::watch`](crate::dht::node::Node::watch)
     /// changed here or at a storing node that told us; look it up again to see how.
     PeersChanged {
         /// The name.
@@ -91,11 +91,11 @@ pub enum QueryError {
     },
     /// The command was refused before it started (e.g. the local store rejected a put).
     #[error("rejected: {0}")]
-    Rejected(#[from] crate::bep44::PutError),
+    Rejected(#[from] crate::dht::bep44::PutError),
     /// An unannounce named a name and port this node holds no announce of.
     #[error("no such announce on this node")]
     NotAnnounced,
-    /// [`Node::cancel`](crate::node::Node::cancel) was called.
+    /// [`Node::cancel`](crate::dht::node::Node::cancel) was called.
     #[error("cancelled")]
     Cancelled,
 }

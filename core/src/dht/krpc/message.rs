@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use crate::id::{Key, NodeId};
+use crate::dht::id::{Key, NodeId};
 
 /// One KRPC message: a query, a response or an error.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,4 +175,4 @@ pub struct ErrorReply {
     pub message: String,
 }
 
-pub use crate::routing::NodeInfo;
+pub use crate::dht::routing::NodeInfo;

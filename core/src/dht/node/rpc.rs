@@ -4,8 +4,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::event::QueryId;
-use crate::id::NodeId;
+use crate::dht::event::QueryId;
+use crate::dht::id::NodeId;
 
 /// Queries in flight at once, across all lookups; past it lookups wait for room.
 pub(crate) const MAX_PENDING: usize = 1 << 16;

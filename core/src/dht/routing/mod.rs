@@ -27,7 +27,7 @@ mod table;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::id::NodeId;
+use crate::dht::id::NodeId;
 
 pub use table::RoutingTable;
 
@@ -56,7 +56,7 @@ pub const PING_RETRY: Duration = Duration::from_secs(60);
 pub const WIDE_BUCKETS: [usize; 4] = [16, 8, 4, 2];
 
 /// Most buckets a table can have: one per shared-prefix length 0..=159 (160 is our id).
-pub const MAX_BUCKETS: usize = crate::id::ID_LEN * 8;
+pub const MAX_BUCKETS: usize = crate::dht::id::ID_LEN * 8;
 
 /// A DHT node as the routing table and the wire see it: its id and where it listens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
