@@ -102,8 +102,6 @@ pub struct Grape {
     requests: BTreeMap<RequestId, Pending>,
     deadlines: BTreeSet<(Instant, RequestId)>,
     jobs: BTreeMap<QueryId, Job>,
-    /// The running lookup traversal of each name, so concurrent lookups share it.
-    lookups: BTreeMap<Key, QueryId>,
     cache: LookupCache,
     replies: VecDeque<Reply>,
     metrics: ApiMetrics,
@@ -138,8 +136,9 @@ enum Via {
 /// What a node command is for.
 #[derive(Debug)]
 enum Job {
-    /// A lookup traversal, shared by every request in `waiters`.
-    Lookup { name: Key, waiters: Vec<RequestId> },
+    /// A lookup. Concurrent lookups of one name share one traversal, in the node: the
+    /// one place that knows what is running (see [`Node::get_peers`]).
+    Lookup { req: RequestId, name: Key },
     /// An announce, put or get serving one request.
     Single(RequestId),
     /// An unannounce serving one request; `name`'s cached lookup is dropped when it ends.
@@ -162,7 +161,6 @@ impl Grape {
             requests: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             jobs: BTreeMap::new(),
-            lookups: BTreeMap::new(),
             cache: LookupCache::new(config.lookup_cache, config.max_cached_lookups),
             replies: VecDeque::new(),
             metrics: ApiMetrics::default(),
@@ -467,26 +465,18 @@ impl Grape {
         self.drain_events(now);
     }
 
-    /// Joins the running traversal for `name`, or starts one.
+    /// Hands a lookup to the node, which joins it to a running traversal of `name` if
+    /// there is one.
     fn start_lookup(&mut self, now: Instant, req: RequestId, name: Key) -> QueryId {
         self.metrics.cache_misses += 1;
-        if let Some(&query) = self.lookups.get(&name)
-            && let Some(Job::Lookup { waiters, .. }) = self.jobs.get_mut(&query)
-        {
-            self.metrics.coalesced += 1;
-            waiters.push(req);
-            return query;
-        }
-        self.metrics.traversals += 1;
+        let joined = self.node.stats().lookups_joined;
         let query = self.node.get_peers(now, name.clone());
-        self.lookups.insert(name.clone(), query);
-        self.jobs.insert(
-            query,
-            Job::Lookup {
-                name,
-                waiters: vec![req],
-            },
-        );
+        if self.node.stats().lookups_joined > joined {
+            self.metrics.coalesced += 1;
+        } else {
+            self.metrics.traversals += 1;
+        }
+        self.jobs.insert(query, Job::Lookup { req, name });
         query
     }
 
@@ -516,23 +506,26 @@ impl Grape {
             return;
         };
         match job {
-            Job::Lookup { name, waiters } => {
-                if self.lookups.get(&name) == Some(&query) {
-                    self.lookups.remove(&name);
-                }
-                let found = match result {
-                    Ok(Outcome::Peers { peers }) => peers,
-                    // The Node Grape's lookup never fails: it answers what it has.
-                    _ => Vec::new(),
-                };
-                let body = self.render_lookup(now, &name, found);
-                self.cache.insert(now, name.as_bytes(), body.clone());
-                for req in waiters {
-                    if let Some(p) = self.take_request(req) {
-                        self.metrics
-                            .lookup_latency(now.saturating_duration_since(p.started));
-                        self.answer(req, &p.via, Some(p.kind), Ok(body.clone()));
+            Job::Lookup { req, name } => {
+                // Requests that shared a traversal end one after another: the first
+                // renders and caches the answer, the rest reuse it, so all agree.
+                let body = match self.cache.get(now, name.as_bytes()) {
+                    Some(body) => body.to_vec(),
+                    None => {
+                        let found = match result {
+                            Ok(Outcome::Peers { peers }) => peers,
+                            // The Node Grape's lookup never fails: it answers what it has.
+                            _ => Vec::new(),
+                        };
+                        let body = self.render_lookup(now, &name, found);
+                        self.cache.insert(now, name.as_bytes(), body.clone());
+                        body
                     }
+                };
+                if let Some(p) = self.take_request(req) {
+                    self.metrics
+                        .lookup_latency(now.saturating_duration_since(p.started));
+                    self.answer(req, &p.via, Some(p.kind), Ok(body));
                 }
             }
             Job::Single(req) => self.answer_single(req, result),
@@ -631,25 +624,17 @@ impl Grape {
     /// Answers a request past its bound: a lookup with the local store (the Node Grape's
     /// lookup never fails), anything else with `ERR_GRAPE_TIMEOUT`.
     fn expire(&mut self, now: Instant, req: RequestId, p: Pending) {
-        let mut cancel = true;
-        let answer = match self.jobs.get_mut(&p.query) {
-            Some(Job::Lookup { name, waiters }) => {
-                waiters.retain(|w| *w != req);
-                cancel = waiters.is_empty();
-                let name = name.clone();
-                if cancel && self.lookups.get(&name) == Some(&p.query) {
-                    self.lookups.remove(&name);
-                }
+        let answer = match self.jobs.remove(&p.query) {
+            Some(Job::Lookup { name, .. }) => {
                 self.metrics
                     .lookup_latency(now.saturating_duration_since(p.started));
                 Ok(self.render_lookup(now, &name, Vec::new()))
             }
             _ => Err(ApiError::Timeout),
         };
-        if cancel {
-            self.jobs.remove(&p.query);
-            self.node.cancel(p.query);
-        }
+        // The node ends this command alone; a traversal others share runs on for them.
+        self.node.cancel(p.query);
+        // Its `Cancelled` event finds no job and is dropped.
         tracing::debug!(?req, kind = p.kind.as_str(), "request ran past its bound");
         self.metrics.request(Some(p.kind), RequestOutcome::Timeout);
         let reply = match &p.via {

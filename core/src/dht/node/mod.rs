@@ -373,6 +373,7 @@ impl Node {
             let query = self.next_id();
             if let Some(l) = self.lookups.get_mut(&running) {
                 l.waiters.push(query);
+                self.stats.lookups_joined += 1;
                 return query;
             }
         }
@@ -467,8 +468,15 @@ impl Node {
 
     /// Stops a command; it ends with [`QueryError::Cancelled`].
     pub fn cancel(&mut self, query: QueryId) {
-        if self.lookups.contains_key(&query) {
-            self.finish(query, Err(QueryError::Cancelled));
+        if let Some(l) = self.lookups.get_mut(&query) {
+            if l.report && !l.waiters.is_empty() {
+                // Others share this traversal: it runs on for them, and only the
+                // cancelled command ends now.
+                l.report = false;
+                self.emit(query, Err(QueryError::Cancelled));
+            } else {
+                self.finish(query, Err(QueryError::Cancelled));
+            }
             return;
         }
         // A command sharing another's traversal leaves it alone.
@@ -943,13 +951,12 @@ impl Node {
             ok = result.is_ok(),
             "command ended"
         );
-        if !l.report {
-            return;
-        }
         for w in l.waiters {
             self.emit(w, result.clone());
         }
-        self.emit(query, result);
+        if l.report {
+            self.emit(query, result);
+        }
     }
 
     fn emit(&mut self, query: QueryId, result: Result<Outcome, QueryError>) {

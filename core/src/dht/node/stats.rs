@@ -87,6 +87,8 @@ pub struct Stats {
     pub skipped_silent: u64,
     /// Datagrams (or work) dropped, by reason; [`DropReason::label`] names each for metrics.
     pub dropped: BTreeMap<DropReason, u64>,
+    /// `get_peers` commands that joined a traversal already running for the same key.
+    pub lookups_joined: u64,
     /// Commands that ended with an outcome.
     pub commands_ok: u64,
     /// Commands that ended with an error.

@@ -295,6 +295,29 @@ fn cancel_ends_with_cancelled_once() {
 }
 
 #[test]
+fn cancelling_the_first_of_shared_lookups_leaves_the_others_running() {
+    let mut net = Net::new(6);
+    net.join();
+    let now = net.now;
+    let key = Key::new(b"shared").expect("key");
+    let first = net.node(2).get_peers(now, key.clone());
+    let second = net.node(2).get_peers(now, key);
+    assert_eq!(net.node(2).stats().lookups_joined, 1);
+
+    let before = net.node(2).stats().clone();
+
+    net.node(2).cancel(first);
+
+    assert_eq!(net.wait(first, Duration::ZERO), Err(QueryError::Cancelled));
+    let r = net.wait(second, Duration::from_secs(10));
+    assert!(matches!(r, Ok(Outcome::Peers { .. })), "{r:?}");
+    // One event each: the cancelled command's, then the survivor's.
+    let after = net.node(2).stats();
+    assert_eq!(after.commands_failed - before.commands_failed, 1);
+    assert_eq!(after.commands_ok - before.commands_ok, 1);
+}
+
+#[test]
 fn garbage_is_dropped_counted_and_malformed_queries_get_203() {
     let mut node = Node::new(Config::default(), [1; 32], Instant::now());
     let now = Instant::now();
