@@ -15,7 +15,7 @@ use grenache_core::dht::Key;
 use grenache_core::dht::WATCH_TTL;
 use grenache_core::dht::bep44::{ImmutableItem, Item, MutableItem};
 use grenache_core::dht::{Event, Outcome};
-use grenache_core::sim::{PathConfig, Sim};
+use grenache_core::sim::{Burst, PathConfig, Sim};
 
 const NODES: usize = 500;
 
@@ -210,6 +210,42 @@ fn lookups_survive_ten_percent_loss() {
     assert!(
         ok * 100 >= lookups * 99,
         "{ok} of {lookups} lookups succeeded"
+    );
+}
+
+#[test]
+fn lookups_survive_burst_loss() {
+    let seed = seed(9);
+    let _hint = ReplayHint(seed);
+    let (mut sim, nodes) = network(seed, NODES, PathConfig::default(), SETTLED);
+    // 1% background loss, and bursts of 5 datagrams on average covering 10% of them, in
+    // which everything is lost: a node whose path is in a burst loses the query and its
+    // resends too, unlike independent loss.
+    sim.set_link(
+        PathConfig::default()
+            .with_loss(0.01)
+            .with_burst(Burst::new(5.0, 0.1, 1.0)),
+    );
+    let lookups = 100;
+    let mut ok = 0;
+    let mut slowest = Duration::ZERO;
+    for i in 0..lookups {
+        let (a, b) = pick(&nodes, i);
+        let started = sim.now();
+        if announce_then_lookup(&mut sim, a, b, &format!("bursty-{i}"), 5000) {
+            ok += 1;
+        }
+        slowest = slowest.max(sim.now() - started);
+    }
+
+    assert!(sim.stats().lost > 0, "the links did lose datagrams");
+    assert!(
+        ok * 100 >= lookups * 99,
+        "{ok} of {lookups} lookups succeeded"
+    );
+    assert!(
+        slowest < 2 * HARD_TIMEOUT,
+        "an announce and lookup took {slowest:?}: a burst held them to the hard timeout"
     );
 }
 

@@ -1,4 +1,9 @@
 //! What a simulated link does to a datagram: delay it, lose it, or deliver it twice.
+//!
+//! Loss is either independent per datagram or bursty: real links lose packets in runs
+//! (a congested queue, a radio fade), and a lookup that survives 10% independent loss may
+//! still stall when five packets in a row vanish. Bursts follow the Gilbert-Elliott model:
+//! each direction of a link is in a good or a bad state, switching before each datagram.
 
 use std::time::Duration;
 
@@ -19,6 +24,35 @@ pub struct PathConfig {
     pub loss: f64,
     /// Chance, 0.0 to 1.0, that a delivered datagram arrives a second time.
     pub duplicate: f64,
+    /// Burst loss on top of `loss` (which then applies in the good state only).
+    pub burst: Option<Burst>,
+}
+
+/// Gilbert-Elliott burst loss: a two-state chain per direction of a link, stepped once
+/// per datagram. The mean burst lasts `1 / leave` datagrams, and the share of datagrams
+/// sent in the bad state is `enter / (enter + leave)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Burst {
+    /// Chance that a datagram in the good state finds the link turned bad.
+    pub enter: f64,
+    /// Chance that a datagram in the bad state finds the link good again.
+    pub leave: f64,
+    /// Chance that a datagram sent in the bad state is lost.
+    pub loss: f64,
+}
+
+impl Burst {
+    /// Bursts of `mean_len` datagrams on average, covering `share` of all datagrams, each
+    /// lost with probability `loss` (1.0: a burst loses everything).
+    pub fn new(mean_len: f64, share: f64, loss: f64) -> Burst {
+        let leave = probability(1.0 / mean_len.max(1.0));
+        let share = probability(share).min(0.99);
+        Burst {
+            enter: probability(leave * share / (1.0 - share)),
+            leave,
+            loss: probability(loss),
+        }
+    }
 }
 
 impl Default for PathConfig {
@@ -29,6 +63,7 @@ impl Default for PathConfig {
             jitter: Duration::from_millis(20),
             loss: 0.0,
             duplicate: 0.0,
+            burst: None,
         }
     }
 }
@@ -41,6 +76,7 @@ impl PathConfig {
             jitter: Duration::ZERO,
             loss: 0.0,
             duplicate: 0.0,
+            burst: None,
         }
     }
 
@@ -65,10 +101,27 @@ impl PathConfig {
         self
     }
 
-    /// Draws whether one datagram is lost. No draw is made on a lossless link, so adding
-    /// loss to one link does not reshuffle the randomness of the others.
-    pub(crate) fn lost(&self, rng: &mut impl Rng) -> bool {
-        self.loss > 0.0 && rng.random::<f64>() < self.loss
+    /// Adds Gilbert-Elliott burst loss (see [`Burst`]).
+    #[must_use]
+    pub fn with_burst(mut self, burst: Burst) -> Self {
+        self.burst = Some(burst);
+        self
+    }
+
+    /// Draws whether one datagram is lost, stepping the burst state `bad` of its
+    /// direction first when the link has bursts. No draw is made on a lossless link, so
+    /// adding loss to one link does not reshuffle the randomness of the others.
+    pub(crate) fn lost(&self, bad: &mut bool, rng: &mut impl Rng) -> bool {
+        let Some(burst) = self.burst else {
+            *bad = false;
+            return self.loss > 0.0 && rng.random::<f64>() < self.loss;
+        };
+        let switch = if *bad { burst.leave } else { burst.enter };
+        if rng.random::<f64>() < switch {
+            *bad = !*bad;
+        }
+        let loss = if *bad { burst.loss } else { self.loss };
+        loss > 0.0 && rng.random::<f64>() < loss
     }
 
     /// Draws whether a datagram is duplicated (no draw when duplication is off).
@@ -117,7 +170,10 @@ mod tests {
         let link = PathConfig::default().with_loss(0.25);
         let mut rng = ChaCha8Rng::seed_from_u64(2);
 
-        let lost = (0..10_000).filter(|_| link.lost(&mut rng)).count();
+        let mut bad = false;
+        let lost = (0..10_000)
+            .filter(|_| link.lost(&mut bad, &mut rng))
+            .count();
 
         assert!((2_200..2_800).contains(&lost), "{lost} lost of 10000");
     }
@@ -128,7 +184,7 @@ mod tests {
         let mut a = ChaCha8Rng::seed_from_u64(3);
         let mut b = ChaCha8Rng::seed_from_u64(3);
 
-        assert!(!link.lost(&mut a));
+        assert!(!link.lost(&mut false, &mut a));
         assert!(!link.duplicated(&mut a));
         let _ = link.delay(&mut a);
 
@@ -137,6 +193,23 @@ mod tests {
             b.random::<u64>(),
             "the rng was not advanced"
         );
+    }
+
+    #[test]
+    fn bursts_lose_in_runs_at_the_set_share() {
+        let link = PathConfig::new(Duration::from_millis(1)).with_burst(Burst::new(5.0, 0.1, 1.0));
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let mut bad = false;
+
+        let lost: Vec<bool> = (0..100_000)
+            .map(|_| link.lost(&mut bad, &mut rng))
+            .collect();
+
+        let total = lost.iter().filter(|l| **l).count();
+        assert!((8_500..11_500).contains(&total), "{total} lost of 100000");
+        let runs = lost.windows(2).filter(|w| w[1] && !w[0]).count();
+        let mean_run = total as f64 / runs as f64;
+        assert!((4.0..6.0).contains(&mean_run), "mean burst {mean_run}");
     }
 
     #[test]

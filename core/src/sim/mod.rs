@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-pub use link::PathConfig;
+pub use link::{Burst, PathConfig};
 pub use trace::TraceEntry;
 
 use crate::dht::event::{Event, Outcome, QueryError, QueryId};
@@ -146,6 +146,8 @@ pub struct Sim {
     next_auto: u32,
     link: PathConfig,
     links: BTreeMap<(SocketAddr, SocketAddr), PathConfig>,
+    /// Directions of links in the bad state of their burst loss (see [`Burst`]).
+    bursting: BTreeSet<(SocketAddr, SocketAddr)>,
     cut: BTreeSet<(SocketAddr, SocketAddr)>,
     isolated: BTreeSet<SocketAddr>,
     /// Nodes that never receive a query, as behind a NAT.
@@ -244,6 +246,7 @@ impl Sim {
             next_auto: 0,
             link: PathConfig::default(),
             links: BTreeMap::new(),
+            bursting: BTreeSet::new(),
             cut: BTreeSet::new(),
             isolated: BTreeSet::new(),
             silent: BTreeSet::new(),
@@ -814,7 +817,14 @@ impl Sim {
             return;
         }
         let link = self.link_between(from, t.to);
-        if link.lost(&mut self.rng) {
+        let mut bad = self.bursting.contains(&(from, t.to));
+        let lost = link.lost(&mut bad, &mut self.rng);
+        if bad {
+            self.bursting.insert((from, t.to));
+        } else {
+            self.bursting.remove(&(from, t.to));
+        }
+        if lost {
             self.stats.lost += 1;
             self.trace.dropped(at, from, t.to);
             return;
