@@ -647,6 +647,36 @@ impl TlsClient {
     }
 }
 
+impl TlsFailure {
+    /// The TLS failure behind an error on an established connection, if TLS caused it: in
+    /// TLS 1.3 a server judges the client's certificate after the client's handshake has
+    /// ended, so its refusal (an alert) surfaces on the first read.
+    pub(crate) fn behind(err: &(dyn std::error::Error + 'static)) -> Option<TlsFailure> {
+        let mut next = Some(err);
+        while let Some(err) = next {
+            let inner = err
+                .downcast_ref::<io::Error>()
+                .and_then(io::Error::get_ref)
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+            if let Some(rustls_error) = inner.or_else(|| err.downcast_ref::<rustls::Error>()) {
+                return Some(TlsFailure::of_rustls(rustls_error));
+            }
+            next = err.source();
+        }
+        None
+    }
+}
+
+impl TlsClient {
+    /// Counts the TLS failure that ended an established connection, if TLS ended it.
+    pub(crate) fn count_end(&self, err: &(dyn std::error::Error + 'static)) {
+        if let Some(failure) = TlsFailure::behind(err) {
+            tracing::debug!(%failure, %err, "TLS connection refused after its handshake");
+            self.counters.count(failure);
+        }
+    }
+}
+
 /// A stream as it is served: plain, or inside TLS. One type, so the WebSocket code is
 /// written once for both.
 pub(crate) enum MaybeTls<R: Runtime> {

@@ -17,7 +17,7 @@ use crate::net::connect;
 use crate::runtime::Runtime;
 use crate::task::Limiter;
 use crate::time::timeout;
-use crate::tls::{FuturesIo, TlsClient};
+use crate::tls::{FuturesIo, TlsClient, TlsFailure};
 
 type Sender = SendRequest<Full<Bytes>>;
 
@@ -179,6 +179,7 @@ async fn attempt<R: Runtime>(
             &request.headers,
             body.clone(),
             max_body,
+            target.secure,
         )
         .await
         {
@@ -196,7 +197,7 @@ async fn attempt<R: Runtime>(
             Err(error) => return Err(error),
         }
     }
-    let sender = open::<R>(&target, pool.tls.as_deref()).await?;
+    let sender = open::<R>(&target, pool.tls.as_ref()).await?;
     let (response, reusable) = send(
         sender,
         &target,
@@ -204,6 +205,7 @@ async fn attempt<R: Runtime>(
         &request.headers,
         body,
         max_body,
+        target.secure,
     )
     .await?;
     if let Some(sender) = reusable {
@@ -217,7 +219,7 @@ async fn attempt<R: Runtime>(
 /// request is written, so it is [`Delivery::Unsent`].
 async fn open<R: Runtime>(
     target: &Target,
-    tls: Option<&TlsClient>,
+    tls: Option<&Arc<TlsClient>>,
 ) -> Result<Sender, TransportError> {
     let tls = match (target.secure, tls) {
         (false, _) => None,
@@ -233,20 +235,24 @@ async fn open<R: Runtime>(
         .await
         .map_err(|e| TransportError::unsent(format!("connect {}: {e}", target.authority)))?;
     match tls {
-        None => handshake::<R, _>(target, R::hyper_io(stream)).await,
+        None => handshake::<R, _>(target, R::hyper_io(stream), None).await,
         Some(tls) => {
             let stream = tls
                 .connect::<R>(&target.host, stream)
                 .await
                 .map_err(|failure| TransportError::unsent(format!("{failure}: {}", target.key)))?;
-            handshake::<R, _>(target, FuturesIo::new(stream)).await
+            handshake::<R, _>(target, FuturesIo::new(stream), Some(Arc::clone(tls))).await
         }
     }
 }
 
 /// hyper's client handshake on an open stream; its connection half runs in the
 /// background.
-async fn handshake<R, I>(target: &Target, io: I) -> Result<Sender, TransportError>
+async fn handshake<R, I>(
+    target: &Target,
+    io: I,
+    tls: Option<Arc<TlsClient>>,
+) -> Result<Sender, TransportError>
 where
     R: Runtime,
     I: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
@@ -257,6 +263,10 @@ where
     R::spawn_detached(async move {
         if let Err(err) = connection.await {
             tracing::debug!(%err, "HTTP client connection ended");
+            // Counted here, where every connection's end is seen once.
+            if let Some(tls) = tls {
+                tls.count_end(&err);
+            }
         }
     });
     Ok(sender)
@@ -264,7 +274,8 @@ where
 
 /// Sends one request and reads the response; gives the connection back when it can
 /// carry another request. An error is [`Delivery::Unsent`] only when hyper says it never
-/// began writing the request.
+/// began writing the request; one that TLS caused (the server refused our certificate)
+/// starts with its [`TlsFailure`](crate::tls::TlsFailure) code.
 async fn send(
     mut sender: Sender,
     target: &Target,
@@ -272,7 +283,13 @@ async fn send(
     headers: &[(&'static str, &'static str)],
     body: Bytes,
     max_body: usize,
+    tls: bool,
 ) -> Result<(HttpResponse, Option<Sender>), TransportError> {
+    let described = |err: &hyper::Error, what: &str| {
+        let code = if tls { TlsFailure::behind(err) } else { None };
+        let code = code.map(|c| format!("{c}: ")).unwrap_or_default();
+        format!("{code}{}: {what}{err}", target.authority)
+    };
     if let Err(err) = sender.ready().await {
         return Err(TransportError::unsent(format!(
             "{}: {err}",
@@ -301,7 +318,7 @@ async fn send(
         .body(Full::new(body))
         .map_err(|e| TransportError::new(format!("ERR_REQUEST_BUILD: {e}")))?;
     let response = sender.try_send_request(request).await.map_err(|mut err| {
-        let message = format!("{}: {}", target.authority, err.error());
+        let message = described(err.error(), "");
         // hyper hands the request back only when it wrote none of it.
         match err.take_message() {
             Some(_) => TransportError::unsent(message),
@@ -314,9 +331,8 @@ async fn send(
     let mut bytes = Vec::new();
     let mut complete = true;
     while let Some(frame) = incoming.frame().await {
-        let frame = frame.map_err(|err| {
-            TransportError::new(format!("{}: reading the reply: {err}", target.authority))
-        })?;
+        let frame =
+            frame.map_err(|err| TransportError::new(described(&err, "reading the reply: ")))?;
         let Ok(data) = frame.into_data() else {
             continue; // trailers
         };

@@ -107,9 +107,13 @@ async fn open<R: Runtime>(url: &str, settings: &WsSettings) -> Result<WsStream<R
     let config = WebSocketConfig::default()
         .max_message_size(Some(settings.max_message_len))
         .max_frame_size(Some(settings.max_message_len));
-    ws_connect::<R>(url, stream, config)
-        .await
-        .map_err(|e| e.to_string())
+    ws_connect::<R>(url, stream, config).await.map_err(|e| {
+        // A server that refuses our certificate says so after our TLS handshake (TLS 1.3).
+        if let Some(tls) = tls {
+            tls.count_end(&e);
+        }
+        e.to_string()
+    })
 }
 
 async fn serve<R: Runtime>(

@@ -113,7 +113,17 @@ pub async fn tls_rpc_and_pubsub_carry_the_client_identity<R: Runtime>() {
     let over_https = http_client
         .request("tls_http", json!(1), opts.clone())
         .await;
-    let over_wss = ws_client.request("tls_ws", json!(2), opts).await;
+    let over_wss = ws_client.request("tls_ws", json!(2), opts.clone()).await;
+    // A client without a certificate: the WSS server refuses it after its handshake.
+    let anonymous = PeerClient::<R>::new(
+        PeerConfig::new(format!("http://{}", grape.local_api_addr()))
+            .transport(RpcTransport::Ws)
+            .tls(ca.client(None)),
+    )
+    .expect("client");
+    let refused = anonymous
+        .request("tls_ws", json!(3), opts.attempts(1))
+        .await;
     let mut sub = http_client.subscribe("tls_pub").await.expect("subscribe");
     let message = timeout::<R, _>(Duration::from_secs(10), async {
         loop {
@@ -135,6 +145,13 @@ pub async fn tls_rpc_and_pubsub_carry_the_client_identity<R: Runtime>() {
         assert_eq!(reply["fp"], json!(alice.fingerprint.to_string()));
     }
     assert_eq!(message, Some(WsMessage::Text("over wss".into())));
+    assert!(refused.is_err(), "{refused:?}");
+    let anonymous_stats = anonymous.tls_stats();
+    assert!(
+        anonymous_stats.failed(TlsFailure::Refused) >= 1,
+        "{anonymous_stats:?}"
+    );
+    assert!(ws.stats().tls.failed(TlsFailure::NoCertificate) >= 1);
     assert!(http.stats().tls.established >= 1);
     assert!(ws.stats().tls.established >= 1);
     assert!(publisher.tls_stats().established >= 1);
@@ -246,11 +263,23 @@ pub async fn tls_bad_clients_are_refused_counted_and_the_rest_served<R: Runtime>
         raw::<R>(addr, hello.get(..cut).unwrap_or_default(), false).await;
     }
     raw::<R>(addr, hello.get(..3).unwrap_or_default(), true).await; // then silence
+    // Through the HTTP client: TLS 1.3 lets a client finish its handshake before the
+    // server judges its certificate, so the refusal comes as an alert on the first read.
+    let anonymous = Arc::new(TlsClient::new(as_client(None, &ca)));
+    let pool = HttpPool::new(1, 1, Duration::from_secs(4)).with_tls(Some(Arc::clone(&anonymous)));
+    let url = format!("https://127.0.0.1:{}/", server.port());
+    let anonymous_post = exchange::<R>(&pool, small_post::<R>(url), 1024).await;
     let served = attempt::<R>(addr, as_client(Some(&alice), &ca)).await;
     let reply = post::<R>(server.port(), Some(&ca.client(Some(&alice)))).await;
 
     // Assert
     assert_eq!(refused, [false; 6]);
+    // The request fails (with the TLS code when hyper passes the cause on), and the
+    // client counts the refusal once.
+    assert!(matches!(anonymous_post, Some(Err(_))), "{anonymous_post:?}");
+    let anonymous_stats =
+        settled::<R>(|| anonymous.stats(), |s| s.failed(TlsFailure::Refused) == 1).await;
+    assert_eq!(anonymous_stats.failed_total(), 1, "{anonymous_stats:?}");
     assert!(served, "alice is served after all that");
     let body = reply.expect("alice's request").body;
     assert!(String::from_utf8_lossy(&body).contains("CN=alice"));
@@ -258,7 +287,7 @@ pub async fn tls_bad_clients_are_refused_counted_and_the_rest_served<R: Runtime>
         (TlsFailure::UnknownCa, 1),
         (TlsFailure::Expired, 1),
         (TlsFailure::NotYetValid, 1),
-        (TlsFailure::NoCertificate, 1),
+        (TlsFailure::NoCertificate, 2),
         (TlsFailure::NotAllowed, 2),
         (TlsFailure::NotTls, 1),
         (TlsFailure::Cut, cuts.len() as u64),
