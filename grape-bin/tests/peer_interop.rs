@@ -10,10 +10,12 @@ mod common;
 
 mod smol_rt {
     include!("peer_cases/smol.rs");
+    include!("peer_cases/node_side.rs");
     include!("peer_cases/interop.rs");
 }
 
 mod tokio_rt {
     include!("peer_cases/tokio.rs");
+    include!("peer_cases/node_side.rs");
     include!("peer_cases/interop.rs");
 }

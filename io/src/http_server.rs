@@ -39,14 +39,11 @@ pub(crate) type Answer = Result<Response<Full<Bytes>>, ConnectionError>;
 
 /// Serves one HTTP/1.1 connection (keep-alive on) until it ends or `stop` fires; on stop,
 /// the request in progress is answered first. A client silent for `header_timeout` before
-/// its request head is hung up on.
-pub(crate) async fn serve<R, H, F>(
-    stream: R::TcpStream,
-    header_timeout: Duration,
-    stop: &Stop,
-    handle: H,
-) where
+/// its request head is hung up on. `io` is the runtime's TCP glue, or TLS over it.
+pub(crate) async fn serve<R, I, H, F>(io: I, header_timeout: Duration, stop: &Stop, handle: H)
+where
     R: Runtime,
+    I: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
     H: Fn(Request<Incoming>) -> F + Send + 'static,
     F: Future<Output = Answer> + Send + 'static,
 {
@@ -56,7 +53,7 @@ pub(crate) async fn serve<R, H, F>(
         .header_read_timeout(header_timeout)
         .max_buf_size(MAX_BUF_SIZE)
         .keep_alive(true);
-    let connection = builder.serve_connection(R::hyper_io(stream), service_fn(handle));
+    let connection = builder.serve_connection(io, service_fn(handle));
     let mut connection = std::pin::pin!(connection);
     let finished = async { Some(connection.as_mut().await) }
         .or(async {

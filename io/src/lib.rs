@@ -34,6 +34,7 @@ mod state;
 mod stop;
 mod task;
 mod time;
+mod tls;
 mod udp;
 mod ws_server;
 

@@ -9,9 +9,10 @@ use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::{self};
 
 use crate::runtime::Runtime;
+use crate::tls::MaybeTls;
 
-/// A WebSocket over one of the runtime's TCP streams.
-pub(crate) type WsStream<R> = WebSocketStream<<R as Runtime>::WsIo>;
+/// A WebSocket over one of the runtime's TCP streams, in TLS or not.
+pub(crate) type WsStream<R> = WebSocketStream<MaybeTls<R>>;
 
 /// Binds a non-blocking listener on `addr` (std sets `SO_REUSEADDR` on Unix, so a restarted
 /// server gets its port back at once).
@@ -34,20 +35,19 @@ pub(crate) async fn connect<R: Runtime>(host: &str, port: u16) -> std::io::Resul
 
 /// The server side of a WebSocket handshake.
 pub(crate) async fn ws_accept<R: Runtime>(
-    stream: R::TcpStream,
+    stream: MaybeTls<R>,
     config: WebSocketConfig,
 ) -> Result<WsStream<R>, tungstenite::Error> {
-    async_tungstenite::accept_async_with_config(R::ws_io(stream), Some(config)).await
+    async_tungstenite::accept_async_with_config(stream, Some(config)).await
 }
 
 /// The client side of a WebSocket handshake on an open stream.
 pub(crate) async fn ws_connect<R: Runtime>(
     request: impl IntoClientRequest + Unpin,
-    stream: R::TcpStream,
+    stream: MaybeTls<R>,
     config: WebSocketConfig,
 ) -> Result<WsStream<R>, tungstenite::Error> {
     let (ws, _response) =
-        async_tungstenite::client_async_with_config(request, R::ws_io(stream), Some(config))
-            .await?;
+        async_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
     Ok(ws)
 }

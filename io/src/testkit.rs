@@ -36,6 +36,9 @@ macro_rules! adapter_tests {
             a_burst_of_queries_is_answered_in_full,
             a_refused_connect_is_unsent,
             a_close_after_the_request_arrived_may_have_been_sent,
+            tls_rpc_and_pubsub_carry_the_client_identity,
+            tls_bad_clients_are_refused_counted_and_the_rest_served,
+            tls_clients_refuse_servers_they_cannot_verify,
         );
     };
     (@each $runtime:ty, $block_on:path; $($name:ident),* $(,)?) => {
@@ -57,6 +60,7 @@ async fn connect<R: Runtime>(addr: SocketAddr) -> R::TcpStream {
 /// A WebSocket client connected to `addr`, or fails the test.
 async fn ws_client<R: Runtime>(addr: SocketAddr) -> crate::net::WsStream<R> {
     let stream = connect::<R>(addr).await;
+    let stream = crate::tls::MaybeTls::Plain(R::ws_io(stream));
     crate::net::ws_connect::<R>(format!("ws://{addr}/"), stream, Default::default())
         .await
         .expect("handshake")
@@ -415,17 +419,22 @@ pub mod http_client {
     use crate::Runtime;
     use crate::peer::http_client::{HttpPool, exchange};
 
-    /// One POST of a small frame to `port` on loopback, with 5 s to spare.
-    async fn post<R: Runtime>(port: u16) -> Option<Result<HttpResponse, TransportError>> {
-        let pool = HttpPool::new(1, 1, Duration::from_secs(4));
-        let request = HttpRequest {
+    /// A POST of a small request frame to `url`, with 5 s to spare.
+    pub(crate) fn small_post<R: Runtime>(url: String) -> HttpRequest {
+        HttpRequest {
             id: HttpId(1),
             method: HttpMethod::Post,
-            url: format!("http://127.0.0.1:{port}/"),
+            url,
             headers: Vec::new(),
             body: br#"["rid","svc",1]"#.to_vec(),
             deadline: R::now() + Duration::from_secs(5),
-        };
+        }
+    }
+
+    /// One POST of a small frame to `port` on loopback, with 5 s to spare.
+    async fn post<R: Runtime>(port: u16) -> Option<Result<HttpResponse, TransportError>> {
+        let pool = HttpPool::new(1, 1, Duration::from_secs(4));
+        let request = small_post::<R>(format!("http://127.0.0.1:{port}/"));
         exchange::<R>(&pool, request, 1024).await
     }
 
@@ -509,3 +518,10 @@ mod burst {
         answered.len()
     }
 }
+
+pub mod pki;
+mod tls;
+pub use tls::{
+    tls_bad_clients_are_refused_counted_and_the_rest_served,
+    tls_clients_refuse_servers_they_cannot_verify, tls_rpc_and_pubsub_carry_the_client_identity,
+};

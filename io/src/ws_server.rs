@@ -17,6 +17,7 @@ use crate::net::{WsStream, ws_accept};
 use crate::runtime::Runtime;
 use crate::stop::Stop;
 use crate::time::{sleep_until, timeout};
+use crate::tls::MaybeTls;
 
 /// How one connection is bounded and timed.
 #[derive(Debug, Clone, Copy)]
@@ -59,7 +60,7 @@ pub(crate) enum Taken {
 /// Accepts the handshake within `handshake_timeout`, for messages of at most `max_message`
 /// bytes; `None` (logged) if it fails.
 pub(crate) async fn accept<R: Runtime>(
-    stream: R::TcpStream,
+    stream: MaybeTls<R>,
     max_message: usize,
     handshake_timeout: Duration,
 ) -> Option<WsStream<R>> {

@@ -51,6 +51,8 @@ pub struct SubConfig {
     pub max_message_len: usize,
     /// Messages waiting to be polled, at most; past it new ones are dropped and counted.
     pub max_queued_messages: usize,
+    /// Dial publishers over TLS (`wss://`); the adapter holds the certificates.
+    pub secure: bool,
 }
 
 impl Default for SubConfig {
@@ -63,6 +65,7 @@ impl Default for SubConfig {
             max_subscriptions: 1024,
             max_message_len: crate::peer::framing::DEFAULT_MAX_FRAME_LEN,
             max_queued_messages: 4096,
+            secure: false,
         }
     }
 }
@@ -196,7 +199,7 @@ impl Subs {
         match self.config.transport {
             PubSubTransport::Ws => self.transmits.push_back(Io::WsConnect {
                 conn,
-                url: addr.ws_url(),
+                url: addr.ws_url_as(self.config.secure),
             }),
             PubSubTransport::Zmq => {
                 self.transmits.push_back(Io::TcpConnect {

@@ -72,6 +72,8 @@ pub struct RpcConfig {
     /// How long a peer that could not be reached is left out of the choice (unless every
     /// peer is). A Grape lists a stopped server until its announce expires (2 min).
     pub dead_peer_ttl: Duration,
+    /// Dial peers over TLS (`https://`, `wss://`); the adapter holds the certificates.
+    pub secure: bool,
 }
 
 impl Default for RpcConfig {
@@ -85,6 +87,7 @@ impl Default for RpcConfig {
             max_connections: 256,
             idle_timeout: Duration::from_secs(120),
             dead_peer_ttl: Duration::from_secs(10),
+            secure: false,
         }
     }
 }
@@ -569,7 +572,7 @@ impl Rpc {
                 self.transmits.push_back(Io::Http(HttpRequest {
                     id: http,
                     method: HttpMethod::Post,
-                    url: addr.http_url(),
+                    url: addr.http_url_as(self.config.secure),
                     headers: vec![(crate::peer::framing::COMPRESS_HEADER, comp.header_value())],
                     body,
                     deadline,
@@ -681,7 +684,7 @@ impl Rpc {
         } else {
             self.transmits.push_back(Io::WsConnect {
                 conn,
-                url: addr.ws_url(),
+                url: addr.ws_url_as(self.config.secure),
             });
             None
         };

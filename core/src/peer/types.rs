@@ -87,12 +87,25 @@ impl PeerAddr {
 
     /// The URL a peer-RPC HTTP request is POSTed to: `http://host:port/`.
     pub fn http_url(&self) -> String {
-        format!("http://{}/", self.0)
+        self.http_url_as(false)
     }
 
     /// The URL of a peer's WebSocket (RPC and PUB/SUB): `ws://host:port/ws`.
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/ws", self.0)
+        self.ws_url_as(false)
+    }
+
+    /// [`http_url`](Self::http_url), or `https://host:port/` when `secure`: the Grape
+    /// carries only host:port, so whether to speak TLS is the client's setting.
+    pub fn http_url_as(&self, secure: bool) -> String {
+        let scheme = if secure { "https" } else { "http" };
+        format!("{scheme}://{}/", self.0)
+    }
+
+    /// [`ws_url`](Self::ws_url), or `wss://host:port/ws` when `secure`.
+    pub fn ws_url_as(&self, secure: bool) -> String {
+        let scheme = if secure { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws", self.0)
     }
 }
 
@@ -318,5 +331,7 @@ mod tests {
 
         assert_eq!(a.http_url(), "http://127.0.0.1:1337/");
         assert_eq!(a.ws_url(), "ws://127.0.0.1:1337/ws");
+        assert_eq!(a.http_url_as(true), "https://127.0.0.1:1337/");
+        assert_eq!(a.ws_url_as(true), "wss://127.0.0.1:1337/ws");
     }
 }

@@ -15,57 +15,17 @@ if (!grape || !prefix) {
 const Link = require('grenache-nodejs-link')
 const Http = require('grenache-nodejs-http')
 const Ws = require('grenache-nodejs-ws')
+const { request, subscribe } = require('./peer-common')
 
 const link = new Link({ grape })
 link.start()
 
-const deadline = Date.now() + 10000
-const later = (fn) => setTimeout(fn, 200)
-
-function request (Grenache, name, payload, opts) {
-  const peer = new Grenache.PeerRPCClient(link, {})
-  peer.init()
-  return new Promise((resolve) => {
-    const attempt = () => {
-      peer.request(name, payload, { timeout: 5000, ...opts }, (err, data) => {
-        if (err && err.message === 'ERR_GRAPE_LOOKUP_EMPTY' && Date.now() < deadline) {
-          return later(attempt)
-        }
-        resolve(err ? { ok: false, err: err.message } : { ok: true, data })
-      })
-    }
-    attempt()
-  })
-}
-
-function subscribe (name, count) {
-  return new Promise((resolve) => {
-    const msgs = []
-    const peer = new Ws.PeerSub(link, {})
-    peer.init()
-    const timer = setTimeout(() => resolve({ ok: false, err: 'timeout', data: msgs }), 12000)
-    peer.on('message', (msg) => {
-      msgs.push(msg.toString())
-      if (msgs.length === count) {
-        clearTimeout(timer)
-        resolve({ ok: true, data: msgs })
-      }
-    })
-    peer.on('error', (err) => {
-      if (Date.now() < deadline) return later(() => peer.sub(name, { timeout: 5000 }))
-      clearTimeout(timer)
-      resolve({ ok: false, err: err.message, data: msgs })
-    })
-    peer.sub(name, { timeout: 5000 })
-  })
-}
-
 async function main () {
   const [http, httpGzip, ws, sub] = await Promise.all([
-    request(Http, `${prefix}:rust_http`, { hello: 'from node' }, {}),
-    request(Http, `${prefix}:rust_http`, { hello: 'gzip from node', pad: 'z'.repeat(2000) }, { compress: true }),
-    request(Ws, `${prefix}:rust_ws`, { hello: 'from node over ws' }, {}),
-    subscribe(`${prefix}:rust_pub`, 3)
+    request(Http, link, `${prefix}:rust_http`, { hello: 'from node' }, {}),
+    request(Http, link, `${prefix}:rust_http`, { hello: 'gzip from node', pad: 'z'.repeat(2000) }, { compress: true }),
+    request(Ws, link, `${prefix}:rust_ws`, { hello: 'from node over ws' }, {}),
+    subscribe(Ws, link, `${prefix}:rust_pub`, 3)
   ])
   console.log(JSON.stringify({ http, http_gzip: httpGzip, ws, sub }))
   process.exit(0)

@@ -16,18 +16,12 @@ if (!grape || !prefix || !pubPort) {
 const Link = require('grenache-nodejs-link')
 const Http = require('grenache-nodejs-http')
 const Ws = require('grenache-nodejs-ws')
+const { announcer } = require('./peer-common')
 
 const link = new Link({ grape })
 link.start()
 
-let pending = 3
-const announced = (name) => (err) => {
-  if (err) {
-    console.log(JSON.stringify({ ready: false, name, err: err.message }))
-    return
-  }
-  if (--pending === 0) console.log(JSON.stringify({ ready: true }))
-}
+const announced = announcer(3)
 
 function rpc (Grenache, transport, port) {
   const peer = new Grenache.PeerRPCServer(link, { timeout: 300000 })

@@ -6,14 +6,12 @@
 // gzip, WS, a subscriber) and prints what it got. Both run while the Rust side does the same.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rt::peer::{
     PeerClient, PeerConfig, PeerError, Publisher, PublisherConfig, RequestOptions, RpcError,
     RpcServer, RpcServerConfig, RpcTransport, WsMessage,
 };
-use rt::{GrapeServer, ServerConfig};
 use serde_json::{Value, json};
 
 use crate::common::{Checks, Ctx, Proc, free_port, wait_until};
@@ -25,9 +23,7 @@ struct RustSide {
     http: RpcServer,
     ws: RpcServer,
     publisher: Arc<Publisher>,
-    publishing: Arc<AtomicBool>,
-    /// Publishes `{"n": k}` every 100 ms while `publishing`; await it after clearing that.
-    publish_task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    publishing: Publishing,
 }
 
 async fn start_rust_side(client: &PeerClient, prefix: &str) -> RustSide {
@@ -61,22 +57,12 @@ async fn start_rust_side(client: &PeerClient, prefix: &str) -> RustSide {
         .announce(client, &format!("{prefix}:rust_pub"))
         .await
         .expect("announce rust_pub");
-    let publishing = Arc::new(AtomicBool::new(true));
-    let (p, on) = (Arc::clone(&publisher), Arc::clone(&publishing));
-    let publish_task = spawn(async move {
-        let mut n = 0u64;
-        while on.load(Ordering::Relaxed) {
-            let _ = p.publish_text(json!({ "n": n }).to_string());
-            n += 1;
-            sleep(Duration::from_millis(100)).await;
-        }
-    });
+    let publishing = Publishing::start(&publisher);
     RustSide {
         http,
         ws,
         publisher,
         publishing,
-        publish_task,
     }
 }
 
@@ -100,13 +86,7 @@ fn node_and_rust_peers_interoperate() {
     let ctx = Ctx::new(&format!("peer_interop_{RT}"));
     let runtime = Runtime::new();
     let prefix = ctx.name.clone();
-    let grape = runtime.block_on(async {
-        let mut config = ServerConfig::new([21; 32]);
-        config.bind = LOCALHOST;
-        config.dht_port = 0;
-        config.api_port = 0;
-        GrapeServer::start(config).await.expect("start a Grape")
-    });
+    let grape = runtime.block_on(local_grape(21));
     let url = format!("http://{}", grape.local_api_addr());
     let ports = [free_port(), free_port(), free_port()];
     let serve = Proc::spawn(
@@ -263,12 +243,8 @@ fn node_and_rust_peers_interoperate() {
     });
     drop(call);
     drop(serve);
-    rust.publishing.store(false, Ordering::Relaxed);
     runtime.block_on(async {
-        rust.publish_task.await;
-        if let Some(publisher) = Arc::into_inner(rust.publisher) {
-            publisher.stop().await;
-        }
+        rust.publishing.stop(rust.publisher).await;
         rust.http.stop().await;
         rust.ws.stop().await;
         grape.shutdown().await;

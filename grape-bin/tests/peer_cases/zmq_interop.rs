@@ -6,14 +6,12 @@
 // what it got. Both run while the Rust side does the same.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rt::peer::{
     PeerClient, PeerConfig, PeerError, PubSubTransport, Publisher, PublisherConfig,
     RequestOptions, RpcError, RpcServer, RpcServerConfig, RpcTransport, WsMessage,
 };
-use rt::{GrapeServer, ServerConfig};
 use serde_json::{Value, json};
 
 use crate::common::{Checks, Ctx, Proc, free_port, wait_until};
@@ -33,13 +31,7 @@ fn node_zeromq_and_rust_peers_interoperate() {
     let ctx = Ctx::new(&format!("zmq_interop_{RT}"));
     let runtime = Runtime::new();
     let prefix = ctx.name.clone();
-    let grape = runtime.block_on(async {
-        let mut config = ServerConfig::new([23; 32]);
-        config.bind = LOCALHOST;
-        config.dht_port = 0;
-        config.api_port = 0;
-        GrapeServer::start(config).await.expect("start a Grape")
-    });
+    let grape = runtime.block_on(local_grape(23));
     let url = format!("http://{}", grape.local_api_addr());
     let (node_rpc, node_pub) = (format!("{prefix}:node_zmq"), format!("{prefix}:node_zmq_pub"));
     let (rust_rpc, rust_pub) = (format!("{prefix}:rust_zmq"), format!("{prefix}:rust_zmq_pub"));
@@ -64,9 +56,7 @@ fn node_zeromq_and_rust_peers_interoperate() {
         .transport(RpcTransport::Zmq)
         .pubsub_transport(PubSubTransport::Zmq);
     let client = PeerClient::new(config).expect("client");
-    let publishing = Arc::new(AtomicBool::new(true));
-    let on = Arc::clone(&publishing);
-    let (server, publisher, publish_task) = runtime.block_on(async {
+    let (server, publisher, publishing) = runtime.block_on(async {
         let handler = |key: String, payload: Value| async move {
             if payload.get("fail") == Some(&json!(true)) {
                 return Err("ERR_RUST_FAILED".to_string());
@@ -85,17 +75,8 @@ fn node_zeromq_and_rust_peers_interoperate() {
                 .await
                 .expect("ZeroMQ publisher"),
         );
-        // Spawned from inside the runtime (tokio needs its context).
-        let p = Arc::clone(&publisher);
-        let publish_task = spawn(async move {
-            let mut n = 0u64;
-            while on.load(Ordering::Relaxed) {
-                let _ = p.publish_text(json!({ "n": n }).to_string());
-                n += 1;
-                sleep(Duration::from_millis(100)).await;
-            }
-        });
-        (server, publisher, publish_task)
+        let publishing = Publishing::start(&publisher);
+        (server, publisher, publishing)
     });
     let mut call = Proc::spawn(
         &ctx,
@@ -212,12 +193,8 @@ fn node_zeromq_and_rust_peers_interoperate() {
     });
     drop(call);
     drop(serve);
-    publishing.store(false, Ordering::Relaxed);
     runtime.block_on(async {
-        publish_task.await;
-        if let Some(publisher) = Arc::into_inner(publisher) {
-            publisher.stop().await;
-        }
+        publishing.stop(publisher).await;
         server.stop().await;
         grape.shutdown().await;
     });

@@ -10,6 +10,7 @@ use grenache_core::api::WsConn;
 use super::ApiContext;
 use super::driver::Command;
 use crate::runtime::Runtime;
+use crate::tls::MaybeTls;
 use crate::ws_server::{self, Taken, WsLimits};
 
 /// Names each connection for the core, whose watches end with it.
@@ -27,8 +28,12 @@ pub(crate) async fn serve_connection<R: Runtime>(stream: R::TcpStream, ctx: Arc<
         idle_timeout: ctx.limits.ws_idle_timeout,
         drain_timeout: ctx.limits.drain_timeout,
     };
-    let Some(ws) =
-        ws_server::accept::<R>(stream, limits.max_message, limits.handshake_timeout).await
+    let Some(ws) = ws_server::accept::<R>(
+        MaybeTls::Plain(R::ws_io(stream)),
+        limits.max_message,
+        limits.handshake_timeout,
+    )
+    .await
     else {
         return;
     };

@@ -15,6 +15,7 @@ use super::error::PeerError;
 use super::subscription::Subscription;
 use super::watch::Watch;
 use crate::runtime::Runtime;
+use crate::tls::{TlsClient, TlsStats};
 
 /// A Grenache client: the Link to a Grape (lookup, announce, put, get), peer RPC
 /// (request, map) and subscriptions, run by one driver task.
@@ -26,6 +27,8 @@ use crate::runtime::Runtime;
 /// them, and the answer is thrown away.
 pub struct PeerClient<R: Runtime> {
     commands: async_channel::Sender<Command>,
+    /// TLS settings and counters, shared with the driver's connections.
+    tls: Option<Arc<TlsClient>>,
     /// The driver until its task is spawned.
     idle: Arc<Mutex<Option<Driver<R>>>>,
 }
@@ -34,6 +37,7 @@ impl<R: Runtime> Clone for PeerClient<R> {
     fn clone(&self) -> Self {
         PeerClient {
             commands: self.commands.clone(),
+            tls: self.tls.clone(),
             idle: Arc::clone(&self.idle),
         }
     }
@@ -59,9 +63,11 @@ impl<R: Runtime> PeerClient<R> {
             .unwrap_or_else(|| ChaCha8Rng::from_os_rng().get_seed());
         let client = grenache_core::peer::Client::new(config.client.clone(), seed)?;
         let (commands, queue) = async_channel::bounded(config.command_queue.max(1));
-        let driver = Driver::new(client, queue, &config);
+        let tls = config.tls.clone().map(|tls| Arc::new(TlsClient::new(tls)));
+        let driver = Driver::new(client, queue, &config, tls.clone());
         Ok(PeerClient {
             commands,
+            tls,
             idle: Arc::new(Mutex::new(Some(driver))),
         })
     }
@@ -250,6 +256,13 @@ impl<R: Runtime> PeerClient<R> {
     /// [`PeerError::Closed`] if the driver has stopped.
     pub async fn stats(&self) -> Result<ClientStats, PeerError> {
         self.ask(|reply| Command::Stats { reply }).await
+    }
+
+    /// TLS handshakes with peers, and those that failed by reason (all zero without TLS).
+    pub fn tls_stats(&self) -> TlsStats {
+        self.tls
+            .as_ref()
+            .map_or_else(TlsStats::default, |tls| tls.stats())
     }
 
     /// Unannounces without waiting (for `Drop`); a full queue drops the request, and the

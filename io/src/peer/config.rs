@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use grenache_core::peer::{ClientConfig, DEFAULT_MAX_FRAME_LEN, PubSubTransport, RpcTransport};
 
+use crate::tls::{ClientTls, ServerTls};
+
 /// Settings of a [`PeerClient`](super::PeerClient): the core's [`ClientConfig`] plus what
 /// the I/O needs.
 #[derive(Clone, Debug)]
@@ -29,6 +31,10 @@ pub struct PeerConfig {
     /// Subscription events waiting to be read, per subscription; past it, new ones are
     /// dropped (and logged).
     pub subscription_queue: usize,
+    /// TLS for peer RPC and subscriptions (set with [`tls`](Self::tls)): every peer is
+    /// dialled at `https://` or `wss://` and must show a certificate the CA signed, for
+    /// the address dialled. The Grape is still reached at its own URL.
+    pub tls: Option<ClientTls>,
 }
 
 impl PeerConfig {
@@ -43,7 +49,18 @@ impl PeerConfig {
             connect_timeout: Duration::from_secs(10),
             command_queue: 1024,
             subscription_queue: 1024,
+            tls: None,
         }
+    }
+
+    /// The same settings with TLS to every peer (RPC over HTTP or WebSocket, and
+    /// WebSocket subscriptions): the servers must speak TLS.
+    #[must_use]
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.client.rpc.secure = true;
+        self.client.sub.secure = true;
+        self.tls = Some(tls);
+        self
     }
 
     /// The same settings with peer RPC over `transport` (the servers must speak it).
@@ -91,6 +108,9 @@ pub struct RpcServerConfig {
     pub ws_idle_timeout: Duration,
     /// On stop, time open connections get to finish their requests.
     pub drain_timeout: Duration,
+    /// TLS (HTTPS or WSS; not ZeroMQ), with client certificates when it has a CA. The
+    /// handshake must finish within `read_timeout`.
+    pub tls: Option<ServerTls>,
 }
 
 impl RpcServerConfig {
@@ -108,6 +128,7 @@ impl RpcServerConfig {
             read_timeout: Duration::from_secs(30),
             ws_idle_timeout: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(1),
+            tls: None,
         }
     }
 
@@ -116,6 +137,13 @@ impl RpcServerConfig {
     pub fn listen_on(mut self, bind: IpAddr, port: u16) -> Self {
         self.bind = bind;
         self.port = port;
+        self
+    }
+
+    /// The same settings over TLS.
+    #[must_use]
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 }
@@ -148,6 +176,9 @@ pub struct PublisherConfig {
     pub handshake_timeout: Duration,
     /// On stop, time given to close each connection cleanly.
     pub drain_timeout: Duration,
+    /// TLS for WebSocket subscribers (WSS; not ZeroMQ), with client certificates when it
+    /// has a CA. The handshake must finish within `handshake_timeout`.
+    pub tls: Option<ServerTls>,
 }
 
 impl PublisherConfig {
@@ -162,6 +193,7 @@ impl PublisherConfig {
             max_message_len: 64 * 1024,
             handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(1),
+            tls: None,
         }
     }
 
@@ -177,6 +209,13 @@ impl PublisherConfig {
     #[must_use]
     pub fn transport(mut self, transport: PubSubTransport) -> Self {
         self.transport = transport;
+        self
+    }
+
+    /// The same settings over TLS.
+    #[must_use]
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 }

@@ -25,6 +25,7 @@ use super::ws_client::{self, WsSettings};
 use super::{http_client, tcp_client};
 use crate::runtime::Runtime;
 use crate::time::sleep_until;
+use crate::tls::TlsClient;
 
 /// Where one answer goes.
 pub(crate) type Reply<T> = async_channel::Sender<T>;
@@ -175,6 +176,7 @@ impl<R: Runtime> Driver<R> {
         client: Client,
         commands: async_channel::Receiver<Command>,
         config: &PeerConfig,
+        tls: Option<Arc<TlsClient>>,
     ) -> Self {
         let (io_tx, io_rx) = async_channel::bounded(IO_QUEUE);
         let c = &config.client;
@@ -193,15 +195,19 @@ impl<R: Runtime> Driver<R> {
             watches: BTreeMap::new(),
             conns: BTreeMap::new(),
             streams: BTreeMap::new(),
-            http: Arc::new(HttpPool::new(
-                config.max_connections_per_peer,
-                config.max_pooled_peers,
-                config.pool_idle_timeout,
-            )),
+            http: Arc::new(
+                HttpPool::new(
+                    config.max_connections_per_peer,
+                    config.max_pooled_peers,
+                    config.pool_idle_timeout,
+                )
+                .with_tls(tls.clone()),
+            ),
             max_body,
             ws: WsSettings {
                 connect_timeout: config.connect_timeout,
                 max_message_len: max_message,
+                tls,
             },
             subscription_queue: config.subscription_queue.max(1),
             dropped_sub_events: 0,
@@ -301,7 +307,7 @@ impl<R: Runtime> Driver<R> {
                     url,
                     rx,
                     self.io_tx.clone(),
-                    self.ws,
+                    self.ws.clone(),
                 ));
             }
             Io::WsSend { conn, msg } => {

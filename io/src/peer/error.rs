@@ -65,4 +65,7 @@ pub enum ServerError {
     /// that the Grape is running at the client's URL.
     #[error("announcing failed: {0}")]
     Announce(#[source] PeerError),
+    /// TLS was configured for ZeroMQ, which has no TLS (its security is CURVE).
+    #[error("TLS is for HTTP and WebSocket servers; ZeroMQ does not carry it")]
+    TlsUnsupported,
 }

@@ -1,8 +1,9 @@
 //! HTTP/1.1 exchanges for the core's [`Io::Http`](grenache_core::peer::Io):
-//! hyper's client over the runtime's TCP, with a keep-alive pool bounded per peer.
+//! hyper's client over the runtime's TCP (or TLS over it, for `https://` URLs), with a
+//! keep-alive pool bounded per peer.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,16 +17,19 @@ use crate::net::connect;
 use crate::runtime::Runtime;
 use crate::task::Limiter;
 use crate::time::timeout;
+use crate::tls::{FuturesIo, TlsClient, TlsFailure};
 
 type Sender = SendRequest<Full<Bytes>>;
 
-/// Keep-alive connections by peer (`host:port`).
+/// Keep-alive connections by peer (`scheme://host:port`).
 #[derive(Debug)]
 pub(crate) struct HttpPool {
     peers: Mutex<BTreeMap<String, Slot>>,
     max_per_peer: usize,
     max_peers: usize,
     idle_timeout: Duration,
+    /// For `https://` URLs; without it they are refused.
+    tls: Option<Arc<TlsClient>>,
 }
 
 /// One peer's connections: a limiter on those in use, and the idle ones.
@@ -42,7 +46,14 @@ impl HttpPool {
             max_per_peer: max_per_peer.max(1),
             max_peers: max_peers.max(1),
             idle_timeout,
+            tls: None,
         }
+    }
+
+    /// The same pool, able to dial `https://` URLs.
+    pub(crate) fn with_tls(mut self, tls: Option<Arc<TlsClient>>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The limiter of `peer`'s connections, making room for a new peer by forgetting
@@ -110,8 +121,12 @@ pub(crate) async fn exchange<R: Runtime>(
 struct Target {
     host: String,
     port: u16,
-    /// `host:port`, the pool key and the `Host` header.
+    /// Whether it is an `https://` URL.
+    secure: bool,
+    /// `host:port`, the `Host` header.
     authority: String,
+    /// `scheme://host:port`, the pool key: a TLS connection is not a plain one.
+    key: String,
     path: String,
 }
 
@@ -119,14 +134,21 @@ impl Target {
     fn parse(url: &str) -> Result<Target, TransportError> {
         let bad = || TransportError::new(format!("ERR_URL_INVALID: {url}"));
         let uri: Uri = url.parse().map_err(|_| bad())?;
-        if uri.scheme_str() != Some("http") {
-            return Err(TransportError::new(format!(
-                "ERR_URL_SCHEME: only http:// is supported, got {url}"
-            )));
-        }
+        let secure = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => {
+                return Err(TransportError::new(format!(
+                    "ERR_URL_SCHEME: only http:// and https:// are supported, got {url}"
+                )));
+            }
+        };
         let host = uri.host().ok_or_else(bad)?;
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let scheme = if secure { "https" } else { "http" };
         Ok(Target {
+            secure,
+            key: format!("{scheme}://{host}:{port}"),
             host: host
                 .trim_start_matches('[')
                 .trim_end_matches(']')
@@ -147,9 +169,9 @@ async fn attempt<R: Runtime>(
 ) -> Result<HttpResponse, TransportError> {
     let target = Target::parse(&request.url)?;
     let body = Bytes::from(request.body);
-    let limiter = pool.limiter(&target.authority);
+    let limiter = pool.limiter(&target.key);
     let _permit = limiter.acquire().await;
-    if let Some(sender) = pool.take_idle(&target.authority, R::now()) {
+    if let Some(sender) = pool.take_idle(&target.key, R::now()) {
         match send(
             sender,
             &target,
@@ -157,12 +179,13 @@ async fn attempt<R: Runtime>(
             &request.headers,
             body.clone(),
             max_body,
+            target.secure,
         )
         .await
         {
             Ok((response, reusable)) => {
                 if let Some(sender) = reusable {
-                    pool.put_idle(&target.authority, sender, R::now());
+                    pool.put_idle(&target.key, sender, R::now());
                 }
                 return Ok(response);
             }
@@ -174,7 +197,7 @@ async fn attempt<R: Runtime>(
             Err(error) => return Err(error),
         }
     }
-    let sender = open::<R>(&target).await?;
+    let sender = open::<R>(&target, pool.tls.as_ref()).await?;
     let (response, reusable) = send(
         sender,
         &target,
@@ -182,10 +205,11 @@ async fn attempt<R: Runtime>(
         &request.headers,
         body,
         max_body,
+        target.secure,
     )
     .await?;
     if let Some(sender) = reusable {
-        pool.put_idle(&target.authority, sender, R::now());
+        pool.put_idle(&target.key, sender, R::now());
     }
     Ok(response)
 }
@@ -193,16 +217,56 @@ async fn attempt<R: Runtime>(
 /// Opens a connection and runs its hyper half in the background (it ends when the
 /// connection closes or its sender is dropped). Every failure here comes before the
 /// request is written, so it is [`Delivery::Unsent`].
-async fn open<R: Runtime>(target: &Target) -> Result<Sender, TransportError> {
+async fn open<R: Runtime>(
+    target: &Target,
+    tls: Option<&Arc<TlsClient>>,
+) -> Result<Sender, TransportError> {
+    let tls = match (target.secure, tls) {
+        (false, _) => None,
+        (true, Some(tls)) => Some(tls),
+        (true, None) => {
+            return Err(TransportError::new(format!(
+                "ERR_TLS_NOT_CONFIGURED: {} needs a client with TLS settings",
+                target.key
+            )));
+        }
+    };
     let stream = connect::<R>(&target.host, target.port)
         .await
         .map_err(|e| TransportError::unsent(format!("connect {}: {e}", target.authority)))?;
-    let (sender, connection) = http1::handshake(R::hyper_io(stream))
+    match tls {
+        None => handshake::<R, _>(target, R::hyper_io(stream), None).await,
+        Some(tls) => {
+            let stream = tls
+                .connect::<R>(&target.host, stream)
+                .await
+                .map_err(|failure| TransportError::unsent(format!("{failure}: {}", target.key)))?;
+            handshake::<R, _>(target, FuturesIo::new(stream), Some(Arc::clone(tls))).await
+        }
+    }
+}
+
+/// hyper's client handshake on an open stream; its connection half runs in the
+/// background.
+async fn handshake<R, I>(
+    target: &Target,
+    io: I,
+    tls: Option<Arc<TlsClient>>,
+) -> Result<Sender, TransportError>
+where
+    R: Runtime,
+    I: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
+{
+    let (sender, connection) = http1::handshake(io)
         .await
         .map_err(|e| TransportError::unsent(format!("{}: {e}", target.authority)))?;
     R::spawn_detached(async move {
         if let Err(err) = connection.await {
             tracing::debug!(%err, "HTTP client connection ended");
+            // Counted here, where every connection's end is seen once.
+            if let Some(tls) = tls {
+                tls.count_end(&err);
+            }
         }
     });
     Ok(sender)
@@ -210,7 +274,8 @@ async fn open<R: Runtime>(target: &Target) -> Result<Sender, TransportError> {
 
 /// Sends one request and reads the response; gives the connection back when it can
 /// carry another request. An error is [`Delivery::Unsent`] only when hyper says it never
-/// began writing the request.
+/// began writing the request; one that TLS caused (the server refused our certificate)
+/// starts with its [`TlsFailure`](crate::tls::TlsFailure) code.
 async fn send(
     mut sender: Sender,
     target: &Target,
@@ -218,7 +283,13 @@ async fn send(
     headers: &[(&'static str, &'static str)],
     body: Bytes,
     max_body: usize,
+    tls: bool,
 ) -> Result<(HttpResponse, Option<Sender>), TransportError> {
+    let described = |err: &hyper::Error, what: &str| {
+        let code = if tls { TlsFailure::behind(err) } else { None };
+        let code = code.map(|c| format!("{c}: ")).unwrap_or_default();
+        format!("{code}{}: {what}{err}", target.authority)
+    };
     if let Err(err) = sender.ready().await {
         return Err(TransportError::unsent(format!(
             "{}: {err}",
@@ -247,7 +318,7 @@ async fn send(
         .body(Full::new(body))
         .map_err(|e| TransportError::new(format!("ERR_REQUEST_BUILD: {e}")))?;
     let response = sender.try_send_request(request).await.map_err(|mut err| {
-        let message = format!("{}: {}", target.authority, err.error());
+        let message = described(err.error(), "");
         // hyper hands the request back only when it wrote none of it.
         match err.take_message() {
             Some(_) => TransportError::unsent(message),
@@ -260,9 +331,8 @@ async fn send(
     let mut bytes = Vec::new();
     let mut complete = true;
     while let Some(frame) = incoming.frame().await {
-        let frame = frame.map_err(|err| {
-            TransportError::new(format!("{}: reading the reply: {err}", target.authority))
-        })?;
+        let frame =
+            frame.map_err(|err| TransportError::new(described(&err, "reading the reply: ")))?;
         let Ok(data) = frame.into_data() else {
             continue; // trailers
         };
@@ -301,11 +371,18 @@ mod tests {
         );
         assert_eq!(v6.path, "/api?x=1");
         assert_eq!(default_port.port, 80);
+        let tls = Target::parse("https://svc.local/").expect("valid");
+        assert_eq!((tls.secure, tls.port), (true, 443));
+        assert_eq!(tls.key, "https://svc.local:443");
+        assert_ne!(
+            v4.key,
+            Target::parse("https://127.0.0.1:1337/").expect("valid").key
+        );
     }
 
     #[test]
     fn other_schemes_and_garbage_are_transport_errors() {
-        for url in ["https://h:1/", "ws://h:1/ws", "not a url", "http:///"] {
+        for url in ["ftp://h:1/", "ws://h:1/ws", "not a url", "http:///"] {
             let err = Target::parse(url).err();
 
             assert!(err.is_some(), "{url}");

@@ -34,9 +34,14 @@ pub use client::PeerClient;
 pub use config::{PeerConfig, PublisherConfig, RpcServerConfig};
 pub use error::{PeerError, ServerError};
 pub use publisher::Publisher;
-pub use rpc_server::{RpcServer, ServerStats};
+pub use rpc_server::{RequestContext, RpcServer, ServerStats};
 pub use subscription::{SubEvent, Subscription};
 pub use watch::Watch;
+
+pub use crate::tls::{
+    BadFingerprint, ClientTls, Fingerprint, PeerIdentity, ServerTls, TlsConfigError, TlsFailure,
+    TlsStats, VerifyClient,
+};
 
 // The core types a user of this module needs, so one `use` line names the runtime.
 pub use grenache_core::dht::bep44::Target;

@@ -25,6 +25,7 @@ use crate::runtime::Runtime;
 use crate::stop::{Stop, StopTrigger, stop_pair};
 use crate::task::Task;
 use crate::time::sleep_until;
+use crate::tls::{Accepted, TlsServer, TlsStats};
 use crate::ws_server;
 
 /// The fan-out state, shared by `publish` and the connection tasks.
@@ -37,6 +38,7 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     config: PublisherConfig,
+    tls: Option<TlsServer>,
     stop: Stop,
 }
 
@@ -72,6 +74,9 @@ impl<R: Runtime> Publisher<R> {
     /// # Errors
     /// [`ServerError::Bind`] when the address cannot be bound.
     pub async fn listen(config: PublisherConfig) -> Result<Self, ServerError> {
+        if config.tls.is_some() && config.transport == PubSubTransport::Zmq {
+            return Err(ServerError::TlsUnsupported);
+        }
         let (listener, addr) = bind::<R>(SocketAddr::new(config.bind, config.port))?;
         let (trigger, stop) = stop_pair();
         let max = config.max_subscribers.max(1);
@@ -86,6 +91,7 @@ impl<R: Runtime> Publisher<R> {
                 core: grenache_core::peer::Publisher::new(max, max),
                 queues: BTreeMap::new(),
             }),
+            tls: config.tls.clone().map(TlsServer::new),
             config,
             stop: stop.clone(),
         });
@@ -181,6 +187,14 @@ impl<R: Runtime> Publisher<R> {
         self.publish(WsMessage::Text(text.into()))
     }
 
+    /// TLS handshakes, and those refused by reason (all zero without TLS).
+    pub fn tls_stats(&self) -> TlsStats {
+        self.shared
+            .tls
+            .as_ref()
+            .map_or_else(TlsStats::default, TlsServer::stats)
+    }
+
     /// Subscribers connected now.
     pub fn subscribers(&self) -> usize {
         self.shared.state().core.subscribers().count()
@@ -246,9 +260,12 @@ enum Wake {
 /// it leaves, falls behind or the publisher stops.
 async fn serve_subscriber<R: Runtime>(stream: R::TcpStream, shared: Arc<Shared>) {
     let config = &shared.config;
-    let Some(mut ws) =
-        ws_server::accept::<R>(stream, config.max_message_len, config.handshake_timeout).await
-    else {
+    let limit = config.handshake_timeout;
+    let Some(accepted) = Accepted::<R>::new(shared.tls.as_ref(), stream, limit).await else {
+        return;
+    };
+    let (stream, _peer) = accepted.into_ws();
+    let Some(mut ws) = ws_server::accept::<R>(stream, config.max_message_len, limit).await else {
         return;
     };
     let Some((conn, outgoing)) = register(&shared) else {

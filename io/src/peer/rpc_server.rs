@@ -33,16 +33,28 @@ use crate::runtime::Runtime;
 use crate::stop::{Stop, StopTrigger, stop_pair};
 use crate::task::{Limiter, Task};
 use crate::time::{sleep_until, timeout};
+use crate::tls::{Accepted, FuturesIo, PeerIdentity, TlsServer, TlsStats};
 use crate::ws_server::{self, Out, Taken, WsLimits};
 
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, String>> + Send>>;
-type Handler = Arc<dyn Fn(String, Value) -> HandlerFuture + Send + Sync>;
+type Handler = Arc<dyn Fn(String, Value, RequestContext) -> HandlerFuture + Send + Sync>;
+
+/// What a handler learns about a request besides its key and payload.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct RequestContext {
+    /// The client's certificate, verified against the server's CA, when the server has
+    /// TLS with a CA (what Node's handlers get from `getPeerCertificate()`); `None` on
+    /// plaintext servers.
+    pub peer: Option<Arc<PeerIdentity>>,
+}
 
 /// What every connection of one server shares.
 struct Ctx {
     handler: Handler,
     in_flight: Limiter,
     config: RpcServerConfig,
+    tls: Option<TlsServer>,
     stop: Stop,
     stats: Counters,
 }
@@ -64,6 +76,8 @@ pub struct ServerStats {
     /// ZeroMQ connections closed for breaking ZMTP or for not finishing the handshake
     /// within `read_timeout`.
     pub dropped_connections: u64,
+    /// TLS handshakes, and those refused by reason (all zero without TLS).
+    pub tls: TlsStats,
 }
 
 /// A running RPC server. It serves until [`stop`](Self::stop) or until dropped; both stop
@@ -98,9 +112,30 @@ impl<R: Runtime> RpcServer<R> {
         H: Fn(String, Value) -> F + Send + Sync + 'static,
         F: Future<Output = Result<Value, String>> + Send + 'static,
     {
+        Self::listen_with_context(config, move |key, payload, _| handler(key, payload)).await
+    }
+
+    /// [`listen`](Self::listen) with a handler that also gets the request's
+    /// [`RequestContext`] (the client's verified certificate on a mutual-TLS server).
+    ///
+    /// # Errors
+    /// [`ServerError::Bind`] when the address cannot be bound;
+    /// [`ServerError::TlsUnsupported`] for TLS on ZeroMQ.
+    pub async fn listen_with_context<H, F>(
+        config: RpcServerConfig,
+        handler: H,
+    ) -> Result<Self, ServerError>
+    where
+        H: Fn(String, Value, RequestContext) -> F + Send + Sync + 'static,
+        F: Future<Output = Result<Value, String>> + Send + 'static,
+    {
+        if config.tls.is_some() && config.transport == RpcTransport::Zmq {
+            return Err(ServerError::TlsUnsupported);
+        }
         let (listener, addr) = bind::<R>(SocketAddr::new(config.bind, config.port))?;
-        let handler: Handler =
-            Arc::new(move |key, payload| -> HandlerFuture { Box::pin(handler(key, payload)) });
+        let handler: Handler = Arc::new(move |key, payload, context| -> HandlerFuture {
+            Box::pin(handler(key, payload, context))
+        });
         let (trigger, stop) = stop_pair();
         let transport = config.transport;
         let limits = AcceptLimits {
@@ -110,6 +145,7 @@ impl<R: Runtime> RpcServer<R> {
         let ctx = Arc::new(Ctx {
             handler,
             in_flight: Limiter::new(config.max_in_flight),
+            tls: config.tls.clone().map(TlsServer::new),
             config,
             stop: stop.clone(),
             stats: Counters::default(),
@@ -195,6 +231,11 @@ impl<R: Runtime> RpcServer<R> {
         ServerStats {
             bad_frames: self.ctx.stats.bad_frames.load(Ordering::Relaxed),
             dropped_connections: self.ctx.stats.dropped_connections.load(Ordering::Relaxed),
+            tls: self
+                .ctx
+                .tls
+                .as_ref()
+                .map_or_else(TlsStats::default, TlsServer::stats),
         }
     }
 
@@ -217,9 +258,15 @@ impl<R: Runtime> Drop for RpcServer<R> {
 
 /// Runs the handler within the server's bounds: at most `max_in_flight` at once, at most
 /// `handler_timeout` long, and a panic becomes an error reply.
-async fn call_handler<R: Runtime>(ctx: &Ctx, key: String, payload: Value) -> Result<Value, String> {
+async fn call_handler<R: Runtime>(
+    ctx: &Ctx,
+    key: String,
+    payload: Value,
+    context: RequestContext,
+) -> Result<Value, String> {
     let _permit = ctx.in_flight.acquire().await;
-    let started = std::panic::catch_unwind(AssertUnwindSafe(|| (ctx.handler)(key, payload)));
+    let started =
+        std::panic::catch_unwind(AssertUnwindSafe(|| (ctx.handler)(key, payload, context)));
     let Ok(fut) = started else {
         tracing::error!("RPC handler panicked");
         return Err(HandlerFailure::Panicked.error().into());
@@ -260,12 +307,34 @@ fn reply_frame(
 /// Serves one HTTP/1.1 connection (keep-alive) until it ends or the server stops; on
 /// stop, the request in progress is answered first.
 async fn serve_http<R: Runtime>(stream: R::TcpStream, ctx: Arc<Ctx>) {
+    let limit = ctx.config.read_timeout;
+    let Some(accepted) = Accepted::<R>::new(ctx.tls.as_ref(), stream, limit).await else {
+        return;
+    };
     let handler_ctx = Arc::clone(&ctx);
-    let handle = move |req| handle_http::<R>(req, Arc::clone(&handler_ctx));
-    http_server::serve::<R, _, _>(stream, ctx.config.read_timeout, &ctx.stop, handle).await;
+    let (io, peer) = match accepted {
+        Accepted::Plain(stream) => (Either::Left(R::hyper_io(stream)), None),
+        Accepted::Tls(stream, peer) => (Either::Right(FuturesIo::new(*stream)), peer),
+    };
+    let context = RequestContext { peer };
+    let handle = move |req| handle_http::<R>(req, Arc::clone(&handler_ctx), context.clone());
+    match io {
+        Either::Left(io) => http_server::serve::<R, _, _, _>(io, limit, &ctx.stop, handle).await,
+        Either::Right(io) => http_server::serve::<R, _, _, _>(io, limit, &ctx.stop, handle).await,
+    }
 }
 
-async fn handle_http<R: Runtime>(req: Request<Incoming>, ctx: Arc<Ctx>) -> Answer {
+/// One of two stream types, each served by its own instance of the generic HTTP loop.
+enum Either<A, B> {
+    Left(A),
+    Right(B),
+}
+
+async fn handle_http<R: Runtime>(
+    req: Request<Incoming>,
+    ctx: Arc<Ctx>,
+    context: RequestContext,
+) -> Answer {
     let compress = req
         .headers()
         .get(COMPRESS_HEADER)
@@ -287,7 +356,7 @@ async fn handle_http<R: Runtime>(req: Request<Incoming>, ctx: Arc<Ctx>) -> Answe
             return Ok(response(http_error_reply(&err), Compression::None));
         }
     };
-    let result = call_handler::<R>(&ctx, request.key, request.payload).await;
+    let result = call_handler::<R>(&ctx, request.key, request.payload, context).await;
     let body = reply_frame(&ctx, &request.rid, &result, compression);
     Ok(response(HttpResponse { status: 200, body }, compression))
 }
@@ -321,7 +390,13 @@ async fn serve_ws<R: Runtime>(stream: R::TcpStream, ctx: Arc<Ctx>) {
         idle_timeout: ctx.config.ws_idle_timeout,
         drain_timeout: ctx.config.drain_timeout,
     };
-    let Some(ws) = ws_server::accept::<R>(stream, max, limits.handshake_timeout).await else {
+    let limit = limits.handshake_timeout;
+    let Some(accepted) = Accepted::<R>::new(ctx.tls.as_ref(), stream, limit).await else {
+        return;
+    };
+    let (stream, peer) = accepted.into_ws();
+    let context = RequestContext { peer };
+    let Some(ws) = ws_server::accept::<R>(stream, max, limit).await else {
         return;
     };
     // Never full: at most `max_in_flight` requests are in the handler, and each sends one
@@ -332,8 +407,10 @@ async fn serve_ws<R: Runtime>(stream: R::TcpStream, ctx: Arc<Ctx>) {
             Ok(request) => {
                 let ctx = Arc::clone(&ctx);
                 let out_tx = out_tx.clone();
+                let context = context.clone();
                 R::spawn_detached(async move {
-                    let result = call_handler::<R>(&ctx, request.key, request.payload).await;
+                    let result =
+                        call_handler::<R>(&ctx, request.key, request.payload, context).await;
                     let bytes = reply_frame(&ctx, &request.rid, &result, Compression::None);
                     let _ = out_tx.send(Out::Frame { bytes, done: true }).await;
                 });
@@ -435,7 +512,9 @@ async fn serve_zmq<R: Runtime>(mut stream: R::TcpStream, ctx: Arc<Ctx>) {
                     let ctx = Arc::clone(&ctx);
                     let reply_tx = reply_tx.clone();
                     R::spawn_detached(async move {
-                        let result = call_handler::<R>(&ctx, request.key, request.payload).await;
+                        let context = RequestContext::default();
+                        let result =
+                            call_handler::<R>(&ctx, request.key, request.payload, context).await;
                         let _ = reply_tx.send((request.rid, result)).await;
                     });
                 }

@@ -4,6 +4,7 @@
 //!
 //! [`Io::WsConnect`]: grenache_core::peer::Io::WsConnect
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -16,17 +17,20 @@ use super::driver::IoEvent;
 use crate::net::{WsStream, connect, ws_connect};
 use crate::runtime::Runtime;
 use crate::time::timeout;
+use crate::tls::{MaybeTls, TlsClient};
 
 /// Time given to the closing handshake when the driver drops a connection.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What a connection needs besides its id, URL and queues.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct WsSettings {
-    /// TCP connect plus handshake.
+    /// TCP connect plus handshakes (TLS, WebSocket).
     pub(crate) connect_timeout: Duration,
     /// Longest message accepted; a longer one ends the connection.
     pub(crate) max_message_len: usize,
+    /// For `wss://` URLs; without it they are refused.
+    pub(crate) tls: Option<Arc<TlsClient>>,
 }
 
 /// How a connection ended.
@@ -52,7 +56,7 @@ pub(crate) async fn run<R: Runtime>(
     io: async_channel::Sender<IoEvent>,
     settings: WsSettings,
 ) {
-    let ws = match timeout::<R, _>(settings.connect_timeout, open::<R>(&url, settings)).await {
+    let ws = match timeout::<R, _>(settings.connect_timeout, open::<R>(&url, &settings)).await {
         Some(Ok(ws)) => Some(ws),
         Some(Err(err)) => {
             tracing::debug!(%conn, url, %err, "WebSocket connect failed");
@@ -75,22 +79,41 @@ pub(crate) async fn run<R: Runtime>(
     }
 }
 
-async fn open<R: Runtime>(url: &str, settings: WsSettings) -> Result<WsStream<R>, String> {
+async fn open<R: Runtime>(url: &str, settings: &WsSettings) -> Result<WsStream<R>, String> {
     let uri: Uri = url.parse().map_err(|e| format!("ERR_URL_INVALID: {e}"))?;
-    if uri.scheme_str() != Some("ws") {
-        return Err(format!("only ws:// is supported, got {url}"));
-    }
+    let tls = match (uri.scheme_str(), &settings.tls) {
+        (Some("ws"), _) => None,
+        (Some("wss"), Some(tls)) => Some(tls),
+        (Some("wss"), None) => return Err(format!("ERR_TLS_NOT_CONFIGURED: {url}")),
+        _ => return Err(format!("only ws:// and wss:// are supported, got {url}")),
+    };
     let host = uri.host().ok_or("ERR_URL_INVALID: no host")?;
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
     let stream = connect::<R>(host, port)
         .await
         .map_err(|e| format!("connect {host}:{port}: {e}"))?;
+    let stream = match tls {
+        None => MaybeTls::Plain(R::ws_io(stream)),
+        Some(tls) => {
+            let stream = tls
+                .connect::<R>(host, stream)
+                .await
+                .map_err(|failure| format!("{failure}: {host}:{port}"))?;
+            MaybeTls::Tls(Box::new(stream))
+        }
+    };
     let config = WebSocketConfig::default()
         .max_message_size(Some(settings.max_message_len))
         .max_frame_size(Some(settings.max_message_len));
-    ws_connect::<R>(url, stream, config)
-        .await
-        .map_err(|e| e.to_string())
+    ws_connect::<R>(url, stream, config).await.map_err(|e| {
+        // A server that refuses our certificate says so after our TLS handshake (TLS 1.3).
+        if let Some(tls) = tls {
+            tls.count_end(&e);
+        }
+        e.to_string()
+    })
 }
 
 async fn serve<R: Runtime>(
