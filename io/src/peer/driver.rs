@@ -10,9 +10,9 @@ use std::time::Instant;
 use futures_lite::FutureExt as _;
 use grenache_core::bep44::Target;
 use grenache_core::peer::{
-    Client, ClientStats, ConnId, Event, GetItem, HttpId, HttpResponse, LinkEvent, PeerAddr, Put,
-    QueryId, RequestOptions, SubscriptionId, Transmit, TransportError, WatchEvent, WatchId,
-    WsMessage,
+    Client, ClientStats, ConnId, Event, GetItem, HttpId, HttpResponse, LinkEvent, PeerAddr,
+    Protocol, Put, QueryId, RequestOptions, SubscriptionId, Transmit, TransportError, WatchEvent,
+    WatchId, WsMessage,
 };
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
@@ -122,6 +122,8 @@ pub(crate) enum IoEvent {
     WsOpen(ConnId),
     WsMessage(ConnId, WsMessage),
     WsClosed(ConnId),
+    /// The dial met a server of another protocol (in place of `WsClosed`).
+    WsWrongTransport(ConnId, Protocol),
     TcpOpen(ConnId),
     TcpData(ConnId, Vec<u8>),
     TcpClosed(ConnId),
@@ -577,6 +579,10 @@ impl<R: Runtime> Driver<R> {
             IoEvent::WsClosed(conn) => {
                 self.conns.remove(&conn);
                 self.client.handle_ws_closed(now, conn, rng);
+            }
+            IoEvent::WsWrongTransport(conn, met) => {
+                self.conns.remove(&conn);
+                self.client.handle_ws_wrong_transport(now, conn, met, rng);
             }
             IoEvent::TcpOpen(conn) => self.client.handle_tcp_open(now, conn, rng),
             IoEvent::TcpData(conn, bytes) => self.client.handle_tcp_data(now, conn, &bytes, rng),

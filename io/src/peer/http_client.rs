@@ -6,12 +6,15 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use grenache_core::peer::{Delivery, HttpMethod, HttpRequest, HttpResponse, TransportError};
+use grenache_core::peer::{
+    Delivery, HttpMethod, HttpRequest, HttpResponse, Protocol, TransportError,
+};
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
 use hyper::{Request, Uri};
 
+use super::first_bytes::{FirstBytes, Recording};
 use crate::net::connect;
 use crate::runtime::Runtime;
 use crate::task::Limiter;
@@ -174,8 +177,8 @@ async fn attempt<R: Runtime>(
             Err(error) => return Err(error),
         }
     }
-    let sender = open::<R>(&target).await?;
-    let (response, reusable) = send(
+    let (sender, first) = open::<R>(&target).await?;
+    let sent = send(
         sender,
         &target,
         request.method,
@@ -183,7 +186,12 @@ async fn attempt<R: Runtime>(
         body,
         max_body,
     )
-    .await?;
+    .await;
+    // hyper could not read an answer: the server may speak another protocol.
+    let (response, reusable) = sent.map_err(|error| match first.protocol() {
+        Some(met) if met != Protocol::Http => TransportError::wrong_transport(met),
+        _ => error,
+    })?;
     if let Some(sender) = reusable {
         pool.put_idle(&target.authority, sender, R::now());
     }
@@ -193,11 +201,14 @@ async fn attempt<R: Runtime>(
 /// Opens a connection and runs its hyper half in the background (it ends when the
 /// connection closes or its sender is dropped). Every failure here comes before the
 /// request is written, so it is [`Delivery::Unsent`].
-async fn open<R: Runtime>(target: &Target) -> Result<Sender, TransportError> {
+/// The connection's first bytes are kept, to name the protocol of a server that does not
+/// answer in HTTP.
+async fn open<R: Runtime>(target: &Target) -> Result<(Sender, FirstBytes), TransportError> {
     let stream = connect::<R>(&target.host, target.port)
         .await
         .map_err(|e| TransportError::unsent(format!("connect {}: {e}", target.authority)))?;
-    let (sender, connection) = http1::handshake(R::hyper_io(stream))
+    let (stream, first) = Recording::new(R::hyper_io(stream));
+    let (sender, connection) = http1::handshake(stream)
         .await
         .map_err(|e| TransportError::unsent(format!("{}: {e}", target.authority)))?;
     R::spawn_detached(async move {
@@ -205,7 +216,7 @@ async fn open<R: Runtime>(target: &Target) -> Result<Sender, TransportError> {
             tracing::debug!(%err, "HTTP client connection ended");
         }
     });
-    Ok(sender)
+    Ok((sender, first))
 }
 
 /// Sends one request and reads the response; gives the connection back when it can

@@ -21,6 +21,7 @@ mod client;
 mod config;
 mod driver;
 mod error;
+mod first_bytes;
 pub(crate) mod http_client;
 mod listen;
 mod publisher;
@@ -42,7 +43,7 @@ pub use watch::Watch;
 pub use grenache_core::bep44::Target;
 pub use grenache_core::peer::{
     ClientConfig, ClientStats, CommandError, ConfigError, ERR_HANDLER_PANIC, ERR_HANDLER_TIMEOUT,
-    ERR_REPLY_TOO_LARGE, GetItem, LinkConfig, LinkError, PeerAddr, PeerChoice, PubSubTransport,
-    PublishError, Put, RequestOptions, RpcConfig, RpcError, RpcTransport, SubConfig,
-    SubscriptionId, WsMessage,
+    ERR_REPLY_TOO_LARGE, GetItem, LinkConfig, LinkError, PeerAddr, PeerChoice, Protocol,
+    PubSubTransport, PublishError, Put, RequestOptions, RpcConfig, RpcError, RpcTransport,
+    SubConfig, SubscriptionId, WsMessage,
 };
