@@ -91,7 +91,7 @@ pub use serve::{
     ERR_HANDLER_PANIC, ERR_HANDLER_TIMEOUT, ERR_REPLY_TOO_LARGE, HandlerFailure,
     reply_content_type, reply_frame,
 };
-pub use sniff::Protocol;
+pub use sniff::{Protocol, UnknownProtocol};
 pub use types::{
     ConnId, Delivery, HttpId, HttpMethod, HttpRequest, HttpResponse, MAX_ADDR_LEN, PeerAddr,
     QueryId, SubscriptionId, Transmit, TransportError, WatchId, WsMessage, request_id,

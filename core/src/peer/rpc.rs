@@ -499,12 +499,7 @@ impl Rpc {
 
     /// `met` when it is not the transport this client speaks: the peer is misdirected.
     fn wrong(&self, met: Option<Protocol>) -> Option<Protocol> {
-        let ours = match self.config.transport {
-            RpcTransport::Http => Protocol::Http,
-            RpcTransport::Ws => Protocol::Ws,
-            RpcTransport::Zmq => Protocol::Zmq,
-        };
-        met.filter(|m| *m != ours)
+        met.filter(|m| *m != Protocol::of(self.config.transport))
     }
 
     /// Ends a connection and its requests. On a peer of another protocol (`met`) nothing

@@ -7,6 +7,9 @@
 //! only hand over the bytes (or the status) they got.
 
 use std::fmt;
+use std::str::FromStr;
+
+use crate::peer::rpc::RpcTransport;
 
 /// A transport a Grenache peer serves, as recognised on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -28,6 +31,24 @@ impl Protocol {
             Protocol::Http => "http",
             Protocol::Ws => "ws",
             Protocol::Zmq => "zmq",
+        }
+    }
+
+    /// The protocol an RPC transport speaks.
+    pub fn of(transport: RpcTransport) -> Protocol {
+        match transport {
+            RpcTransport::Http => Protocol::Http,
+            RpcTransport::Ws => Protocol::Ws,
+            RpcTransport::Zmq => Protocol::Zmq,
+        }
+    }
+
+    /// The RPC transport that speaks it.
+    pub fn rpc_transport(self) -> RpcTransport {
+        match self {
+            Protocol::Http => RpcTransport::Http,
+            Protocol::Ws => RpcTransport::Ws,
+            Protocol::Zmq => RpcTransport::Zmq,
         }
     }
 
@@ -60,6 +81,23 @@ impl fmt::Display for Protocol {
     }
 }
 
+/// A name that is not `http`, `ws` or `zmq`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown transport {0:?}: expected http, ws or zmq")]
+pub struct UnknownProtocol(pub String);
+
+impl FromStr for Protocol {
+    type Err = UnknownProtocol;
+
+    /// Reads [`Protocol::name`] back.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Protocol::Http, Protocol::Ws, Protocol::Zmq]
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| UnknownProtocol(s.to_owned()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +126,15 @@ mod tests {
         for bytes in [&b""[..], b"{\"rid\"", b"\x81\x05hello", b"GET / HTTP/1.1"] {
             assert_eq!(Protocol::sniff(bytes), None, "{bytes:?}");
         }
+    }
+
+    #[test]
+    fn names_read_back_and_map_to_transports() {
+        for p in [Protocol::Http, Protocol::Ws, Protocol::Zmq] {
+            assert_eq!(p.name().parse(), Ok(p));
+            assert_eq!(Protocol::of(p.rpc_transport()), p);
+        }
+        assert!("tcp".parse::<Protocol>().is_err());
     }
 
     #[test]

@@ -45,5 +45,5 @@ pub use grenache_core::peer::{
     ClientConfig, ClientStats, CommandError, ConfigError, ERR_HANDLER_PANIC, ERR_HANDLER_TIMEOUT,
     ERR_REPLY_TOO_LARGE, GetItem, LinkConfig, LinkError, PeerAddr, PeerChoice, Protocol,
     PubSubTransport, PublishError, Put, RequestOptions, RpcConfig, RpcError, RpcTransport,
-    SubConfig, SubscriptionId, WsMessage,
+    SubConfig, SubscriptionId, UnknownProtocol, WsMessage,
 };
