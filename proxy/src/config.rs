@@ -30,6 +30,8 @@ pub struct Settings {
     pub lookup_cache: Duration,
     /// The RPC routes.
     pub rpc: Vec<Route>,
+    /// The PUB/SUB routes (FROM and TO each `ws` or `zmq`).
+    pub pubsub: Vec<Route>,
 }
 
 impl Default for Settings {
@@ -40,6 +42,7 @@ impl Default for Settings {
             timeout: DEFAULT_TIMEOUT,
             lookup_cache: DEFAULT_LOOKUP_CACHE,
             rpc: Vec::new(),
+            pubsub: Vec::new(),
         }
     }
 }
@@ -54,6 +57,15 @@ struct File {
     lookup_cache_ms: Option<u64>,
     #[serde(default)]
     rpc: Vec<FileRoute>,
+    #[serde(default)]
+    pubsub: Vec<FilePubSub>,
+}
+
+/// One `[[pubsub]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePubSub {
+    route: String,
 }
 
 /// One `[[rpc]]` table.
@@ -138,6 +150,13 @@ impl Settings {
             }
             self.rpc.push(route);
         }
+        for entry in file.pubsub {
+            let route = entry.route.parse().map_err(|source| ConfigError::Route {
+                path: name.clone(),
+                source,
+            })?;
+            self.pubsub.push(route);
+        }
         Ok(self)
     }
 }
@@ -173,6 +192,9 @@ route = "echo@ws=echo_zmq@zmq"
 route = "all@http:9000=workers@http"
 map = true
 timeout_ms = 800
+
+[[pubsub]]
+route = "ticks@zmq=ticks_ws@ws"
 "#,
         );
 
@@ -183,6 +205,8 @@ timeout_ms = 800
         assert_eq!(settings.rpc[0].to, Protocol::Zmq);
         assert_eq!(settings.rpc[1].fan_out, FanOut::Map);
         assert_eq!(settings.rpc[1].timeout, Some(Duration::from_millis(800)));
+        assert_eq!(settings.pubsub.len(), 1);
+        assert_eq!(settings.pubsub[0].from, Protocol::Zmq);
     }
 
     #[test]

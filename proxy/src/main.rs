@@ -19,6 +19,9 @@ Examples:
   # The same on a fixed port, plus a route that asks every `worker` peer at once:
   grenache-proxy --rpc 'echo@ws:8080=echo_zmq@zmq' --rpc-map 'workers@http=worker@ws'
 
+  # Republish what a Node ws publisher sends on `ticks_ws` to ZeroMQ subscribers of `ticks`:
+  grenache-proxy --pubsub 'ticks@zmq=ticks_ws@ws'
+
   # Routes from a file (flags add to it and win over its settings):
   grenache-proxy --config proxy.toml
 
@@ -35,6 +38,9 @@ proxy.toml:
   route = \"workers@http=worker@ws\"
   map = true                  # ask every `worker` peer; reply with all their results
   timeout_ms = 2000
+
+  [[pubsub]]
+  route = \"ticks@zmq=ticks_ws@ws\"
 
 A route NAME@FROM[:PORT]=TARGET@TO serves and announces NAME over FROM (http, ws or zmq)
 and calls TARGET, found through the Grape, over TO. TARGET's errors come back unchanged;
@@ -53,6 +59,9 @@ struct Cli {
     /// An RPC route that asks every TARGET peer (map) and replies with their results.
     #[arg(long = "rpc-map", value_name = "NAME@FROM[:PORT]=TARGET@TO")]
     rpc_map: Vec<Route>,
+    /// A PUB/SUB route (ws or zmq): subscribe to TARGET, publish as NAME while anyone listens.
+    #[arg(long = "pubsub", value_name = "NAME@FROM[:PORT]=TARGET@TO")]
+    pubsub: Vec<Route>,
     /// A TOML file of settings and routes (see below).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -90,11 +99,14 @@ impl Cli {
                 route.fan_out = FanOut::Map;
                 route
             }));
+        settings.pubsub = self.pubsub;
         if let Some(path) = self.config {
             settings = settings.read_file(&path).map_err(|e| e.to_string())?;
         }
-        if settings.rpc.is_empty() {
-            return Err("no routes: give --rpc, --rpc-map or --config (see --help)".into());
+        if settings.rpc.is_empty() && settings.pubsub.is_empty() {
+            return Err(
+                "no routes: give --rpc, --rpc-map, --pubsub or --config (see --help)".into(),
+            );
         }
         Ok(settings)
     }

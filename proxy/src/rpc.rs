@@ -9,12 +9,13 @@ use std::time::Duration;
 use grenache_core::peer::Protocol;
 use grenache_io::Runtime;
 use grenache_io::peer::{
-    PeerClient, PeerConfig, PeerError, RequestOptions, RpcError, RpcServer, RpcServerConfig,
-    ServerError,
+    PeerClient, PeerConfig, PeerError, PubSubTransport, RequestOptions, RpcError, RpcServer,
+    RpcServerConfig, ServerError,
 };
 use serde_json::Value;
 
 use crate::config::Settings;
+use crate::pubsub::{Relay, RelayStats, pubsub_transport};
 use crate::route::{FanOut, Route};
 
 /// What the proxy's own failures start with: a caller can tell them from the target's
@@ -73,6 +74,9 @@ pub enum StartError {
     /// The Grape URL is not `http(s)://` or `ws(s)://`.
     #[error("grape URL: {0}")]
     Grape(#[from] grenache_io::peer::ConfigError),
+    /// A PUB/SUB route names `http`, which has no PUB/SUB.
+    #[error("pubsub route {0}: FROM and TO must be ws or zmq")]
+    NoPubSub(String),
     /// A route's server could not listen or announce.
     #[error("route {route}: {source}")]
     Route {
@@ -87,6 +91,41 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Proxy<R: Runtime> {
     routes: Vec<Running<R>>,
+    relays: Vec<Relay<R>>,
+}
+
+/// The proxy's clients, one per transport it calls or subscribes over.
+struct Clients<R: Runtime> {
+    grape: String,
+    lookup_cache: Duration,
+    rpc: Vec<(Protocol, PeerClient<R>)>,
+    pubsub: Vec<(PubSubTransport, PeerClient<R>)>,
+}
+
+impl<R: Runtime> Clients<R> {
+    fn config(&self) -> PeerConfig {
+        let mut config = PeerConfig::new(self.grape.clone());
+        config.client.link.lookup_cache_ttl = self.lookup_cache;
+        config
+    }
+
+    fn rpc(&mut self, to: Protocol) -> Result<PeerClient<R>, StartError> {
+        if let Some((_, client)) = self.rpc.iter().find(|(p, _)| *p == to) {
+            return Ok(client.clone());
+        }
+        let client = PeerClient::new(self.config().transport(to.rpc_transport()))?;
+        self.rpc.push((to, client.clone()));
+        Ok(client)
+    }
+
+    fn pubsub(&mut self, to: PubSubTransport) -> Result<PeerClient<R>, StartError> {
+        if let Some((_, client)) = self.pubsub.iter().find(|(p, _)| *p == to) {
+            return Ok(client.clone());
+        }
+        let client = PeerClient::new(self.config().pubsub_transport(to))?;
+        self.pubsub.push((to, client.clone()));
+        Ok(client)
+    }
 }
 
 impl<R: Runtime> Proxy<R> {
@@ -97,35 +136,72 @@ impl<R: Runtime> Proxy<R> {
     /// A bad Grape URL, or the first route that cannot listen or announce (those started
     /// before it are stopped).
     pub async fn start(settings: &Settings) -> Result<Self, StartError> {
-        let mut clients: Vec<(Protocol, PeerClient<R>)> = Vec::new();
-        let mut routes = Vec::new();
+        let mut clients = Clients {
+            grape: settings.grape.clone(),
+            lookup_cache: settings.lookup_cache,
+            rpc: Vec::new(),
+            pubsub: Vec::new(),
+        };
+        let mut proxy = Proxy {
+            routes: Vec::new(),
+            relays: Vec::new(),
+        };
         for route in &settings.rpc {
-            let client = match clients.iter().find(|(p, _)| *p == route.to) {
-                Some((_, client)) => client.clone(),
-                None => {
-                    let mut config =
-                        PeerConfig::new(settings.grape.clone()).transport(route.to.rpc_transport());
-                    config.client.link.lookup_cache_ttl = settings.lookup_cache;
-                    let client = PeerClient::new(config)?;
-                    clients.push((route.to, client.clone()));
-                    client
+            let started = match clients.rpc(route.to) {
+                Ok(client) => {
+                    serve(settings, route, client)
+                        .await
+                        .map_err(|source| StartError::Route {
+                            route: describe(route),
+                            source,
+                        })
                 }
+                Err(err) => Err(err),
             };
-            match serve(settings, route, client).await {
+            match started {
                 Ok(running) => {
                     tracing::info!(route = %describe(route), addr = %running.server.local_addr(), "route serving");
-                    routes.push(running);
+                    proxy.routes.push(running);
                 }
-                Err(source) => {
-                    for running in routes {
-                        running.server.stop().await;
-                    }
-                    let route = describe(route);
-                    return Err(StartError::Route { route, source });
+                Err(err) => {
+                    proxy.stop().await;
+                    return Err(err);
                 }
             }
         }
-        Ok(Proxy { routes })
+        for route in &settings.pubsub {
+            let started = match (pubsub_transport(route.from), pubsub_transport(route.to)) {
+                (Some(from), Some(to)) => match clients.pubsub(to) {
+                    Ok(client) => Relay::start(route, from, settings.bind, client)
+                        .await
+                        .map_err(|source| StartError::Route {
+                            route: describe(route),
+                            source,
+                        }),
+                    Err(err) => Err(err),
+                },
+                _ => Err(StartError::NoPubSub(describe(route))),
+            };
+            match started {
+                Ok(relay) => {
+                    tracing::info!(route = %describe(route), addr = %relay.addr, "pubsub route publishing");
+                    proxy.relays.push(relay);
+                }
+                Err(err) => {
+                    proxy.stop().await;
+                    return Err(err);
+                }
+            }
+        }
+        Ok(proxy)
+    }
+
+    /// Each PUB/SUB route with the address it publishes on and its counters.
+    pub fn relays(&self) -> Vec<(Route, SocketAddr, RelayStats)> {
+        self.relays
+            .iter()
+            .map(|r| (r.route.clone(), r.addr, r.counters.snapshot()))
+            .collect()
     }
 
     /// Each route with the address it listens on and its counters.
@@ -149,6 +225,11 @@ impl<R: Runtime> Proxy<R> {
             let stats = running.counters.snapshot();
             tracing::info!(route = %describe(&running.route), ?stats, "route stopping");
             running.server.stop().await;
+        }
+        for relay in self.relays {
+            let stats = relay.counters.snapshot();
+            tracing::info!(route = %describe(&relay.route), ?stats, "pubsub route stopping");
+            relay.stop().await;
         }
     }
 }

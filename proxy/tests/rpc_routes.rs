@@ -64,6 +64,7 @@ async fn proxy(grape: &GrapeServer, routes: Vec<Route>) -> Proxy<Smol> {
         timeout: Duration::from_secs(5),
         lookup_cache: Duration::from_millis(200),
         rpc: routes,
+        ..Settings::default()
     };
     Proxy::start(&settings).await.expect("start the proxy")
 }
