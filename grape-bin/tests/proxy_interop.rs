@@ -1,7 +1,9 @@
 //! grenache-proxy between the real Node packages and our peers (pinned in `node/`), every
 //! service found through one Grape of ours on 127.0.0.1:
 //! Node grenache-nodejs-ws client -> proxy -> our ZeroMQ server; Node grenache-nodejs-http
-//! client -> proxy -> Node ws server; our ZeroMQ client -> proxy -> Node http server.
+//! client -> proxy -> Node ws server; our ZeroMQ client -> proxy -> Node http server; a libzmq
+//! subscriber (the `zeromq` package, grenache-nodejs-zmq framing) receiving what a Node ws
+//! publisher sends.
 //!
 //! Needs Node.js 20+ and npm (it fails without them; `GRENACHE_SKIP_INTEROP=1` reports it as
 //! ignored instead). The proxy runs on smol, in-process.
@@ -59,7 +61,20 @@ fn node_clients_and_servers_talk_across_transports_through_the_proxy() {
         wait_script_ready(&proc, Duration::from_secs(30));
         node_servers.push(proc);
     }
-    // Our ZeroMQ server, and the proxy's three routes.
+    // A Node ws publisher ({"n": i} every 100 ms), with RPC servers we do not use here.
+    let ps = format!("{p}:ps");
+    let args = [
+        url.clone(),
+        ps.clone(),
+        free_port().to_string(),
+        free_port().to_string(),
+        free_port().to_string(),
+    ];
+    let publisher = Proc::spawn(&ctx, "peer-serve", node.command("peer-serve.js", &args))
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_script_ready(&publisher, Duration::from_secs(30));
+    node_servers.push(publisher);
+    // Our ZeroMQ server, and the proxy's routes.
     let zmq =
         PeerClient::new(PeerConfig::new(url.clone()).transport(RpcTransport::Zmq)).expect("client");
     let (server, proxy) = smol::block_on(async {
@@ -80,7 +95,9 @@ fn node_clients_and_servers_talk_across_transports_through_the_proxy() {
                 route(&format!("{p}:via_ws@ws={p}:rust_zmq@zmq")),
                 route(&format!("{p}:via_http@http={p}:node_ws@ws")),
                 route(&format!("{p}:via_zmq@zmq={p}:node_http@http")),
+                route(&format!("{p}:zmq_rpc@zmq={p}:rust_zmq@zmq")),
             ],
+            pubsub: vec![route(&format!("{p}:zmq_pub@zmq={ps}:node_pub@ws"))],
             ..Settings::default()
         };
         let proxy = Proxy::<Smol>::start(&settings)
@@ -132,6 +149,24 @@ fn node_clients_and_servers_talk_across_transports_through_the_proxy() {
         assert_eq!(got["from"], "node", "{got}");
         assert_eq!(got["transport"], "http", "{got}");
     });
+    checks.run(
+        "a libzmq subscriber gets the Node ws publisher's messages",
+        || {
+            let args = [url.clone(), format!("{p}:zmq_rpc"), format!("{p}:zmq_pub")];
+            let got = node.run_json(
+                &ctx,
+                "zmq-call",
+                "zmq-call.js",
+                &args,
+                Duration::from_secs(30),
+            );
+            assert_eq!(got.get("fail"), None, "{got}");
+            assert_eq!(got["error"], "ERR_RUST_FAILED", "{got}");
+            let messages = got["messages"].as_array().expect("messages");
+            assert_eq!(messages.len(), 3, "{got}");
+            assert!(messages.iter().all(|m| m["n"].is_u64()), "{got}");
+        },
+    );
     checks.finish();
 
     smol::block_on(async {

@@ -32,11 +32,17 @@ async fn publisher(client: &PeerClient, channel: &str) -> Publisher {
     let config = PublisherConfig::new()
         .transport(PubSubTransport::Ws)
         .listen_on(LOCALHOST, 0);
-    Publisher::start(client, channel, config).await.expect("publisher")
+    Publisher::start(client, channel, config)
+        .await
+        .expect("publisher")
 }
 
 /// Publishes `text` every 20 ms until a message reaches `sub`; that message, or `None`.
-async fn first_through(publisher: &Publisher, sub: &mut Subscription, text: &str) -> Option<WsMessage> {
+async fn first_through(
+    publisher: &Publisher,
+    sub: &mut Subscription,
+    text: &str,
+) -> Option<WsMessage> {
     let deadline = Instant::now() + PATIENCE;
     while Instant::now() < deadline {
         let _ = publisher.publish_text(text);
@@ -93,7 +99,10 @@ fn a_zmq_subscriber_gets_a_ws_publisher_through_the_proxy_while_it_listens() {
         let after = relay_until(&proxy, |s| s.unsubscribed == 1).await;
 
         // Assert
-        assert_eq!(idle.subscribed, 0, "nobody listened yet, so no subscription");
+        assert_eq!(
+            idle.subscribed, 0,
+            "nobody listened yet, so no subscription"
+        );
         assert_eq!(got, Some(WsMessage::Text("one".into())));
         assert_eq!(again, Some(WsMessage::Text("two".into())));
         assert_eq!((after.subscribed, after.unsubscribed), (1, 1));
