@@ -10,7 +10,7 @@ use grenache_core::peer::Protocol;
 use grenache_io::Runtime;
 use grenache_io::peer::{
     PeerClient, PeerConfig, PeerError, PubSubTransport, RequestOptions, RpcError, RpcServer,
-    RpcServerConfig, ServerError,
+    RpcServerConfig, ServerError, ServerStats,
 };
 use serde_json::Value;
 
@@ -39,6 +39,11 @@ pub struct RouteStats {
     /// Answered with an `ERR_PROXY: ...` error: TARGET not found, not answering in time,
     /// unreachable, or speaking another transport.
     pub proxy_errors: u64,
+    /// Callers' ZeroMQ messages that were not a request (a `zmq` FROM only; HTTP and
+    /// WebSocket callers get an error reply, not counted here).
+    pub bad_frames: u64,
+    /// Callers' connections dropped for breaking ZeroMQ's protocol or stalling its handshake.
+    pub dropped_connections: u64,
 }
 
 #[derive(Debug, Default)]
@@ -50,12 +55,14 @@ struct Counters {
 }
 
 impl Counters {
-    fn snapshot(&self) -> RouteStats {
+    fn snapshot(&self, server: ServerStats) -> RouteStats {
         RouteStats {
             requests: self.requests.load(Ordering::Relaxed),
             replies: self.replies.load(Ordering::Relaxed),
             target_errors: self.target_errors.load(Ordering::Relaxed),
             proxy_errors: self.proxy_errors.load(Ordering::Relaxed),
+            bad_frames: server.bad_frames,
+            dropped_connections: server.dropped_connections,
         }
     }
 }
@@ -212,7 +219,7 @@ impl<R: Runtime> Proxy<R> {
                 (
                     r.route.clone(),
                     r.server.local_addr(),
-                    r.counters.snapshot(),
+                    r.counters.snapshot(r.server.stats()),
                 )
             })
             .collect()
@@ -222,7 +229,7 @@ impl<R: Runtime> Proxy<R> {
     /// first).
     pub async fn stop(self) {
         for running in self.routes {
-            let stats = running.counters.snapshot();
+            let stats = running.counters.snapshot(running.server.stats());
             tracing::info!(route = %describe(&running.route), ?stats, "route stopping");
             running.server.stop().await;
         }

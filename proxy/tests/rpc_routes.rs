@@ -227,3 +227,88 @@ fn a_wrong_transport_target_is_a_typed_proxy_error() {
         grape.shutdown().await;
     });
 }
+
+/// Sends a raw HTTP POST of `body` and returns the status and body text.
+async fn raw_post(addr: std::net::SocketAddr, body: &[u8]) -> (u16, String) {
+    use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = smol::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    // A server may answer an oversized body before reading it and close: ignore the rest.
+    let _ = stream.write_all(body).await;
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply).await;
+    let text = String::from_utf8_lossy(&reply).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn bad_input_on_a_route_gets_typed_errors_and_disturbs_nothing() {
+    smol::block_on(async {
+        let grape = grape(35).await;
+        let http = client(&grape, RpcTransport::Http);
+        let target = server(&http, "solid_http", RpcTransport::Http, "t").await;
+        let proxy = proxy(
+            &grape,
+            vec![route("solid@http=solid_http@http", FanOut::One)],
+        )
+        .await;
+        let addr = proxy.routes()[0].1;
+
+        let not_json = raw_post(addr, b"{not json").await;
+        let not_a_request = raw_post(addr, br#"{"rid": 1}"#).await;
+        let too_large = raw_post(addr, &vec![b' '; 9 << 20]).await;
+        let fine = http.request("solid", json!("ok"), opts()).await;
+
+        assert_eq!(not_json.0, 400, "{not_json:?}");
+        assert!(not_json.1.contains("ERR_"), "{not_json:?}");
+        assert_eq!(not_a_request.0, 400, "{not_a_request:?}");
+        assert_eq!(too_large.0, 413, "{too_large:?}");
+        assert_eq!(fine.expect("the route still serves")["got"], "ok");
+        let stats = proxy.routes()[0].2;
+        assert_eq!(stats.requests, 1, "bad input never reached TARGET");
+        proxy.stop().await;
+        target.stop().await;
+        grape.shutdown().await;
+    });
+}
+
+#[test]
+fn a_broken_zeromq_caller_is_dropped_and_counted() {
+    smol::block_on(async {
+        use smol::io::AsyncWriteExt as _;
+        let grape = grape(36).await;
+        let http = client(&grape, RpcTransport::Http);
+        let target = server(&http, "z_http", RpcTransport::Http, "z").await;
+        let proxy = proxy(&grape, vec![route("z@zmq=z_http@http", FanOut::One)]).await;
+        let addr = proxy.routes()[0].1;
+
+        // Not a ZMTP greeting at all.
+        let mut stream = smol::net::TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\n\r\n")
+            .await
+            .expect("write");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while proxy.routes()[0].2.dropped_connections == 0 && std::time::Instant::now() < deadline {
+            smol::Timer::after(Duration::from_millis(20)).await;
+        }
+        let zmq = client(&grape, RpcTransport::Zmq);
+        let fine = zmq.request("z", json!("ok"), opts()).await;
+
+        assert_eq!(proxy.routes()[0].2.dropped_connections, 1);
+        assert_eq!(fine.expect("the route still serves")["got"], "ok");
+        proxy.stop().await;
+        target.stop().await;
+        grape.shutdown().await;
+    });
+}
