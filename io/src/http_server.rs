@@ -77,7 +77,8 @@ pub(crate) async fn serve<R, H, F>(
 }
 
 /// A request body as far as it was read.
-pub(crate) enum Body {
+#[derive(Debug)]
+pub enum Body {
     /// The whole body, within the limit.
     Complete(Vec<u8>),
     /// Longer than the limit (at least this long); reading stopped there.

@@ -35,6 +35,7 @@ mod stop;
 mod task;
 mod time;
 mod udp;
+mod web_server;
 mod ws_server;
 
 #[cfg(feature = "testkit")]
@@ -44,7 +45,9 @@ pub mod testkit;
 pub use config::{Limits, ServerConfig};
 pub use error::{Listener, StartError};
 pub use grape::server::{GrapeServer, IoStats};
+pub use http_server::Body;
 pub use runtime::Runtime;
+pub use web_server::{WebReply, WebRequest, WebServer, WebServerConfig};
 
 /// Logs to stderr (colours on a terminal), filtered by RUST_LOG (default `info`): the
 /// one setup of every binary, so their logs read alike.

@@ -32,6 +32,8 @@ pub struct Settings {
     pub rpc: Vec<Route>,
     /// The PUB/SUB routes (FROM and TO each `ws` or `zmq`).
     pub pubsub: Vec<Route>,
+    /// The port of the plain HTTP gateway, if one is served.
+    pub gateway: Option<u16>,
 }
 
 impl Default for Settings {
@@ -43,6 +45,7 @@ impl Default for Settings {
             lookup_cache: DEFAULT_LOOKUP_CACHE,
             rpc: Vec::new(),
             pubsub: Vec::new(),
+            gateway: None,
         }
     }
 }
@@ -55,6 +58,7 @@ struct File {
     bind: Option<IpAddr>,
     timeout_ms: Option<u64>,
     lookup_cache_ms: Option<u64>,
+    gateway: Option<u16>,
     #[serde(default)]
     rpc: Vec<FileRoute>,
     #[serde(default)]
@@ -139,6 +143,9 @@ impl Settings {
         {
             self.lookup_cache = Duration::from_millis(ms);
         }
+        if self.gateway.is_none() {
+            self.gateway = file.gateway;
+        }
         for entry in file.rpc {
             let mut route: Route = entry.route.parse().map_err(|source| ConfigError::Route {
                 path: name.clone(),
@@ -184,6 +191,7 @@ mod tests {
             r#"
 grape = "http://10.0.0.1:30001"
 timeout_ms = 2500
+gateway = 8088
 
 [[rpc]]
 route = "echo@ws=echo_zmq@zmq"
@@ -201,6 +209,7 @@ route = "ticks@zmq=ticks_ws@ws"
         let settings = read.expect("valid");
         assert_eq!(settings.grape, "http://10.0.0.1:30001");
         assert_eq!(settings.timeout, Duration::from_millis(2500));
+        assert_eq!(settings.gateway, Some(8088));
         assert_eq!(settings.rpc.len(), 2);
         assert_eq!(settings.rpc[0].to, Protocol::Zmq);
         assert_eq!(settings.rpc[1].fan_out, FanOut::Map);

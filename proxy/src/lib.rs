@@ -3,11 +3,13 @@
 //! and servers of different Grenache libraries can talk (docs/operators.md, "The proxy").
 
 pub mod config;
+pub mod gateway;
 pub mod pubsub;
 pub mod route;
 pub mod rpc;
 
 pub use config::{ConfigError, Settings};
+pub use gateway::{Gateway, GatewayStats};
 pub use pubsub::RelayStats;
 pub use route::{FanOut, Route, RouteError};
 pub use rpc::{ERR_PROXY, Proxy, RouteStats, StartError};

@@ -22,6 +22,10 @@ Examples:
   # Republish what a Node ws publisher sends on `ticks_ws` to ZeroMQ subscribers of `ticks`:
   grenache-proxy --pubsub 'ticks@zmq=ticks_ws@ws'
 
+  # Plain HTTP for curl and browsers: POST /rpc/NAME with a JSON body calls NAME:
+  grenache-proxy --gateway 8088 --rpc 'echo@ws=echo_zmq@zmq'
+  curl -d '{\"x\":1}' 'http://127.0.0.1:8088/rpc/echo_zmq?via=zmq'
+
   # Routes from a file (flags add to it and win over its settings):
   grenache-proxy --config proxy.toml
 
@@ -30,6 +34,7 @@ proxy.toml:
   bind = \"0.0.0.0\"
   timeout_ms = 10000          # a call's timeout, unless its route sets one
   lookup_cache_ms = 2000      # how long a lookup of a TARGET is reused
+  gateway = 8088              # the plain HTTP gateway's port
 
   [[rpc]]
   route = \"echo@ws:8080=echo_zmq@zmq\"
@@ -62,6 +67,9 @@ struct Cli {
     /// A PUB/SUB route (ws or zmq): subscribe to TARGET, publish as NAME while anyone listens.
     #[arg(long = "pubsub", value_name = "NAME@FROM[:PORT]=TARGET@TO")]
     pubsub: Vec<Route>,
+    /// Serve the plain HTTP gateway on this port: `POST /rpc/NAME` with a JSON body.
+    #[arg(long, value_name = "PORT")]
+    gateway: Option<u16>,
     /// A TOML file of settings and routes (see below).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -100,12 +108,14 @@ impl Cli {
                 route
             }));
         settings.pubsub = self.pubsub;
+        settings.gateway = self.gateway;
         if let Some(path) = self.config {
             settings = settings.read_file(&path).map_err(|e| e.to_string())?;
         }
-        if settings.rpc.is_empty() && settings.pubsub.is_empty() {
+        if settings.rpc.is_empty() && settings.pubsub.is_empty() && settings.gateway.is_none() {
             return Err(
-                "no routes: give --rpc, --rpc-map, --pubsub or --config (see --help)".into(),
+                "no routes: give --rpc, --rpc-map, --pubsub, --gateway or --config (see --help)"
+                    .into(),
             );
         }
         Ok(settings)

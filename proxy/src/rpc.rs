@@ -15,6 +15,7 @@ use grenache_io::peer::{
 use serde_json::Value;
 
 use crate::config::Settings;
+use crate::gateway::{Calls, Gateway};
 use crate::pubsub::{Relay, RelayStats, pubsub_transport};
 use crate::route::{FanOut, Route};
 
@@ -81,6 +82,9 @@ pub enum StartError {
     /// The Grape URL is not `http(s)://` or `ws(s)://`.
     #[error("grape URL: {0}")]
     Grape(#[from] grenache_io::peer::ConfigError),
+    /// The gateway could not listen.
+    #[error("gateway: {0}")]
+    Gateway(#[source] ServerError),
     /// A PUB/SUB route names `http`, which has no PUB/SUB.
     #[error("pubsub route {0}: FROM and TO must be ws or zmq")]
     NoPubSub(String),
@@ -99,6 +103,7 @@ pub enum StartError {
 pub struct Proxy<R: Runtime> {
     routes: Vec<Running<R>>,
     relays: Vec<Relay<R>>,
+    gateway: Option<Gateway<R>>,
 }
 
 /// The proxy's clients, one per transport it calls or subscribes over.
@@ -152,6 +157,7 @@ impl<R: Runtime> Proxy<R> {
         let mut proxy = Proxy {
             routes: Vec::new(),
             relays: Vec::new(),
+            gateway: None,
         };
         for route in &settings.rpc {
             let started = match clients.rpc(route.to) {
@@ -200,7 +206,24 @@ impl<R: Runtime> Proxy<R> {
                 }
             }
         }
+        if let Some(port) = settings.gateway {
+            match start_gateway(settings, port, &mut clients) {
+                Ok(gateway) => {
+                    tracing::info!(addr = %gateway.local_addr(), "gateway serving");
+                    proxy.gateway = Some(gateway);
+                }
+                Err(err) => {
+                    proxy.stop().await;
+                    return Err(err);
+                }
+            }
+        }
         Ok(proxy)
+    }
+
+    /// The gateway, when one is served.
+    pub fn gateway(&self) -> Option<&Gateway<R>> {
+        self.gateway.as_ref()
     }
 
     /// Each PUB/SUB route with the address it publishes on and its counters.
@@ -228,6 +251,9 @@ impl<R: Runtime> Proxy<R> {
     /// Unannounces every route, then stops its server (requests in progress are answered
     /// first).
     pub async fn stop(self) {
+        if let Some(gateway) = self.gateway {
+            gateway.stop().await;
+        }
         for running in self.routes {
             let stats = running.counters.snapshot(running.server.stats());
             tracing::info!(route = %describe(&running.route), ?stats, "route stopping");
@@ -239,6 +265,24 @@ impl<R: Runtime> Proxy<R> {
             relay.stop().await;
         }
     }
+}
+
+/// The gateway, with a client for every transport (a caller may name any with `?via=`).
+fn start_gateway<R: Runtime>(
+    settings: &Settings,
+    port: u16,
+    clients: &mut Clients<R>,
+) -> Result<Gateway<R>, StartError> {
+    let mut all = Vec::new();
+    for protocol in [Protocol::Http, Protocol::Ws, Protocol::Zmq] {
+        all.push((protocol, clients.rpc(protocol)?));
+    }
+    let calls = Calls {
+        clients: all,
+        routes: settings.rpc.clone(),
+        timeout: settings.timeout,
+    };
+    Gateway::start(settings, port, calls).map_err(StartError::Gateway)
 }
 
 /// `NAME@FROM:PORT=TARGET@TO`, for logs and errors.

@@ -1,55 +1,16 @@
 //! The proxy's RPC routes end to end on loopback: a Grape, our servers of one transport,
 //! the proxy, and our clients of another.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use grenache_core::peer::Protocol;
 use grenache_proxy::{FanOut, Proxy, Route, Settings};
-use grenache_smol::peer::{
-    PeerClient, PeerConfig, PeerError, RequestOptions, RpcError, RpcServer, RpcServerConfig,
-    RpcTransport,
-};
-use grenache_smol::{GrapeServer, ServerConfig, Smol};
-use serde_json::{Value, json};
+mod common;
 
-const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-async fn grape(seed: u8) -> GrapeServer {
-    let mut config = ServerConfig::new([seed; 32]);
-    config.bind = LOCALHOST;
-    config.dht_port = 0;
-    config.api_port = 0;
-    GrapeServer::start(config).await.expect("start a Grape")
-}
-
-fn url(grape: &GrapeServer) -> String {
-    format!("http://{}", grape.local_api_addr())
-}
-
-fn client(grape: &GrapeServer, transport: RpcTransport) -> PeerClient {
-    let mut config = PeerConfig::new(url(grape)).transport(transport);
-    config.seed = Some([5; 32]);
-    PeerClient::new(config).expect("a valid Grape URL")
-}
-
-/// A server answering `{"tag", "got"}`, or the error in `{"fail": msg}`.
-async fn server(client: &PeerClient, name: &str, transport: RpcTransport, tag: &str) -> RpcServer {
-    let tag = tag.to_owned();
-    let handler = move |_key: String, payload: Value| {
-        let tag = tag.clone();
-        async move {
-            match payload.get("fail").and_then(Value::as_str) {
-                Some(msg) => Err(msg.to_owned()),
-                None => Ok(json!({ "tag": tag, "got": payload })),
-            }
-        }
-    };
-    let config = RpcServerConfig::new(transport).listen_on(LOCALHOST, 0);
-    RpcServer::start(client, name, config, handler)
-        .await
-        .expect("start a server")
-}
+use common::{LOCALHOST, client, grape, raw_http, server, url};
+use grenache_smol::peer::{PeerError, RequestOptions, RpcError, RpcTransport};
+use grenache_smol::{GrapeServer, Smol};
+use serde_json::json;
 
 fn route(text: &str, fan_out: FanOut) -> Route {
     let mut route: Route = text.parse().expect("a valid route");
@@ -230,25 +191,11 @@ fn a_wrong_transport_target_is_a_typed_proxy_error() {
 
 /// Sends a raw HTTP POST of `body` and returns the status and body text.
 async fn raw_post(addr: std::net::SocketAddr, body: &[u8]) -> (u16, String) {
-    use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = smol::net::TcpStream::connect(addr).await.expect("connect");
     let head = format!(
-        "POST / HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}",
         body.len()
     );
-    stream.write_all(head.as_bytes()).await.expect("write head");
-    // A server may answer an oversized body before reading it and close: ignore the rest.
-    let _ = stream.write_all(body).await;
-    let mut reply = Vec::new();
-    let _ = stream.read_to_end(&mut reply).await;
-    let text = String::from_utf8_lossy(&reply).into_owned();
-    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    raw_http(addr, &head, body).await
 }
 
 #[test]

@@ -24,6 +24,7 @@ mod error;
 mod first_bytes;
 pub(crate) mod http_client;
 mod listen;
+pub(crate) use listen::bind;
 mod publisher;
 mod rpc_server;
 mod subscription;
