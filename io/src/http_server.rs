@@ -40,7 +40,7 @@ pub(crate) type Answer = Result<Response<Full<Bytes>>, ConnectionError>;
 /// Serves one HTTP/1.1 connection (keep-alive on) until it ends or `stop` fires; on stop,
 /// the request in progress is answered first. A client silent for `header_timeout` before
 /// its request head is hung up on.
-pub(crate) async fn serve<R, H, F>(
+pub(crate) async fn serve<R, H, F, B>(
     stream: R::TcpStream,
     header_timeout: Duration,
     stop: &Stop,
@@ -48,7 +48,10 @@ pub(crate) async fn serve<R, H, F>(
 ) where
     R: Runtime,
     H: Fn(Request<Incoming>) -> F + Send + 'static,
-    F: Future<Output = Answer> + Send + 'static,
+    F: Future<Output = Result<Response<B>, ConnectionError>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut builder = http1::Builder::new();
     builder

@@ -3,17 +3,21 @@
 //! body reader, and hands the handler a request already read within those limits, so a
 //! caller never needs hyper's types.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
+use futures_lite::{Stream, StreamExt as _};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt as _, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
 
-use crate::http_server::{self, Answer, Body, read_body};
+use crate::http_server::{self, Body, ConnectionError, read_body};
 use crate::listen::{AcceptLimits, accept_loop};
 use crate::peer::ServerError;
 use crate::runtime::Runtime;
@@ -71,14 +75,32 @@ pub struct WebRequest {
 }
 
 /// What the handler answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct WebReply {
     /// The HTTP status code.
     pub status: u16,
     /// The `Content-Type` header.
     pub content_type: &'static str,
     /// The body.
-    pub body: Vec<u8>,
+    pub body: WebBody,
+}
+
+/// A reply's body: whole, or streamed chunk by chunk (server-sent events).
+pub enum WebBody {
+    /// All of it at once.
+    Full(Vec<u8>),
+    /// Sent as each chunk comes; the stream is dropped when the client goes away or the
+    /// server stops, so whatever feeds it can let go then.
+    Stream(Pin<Box<dyn Stream<Item = Vec<u8>> + Send>>),
+}
+
+impl std::fmt::Debug for WebBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WebBody::Full(bytes) => f.debug_tuple("Full").field(&bytes.len()).finish(),
+            WebBody::Stream(_) => f.write_str("Stream"),
+        }
+    }
 }
 
 type Handler = Arc<
@@ -161,14 +183,14 @@ async fn serve<R: Runtime>(
 ) {
     let timeout = config.read_timeout;
     let handle = move |req| handle::<R>(req, Arc::clone(&config), Arc::clone(&handler));
-    http_server::serve::<R, _, _>(stream, timeout, &stop, handle).await;
+    http_server::serve::<R, _, _, _>(stream, timeout, &stop, handle).await;
 }
 
 async fn handle<R: Runtime>(
     req: Request<Incoming>,
     config: Arc<WebServerConfig>,
     handler: Handler,
-) -> Answer {
+) -> Result<Response<UnsyncBoxBody<Bytes, Infallible>>, ConnectionError> {
     let (parts, body) = req.into_parts();
     let body = read_body::<R>(body, config.max_body, config.read_timeout).await?;
     let request = WebRequest {
@@ -178,7 +200,13 @@ async fn handle<R: Runtime>(
         body,
     };
     let reply = handler(request).await;
-    let mut response = Response::new(Full::new(Bytes::from(reply.body)));
+    let body = match reply.body {
+        WebBody::Full(bytes) => Full::new(Bytes::from(bytes)).boxed_unsync(),
+        WebBody::Stream(chunks) => {
+            StreamBody::new(chunks.map(|chunk| Ok(Frame::data(Bytes::from(chunk))))).boxed_unsync()
+        }
+    };
+    let mut response = Response::new(body);
     *response.status_mut() =
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response.headers_mut().insert(

@@ -1,17 +1,26 @@
 //! The gateway: Grenache for clients with no Grenache library. `POST /rpc/NAME` with a
 //! JSON body calls NAME and answers with the JSON reply; failures are an HTTP status plus
 //! `{"error": "ERR_..."}`, so curl and a browser's `fetch` can tell them apart.
+//! `GET /sub/NAME` streams NAME's publications as server-sent events, subscribed only
+//! while the HTTP client stays.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_lite::Stream;
 use grenache_core::peer::{LinkError, Protocol};
-use grenache_io::peer::{PeerClient, PeerError, RequestOptions, RpcError, ServerError};
-use grenache_io::{Body, Runtime, WebReply, WebRequest, WebServer, WebServerConfig};
+use grenache_io::peer::{
+    PeerClient, PeerError, PubSubTransport, RequestOptions, RpcError, ServerError, Subscription,
+    WsMessage,
+};
+use grenache_io::{Body, Runtime, WebBody, WebReply, WebRequest, WebServer, WebServerConfig};
 use serde_json::Value;
 
 use crate::config::Settings;
+use crate::pubsub::pubsub_transport;
 use crate::route::Route;
 
 const JSON: &str = "application/json";
@@ -31,6 +40,11 @@ pub struct GatewayStats {
     /// Refused before any call: unknown path, wrong method, bad JSON, a body too large or
     /// a bad `?via=` (400, 404, 405, 413).
     pub bad_requests: u64,
+    /// Event streams opened (`GET /sub/NAME`).
+    pub streams: u64,
+    /// Event streams ended (the client went away, or the gateway stopped): each one
+    /// unsubscribed.
+    pub streams_ended: u64,
 }
 
 #[derive(Debug, Default)]
@@ -40,6 +54,8 @@ struct Counters {
     target_errors: AtomicU64,
     call_errors: AtomicU64,
     bad_requests: AtomicU64,
+    streams: AtomicU64,
+    streams_ended: AtomicU64,
 }
 
 /// A running gateway.
@@ -54,6 +70,10 @@ pub(crate) struct Calls<R: Runtime> {
     /// One client for each of http, ws and zmq.
     pub(crate) clients: Vec<(Protocol, PeerClient<R>)>,
     pub(crate) routes: Vec<Route>,
+    /// One subscribing client for each of ws and zmq.
+    pub(crate) subscribers: Vec<(PubSubTransport, PeerClient<R>)>,
+    /// The PUB/SUB routes: NAME's TARGET and TO for `GET /sub/NAME`.
+    pub(crate) pubsub_routes: Vec<Route>,
     pub(crate) timeout: Duration,
 }
 
@@ -90,6 +110,8 @@ impl<R: Runtime> Gateway<R> {
             target_errors: c.target_errors.load(Ordering::Relaxed),
             call_errors: c.call_errors.load(Ordering::Relaxed),
             bad_requests: c.bad_requests.load(Ordering::Relaxed),
+            streams: c.streams.load(Ordering::Relaxed),
+            streams_ended: c.streams_ended.load(Ordering::Relaxed),
         }
     }
 
@@ -105,15 +127,21 @@ fn error(status: u16, message: &str) -> WebReply {
     WebReply {
         status,
         content_type: JSON,
-        body: serde_json::json!({ "error": message })
-            .to_string()
-            .into_bytes(),
+        body: WebBody::Full(
+            serde_json::json!({ "error": message })
+                .to_string()
+                .into_bytes(),
+        ),
     }
 }
 
-async fn answer<R: Runtime>(calls: &Calls<R>, counters: &Counters, req: WebRequest) -> WebReply {
+async fn answer<R: Runtime>(
+    calls: &Calls<R>,
+    counters: &Arc<Counters>,
+    req: WebRequest,
+) -> WebReply {
     let reply = match parse(calls, req) {
-        Ok((target, via, payload)) => {
+        Ok(Action::Call(target, via, payload)) => {
             counters.requests.fetch_add(1, Ordering::Relaxed);
             let (counter, reply) = call(calls, &target, via, payload).await;
             match counter {
@@ -124,6 +152,7 @@ async fn answer<R: Runtime>(calls: &Calls<R>, counters: &Counters, req: WebReque
             .fetch_add(1, Ordering::Relaxed);
             reply
         }
+        Ok(Action::Subscribe(target, via)) => subscribe(calls, counters, &target, via).await,
         Err(reply) => {
             counters.bad_requests.fetch_add(1, Ordering::Relaxed);
             reply
@@ -133,16 +162,28 @@ async fn answer<R: Runtime>(calls: &Calls<R>, counters: &Counters, req: WebReque
     reply
 }
 
-/// Reads `POST /rpc/NAME[?via=TO]` and its JSON body into what to call, over what, with
-/// what; anything else is its error reply.
-fn parse<R: Runtime>(
-    calls: &Calls<R>,
-    req: WebRequest,
-) -> Result<(String, Protocol, Value), WebReply> {
-    let Some(name) = req.path.strip_prefix("/rpc/").filter(|n| !n.is_empty()) else {
+/// What a well-formed request asks for.
+enum Action {
+    /// Call TARGET over a transport with a payload.
+    Call(String, Protocol, Value),
+    /// Stream TARGET's publications, subscribed over a transport.
+    Subscribe(String, PubSubTransport),
+}
+
+/// Reads `POST /rpc/NAME[?via=TO]` with its JSON body, or `GET /sub/NAME[?via=TO]`, into
+/// what to do; anything else is its error reply.
+fn parse<R: Runtime>(calls: &Calls<R>, req: WebRequest) -> Result<Action, WebReply> {
+    let (name, method, routes) = if let Some(name) = req.path.strip_prefix("/rpc/") {
+        (name, "POST", &calls.routes)
+    } else if let Some(name) = req.path.strip_prefix("/sub/") {
+        (name, "GET", &calls.pubsub_routes)
+    } else {
         return Err(error(404, "ERR_NOT_FOUND"));
     };
-    if req.method != "POST" {
+    if name.is_empty() {
+        return Err(error(404, "ERR_NOT_FOUND"));
+    }
+    if req.method != method {
         return Err(error(405, "ERR_METHOD_NOT_ALLOWED"));
     }
     let via = match query_value(req.query.as_deref(), "via") {
@@ -152,6 +193,17 @@ fn parse<R: Runtime>(
         ),
         None => None,
     };
+    // A route for NAME says how the proxy reaches it; a `?via=` names NAME itself.
+    let (target, to) = match (via, routes.iter().find(|r| r.name == name)) {
+        (Some(via), _) => (name.to_owned(), Some(via)),
+        (None, Some(route)) => (route.target.clone(), Some(route.to)),
+        (None, None) => (name.to_owned(), None),
+    };
+    if method == "GET" {
+        let to = to.unwrap_or(Protocol::Ws);
+        let to = pubsub_transport(to).ok_or_else(|| error(400, "ERR_BAD_VIA: ws or zmq"))?;
+        return Ok(Action::Subscribe(target, to));
+    }
     let bytes = match req.body {
         Body::Complete(bytes) => bytes,
         Body::TooLarge(_) => return Err(error(413, "ERR_BODY_TOO_LARGE")),
@@ -161,13 +213,74 @@ fn parse<R: Runtime>(
     } else {
         serde_json::from_slice(&bytes).map_err(|_| error(400, "ERR_BAD_JSON"))?
     };
-    // A route for NAME says how the proxy reaches it; a `?via=` names NAME itself.
-    let (target, to) = match (via, calls.routes.iter().find(|r| r.name == name)) {
-        (Some(via), _) => (name.to_owned(), via),
-        (None, Some(route)) => (route.target.clone(), route.to),
-        (None, None) => (name.to_owned(), Protocol::Http),
+    Ok(Action::Call(target, to.unwrap_or(Protocol::Http), payload))
+}
+
+/// Subscribes to `target` and answers with its messages as server-sent events.
+async fn subscribe<R: Runtime>(
+    calls: &Calls<R>,
+    counters: &Arc<Counters>,
+    target: &str,
+    via: PubSubTransport,
+) -> WebReply {
+    let Some((_, client)) = calls.subscribers.iter().find(|(p, _)| *p == via) else {
+        return error(502, "ERR_NO_CLIENT");
     };
-    Ok((target, to, payload))
+    let subscription = match client.subscribe(target).await {
+        Ok(subscription) => subscription,
+        Err(err) => {
+            counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+            return error(400, &err.to_string());
+        }
+    };
+    counters.streams.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(target, "event stream opened");
+    WebReply {
+        status: 200,
+        content_type: "text/event-stream",
+        body: WebBody::Stream(Box::pin(Events {
+            subscription,
+            counters: Arc::clone(counters),
+        })),
+    }
+}
+
+/// A subscription read as server-sent events; dropping it (the client went away)
+/// unsubscribes and counts the stream ended.
+struct Events {
+    subscription: Subscription,
+    counters: Arc<Counters>,
+}
+
+impl Stream for Events {
+    type Item = Vec<u8>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Vec<u8>>> {
+        Pin::new(&mut self.subscription)
+            .poll_next(cx)
+            .map(|message| message.map(|m| event(&m)))
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.counters.streams_ended.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!("event stream ended");
+    }
+}
+
+/// One message as an event: each of its lines a `data:` line, then a blank line (an event
+/// cannot hold a bare newline).
+fn event(message: &WsMessage) -> Vec<u8> {
+    let text = String::from_utf8_lossy(message.as_bytes());
+    let mut event = String::with_capacity(text.len() + 8);
+    for line in text.split('\n') {
+        event.push_str("data: ");
+        event.push_str(line.strip_suffix('\r').unwrap_or(line));
+        event.push('\n');
+    }
+    event.push('\n');
+    event.into_bytes()
 }
 
 /// The value of `key` in a query string (no percent-decoding: transport names need none).
@@ -201,7 +314,7 @@ async fn call<R: Runtime>(
             WebReply {
                 status: 200,
                 content_type: JSON,
-                body: value.to_string().into_bytes(),
+                body: WebBody::Full(value.to_string().into_bytes()),
             },
         ),
         Err(PeerError::Rpc(RpcError::Remote(message))) => (Outcome::Target, error(502, &message)),

@@ -277,9 +277,15 @@ fn start_gateway<R: Runtime>(
     for protocol in [Protocol::Http, Protocol::Ws, Protocol::Zmq] {
         all.push((protocol, clients.rpc(protocol)?));
     }
+    let mut subscribers = Vec::new();
+    for transport in [PubSubTransport::Ws, PubSubTransport::Zmq] {
+        subscribers.push((transport, clients.pubsub(transport)?));
+    }
     let calls = Calls {
         clients: all,
         routes: settings.rpc.clone(),
+        subscribers,
+        pubsub_routes: settings.pubsub.clone(),
         timeout: settings.timeout,
     };
     Gateway::start(settings, port, calls).map_err(StartError::Gateway)

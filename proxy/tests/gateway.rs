@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use common::{LOCALHOST, client, grape, raw_http, server, url};
 use grenache_proxy::{GatewayStats, Proxy, Route, Settings};
-use grenache_smol::peer::{RpcServer, RpcTransport};
+use grenache_smol::peer::{
+    PeerClient, PeerConfig, PubSubTransport, Publisher, PublisherConfig, RpcServer, RpcTransport,
+};
 use grenache_smol::{GrapeServer, Smol};
 use serde_json::{Value, json};
 
@@ -99,6 +101,8 @@ fn bad_requests_get_typed_statuses_and_are_counted() {
         let bad_via = post(addr, "/rpc/nobody?via=smtp", "1").await;
         let no_route = post(addr, "/elsewhere", "1").await;
         let get = raw_http(addr, "GET /rpc/nobody HTTP/1.1", b"").await;
+        let post_sub = post(addr, "/sub/ticks", "1").await;
+        let sub_http = raw_http(addr, "GET /sub/ticks?via=http HTTP/1.1", b"").await;
         // Declared too large: answered before the body is sent.
         let head = "POST /rpc/nobody HTTP/1.1\r\nContent-Length: 5000000\r\nExpect: 100-continue";
         let too_large = raw_http(addr, head, b"").await;
@@ -109,6 +113,8 @@ fn bad_requests_get_typed_statuses_and_are_counted() {
         assert_eq!(bad_via.0, 400, "{bad_via:?}");
         assert_eq!(no_route, (404, json!({ "error": "ERR_NOT_FOUND" })));
         assert_eq!(get.0, 405, "{get:?}");
+        assert_eq!(post_sub.0, 405, "{post_sub:?}");
+        assert_eq!(sub_http.0, 400, "{sub_http:?}");
         assert_eq!(too_large.0, 413, "{too_large:?}");
         assert!(too_large.1.contains("ERR_BODY_TOO_LARGE"), "{too_large:?}");
         let stats = proxy.gateway().expect("a gateway").stats();
@@ -117,7 +123,7 @@ fn bad_requests_get_typed_statuses_and_are_counted() {
             GatewayStats {
                 requests: 1,
                 call_errors: 1,
-                bad_requests: 5,
+                bad_requests: 7,
                 ..GatewayStats::default()
             }
         );
@@ -155,6 +161,72 @@ fn curl_calls_a_zeromq_service() {
         assert_eq!(body, json!({ "tag": "zmq", "got": { "from": "curl" } }));
         proxy.stop().await;
         zmq.stop().await;
+        grape.shutdown().await;
+    });
+}
+
+#[test]
+fn an_event_stream_carries_publications_until_the_client_goes() {
+    smol::block_on(async {
+        use futures_lite::FutureExt as _;
+        use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        // Arrange: a ws publisher of `ticks`, the gateway, and an HTTP reader of its events.
+        let grape = grape(44).await;
+        let config = PeerConfig::new(url(&grape)).pubsub_transport(PubSubTransport::Ws);
+        let publishing = PeerClient::new(config).expect("a valid Grape URL");
+        let config = PublisherConfig::new()
+            .transport(PubSubTransport::Ws)
+            .listen_on(LOCALHOST, 0);
+        let publisher = Publisher::start(&publishing, "ticks", config)
+            .await
+            .expect("start a publisher");
+        let (proxy, addr) = proxy(&grape, &[]).await;
+        let mut reader = smol::net::TcpStream::connect(addr).await.expect("connect");
+        let head = format!("GET /sub/ticks?via=ws HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        reader
+            .write_all(head.as_bytes())
+            .await
+            .expect("send the head");
+
+        // Act: publish until an event arrives (the subscription connects meanwhile).
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 4096];
+        for _ in 0..500 {
+            let _ = publisher.publish_text("tick\nsecond line");
+            let read = async { reader.read(&mut chunk).await.ok() }
+                .or(async {
+                    smol::Timer::after(Duration::from_millis(20)).await;
+                    None
+                })
+                .await;
+            if let Some(n) = read {
+                seen.extend_from_slice(&chunk[..n]);
+            }
+            if String::from_utf8_lossy(&seen).contains("data: tick\ndata: second line\n\n") {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        drop(reader);
+        // The gateway lets go of the subscription once it sees the reader gone.
+        let gateway = proxy.gateway().expect("a gateway");
+        for _ in 0..500 {
+            if gateway.stats().streams_ended > 0 {
+                break;
+            }
+            let _ = publisher.publish_text("after");
+            smol::Timer::after(Duration::from_millis(20)).await;
+        }
+
+        // Assert
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains("content-type: text/event-stream"), "{text}");
+        assert!(text.contains("data: tick\ndata: second line\n\n"), "{text}");
+        let stats = gateway.stats();
+        assert_eq!((stats.streams, stats.streams_ended), (1, 1), "{stats:?}");
+        proxy.stop().await;
+        publisher.stop().await;
         grape.shutdown().await;
     });
 }

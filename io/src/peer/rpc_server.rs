@@ -262,7 +262,7 @@ fn reply_frame(
 async fn serve_http<R: Runtime>(stream: R::TcpStream, ctx: Arc<Ctx>) {
     let handler_ctx = Arc::clone(&ctx);
     let handle = move |req| handle_http::<R>(req, Arc::clone(&handler_ctx));
-    http_server::serve::<R, _, _>(stream, ctx.config.read_timeout, &ctx.stop, handle).await;
+    http_server::serve::<R, _, _, _>(stream, ctx.config.read_timeout, &ctx.stop, handle).await;
 }
 
 async fn handle_http<R: Runtime>(req: Request<Incoming>, ctx: Arc<Ctx>) -> Answer {
