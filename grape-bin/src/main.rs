@@ -1,14 +1,13 @@
 //! `grape`: a Grenache discovery node (DHT plus Grape HTTP API), a drop-in for the Node.js
 //! `grape` command. See `grape --help` for the flags.
 
-use std::io::{self, IsTerminal as _};
+use std::io;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser as _;
 use grenache_core::dht::NodeId;
-use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Args, Runtime};
 use crate::settings::Settings;
@@ -29,7 +28,7 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_millis(900);
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging();
+    grenache_io::init_logging();
     if !args.runtime.is_built_in() {
         let other = match args.runtime {
             Runtime::Smol => Runtime::Tokio,
@@ -63,16 +62,6 @@ fn run(runtime: Runtime, settings: Settings) -> Result<(), String> {
         #[allow(unreachable_patterns)]
         other => Err(format!("no {} runtime in this build", other.name())),
     }
-}
-
-/// Logs to stderr, filtered by RUST_LOG (default `info`).
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .init();
 }
 
 /// The one line that says the Grape is up and where.

@@ -40,12 +40,15 @@ pub(crate) type Answer = Result<Response<Full<Bytes>>, ConnectionError>;
 /// Serves one HTTP/1.1 connection (keep-alive on) until it ends or `stop` fires; on stop,
 /// the request in progress is answered first. A client silent for `header_timeout` before
 /// its request head is hung up on. `io` is the runtime's TCP glue, or TLS over it.
-pub(crate) async fn serve<R, I, H, F>(io: I, header_timeout: Duration, stop: &Stop, handle: H)
+pub(crate) async fn serve<R, I, H, F, B>(io: I, header_timeout: Duration, stop: &Stop, handle: H)
 where
     R: Runtime,
     I: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
     H: Fn(Request<Incoming>) -> F + Send + 'static,
-    F: Future<Output = Answer> + Send + 'static,
+    F: Future<Output = Result<Response<B>, ConnectionError>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut builder = http1::Builder::new();
     builder
@@ -74,7 +77,8 @@ where
 }
 
 /// A request body as far as it was read.
-pub(crate) enum Body {
+#[derive(Debug)]
+pub enum Body {
     /// The whole body, within the limit.
     Complete(Vec<u8>),
     /// Longer than the limit (at least this long); reading stopped there.

@@ -36,6 +36,7 @@ mod task;
 mod time;
 mod tls;
 mod udp;
+mod web_server;
 mod ws_server;
 
 #[cfg(feature = "testkit")]
@@ -45,4 +46,20 @@ pub mod testkit;
 pub use config::{Limits, ServerConfig};
 pub use error::{Listener, StartError};
 pub use grape::server::{GrapeServer, IoStats};
+pub use http_server::Body;
 pub use runtime::Runtime;
+pub use web_server::{WebBody, WebReply, WebRequest, WebServer, WebServerConfig};
+
+/// Logs to stderr (colours on a terminal), filtered by RUST_LOG (default `info`): the
+/// one setup of every binary, so their logs read alike.
+#[cfg(feature = "log-init")]
+pub fn init_logging() {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

@@ -41,12 +41,16 @@ pub(crate) async fn ws_accept<R: Runtime>(
     async_tungstenite::accept_async_with_config(stream, Some(config)).await
 }
 
-/// The client side of a WebSocket handshake on an open stream.
-pub(crate) async fn ws_connect<R: Runtime>(
+/// The client side of a WebSocket handshake on an open stream (the runtime's, or one
+/// wrapped to watch what it reads).
+pub(crate) async fn ws_connect<S>(
     request: impl IntoClientRequest + Unpin,
-    stream: MaybeTls<R>,
+    stream: S,
     config: WebSocketConfig,
-) -> Result<WsStream<R>, tungstenite::Error> {
+) -> Result<WebSocketStream<S>, tungstenite::Error>
+where
+    S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin,
+{
     let (ws, _response) =
         async_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
     Ok(ws)

@@ -39,6 +39,8 @@ macro_rules! adapter_tests {
             tls_rpc_and_pubsub_carry_the_client_identity,
             tls_bad_clients_are_refused_counted_and_the_rest_served,
             tls_clients_refuse_servers_they_cannot_verify,
+            a_client_of_the_wrong_transport_fails_typed,
+            a_websocket_server_turns_other_transports_away_at_once,
         );
     };
     (@each $runtime:ty, $block_on:path; $($name:ident),* $(,)?) => {
@@ -61,7 +63,7 @@ async fn connect<R: Runtime>(addr: SocketAddr) -> R::TcpStream {
 async fn ws_client<R: Runtime>(addr: SocketAddr) -> crate::net::WsStream<R> {
     let stream = connect::<R>(addr).await;
     let stream = crate::tls::MaybeTls::Plain(R::ws_io(stream));
-    crate::net::ws_connect::<R>(format!("ws://{addr}/"), stream, Default::default())
+    crate::net::ws_connect(format!("ws://{addr}/"), stream, Default::default())
         .await
         .expect("handshake")
 }
@@ -472,6 +474,122 @@ pub mod http_client {
             panic!("expected a transport error, got {reply:?}");
         };
         assert_eq!(err.delivery, Delivery::MaybeSent, "{err}");
+    }
+}
+
+pub use wrong_transport::{
+    a_client_of_the_wrong_transport_fails_typed,
+    a_websocket_server_turns_other_transports_away_at_once,
+};
+
+/// Clients dialling a server of another transport: they fail at once, saying what they met.
+pub mod wrong_transport {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Duration;
+
+    use grenache_core::peer::{Protocol, RequestOptions, RpcError, RpcTransport};
+    use serde_json::{Value, json};
+
+    use super::local_config;
+    use crate::peer::{PeerClient, PeerConfig, PeerError, RpcServer, RpcServerConfig};
+    use crate::{GrapeServer, Runtime};
+
+    /// Far longer than a failure takes: a client that waited would end in `ERR_TIMEOUT`.
+    const PATIENCE: Duration = Duration::from_secs(30);
+
+    /// A client of `transport` through `grape`.
+    fn client<R: Runtime>(grape: &GrapeServer<R>, transport: RpcTransport) -> PeerClient<R> {
+        let mut config =
+            PeerConfig::new(format!("http://{}", grape.local_api_addr())).transport(transport);
+        config.seed = Some([3; 32]);
+        PeerClient::new(config).expect("a valid Grape URL")
+    }
+
+    /// An echo server of `transport` announced as `name`.
+    async fn server<R: Runtime>(
+        announcer: &PeerClient<R>,
+        name: &str,
+        transport: RpcTransport,
+    ) -> RpcServer<R> {
+        let config = RpcServerConfig::new(transport).listen_on(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+        RpcServer::start(announcer, name, config, |_key, payload: Value| async move {
+            Ok(payload)
+        })
+        .await
+        .expect("start an RPC server")
+    }
+
+    /// What a `transport` client gets from the service `name`.
+    async fn call<R: Runtime>(
+        grape: &GrapeServer<R>,
+        transport: RpcTransport,
+        name: &str,
+    ) -> Result<Value, PeerError> {
+        let opts = RequestOptions::default().timeout(PATIENCE);
+        client::<R>(grape, transport)
+            .request(name, json!("hello"), opts)
+            .await
+    }
+
+    /// See the test of this name in each runtime's crate.
+    pub async fn a_client_of_the_wrong_transport_fails_typed<R: Runtime>() {
+        // Arrange: one server of each transport that answers first or answers in HTTP.
+        let grape = GrapeServer::<R>::start(local_config(21))
+            .await
+            .expect("Grape");
+        let announcer = client::<R>(&grape, RpcTransport::Http);
+        let http = server::<R>(&announcer, "wt_http", RpcTransport::Http).await;
+        let zmq = server::<R>(&announcer, "wt_zmq", RpcTransport::Zmq).await;
+        let cases = [
+            (RpcTransport::Http, "wt_zmq", Protocol::Zmq),
+            (RpcTransport::Ws, "wt_zmq", Protocol::Zmq),
+            (RpcTransport::Zmq, "wt_http", Protocol::Http),
+            (RpcTransport::Ws, "wt_http", Protocol::Http),
+        ];
+
+        for (transport, name, met) in cases {
+            // Act
+            let result = call::<R>(&grape, transport, name).await;
+
+            // Assert
+            let want = PeerError::Rpc(RpcError::WrongTransport(met));
+            assert_eq!(result, Err(want), "{transport:?} client to {name}");
+        }
+        let err = call::<R>(&grape, RpcTransport::Ws, "wt_zmq").await;
+        assert_eq!(
+            err.map_err(|e| e.to_string()),
+            Err("ERR_WRONG_TRANSPORT: zmq".to_owned())
+        );
+        // The servers still serve their own transport.
+        for (transport, name) in [
+            (RpcTransport::Http, "wt_http"),
+            (RpcTransport::Zmq, "wt_zmq"),
+        ] {
+            assert_eq!(call::<R>(&grape, transport, name).await, Ok(json!("hello")));
+        }
+        http.stop().await;
+        zmq.stop().await;
+        grape.shutdown().await;
+    }
+
+    /// See the test of this name in each runtime's crate.
+    pub async fn a_websocket_server_turns_other_transports_away_at_once<R: Runtime>() {
+        // Our WebSocket server closes a connection that does not upgrade without a word,
+        // so the client cannot name it; it must still fail at once, not at its timeout.
+        let grape = GrapeServer::<R>::start(local_config(22))
+            .await
+            .expect("Grape");
+        let announcer = client::<R>(&grape, RpcTransport::Http);
+        let ws = server::<R>(&announcer, "wt_ws", RpcTransport::Ws).await;
+
+        for transport in [RpcTransport::Http, RpcTransport::Zmq] {
+            let result = call::<R>(&grape, transport, "wt_ws").await;
+
+            let err = result.expect_err("a WebSocket server does not answer");
+            assert!(!err.is_timeout(), "{transport:?}: {err}");
+        }
+        ws.stop().await;
+        grape.shutdown().await;
     }
 }
 

@@ -17,6 +17,7 @@ use crate::peer::error::{CommandError, ConfigError, LinkError, RpcError};
 use crate::peer::link::{Link, LinkConfig, LinkEvent, LinkStats, Put, check_name};
 use crate::peer::pubsub::{SubConfig, SubStats, Subs};
 use crate::peer::rpc::{RequestOptions, Rpc, RpcConfig, RpcStats};
+use crate::peer::sniff::Protocol;
 use crate::peer::types::{
     CommandId, ConnId, HttpId, HttpResponse, Io, PeerAddr, SubscriptionId, TransportError, WatchId,
     WsMessage,
@@ -388,6 +389,21 @@ impl Client {
             self.link.forget_lookup(&channel);
         }
         self.drain(now);
+    }
+
+    /// A connection from [`Io::WsConnect`] failed to open because the server answered in
+    /// protocol `met` (the adapter's [`Protocol::sniff`] of the answer, or
+    /// [`Protocol::Http`] for an HTTP answer without the upgrade). Requests waiting on it
+    /// fail with `ERR_WRONG_TRANSPORT` and go on to the next peer; for anything else it
+    /// is a close.
+    pub fn handle_ws_wrong_transport(&mut self, now: Instant, conn: ConnId, met: Protocol) {
+        if self.rpc.owns_conn(conn) {
+            self.rpc
+                .handle_wrong_transport(now, conn, met, &mut self.link.ids, &mut self.rng);
+            self.drain(now);
+        } else {
+            self.handle_ws_closed(now, conn);
+        }
     }
 
     /// A connection from [`Io::TcpConnect`] is open.
@@ -1373,23 +1389,74 @@ mod tests {
     }
 
     #[test]
-    fn zmq_peer_that_breaks_zmtp_fails_in_flight_requests() {
+    fn zmq_peer_answering_in_http_is_left_for_the_next_then_fails_typed() {
         let mut h = Harness::zmq();
         let a = h.request("svc", json!(1), RequestOptions::default());
+        h.grape_lookup(&["h:1", "h:2"]);
+        let now = h.now;
+        let mut dialled = Vec::new();
+        let mut closed = Vec::new();
+
+        // Both peers answer the ZMTP greeting with an HTTP error.
+        for _ in 0..2 {
+            let Some(Io::TcpConnect { conn, addr }) = h.client.poll_transmit() else {
+                panic!("connect");
+            };
+            dialled.push(addr.to_string());
+            let _ = h.transmits();
+            h.client.handle_tcp_open(now, conn);
+            h.client
+                .handle_tcp_data(now, conn, b"HTTP/1.1 400 Bad Request\r\n\r\n");
+            closed.push(h.client.poll_transmit() == Some(Io::TcpClose { conn }));
+        }
+
+        assert_eq!(dialled.len(), 2);
+        assert_ne!(dialled[0], dialled[1]);
+        assert_eq!(closed, [true, true]);
+        assert_eq!(
+            reply_of(&h.events(), a),
+            Err(RpcError::WrongTransport(Protocol::Http))
+        );
+        assert_eq!(h.client.stats().rpc.unreached, 2);
+        assert_eq!(h.client.poll_timeout(), None);
+    }
+
+    #[test]
+    fn http_peer_speaking_zmq_or_ws_fails_typed_and_goes_to_the_next_peer() {
+        let (mut h, id, first) = sent_to_one_of_two();
+
+        fail(
+            &mut h,
+            &first,
+            TransportError::wrong_transport(Protocol::Zmq),
+        );
+        let next = h.http().remove(0);
+        h.reply(&next, 426, b"Upgrade Required".to_vec());
+
+        assert_eq!(next.url, "http://h:2/");
+        let err = reply_of(&h.events(), id).expect_err("both peers are misdirected");
+        assert_eq!(err, RpcError::WrongTransport(Protocol::Ws));
+        assert_eq!(err.to_string(), "ERR_WRONG_TRANSPORT: ws");
+        assert_eq!(h.client.stats().rpc.unreached, 2);
+    }
+
+    #[test]
+    fn ws_dial_answered_without_upgrade_fails_typed_at_once() {
+        let mut h = Harness::ws();
+        let id = h.request("svc", json!(1), RequestOptions::default());
         h.grape_lookup(&["h:1"]);
-        let Some(Io::TcpConnect { conn, .. }) = h.client.poll_transmit() else {
+        let Some(Io::WsConnect { conn, .. }) = h.client.poll_transmit() else {
             panic!("connect");
         };
-        let _ = h.transmits();
         let now = h.now;
 
-        h.client.handle_tcp_open(now, conn);
         h.client
-            .handle_tcp_data(now, conn, b"HTTP/1.1 400 Bad Request\r\n\r\n");
+            .handle_ws_wrong_transport(now, conn, Protocol::Http);
 
-        assert!(h.transmits().contains(&Io::TcpClose { conn }));
-        assert_eq!(reply_of(&h.events(), a), Err(RpcError::TransportClose));
-        assert_eq!(h.client.poll_timeout(), None);
+        assert_eq!(
+            reply_of(&h.events(), id),
+            Err(RpcError::WrongTransport(Protocol::Http))
+        );
     }
 
     #[test]

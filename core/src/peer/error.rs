@@ -2,6 +2,7 @@
 //! logs and error replies read the same as grenache-nodejs-* ones.
 
 use crate::peer::json::PayloadError;
+use crate::peer::sniff::Protocol;
 use crate::peer::types::TransportError;
 
 /// Why a command was refused at once (no id was issued, no event will come).
@@ -115,6 +116,11 @@ pub enum RpcError {
     /// The WebSocket connection table is full; wait for idle connections to close.
     #[error("ERR_TOO_MANY_CONNECTIONS")]
     TooManyConnections,
+    /// The peer speaks another transport (named here): no handler ran. The client is
+    /// configured for the wrong transport, or the Grape lists a port now used by
+    /// something else.
+    #[error("ERR_WRONG_TRANSPORT: {0}")]
+    WrongTransport(Protocol),
 }
 
 /// Why a configuration was refused.

@@ -72,6 +72,7 @@ mod link;
 mod pubsub;
 mod rpc;
 mod serve;
+mod sniff;
 mod types;
 mod watch;
 mod zmq;
@@ -93,6 +94,7 @@ pub use serve::{
     ERR_HANDLER_PANIC, ERR_HANDLER_TIMEOUT, ERR_REPLY_TOO_LARGE, HandlerFailure,
     reply_content_type, reply_frame,
 };
+pub use sniff::{Protocol, UnknownProtocol};
 pub use types::{
     CommandId, ConnId, Delivery, HttpId, HttpMethod, HttpRequest, HttpResponse, Io, MAX_ADDR_LEN,
     PeerAddr, SubscriptionId, TransportError, WatchId, WsMessage,

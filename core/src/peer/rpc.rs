@@ -24,6 +24,7 @@ use crate::peer::framing::{
     Compression, DEFAULT_MAX_FRAME_LEN, FrameError, decode_reply, encode_request_json, gunzip,
     gzip, json_text, push_json,
 };
+use crate::peer::sniff::Protocol;
 use crate::peer::types::{
     CommandId, ConnId, Delivery, HttpId, HttpMethod, HttpRequest, HttpResponse, Ids, Io, PeerAddr,
     TransportError, WsMessage, request_id,
@@ -347,11 +348,19 @@ impl Rpc {
             self.stats.late_replies += 1;
             return;
         };
-        let end = match reply {
-            Err(e) if e.delivery == Delivery::Unsent => {
+        let met = match &reply {
+            Err(e) => match e.delivery {
+                Delivery::WrongTransport(met) => Some(met),
+                _ => None,
+            },
+            Ok(r) => Protocol::from_http_status(r.status),
+        };
+        let end = match (self.wrong(met), reply) {
+            (Some(met), _) => End::Unreached(RpcError::WrongTransport(met)),
+            (None, Err(e)) if e.delivery == Delivery::Unsent => {
                 End::Unreached(RpcError::Request(e.message))
             }
-            reply => {
+            (None, reply) => {
                 let compress = self.attempts.get(&rid).is_some_and(|a| a.compress);
                 End::Done(self.read_http_reply(&rid, compress, reply))
             }
@@ -414,6 +423,9 @@ impl Rpc {
         let Some(zmtp) = c.zmtp.as_mut() else {
             return;
         };
+        // Before the handshake ends, a peer that breaks ZMTP may be speaking another
+        // protocol altogether; its first bytes say which.
+        let before_handshake = !c.reached;
         let read = zmtp.handle_input(bytes);
         // The requests ZMTP held go out as the handshake ends.
         c.reached |= zmtp.is_ready();
@@ -430,7 +442,8 @@ impl Rpc {
         if let Err(e) = read {
             tracing::debug!(%conn, error = %e, "ZeroMQ connection failed");
             self.transmits.push_back(Io::TcpClose { conn });
-            self.handle_closed(now, conn, ids, rng);
+            let met = before_handshake.then(|| Protocol::sniff(bytes)).flatten();
+            self.close_conn(now, conn, self.wrong(met), ids, rng);
         }
     }
 
@@ -471,10 +484,49 @@ impl Rpc {
         ids: &mut Ids,
         rng: &mut impl Rng,
     ) {
+        self.close_conn(now, conn, None, ids, rng);
+    }
+
+    /// A WebSocket dial met a server of protocol `met` (an HTTP answer without the
+    /// upgrade, a ZMTP greeting): a plain close unless `met` is really another transport.
+    pub(crate) fn handle_wrong_transport(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        met: Protocol,
+        ids: &mut Ids,
+        rng: &mut impl Rng,
+    ) {
+        self.close_conn(now, conn, self.wrong(Some(met)), ids, rng);
+    }
+
+    /// `met` when it is not the transport this client speaks: the peer is misdirected.
+    fn wrong(&self, met: Option<Protocol>) -> Option<Protocol> {
+        met.filter(|m| *m != Protocol::of(self.config.transport))
+    }
+
+    /// Ends a connection and its requests. On a peer of another protocol (`met`) nothing
+    /// reached a handler, so every request may go on to the next peer.
+    fn close_conn(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        met: Option<Protocol>,
+        ids: &mut Ids,
+        rng: &mut impl Rng,
+    ) {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
         self.by_addr.remove(&c.addr);
+        if let Some(met) = met {
+            let all = c.queued.into_iter().map(|(rid, _)| rid).chain(c.inflight);
+            for rid in all.collect::<Vec<_>>() {
+                let end = End::Unreached(RpcError::WrongTransport(met));
+                self.finish(now, &rid, end, ids, rng);
+            }
+            return;
+        }
         // Frames still queued never went out; nothing went out on a connection that never
         // opened (or whose ZeroMQ handshake never finished).
         let unsent = c.queued.into_iter().map(|(rid, _)| rid);

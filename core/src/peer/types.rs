@@ -5,6 +5,8 @@ use std::time::Instant;
 
 use rand::Rng;
 
+use crate::peer::sniff::Protocol;
+
 /// Longest `host:port` accepted from a lookup reply (a DNS name is at most 253 bytes).
 pub const MAX_ADDR_LEN: usize = 260;
 
@@ -231,6 +233,9 @@ pub enum Delivery {
     /// Some or all of the request may have been written (or the adapter cannot tell).
     #[default]
     MaybeSent,
+    /// The peer answered in another protocol (named): whatever was written reached no
+    /// Grenache handler, so the request may go to another peer.
+    WrongTransport(Protocol),
 }
 
 /// A failure below HTTP or WebSocket: refused, reset, DNS, TLS, body over the limit.
@@ -259,6 +264,14 @@ impl TransportError {
         TransportError {
             message: message.into(),
             delivery: Delivery::Unsent,
+        }
+    }
+
+    /// The peer answered in another protocol ([`Protocol::sniff`] of what it sent).
+    pub fn wrong_transport(met: Protocol) -> Self {
+        TransportError {
+            message: format!("ERR_WRONG_TRANSPORT: {met}"),
+            delivery: Delivery::WrongTransport(met),
         }
     }
 }

@@ -20,7 +20,8 @@ pub(crate) async fn serve_connection<R: Runtime>(stream: R::TcpStream, ctx: Arc<
     let handler_ctx = Arc::clone(&ctx);
     let handle = move |req| handle_request::<R>(req, Arc::clone(&handler_ctx));
     let io = R::hyper_io(stream);
-    http_server::serve::<R, _, _, _>(io, ctx.limits.header_read_timeout, &ctx.stop, handle).await;
+    http_server::serve::<R, _, _, _, _>(io, ctx.limits.header_read_timeout, &ctx.stop, handle)
+        .await;
 }
 
 /// Reads the body (within the core's limit), queues the request for the driver and turns the

@@ -11,8 +11,8 @@ use futures_lite::FutureExt as _;
 use grenache_core::dht::bep44::Target;
 use grenache_core::peer::{
     Client, ClientEvent, ClientStats, CommandId, ConnId, GetItem, HttpId, HttpResponse, Io,
-    LinkEvent, PeerAddr, Put, RequestOptions, SubscriptionId, TransportError, WatchEvent, WatchId,
-    WsMessage,
+    LinkEvent, PeerAddr, Protocol, Put, RequestOptions, SubscriptionId, TransportError, WatchEvent,
+    WatchId, WsMessage,
 };
 use serde_json::Value;
 
@@ -122,6 +122,8 @@ pub(crate) enum IoEvent {
     WsOpen(ConnId),
     WsMessage(ConnId, WsMessage),
     WsClosed(ConnId),
+    /// The dial met a server of another protocol (in place of `WsClosed`).
+    WsWrongTransport(ConnId, Protocol),
     TcpOpen(ConnId),
     TcpData(ConnId, Vec<u8>),
     TcpClosed(ConnId),
@@ -577,6 +579,10 @@ impl<R: Runtime> Driver<R> {
             IoEvent::WsClosed(conn) => {
                 self.conns.remove(&conn);
                 self.client.handle_ws_closed(now, conn);
+            }
+            IoEvent::WsWrongTransport(conn, met) => {
+                self.conns.remove(&conn);
+                self.client.handle_ws_wrong_transport(now, conn, met);
             }
             IoEvent::TcpOpen(conn) => self.client.handle_tcp_open(now, conn),
             IoEvent::TcpData(conn, bytes) => self.client.handle_tcp_data(now, conn, &bytes),

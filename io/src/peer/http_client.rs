@@ -7,12 +7,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use grenache_core::peer::{Delivery, HttpMethod, HttpRequest, HttpResponse, TransportError};
+use grenache_core::peer::{
+    Delivery, HttpMethod, HttpRequest, HttpResponse, Protocol, TransportError,
+};
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
 use hyper::{Request, Uri};
 
+use super::first_bytes::{FirstBytes, Recording};
 use crate::net::connect;
 use crate::runtime::Runtime;
 use crate::task::Limiter;
@@ -197,8 +200,8 @@ async fn attempt<R: Runtime>(
             Err(error) => return Err(error),
         }
     }
-    let sender = open::<R>(&target, pool.tls.as_ref()).await?;
-    let (response, reusable) = send(
+    let (sender, first) = open::<R>(&target, pool.tls.as_ref()).await?;
+    let sent = send(
         sender,
         &target,
         request.method,
@@ -207,7 +210,12 @@ async fn attempt<R: Runtime>(
         max_body,
         target.secure,
     )
-    .await?;
+    .await;
+    // hyper could not read an answer: the server may speak another protocol.
+    let (response, reusable) = sent.map_err(|error| match first.protocol() {
+        Some(met) if met != Protocol::Http => TransportError::wrong_transport(met),
+        _ => error,
+    })?;
     if let Some(sender) = reusable {
         pool.put_idle(&target.key, sender, R::now());
     }
@@ -217,10 +225,12 @@ async fn attempt<R: Runtime>(
 /// Opens a connection and runs its hyper half in the background (it ends when the
 /// connection closes or its sender is dropped). Every failure here comes before the
 /// request is written, so it is [`Delivery::Unsent`].
+/// The connection's first bytes are kept (after TLS, if any), to name the protocol of a
+/// server that does not answer in HTTP.
 async fn open<R: Runtime>(
     target: &Target,
     tls: Option<&Arc<TlsClient>>,
-) -> Result<Sender, TransportError> {
+) -> Result<(Sender, FirstBytes), TransportError> {
     let tls = match (target.secure, tls) {
         (false, _) => None,
         (true, Some(tls)) => Some(tls),
@@ -246,17 +256,18 @@ async fn open<R: Runtime>(
     }
 }
 
-/// hyper's client handshake on an open stream; its connection half runs in the
-/// background.
+/// hyper's client handshake on an open stream, recording its first bytes; its connection
+/// half runs in the background.
 async fn handshake<R, I>(
     target: &Target,
     io: I,
     tls: Option<Arc<TlsClient>>,
-) -> Result<Sender, TransportError>
+) -> Result<(Sender, FirstBytes), TransportError>
 where
     R: Runtime,
     I: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
 {
+    let (io, first) = Recording::new(io);
     let (sender, connection) = http1::handshake(io)
         .await
         .map_err(|e| TransportError::unsent(format!("{}: {e}", target.authority)))?;
@@ -269,7 +280,7 @@ where
             }
         }
     });
-    Ok(sender)
+    Ok((sender, first))
 }
 
 /// Sends one request and reads the response; gives the connection back when it can

@@ -21,8 +21,10 @@ mod client;
 mod config;
 mod driver;
 mod error;
+mod first_bytes;
 pub(crate) mod http_client;
 mod listen;
+pub(crate) use listen::bind;
 mod publisher;
 mod rpc_server;
 mod subscription;
@@ -47,7 +49,7 @@ pub use crate::tls::{
 pub use grenache_core::dht::bep44::Target;
 pub use grenache_core::peer::{
     ClientConfig, ClientStats, CommandError, ConfigError, ERR_HANDLER_PANIC, ERR_HANDLER_TIMEOUT,
-    ERR_REPLY_TOO_LARGE, GetItem, LinkConfig, LinkError, PeerAddr, PeerChoice, PubSubTransport,
-    PublishError, Put, RequestOptions, RpcConfig, RpcError, RpcTransport, SubConfig,
-    SubscriptionId, WsMessage,
+    ERR_REPLY_TOO_LARGE, GetItem, LinkConfig, LinkError, PeerAddr, PeerChoice, Protocol,
+    PubSubTransport, PublishError, Put, RequestOptions, RpcConfig, RpcError, RpcTransport,
+    SubConfig, SubscriptionId, UnknownProtocol, WsMessage,
 };

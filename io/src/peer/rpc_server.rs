@@ -319,8 +319,10 @@ async fn serve_http<R: Runtime>(stream: R::TcpStream, ctx: Arc<Ctx>) {
     let context = RequestContext { peer };
     let handle = move |req| handle_http::<R>(req, Arc::clone(&handler_ctx), context.clone());
     match io {
-        Either::Left(io) => http_server::serve::<R, _, _, _>(io, limit, &ctx.stop, handle).await,
-        Either::Right(io) => http_server::serve::<R, _, _, _>(io, limit, &ctx.stop, handle).await,
+        Either::Left(io) => http_server::serve::<R, _, _, _, _>(io, limit, &ctx.stop, handle).await,
+        Either::Right(io) => {
+            http_server::serve::<R, _, _, _, _>(io, limit, &ctx.stop, handle).await
+        }
     }
 }
 

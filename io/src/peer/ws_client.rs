@@ -7,14 +7,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use futures_lite::{FutureExt as _, StreamExt as _};
-use grenache_core::peer::{ConnId, WsMessage};
+use grenache_core::peer::{ConnId, Protocol, WsMessage};
 use hyper::Uri;
 
 use super::driver::IoEvent;
-use crate::net::{WsStream, connect, ws_connect};
+use super::first_bytes::Recording;
+use crate::net::{connect, ws_connect};
 use crate::runtime::Runtime;
 use crate::time::timeout;
 use crate::tls::{MaybeTls, TlsClient};
@@ -48,7 +50,7 @@ enum Wake {
 }
 
 /// Opens the connection and serves it until it ends; reports `WsClosed` unless the driver
-/// ended it.
+/// ended it (or `WsWrongTransport` when the server speaks another protocol).
 pub(crate) async fn run<R: Runtime>(
     conn: ConnId,
     url: String,
@@ -57,68 +59,107 @@ pub(crate) async fn run<R: Runtime>(
     settings: WsSettings,
 ) {
     let ws = match timeout::<R, _>(settings.connect_timeout, open::<R>(&url, &settings)).await {
-        Some(Ok(ws)) => Some(ws),
-        Some(Err(err)) => {
+        Some(Ok(ws)) => Ok(ws),
+        Some(Err(Failed::WrongTransport(met))) => {
+            tracing::debug!(%conn, url, %met, "WebSocket dial met another protocol");
+            Err(Some(met))
+        }
+        Some(Err(Failed::Other(err))) => {
             tracing::debug!(%conn, url, %err, "WebSocket connect failed");
-            None
+            Err(None)
         }
         None => {
             tracing::debug!(%conn, url, "WebSocket connect timed out");
-            None
+            Err(None)
         }
     };
     let ended = match ws {
-        Some(ws) if io.send(IoEvent::WsOpen(conn)).await.is_ok() => {
+        Ok(ws) if io.send(IoEvent::WsOpen(conn)).await.is_ok() => {
             serve::<R>(conn, ws, &outgoing, &io).await
         }
-        Some(_) => Ended::ByDriver,
-        None => Ended::Lost,
+        Ok(_) => Ended::ByDriver,
+        Err(Some(met)) => {
+            let _ = io.send(IoEvent::WsWrongTransport(conn, met)).await;
+            Ended::ByDriver
+        }
+        Err(None) => Ended::Lost,
     };
     if matches!(ended, Ended::Lost) {
         let _ = io.send(IoEvent::WsClosed(conn)).await;
     }
 }
 
-async fn open<R: Runtime>(url: &str, settings: &WsSettings) -> Result<WsStream<R>, String> {
-    let uri: Uri = url.parse().map_err(|e| format!("ERR_URL_INVALID: {e}"))?;
+/// A WebSocket whose first bytes (after TLS, if any) are kept (see [`open`]).
+type ClientWs<R> = WebSocketStream<Recording<MaybeTls<R>>>;
+
+/// Why a dial failed.
+enum Failed {
+    /// The server answered in another protocol: an HTTP answer without the upgrade, or
+    /// what [`Protocol::sniff`] recognises.
+    WrongTransport(Protocol),
+    /// Anything else (refused, reset, bad URL, TLS, a broken handshake).
+    Other(String),
+}
+
+/// Connects (with TLS for `wss://`) and upgrades, keeping the first bytes the server
+/// sends so that an answer that is not HTTP can be named.
+async fn open<R: Runtime>(url: &str, settings: &WsSettings) -> Result<ClientWs<R>, Failed> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| Failed::Other(format!("ERR_URL_INVALID: {e}")))?;
     let tls = match (uri.scheme_str(), &settings.tls) {
         (Some("ws"), _) => None,
         (Some("wss"), Some(tls)) => Some(tls),
-        (Some("wss"), None) => return Err(format!("ERR_TLS_NOT_CONFIGURED: {url}")),
-        _ => return Err(format!("only ws:// and wss:// are supported, got {url}")),
+        (Some("wss"), None) => return Err(Failed::Other(format!("ERR_TLS_NOT_CONFIGURED: {url}"))),
+        _ => {
+            return Err(Failed::Other(format!(
+                "only ws:// and wss:// are supported, got {url}"
+            )));
+        }
     };
-    let host = uri.host().ok_or("ERR_URL_INVALID: no host")?;
+    let host = uri
+        .host()
+        .ok_or_else(|| Failed::Other("ERR_URL_INVALID: no host".into()))?;
     let port = uri
         .port_u16()
         .unwrap_or(if tls.is_some() { 443 } else { 80 });
     let stream = connect::<R>(host, port)
         .await
-        .map_err(|e| format!("connect {host}:{port}: {e}"))?;
+        .map_err(|e| Failed::Other(format!("connect {host}:{port}: {e}")))?;
     let stream = match tls {
         None => MaybeTls::Plain(R::ws_io(stream)),
         Some(tls) => {
             let stream = tls
                 .connect::<R>(host, stream)
                 .await
-                .map_err(|failure| format!("{failure}: {host}:{port}"))?;
+                .map_err(|failure| Failed::Other(format!("{failure}: {host}:{port}")))?;
             MaybeTls::Tls(Box::new(stream))
         }
     };
     let config = WebSocketConfig::default()
         .max_message_size(Some(settings.max_message_len))
         .max_frame_size(Some(settings.max_message_len));
-    ws_connect::<R>(url, stream, config).await.map_err(|e| {
-        // A server that refuses our certificate says so after our TLS handshake (TLS 1.3).
-        if let Some(tls) = tls {
-            tls.count_end(&e);
+    let (stream, first) = Recording::new(stream);
+    match ws_connect(url, stream, config).await {
+        Ok(ws) => Ok(ws),
+        // A complete HTTP answer, but not 101: a plain HTTP server.
+        Err(WsError::Http(_)) => Err(Failed::WrongTransport(Protocol::Http)),
+        Err(err) => {
+            // A server that refuses our certificate says so after our TLS handshake (TLS 1.3).
+            if let Some(tls) = tls {
+                tls.count_end(&err);
+            }
+            Err(match first.protocol() {
+                Some(met) if met != Protocol::Http => Failed::WrongTransport(met),
+                _ => Failed::Other(err.to_string()),
+            })
         }
-        e.to_string()
-    })
+    }
 }
 
 async fn serve<R: Runtime>(
     conn: ConnId,
-    mut ws: WsStream<R>,
+    mut ws: ClientWs<R>,
     outgoing: &async_channel::Receiver<WsMessage>,
     io: &async_channel::Sender<IoEvent>,
 ) -> Ended {

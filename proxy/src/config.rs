@@ -1,0 +1,231 @@
+//! The proxy's settings: from flags, from a TOML file, or both (a flag wins over the file;
+//! routes from both are served).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::route::{FanOut, Route, RouteError};
+
+/// The Grape a proxy uses when told nothing (Node's default).
+pub const DEFAULT_GRAPE: &str = "http://127.0.0.1:30001";
+/// How long a call to TARGET may take when the route does not say.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a lookup of TARGET is reused. Shorter than a Node client's 10 s: a proxy
+/// fronts many callers, so a target restarted on a new port should be found soon.
+pub const DEFAULT_LOOKUP_CACHE: Duration = Duration::from_secs(2);
+
+/// Everything a proxy needs to start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// The Grape's HTTP API (lookups and announces).
+    pub grape: String,
+    /// Where the routes listen.
+    pub bind: IpAddr,
+    /// A route's call timeout unless it sets its own.
+    pub timeout: Duration,
+    /// How long a lookup of a TARGET is reused.
+    pub lookup_cache: Duration,
+    /// The RPC routes.
+    pub rpc: Vec<Route>,
+    /// The PUB/SUB routes (FROM and TO each `ws` or `zmq`).
+    pub pubsub: Vec<Route>,
+    /// The port of the plain HTTP gateway, if one is served.
+    pub gateway: Option<u16>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            grape: DEFAULT_GRAPE.to_owned(),
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            timeout: DEFAULT_TIMEOUT,
+            lookup_cache: DEFAULT_LOOKUP_CACHE,
+            rpc: Vec::new(),
+            pubsub: Vec::new(),
+            gateway: None,
+        }
+    }
+}
+
+/// The file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    grape: Option<String>,
+    bind: Option<IpAddr>,
+    timeout_ms: Option<u64>,
+    lookup_cache_ms: Option<u64>,
+    gateway: Option<u16>,
+    #[serde(default)]
+    rpc: Vec<FileRoute>,
+    #[serde(default)]
+    pubsub: Vec<FilePubSub>,
+}
+
+/// One `[[pubsub]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePubSub {
+    route: String,
+}
+
+/// One `[[rpc]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRoute {
+    route: String,
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    map: bool,
+}
+
+/// Why the settings could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The file is not the TOML this expects.
+    #[error("{path}: {source}")]
+    Toml {
+        /// The file.
+        path: String,
+        /// What is wrong, and where.
+        source: toml::de::Error,
+    },
+    /// A route in the file is malformed.
+    #[error("{path}: {source}")]
+    Route {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        source: RouteError,
+    },
+}
+
+impl Settings {
+    /// Adds what the TOML file at `path` sets: its values where `self` has defaults, and
+    /// its routes after those already there.
+    ///
+    /// # Errors
+    /// When the file cannot be read or holds something unexpected.
+    pub fn read_file(mut self, path: &Path) -> Result<Settings, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: name.clone(),
+            source,
+        })?;
+        let file: File = toml::from_str(&text).map_err(|source| ConfigError::Toml {
+            path: name.clone(),
+            source,
+        })?;
+        let defaults = Settings::default();
+        if let Some(grape) = file.grape.filter(|_| self.grape == defaults.grape) {
+            self.grape = grape;
+        }
+        if let Some(bind) = file.bind.filter(|_| self.bind == defaults.bind) {
+            self.bind = bind;
+        }
+        if let Some(ms) = file.timeout_ms.filter(|_| self.timeout == defaults.timeout) {
+            self.timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = file
+            .lookup_cache_ms
+            .filter(|_| self.lookup_cache == defaults.lookup_cache)
+        {
+            self.lookup_cache = Duration::from_millis(ms);
+        }
+        if self.gateway.is_none() {
+            self.gateway = file.gateway;
+        }
+        for entry in file.rpc {
+            let mut route: Route = entry.route.parse().map_err(|source| ConfigError::Route {
+                path: name.clone(),
+                source,
+            })?;
+            route.timeout = entry.timeout_ms.map(Duration::from_millis);
+            if entry.map {
+                route.fan_out = FanOut::Map;
+            }
+            self.rpc.push(route);
+        }
+        for entry in file.pubsub {
+            let route = entry.route.parse().map_err(|source| ConfigError::Route {
+                path: name.clone(),
+                source,
+            })?;
+            self.pubsub.push(route);
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use grenache_core::peer::Protocol;
+
+    fn file_with(text: &str) -> (std::path::PathBuf, Result<Settings, ConfigError>) {
+        let path = std::env::temp_dir().join(format!(
+            "grenache-proxy-config-{}-{}.toml",
+            std::process::id(),
+            text.len()
+        ));
+        std::fs::write(&path, text).expect("write the test file");
+        let read = Settings::default().read_file(&path);
+        std::fs::remove_file(&path).expect("remove the test file");
+        (path, read)
+    }
+
+    #[test]
+    fn a_file_sets_the_grape_and_routes() {
+        let (_, read) = file_with(
+            r#"
+grape = "http://10.0.0.1:30001"
+timeout_ms = 2500
+gateway = 8088
+
+[[rpc]]
+route = "echo@ws=echo_zmq@zmq"
+
+[[rpc]]
+route = "all@http:9000=workers@http"
+map = true
+timeout_ms = 800
+
+[[pubsub]]
+route = "ticks@zmq=ticks_ws@ws"
+"#,
+        );
+
+        let settings = read.expect("valid");
+        assert_eq!(settings.grape, "http://10.0.0.1:30001");
+        assert_eq!(settings.timeout, Duration::from_millis(2500));
+        assert_eq!(settings.gateway, Some(8088));
+        assert_eq!(settings.rpc.len(), 2);
+        assert_eq!(settings.rpc[0].to, Protocol::Zmq);
+        assert_eq!(settings.rpc[1].fan_out, FanOut::Map);
+        assert_eq!(settings.rpc[1].timeout, Some(Duration::from_millis(800)));
+        assert_eq!(settings.pubsub.len(), 1);
+        assert_eq!(settings.pubsub[0].from, Protocol::Zmq);
+    }
+
+    #[test]
+    fn a_bad_file_names_itself_and_the_fault() {
+        let (path, unknown) = file_with("[[rpc]]\nroute = \"a@http=b@ws\"\nbogus = 1\n");
+        let (_, bad_route) = file_with("[[rpc]]\nroute = \"a@smtp=b@ws\"\n");
+
+        let unknown = unknown.expect_err("unknown key").to_string();
+        assert!(unknown.contains(&path.display().to_string()), "{unknown}");
+        assert!(unknown.contains("bogus"), "{unknown}");
+        assert!(matches!(bad_route, Err(ConfigError::Route { .. })));
+    }
+}

@@ -1,0 +1,332 @@
+//! The gateway: Grenache for clients with no Grenache library. `POST /rpc/NAME` with a
+//! JSON body calls NAME and answers with the JSON reply; failures are an HTTP status plus
+//! `{"error": "ERR_..."}`, so curl and a browser's `fetch` can tell them apart.
+//! `GET /sub/NAME` streams NAME's publications as server-sent events, subscribed only
+//! while the HTTP client stays.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_lite::Stream;
+use grenache_core::peer::{LinkError, Protocol};
+use grenache_io::peer::{
+    PeerClient, PeerError, PubSubTransport, RequestOptions, RpcError, ServerError, Subscription,
+    WsMessage,
+};
+use grenache_io::{Body, Runtime, WebBody, WebReply, WebRequest, WebServer, WebServerConfig};
+use serde_json::Value;
+
+use crate::config::Settings;
+use crate::pubsub::pubsub_transport;
+use crate::route::Route;
+
+const JSON: &str = "application/json";
+
+/// The gateway's counters so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GatewayStats {
+    /// Calls made (well-formed requests).
+    pub requests: u64,
+    /// Answered 200 with the service's result.
+    pub replies: u64,
+    /// Answered 502 with the service's own error.
+    pub target_errors: u64,
+    /// Answered 404, 502 or 504 for a failure of ours: nobody serves NAME, no reply in
+    /// time, the service unreachable or speaking another transport.
+    pub call_errors: u64,
+    /// Refused before any call: unknown path, wrong method, bad JSON, a body too large or
+    /// a bad `?via=` (400, 404, 405, 413).
+    pub bad_requests: u64,
+    /// Event streams opened (`GET /sub/NAME`).
+    pub streams: u64,
+    /// Event streams ended (the client went away, or the gateway stopped): each one
+    /// unsubscribed.
+    pub streams_ended: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    requests: AtomicU64,
+    replies: AtomicU64,
+    target_errors: AtomicU64,
+    call_errors: AtomicU64,
+    bad_requests: AtomicU64,
+    streams: AtomicU64,
+    streams_ended: AtomicU64,
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway<R: Runtime> {
+    server: WebServer<R>,
+    counters: Arc<Counters>,
+}
+
+/// How the gateway calls: a client per transport, and the routes that pick one for a NAME.
+pub(crate) struct Calls<R: Runtime> {
+    /// One client for each of http, ws and zmq.
+    pub(crate) clients: Vec<(Protocol, PeerClient<R>)>,
+    pub(crate) routes: Vec<Route>,
+    /// One subscribing client for each of ws and zmq.
+    pub(crate) subscribers: Vec<(PubSubTransport, PeerClient<R>)>,
+    /// The PUB/SUB routes: NAME's TARGET and TO for `GET /sub/NAME`.
+    pub(crate) pubsub_routes: Vec<Route>,
+    pub(crate) timeout: Duration,
+}
+
+impl<R: Runtime> Gateway<R> {
+    /// Listens on `port` at the proxy's bind address, with the body limit of the Grape API.
+    pub(crate) fn start(
+        settings: &Settings,
+        port: u16,
+        calls: Calls<R>,
+    ) -> Result<Self, ServerError> {
+        let counters = Arc::new(Counters::default());
+        let mut config = WebServerConfig::new();
+        config.bind = settings.bind;
+        config.port = port;
+        let ctx = Arc::new((calls, Arc::clone(&counters)));
+        let server = WebServer::listen(config, move |req| {
+            let ctx = Arc::clone(&ctx);
+            async move { answer(&ctx.0, &ctx.1, req).await }
+        })?;
+        Ok(Gateway { server, counters })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> GatewayStats {
+        let c = &self.counters;
+        GatewayStats {
+            requests: c.requests.load(Ordering::Relaxed),
+            replies: c.replies.load(Ordering::Relaxed),
+            target_errors: c.target_errors.load(Ordering::Relaxed),
+            call_errors: c.call_errors.load(Ordering::Relaxed),
+            bad_requests: c.bad_requests.load(Ordering::Relaxed),
+            streams: c.streams.load(Ordering::Relaxed),
+            streams_ended: c.streams_ended.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops it (requests in progress are answered first).
+    pub async fn stop(self) {
+        tracing::info!(stats = ?self.stats(), "gateway stopping");
+        self.server.stop().await;
+    }
+}
+
+/// An error reply: `status` and `{"error": message}`.
+fn error(status: u16, message: &str) -> WebReply {
+    WebReply {
+        status,
+        content_type: JSON,
+        body: WebBody::Full(
+            serde_json::json!({ "error": message })
+                .to_string()
+                .into_bytes(),
+        ),
+    }
+}
+
+async fn answer<R: Runtime>(
+    calls: &Calls<R>,
+    counters: &Arc<Counters>,
+    req: WebRequest,
+) -> WebReply {
+    let reply = match parse(calls, req) {
+        Ok(Action::Call(target, via, payload)) => {
+            counters.requests.fetch_add(1, Ordering::Relaxed);
+            let (counter, reply) = call(calls, &target, via, payload).await;
+            match counter {
+                Outcome::Reply => &counters.replies,
+                Outcome::Target => &counters.target_errors,
+                Outcome::Call => &counters.call_errors,
+            }
+            .fetch_add(1, Ordering::Relaxed);
+            reply
+        }
+        Ok(Action::Subscribe(target, via)) => subscribe(calls, counters, &target, via).await,
+        Err(reply) => {
+            counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+            reply
+        }
+    };
+    tracing::debug!(status = reply.status, "gateway answered");
+    reply
+}
+
+/// What a well-formed request asks for.
+enum Action {
+    /// Call TARGET over a transport with a payload.
+    Call(String, Protocol, Value),
+    /// Stream TARGET's publications, subscribed over a transport.
+    Subscribe(String, PubSubTransport),
+}
+
+/// Reads `POST /rpc/NAME[?via=TO]` with its JSON body, or `GET /sub/NAME[?via=TO]`, into
+/// what to do; anything else is its error reply.
+fn parse<R: Runtime>(calls: &Calls<R>, req: WebRequest) -> Result<Action, WebReply> {
+    let (name, method, routes) = if let Some(name) = req.path.strip_prefix("/rpc/") {
+        (name, "POST", &calls.routes)
+    } else if let Some(name) = req.path.strip_prefix("/sub/") {
+        (name, "GET", &calls.pubsub_routes)
+    } else {
+        return Err(error(404, "ERR_NOT_FOUND"));
+    };
+    if name.is_empty() {
+        return Err(error(404, "ERR_NOT_FOUND"));
+    }
+    if req.method != method {
+        return Err(error(405, "ERR_METHOD_NOT_ALLOWED"));
+    }
+    let via = match query_value(req.query.as_deref(), "via") {
+        Some(via) => Some(
+            via.parse::<Protocol>()
+                .map_err(|_| error(400, "ERR_BAD_VIA: http, ws or zmq"))?,
+        ),
+        None => None,
+    };
+    // A route for NAME says how the proxy reaches it; a `?via=` names NAME itself.
+    let (target, to) = match (via, routes.iter().find(|r| r.name == name)) {
+        (Some(via), _) => (name.to_owned(), Some(via)),
+        (None, Some(route)) => (route.target.clone(), Some(route.to)),
+        (None, None) => (name.to_owned(), None),
+    };
+    if method == "GET" {
+        let to = to.unwrap_or(Protocol::Ws);
+        let to = pubsub_transport(to).ok_or_else(|| error(400, "ERR_BAD_VIA: ws or zmq"))?;
+        return Ok(Action::Subscribe(target, to));
+    }
+    let bytes = match req.body {
+        Body::Complete(bytes) => bytes,
+        Body::TooLarge(_) => return Err(error(413, "ERR_BODY_TOO_LARGE")),
+    };
+    let payload: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).map_err(|_| error(400, "ERR_BAD_JSON"))?
+    };
+    Ok(Action::Call(target, to.unwrap_or(Protocol::Http), payload))
+}
+
+/// Subscribes to `target` and answers with its messages as server-sent events.
+async fn subscribe<R: Runtime>(
+    calls: &Calls<R>,
+    counters: &Arc<Counters>,
+    target: &str,
+    via: PubSubTransport,
+) -> WebReply {
+    let Some((_, client)) = calls.subscribers.iter().find(|(p, _)| *p == via) else {
+        return error(502, "ERR_NO_CLIENT");
+    };
+    let subscription = match client.subscribe(target).await {
+        Ok(subscription) => subscription,
+        Err(err) => {
+            counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+            return error(400, &err.to_string());
+        }
+    };
+    counters.streams.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(target, "event stream opened");
+    WebReply {
+        status: 200,
+        content_type: "text/event-stream",
+        body: WebBody::Stream(Box::pin(Events {
+            subscription,
+            counters: Arc::clone(counters),
+        })),
+    }
+}
+
+/// A subscription read as server-sent events; dropping it (the client went away)
+/// unsubscribes and counts the stream ended.
+struct Events {
+    subscription: Subscription,
+    counters: Arc<Counters>,
+}
+
+impl Stream for Events {
+    type Item = Vec<u8>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Vec<u8>>> {
+        Pin::new(&mut self.subscription)
+            .poll_next(cx)
+            .map(|message| message.map(|m| event(&m)))
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.counters.streams_ended.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!("event stream ended");
+    }
+}
+
+/// One message as an event: each of its lines a `data:` line, then a blank line (an event
+/// cannot hold a bare newline).
+fn event(message: &WsMessage) -> Vec<u8> {
+    let text = String::from_utf8_lossy(message.as_bytes());
+    let mut event = String::with_capacity(text.len() + 8);
+    for line in text.split('\n') {
+        event.push_str("data: ");
+        event.push_str(line.strip_suffix('\r').unwrap_or(line));
+        event.push('\n');
+    }
+    event.push('\n');
+    event.into_bytes()
+}
+
+/// The value of `key` in a query string (no percent-decoding: transport names need none).
+fn query_value<'q>(query: Option<&'q str>, key: &str) -> Option<&'q str> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+enum Outcome {
+    Reply,
+    Target,
+    Call,
+}
+
+async fn call<R: Runtime>(
+    calls: &Calls<R>,
+    target: &str,
+    via: Protocol,
+    payload: Value,
+) -> (Outcome, WebReply) {
+    let Some((_, client)) = calls.clients.iter().find(|(p, _)| *p == via) else {
+        return (Outcome::Call, error(502, "ERR_NO_CLIENT"));
+    };
+    let opts = RequestOptions::default().timeout(calls.timeout);
+    match client.request(target, payload, opts).await {
+        Ok(value) => (
+            Outcome::Reply,
+            WebReply {
+                status: 200,
+                content_type: JSON,
+                body: WebBody::Full(value.to_string().into_bytes()),
+            },
+        ),
+        Err(PeerError::Rpc(RpcError::Remote(message))) => (Outcome::Target, error(502, &message)),
+        Err(err) => {
+            tracing::debug!(target, %err, "gateway call failed");
+            let status = match &err {
+                e if e.is_timeout() => 504,
+                PeerError::Rpc(RpcError::Lookup(LinkError::LookupEmpty)) => 404,
+                PeerError::Refused(_) => 400,
+                _ => 502,
+            };
+            (Outcome::Call, error(status, &err.to_string()))
+        }
+    }
+}

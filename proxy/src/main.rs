@@ -1,0 +1,156 @@
+//! `grenache-proxy`: serves Grenache services on one transport and calls them on another.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use async_signal::{Signal, Signals};
+use clap::Parser;
+use futures_lite::StreamExt as _;
+use grenache_proxy::{FanOut, Proxy, Route, Settings};
+use grenache_smol::Smol;
+
+const EXAMPLES: &str = "\
+Examples:
+  # A Node grenache-nodejs-ws client calls `echo` on our ZeroMQ server `echo_zmq`:
+  grenache-proxy --grape http://127.0.0.1:30001 --rpc 'echo@ws=echo_zmq@zmq'
+
+  # The same on a fixed port, plus a route that asks every `worker` peer at once:
+  grenache-proxy --rpc 'echo@ws:8080=echo_zmq@zmq' --rpc-map 'workers@http=worker@ws'
+
+  # Republish what a Node ws publisher sends on `ticks_ws` to ZeroMQ subscribers of `ticks`:
+  grenache-proxy --pubsub 'ticks@zmq=ticks_ws@ws'
+
+  # Plain HTTP for curl and browsers: POST /rpc/NAME with a JSON body calls NAME:
+  grenache-proxy --gateway 8088 --rpc 'echo@ws=echo_zmq@zmq'
+  curl -d '{\"x\":1}' 'http://127.0.0.1:8088/rpc/echo_zmq?via=zmq'
+
+  # Routes from a file (flags add to it and win over its settings):
+  grenache-proxy --config proxy.toml
+
+proxy.toml:
+  grape = \"http://127.0.0.1:30001\"
+  bind = \"0.0.0.0\"
+  timeout_ms = 10000          # a call's timeout, unless its route sets one
+  lookup_cache_ms = 2000      # how long a lookup of a TARGET is reused
+  gateway = 8088              # the plain HTTP gateway's port
+
+  [[rpc]]
+  route = \"echo@ws:8080=echo_zmq@zmq\"
+
+  [[rpc]]
+  route = \"workers@http=worker@ws\"
+  map = true                  # ask every `worker` peer; reply with all their results
+  timeout_ms = 2000
+
+  [[pubsub]]
+  route = \"ticks@zmq=ticks_ws@ws\"
+
+A route NAME@FROM[:PORT]=TARGET@TO serves and announces NAME over FROM (http, ws or zmq)
+and calls TARGET, found through the Grape, over TO. TARGET's errors come back unchanged;
+the proxy's own start with ERR_PROXY. RUST_LOG sets the log level (default info).";
+
+/// Serves Grenache services on one transport and calls them on another.
+#[derive(Debug, Parser)]
+#[command(name = "grenache-proxy", version, after_help = EXAMPLES)]
+struct Cli {
+    /// The Grape's HTTP API [default: http://127.0.0.1:30001]
+    #[arg(long, value_name = "URL")]
+    grape: Option<String>,
+    /// An RPC route: one TARGET peer per request, round robin.
+    #[arg(long = "rpc", value_name = "NAME@FROM[:PORT]=TARGET@TO")]
+    rpc: Vec<Route>,
+    /// An RPC route that asks every TARGET peer (map) and replies with their results.
+    #[arg(long = "rpc-map", value_name = "NAME@FROM[:PORT]=TARGET@TO")]
+    rpc_map: Vec<Route>,
+    /// A PUB/SUB route (ws or zmq): subscribe to TARGET, publish as NAME while anyone listens.
+    #[arg(long = "pubsub", value_name = "NAME@FROM[:PORT]=TARGET@TO")]
+    pubsub: Vec<Route>,
+    /// Serve the plain HTTP gateway on this port: `POST /rpc/NAME` with a JSON body.
+    #[arg(long, value_name = "PORT")]
+    gateway: Option<u16>,
+    /// A TOML file of settings and routes (see below).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The address the routes listen on [default: 0.0.0.0]
+    #[arg(long, value_name = "IP")]
+    bind: Option<IpAddr>,
+    /// A call's timeout in milliseconds, unless its route sets one [default: 10000]
+    #[arg(long, value_name = "MS")]
+    timeout_ms: Option<u64>,
+    /// How long a lookup of a TARGET is reused, in milliseconds [default: 2000]
+    #[arg(long, value_name = "MS")]
+    lookup_cache_ms: Option<u64>,
+}
+
+impl Cli {
+    /// The settings: flags over the file over the defaults; routes from both.
+    fn settings(self) -> Result<Settings, String> {
+        let mut settings = Settings::default();
+        if let Some(grape) = self.grape {
+            settings.grape = grape;
+        }
+        if let Some(bind) = self.bind {
+            settings.bind = bind;
+        }
+        if let Some(ms) = self.timeout_ms {
+            settings.timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.lookup_cache_ms {
+            settings.lookup_cache = Duration::from_millis(ms);
+        }
+        settings.rpc = self.rpc;
+        settings
+            .rpc
+            .extend(self.rpc_map.into_iter().map(|mut route| {
+                route.fan_out = FanOut::Map;
+                route
+            }));
+        settings.pubsub = self.pubsub;
+        settings.gateway = self.gateway;
+        if let Some(path) = self.config {
+            settings = settings.read_file(&path).map_err(|e| e.to_string())?;
+        }
+        if settings.rpc.is_empty() && settings.pubsub.is_empty() && settings.gateway.is_none() {
+            return Err(
+                "no routes: give --rpc, --rpc-map, --pubsub, --gateway or --config (see --help)"
+                    .into(),
+            );
+        }
+        Ok(settings)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    grenache_io::init_logging();
+    let result = cli.settings().and_then(run);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Serves the routes until SIGINT or SIGTERM, then unannounces them and stops.
+fn run(settings: Settings) -> Result<(), String> {
+    smol::block_on(async {
+        let mut signals = Signals::new([Signal::Int, Signal::Term])
+            .map_err(|err| format!("cannot watch for SIGINT/SIGTERM: {err}"))?;
+        let proxy = Proxy::<Smol>::start(&settings)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            grape = settings.grape,
+            routes = settings.rpc.len(),
+            "proxy started"
+        );
+        let signal = signals.next().await;
+        tracing::info!(?signal, "stopping");
+        proxy.stop().await;
+        Ok(())
+    })
+}
