@@ -3,7 +3,8 @@
 //! Node grenache-nodejs-ws client -> proxy -> our ZeroMQ server; Node grenache-nodejs-http
 //! client -> proxy -> Node ws server; our ZeroMQ client -> proxy -> Node http server; a libzmq
 //! subscriber (the `zeromq` package, grenache-nodejs-zmq framing) receiving what a Node ws
-//! publisher sends.
+//! publisher sends; Node's plain `fetch` calling our ZeroMQ server and reading the Node ws
+//! publisher through the gateway.
 //!
 //! Needs Node.js 20+ and npm (it fails without them; `GRENACHE_SKIP_INTEROP=1` reports it as
 //! ignored instead). The proxy runs on smol, in-process.
@@ -98,6 +99,7 @@ fn node_clients_and_servers_talk_across_transports_through_the_proxy() {
                 route(&format!("{p}:zmq_rpc@zmq={p}:rust_zmq@zmq")),
             ],
             pubsub: vec![route(&format!("{p}:zmq_pub@zmq={ps}:node_pub@ws"))],
+            gateway: Some(0),
             ..Settings::default()
         };
         let proxy = Proxy::<Smol>::start(&settings)
@@ -119,6 +121,16 @@ fn node_clients_and_servers_talk_across_transports_through_the_proxy() {
             &format!("rpc-client-{name}"),
             "rpc-client.js",
             &args,
+            Duration::from_secs(30),
+        )
+    };
+    // A one-shot Node script NAME.js, its JSON output.
+    let script = |name: &str, args: &[String]| {
+        node.run_json(
+            &ctx,
+            name,
+            &format!("{name}.js"),
+            args,
             Duration::from_secs(30),
         )
     };
@@ -153,18 +165,34 @@ fn node_clients_and_servers_talk_across_transports_through_the_proxy() {
         "a libzmq subscriber gets the Node ws publisher's messages",
         || {
             let args = [url.clone(), format!("{p}:zmq_rpc"), format!("{p}:zmq_pub")];
-            let got = node.run_json(
-                &ctx,
-                "zmq-call",
-                "zmq-call.js",
-                &args,
-                Duration::from_secs(30),
-            );
+            let got = script("zmq-call", &args);
             assert_eq!(got.get("fail"), None, "{got}");
             assert_eq!(got["error"], "ERR_RUST_FAILED", "{got}");
             let messages = got["messages"].as_array().expect("messages");
             assert_eq!(messages.len(), 3, "{got}");
             assert!(messages.iter().all(|m| m["n"].is_u64()), "{got}");
+        },
+    );
+    checks.run(
+        "Node fetch calls our ZeroMQ server and reads the ws publisher through the gateway",
+        || {
+            let gateway = proxy.gateway().expect("a gateway").local_addr();
+            let args = [
+                format!("http://{gateway}"),
+                format!("/rpc/{p}:rust_zmq?via=zmq"),
+                r#"{"n":5}"#.to_owned(),
+                format!("/sub/{ps}:node_pub?via=ws"),
+            ];
+            let got = script("gateway-fetch", &args);
+            assert_eq!(got.get("fail"), None, "{got}");
+            assert_eq!(got["status"], 200, "{got}");
+            assert_eq!(got["reply"]["echo"], json!({ "n": 5 }), "{got}");
+            assert_eq!(got["reply"]["from"], "rust", "{got}");
+            assert_eq!(got["sub_status"], 200, "{got}");
+            assert_eq!(got["content_type"], "text/event-stream", "{got}");
+            let events = got["events"].as_array().expect("events");
+            assert_eq!(events.len(), 3, "{got}");
+            assert!(events.iter().all(|e| e["n"].is_u64()), "{got}");
         },
     );
     checks.finish();

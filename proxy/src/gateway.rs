@@ -141,9 +141,9 @@ async fn answer<R: Runtime>(
     req: WebRequest,
 ) -> WebReply {
     let reply = match parse(calls, req) {
-        Ok(Action::Call(target, via, payload)) => {
+        Ok(Action::Call(target, via, payload, timeout)) => {
             counters.requests.fetch_add(1, Ordering::Relaxed);
-            let (counter, reply) = call(calls, &target, via, payload).await;
+            let (counter, reply) = call(calls, &target, via, payload, timeout).await;
             match counter {
                 Outcome::Reply => &counters.replies,
                 Outcome::Target => &counters.target_errors,
@@ -164,8 +164,8 @@ async fn answer<R: Runtime>(
 
 /// What a well-formed request asks for.
 enum Action {
-    /// Call TARGET over a transport with a payload.
-    Call(String, Protocol, Value),
+    /// Call TARGET over a transport with a payload, within a timeout (its route's, if any).
+    Call(String, Protocol, Value, Duration),
     /// Stream TARGET's publications, subscribed over a transport.
     Subscribe(String, PubSubTransport),
 }
@@ -194,7 +194,9 @@ fn parse<R: Runtime>(calls: &Calls<R>, req: WebRequest) -> Result<Action, WebRep
         None => None,
     };
     // A route for NAME says how the proxy reaches it; a `?via=` names NAME itself.
-    let (target, to) = match (via, routes.iter().find(|r| r.name == name)) {
+    let route = routes.iter().find(|r| r.name == name);
+    let timeout = route.and_then(|r| r.timeout).unwrap_or(calls.timeout);
+    let (target, to) = match (via, route) {
         (Some(via), _) => (name.to_owned(), Some(via)),
         (None, Some(route)) => (route.target.clone(), Some(route.to)),
         (None, None) => (name.to_owned(), None),
@@ -213,7 +215,8 @@ fn parse<R: Runtime>(calls: &Calls<R>, req: WebRequest) -> Result<Action, WebRep
     } else {
         serde_json::from_slice(&bytes).map_err(|_| error(400, "ERR_BAD_JSON"))?
     };
-    Ok(Action::Call(target, to.unwrap_or(Protocol::Http), payload))
+    let to = to.unwrap_or(Protocol::Http);
+    Ok(Action::Call(target, to, payload, timeout))
 }
 
 /// Subscribes to `target` and answers with its messages as server-sent events.
@@ -303,11 +306,12 @@ async fn call<R: Runtime>(
     target: &str,
     via: Protocol,
     payload: Value,
+    timeout: Duration,
 ) -> (Outcome, WebReply) {
     let Some((_, client)) = calls.clients.iter().find(|(p, _)| *p == via) else {
         return (Outcome::Call, error(502, "ERR_NO_CLIENT"));
     };
-    let opts = RequestOptions::default().timeout(calls.timeout);
+    let opts = RequestOptions::default().timeout(timeout);
     match client.request(target, payload, opts).await {
         Ok(value) => (
             Outcome::Reply,
