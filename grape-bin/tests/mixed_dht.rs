@@ -3,7 +3,7 @@
 //! implementations in both directions. Mutable items are checked across ours only: a stock
 //! Node Grape rejects every mutable put (protocol notes §4).
 
-mod common;
+use crate::common;
 
 use common::{
     Checks, Ctx, GrapeOpts, Kind, PROPAGATION, Rt, free_port, http, peer, start_grapes,

@@ -3,7 +3,7 @@
 //! prints what each call gave; this test checks it. A Node client must not be able to tell
 //! our Grape from the Node Grape, except that mutable items work on ours.
 
-mod common;
+use crate::common;
 
 use common::{Checks, Ctx, GrapeOpts, Kind, Rt, free_port, peer, start_grapes};
 use serde_json::{Value, json};

@@ -2,7 +2,7 @@
 //! interop tests rely on behave as the protocol notes say, with no Grape of ours involved.
 //! If this fails, the interop tests' failures say nothing about our Grape.
 
-mod common;
+use crate::common;
 
 use common::{Checks, Ctx, GrapeOpts, Kind, free_port, peer, spawn_rpc_server, start_grapes};
 use serde_json::json;

@@ -2,7 +2,7 @@
 //! PeerRPCServer and a Node PeerRPCClient find each other through our Grapes, first in a
 //! network of ours only, then in a mixed network with Node Grapes.
 
-mod common;
+use crate::common;
 
 use common::{
     Checks, Ctx, Grape, GrapeOpts, Kind, NodeEnv, PROPAGATION, Rt, free_port, peer,

@@ -7,8 +7,6 @@
 //! Fails without Node.js 20+ and npm; `GRENACHE_SKIP_INTEROP=1` reports it as ignored. The
 //! cases are written once, in `peer_cases/payload.rs`, and included per runtime.
 
-mod common;
-
 mod smol_rt {
     include!("peer_cases/smol.rs");
     include!("peer_cases/payload.rs");

@@ -4,7 +4,7 @@
 //! WebSocket APIs the way grenache clients do, checking the replies the Node Grape 1.0 gives
 //! (docs/protocol.md §3) and, where the Node Grape crashes, that ours answers an error.
 
-mod common;
+use crate::common;
 
 use common::http;
 use common::ws::WsClient;

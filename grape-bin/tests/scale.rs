@@ -2,7 +2,7 @@
 //! of ours must be visible to `/lookup` on every one of the 20 within 2 seconds (the bound
 //! from the issue). The time each Grape took is printed.
 
-mod common;
+use crate::common;
 
 use common::{
     Ctx, GrapeOpts, Kind, PROPAGATION, Rt, free_port, peer, start_grapes, wait_converged,

@@ -4,7 +4,7 @@
 //! with the same `--state` and no `--bn`: it must keep its node id and find what A
 //! announces. A damaged state file must cost one warning and a fresh start, nothing more.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

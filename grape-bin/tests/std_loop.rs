@@ -5,7 +5,7 @@
 //! The example is built by `cargo test` (examples are compiled with the tests); run alone,
 //! build it first: `cargo build -p grenache-grape --example std_loop`.
 
-mod common;
+use crate::common;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;

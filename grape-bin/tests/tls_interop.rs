@@ -6,8 +6,6 @@
 //! Needs Node.js 20+ and npm (it fails without them; `GRENACHE_SKIP_INTEROP=1` reports it as
 //! ignored instead). The case is written once, in `peer_cases/tls_interop.rs`.
 
-mod common;
-
 mod smol_rt {
     include!("peer_cases/smol.rs");
     include!("peer_cases/node_side.rs");

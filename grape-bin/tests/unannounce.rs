@@ -3,7 +3,7 @@
 //! they keep it until it expires (they do not speak `unannounce_peer`, and we do not send
 //! it to them), and one that is sent the query anyway ignores it and keeps working.
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;

@@ -6,8 +6,6 @@
 //!
 //! Fails without Node.js 20+ and npm; `GRENACHE_SKIP_INTEROP=1` reports it as ignored instead.
 
-mod common;
-
 // The runtime files give every case file the same helpers; these cases need only some.
 #[allow(dead_code)]
 mod smol_rt {

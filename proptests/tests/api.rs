@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-mod common;
+use crate::common;
 
 use grenache_core::MutableItem;
 use grenache_core::api::{

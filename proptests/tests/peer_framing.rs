@@ -2,7 +2,7 @@
 //! and reply survives encode then decode, over plain HTTP, gzip HTTP and WebSocket; no
 //! input makes a decoder panic; and the frame limit holds before and after gunzip.
 
-mod common;
+use crate::common;
 
 use grenache_core::peer::{
     Compression, DEFAULT_MAX_FRAME_LEN, FrameError, ReplyFrame, RequestFrame, decode_http_request,

@@ -1,7 +1,7 @@
 //! The gateway end to end on loopback: a Grape, our servers, the proxy's gateway, and
 //! plain HTTP callers (a raw HTTP/1.1 client and `curl`).
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use crate::common;
 use grenache_core::peer::Protocol;
 use grenache_proxy::{FanOut, Proxy, Route, Settings};
-mod common;
 
 use common::{LOCALHOST, client, grape, raw_http, server, url};
 use grenache_smol::peer::{PeerError, RequestOptions, RpcError, RpcTransport};

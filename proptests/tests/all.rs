@@ -1,0 +1,18 @@
+//! Every integration test of this crate, in one binary: each file of `tests/` is a module
+//! here. One binary links and instantiates the shared code once instead of once per file,
+//! which was most of CI's build time. Run one file's tests with a filter on its module name,
+//! e.g. `cargo test -p grenache-proptests --test all api::`.
+
+#[macro_use]
+mod common;
+
+mod api;
+mod bencode;
+mod bep44;
+mod krpc;
+mod peer_framing;
+mod routing;
+mod sim;
+mod state;
+mod storage;
+mod zmtp;
