@@ -1152,14 +1152,7 @@ impl Node {
                 self.check_stored(query);
             }
             Purpose::Lookup(query) => {
-                if let Some(l) = self.lookups.get_mut(&query) {
-                    l.tids.remove(&tid);
-                    match pending.id {
-                        Some(id) => l.traversal.on_failure(&id),
-                        None => l.traversal.anonymous_done(pending.stale),
-                    }
-                }
-                self.advance(now, query);
+                self.lookup_query_failed(now, query, tid, pending.id, pending.stale)
             }
         }
     }
@@ -1212,14 +1205,7 @@ impl Node {
                     let _ = self.table_mut(&p.to).failed(now, &id);
                 }
                 if let Purpose::Lookup(query) = p.purpose {
-                    if let Some(l) = self.lookups.get_mut(&query) {
-                        l.tids.remove(&tid);
-                        match p.id {
-                            Some(id) => l.traversal.on_failure(&id),
-                            None => l.traversal.anonymous_done(p.stale),
-                        }
-                    }
-                    self.advance(now, query);
+                    self.lookup_query_failed(now, query, tid, p.id, p.stale);
                 }
             }
         }
@@ -1227,6 +1213,27 @@ impl Node {
 }
 
 impl Node {
+    /// A lookup's query got an error reply or timed out for good: the traversal counts that
+    /// node (or, for a bootstrap address, that slot) as failed and moves on. One place, so an
+    /// error and a timeout cannot come to differ.
+    fn lookup_query_failed(
+        &mut self,
+        now: Instant,
+        query: QueryId,
+        tid: TxId,
+        id: Option<NodeId>,
+        stale: bool,
+    ) {
+        if let Some(l) = self.lookups.get_mut(&query) {
+            l.tids.remove(&tid);
+            match id {
+                Some(id) => l.traversal.on_failure(&id),
+                None => l.traversal.anonymous_done(stale),
+            }
+        }
+        self.advance(now, query);
+    }
+
     /// Records that the node answering a step of an unannounce or a watch speaks the query
     /// that will end it, as its `v` says.
     fn note_speaker(
