@@ -2,7 +2,7 @@
 //! JSON body calls NAME and answers with the JSON reply; failures are an HTTP status plus
 //! `{"error": "ERR_..."}`, so curl and a browser's `fetch` can tell them apart.
 //! `GET /sub/NAME` streams NAME's publications as server-sent events, subscribed only
-//! while the HTTP client stays.
+//! while the HTTP client stays. `GET /metrics` shows the whole proxy's counters.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,10 +20,13 @@ use grenache_io::{Body, Runtime, WebBody, WebReply, WebRequest, WebServer, WebSe
 use serde_json::Value;
 
 use crate::config::Settings;
+use crate::metrics::Sources;
 use crate::pubsub::pubsub_transport;
 use crate::route::Route;
 
 const JSON: &str = "application/json";
+/// Prometheus' text exposition format.
+const METRICS: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The gateway's counters so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -58,6 +61,20 @@ struct Counters {
     streams_ended: AtomicU64,
 }
 
+impl Counters {
+    fn snapshot(&self) -> GatewayStats {
+        GatewayStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            replies: self.replies.load(Ordering::Relaxed),
+            target_errors: self.target_errors.load(Ordering::Relaxed),
+            call_errors: self.call_errors.load(Ordering::Relaxed),
+            bad_requests: self.bad_requests.load(Ordering::Relaxed),
+            streams: self.streams.load(Ordering::Relaxed),
+            streams_ended: self.streams_ended.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// A running gateway.
 #[derive(Debug)]
 pub struct Gateway<R: Runtime> {
@@ -75,6 +92,8 @@ pub(crate) struct Calls<R: Runtime> {
     /// The PUB/SUB routes: NAME's TARGET and TO for `GET /sub/NAME`.
     pub(crate) pubsub_routes: Vec<Route>,
     pub(crate) timeout: Duration,
+    /// The counters `GET /metrics` shows.
+    pub(crate) metrics: Sources,
 }
 
 impl<R: Runtime> Gateway<R> {
@@ -103,16 +122,7 @@ impl<R: Runtime> Gateway<R> {
 
     /// Its counters.
     pub fn stats(&self) -> GatewayStats {
-        let c = &self.counters;
-        GatewayStats {
-            requests: c.requests.load(Ordering::Relaxed),
-            replies: c.replies.load(Ordering::Relaxed),
-            target_errors: c.target_errors.load(Ordering::Relaxed),
-            call_errors: c.call_errors.load(Ordering::Relaxed),
-            bad_requests: c.bad_requests.load(Ordering::Relaxed),
-            streams: c.streams.load(Ordering::Relaxed),
-            streams_ended: c.streams_ended.load(Ordering::Relaxed),
-        }
+        self.counters.snapshot()
     }
 
     /// Stops it (requests in progress are answered first).
@@ -153,6 +163,11 @@ async fn answer<R: Runtime>(
             reply
         }
         Ok(Action::Subscribe(target, via)) => subscribe(calls, counters, &target, via).await,
+        Ok(Action::Metrics) => WebReply {
+            status: 200,
+            content_type: METRICS,
+            body: WebBody::Full(calls.metrics.render(counters.snapshot()).into_bytes()),
+        },
         Err(reply) => {
             counters.bad_requests.fetch_add(1, Ordering::Relaxed);
             reply
@@ -168,11 +183,19 @@ enum Action {
     Call(String, Protocol, Value, Duration),
     /// Stream TARGET's publications, subscribed over a transport.
     Subscribe(String, PubSubTransport),
+    /// Show the proxy's counters.
+    Metrics,
 }
 
 /// Reads `POST /rpc/NAME[?via=TO]` with its JSON body, or `GET /sub/NAME[?via=TO]`, into
 /// what to do; anything else is its error reply.
 fn parse<R: Runtime>(calls: &Calls<R>, req: WebRequest) -> Result<Action, WebReply> {
+    if req.path == "/metrics" {
+        return match req.method.as_str() {
+            "GET" | "HEAD" => Ok(Action::Metrics),
+            _ => Err(error(405, "ERR_METHOD_NOT_ALLOWED")),
+        };
+    }
     let (name, method, routes) = if let Some(name) = req.path.strip_prefix("/rpc/") {
         (name, "POST", &calls.routes)
     } else if let Some(name) = req.path.strip_prefix("/sub/") {

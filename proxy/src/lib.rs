@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod gateway;
+mod metrics;
 pub mod pubsub;
 pub mod route;
 pub mod rpc;

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::config::Settings;
 use crate::gateway::{Calls, Gateway};
+use crate::metrics::Sources;
 use crate::pubsub::{Relay, RelayStats, pubsub_transport};
 use crate::route::{FanOut, Route};
 
@@ -47,16 +48,17 @@ pub struct RouteStats {
     pub dropped_connections: u64,
 }
 
+/// A route's own counters; the server's are read beside them.
 #[derive(Debug, Default)]
-struct Counters {
+pub(crate) struct RouteCounters {
     requests: AtomicU64,
     replies: AtomicU64,
     target_errors: AtomicU64,
     proxy_errors: AtomicU64,
 }
 
-impl Counters {
-    fn snapshot(&self, server: ServerStats) -> RouteStats {
+impl RouteCounters {
+    pub(crate) fn snapshot(&self, server: ServerStats) -> RouteStats {
         RouteStats {
             requests: self.requests.load(Ordering::Relaxed),
             replies: self.replies.load(Ordering::Relaxed),
@@ -73,7 +75,7 @@ impl Counters {
 struct Running<R: Runtime> {
     route: Route,
     server: RpcServer<R>,
-    counters: Arc<Counters>,
+    counters: Arc<RouteCounters>,
 }
 
 /// Why the proxy could not start.
@@ -207,7 +209,28 @@ impl<R: Runtime> Proxy<R> {
             }
         }
         if let Some(port) = settings.gateway {
-            match start_gateway(settings, port, &mut clients) {
+            let metrics = Sources {
+                routes: (proxy.routes.iter())
+                    .map(|r| {
+                        // Labelled with the port it got, not the 0 it may have asked for.
+                        let route = Route {
+                            port: r.server.local_addr().port(),
+                            ..r.route.clone()
+                        };
+                        (route, Arc::clone(&r.counters), r.server.stats_reader())
+                    })
+                    .collect(),
+                relays: (proxy.relays.iter())
+                    .map(|r| {
+                        let route = Route {
+                            port: r.addr.port(),
+                            ..r.route.clone()
+                        };
+                        (route, Arc::clone(&r.counters))
+                    })
+                    .collect(),
+            };
+            match start_gateway(settings, port, &mut clients, metrics) {
                 Ok(gateway) => {
                     tracing::info!(addr = %gateway.local_addr(), "gateway serving");
                     proxy.gateway = Some(gateway);
@@ -272,6 +295,7 @@ fn start_gateway<R: Runtime>(
     settings: &Settings,
     port: u16,
     clients: &mut Clients<R>,
+    metrics: Sources,
 ) -> Result<Gateway<R>, StartError> {
     let mut all = Vec::new();
     for protocol in [Protocol::Http, Protocol::Ws, Protocol::Zmq] {
@@ -287,6 +311,7 @@ fn start_gateway<R: Runtime>(
         subscribers,
         pubsub_routes: settings.pubsub.clone(),
         timeout: settings.timeout,
+        metrics,
     };
     Gateway::start(settings, port, calls).map_err(StartError::Gateway)
 }
@@ -310,7 +335,7 @@ async fn serve<R: Runtime>(
     route: &Route,
     client: PeerClient<R>,
 ) -> Result<Running<R>, ServerError> {
-    let counters = Arc::new(Counters::default());
+    let counters = Arc::new(RouteCounters::default());
     let timeout = route.timeout.unwrap_or(settings.timeout);
     let mut config =
         RpcServerConfig::new(route.from.rpc_transport()).listen_on(settings.bind, route.port);
@@ -341,7 +366,7 @@ struct Call<R: Runtime> {
     target: String,
     fan_out: FanOut,
     timeout: Duration,
-    counters: Arc<Counters>,
+    counters: Arc<RouteCounters>,
 }
 
 impl<R: Runtime> Call<R> {

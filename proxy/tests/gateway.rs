@@ -80,6 +80,20 @@ fn plain_http_calls_services_of_every_transport() {
                 ..GatewayStats::default()
             }
         );
+        // The same counters on the metrics page, beside the route's (which the gateway's
+        // own calls do not pass through).
+        let (status, metrics) = raw_http(addr, "GET /metrics HTTP/1.1", b"").await;
+        assert_eq!(status, 200, "{metrics}");
+        assert!(
+            metrics.contains("\ngrenache_proxy_gateway_requests_total 5\n"),
+            "{metrics}"
+        );
+        assert!(metrics.contains("\ngrenache_proxy_gateway_target_errors_total 1\n"));
+        let route = format!(
+            "grenache_proxy_route_requests_total{{route=\"echo@ws:{}=echo_zmq@zmq\"}} 0\n",
+            proxy.routes()[0].1.port()
+        );
+        assert!(metrics.contains(&route), "{route} in {metrics}");
         proxy.stop().await;
         for server in [zmq, ws, web] {
             server.stop().await;

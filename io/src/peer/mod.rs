@@ -36,7 +36,7 @@ pub use client::PeerClient;
 pub use config::{PeerConfig, PublisherConfig, RpcServerConfig};
 pub use error::{PeerError, ServerError};
 pub use publisher::Publisher;
-pub use rpc_server::{RequestContext, RpcServer, ServerStats};
+pub use rpc_server::{RequestContext, RpcServer, ServerStats, StatsReader};
 pub use subscription::{SubEvent, Subscription};
 pub use watch::Watch;
 

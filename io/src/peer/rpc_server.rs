@@ -94,6 +94,25 @@ pub struct RpcServer<R: Runtime> {
     ctx: Arc<Ctx>,
 }
 
+/// Reads an [`RpcServer`]'s counters; see [`RpcServer::stats_reader`].
+#[derive(Clone, Debug)]
+pub struct StatsReader(Arc<Ctx>);
+
+impl StatsReader {
+    /// The server's counters now.
+    pub fn read(&self) -> ServerStats {
+        let ctx = &self.0;
+        ServerStats {
+            bad_frames: ctx.stats.bad_frames.load(Ordering::Relaxed),
+            dropped_connections: ctx.stats.dropped_connections.load(Ordering::Relaxed),
+            tls: ctx
+                .tls
+                .as_ref()
+                .map_or_else(TlsStats::default, TlsServer::stats),
+        }
+    }
+}
+
 impl std::fmt::Debug for Ctx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ctx").finish_non_exhaustive()
@@ -228,15 +247,13 @@ impl<R: Runtime> RpcServer<R> {
 
     /// What it has refused so far.
     pub fn stats(&self) -> ServerStats {
-        ServerStats {
-            bad_frames: self.ctx.stats.bad_frames.load(Ordering::Relaxed),
-            dropped_connections: self.ctx.stats.dropped_connections.load(Ordering::Relaxed),
-            tls: self
-                .ctx
-                .tls
-                .as_ref()
-                .map_or_else(TlsStats::default, TlsServer::stats),
-        }
+        self.stats_reader().read()
+    }
+
+    /// A handle that reads [`stats`](Self::stats) without holding the server, for a
+    /// metrics page that outlives borrows of it.
+    pub fn stats_reader(&self) -> StatsReader {
+        StatsReader(Arc::clone(&self.ctx))
     }
 
     /// Stops announcing and unannounces (waiting for the Grape), stops accepting, gives
