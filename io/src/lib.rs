@@ -48,7 +48,7 @@ pub use error::{Listener, StartError};
 pub use grape::server::{GrapeServer, IoStats};
 pub use http_server::Body;
 pub use runtime::Runtime;
-pub use web_server::{WebBody, WebReply, WebRequest, WebServer, WebServerConfig};
+pub use web_server::{CorsOrigin, WebBody, WebReply, WebRequest, WebServer, WebServerConfig};
 
 /// Logs to stderr (colours on a terminal), filtered by RUST_LOG (default `info`): the
 /// one setup of every binary, so their logs read alike.

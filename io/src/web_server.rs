@@ -15,7 +15,7 @@ use futures_lite::{Stream, StreamExt as _};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode, header};
 
 use crate::http_server::{self, Body, ConnectionError, read_body};
 use crate::listen::{AcceptLimits, accept_loop};
@@ -39,10 +39,41 @@ pub struct WebServerConfig {
     pub max_connections: usize,
     /// How long requests in progress get to finish after `stop`.
     pub drain_timeout: Duration,
+    /// The origin browsers may call from (CORS): every reply says so, and a preflight
+    /// `OPTIONS` is answered here. `None`: same-origin callers and non-browsers only.
+    pub cors: Option<CorsOrigin>,
+}
+
+/// An origin allowed to call a [`WebServer`] from a browser: `*`, or a scheme, host and
+/// optional port such as `https://app.example.com`. Checked when made, so a bad one is
+/// refused at start rather than sent as a broken header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CorsOrigin(hyper::header::HeaderValue);
+
+impl std::str::FromStr for CorsOrigin {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let well_formed = s == "*"
+            || ["http://", "https://"].iter().any(|scheme| {
+                s.strip_prefix(scheme).is_some_and(|host| {
+                    !host.is_empty()
+                        && !host.contains('/')
+                        && host.bytes().all(|b| b.is_ascii_graphic())
+                })
+            });
+        match hyper::header::HeaderValue::from_str(s) {
+            Ok(value) if well_formed => Ok(CorsOrigin(value)),
+            _ => Err(format!(
+                "{s:?} is not an origin: give * or scheme://host[:port], e.g. https://app.example.com"
+            )),
+        }
+    }
 }
 
 impl WebServerConfig {
-    /// Loopback, an OS-chosen port, 1 MiB bodies, 10 s reads, 1024 connections, 5 s drain.
+    /// Loopback, an OS-chosen port, 1 MiB bodies, 10 s reads, 1024 connections, 5 s drain,
+    /// no CORS.
     pub fn new() -> Self {
         WebServerConfig {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -51,6 +82,7 @@ impl WebServerConfig {
             read_timeout: Duration::from_secs(10),
             max_connections: 1024,
             drain_timeout: Duration::from_secs(5),
+            cors: None,
         }
     }
 }
@@ -192,6 +224,9 @@ async fn handle<R: Runtime>(
     handler: Handler,
 ) -> Result<Response<UnsyncBoxBody<Bytes, Infallible>>, ConnectionError> {
     let (parts, body) = req.into_parts();
+    if let (Some(origin), &hyper::Method::OPTIONS) = (&config.cors, &parts.method) {
+        return Ok(preflight(origin));
+    }
     let body = read_body::<R>(body, config.max_body, config.read_timeout).await?;
     let request = WebRequest {
         method: parts.method.as_str().to_owned(),
@@ -213,5 +248,24 @@ async fn handle<R: Runtime>(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static(reply.content_type),
     );
+    if let Some(CorsOrigin(origin)) = &config.cors {
+        (response.headers_mut()).insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    }
     Ok(response)
+}
+
+/// The answer to a browser's CORS preflight: the origin may `GET` and `POST` JSON.
+fn preflight(CorsOrigin(origin): &CorsOrigin) -> Response<UnsyncBoxBody<Bytes, Infallible>> {
+    let mut response = Response::new(Full::new(Bytes::new()).boxed_unsync());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    for (name, value) in [
+        (header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS"),
+        (header::ACCESS_CONTROL_ALLOW_HEADERS, "content-type"),
+        (header::ACCESS_CONTROL_MAX_AGE, "600"),
+    ] {
+        headers.insert(name, header::HeaderValue::from_static(value));
+    }
+    response
 }

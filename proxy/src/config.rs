@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 
+use grenache_io::{CorsOrigin, WebServerConfig};
 use serde::Deserialize;
 
 use crate::route::{FanOut, Route, RouteError};
@@ -34,6 +35,35 @@ pub struct Settings {
     pub pubsub: Vec<Route>,
     /// The port of the plain HTTP gateway, if one is served.
     pub gateway: Option<u16>,
+    /// How the gateway bounds its callers.
+    pub gateway_limits: GatewayLimits,
+}
+
+/// How the gateway bounds its callers: what reaches it from curl and browsers is
+/// untrusted, so its bodies and connections are capped as the Grape API's are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayLimits {
+    /// A longer request body is refused with 413 before it is read. Default 1 MiB.
+    pub max_body: usize,
+    /// Open connections at most; more wait to be accepted. Default 1024.
+    pub max_connections: usize,
+    /// The origin browsers may call from (CORS). Default none: same origin only.
+    pub cors: Option<CorsOrigin>,
+    /// An event stream quiet this long gets a comment line, so that intermediaries that
+    /// close idle responses keep it open. Default 15 s.
+    pub keep_alive: Duration,
+}
+
+impl Default for GatewayLimits {
+    fn default() -> Self {
+        let web = WebServerConfig::new();
+        GatewayLimits {
+            max_body: web.max_body,
+            max_connections: web.max_connections,
+            cors: None,
+            keep_alive: Duration::from_secs(15),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -46,6 +76,7 @@ impl Default for Settings {
             rpc: Vec::new(),
             pubsub: Vec::new(),
             gateway: None,
+            gateway_limits: GatewayLimits::default(),
         }
     }
 }
@@ -59,6 +90,10 @@ struct File {
     timeout_ms: Option<u64>,
     lookup_cache_ms: Option<u64>,
     gateway: Option<u16>,
+    gateway_max_body: Option<usize>,
+    gateway_max_connections: Option<usize>,
+    gateway_cors: Option<String>,
+    gateway_keep_alive_ms: Option<u64>,
     #[serde(default)]
     rpc: Vec<FileRoute>,
     #[serde(default)]
@@ -100,6 +135,14 @@ pub enum ConfigError {
         path: String,
         /// What is wrong, and where.
         source: toml::de::Error,
+    },
+    /// The file's `gateway_cors` is not an origin.
+    #[error("{path}: gateway_cors: {reason}")]
+    Cors {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
     },
     /// A route in the file is malformed.
     #[error("{path}: {source}")]
@@ -145,6 +188,31 @@ impl Settings {
         }
         if self.gateway.is_none() {
             self.gateway = file.gateway;
+        }
+        let limits = &mut self.gateway_limits;
+        let default_limits = &defaults.gateway_limits;
+        if let Some(n) = file
+            .gateway_max_body
+            .filter(|_| limits.max_body == default_limits.max_body)
+        {
+            limits.max_body = n;
+        }
+        if let Some(n) = (file.gateway_max_connections)
+            .filter(|_| limits.max_connections == default_limits.max_connections)
+        {
+            limits.max_connections = n;
+        }
+        if let Some(ms) =
+            (file.gateway_keep_alive_ms).filter(|_| limits.keep_alive == default_limits.keep_alive)
+        {
+            limits.keep_alive = Duration::from_millis(ms);
+        }
+        if let Some(origin) = file.gateway_cors.filter(|_| limits.cors.is_none()) {
+            let origin = origin.parse().map_err(|reason| ConfigError::Cors {
+                path: name.clone(),
+                reason,
+            })?;
+            limits.cors = Some(origin);
         }
         for entry in file.rpc {
             let mut route: Route = entry.route.parse().map_err(|source| ConfigError::Route {
@@ -216,6 +284,25 @@ route = "ticks@zmq=ticks_ws@ws"
         assert_eq!(settings.rpc[1].timeout, Some(Duration::from_millis(800)));
         assert_eq!(settings.pubsub.len(), 1);
         assert_eq!(settings.pubsub[0].from, Protocol::Zmq);
+    }
+
+    #[test]
+    fn a_file_sets_the_gateway_limits_and_refuses_a_bad_origin() {
+        let (_, read) = file_with(
+            "gateway = 8088\ngateway_max_body = 4096\ngateway_max_connections = 16\n\
+             gateway_cors = \"*\"\ngateway_keep_alive_ms = 500\n",
+        );
+        let (_, bad) = file_with("gateway_cors = \"ftp://example.com\"\n");
+
+        let limits = read.expect("valid").gateway_limits;
+        assert_eq!((limits.max_body, limits.max_connections), (4096, 16));
+        assert_eq!(limits.cors, Some("*".parse().expect("an origin")));
+        assert_eq!(limits.keep_alive, Duration::from_millis(500));
+        let bad = bad.expect_err("not an origin").to_string();
+        assert!(
+            bad.contains("gateway_cors") && bad.contains("scheme://host"),
+            "{bad}"
+        );
     }
 
     #[test]

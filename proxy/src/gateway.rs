@@ -4,6 +4,7 @@
 //! `GET /sub/NAME` streams NAME's publications as server-sent events, subscribed only
 //! while the HTTP client stays. `GET /metrics` shows the whole proxy's counters.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -94,10 +95,12 @@ pub(crate) struct Calls<R: Runtime> {
     pub(crate) timeout: Duration,
     /// The counters `GET /metrics` shows.
     pub(crate) metrics: Sources,
+    /// How long an event stream may stay quiet before a keep-alive comment.
+    pub(crate) keep_alive: Duration,
 }
 
 impl<R: Runtime> Gateway<R> {
-    /// Listens on `port` at the proxy's bind address, with the body limit of the Grape API.
+    /// Listens on `port` at the proxy's bind address, within the settings' gateway limits.
     pub(crate) fn start(
         settings: &Settings,
         port: u16,
@@ -107,6 +110,9 @@ impl<R: Runtime> Gateway<R> {
         let mut config = WebServerConfig::new();
         config.bind = settings.bind;
         config.port = port;
+        config.max_body = settings.gateway_limits.max_body;
+        config.max_connections = settings.gateway_limits.max_connections;
+        config.cors = settings.gateway_limits.cors.clone();
         let ctx = Arc::new((calls, Arc::clone(&counters)));
         let server = WebServer::listen(config, move |req| {
             let ctx = Arc::clone(&ctx);
@@ -267,24 +273,65 @@ async fn subscribe<R: Runtime>(
         body: WebBody::Stream(Box::pin(Events {
             subscription,
             counters: Arc::clone(counters),
+            keep_alive: KeepAlive::new::<R>(calls.keep_alive),
         })),
     }
 }
 
-/// A subscription read as server-sent events; dropping it (the client went away)
-/// unsubscribes and counts the stream ended.
+/// A comment line: clients ignore it, intermediaries see traffic.
+const KEEP_ALIVE_LINE: &[u8] = b": keep-alive\n\n";
+
+/// The quiet timer of an event stream: proxies and load balancers close HTTP responses
+/// idle for 30 to 60 s, and a client whose publisher is quiet would otherwise lose its
+/// stream without knowing.
+struct KeepAlive {
+    every: Duration,
+    sleep: Pin<Box<dyn Future<Output = ()> + Send>>,
+    restart: fn(Duration) -> Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl KeepAlive {
+    fn new<R: Runtime>(every: Duration) -> Self {
+        fn sleep<R: Runtime>(every: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+            Box::pin(R::sleep_until(R::now() + every))
+        }
+        KeepAlive {
+            every,
+            sleep: sleep::<R>(every),
+            restart: sleep::<R>,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.sleep = (self.restart)(self.every);
+    }
+}
+
+/// A subscription read as server-sent events, with a comment line after each quiet
+/// keep-alive period; dropping it (the client went away) unsubscribes and counts the
+/// stream ended.
 struct Events {
     subscription: Subscription,
     counters: Arc<Counters>,
+    keep_alive: KeepAlive,
 }
 
 impl Stream for Events {
     type Item = Vec<u8>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Vec<u8>>> {
-        Pin::new(&mut self.subscription)
-            .poll_next(cx)
-            .map(|message| message.map(|m| event(&m)))
+        let this = &mut *self;
+        if let Poll::Ready(message) = Pin::new(&mut this.subscription).poll_next(cx) {
+            this.keep_alive.reset();
+            return Poll::Ready(message.map(|m| event(&m)));
+        }
+        match this.keep_alive.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                this.keep_alive.reset();
+                Poll::Ready(Some(KEEP_ALIVE_LINE.to_vec()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 

@@ -9,7 +9,7 @@ pub mod pubsub;
 pub mod route;
 pub mod rpc;
 
-pub use config::{ConfigError, Settings};
+pub use config::{ConfigError, GatewayLimits, Settings};
 pub use gateway::{Gateway, GatewayStats};
 pub use pubsub::RelayStats;
 pub use route::{FanOut, Route, RouteError};

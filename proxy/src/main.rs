@@ -25,6 +25,8 @@ Examples:
   # Plain HTTP for curl and browsers: POST /rpc/NAME with a JSON body calls NAME:
   grenache-proxy --gateway 8088 --rpc 'echo@ws=echo_zmq@zmq'
   curl -d '{\"x\":1}' 'http://127.0.0.1:8088/rpc/echo_zmq?via=zmq'
+  curl -N http://127.0.0.1:8088/sub/ticks_ws      # a service's publications as events
+  curl http://127.0.0.1:8088/metrics              # the proxy's counters (Prometheus)
 
   # Routes from a file (flags add to it and win over its settings):
   grenache-proxy --config proxy.toml
@@ -35,6 +37,10 @@ proxy.toml:
   timeout_ms = 10000          # a call's timeout, unless its route sets one
   lookup_cache_ms = 2000      # how long a lookup of a TARGET is reused
   gateway = 8088              # the plain HTTP gateway's port
+  gateway_max_body = 1048576  # bytes; a longer body gets 413
+  gateway_max_connections = 1024
+  gateway_cors = \"https://app.example.com\"   # or \"*\": browsers on it may call the gateway
+  gateway_keep_alive_ms = 15000   # a quiet event stream gets a comment line this often
 
   [[rpc]]
   route = \"echo@ws:8080=echo_zmq@zmq\"
@@ -70,6 +76,15 @@ struct Cli {
     /// Serve the plain HTTP gateway on this port: `POST /rpc/NAME` with a JSON body.
     #[arg(long, value_name = "PORT")]
     gateway: Option<u16>,
+    /// The gateway refuses a longer request body (413) [default: 1048576]
+    #[arg(long, value_name = "BYTES")]
+    gateway_max_body: Option<usize>,
+    /// The gateway's open connections at most [default: 1024]
+    #[arg(long, value_name = "N")]
+    gateway_max_connections: Option<usize>,
+    /// Let browsers on this origin call the gateway (CORS): `*` or scheme://host[:port]
+    #[arg(long, value_name = "ORIGIN")]
+    gateway_cors: Option<grenache_io::CorsOrigin>,
     /// A TOML file of settings and routes (see below).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -109,6 +124,14 @@ impl Cli {
             }));
         settings.pubsub = self.pubsub;
         settings.gateway = self.gateway;
+        let limits = &mut settings.gateway_limits;
+        if let Some(n) = self.gateway_max_body {
+            limits.max_body = n;
+        }
+        if let Some(n) = self.gateway_max_connections {
+            limits.max_connections = n;
+        }
+        limits.cors = self.gateway_cors;
         if let Some(path) = self.config {
             settings = settings.read_file(&path).map_err(|e| e.to_string())?;
         }

@@ -312,6 +312,7 @@ fn start_gateway<R: Runtime>(
         pubsub_routes: settings.pubsub.clone(),
         timeout: settings.timeout,
         metrics,
+        keep_alive: settings.gateway_limits.keep_alive,
     };
     Gateway::start(settings, port, calls).map_err(StartError::Gateway)
 }

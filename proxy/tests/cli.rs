@@ -33,3 +33,12 @@ fn a_bad_route_or_none_is_refused_with_the_reason() {
     assert!(!none.status.success());
     assert!(String::from_utf8_lossy(&none.stderr).contains("no routes"));
 }
+
+#[test]
+fn a_bad_cors_origin_is_refused_with_the_reason() {
+    let out = proxy(&["--gateway", "0", "--gateway-cors", "example.com/path"]);
+
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not an origin"), "{err}");
+}

@@ -6,8 +6,8 @@ use crate::common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{LOCALHOST, client, grape, raw_http, server, url};
-use grenache_proxy::{GatewayStats, Proxy, Route, Settings};
+use common::{LOCALHOST, client, grape, raw_exchange, raw_http, server, url};
+use grenache_proxy::{GatewayLimits, GatewayStats, Proxy, Route, Settings};
 use grenache_smol::peer::{
     PeerClient, PeerConfig, PubSubTransport, Publisher, PublisherConfig, RpcServer, RpcTransport,
 };
@@ -15,6 +15,14 @@ use grenache_smol::{GrapeServer, Smol};
 use serde_json::{Value, json};
 
 async fn proxy(grape: &GrapeServer, routes: &[&str]) -> (Proxy<Smol>, SocketAddr) {
+    proxy_with(grape, routes, GatewayLimits::default()).await
+}
+
+async fn proxy_with(
+    grape: &GrapeServer,
+    routes: &[&str],
+    gateway_limits: GatewayLimits,
+) -> (Proxy<Smol>, SocketAddr) {
     let settings = Settings {
         grape: url(grape),
         bind: LOCALHOST,
@@ -25,6 +33,7 @@ async fn proxy(grape: &GrapeServer, routes: &[&str]) -> (Proxy<Smol>, SocketAddr
             .map(|r| r.parse::<Route>().expect("a valid route"))
             .collect(),
         gateway: Some(0),
+        gateway_limits,
         ..Settings::default()
     };
     let proxy = Proxy::start(&settings).await.expect("start the proxy");
@@ -45,6 +54,58 @@ async fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, Value) {
     let (status, reply) = raw_http(addr, &head, body.as_bytes()).await;
     let reply = serde_json::from_str(&reply).unwrap_or(Value::String(reply));
     (status, reply)
+}
+
+/// A ws publisher of `name`, announced on `grape`.
+async fn ws_publisher(grape: &GrapeServer, name: &str) -> Publisher {
+    let config = PeerConfig::new(url(grape)).pubsub_transport(PubSubTransport::Ws);
+    let publishing = PeerClient::new(config).expect("a valid Grape URL");
+    let config = PublisherConfig::new()
+        .transport(PubSubTransport::Ws)
+        .listen_on(LOCALHOST, 0);
+    Publisher::start(&publishing, name, config)
+        .await
+        .expect("start a publisher")
+}
+
+/// An HTTP client of the gateway's `GET path`, its reply read as it comes.
+struct StreamReader {
+    stream: smol::net::TcpStream,
+    seen: Vec<u8>,
+}
+
+impl StreamReader {
+    async fn open(addr: SocketAddr, path: &str) -> Self {
+        use smol::io::AsyncWriteExt as _;
+        let mut stream = smol::net::TcpStream::connect(addr).await.expect("connect");
+        let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        stream
+            .write_all(head.as_bytes())
+            .await
+            .expect("send the head");
+        StreamReader {
+            stream,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads for at most 20 ms; returns all read so far.
+    async fn poll(&mut self) -> String {
+        use futures_lite::FutureExt as _;
+        use smol::io::AsyncReadExt as _;
+        let mut chunk = [0u8; 4096];
+        let stream = &mut self.stream;
+        let read = async { stream.read(&mut chunk).await.ok() }
+            .or(async {
+                smol::Timer::after(Duration::from_millis(20)).await;
+                None
+            })
+            .await;
+        if let Some(n) = read {
+            self.seen.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&self.seen).into_owned()
+    }
 }
 
 #[test]
@@ -182,46 +243,21 @@ fn curl_calls_a_zeromq_service() {
 #[test]
 fn an_event_stream_carries_publications_until_the_client_goes() {
     smol::block_on(async {
-        use futures_lite::FutureExt as _;
-        use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
         // Arrange: a ws publisher of `ticks`, the gateway, and an HTTP reader of its events.
         let grape = grape(44).await;
-        let config = PeerConfig::new(url(&grape)).pubsub_transport(PubSubTransport::Ws);
-        let publishing = PeerClient::new(config).expect("a valid Grape URL");
-        let config = PublisherConfig::new()
-            .transport(PubSubTransport::Ws)
-            .listen_on(LOCALHOST, 0);
-        let publisher = Publisher::start(&publishing, "ticks", config)
-            .await
-            .expect("start a publisher");
+        let publisher = ws_publisher(&grape, "ticks").await;
         let (proxy, addr) = proxy(&grape, &[]).await;
-        let mut reader = smol::net::TcpStream::connect(addr).await.expect("connect");
-        let head = format!("GET /sub/ticks?via=ws HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-        reader
-            .write_all(head.as_bytes())
-            .await
-            .expect("send the head");
+        let mut reader = StreamReader::open(addr, "/sub/ticks?via=ws").await;
 
         // Act: publish until an event arrives (the subscription connects meanwhile).
-        let mut seen = Vec::new();
-        let mut chunk = [0u8; 4096];
+        let mut text = String::new();
         for _ in 0..500 {
             let _ = publisher.publish_text("tick\nsecond line");
-            let read = async { reader.read(&mut chunk).await.ok() }
-                .or(async {
-                    smol::Timer::after(Duration::from_millis(20)).await;
-                    None
-                })
-                .await;
-            if let Some(n) = read {
-                seen.extend_from_slice(&chunk[..n]);
-            }
-            if String::from_utf8_lossy(&seen).contains("data: tick\ndata: second line\n\n") {
+            text = reader.poll().await;
+            if text.contains("data: tick\ndata: second line\n\n") {
                 break;
             }
         }
-        let text = String::from_utf8_lossy(&seen).into_owned();
         drop(reader);
         // The gateway lets go of the subscription once it sees the reader gone.
         let gateway = proxy.gateway().expect("a gateway");
@@ -239,6 +275,103 @@ fn an_event_stream_carries_publications_until_the_client_goes() {
         assert!(text.contains("data: tick\ndata: second line\n\n"), "{text}");
         let stats = gateway.stats();
         assert_eq!((stats.streams, stats.streams_ended), (1, 1), "{stats:?}");
+        proxy.stop().await;
+        publisher.stop().await;
+        grape.shutdown().await;
+    });
+}
+
+#[test]
+fn a_browser_origin_gets_cors_and_the_body_limit_holds() {
+    smol::block_on(async {
+        // Arrange
+        let grape = grape(45).await;
+        let web = echo(&grape, RpcTransport::Http, "echo_http", "http").await;
+        let limits = GatewayLimits {
+            max_body: 64,
+            cors: Some("https://app.example.com".parse().expect("an origin")),
+            ..GatewayLimits::default()
+        };
+        let (plain, plain_addr) = proxy(&grape, &[]).await;
+        let (proxy, addr) = proxy_with(&grape, &[], limits).await;
+
+        // Act
+        let preflight = raw_exchange(
+            addr,
+            "OPTIONS /rpc/echo_http HTTP/1.1\r\nOrigin: https://app.example.com\r\n\
+             Access-Control-Request-Method: POST",
+            b"",
+        )
+        .await;
+        let head = "POST /rpc/echo_http HTTP/1.1\r\nContent-Length: 1";
+        let call = raw_exchange(addr, head, b"1").await;
+        let big = format!("[{}1]", "1,".repeat(100));
+        let head = format!(
+            "POST /rpc/echo_http HTTP/1.1\r\nContent-Length: {}",
+            big.len()
+        );
+        let too_big = raw_http(addr, &head, big.as_bytes()).await;
+        let no_cors = raw_exchange(
+            plain_addr,
+            "POST /rpc/echo_http HTTP/1.1\r\nContent-Length: 1",
+            b"1",
+        )
+        .await;
+
+        // Assert
+        assert!(preflight.starts_with("HTTP/1.1 204"), "{preflight}");
+        let preflight = preflight.to_ascii_lowercase();
+        assert!(preflight.contains("access-control-allow-origin: https://app.example.com\r\n"));
+        assert!(preflight.contains("access-control-allow-methods: get, post, options\r\n"));
+        assert!(call.starts_with("HTTP/1.1 200"), "{call}");
+        let body = call.split_once("\r\n\r\n").map(|(_, b)| b);
+        let body = body.and_then(|b| serde_json::from_str::<Value>(b).ok());
+        assert_eq!(body, Some(json!({ "tag": "http", "got": 1 })), "{call}");
+        assert!(
+            call.contains("access-control-allow-origin: https://app.example.com\r\n"),
+            "{call}"
+        );
+        assert_eq!(
+            too_big,
+            (413, json!({ "error": "ERR_BODY_TOO_LARGE" }).to_string())
+        );
+        assert!(no_cors.starts_with("HTTP/1.1 200"), "{no_cors}");
+        assert!(!no_cors.contains("access-control"), "{no_cors}");
+        for proxy in [proxy, plain] {
+            proxy.stop().await;
+        }
+        web.stop().await;
+        grape.shutdown().await;
+    });
+}
+
+#[test]
+fn a_quiet_event_stream_gets_keep_alive_comments() {
+    smol::block_on(async {
+        // Arrange: a ws publisher that never publishes, and a short keep-alive.
+        let grape = grape(46).await;
+        let publisher = ws_publisher(&grape, "quiet").await;
+        let limits = GatewayLimits {
+            keep_alive: Duration::from_millis(100),
+            ..GatewayLimits::default()
+        };
+        let (proxy, addr) = proxy_with(&grape, &[], limits).await;
+        let mut reader = StreamReader::open(addr, "/sub/quiet?via=ws").await;
+
+        // Act: read for at most 5 s, until two keep-alive comments came.
+        let mut text = String::new();
+        for _ in 0..250 {
+            text = reader.poll().await;
+            if text.matches(": keep-alive\n\n").count() >= 2 {
+                break;
+            }
+        }
+
+        // Assert
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.matches(": keep-alive\n\n").count() >= 2, "{text}");
+        assert!(!text.contains("data:"), "{text}");
+        drop(reader);
         proxy.stop().await;
         publisher.stop().await;
         grape.shutdown().await;

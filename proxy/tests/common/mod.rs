@@ -56,6 +56,17 @@ pub(crate) async fn server(
 /// `Connection: close` are added) and `body` over a fresh connection; returns the status
 /// (0 when there was no reply) and the body text.
 pub(crate) async fn raw_http(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, String) {
+    let text = raw_exchange(addr, head, body).await;
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// As [`raw_http`], but the whole reply as text: status line, headers and body.
+pub(crate) async fn raw_exchange(addr: SocketAddr, head: &str, body: &[u8]) -> String {
     use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut stream = smol::net::TcpStream::connect(addr).await.expect("connect");
     let head = format!("{head}\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
@@ -64,11 +75,5 @@ pub(crate) async fn raw_http(addr: SocketAddr, head: &str, body: &[u8]) -> (u16,
     let _ = stream.write_all(body).await;
     let mut reply = Vec::new();
     let _ = stream.read_to_end(&mut reply).await;
-    let text = String::from_utf8_lossy(&reply).into_owned();
-    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    String::from_utf8_lossy(&reply).into_owned()
 }
