@@ -43,9 +43,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod process;
 mod runtime;
 
 pub use grenache_io::{IoStats, Limits, Listener, ServerConfig, StartError};
+pub use process::run_until_signal;
 pub use runtime::Smol;
 
 /// A running Grape on smol; see [`grenache_io::GrapeServer`].

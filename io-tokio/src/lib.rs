@@ -45,9 +45,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod process;
 mod runtime;
 
 pub use grenache_io::{IoStats, Limits, Listener, ServerConfig, StartError};
+pub use process::run_until_signal;
 pub use runtime::Tokio;
 
 /// A running Grape on tokio; see [`grenache_io::GrapeServer`].

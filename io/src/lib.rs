@@ -48,6 +48,7 @@ pub use error::{Listener, StartError};
 pub use grape::server::{GrapeServer, IoStats};
 pub use http_server::Body;
 pub use runtime::Runtime;
+pub use stop::Signalled;
 pub use web_server::{CorsOrigin, WebBody, WebReply, WebRequest, WebServer, WebServerConfig};
 
 /// Logs to stderr (colours on a terminal), filtered by RUST_LOG (default `info`): the

@@ -28,3 +28,8 @@ impl Stop {
         let _ = self.0.recv().await;
     }
 }
+
+/// Resolves with the name of the first SIGINT or SIGTERM the process gets (`"SIGINT"`,
+/// `"SIGTERM"`); what each runtime crate's `run_until_signal` hands a program so it can stop
+/// cleanly (unannounce, answer what is in flight) instead of dying to the default handler.
+pub type Signalled = std::pin::Pin<Box<dyn std::future::Future<Output = &'static str> + Send>>;
