@@ -532,6 +532,26 @@ impl Client {
                     }
                 }
             }
+            while let Some((call, name)) = self.rpc.lookups.pop_front() {
+                moved = true;
+                self.link.forget_lookup(&name);
+                match self.link.lookup(now, &name) {
+                    Ok(id) => {
+                        self.lookups.insert(id, Waiter::Rpc(call));
+                    }
+                    Err(e) => {
+                        tracing::warn!(%call, error = %e, "request's fresh lookup refused");
+                        let refused = Err(LinkError::LookupEmpty);
+                        (self.rpc).handle_lookup(
+                            now,
+                            call,
+                            refused,
+                            &mut self.link.ids,
+                            &mut self.rng,
+                        );
+                    }
+                }
+            }
             if !moved {
                 break;
             }
@@ -973,7 +993,14 @@ mod tests {
         h.grape_lookup(&["h:1", "h:2", "h:3"]);
 
         let mut tried = Vec::new();
+        let mut refreshes = 0;
         while let Some(req) = h.http().pop() {
+            if req.url.ends_with("/lookup") {
+                // Every peer refused: the Grape is asked again, and lists the same ones.
+                refreshes += 1;
+                h.reply(&req, 200, br#"["h:1","h:2","h:3"]"#.to_vec());
+                continue;
+            }
             tried.push(req.url.clone());
             let err = TransportError::unsent(format!("connect {}: refused", req.url));
             fail(&mut h, &req, err);
@@ -981,6 +1008,7 @@ mod tests {
         tried.sort();
 
         assert_eq!(tried, ["http://h:1/", "http://h:2/", "http://h:3/"]);
+        assert_eq!(refreshes, 1);
         let result = reply_of(&h.events(), id);
         assert!(
             matches!(&result, Err(RpcError::Request(m)) if m.contains("refused")),
@@ -989,6 +1017,37 @@ mod tests {
         // Dead as they all are, the next request still tries one.
         h.request("svc", json!(2), RequestOptions::default());
         assert_eq!(h.http().len(), 1);
+    }
+
+    #[test]
+    fn when_every_cached_peer_refuses_a_fresh_lookup_finds_the_restarted_one() {
+        let mut config = ClientConfig::new(GRAPE);
+        config.link.lookup_cache_ttl = Duration::from_secs(60);
+        let mut h = Harness::with(config);
+        h.request("svc", json!(0), RequestOptions::default());
+        h.grape_lookup(&["h:1"]);
+        let first = h.http().remove(0);
+        h.answer(&first, json!("old"));
+        let _ = h.events();
+        // The server restarts on another port; the cached lookup still names the old one.
+        let id = h.request("svc", json!(1), RequestOptions::default());
+        let stale = h.http().remove(0);
+
+        fail(
+            &mut h,
+            &stale,
+            TransportError::unsent("connect h:1: refused"),
+        );
+        h.grape_lookup(&["h:2"]);
+        let fresh = h.http().remove(0);
+        h.answer(&fresh, json!("new"));
+
+        assert_eq!(stale.url, "http://h:1/");
+        assert_eq!(fresh.url, "http://h:2/");
+        assert_eq!(reply_of(&h.events(), id), Ok(json!("new")));
+        // The fresh answer replaced the stale one in the cache.
+        h.request("svc", json!(2), RequestOptions::default());
+        assert_eq!(h.http().remove(0).url, "http://h:2/");
     }
 
     #[test]

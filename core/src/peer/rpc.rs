@@ -163,6 +163,9 @@ pub(crate) struct Rpc {
     deadlines: BTreeSet<(Instant, String)>,
     balancer: Balancer,
     dead: DeadPeers,
+    /// Calls that want a fresh lookup of a name (see [`Refresh`]); the owner forgets its
+    /// cached lookup and answers through [`Rpc::handle_lookup`].
+    pub(crate) lookups: VecDeque<(CommandId, String)>,
     pub(crate) transmits: VecDeque<Io>,
     pub(crate) events: VecDeque<ClientEvent>,
     pub(crate) stats: RpcStats,
@@ -178,6 +181,25 @@ struct Call {
     kind: Kind,
     /// The peers still to choose from: a request drops those that failed it.
     peers: Vec<PeerAddr>,
+    /// Peers this request could not connect to.
+    unreachable: Vec<PeerAddr>,
+    /// Whether the request has asked the Grape again (see [`Refresh`]).
+    refresh: Refresh,
+}
+
+/// A request that could reach none of its peers asks the Grape once more before it fails:
+/// its peers may have come from a cached lookup that a restarted server (on a new port, or
+/// a new host) has made stale, and a proxy or client should find the new one at once
+/// rather than fail until the cache expires.
+#[derive(Debug, Default)]
+enum Refresh {
+    /// Not asked again (yet).
+    #[default]
+    NotYet,
+    /// Asking; the error to report if the fresh answer holds no peer not yet tried.
+    Asking(RpcError),
+    /// Asked once; a call asks only once.
+    Done,
 }
 
 #[derive(Debug)]
@@ -233,6 +255,7 @@ impl Rpc {
     pub(crate) fn new(config: RpcConfig) -> Self {
         Rpc {
             dead: DeadPeers::new(config.dead_peer_ttl),
+            lookups: VecDeque::new(),
             config,
             calls: BTreeMap::new(),
             attempts: BTreeMap::new(),
@@ -287,6 +310,8 @@ impl Rpc {
                 limit: opts.limit,
                 kind,
                 peers: Vec::new(),
+                unreachable: Vec::new(),
+                refresh: Refresh::NotYet,
             },
         );
     }
@@ -300,19 +325,38 @@ impl Rpc {
         ids: &mut Ids,
         rng: &mut impl Rng,
     ) {
-        let peers = match result {
-            Ok(peers) => peers,
-            Err(e) => {
-                self.end(id, Err(RpcError::Lookup(e)));
-                return;
-            }
-        };
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
+        let refreshing = match std::mem::take(&mut call.refresh) {
+            Refresh::Asking(unreached) => {
+                call.refresh = Refresh::Done;
+                Some(unreached)
+            }
+            other => {
+                call.refresh = other;
+                None
+            }
+        };
+        let peers = match result {
+            Ok(peers) => peers,
+            Err(e) => {
+                // A failed refresh reports what the call met first, which says more.
+                self.end(id, Err(refreshing.unwrap_or(RpcError::Lookup(e))));
+                return;
+            }
+        };
         match &mut call.kind {
             Kind::Request { .. } => {
-                call.peers = peers;
+                let unreachable = &call.unreachable;
+                call.peers = peers
+                    .into_iter()
+                    .filter(|p| !unreachable.contains(p))
+                    .collect();
+                if let (Some(unreached), true) = (refreshing, call.peers.is_empty()) {
+                    self.end_request(id, Err(unreached));
+                    return;
+                }
                 self.send_next(now, id, ids, rng);
             }
             Kind::Map { results } => {
@@ -816,10 +860,21 @@ impl Rpc {
                     && matches!(call.kind, Kind::Request { .. })
                 {
                     call.peers.retain(|p| *p != attempt.peer);
+                    call.unreachable.push(attempt.peer.clone());
                     if !call.peers.is_empty() {
                         tracing::debug!(id = %attempt.call, peer = %attempt.peer, error = %err,
                             "peer unreachable; sending to the next one");
                         self.send_next(now, attempt.call, ids, rng);
+                        return;
+                    }
+                    // A peer that answered in another protocol is there: asking again
+                    // would find it again. ERR_WRONG_TRANSPORT is reported at once.
+                    let gone = !matches!(err, RpcError::WrongTransport(_));
+                    if gone && matches!(call.refresh, Refresh::NotYet) {
+                        tracing::debug!(id = %attempt.call, name = call.name, error = %err,
+                            "no peer reachable; asking the Grape again");
+                        call.refresh = Refresh::Asking(err);
+                        self.lookups.push_back((attempt.call, call.name.clone()));
                         return;
                     }
                 }
