@@ -138,7 +138,7 @@ impl Node {
                 Body::Error(e)
             }
         };
-        self.reply(from, tid, body);
+        self.reply(now, from, tid, body);
     }
 
     /// The peer an `announce_peer` or `unannounce_peer` speaks of: always the sender's own
@@ -172,7 +172,7 @@ impl Node {
     }
 
     /// Answers a malformed query with 203 (or 204 for an unknown method), when it had a tid.
-    pub(super) fn answer_malformed(&mut self, from: SocketAddr, e: &DecodeError) {
+    pub(super) fn answer_malformed(&mut self, now: Instant, from: SocketAddr, e: &DecodeError) {
         let (Some(tid), true) = (&e.tid, e.was_query) else {
             return;
         };
@@ -185,17 +185,24 @@ impl Node {
             error(code::PROTOCOL, e.kind.as_str())
         };
         self.stats.errors_out += 1;
-        self.reply(from, tid.clone(), Body::Error(reply));
+        self.reply(now, from, tid.clone(), Body::Error(reply));
     }
 
-    fn reply(&mut self, to: SocketAddr, tid: Vec<u8>, body: Body) {
+    /// Sends an answer, if the reply byte budgets allow: the node must not be a reflection
+    /// amplifier for whoever spoofs a victim's address.
+    fn reply(&mut self, now: Instant, to: SocketAddr, tid: Vec<u8>, body: Body) {
         let msg = Message {
             tid,
             version: Some(VERSION.to_vec()),
             read_only: false,
             body,
         };
-        self.transmit(to, msg.encode());
+        let payload = msg.encode();
+        if !self.shield.may_reply(now, to.ip(), payload.len()) {
+            self.stats.drop(DropReason::ReplyBudget);
+            return;
+        }
+        self.transmit(to, payload);
     }
 }
 
