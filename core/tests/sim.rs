@@ -488,3 +488,107 @@ fn a_watch_sees_every_change() {
     assert_eq!(repeated, 0, "a re-announce is no change");
     assert!(expired > 0, "the expiry went unseen");
 }
+
+/// One flooding host: `count` pings and queries with random ids from 256 ports of one
+/// address, `per_tick` of them every 100 ms of virtual time, all at `victim`.
+fn flood(sim: &mut Sim, victim: SocketAddr, count: usize, per_tick: usize) {
+    use grenache_core::dht::NodeId;
+    use grenache_core::dht::krpc::{Body, Message, Method, Query};
+    use rand::Rng as _;
+
+    let host = std::net::IpAddr::from([10, 255, 0, 1]);
+    for i in 0..count {
+        let id = NodeId(sim.rng().random());
+        let method = match i % 3 {
+            0 => Method::Ping,
+            1 => Method::FindNode {
+                target: NodeId(sim.rng().random()).into(),
+            },
+            _ => Method::GetPeers {
+                info_hash: Key::from(NodeId(sim.rng().random())),
+            },
+        };
+        let bytes = Message {
+            tid: vec![1, 2],
+            version: None,
+            read_only: false,
+            body: Body::Query(Query { id, method }),
+        }
+        .encode();
+        let from = SocketAddr::new(host, 1024 + (i % 256) as u16);
+        let now = sim.now();
+        if let Some(node) = sim.node_mut(victim) {
+            node.handle_datagram(now, from, &bytes);
+        }
+        if (i + 1) % per_tick == 0 {
+            sim.run_for(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn a_flooding_host_evicts_no_good_node_and_does_not_slow_lookups() {
+    use grenache_core::dht::DropReason;
+    use grenache_core::dht::routing::NodeState;
+
+    let seed = seed(11);
+    let _hint = ReplayHint(seed);
+    let (mut sim, nodes) = network(seed, 100, PathConfig::default(), JOINED);
+    sim.set_measure_rounds(true);
+    let victim = nodes[7];
+    let names: Vec<(String, SocketAddr)> = (0..10)
+        .map(|i| (format!("svc:flood:{i}"), nodes[20 + i * 7]))
+        .collect();
+    for (name, from) in &names {
+        let q = sim.command(*from, |node, now| node.announce(now, key(name), Some(5000)));
+        if let Some(q) = q {
+            sim.wait_for(*from, q);
+        }
+    }
+    let now = sim.now();
+    let good_before: Vec<_> = sim
+        .node(victim)
+        .map(|n| {
+            let (t4, _) = n.routing_tables();
+            t4.iter(now)
+                .filter(|(_, state)| *state == NodeState::Good)
+                .map(|(info, _)| info.id)
+                .collect()
+        })
+        .unwrap_or_default();
+
+    // 20,000 datagrams in bursts of 5,000, then the lookups while it is banned.
+    flood(&mut sim, victim, 20_000, 5_000);
+    let mut slow = Vec::new();
+    for (name, from) in &names {
+        let q = sim
+            .command(victim, |node, now| node.get_peers(now, key(name)))
+            .expect("victim alive");
+        let result = sim.wait_for(victim, q);
+        let found = matches!(&result, Some(Ok(Outcome::Peers { peers }))
+            if peers.contains(&SocketAddr::new(from.ip(), 5000)));
+        let record = sim.record(victim, q).expect("recorded");
+        let took = record.finished.map(|f| f - record.issued);
+        if !found || took.is_none_or(|t| t >= Duration::from_secs(1)) || record.rounds > Some(4) {
+            slow.push((name.clone(), found, took, record.rounds));
+        }
+    }
+
+    let node = sim.node(victim).expect("victim alive");
+    let (t4, _) = node.routing_tables();
+    let evicted: Vec<_> = good_before.iter().filter(|id| !t4.contains(id)).collect();
+    let dropped = |r| node.stats().dropped.get(&r).copied().unwrap_or(0);
+    assert!(!good_before.is_empty());
+    assert!(
+        evicted.is_empty(),
+        "good nodes evicted by the flood: {evicted:?}"
+    );
+    assert!(slow.is_empty(), "lookups slowed or failed: {slow:?}");
+    assert!(dropped(DropReason::RateLimited) > 0);
+    assert!(
+        dropped(DropReason::Banned) > 15_000,
+        "the flood host is banned: {:?}",
+        node.stats().dropped
+    );
+    assert_eq!(node.stats().bans, 1);
+}
