@@ -592,3 +592,83 @@ fn a_flooding_host_evicts_no_good_node_and_does_not_slow_lookups() {
     );
     assert_eq!(node.stats().bans, 1);
 }
+
+/// What 20 busy Grapes send each other: each announces its 5 services every second and
+/// looks up 10 names a second (no lookup cache: the Grape API's would only lower it). The
+/// busiest source seen by any node, per second, must stay far below the default limits,
+/// so that they only ever meet a flood (docs/operators.md, "Defences").
+#[test]
+fn twenty_busy_grapes_stay_far_below_the_default_limits() {
+    use std::collections::BTreeMap;
+
+    use grenache_core::dht::DropReason;
+    use grenache_core::dht::defence::{DEFAULT_RATE, DEFAULT_REPLY_BUDGET_PER_SOURCE};
+    use grenache_core::sim::TraceEntry;
+
+    let seed = seed(12);
+    let _hint = ReplayHint(seed);
+    let (mut sim, nodes) = network(seed, 20, PathConfig::default(), JOINED);
+    sim.set_trace_log(4_000_000);
+    let start = sim.elapsed();
+    let name = |node: usize, svc: usize| format!("svc:busy:{node}:{svc}");
+    for tick in 0..300usize {
+        for (i, &addr) in nodes.iter().enumerate() {
+            if tick % 10 == i % 10 {
+                for svc in 0..5 {
+                    let k = key(&name(i, svc));
+                    sim.command(addr, |node, now| node.announce(now, k, Some(5000)));
+                }
+            }
+            let k = key(&name((i * 7 + tick) % 20, tick % 5));
+            sim.command(addr, |node, now| node.get_peers(now, k));
+        }
+        sim.run_for(Duration::from_millis(100));
+    }
+
+    // Datagrams and bytes per (receiver, sender, second).
+    let mut per_second: BTreeMap<(SocketAddr, SocketAddr, u64), (u64, u64)> = BTreeMap::new();
+    for entry in sim.trace_log() {
+        if let TraceEntry::Delivered {
+            at, from, to, len, ..
+        } = entry
+            && *at >= start
+        {
+            let slot = per_second.entry((*to, *from, at.as_secs())).or_default();
+            slot.0 += 1;
+            slot.1 += *len as u64;
+        }
+    }
+    let most_datagrams = per_second.values().map(|v| v.0).max().unwrap_or(0);
+    let most_bytes = per_second.values().map(|v| v.1).max().unwrap_or(0);
+    let total: u64 = per_second.values().map(|v| v.0).sum();
+    eprintln!(
+        "20 busy Grapes: {total} datagrams in 30 s; busiest source per receiver: \
+         {most_datagrams} datagrams/s, {most_bytes} bytes/s"
+    );
+    let limited: u64 = nodes
+        .iter()
+        .filter_map(|a| sim.node(*a))
+        .map(|n| {
+            let d = &n.stats().dropped;
+            [
+                DropReason::RateLimited,
+                DropReason::Banned,
+                DropReason::ReplyBudget,
+            ]
+            .iter()
+            .filter_map(|r| d.get(r))
+            .sum::<u64>()
+        })
+        .sum();
+
+    assert!(total > 100_000, "the load ran: {total} datagrams");
+    assert!(
+        most_datagrams * 10 < u64::from(DEFAULT_RATE),
+        "{most_datagrams}/s"
+    );
+    assert!(
+        most_bytes * 10 < u64::from(DEFAULT_REPLY_BUDGET_PER_SOURCE),
+        "{most_bytes} B/s"
+    );
+    assert_eq!(limited, 0, "the defaults never limit a busy network");
+}
