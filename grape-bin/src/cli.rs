@@ -130,6 +130,16 @@ pub(crate) struct DefenceArgs {
     #[arg(long = "dht-nodes-per-subnet", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub(crate) nodes_per_subnet: u8,
 
+    /// Announced peers one source IP may hold here; past it its own stalest announce is
+    /// evicted and counted (0: no cap).
+    #[arg(long = "dht-max-announces-per-source", value_name = "N", default_value_t = defence::DEFAULT_MAX_PEERS_PER_SOURCE)]
+    pub(crate) max_announces_per_source: usize,
+
+    /// BEP-44 items one source IP may hold here; past it its own stalest item is evicted
+    /// and counted (0: no cap).
+    #[arg(long = "dht-max-items-per-source", value_name = "N", default_value_t = defence::DEFAULT_MAX_ITEMS_PER_SOURCE)]
+    pub(crate) max_items_per_source: usize,
+
     /// Apply the limits to loopback senders too (by default they are exempt: they are on
     /// this box already).
     #[arg(long = "limit-loopback")]
@@ -148,6 +158,10 @@ impl DefenceArgs {
         d.reply_budget = Limit::from_flag(self.reply_budget);
         d.reply_budget_per_source = Limit::from_flag(self.reply_budget_per_source);
         d.one_per_subnet = self.nodes_per_subnet > 0;
+        d.max_peers_per_source =
+            (self.max_announces_per_source > 0).then_some(self.max_announces_per_source);
+        d.max_items_per_source =
+            (self.max_items_per_source > 0).then_some(self.max_items_per_source);
         d.exempt_loopback = !self.limit_loopback;
         d
     }
@@ -411,6 +425,8 @@ pub(crate) mod tests {
             "--dht-reply-budget-per-source=0",
             "--dht-nodes-per-subnet",
             "0",
+            "--dht-max-announces-per-source=0",
+            "--dht-max-items-per-source=0",
             "--limit-loopback",
         ])
         .expect("parses");
@@ -426,6 +442,10 @@ pub(crate) mod tests {
             (None, None)
         );
         assert!(!off.one_per_subnet);
+        assert_eq!(
+            (off.max_peers_per_source, off.max_items_per_source),
+            (None, None)
+        );
         assert!(!off.exempt_loopback);
         assert!(parse(&["--dht-nodes-per-subnet", "2"]).is_err());
     }

@@ -960,6 +960,19 @@ fn render_node(out: &mut String, node: &Node) {
         out,
         "grape_dht_evicted_total{{store=\"items\"}} {items_evicted}"
     );
+    let (peers_capped, items_capped) = node.evicted_by_source();
+    metrics::header(
+        out,
+        "grape_dht_source_cap_evictions_total",
+        "counter",
+        "Stored peers and items dropped because their source went over its per-source cap.",
+    );
+    for (store, n) in [("peers", peers_capped), ("items", items_capped)] {
+        let _ = writeln!(
+            out,
+            "grape_dht_source_cap_evictions_total{{store=\"{store}\"}} {n}"
+        );
+    }
     for (name, help, value) in [
         (
             "grape_dht_routing_table_nodes",

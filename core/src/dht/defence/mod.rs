@@ -8,6 +8,7 @@
 
 mod bep42;
 mod limiter;
+mod quota;
 mod shield;
 mod subnet;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 pub use bep42::{bep42_id_prefix, is_bep42_id};
 pub use limiter::{Ban, Limit, SourceLimiter, TokenBucket, Verdict};
+pub use quota::SourceQuota;
 pub(crate) use shield::Shield;
 pub use subnet::{Subnet, is_exempt};
 
@@ -36,6 +38,12 @@ pub struct Defences {
     pub one_per_subnet: bool,
     /// Sources tracked at once by each limiter; past it the idlest is forgotten.
     pub max_sources: usize,
+    /// Announced peers one source IP may hold here (`None`: no cap); past it its own
+    /// stalest announce goes.
+    pub max_peers_per_source: Option<usize>,
+    /// BEP-44 items one source IP may hold here (`None`: no cap); past it its own
+    /// stalest item goes.
+    pub max_items_per_source: Option<usize>,
 }
 
 impl Default for Defences {
@@ -48,6 +56,8 @@ impl Default for Defences {
             exempt_loopback: true,
             one_per_subnet: true,
             max_sources: DEFAULT_MAX_SOURCES,
+            max_peers_per_source: Some(DEFAULT_MAX_PEERS_PER_SOURCE),
+            max_items_per_source: Some(DEFAULT_MAX_ITEMS_PER_SOURCE),
         }
     }
 }
@@ -63,6 +73,8 @@ impl Defences {
             exempt_loopback: true,
             one_per_subnet: false,
             max_sources: DEFAULT_MAX_SOURCES,
+            max_peers_per_source: None,
+            max_items_per_source: None,
         }
     }
 }
@@ -76,5 +88,10 @@ pub const DEFAULT_REPLY_BUDGET: u32 = 16 << 20;
 pub const DEFAULT_REPLY_BUDGET_PER_SOURCE: u32 = 1 << 20;
 /// Sources each limiter tracks: a flood of addresses costs at most this many slots.
 pub const DEFAULT_MAX_SOURCES: usize = 4_096;
+/// Announces one source IP holds: a Grape announces for every service on its host, and
+/// a host with ten thousand services is far past any Grenache deployment we know.
+pub const DEFAULT_MAX_PEERS_PER_SOURCE: usize = 10_000;
+/// BEP-44 items one source IP holds: a fifth of the Node Grape's whole store (5000).
+pub const DEFAULT_MAX_ITEMS_PER_SOURCE: usize = 1_000;
 /// How long a banned source is ignored (libtorrent: 5 minutes).
 pub const DEFAULT_BAN_FOR: Duration = Duration::from_secs(300);

@@ -167,3 +167,62 @@ fn defences_off_answer_everything() {
 
     assert_eq!(answers(&mut node).len(), 5000);
 }
+
+/// A token for `from`, from a `get_peers` answer.
+fn token(node: &mut Node, now: Instant, from: SocketAddr) -> Vec<u8> {
+    let _ = answers(node);
+    node.handle_datagram(now, from, &get_peers(9));
+    std::iter::from_fn(|| node.poll_transmit())
+        .find_map(|t| match Message::decode(&t.payload).ok()?.body {
+            Body::Response(r) => r.token,
+            _ => None,
+        })
+        .expect("a token")
+}
+
+fn announce(name: &str, port: u16, token: Vec<u8>) -> Vec<u8> {
+    Message {
+        tid: vec![5, 6],
+        version: None,
+        read_only: false,
+        body: Body::Query(Query {
+            id: NodeId([9; 20]),
+            method: Method::AnnouncePeer {
+                info_hash: Key::new(name.as_bytes()).expect("key"),
+                port,
+                implied_port: false,
+                token,
+            },
+        }),
+    }
+    .encode()
+}
+
+#[test]
+fn a_source_over_its_announce_cap_evicts_only_its_own_stalest() {
+    let start = Instant::now();
+    let d = Defences {
+        max_peers_per_source: Some(3),
+        ..Defences::off()
+    };
+    let mut node = node(d, start);
+    let flooder = SocketAddr::from(([203, 0, 113, 7], 1000));
+    let other = SocketAddr::from(([198, 51, 100, 1], 6881));
+    let key = |name: &str| Key::new(name.as_bytes()).expect("key");
+
+    let t = token(&mut node, start, other);
+    node.handle_datagram(start, other, &announce("kept", 4000, t));
+    let t = token(&mut node, start, flooder);
+    for i in 0..10u16 {
+        let now = start + Duration::from_secs(u64::from(i));
+        node.handle_datagram(now, flooder, &announce(&format!("f{i}"), 5000, t.clone()));
+    }
+    let now = start + Duration::from_secs(10);
+
+    assert_eq!(node.local_peers(now, &key("kept"), 10).len(), 1);
+    let held: Vec<u16> = (0..10)
+        .filter(|i| !node.local_peers(now, &key(&format!("f{i}")), 10).is_empty())
+        .collect();
+    assert_eq!(held, [7, 8, 9], "the flooder keeps only its freshest three");
+    assert_eq!(node.evicted_by_source(), (7, 0));
+}

@@ -28,7 +28,7 @@ pub use stats::{DropReason, MethodCounts, Stats};
 pub use watch::{MAX_WATCHES, MAX_WATCHES_PER_SOURCE, WATCH_TTL};
 
 use crate::dht::bep44::{ImmutableItem, Item, MutableItem, Target};
-use crate::dht::defence::{Shield, Verdict, is_bep42_id};
+use crate::dht::defence::{Shield, SourceQuota, Verdict, is_bep42_id};
 use crate::dht::event::{Event, Outcome, QueryError, QueryId};
 use crate::dht::id::{Key, NodeId};
 use crate::dht::krpc::{Body, ErrorReply, Message, Method, NodeInfo, PutArgs, Query, Response};
@@ -114,6 +114,10 @@ pub struct Node {
     watchers: Watchers,
     /// Rate limits on what comes in, byte budget on the answers that go out.
     shield: Shield,
+    /// Announces each source IP holds here, capped per source.
+    peer_quota: Option<SourceQuota<(Key, SocketAddr)>>,
+    /// BEP-44 items each source IP put here, capped per source.
+    item_quota: Option<SourceQuota<Target>>,
 }
 
 #[derive(Debug)]
@@ -234,6 +238,12 @@ impl Node {
             table4: table(id, &config),
             table6: table(id, &config),
             shield: Shield::new(&config.defences, now),
+            peer_quota: config.defences.max_peers_per_source.map(|cap| {
+                SourceQuota::new(cap, config.peer_max_age, config.defences.exempt_loopback)
+            }),
+            item_quota: config.defences.max_items_per_source.map(|cap| {
+                SourceQuota::new(cap, config.item_max_age, config.defences.exempt_loopback)
+            }),
             tokens,
             peers: PeerStore::new(
                 config.peer_max_age,
@@ -305,6 +315,14 @@ impl Node {
     /// Peers and items dropped because a store was full.
     pub fn evicted(&self) -> (u64, u64) {
         (self.peers.evicted(), self.items.evicted())
+    }
+
+    /// Peers and items dropped because their source went over its per-source cap.
+    pub fn evicted_by_source(&self) -> (u64, u64) {
+        (
+            self.peer_quota.as_ref().map_or(0, SourceQuota::evicted),
+            self.item_quota.as_ref().map_or(0, SourceQuota::evicted),
+        )
     }
 
     /// Sources banned now for going over the rate limit again and again.
@@ -585,6 +603,12 @@ impl Node {
             self.next_maintenance = now + self.config.maintenance_interval;
             self.watchers.expire(now);
             self.shield.forget_quiet(now);
+            if let Some(q) = &mut self.peer_quota {
+                q.expire(now);
+            }
+            if let Some(q) = &mut self.item_quota {
+                q.expire(now);
+            }
             self.maintain(now);
         }
     }
