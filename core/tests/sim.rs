@@ -488,3 +488,187 @@ fn a_watch_sees_every_change() {
     assert_eq!(repeated, 0, "a re-announce is no change");
     assert!(expired > 0, "the expiry went unseen");
 }
+
+/// One flooding host: `count` pings and queries with random ids from 256 ports of one
+/// address, `per_tick` of them every 100 ms of virtual time, all at `victim`.
+fn flood(sim: &mut Sim, victim: SocketAddr, count: usize, per_tick: usize) {
+    use grenache_core::dht::NodeId;
+    use grenache_core::dht::krpc::{Body, Message, Method, Query};
+    use rand::Rng as _;
+
+    let host = std::net::IpAddr::from([10, 255, 0, 1]);
+    for i in 0..count {
+        let id = NodeId(sim.rng().random());
+        let method = match i % 3 {
+            0 => Method::Ping,
+            1 => Method::FindNode {
+                target: NodeId(sim.rng().random()).into(),
+            },
+            _ => Method::GetPeers {
+                info_hash: Key::from(NodeId(sim.rng().random())),
+            },
+        };
+        let bytes = Message {
+            tid: vec![1, 2],
+            version: None,
+            read_only: false,
+            body: Body::Query(Query { id, method }),
+        }
+        .encode();
+        let from = SocketAddr::new(host, 1024 + (i % 256) as u16);
+        let now = sim.now();
+        if let Some(node) = sim.node_mut(victim) {
+            node.handle_datagram(now, from, &bytes);
+        }
+        if (i + 1) % per_tick == 0 {
+            sim.run_for(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn a_flooding_host_evicts_no_good_node_and_does_not_slow_lookups() {
+    use grenache_core::dht::DropReason;
+    use grenache_core::dht::routing::NodeState;
+
+    let seed = seed(11);
+    let _hint = ReplayHint(seed);
+    let (mut sim, nodes) = network(seed, 100, PathConfig::default(), JOINED);
+    sim.set_measure_rounds(true);
+    let victim = nodes[7];
+    let names: Vec<(String, SocketAddr)> = (0..10)
+        .map(|i| (format!("svc:flood:{i}"), nodes[20 + i * 7]))
+        .collect();
+    for (name, from) in &names {
+        let q = sim.command(*from, |node, now| node.announce(now, key(name), Some(5000)));
+        if let Some(q) = q {
+            sim.wait_for(*from, q);
+        }
+    }
+    let now = sim.now();
+    let good_before: Vec<_> = sim
+        .node(victim)
+        .map(|n| {
+            let (t4, _) = n.routing_tables();
+            t4.iter(now)
+                .filter(|(_, state)| *state == NodeState::Good)
+                .map(|(info, _)| info.id)
+                .collect()
+        })
+        .unwrap_or_default();
+
+    // 20,000 datagrams in bursts of 5,000, then the lookups while it is banned.
+    flood(&mut sim, victim, 20_000, 5_000);
+    let mut slow = Vec::new();
+    for (name, from) in &names {
+        let q = sim
+            .command(victim, |node, now| node.get_peers(now, key(name)))
+            .expect("victim alive");
+        let result = sim.wait_for(victim, q);
+        let found = matches!(&result, Some(Ok(Outcome::Peers { peers }))
+            if peers.contains(&SocketAddr::new(from.ip(), 5000)));
+        let record = sim.record(victim, q).expect("recorded");
+        let took = record.finished.map(|f| f - record.issued);
+        if !found || took.is_none_or(|t| t >= Duration::from_secs(1)) || record.rounds > Some(4) {
+            slow.push((name.clone(), found, took, record.rounds));
+        }
+    }
+
+    let node = sim.node(victim).expect("victim alive");
+    let (t4, _) = node.routing_tables();
+    let evicted: Vec<_> = good_before.iter().filter(|id| !t4.contains(id)).collect();
+    let dropped = |r| node.stats().dropped.get(&r).copied().unwrap_or(0);
+    assert!(!good_before.is_empty());
+    assert!(
+        evicted.is_empty(),
+        "good nodes evicted by the flood: {evicted:?}"
+    );
+    assert!(slow.is_empty(), "lookups slowed or failed: {slow:?}");
+    assert!(dropped(DropReason::RateLimited) > 0);
+    assert!(
+        dropped(DropReason::Banned) > 15_000,
+        "the flood host is banned: {:?}",
+        node.stats().dropped
+    );
+    assert_eq!(node.stats().bans, 1);
+}
+
+/// What 20 busy Grapes send each other: each announces its 5 services every second and
+/// looks up 10 names a second (no lookup cache: the Grape API's would only lower it). The
+/// busiest source seen by any node, per second, must stay far below the default limits,
+/// so that they only ever meet a flood (docs/operators.md, "Defences").
+#[test]
+fn twenty_busy_grapes_stay_far_below_the_default_limits() {
+    use std::collections::BTreeMap;
+
+    use grenache_core::dht::DropReason;
+    use grenache_core::dht::defence::{DEFAULT_RATE, DEFAULT_REPLY_BUDGET_PER_SOURCE};
+    use grenache_core::sim::TraceEntry;
+
+    let seed = seed(12);
+    let _hint = ReplayHint(seed);
+    let (mut sim, nodes) = network(seed, 20, PathConfig::default(), JOINED);
+    sim.set_trace_log(4_000_000);
+    let start = sim.elapsed();
+    let name = |node: usize, svc: usize| format!("svc:busy:{node}:{svc}");
+    for tick in 0..300usize {
+        for (i, &addr) in nodes.iter().enumerate() {
+            if tick % 10 == i % 10 {
+                for svc in 0..5 {
+                    let k = key(&name(i, svc));
+                    sim.command(addr, |node, now| node.announce(now, k, Some(5000)));
+                }
+            }
+            let k = key(&name((i * 7 + tick) % 20, tick % 5));
+            sim.command(addr, |node, now| node.get_peers(now, k));
+        }
+        sim.run_for(Duration::from_millis(100));
+    }
+
+    // Datagrams and bytes per (receiver, sender, second).
+    let mut per_second: BTreeMap<(SocketAddr, SocketAddr, u64), (u64, u64)> = BTreeMap::new();
+    for entry in sim.trace_log() {
+        if let TraceEntry::Delivered {
+            at, from, to, len, ..
+        } = entry
+            && *at >= start
+        {
+            let slot = per_second.entry((*to, *from, at.as_secs())).or_default();
+            slot.0 += 1;
+            slot.1 += *len as u64;
+        }
+    }
+    let most_datagrams = per_second.values().map(|v| v.0).max().unwrap_or(0);
+    let most_bytes = per_second.values().map(|v| v.1).max().unwrap_or(0);
+    let total: u64 = per_second.values().map(|v| v.0).sum();
+    eprintln!(
+        "20 busy Grapes: {total} datagrams in 30 s; busiest source per receiver: \
+         {most_datagrams} datagrams/s, {most_bytes} bytes/s"
+    );
+    let limited: u64 = nodes
+        .iter()
+        .filter_map(|a| sim.node(*a))
+        .map(|n| {
+            let d = &n.stats().dropped;
+            [
+                DropReason::RateLimited,
+                DropReason::Banned,
+                DropReason::ReplyBudget,
+            ]
+            .iter()
+            .filter_map(|r| d.get(r))
+            .sum::<u64>()
+        })
+        .sum();
+
+    assert!(total > 100_000, "the load ran: {total} datagrams");
+    assert!(
+        most_datagrams * 10 < u64::from(DEFAULT_RATE),
+        "{most_datagrams}/s"
+    );
+    assert!(
+        most_bytes * 10 < u64::from(DEFAULT_REPLY_BUDGET_PER_SOURCE),
+        "{most_bytes} B/s"
+    );
+    assert_eq!(limited, 0, "the defaults never limit a busy network");
+}

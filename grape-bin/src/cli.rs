@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use grenache_core::api::GrapeConfig;
+use grenache_core::dht::defence::{self, Ban, Defences, Limit};
 
 /// A Grenache Grape: a BitTorrent mainline DHT node with the Grape HTTP API.
 ///
@@ -92,6 +93,78 @@ pub(crate) struct Args {
     /// Async runtime to run on.
     #[arg(long, value_enum, default_value_t = Runtime::DEFAULT)]
     pub(crate) runtime: Runtime,
+
+    #[command(flatten)]
+    pub(crate) defences: DefenceArgs,
+}
+
+/// The defences' flags (docs/operators.md, "Defences"); 0 turns one off.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Defences")]
+pub(crate) struct DefenceArgs {
+    /// DHT datagrams per second one source IP (an IPv6 /64) may send; past it they are
+    /// dropped and counted (0: no limit).
+    #[arg(long = "dht-rate-limit", value_name = "N", default_value_t = defence::DEFAULT_RATE)]
+    pub(crate) rate_limit: u32,
+
+    /// Seconds a source that keeps going over the rate limit is ignored (0: never banned).
+    #[arg(long = "dht-ban", value_name = "SECS", default_value_t = defence::DEFAULT_BAN_FOR.as_secs())]
+    pub(crate) ban_secs: u64,
+
+    /// Bytes per second of DHT answers to all queriers together; past it queries go
+    /// unanswered and are counted (0: no budget).
+    #[arg(long = "dht-reply-budget", value_name = "BYTES", default_value_t = defence::DEFAULT_REPLY_BUDGET)]
+    pub(crate) reply_budget: u32,
+
+    /// Bytes per second of DHT answers to one source IP: no one can turn the Grape into a
+    /// reflection amplifier (0: no budget).
+    #[arg(
+        long = "dht-reply-budget-per-source",
+        value_name = "BYTES",
+        default_value_t = defence::DEFAULT_REPLY_BUDGET_PER_SOURCE
+    )]
+    pub(crate) reply_budget_per_source: u32,
+
+    /// Nodes of one public /24 (IPv4) or /64 (IPv6) each routing-table bucket may hold
+    /// (1: libtorrent's rule; 0: no limit). Private and loopback addresses are exempt.
+    #[arg(long = "dht-nodes-per-subnet", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub(crate) nodes_per_subnet: u8,
+
+    /// Announced peers one source IP may hold here; past it its own stalest announce is
+    /// evicted and counted (0: no cap).
+    #[arg(long = "dht-max-announces-per-source", value_name = "N", default_value_t = defence::DEFAULT_MAX_PEERS_PER_SOURCE)]
+    pub(crate) max_announces_per_source: usize,
+
+    /// BEP-44 items one source IP may hold here; past it its own stalest item is evicted
+    /// and counted (0: no cap).
+    #[arg(long = "dht-max-items-per-source", value_name = "N", default_value_t = defence::DEFAULT_MAX_ITEMS_PER_SOURCE)]
+    pub(crate) max_items_per_source: usize,
+
+    /// Apply the limits to loopback senders too (by default they are exempt: they are on
+    /// this box already).
+    #[arg(long = "limit-loopback")]
+    pub(crate) limit_loopback: bool,
+}
+
+impl DefenceArgs {
+    /// The core's defences these flags ask for.
+    pub(crate) fn defences(&self) -> Defences {
+        let mut d = Defences::default();
+        d.rate_limit = Limit::from_flag(self.rate_limit);
+        d.ban = (self.ban_secs > 0).then(|| Ban {
+            duration: Duration::from_secs(self.ban_secs),
+            ..Ban::default()
+        });
+        d.reply_budget = Limit::from_flag(self.reply_budget);
+        d.reply_budget_per_source = Limit::from_flag(self.reply_budget_per_source);
+        d.one_per_subnet = self.nodes_per_subnet > 0;
+        d.max_peers_per_source =
+            (self.max_announces_per_source > 0).then_some(self.max_announces_per_source);
+        d.max_items_per_source =
+            (self.max_items_per_source > 0).then_some(self.max_items_per_source);
+        d.exempt_loopback = !self.limit_loopback;
+        d
+    }
 }
 
 /// The async runtimes the binary can run on; each needs its Cargo feature.
@@ -188,6 +261,7 @@ impl Args {
             config.lookup_cache = Duration::from_millis(ms);
         }
         config.max_payload = self.max_payload;
+        config.node.defences = self.defences.defences();
         config
     }
 }
@@ -335,6 +409,45 @@ pub(crate) mod tests {
         assert_eq!(config.max_payload, 100);
         assert_eq!(config.lookup_cache, Duration::ZERO);
         assert_eq!(config.node.maintenance_interval, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn defences_are_on_by_default_and_each_flag_turns_one_off() {
+        // Arrange
+        let defaults = parse(&[]).expect("parses").grape_config().node.defences;
+        let off = parse(&[
+            "--dht-rate-limit",
+            "0",
+            "--dht-ban",
+            "0",
+            "--dht-reply-budget",
+            "0",
+            "--dht-reply-budget-per-source=0",
+            "--dht-nodes-per-subnet",
+            "0",
+            "--dht-max-announces-per-source=0",
+            "--dht-max-items-per-source=0",
+            "--limit-loopback",
+        ])
+        .expect("parses");
+
+        // Act
+        let off = off.grape_config().node.defences;
+
+        // Assert
+        assert_eq!(defaults, Defences::default());
+        assert_eq!((off.rate_limit, off.ban), (None, None));
+        assert_eq!(
+            (off.reply_budget, off.reply_budget_per_source),
+            (None, None)
+        );
+        assert!(!off.one_per_subnet);
+        assert_eq!(
+            (off.max_peers_per_source, off.max_items_per_source),
+            (None, None)
+        );
+        assert!(!off.exempt_loopback);
+        assert!(parse(&["--dht-nodes-per-subnet", "2"]).is_err());
     }
 
     #[test]

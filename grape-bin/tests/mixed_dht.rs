@@ -15,12 +15,28 @@ use std::time::{Duration, Instant};
 both_runtimes!(
     #[cfg_attr(skip_interop, ignore = "GRENACHE_SKIP_INTEROP is set")]
     mixed_network,
+    #[cfg_attr(skip_interop, ignore = "GRENACHE_SKIP_INTEROP is set")]
+    mixed_network_defended,
     mutable_across_ours
 );
 
 fn mixed_network(rt: Rt) {
+    mixed(rt, "mixed_network", GrapeOpts::default());
+}
+
+/// The same network with our defences applied to the loopback Grapes (default limits): the
+/// Node Grapes' traffic meets them, and nothing of it is limited.
+fn mixed_network_defended(rt: Rt) {
+    let opts = GrapeOpts {
+        limit_loopback: true,
+        ..GrapeOpts::default()
+    };
+    mixed(rt, "mixed_network_defended", opts);
+}
+
+fn mixed(rt: Rt, test: &str, opts: GrapeOpts) {
     common::node_env();
-    let ctx = Ctx::new(&format!("mixed_network_{}", rt.as_str()));
+    let ctx = Ctx::new(&format!("{test}_{}", rt.as_str()));
     let ours_kind = Kind::Ours(rt);
     // Seeds first: one Node Grape and one of ours.
     let kinds = [
@@ -31,7 +47,7 @@ fn mixed_network(rt: Rt) {
         Kind::Node,
         ours_kind,
     ];
-    let grapes = start_grapes(&ctx, &kinds, GrapeOpts::default());
+    let grapes = start_grapes(&ctx, &kinds, opts);
     wait_converged(&ctx, &grapes, Duration::from_secs(15));
     let ours: Vec<_> = grapes.iter().filter(|g| g.is_ours()).collect();
     let theirs: Vec<_> = grapes.iter().filter(|g| !g.is_ours()).collect();
@@ -130,6 +146,32 @@ fn mixed_network(rt: Rt) {
             }
         },
     );
+    if opts.limit_loopback {
+        checks.run(
+            "the defences met the traffic and limited none of it",
+            || {
+                for g in &ours {
+                    let text = http::get(g.api, "/metrics")
+                        .unwrap_or_else(|e| panic!("{e}"))
+                        .text();
+                    let count = |name: &str| {
+                        text.lines()
+                            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+                            .unwrap_or(0)
+                    };
+                    assert!(
+                        count("grape_dht_datagrams_total{direction=\"in\"}") > 0,
+                        "{text}"
+                    );
+                    for reason in ["rate_limited", "banned", "reply_budget"] {
+                        let line = format!("grape_dht_dropped_total{{reason=\"{reason}\"}}");
+                        assert_eq!(count(&line), 0, "{}: {text}", g.label);
+                    }
+                    assert_eq!(count("grape_dht_bans_total"), 0, "{text}");
+                }
+            },
+        );
+    }
     checks.finish();
 }
 

@@ -33,7 +33,10 @@ fn two_grapes(ctx: &Ctx, rt: Rt) -> Vec<Grape> {
     start_grapes(
         ctx,
         &[Kind::Ours(rt), Kind::Ours(rt)],
-        GrapeOpts { ws: true },
+        GrapeOpts {
+            ws: true,
+            ..GrapeOpts::default()
+        },
     )
 }
 

@@ -34,6 +34,7 @@ macro_rules! adapter_tests {
             shutdown_is_prompt_and_closes_the_listeners,
             announce_on_one_grape_is_found_from_another,
             a_burst_of_queries_is_answered_in_full,
+            the_dht_rate_limit_drops_a_flood_and_answers_others,
             a_refused_connect_is_unsent,
             a_close_after_the_request_arrived_may_have_been_sent,
             tls_rpc_and_pubsub_carry_the_client_identity,
@@ -407,6 +408,48 @@ pub async fn a_burst_of_queries_is_answered_in_full<R: Runtime>() {
     server.shutdown().await;
 }
 
+/// See the test of this name in each runtime's crate.
+pub async fn the_dht_rate_limit_drops_a_flood_and_answers_others<R: Runtime>() {
+    use grenache_core::dht::defence::{Ban, Limit};
+
+    // Arrange: loopback not exempt, so the defences apply to this box's senders.
+    let mut config = local_config(2);
+    let defences = &mut config.grape.node.defences;
+    defences.exempt_loopback = false;
+    defences.rate_limit = Some(Limit::per_second(50));
+    defences.ban = Some(Ban {
+        after: 100,
+        window: Duration::from_secs(10),
+        duration: Duration::from_secs(60),
+    });
+    let server = GrapeServer::<R>::start(config).await.expect("start");
+    let dht = server.local_dht_addr();
+
+    // Act: one socket floods from 127.0.0.2, then another asks from 127.0.0.1.
+    let flooded = off_thread(move || burst::ping_from([127, 0, 0, 2], dht, 500)).await;
+    let other = off_thread(move || burst::ping_from([127, 0, 0, 1], dht, 20)).await;
+    let request = b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
+    let (status, metrics) = raw_exchange::<R>(server.local_api_addr(), request).await;
+    let metrics = String::from_utf8_lossy(&metrics).into_owned();
+
+    // Assert
+    assert!(flooded < 250, "{flooded} of 500 flooding pings answered");
+    assert_eq!(other, 20, "the other socket is answered in full");
+    assert_eq!(status, 200);
+    let counter = |line: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line)?.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let dropped = counter("grape_dht_dropped_total{reason=\"rate_limited\"}")
+        + counter("grape_dht_dropped_total{reason=\"banned\"}");
+    // Most of the flood reached the node and was dropped there (the kernel may drop some).
+    assert!(dropped >= 250, "{metrics}");
+    assert_eq!(counter("grape_dht_bans_total"), 1, "{metrics}");
+    server.shutdown().await;
+}
+
 /// The HTTP client's view of failed exchanges: what reached the server and what did not.
 pub mod http_client {
     use std::io::Read as _;
@@ -605,7 +648,12 @@ mod burst {
     /// Sends `n` pings to `dht` back to back, then counts the distinct answers that come
     /// within a second of the last one. Blocking: run it off the runtime's threads.
     pub(crate) fn ping(dht: SocketAddr, n: u16) -> usize {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        ping_from([127, 0, 0, 1], dht, n)
+    }
+
+    /// [`ping`] from a socket bound to `ip` (any of 127.0.0.0/8 works on loopback).
+    pub(crate) fn ping_from(ip: [u8; 4], dht: SocketAddr, n: u16) -> usize {
+        let socket = UdpSocket::bind(SocketAddr::from((ip, 0))).expect("bind");
         socket
             .set_read_timeout(Some(Duration::from_secs(1)))
             .expect("timeout");

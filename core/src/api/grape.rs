@@ -908,6 +908,27 @@ fn render_node(out: &mut String, node: &Node) {
     for (reason, n) in dropped {
         let _ = writeln!(out, "grape_dht_dropped_total{{reason=\"{reason}\"}} {n}");
     }
+    metrics::counter(
+        out,
+        "grape_dht_bans_total",
+        "Sources banned for going over the DHT rate limit again and again.",
+        s.bans,
+    );
+    metrics::header(
+        out,
+        "grape_dht_nodes_refused_total",
+        "counter",
+        "Nodes the routing tables did not take, by rule.",
+    );
+    for (rule, n) in &s.nodes_refused {
+        let _ = writeln!(out, "grape_dht_nodes_refused_total{{rule=\"{rule}\"}} {n}");
+    }
+    metrics::counter(
+        out,
+        "grape_dht_unverified_ids_total",
+        "Nodes taken whose public address does not match their id (BEP 42).",
+        s.unverified_ids,
+    );
     metrics::header(
         out,
         "grape_dht_commands_total",
@@ -939,6 +960,19 @@ fn render_node(out: &mut String, node: &Node) {
         out,
         "grape_dht_evicted_total{{store=\"items\"}} {items_evicted}"
     );
+    let (peers_capped, items_capped) = node.evicted_by_source();
+    metrics::header(
+        out,
+        "grape_dht_source_cap_evictions_total",
+        "counter",
+        "Stored peers and items dropped because their source went over its per-source cap.",
+    );
+    for (store, n) in [("peers", peers_capped), ("items", items_capped)] {
+        let _ = writeln!(
+            out,
+            "grape_dht_source_cap_evictions_total{{store=\"{store}\"}} {n}"
+        );
+    }
     for (name, help, value) in [
         (
             "grape_dht_routing_table_nodes",
@@ -949,6 +983,11 @@ fn render_node(out: &mut String, node: &Node) {
             "grape_dht_silent_nodes",
             "Nodes that missed a query and have not answered since.",
             node.silent_nodes(),
+        ),
+        (
+            "grape_dht_banned_sources",
+            "Sources banned now for going over the DHT rate limit.",
+            node.banned_sources(),
         ),
         (
             "grape_dht_stored_keys",

@@ -13,6 +13,7 @@
 
 pub mod bencode;
 pub mod bep44;
+pub mod defence;
 pub(crate) mod event;
 pub(crate) mod id;
 pub mod krpc;

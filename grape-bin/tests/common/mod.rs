@@ -642,6 +642,9 @@ pub fn peer(port: u16) -> String {
 pub struct GrapeOpts {
     /// Give our Grapes a WebSocket API port (`--apw`).
     pub ws: bool,
+    /// Apply our Grapes' defences to loopback senders too (`--limit-loopback`), so that
+    /// they meet the other Grapes of a loopback network.
+    pub limit_loopback: bool,
 }
 
 /// Starts one Grape per entry of `kinds` on fresh loopback ports, all at once, and waits until
@@ -677,6 +680,9 @@ pub fn start_grapes(ctx: &Ctx, kinds: &[Kind], opts: GrapeOpts) -> Vec<Grape> {
                     let mut cmd = ours_command(rt, dht[i], api, &bn);
                     if let Some(ws) = ws {
                         cmd.args(["--apw", &ws.to_string()]);
+                    }
+                    if opts.limit_loopback {
+                        cmd.arg("--limit-loopback");
                     }
                     cmd
                 }

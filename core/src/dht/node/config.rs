@@ -1,6 +1,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::dht::defence::Defences;
 use crate::dht::id::NodeId;
 
 /// Settings of a [`Node`](super::Node). `Default` gives the Node.js Grape's defaults.
@@ -39,6 +40,8 @@ pub struct Config {
     pub read_only: bool,
     /// How often routing-table upkeep runs (pings of quiet nodes, bucket refresh).
     pub maintenance_interval: Duration,
+    /// Rate limits, reply budget and routing-table rules; all on by default.
+    pub defences: Defences,
 }
 
 impl Default for Config {
@@ -58,6 +61,7 @@ impl Default for Config {
             local_ip: None,
             read_only: false,
             maintenance_interval: Duration::from_secs(60),
+            defences: Defences::default(),
         }
     }
 }

@@ -28,6 +28,7 @@ pub use stats::{DropReason, MethodCounts, Stats};
 pub use watch::{MAX_WATCHES, MAX_WATCHES_PER_SOURCE, WATCH_TTL};
 
 use crate::dht::bep44::{ImmutableItem, Item, MutableItem, Target};
+use crate::dht::defence::{Shield, SourceQuota, Verdict, is_bep42_id};
 use crate::dht::event::{Event, Outcome, QueryError, QueryId};
 use crate::dht::id::{Key, NodeId};
 use crate::dht::krpc::{Body, ErrorReply, Message, Method, NodeInfo, PutArgs, Query, Response};
@@ -58,6 +59,13 @@ const MAX_LOOKUPS: usize = 1 << 14;
 const MAX_PEERS_FOUND: usize = 1_000;
 /// Seeds are retried while the routing table is empty, from this interval doubling up to a minute.
 const REBOOTSTRAP_FIRST: Duration = Duration::from_secs(1);
+
+/// A routing table laid out by `config`.
+fn table(id: NodeId, config: &Config) -> RoutingTable {
+    RoutingTable::new(id, config.k)
+        .with_wide_buckets(config.wide_buckets)
+        .with_subnet_rule(config.defences.one_per_subnet)
+}
 
 /// A datagram to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,6 +112,12 @@ pub struct Node {
     watching: BTreeSet<Key>,
     /// Other nodes following names stored here.
     watchers: Watchers,
+    /// Rate limits on what comes in, byte budget on the answers that go out.
+    shield: Shield,
+    /// Announces each source IP holds here, capped per source.
+    peer_quota: Option<SourceQuota<(Key, SocketAddr)>>,
+    /// BEP-44 items each source IP put here, capped per source.
+    item_quota: Option<SourceQuota<Target>>,
 }
 
 #[derive(Debug)]
@@ -221,8 +235,15 @@ impl Node {
         let tokens = Tokens::new(&mut rng, now);
         let first_tid = rng.random();
         Node {
-            table4: RoutingTable::new(id, config.k).with_wide_buckets(config.wide_buckets),
-            table6: RoutingTable::new(id, config.k).with_wide_buckets(config.wide_buckets),
+            table4: table(id, &config),
+            table6: table(id, &config),
+            shield: Shield::new(&config.defences, now),
+            peer_quota: config.defences.max_peers_per_source.map(|cap| {
+                SourceQuota::new(cap, config.peer_max_age, config.defences.exempt_loopback)
+            }),
+            item_quota: config.defences.max_items_per_source.map(|cap| {
+                SourceQuota::new(cap, config.item_max_age, config.defences.exempt_loopback)
+            }),
             tokens,
             peers: PeerStore::new(
                 config.peer_max_age,
@@ -294,6 +315,19 @@ impl Node {
     /// Peers and items dropped because a store was full.
     pub fn evicted(&self) -> (u64, u64) {
         (self.peers.evicted(), self.items.evicted())
+    }
+
+    /// Peers and items dropped because their source went over its per-source cap.
+    pub fn evicted_by_source(&self) -> (u64, u64) {
+        (
+            self.peer_quota.as_ref().map_or(0, SourceQuota::evicted),
+            self.item_quota.as_ref().map_or(0, SourceQuota::evicted),
+        )
+    }
+
+    /// Sources banned now for going over the rate limit again and again.
+    pub fn banned_sources(&self) -> usize {
+        self.shield.banned_now(self.last_now)
     }
 
     /// Nodes that missed a query of ours and have not answered since: lookups skip them.
@@ -490,15 +524,28 @@ impl Node {
     }
 
     /// Feeds one received UDP datagram.
+    ///
+    /// A datagram over its source's rate limit, or from a banned source, is dropped and
+    /// counted before it is even decoded.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         let now = self.tick(now);
         self.stats.datagrams_in += 1;
+        match self.shield.admit(now, from.ip()) {
+            Verdict::Allowed => {}
+            Verdict::Limited => return self.stats.drop(DropReason::RateLimited),
+            Verdict::Banned { new } => {
+                if new {
+                    self.stats.bans += 1;
+                }
+                return self.stats.drop(DropReason::Banned);
+            }
+        }
         let msg = match Message::decode(bytes) {
             Ok(msg) => msg,
             Err(e) => {
                 tracing::debug!(%from, reason = e.kind.as_str(), "dropped datagram");
                 self.stats.drop(DropReason::Malformed(e.kind.as_str()));
-                self.answer_malformed(from, &e);
+                self.answer_malformed(now, from, &e);
                 return;
             }
         };
@@ -555,6 +602,13 @@ impl Node {
         if self.next_maintenance <= now || refresh_due {
             self.next_maintenance = now + self.config.maintenance_interval;
             self.watchers.expire(now);
+            self.shield.forget_quiet(now);
+            if let Some(q) = &mut self.peer_quota {
+                q.expire(now);
+            }
+            if let Some(q) = &mut self.item_quota {
+                q.expire(now);
+            }
             self.maintain(now);
         }
     }
@@ -592,8 +646,13 @@ impl Node {
         let mut answering = Vec::new();
         let mut all = Vec::new();
         for table in [&self.table4, &self.table6] {
+            // Nodes that have answered us first: ids planted by queries alone (a flood)
+            // cannot stall a lookup while answering nodes are known.
+            let mut closest = table.closest_answered(key.as_bytes(), 2 * k);
+            if closest.is_empty() {
+                closest = table.closest(key.as_bytes(), 2 * k);
+            }
             // Twice k, so that passing over silent nodes still leaves k.
-            let closest = table.closest(key.as_bytes(), 2 * k);
             answering.extend(
                 closest
                     .iter()
@@ -673,10 +732,17 @@ impl Node {
         } else {
             table.heard_query(now, node)
         };
-        if let Insert::Cached { ping } = insert {
-            for n in ping {
-                self.ping(now, n);
+        match insert {
+            Insert::Cached { ping } => {
+                for n in ping {
+                    self.ping(now, n);
+                }
             }
+            Insert::Ignored(why) => self.stats.refused(why),
+            Insert::Added if !is_bep42_id(&node.id, node.addr.ip()) => {
+                self.stats.unverified_ids += 1;
+            }
+            Insert::Added | Insert::Updated => {}
         }
         if self.rebootstrap.is_some() && !self.is_thin() {
             self.rebootstrap = None;
@@ -1343,5 +1409,7 @@ fn verified_item(r: &Response, target: &Target, salt: &[u8]) -> Option<Item> {
     (item.target() == *target).then_some(item)
 }
 
+#[cfg(test)]
+mod defence_tests;
 #[cfg(test)]
 mod tests;

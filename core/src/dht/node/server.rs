@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::{DropReason, Node, VERSION};
 use crate::dht::bep44::{ImmutableItem, Item, MutableItem, PutError, Target};
-use crate::dht::id::ID_LEN;
+use crate::dht::id::{ID_LEN, Key};
 use crate::dht::krpc::{
     Body, DecodeError, DecodeErrorKind, ErrorReply, Message, Method, NodeInfo, PutArgs, Query,
     Response, code,
@@ -79,7 +79,7 @@ impl Node {
             } => {
                 let port = if implied_port { from.port() } else { port };
                 self.sender_peer(from, port, &token)
-                    .map(|peer| self.peers.add(now, &info_hash, peer))
+                    .map(|peer| self.store_announce(now, info_hash, peer))
             }
             Method::UnannouncePeer {
                 info_hash,
@@ -87,6 +87,9 @@ impl Node {
                 token,
             } => self.sender_peer(from, port, &token).and_then(|peer| {
                 if self.peers.remove(&info_hash, peer) {
+                    if let Some(q) = &mut self.peer_quota {
+                        q.forget(peer.ip(), &(info_hash, peer));
+                    }
                     Ok(())
                 } else {
                     Err(error(
@@ -125,7 +128,7 @@ impl Node {
             }
             Method::Put(args) => {
                 if self.tokens.check(from.ip(), &args.token) {
-                    self.store_put(now, args)
+                    self.store_put(now, from, args)
                 } else {
                     Err(error(code::PROTOCOL, "bad token"))
                 }
@@ -138,7 +141,7 @@ impl Node {
                 Body::Error(e)
             }
         };
-        self.reply(from, tid, body);
+        self.reply(now, from, tid, body);
     }
 
     /// The peer an `announce_peer` or `unannounce_peer` speaks of: always the sender's own
@@ -158,7 +161,25 @@ impl Node {
         }
     }
 
-    fn store_put(&mut self, now: Instant, args: PutArgs) -> Result<(), ErrorReply> {
+    /// Stores an announce; past its source's cap, the source's own stalest announce goes.
+    fn store_announce(&mut self, now: Instant, info_hash: Key, peer: SocketAddr) {
+        self.peers.add(now, &info_hash, peer);
+        let Some(quota) = &mut self.peer_quota else {
+            return;
+        };
+        if let Some((key, old)) = quota.record(now, peer.ip(), (info_hash, peer))
+            && self.peers.remove(&key, old)
+        {
+            quota.note_evicted();
+        }
+    }
+
+    fn store_put(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        args: PutArgs,
+    ) -> Result<(), ErrorReply> {
         let item = match (args.k, args.sig, args.seq) {
             (None, None, None) => ImmutableItem::new(args.v).map(Item::Immutable),
             (Some(k), Some(sig), Some(seq)) => {
@@ -167,12 +188,23 @@ impl Node {
             }
             _ => return Err(error(code::PROTOCOL, "put needs k, sig and seq together")),
         };
-        item.and_then(|item| self.items.put(now, item, args.cas))
-            .map_err(|e: PutError| error(e.code(), &e.to_string()))
+        let item = item.map_err(|e: PutError| error(e.code(), &e.to_string()))?;
+        let target = item.target();
+        self.items
+            .put(now, item, args.cas)
+            .map_err(|e: PutError| error(e.code(), &e.to_string()))?;
+        // Past its source's cap, the source's own stalest item goes.
+        if let Some(quota) = &mut self.item_quota
+            && let Some(old) = quota.record(now, from.ip(), target)
+            && self.items.remove(&old)
+        {
+            quota.note_evicted();
+        }
+        Ok(())
     }
 
     /// Answers a malformed query with 203 (or 204 for an unknown method), when it had a tid.
-    pub(super) fn answer_malformed(&mut self, from: SocketAddr, e: &DecodeError) {
+    pub(super) fn answer_malformed(&mut self, now: Instant, from: SocketAddr, e: &DecodeError) {
         let (Some(tid), true) = (&e.tid, e.was_query) else {
             return;
         };
@@ -185,17 +217,24 @@ impl Node {
             error(code::PROTOCOL, e.kind.as_str())
         };
         self.stats.errors_out += 1;
-        self.reply(from, tid.clone(), Body::Error(reply));
+        self.reply(now, from, tid.clone(), Body::Error(reply));
     }
 
-    fn reply(&mut self, to: SocketAddr, tid: Vec<u8>, body: Body) {
+    /// Sends an answer, if the reply byte budgets allow: the node must not be a reflection
+    /// amplifier for whoever spoofs a victim's address.
+    fn reply(&mut self, now: Instant, to: SocketAddr, tid: Vec<u8>, body: Body) {
         let msg = Message {
             tid,
             version: Some(VERSION.to_vec()),
             read_only: false,
             body,
         };
-        self.transmit(to, msg.encode());
+        let payload = msg.encode();
+        if !self.shield.may_reply(now, to.ip(), payload.len()) {
+            self.stats.drop(DropReason::ReplyBudget);
+            return;
+        }
+        self.transmit(to, payload);
     }
 }
 

@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use crate::dht::krpc::Method;
+use crate::dht::routing::Ignored;
 
 /// Counts per KRPC method.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -93,11 +94,21 @@ pub struct Stats {
     pub commands_ok: u64,
     /// Commands that ended with an error.
     pub commands_failed: u64,
+    /// Sources banned for going over the rate limit again and again.
+    pub bans: u64,
+    /// Nodes the routing tables did not take, by [`Ignored::label`]: the rule that refused them.
+    pub nodes_refused: BTreeMap<&'static str, u64>,
+    /// Nodes taken into a routing table whose public address does not match their id (BEP 42).
+    pub unverified_ids: u64,
 }
 
 impl Stats {
     pub(crate) fn drop(&mut self, reason: DropReason) {
         *self.dropped.entry(reason).or_default() += 1;
+    }
+
+    pub(crate) fn refused(&mut self, why: Ignored) {
+        *self.nodes_refused.entry(why.label()).or_default() += 1;
     }
 }
 
@@ -130,6 +141,12 @@ pub enum DropReason {
     UnexpectedError,
     /// A BEP-44 item in a response that does not verify against its target.
     BadItem,
+    /// A datagram over its source's rate limit.
+    RateLimited,
+    /// A datagram from a source banned for going over its rate limit again and again.
+    Banned,
+    /// An answer not sent: the reply byte budget (global or the querier's) was spent.
+    ReplyBudget,
 }
 
 impl DropReason {
@@ -146,6 +163,9 @@ impl DropReason {
             DropReason::UnexpectedResponse => "unexpected_response",
             DropReason::UnexpectedError => "unexpected_error",
             DropReason::BadItem => "bad_item",
+            DropReason::RateLimited => "rate_limited",
+            DropReason::Banned => "banned",
+            DropReason::ReplyBudget => "reply_budget",
         }
     }
 }
@@ -194,6 +214,9 @@ mod tests {
             DropReason::UnexpectedResponse,
             DropReason::UnexpectedError,
             DropReason::BadItem,
+            DropReason::RateLimited,
+            DropReason::Banned,
+            DropReason::ReplyBudget,
         ]
         .into_iter()
         .map(DropReason::label)
@@ -212,6 +235,9 @@ mod tests {
                 "unexpected_response",
                 "unexpected_error",
                 "bad_item",
+                "rate_limited",
+                "banned",
+                "reply_budget",
             ]
         );
     }

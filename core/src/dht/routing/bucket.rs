@@ -114,6 +114,11 @@ pub(super) struct Cached {
 }
 
 impl Cached {
+    /// Whether its id matches its address as BEP 42 says (always for private addresses).
+    pub(super) fn is_bep42(&self) -> bool {
+        crate::dht::defence::is_bep42_id(&self.info.id, self.info.addr.ip())
+    }
+
     /// The entry it becomes when it takes a slot: it keeps its last answer time.
     pub(super) fn into_entry(self, now: Instant) -> Entry {
         Entry {

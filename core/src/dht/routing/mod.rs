@@ -118,6 +118,23 @@ pub enum Ignored {
     /// A querying node and its bucket is full: queries never evict (see
     /// [`RoutingTable::heard_query`]).
     Full,
+    /// The bucket already holds a node of the same public /24 (IPv4) or /64 (IPv6): one
+    /// host must not fill a bucket (see [`RoutingTable::with_subnet_rule`]).
+    SameSubnet,
+}
+
+impl Ignored {
+    /// A short stable label, for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Ignored::OwnId => "own_id",
+            Ignored::BadAddr => "bad_addr",
+            Ignored::IdElsewhere => "id_elsewhere",
+            Ignored::AddrTaken => "addr_taken",
+            Ignored::Full => "full",
+            Ignored::SameSubnet => "same_subnet",
+        }
+    }
 }
 
 /// What [`RoutingTable::failed`] did.

@@ -9,6 +9,7 @@ use rand::Rng;
 
 use super::bucket::{Bucket, Cached, Entry};
 use super::{Failed, Ignored, Insert, MAX_BUCKETS, NodeInfo, NodeState};
+use crate::dht::defence::Subnet;
 use crate::dht::id::{Distance, ID_LEN, NodeId};
 
 /// A BEP 5 routing table for one address family.
@@ -28,6 +29,8 @@ pub struct RoutingTable {
     k: usize,
     /// Whether the farthest buckets hold more than k (see [`RoutingTable::capacity`]).
     wide: bool,
+    /// At most one node per public /24 or /64 in each bucket (see [`RoutingTable::with_subnet_rule`]).
+    one_per_subnet: bool,
     /// Never empty, at most [`MAX_BUCKETS`] long.
     buckets: Vec<Bucket>,
     /// Every address in a bucket or a cache, to the id there. Only looked up, never
@@ -57,6 +60,7 @@ impl RoutingTable {
             own,
             k: k.max(1),
             wide: false,
+            one_per_subnet: false,
             buckets: vec![Bucket::default()],
             by_addr: HashMap::new(),
         }
@@ -67,6 +71,17 @@ impl RoutingTable {
     #[must_use]
     pub fn with_wide_buckets(mut self, on: bool) -> Self {
         self.wide = on;
+        self
+    }
+
+    /// Holds at most one node per /24 (IPv4) or /64 (IPv6) in each bucket and its
+    /// replacement cache, for public addresses (private, loopback, link-local and
+    /// unique-local ones are exempt, so a LAN or a test box still works). One host, or one
+    /// hosting network, then cannot fill a bucket with ids of its choosing, as libtorrent
+    /// has it. Call before the first insert.
+    #[must_use]
+    pub fn with_subnet_rule(mut self, on: bool) -> Self {
+        self.one_per_subnet = on;
         self
     }
 
@@ -141,7 +156,7 @@ impl RoutingTable {
                 if !entry.is_bad() {
                     return Failed::Counted;
                 }
-                let Some(cached) = b.cache.pop() else {
+                let Some(cached) = take_preferred(&mut b.cache) else {
                     return Failed::Bad;
                 };
                 let old = std::mem::replace(entry, cached.into_entry(now)).info;
@@ -163,6 +178,17 @@ impl RoutingTable {
     /// nearest first and skipped once no node in them can beat the `n` kept so far; the
     /// kept nodes live in a heap inside the result, so nothing else is allocated.
     pub fn closest(&self, key: &[u8], n: usize) -> Vec<NodeInfo> {
+        self.closest_where(key, n, |e| !e.is_bad())
+    }
+
+    /// Like [`RoutingTable::closest`], but only nodes that have answered a query of ours
+    /// (good or gone quiet, never unverified): a lookup started from these cannot be
+    /// stalled by ids a flooding host planted with queries.
+    pub fn closest_answered(&self, key: &[u8], n: usize) -> Vec<NodeInfo> {
+        self.closest_where(key, n, |e| !e.is_bad() && e.last_response.is_some())
+    }
+
+    fn closest_where(&self, key: &[u8], n: usize, keep: impl Fn(&Entry) -> bool) -> Vec<NodeInfo> {
         let rank = |node: &NodeInfo| (node.id.distance(key), node.id);
         let mut best: Vec<NodeInfo> = Vec::with_capacity(n.min(self.len()));
         if n == 0 {
@@ -185,7 +211,7 @@ impl RoutingTable {
             let Some(bucket) = self.buckets.get(i) else {
                 continue;
             };
-            for entry in bucket.entries.iter().filter(|e| !e.is_bad()) {
+            for entry in bucket.entries.iter().filter(|e| keep(e)) {
                 if best.len() < n {
                     best.push(entry.info);
                     sift_up(&mut best, rank);
@@ -429,7 +455,16 @@ impl RoutingTable {
             let can_split = b + 1 == self.buckets.len() && b + 1 < MAX_BUCKETS;
             let k = self.k;
             let capacity = self.capacity(b);
+            let one_per_subnet = self.one_per_subnet;
             let bucket = &mut self.buckets[b];
+            if one_per_subnet && holds_subnet_of(bucket, &node.addr) {
+                if !can_split || bucket.entries.len() < capacity {
+                    return Insert::Ignored(Ignored::SameSubnet);
+                }
+                // The bucket covering our own id splits first: the two may part.
+                self.split(now);
+                continue;
+            }
             if bucket.entries.len() < capacity {
                 bucket.entries.push(match how {
                     Heard::Response => Entry::responded(node, now),
@@ -455,8 +490,9 @@ impl RoutingTable {
                 return Insert::Added;
             }
             if bucket.cache.len() >= k {
-                // Full cache: the stalest candidate makes way.
-                let stale = bucket.cache.remove(0);
+                // Full cache: the stalest candidate makes way, an unverified id first (BEP 42).
+                let stale = bucket.cache.iter().position(|c| !c.is_bep42()).unwrap_or(0);
+                let stale = bucket.cache.remove(stale);
                 self.by_addr.remove(&stale.info.addr);
             }
             bucket.cache.push(Cached {
@@ -502,7 +538,7 @@ impl RoutingTable {
         let capacity = self.capacity(b);
         let bucket = &mut self.buckets[b];
         while bucket.entries.len() < capacity {
-            let Some(cached) = bucket.cache.pop() else {
+            let Some(cached) = take_preferred(&mut bucket.cache) else {
                 break;
             };
             bucket.entries.push(cached.into_entry(now));
@@ -590,6 +626,27 @@ fn usable_addr(addr: &SocketAddr) -> bool {
     let ip = addr.ip();
     let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
     addr.port() != 0 && !ip.is_unspecified() && !ip.is_multicast() && !broadcast
+}
+
+/// Whether `bucket` holds, in its slots or its cache, a node that is not bad in the same
+/// public /24 or /64 as `addr`.
+fn holds_subnet_of(bucket: &Bucket, addr: &SocketAddr) -> bool {
+    let Some(subnet) = Subnet::of_public(addr.ip()) else {
+        return false;
+    };
+    let same = |info: &NodeInfo| Subnet::of_public(info.addr.ip()) == Some(subnet);
+    bucket.entries.iter().any(|e| !e.is_bad() && same(&e.info))
+        || bucket.cache.iter().any(|c| same(&c.info))
+}
+
+/// Takes the cached node to promote: the freshest whose id verifies (BEP 42), else the
+/// freshest.
+fn take_preferred(cache: &mut Vec<Cached>) -> Option<Cached> {
+    let verified = cache.iter().rposition(Cached::is_bep42);
+    match verified {
+        Some(i) => Some(cache.remove(i)),
+        None => cache.pop(),
+    }
 }
 
 /// The entries due for a ping at `now`, each marked as pinged as it is yielded.
@@ -1245,5 +1302,111 @@ mod tests {
         }
 
         assert!(table.len() > 10);
+    }
+
+    fn public(id: NodeId, ip: [u8; 4]) -> NodeInfo {
+        NodeInfo {
+            id,
+            addr: SocketAddr::from((ip, 6881)),
+        }
+    }
+
+    #[test]
+    fn good_nodes_are_never_replaced_by_newcomers() {
+        let t = t0();
+        let mut table = full_far_bucket(t);
+
+        let queried = table.heard_query(t + SEC, node(0, 9));
+        let answered = (10..40u8)
+            .map(|tag| table.heard_response(t + SEC, node(0, tag)))
+            .collect::<Vec<_>>();
+
+        assert_eq!(queried, Insert::Ignored(Ignored::Full));
+        assert!(
+            answered
+                .iter()
+                .all(|i| matches!(i, Insert::Cached { ping } if ping.is_empty())),
+            "newcomers wait in the cache and good nodes are not even pinged: {answered:?}"
+        );
+        for n in [node(0, 1), node(0, 2)] {
+            assert_eq!(table.state(t + SEC, &n.id), Some(NodeState::Good));
+        }
+        check(&table);
+    }
+
+    #[test]
+    fn one_node_per_public_24_in_a_bucket() {
+        let t = t0();
+        let mut table = full_far_bucket(t).with_subnet_rule(true);
+        let mut open = full_far_bucket(t);
+        let first = public(id(1, 5), [203, 0, 113, 1]);
+        let neighbour = public(id(1, 6), [203, 0, 113, 2]);
+        let elsewhere = public(id(1, 7), [198, 51, 100, 1]);
+
+        assert_eq!(table.heard_response(t, first), Insert::Added);
+        // The last bucket is full and splits: the two land in different buckets.
+        assert_eq!(
+            table.heard_response(t, public(id(2, 5), [203, 0, 113, 3])),
+            Insert::Added
+        );
+        assert_eq!(
+            table.heard_response(t, neighbour),
+            Insert::Ignored(Ignored::SameSubnet)
+        );
+        assert_eq!(
+            table.heard_query(t, neighbour),
+            Insert::Ignored(Ignored::SameSubnet)
+        );
+        assert!(matches!(
+            table.heard_response(t, elsewhere),
+            Insert::Added | Insert::Cached { .. }
+        ));
+        // Loopback and private nodes are exempt: a test box holds many.
+        assert_eq!(table.heard_response(t, node(0, 1)), Insert::Updated);
+        // Without the rule the neighbour is taken.
+        assert_eq!(open.heard_response(t, first), Insert::Added);
+        assert_ne!(
+            open.heard_response(t, neighbour),
+            Insert::Ignored(Ignored::SameSubnet)
+        );
+        check(&table);
+        check(&open);
+    }
+
+    #[test]
+    fn a_verified_id_is_promoted_before_a_fresher_unverified_one() {
+        let t = t0();
+        let mut table = full_far_bucket(t);
+        let hex = |s: &str| {
+            let bytes = crate::dht::id::unhex(s).expect("hex");
+            NodeId(bytes.try_into().expect("20 bytes"))
+        };
+        // BEP 42's test vector for 65.23.51.170 (prefix 0: its first bit is set).
+        let verified = public(
+            hex("a5d43220bc8f112a3d426c84764f8c2a1150e616"),
+            [65, 23, 51, 170],
+        );
+        let unverified = public(NodeId([0x80; 20]), [8, 8, 8, 8]);
+        assert!(matches!(
+            table.heard_response(t + SEC, verified),
+            Insert::Cached { .. }
+        ));
+        assert!(matches!(
+            table.heard_response(t + 2 * SEC, unverified),
+            Insert::Cached { .. }
+        ));
+
+        let first = table.failed(t + 3 * SEC, &node(0, 1).id);
+        let second = table.failed(t + 3 * SEC, &node(0, 1).id);
+
+        assert_eq!(first, Failed::Counted);
+        assert_eq!(
+            second,
+            Failed::Replaced {
+                old: node(0, 1),
+                new: verified
+            }
+        );
+        check(&table);
     }
 }

@@ -90,6 +90,16 @@ impl ItemStore {
         (!self.is_expired(stored.at, now)).then_some(&stored.item)
     }
 
+    /// Drops the item under `target` (its putter went over its per-source cap); reports
+    /// whether it was there.
+    pub fn remove(&mut self, target: &Target) -> bool {
+        let Some(stored) = self.items.remove(target) else {
+            return false;
+        };
+        self.by_time.remove(&(stored.at, *target));
+        true
+    }
+
     /// Drops every item not re-put within `max_age` before `now`.
     ///
     /// Costs O(log n) per dropped item; calling it before anything is due does nothing.
