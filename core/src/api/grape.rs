@@ -2034,6 +2034,15 @@ mod tests {
                 .is_some_and(|rows| rows.iter().all(|r| r["name"] != json!("svc:0")))
         );
         assert_eq!(s["stored"]["keys"]["truncated"], json!(true));
+
+        let max_age = net.grape(a).node().config().peer_max_age;
+        net.run_for(max_age);
+        let later = body(&get_now(&mut net, a, "/status"));
+        assert_eq!(
+            later["services"]["total"],
+            json!(0),
+            "expired services are listed"
+        );
     }
 
     #[test]

@@ -134,9 +134,16 @@ fn table_json(table: &RoutingTable, now: Instant, shown: &mut usize) -> Value {
     json!({ "nodes": table.len(), "buckets": buckets })
 }
 
+/// The services announced here and not yet expired: one not announced again within the
+/// peer lifetime is gone from the DHT, so it is gone from the list too.
 fn services_json(s: &Sources<'_>) -> Value {
     let max_age = s.node.config().peer_max_age;
-    let rows = s.services.newest_first().map(|((name, port), at, ())| {
+    let live = || {
+        s.services
+            .newest_first()
+            .take_while(move |(_, at, ())| s.now.saturating_duration_since(*at) < max_age)
+    };
+    let rows = live().map(|((name, port), at, ())| {
         let age = s.now.saturating_duration_since(at);
         json!({
             "name": name_text(name.as_bytes()),
@@ -145,7 +152,7 @@ fn services_json(s: &Sources<'_>) -> Value {
             "expires_in_ms": millis(max_age.saturating_sub(age)),
         })
     });
-    capped(rows, s.services.len())
+    capped(rows, live().count())
 }
 
 fn lookups_json(s: &Sources<'_>) -> Value {
