@@ -1,11 +1,13 @@
 //! Every integration test of this crate, in one binary: each file of `tests/` is a module
 //! here. One binary links and instantiates the shared code once instead of once per file,
 //! which was most of CI's build time. Run one file's tests with a filter on its module name,
-//! e.g. `cargo test -p grenache-grape --test all mixed_dht::`.
+//! e.g. `cargo test -p grenache-grape --test all dashboard::`.
 
 #[macro_use]
 mod common;
 
+mod dashboard;
+mod deploy;
 mod mixed_dht;
 mod node_link;
 mod node_reference;

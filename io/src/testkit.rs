@@ -42,6 +42,7 @@ macro_rules! adapter_tests {
             tls_clients_refuse_servers_they_cannot_verify,
             a_client_of_the_wrong_transport_fails_typed,
             a_websocket_server_turns_other_transports_away_at_once,
+            dashboard_paths_answer_and_bad_targets_get_clear_errors,
         );
     };
     (@each $runtime:ty, $block_on:path; $($name:ident),* $(,)?) => {
@@ -156,6 +157,70 @@ pub async fn lookup_on_a_lone_grape_answers_at_once<R: Runtime>() {
     assert_eq!(status, 200);
     assert_eq!(body, b"[]");
     assert!(started.elapsed() < Duration::from_secs(1));
+    server.shutdown().await;
+}
+
+/// A `GET target`, `Connection: close`.
+async fn get<R: Runtime>(addr: SocketAddr, target: &str) -> (u16, Vec<u8>) {
+    let request = format!("GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    raw_exchange::<R>(addr, request.as_bytes()).await
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn dashboard_paths_answer_and_bad_targets_get_clear_errors<R: Runtime>() {
+    // Arrange
+    let server = GrapeServer::<R>::start(local_config(29))
+        .await
+        .expect("start");
+    let api = server.local_api_addr();
+    let json =
+        |body: &[u8]| -> serde_json::Value { serde_json::from_slice(body).expect("a JSON body") };
+
+    // Act
+    let page = get::<R>(api, "/").await;
+    let status = get::<R>(api, "/status").await;
+    let unknown = get::<R>(api, "/nope").await;
+    let long = get::<R>(api, &format!("/status?{}", "a".repeat(3000))).await;
+    // Past hyper's own limits on a request head: its bare refusal, and the server lives on.
+    let mut stream = connect::<R>(api).await;
+    let huge = format!(
+        "GET /?{} HTTP/1.1\r\nHost: test\r\n\r\n",
+        "a".repeat(200_000)
+    );
+    R::write_all(&mut stream, huge.as_bytes())
+        .await
+        .expect("write");
+    let mut head = [0u8; 12];
+    let mut read = 0;
+    while read < head.len() {
+        let n = R::read(&mut stream, &mut head[read..]).await.expect("read");
+        assert!(n > 0, "closed without an answer to a huge target");
+        read += n;
+    }
+    let after = get::<R>(api, "/status").await;
+
+    // Assert
+    assert_eq!(page.0, 200);
+    assert!(page.1.starts_with(b"<!doctype html>"));
+    assert_eq!(status.0, 200);
+    let status = json(&status.1);
+    assert_eq!(status["id"], server.node_id().to_string());
+    assert_eq!(status["listeners"]["api"], api.to_string());
+    assert_eq!(
+        status["listeners"]["dht"],
+        server.local_dht_addr().to_string()
+    );
+    assert_eq!(unknown.0, 404);
+    assert_eq!(json(&unknown.1)["error"], "ERR_GRAPE_NOT_FOUND");
+    assert_eq!(long.0, 414);
+    assert_eq!(json(&long.1)["error"], "ERR_GRAPE_URI_TOO_LONG");
+    // hyper says 431 when the head outgrows its read buffer, 414 for a long URI alone.
+    assert!(
+        [&b"HTTP/1.1 414"[..], b"HTTP/1.1 431", b"HTTP/1.1 400"].contains(&&head[..]),
+        "{:?}",
+        String::from_utf8_lossy(&head)
+    );
+    assert_eq!(after.0, 200);
     server.shutdown().await;
 }
 

@@ -2,6 +2,8 @@
 //! any WebSocket message gets exactly one reply, which is a result or one of the Node
 //! Grape's errors with its status (docs/protocol.md §3), exactly as the public
 //! decoders (`parse_body`, `parse_command`) predict; and garbage never loses stored data.
+//! The dashboard's `GET` paths (`/`, `/ui`, `/status`, anything else, overlong targets)
+//! answer the page, the snapshot or a JSON error, and change no state.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -11,8 +13,9 @@ use crate::common;
 
 use grenache_core::MutableItem;
 use grenache_core::api::{
-    ApiError, CONTENT_TYPE_JSON, CONTENT_TYPE_METRICS, CONTENT_TYPE_TEXT, CommandKind, Grape,
-    GrapeConfig, HttpBody, Reply, RequestId, WsConn, data_of, parse_body, parse_command,
+    ApiError, CONTENT_TYPE_HTML, CONTENT_TYPE_JSON, CONTENT_TYPE_METRICS, CONTENT_TYPE_TEXT,
+    CommandKind, Grape, GrapeConfig, HttpBody, MAX_GET_TARGET, Reply, RequestId, WsConn, data_of,
+    parse_body, parse_command,
 };
 use grenache_core::dht::hex;
 use proptest::collection::vec;
@@ -277,6 +280,22 @@ fn path() -> BoxedStrategy<String> {
     .boxed()
 }
 
+/// A target the dashboard serves, or one it must refuse (unknown, overlong).
+fn dashboard_path() -> BoxedStrategy<String> {
+    prop_oneof![
+        Just("/".to_owned()),
+        Just("/ui".to_owned()),
+        Just("/ui/".to_owned()),
+        Just("/status".to_owned()),
+        "/status\\?[a-z=&]{0,12}",
+        "/(ui|status)/[a-z.]{0,8}",
+        "/favicon\\.ico|/index\\.html|/robots\\.txt",
+        (1usize..4).prop_map(|n| format!("/status?{}", "q".repeat(n * MAX_GET_TARGET))),
+        (0usize..3).prop_map(|n| format!("/{}", "p".repeat(MAX_GET_TARGET - 1 + n))),
+    ]
+    .boxed()
+}
+
 fn command_type() -> BoxedStrategy<Value> {
     prop_oneof![
         Just(json!("announce")),
@@ -316,7 +335,12 @@ fn input() -> BoxedStrategy<Input> {
         4 => (path(), body()).prop_map(|(path, body)| Input::Http { method: "POST", path, body }),
         1 => (
             prop_oneof![Just("GET"), Just("HEAD"), Just("PUT")],
-            prop_oneof![Just("/health".to_owned()), Just("/metrics?x".to_owned()), path()],
+            prop_oneof![
+                Just("/health".to_owned()),
+                Just("/metrics?x".to_owned()),
+                dashboard_path(),
+                path(),
+            ],
             body(),
         )
             .prop_map(|(method, path, body)| Input::Http { method, path, body }),
@@ -432,6 +456,31 @@ fn check_http_command(kind: CommandKind, reply: &Reply) -> Result<(), TestCaseEr
 fn check_http(method: &str, path: &str, body: &[u8], reply: &Reply) -> Result<(), TestCaseError> {
     if matches!(method, "GET" | "HEAD") {
         let route = path.split('?').next();
+        if path.len() > MAX_GET_TARGET {
+            return check_json_error(reply, 414, "ERR_GRAPE_URI_TOO_LONG");
+        }
+        if matches!(route, Some("/" | "/ui" | "/ui/")) {
+            prop_assert_eq!(reply.status, 200);
+            prop_assert_eq!(reply.content_type, CONTENT_TYPE_HTML);
+            prop_assert!(reply.body.starts_with(b"<!doctype html>"));
+            return Ok(());
+        }
+        if route == Some("/status") {
+            prop_assert_eq!(reply.status, 200);
+            prop_assert_eq!(reply.content_type, CONTENT_TYPE_JSON);
+            let status: Value = serde_json::from_slice(&reply.body).expect("status is JSON");
+            prop_assert!(status["id"].is_string(), "{}", status);
+            prop_assert!(status["now_ms"].is_u64(), "{}", status);
+            return Ok(());
+        }
+        if route == Some("/watch") {
+            // The watch property tests live in the core; here only one reply matters.
+            return Ok(());
+        }
+        if !matches!(route, Some("/health" | "/metrics")) && CommandKind::from_path(path).is_none()
+        {
+            return check_json_error(reply, 404, "ERR_GRAPE_NOT_FOUND");
+        }
         if route == Some("/health") {
             prop_assert_eq!(reply.status, 200);
             prop_assert_eq!(reply.content_type, CONTENT_TYPE_JSON);
@@ -469,6 +518,16 @@ fn check_http(method: &str, path: &str, body: &[u8], reply: &Reply) -> Result<()
         };
         prop_assert_eq!(reply.content_type, ct);
     }
+    Ok(())
+}
+
+/// A dashboard refusal: `status`, and a JSON body naming `error` with a message.
+fn check_json_error(reply: &Reply, status: u16, error: &str) -> Result<(), TestCaseError> {
+    prop_assert_eq!(reply.status, status);
+    prop_assert_eq!(reply.content_type, CONTENT_TYPE_JSON);
+    let body: Value = serde_json::from_slice(&reply.body).expect("the error is JSON");
+    prop_assert_eq!(&body["error"], error);
+    prop_assert!(body["message"].is_string(), "{}", body);
     Ok(())
 }
 
@@ -579,6 +638,31 @@ proptest! {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn dashboard_gets_change_no_state(
+        port in 1u16..=u16::MAX,
+        paths in vec(prop_oneof![dashboard_path(), path()], 1..16),
+        head in any::<bool>(),
+    ) {
+        let mut api = Api::lone();
+        api.call(&post("/announce", api_body(&json!(["svc", port]))))?;
+        api.call(&post("/lookup", api_body(&json!("svc"))))?;
+        let before = api.grape.render_metrics();
+
+        let method = if head { "HEAD" } else { "GET" };
+        // Commands and watches are meant to act; everything else a GET reaches must not.
+        let reads = paths
+            .iter()
+            .filter(|p| CommandKind::from_path(p).is_none() && !p.starts_with("/watch"));
+        for path in reads {
+            let req = Input::Http { method, path: path.clone(), body: Vec::new() };
+            let reply = api.call(&req)?;
+            check(&req, &reply)?;
+        }
+
+        prop_assert_eq!(api.grape.render_metrics(), before);
+    }
 
     #[test]
     fn garbage_never_loses_an_announce(

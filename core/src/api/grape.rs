@@ -9,13 +9,16 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
 use super::cache::LookupCache;
+use super::dashboard::{self, Route};
 use super::error::{ApiError, json_string};
 use super::metrics::{self, ApiMetrics, RequestOutcome};
+use super::recent::Recent;
 use super::reply::{
     Answer, CONTENT_TYPE_JSON, CONTENT_TYPE_METRICS, MutableFields, http_reply, item_json,
     peers_json, ws_reply,
 };
 use super::request::{Command, CommandKind, PutRequest, data_of, parse_body, parse_command};
+use super::status::{self, Listeners, Service, Sources};
 use super::watch::{NewWatch, Watches, parse_http_watch};
 use super::ws::{WatchVerb, parse_call};
 use super::{HttpBody, Reply, RequestId, WsConn};
@@ -76,6 +79,9 @@ impl Default for GrapeConfig {
     }
 }
 
+/// Services and looked-up names the dashboard remembers at most, each (see [`Recent`]).
+const RECENT_CAP: usize = 1024;
+
 /// Replies queued beyond the in-flight cap before the oldest is dropped: room for the
 /// immediate answers of calls made between two `poll_reply` drains.
 const REPLY_SLACK: usize = 1024;
@@ -110,6 +116,14 @@ pub struct Grape {
     watches: Watches,
     /// Requests that got replies with `more` set and will get no more.
     ended: VecDeque<RequestId>,
+    /// When the Grape was made: `/status` counts its clock from here.
+    started: Instant,
+    /// Where the adapter bound us, for `/status`.
+    listeners: Listeners,
+    /// Services announced through this API (unannounces remove them), for `/status`.
+    services: Recent<Service, ()>,
+    /// Names looked up through this API and the peers last answered, for `/status`.
+    lookups: Recent<Key, Vec<SocketAddr>>,
 }
 
 /// A request waiting on the DHT.
@@ -172,7 +186,16 @@ impl Grape {
                 config.max_lookup_results,
             ),
             ended: VecDeque::new(),
+            started: now,
+            listeners: Listeners::default(),
+            services: Recent::new(RECENT_CAP),
+            lookups: Recent::new(RECENT_CAP),
         }
+    }
+
+    /// Tells the Grape where its adapter bound it, for `/status` (the core has no sockets).
+    pub fn set_listeners(&mut self, listeners: Listeners) {
+        self.listeners = listeners;
     }
 
     /// The DHT node.
@@ -275,7 +298,10 @@ impl Grape {
     ///
     /// `path` is the request target as received (`/lookup`, query string included, as the
     /// Node Grape reads `req.url`). Commands are served whatever the method, as the Node
-    /// Grape does; `GET /health` and `GET /metrics` are ours (Node clients only POST).
+    /// Grape does. Other `GET`s are ours (Node clients only POST): `/health`, `/metrics`,
+    /// `/watch`, the dashboard at `/` and `/ui` and its data at `/status`; any other path
+    /// gets a JSON 404, and a target over [`dashboard::MAX_GET_TARGET`] a 414. None of them
+    /// changes state.
     pub fn handle_http(
         &mut self,
         now: Instant,
@@ -285,14 +311,19 @@ impl Grape {
         body: HttpBody<'_>,
     ) {
         if method == "GET" || method == "HEAD" {
-            match path.split('?').next() {
-                Some("/health") => return self.reply_health(req),
-                Some("/metrics") => return self.reply_metrics(req),
-                Some("/watch") => {
+            match dashboard::route(path) {
+                Route::Health => return self.reply_health(req),
+                Route::Metrics => return self.reply_metrics(req),
+                Route::Watch => {
                     let watch = parse_http_watch(path).map(NewWatch::Http);
                     return self.start_watch(now, req, &Via::Http, watch);
                 }
-                _ => {}
+                Route::Page => return self.push_reply(dashboard::page(req)),
+                Route::Status => return self.reply_status(now, req),
+                route @ (Route::NotFound | Route::TooLong) => {
+                    return self.push_reply(dashboard::refusal(req, route));
+                }
+                Route::Command => {}
             }
         }
         // The Node Grape reads the body (and checks its size) before it looks at the path.
@@ -414,6 +445,7 @@ impl Grape {
             && let Some(body) = self.cache.get(now, name.as_bytes())
         {
             let body = body.to_vec();
+            self.lookups.touch(now, name);
             self.metrics.cache_hits += 1;
             self.metrics.lookup_latency(Duration::ZERO);
             return self.answer(req, &via, Some(kind), Ok(body));
@@ -430,11 +462,14 @@ impl Grape {
             Command::Announce { name, port } => {
                 // A service (re)started through this Grape is found here at once.
                 self.cache.remove(name.as_bytes());
+                self.services
+                    .insert(now, (name.clone(), port.unwrap_or(0)), ());
                 self.node.announce(now, name, port)
             }
             Command::Unannounce { name, port } => {
                 // A lookup must not answer the withdrawn peer from the cache.
                 self.cache.remove(name.as_bytes());
+                self.services.remove(&(name.clone(), port));
                 let query = self.node.unannounce(now, name.clone(), port);
                 self.jobs.insert(query, Job::Unannounce { req, name });
                 query
@@ -618,7 +653,9 @@ impl Grape {
             peers.truncate(max);
             peers.sort_unstable();
         }
-        peers_json(&peers)
+        let body = peers_json(&peers);
+        self.lookups.insert(now, name.clone(), peers);
+        body
     }
 
     /// Answers a request past its bound: a lookup with the local store (the Node Grape's
@@ -692,6 +729,29 @@ impl Grape {
             status: 200,
             content_type: CONTENT_TYPE_JSON,
             body: body.to_string().into_bytes(),
+            more: false,
+        });
+    }
+
+    /// `GET /status`: the dashboard's JSON snapshot (see [`status`]).
+    fn reply_status(&mut self, now: Instant, req: RequestId) {
+        let body = status::render(&Sources {
+            now,
+            started: self.started,
+            node: &self.node,
+            listeners: &self.listeners,
+            bootstrapped: self.bootstrapped,
+            inflight: self.requests.len(),
+            metrics: &self.metrics,
+            services: &self.services,
+            lookups: &self.lookups,
+            watches: &self.watches,
+        });
+        self.push_reply(Reply {
+            req,
+            status: 200,
+            content_type: CONTENT_TYPE_JSON,
+            body,
             more: false,
         });
     }
@@ -1017,6 +1077,7 @@ fn render_node(out: &mut String, node: &Node) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{CONTENT_TYPE_HTML, MAX_GET_TARGET, MAX_ROWS_SHOWN};
     use rand::SeedableRng;
     use serde_json::json;
 
@@ -1945,5 +2006,171 @@ mod tests {
         };
 
         assert_eq!(run(), run());
+    }
+
+    /// `GET path` on `at`, answered at once.
+    fn get_now(net: &mut Net, at: SocketAddr, path: &str) -> Reply {
+        let req = get(net, at, path);
+        net.wait(req)
+    }
+
+    #[test]
+    fn status_shows_the_id_table_services_lookups_and_stores() {
+        let mut net = Net::new(2, GrapeConfig::default).joined();
+        let (a, b) = (addr(20001), addr(20002));
+        net.grape(a).set_listeners(Listeners {
+            dht: Some(a),
+            api: Some(addr(30001)),
+            ws: None,
+        });
+        net.call_data(a, "/announce", json!(["svc:a", 4001]));
+        net.run_for(Duration::from_millis(100));
+        let found = net.lookup(b, "svc:a");
+        net.lookup(a, "svc:a");
+
+        let here = body(&get_now(&mut net, a, "/status"));
+        let there = body(&get_now(&mut net, b, "/status"));
+
+        assert_eq!(here["id"], json!(net.grape(a).node().id().to_string()));
+        assert_eq!(here["listeners"]["api"], json!("127.0.0.1:30001"));
+        assert_eq!(here["routing"]["nodes"], json!(1));
+        let node = &here["routing"]["ipv4"]["buckets"][0]["nodes"][0];
+        assert_eq!(node["addr"], json!(b.to_string()));
+        assert_eq!(node["id"], json!(net.grape(b).node().id().to_string()));
+        assert_eq!(here["services"]["items"][0]["name"], json!("svc:a"));
+        assert_eq!(here["services"]["items"][0]["port"], json!(4001));
+        assert_eq!(there["lookups"]["items"][0]["name"], json!("svc:a"));
+        assert_eq!(there["lookups"]["items"][0]["peers"], found);
+        assert_eq!(there["services"]["total"], json!(0));
+        let keys = &there["stored"]["keys"]["items"];
+        assert_eq!(keys[0]["key"], json!("svc:a"), "{there}");
+        assert_eq!(here["counters"]["api_requests"]["announce"], json!(1));
+        assert_eq!(here["counters"]["api_requests"]["lookup"], json!(1));
+        assert!(here["counters"]["krpc_in"]["get_peers"].as_u64() > Some(0));
+        assert!(here["now_ms"].as_u64() > Some(0));
+    }
+
+    #[test]
+    fn status_forgets_unannounced_services_and_caps_its_lists() {
+        let (mut net, a) = lone();
+        for i in 0..(MAX_ROWS_SHOWN + 5) {
+            net.call_data(a, "/announce", json!([format!("svc:{i}"), 4000]));
+        }
+        net.call_data(a, "/unannounce", json!(["svc:0", 4000]));
+
+        let s = body(&get_now(&mut net, a, "/status"));
+
+        let services = &s["services"];
+        assert_eq!(services["total"], json!(MAX_ROWS_SHOWN + 4));
+        assert_eq!(services["truncated"], json!(true));
+        assert_eq!(
+            services["items"].as_array().map(Vec::len),
+            Some(MAX_ROWS_SHOWN)
+        );
+        assert!(
+            services["items"]
+                .as_array()
+                .is_some_and(|rows| rows.iter().all(|r| r["name"] != json!("svc:0")))
+        );
+        assert_eq!(s["stored"]["keys"]["truncated"], json!(true));
+
+        let max_age = net.grape(a).node().config().peer_max_age;
+        net.run_for(max_age);
+        let later = body(&get_now(&mut net, a, "/status"));
+        assert_eq!(
+            later["services"]["total"],
+            json!(0),
+            "expired services are listed"
+        );
+    }
+
+    #[test]
+    fn the_page_is_served_at_root_and_ui_and_post_root_is_unchanged() {
+        let (mut net, a) = lone();
+        for path in ["/", "/ui", "/ui/"] {
+            let reply = get_now(&mut net, a, path);
+            assert_eq!(reply.status, 200, "{path}");
+            assert_eq!(reply.content_type, CONTENT_TYPE_HTML, "{path}");
+            assert!(reply.body.starts_with(b"<!doctype html>"), "{path}");
+        }
+        // Node clients only POST: POST / is still the Node Grape's "no such command".
+        let post = net.call(a, "/", r#"{"data":"x"}"#);
+        assert_eq!(post.status, ApiError::NotFound.status());
+        assert_eq!(post.body, ApiError::NotFound.http_body());
+        // Commands are still served on GET, as by the Node Grape.
+        let req = net.next_id();
+        let now = net.now;
+        net.grape(a).handle_http(
+            now,
+            req,
+            "GET",
+            "/lookup",
+            HttpBody::Complete(br#"{"data":"svc"}"#),
+        );
+        net.collect();
+        assert_eq!(body(&net.wait(req)), json!([]));
+    }
+
+    #[test]
+    fn unknown_and_overlong_gets_get_clear_json_errors() {
+        let (mut net, a) = lone();
+        let unknown = get_now(&mut net, a, "/favicon.ico");
+        assert_eq!(unknown.status, 404);
+        assert_eq!(unknown.content_type, CONTENT_TYPE_JSON);
+        assert_eq!(body(&unknown)["error"], json!("ERR_GRAPE_NOT_FOUND"));
+
+        let long = format!("/status?{}", "x".repeat(64 * 1024));
+        let reply = get_now(&mut net, a, &long);
+        assert_eq!(reply.status, 414);
+        assert_eq!(body(&reply)["error"], json!("ERR_GRAPE_URI_TOO_LONG"));
+    }
+
+    #[test]
+    fn dashboard_gets_change_no_state() {
+        let mut net = Net::new(2, GrapeConfig::default).joined();
+        let a = addr(20001);
+        net.call_data(a, "/announce", json!(["svc", 4001]));
+        net.lookup(a, "svc");
+        let before = net.grape(a).render_metrics();
+        let status_before = body(&get_now(&mut net, a, "/status"));
+
+        let long = format!("/?{}", "q".repeat(MAX_GET_TARGET));
+        for path in [
+            "/",
+            "/ui",
+            "/ui/",
+            "/status",
+            "/status?x=1",
+            "/nope",
+            "/",
+            &long,
+        ] {
+            for method in ["GET", "HEAD"] {
+                let req = net.next_id();
+                let now = net.now;
+                net.grape(a)
+                    .handle_http(now, req, method, path, HttpBody::Complete(b""));
+                net.collect();
+                net.wait(req);
+            }
+        }
+
+        assert_eq!(net.grape(a).render_metrics(), before);
+        let status_after = body(&get_now(&mut net, a, "/status"));
+        assert_eq!(without_times(status_after), without_times(status_before));
+    }
+
+    /// `v` without its clock readings (`now_ms`, ages), which move while nothing else does.
+    fn without_times(v: Value) -> Value {
+        match v {
+            Value::Object(map) => Value::Object(
+                map.into_iter()
+                    .filter(|(k, _)| !k.ends_with("_ms") && !k.ends_with("_ms_ago"))
+                    .map(|(k, v)| (k, without_times(v)))
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(items.into_iter().map(without_times).collect()),
+            other => other,
+        }
     }
 }

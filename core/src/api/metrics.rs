@@ -112,6 +112,25 @@ impl ApiMetrics {
         self.lookup_sum = self.lookup_sum.saturating_add(took);
     }
 
+    /// Requests answered per command label (every outcome), for the dashboard's rates.
+    pub(crate) fn requests_by_command(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.requests
+            .iter()
+            .enumerate()
+            .map(|(slot, row)| (command_label(slot), row.iter().sum()))
+    }
+
+    /// The lookup latency histogram: `(upper bound in seconds, cumulative count)` per
+    /// bucket, then the count and sum of every lookup.
+    pub(crate) fn lookup_histogram(
+        &self,
+    ) -> (impl Iterator<Item = (f64, u64)> + '_, u64, Duration) {
+        let buckets = LATENCY_BUCKETS
+            .into_iter()
+            .zip(self.lookup_buckets.iter().copied());
+        (buckets, self.lookup_count, self.lookup_sum)
+    }
+
     /// Requests counted for `kind` with `outcome`.
     #[cfg(test)]
     pub(crate) fn count(&self, kind: Option<CommandKind>, outcome: RequestOutcome) -> u64 {

@@ -4,24 +4,29 @@
 //! WebSocket text message ([`Grape::handle_ws`]) to the [`Grape`] with a [`RequestId`] of
 //! their choosing, and send back every [`Reply`] that [`Grape::poll_reply`] yields.
 //! Everything else (parsing, validation, error strings and statuses, how commands map onto
-//! the DHT, lookup caching and coalescing, `/health` and `/metrics`) lives here, once, so
+//! the DHT, lookup caching and coalescing, `/health`, `/metrics`, the dashboard and its `/status`) lives here, once, so
 //! both runtimes answer exactly as the Node.js Grape 1.0 does.
 
 mod cache;
+mod dashboard;
 mod error;
 mod grape;
 mod metrics;
+mod recent;
 mod reply;
 mod request;
+mod status;
 mod watch;
 mod ws;
 
+pub use dashboard::{CONTENT_TYPE_HTML, MAX_GET_TARGET};
 pub use error::ApiError;
 pub use grape::{Grape, GrapeConfig};
 pub use reply::{CONTENT_TYPE_JSON, CONTENT_TYPE_METRICS, CONTENT_TYPE_TEXT};
 pub use request::{
     Command, CommandKind, MutablePut, PutRequest, data_of, parse_body, parse_command,
 };
+pub use status::{Listeners, MAX_NODES_SHOWN, MAX_PEERS_SHOWN, MAX_ROWS_SHOWN};
 pub use watch::{DEFAULT_WAIT, MAX_WATCH_WAIT, RENEW};
 
 /// Names one API request until its last [`Reply`]; chosen by the adapter, unique among the

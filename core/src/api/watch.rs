@@ -208,6 +208,11 @@ impl Watches {
         (self.by_req.len(), self.names.len())
     }
 
+    /// Each watched name with its number of watchers, in name order (the dashboard).
+    pub(crate) fn watchers(&self) -> impl Iterator<Item = (&Key, usize)> + '_ {
+        self.names.iter().map(|(name, w)| (name, w.watchers.len()))
+    }
+
     /// When [`Watches::handle_timeout`] is next due.
     pub(crate) fn next_timeout(&self) -> Option<Instant> {
         let a = self.deadlines.first().map(|(t, _)| *t);

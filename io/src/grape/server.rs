@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use grenache_core::api::Grape;
+use grenache_core::api::{Grape, Listeners};
 use grenache_core::dht::NodeId;
 
 use super::driver::{Counters, Driver};
@@ -65,6 +65,11 @@ impl<R: Runtime> GrapeServer<R> {
 
         let now = R::now();
         let mut grape = Grape::new(config.grape, config.seed, now);
+        grape.set_listeners(Listeners {
+            dht: Some(dht_addr),
+            api: Some(api_addr),
+            ws: ws_addr,
+        });
         let node_id = grape.node().id();
         let max_payload = grape.max_payload();
         grape.join(now, &config.bootstrap, &config.known_nodes);

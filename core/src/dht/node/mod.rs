@@ -312,6 +312,16 @@ impl Node {
         self.items.len()
     }
 
+    /// The announce store, read-only (the dashboard lists it).
+    pub fn peer_store(&self) -> &PeerStore {
+        &self.peers
+    }
+
+    /// The BEP-44 item store, read-only (the dashboard lists it).
+    pub fn item_store(&self) -> &ItemStore {
+        &self.items
+    }
+
     /// Peers and items dropped because a store was full.
     pub fn evicted(&self) -> (u64, u64) {
         (self.peers.evicted(), self.items.evicted())

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use crate::dht::id::NodeId;
 
-pub use table::RoutingTable;
+pub use table::{NodeReport, RoutingTable};
 
 /// How long a node stays good after it last answered us (or queried us, once verified).
 pub const GOOD_FOR: Duration = Duration::from_secs(15 * 60);

@@ -38,6 +38,19 @@ pub struct RoutingTable {
     by_addr: HashMap<SocketAddr, NodeId>,
 }
 
+/// A node in a bucket with what an operator wants to see of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeReport {
+    /// Its id and address.
+    pub info: NodeInfo,
+    /// Its state when the report was made.
+    pub state: NodeState,
+    /// When we last heard from it (an answer or a query), or when it entered the table.
+    pub last_heard: Instant,
+    /// Our queries it failed in a row since it last answered.
+    pub failures: u8,
+}
+
 /// Which kind of contact we had with a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Heard {
@@ -315,6 +328,28 @@ impl RoutingTable {
     /// Nodes in bucket `index` (0 holds the ids farthest from ours); 0 past the last bucket.
     pub fn bucket_len(&self, index: usize) -> usize {
         self.buckets.get(index).map_or(0, |b| b.entries.len())
+    }
+
+    /// The nodes of bucket `index` as an operator sees them (the dashboard); empty past the
+    /// last bucket.
+    pub fn bucket_nodes(
+        &self,
+        index: usize,
+        now: Instant,
+    ) -> impl Iterator<Item = NodeReport> + '_ {
+        self.buckets
+            .get(index)
+            .into_iter()
+            .flat_map(|b| &b.entries)
+            .map(move |e| NodeReport {
+                info: e.info,
+                state: e.state(now),
+                last_heard: [e.last_response, e.last_query]
+                    .into_iter()
+                    .flatten()
+                    .fold(e.added, Instant::max),
+                failures: e.failures,
+            })
     }
 
     /// Checks the table's invariants; the error says which one broke.

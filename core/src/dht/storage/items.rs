@@ -136,6 +136,12 @@ impl ItemStore {
         self.evicted
     }
 
+    /// Each stored item with its last put, in target order (for the dashboard; expired
+    /// items show until expiry runs).
+    pub fn iter(&self) -> impl Iterator<Item = (&Target, &Item, Instant)> + '_ {
+        self.items.iter().map(|(t, s)| (t, &s.item, s.at))
+    }
+
     fn insert_new(&mut self, now: Instant, target: Target, item: Item) {
         if self.items.len() >= self.max_items {
             let victim = self.by_time.pop_first();

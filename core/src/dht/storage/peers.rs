@@ -292,6 +292,17 @@ impl PeerStore {
         self.evicted
     }
 
+    /// Each key with its number of peers and when its newest peer last announced, in key
+    /// order (for the dashboard; expired entries show until expiry runs).
+    pub fn keys(&self) -> impl Iterator<Item = (&[u8], usize, Instant)> + '_ {
+        self.keys.iter().filter_map(|(key, peers)| {
+            let at = self
+                .epoch?
+                .checked_add(Duration::from_nanos(peers.newest().0))?;
+            Some((&**key, peers.as_slice().len(), at))
+        })
+    }
+
     fn add_key(&mut self, key: &Key, peer: Peer) {
         if self.keys.len() >= self.max_keys {
             self.evict_stalest_key();
