@@ -124,6 +124,15 @@ pub struct CurveKeyPair {
     public: CurvePublicKey,
 }
 
+/// Pairs are equal when their public keys are (the public key is derived from the secret).
+impl PartialEq for CurveKeyPair {
+    fn eq(&self, other: &Self) -> bool {
+        self.public == other.public
+    }
+}
+
+impl Eq for CurveKeyPair {}
+
 impl CurveKeyPair {
     /// The pair of this 32-byte secret key (the public key is derived from it).
     pub fn from_secret(secret: [u8; KEY_LEN]) -> Self {
@@ -168,7 +177,7 @@ impl fmt::Debug for CurveKeyPair {
 }
 
 /// A CURVE server: its key pair and, optionally, the client keys it lets in.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CurveServerConfig {
     keys: CurveKeyPair,
     allow: Option<BTreeSet<CurvePublicKey>>,
@@ -198,7 +207,7 @@ impl CurveServerConfig {
 }
 
 /// A CURVE client: its key pair and the public key of the server it trusts.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CurveClientConfig {
     keys: CurveKeyPair,
     server: CurvePublicKey,
@@ -222,7 +231,7 @@ impl CurveClientConfig {
 }
 
 /// The security mechanism of one connection.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Security {
     /// No security (ZMTP's NULL mechanism): plaintext, anyone may connect.
     #[default]
@@ -234,6 +243,16 @@ pub enum Security {
 }
 
 impl Security {
+    /// CURVE as a client with `config`, or NULL without one.
+    pub fn client(config: Option<&Arc<CurveClientConfig>>) -> Security {
+        config.map_or(Security::Null, |c| Security::CurveClient(Arc::clone(c)))
+    }
+
+    /// CURVE as a server with `config`, or NULL without one.
+    pub fn server(config: Option<&Arc<CurveServerConfig>>) -> Security {
+        config.map_or(Security::Null, |c| Security::CurveServer(Arc::clone(c)))
+    }
+
     /// The mechanism it uses on the wire.
     pub fn mechanism(&self) -> Mechanism {
         match self {
