@@ -41,6 +41,7 @@ macro_rules! adapter_tests {
             tls_clients_refuse_servers_they_cannot_verify,
             a_client_of_the_wrong_transport_fails_typed,
             a_websocket_server_turns_other_transports_away_at_once,
+            curve_rpc_and_pubsub_with_allow_list_and_typed_mismatches,
         );
     };
     (@each $runtime:ty, $block_on:path; $($name:ident),* $(,)?) => {
@@ -637,6 +638,8 @@ mod burst {
     }
 }
 
+mod curve;
+pub use curve::curve_rpc_and_pubsub_with_allow_list_and_typed_mismatches;
 pub mod pki;
 mod tls;
 pub use tls::{

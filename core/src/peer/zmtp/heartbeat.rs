@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 
 use crate::peer::zmtp::ZmtpError;
 
+/// The longest TTL we announce, in tenths of a second (65.5 s; see `ttl_deciseconds`).
+const MAX_TTL: u16 = 655;
+
 /// The heartbeat clock of one connection. Feed it [`heard`](Self::heard) whenever bytes
 /// arrive, wake at [`poll_timeout`](Self::poll_timeout), and call
 /// [`handle_timeout`](Self::handle_timeout): `Ok(true)` means send a PING now
@@ -39,7 +42,8 @@ impl Heartbeat {
     /// The TTL our PINGs announce (RFC 37, in tenths of a second): the peer may close
     /// the connection when it hears nothing from us for this long.
     pub fn ttl_deciseconds(&self) -> u16 {
-        u16::try_from(self.timeout.as_millis() / 100).unwrap_or(u16::MAX)
+        // libzmq 4.3 turns the TTL into milliseconds in 16 bits: past 655 it wraps.
+        u16::try_from(self.timeout.as_millis() / 100).map_or(MAX_TTL, |t| t.min(MAX_TTL))
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next.
@@ -103,5 +107,11 @@ mod tests {
         let hb = Heartbeat::new(t0, Duration::from_secs(10), Duration::from_secs(1));
         assert_eq!(hb.poll_timeout(), t0 + Duration::from_secs(10));
         assert_eq!(hb.ttl_deciseconds(), 100);
+        let long = Heartbeat::new(t0, Duration::from_secs(10), Duration::from_secs(600));
+        assert_eq!(
+            long.ttl_deciseconds(),
+            655,
+            "libzmq would overflow past 655"
+        );
     }
 }
