@@ -262,7 +262,7 @@ impl Subs {
                 tracing::debug!(%conn, error = %e, "ZeroMQ subscription failed");
                 self.transmits.push_back(Io::TcpClose { conn });
                 let error = if crate::peer::rpc::is_security_failure(&e) {
-                    LinkError::Transport(TransportError::unsent(format!("ERR_ZMQ_SECURITY: {e}")))
+                    security_error(&e)
                 } else {
                     LinkError::TransportClose
                 };
@@ -326,7 +326,11 @@ impl Subs {
         conn: ConnId,
         rng: &mut impl Rng,
     ) -> Option<String> {
-        self.close_with(now, conn, LinkError::TransportClose, rng)
+        let error = match self.zmtp.get(&conn).and_then(Connection::close_reason) {
+            Some(e) => security_error(&e),
+            None => LinkError::TransportClose,
+        };
+        self.close_with(now, conn, error, rng)
     }
 
     /// Ends a connection, reporting `error` to its subscription.
@@ -395,6 +399,12 @@ impl Subs {
             retry_at,
         });
     }
+}
+
+/// How a subscriber reports a failed ZeroMQ security handshake (the text of
+/// [`RpcError::Security`](crate::peer::RpcError::Security)).
+fn security_error(err: &crate::peer::zmtp::ZmtpError) -> LinkError {
+    LinkError::Transport(TransportError::unsent(format!("ERR_ZMQ_SECURITY: {err}")))
 }
 
 /// Delay before the `failures`-th reconnect: `first × 2^(failures-1)`, capped, in `[d/2, d]`.

@@ -507,7 +507,13 @@ impl Rpc {
         ids: &mut Ids,
         rng: &mut impl Rng,
     ) {
-        self.close_conn(now, conn, None, ids, rng);
+        let why = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.zmtp.as_ref())
+            .and_then(Connection::close_reason)
+            .map(RpcError::Security);
+        self.close_conn(now, conn, why, ids, rng);
     }
 
     /// A WebSocket dial met a server of protocol `met` (an HTTP answer without the
@@ -944,7 +950,7 @@ impl Rpc {
 pub(crate) fn is_security_failure(err: &ZmtpError) -> bool {
     matches!(
         err,
-        ZmtpError::MechanismMismatch { .. } | ZmtpError::Curve(_)
+        ZmtpError::MechanismMismatch { .. } | ZmtpError::Curve(_) | ZmtpError::ClosedInGreeting
     )
 }
 

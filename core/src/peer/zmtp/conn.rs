@@ -344,6 +344,13 @@ impl Connection {
         self.peer.map(|_| self.peer_identity.as_slice())
     }
 
+    /// Why a close of the stream by the peer, now, is a failure of the handshake rather
+    /// than a plain disconnect: it stopped inside its greeting after a valid signature.
+    pub fn close_reason(&self) -> Option<ZmtpError> {
+        let signature_done = self.greeting_len > frame::SIGNATURE_END;
+        (self.state == State::Greeting && signature_done).then_some(ZmtpError::ClosedInGreeting)
+    }
+
     /// Our security mechanism.
     pub fn mechanism(&self) -> Mechanism {
         if self.curve.is_some() {

@@ -32,6 +32,11 @@ pub enum ZmtpError {
         /// The peer's.
         peer: Mechanism,
     },
+    /// The peer closed the stream in the middle of its greeting, after a valid ZMTP
+    /// signature: libzmq does this when our security mechanism is not its own (it closes
+    /// before the part of its greeting that names its mechanism has left).
+    #[error("ZMTP: the peer closed during the greeting (a security mechanism mismatch?)")]
+    ClosedInGreeting,
     /// The CURVE handshake failed, or a MESSAGE did not open.
     #[error("ZMTP CURVE: {0}")]
     Curve(CurveError),

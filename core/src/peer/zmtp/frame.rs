@@ -24,7 +24,7 @@ pub const MAX_IDENTITY_LEN: usize = 255;
 pub const MAX_PING_CONTEXT_LEN: usize = 16;
 
 /// Greeting offsets (RFC 23 §"Version Negotiation" and the `greeting` ABNF).
-const SIGNATURE_END: usize = 9; // 0xFF, 8 padding bytes, then 0x7F at index 9
+pub(crate) const SIGNATURE_END: usize = 9; // 0xFF, 8 padding bytes, then 0x7F at index 9
 const MAJOR: usize = 10;
 const MINOR: usize = 11;
 const MECHANISM: std::ops::Range<usize> = 12..32;

@@ -241,6 +241,35 @@ fn null_against_curve_fails_at_the_greeting_on_both_sides() {
 }
 
 #[test]
+fn a_libzmq_server_greeting_without_as_server_is_accepted() {
+    // libzmq 4.3 sends as-server 0 on its CURVE servers: our client must not mind.
+    let mut c = client(SocketType::Dealer, 1);
+    let mut s = server(SocketType::Router, 2);
+    let mut greeting = s.take_output();
+    greeting[32] = 0;
+    c.handle_input(&greeting).expect("accepted");
+    s.handle_input(&c.take_output()).expect("HELLO");
+    c.handle_input(&s.take_output()).expect("WELCOME");
+    assert_eq!(pump(&mut c, &mut s, usize::MAX), (None, None));
+    assert!(c.is_ready() && s.is_ready());
+}
+
+#[test]
+fn two_curve_clients_fail_typed() {
+    let mut a = client(SocketType::Dealer, 1);
+    let mut b = client(SocketType::Router, 2);
+    let (ea, eb) = pump(&mut a, &mut b, usize::MAX);
+    assert!(
+        matches!(ea, Some(ZmtpError::Curve(CurveError::Malformed(_)))),
+        "{ea:?}"
+    );
+    assert!(
+        matches!(eb, Some(ZmtpError::Curve(CurveError::Malformed(_)))),
+        "{eb:?}"
+    );
+}
+
+#[test]
 fn two_curve_servers_refuse_each_other() {
     let mut a = server(SocketType::Dealer, 1);
     let mut b = server(SocketType::Router, 2);
