@@ -42,6 +42,7 @@ macro_rules! adapter_tests {
             a_client_of_the_wrong_transport_fails_typed,
             a_websocket_server_turns_other_transports_away_at_once,
             curve_rpc_and_pubsub_with_allow_list_and_typed_mismatches,
+            zmq_server_pings_a_silent_peer_then_drops_it,
         );
     };
     (@each $runtime:ty, $block_on:path; $($name:ident),* $(,)?) => {
@@ -639,7 +640,10 @@ mod burst {
 }
 
 mod curve;
-pub use curve::curve_rpc_and_pubsub_with_allow_list_and_typed_mismatches;
+pub use curve::{
+    curve_rpc_and_pubsub_with_allow_list_and_typed_mismatches,
+    zmq_server_pings_a_silent_peer_then_drops_it,
+};
 pub mod pki;
 mod tls;
 pub use tls::{

@@ -142,3 +142,52 @@ pub async fn curve_rpc_and_pubsub_with_allow_list_and_typed_mismatches<R: Runtim
     publisher.stop().await;
     grape.shutdown().await;
 }
+
+/// See the test of this name in each runtime's crate.
+pub async fn zmq_server_pings_a_silent_peer_then_drops_it<R: Runtime>() {
+    use grenache_core::peer::zmtp::{Connection, Limits, SocketType};
+    // Arrange: a ZeroMQ server with a fast heartbeat, and a DEALER that completes its
+    // handshake, then reads but never answers.
+    let mut config = RpcServerConfig::new(RpcTransport::Zmq).listen_on(LOCALHOST, 0);
+    config.heartbeat = crate::peer::ZmqHeartbeat {
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(400),
+    };
+    let server = RpcServer::<R>::listen_with_context(config, whoami)
+        .await
+        .expect("listen");
+    let addr = std::net::SocketAddr::new(LOCALHOST, server.port());
+    let mut stream = super::connect::<R>(addr).await;
+    let mut dealer = Connection::new(SocketType::Dealer, Vec::new(), Limits::default());
+    R::write_all(&mut stream, &dealer.take_output())
+        .await
+        .expect("write");
+
+    // Act: read until the server closes, counting bytes after the handshake.
+    let mut buf = [0u8; 1024];
+    let mut after_handshake = 0usize;
+    let closed = timeout::<R, _>(Duration::from_secs(10), async {
+        loop {
+            match R::read(&mut stream, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let was_ready = dealer.is_ready();
+                    dealer.handle_input(&buf[..n]).expect("valid ZMTP");
+                    if was_ready {
+                        after_handshake += n;
+                    } else {
+                        // Our READY went out with the greeting; nothing more, ever.
+                        let _ = dealer.take_output();
+                    }
+                }
+            }
+        }
+    })
+    .await;
+
+    // Assert: PINGs came, then the server hung up and counted it.
+    assert!(closed.is_some(), "the server never dropped the silent peer");
+    assert!(after_handshake > 0, "no PING before the drop");
+    assert!(server.stats().dropped_connections >= 1);
+    server.stop().await;
+}
