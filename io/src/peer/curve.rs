@@ -149,7 +149,8 @@ impl ZmqSecurity {
     }
 }
 
-/// Heartbeat settings of a ZeroMQ server or client.
+/// Heartbeat settings of a ZeroMQ server (RPC ROUTER or PUB); our clients answer PINGs
+/// but send none yet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ZmqHeartbeat {
     /// A PING goes out after this much silence from the peer. Default 10 s.
