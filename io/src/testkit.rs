@@ -43,6 +43,8 @@ macro_rules! adapter_tests {
             a_client_of_the_wrong_transport_fails_typed,
             a_websocket_server_turns_other_transports_away_at_once,
             dashboard_paths_answer_and_bad_targets_get_clear_errors,
+            curve_rpc_and_pubsub_with_allow_list_and_typed_mismatches,
+            zmq_server_pings_a_silent_peer_then_drops_it,
         );
     };
     (@each $runtime:ty, $block_on:path; $($name:ident),* $(,)?) => {
@@ -750,6 +752,11 @@ mod burst {
     }
 }
 
+mod curve;
+pub use curve::{
+    curve_rpc_and_pubsub_with_allow_list_and_typed_mismatches,
+    zmq_server_pings_a_silent_peer_then_drops_it,
+};
 pub mod pki;
 mod tls;
 pub use tls::{

@@ -3,9 +3,15 @@
 //! produce more than the bytes could encode.
 
 use grenache_core::peer::zmtp::frame::{self, GREETING_LEN};
-use grenache_core::peer::zmtp::{Connection, Limits, SocketType, ZmtpError, ZmtpEvent};
+use grenache_core::peer::zmtp::{
+    Connection, CurveClientConfig, CurveKeyPair, CurveServerConfig, Limits, Security, SocketType,
+    ZmtpError, ZmtpEvent,
+};
 use proptest::collection::vec;
 use proptest::prelude::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::sync::Arc;
 
 /// 0..8 frames of 0..600 bytes; zero frames is what `send` must refuse.
 fn message() -> impl Strategy<Value = Vec<Vec<u8>>> {
@@ -121,6 +127,49 @@ fn check_arbitrary(socket: SocketType, input: &[u8], cuts: &[usize]) -> Result<(
     Ok(())
 }
 
+/// Messages sent before and after the handshake, and how TCP cuts each direction.
+struct Exchange {
+    early: Vec<Vec<Vec<u8>>>,
+    to_router: Vec<Vec<Vec<u8>>>,
+    to_dealer: Vec<Vec<Vec<u8>>>,
+    dealer_cuts: Vec<usize>,
+    router_cuts: Vec<usize>,
+}
+
+impl Exchange {
+    /// Sends the messages both ways (some held before the handshake) and checks each side
+    /// got exactly the other's, in order.
+    fn check(self, dealer: &mut Connection, router: &mut Connection) -> Result<(), TestCaseError> {
+        let (dc, rc) = (&self.dealer_cuts, &self.router_cuts);
+        let mut expected_at_router = send_all(dealer, &self.early);
+        pump(dealer, router, dc, rc);
+        prop_assert!(dealer.is_ready() && router.is_ready());
+        expected_at_router.extend(send_all(dealer, &self.to_router));
+        let expected_at_dealer = send_all(router, &self.to_dealer);
+        pump(dealer, router, dc, rc);
+
+        let mut at_router = drain(router);
+        prop_assert_eq!(
+            at_router.remove(0),
+            ZmtpEvent::Ready {
+                peer: SocketType::Dealer,
+                identity: b"d".to_vec()
+            }
+        );
+        prop_assert_eq!(at_router, expected_at_router);
+        let mut at_dealer = drain(dealer);
+        prop_assert_eq!(
+            at_dealer.remove(0),
+            ZmtpEvent::Ready {
+                peer: SocketType::Router,
+                identity: vec![]
+            }
+        );
+        prop_assert_eq!(at_dealer, expected_at_dealer);
+        Ok(())
+    }
+}
+
 proptest! {
     #[test]
     fn multipart_messages_cross_dealer_router_under_any_chunking(
@@ -133,25 +182,30 @@ proptest! {
         let mut dealer = Connection::new(SocketType::Dealer, b"d".to_vec(), Limits::default());
         let mut router = Connection::new(SocketType::Router, Vec::new(), Limits::default());
         // Some before the handshake (held, then flushed), the rest after.
-        let mut expected_at_router = send_all(&mut dealer, &early);
-        pump(&mut dealer, &mut router, &dealer_cuts, &router_cuts);
-        prop_assert!(dealer.is_ready() && router.is_ready());
-        expected_at_router.extend(send_all(&mut dealer, &to_router));
-        let expected_at_dealer = send_all(&mut router, &to_dealer);
-        pump(&mut dealer, &mut router, &dealer_cuts, &router_cuts);
+        let exchange = Exchange { early, to_router, to_dealer, dealer_cuts, router_cuts };
+        exchange.check(&mut dealer, &mut router)?;
+    }
 
-        let mut at_router = drain(&mut router);
-        prop_assert_eq!(
-            at_router.remove(0),
-            ZmtpEvent::Ready { peer: SocketType::Dealer, identity: b"d".to_vec() }
-        );
-        prop_assert_eq!(at_router, expected_at_router);
-        let mut at_dealer = drain(&mut dealer);
-        prop_assert_eq!(
-            at_dealer.remove(0),
-            ZmtpEvent::Ready { peer: SocketType::Router, identity: vec![] }
-        );
-        prop_assert_eq!(at_dealer, expected_at_dealer);
+    #[test]
+    fn curve_messages_cross_dealer_router_under_any_chunking(
+        early in vec(message(), 0..4),
+        to_router in vec(message(), 0..6),
+        to_dealer in vec(message(), 0..6),
+        dealer_cuts in cuts(),
+        router_cuts in cuts(),
+        seed in any::<u64>(),
+    ) {
+        let server = CurveKeyPair::from_secret([1; 32]);
+        let client = CurveKeyPair::from_secret([2; 32]);
+        let client = Security::CurveClient(Arc::new(CurveClientConfig::new(client, server.public())));
+        let server = Security::CurveServer(Arc::new(CurveServerConfig::new(server)));
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut dealer =
+            Connection::secure(SocketType::Dealer, b"d".to_vec(), Limits::default(), &client, &mut rng);
+        let mut router =
+            Connection::secure(SocketType::Router, Vec::new(), Limits::default(), &server, &mut rng);
+        let exchange = Exchange { early, to_router, to_dealer, dealer_cuts, router_cuts };
+        exchange.check(&mut dealer, &mut router)?;
     }
 
     #[test]

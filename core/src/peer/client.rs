@@ -1447,6 +1447,91 @@ mod tests {
         assert_eq!(h.client.stats().rpc.connects, 1);
     }
 
+    /// A ZeroMQ client harness, its request, and the connection it dials.
+    fn zmq_call(config: ClientConfig) -> (Harness, CommandId, ConnId) {
+        let mut h = Harness::with(config);
+        let id = h.request("svc", json!({"n": 1}), RequestOptions::default());
+        h.grape_lookup(&["127.0.0.1:1337"]);
+        let Some(Io::TcpConnect { conn, .. }) = h.client.poll_transmit() else {
+            panic!("a TCP connect first");
+        };
+        let now = h.now;
+        h.client.handle_tcp_open(now, conn);
+        (h, id, conn)
+    }
+
+    fn curve_server() -> (
+        crate::peer::ZmqServerConn,
+        crate::peer::zmtp::CurvePublicKey,
+    ) {
+        use crate::peer::zmtp::{CurveKeyPair, CurveServerConfig, Security};
+        let keys = CurveKeyPair::from_secret([3; 32]);
+        let public = keys.public();
+        let security = Security::CurveServer(std::sync::Arc::new(CurveServerConfig::new(keys)));
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let server = crate::peer::ZmqServerConn::secure(1 << 20, &security, &mut rng);
+        (server, public)
+    }
+
+    #[test]
+    fn zmq_curve_client_calls_a_curve_server() {
+        use crate::peer::zmtp::{CurveClientConfig, CurveKeyPair};
+        let (mut server, key) = curve_server();
+        let mut config = ClientConfig::new(GRAPE);
+        config.rpc.transport = RpcTransport::Zmq;
+        let client_keys = CurveKeyPair::from_secret([4; 32]);
+        let client_public = client_keys.public();
+        config.rpc.curve = Some(std::sync::Arc::new(CurveClientConfig::new(
+            client_keys,
+            key,
+        )));
+        let (mut h, id, conn) = zmq_call(config);
+
+        zmq_pump(&mut h, conn, &mut server);
+        let req = server.poll_request().expect("the request");
+        server.reply(&req.rid, Ok(&json!("secret"))).expect("reply");
+        zmq_pump(&mut h, conn, &mut server);
+
+        assert_eq!(reply_of(&h.events(), id), Ok(json!("secret")));
+        assert_eq!(server.curve_client_key(), Some(client_public));
+    }
+
+    #[test]
+    fn zmq_null_client_at_a_curve_server_fails_typed_at_once() {
+        let (mut server, _) = curve_server();
+        let mut config = ClientConfig::new(GRAPE);
+        config.rpc.transport = RpcTransport::Zmq;
+        let (mut h, id, conn) = zmq_call(config);
+
+        let to_client = server.take_output();
+        let now = h.now;
+        h.client.handle_tcp_data(now, conn, &to_client);
+
+        let err = reply_of(&h.events(), id).expect_err("refused");
+        assert!(matches!(err, RpcError::Security(_)), "{err:?}");
+        assert!(err.to_string().starts_with("ERR_ZMQ_SECURITY"), "{err}");
+    }
+
+    #[test]
+    fn zmq_reply_over_the_frame_limit_is_reply_too_large() {
+        let mut config = ClientConfig::new(GRAPE);
+        config.rpc.transport = RpcTransport::Zmq;
+        config.rpc.max_frame_len = 1024;
+        let (mut h, id, conn) = zmq_call(config);
+        let mut server = crate::peer::ZmqServerConn::new(1 << 20);
+
+        zmq_pump(&mut h, conn, &mut server);
+        let req = server.poll_request().expect("the request");
+        server
+            .reply(&req.rid, Ok(&json!("x".repeat(5000))))
+            .expect("reply");
+        let to_client = server.take_output();
+        let now = h.now;
+        h.client.handle_tcp_data(now, conn, &to_client);
+
+        assert_eq!(reply_of(&h.events(), id), Err(RpcError::ReplyTooLarge));
+    }
+
     #[test]
     fn zmq_peer_answering_in_http_is_left_for_the_next_then_fails_typed() {
         let mut h = Harness::zmq();

@@ -4,6 +4,7 @@
 use crate::peer::json::PayloadError;
 use crate::peer::sniff::Protocol;
 use crate::peer::types::TransportError;
+use crate::peer::zmtp::ZmtpError;
 
 /// Why a command was refused at once (no id was issued, no event will come).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -116,6 +117,11 @@ pub enum RpcError {
     /// The WebSocket connection table is full; wait for idle connections to close.
     #[error("ERR_TOO_MANY_CONNECTIONS")]
     TooManyConnections,
+    /// The ZeroMQ security handshake failed: NULL against CURVE, a server that refused
+    /// our CURVE key or HELLO, a WELCOME or READY that does not open. No handler ran;
+    /// configure both ends alike (docs/security.md).
+    #[error("ERR_ZMQ_SECURITY: {0}")]
+    Security(ZmtpError),
     /// The peer speaks another transport (named here): no handler ran. The client is
     /// configured for the wrong transport, or the Grape lists a port now used by
     /// something else.

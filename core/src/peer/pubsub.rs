@@ -18,9 +18,9 @@ use rand::Rng;
 use crate::peer::client::ClientEvent;
 use crate::peer::error::LinkError;
 use crate::peer::link::jitter_half;
-use crate::peer::types::{ConnId, Ids, Io, PeerAddr, SubscriptionId, WsMessage};
+use crate::peer::types::{ConnId, Ids, Io, PeerAddr, SubscriptionId, TransportError, WsMessage};
 use crate::peer::zmq;
-use crate::peer::zmtp::{Connection, SocketType, ZmtpEvent};
+use crate::peer::zmtp::{Connection, Security, SocketType, ZmtpEvent};
 
 /// Which transport subscriptions use (the publisher must speak the same one).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -53,6 +53,8 @@ pub struct SubConfig {
     pub max_queued_messages: usize,
     /// Dial publishers over TLS (`wss://`); the adapter holds the certificates.
     pub secure: bool,
+    /// ZeroMQ only: speak CURVE to publishers holding this server key; `None`: NULL.
+    pub curve: Option<std::sync::Arc<crate::peer::zmtp::CurveClientConfig>>,
 }
 
 impl Default for SubConfig {
@@ -66,6 +68,7 @@ impl Default for SubConfig {
             max_message_len: crate::peer::framing::DEFAULT_MAX_FRAME_LEN,
             max_queued_messages: 4096,
             secure: false,
+            curve: None,
         }
     }
 }
@@ -207,7 +210,9 @@ impl Subs {
                     addr: addr.clone(),
                 });
                 let limits = zmq::limits(self.config.max_message_len, 1);
-                let mut zmtp = Connection::new(SocketType::Sub, Vec::new(), limits);
+                let security = Security::client(self.config.curve.as_ref());
+                let mut zmtp =
+                    Connection::secure(SocketType::Sub, Vec::new(), limits, &security, rng);
                 if let Err(e) = zmtp.subscribe(b"") {
                     tracing::error!(error = %e, "a new SUB refused to subscribe");
                 }
@@ -256,7 +261,12 @@ impl Subs {
             Err(e) => {
                 tracing::debug!(%conn, error = %e, "ZeroMQ subscription failed");
                 self.transmits.push_back(Io::TcpClose { conn });
-                self.handle_closed(now, conn, rng)
+                let error = if crate::peer::rpc::is_security_failure(&e) {
+                    security_error(&e)
+                } else {
+                    LinkError::TransportClose
+                };
+                self.close_with(now, conn, error, rng)
             }
         }
     }
@@ -316,6 +326,21 @@ impl Subs {
         conn: ConnId,
         rng: &mut impl Rng,
     ) -> Option<String> {
+        let error = match self.zmtp.get(&conn).and_then(Connection::close_reason) {
+            Some(e) => security_error(&e),
+            None => LinkError::TransportClose,
+        };
+        self.close_with(now, conn, error, rng)
+    }
+
+    /// Ends a connection, reporting `error` to its subscription.
+    fn close_with(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        error: LinkError,
+        rng: &mut impl Rng,
+    ) -> Option<String> {
         self.zmtp.remove(&conn);
         let sub = self.by_conn.remove(&conn)?;
         let s = self.subs.get_mut(&sub)?;
@@ -325,7 +350,7 @@ impl Subs {
             s.failures = 0;
         }
         let channel = s.channel.clone();
-        self.fail(now, sub, LinkError::TransportClose, rng);
+        self.fail(now, sub, error, rng);
         Some(channel)
     }
 
@@ -374,6 +399,12 @@ impl Subs {
             retry_at,
         });
     }
+}
+
+/// How a subscriber reports a failed ZeroMQ security handshake (the text of
+/// [`RpcError::Security`](crate::peer::RpcError::Security)).
+fn security_error(err: &crate::peer::zmtp::ZmtpError) -> LinkError {
+    LinkError::Transport(TransportError::unsent(format!("ERR_ZMQ_SECURITY: {err}")))
 }
 
 /// Delay before the `failures`-th reconnect: `first × 2^(failures-1)`, capped, in `[d/2, d]`.

@@ -30,7 +30,10 @@ use crate::peer::types::{
     TransportError, WsMessage, request_id,
 };
 use crate::peer::zmq::{self, decode_zmq_reply};
-use crate::peer::zmtp::{Connection, SocketType, ZmtpEvent};
+use crate::peer::zmtp::{
+    Connection, CurveClientConfig, Security, SocketType, ZmtpError, ZmtpEvent,
+};
+use std::sync::Arc;
 
 /// Longest error body from a peer kept in [`RpcError::Request`].
 const MAX_ERROR_BODY: usize = 1024;
@@ -75,6 +78,11 @@ pub struct RpcConfig {
     pub dead_peer_ttl: Duration,
     /// Dial peers over TLS (`https://`, `wss://`); the adapter holds the certificates.
     pub secure: bool,
+    /// ZeroMQ only: speak CURVE with these keys to servers holding this server key (one
+    /// key for every ZeroMQ server this client calls: a service network's key). `None`:
+    /// the NULL mechanism. A mismatch either way fails at once with
+    /// [`RpcError::Security`].
+    pub curve: Option<Arc<CurveClientConfig>>,
 }
 
 impl Default for RpcConfig {
@@ -89,6 +97,7 @@ impl Default for RpcConfig {
             idle_timeout: Duration::from_secs(120),
             dead_peer_ttl: Duration::from_secs(10),
             secure: false,
+            curve: None,
         }
     }
 }
@@ -473,6 +482,9 @@ impl Rpc {
         let read = zmtp.handle_input(bytes);
         // The requests ZMTP held go out as the handshake ends.
         c.reached |= zmtp.is_ready();
+        // A reply over the frame limit kills the connection, but its rid had arrived:
+        // that request fails as too large, not as a lost connection.
+        let too_large = zmtp.cut_message_head().map(<[u8]>::to_vec);
         let mut replies = Vec::new();
         while let Some(event) = zmtp.poll_event() {
             if let ZmtpEvent::Message(frames) = event {
@@ -486,8 +498,19 @@ impl Rpc {
         if let Err(e) = read {
             tracing::debug!(%conn, error = %e, "ZeroMQ connection failed");
             self.transmits.push_back(Io::TcpClose { conn });
+            if let Some(rid) = too_large
+                .as_deref()
+                .and_then(|r| std::str::from_utf8(r).ok())
+            {
+                self.finish(now, rid, End::Done(Err(RpcError::ReplyTooLarge)), ids, rng);
+            }
             let met = before_handshake.then(|| Protocol::sniff(bytes)).flatten();
-            self.close_conn(now, conn, self.wrong(met), ids, rng);
+            let why = match self.wrong(met) {
+                Some(met) => Some(RpcError::WrongTransport(met)),
+                None if before_handshake && is_security_failure(&e) => Some(RpcError::Security(e)),
+                None => None,
+            };
+            self.close_conn(now, conn, why, ids, rng);
         }
     }
 
@@ -528,7 +551,13 @@ impl Rpc {
         ids: &mut Ids,
         rng: &mut impl Rng,
     ) {
-        self.close_conn(now, conn, None, ids, rng);
+        let why = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.zmtp.as_ref())
+            .and_then(Connection::close_reason)
+            .map(RpcError::Security);
+        self.close_conn(now, conn, why, ids, rng);
     }
 
     /// A WebSocket dial met a server of protocol `met` (an HTTP answer without the
@@ -541,7 +570,8 @@ impl Rpc {
         ids: &mut Ids,
         rng: &mut impl Rng,
     ) {
-        self.close_conn(now, conn, self.wrong(Some(met)), ids, rng);
+        let why = self.wrong(Some(met)).map(RpcError::WrongTransport);
+        self.close_conn(now, conn, why, ids, rng);
     }
 
     /// `met` when it is not the transport this client speaks: the peer is misdirected.
@@ -549,13 +579,14 @@ impl Rpc {
         met.filter(|m| *m != Protocol::of(self.config.transport))
     }
 
-    /// Ends a connection and its requests. On a peer of another protocol (`met`) nothing
-    /// reached a handler, so every request may go on to the next peer.
+    /// Ends a connection and its requests. With `unreached` (a peer of another protocol,
+    /// a failed security handshake) nothing reached a handler, so every request may go on
+    /// to the next peer, and fails with that error when none is left.
     fn close_conn(
         &mut self,
         now: Instant,
         conn: ConnId,
-        met: Option<Protocol>,
+        unreached: Option<RpcError>,
         ids: &mut Ids,
         rng: &mut impl Rng,
     ) {
@@ -563,11 +594,10 @@ impl Rpc {
             return;
         };
         self.by_addr.remove(&c.addr);
-        if let Some(met) = met {
+        if let Some(err) = unreached {
             let all = c.queued.into_iter().map(|(rid, _)| rid).chain(c.inflight);
             for rid in all.collect::<Vec<_>>() {
-                let end = End::Unreached(RpcError::WrongTransport(met));
-                self.finish(now, &rid, end, ids, rng);
+                self.finish(now, &rid, End::Unreached(err.clone()), ids, rng);
             }
             return;
         }
@@ -774,7 +804,8 @@ impl Rpc {
             // A uuid v4 identity, as grenache-nodejs-zmq's DEALER has.
             let identity = request_id(rng).into_bytes();
             let limits = zmq::limits(self.config.max_frame_len, MAX_ZMQ_QUEUED);
-            let mut zmtp = Connection::new(SocketType::Dealer, identity, limits);
+            let security = Security::client(self.config.curve.as_ref());
+            let mut zmtp = Connection::secure(SocketType::Dealer, identity, limits, &security, rng);
             flush(&mut self.transmits, conn, &mut zmtp);
             Some(zmtp)
         } else {
@@ -867,9 +898,10 @@ impl Rpc {
                         self.send_next(now, attempt.call, ids, rng);
                         return;
                     }
-                    // A peer that answered in another protocol is there: asking again
-                    // would find it again. ERR_WRONG_TRANSPORT is reported at once.
-                    let gone = !matches!(err, RpcError::WrongTransport(_));
+                    // A peer that answered in another protocol or another security
+                    // mechanism is there: asking again would find it again, so
+                    // ERR_WRONG_TRANSPORT and ERR_ZMQ_SECURITY are reported at once.
+                    let gone = !matches!(err, RpcError::WrongTransport(_) | RpcError::Security(_));
                     if gone && matches!(call.refresh, Refresh::NotYet) {
                         tracing::debug!(id = %attempt.call, name = call.name, error = %err,
                             "no peer reachable; asking the Grape again");
@@ -967,6 +999,15 @@ impl Rpc {
         };
         self.events.push_back(event);
     }
+}
+
+/// Whether a ZMTP failure is the security handshake's: the mechanisms differ, or CURVE
+/// failed (a peer that is simply not ZeroMQ is told apart by its first bytes instead).
+pub(crate) fn is_security_failure(err: &ZmtpError) -> bool {
+    matches!(
+        err,
+        ZmtpError::MechanismMismatch { .. } | ZmtpError::Curve(_) | ZmtpError::ClosedInGreeting
+    )
 }
 
 /// Hands what ZMTP has to write to the adapter, if anything.

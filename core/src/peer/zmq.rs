@@ -25,7 +25,10 @@ use serde_json::Value;
 
 use crate::peer::framing::{FrameError, ReplyFrame, RequestFrame, push_json};
 use crate::peer::json::{JsonError, read_json};
-use crate::peer::zmtp::{Connection, Limits, SocketType, ZmtpError, ZmtpEvent};
+use crate::peer::zmtp::{
+    Connection, CurvePublicKey, Limits, Security, SocketType, ZmtpError, ZmtpEvent,
+};
+use rand::RngCore;
 
 /// The third frame of an error reply.
 pub(crate) const ZMQ_ERROR_MARKER: &[u8] = b"ERR";
@@ -178,8 +181,21 @@ impl ZmqServerConn {
     /// A connection whose requests and replies are at most `max_frame_len` bytes of JSON;
     /// our greeting is in the output at once.
     pub fn new(max_frame_len: usize) -> Self {
+        let zmtp = Connection::new(SocketType::Router, Vec::new(), limits(max_frame_len, 64));
+        ZmqServerConn::over(zmtp, max_frame_len)
+    }
+
+    /// The same with `security` (CURVE as the server, normally); CURVE's random bytes
+    /// come from `rng`.
+    pub fn secure(max_frame_len: usize, security: &Security, rng: &mut impl RngCore) -> Self {
+        let limits = limits(max_frame_len, 64);
+        let zmtp = Connection::secure(SocketType::Router, Vec::new(), limits, security, rng);
+        ZmqServerConn::over(zmtp, max_frame_len)
+    }
+
+    fn over(zmtp: Connection, max_frame_len: usize) -> Self {
         ZmqServerConn {
-            zmtp: Connection::new(SocketType::Router, Vec::new(), limits(max_frame_len, 64)),
+            zmtp,
             max_frame_len,
             requests: VecDeque::new(),
             stats: ZmqConnStats::default(),
@@ -240,6 +256,16 @@ impl ZmqServerConn {
         self.zmtp.take_output()
     }
 
+    /// The ZMTP connection underneath (heartbeats, the CURVE client key).
+    pub fn zmtp(&mut self) -> &mut Connection {
+        &mut self.zmtp
+    }
+
+    /// Under CURVE, the client's long-term key once its handshake passed.
+    pub fn curve_client_key(&self) -> Option<CurvePublicKey> {
+        self.zmtp.curve_client_key()
+    }
+
     /// Counters.
     pub fn stats(&self) -> ZmqConnStats {
         self.stats
@@ -268,6 +294,16 @@ impl ZmqPubConn {
     pub fn new(max_message_len: usize) -> Self {
         ZmqPubConn {
             zmtp: Connection::new(SocketType::Pub, Vec::new(), limits(max_message_len, 1)),
+            prefixes: Vec::new(),
+        }
+    }
+
+    /// The same with `security` (CURVE as the server, normally); CURVE's random bytes
+    /// come from `rng`.
+    pub fn secure(max_message_len: usize, security: &Security, rng: &mut impl RngCore) -> Self {
+        let limits = limits(max_message_len, 1);
+        ZmqPubConn {
+            zmtp: Connection::secure(SocketType::Pub, Vec::new(), limits, security, rng),
             prefixes: Vec::new(),
         }
     }
@@ -317,6 +353,11 @@ impl ZmqPubConn {
     /// Whether the handshake is done.
     pub fn is_ready(&self) -> bool {
         self.zmtp.is_ready()
+    }
+
+    /// The ZMTP connection underneath (heartbeats, the CURVE client key).
+    pub fn zmtp(&mut self) -> &mut Connection {
+        &mut self.zmtp
     }
 
     /// Bytes to write to the socket.

@@ -11,9 +11,11 @@
 // Prints one JSON line {"reply": R, "error": E, "concurrent_ok": N, "messages": [M, M, M]}:
 // R the result of step 2, E the error message of step 3 (or null), M the parsed messages.
 // If a check fails or anything times out (15 s in all) it adds "fail": [reasons] and exits 1.
+// With ZMQ_CURVE_SERVER_KEY (and the client key pair) set, both sockets are CURVE clients
+// (zmq-common.js: curve.client()).
 const util = require('util')
 const zmq = require('zeromq')
-const { ERR_FRAME, uuid, log, startLink, lookupRetry, sendQueue, within, exitSoon } = require('./zmq-common')
+const { ERR_FRAME, uuid, log, startLink, lookupRetry, sendQueue, within, exitSoon, curve } = require('./zmq-common')
 
 const [grape, service, channel] = process.argv.slice(2)
 if (!grape || !service || !channel) {
@@ -89,7 +91,7 @@ const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v)
 async function rpc () {
   const peers = await step(`lookup ${service}`, lookupRetry(link, service, Math.min(10000, left())))
   log(`${service} at ${peers.join(', ')}`)
-  dealer = new zmq.Dealer({ routingId: uuid(), linger: 0 })
+  dealer = new zmq.Dealer({ routingId: uuid(), linger: 0, ...curve.client() })
   dealer.connect(`tcp://${peers[0]}`)
   receiveReplies().catch((err) => log(`receive: ${err.message}`))
   const send = sendQueue(dealer)
@@ -125,7 +127,7 @@ async function rpc () {
 async function subscribe () {
   const peers = await step(`lookup ${channel}`, lookupRetry(link, channel, Math.min(10000, left())))
   log(`${channel} at ${peers.join(', ')}`)
-  sub = new zmq.Subscriber({ linger: 0 })
+  sub = new zmq.Subscriber({ linger: 0, ...curve.client() })
   sub.connect(`tcp://${peers[0]}`)
   sub.subscribe()
   while (out.messages.length < 3) {

@@ -64,6 +64,26 @@ function within (ms, what, promise) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
 }
 
+// CURVE socket options from the environment (Z85 keys), or {} for the NULL mechanism:
+//   server(): ZMQ_CURVE_SERVER_SECRET set -> a CURVE server with that secret key;
+//   client(): ZMQ_CURVE_SERVER_KEY set -> a CURVE client trusting that server key, with the
+//             key pair ZMQ_CURVE_CLIENT_PUBLIC / ZMQ_CURVE_CLIENT_SECRET.
+const curve = {
+  server () {
+    const secret = process.env.ZMQ_CURVE_SERVER_SECRET
+    return secret ? { curveServer: true, curveSecretKey: secret } : {}
+  },
+  client () {
+    const serverKey = process.env.ZMQ_CURVE_SERVER_KEY
+    if (!serverKey) return {}
+    return {
+      curveServerKey: serverKey,
+      curvePublicKey: process.env.ZMQ_CURVE_CLIENT_PUBLIC,
+      curveSecretKey: process.env.ZMQ_CURVE_CLIENT_SECRET
+    }
+  }
+}
+
 // Forces an exit CODE if something still holds the event loop MS after the work is done;
 // the timer itself does not keep the process alive.
 function exitSoon (code, ms = 3000) {
@@ -74,4 +94,4 @@ function exitSoon (code, ms = 3000) {
   }, ms).unref()
 }
 
-module.exports = { ERR_FRAME, uuid, log, port, startLink, lookupRetry, sendQueue, within, exitSoon }
+module.exports = { ERR_FRAME, uuid, log, port, startLink, lookupRetry, sendQueue, within, exitSoon, curve }

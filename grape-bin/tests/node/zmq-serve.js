@@ -10,9 +10,10 @@
 // Both names are announced every second through GRAPE_URL. Prints one JSON line
 // {"ready": true} once both announces were taken (or {"ready": false, "err": ..} and exits 1
 // if binding or announcing fails, or takes over 15 s). Runs until SIGTERM or SIGINT, which
-// close every socket and exit 0.
+// close every socket and exit 0. With ZMQ_CURVE_SERVER_SECRET set (a Z85 secret key), both
+// sockets are CURVE servers (zmq-common.js: curve.server()).
 const zmq = require('zeromq')
-const { ERR_FRAME, log, port, startLink, sendQueue, exitSoon } = require('./zmq-common')
+const { ERR_FRAME, log, port, startLink, sendQueue, exitSoon, curve } = require('./zmq-common')
 
 const [grape, service, routerArg, channel, pubArg] = process.argv.slice(2)
 const routerPort = port(routerArg)
@@ -22,8 +23,8 @@ if (!grape || !service || !routerPort || !channel || !pubPort) {
   process.exit(2)
 }
 
-const router = new zmq.Router({ linger: 0 })
-const pub = new zmq.Publisher({ linger: 0 })
+const router = new zmq.Router({ linger: 0, ...curve.server() })
+const pub = new zmq.Publisher({ linger: 0, ...curve.server() })
 const reply = sendQueue(router)
 const publish = sendQueue(pub)
 let link = null

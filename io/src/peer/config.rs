@@ -1,9 +1,13 @@
 //! Settings of the client, the RPC server and the publisher.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::Duration;
 
+use grenache_core::peer::zmtp::{CurveClientConfig, CurveServerConfig};
 use grenache_core::peer::{ClientConfig, DEFAULT_MAX_FRAME_LEN, PubSubTransport, RpcTransport};
+
+use super::curve::ZmqHeartbeat;
 
 use crate::tls::{ClientTls, ServerTls};
 
@@ -63,6 +67,17 @@ impl PeerConfig {
         self
     }
 
+    /// The same settings with CURVE on ZeroMQ RPC and subscriptions (docs/security.md):
+    /// every ZeroMQ server and publisher this client dials must hold the secret of
+    /// `curve`'s server key. Other transports are unchanged.
+    #[must_use]
+    pub fn curve(mut self, curve: CurveClientConfig) -> Self {
+        let curve = Arc::new(curve);
+        self.client.rpc.curve = Some(Arc::clone(&curve));
+        self.client.sub.curve = Some(curve);
+        self
+    }
+
     /// The same settings with peer RPC over `transport` (the servers must speak it).
     #[must_use]
     pub fn transport(mut self, transport: RpcTransport) -> Self {
@@ -111,6 +126,11 @@ pub struct RpcServerConfig {
     /// TLS (HTTPS or WSS; not ZeroMQ), with client certificates when it has a CA. The
     /// handshake must finish within `read_timeout`.
     pub tls: Option<ServerTls>,
+    /// ZeroMQ only: CURVE (set with [`curve`](Self::curve)); clients must know the
+    /// server's public key, and be on its allow-list when it has one.
+    pub curve: Option<Arc<CurveServerConfig>>,
+    /// ZeroMQ only: PINGs to a silent client, and when to give it up.
+    pub heartbeat: ZmqHeartbeat,
 }
 
 impl RpcServerConfig {
@@ -129,6 +149,8 @@ impl RpcServerConfig {
             ws_idle_timeout: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(1),
             tls: None,
+            curve: None,
+            heartbeat: ZmqHeartbeat::default(),
         }
     }
 
@@ -144,6 +166,13 @@ impl RpcServerConfig {
     #[must_use]
     pub fn tls(mut self, tls: ServerTls) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// The same settings with CURVE (ZeroMQ only).
+    #[must_use]
+    pub fn curve(mut self, curve: CurveServerConfig) -> Self {
+        self.curve = Some(Arc::new(curve));
         self
     }
 }
@@ -179,6 +208,10 @@ pub struct PublisherConfig {
     /// TLS for WebSocket subscribers (WSS; not ZeroMQ), with client certificates when it
     /// has a CA. The handshake must finish within `handshake_timeout`.
     pub tls: Option<ServerTls>,
+    /// ZeroMQ only: CURVE (set with [`curve`](Self::curve)).
+    pub curve: Option<Arc<CurveServerConfig>>,
+    /// ZeroMQ only: PINGs to a silent subscriber, and when to give it up.
+    pub heartbeat: ZmqHeartbeat,
 }
 
 impl PublisherConfig {
@@ -194,6 +227,8 @@ impl PublisherConfig {
             handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(1),
             tls: None,
+            curve: None,
+            heartbeat: ZmqHeartbeat::default(),
         }
     }
 
@@ -202,6 +237,13 @@ impl PublisherConfig {
     pub fn listen_on(mut self, bind: IpAddr, port: u16) -> Self {
         self.bind = bind;
         self.port = port;
+        self
+    }
+
+    /// The same settings with CURVE (ZeroMQ only).
+    #[must_use]
+    pub fn curve(mut self, curve: CurveServerConfig) -> Self {
+        self.curve = Some(Arc::new(curve));
         self
     }
 

@@ -19,6 +19,7 @@
 
 mod client;
 mod config;
+mod curve;
 mod driver;
 mod error;
 mod first_bytes;
@@ -34,7 +35,11 @@ mod ws_client;
 
 pub use client::PeerClient;
 pub use config::{PeerConfig, PublisherConfig, RpcServerConfig};
+pub use curve::{CurveFailure, CurveStats, ZmqHeartbeat};
 pub use error::{PeerError, ServerError};
+pub use grenache_core::peer::zmtp::{
+    CurveClientConfig, CurveKeyError, CurveKeyPair, CurvePublicKey, CurveServerConfig,
+};
 pub use publisher::Publisher;
 pub use rpc_server::{RequestContext, RpcServer, ServerStats, StatsReader};
 pub use subscription::{SubEvent, Subscription};

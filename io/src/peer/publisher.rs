@@ -17,6 +17,7 @@ use grenache_core::peer::{
 
 use super::client::PeerClient;
 use super::config::PublisherConfig;
+use super::curve::{self, CurveStats, ZmqSecurity};
 use super::error::{PeerError, ServerError};
 use super::listen::{Announced, bind, write_zmq};
 use super::ws_client::to_message;
@@ -39,6 +40,7 @@ struct Shared {
     state: Mutex<State>,
     config: PublisherConfig,
     tls: Option<TlsServer>,
+    zmq_security: ZmqSecurity,
     stop: Stop,
 }
 
@@ -92,6 +94,7 @@ impl<R: Runtime> Publisher<R> {
                 queues: BTreeMap::new(),
             }),
             tls: config.tls.clone().map(TlsServer::new),
+            zmq_security: ZmqSecurity::new(config.curve.as_ref()),
             config,
             stop: stop.clone(),
         });
@@ -193,6 +196,11 @@ impl<R: Runtime> Publisher<R> {
             .tls
             .as_ref()
             .map_or_else(TlsStats::default, TlsServer::stats)
+    }
+
+    /// ZeroMQ security handshakes: CURVE ones that succeeded, and those refused by reason.
+    pub fn curve_stats(&self) -> CurveStats {
+        self.shared.zmq_security.snapshot()
     }
 
     /// Subscribers connected now.
@@ -313,17 +321,22 @@ async fn serve_zmq_subscriber<R: Runtime>(mut stream: R::TcpStream, shared: Arc<
     // The ZMTP limit bounds what we send as well as what we read: size it for published
     // messages (as large as a subscriber takes by default), not for the subscriptions
     // that `max_message_len` is about.
-    let mut zmq = ZmqPubConn::new(DEFAULT_MAX_FRAME_LEN.max(config.max_message_len));
+    let max = DEFAULT_MAX_FRAME_LEN.max(config.max_message_len);
+    let security = shared.zmq_security.security();
+    let mut zmq = ZmqPubConn::secure(max, security, &mut ZmqSecurity::rng());
     let Some((conn, outgoing)) = register(&shared) else {
         return;
     };
     let handshake_until = R::now() + config.handshake_timeout;
+    let mut heartbeat = config.heartbeat.start(R::now());
     let mut buf = vec![0u8; 4096];
     loop {
         if !write_zmq::<R>(&mut stream, &zmq.take_output()).await {
             break;
         }
-        let deadline = (!zmq.is_ready()).then_some(handshake_until);
+        let handshake = (!zmq.is_ready()).then_some(handshake_until);
+        let beat_at = heartbeat.poll_timeout();
+        let deadline = Some(handshake.map_or(beat_at, |d| d.min(beat_at)));
         let wake = async { ZmqWake::Incoming(R::read(&mut stream, &mut buf).await) }
             .race(async { ZmqWake::Outgoing(outgoing.recv().await.ok()) })
             .race(async {
@@ -337,7 +350,13 @@ async fn serve_zmq_subscriber<R: Runtime>(mut stream: R::TcpStream, shared: Arc<
             .await;
         match wake {
             ZmqWake::Incoming(Ok(n)) if n > 0 => {
-                if let Err(err) = zmq.handle_input(buf.get(..n).unwrap_or_default()) {
+                heartbeat.heard(R::now());
+                let was_ready = zmq.is_ready();
+                let read = zmq.handle_input(buf.get(..n).unwrap_or_default());
+                shared
+                    .zmq_security
+                    .record(zmq.zmtp(), was_ready, read.as_ref().map(|_| ()));
+                if let Err(err) = read {
                     tracing::debug!(%conn, %err, "ZeroMQ subscriber broke ZMTP");
                     let _ = write_zmq::<R>(&mut stream, &zmq.take_output()).await;
                     break;
@@ -349,8 +368,15 @@ async fn serve_zmq_subscriber<R: Runtime>(mut stream: R::TcpStream, shared: Arc<
                 }
             }
             ZmqWake::Timeout => {
-                tracing::debug!(%conn, "ZeroMQ subscriber did not finish its handshake");
-                break;
+                let now = R::now();
+                if handshake.is_some_and(|d| now >= d) {
+                    tracing::debug!(%conn, "ZeroMQ subscriber did not finish its handshake");
+                    break;
+                }
+                if let Err(err) = curve::tick(&mut heartbeat, zmq.zmtp(), now) {
+                    tracing::debug!(%conn, %err, "ZeroMQ subscriber gone silent");
+                    break;
+                }
             }
             ZmqWake::Incoming(_) | ZmqWake::Outgoing(None) | ZmqWake::Stop => break,
         }

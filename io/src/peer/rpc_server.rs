@@ -25,6 +25,7 @@ use serde_json::Value;
 
 use super::client::PeerClient;
 use super::config::RpcServerConfig;
+use super::curve::{self, CurveStats, ZmqSecurity};
 use super::error::{PeerError, ServerError};
 use super::listen::{Announced, bind, write_zmq};
 use crate::http_server::{self, Answer, Body, read_body};
@@ -35,6 +36,7 @@ use crate::task::{Limiter, Task};
 use crate::time::{sleep_until, timeout};
 use crate::tls::{Accepted, FuturesIo, PeerIdentity, TlsServer, TlsStats};
 use crate::ws_server::{self, Out, Taken, WsLimits};
+use grenache_core::peer::zmtp::CurvePublicKey;
 
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, String>> + Send>>;
 type Handler = Arc<dyn Fn(String, Value, RequestContext) -> HandlerFuture + Send + Sync>;
@@ -47,6 +49,9 @@ pub struct RequestContext {
     /// TLS with a CA (what Node's handlers get from `getPeerCertificate()`); `None` on
     /// plaintext servers.
     pub peer: Option<Arc<PeerIdentity>>,
+    /// The client's long-term CURVE public key, on a ZeroMQ server with CURVE (checked
+    /// against the allow-list when the server has one).
+    pub curve_client: Option<CurvePublicKey>,
 }
 
 /// What every connection of one server shares.
@@ -55,6 +60,7 @@ struct Ctx {
     in_flight: Limiter,
     config: RpcServerConfig,
     tls: Option<TlsServer>,
+    zmq_security: ZmqSecurity,
     stop: Stop,
     stats: Counters,
 }
@@ -78,6 +84,9 @@ pub struct ServerStats {
     pub dropped_connections: u64,
     /// TLS handshakes, and those refused by reason (all zero without TLS).
     pub tls: TlsStats,
+    /// ZeroMQ security handshakes: CURVE ones that succeeded, and those refused by
+    /// reason (a NULL client at a CURVE server, or the reverse, counts as a mismatch).
+    pub curve: CurveStats,
 }
 
 /// A running RPC server. It serves until [`stop`](Self::stop) or until dropped; both stop
@@ -109,6 +118,7 @@ impl StatsReader {
                 .tls
                 .as_ref()
                 .map_or_else(TlsStats::default, TlsServer::stats),
+            curve: ctx.zmq_security.snapshot(),
         }
     }
 }
@@ -165,6 +175,7 @@ impl<R: Runtime> RpcServer<R> {
             handler,
             in_flight: Limiter::new(config.max_in_flight),
             tls: config.tls.clone().map(TlsServer::new),
+            zmq_security: ZmqSecurity::new(config.curve.as_ref()),
             config,
             stop: stop.clone(),
             stats: Counters::default(),
@@ -333,7 +344,10 @@ async fn serve_http<R: Runtime>(stream: R::TcpStream, ctx: Arc<Ctx>) {
         Accepted::Plain(stream) => (Either::Left(R::hyper_io(stream)), None),
         Accepted::Tls(stream, peer) => (Either::Right(FuturesIo::new(*stream)), peer),
     };
-    let context = RequestContext { peer };
+    let context = RequestContext {
+        peer,
+        curve_client: None,
+    };
     let handle = move |req| handle_http::<R>(req, Arc::clone(&handler_ctx), context.clone());
     match io {
         Either::Left(io) => http_server::serve::<R, _, _, _, _>(io, limit, &ctx.stop, handle).await,
@@ -414,7 +428,10 @@ async fn serve_ws<R: Runtime>(stream: R::TcpStream, ctx: Arc<Ctx>) {
         return;
     };
     let (stream, peer) = accepted.into_ws();
-    let context = RequestContext { peer };
+    let context = RequestContext {
+        peer,
+        curve_client: None,
+    };
     let Some(ws) = ws_server::accept::<R>(stream, max, limit).await else {
         return;
     };
@@ -463,10 +480,13 @@ enum ZmqWake {
 
 /// Serves one ZeroMQ DEALER (a client connection to our ROUTER): reads requests while
 /// fewer than `max_in_flight_per_connection` are in the handler, writes replies as they
-/// come, in any order. A peer that does not finish the ZMTP handshake within
-/// `read_timeout`, or breaks ZMTP, is dropped and counted.
+/// come, in any order. A peer that does not finish the ZMTP (and CURVE) handshake within
+/// `read_timeout`, breaks ZMTP, or goes silent past the heartbeat timeout, is dropped and
+/// counted.
 async fn serve_zmq<R: Runtime>(mut stream: R::TcpStream, ctx: Arc<Ctx>) {
-    let mut conn = ZmqServerConn::new(ctx.config.max_frame_len);
+    let security = ctx.zmq_security.security();
+    let mut conn =
+        ZmqServerConn::secure(ctx.config.max_frame_len, security, &mut ZmqSecurity::rng());
     if !write_zmq::<R>(&mut stream, &conn.take_output()).await {
         return;
     }
@@ -479,13 +499,16 @@ async fn serve_zmq<R: Runtime>(mut stream: R::TcpStream, ctx: Arc<Ctx>) {
     let mut last_active = R::now();
     let handshake_until = last_active + ctx.config.read_timeout;
     let mut drain_until = last_active;
+    let mut heartbeat = ctx.config.heartbeat.start(last_active);
     while reading || in_flight > 0 {
-        let deadline = match (reading, in_flight) {
+        let conn_deadline = match (reading, in_flight) {
             (false, _) => Some(drain_until),
             (true, 0) if !conn.is_ready() => Some(handshake_until),
             (true, 0) => Some(last_active + ctx.config.ws_idle_timeout),
             (true, _) => None,
         };
+        let beat_at = heartbeat.poll_timeout();
+        let deadline = Some(conn_deadline.map_or(beat_at, |d| d.min(beat_at)));
         let wake = {
             let incoming = async {
                 if reading && in_flight < cap {
@@ -522,16 +545,24 @@ async fn serve_zmq<R: Runtime>(mut stream: R::TcpStream, ctx: Arc<Ctx>) {
             }
             ZmqWake::Incoming(Ok(n)) => {
                 last_active = R::now();
+                heartbeat.heard(last_active);
                 let bad_before = conn.stats().bad_frames;
+                let was_ready = conn.is_ready();
                 let read = conn.handle_input(buf.get(..n).unwrap_or_default());
+                ctx.zmq_security
+                    .record(conn.zmtp(), was_ready, read.as_ref().map(|_| ()));
                 let bad = conn.stats().bad_frames - bad_before;
                 ctx.stats.bad_frames.fetch_add(bad, Ordering::Relaxed);
+                let curve_client = conn.curve_client_key();
                 while let Some(request) = conn.poll_request() {
                     in_flight += 1;
                     let ctx = Arc::clone(&ctx);
                     let reply_tx = reply_tx.clone();
                     R::spawn_detached(async move {
-                        let context = RequestContext::default();
+                        let context = RequestContext {
+                            curve_client,
+                            ..RequestContext::default()
+                        };
                         let result =
                             call_handler::<R>(&ctx, request.key, request.payload, context).await;
                         let _ = reply_tx.send((request.rid, result)).await;
@@ -568,6 +599,21 @@ async fn serve_zmq<R: Runtime>(mut stream: R::TcpStream, ctx: Arc<Ctx>) {
                 drain_until = R::now() + ctx.config.drain_timeout;
             }
             ZmqWake::Timeout => {
+                let now = R::now();
+                if conn_deadline.is_none_or(|d| now < d) {
+                    // Only the heartbeat's time: a PING, or a peer gone silent.
+                    if let Err(err) = curve::tick(&mut heartbeat, conn.zmtp(), now) {
+                        tracing::debug!(%err, "ZeroMQ client gone silent; dropping it");
+                        ctx.stats
+                            .dropped_connections
+                            .fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    if !write_zmq::<R>(&mut stream, &conn.take_output()).await {
+                        break;
+                    }
+                    continue;
+                }
                 if !conn.is_ready() {
                     tracing::debug!("ZeroMQ peer did not finish its handshake; dropping it");
                     ctx.stats

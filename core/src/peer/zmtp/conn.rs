@@ -2,10 +2,13 @@
 
 use std::collections::VecDeque;
 
+use rand::RngCore;
+
+use crate::peer::zmtp::curve::{self, Curve, MESSAGE_COMMAND, MESSAGE_MORE};
 use crate::peer::zmtp::frame::{
     self, FLAG_COMMAND, FLAG_MORE, GREETING_LEN, MAX_HEADER_LEN, MAX_IDENTITY_LEN,
 };
-use crate::peer::zmtp::{SocketType, ZmtpError};
+use crate::peer::zmtp::{CurveError, CurvePublicKey, Mechanism, Security, SocketType, ZmtpError};
 
 /// Commands may be this long even when `max_message_len` is smaller, so a READY with a
 /// 255-byte identity and some metadata always fits.
@@ -74,8 +77,9 @@ struct Body {
     data: Vec<u8>,
 }
 
-/// A sans-IO ZMTP 3.0 connection with the NULL mechanism, from either end of a TCP stream
-/// (ZMTP is symmetric: nothing depends on who connected).
+/// A sans-IO ZMTP 3.0 connection with the NULL or CURVE mechanism, from either end of a
+/// TCP stream (ZMTP is symmetric: nothing depends on who connected; CURVE's client and
+/// server roles are set by [`Security`], not by who dialled).
 ///
 /// Feed it what the socket reads with [`handle_input`](Self::handle_input), then drain
 /// [`poll_event`](Self::poll_event) and write out [`take_output`](Self::take_output).
@@ -97,10 +101,15 @@ pub struct Connection {
     peer: Option<SocketType>,
     peer_identity: Vec<u8>,
     out: Vec<u8>,
-    /// Messages sent before the handshake ended, already encoded, and how many.
-    held: Vec<u8>,
-    held_count: usize,
+    /// Messages sent before the handshake ended (CURVE cannot encode them before then).
+    held: Vec<Vec<Vec<u8>>>,
     events: VecDeque<ZmtpEvent>,
+    /// Our READY metadata (CURVE sends it inside INITIATE or READY, later).
+    metadata: Vec<u8>,
+    /// The CURVE state; `None` with NULL.
+    curve: Option<Box<Curve>>,
+    /// The first frame of a message that broke a receive limit (an RPC reply's rid).
+    cut_head: Option<Vec<u8>>,
 }
 
 impl Connection {
@@ -110,19 +119,54 @@ impl Connection {
     /// A longer identity is cut to 255 bytes. It should not start with a zero byte:
     /// libzmq ROUTERs reserve those for identities they make up.
     pub fn new(socket: SocketType, identity: Vec<u8>, limits: Limits) -> Connection {
+        Connection::build(socket, identity, limits, None)
+    }
+
+    /// Starts a connection with `security`: NULL as [`new`](Self::new), or CURVE (the
+    /// client queues its greeting and HELLO, the server its greeting). The random bytes
+    /// CURVE needs (transient keys, long nonces, the cookie key) are drawn from `rng` now.
+    pub fn secure(
+        socket: SocketType,
+        identity: Vec<u8>,
+        limits: Limits,
+        security: &Security,
+        rng: &mut impl RngCore,
+    ) -> Connection {
+        let curve = Curve::new(security, rng).map(Box::new);
+        Connection::build(socket, identity, limits, curve)
+    }
+
+    fn build(
+        socket: SocketType,
+        identity: Vec<u8>,
+        limits: Limits,
+        mut curve: Option<Box<Curve>>,
+    ) -> Connection {
         let mut identity = identity;
         if identity.len() > MAX_IDENTITY_LEN {
             tracing::warn!(len = identity.len(), "ZMTP identity over 255 bytes cut");
             identity.truncate(MAX_IDENTITY_LEN);
         }
-        let ready = frame::ready_data(socket, &identity);
-        let mut out = Vec::with_capacity(GREETING_LEN + 2 + 6 + ready.len());
-        out.extend_from_slice(&frame::greeting());
-        frame::encode_command(&mut out, b"READY", &ready);
+        let metadata = frame::ready_data(socket, &identity);
+        let mut out = Vec::with_capacity(GREETING_LEN + 2 + 6 + metadata.len());
+        let mut state = State::Greeting;
+        match curve.as_mut() {
+            None => {
+                out.extend_from_slice(&frame::greeting());
+                frame::encode_command(&mut out, b"READY", &metadata);
+            }
+            Some(curve) => {
+                out.extend_from_slice(&frame::greeting_for(Mechanism::Curve, curve.is_server()));
+                if let Err(err) = curve.start(&mut out) {
+                    tracing::warn!(%err, "CURVE HELLO could not be made");
+                    state = State::Dead;
+                }
+            }
+        }
         Connection {
             socket,
             limits,
-            state: State::Greeting,
+            state,
             greeting: [0; GREETING_LEN],
             greeting_len: 0,
             header: [0; MAX_HEADER_LEN],
@@ -134,8 +178,10 @@ impl Connection {
             peer_identity: Vec::new(),
             out,
             held: Vec::new(),
-            held_count: 0,
             events: VecDeque::new(),
+            metadata,
+            curve,
+            cut_head: None,
         }
     }
 
@@ -182,20 +228,63 @@ impl Connection {
                 max: self.limits.max_message_len,
             });
         }
-        let out = if self.state == State::Ready {
-            &mut self.out
-        } else {
-            if self.held_count >= self.limits.max_queued {
-                return Err(ZmtpError::QueueFull);
+        if self.state == State::Ready {
+            return self.write_message(frames);
+        }
+        if self.held.len() >= self.limits.max_queued {
+            return Err(ZmtpError::QueueFull);
+        }
+        self.held.push(frames.iter().map(|f| f.to_vec()).collect());
+        Ok(())
+    }
+
+    /// Queues a PING (RFC 37) with a TTL in tenths of a second (the peer may close the
+    /// connection when it hears nothing from us for that long; 0: no limit). Does nothing
+    /// before the handshake ends. See [`Heartbeat`](crate::peer::zmtp::Heartbeat).
+    pub fn ping(&mut self, ttl_deciseconds: u16) -> Result<(), ZmtpError> {
+        match self.state {
+            State::Dead => Err(ZmtpError::Closed),
+            State::Ready => {
+                let result = self.write_command(b"PING", &ttl_deciseconds.to_be_bytes());
+                result.map_err(|err| self.fail(err))
             }
-            self.held_count += 1;
-            &mut self.held
-        };
-        let last = frames.len() - 1;
+            State::Greeting | State::Handshake => Ok(()),
+        }
+    }
+
+    /// Writes a message in the connection's mechanism.
+    fn write_message<F: AsRef<[u8]>>(&mut self, frames: &[F]) -> Result<(), ZmtpError> {
+        let last = frames.len().saturating_sub(1);
         for (i, body) in frames.iter().enumerate() {
-            frame::encode_frame(out, body, i < last);
+            let more = i < last;
+            match self.curve.as_mut() {
+                None => frame::encode_frame(&mut self.out, body.as_ref(), more),
+                Some(curve) => {
+                    let flags = if more { MESSAGE_MORE } else { 0 };
+                    curve
+                        .encode_frame(&mut self.out, flags, body.as_ref())
+                        .map_err(|err| self.fail(err))?;
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Writes a command once the handshake is done (inside a MESSAGE under CURVE).
+    fn write_command(&mut self, name: &[u8], data: &[u8]) -> Result<(), ZmtpError> {
+        match self.curve.as_mut() {
+            None => {
+                frame::encode_command(&mut self.out, name, data);
+                Ok(())
+            }
+            Some(curve) => {
+                let mut body = Vec::with_capacity(1 + name.len() + data.len());
+                body.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
+                body.extend_from_slice(name);
+                body.extend_from_slice(data);
+                curve.encode_frame(&mut self.out, MESSAGE_COMMAND, &body)
+            }
+        }
     }
 
     /// SUB/XSUB only: subscribe to a prefix (empty = all). Sent in the ZMTP 3.0 form, a
@@ -255,11 +344,52 @@ impl Connection {
         self.peer.map(|_| self.peer_identity.as_slice())
     }
 
+    /// Why a close of the stream by the peer, now, is a failure of the handshake rather
+    /// than a plain disconnect: it stopped inside its greeting after a valid signature.
+    pub fn close_reason(&self) -> Option<ZmtpError> {
+        let signature_done = self.greeting_len > frame::SIGNATURE_END;
+        (self.state == State::Greeting && signature_done).then_some(ZmtpError::ClosedInGreeting)
+    }
+
+    /// Our security mechanism.
+    pub fn mechanism(&self) -> Mechanism {
+        if self.curve.is_some() {
+            Mechanism::Curve
+        } else {
+            Mechanism::Null
+        }
+    }
+
+    /// On a CURVE server, the client's long-term public key once its INITIATE passed
+    /// (what an allow-list is checked against).
+    pub fn curve_client_key(&self) -> Option<CurvePublicKey> {
+        self.curve.as_ref().and_then(|c| c.client_key())
+    }
+
+    /// After a receive limit failed the connection ([`ZmtpError::MessageTooLarge`],
+    /// [`ZmtpError::TooManyFrames`]): the first frame of the message that broke it, when
+    /// it had arrived. For a Grenache reply that is the rid, so the caller can answer that
+    /// one request as too large rather than as a lost connection.
+    pub fn cut_message_head(&self) -> Option<&[u8]> {
+        self.cut_head.as_deref()
+    }
+
     /// Marks the connection dead, tells the peer why when it is waiting for our verdict
     /// on its READY (RFC 23: answer a failed validation with ERROR, then close), and
     /// frees what it held.
     fn fail(&mut self, err: ZmtpError) -> ZmtpError {
-        if self.state == State::Handshake && !matches!(err, ZmtpError::PeerError(_)) {
+        if matches!(
+            err,
+            ZmtpError::MessageTooLarge { .. } | ZmtpError::TooManyFrames { .. }
+        ) && self.state == State::Ready
+        {
+            self.cut_head = self.message.first().cloned();
+        }
+        let told = matches!(
+            err,
+            ZmtpError::PeerError(_) | ZmtpError::Curve(CurveError::Refused(_))
+        );
+        if self.state == State::Handshake && !told {
             frame::encode_command(
                 &mut self.out,
                 b"ERROR",
@@ -271,7 +401,7 @@ impl Connection {
         self.body = None;
         self.message = Vec::new();
         self.held = Vec::new();
-        self.held_count = 0;
+        self.curve = None;
         err
     }
 
@@ -288,8 +418,12 @@ impl Connection {
                 }
                 self.greeting_len += take;
                 input = rest;
-                frame::check_greeting(self.greeting.get(..self.greeting_len).unwrap_or(&[]))?;
+                let ours = self.mechanism();
+                frame::check_greeting(self.greeting.get(..self.greeting_len).unwrap_or(&[]), ours)?;
                 if self.greeting_len == GREETING_LEN {
+                    if let Some(curve) = &self.curve {
+                        curve.check_role(frame::greeting_as_server(&self.greeting))?;
+                    }
                     self.state = State::Handshake;
                 }
             } else if let Some(body) = &mut self.body {
@@ -329,7 +463,26 @@ impl Connection {
         let command = flags & FLAG_COMMAND != 0;
         let more = flags & FLAG_MORE != 0;
         let announced = usize::try_from(size).unwrap_or(usize::MAX);
-        if command {
+        if self.curve.is_some() {
+            // Every frame is a command or a MESSAGE box: judged whole here, its contents
+            // again once opened.
+            if !command && self.state != State::Ready {
+                return Err(ZmtpError::BadFrame(
+                    "message frame before the handshake ended",
+                ));
+            }
+            let max = self
+                .limits
+                .max_message_len
+                .saturating_add(curve::MESSAGE_OVERHEAD)
+                .max(MIN_COMMAND_LEN);
+            if announced > max {
+                return Err(ZmtpError::MessageTooLarge {
+                    len: self.message_len.saturating_add(announced),
+                    max: self.limits.max_message_len,
+                });
+            }
+        } else if command {
             let max = self.limits.max_message_len.max(MIN_COMMAND_LEN);
             if announced > max {
                 return Err(ZmtpError::MessageTooLarge {
@@ -343,18 +496,7 @@ impl Connection {
                     "message frame before the handshake ended",
                 ));
             }
-            if self.message.len() >= self.limits.max_frames {
-                return Err(ZmtpError::TooManyFrames {
-                    max: self.limits.max_frames,
-                });
-            }
-            let max = self.limits.max_message_len;
-            if announced > max.saturating_sub(self.message_len) {
-                return Err(ZmtpError::MessageTooLarge {
-                    len: self.message_len.saturating_add(announced),
-                    max,
-                });
-            }
+            self.check_data_frame(announced)?;
         }
         let body = Body {
             command,
@@ -372,20 +514,54 @@ impl Connection {
         }
     }
 
+    /// Whether one more message frame of `len` bytes fits the receive limits.
+    fn check_data_frame(&self, len: usize) -> Result<(), ZmtpError> {
+        if self.message.len() >= self.limits.max_frames {
+            return Err(ZmtpError::TooManyFrames {
+                max: self.limits.max_frames,
+            });
+        }
+        let max = self.limits.max_message_len;
+        if len > max.saturating_sub(self.message_len) {
+            return Err(ZmtpError::MessageTooLarge {
+                len: self.message_len.saturating_add(len),
+                max,
+            });
+        }
+        Ok(())
+    }
+
     fn on_frame(&mut self, body: Body) -> Result<(), ZmtpError> {
+        if let Some(curve) = self.curve.as_mut()
+            && self.state == State::Ready
+        {
+            // After the CURVE handshake every frame is a MESSAGE box (libzmq sends them
+            // as data frames, RFC 25 as commands: either is read).
+            let (flags, data) = curve.decode_message(&body.data)?;
+            if flags & MESSAGE_COMMAND != 0 {
+                return self.on_command(&data);
+            }
+            self.check_data_frame(data.len())?;
+            self.on_message_frame(data, flags & MESSAGE_MORE != 0);
+            return Ok(());
+        }
         if body.command {
             return self.on_command(&body.data);
         }
+        self.on_message_frame(body.data, body.more);
+        Ok(())
+    }
+
+    fn on_message_frame(&mut self, data: Vec<u8>, more: bool) {
         // A command may come between two frames of a message (libzmq's heartbeat timer
         // can fire mid-message); it does not disturb the message.
-        self.message_len += body.data.len();
-        self.message.push(body.data);
-        if !body.more {
+        self.message_len += data.len();
+        self.message.push(data);
+        if !more {
             let frames = std::mem::take(&mut self.message);
             self.message_len = 0;
             self.deliver(frames);
         }
-        Ok(())
     }
 
     /// Hands a complete message up, or reads it as a subscription on a publisher.
@@ -415,16 +591,27 @@ impl Connection {
 
     fn on_command(&mut self, body: &[u8]) -> Result<(), ZmtpError> {
         let (name, data) = frame::split_command(body)?;
+        if self.state == State::Handshake
+            && let Some(curve) = self.curve.as_mut()
+        {
+            if name == b"ERROR" {
+                let reason = frame::decode_error_reason(data)?;
+                return Err(CurveError::Refused(reason).into());
+            }
+            return match curve.on_command(name, data, &self.metadata, &mut self.out)? {
+                Some(metadata) => self.on_ready(&metadata),
+                None => Ok(()),
+            };
+        }
         match name {
-            b"READY" => self.on_ready(data),
+            b"READY" if self.curve.is_none() => self.on_ready(data),
             b"ERROR" => Err(ZmtpError::PeerError(frame::decode_error_reason(data)?)),
             _ if self.state != State::Ready => Err(ZmtpError::BadCommand(
                 "command other than READY or ERROR before the handshake ended",
             )),
             b"PING" => {
-                let context = frame::ping_context(data)?;
-                frame::encode_command(&mut self.out, b"PONG", context);
-                Ok(())
+                let context = frame::ping_context(data)?.to_vec();
+                self.write_command(b"PONG", &context)
             }
             b"SUBSCRIBE" | b"CANCEL" if self.socket.is_publisher() => {
                 let prefix = data.to_vec();
@@ -475,8 +662,9 @@ impl Connection {
         self.peer = Some(peer);
         self.peer_identity.clone_from(&identity);
         self.events.push_back(ZmtpEvent::Ready { peer, identity });
-        self.out.append(&mut self.held);
-        self.held_count = 0;
+        for message in std::mem::take(&mut self.held) {
+            self.write_message(&message)?;
+        }
         Ok(())
     }
 }

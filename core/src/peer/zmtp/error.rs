@@ -1,6 +1,8 @@
 //! Why a ZMTP connection failed or refused a call.
 
-use crate::peer::zmtp::SocketType;
+use std::time::Duration;
+
+use crate::peer::zmtp::{CurveError, Mechanism, SocketType};
 
 /// A ZMTP failure. From [`Connection::handle_input`](crate::peer::zmtp::Connection::handle_input)
 /// every error is fatal; from `send`/`subscribe` only [`ZmtpError::Closed`] is (the others
@@ -18,9 +20,29 @@ pub enum ZmtpError {
         /// The peer's major version.
         major: u8,
     },
-    /// The peer wants a security mechanism other than NULL (PLAIN, CURVE, ...).
-    #[error("ZMTP: unsupported security mechanism {0:?}, only NULL")]
+    /// The peer wants a security mechanism we do not speak (PLAIN, GSSAPI, ...).
+    #[error("ZMTP: unsupported security mechanism {0:?}, only NULL and CURVE")]
     UnsupportedMechanism(String),
+    /// The peer uses the other mechanism we speak: a NULL client at a CURVE server, or a
+    /// CURVE client at a NULL server. Configure both ends alike.
+    #[error("ZMTP: security mismatch: we use {ours}, the peer uses {peer}")]
+    MechanismMismatch {
+        /// Ours.
+        ours: Mechanism,
+        /// The peer's.
+        peer: Mechanism,
+    },
+    /// The peer closed the stream in the middle of its greeting, after a valid ZMTP
+    /// signature: libzmq does this when our security mechanism is not its own (it closes
+    /// before the part of its greeting that names its mechanism has left).
+    #[error("ZMTP: the peer closed during the greeting (a security mechanism mismatch?)")]
+    ClosedInGreeting,
+    /// The CURVE handshake failed, or a MESSAGE did not open.
+    #[error("ZMTP CURVE: {0}")]
+    Curve(CurveError),
+    /// Nothing came from the peer for this long, though we sent it PINGs: it is gone.
+    #[error("ZMTP: peer silent for {0:?} (heartbeat timeout)")]
+    HeartbeatTimeout(Duration),
     /// A frame header that breaks RFC 23 (reserved flag bits, a command with MORE, data
     /// before the handshake ended).
     #[error("ZMTP: bad frame: {0}")]

@@ -4,7 +4,7 @@
 //! These are the pieces [`Connection`](crate::peer::zmtp::Connection) is built from; they are
 //! public so tests and tools can write a peer's bytes by hand.
 
-use crate::peer::zmtp::{SocketType, ZmtpError};
+use crate::peer::zmtp::{Mechanism, SocketType, ZmtpError};
 
 /// Length of a ZMTP 3 greeting.
 pub const GREETING_LEN: usize = 64;
@@ -24,31 +24,42 @@ pub const MAX_IDENTITY_LEN: usize = 255;
 pub const MAX_PING_CONTEXT_LEN: usize = 16;
 
 /// Greeting offsets (RFC 23 §"Version Negotiation" and the `greeting` ABNF).
-const SIGNATURE_END: usize = 9; // 0xFF, 8 padding bytes, then 0x7F at index 9
+pub(crate) const SIGNATURE_END: usize = 9; // 0xFF, 8 padding bytes, then 0x7F at index 9
 const MAJOR: usize = 10;
 const MINOR: usize = 11;
 const MECHANISM: std::ops::Range<usize> = 12..32;
 const AS_SERVER: usize = 32;
 
-/// Our greeting: ZMTP 3.0, NULL mechanism, not as server.
+/// Our greeting with the NULL mechanism: ZMTP 3.0, not as server.
+pub fn greeting() -> [u8; GREETING_LEN] {
+    greeting_for(Mechanism::Null, false)
+}
+
+/// Our greeting: ZMTP 3.0, `mechanism`, and as-server set on a CURVE server.
 ///
 /// We advertise minor version 0 on purpose: libzmq then talks 3.0 to us, so a SUB sends
 /// its subscriptions as `0x01 ++ prefix` messages rather than 3.1 SUBSCRIBE commands.
-pub fn greeting() -> [u8; GREETING_LEN] {
+pub fn greeting_for(mechanism: Mechanism, as_server: bool) -> [u8; GREETING_LEN] {
     let mut g = [0u8; GREETING_LEN];
     g[0] = 0xFF; // signature; bytes 1..9 are padding, zero as RFC 23 asks of a full greeting
     g[SIGNATURE_END] = 0x7F;
     g[MAJOR] = 3;
     g[MINOR] = 0;
-    g[MECHANISM.start..MECHANISM.start + 4].copy_from_slice(b"NULL");
-    g[AS_SERVER] = 0; // the rest is filler, zero
+    let name = mechanism.as_str().as_bytes();
+    g[MECHANISM.start..MECHANISM.start + name.len()].copy_from_slice(name);
+    g[AS_SERVER] = u8::from(as_server); // the rest is filler, zero
     g
+}
+
+/// The as-server bit of a complete greeting.
+pub(crate) fn greeting_as_server(g: &[u8; GREETING_LEN]) -> bool {
+    g[AS_SERVER] != 0
 }
 
 /// Checks what has arrived of a peer's greeting (`part` is its first bytes, any length up
 /// to [`GREETING_LEN`]), failing as soon as a byte rules it out: libzmq sends its greeting
 /// in pieces and waits for ours in between, and a ZMTP 2 peer stops after 12 bytes.
-pub(crate) fn check_greeting(part: &[u8]) -> Result<(), ZmtpError> {
+pub(crate) fn check_greeting(part: &[u8], ours: Mechanism) -> Result<(), ZmtpError> {
     // The padding (bytes 1..9) carries no meaning and must not be validated (RFC 23);
     // libzmq puts its identity length + 1 there for ZMTP 1.0 peers.
     if part.first().is_some_and(|&b| b != 0xFF)
@@ -68,13 +79,21 @@ pub(crate) fn check_greeting(part: &[u8]) -> Result<(), ZmtpError> {
             .position(|&b| b == 0)
             .unwrap_or(mechanism.len());
         let (name, pad) = mechanism.split_at(name_len);
-        if name != b"NULL" || pad.iter().any(|&b| b != 0) {
-            return Err(ZmtpError::UnsupportedMechanism(
-                String::from_utf8_lossy(name).into_owned(),
-            ));
+        let peer = Mechanism::parse(name).filter(|_| pad.iter().all(|&b| b == 0));
+        match peer {
+            None => {
+                return Err(ZmtpError::UnsupportedMechanism(
+                    String::from_utf8_lossy(name).into_owned(),
+                ));
+            }
+            Some(peer) if peer != ours => {
+                return Err(ZmtpError::MechanismMismatch { ours, peer });
+            }
+            Some(_) => {}
         }
     }
-    // as-server must be 0 for NULL, but libzmq does not check it and neither do we.
+    // as-server must be 0 for NULL, but libzmq does not check it and neither do we; for
+    // CURVE the connection checks it against its role.
     Ok(())
 }
 
@@ -235,45 +254,73 @@ mod tests {
         assert_eq!(&g[16..32], &[0; 16], "mechanism is zero-padded to 20 bytes");
         assert_eq!(g[32], 0, "as-server");
         assert_eq!(&g[33..64], &[0; 31], "filler");
-        assert_eq!(check_greeting(&g), Ok(()));
+        assert_eq!(check_greeting(&g, Mechanism::Null), Ok(()));
+        assert!(!greeting_as_server(&g));
+        let curve = greeting_for(Mechanism::Curve, true);
+        assert_eq!(&curve[12..17], b"CURVE");
+        assert_eq!(&curve[17..32], &[0; 15]);
+        assert!(greeting_as_server(&curve));
+        assert_eq!(check_greeting(&curve, Mechanism::Curve), Ok(()));
     }
 
     #[test]
     fn greeting_check_fails_on_the_first_wrong_byte() {
-        assert_eq!(check_greeting(&[0x00]), Err(ZmtpError::BadGreeting));
+        assert_eq!(
+            check_greeting(&[0x00], Mechanism::Null),
+            Err(ZmtpError::BadGreeting)
+        );
         // The padding is not ours to judge: libzmq sends identity length + 1 there.
         let mut g = greeting();
         g[1..9].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
-        assert_eq!(check_greeting(&g), Ok(()));
-        assert_eq!(check_greeting(&g[..10]), Ok(()));
+        assert_eq!(check_greeting(&g, Mechanism::Null), Ok(()));
+        assert_eq!(check_greeting(&g[..10], Mechanism::Null), Ok(()));
         g[9] = 0x7E;
-        assert_eq!(check_greeting(&g[..10]), Err(ZmtpError::BadGreeting));
+        assert_eq!(
+            check_greeting(&g[..10], Mechanism::Null),
+            Err(ZmtpError::BadGreeting)
+        );
 
         let mut g = greeting();
         g[10] = 2;
         assert_eq!(
-            check_greeting(&g[..11]),
+            check_greeting(&g[..11], Mechanism::Null),
             Err(ZmtpError::UnsupportedVersion { major: 2 })
         );
         g[10] = 4; // a future major: RFC 23 lets it talk down to us
         g[11] = 7;
-        assert_eq!(check_greeting(&g), Ok(()));
+        assert_eq!(check_greeting(&g, Mechanism::Null), Ok(()));
 
         let mut g = greeting();
         g[12..17].copy_from_slice(b"CURVE");
         assert_eq!(
-            check_greeting(&g[..31]),
+            check_greeting(&g[..31], Mechanism::Null),
             Ok(()),
             "judged once all 20 bytes are in"
         );
         assert_eq!(
-            check_greeting(&g[..32]),
-            Err(ZmtpError::UnsupportedMechanism("CURVE".into()))
+            check_greeting(&g[..32], Mechanism::Null),
+            Err(ZmtpError::MechanismMismatch {
+                ours: Mechanism::Null,
+                peer: Mechanism::Curve
+            })
+        );
+        assert_eq!(
+            check_greeting(&greeting(), Mechanism::Curve),
+            Err(ZmtpError::MechanismMismatch {
+                ours: Mechanism::Curve,
+                peer: Mechanism::Null
+            })
+        );
+        let mut g = greeting();
+        g[12..17].copy_from_slice(b"PLAIN");
+        assert_eq!(
+            check_greeting(&g, Mechanism::Null),
+            Err(ZmtpError::UnsupportedMechanism("PLAIN".into()))
         );
         let mut g = greeting();
         g[20] = b'X'; // "NULL" then garbage in the padding
         assert!(matches!(
-            check_greeting(&g),
+            check_greeting(&g, Mechanism::Null),
             Err(ZmtpError::UnsupportedMechanism(_))
         ));
     }

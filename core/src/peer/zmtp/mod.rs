@@ -26,16 +26,29 @@
 //! assert_eq!(router.poll_event(), Some(ZmtpEvent::Message(vec![b"".to_vec(), b"hello".to_vec()])));
 //! ```
 //!
-//! What is not here: ZMTP 1.0/2.0 downgrades (libzmq 3.x and older), the PLAIN and CURVE
-//! mechanisms, and sending heartbeats (we answer PING with PONG).
+//! Security: NULL, or CURVE ([`Security`], RFC 25/26; see `curve.rs` for the handshake),
+//! chosen when the connection is made ([`Connection::secure`]). Heartbeats: the
+//! connection answers PING with PONG; [`Heartbeat`] says when to send a PING and when a
+//! silent peer is gone.
+//!
+//! What is not here: ZMTP 1.0/2.0 downgrades (libzmq 3.x and older), and the PLAIN and
+//! GSSAPI mechanisms.
 
 mod conn;
+mod curve;
 mod error;
 pub mod frame;
+mod heartbeat;
 mod socket;
+pub mod z85;
 
 pub use conn::{Connection, Limits, ZmtpEvent};
+pub use curve::{
+    CurveClientConfig, CurveError, CurveKeyError, CurveKeyPair, CurvePublicKey, CurveServerConfig,
+    Mechanism, Security,
+};
 pub use error::ZmtpError;
+pub use heartbeat::Heartbeat;
 pub use socket::SocketType;
 
 #[cfg(test)]

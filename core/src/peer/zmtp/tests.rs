@@ -716,3 +716,5 @@ fn golden_libzmq_sub() {
         ]
     );
 }
+
+mod curve;

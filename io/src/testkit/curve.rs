@@ -1,0 +1,193 @@
+//! CURVE on our ZeroMQ RPC server and publisher, end to end over loopback, with our own
+//! clients: the handshake, the client key the handler sees, the allow-list, and each
+//! mismatch failing typed at once on the side that sees it.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use grenache_core::peer::{PubSubTransport, RequestOptions, RpcError, RpcTransport, WsMessage};
+use serde_json::{Value, json};
+
+use super::local_config;
+use crate::peer::{
+    CurveClientConfig, CurveFailure, CurveKeyPair, CurveServerConfig, PeerClient, PeerConfig,
+    PeerError, Publisher, PublisherConfig, RequestContext, RpcServer, RpcServerConfig,
+};
+use crate::time::{sleep, timeout};
+use crate::{GrapeServer, Runtime};
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// Far longer than a failure takes: a client that waited would end in `ERR_TIMEOUT`.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Answers with the caller's CURVE key.
+async fn whoami(_key: String, _payload: Value, context: RequestContext) -> Result<Value, String> {
+    Ok(json!(context.curve_client.map(|k| k.to_z85())))
+}
+
+fn client<R: Runtime>(grape: &GrapeServer<R>, curve: Option<CurveClientConfig>) -> PeerClient<R> {
+    let mut config = PeerConfig::new(format!("http://{}", grape.local_api_addr()))
+        .transport(RpcTransport::Zmq)
+        .pubsub_transport(PubSubTransport::Zmq);
+    if let Some(curve) = curve {
+        config = config.curve(curve);
+    }
+    PeerClient::new(config).expect("client")
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn curve_rpc_and_pubsub_with_allow_list_and_typed_mismatches<R: Runtime>() {
+    // Arrange: a CURVE ROUTER that lets in only alice, a CURVE publisher, a Grape.
+    let server_keys = CurveKeyPair::from_secret([1; 32]);
+    let alice = CurveKeyPair::from_secret([2; 32]);
+    let mallory = CurveKeyPair::from_secret([3; 32]);
+    let server_curve = CurveServerConfig::new(server_keys.clone()).allow([alice.public()]);
+    let grape = GrapeServer::<R>::start(local_config(40))
+        .await
+        .expect("grape");
+    let rpc_config = RpcServerConfig::new(RpcTransport::Zmq)
+        .listen_on(LOCALHOST, 0)
+        .curve(server_curve);
+    let rpc = RpcServer::<R>::listen_with_context(rpc_config, whoami)
+        .await
+        .expect("listen");
+    let publisher = Publisher::<R>::listen(
+        PublisherConfig::new()
+            .transport(PubSubTransport::Zmq)
+            .listen_on(LOCALHOST, 0)
+            .curve(CurveServerConfig::new(server_keys.clone())),
+    )
+    .await
+    .expect("publisher");
+    let alice_client = client::<R>(
+        &grape,
+        Some(CurveClientConfig::new(alice.clone(), server_keys.public())),
+    );
+    rpc.announce(&alice_client, "curve_rpc")
+        .await
+        .expect("announce");
+    publisher
+        .announce(&alice_client, "curve_pub")
+        .await
+        .expect("announce");
+    let opts = RequestOptions::default().timeout(PATIENCE);
+
+    // Act
+    let as_alice = alice_client
+        .request("curve_rpc", json!(1), opts.clone())
+        .await;
+    let as_mallory = client::<R>(
+        &grape,
+        Some(CurveClientConfig::new(mallory, server_keys.public())),
+    )
+    .request("curve_rpc", json!(2), opts.clone())
+    .await;
+    let wrong_key = client::<R>(
+        &grape,
+        Some(CurveClientConfig::new(alice.clone(), alice.public())),
+    )
+    .request("curve_rpc", json!(3), opts.clone())
+    .await;
+    let plain = client::<R>(&grape, None)
+        .request("curve_rpc", json!(4), opts.clone())
+        .await;
+    let mut sub = alice_client
+        .subscribe("curve_pub")
+        .await
+        .expect("subscribe");
+    let message = timeout::<R, _>(Duration::from_secs(10), async {
+        loop {
+            publisher.publish_text("sealed").expect("publish");
+            if let Some(Some(msg)) =
+                timeout::<R, _>(Duration::from_millis(100), sub.next_message()).await
+            {
+                break msg;
+            }
+        }
+    })
+    .await;
+
+    // Assert
+    assert_eq!(as_alice, Ok(json!(alice.public().to_z85())));
+    for (who, result) in [
+        ("mallory", as_mallory),
+        ("wrong server key", wrong_key),
+        ("NULL client", plain),
+    ] {
+        match result {
+            Err(PeerError::Rpc(RpcError::Security(_))) => {}
+            other => panic!("{who}: {other:?}"),
+        }
+    }
+    assert_eq!(message, Some(WsMessage::Text("sealed".into())));
+    let mut stats = rpc.stats().curve;
+    for _ in 0..100 {
+        if stats.failed_total() >= 3 {
+            break;
+        }
+        sleep::<R>(Duration::from_millis(50)).await;
+        stats = rpc.stats().curve;
+    }
+    assert_eq!(stats.failed(CurveFailure::NotAllowed), 1, "{stats:?}");
+    assert_eq!(stats.failed(CurveFailure::WrongServerKey), 1, "{stats:?}");
+    assert_eq!(stats.failed(CurveFailure::Mismatch), 1, "{stats:?}");
+    assert!(stats.established >= 1, "{stats:?}");
+    assert!(publisher.curve_stats().established >= 1);
+    // The server still serves alice after the refusals.
+    let again = alice_client.request("curve_rpc", json!(5), opts).await;
+    assert_eq!(again, Ok(json!(alice.public().to_z85())));
+    drop(sub);
+    rpc.stop().await;
+    publisher.stop().await;
+    grape.shutdown().await;
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn zmq_server_pings_a_silent_peer_then_drops_it<R: Runtime>() {
+    use grenache_core::peer::zmtp::{Connection, Limits, SocketType};
+    // Arrange: a ZeroMQ server with a fast heartbeat, and a DEALER that completes its
+    // handshake, then reads but never answers.
+    let mut config = RpcServerConfig::new(RpcTransport::Zmq).listen_on(LOCALHOST, 0);
+    config.heartbeat = crate::peer::ZmqHeartbeat {
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(400),
+    };
+    let server = RpcServer::<R>::listen_with_context(config, whoami)
+        .await
+        .expect("listen");
+    let addr = std::net::SocketAddr::new(LOCALHOST, server.port());
+    let mut stream = super::connect::<R>(addr).await;
+    let mut dealer = Connection::new(SocketType::Dealer, Vec::new(), Limits::default());
+    R::write_all(&mut stream, &dealer.take_output())
+        .await
+        .expect("write");
+
+    // Act: read until the server closes, counting bytes after the handshake.
+    let mut buf = [0u8; 1024];
+    let mut after_handshake = 0usize;
+    let closed = timeout::<R, _>(Duration::from_secs(10), async {
+        loop {
+            match R::read(&mut stream, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let was_ready = dealer.is_ready();
+                    dealer.handle_input(&buf[..n]).expect("valid ZMTP");
+                    if was_ready {
+                        after_handshake += n;
+                    } else {
+                        // Our READY went out with the greeting; nothing more, ever.
+                        let _ = dealer.take_output();
+                    }
+                }
+            }
+        }
+    })
+    .await;
+
+    // Assert: PINGs came, then the server hung up and counted it.
+    assert!(closed.is_some(), "the server never dropped the silent peer");
+    assert!(after_handshake > 0, "no PING before the drop");
+    assert!(server.stats().dropped_connections >= 1);
+    server.stop().await;
+}
