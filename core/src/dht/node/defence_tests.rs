@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::{Config, DropReason, Node};
+use crate::dht::bep44::immutable_target;
 use crate::dht::defence::{Ban, Defences, Limit};
 use crate::dht::id::{Key, NodeId};
-use crate::dht::krpc::{Body, Message, Method, Query};
+use crate::dht::krpc::{Body, Message, Method, PutArgs, Query};
 
 fn ping(id: u8) -> Vec<u8> {
     let mut bytes = [id; 20];
@@ -225,4 +226,65 @@ fn a_source_over_its_announce_cap_evicts_only_its_own_stalest() {
         .collect();
     assert_eq!(held, [7, 8, 9], "the flooder keeps only its freshest three");
     assert_eq!(node.evicted_by_source(), (7, 0));
+}
+
+fn put_immutable(v: &[u8], token: Vec<u8>) -> Vec<u8> {
+    Message {
+        tid: vec![7, 8],
+        version: None,
+        read_only: false,
+        body: Body::Query(Query {
+            id: NodeId([9; 20]),
+            method: Method::Put(PutArgs {
+                token,
+                v: v.to_vec(),
+                k: None,
+                sig: None,
+                seq: None,
+                salt: None,
+                cas: None,
+            }),
+        }),
+    }
+    .encode()
+}
+
+#[test]
+fn a_source_over_its_item_cap_evicts_only_its_own_stalest() {
+    let start = Instant::now();
+    let d = Defences {
+        max_items_per_source: Some(3),
+        ..Defences::off()
+    };
+    let mut node = node(d, start);
+    let flooder = SocketAddr::from(([203, 0, 113, 7], 1000));
+    let other = SocketAddr::from(([198, 51, 100, 1], 6881));
+    let value = |name: &str| format!("{}:{name}", name.len()).into_bytes();
+
+    let t = token(&mut node, start, other);
+    node.handle_datagram(start, other, &put_immutable(&value("kept"), t));
+    let t = token(&mut node, start, flooder);
+    for i in 0..10u64 {
+        let now = start + Duration::from_secs(i);
+        node.handle_datagram(
+            now,
+            flooder,
+            &put_immutable(&value(&format!("f{i}")), t.clone()),
+        );
+    }
+    let now = start + Duration::from_secs(10);
+
+    let held = |name: &str| {
+        let target = immutable_target(&value(name));
+        node.item_store().get(now, &target).is_some()
+    };
+    assert!(held("kept"), "another source's item stays");
+    let flooded: Vec<u64> = (0..10).filter(|i| held(&format!("f{i}"))).collect();
+    assert_eq!(
+        flooded,
+        [7, 8, 9],
+        "the flooder keeps only its freshest three"
+    );
+    assert_eq!(node.stored_items(), 4);
+    assert_eq!(node.evicted_by_source(), (0, 7));
 }
