@@ -4,9 +4,10 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use grenache_core::api::GrapeConfig;
 use grenache_core::dht::defence::{self, Ban, Defences, Limit};
+use grenache_io::RuntimeKind;
 
 /// A Grenache Grape: a BitTorrent mainline DHT node with the Grape HTTP API.
 ///
@@ -90,9 +91,9 @@ pub(crate) struct Args {
     #[arg(long = "state", value_name = "FILE")]
     pub(crate) state: Option<PathBuf>,
 
-    /// Async runtime to run on.
-    #[arg(long, value_enum, default_value_t = Runtime::DEFAULT)]
-    pub(crate) runtime: Runtime,
+    /// Async runtime to run on: smol or tokio.
+    #[arg(long, value_name = "RUNTIME", default_value_t = DEFAULT_RUNTIME)]
+    pub(crate) runtime: RuntimeKind,
 
     #[command(flatten)]
     pub(crate) defences: DefenceArgs,
@@ -167,40 +168,21 @@ impl DefenceArgs {
     }
 }
 
-/// The async runtimes the binary can run on; each needs its Cargo feature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Runtime {
-    /// smol (Cargo feature `smol`).
-    Smol,
-    /// tokio (Cargo feature `tokio`).
-    Tokio,
-}
+/// tokio when it is built in, else smol. tokio's edge-triggered reactor serves an HTTP
+/// request in 2 system calls where async-io's one-shot one takes about 11, so the tokio
+/// build answers the Grape API about a third faster (docs/benchmarks.md); on the DHT port
+/// and in memory the two are level.
+pub(crate) const DEFAULT_RUNTIME: RuntimeKind = if cfg!(feature = "tokio") {
+    RuntimeKind::Tokio
+} else {
+    RuntimeKind::Smol
+};
 
-impl Runtime {
-    /// tokio when it is built in, else smol. tokio's edge-triggered reactor serves an HTTP
-    /// request in 2 system calls where async-io's one-shot one takes about 11, so the tokio
-    /// build answers the Grape API about a third faster (docs/benchmarks.md); on the DHT
-    /// port and in memory the two are level.
-    pub(crate) const DEFAULT: Self = if cfg!(feature = "tokio") {
-        Self::Tokio
-    } else {
-        Self::Smol
-    };
-
-    /// Whether this build has the runtime.
-    pub(crate) fn is_built_in(self) -> bool {
-        match self {
-            Self::Smol => cfg!(feature = "smol"),
-            Self::Tokio => cfg!(feature = "tokio"),
-        }
-    }
-
-    /// The flag's spelling of the runtime.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Self::Smol => "smol",
-            Self::Tokio => "tokio",
-        }
+/// Whether this build has `runtime` (each needs its Cargo feature).
+pub(crate) fn is_built_in(runtime: RuntimeKind) -> bool {
+    match runtime {
+        RuntimeKind::Smol => cfg!(feature = "smol"),
+        RuntimeKind::Tokio => cfg!(feature = "tokio"),
     }
 }
 
@@ -286,7 +268,7 @@ pub(crate) mod tests {
         assert_eq!(args.bootstrap, Bootstrap::default());
         assert_eq!(args.bind, IpAddr::from([0, 0, 0, 0]));
         assert_eq!(args.max_payload, 8192);
-        assert_eq!(args.runtime, Runtime::DEFAULT);
+        assert_eq!(args.runtime, DEFAULT_RUNTIME);
         assert_eq!(args.state, None);
     }
 

@@ -9,7 +9,9 @@ use std::time::Duration;
 use clap::Parser as _;
 use grenache_core::dht::NodeId;
 
-use crate::cli::{Args, Runtime};
+use grenache_io::RuntimeKind;
+
+use crate::cli::{Args, is_built_in};
 use crate::settings::Settings;
 
 mod cli;
@@ -29,11 +31,8 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_millis(900);
 fn main() -> ExitCode {
     let args = Args::parse();
     grenache_io::init_logging();
-    if !args.runtime.is_built_in() {
-        let other = match args.runtime {
-            Runtime::Smol => Runtime::Tokio,
-            Runtime::Tokio => Runtime::Smol,
-        };
+    if !is_built_in(args.runtime) {
+        let other = args.runtime.other();
         eprintln!(
             "grape: --runtime {0}: this build has no {0} runtime (built without the `{0}` Cargo feature); use --runtime {1}",
             args.runtime.name(),
@@ -52,12 +51,12 @@ fn main() -> ExitCode {
 }
 
 /// Runs the Grape on the chosen runtime until SIGINT or SIGTERM.
-fn run(runtime: Runtime, settings: Settings) -> Result<(), String> {
+fn run(runtime: RuntimeKind, settings: Settings) -> Result<(), String> {
     match runtime {
         #[cfg(feature = "smol")]
-        Runtime::Smol => run_smol::run(settings),
+        RuntimeKind::Smol => run_smol::run(settings),
         #[cfg(feature = "tokio")]
-        Runtime::Tokio => run_tokio::run(settings),
+        RuntimeKind::Tokio => run_tokio::run(settings),
         // Checked in `main`; kept so a one-runtime build still compiles.
         #[allow(unreachable_patterns)]
         other => Err(format!("no {} runtime in this build", other.name())),

@@ -30,6 +30,7 @@ mod listen;
 mod net;
 pub mod peer;
 mod runtime;
+mod runtime_kind;
 mod state;
 mod stop;
 mod task;
@@ -48,6 +49,7 @@ pub use error::{Listener, StartError};
 pub use grape::server::{GrapeServer, IoStats};
 pub use http_server::Body;
 pub use runtime::Runtime;
+pub use runtime_kind::RuntimeKind;
 pub use stop::Signalled;
 pub use web_server::{CorsOrigin, WebBody, WebReply, WebRequest, WebServer, WebServerConfig};
 

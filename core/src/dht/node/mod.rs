@@ -399,14 +399,21 @@ impl Node {
                 self.seeds.push(*s);
             }
         }
+        self.start_bootstrap(now, REBOOTSTRAP_FIRST, true)
+    }
+
+    /// Looks up our own id. While the table is thin and seeds are known, the next such
+    /// lookup is due `interval` later: nodes started together find each other whatever
+    /// order they came up in.
+    fn start_bootstrap(&mut self, now: Instant, interval: Duration, report: bool) -> QueryId {
         if self.is_thin() && !self.seeds.is_empty() {
-            self.rebootstrap = Some((now + REBOOTSTRAP_FIRST, REBOOTSTRAP_FIRST));
+            self.rebootstrap = Some((now + interval, interval));
         }
         self.start(
             now,
             Key::from(self.id),
             Kind::FindNode { bootstrap: true },
-            true,
+            report,
         )
     }
 
@@ -592,17 +599,9 @@ impl Node {
         if let Some((at, interval)) = self.rebootstrap
             && at <= now
         {
+            self.rebootstrap = None;
             if self.is_thin() && !self.seeds.is_empty() {
-                let next = (interval * 2).min(Duration::from_secs(60));
-                self.rebootstrap = Some((now + next, next));
-                self.start(
-                    now,
-                    Key::from(self.id),
-                    Kind::FindNode { bootstrap: true },
-                    false,
-                );
-            } else {
-                self.rebootstrap = None;
+                self.start_bootstrap(now, (interval * 2).min(Duration::from_secs(60)), false);
             }
         }
         let refresh_due = [self.table4.next_timeout(), self.table6.next_timeout()]
