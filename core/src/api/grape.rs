@@ -50,9 +50,10 @@ pub struct GrapeConfig {
     pub max_lookup_results: usize,
     /// Requests waiting on the DHT at most; past it new ones get 503 `ERR_GRAPE_BUSY`.
     pub max_inflight: usize,
-    /// Longest a request waits on the DHT. The node ends every command by its own
-    /// `lookup_timeout`; this bound only catches what slips past it. A lookup past it is
-    /// answered with the peers stored here, anything else with 504 `ERR_GRAPE_TIMEOUT`.
+    /// Longest a request waits on the DHT: the bound of the node command serving it
+    /// ([`Node::end_by`]), so the node keeps the request's one deadline. A lookup past it is
+    /// answered with the peers stored here, anything else with 504 `ERR_GRAPE_TIMEOUT`; so
+    /// is a command whose traversal ran past the node's own `lookup_timeout`.
     pub request_timeout: Duration,
     /// Watches (HTTP `/watch` waiting and WebSocket `watch`) at once, at most (10,000); past
     /// it new ones get `ERR_GRAPE_WATCH_LIMIT`. Names followed are bounded by it too.
@@ -105,9 +106,9 @@ pub struct Grape {
     max_lookup_results: usize,
     max_inflight: usize,
     request_timeout: Duration,
-    requests: BTreeMap<RequestId, Pending>,
-    deadlines: BTreeSet<(Instant, RequestId)>,
-    jobs: BTreeMap<QueryId, Job>,
+    /// Requests waiting on the DHT, by the node command serving each: the one table. Their
+    /// one deadline is the command's bound in the node ([`Node::end_by`]).
+    pending: BTreeMap<QueryId, Pending>,
     cache: LookupCache,
     replies: VecDeque<Reply>,
     metrics: ApiMetrics,
@@ -129,11 +130,11 @@ pub struct Grape {
 /// A request waiting on the DHT.
 #[derive(Debug)]
 struct Pending {
+    req: RequestId,
     started: Instant,
-    deadline: Instant,
     kind: CommandKind,
     via: Via,
-    query: QueryId,
+    job: Job,
     /// An announce of a port, or a put: the node keeps it locally too, so a lone Grape's
     /// "No nodes to query" is not a failure.
     stored_here: bool,
@@ -147,16 +148,16 @@ enum Via {
     Ws(String),
 }
 
-/// What a node command is for.
+/// What a request's node command is for.
 #[derive(Debug)]
 enum Job {
     /// A lookup. Concurrent lookups of one name share one traversal, in the node: the
     /// one place that knows what is running (see [`Node::get_peers`]).
-    Lookup { req: RequestId, name: Key },
-    /// An announce, put or get serving one request.
-    Single(RequestId),
-    /// An unannounce serving one request; `name`'s cached lookup is dropped when it ends.
-    Unannounce { req: RequestId, name: Key },
+    Lookup { name: Key },
+    /// An announce, put or get.
+    Single,
+    /// An unannounce; `name`'s cached lookup is dropped when it ends.
+    Unannounce { name: Key },
 }
 
 impl Grape {
@@ -172,9 +173,7 @@ impl Grape {
             max_lookup_results: config.max_lookup_results,
             max_inflight: config.max_inflight,
             request_timeout: config.request_timeout,
-            requests: BTreeMap::new(),
-            deadlines: BTreeSet::new(),
-            jobs: BTreeMap::new(),
+            pending: BTreeMap::new(),
             cache: LookupCache::new(config.lookup_cache, config.max_cached_lookups),
             replies: VecDeque::new(),
             metrics: ApiMetrics::default(),
@@ -210,7 +209,7 @@ impl Grape {
 
     /// Requests waiting on the DHT.
     pub fn inflight(&self) -> usize {
-        self.requests.len()
+        self.pending.len()
     }
 
     /// Joins the DHT through `seeds` (Grape `--bn`; empty for a lone Grape).
@@ -235,20 +234,11 @@ impl Grape {
         self.drain_events(now);
     }
 
-    /// Runs whatever is due at `now`: the node's timers, then requests past their bound.
+    /// Runs whatever is due at `now`: the node's timers (requests past their bound among
+    /// them), then the watches'.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.node.handle_timeout(now);
-        // Answers the node has now take precedence over our own bound.
         self.drain_events(now);
-        while let Some(&(at, req)) = self.deadlines.first() {
-            if at > now {
-                break;
-            }
-            self.deadlines.pop_first();
-            if let Some(p) = self.requests.remove(&req) {
-                self.expire(now, req, p);
-            }
-        }
         let mut out = Vec::new();
         self.watches.handle_timeout(now, &mut self.node, &mut out);
         self.push_replies(out);
@@ -264,14 +254,10 @@ impl Grape {
     /// When [`handle_timeout`](Grape::handle_timeout) should next be called.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [
-            self.node.poll_timeout(),
-            self.deadlines.first().map(|(t, _)| *t),
-            self.watches.next_timeout(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [self.node.poll_timeout(), self.watches.next_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The next API reply to send.
@@ -433,10 +419,6 @@ impl Grape {
         data: Option<&Value>,
         via: Via,
     ) {
-        if self.requests.contains_key(&req) {
-            tracing::warn!(?req, "request id reused while in flight; refused");
-            return self.answer(req, &via, Some(kind), Err(ApiError::Busy));
-        }
         let cmd = match parse_command(kind, data) {
             Ok(cmd) => cmd,
             Err(e) => return self.answer(req, &via, Some(kind), Err(e)),
@@ -450,59 +432,60 @@ impl Grape {
             self.metrics.lookup_latency(Duration::ZERO);
             return self.answer(req, &via, Some(kind), Ok(body));
         }
-        if self.requests.len() >= self.max_inflight {
+        if self.pending.len() >= self.max_inflight {
             return self.answer(req, &via, Some(kind), Err(ApiError::Busy));
         }
         let stored_here = matches!(
             cmd,
             Command::Announce { port: Some(_), .. } | Command::Put(_)
         );
-        let query = match cmd {
-            Command::Lookup { name } => self.start_lookup(now, req, name),
+        let (query, job) = match cmd {
+            Command::Lookup { name } => {
+                (self.start_lookup(now, name.clone()), Job::Lookup { name })
+            }
             Command::Announce { name, port } => {
                 // A service (re)started through this Grape is found here at once.
                 self.cache.remove(name.as_bytes());
                 self.services
                     .insert(now, (name.clone(), port.unwrap_or(0)), ());
-                self.node.announce(now, name, port)
+                (self.node.announce(now, name, port), Job::Single)
             }
             Command::Unannounce { name, port } => {
                 // A lookup must not answer the withdrawn peer from the cache.
                 self.cache.remove(name.as_bytes());
                 self.services.remove(&(name.clone(), port));
                 let query = self.node.unannounce(now, name.clone(), port);
-                self.jobs.insert(query, Job::Unannounce { req, name });
-                query
+                (query, Job::Unannounce { name })
             }
             Command::Put(put) => match build_item(put) {
-                Ok((item, cas)) => self.node.put(now, item, cas),
+                Ok((item, cas)) => (self.node.put(now, item, cas), Job::Single),
                 Err(e) => return self.answer(req, &via, Some(kind), Err(e)),
             },
-            Command::Get { target, salt } => self.node.get(now, Target(target), salt),
+            Command::Get { target, salt } => {
+                (self.node.get(now, Target(target), salt), Job::Single)
+            }
         };
-        if !matches!(kind, CommandKind::Lookup | CommandKind::Unannounce) {
-            self.jobs.insert(query, Job::Single(req));
-        }
-        let deadline = now + self.request_timeout;
-        self.deadlines.insert((deadline, req));
-        self.requests.insert(
-            req,
+        self.pending.insert(
+            query,
             Pending {
+                req,
                 started: now,
-                deadline,
                 kind,
                 via,
-                query,
+                job,
                 stored_here,
             },
         );
         // A put refused locally or a get served from the store finishes at once.
         self.drain_events(now);
+        if self.pending.contains_key(&query) {
+            self.node.end_by(query, now + self.request_timeout);
+        }
     }
 
     /// Hands a lookup to the node, which joins it to a running traversal of `name` if
     /// there is one.
-    fn start_lookup(&mut self, now: Instant, req: RequestId, name: Key) -> QueryId {
+    fn start_lookup(&mut self, now: Instant, name: Key) -> QueryId {
         self.metrics.cache_misses += 1;
         let joined = self.node.stats().lookups_joined;
         let query = self.node.get_peers(now, name.clone());
@@ -511,7 +494,6 @@ impl Grape {
         } else {
             self.metrics.traversals += 1;
         }
-        self.jobs.insert(query, Job::Lookup { req, name });
         query
     }
 
@@ -537,46 +519,56 @@ impl Grape {
         {
             return self.push_replies(out);
         }
-        let Some(job) = self.jobs.remove(&query) else {
+        let Some(p) = self.pending.remove(&query) else {
             return;
         };
-        match job {
-            Job::Lookup { req, name } => {
-                // Requests that shared a traversal end one after another: the first
-                // renders and caches the answer, the rest reuse it, so all agree.
-                let body = match self.cache.get(now, name.as_bytes()) {
-                    Some(body) => body.to_vec(),
-                    None => {
-                        let found = match result {
-                            Ok(Outcome::Peers { peers }) => peers,
-                            // The Node Grape's lookup never fails: it answers what it has.
-                            _ => Vec::new(),
-                        };
-                        let body = self.render_lookup(now, &name, found);
-                        self.cache.insert(now, name.as_bytes(), body.clone());
-                        body
-                    }
-                };
-                if let Some(p) = self.take_request(req) {
-                    self.metrics
-                        .lookup_latency(now.saturating_duration_since(p.started));
-                    self.answer(req, &p.via, Some(p.kind), Ok(body));
-                }
+        match &p.job {
+            Job::Lookup { name } => self.answer_lookup(now, p.req, name, &p, result),
+            Job::Single => {
+                let answer = self.answer_of(p.kind, p.stored_here, result);
+                self.answer(p.req, &p.via, Some(p.kind), answer);
             }
-            Job::Single(req) => self.answer_single(req, result),
-            Job::Unannounce { req, name } => {
+            Job::Unannounce { name } => {
                 // A lookup that ran meanwhile may have cached the peer again.
                 self.cache.remove(name.as_bytes());
-                self.answer_single(req, result);
+                let answer = self.answer_of(p.kind, p.stored_here, result);
+                self.answer(p.req, &p.via, Some(p.kind), answer);
             }
         }
     }
 
-    fn answer_single(&mut self, req: RequestId, result: Result<Outcome, QueryError>) {
-        if let Some(p) = self.take_request(req) {
-            let answer = self.answer_of(p.kind, p.stored_here, result);
-            self.answer(req, &p.via, Some(p.kind), answer);
+    /// A lookup's one answer. Requests that shared a traversal end one after another: the
+    /// first renders and caches the answer, the rest reuse it, so all agree. One past its
+    /// bound is answered with the peers stored here (the Node Grape's lookup never fails)
+    /// and counted as a timeout; that partial answer is not cached.
+    fn answer_lookup(
+        &mut self,
+        now: Instant,
+        req: RequestId,
+        name: &Key,
+        p: &Pending,
+        result: Result<Outcome, QueryError>,
+    ) {
+        self.metrics
+            .lookup_latency(now.saturating_duration_since(p.started));
+        if matches!(result, Err(QueryError::Timeout)) {
+            tracing::debug!(?req, "lookup ran past its bound");
+            let body = self.render_lookup(now, name, Vec::new());
+            return self.reply(req, &p.via, Some(p.kind), RequestOutcome::Timeout, Ok(body));
         }
+        let body = match self.cache.get(now, name.as_bytes()) {
+            Some(body) => body.to_vec(),
+            None => {
+                let found = match result {
+                    Ok(Outcome::Peers { peers }) => peers,
+                    _ => Vec::new(),
+                };
+                let body = self.render_lookup(now, name, found);
+                self.cache.insert(now, name.as_bytes(), body.clone());
+                body
+            }
+        };
+        self.answer(req, &p.via, Some(p.kind), Ok(body));
     }
 
     /// What a finished announce, put or get answers, as the Node Grape would.
@@ -618,9 +610,8 @@ impl Grape {
             }),
             (_, Err(QueryError::Rejected(e))) => Err(put_error(&e)),
             (_, Err(QueryError::NotAnnounced)) => Err(ApiError::NotAnnounced),
-            (_, Err(QueryError::Cancelled)) => Err(ApiError::Timeout),
+            (_, Err(QueryError::Timeout | QueryError::Cancelled)) => Err(ApiError::Timeout),
             (_, Err(QueryError::Overloaded)) => Err(ApiError::Busy),
-            (_, Err(_)) => Err(ApiError::AllFailed),
         }
     }
 
@@ -658,41 +649,24 @@ impl Grape {
         body
     }
 
-    /// Answers a request past its bound: a lookup with the local store (the Node Grape's
-    /// lookup never fails), anything else with `ERR_GRAPE_TIMEOUT`.
-    fn expire(&mut self, now: Instant, req: RequestId, p: Pending) {
-        let answer = match self.jobs.remove(&p.query) {
-            Some(Job::Lookup { name, .. }) => {
-                self.metrics
-                    .lookup_latency(now.saturating_duration_since(p.started));
-                Ok(self.render_lookup(now, &name, Vec::new()))
-            }
-            _ => Err(ApiError::Timeout),
-        };
-        // The node ends this command alone; a traversal others share runs on for them.
-        self.node.cancel(p.query);
-        // Its `Cancelled` event finds no job and is dropped.
-        tracing::debug!(?req, kind = p.kind.as_str(), "request ran past its bound");
-        self.metrics.request(Some(p.kind), RequestOutcome::Timeout);
-        let reply = match &p.via {
-            Via::Http => http_reply(req, answer),
-            Via::Ws(rid) => ws_reply(req, rid, answer),
-        };
-        self.push_reply(reply);
-    }
-
-    fn take_request(&mut self, req: RequestId) -> Option<Pending> {
-        let p = self.requests.remove(&req)?;
-        self.deadlines.remove(&(p.deadline, req));
-        Some(p)
-    }
-
     /// Frames, counts and queues the one reply of a request.
     fn answer(&mut self, req: RequestId, via: &Via, kind: Option<CommandKind>, answer: Answer) {
         let outcome = match &answer {
             Ok(_) => RequestOutcome::Ok,
             Err(e) => outcome_of(e),
         };
+        self.reply(req, via, kind, outcome, answer);
+    }
+
+    /// Frames, counts as `outcome` and queues the one reply of a request.
+    fn reply(
+        &mut self,
+        req: RequestId,
+        via: &Via,
+        kind: Option<CommandKind>,
+        outcome: RequestOutcome,
+        answer: Answer,
+    ) {
         self.metrics.request(kind, outcome);
         let reply = match via {
             Via::Http => http_reply(req, answer),
@@ -722,7 +696,7 @@ impl Grape {
             "routing_table": table,
             "alone": table == 0,
             "bootstrapped": self.bootstrapped,
-            "inflight": self.requests.len(),
+            "inflight": self.pending.len(),
         });
         self.push_reply(Reply {
             req,
@@ -741,7 +715,7 @@ impl Grape {
             node: &self.node,
             listeners: &self.listeners,
             bootstrapped: self.bootstrapped,
-            inflight: self.requests.len(),
+            inflight: self.pending.len(),
             metrics: &self.metrics,
             services: &self.services,
             lookups: &self.lookups,
@@ -772,7 +746,7 @@ impl Grape {
     pub fn render_metrics(&self) -> String {
         let mut out = String::with_capacity(8192);
         self.metrics
-            .render(&mut out, self.requests.len(), self.cache.len());
+            .render(&mut out, self.pending.len(), self.cache.len());
         render_node(&mut out, &self.node);
         let (watches, names) = self.watches.len();
         let (_, watched_here) = self.node.watches();

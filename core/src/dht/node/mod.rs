@@ -7,6 +7,7 @@
 //! [`Event::Finished`]. Everything leaves through [`Node::poll_transmit`] and
 //! [`Node::poll_event`].
 
+mod bounds;
 mod config;
 mod rpc;
 mod server;
@@ -36,6 +37,7 @@ use crate::dht::routing::{Insert, RoutingTable};
 use crate::dht::storage::{ItemStore, PeerStore};
 use crate::dht::token::Tokens;
 use crate::dht::traversal::Traversal;
+use bounds::Bounds;
 use rpc::{Expired, Purpose, Rpc, TxId};
 use silent::Silent;
 use watch::Watchers;
@@ -98,6 +100,8 @@ pub struct Node {
     silent: Silent,
     lookups: BTreeMap<QueryId, Lookup>,
     lookup_deadlines: BTreeSet<(Instant, QueryId)>,
+    /// Callers' bounds on single commands ([`Node::end_by`]).
+    bounds: Bounds,
     /// Running plain `get_peers` lookups by info-hash, so identical ones share a traversal.
     shared: BTreeMap<Key, QueryId>,
     seeds: Vec<SocketAddr>,
@@ -255,6 +259,7 @@ impl Node {
             silent: Silent::default(),
             lookups: BTreeMap::new(),
             lookup_deadlines: BTreeSet::new(),
+            bounds: Bounds::default(),
             shared: BTreeMap::new(),
             seeds: Vec::new(),
             rebootstrap: None,
@@ -375,6 +380,7 @@ impl Node {
         [
             self.rpc.next_deadline(),
             self.lookup_deadlines.first().map(|(t, _)| *t),
+            self.bounds.next(),
             Some(self.tokens.next_rotation()),
             self.peers.next_expiry(),
             self.items.next_expiry(),
@@ -519,14 +525,27 @@ impl Node {
 
     /// Stops a command; it ends with [`QueryError::Cancelled`].
     pub fn cancel(&mut self, query: QueryId) {
+        self.end_command(query, QueryError::Cancelled);
+    }
+
+    /// Ends the running command `query` with [`QueryError::Timeout`] at `at` unless it ends
+    /// sooner: the caller's bound on the request it serves (the Grape API's answer time),
+    /// so the caller keeps no timer of its own. A traversal others share runs on for them.
+    /// Call it only for a command that has not ended yet.
+    pub fn end_by(&mut self, query: QueryId, at: Instant) {
+        self.bounds.set(query, at);
+    }
+
+    /// Ends one command with `error`; a traversal it shares with others runs on for them.
+    fn end_command(&mut self, query: QueryId, error: QueryError) {
         if let Some(l) = self.lookups.get_mut(&query) {
             if l.report && !l.waiters.is_empty() {
-                // Others share this traversal: it runs on for them, and only the
-                // cancelled command ends now.
+                // Others share this traversal: it runs on for them, and only this
+                // command ends now.
                 l.report = false;
-                self.emit(query, Err(QueryError::Cancelled));
+                self.emit(query, Err(error));
             } else {
-                self.finish(query, Err(QueryError::Cancelled));
+                self.finish(query, Err(error));
             }
             return;
         }
@@ -534,7 +553,7 @@ impl Node {
         for l in self.lookups.values_mut() {
             if let Some(i) = l.waiters.iter().position(|w| *w == query) {
                 l.waiters.remove(i);
-                self.emit(query, Err(QueryError::Cancelled));
+                self.emit(query, Err(error));
                 return;
             }
         }
@@ -589,6 +608,9 @@ impl Node {
                 break;
             }
             self.finish(query, Err(QueryError::Timeout));
+        }
+        while let Some(query) = self.bounds.pop_due(now) {
+            self.end_command(query, QueryError::Timeout);
         }
         if self.tokens.next_rotation() <= now {
             self.tokens.handle_timeout(now, &mut self.rng);
@@ -1034,7 +1056,9 @@ impl Node {
         }
     }
 
+    /// Ends one command with its one event; every way a command ends comes through here.
     fn emit(&mut self, query: QueryId, result: Result<Outcome, QueryError>) {
+        self.bounds.clear(query);
         if result.is_ok() {
             self.stats.commands_ok += 1;
         } else {

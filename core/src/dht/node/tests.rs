@@ -318,6 +318,42 @@ fn cancelling_the_first_of_shared_lookups_leaves_the_others_running() {
 }
 
 #[test]
+fn a_bound_ends_its_command_alone_and_a_shared_traversal_runs_on() {
+    let mut net = Net::new(6);
+    net.join();
+    // Everyone else falls silent, so the traversal waits on query timeouts.
+    net.dead = (0..6).filter(|i| *i != 2).map(addr).collect();
+    let now = net.now;
+    let key = Key::new(b"bounded").expect("key");
+    let first = net.node(2).get_peers(now, key.clone());
+    let second = net.node(2).get_peers(now, key);
+    assert_eq!(net.node(2).stats().lookups_joined, 1);
+    net.node(2).end_by(first, now + Duration::from_secs(60));
+    net.node(2).end_by(second, now + Duration::from_millis(1));
+
+    assert_eq!(
+        net.wait(second, Duration::from_millis(1)),
+        Err(QueryError::Timeout)
+    );
+    assert!(net.node(2).running_commands() > 0, "the traversal runs on");
+    // The first ends by the traversal, well before its own bound, and the bound then
+    // fires nothing.
+    let r = net.wait(first, Duration::from_secs(59));
+    assert_ne!(r, Err(QueryError::Timeout), "{r:?}");
+    let ended = |n: &mut Net| {
+        let s = n.node(2).stats();
+        s.commands_ok + s.commands_failed
+    };
+    let before = ended(&mut net);
+    let later = net.now + Duration::from_secs(61);
+    net.now = later;
+    net.node(2).handle_timeout(later);
+    net.drain();
+    assert_eq!(ended(&mut net), before);
+    assert!(net.events.is_empty(), "{:?}", net.events);
+}
+
+#[test]
 fn garbage_is_dropped_counted_and_malformed_queries_get_203() {
     let mut node = Node::new(Config::default(), [1; 32], Instant::now());
     let now = Instant::now();
