@@ -302,10 +302,16 @@ fn metric(text: &str, name: &str) -> Option<u64> {
 
 /// Finds (or builds) our `grape` binary next to this one.
 pub fn find_grape_binary() -> Result<PathBuf, String> {
+    find_binary("grenache-grape", "grape")
+}
+
+/// A binary of this workspace beside the bench binary (same profile), built first when it
+/// is missing or older than the bench.
+pub fn find_binary(package: &str, bin: &str) -> Result<PathBuf, String> {
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     let dir = me.parent().ok_or("no folder for the bench binary")?;
-    let grape = dir.join("grape");
-    let stale = match (modified(&grape), modified(&me)) {
+    let path = dir.join(bin);
+    let stale = match (modified(&path), modified(&me)) {
         (Some(g), Some(m)) => g < m,
         _ => true,
     };
@@ -317,19 +323,19 @@ pub fn find_grape_binary() -> Result<PathBuf, String> {
         };
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         eprintln!(
-            "grape-bench: building the grape binary ({cargo} build -p grenache-grape --bin grape {profile:?})"
+            "grape-bench: building {bin} ({cargo} build -p {package} --bin {bin} {profile:?})"
         );
         let status = Command::new(cargo)
-            .args(["build", "-q", "-p", "grenache-grape", "--bin", "grape"])
+            .args(["build", "-q", "-p", package, "--bin", bin])
             .args(profile)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .map_err(|e| format!("cargo: {e}"))?;
-        if !status.success() || !grape.is_file() {
-            return Err(format!("could not build {}", grape.display()));
+        if !status.success() || !path.is_file() {
+            return Err(format!("could not build {}", path.display()));
         }
     }
-    Ok(grape)
+    Ok(path)
 }
 
 fn modified(p: &Path) -> Option<std::time::SystemTime> {

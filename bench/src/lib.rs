@@ -9,6 +9,7 @@ pub mod grapes;
 pub mod http_load;
 pub mod krpc;
 pub mod procs;
+pub mod proxy;
 pub mod report;
 pub mod rpc;
 pub mod scale;

@@ -6,7 +6,8 @@
 //! ```
 //! Sections: `--ceiling` (nginx and the load generator's own limit), `--api` (Grape HTTP
 //! API), `--udp` (DHT queries per second), `--discovery` (announce-to-lookup latency),
-//! `--memory`, `--rpc` (peer RPC over HTTP, WebSocket and ZeroMQ),
+//! `--memory`, `--rpc` (peer RPC over HTTP, WebSocket and ZeroMQ), `--proxy` (the same
+//! RPC direct and through grenache-proxy),
 //! `--scale` (simulator), `--micro` (criterion); `--all` runs them all, `--quick` shortens
 //! every one, `--chart PATH` also writes the API throughput chart there. See
 //! docs/benchmarks.md.
@@ -20,7 +21,7 @@ use clap::Parser;
 use grenache_bench::grapes::{self, Env, Kind};
 use grenache_bench::report::Report;
 use grenache_bench::sections::{self, Ctx, Timing};
-use grenache_bench::{fixed, procs, rpc, scale, udp_load};
+use grenache_bench::{fixed, procs, proxy, rpc, scale, udp_load};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,6 +53,9 @@ struct Args {
     /// Peer RPC over HTTP, WebSocket and ZeroMQ.
     #[arg(long)]
     rpc: bool,
+    /// Peer RPC direct and through grenache-proxy, beside a direct Node pair.
+    #[arg(long)]
+    proxy: bool,
     /// The simulator at 1,000, 10,000 and 100,000 nodes.
     #[arg(long)]
     scale: bool,
@@ -159,6 +163,7 @@ fn run(args: &Args) -> Result<(), String> {
         args.discovery,
         args.memory,
         args.rpc,
+        args.proxy,
         args.scale,
         args.micro,
     ];
@@ -228,13 +233,14 @@ fn run(args: &Args) -> Result<(), String> {
     };
     let started = Instant::now();
     type Section = fn(&mut Ctx) -> Result<(), String>;
-    let plan: [(&str, bool, Section); 8] = [
+    let plan: [(&str, bool, Section); 9] = [
         ("ceiling", want(args.ceiling), sections::ceiling),
         ("api", want(args.api), sections::api),
         ("udp", want(args.udp), sections::udp),
         ("discovery", want(args.discovery), sections::discovery),
         ("memory", want(args.memory), sections::memory),
         ("rpc", want(args.rpc), rpc::rpc),
+        ("proxy", want(args.proxy), proxy::proxy),
         ("scale", want(args.scale), |ctx| {
             let quick = ctx.timing.discovery_trials < 10;
             let sizes: &[usize] = if quick {

@@ -112,6 +112,42 @@ pub struct RpcRow {
     pub others_cpu: Option<f64>,
 }
 
+/// How a proxy-section request went: straight to the echo server, or through the proxy
+/// on a route (`"http -> http"`: the client's transport, then the proxy's to the server).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyPath {
+    Direct,
+    Proxied(&'static str),
+}
+
+impl ProxyPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProxyPath::Direct => "direct",
+            ProxyPath::Proxied(route) => route,
+        }
+    }
+
+    /// The transport of the direct call this path is compared with: the proxy's own leg.
+    fn direct_transport(self) -> Option<&'static str> {
+        match self {
+            ProxyPath::Direct => None,
+            ProxyPath::Proxied(route) => route.rsplit("-> ").next(),
+        }
+    }
+}
+
+/// One row of the proxy section: an RPC load run, with the path it took. On a proxied
+/// row, `rpc.server_cpu` is the proxy's CPU.
+#[derive(Debug)]
+pub struct ProxyRow {
+    pub path: ProxyPath,
+    pub client: Kind,
+    /// The proxy's highest resident memory during the run.
+    pub proxy_rss: Option<u64>,
+    pub rpc: RpcRow,
+}
+
 #[derive(Debug)]
 pub struct MicroRow {
     pub name: String,
@@ -134,6 +170,7 @@ pub struct Report {
     pub scale: Vec<ScaleRow>,
     pub loss: Vec<LossRow>,
     pub rpc: Vec<RpcRow>,
+    pub proxy: Vec<ProxyRow>,
     pub micro: Vec<MicroRow>,
 }
 
@@ -212,6 +249,9 @@ impl Report {
         }
         if !self.rpc.is_empty() {
             self.rpc_markdown(&mut s);
+        }
+        if !self.proxy.is_empty() {
+            self.proxy_markdown(&mut s);
         }
         if !self.scale.is_empty() {
             let _ = writeln!(s, "\n### Scale (simulator, our core only)\n");
@@ -336,6 +376,66 @@ impl Report {
                     e.replace('`', "'")
                 );
             }
+        }
+    }
+
+    fn proxy_markdown(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "\n### Proxy: our client and echo server, direct and through grenache-proxy (100 B echoed)\n"
+        );
+        let _ = writeln!(
+            s,
+            "Ratios at the same concurrency: a proxied row against the direct call over the proxy's own leg to the \
+             server, and against the direct Node http pair. CPU is the proxy's on a proxied row, the server's on a direct one.\n"
+        );
+        let _ = writeln!(
+            s,
+            "| path | client | client transport | in flight | req/s | p50 / p99 ms | cores | CPU µs per request | proxy RSS peak | vs direct | p99 added ms | vs Node pair |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        let find = |client: Kind, tr: &str, c: usize| {
+            self.proxy.iter().find(|r| {
+                r.path == ProxyPath::Direct
+                    && r.client == client
+                    && r.rpc.transport == tr
+                    && r.rpc.concurrency == c
+            })
+        };
+        for r in &self.proxy {
+            let c = r.rpc.concurrency;
+            let direct = r
+                .path
+                .direct_transport()
+                .and_then(|tr| find(Kind::Rust, tr, c));
+            let node = find(Kind::Node, "http", c).filter(|_| r.path != ProxyPath::Direct);
+            let added = direct
+                .and_then(|d| Some(r.rpc.p99?.as_secs_f64() - d.rpc.p99?.as_secs_f64()))
+                .map_or("-".into(), |d| format!("{:+.2}", d * 1000.0));
+            let per_request = r
+                .rpc
+                .server_cpu
+                .filter(|_| r.rpc.rps > 0.0)
+                .map_or("-".into(), |cores| {
+                    format!("{:.1}", cores / r.rpc.rps * 1e6)
+                });
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {c} | {} | {} / {} | {} | {per_request} | {} | {} | {added} | {} |",
+                r.path.name(),
+                r.client.name(),
+                r.rpc.transport,
+                rate(r.rpc.rps),
+                ms(r.rpc.p50),
+                ms(r.rpc.p99),
+                r.rpc.server_cpu.map_or("-".into(), |v| format!("{v:.2}")),
+                if r.path == ProxyPath::Direct {
+                    "-".into()
+                } else {
+                    mb(r.proxy_rss)
+                },
+                ratio(Some(r.rpc.rps), direct.map(|d| d.rpc.rps)),
+                ratio(Some(r.rpc.rps), node.map(|n| n.rpc.rps)),
+            );
         }
     }
 

@@ -179,16 +179,16 @@ fn cores(v: Option<f64>) -> String {
 }
 
 /// One load run's settings.
-struct Run<'a> {
-    grape: &'a str,
-    service: &'a str,
-    tr: &'static str,
-    bytes: usize,
-    concurrency: usize,
-    warmup: Duration,
-    measure: Duration,
+pub(crate) struct Run<'a> {
+    pub(crate) grape: &'a str,
+    pub(crate) service: &'a str,
+    pub(crate) tr: &'static str,
+    pub(crate) bytes: usize,
+    pub(crate) concurrency: usize,
+    pub(crate) warmup: Duration,
+    pub(crate) measure: Duration,
     /// The server's pid, for its CPU time.
-    server: u32,
+    pub(crate) server: u32,
 }
 
 /// CPU time of a client, a server and the whole machine over a window of wall time.
@@ -248,7 +248,7 @@ impl CpuWindow {
 
 /// Our client, one current-thread runtime, `concurrency` requests in flight, against a
 /// server of kind `server`.
-fn rust_load(run: &Run<'_>, server: Kind) -> Result<RpcRow, String> {
+pub(crate) fn rust_load(run: &Run<'_>, server: Kind) -> Result<RpcRow, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -344,7 +344,7 @@ fn rust_load(run: &Run<'_>, server: Kind) -> Result<RpcRow, String> {
 
 /// The Node client: grenache-nodejs-http / -ws through bench/node/rpc-load.js, or a
 /// zeromq DEALER through bench/node/zmq-bench-load.js.
-fn node_load(ctx: &Ctx, run: &Run<'_>) -> Result<RpcRow, String> {
+pub(crate) fn node_load(ctx: &Ctx, run: &Run<'_>) -> Result<RpcRow, String> {
     let script = if run.tr == "zmq" {
         "zmq-bench-load.js"
     } else {
