@@ -5,6 +5,7 @@
 // opens, {"measured":true} when it closes, then one JSON line
 // {ok, errors, rps, p50_us, p99_us} over that window, and exits.
 // Usage: node rpc-load.js GRAPE_URL SERVICE http|ws CONCURRENCY BYTES WARMUP_MS MEASURE_MS
+// (PEM_DIR set: TLS, see tls.js)
 require('./loopback')
 const [grape, service, kind, conc, bytes, warmup, measure] = process.argv.slice(2)
 const Link = require('grenache-nodejs-link')
@@ -12,7 +13,7 @@ const { PeerRPCClient } = require(kind === 'ws' ? 'grenache-nodejs-ws' : 'grenac
 
 const link = new Link({ grape })
 link.start()
-const peer = new PeerRPCClient(link, {})
+const peer = new PeerRPCClient(link, { secure: require('./tls').secureFromEnv() })
 peer.init()
 
 const payload = 'x'.repeat(Number(bytes))

@@ -1,7 +1,7 @@
 'use strict'
 // The Node side of the RPC benchmark: a grenache-nodejs-http (or -ws) server that answers
 // every request with its own payload, announced through a Grape.
-// Usage: node rpc-server.js GRAPE_URL SERVICE http|ws PORT
+// Usage: node rpc-server.js GRAPE_URL SERVICE http|ws PORT   (PEM_DIR set: TLS, see tls.js)
 // (a port of 0 is not picked by the OS here: the transport would announce 0)
 // Prints one line {"ready":true,"port":N} once the Grape has accepted the announce.
 require('./loopback')
@@ -11,7 +11,7 @@ const { PeerRPCServer } = require(kind === 'ws' ? 'grenache-nodejs-ws' : 'grenac
 
 const link = new Link({ grape })
 link.start()
-const peer = new PeerRPCServer(link, { timeout: 300000 })
+const peer = new PeerRPCServer(link, { timeout: 300000, secure: require('./tls').secureFromEnv() })
 peer.init()
 const transport = peer.transport('server')
 transport.listen(Number(port))

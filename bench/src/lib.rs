@@ -15,4 +15,5 @@ pub mod rpc;
 pub mod scale;
 pub mod sections;
 pub mod stats;
+pub mod tls;
 pub mod udp_load;

@@ -7,7 +7,7 @@
 //! Sections: `--ceiling` (nginx and the load generator's own limit), `--api` (Grape HTTP
 //! API), `--udp` (DHT queries per second), `--discovery` (announce-to-lookup latency),
 //! `--memory`, `--rpc` (peer RPC over HTTP, WebSocket and ZeroMQ), `--proxy` (the same
-//! RPC direct and through grenache-proxy),
+//! RPC direct and through grenache-proxy), `--tls` (peer RPC over HTTPS and WSS),
 //! `--scale` (simulator), `--micro` (criterion); `--all` runs them all, `--quick` shortens
 //! every one, `--chart PATH` also writes the API throughput chart there. See
 //! docs/benchmarks.md.
@@ -21,7 +21,7 @@ use clap::Parser;
 use grenache_bench::grapes::{self, Env, Kind};
 use grenache_bench::report::Report;
 use grenache_bench::sections::{self, Ctx, Timing};
-use grenache_bench::{fixed, procs, proxy, rpc, scale, udp_load};
+use grenache_bench::{fixed, procs, proxy, rpc, scale, tls, udp_load};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -56,6 +56,9 @@ struct Args {
     /// Peer RPC direct and through grenache-proxy, beside a direct Node pair.
     #[arg(long)]
     proxy: bool,
+    /// Peer RPC over HTTPS and WSS (mutual TLS), ours plain and TLS against Node's TLS.
+    #[arg(long)]
+    tls: bool,
     /// The simulator at 1,000, 10,000 and 100,000 nodes.
     #[arg(long)]
     scale: bool,
@@ -114,6 +117,9 @@ enum Helper {
         service: String,
         #[arg(long)]
         transport: String,
+        /// Serve over TLS with the PEM files in this folder.
+        #[arg(long)]
+        pem_dir: Option<PathBuf>,
     },
 }
 
@@ -133,7 +139,8 @@ fn main() -> ExitCode {
             grape,
             service,
             transport,
-        }) => Some(rpc::serve(grape, service, transport)),
+            pem_dir,
+        }) => Some(rpc::serve(grape, service, transport, pem_dir.as_deref())),
         None => None,
     };
     if let Some(result) = served {
@@ -164,6 +171,7 @@ fn run(args: &Args) -> Result<(), String> {
         args.memory,
         args.rpc,
         args.proxy,
+        args.tls,
         args.scale,
         args.micro,
     ];
@@ -233,7 +241,7 @@ fn run(args: &Args) -> Result<(), String> {
     };
     let started = Instant::now();
     type Section = fn(&mut Ctx) -> Result<(), String>;
-    let plan: [(&str, bool, Section); 9] = [
+    let plan: [(&str, bool, Section); 10] = [
         ("ceiling", want(args.ceiling), sections::ceiling),
         ("api", want(args.api), sections::api),
         ("udp", want(args.udp), sections::udp),
@@ -241,6 +249,7 @@ fn run(args: &Args) -> Result<(), String> {
         ("memory", want(args.memory), sections::memory),
         ("rpc", want(args.rpc), rpc::rpc),
         ("proxy", want(args.proxy), proxy::proxy),
+        ("tls", want(args.tls), tls::tls),
         ("scale", want(args.scale), |ctx| {
             let quick = ctx.timing.discovery_trials < 10;
             let sizes: &[usize] = if quick {

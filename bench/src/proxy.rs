@@ -84,6 +84,7 @@ pub fn proxy(ctx: &mut Ctx) -> Result<(), String> {
                 warmup: ctx.timing.warmup,
                 measure: ctx.timing.measure,
                 server: p.server_pid,
+                pem_dir: None,
             };
             let watch = RssWatch::start(proxy.pid);
             let rpc = rpc::rust_load(&run, Kind::Rust)?;
@@ -139,6 +140,7 @@ fn node_pair(ctx: &mut Ctx) -> Result<(), String> {
             warmup: ctx.timing.warmup,
             measure: ctx.timing.measure,
             server: server.pid,
+            pem_dir: None,
         };
         let row = ProxyRow {
             path: ProxyPath::Direct,

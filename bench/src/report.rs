@@ -148,6 +148,13 @@ pub struct ProxyRow {
     pub rpc: RpcRow,
 }
 
+/// One row of the TLS section: an RPC load run with TLS on or off.
+#[derive(Debug)]
+pub struct TlsRow {
+    pub secure: bool,
+    pub rpc: RpcRow,
+}
+
 #[derive(Debug)]
 pub struct MicroRow {
     pub name: String,
@@ -171,6 +178,7 @@ pub struct Report {
     pub loss: Vec<LossRow>,
     pub rpc: Vec<RpcRow>,
     pub proxy: Vec<ProxyRow>,
+    pub tls: Vec<TlsRow>,
     pub micro: Vec<MicroRow>,
 }
 
@@ -252,6 +260,9 @@ impl Report {
         }
         if !self.proxy.is_empty() {
             self.proxy_markdown(&mut s);
+        }
+        if !self.tls.is_empty() {
+            self.tls_markdown(&mut s);
         }
         if !self.scale.is_empty() {
             let _ = writeln!(s, "\n### Scale (simulator, our core only)\n");
@@ -376,6 +387,66 @@ impl Report {
                     e.replace('`', "'")
                 );
             }
+        }
+    }
+
+    fn tls_markdown(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "\n### Peer RPC with TLS: ours (plain and TLS) against the Node peers with `secure` (payload echoed)\n"
+        );
+        let _ = writeln!(
+            s,
+            "Mutual TLS on every TLS row; each pair is a client and a server of one kind. Server CPU in µs per request.\n"
+        );
+        let _ = writeln!(
+            s,
+            "| transport | payload | in flight | ours plain req/s | ours TLS req/s | TLS / plain | Node TLS req/s | ours / Node (TLS) | p99 ms ours TLS / Node TLS | server µs/req ours plain / TLS / Node TLS | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        );
+        let find = |kind: Kind, secure: bool, tr: &str, bytes: usize, c: usize| {
+            self.tls.iter().find(|r| {
+                r.secure == secure
+                    && r.rpc.kind == kind
+                    && r.rpc.transport == tr
+                    && r.rpc.payload == bytes
+                    && r.rpc.concurrency == c
+            })
+        };
+        let mut keys: Vec<(&str, usize, usize)> = self
+            .tls
+            .iter()
+            .map(|r| (r.rpc.transport, r.rpc.payload, r.rpc.concurrency))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let per_request = |r: Option<&TlsRow>| {
+            r.and_then(|r| Some(r.rpc.server_cpu? / r.rpc.rps.max(f64::MIN_POSITIVE) * 1e6))
+                .map_or("-".into(), |us| format!("{us:.1}"))
+        };
+        for (tr, bytes, c) in keys {
+            let plain = find(Kind::Rust, false, tr, bytes, c);
+            let ours = find(Kind::Rust, true, tr, bytes, c);
+            let node = find(Kind::Node, true, tr, bytes, c);
+            let rps = |r: Option<&TlsRow>| r.map(|r| r.rpc.rps);
+            let errors: u64 = [plain, ours, node]
+                .iter()
+                .flatten()
+                .map(|r| r.rpc.errors)
+                .sum();
+            let _ = writeln!(
+                s,
+                "| {tr} | {bytes} B | {c} | {} | {} | {} | {} | {} | {} / {} | {} / {} / {} | {errors} |",
+                rps(plain).map_or("-".into(), rate),
+                rps(ours).map_or("-".into(), rate),
+                ratio(rps(ours), rps(plain)),
+                rps(node).map_or("-".into(), rate),
+                ratio(rps(ours), rps(node)),
+                ms(ours.and_then(|r| r.rpc.p99)),
+                ms(node.and_then(|r| r.rpc.p99)),
+                per_request(plain),
+                per_request(ours),
+                per_request(node),
+            );
         }
     }
 

@@ -16,13 +16,15 @@
 
 use std::io::{BufRead as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use grenache_tokio::peer::{
-    PeerClient, PeerConfig, RequestOptions, RpcServer, RpcServerConfig, RpcTransport,
+    ClientTls, PeerClient, PeerConfig, RequestOptions, RpcServer, RpcServerConfig, RpcTransport,
+    ServerTls,
 };
 use serde_json::Value;
 
@@ -49,17 +51,23 @@ fn transport(name: &str) -> RpcTransport {
     }
 }
 
-/// Serves `service`, echoing every payload, until killed (the `rpc-serve` subcommand).
+/// Serves `service`, echoing every payload, until killed (the `rpc-serve` subcommand); with
+/// `pem_dir`, over TLS with the certificates of [`pem_files`], asking clients for theirs.
 /// Prints `{"ready":true,"port":N}` once the Grape has taken the announce.
-pub fn serve(grape: &str, service: &str, kind: &str) -> Result<(), String> {
+pub fn serve(grape: &str, service: &str, kind: &str, pem_dir: Option<&Path>) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
         let client = PeerClient::new(PeerConfig::new(grape)).map_err(|e| e.to_string())?;
-        let config =
+        let mut config =
             RpcServerConfig::new(transport(kind)).listen_on(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+        if let Some(dir) = pem_dir {
+            let [ca, cert, key] = pem_files(dir);
+            let tls = ServerTls::from_pem_files(cert, key, Some(&ca)).map_err(|e| e.to_string())?;
+            config = config.tls(tls);
+        }
         let server = RpcServer::start(
             &client,
             service,
@@ -75,6 +83,12 @@ pub fn serve(grape: &str, service: &str, kind: &str) -> Result<(), String> {
         std::future::pending::<()>().await;
         Ok(())
     })
+}
+
+/// The PEM files of a TLS run in `dir`, as bench/node/tls.js reads them: the CA, and one
+/// certificate and key that every server and client shows.
+pub fn pem_files(dir: &Path) -> [PathBuf; 3] {
+    ["ca.pem", "node.pem", "node-key.pem"].map(|f| dir.join(f))
 }
 
 /// The RPC section.
@@ -142,6 +156,7 @@ fn transport_rows(ctx: &mut Ctx, kind: Kind, url: &str, tr: &'static str) -> Res
                 warmup: t.warmup,
                 measure: t.measure,
                 server: server.pid,
+                pem_dir: None,
             };
             // Each pair, and our client against the Node server too: that row shows what
             // the Node server does when its client is not the limit.
@@ -189,6 +204,8 @@ pub(crate) struct Run<'a> {
     pub(crate) measure: Duration,
     /// The server's pid, for its CPU time.
     pub(crate) server: u32,
+    /// TLS with the certificates in this folder ([`pem_files`]).
+    pub(crate) pem_dir: Option<&'a Path>,
 }
 
 /// CPU time of a client, a server and the whole machine over a window of wall time.
@@ -254,8 +271,14 @@ pub(crate) fn rust_load(run: &Run<'_>, server: Kind) -> Result<RpcRow, String> {
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
-        let client = PeerClient::new(PeerConfig::new(run.grape).transport(transport(run.tr)))
-            .map_err(|e| e.to_string())?;
+        let mut config = PeerConfig::new(run.grape).transport(transport(run.tr));
+        if let Some(dir) = run.pem_dir {
+            let [ca, cert, key] = pem_files(dir);
+            let tls = ClientTls::from_pem_files(ca, Some((cert.as_path(), key.as_path())))
+                .map_err(|e| e.to_string())?;
+            config = config.tls(tls);
+        }
+        let client = PeerClient::new(config).map_err(|e| e.to_string())?;
         let payload = Value::String("x".repeat(run.bytes));
         client
             .request(run.service, payload.clone(), RequestOptions::default())
@@ -354,6 +377,9 @@ pub(crate) fn node_load(ctx: &Ctx, run: &Run<'_>) -> Result<RpcRow, String> {
     cmd.args([run.grape, run.service]);
     if run.tr != "zmq" {
         cmd.arg(run.tr);
+    }
+    if let Some(dir) = run.pem_dir {
+        cmd.env("PEM_DIR", dir);
     }
     cmd.arg(run.concurrency.to_string())
         .arg(run.bytes.to_string())

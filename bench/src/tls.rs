@@ -1,0 +1,140 @@
+//! TLS peer RPC (issue 13's targets): our HTTPS and WSS servers and clients against the
+//! same without TLS, and against grenache-nodejs-http / -ws with `secure`, in one run. Every
+//! side shows a certificate from one CA made for the run (mutual TLS, as the Node peers'
+//! `secure` option does it).
+
+use std::path::Path;
+use std::process::Command;
+
+use grenache_io::testkit::pki::TestCa;
+
+use super::grapes::{self, Kind};
+use super::procs::{self, Proc};
+use super::report::{RpcRow, TlsRow};
+use super::rpc::{self, Run};
+use super::sections::Ctx;
+
+/// The transports with TLS, by the name the report uses.
+const TRANSPORTS: [&str; 2] = ["http", "ws"];
+
+/// The TLS section.
+pub fn tls(ctx: &mut Ctx) -> Result<(), String> {
+    let dir = ctx.env.logs.join("tls-pem");
+    write_pem(&dir)?;
+    for kind in ctx.kinds.clone() {
+        let grape = grapes::start_network(&ctx.env, kind, 1, "tls")?.remove(0);
+        let url = format!("http://{}", grape.api);
+        for tr in TRANSPORTS {
+            // Node's plain rows are in the RPC section; here only its TLS ones.
+            let modes: &[bool] = if kind == Kind::Rust {
+                &[false, true]
+            } else {
+                &[true]
+            };
+            for &secure in modes {
+                let pem = secure.then_some(dir.as_path());
+                if let Err(e) = rows(ctx, kind, &url, tr, pem) {
+                    eprintln!("  tls {} {tr} secure={secure} failed: {e}", kind.name());
+                    ctx.report
+                        .notes
+                        .push(format!("tls {} {tr} secure={secure}: {e}", kind.name()));
+                }
+            }
+        }
+        drop(grape);
+    }
+    Ok(())
+}
+
+/// A CA, and one leaf for 127.0.0.1 that every server and client shows ([`rpc::pem_files`]).
+fn write_pem(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let ca = TestCa::new("grape-bench CA");
+    let leaf = ca.issue("grape-bench");
+    let [ca_path, cert, key] = rpc::pem_files(dir);
+    for (path, text) in [
+        (ca_path, ca.pem()),
+        (cert, leaf.cert_pem),
+        (key, leaf.key_pem),
+    ] {
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// One echo server of `kind` over `tr` (TLS with `pem`), and every payload and
+/// concurrency against it from a client of the same kind.
+fn rows(
+    ctx: &mut Ctx,
+    kind: Kind,
+    url: &str,
+    tr: &'static str,
+    pem: Option<&Path>,
+) -> Result<(), String> {
+    let secure = pem.is_some();
+    let service = format!("bench_tls_{tr}_{secure}");
+    let log = ctx
+        .env
+        .logs
+        .join(format!("tls-{}-{tr}-{secure}-server.log", kind.name()));
+    let mut server = match kind {
+        Kind::Rust => {
+            let me = std::env::current_exe().map_err(|e| e.to_string())?;
+            let mut cmd = Command::new(me);
+            cmd.args(["rpc-serve", "--grape", url, "--service", &service])
+                .args(["--transport", tr]);
+            if let Some(dir) = pem {
+                cmd.arg("--pem-dir").arg(dir);
+            }
+            Proc::spawn_piped("rpc-server", cmd, &log)?
+        }
+        Kind::Node => {
+            let mut cmd = ctx
+                .env
+                .node_command("rpc-server.js")
+                .ok_or("no Node packages")?;
+            if let Some(dir) = pem {
+                cmd.env("PEM_DIR", dir);
+            }
+            let port = procs::free_tcp_port()?.to_string();
+            cmd.args([url, service.as_str(), tr, port.as_str()]);
+            Proc::spawn_piped("rpc-server", cmd, &log)?
+        }
+    };
+    let ready = server.read_line()?;
+    if !ready.contains("\"ready\":true") {
+        return Err(format!("{} {tr} RPC server: {ready}", kind.name()));
+    }
+    for bytes in rpc::PAYLOADS {
+        for c in rpc::CONCURRENCY {
+            let run = Run {
+                grape: url,
+                service: &service,
+                tr,
+                bytes,
+                concurrency: c,
+                warmup: ctx.timing.warmup,
+                measure: ctx.timing.measure,
+                server: server.pid,
+                pem_dir: pem,
+            };
+            let row: RpcRow = match kind {
+                Kind::Rust => rpc::rust_load(&run, kind)?,
+                Kind::Node => rpc::node_load(ctx, &run)?,
+            };
+            eprintln!(
+                "  tls {:4} {tr:4} secure={secure:<5} {bytes:>5} B c={c:<2} {:>8.0} req/s p99 {} ms errors {} server cores {}",
+                kind.name(),
+                row.rps,
+                super::stats::ms(row.p99),
+                row.errors,
+                row.server_cpu.map_or("-".into(), |v| format!("{v:.2}")),
+            );
+            ctx.report.tls.push(TlsRow { secure, rpc: row });
+            if !server.is_running() {
+                return Err(format!("the server exited:\n{}", server.log_tail(20)));
+            }
+        }
+    }
+    Ok(())
+}
