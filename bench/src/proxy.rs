@@ -118,18 +118,8 @@ fn node_pair(ctx: &mut Ctx) -> Result<(), String> {
     let grape = grapes::start_network(&ctx.env, Kind::Node, 1, "proxy")?.remove(0);
     let url = format!("http://{}", grape.api);
     let service = "bench_proxy_node_http";
-    let mut cmd = ctx
-        .env
-        .node_command("rpc-server.js")
-        .ok_or("no Node packages")?;
-    let port = procs::free_tcp_port()?.to_string();
-    cmd.args([url.as_str(), service, "http", port.as_str()]);
     let log = ctx.env.logs.join("proxy-node-http-server.log");
-    let mut server = Proc::spawn_piped("rpc-server", cmd, &log)?;
-    let ready = server.read_line()?;
-    if !ready.contains("\"ready\":true") {
-        return Err(format!("Node http RPC server: {ready}"));
-    }
+    let server = rpc::echo_server(ctx, Kind::Node, &url, service, "http", None, &log)?;
     for c in rpc::CONCURRENCY {
         let run = Run {
             grape: &url,
@@ -174,17 +164,8 @@ fn log_row(row: &ProxyRow) {
 
 /// Our echo server on `transport`, announced as `service`.
 fn echo_server(ctx: &Ctx, url: &str, service: &str, transport: &str) -> Result<Proc, String> {
-    let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(me);
-    cmd.args(["rpc-serve", "--grape", url, "--service", service])
-        .args(["--transport", transport]);
     let log = ctx.env.logs.join(format!("proxy-{service}.log"));
-    let mut server = Proc::spawn_piped("rpc-server", cmd, &log)?;
-    let ready = server.read_line()?;
-    if !ready.contains("\"ready\":true") {
-        return Err(format!("{service}: {ready}"));
-    }
-    Ok(server)
+    rpc::echo_server(ctx, Kind::Rust, url, service, transport, None, &log)
 }
 
 /// `grenache-proxy` on the runtime the Grape uses, serving `routes` on loopback.

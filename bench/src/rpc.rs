@@ -109,21 +109,27 @@ pub fn rpc(ctx: &mut Ctx) -> Result<(), String> {
     Ok(())
 }
 
-/// One server of `kind` over `tr`, and every payload and concurrency against it.
-fn transport_rows(ctx: &mut Ctx, kind: Kind, url: &str, tr: &'static str) -> Result<(), String> {
-    let t = ctx.timing;
-    let service = format!("bench_rpc_{tr}");
-    let log = ctx
-        .env
-        .logs
-        .join(format!("rpc-{}-{tr}-server.log", kind.name()));
+/// An echo server of `kind` over `tr` (TLS with the certificates in `pem`), announced as
+/// `service`, once it says it is ready.
+pub(crate) fn echo_server(
+    ctx: &Ctx,
+    kind: Kind,
+    url: &str,
+    service: &str,
+    tr: &str,
+    pem: Option<&Path>,
+    log: &Path,
+) -> Result<Proc, String> {
     let mut server = match kind {
         Kind::Rust => {
             let me = std::env::current_exe().map_err(|e| e.to_string())?;
             let mut cmd = Command::new(me);
-            cmd.args(["rpc-serve", "--grape", url, "--service", &service])
+            cmd.args(["rpc-serve", "--grape", url, "--service", service])
                 .args(["--transport", tr]);
-            Proc::spawn_piped("rpc-server", cmd, &log)?
+            if let Some(dir) = pem {
+                cmd.arg("--pem-dir").arg(dir);
+            }
+            Proc::spawn_piped("rpc-server", cmd, log)?
         }
         Kind::Node => {
             let script = if tr == "zmq" {
@@ -132,19 +138,34 @@ fn transport_rows(ctx: &mut Ctx, kind: Kind, url: &str, tr: &'static str) -> Res
                 "rpc-server.js"
             };
             let mut cmd = ctx.env.node_command(script).ok_or("no Node packages")?;
+            if let Some(dir) = pem {
+                cmd.env("PEM_DIR", dir);
+            }
             let port = procs::free_tcp_port()?.to_string();
-            cmd.args([url, &service]);
+            cmd.args([url, service]);
             if tr != "zmq" {
                 cmd.arg(tr);
             }
             cmd.arg(port);
-            Proc::spawn_piped("rpc-server", cmd, &log)?
+            Proc::spawn_piped("rpc-server", cmd, log)?
         }
     };
     let ready = server.read_line()?;
     if !ready.contains("\"ready\":true") {
         return Err(format!("{} {tr} RPC server: {ready}", kind.name()));
     }
+    Ok(server)
+}
+
+/// One server of `kind` over `tr`, and every payload and concurrency against it.
+fn transport_rows(ctx: &mut Ctx, kind: Kind, url: &str, tr: &'static str) -> Result<(), String> {
+    let t = ctx.timing;
+    let service = format!("bench_rpc_{tr}");
+    let log = ctx
+        .env
+        .logs
+        .join(format!("rpc-{}-{tr}-server.log", kind.name()));
+    let server = echo_server(ctx, kind, url, &service, tr, None, &log)?;
     for bytes in PAYLOADS {
         for c in CONCURRENCY {
             let run = Run {

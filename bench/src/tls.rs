@@ -4,12 +4,10 @@
 //! `secure` option does it).
 
 use std::path::Path;
-use std::process::Command;
 
 use grenache_io::testkit::pki::TestCa;
 
 use super::grapes::{self, Kind};
-use super::procs::{self, Proc};
 use super::report::{RpcRow, TlsRow};
 use super::rpc::{self, Run};
 use super::sections::Ctx;
@@ -77,34 +75,7 @@ fn rows(
         .env
         .logs
         .join(format!("tls-{}-{tr}-{secure}-server.log", kind.name()));
-    let mut server = match kind {
-        Kind::Rust => {
-            let me = std::env::current_exe().map_err(|e| e.to_string())?;
-            let mut cmd = Command::new(me);
-            cmd.args(["rpc-serve", "--grape", url, "--service", &service])
-                .args(["--transport", tr]);
-            if let Some(dir) = pem {
-                cmd.arg("--pem-dir").arg(dir);
-            }
-            Proc::spawn_piped("rpc-server", cmd, &log)?
-        }
-        Kind::Node => {
-            let mut cmd = ctx
-                .env
-                .node_command("rpc-server.js")
-                .ok_or("no Node packages")?;
-            if let Some(dir) = pem {
-                cmd.env("PEM_DIR", dir);
-            }
-            let port = procs::free_tcp_port()?.to_string();
-            cmd.args([url, service.as_str(), tr, port.as_str()]);
-            Proc::spawn_piped("rpc-server", cmd, &log)?
-        }
-    };
-    let ready = server.read_line()?;
-    if !ready.contains("\"ready\":true") {
-        return Err(format!("{} {tr} RPC server: {ready}", kind.name()));
-    }
+    let server = rpc::echo_server(ctx, kind, url, &service, tr, pem, &log)?;
     for bytes in rpc::PAYLOADS {
         for c in rpc::CONCURRENCY {
             let run = Run {
