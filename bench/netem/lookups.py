@@ -16,6 +16,8 @@ killed (SIGKILL, by their pids in GRAPE_PIDS: a crash, so they stay in every rou
 and the lookups start at once, from live Grapes only.
 SCENARIO=silent: two Grapes; every name announced through Grape 2 and looked up once from
 Grape 1, while silent.py's fake nodes fill both routing tables.
+SCENARIO=flood: as churn with nothing killed, in phases (PHASE=announce, then PHASE=lookup
+once during flood.py's flood and once after it); PHASE=all (the default) does both.
 """
 import json
 import os
@@ -39,6 +41,7 @@ ANNOUNCERS = [3, 4, 5]
 SCENARIO = os.environ.get("SCENARIO", "churn")
 DEAD = [int(g) for g in os.environ.get("DEAD", "").split()]
 GRAPE_PIDS = [int(p) for p in os.environ.get("GRAPE_PIDS", "").split()]
+PHASE = os.environ.get("PHASE", "all")
 
 
 def ip_of(g):
@@ -94,6 +97,13 @@ def plan():
 
 
 def run(kind, path):
+    if PHASE in ("all", "announce"):
+        announce()
+    if PHASE in ("all", "lookup"):
+        lookups(kind, path)
+
+
+def announce():
     # Announce every name twice, 2 s apart (in parallel: a Node announce under loss takes
     # seconds); a real service re-announces every second or so, a lookup run of a minute
     # is well inside both Grapes' peer max age.
@@ -106,6 +116,9 @@ def run(kind, path):
                   flush=True)
             time.sleep(2)
     time.sleep(3)
+
+
+def lookups(kind, path):
     for g in DEAD:
         os.kill(GRAPE_PIDS[g - 1], signal.SIGKILL)
     if DEAD:

@@ -6,6 +6,7 @@
 #   sudo bench/netem/run.sh                    # from the repository root, as root
 #   sudo SCENARIO=silent bench/netem/run.sh
 #   sudo SCENARIO=gone bench/netem/run.sh
+#   sudo SCENARIO=flood bench/netem/run.sh
 #
 # Settings (environment): N=20 Grapes, K=10 names, M=100 lookups, LOSS=10 (% per packet),
 # CHURN=30 (% of the Grapes killed after the announces, before the lookups), SETTLE=15 (s
@@ -16,6 +17,12 @@
 # SCENARIO=gone: N=20 Grapes, no loss, no churn; gone.py times how long a withdrawn service
 # stays findable: TRIALS=20 for ours (CAP=30 s each), NODE_TRIALS=3 for Node (NODE_CAP=150 s,
 # past the Node Grape's 2-minute peer expiry).
+# SCENARIO=flood: N=6 Grapes, no loss, no churn, K=20 names announced, then a seventh
+# namespace (one host) runs flood.py: TOTAL=200000 queries with random node ids from
+# PORTS=256 source ports at RATE=10000/s, spread over every Grape. M=100 lookups are timed
+# during the flood and M again after it; meanwhile flood.py probe pings Grape 1 from Grape
+# 2's host (are other hosts answered?), and for ours each Grape's /status is read before
+# and after (does the routing table still hold the real Grapes?).
 #
 # Traffic stays inside the namespaces made here (10.213.0.0/24 on bridge gr-netem-br, which
 # has no address, so the host is not on that subnet) and each namespace's loopback.
@@ -26,6 +33,8 @@ if [ "$SCENARIO" = silent ]; then
     N=${N:-2} K=${K:-100} M=${M:-100} LOSS=${LOSS:-0} CHURN=${CHURN:-0}
 elif [ "$SCENARIO" = gone ]; then
     N=${N:-20} K=${K:-0} M=${M:-0} LOSS=${LOSS:-0} CHURN=${CHURN:-0}
+elif [ "$SCENARIO" = flood ]; then
+    N=${N:-6} K=${K:-20} M=${M:-100} LOSS=${LOSS:-0} CHURN=${CHURN:-0}
 else
     N=${N:-20} K=${K:-10} M=${M:-100} LOSS=${LOSS:-10} CHURN=${CHURN:-30}
 fi
@@ -49,9 +58,9 @@ die() { log "error: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces, bridge, qdiscs)"
 case $SCENARIO in
-    churn|gone) (( N >= 6 && N <= 80 )) || die "N must be 6..80" ;;
+    churn|gone|flood) (( N >= 6 && N <= 80 )) || die "N must be 6..80" ;;
     silent) (( N == 2 )) || die "SCENARIO=silent runs 2 Grapes" ;;
-    *) die "SCENARIO is churn, silent or gone" ;;
+    *) die "SCENARIO is churn, silent, gone or flood" ;;
 esac
 # The Grapes killed for churn: every other one that announces nothing, from Grape 1 on.
 DEAD=$(python3 -c "
@@ -137,9 +146,10 @@ fi
 NODE_GRAPE=$NODE_DIR/node_modules/grenache-grape/bin/grape.js
 
 # --- network: N namespaces on one bridge -----------------------------------------------------
-# One more namespace for silent.py's fake nodes.
+# One more namespace for silent.py's fake nodes, or for flood.py's flooding host.
 HOSTS=$N
 [ "$SCENARIO" = silent ] && HOSTS=$((N + 1))
+[ "$SCENARIO" = flood ] && HOSTS=$((N + 1))
 log "creating $HOSTS namespaces on $BRIDGE, $SUBNET.0/24"
 ip link add "$BRIDGE" type bridge
 ip link set "$BRIDGE" up
@@ -225,6 +235,46 @@ start_grapes() {
     bg_wait sleep "$SETTLE"
 }
 
+# Each Grape's GET /status (ours only; Node's has none) into $WORK/KIND-WHEN-I.status.
+snapshot() {
+    local kind=$1 when=$2 i
+    for i in $(seq 1 "$N"); do
+        ip netns exec "$NS_PREFIX$i" curl -s --max-time 2 \
+            "http://$SUBNET.$((10 + i)):$API_PORT/status" >"$WORK/$kind-$when-$i.status" || true
+    done
+}
+
+# Waits until a child of ours has ended (bash's wait returns at once for a trapped signal).
+wait_gone() {
+    wait "$1" 2>/dev/null || true
+}
+
+# SCENARIO=flood for one kind: announce, flood from the extra namespace while probing Grape
+# 1 from Grape 2's, time lookups during the flood and after it.
+flood_phase() {
+    local kind=$1 i flooder prober targets=()
+    for i in $(seq 1 "$N"); do targets+=("$SUBNET.$((10 + i)):$DHT_PORT"); done
+    PHASE=announce bg_wait python3 "$HERE/lookups.py" run "$kind" "$WORK/$kind-announce.json"
+    snapshot "$kind" before
+    ip netns exec "$NS_PREFIX$HOSTS" python3 "$HERE/flood.py" flood "${targets[@]}" \
+        >"$WORK/$kind-flood.log" 2>&1 </dev/null &
+    flooder=$!
+    PIDS+=("$flooder")
+    ip netns exec "${NS_PREFIX}2" python3 "$HERE/flood.py" probe "$SUBNET.11:$DHT_PORT" \
+        "$WORK/$kind-probe.json" >"$WORK/$kind-probe.log" 2>&1 </dev/null &
+    prober=$!
+    PIDS+=("$prober")
+    bg_wait sleep 2
+    log "$kind: lookups during the flood (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+    PHASE=lookup bg_wait python3 "$HERE/lookups.py" run "$kind-during" "$WORK/$kind-during.json"
+    wait_gone "$flooder"
+    log "$kind: flood over: $(cat "$WORK/$kind-flood.log")"
+    bg_wait sleep 2
+    PHASE=lookup bg_wait python3 "$HERE/lookups.py" run "$kind-after" "$WORK/$kind-after.json"
+    wait_gone "$prober"
+    snapshot "$kind" after
+}
+
 for kind in $KINDS; do
     log "=== $kind ==="
     start_grapes "$kind"
@@ -237,6 +287,8 @@ for kind in $KINDS; do
             TRIALS=${TRIALS:-20} CAP=${CAP:-30} \
                 bg_wait python3 "$HERE/gone.py" run "$kind" "$WORK/$kind.json"
         fi
+    elif [ "$SCENARIO" = flood ]; then
+        flood_phase "$kind"
     else
         bg_wait python3 "$HERE/lookups.py" run "$kind" "$WORK/$kind.json"
     fi
@@ -255,6 +307,21 @@ echo
 if [ "$SCENARIO" = gone ]; then
     echo "scenario gone: N=$N Grapes, no loss, no churn; withdrawn through Grape 3, polled on all"
     python3 "$HERE/gone.py" report $(for k in $KINDS; do echo "$WORK/$k.json"; done)
+elif [ "$SCENARIO" = flood ]; then
+    echo "scenario flood: N=$N Grapes, K=$K names, M=$M lookups per phase ($PAR at a time), no loss;"
+    echo "flood.py from one host: TOTAL=${TOTAL:-200000} queries, PORTS=${PORTS:-256} source ports, RATE=${RATE:-10000}/s"
+    python3 "$HERE/lookups.py" report \
+        $(for k in $KINDS; do echo "$WORK/$k-during.json" "$WORK/$k-after.json"; done)
+    for k in $KINDS; do
+        echo "$k flood: $(cat "$WORK/$k-flood.log")"
+        echo "$k probe of Grape 1 from Grape 2's host: $(cat "$WORK/$k-probe.json" 2>/dev/null)"
+    done
+    if [[ " $KINDS " == *" ours "* ]]; then
+        python3 "$HERE/flood.py" tables "$WORK" ours "$N"
+        echo "ours, Grape 1's defence counters:"
+        grep -E '^grape_dht_(dropped_total\{reason="(rate_limited|banned|reply_budget)|bans_total|nodes_refused_total)' \
+            "$WORK/ours-1.metrics" || true
+    fi
 else
     echo "scenario $SCENARIO: N=$N Grapes, K=$K names, M=$M lookups ($PAR at a time), loss $LOSS% per packet sent, killed: ${DEAD:-none}"
     echo "loss by: $IMPAIR"

@@ -55,7 +55,8 @@
 //! let mut grape = Grape::new(GrapeConfig::default(), [7; 32], now);
 //! // 1. Request bytes in (a DHT alone answers at once; a real one after some datagrams).
 //! let body = br#"{"data":["rpc_test",1337]}"#;
-//! grape.handle_http(now, RequestId(1), "POST", "/announce", HttpBody::Complete(body));
+//! let client = "127.0.0.1:50000".parse().unwrap(); // where the request came from
+//! grape.handle_http(now, client, RequestId(1), "POST", "/announce", HttpBody::Complete(body));
 //! // 2. Datagrams out (as for a Node), then replies out: status, content type and body.
 //! while let Some(t) = grape.poll_transmit() {
 //!     let _ = t; // socket.send_to(&t.payload, t.to)
@@ -64,7 +65,7 @@
 //! assert_eq!((reply.req, reply.status), (RequestId(1), 200));
 //!
 //! let body = br#"{"data":"rpc_test"}"#;
-//! grape.handle_http(now, RequestId(2), "POST", "/lookup", HttpBody::Complete(body));
+//! grape.handle_http(now, client, RequestId(2), "POST", "/lookup", HttpBody::Complete(body));
 //! let reply = grape.poll_reply().unwrap();
 //! assert_eq!(reply.body, br#"["127.0.0.1:1337"]"#);
 //! // 3. Sleep until a datagram, a request or `poll_timeout`; `handle_timeout` then.

@@ -72,7 +72,7 @@ fn main() -> io::Result<()> {
         // 2. New API requests.
         loop {
             match listener.accept() {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
                     let req = RequestId(next_req);
                     next_req += 1;
                     if let Some((method, path, body)) = read_request(&stream) {
@@ -81,7 +81,7 @@ fn main() -> io::Result<()> {
                         } else {
                             HttpBody::Complete(&body)
                         };
-                        grape.handle_http(Instant::now(), req, &method, &path, body);
+                        grape.handle_http(Instant::now(), peer, req, &method, &path, body);
                         waiting.insert(req, stream);
                     }
                 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use grenache_core::api::GrapeConfig;
+use grenache_core::api::{self, ApiLimits, GrapeConfig};
 use grenache_core::dht::defence::{self, Ban, Defences, Limit};
 use grenache_io::RuntimeKind;
 
@@ -145,6 +145,25 @@ pub(crate) struct DefenceArgs {
     /// this box already).
     #[arg(long = "limit-loopback")]
     pub(crate) limit_loopback: bool,
+
+    /// API connections (HTTP and WebSocket together) one client IP (an IPv6 /64) may hold
+    /// open; past it a new one is closed unread and counted (0: no cap).
+    #[arg(
+        long = "api-connections-per-client",
+        value_name = "N",
+        default_value_t = api::DEFAULT_CONNECTIONS_PER_CLIENT
+    )]
+    pub(crate) api_connections_per_client: usize,
+
+    /// API requests per second one client IP (an IPv6 /64) may make; past it they are
+    /// answered 429 ERR_GRAPE_RATE_LIMIT and counted (0: no limit).
+    #[arg(long = "api-rate-limit", value_name = "N", default_value_t = api::DEFAULT_REQUESTS_PER_SECOND)]
+    pub(crate) api_rate_limit: u32,
+
+    /// Apply the API limits to loopback clients too (by default they are exempt: a Grape's
+    /// clients are on its own host). Apart from --limit-loopback, which is the DHT port's.
+    #[arg(long = "api-limit-loopback")]
+    pub(crate) api_limit_loopback: bool,
 }
 
 impl DefenceArgs {
@@ -165,6 +184,16 @@ impl DefenceArgs {
             (self.max_items_per_source > 0).then_some(self.max_items_per_source);
         d.exempt_loopback = !self.limit_loopback;
         d
+    }
+
+    /// The API's per-client limits these flags ask for.
+    pub(crate) fn api_limits(&self) -> ApiLimits {
+        let mut l = ApiLimits::default();
+        l.connections_per_client =
+            (self.api_connections_per_client > 0).then_some(self.api_connections_per_client);
+        l.requests_per_second = Limit::from_flag(self.api_rate_limit);
+        l.exempt_loopback = !self.api_limit_loopback;
+        l
     }
 }
 
@@ -244,6 +273,7 @@ impl Args {
         }
         config.max_payload = self.max_payload;
         config.node.defences = self.defences.defences();
+        config.api_limits = self.defences.api_limits();
         config
     }
 }
@@ -430,6 +460,38 @@ pub(crate) mod tests {
         );
         assert!(!off.exempt_loopback);
         assert!(parse(&["--dht-nodes-per-subnet", "2"]).is_err());
+    }
+
+    #[test]
+    fn api_limits_are_on_by_default_and_each_flag_turns_one_off() {
+        // Arrange
+        let defaults = parse(&[]).expect("parses").grape_config().api_limits;
+        let off = parse(&[
+            "--api-connections-per-client=0",
+            "--api-rate-limit",
+            "0",
+            "--api-limit-loopback",
+        ])
+        .expect("parses");
+        let set = parse(&["--api-connections-per-client=3", "--api-rate-limit=7"]).expect("parses");
+
+        // Act
+        let off = off.grape_config().api_limits;
+        let set = set.grape_config().api_limits;
+
+        // Assert
+        assert_eq!(defaults, ApiLimits::default());
+        assert_eq!(
+            (off.connections_per_client, off.requests_per_second),
+            (None, None)
+        );
+        assert!(!off.exempt_loopback);
+        assert!(
+            defaults.exempt_loopback,
+            "apart from the DHT's --limit-loopback"
+        );
+        assert_eq!(set.connections_per_client, Some(3));
+        assert_eq!(set.requests_per_second, Some(Limit::per_second(7)));
     }
 
     #[test]

@@ -25,6 +25,7 @@
 mod config;
 mod error;
 mod grape;
+mod head;
 mod http_server;
 mod listen;
 mod net;
@@ -38,6 +39,7 @@ mod time;
 mod tls;
 mod udp;
 mod web_server;
+mod writes_through;
 mod ws_server;
 
 #[cfg(feature = "testkit")]

@@ -3,6 +3,7 @@
 
 use std::fmt::Display;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_lite::FutureExt as _;
@@ -25,7 +26,8 @@ pub(crate) struct AcceptLimits {
 }
 
 /// Accepts connections until `stop`, serving each (with Nagle off) in a task of its own,
-/// then gives the open ones `limits.drain` to finish and cancels the rest.
+/// then gives the open ones `limits.drain` to finish and cancels the rest. `serve` gets
+/// the client's address too, for servers that limit what one client may hold.
 pub(crate) async fn accept_loop<R, F, Fut>(
     listener: R::TcpListener,
     which: impl Display,
@@ -34,7 +36,7 @@ pub(crate) async fn accept_loop<R, F, Fut>(
     serve: F,
 ) where
     R: Runtime,
-    F: Fn(R::TcpStream) -> Fut,
+    F: Fn(R::TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let slots = Limiter::new(limits.max_connections);
@@ -59,7 +61,7 @@ pub(crate) async fn accept_loop<R, F, Fut>(
                     tracing::debug!(%err, "cannot set TCP_NODELAY");
                 }
                 connections.retain(|task| !task.is_finished());
-                let connection = serve(stream);
+                let connection = serve(stream, peer);
                 connections.push(Task::spawn(async move {
                     connection.await;
                     drop(slot);

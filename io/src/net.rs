@@ -8,11 +8,13 @@ use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::{self};
 
+use crate::head::Replay;
 use crate::runtime::Runtime;
 use crate::tls::MaybeTls;
 
-/// A WebSocket over one of the runtime's TCP streams, in TLS or not.
-pub(crate) type WsStream<R> = WebSocketStream<MaybeTls<R>>;
+/// A WebSocket a server accepted over one of the runtime's TCP streams, in TLS or not; the
+/// handshake head it read first ([`crate::head`]) is replayed to tungstenite.
+pub(crate) type WsStream<R> = WebSocketStream<Replay<MaybeTls<R>>>;
 
 /// Binds a non-blocking listener on `addr` (std sets `SO_REUSEADDR` on Unix, so a restarted
 /// server gets its port back at once).
@@ -35,7 +37,7 @@ pub(crate) async fn connect<R: Runtime>(host: &str, port: u16) -> std::io::Resul
 
 /// The server side of a WebSocket handshake.
 pub(crate) async fn ws_accept<R: Runtime>(
-    stream: MaybeTls<R>,
+    stream: Replay<MaybeTls<R>>,
     config: WebSocketConfig,
 ) -> Result<WsStream<R>, tungstenite::Error> {
     async_tungstenite::accept_async_with_config(stream, Some(config)).await

@@ -35,6 +35,8 @@ macro_rules! adapter_tests {
             announce_on_one_grape_is_found_from_another,
             a_burst_of_queries_is_answered_in_full,
             the_dht_rate_limit_drops_a_flood_and_answers_others,
+            api_limits_hold_a_client_to_its_share,
+            api_limits_leave_loopback_alone_by_default,
             a_refused_connect_is_unsent,
             a_close_after_the_request_arrived_may_have_been_sent,
             tls_rpc_and_pubsub_carry_the_client_identity,
@@ -42,6 +44,7 @@ macro_rules! adapter_tests {
             tls_clients_refuse_servers_they_cannot_verify,
             a_client_of_the_wrong_transport_fails_typed,
             a_websocket_server_turns_other_transports_away_at_once,
+            a_plain_request_to_the_websocket_api_gets_426,
             dashboard_paths_answer_and_bad_targets_get_clear_errors,
             curve_rpc_and_pubsub_with_allow_list_and_typed_mismatches,
             zmq_server_pings_a_silent_peer_then_drops_it,
@@ -64,7 +67,9 @@ async fn connect<R: Runtime>(addr: SocketAddr) -> R::TcpStream {
 }
 
 /// A WebSocket client connected to `addr`, or fails the test.
-async fn ws_client<R: Runtime>(addr: SocketAddr) -> crate::net::WsStream<R> {
+async fn ws_client<R: Runtime>(
+    addr: SocketAddr,
+) -> async_tungstenite::WebSocketStream<crate::tls::MaybeTls<R>> {
     let stream = connect::<R>(addr).await;
     let stream = crate::tls::MaybeTls::Plain(R::ws_io(stream));
     crate::net::ws_connect(format!("ws://{addr}/"), stream, Default::default())
@@ -114,6 +119,12 @@ fn post_request(path: &str, body: &[u8], connection: &str) -> Vec<u8> {
 
 /// Reads one response: status line, headers, then `Content-Length` bytes of body.
 async fn read_response<R: Runtime>(stream: &mut R::TcpStream) -> (u16, Vec<u8>) {
+    let (head, body) = read_whole_response::<R>(stream).await;
+    (head[9..12].parse().expect("status code"), body)
+}
+
+/// Reads one response: its head as text, and its body.
+async fn read_whole_response<R: Runtime>(stream: &mut R::TcpStream) -> (String, Vec<u8>) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -125,7 +136,6 @@ async fn read_response<R: Runtime>(stream: &mut R::TcpStream) -> (u16, Vec<u8>) 
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8(buf[..head_end].to_vec()).expect("utf-8 head");
-    let status = head[9..12].parse().expect("status code");
     let length: usize = head
         .lines()
         .find_map(|line| {
@@ -141,7 +151,7 @@ async fn read_response<R: Runtime>(stream: &mut R::TcpStream) -> (u16, Vec<u8>) 
         body.extend_from_slice(&chunk[..n]);
     }
     body.truncate(length);
-    (status, body)
+    (head, body)
 }
 
 /// See the test of this name in each runtime's crate.
@@ -183,22 +193,17 @@ pub async fn dashboard_paths_answer_and_bad_targets_get_clear_errors<R: Runtime>
     let status = get::<R>(api, "/status").await;
     let unknown = get::<R>(api, "/nope").await;
     let long = get::<R>(api, &format!("/status?{}", "a".repeat(3000))).await;
-    // Past hyper's own limits on a request head: its bare refusal, and the server lives on.
-    let mut stream = connect::<R>(api).await;
+    // Past what the API reads of a request head: a JSON 431, and the server lives on.
     let huge = format!(
         "GET /?{} HTTP/1.1\r\nHost: test\r\n\r\n",
         "a".repeat(200_000)
     );
-    R::write_all(&mut stream, huge.as_bytes())
-        .await
-        .expect("write");
-    let mut head = [0u8; 12];
-    let mut read = 0;
-    while read < head.len() {
-        let n = R::read(&mut stream, &mut head[read..]).await.expect("read");
-        assert!(n > 0, "closed without an answer to a huge target");
-        read += n;
-    }
+    let huge = raw_exchange::<R>(api, huge.as_bytes()).await;
+    let many = format!(
+        "GET /status HTTP/1.1\r\n{}\r\n",
+        "X-Pad: 0123456789\r\n".repeat(4000)
+    );
+    let many = raw_exchange::<R>(api, many.as_bytes()).await;
     let after = get::<R>(api, "/status").await;
 
     // Assert
@@ -216,13 +221,45 @@ pub async fn dashboard_paths_answer_and_bad_targets_get_clear_errors<R: Runtime>
     assert_eq!(json(&unknown.1)["error"], "ERR_GRAPE_NOT_FOUND");
     assert_eq!(long.0, 414);
     assert_eq!(json(&long.1)["error"], "ERR_GRAPE_URI_TOO_LONG");
-    // hyper says 431 when the head outgrows its read buffer, 414 for a long URI alone.
-    assert!(
-        [&b"HTTP/1.1 414"[..], b"HTTP/1.1 431", b"HTTP/1.1 400"].contains(&&head[..]),
-        "{:?}",
-        String::from_utf8_lossy(&head)
-    );
+    for (status, body) in [huge, many] {
+        assert_eq!(status, 431);
+        assert_eq!(body, br#""ERR_GRAPE_HEAD_TOO_LARGE""#);
+    }
     assert_eq!(after.0, 200);
+    server.shutdown().await;
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn a_plain_request_to_the_websocket_api_gets_426<R: Runtime>() {
+    // Arrange
+    let mut config = local_config(33);
+    config.ws_port = Some(0);
+    let server = GrapeServer::<R>::start(config).await.expect("start");
+    let ws_addr = server.local_ws_addr().expect("ws address");
+
+    // Act: a POST as an HTTP client sends it, then a real WebSocket client.
+    let mut stream = connect::<R>(ws_addr).await;
+    let request = post_request("/", br#"{"data":"x"}"#, "keep-alive");
+    R::write_all(&mut stream, &request).await.expect("write");
+    let (head, body) = read_whole_response::<R>(&mut stream).await;
+    let mut ws = ws_client::<R>(ws_addr).await;
+    ws.send(Message::text(r#"["r","lookup","x"]"#))
+        .await
+        .expect("send");
+    let reply = ws.next().await.expect("a reply").expect("a message");
+
+    // Assert
+    assert!(
+        head.starts_with("HTTP/1.1 426 Upgrade Required\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("\r\nupgrade: websocket\r\n"),
+        "{head}"
+    );
+    assert_eq!(body, b"Upgrade Required");
+    assert_eq!(reply.into_data().as_ref(), br#"["r",null,[]]"#);
     server.shutdown().await;
 }
 
@@ -517,6 +554,150 @@ pub async fn the_dht_rate_limit_drops_a_flood_and_answers_others<R: Runtime>() {
     server.shutdown().await;
 }
 
+/// A `GET target` on a fresh connection, or `None` when the server closes it unanswered.
+async fn try_get<R: Runtime>(addr: SocketAddr, target: &str) -> Option<(u16, Vec<u8>)> {
+    let mut stream = connect::<R>(addr).await;
+    let request = format!("GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    R::write_all(&mut stream, request.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Connection: close, so the response ends with the stream.
+    loop {
+        match R::read(&mut stream, &mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let status = std::str::from_utf8(buf.get(9..12)?).ok()?.parse().ok()?;
+    Some((status, buf[head_end..].to_vec()))
+}
+
+/// The value of the `/metrics` line that starts with `name` (labels included).
+fn metric(metrics: &str, name: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn api_limits_hold_a_client_to_its_share<R: Runtime>() {
+    use grenache_core::dht::defence::Limit;
+
+    // Arrange: loopback counted; 5 requests saved up, then 1 a second; 2 connections.
+    let mut config = local_config(31);
+    config.ws_port = Some(0);
+    let limits = &mut config.grape.api_limits;
+    limits.exempt_loopback = false;
+    limits.requests_per_second = Some(Limit {
+        per_second: 1,
+        burst: 5,
+    });
+    limits.connections_per_client = Some(2);
+    let server = GrapeServer::<R>::start(config).await.expect("start");
+    let api = server.local_api_addr();
+    let ws_addr = server.local_ws_addr().expect("ws address");
+
+    // Act: 20 requests on one kept-alive connection, then a WebSocket call (the second
+    // connection), then a third connection.
+    let mut first = connect::<R>(api).await;
+    let mut replies = Vec::new();
+    for _ in 0..20 {
+        let request = b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n";
+        R::write_all(&mut first, request).await.expect("write");
+        replies.push(read_response::<R>(&mut first).await);
+    }
+    let mut ws = ws_client::<R>(ws_addr).await;
+    ws.send(Message::text(r#"["r1","lookup","x"]"#))
+        .await
+        .expect("send");
+    let ws_reply = ws.next().await.expect("a reply").expect("a message");
+    let mut third = connect::<R>(api).await;
+    let _ = R::write_all(&mut third, b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n").await;
+    let mut buf = [0u8; 64];
+    let refused =
+        crate::time::timeout::<R, _>(Duration::from_secs(5), R::read(&mut third, &mut buf)).await;
+    // Closing the WebSocket frees its slot; the bucket refills one request a second.
+    let _ = ws.close(None).await;
+    drop(ws);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        match try_get::<R>(api, "/metrics").await {
+            Some((200, body)) => break String::from_utf8_lossy(&body).into_owned(),
+            _ if Instant::now() < deadline => {
+                crate::time::sleep::<R>(Duration::from_millis(200)).await;
+            }
+            other => panic!("no /metrics after the slot was freed: {other:?}"),
+        }
+    };
+
+    // Assert
+    assert!(
+        replies[..5].iter().all(|(status, _)| *status == 200),
+        "{replies:?}"
+    );
+    let limited: Vec<&(u16, Vec<u8>)> = replies.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(limited.len() >= 10, "{} of 20 refused", limited.len());
+    for (status, body) in limited {
+        assert_eq!(
+            (*status, body.as_slice()),
+            (429, &br#""ERR_GRAPE_RATE_LIMIT""#[..])
+        );
+    }
+    let ws_reply: serde_json::Value =
+        serde_json::from_slice(&ws_reply.into_data()).expect("JSON reply");
+    assert_eq!(
+        ws_reply,
+        serde_json::json!(["r1", "ERR_GRAPE_RATE_LIMIT", null])
+    );
+    assert!(
+        matches!(refused, Some(Ok(0) | Err(_))),
+        "the third connection is closed unread: {refused:?}"
+    );
+    let counted = |reason: &str| {
+        metric(
+            &metrics,
+            &format!("grape_api_clients_refused_total{{reason=\"{reason}\"}}"),
+        )
+        .unwrap_or(0)
+    };
+    assert!(counted("rate") >= 11, "{metrics}");
+    assert!(counted("connections") >= 1, "{metrics}");
+    drop(first);
+    server.shutdown().await;
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn api_limits_leave_loopback_alone_by_default<R: Runtime>() {
+    use grenache_core::dht::defence::Limit;
+
+    // Arrange: tiny limits, but loopback exempt (the default).
+    let mut config = local_config(32);
+    let limits = &mut config.grape.api_limits;
+    limits.requests_per_second = Some(Limit::per_second(1));
+    limits.connections_per_client = Some(1);
+    let server = GrapeServer::<R>::start(config).await.expect("start");
+    let api = server.local_api_addr();
+
+    // Act: three connections held open, ten requests on each.
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        streams.push(connect::<R>(api).await);
+    }
+    let mut statuses = Vec::new();
+    for stream in &mut streams {
+        for _ in 0..10 {
+            let request = post_request("/lookup", br#"{"data":"x"}"#, "keep-alive");
+            R::write_all(stream, &request).await.expect("write");
+            statuses.push(read_response::<R>(stream).await.0);
+        }
+    }
+
+    // Assert
+    assert_eq!(statuses, [200; 30]);
+    server.shutdown().await;
+}
+
 /// The HTTP client's view of failed exchanges: what reached the server and what did not.
 pub mod http_client {
     use std::io::Read as _;
@@ -684,20 +865,25 @@ pub mod wrong_transport {
 
     /// See the test of this name in each runtime's crate.
     pub async fn a_websocket_server_turns_other_transports_away_at_once<R: Runtime>() {
-        // Our WebSocket server closes a connection that does not upgrade without a word,
-        // so the client cannot name it; it must still fail at once, not at its timeout.
+        // Our WebSocket server answers a plain HTTP request with 426 Upgrade Required, so
+        // an HTTP client names what it met; a ZMTP greeting is no HTTP at all, and the
+        // connection ends at once.
         let grape = GrapeServer::<R>::start(local_config(22))
             .await
             .expect("Grape");
         let announcer = client::<R>(&grape, RpcTransport::Http);
         let ws = server::<R>(&announcer, "wt_ws", RpcTransport::Ws).await;
 
-        for transport in [RpcTransport::Http, RpcTransport::Zmq] {
-            let result = call::<R>(&grape, transport, "wt_ws").await;
+        let http = call::<R>(&grape, RpcTransport::Http, "wt_ws").await;
+        let zmq = call::<R>(&grape, RpcTransport::Zmq, "wt_ws").await;
 
-            let err = result.expect_err("a WebSocket server does not answer");
-            assert!(!err.is_timeout(), "{transport:?}: {err}");
-        }
+        let want = PeerError::Rpc(RpcError::WrongTransport(Protocol::Ws));
+        assert_eq!(http, Err(want));
+        let err = zmq.expect_err("a WebSocket server does not answer ZMTP");
+        assert!(!err.is_timeout(), "zmq: {err}");
+        // It still serves WebSocket clients.
+        let ok = call::<R>(&grape, RpcTransport::Ws, "wt_ws").await;
+        assert_eq!(ok, Ok(json!("hello")));
         ws.stop().await;
         grape.shutdown().await;
     }

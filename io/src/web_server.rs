@@ -171,7 +171,7 @@ impl<R: Runtime> WebServer<R> {
             "web",
             limits,
             stop,
-            move |stream| {
+            move |stream, _peer| {
                 serve::<R>(
                     stream,
                     Arc::clone(&config),

@@ -4,15 +4,18 @@
 //! id), and winds down on idleness, a close, or the server's stop.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use futures_lite::StreamExt as _;
+use futures_io::AsyncRead as _;
 use futures_lite::future::{self, FutureExt as _};
+use futures_lite::{AsyncWriteExt as _, StreamExt as _};
 
+use crate::head::{FirstHead, Replay, asks_for_websocket, linger, read_first_head, response};
 use crate::net::{WsStream, ws_accept};
 use crate::runtime::Runtime;
 use crate::stop::Stop;
@@ -57,17 +60,42 @@ pub(crate) enum Taken {
     Gone,
 }
 
+/// Longest handshake request head read; past it the connection ends.
+const MAX_HANDSHAKE_HEAD: usize = 64 * 1024;
+
 /// Accepts the handshake within `handshake_timeout`, for messages of at most `max_message`
-/// bytes; `None` (logged) if it fails.
+/// bytes; `None` (logged) if it fails. A plain HTTP request (no `Upgrade: websocket`) is
+/// answered 426 Upgrade Required, as Node's `ws` server does, so an HTTP client can tell
+/// it met a WebSocket server (`ERR_WRONG_TRANSPORT`) instead of a bare hang-up.
 pub(crate) async fn accept<R: Runtime>(
-    stream: MaybeTls<R>,
+    mut stream: MaybeTls<R>,
     max_message: usize,
     handshake_timeout: Duration,
 ) -> Option<WsStream<R>> {
     let config = WebSocketConfig::default()
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
-    match timeout::<R, _>(handshake_timeout, ws_accept::<R>(stream, config)).await {
+    let handshake = async {
+        let first = read_first_head(MAX_HANDSHAKE_HEAD, |cx, buf| {
+            Pin::new(&mut stream).poll_read(cx, buf)
+        })
+        .await;
+        match first {
+            FirstHead::Complete(head) if asks_for_websocket(&head) => {
+                ws_accept::<R>(Replay::new(head, stream), config)
+                    .await
+                    .map_err(|err| err.to_string())
+            }
+            FirstHead::Complete(_) => {
+                upgrade_required::<R>(stream).await;
+                Err("a plain HTTP request: answered 426".to_owned())
+            }
+            FirstHead::NotHttp(_) => Err("not an HTTP request".to_owned()),
+            FirstHead::TooLarge => Err("request head too large".to_owned()),
+            FirstHead::Ended => Err("closed before the handshake".to_owned()),
+        }
+    };
+    match timeout::<R, _>(handshake_timeout, handshake).await {
         Some(Ok(ws)) => Some(ws),
         Some(Err(err)) => {
             tracing::debug!(%err, "WebSocket handshake failed");
@@ -78,6 +106,20 @@ pub(crate) async fn accept<R: Runtime>(
             None
         }
     }
+}
+
+/// Answers a request that asked for no WebSocket with 426, naming the protocol to use.
+async fn upgrade_required<R: Runtime>(mut stream: MaybeTls<R>) {
+    let answer = response(
+        426,
+        "Upgrade Required",
+        &[("upgrade", "websocket"), ("content-type", "text/plain")],
+        b"Upgrade Required",
+    );
+    if stream.write_all(&answer).await.is_err() || stream.flush().await.is_err() {
+        return;
+    }
+    linger::<R, _>(|cx, buf| Pin::new(&mut stream).poll_read(cx, buf)).await;
 }
 
 /// What woke a connection.

@@ -23,6 +23,10 @@ use proptest::option;
 use proptest::prelude::*;
 use serde_json::{Map, Number, Value, json};
 
+/// Where API requests come from: loopback, which the API limits exempt by default.
+const CLIENT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50000);
+
 /// A lone Grape (no bootstrap nodes): it answers every command from its own store, at once.
 struct Api {
     grape: Grape,
@@ -55,9 +59,10 @@ impl Api {
                 } else {
                     HttpBody::Complete(body)
                 };
-                self.grape.handle_http(self.now, id, method, path, body);
+                self.grape
+                    .handle_http(self.now, CLIENT, id, method, path, body);
             }
-            Input::Ws(text) => self.grape.handle_ws(self.now, WsConn(0), id, text),
+            Input::Ws(text) => self.grape.handle_ws(self.now, WsConn(0), CLIENT, id, text),
         }
         id
     }

@@ -119,6 +119,17 @@ pub enum ApiError {
     /// Too many watches on this Grape, or on this WebSocket connection: end some first.
     #[error("ERR_GRAPE_WATCH_LIMIT")]
     WatchLimit,
+    /// This client went over its requests per second (`--api-rate-limit`): slow down.
+    #[error("ERR_GRAPE_RATE_LIMIT")]
+    RateLimited,
+    /// This client already holds its cap of open connections (`--api-connections-per-client`):
+    /// reuse them. Never sent: the connection is closed unread (see `Grape::api_connected`).
+    #[error("ERR_GRAPE_CONNECTION_LIMIT")]
+    ConnectionLimit,
+    /// The request head (request line and headers) is longer than the server reads: send
+    /// shorter headers or move data into the body.
+    #[error("ERR_GRAPE_HEAD_TOO_LARGE")]
+    HeadTooLarge,
 }
 
 impl ApiError {
@@ -131,7 +142,8 @@ impl ApiError {
             ApiError::Timeout => 504,
             ApiError::Busy => 503,
             ApiError::WatchWait | ApiError::WatchIndex => 400,
-            ApiError::WatchLimit => 429,
+            ApiError::WatchLimit | ApiError::RateLimited | ApiError::ConnectionLimit => 429,
+            ApiError::HeadTooLarge => 431,
             _ => 200,
         }
     }
@@ -183,6 +195,20 @@ mod tests {
         );
         assert_eq!(ApiError::PayloadSize.status(), 413);
         assert_eq!(ApiError::PayloadSize.http_body(), b"ERR_GRAPE_PAYLOAD_SIZE");
+    }
+
+    #[test]
+    fn limit_errors_are_json_strings_with_their_own_status() {
+        assert_eq!(ApiError::RateLimited.status(), 429);
+        assert_eq!(
+            ApiError::RateLimited.http_body(),
+            b"\"ERR_GRAPE_RATE_LIMIT\""
+        );
+        assert_eq!(ApiError::HeadTooLarge.status(), 431);
+        assert_eq!(
+            ApiError::HeadTooLarge.http_body(),
+            b"\"ERR_GRAPE_HEAD_TOO_LARGE\""
+        );
     }
 
     #[test]

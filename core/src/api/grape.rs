@@ -9,6 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
 use super::cache::LookupCache;
+use super::clients::{ApiConnection, ApiLimits, Clients};
 use super::dashboard::{self, Route};
 use super::error::{ApiError, json_string};
 use super::metrics::{self, ApiMetrics, RequestOutcome};
@@ -60,6 +61,9 @@ pub struct GrapeConfig {
     pub max_watches: usize,
     /// WebSocket watches one connection holds at most (256).
     pub max_watches_per_connection: usize,
+    /// Connections and requests per second per client (see [`ApiLimits`]); on, with
+    /// loopback clients exempt.
+    pub api_limits: ApiLimits,
 }
 
 impl Default for GrapeConfig {
@@ -76,6 +80,7 @@ impl Default for GrapeConfig {
             request_timeout,
             max_watches: 10_000,
             max_watches_per_connection: 256,
+            api_limits: ApiLimits::default(),
         }
     }
 }
@@ -125,6 +130,8 @@ pub struct Grape {
     services: Recent<Service, ()>,
     /// Names looked up through this API and the peers last answered, for `/status`.
     lookups: Recent<Key, Vec<SocketAddr>>,
+    /// Connections and request rates per client.
+    clients: Clients,
 }
 
 /// A request waiting on the DHT.
@@ -189,6 +196,7 @@ impl Grape {
             listeners: Listeners::default(),
             services: Recent::new(RECENT_CAP),
             lookups: Recent::new(RECENT_CAP),
+            clients: Clients::new(config.api_limits),
         }
     }
 
@@ -238,6 +246,7 @@ impl Grape {
     /// them), then the watches'.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.node.handle_timeout(now);
+        self.clients.forget_quiet(now);
         self.drain_events(now);
         let mut out = Vec::new();
         self.watches.handle_timeout(now, &mut self.node, &mut out);
@@ -273,6 +282,23 @@ impl Grape {
         self.ended.pop_front()
     }
 
+    /// A client at `client` opened an API connection (HTTP or WebSocket): it takes one of
+    /// the client's slots, or is refused (`ERR_GRAPE_CONNECTION_LIMIT`, counted) when the
+    /// client holds its cap already. The adapter closes a refused connection before reading
+    /// from it: answering would mean holding it open, which is what the cap prevents.
+    /// Clients the limits do not apply to ([`ApiLimits::apply_to`]) need not be asked.
+    ///
+    /// # Errors
+    /// [`ApiError::ConnectionLimit`] when the client holds its cap of connections.
+    pub fn api_connected(&mut self, client: SocketAddr) -> Result<ApiConnection, ApiError> {
+        self.clients.connect(client.ip())
+    }
+
+    /// An API connection ended: its slot goes back to its client.
+    pub fn api_disconnected(&mut self, conn: ApiConnection) {
+        self.clients.disconnect(conn);
+    }
+
     /// A WebSocket connection closed: its watches end (see [`poll_ended`](Grape::poll_ended)).
     pub fn ws_closed(&mut self, conn: WsConn) {
         let ended = self.watches.close(conn);
@@ -282,6 +308,8 @@ impl Grape {
     /// Handles one HTTP request; its [`Reply`] comes from [`poll_reply`](Grape::poll_reply),
     /// at once or when the DHT answers.
     ///
+    /// `client` is the address the request came from: past its requests per second
+    /// ([`GrapeConfig::api_limits`]) the request gets 429 `ERR_GRAPE_RATE_LIMIT`.
     /// `path` is the request target as received (`/lookup`, query string included, as the
     /// Node Grape reads `req.url`). Commands are served whatever the method, as the Node
     /// Grape does. Other `GET`s are ours (Node clients only POST): `/health`, `/metrics`,
@@ -291,11 +319,15 @@ impl Grape {
     pub fn handle_http(
         &mut self,
         now: Instant,
+        client: SocketAddr,
         req: RequestId,
         method: &str,
         path: &str,
         body: HttpBody<'_>,
     ) {
+        if let Err(e) = self.clients.admit(now, client.ip()) {
+            return self.answer(req, &Via::Http, CommandKind::from_path(path), Err(e));
+        }
         if method == "GET" || method == "HEAD" {
             match dashboard::route(path) {
                 Route::Health => return self.reply_health(req),
@@ -327,10 +359,28 @@ impl Grape {
     }
 
     /// Handles one WebSocket text message `[rid, type, data]` or `{rid, type, data}` that
-    /// came on connection `conn`; the [`Reply`] body is the text `[rid, err, result]` to
-    /// send back on the same socket.
-    pub fn handle_ws(&mut self, now: Instant, conn: WsConn, req: RequestId, text: &[u8]) {
+    /// came on connection `conn` from `client`; the [`Reply`] body is the text
+    /// `[rid, err, result]` to send back on the same socket. Past the client's requests per
+    /// second the error is `ERR_GRAPE_RATE_LIMIT`.
+    pub fn handle_ws(
+        &mut self,
+        now: Instant,
+        conn: WsConn,
+        client: SocketAddr,
+        req: RequestId,
+        text: &[u8],
+    ) {
         self.metrics.ws_messages += 1;
+        if let Err(e) = self.clients.admit(now, client.ip()) {
+            // Read only as far as the `rid`, so the client can match the refusal.
+            let call = (text.len() <= self.max_payload).then(|| parse_call(text));
+            let (rid, kind) = match call {
+                Some(Ok(call)) => (call.rid, call.kind),
+                Some(Err(rid)) => (rid, None),
+                None => ("null".to_owned(), None),
+            };
+            return self.answer(req, &Via::Ws(rid), kind, Err(e));
+        }
         if text.len() > self.max_payload {
             let via = Via::Ws("null".into());
             return self.answer(req, &via, None, Err(ApiError::PayloadSize));
@@ -744,12 +794,26 @@ impl Grape {
 
     /// The `/metrics` text.
     pub fn render_metrics(&self) -> String {
+        use std::fmt::Write as _;
         let mut out = String::with_capacity(8192);
         self.metrics
             .render(&mut out, self.pending.len(), self.cache.len());
         render_node(&mut out, &self.node);
         let (watches, names) = self.watches.len();
         let (_, watched_here) = self.node.watches();
+        let (connections, requests) = self.clients.refused();
+        metrics::header(
+            &mut out,
+            "grape_api_clients_refused_total",
+            "counter",
+            "API connections and requests refused for their client's limits, by reason.",
+        );
+        for (reason, n) in [("connections", connections), ("rate", requests)] {
+            let _ = writeln!(
+                out,
+                "grape_api_clients_refused_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
         for (name, help, value) in [
             (
                 "grape_api_watches",
@@ -852,6 +916,7 @@ fn endpoints(peers: impl Iterator<Item = SocketAddr>) -> BTreeSet<SocketAddr> {
 fn outcome_of(e: &ApiError) -> RequestOutcome {
     match e {
         ApiError::Busy => RequestOutcome::Busy,
+        ApiError::RateLimited | ApiError::ConnectionLimit => RequestOutcome::Limited,
         ApiError::Timeout => RequestOutcome::Timeout,
         ApiError::StoredHereOnly => RequestOutcome::Local,
         ApiError::NoNodes
@@ -1060,6 +1125,9 @@ mod tests {
         Instant::now()
     }
 
+    /// Where API requests come from in these tests: loopback, which the limits exempt.
+    const CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000);
+
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
@@ -1123,8 +1191,14 @@ mod tests {
         fn send(&mut self, at: SocketAddr, path: &str, body: &str) -> RequestId {
             let req = self.next_id();
             let now = self.now;
-            self.grape(at)
-                .handle_http(now, req, "POST", path, HttpBody::Complete(body.as_bytes()));
+            self.grape(at).handle_http(
+                now,
+                CLIENT,
+                req,
+                "POST",
+                path,
+                HttpBody::Complete(body.as_bytes()),
+            );
             self.collect();
             req
         }
@@ -1133,7 +1207,7 @@ mod tests {
             let req = self.next_id();
             let now = self.now;
             self.grape(at)
-                .handle_ws(now, WsConn(1), req, text.as_bytes());
+                .handle_ws(now, WsConn(1), CLIENT, req, text.as_bytes());
             self.collect();
             req
         }
@@ -1642,7 +1716,7 @@ mod tests {
         let req = net.next_id();
         let now = net.now;
         net.grape(a)
-            .handle_http(now, req, "POST", "/lookup", HttpBody::TooLarge);
+            .handle_http(now, CLIENT, req, "POST", "/lookup", HttpBody::TooLarge);
         net.collect();
 
         let too_large = net.wait(req);
@@ -1736,7 +1810,7 @@ mod tests {
         let now = net.now;
 
         net.grape(a)
-            .handle_http(now, req, "GET", "/health", HttpBody::Complete(b""));
+            .handle_http(now, CLIENT, req, "GET", "/health", HttpBody::Complete(b""));
         net.collect();
         let reply = net.wait(req);
 
@@ -1755,7 +1829,7 @@ mod tests {
         let now = net.now;
 
         net.grape(a)
-            .handle_http(now, req, "GET", "/metrics", HttpBody::Complete(b""));
+            .handle_http(now, CLIENT, req, "GET", "/metrics", HttpBody::Complete(b""));
         net.collect();
         let reply = net.wait(req);
 
@@ -1773,7 +1847,7 @@ mod tests {
         let req = net.next_id();
         let now = net.now;
         net.grape(at)
-            .handle_http(now, req, "GET", path, HttpBody::Complete(b""));
+            .handle_http(now, CLIENT, req, "GET", path, HttpBody::Complete(b""));
         net.collect();
         req
     }
@@ -2076,6 +2150,7 @@ mod tests {
         let now = net.now;
         net.grape(a).handle_http(
             now,
+            CLIENT,
             req,
             "GET",
             "/lookup",
@@ -2123,7 +2198,7 @@ mod tests {
                 let req = net.next_id();
                 let now = net.now;
                 net.grape(a)
-                    .handle_http(now, req, method, path, HttpBody::Complete(b""));
+                    .handle_http(now, CLIENT, req, method, path, HttpBody::Complete(b""));
                 net.collect();
                 net.wait(req);
             }
@@ -2146,5 +2221,120 @@ mod tests {
             Value::Array(items) => Value::Array(items.into_iter().map(without_times).collect()),
             other => other,
         }
+    }
+
+    /// A lone Grape whose API limits apply to loopback: 3 requests a second, 2 connections.
+    fn strict() -> (Net, SocketAddr) {
+        let mut net = Net::new(1, || {
+            let mut config = GrapeConfig::default();
+            config.api_limits.exempt_loopback = false;
+            config.api_limits.requests_per_second = Some(crate::dht::defence::Limit::per_second(3));
+            config.api_limits.connections_per_client = Some(2);
+            config
+        });
+        let now = net.now;
+        net.grape(addr(20001)).bootstrap(now, &[]);
+        (net, addr(20001))
+    }
+
+    fn counter(metrics: &str, line: &str) -> Option<u64> {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+    }
+
+    #[test]
+    fn a_client_over_its_rate_gets_429_and_others_are_served() {
+        let (mut net, a) = strict();
+        // `/health` is answered inside `handle_http`, so the clock stands still.
+        let health = |net: &mut Net, from: SocketAddr| {
+            let req = net.next_id();
+            let now = net.now;
+            net.grape(a)
+                .handle_http(now, from, req, "GET", "/health", HttpBody::Complete(b""));
+            net.collect();
+            net.wait(req)
+        };
+
+        let statuses: Vec<u16> = (0..5).map(|_| health(&mut net, CLIENT).status).collect();
+        let refused = health(&mut net, CLIENT);
+        let other = health(&mut net, SocketAddr::from(([127, 0, 0, 2], 1)));
+        net.now += Duration::from_secs(1);
+        let later = health(&mut net, CLIENT);
+
+        assert_eq!(statuses, [200, 200, 200, 429, 429]);
+        assert_eq!(refused.body, br#""ERR_GRAPE_RATE_LIMIT""#);
+        assert_eq!(refused.content_type, CONTENT_TYPE_JSON);
+        assert_eq!(other.status, 200, "another client has its own rate");
+        assert_eq!(later.status, 200, "the bucket refills");
+        let metrics = net.grape(a).render_metrics();
+        assert_eq!(
+            counter(&metrics, "grape_api_clients_refused_total{reason=\"rate\"}"),
+            Some(3)
+        );
+        assert_eq!(
+            counter(
+                &metrics,
+                "grape_api_requests_total{command=\"unknown\",outcome=\"limited\"}"
+            ),
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn a_websocket_call_over_the_rate_gets_the_error_under_its_rid() {
+        let (mut net, a) = strict();
+        for i in 0..3 {
+            // Unknown commands are answered at once, so the clock stands still.
+            let req = net.send_ws(a, &format!(r#"["r{i}","nope","svc"]"#));
+            assert_eq!(body(&net.wait(req))[1], json!("ERR_REQ_NOTFOUND"));
+        }
+
+        let req = net.send_ws(a, r#"{"rid":7,"type":"lookup","data":"svc"}"#);
+        let reply = net.wait(req);
+
+        assert_eq!(body(&reply), json!([7, "ERR_GRAPE_RATE_LIMIT", null]));
+    }
+
+    #[test]
+    fn a_client_holds_at_most_its_cap_of_connections() {
+        let (mut net, a) = strict();
+        let g = net.grape(a);
+        let other = SocketAddr::from(([127, 0, 0, 2], 1));
+
+        let first = g.api_connected(CLIENT).expect("first");
+        let second = g.api_connected(CLIENT).expect("second");
+        let third = g.api_connected(CLIENT);
+        let elsewhere = g.api_connected(other);
+        g.api_disconnected(first);
+        let again = g.api_connected(CLIENT);
+
+        assert_eq!(third, Err(ApiError::ConnectionLimit));
+        assert!(elsewhere.is_ok());
+        assert!(again.is_ok());
+        g.api_disconnected(second);
+        let metrics = g.render_metrics();
+        assert_eq!(
+            counter(
+                &metrics,
+                "grape_api_clients_refused_total{reason=\"connections\"}"
+            ),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn by_default_loopback_clients_have_no_limit() {
+        let (mut net, a) = lone();
+        let held: Vec<_> = (0..1000)
+            .map(|_| net.grape(a).api_connected(CLIENT))
+            .collect();
+
+        let statuses: Vec<u16> = (0..2500)
+            .map(|_| net.call_data(a, "/lookup", json!("svc")).status)
+            .collect();
+
+        assert!(held.iter().all(Result::is_ok));
+        assert!(statuses.iter().all(|s| *s == 200));
     }
 }

@@ -25,16 +25,19 @@ pub(crate) enum RequestOutcome {
     Busy,
     /// Our own request bound ran out.
     Timeout,
+    /// Refused because its client went over its requests per second.
+    Limited,
 }
 
 impl RequestOutcome {
-    const ALL: [RequestOutcome; 6] = [
+    const ALL: [RequestOutcome; 7] = [
         RequestOutcome::Ok,
         RequestOutcome::Invalid,
         RequestOutcome::Failed,
         RequestOutcome::Local,
         RequestOutcome::Busy,
         RequestOutcome::Timeout,
+        RequestOutcome::Limited,
     ];
 
     fn as_str(self) -> &'static str {
@@ -45,6 +48,7 @@ impl RequestOutcome {
             RequestOutcome::Local => "local",
             RequestOutcome::Busy => "busy",
             RequestOutcome::Timeout => "timeout",
+            RequestOutcome::Limited => "limited",
         }
     }
 

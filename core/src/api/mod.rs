@@ -4,10 +4,12 @@
 //! WebSocket text message ([`Grape::handle_ws`]) to the [`Grape`] with a [`RequestId`] of
 //! their choosing, and send back every [`Reply`] that [`Grape::poll_reply`] yields.
 //! Everything else (parsing, validation, error strings and statuses, how commands map onto
-//! the DHT, lookup caching and coalescing, `/health`, `/metrics`, the dashboard and its `/status`) lives here, once, so
+//! the DHT, lookup caching and coalescing, `/health`, `/metrics`, the dashboard and its `/status`,
+//! per-client limits) lives here, once, so
 //! both runtimes answer exactly as the Node.js Grape 1.0 does.
 
 mod cache;
+mod clients;
 mod dashboard;
 mod error;
 mod grape;
@@ -19,6 +21,9 @@ mod status;
 mod watch;
 mod ws;
 
+pub use clients::{
+    ApiConnection, ApiLimits, DEFAULT_CONNECTIONS_PER_CLIENT, DEFAULT_REQUESTS_PER_SECOND,
+};
 pub use dashboard::{CONTENT_TYPE_HTML, MAX_GET_TARGET};
 pub use error::ApiError;
 pub use grape::{Grape, GrapeConfig};

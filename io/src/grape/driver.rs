@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use futures_lite::FutureExt as _;
-use grenache_core::api::{Grape, HttpBody, Reply, RequestId, WsConn};
+use grenache_core::api::{ApiConnection, ApiError, Grape, HttpBody, Reply, RequestId, WsConn};
 use hyper::{Method, Uri};
 
 use crate::http_server::Body;
@@ -27,16 +27,26 @@ const RECV_BURST: usize = 32;
 
 /// A request for the core, sent by an API connection.
 pub(crate) enum Command {
-    /// One HTTP request; the reply goes back on `reply`.
+    /// A client opened an API connection: may it keep it?
+    Connect {
+        client: SocketAddr,
+        reply: async_channel::Sender<Result<ApiConnection, ApiError>>,
+    },
+    /// An API connection that held a client's slot ended.
+    Disconnected(ApiConnection),
+    /// One HTTP request from `client`; the reply goes back on `reply`.
     Http {
+        client: SocketAddr,
         method: Method,
         uri: Uri,
         body: Body,
         reply: async_channel::Sender<Reply>,
     },
-    /// One WebSocket message on connection `conn`; the reply goes back on its queue.
+    /// One WebSocket message on connection `conn` from `client`; the reply goes back on
+    /// its queue.
     Ws {
         conn: WsConn,
+        client: SocketAddr,
         text: Vec<u8>,
         reply: async_channel::Sender<Out>,
     },
@@ -223,7 +233,17 @@ impl<R: Runtime> Driver<R> {
 
     fn handle_command(&mut self, now: Instant, cmd: Command) {
         match cmd {
+            Command::Connect { client, reply } => {
+                // The connection waits on this answer; a closed queue means it is gone.
+                if let Err(refused) = reply.try_send(self.grape.api_connected(client))
+                    && let Ok(conn) = refused.into_inner()
+                {
+                    self.grape.api_disconnected(conn);
+                }
+            }
+            Command::Disconnected(conn) => self.grape.api_disconnected(conn),
             Command::Http {
+                client,
                 method,
                 uri,
                 body,
@@ -239,16 +259,21 @@ impl<R: Runtime> Driver<R> {
                 // The query string too: `/watch` reads its arguments there.
                 let target = uri.path_and_query().map_or("/", |p| p.as_str());
                 self.grape
-                    .handle_http(now, req, method.as_str(), target, body);
+                    .handle_http(now, client, req, method.as_str(), target, body);
             }
             Command::WsClosed(conn) => self.grape.ws_closed(conn),
-            Command::Ws { conn, text, reply } => {
+            Command::Ws {
+                conn,
+                client,
+                text,
+                reply,
+            } => {
                 let Some(req) = self.admit(Pending::Ws(reply.clone())) else {
                     // The connection closes itself on this, so its client sees the failure.
                     let _ = reply.try_send(Out::Overloaded);
                     return;
                 };
-                self.grape.handle_ws(now, conn, req, &text);
+                self.grape.handle_ws(now, conn, client, req, &text);
             }
         }
     }

@@ -1,32 +1,50 @@
 //! The HTTP API: hyper 1 frames requests and replies; the core decides everything else.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use grenache_core::api::{MAX_WATCH_WAIT, Reply};
+use grenache_core::api::{ApiError, CONTENT_TYPE_JSON, MAX_WATCH_WAIT, Reply};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode};
 
-use super::ApiContext;
 use super::driver::Command;
+use super::{ApiContext, in_slot};
 use crate::http_server::{self, Answer, read_body};
 use crate::runtime::Runtime;
 use crate::time::timeout;
 
-/// Serves one HTTP/1.1 connection until it ends or the server stops.
-pub(crate) async fn serve_connection<R: Runtime>(stream: R::TcpStream, ctx: Arc<ApiContext>) {
-    let handler_ctx = Arc::clone(&ctx);
-    let handle = move |req| handle_request::<R>(req, Arc::clone(&handler_ctx));
+/// Serves one HTTP/1.1 connection from `peer` until it ends or the server stops; closes it
+/// unread when the client already holds its cap of connections.
+pub(crate) async fn serve_connection<R: Runtime>(
+    stream: R::TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ApiContext>,
+) {
+    in_slot(&ctx, peer, serve_http::<R>(stream, peer, &ctx)).await;
+}
+
+/// The connection once it holds a slot.
+async fn serve_http<R: Runtime>(stream: R::TcpStream, peer: SocketAddr, ctx: &Arc<ApiContext>) {
+    let handler_ctx = Arc::clone(ctx);
+    let handle = move |req| handle_request::<R>(req, peer, Arc::clone(&handler_ctx));
+    let head_timeout = ctx.limits.header_read_timeout;
     let io = R::hyper_io(stream);
-    http_server::serve::<R, _, _, _, _>(io, ctx.limits.header_read_timeout, &ctx.stop, handle)
-        .await;
+    let io = http_server::first_head::<R, _>(io, head_timeout, head_too_large).await;
+    if let Some(io) = io {
+        http_server::serve::<R, _, _, _, _>(io, head_timeout, &ctx.stop, handle).await;
+    }
 }
 
 /// Reads the body (within the core's limit), queues the request for the driver and turns the
 /// core's reply into a response.
-async fn handle_request<R: Runtime>(req: Request<Incoming>, ctx: Arc<ApiContext>) -> Answer {
+async fn handle_request<R: Runtime>(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    ctx: Arc<ApiContext>,
+) -> Answer {
     let (parts, body) = req.into_parts();
     let body = read_body::<R>(body, ctx.max_payload, ctx.limits.body_read_timeout).await?;
     let (reply_tx, reply_rx) = async_channel::bounded(1);
@@ -37,6 +55,7 @@ async fn handle_request<R: Runtime>(req: Request<Incoming>, ctx: Arc<ApiContext>
         ctx.limits.reply_timeout
     };
     let command = Command::Http {
+        client: peer,
         method: parts.method,
         uri: parts.uri,
         body,
@@ -56,6 +75,19 @@ async fn handle_request<R: Runtime>(req: Request<Incoming>, ctx: Arc<ApiContext>
     }
 }
 
+/// The whole response to a request head longer than the API reads: 431 with the API's
+/// JSON error, where hyper would send a bare 431.
+fn head_too_large() -> Vec<u8> {
+    let err = ApiError::HeadTooLarge;
+    let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    crate::head::response(
+        status.as_u16(),
+        status.canonical_reason().unwrap_or_default(),
+        &[("content-type", CONTENT_TYPE_JSON)],
+        &err.http_body(),
+    )
+}
+
 /// Frames the core's reply as it is: status, content type, body.
 fn reply_response(reply: Reply) -> Response<Full<Bytes>> {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -63,6 +95,12 @@ fn reply_response(reply: Reply) -> Response<Full<Bytes>> {
     *response.status_mut() = status;
     if let Ok(value) = HeaderValue::from_str(reply.content_type) {
         response.headers_mut().insert(CONTENT_TYPE, value);
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        // A client over its rate has a token again within a second.
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
 }

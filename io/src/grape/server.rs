@@ -64,6 +64,7 @@ impl<R: Runtime> GrapeServer<R> {
         let ws_addr = ws.as_ref().map(|(_, addr)| *addr);
 
         let now = R::now();
+        let api_limits = config.grape.api_limits.clone();
         let mut grape = Grape::new(config.grape, config.seed, now);
         grape.set_listeners(Listeners {
             dht: Some(dht_addr),
@@ -93,6 +94,7 @@ impl<R: Runtime> GrapeServer<R> {
             commands: commands_tx,
             max_payload,
             limits: config.limits,
+            api_limits,
             stop: listener_stop,
         });
         let accept = AcceptLimits {
@@ -101,7 +103,7 @@ impl<R: Runtime> GrapeServer<R> {
         };
         let serve_http = {
             let ctx = Arc::clone(&ctx);
-            move |stream| http::serve_connection::<R>(stream, Arc::clone(&ctx))
+            move |stream, peer| http::serve_connection::<R>(stream, peer, Arc::clone(&ctx))
         };
         let mut listeners = vec![Task::spawn(accept_loop::<R, _, _>(
             api,
@@ -112,7 +114,8 @@ impl<R: Runtime> GrapeServer<R> {
         ))];
         if let Some((listener, _)) = ws {
             let stop = ctx.stop.clone();
-            let serve_ws = move |stream| ws::serve_connection::<R>(stream, Arc::clone(&ctx));
+            let serve_ws =
+                move |stream, peer| ws::serve_connection::<R>(stream, peer, Arc::clone(&ctx));
             listeners.push(Task::spawn(accept_loop::<R, _, _>(
                 listener,
                 Listener::Ws,

@@ -2,13 +2,14 @@
 //! by the core's reply, which carries the request's id. Many may be in flight at once.
 //! A watch is answered many times until it is unwatched or the connection closes.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use grenache_core::api::WsConn;
 
-use super::ApiContext;
 use super::driver::Command;
+use super::{ApiContext, in_slot};
 use crate::runtime::Runtime;
 use crate::tls::MaybeTls;
 use crate::ws_server::{self, Taken, WsLimits};
@@ -16,11 +17,21 @@ use crate::ws_server::{self, Taken, WsLimits};
 /// Names each connection for the core, whose watches end with it.
 static NEXT_CONN: AtomicU64 = AtomicU64::new(0);
 
-/// Serves one WebSocket connection: reads messages while fewer than
+/// Serves one WebSocket connection from `peer` (closed unread when the client already holds
+/// its cap of connections): reads messages while fewer than
 /// `limits.ws_max_in_flight` await their reply, and writes replies as they come. A message
 /// larger than the core's body limit ends the connection. A watch counts as in flight from
 /// its message until the core ends it.
-pub(crate) async fn serve_connection<R: Runtime>(stream: R::TcpStream, ctx: Arc<ApiContext>) {
+pub(crate) async fn serve_connection<R: Runtime>(
+    stream: R::TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ApiContext>,
+) {
+    in_slot(&ctx, peer, serve_websocket::<R>(stream, peer, &ctx)).await;
+}
+
+/// The connection once it holds a slot.
+async fn serve_websocket<R: Runtime>(stream: R::TcpStream, peer: SocketAddr, ctx: &ApiContext) {
     let limits = WsLimits {
         max_message: ctx.max_payload,
         max_in_flight: ctx.limits.ws_max_in_flight.max(1),
@@ -44,6 +55,7 @@ pub(crate) async fn serve_connection<R: Runtime>(stream: R::TcpStream, ctx: Arc<
     let take = |text: Vec<u8>| {
         let command = Command::Ws {
             conn,
+            client: peer,
             text,
             reply: out_tx.clone(),
         };

@@ -83,32 +83,6 @@ impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for Recording<T> {
     }
 }
 
-/// Writes go straight through: only reads are watched.
-macro_rules! forward_writes {
-    ($($name:ident($($arg:ident: $ty:ty),*) -> $out:ty;)*) => {$(
-        fn $name(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            $($arg: $ty),*
-        ) -> Poll<io::Result<$out>> {
-            Pin::new(&mut self.inner).$name(cx, $($arg),*)
-        }
-    )*};
-}
-
-impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Recording<T> {
-    forward_writes! {
-        poll_write(buf: &[u8]) -> usize;
-        poll_write_vectored(bufs: &[io::IoSlice<'_>]) -> usize;
-        poll_flush() -> ();
-        poll_shutdown() -> ();
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
 impl<T: futures_io::AsyncRead + Unpin> futures_io::AsyncRead for Recording<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -121,11 +95,5 @@ impl<T: futures_io::AsyncRead + Unpin> futures_io::AsyncRead for Recording<T> {
     }
 }
 
-impl<T: futures_io::AsyncWrite + Unpin> futures_io::AsyncWrite for Recording<T> {
-    forward_writes! {
-        poll_write(buf: &[u8]) -> usize;
-        poll_write_vectored(bufs: &[io::IoSlice<'_>]) -> usize;
-        poll_flush() -> ();
-        poll_close() -> ();
-    }
-}
+// Writes go straight through: only reads are watched.
+crate::writes_through::writes_through!(Recording);

@@ -105,7 +105,7 @@ impl<R: Runtime> Publisher<R> {
             "publisher",
             limits,
             stop,
-            move |stream| {
+            move |stream, _peer| {
                 let shared = Arc::clone(&conn_shared);
                 async move {
                     match transport {

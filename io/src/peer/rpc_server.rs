@@ -186,7 +186,7 @@ impl<R: Runtime> RpcServer<R> {
             "RPC",
             limits,
             stop,
-            move |stream| {
+            move |stream, _peer| {
                 let ctx = Arc::clone(&ctx);
                 async move {
                     match transport {

@@ -18,6 +18,7 @@ pub use bep42::{bep42_id_prefix, is_bep42_id};
 pub use limiter::{Ban, Limit, SourceLimiter, TokenBucket, Verdict};
 pub use quota::SourceQuota;
 pub(crate) use shield::Shield;
+pub(crate) use subnet::source_key;
 pub use subnet::{Subnet, is_exempt};
 
 /// Settings of a [`Node`](super::Node)'s defences; `Default` has them all on.

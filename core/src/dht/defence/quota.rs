@@ -18,6 +18,15 @@ struct Held<K> {
 /// stalest entry is handed back for eviction, so a flooding source only ever pushes out its
 /// own data, never another source's.
 ///
+/// Each entry is charged to one owner only: the first source that stored it (while its
+/// record lasts). Charging every source that stored it would let any of them evict it,
+/// so a flooder could push out an item others hold by storing it once itself. Charging
+/// the latest would be no better: a flooder would take an entry over by storing it again,
+/// then evict it with its own next stores. With the first putter as owner, a source can
+/// only ever evict what it stored first; another source storing the same entry later is
+/// charged nothing, and the store's own refresh keeps the entry alive for it. If the owner
+/// does evict it, the next store by anyone makes that source its owner.
+///
 /// The quota only keeps records; the store holds the data. A record whose entry the store
 /// already dropped (expired, or evicted by its global cap) costs nothing when evicted.
 #[derive(Clone, Debug)]
@@ -26,6 +35,8 @@ pub struct SourceQuota<K> {
     max_age: Duration,
     exempt_loopback: bool,
     sources: HashMap<IpAddr, Held<K>>,
+    /// The source each recorded entry is charged to.
+    owners: BTreeMap<K, IpAddr>,
     evicted: u64,
 }
 
@@ -38,18 +49,28 @@ impl<K: Ord + Clone> SourceQuota<K> {
             max_age,
             exempt_loopback,
             sources: HashMap::new(),
+            owners: BTreeMap::new(),
             evicted: 0,
         }
     }
 
     /// Records that `ip` stored `key` at `now`; returns the source's stalest entry when it
     /// now holds more than the cap. The caller evicts it from the store and reports with
-    /// [`SourceQuota::note_evicted`] if it was still there.
+    /// [`SourceQuota::note_evicted`] if it was still there. An entry another source owns
+    /// is not charged to `ip` (see the type's docs).
     pub fn record(&mut self, now: Instant, ip: IpAddr, key: K) -> Option<K> {
         if self.exempt_loopback && ip.to_canonical().is_loopback() {
             return None;
         }
-        let held = self.sources.entry(source_key(ip)).or_insert_with(|| Held {
+        let source = source_key(ip);
+        match self.owners.get(&key) {
+            Some(owner) if *owner != source => return None,
+            Some(_) => {}
+            None => {
+                self.owners.insert(key.clone(), source);
+            }
+        }
+        let held = self.sources.entry(source).or_insert_with(|| Held {
             at: BTreeMap::new(),
             by_time: BTreeSet::new(),
         });
@@ -62,6 +83,7 @@ impl<K: Ord + Clone> SourceQuota<K> {
         }
         let (_, stalest) = held.by_time.pop_first()?;
         held.at.remove(&stalest);
+        self.owners.remove(&stalest);
         Some(stalest)
     }
 
@@ -71,6 +93,7 @@ impl<K: Ord + Clone> SourceQuota<K> {
         if let Some(held) = self.sources.get_mut(&source) {
             if let Some(at) = held.at.remove(key) {
                 held.by_time.remove(&(at, key.clone()));
+                self.owners.remove(key);
             }
             if held.at.is_empty() {
                 self.sources.remove(&source);
@@ -93,6 +116,7 @@ impl<K: Ord + Clone> SourceQuota<K> {
         let Some(cutoff) = now.checked_sub(self.max_age) else {
             return;
         };
+        let owners = &mut self.owners;
         self.sources.retain(|_, held| {
             while let Some((at, key)) = held.by_time.first().cloned() {
                 if at > cutoff {
@@ -100,6 +124,7 @@ impl<K: Ord + Clone> SourceQuota<K> {
                 }
                 held.by_time.pop_first();
                 held.at.remove(&key);
+                owners.remove(&key);
             }
             !held.at.is_empty()
         });
@@ -134,6 +159,52 @@ mod tests {
             "b is stalest now"
         );
         assert_eq!(q.record(t + 5 * s, ip(1), "d"), Some("a"));
+    }
+
+    #[test]
+    fn an_entry_two_sources_stored_is_charged_to_the_first_only() {
+        let t = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut q = SourceQuota::new(2, Duration::from_secs(120), true);
+        q.record(t, ip(1), "shared");
+        q.record(t + s, ip(2), "shared");
+
+        // The later source floods: it never gets "shared" handed back for eviction.
+        let from_later: Vec<Option<&str>> = ["b", "c", "d", "e"]
+            .iter()
+            .enumerate()
+            .map(|(i, k)| q.record(t + (2 + i as u32) * s, ip(2), k))
+            .collect();
+        // The owner's own stores still count it.
+        let from_owner = (
+            q.record(t + 10 * s, ip(1), "x"),
+            q.record(t + 11 * s, ip(1), "y"),
+        );
+
+        assert_eq!(from_later, [None, None, Some("b"), Some("c")]);
+        assert_eq!(from_owner, (None, Some("shared")));
+        // Once evicted it has no owner: the next store by anyone owns it.
+        assert_eq!(q.record(t + 12 * s, ip(2), "shared"), Some("d"));
+        assert_eq!(q.owners.get("shared"), Some(&ip(2)));
+    }
+
+    #[test]
+    fn owners_lapse_with_their_records() {
+        let t = Instant::now();
+        let mut q = SourceQuota::new(1, Duration::from_secs(120), true);
+        q.record(t, ip(1), "shared");
+        q.forget(ip(1), &"shared");
+        assert!(q.owners.is_empty(), "forgotten");
+        q.record(t, ip(1), "shared");
+
+        q.expire(t + Duration::from_secs(121));
+
+        assert!(q.owners.is_empty(), "expired");
+        assert_eq!(
+            q.record(t + Duration::from_secs(121), ip(2), "shared"),
+            None
+        );
+        assert_eq!(q.owners.get("shared"), Some(&ip(2)));
     }
 
     #[test]

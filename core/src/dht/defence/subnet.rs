@@ -42,7 +42,7 @@ fn is_shared(v4: Ipv4Addr) -> bool {
 }
 
 /// The key a rate limiter counts `ip` under: the IPv4 address, or the IPv6 /64.
-pub(super) fn source_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn source_key(ip: IpAddr) -> IpAddr {
     mask(ip.to_canonical(), 32, 64)
 }
 

@@ -249,8 +249,15 @@ fn put_immutable(v: &[u8], token: Vec<u8>) -> Vec<u8> {
     .encode()
 }
 
-#[test]
-fn a_source_over_its_item_cap_evicts_only_its_own_stalest() {
+/// An item's value from a short name, as a bencoded string.
+fn item_value(name: &str) -> Vec<u8> {
+    format!("{}:{name}", name.len()).into_bytes()
+}
+
+/// A node holding 3 items per source: another source puts "kept", then (if
+/// `flooder_puts_it_too`) the flooder puts that item as well, then ten of its own ("f0" to
+/// "f9") a second apart. Returns the node and the time after the flood.
+fn item_flood(flooder_puts_it_too: bool) -> (Node, Instant) {
     let start = Instant::now();
     let d = Defences {
         max_items_per_source: Some(3),
@@ -259,23 +266,30 @@ fn a_source_over_its_item_cap_evicts_only_its_own_stalest() {
     let mut node = node(d, start);
     let flooder = SocketAddr::from(([203, 0, 113, 7], 1000));
     let other = SocketAddr::from(([198, 51, 100, 1], 6881));
-    let value = |name: &str| format!("{}:{name}", name.len()).into_bytes();
-
     let t = token(&mut node, start, other);
-    node.handle_datagram(start, other, &put_immutable(&value("kept"), t));
+    node.handle_datagram(start, other, &put_immutable(&item_value("kept"), t));
     let t = token(&mut node, start, flooder);
-    for i in 0..10u64 {
-        let now = start + Duration::from_secs(i);
+    if flooder_puts_it_too {
         node.handle_datagram(
-            now,
+            start,
             flooder,
-            &put_immutable(&value(&format!("f{i}")), t.clone()),
+            &put_immutable(&item_value("kept"), t.clone()),
         );
     }
-    let now = start + Duration::from_secs(10);
+    for i in 1..=10u64 {
+        let now = start + Duration::from_secs(i);
+        let v = item_value(&format!("f{}", i - 1));
+        node.handle_datagram(now, flooder, &put_immutable(&v, t.clone()));
+    }
+    (node, start + Duration::from_secs(11))
+}
+
+#[test]
+fn a_source_over_its_item_cap_evicts_only_its_own_stalest() {
+    let (node, now) = item_flood(false);
 
     let held = |name: &str| {
-        let target = immutable_target(&value(name));
+        let target = immutable_target(&item_value(name));
         node.item_store().get(now, &target).is_some()
     };
     assert!(held("kept"), "another source's item stays");
@@ -284,6 +298,19 @@ fn a_source_over_its_item_cap_evicts_only_its_own_stalest() {
         flooded,
         [7, 8, 9],
         "the flooder keeps only its freshest three"
+    );
+    assert_eq!(node.stored_items(), 4);
+    assert_eq!(node.evicted_by_source(), (0, 7));
+}
+
+#[test]
+fn an_item_another_source_put_first_survives_a_flood_by_a_later_putter() {
+    let (node, now) = item_flood(true);
+
+    let target = immutable_target(&item_value("kept"));
+    assert!(
+        node.item_store().get(now, &target).is_some(),
+        "charged to its first putter, the item outlives the later putter's flood"
     );
     assert_eq!(node.stored_items(), 4);
     assert_eq!(node.evicted_by_source(), (0, 7));
