@@ -285,11 +285,11 @@ fn build(sim: &mut Sim, rng: &mut ChaCha8Rng, n: usize, silent_share: f64) -> No
     };
     let mut spawned = 1;
     while spawned < n {
-        // Seeds are nodes that finished joining: one still joining may know nobody yet.
+        // Seeds are nodes that finished joining: one still joining may know nobody yet
+        // (and `ready` only grows in `promote`, so the batch draws from one list).
         nodes.promote(sim, rng);
-        let seeds = nodes.ready.clone();
         for _ in 0..BATCH.min(n - spawned) {
-            if join(sim, rng, &mut nodes, &seeds).is_some() {
+            if join(sim, rng, &mut nodes).is_some() {
                 spawned += 1;
             }
         }
@@ -298,15 +298,10 @@ fn build(sim: &mut Sim, rng: &mut ChaCha8Rng, n: usize, silent_share: f64) -> No
     nodes
 }
 
-/// Spawns one node bootstrapping from a random one of `seeds`; a silent one (drawn with
+/// Spawns one node bootstrapping from a random ready node; a silent one (drawn with
 /// `--silent`) only joins, and is left out of the nodes that run lookups.
-fn join(
-    sim: &mut Sim,
-    rng: &mut ChaCha8Rng,
-    nodes: &mut Nodes,
-    seeds: &[SocketAddr],
-) -> Option<SocketAddr> {
-    let &seed = seeds.choose(rng)?;
+fn join(sim: &mut Sim, rng: &mut ChaCha8Rng, nodes: &mut Nodes) -> Option<SocketAddr> {
+    let &seed = nodes.ready.choose(rng)?;
     // Drawn only when asked for, so runs without silent nodes keep their traces.
     let silent = nodes.silent_share > 0.0 && rng.random_bool(nodes.silent_share);
     let addr = sim.spawn(None);
@@ -362,8 +357,7 @@ fn churn(sim: &mut Sim, rng: &mut ChaCha8Rng, nodes: &mut Nodes, running: &[Look
         };
         nodes.ready.retain(|a| *a != victim);
         sim.kill(victim);
-        let seeds = nodes.ready.clone();
-        join(sim, rng, nodes, &seeds);
+        join(sim, rng, nodes);
     }
 }
 

@@ -672,3 +672,68 @@ fn twenty_busy_grapes_stay_far_below_the_default_limits() {
     );
     assert_eq!(limited, 0, "the defaults never limit a busy network");
 }
+
+/// Scenario seeds CI runs (`SIM_SEED` runs that one alone), and ops per scenario.
+const SCENARIO_SEEDS: u64 = 24;
+const SCENARIO_OPS: usize = 80;
+
+/// The ops of scenario `seed`: drawn from their own RNG, so the list prints and replays.
+fn scenario_ops(seed: u64) -> Vec<grenache_core::sim::scenario::Op> {
+    use grenache_core::sim::scenario::Op;
+    use rand::SeedableRng;
+
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..SCENARIO_OPS).map(|_| Op::random(&mut rng)).collect()
+}
+
+/// Grapes, clients and echo servers on a lossy network with bursts and churn, under random
+/// announces, unannounces, lookups, calls and watches, checked against the reference
+/// model after every step (sim/scenario).
+#[test]
+fn random_scenarios_match_the_model() {
+    use grenache_core::sim::scenario::{Scenario, ScenarioConfig};
+
+    let seeds = match std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        Some(s) => s..s + 1,
+        None => 100..100 + SCENARIO_SEEDS,
+    };
+    let (mut found, mut gone, mut echoed, mut changes) = (0, 0, 0, 0);
+    for seed in seeds {
+        let _hint = ReplayHint(seed);
+        let ops = scenario_ops(seed);
+        let report = Scenario::run(seed, Instant::now(), ScenarioConfig::default(), &ops)
+            .unwrap_or_else(|v| panic!("{v}\nops: {ops:?}"));
+        eprintln!("scenario {seed}: {report:?}");
+        found += report.found;
+        gone += report.gone;
+        echoed += report.echoed;
+        changes += report.watch_changes;
+    }
+    // The rules were exercised, not skipped for want of a case.
+    assert!(found > 0, "no lookup had to find a service");
+    assert!(gone > 0, "no lookup had to miss an unannounced service");
+    assert!(echoed > 0, "no call came back");
+    assert!(changes > 0, "no watch had to see a change");
+}
+
+/// The checks can fail: a Grape cut off from the network behind the model's back makes
+/// its client's lookups miss a settled service, and the scenario says so.
+#[test]
+fn a_scenario_reports_what_the_network_broke() {
+    use grenache_core::sim::scenario::{Op, Scenario, ScenarioConfig};
+
+    let seed = seed(7);
+    let _hint = ReplayHint(seed);
+    let mut s = Scenario::new(seed, Instant::now(), ScenarioConfig::default());
+    s.apply(Op::Announce(0)).expect("announce");
+    s.apply(Op::Wait(Duration::from_secs(30))).expect("settle");
+    let cut = s.grapes()[1];
+    s.sim_mut().isolate(cut);
+
+    let outcome = s
+        .apply(Op::Lookup { client: 1, name: 0 })
+        .and_then(|()| s.apply(Op::Wait(Duration::from_secs(30))));
+
+    let violation = outcome.expect_err("the lookup through the cut Grape must fail the check");
+    assert!(violation.what.contains("missed"), "{violation}");
+}

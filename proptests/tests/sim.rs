@@ -183,3 +183,25 @@ proptest! {
         prop_assert_eq!(first, second, "sim seed {}", seed);
     }
 }
+
+proptest! {
+    // Each case is a whole network run past every expiry bound: a few cases suffice, the
+    // seeded test in core/tests/sim.rs and the `sim_scenario` fuzz target do the volume.
+    #![proptest_config(ProptestConfig { cases: 4, ..ProptestConfig::default() })]
+
+    /// Grapes, clients and echo servers under random ops match the reference model
+    /// (`grenache_core::sim::scenario`); op lists shrink as byte pairs.
+    #[test]
+    fn whole_system_scenarios_match_the_model(
+        seed in any::<u64>(),
+        bytes in prop::collection::vec(any::<u8>(), 2..80),
+    ) {
+        use grenache_core::sim::scenario::{Op, Scenario, ScenarioConfig};
+
+        let ops = Op::decode(&bytes);
+        let mut config = ScenarioConfig::default();
+        config.nodes = 12;
+        let outcome = Scenario::run(seed, Instant::now(), config, &ops);
+        prop_assert!(outcome.is_ok(), "{}\nops: {ops:?}", outcome.err().map(|v| v.to_string()).unwrap_or_default());
+    }
+}

@@ -1,11 +1,16 @@
-//! A deterministic network simulator: many [`Node`]s in one process, on virtual time.
+//! A deterministic network simulator: many hosts in one process, on virtual time.
 //!
-//! [`Sim`] owns the nodes, one seeded RNG and a queue of datagrams in flight. Each
-//! [`Sim::step`] jumps to the earliest thing due (a datagram's arrival or a node's
-//! [`poll_timeout`](Node::poll_timeout)), feeds it to that one node, and drains the node:
-//! its datagrams are scheduled on their links (latency, jitter, loss, duplicates drawn from
-//! the simulator's RNG), its events are queued for the caller. Nodes with nothing due cost
-//! nothing, so ten thousand idle nodes are cheap, and virtual time outruns real time.
+//! [`Sim`] owns the hosts, one seeded RNG and a queue of datagrams and messages in flight.
+//! A host is anything sans-IO behind the [`Host`] trait: a bare DHT [`Node`], a Grape with
+//! its API ([`GrapeHost`]), a peer client whose HTTP exchanges travel the simulated network
+//! ([`ClientHost`]), an echo RPC server ([`EchoHost`]). Each [`Sim::step`] jumps to the
+//! earliest thing due (an arrival or a host's [`poll_timeout`](Host::poll_timeout)), feeds
+//! it to that one host, and drains the host: what it sends is scheduled on its link
+//! (latency, jitter, loss, duplicates drawn from the simulator's RNG; HTTP only delayed, or
+//! refused when the other end is gone), its events are queued for the caller. Hosts with
+//! nothing due cost nothing, so ten thousand idle nodes are cheap, and virtual time
+//! outruns real time. [`scenario`] drives the whole system with random commands against a
+//! reference model.
 //!
 //! Same seed, same script, same run: [`Sim::trace_hash`] hashes every delivered datagram
 //! and every event, so a test can assert that two runs agree, and a failing test only
@@ -35,10 +40,16 @@
 //! assert!(peers.contains(&SocketAddr::new(nodes[0].ip(), 4000)));
 //! ```
 
+mod client_host;
+mod echo;
+mod grape_host;
+mod host;
 mod link;
 mod probe;
+pub mod scenario;
 mod trace;
 
+use std::any::Any;
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::fmt;
@@ -48,13 +59,19 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+pub use client_host::ClientHost;
+pub use echo::EchoHost;
+pub use grape_host::GrapeHost;
+pub use host::{Host, HostEvent, HttpAnswer, HttpCall, Output, Payload};
 pub use link::{Burst, PathConfig};
 pub use trace::TraceEntry;
 
+use crate::api::{GrapeConfig, RequestId};
 use crate::dht::event::{Event, Outcome, QueryError, QueryId};
 use crate::dht::id::Key;
 use crate::dht::krpc::{Body, Message, NodeInfo};
-use crate::dht::node::{Config, Node, Transmit};
+use crate::dht::node::{Config, Node};
+use crate::peer::{ClientConfig, ConfigError, TransportError};
 use probe::Probe;
 use trace::Trace;
 
@@ -130,7 +147,7 @@ pub struct CommandRecord {
     base: u64,
 }
 
-/// A simulated network of [`Node`]s; see the [module docs](self).
+/// A simulated network of [`Host`]s ([`Node`]s by default); see the [module docs](self).
 pub struct Sim {
     seed: u64,
     rng: ChaCha8Rng,
@@ -162,16 +179,16 @@ pub struct Sim {
     measure: bool,
     violations: Vec<String>,
     wait_limit: Duration,
-    transmits: Vec<Transmit>,
-    events: Vec<Event>,
+    transmits: Vec<Output>,
+    events: Vec<HostEvent>,
 }
 
 struct Slot {
-    node: Node,
+    host: Box<dyn Host>,
     /// Changes on every spawn, so datagrams of a dead incarnation are recognised.
     life: u64,
     timer: Option<Instant>,
-    events: VecDeque<Event>,
+    events: VecDeque<HostEvent>,
     finished: BTreeSet<QueryId>,
     probe: Probe,
     sent: u64,
@@ -184,10 +201,14 @@ struct Packet {
     seq: u64,
     from: SocketAddr,
     to: SocketAddr,
+    /// [`NETWORK`] for what the network itself sends (a refused connection).
     from_life: u64,
     to_life: u64,
-    payload: Vec<u8>,
+    payload: Payload,
 }
+
+/// The `life` of packets the network makes itself: no host ever has it.
+const NETWORK: u64 = 0;
 
 impl PartialEq for Packet {
     fn eq(&self, other: &Self) -> bool {
@@ -389,22 +410,76 @@ impl Sim {
     /// [`bootstrap`](Node::bootstrap) through [`Sim::command`]. A node already at `addr`
     /// is killed first, so this is also how a node restarts.
     pub fn spawn_with(&mut self, addr: Option<SocketAddr>, mut config: Config) -> SocketAddr {
-        let addr = addr.unwrap_or_else(|| self.next_free_addr());
-        self.kill(addr);
-        if config.local_ip.is_none() {
-            config.local_ip = Some(addr.ip());
-        }
+        self.spawn_host(addr, |addr, seed, now| {
+            if config.local_ip.is_none() {
+                config.local_ip = Some(addr.ip());
+            }
+            Box::new(Node::new(config, seed, now))
+        })
+    }
+
+    /// Starts a Grape (a DHT node with the API) at `addr` (`None`: the next free
+    /// address). Its node's `local_ip`, when `None`, is set to the Grape's own address.
+    /// Bootstrap it through [`Sim::with_host`] and [`GrapeHost::grape_mut`]; peer clients
+    /// reach its API at `http://{addr}`.
+    pub fn spawn_grape(&mut self, addr: Option<SocketAddr>, mut config: GrapeConfig) -> SocketAddr {
+        self.spawn_host(addr, |addr, seed, now| {
+            if config.node.local_ip.is_none() {
+                config.node.local_ip = Some(addr.ip());
+            }
+            Box::new(GrapeHost::new(config, seed, now))
+        })
+    }
+
+    /// Starts a peer client at `addr` (`None`: the next free address), linked to the
+    /// Grape named in `config.link.grape` (`http://{grape address}`).
+    ///
+    /// # Errors
+    /// As [`Client::new`](crate::peer::Client::new); then nothing is started.
+    pub fn spawn_client(
+        &mut self,
+        addr: Option<SocketAddr>,
+        config: ClientConfig,
+    ) -> Result<SocketAddr, ConfigError> {
+        // Its own seed, drawn first: a client that cannot be made leaves no trace.
         let mut seed = [0u8; 32];
         self.rng.fill(&mut seed);
-        let node = Node::new(config, seed, self.now);
+        let host = ClientHost::new(config, seed)?;
+        Ok(self.spawn_host(addr, |_, _, _| Box::new(host)))
+    }
+
+    /// Starts an echo RPC server ([`EchoHost`]) at `addr`: where a service announced
+    /// through the Grape at `addr.ip()` with port `addr.port()` is found.
+    pub fn spawn_echo(&mut self, addr: SocketAddr) -> SocketAddr {
+        self.spawn_host(Some(addr), |_, _, _| Box::new(EchoHost::default()))
+    }
+
+    /// Starts the host `make` builds at `addr` (`None`: the next free `10.x.y.z:6881`),
+    /// from its address, a seed drawn from the simulator's RNG and the current time. A
+    /// host already at `addr` is killed first.
+    pub fn spawn_host(
+        &mut self,
+        addr: Option<SocketAddr>,
+        make: impl FnOnce(SocketAddr, [u8; 32], Instant) -> Box<dyn Host>,
+    ) -> SocketAddr {
+        let addr = addr.unwrap_or_else(|| self.next_free_addr());
+        self.kill(addr);
+        let mut seed = [0u8; 32];
+        self.rng.fill(&mut seed);
+        let host = make(addr, seed, self.now);
+        self.insert(addr, host);
+        addr
+    }
+
+    fn insert(&mut self, addr: SocketAddr, host: Box<dyn Host>) {
         self.next_life += 1;
         self.stats.spawned += 1;
         let at = self.elapsed();
-        self.trace.spawned(at, addr, node.id());
+        self.trace.spawned(at, addr, host.node().map(Node::id));
         self.nodes.insert(
             addr,
             Slot {
-                node,
+                host,
                 life: self.next_life,
                 timer: None,
                 events: VecDeque::new(),
@@ -415,7 +490,6 @@ impl Sim {
             },
         );
         self.drain(addr, None);
-        addr
     }
 
     /// Stops a node; datagrams to and from it still in flight are dropped. Returns
@@ -434,27 +508,71 @@ impl Sim {
         true
     }
 
-    /// Replaces a node by a fresh one at the same address, with the same configuration and
+    /// Replaces a host by a fresh one at the same address, with the same configuration and
     /// a new seed (so a new id), as a restarted process. Returns whether there was one.
     pub fn restart(&mut self, addr: SocketAddr) -> bool {
-        let Some(config) = self.nodes.get(&addr).map(|s| s.node.config().clone()) else {
+        if !self.nodes.contains_key(&addr) {
+            return false;
+        }
+        let mut seed = [0u8; 32];
+        self.rng.fill(&mut seed);
+        let now = self.now;
+        let Some(host) = self.nodes.get(&addr).map(|s| s.host.restarted(seed, now)) else {
             return false;
         };
-        self.spawn_with(Some(addr), config);
+        self.kill(addr);
+        self.insert(addr, host);
         true
     }
 
-    /// The node at `addr`.
+    /// The DHT node at `addr`: a bare node, or the one inside a Grape.
     pub fn node(&self, addr: SocketAddr) -> Option<&Node> {
-        self.nodes.get(&addr).map(|s| &s.node)
+        self.nodes.get(&addr).and_then(|s| s.host.node())
     }
 
-    /// The node at `addr`, for commands the simulator need not track. Its output is
+    /// The bare node at `addr`, for commands the simulator need not track. Its output is
     /// drained before the next step. Prefer [`Sim::command`], which also records the command.
     pub fn node_mut(&mut self, addr: SocketAddr) -> Option<&mut Node> {
         let slot = self.nodes.get_mut(&addr)?;
+        let node = slot.host.node_mut()?;
         self.dirty.insert(addr);
-        Some(&mut slot.node)
+        Some(node)
+    }
+
+    /// The host at `addr`, if it is an `H`.
+    pub fn host<H: Host>(&self, addr: SocketAddr) -> Option<&H> {
+        let host: &dyn Any = self.nodes.get(&addr)?.host.as_ref();
+        host.downcast_ref()
+    }
+
+    /// Runs `f` on the host at `addr` at the current time, if it is an `H` (a command to a
+    /// Grape or a client), then drains it. `None` when there is no such host.
+    pub fn with_host<H: Host, R>(
+        &mut self,
+        addr: SocketAddr,
+        f: impl FnOnce(&mut H, Instant) -> R,
+    ) -> Option<R> {
+        self.drain_dirty();
+        let now = self.now;
+        let slot = self.nodes.get_mut(&addr)?;
+        let host: &mut dyn Any = slot.host.as_mut();
+        let r = f(host.downcast_mut()?, now);
+        self.drain(addr, None);
+        Some(r)
+    }
+
+    /// Hands the Grape at `grape` an API request, as a client on its own machine would;
+    /// the reply comes back as a [`HostEvent::Api`] (see [`Sim::take_host_events`]).
+    pub fn api(
+        &mut self,
+        grape: SocketAddr,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Option<RequestId> {
+        self.with_host(grape, |g: &mut GrapeHost, now| {
+            g.request(now, method, path, body)
+        })
     }
 
     /// Addresses of the live nodes, in order.
@@ -494,9 +612,10 @@ impl Sim {
         let issued = self.elapsed();
         let slot = self.nodes.get_mut(&addr)?;
         let base = slot.sent + slot.addressed;
+        let node = slot.host.node_mut()?;
         let query = {
             let _span = tracing::trace_span!("node", %addr).entered();
-            f(&mut slot.node, now)
+            f(node, now)
         };
         if self.records.len() >= MAX_RECORDS {
             self.records.pop_first();
@@ -568,8 +687,19 @@ impl Sim {
         }
     }
 
-    /// Takes the events a node reported and nobody took yet.
+    /// Takes the DHT events a bare node reported and nobody took yet.
     pub fn take_events(&mut self, addr: SocketAddr) -> Vec<Event> {
+        self.take_host_events(addr)
+            .into_iter()
+            .filter_map(|e| match e {
+                HostEvent::Dht(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Takes every event a host reported and nobody took yet.
+    pub fn take_host_events(&mut self, addr: SocketAddr) -> Vec<HostEvent> {
         self.drain_dirty();
         self.nodes
             .get_mut(&addr)
@@ -648,13 +778,15 @@ impl Sim {
         self.advance_to(p.deliver_at);
         let now = self.now;
         let at = self.elapsed();
-        let sender_alive = self
-            .nodes
-            .get(&p.from)
-            .is_some_and(|s| s.life == p.from_life);
+        let sender_alive = p.from_life == NETWORK
+            || self
+                .nodes
+                .get(&p.from)
+                .is_some_and(|s| s.life == p.from_life);
         let cut = self.is_cut(p.from, p.to);
         if self.silent.contains(&p.to)
-            && Message::decode(&p.payload).is_ok_and(|m| matches!(m.body, Body::Query(_)))
+            && let Payload::Datagram(bytes) = &p.payload
+            && Message::decode(bytes).is_ok_and(|m| matches!(m.body, Body::Query(_)))
         {
             self.stats.silenced += 1;
             self.trace.dropped(at, p.from, p.to);
@@ -671,16 +803,22 @@ impl Sim {
                 self.stats.unreachable += 1;
             }
             self.trace.dropped(at, p.from, p.to);
+            if sender_alive {
+                self.refuse(p.to, p.from, p.from_life, &p.payload);
+            }
             return Step::Dropped;
         };
         self.stats.delivered += 1;
-        self.trace.delivered(at, p.from, p.to, &p.payload);
-        if self.measure && !slot.probe.is_idle() {
-            slot.probe.on_receive(p.from, &p.payload);
+        self.trace.delivered(at, p.from, p.to, p.payload.bytes());
+        if self.measure
+            && !slot.probe.is_idle()
+            && let Payload::Datagram(bytes) = &p.payload
+        {
+            slot.probe.on_receive(p.from, bytes);
         }
         {
             let _span = tracing::trace_span!("node", addr = %p.to).entered();
-            slot.node.handle_datagram(now, p.from, &p.payload);
+            slot.host.handle(now, p.from, p.payload);
         }
         self.drain(p.to, None);
         self.check(p.to);
@@ -702,7 +840,7 @@ impl Sim {
         self.trace.timeout(at, addr);
         {
             let _span = tracing::trace_span!("node", %addr).entered();
-            slot.node.handle_timeout(now);
+            slot.host.handle_timeout(now);
         }
         self.drain(addr, None);
         // A node woken by its timer and drained must not want to be woken at once again.
@@ -737,21 +875,20 @@ impl Sim {
         };
         let mut transmits = std::mem::take(&mut self.transmits);
         let mut events = std::mem::take(&mut self.events);
-        while let Some(t) = slot.node.poll_transmit() {
-            transmits.push(t);
-        }
-        while let Some(e) = slot.node.poll_event() {
-            events.push(e);
-        }
-        if self.measure && (started.is_some() || !slot.probe.is_idle()) {
-            let Slot { node, probe, .. } = slot;
+        slot.host.poll(self.now, &mut transmits, &mut events);
+        if self.measure
+            && (started.is_some() || !slot.probe.is_idle())
+            && let Some(node) = slot.host.node()
+        {
             for t in &transmits {
-                probe.on_send(&t.payload, started, |key| closest(node, key));
+                if let Payload::Datagram(bytes) = &t.payload {
+                    slot.probe.on_send(bytes, started, |key| closest(node, key));
+                }
             }
         }
         slot.sent += transmits.len() as u64;
         let life = slot.life;
-        let next = slot.node.poll_timeout();
+        let next = slot.host.poll_timeout();
         if let Some(old) = std::mem::replace(&mut slot.timer, next) {
             self.timers.remove(&(old, addr));
         }
@@ -768,7 +905,7 @@ impl Sim {
         self.events = events;
     }
 
-    fn on_event(&mut self, addr: SocketAddr, event: Event, started: Option<QueryId>) {
+    fn on_event(&mut self, addr: SocketAddr, event: HostEvent, started: Option<QueryId>) {
         let at = self.elapsed();
         self.stats.events += 1;
         self.trace.event(at, addr, &event);
@@ -800,13 +937,14 @@ impl Sim {
         }
     }
 
-    /// Puts one datagram on its link.
-    fn send(&mut self, from: SocketAddr, from_life: u64, t: Transmit) {
+    /// Puts one datagram or message on its link.
+    fn send(&mut self, from: SocketAddr, from_life: u64, t: Output) {
         self.stats.sent += 1;
         let at = self.elapsed();
         let Some(dest) = self.nodes.get_mut(&t.to) else {
             self.stats.unreachable += 1;
             self.trace.dropped(at, from, t.to);
+            self.refuse(t.to, from, from_life, &t.payload);
             return;
         };
         dest.addressed += 1;
@@ -814,9 +952,16 @@ impl Sim {
         if self.is_cut(from, t.to) {
             self.stats.partitioned += 1;
             self.trace.dropped(at, from, t.to);
+            self.refuse(t.to, from, from_life, &t.payload);
             return;
         }
         let link = self.link_between(from, t.to);
+        if !matches!(t.payload, Payload::Datagram(_)) {
+            // A connection: its own retransmits hide loss, only the delay is drawn.
+            let delay = link.delay(&mut self.rng);
+            self.schedule(delay, from, from_life, t.to, to_life, t.payload);
+            return;
+        }
         let mut bad = self.bursting.contains(&(from, t.to));
         let lost = link.lost(&mut bad, &mut self.rng);
         if bad {
@@ -845,7 +990,7 @@ impl Sim {
         from_life: u64,
         to: SocketAddr,
         to_life: u64,
-        payload: Vec<u8>,
+        payload: Payload,
     ) {
         if self.in_flight.len() >= MAX_IN_FLIGHT {
             self.stats.overflow += 1;
@@ -863,19 +1008,28 @@ impl Sim {
         }));
     }
 
+    /// An HTTP request to `to` could not be delivered: its sender learns at once, as from a
+    /// refused connect. Nothing else is answered.
+    fn refuse(&mut self, to: SocketAddr, sender: SocketAddr, sender_life: u64, payload: &Payload) {
+        let Payload::HttpRequest(call) = payload else {
+            return;
+        };
+        let result = Err(TransportError::unsent(format!("connect {to}: refused")));
+        let refusal = Payload::http_response(call.id, result);
+        self.schedule(Duration::ZERO, to, NETWORK, sender, sender_life, refusal);
+    }
+
     fn take_finished(
         &mut self,
         addr: SocketAddr,
         query: QueryId,
     ) -> Option<Result<Outcome, QueryError>> {
         let slot = self.nodes.get_mut(&addr)?;
-        let i = slot
-            .events
-            .iter()
-            .position(|e| matches!(e, Event::Finished { query: q, .. } if *q == query))?;
+        let i = slot.events.iter().position(
+            |e| matches!(e, HostEvent::Dht(Event::Finished { query: q, .. }) if *q == query),
+        )?;
         match slot.events.remove(i)? {
-            Event::Finished { result, .. } => Some(result),
-            #[allow(unreachable_patterns, reason = "Event is non_exhaustive")]
+            HostEvent::Dht(Event::Finished { result, .. }) => Some(result),
             _ => None,
         }
     }
@@ -885,10 +1039,9 @@ impl Sim {
         if !self.checks {
             return;
         }
-        let Some(slot) = self.nodes.get(&addr) else {
+        let Some(node) = self.nodes.get(&addr).and_then(|s| s.host.node()) else {
             return;
         };
-        let node = &slot.node;
         let mut broken = Vec::new();
         // Walking both tables costs more than the step itself: sample them. A broken
         // table stays broken, so the next sample still catches it within a few steps.
@@ -973,11 +1126,10 @@ impl Sim {
     }
 }
 
-/// The query a `Finished` event ends.
-fn finished_query(event: &Event) -> Option<QueryId> {
+/// The query a bare node's `Finished` event ends.
+fn finished_query(event: &HostEvent) -> Option<QueryId> {
     match event {
-        Event::Finished { query, .. } => Some(*query),
-        #[allow(unreachable_patterns, reason = "Event is non_exhaustive")]
+        HostEvent::Dht(Event::Finished { query, .. }) => Some(*query),
         _ => None,
     }
 }

@@ -7,21 +7,21 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::dht::event::Event;
+use super::host::HostEvent;
 use crate::dht::id::NodeId;
 
 /// One thing that happened in the simulated network.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum TraceEntry {
-    /// A node was started.
+    /// A host was started.
     Spawned {
         /// Virtual time since the epoch.
         at: Duration,
         /// Its address.
         node: SocketAddr,
-        /// Its DHT id.
-        id: NodeId,
+        /// Its DHT id, when it runs a DHT node.
+        id: Option<NodeId>,
     },
     /// A node was stopped; datagrams to and from it that are in flight are dropped.
     Killed {
@@ -58,14 +58,14 @@ pub enum TraceEntry {
         /// The node.
         node: SocketAddr,
     },
-    /// A node reported an event.
+    /// A host reported an event.
     Event {
         /// Virtual time since the epoch.
         at: Duration,
-        /// The node.
+        /// The host.
         node: SocketAddr,
         /// What it reported.
-        event: Event,
+        event: HostEvent,
     },
 }
 
@@ -142,13 +142,18 @@ impl Trace {
         self.push(|| TraceEntry::Timeout { at, node });
     }
 
-    pub(crate) fn event(&mut self, at: Duration, node: SocketAddr, event: &Event) {
+    pub(crate) fn event(&mut self, at: Duration, node: SocketAddr, event: &HostEvent) {
         self.mix(&[4]);
         self.mix_time(at);
         self.mix_addr(node);
         // Debug output of the event types is derived, so it is stable within a build,
-        // which is all a same-seed comparison needs.
-        self.mix(format!("{event:?}").as_bytes());
+        // which is all a same-seed comparison needs. A node's event hashes as it did
+        // before hosts other than nodes existed.
+        let text = match event {
+            HostEvent::Dht(e) => format!("{e:?}"),
+            other => format!("{other:?}"),
+        };
+        self.mix(text.as_bytes());
         self.push(|| TraceEntry::Event {
             at,
             node,
@@ -156,11 +161,13 @@ impl Trace {
         });
     }
 
-    pub(crate) fn spawned(&mut self, at: Duration, node: SocketAddr, id: NodeId) {
+    pub(crate) fn spawned(&mut self, at: Duration, node: SocketAddr, id: Option<NodeId>) {
         self.mix(&[5]);
         self.mix_time(at);
         self.mix_addr(node);
-        self.mix(&id.0);
+        if let Some(id) = &id {
+            self.mix(&id.0);
+        }
         self.push(|| TraceEntry::Spawned { at, node, id });
     }
 

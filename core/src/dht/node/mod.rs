@@ -25,6 +25,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 pub use config::Config;
+#[cfg(feature = "sim")]
+pub(crate) use silent::SILENT_FOR;
 pub use stats::{DropReason, MethodCounts, Stats};
 pub use watch::{MAX_WATCHES, MAX_WATCHES_PER_SOURCE, WATCH_TTL};
 
