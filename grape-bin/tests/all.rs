@@ -20,6 +20,7 @@ mod runtime;
 mod scale;
 mod state;
 mod std_loop;
+mod stream_interop;
 mod tls_interop;
 mod unannounce;
 mod watch_interop;

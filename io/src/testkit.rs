@@ -48,6 +48,10 @@ macro_rules! adapter_tests {
             dashboard_paths_answer_and_bad_targets_get_clear_errors,
             curve_rpc_and_pubsub_with_allow_list_and_typed_mismatches,
             zmq_server_pings_a_silent_peer_then_drops_it,
+            request_streams_carry_their_metadata_and_limits,
+            a_slow_stream_handler_holds_a_raw_sender_back,
+            our_stream_client_is_held_back_by_a_slow_server,
+            zmq_client_gives_up_on_a_silent_server,
         );
     };
     (@each $runtime:ty, $block_on:path; $($name:ident),* $(,)?) => {
@@ -941,9 +945,14 @@ mod burst {
 mod curve;
 pub use curve::{
     curve_rpc_and_pubsub_with_allow_list_and_typed_mismatches,
-    zmq_server_pings_a_silent_peer_then_drops_it,
+    zmq_client_gives_up_on_a_silent_server, zmq_server_pings_a_silent_peer_then_drops_it,
 };
 pub mod pki;
+mod streams;
+pub use streams::{
+    a_slow_stream_handler_holds_a_raw_sender_back, our_stream_client_is_held_back_by_a_slow_server,
+    request_streams_carry_their_metadata_and_limits,
+};
 mod tls;
 pub use tls::{
     tls_bad_clients_are_refused_counted_and_the_rest_served,

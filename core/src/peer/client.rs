@@ -18,6 +18,7 @@ use crate::peer::link::{Link, LinkConfig, LinkEvent, LinkStats, Put, check_name}
 use crate::peer::pubsub::{SubConfig, SubStats, Subs};
 use crate::peer::rpc::{RequestOptions, Rpc, RpcConfig, RpcStats};
 use crate::peer::sniff::Protocol;
+use crate::peer::stream::{StreamOptions, StreamPlan};
 use crate::peer::types::{
     CommandId, ConnId, HttpId, HttpResponse, Io, PeerAddr, SubscriptionId, TransportError, WatchId,
     WsMessage,
@@ -406,6 +407,26 @@ impl Client {
         }
     }
 
+    /// Plans one attempt of a request stream to `name`: one of `peers` (a lookup's
+    /// answer; leave out those already tried) chosen as a request's peer would be, and a
+    /// fresh rid. The adapter sends the body (see [`StreamPlan`]); nothing here waits for
+    /// it, so a stream holds no command slot. `None` when `peers` is empty.
+    pub fn plan_stream(
+        &mut self,
+        now: Instant,
+        name: &str,
+        peers: &[PeerAddr],
+        opts: &StreamOptions,
+    ) -> Option<StreamPlan> {
+        self.rpc.plan_stream(now, name, peers, opts, &mut self.rng)
+    }
+
+    /// A stream's peer could not be reached (nothing was sent): later requests and
+    /// streams leave it out for [`RpcConfig::dead_peer_ttl`](crate::peer::RpcConfig).
+    pub fn stream_unreached(&mut self, now: Instant, peer: &PeerAddr) {
+        self.rpc.stream_unreached(now, peer);
+    }
+
     /// A connection from [`Io::TcpConnect`] is open.
     pub fn handle_tcp_open(&mut self, now: Instant, conn: ConnId) {
         self.rpc.handle_tcp_open(now, conn);
@@ -433,7 +454,9 @@ impl Client {
         self.link.handle_timeout(now);
         self.rpc
             .handle_timeout(now, &mut self.link.ids, &mut self.rng);
-        self.subs.handle_timeout(now);
+        for channel in self.subs.handle_timeout(now, &mut self.rng) {
+            self.link.forget_lookup(&channel);
+        }
         self.drain(now);
     }
 
@@ -1603,10 +1626,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn zmq_subscription_subscribes_to_everything_and_delivers_frames() {
-        let mut config = ClientConfig::new(GRAPE);
-        config.sub.transport = crate::peer::PubSubTransport::Zmq;
+    /// A ZeroMQ subscription to `chan` at `h:9`, its handshake with a publisher done.
+    fn zmq_subscribed(
+        config: ClientConfig,
+    ) -> (Harness, SubscriptionId, ConnId, crate::peer::ZmqPubConn) {
         let mut h = Harness::with(config);
         let now = h.now;
         let sub = h.client.subscribe(now, "chan").expect("ok");
@@ -1615,7 +1638,6 @@ mod tests {
             panic!("connect");
         };
         let mut publisher = crate::peer::ZmqPubConn::new(1024);
-
         for _ in 0..3 {
             for t in h.transmits() {
                 if let Io::TcpSend { bytes, .. } = t {
@@ -1625,6 +1647,16 @@ mod tests {
             let out = publisher.take_output();
             h.client.handle_tcp_data(now, conn, &out);
         }
+        (h, sub, conn, publisher)
+    }
+
+    #[test]
+    fn zmq_subscription_subscribes_to_everything_and_delivers_frames() {
+        let mut config = ClientConfig::new(GRAPE);
+        config.sub.transport = crate::peer::PubSubTransport::Zmq;
+        let (mut h, sub, conn, mut publisher) = zmq_subscribed(config);
+        let now = h.now;
+
         assert!(publisher.publish(b"{\"n\":1}").expect("sent"));
         let out = publisher.take_output();
         h.client.handle_tcp_data(now, conn, &out);
@@ -1648,6 +1680,197 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn stream_plans_pick_live_peers_with_fresh_rids() {
+        let mut h = Harness::new();
+        let peers: Vec<PeerAddr> = ["h:1", "h:2"]
+            .iter()
+            .map(|p| PeerAddr::parse(p).expect("valid"))
+            .collect();
+        let opts = StreamOptions::default()
+            .action("upload")
+            .timeout(Duration::from_secs(5));
+        let now = h.now;
+
+        let a = h
+            .client
+            .plan_stream(now, "svc", &peers, &opts)
+            .expect("a plan");
+        h.client.stream_unreached(now, &a.peer);
+        let b = h
+            .client
+            .plan_stream(now, "svc", &peers, &opts)
+            .expect("a plan");
+        let c = h
+            .client
+            .plan_stream(now, "svc", &peers, &opts)
+            .expect("a plan");
+
+        assert_ne!(a.peer, b.peer, "the unreached peer is left out");
+        assert_eq!(b.peer, c.peer, "still left out");
+        assert_eq!(b.url, format!("http://{}/", b.peer.as_str()));
+        assert_eq!(b.head.key, "svc");
+        assert_eq!(b.head.action.as_deref(), Some("upload"));
+        assert_eq!(b.head.rid.len(), 36);
+        assert_ne!(b.head.rid, c.head.rid);
+        assert_eq!(b.deadline, now + Duration::from_secs(5));
+        assert!(h.client.plan_stream(now, "svc", &[], &opts).is_none());
+        assert_eq!(h.client.stats().rpc.unreached, 1);
+        // The answer reads as a request's does.
+        let ok = encode_reply_for(&b.head.rid, Ok(&json!("stored")));
+        let reply = Ok(HttpResponse {
+            status: 200,
+            body: ok,
+        });
+        assert_eq!(b.read_reply(reply), Ok(json!("stored")));
+        let other = encode_reply_for(&c.head.rid, Ok(&json!(1)));
+        let reply = Ok(HttpResponse {
+            status: 200,
+            body: other,
+        });
+        assert_eq!(b.read_reply(reply), Err(RpcError::ReplyInvalid));
+    }
+
+    /// What the client wrote on `conn` since the last call (and nothing else).
+    fn tcp_bytes(h: &mut Harness, conn: ConnId) -> Vec<u8> {
+        let mut out = Vec::new();
+        for t in h.transmits() {
+            match t {
+                Io::TcpSend { conn: c, bytes } if c == conn => out.extend(bytes),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn zmq_client_pings_a_quiet_server_and_fails_typed_when_it_goes_silent() {
+        // Arrange: a request in flight on a ready connection, a server that never replies.
+        let s = Duration::from_secs;
+        let mut config = ClientConfig::new(GRAPE);
+        config.rpc.transport = RpcTransport::Zmq;
+        config.rpc.timeout = s(600);
+        config.rpc.heartbeat = Some(crate::peer::zmtp::HeartbeatConfig {
+            interval: s(10),
+            timeout: s(30),
+        });
+        let (mut h, id, conn) = zmq_call(config);
+        let mut server = crate::peer::ZmqServerConn::new(1 << 20);
+        zmq_pump(&mut h, conn, &mut server);
+        assert!(server.poll_request().is_some(), "the request arrived");
+
+        // Act 1: ten quiet seconds; the PING goes to the server, which answers PONG.
+        h.advance(s(10));
+        let ping = tcp_bytes(&mut h, conn);
+        server.handle_input(&ping).expect("server reads the PING");
+        let pong = server.take_output();
+        h.now += s(1);
+        let now = h.now;
+        h.client.handle_tcp_data(now, conn, &pong);
+
+        // Assert 1: a PING went out, the server answered, the request still waits.
+        assert!(!ping.is_empty(), "a PING after 10 s of silence");
+        assert!(!pong.is_empty(), "the server answered the PING");
+        assert!(h.events().is_empty());
+
+        // Act 2: the server goes silent; PINGs go unanswered.
+        h.advance(s(10));
+        assert!(!tcp_bytes(&mut h, conn).is_empty(), "another PING");
+        h.advance(s(10));
+        assert!(!tcp_bytes(&mut h, conn).is_empty(), "another PING");
+        assert!(h.events().is_empty(), "20 s of silence is not yet 30");
+        h.advance(s(10));
+
+        // Assert 2: 30 s after the PONG the connection is closed and the request failed typed.
+        let closed = h.transmits();
+        assert!(
+            matches!(closed.as_slice(), [Io::TcpClose { conn: c }] if *c == conn),
+            "{closed:?}"
+        );
+        let err = reply_of(&h.events(), id).expect_err("failed");
+        assert_eq!(err, RpcError::HeartbeatTimeout(s(30)));
+        assert!(
+            err.to_string().starts_with("ERR_HEARTBEAT_TIMEOUT"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn zmq_client_without_heartbeat_sends_no_ping() {
+        let s = Duration::from_secs;
+        let mut config = ClientConfig::new(GRAPE);
+        config.rpc.transport = RpcTransport::Zmq;
+        config.rpc.timeout = s(600);
+        config.rpc.heartbeat = None;
+        let (mut h, _id, conn) = zmq_call(config);
+        let mut server = crate::peer::ZmqServerConn::new(1 << 20);
+        zmq_pump(&mut h, conn, &mut server);
+
+        h.advance(s(100));
+
+        assert!(tcp_bytes(&mut h, conn).is_empty());
+        assert!(h.events().is_empty());
+    }
+
+    #[test]
+    fn zmq_subscriber_resubscribes_when_its_publisher_goes_silent() {
+        // Arrange: a live ZeroMQ subscription.
+        let s = Duration::from_secs;
+        let mut config = ClientConfig::new(GRAPE);
+        config.sub.transport = crate::peer::PubSubTransport::Zmq;
+        config.sub.heartbeat = Some(crate::peer::zmtp::HeartbeatConfig {
+            interval: s(5),
+            timeout: s(15),
+        });
+        let (mut h, sub, conn, mut publisher) = zmq_subscribed(config);
+        assert!(matches!(
+            h.events().as_slice(),
+            [ClientEvent::Subscribed { sub: s, .. }] if *s == sub
+        ));
+
+        // Act: the publisher answers the first PING, then nothing more.
+        h.advance(s(5));
+        let ping = tcp_bytes(&mut h, conn);
+        publisher.handle_input(&ping).expect("pub reads the PING");
+        let pong = publisher.take_output();
+        let now = h.now;
+        h.client.handle_tcp_data(now, conn, &pong);
+        for _ in 0..3 {
+            h.advance(s(5));
+        }
+
+        // Assert: a PING went out and was answered; 15 s after that the subscription
+        // was dropped with a typed error and will reconnect (a fresh lookup follows).
+        assert!(!ping.is_empty() && !pong.is_empty());
+        let closed = h.transmits();
+        assert!(
+            closed
+                .iter()
+                .any(|t| matches!(t, Io::TcpClose { conn: c } if *c == conn)),
+            "{closed:?}"
+        );
+        let events = h.events();
+        let [
+            ClientEvent::Disconnected {
+                sub: s1,
+                error,
+                retry_at,
+            },
+        ] = events.as_slice()
+        else {
+            panic!("one disconnect: {events:?}");
+        };
+        assert_eq!(*s1, sub);
+        assert!(
+            error.to_string().contains("ERR_HEARTBEAT_TIMEOUT"),
+            "{error}"
+        );
+        let retry_at = *retry_at;
+        h.advance(retry_at.saturating_duration_since(h.now));
+        let lookup = h.http();
+        assert_eq!(lookup.len(), 1, "the subscriber looks the channel up again");
     }
 
     #[test]

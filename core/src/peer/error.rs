@@ -114,6 +114,11 @@ pub enum RpcError {
     /// surrogate, ...; docs/protocol.md §8).
     #[error("{0}")]
     ReplyPayload(PayloadError),
+    /// The ZeroMQ server answered none of our PINGs for this long: it is gone (or cut
+    /// off), and the request may or may not have run. The connection is closed; the next
+    /// request opens a new one.
+    #[error("ERR_HEARTBEAT_TIMEOUT: server silent for {0:?}")]
+    HeartbeatTimeout(std::time::Duration),
     /// The WebSocket connection table is full; wait for idle connections to close.
     #[error("ERR_TOO_MANY_CONNECTIONS")]
     TooManyConnections,

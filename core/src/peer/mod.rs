@@ -10,6 +10,9 @@
 //!   [`http_error_reply`] / [`ws_error_reply`] answer what could not be read. Announce
 //!   the service with [`Client::start_announcing`].
 //! * A publisher is a [`Publisher`] plus `start_announcing(channel, port)`.
+//! * HTTP request streams (grenache-nodejs-http's `_gr` headers and a chunked body):
+//!   [`StreamHead`] reads and writes the headers, [`StreamBudget`] bounds a body, and
+//!   [`Client::plan_stream`] picks a client's peer and rid.
 //!
 //! Nothing here reads a clock, opens a socket or draws from a global RNG: `now` comes
 //! from the caller, and randomness (request ids are uuid v4; peer choice; jitter) from a
@@ -73,6 +76,7 @@ mod pubsub;
 mod rpc;
 mod serve;
 mod sniff;
+mod stream;
 mod types;
 mod watch;
 mod zmq;
@@ -95,6 +99,11 @@ pub use serve::{
     reply_content_type, reply_frame,
 };
 pub use sniff::{Protocol, UnknownProtocol};
+pub use stream::{
+    ACTION_HEADER, ARGS_HEADER, DEFAULT_MAX_STREAM_LEN, ERR_HEADER_PARSE_GR, GR_HEADER,
+    StreamBudget, StreamHead, StreamHeadError, StreamOptions, StreamPlan, StreamTooLarge,
+    header_error_reply,
+};
 pub use types::{
     CommandId, ConnId, Delivery, HttpId, HttpMethod, HttpRequest, HttpResponse, Io, MAX_ADDR_LEN,
     PeerAddr, SubscriptionId, TransportError, WatchId, WsMessage,

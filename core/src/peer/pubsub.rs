@@ -20,7 +20,7 @@ use crate::peer::error::LinkError;
 use crate::peer::link::jitter_half;
 use crate::peer::types::{ConnId, Ids, Io, PeerAddr, SubscriptionId, TransportError, WsMessage};
 use crate::peer::zmq;
-use crate::peer::zmtp::{Connection, Security, SocketType, ZmtpEvent};
+use crate::peer::zmtp::{Connection, Heartbeat, HeartbeatConfig, Security, SocketType, ZmtpEvent};
 
 /// Which transport subscriptions use (the publisher must speak the same one).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -55,6 +55,10 @@ pub struct SubConfig {
     pub secure: bool,
     /// ZeroMQ only: speak CURVE to publishers holding this server key; `None`: NULL.
     pub curve: Option<std::sync::Arc<crate::peer::zmtp::CurveClientConfig>>,
+    /// ZeroMQ only: PING a publisher that has been silent this long, and reconnect when
+    /// it stays silent (a publisher behind a pulled cable sends no FIN, and a quiet
+    /// channel looks the same as a dead one). `None`: no PINGs.
+    pub heartbeat: Option<HeartbeatConfig>,
 }
 
 impl Default for SubConfig {
@@ -69,6 +73,7 @@ impl Default for SubConfig {
             max_queued_messages: 4096,
             secure: false,
             curve: None,
+            heartbeat: Some(HeartbeatConfig::default()),
         }
     }
 }
@@ -92,6 +97,8 @@ pub(crate) struct Subs {
     by_conn: BTreeMap<ConnId, SubscriptionId>,
     /// The ZMTP state of ZeroMQ connections.
     zmtp: BTreeMap<ConnId, Connection>,
+    /// The PING clocks of ZeroMQ connections, from when they were dialled.
+    beats: BTreeMap<ConnId, Heartbeat>,
     /// Subscriptions that need a lookup; the owner asks the Link.
     pub(crate) lookups: VecDeque<(SubscriptionId, String)>,
     pub(crate) transmits: VecDeque<Io>,
@@ -125,6 +132,7 @@ impl Subs {
             subs: BTreeMap::new(),
             by_conn: BTreeMap::new(),
             zmtp: BTreeMap::new(),
+            beats: BTreeMap::new(),
             lookups: VecDeque::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -156,6 +164,7 @@ impl Subs {
         };
         if let State::Connecting { conn, .. } | State::Open { conn, .. } = s.state {
             self.by_conn.remove(&conn);
+            self.beats.remove(&conn);
             self.transmits.push_back(match self.zmtp.remove(&conn) {
                 Some(_) => Io::TcpClose { conn },
                 None => Io::WsClose { conn },
@@ -218,6 +227,9 @@ impl Subs {
                 }
                 self.flush(conn, &mut zmtp);
                 self.zmtp.insert(conn, zmtp);
+                if let Some(heartbeat) = self.config.heartbeat {
+                    self.beats.insert(conn, heartbeat.start(now));
+                }
             }
         }
         tracing::debug!(%sub, %addr, "subscriber connecting");
@@ -233,6 +245,9 @@ impl Subs {
         rng: &mut impl Rng,
     ) -> Option<String> {
         let mut zmtp = self.zmtp.remove(&conn)?;
+        if let Some(heartbeat) = self.beats.get_mut(&conn) {
+            heartbeat.heard(now);
+        }
         let read = zmtp.handle_input(bytes);
         while let Some(event) = zmtp.poll_event() {
             match event {
@@ -342,6 +357,7 @@ impl Subs {
         rng: &mut impl Rng,
     ) -> Option<String> {
         self.zmtp.remove(&conn);
+        self.beats.remove(&conn);
         let sub = self.by_conn.remove(&conn)?;
         let s = self.subs.get_mut(&sub)?;
         if let State::Open { since, .. } = s.state
@@ -354,8 +370,11 @@ impl Subs {
         Some(channel)
     }
 
-    /// Waiting subscriptions whose time came go back to looking up.
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+    /// Waiting subscriptions whose time came go back to looking up; ZeroMQ PINGs that
+    /// are due go out, and a publisher silent past the heartbeat timeout is dropped (the
+    /// subscription reconnects). Returns the channels whose cached lookup the owner
+    /// should forget, as [`Subs::handle_closed`] does.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, rng: &mut impl Rng) -> Vec<String> {
         for (&sub, s) in &mut self.subs {
             if let State::Waiting { until } = s.state
                 && until <= now
@@ -364,15 +383,42 @@ impl Subs {
                 self.lookups.push_back((sub, s.channel.clone()));
             }
         }
+        let mut silent = Vec::new();
+        for (&conn, heartbeat) in &mut self.beats {
+            let Some(zmtp) = self.zmtp.get_mut(&conn) else {
+                continue;
+            };
+            if heartbeat.poll_timeout() > now {
+                continue;
+            }
+            match heartbeat.tick(zmtp, now) {
+                Ok(()) => {
+                    let bytes = zmtp.take_output();
+                    if !bytes.is_empty() {
+                        self.transmits.push_back(Io::TcpSend { conn, bytes });
+                    }
+                }
+                Err(err) => silent.push((conn, err)),
+            }
+        }
+        let mut forget = Vec::new();
+        for (conn, err) in silent {
+            tracing::debug!(%conn, error = %err, "ZeroMQ publisher gone silent; reconnecting");
+            self.transmits.push_back(Io::TcpClose { conn });
+            let error =
+                LinkError::Transport(TransportError::new(format!("ERR_HEARTBEAT_TIMEOUT: {err}")));
+            forget.extend(self.close_with(now, conn, error, rng));
+        }
+        forget
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.subs
-            .values()
-            .filter_map(|s| match s.state {
-                State::Waiting { until } => Some(until),
-                _ => None,
-            })
+        let waiting = self.subs.values().filter_map(|s| match s.state {
+            State::Waiting { until } => Some(until),
+            _ => None,
+        });
+        waiting
+            .chain(self.beats.values().map(Heartbeat::poll_timeout))
             .min()
     }
 

@@ -25,13 +25,15 @@ use crate::peer::framing::{
     gzip, json_text, push_json,
 };
 use crate::peer::sniff::Protocol;
+use crate::peer::stream::{StreamHead, StreamOptions, StreamPlan};
 use crate::peer::types::{
     CommandId, ConnId, Delivery, HttpId, HttpMethod, HttpRequest, HttpResponse, Ids, Io, PeerAddr,
     TransportError, WsMessage, request_id,
 };
 use crate::peer::zmq::{self, decode_zmq_reply};
 use crate::peer::zmtp::{
-    Connection, CurveClientConfig, Security, SocketType, ZmtpError, ZmtpEvent,
+    Connection, CurveClientConfig, Heartbeat, HeartbeatConfig, Security, SocketType, ZmtpError,
+    ZmtpEvent,
 };
 use std::sync::Arc;
 
@@ -83,6 +85,11 @@ pub struct RpcConfig {
     /// the NULL mechanism. A mismatch either way fails at once with
     /// [`RpcError::Security`].
     pub curve: Option<Arc<CurveClientConfig>>,
+    /// ZeroMQ only: PING a server that has been silent this long, and fail the requests
+    /// on its connection with [`RpcError::HeartbeatTimeout`] when it stays silent (a
+    /// server behind a pulled cable sends no FIN). `None`: no PINGs; a silent server is
+    /// noticed only by each request's timeout.
+    pub heartbeat: Option<HeartbeatConfig>,
 }
 
 impl Default for RpcConfig {
@@ -98,6 +105,7 @@ impl Default for RpcConfig {
             dead_peer_ttl: Duration::from_secs(10),
             secure: false,
             curve: None,
+            heartbeat: Some(HeartbeatConfig::default()),
         }
     }
 }
@@ -258,6 +266,8 @@ struct Conn {
     idle_since: Instant,
     /// The ZMTP state of a ZeroMQ connection; `None` for a WebSocket.
     zmtp: Option<Connection>,
+    /// A ZeroMQ connection's PING clock, from when its TCP stream opened.
+    heartbeat: Option<Heartbeat>,
 }
 
 impl Rpc {
@@ -415,7 +425,8 @@ impl Rpc {
             }
             (None, reply) => {
                 let compress = self.attempts.get(&rid).is_some_and(|a| a.compress);
-                End::Done(self.read_http_reply(&rid, compress, reply))
+                let max = self.config.max_frame_len;
+                End::Done(read_http_reply(&rid, compress, reply, max))
             }
         };
         self.finish(now, &rid, end, ids, rng);
@@ -458,6 +469,9 @@ impl Rpc {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.open = true;
             c.idle_since = now;
+            if c.zmtp.is_some() {
+                c.heartbeat = self.config.heartbeat.map(|h| h.start(now));
+            }
         }
     }
 
@@ -476,6 +490,9 @@ impl Rpc {
         let Some(zmtp) = c.zmtp.as_mut() else {
             return;
         };
+        if let Some(heartbeat) = c.heartbeat.as_mut() {
+            heartbeat.heard(now);
+        }
         // Before the handshake ends, a peer that breaks ZMTP may be speaking another
         // protocol altogether; its first bytes say which.
         let before_handshake = !c.reached;
@@ -590,6 +607,20 @@ impl Rpc {
         ids: &mut Ids,
         rng: &mut impl Rng,
     ) {
+        self.close_conn_with(now, conn, unreached, RpcError::TransportClose, ids, rng);
+    }
+
+    /// [`close_conn`](Self::close_conn), failing the requests that may have reached the
+    /// peer with `lost`.
+    fn close_conn_with(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        unreached: Option<RpcError>,
+        lost: RpcError,
+        ids: &mut Ids,
+        rng: &mut impl Rng,
+    ) {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
@@ -614,7 +645,7 @@ impl Rpc {
             self.finish(now, &rid, end, ids, rng);
         }
         for rid in sent {
-            let end = End::Done(Err(RpcError::TransportClose));
+            let end = End::Done(Err(lost.clone()));
             self.finish(now, &rid, end, ids, rng);
         }
     }
@@ -626,6 +657,7 @@ impl Rpc {
             }
             self.finish(now, &rid, End::Done(Err(RpcError::Timeout)), ids, rng);
         }
+        self.beat(now, ids, rng);
         let idle: Vec<ConnId> = self
             .conns
             .iter()
@@ -643,6 +675,33 @@ impl Rpc {
         }
     }
 
+    /// Ticks every ZeroMQ connection's heartbeat: PINGs that are due go out, and a
+    /// server silent past the timeout is closed, failing what it holds.
+    fn beat(&mut self, now: Instant, ids: &mut Ids, rng: &mut impl Rng) {
+        let mut silent = Vec::new();
+        for (&conn, c) in &mut self.conns {
+            let (Some(heartbeat), Some(zmtp)) = (c.heartbeat.as_mut(), c.zmtp.as_mut()) else {
+                continue;
+            };
+            if heartbeat.poll_timeout() > now {
+                continue;
+            }
+            match heartbeat.tick(zmtp, now) {
+                Ok(()) => flush(&mut self.transmits, conn, zmtp),
+                Err(err) => silent.push((conn, err)),
+            }
+        }
+        for (conn, err) in silent {
+            tracing::debug!(%conn, error = %err, "ZeroMQ server gone silent; closing");
+            self.transmits.push_back(Io::TcpClose { conn });
+            let lost = match err {
+                ZmtpError::HeartbeatTimeout(after) => RpcError::HeartbeatTimeout(after),
+                _ => RpcError::TransportClose,
+            };
+            self.close_conn_with(now, conn, None, lost, ids, rng);
+        }
+    }
+
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let deadline = self.deadlines.first().map(|(t, _)| *t);
         let idle = self
@@ -651,7 +710,48 @@ impl Rpc {
             .filter(|c| c.is_idle())
             .map(|c| c.idle_since + self.config.idle_timeout)
             .min();
-        [deadline, idle].into_iter().flatten().min()
+        let beat = self
+            .conns
+            .values()
+            .filter_map(|c| c.heartbeat.as_ref())
+            .map(Heartbeat::poll_timeout)
+            .min();
+        [deadline, idle, beat].into_iter().flatten().min()
+    }
+
+    /// One attempt of a request stream to `name`: a peer of `peers` chosen as a request's
+    /// would be (dead ones left out), and a fresh rid. `None` when `peers` is empty.
+    pub(crate) fn plan_stream(
+        &mut self,
+        now: Instant,
+        name: &str,
+        peers: &[PeerAddr],
+        opts: &StreamOptions,
+        rng: &mut impl Rng,
+    ) -> Option<StreamPlan> {
+        let choice = self.config.choice;
+        let peer = self
+            .balancer
+            .pick(name, peers, choice, &self.dead, now, rng)?;
+        self.stats.attempts += 1;
+        let mut head = StreamHead::new(request_id(rng), name);
+        head.action.clone_from(&opts.action);
+        if let Some(args) = &opts.args {
+            head.args = args.clone();
+        }
+        Some(StreamPlan {
+            url: peer.http_url_as(self.config.secure),
+            peer,
+            head,
+            deadline: now + opts.timeout.unwrap_or(self.config.timeout),
+            max_reply_len: self.config.max_frame_len,
+        })
+    }
+
+    /// A stream's peer could not be reached: it is left out for a while, as a request's is.
+    pub(crate) fn stream_unreached(&mut self, now: Instant, peer: &PeerAddr) {
+        self.stats.unreached += 1;
+        self.dead.mark(peer, now);
     }
 
     /// Sends the next try of a request to the next chosen peer.
@@ -825,50 +925,11 @@ impl Rpc {
                 inflight: BTreeSet::new(),
                 idle_since: now,
                 zmtp,
+                heartbeat: None,
             },
         );
         self.by_addr.insert(addr.clone(), conn);
         Some(conn)
-    }
-
-    fn read_http_reply(
-        &self,
-        rid: &str,
-        compress: bool,
-        reply: Result<HttpResponse, TransportError>,
-    ) -> Result<Value, RpcError> {
-        let reply = reply.map_err(|e| RpcError::Request(e.message))?;
-        let max = self.config.max_frame_len;
-        if !(200..300).contains(&reply.status) {
-            let end = reply.body.len().min(MAX_ERROR_BODY);
-            let body = reply.body.get(..end).unwrap_or_default();
-            return Err(RpcError::Request(
-                String::from_utf8_lossy(body).into_owned(),
-            ));
-        }
-        if reply.body.len() > max {
-            return Err(RpcError::ReplyTooLarge);
-        }
-        let plain = if compress {
-            match gunzip(&reply.body, max) {
-                Ok(plain) => plain,
-                Err(FrameError::TooLarge { .. }) => return Err(RpcError::ReplyTooLarge),
-                Err(_) => return Err(RpcError::ReplyCompression),
-            }
-        } else {
-            reply.body
-        };
-        let decoded = decode_reply(&plain, max).map_err(|e| match e {
-            FrameError::TooLarge { .. } => RpcError::ReplyTooLarge,
-            FrameError::NotJson => RpcError::ReplyEmpty,
-            FrameError::Payload { why, .. } => RpcError::ReplyPayload(why),
-            _ => RpcError::ReplyInvalid,
-        })?;
-        // Node would ignore a reply naming another rid and wait for the timeout.
-        if decoded.rid != rid {
-            return Err(RpcError::ReplyInvalid);
-        }
-        decoded.result.map_err(RpcError::Remote)
     }
 
     /// Ends one attempt and moves its call on: done, sent on, retried, or failed.
@@ -999,6 +1060,46 @@ impl Rpc {
         };
         self.events.push_back(event);
     }
+}
+
+/// What an HTTP answer to an attempt with `rid` means (a request's or a stream's).
+pub(crate) fn read_http_reply(
+    rid: &str,
+    compress: bool,
+    reply: Result<HttpResponse, TransportError>,
+    max: usize,
+) -> Result<Value, RpcError> {
+    let reply = reply.map_err(|e| RpcError::Request(e.message))?;
+    if !(200..300).contains(&reply.status) {
+        let end = reply.body.len().min(MAX_ERROR_BODY);
+        let body = reply.body.get(..end).unwrap_or_default();
+        return Err(RpcError::Request(
+            String::from_utf8_lossy(body).into_owned(),
+        ));
+    }
+    if reply.body.len() > max {
+        return Err(RpcError::ReplyTooLarge);
+    }
+    let plain = if compress {
+        match gunzip(&reply.body, max) {
+            Ok(plain) => plain,
+            Err(FrameError::TooLarge { .. }) => return Err(RpcError::ReplyTooLarge),
+            Err(_) => return Err(RpcError::ReplyCompression),
+        }
+    } else {
+        reply.body
+    };
+    let decoded = decode_reply(&plain, max).map_err(|e| match e {
+        FrameError::TooLarge { .. } => RpcError::ReplyTooLarge,
+        FrameError::NotJson => RpcError::ReplyEmpty,
+        FrameError::Payload { why, .. } => RpcError::ReplyPayload(why),
+        _ => RpcError::ReplyInvalid,
+    })?;
+    // Node would ignore a reply naming another rid and wait for the timeout.
+    if decoded.rid != rid {
+        return Err(RpcError::ReplyInvalid);
+    }
+    decoded.result.map_err(RpcError::Remote)
 }
 
 /// Whether a ZMTP failure is the security handshake's: the mechanisms differ, or CURVE

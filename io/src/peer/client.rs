@@ -1,10 +1,19 @@
 //! The public handle of a client: every method queues a command for the driver task and
-//! waits for its one answer.
+//! waits for its one answer (`request_stream` also sends its body itself, on a connection
+//! of its own).
 
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use bytes::Bytes;
+use futures_lite::{Stream, StreamExt as _};
 use grenache_core::dht::bep44::Target;
-use grenache_core::peer::{ClientStats, ConfigError, GetItem, PeerAddr, Put, RequestOptions};
+use grenache_core::peer::{
+    ClientStats, ConfigError, GetItem, LinkError, PeerAddr, Put, RequestOptions, RpcError,
+    StreamOptions,
+};
+use http_body_util::{BodyExt as _, StreamBody};
+use hyper::body::Frame;
 use rand::SeedableRng as _;
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
@@ -12,9 +21,11 @@ use serde_json::Value;
 use super::config::PeerConfig;
 use super::driver::{Command, Driver};
 use super::error::PeerError;
+use super::http_client::{self, ChunkedBody};
 use super::subscription::Subscription;
 use super::watch::Watch;
 use crate::runtime::Runtime;
+use crate::time::timeout;
 use crate::tls::{TlsClient, TlsStats};
 
 /// A Grenache client: the Link to a Grape (lookup, announce, put, get), peer RPC
@@ -213,6 +224,82 @@ impl<R: Runtime> PeerClient<R> {
             reply,
         })
         .await?
+    }
+
+    /// Sends a request stream to one peer serving `name`, as grenache-nodejs-http's
+    /// `requestStream` does: a chunked `POST` whose `_gr` header names the rid and `name`
+    /// (and `_a`/`_ar` carry `opts`' action and arguments), with `body`'s chunks as the
+    /// body; returns the peer's reply as [`request`](Self::request) does.
+    ///
+    /// Each stream has a connection of its own. `body` is polled only when the socket has
+    /// taken the last chunk, so a slow server slows the producer and nothing piles up in
+    /// memory. A peer that cannot be reached costs nothing: the stream goes to the next
+    /// one (nothing of `body` was taken yet); once the body has started it is not sent
+    /// again. `opts.timeout` (default [`RpcConfig::timeout`](grenache_core::peer::RpcConfig))
+    /// bounds the whole exchange.
+    ///
+    /// # Errors
+    /// [`PeerError::Rpc`]: the lookup's error, `Timeout`, a transport failure or non-2xx
+    /// answer as `Request` (a server's 413 `ERR_STREAM_TOO_LARGE` among them), the
+    /// handler's error as `Remote`, or a reply that is not a frame for this stream.
+    pub async fn request_stream<S, B>(
+        &self,
+        name: &str,
+        opts: StreamOptions,
+        body: S,
+    ) -> Result<Value, PeerError>
+    where
+        S: Stream<Item = B> + Send + 'static,
+        B: Into<Bytes>,
+    {
+        let mut peers = self.lookup(name).await.map_err(|e| match e {
+            PeerError::Link(e) => PeerError::Rpc(RpcError::Lookup(e)),
+            other => other,
+        })?;
+        let body: ChunkedBody = StreamBody::new(body.map(|chunk| {
+            let chunk: Bytes = chunk.into();
+            Ok::<_, Infallible>(Frame::data(chunk))
+        }))
+        .boxed_unsync();
+        let mut unreached = RpcError::Lookup(LinkError::LookupEmpty);
+        loop {
+            let plan = self
+                .ask(|reply| Command::PlanStream {
+                    name: name.to_owned(),
+                    peers: peers.clone(),
+                    opts: opts.clone(),
+                    reply,
+                })
+                .await?;
+            let Some(plan) = plan else {
+                return Err(PeerError::Rpc(unreached));
+            };
+            let left = plan.deadline.saturating_duration_since(R::now());
+            let opened = timeout::<R, _>(
+                left,
+                http_client::open_stream::<R>(&plan.url, self.tls.as_ref()),
+            )
+            .await
+            .ok_or(PeerError::Rpc(RpcError::Timeout))?;
+            let conn = match opened {
+                Ok(conn) => conn,
+                Err(err) => {
+                    tracing::debug!(peer = %plan.peer, %err, "stream peer unreachable; trying the next");
+                    peers.retain(|p| *p != plan.peer);
+                    let peer = plan.peer;
+                    let _ = self.commands.send(Command::StreamUnreached { peer }).await;
+                    unreached = RpcError::Request(err.message);
+                    continue;
+                }
+            };
+            let left = plan.deadline.saturating_duration_since(R::now());
+            let headers = plan.head.headers();
+            let max = plan.max_reply_len();
+            let reply = timeout::<R, _>(left, http_client::send_stream(conn, headers, body, max))
+                .await
+                .ok_or(PeerError::Rpc(RpcError::Timeout))?;
+            return plan.read_reply(reply).map_err(PeerError::Rpc);
+        }
     }
 
     /// Subscribes to `channel`: looks it up, connects to a publisher, and reconnects

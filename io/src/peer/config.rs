@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grenache_core::peer::zmtp::{CurveClientConfig, CurveServerConfig};
-use grenache_core::peer::{ClientConfig, DEFAULT_MAX_FRAME_LEN, PubSubTransport, RpcTransport};
+use grenache_core::peer::{
+    ClientConfig, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_STREAM_LEN, PubSubTransport, RpcTransport,
+};
 
 use super::curve::ZmqHeartbeat;
 
@@ -131,6 +133,9 @@ pub struct RpcServerConfig {
     pub curve: Option<Arc<CurveServerConfig>>,
     /// ZeroMQ only: PINGs to a silent client, and when to give it up.
     pub heartbeat: ZmqHeartbeat,
+    /// HTTP request streams only: the longest body one stream may send; past it the
+    /// handler's body ends with an error and the client gets 413 `ERR_STREAM_TOO_LARGE`.
+    pub max_stream_len: usize,
 }
 
 impl RpcServerConfig {
@@ -151,6 +156,7 @@ impl RpcServerConfig {
             tls: None,
             curve: None,
             heartbeat: ZmqHeartbeat::default(),
+            max_stream_len: DEFAULT_MAX_STREAM_LEN,
         }
     }
 

@@ -1,14 +1,13 @@
 //! CURVE and heartbeats on our ZeroMQ servers (RPC ROUTER and PUB): the server's
 //! security, its handshake counters by failure kind (as [`TlsStats`](crate::tls::TlsStats)
-//! counts TLS), and the PING schedule of one connection. The protocol is the core's
+//! counts TLS), and their heartbeat settings. The protocol is the core's
 //! ([`grenache_core::peer::zmtp`]); this only keeps score and time.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use grenache_core::peer::zmtp::{
-    Connection, CurveError, CurveServerConfig, Heartbeat, Mechanism, Security, ZmtpError,
+    Connection, CurveError, CurveServerConfig, Mechanism, Security, ZmtpError,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -149,40 +148,6 @@ impl ZmqSecurity {
     }
 }
 
-/// Heartbeat settings of a ZeroMQ server (RPC ROUTER or PUB); our clients answer PINGs
-/// but send none yet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ZmqHeartbeat {
-    /// A PING goes out after this much silence from the peer. Default 10 s.
-    pub interval: Duration,
-    /// A peer silent this long (PINGs unanswered) is dropped. Default 30 s.
-    pub timeout: Duration,
-}
-
-impl Default for ZmqHeartbeat {
-    fn default() -> Self {
-        ZmqHeartbeat {
-            interval: Duration::from_secs(10),
-            timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-impl ZmqHeartbeat {
-    pub(crate) fn start(self, now: Instant) -> Heartbeat {
-        Heartbeat::new(now, self.interval, self.timeout)
-    }
-}
-
-/// One heartbeat tick on a connection: queues a PING when one is due; an error when the
-/// peer has been silent too long (close the connection).
-pub(crate) fn tick(
-    hb: &mut Heartbeat,
-    zmtp: &mut Connection,
-    now: Instant,
-) -> Result<(), ZmtpError> {
-    if hb.handle_timeout(now)? {
-        zmtp.ping(hb.ttl_deciseconds())?;
-    }
-    Ok(())
-}
+/// Heartbeat settings of a ZeroMQ server (RPC ROUTER or PUB); the core's, under the name
+/// the server configs have always used.
+pub use grenache_core::peer::zmtp::HeartbeatConfig as ZmqHeartbeat;

@@ -11,8 +11,8 @@ use futures_lite::FutureExt as _;
 use grenache_core::dht::bep44::Target;
 use grenache_core::peer::{
     Client, ClientEvent, ClientStats, CommandId, ConnId, GetItem, HttpId, HttpResponse, Io,
-    LinkEvent, PeerAddr, Protocol, Put, RequestOptions, SubscriptionId, TransportError, WatchEvent,
-    WatchId, WsMessage,
+    LinkEvent, PeerAddr, Protocol, Put, RequestOptions, StreamOptions, StreamPlan, SubscriptionId,
+    TransportError, WatchEvent, WatchId, WsMessage,
 };
 use serde_json::Value;
 
@@ -110,6 +110,17 @@ pub(crate) enum Command {
     },
     Stats {
         reply: Reply<ClientStats>,
+    },
+    /// The peer and rid of a request stream's next attempt, among `peers`.
+    PlanStream {
+        name: String,
+        peers: Vec<PeerAddr>,
+        opts: StreamOptions,
+        reply: Reply<Option<StreamPlan>>,
+    },
+    /// A request stream could not reach `peer`.
+    StreamUnreached {
+        peer: PeerAddr,
     },
 }
 
@@ -545,6 +556,13 @@ impl<R: Runtime> Driver<R> {
                 self.client.unwatch(watch);
             }
             Command::Stats { reply } => send(reply, self.client.stats()),
+            Command::PlanStream {
+                name,
+                peers,
+                opts,
+                reply,
+            } => send(reply, self.client.plan_stream(now, &name, &peers, &opts)),
+            Command::StreamUnreached { peer } => self.client.stream_unreached(now, &peer),
         }
     }
 

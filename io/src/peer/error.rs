@@ -68,4 +68,8 @@ pub enum ServerError {
     /// TLS was configured for ZeroMQ, which has no TLS (its security is CURVE).
     #[error("TLS is for HTTP and WebSocket servers; ZeroMQ does not carry it")]
     TlsUnsupported,
+    /// A streaming handler was given to a WebSocket or ZeroMQ server: request streams are
+    /// an HTTP feature (a chunked body).
+    #[error("request streams need an HTTP server")]
+    StreamsNeedHttp,
 }

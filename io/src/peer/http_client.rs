@@ -1,8 +1,10 @@
 //! HTTP/1.1 exchanges for the core's [`Io::Http`](grenache_core::peer::Io):
 //! hyper's client over the runtime's TCP (or TLS over it, for `https://` URLs), with a
-//! keep-alive pool bounded per peer.
+//! keep-alive pool bounded per peer. Request streams ([`send_stream`]) go the same way
+//! on a connection of their own, as Node's `requestStream` sends `connection: close`.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -10,9 +12,11 @@ use bytes::Bytes;
 use grenache_core::peer::{
     Delivery, HttpMethod, HttpRequest, HttpResponse, Protocol, TransportError,
 };
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
+use hyper::header::{CONNECTION, CONTENT_TYPE, HOST, HeaderName, HeaderValue, TRANSFER_ENCODING};
 use hyper::{Request, Uri};
 
 use super::first_bytes::{FirstBytes, Recording};
@@ -23,6 +27,9 @@ use crate::time::timeout;
 use crate::tls::{FuturesIo, TlsClient, TlsFailure};
 
 type Sender = SendRequest<Full<Bytes>>;
+
+/// A request stream's body: the caller's chunks, pulled only as the socket takes them.
+pub(crate) type ChunkedBody = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Keep-alive connections by peer (`scheme://host:port`).
 #[derive(Debug)]
@@ -200,7 +207,7 @@ async fn attempt<R: Runtime>(
             Err(error) => return Err(error),
         }
     }
-    let (sender, first) = open::<R>(&target, pool.tls.as_ref()).await?;
+    let (sender, first) = open::<R, _>(&target, pool.tls.as_ref()).await?;
     let sent = send(
         sender,
         &target,
@@ -227,10 +234,15 @@ async fn attempt<R: Runtime>(
 /// request is written, so it is [`Delivery::Unsent`].
 /// The connection's first bytes are kept (after TLS, if any), to name the protocol of a
 /// server that does not answer in HTTP.
-async fn open<R: Runtime>(
+async fn open<R: Runtime, B>(
     target: &Target,
     tls: Option<&Arc<TlsClient>>,
-) -> Result<(Sender, FirstBytes), TransportError> {
+) -> Result<(SendRequest<B>, FirstBytes), TransportError>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let tls = match (target.secure, tls) {
         (false, _) => None,
         (true, Some(tls)) => Some(tls),
@@ -245,27 +257,30 @@ async fn open<R: Runtime>(
         .await
         .map_err(|e| TransportError::unsent(format!("connect {}: {e}", target.authority)))?;
     match tls {
-        None => handshake::<R, _>(target, R::hyper_io(stream), None).await,
+        None => handshake::<R, _, B>(target, R::hyper_io(stream), None).await,
         Some(tls) => {
             let stream = tls
                 .connect::<R>(&target.host, stream)
                 .await
                 .map_err(|failure| TransportError::unsent(format!("{failure}: {}", target.key)))?;
-            handshake::<R, _>(target, FuturesIo::new(stream), Some(Arc::clone(tls))).await
+            handshake::<R, _, B>(target, FuturesIo::new(stream), Some(Arc::clone(tls))).await
         }
     }
 }
 
 /// hyper's client handshake on an open stream, recording its first bytes; its connection
 /// half runs in the background.
-async fn handshake<R, I>(
+async fn handshake<R, I, B>(
     target: &Target,
     io: I,
     tls: Option<Arc<TlsClient>>,
-) -> Result<(Sender, FirstBytes), TransportError>
+) -> Result<(SendRequest<B>, FirstBytes), TransportError>
 where
     R: Runtime,
     I: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (io, first) = Recording::new(io);
     let (sender, connection) = http1::handshake(io)
@@ -337,10 +352,23 @@ async fn send(
         }
     })?;
     let status = response.status().as_u16();
-    let mut incoming = response.into_body();
+    let (bytes, complete) = read_reply(response.into_body(), max_body, &described).await?;
+    let response = HttpResponse {
+        status,
+        body: bytes,
+    };
+    // A body left unread makes the connection useless; dropping the sender closes it.
+    Ok((response, complete.then_some(sender)))
+}
+
+/// Reads a reply body, cut one byte past `max_body` (then `false`: not read to its end).
+async fn read_reply(
+    mut incoming: Incoming,
+    max_body: usize,
+    described: &impl Fn(&hyper::Error, &str) -> String,
+) -> Result<(Vec<u8>, bool), TransportError> {
     let cap = max_body.saturating_add(1);
     let mut bytes = Vec::new();
-    let mut complete = true;
     while let Some(frame) = incoming.frame().await {
         let frame =
             frame.map_err(|err| TransportError::new(described(&err, "reading the reply: ")))?;
@@ -350,16 +378,85 @@ async fn send(
         let take = data.len().min(cap.saturating_sub(bytes.len()));
         bytes.extend_from_slice(data.get(..take).unwrap_or_default());
         if bytes.len() >= cap {
-            complete = false;
-            break;
+            return Ok((bytes, false));
         }
     }
-    let response = HttpResponse {
-        status,
-        body: bytes,
+    Ok((bytes, true))
+}
+
+/// A fresh connection for one request stream.
+pub(crate) struct StreamConn {
+    sender: SendRequest<ChunkedBody>,
+    target: Target,
+    first: FirstBytes,
+}
+
+/// Opens the connection a request stream goes on. Every error is
+/// [`Delivery::Unsent`]: the body is untouched and may go to another peer.
+pub(crate) async fn open_stream<R: Runtime>(
+    url: &str,
+    tls: Option<&Arc<TlsClient>>,
+) -> Result<StreamConn, TransportError> {
+    let target = Target::parse(url)?;
+    let (sender, first) = open::<R, ChunkedBody>(&target, tls).await?;
+    Ok(StreamConn {
+        sender,
+        target,
+        first,
+    })
+}
+
+/// Sends a request stream (`headers`, then `body` chunked) and reads the reply, cut one
+/// byte past `max_body`. hyper pulls the body's next chunk only when the socket has taken
+/// the last one, so a slow server slows the body's producer.
+pub(crate) async fn send_stream(
+    conn: StreamConn,
+    headers: Vec<(&'static str, Vec<u8>)>,
+    body: ChunkedBody,
+    max_body: usize,
+) -> Result<HttpResponse, TransportError> {
+    let StreamConn {
+        mut sender,
+        target,
+        first,
+    } = conn;
+    let tls = target.secure;
+    let described = |err: &hyper::Error, what: &str| {
+        let code = if tls { TlsFailure::behind(err) } else { None };
+        let code = code.map(|c| format!("{c}: ")).unwrap_or_default();
+        format!("{code}{}: {what}{err}", target.authority)
     };
-    // A body left unread makes the connection useless; dropping the sender closes it.
-    Ok((response, complete.then_some(sender)))
+    let mut builder = Request::post(target.path.as_str())
+        .header(HOST, target.authority.as_str())
+        .header(CONNECTION, "close")
+        .header(TRANSFER_ENCODING, "chunked");
+    for (name, value) in headers {
+        let value = HeaderValue::from_bytes(&value).map_err(|_| {
+            TransportError::unsent(format!("ERR_REQUEST_BUILD: {name} is not a header value"))
+        })?;
+        builder = builder.header(HeaderName::from_static(name), value);
+    }
+    let request = builder
+        .body(body)
+        .map_err(|e| TransportError::unsent(format!("ERR_REQUEST_BUILD: {e}")))?;
+    if let Err(err) = sender.ready().await {
+        return Err(TransportError::unsent(described(&err, "")));
+    }
+    let sent = sender.try_send_request(request).await.map_err(|mut err| {
+        let message = described(err.error(), "");
+        match err.take_message() {
+            Some(_) => TransportError::unsent(message),
+            None => TransportError::new(message),
+        }
+    });
+    // hyper could not read an answer: the server may speak another protocol.
+    let response = sent.map_err(|error| match first.protocol() {
+        Some(met) if met != Protocol::Http => TransportError::wrong_transport(met),
+        _ => error,
+    })?;
+    let status = response.status().as_u16();
+    let (body, _) = read_reply(response.into_body(), max_body, &described).await?;
+    Ok(HttpResponse { status, body })
 }
 
 #[cfg(test)]

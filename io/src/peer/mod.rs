@@ -28,6 +28,7 @@ mod listen;
 pub(crate) use listen::bind;
 mod publisher;
 mod rpc_server;
+mod stream_body;
 mod subscription;
 mod tcp_client;
 mod watch;
@@ -42,6 +43,7 @@ pub use grenache_core::peer::zmtp::{
 };
 pub use publisher::Publisher;
 pub use rpc_server::{RequestContext, RpcServer, ServerStats, StatsReader};
+pub use stream_body::{BodyError, RequestBody, StreamRequest};
 pub use subscription::{SubEvent, Subscription};
 pub use watch::Watch;
 
@@ -56,5 +58,6 @@ pub use grenache_core::peer::{
     ClientConfig, ClientStats, CommandError, ConfigError, ERR_HANDLER_PANIC, ERR_HANDLER_TIMEOUT,
     ERR_REPLY_TOO_LARGE, GetItem, LinkConfig, LinkError, PeerAddr, PeerChoice, Protocol,
     PubSubTransport, PublishError, Put, RequestOptions, RpcConfig, RpcError, RpcTransport,
-    SubConfig, SubscriptionId, UnknownProtocol, WsMessage,
+    StreamHead, StreamOptions, StreamTooLarge, SubConfig, SubscriptionId, UnknownProtocol,
+    WsMessage,
 };

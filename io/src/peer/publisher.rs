@@ -17,7 +17,7 @@ use grenache_core::peer::{
 
 use super::client::PeerClient;
 use super::config::PublisherConfig;
-use super::curve::{self, CurveStats, ZmqSecurity};
+use super::curve::{CurveStats, ZmqSecurity};
 use super::error::{PeerError, ServerError};
 use super::listen::{Announced, bind, write_zmq};
 use super::ws_client::to_message;
@@ -373,7 +373,7 @@ async fn serve_zmq_subscriber<R: Runtime>(mut stream: R::TcpStream, shared: Arc<
                     tracing::debug!(%conn, "ZeroMQ subscriber did not finish its handshake");
                     break;
                 }
-                if let Err(err) = curve::tick(&mut heartbeat, zmq.zmtp(), now) {
+                if let Err(err) = heartbeat.tick(zmq.zmtp(), now) {
                     tracing::debug!(%conn, %err, "ZeroMQ subscriber gone silent");
                     break;
                 }

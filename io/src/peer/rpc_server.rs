@@ -13,21 +13,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use futures_lite::{FutureExt as _, future};
 use grenache_core::peer::{
-    COMPRESS_HEADER, Compression, FrameError, HandlerFailure, HttpResponse, RpcTransport,
-    ZmqServerConn, decode_http_request, decode_request, http_error_reply, reply_content_type,
+    ACTION_HEADER, ARGS_HEADER, COMPRESS_HEADER, Compression, FrameError, GR_HEADER,
+    HandlerFailure, HttpResponse, RpcTransport, StreamBudget, StreamHead, ZmqServerConn,
+    decode_http_request, decode_request, header_error_reply, http_error_reply, reply_content_type,
     ws_error_reply,
 };
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{CONTENT_TYPE, HeaderValue, TRANSFER_ENCODING};
 use hyper::{Request, Response, StatusCode};
 use serde_json::Value;
 
 use super::client::PeerClient;
 use super::config::RpcServerConfig;
-use super::curve::{self, CurveStats, ZmqSecurity};
+use super::curve::{CurveStats, ZmqSecurity};
 use super::error::{PeerError, ServerError};
 use super::listen::{Announced, bind, write_zmq};
+use super::stream_body::{RequestBody, StreamRequest, discard};
 use crate::http_server::{self, Answer, Body, read_body};
 use crate::listen::{AcceptLimits, accept_loop};
 use crate::runtime::Runtime;
@@ -40,6 +42,7 @@ use grenache_core::peer::zmtp::CurvePublicKey;
 
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, String>> + Send>>;
 type Handler = Arc<dyn Fn(String, Value, RequestContext) -> HandlerFuture + Send + Sync>;
+type StreamHandler = Arc<dyn Fn(StreamRequest, RequestBody) -> HandlerFuture + Send + Sync>;
 
 /// What a handler learns about a request besides its key and payload.
 #[derive(Clone, Debug, Default)]
@@ -57,6 +60,8 @@ pub struct RequestContext {
 /// What every connection of one server shares.
 struct Ctx {
     handler: Handler,
+    /// The handler of HTTP request streams, if the server takes them.
+    streams: Option<StreamHandler>,
     in_flight: Limiter,
     config: RpcServerConfig,
     tls: Option<TlsServer>,
@@ -158,13 +163,50 @@ impl<R: Runtime> RpcServer<R> {
         H: Fn(String, Value, RequestContext) -> F + Send + Sync + 'static,
         F: Future<Output = Result<Value, String>> + Send + 'static,
     {
+        Self::serve(config, boxed(handler), None)
+    }
+
+    /// [`listen_with_context`](Self::listen_with_context) on HTTP, also taking request
+    /// streams in grenache-nodejs-http's format (a chunked `POST` with a `_gr` header):
+    /// `streams(request, body)` gets each stream's metadata and its body as it arrives,
+    /// and answers as `handler` does. The body is read only as fast as `streams` reads it,
+    /// and at most [`max_stream_len`](RpcServerConfig::max_stream_len) of it (past that the
+    /// client gets 413 `ERR_STREAM_TOO_LARGE`). Stream calls count against `max_in_flight`
+    /// and `handler_timeout` like any other. A bad `_gr`, or a chunked request without
+    /// one, is answered as Node answers it: 500 `[null, "ERR_HEADER_PARSE_GR", null]`.
+    ///
+    /// # Errors
+    /// [`ServerError::Bind`] when the address cannot be bound;
+    /// [`ServerError::StreamsNeedHttp`] on WebSocket or ZeroMQ.
+    pub async fn listen_with_streams<H, F, S, G>(
+        config: RpcServerConfig,
+        handler: H,
+        streams: S,
+    ) -> Result<Self, ServerError>
+    where
+        H: Fn(String, Value, RequestContext) -> F + Send + Sync + 'static,
+        F: Future<Output = Result<Value, String>> + Send + 'static,
+        S: Fn(StreamRequest, RequestBody) -> G + Send + Sync + 'static,
+        G: Future<Output = Result<Value, String>> + Send + 'static,
+    {
+        if config.transport != RpcTransport::Http {
+            return Err(ServerError::StreamsNeedHttp);
+        }
+        let streams: StreamHandler =
+            Arc::new(move |request, body| -> HandlerFuture { Box::pin(streams(request, body)) });
+        Self::serve(config, boxed(handler), Some(streams))
+    }
+
+    /// Binds and starts the accept loop.
+    fn serve(
+        config: RpcServerConfig,
+        handler: Handler,
+        streams: Option<StreamHandler>,
+    ) -> Result<Self, ServerError> {
         if config.tls.is_some() && config.transport == RpcTransport::Zmq {
             return Err(ServerError::TlsUnsupported);
         }
         let (listener, addr) = bind::<R>(SocketAddr::new(config.bind, config.port))?;
-        let handler: Handler = Arc::new(move |key, payload, context| -> HandlerFuture {
-            Box::pin(handler(key, payload, context))
-        });
         let (trigger, stop) = stop_pair();
         let transport = config.transport;
         let limits = AcceptLimits {
@@ -173,6 +215,7 @@ impl<R: Runtime> RpcServer<R> {
         };
         let ctx = Arc::new(Ctx {
             handler,
+            streams,
             in_flight: Limiter::new(config.max_in_flight),
             tls: config.tls.clone().map(TlsServer::new),
             zmq_security: ZmqSecurity::new(config.curve.as_ref()),
@@ -284,17 +327,36 @@ impl<R: Runtime> Drop for RpcServer<R> {
     }
 }
 
-/// Runs the handler within the server's bounds: at most `max_in_flight` at once, at most
-/// `handler_timeout` long, and a panic becomes an error reply.
+/// A handler behind the one type every connection calls.
+fn boxed<H, F>(handler: H) -> Handler
+where
+    H: Fn(String, Value, RequestContext) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<Value, String>> + Send + 'static,
+{
+    Arc::new(move |key, payload, context| -> HandlerFuture {
+        Box::pin(handler(key, payload, context))
+    })
+}
+
+/// Runs the handler within the server's bounds (see [`run_bounded`]).
 async fn call_handler<R: Runtime>(
     ctx: &Ctx,
     key: String,
     payload: Value,
     context: RequestContext,
 ) -> Result<Value, String> {
+    run_bounded::<R>(ctx, || (ctx.handler)(key, payload, context)).await
+}
+
+/// Runs a handler call (`start` makes its future) within the server's bounds: at most
+/// `max_in_flight` at once, at most `handler_timeout` long, and a panic becomes an error
+/// reply.
+async fn run_bounded<R: Runtime>(
+    ctx: &Ctx,
+    start: impl FnOnce() -> HandlerFuture,
+) -> Result<Value, String> {
     let _permit = ctx.in_flight.acquire().await;
-    let started =
-        std::panic::catch_unwind(AssertUnwindSafe(|| (ctx.handler)(key, payload, context)));
+    let started = std::panic::catch_unwind(AssertUnwindSafe(start));
     let Ok(fut) = started else {
         tracing::error!("RPC handler panicked");
         return Err(HandlerFailure::Panicked.error().into());
@@ -368,6 +430,28 @@ async fn handle_http<R: Runtime>(
     ctx: Arc<Ctx>,
     context: RequestContext,
 ) -> Answer {
+    let headers = req.headers();
+    let raw = |name: &str| headers.get(name).map(HeaderValue::as_bytes);
+    let chunked = headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
+    let takes_streams = ctx.streams.is_some();
+    let head = StreamHead::from_headers(
+        raw(GR_HEADER),
+        raw(ACTION_HEADER),
+        raw(ARGS_HEADER),
+        chunked,
+        takes_streams,
+    );
+    match head {
+        Err(err) => {
+            tracing::debug!(%err, "unreadable request stream");
+            return Ok(response(header_error_reply(), Compression::None));
+        }
+        Ok(Some(head)) => return Ok(handle_stream::<R>(req.into_body(), head, ctx, context).await),
+        Ok(None) => {}
+    }
     let compress = req
         .headers()
         .get(COMPRESS_HEADER)
@@ -392,6 +476,41 @@ async fn handle_http<R: Runtime>(
     let result = call_handler::<R>(&ctx, request.key, request.payload, context).await;
     let body = reply_frame(&ctx, &request.rid, &result, compression);
     Ok(response(HttpResponse { status: 200, body }, compression))
+}
+
+/// Serves one request stream: the streaming handler reads the body as it comes, then
+/// its result is the reply (never gzipped, as Node's stream replies are not).
+async fn handle_stream<R: Runtime>(
+    body: Incoming,
+    head: StreamHead,
+    ctx: Arc<Ctx>,
+    context: RequestContext,
+) -> Response<Full<Bytes>> {
+    let max = ctx.config.max_stream_len;
+    // A declared length past the limit is refused before the handler runs.
+    if let Err(over) = StreamBudget::new(max).take(body.size_hint().lower()) {
+        return response(over.reply(&head.rid), Compression::None);
+    }
+    let Some(streams) = ctx.streams.clone() else {
+        return response(header_error_reply(), Compression::None);
+    };
+    let rid = head.rid.clone();
+    let (body, overflow) = RequestBody::new(body, max);
+    let request = StreamRequest { head, context };
+    let result = run_bounded::<R>(&ctx, move || streams(request, body)).await;
+    let overflow = overflow
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some(overflow) = overflow {
+        tracing::debug!(over = %overflow.over, "request stream over its limit");
+        // Up to the limit again, within the read timeout; a client sending more is cut off.
+        let cap = u64::try_from(max).unwrap_or(u64::MAX);
+        let _ = timeout::<R, _>(ctx.config.read_timeout, discard(overflow.rest, cap)).await;
+        return response(overflow.over.reply(&rid), Compression::None);
+    }
+    let body = reply_frame(&ctx, &rid, &result, Compression::None);
+    response(HttpResponse { status: 200, body }, Compression::None)
 }
 
 /// Frames a reply, typed as the core says.
@@ -602,7 +721,7 @@ async fn serve_zmq<R: Runtime>(mut stream: R::TcpStream, ctx: Arc<Ctx>) {
                 let now = R::now();
                 if conn_deadline.is_none_or(|d| now < d) {
                     // Only the heartbeat's time: a PING, or a peer gone silent.
-                    if let Err(err) = curve::tick(&mut heartbeat, conn.zmtp(), now) {
+                    if let Err(err) = heartbeat.tick(conn.zmtp(), now) {
                         tracing::debug!(%err, "ZeroMQ client gone silent; dropping it");
                         ctx.stats
                             .dropped_connections

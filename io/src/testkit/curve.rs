@@ -1,6 +1,8 @@
 //! CURVE on our ZeroMQ RPC server and publisher, end to end over loopback, with our own
 //! clients: the handshake, the client key the handler sees, the allow-list, and each
 //! mismatch failing typed at once on the side that sees it.
+//! And heartbeats both ways: a server dropping a silent client, a client giving up on a
+//! silent server.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -190,4 +192,74 @@ pub async fn zmq_server_pings_a_silent_peer_then_drops_it<R: Runtime>() {
     assert!(after_handshake > 0, "no PING before the drop");
     assert!(server.stats().dropped_connections >= 1);
     server.stop().await;
+}
+
+/// A ZeroMQ ROUTER on a thread of its own that completes the handshake, takes one request,
+/// then neither reads nor answers until `release` (or a minute) has passed.
+fn silent_router(release: std::sync::mpsc::Receiver<()>) -> u16 {
+    use grenache_core::peer::zmtp::{Connection, Limits, SocketType, ZmtpEvent};
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        let Ok((mut socket, _)) = listener.accept() else {
+            return;
+        };
+        let mut router = Connection::new(SocketType::Router, Vec::new(), Limits::default());
+        let mut buf = [0u8; 4096];
+        let mut got_request = false;
+        while !got_request {
+            if socket.write_all(&router.take_output()).is_err() {
+                return;
+            }
+            let Ok(n) = socket.read(&mut buf) else {
+                return;
+            };
+            if n == 0 || router.handle_input(&buf[..n]).is_err() {
+                return;
+            }
+            while let Some(event) = router.poll_event() {
+                got_request |= matches!(event, ZmtpEvent::Message(_));
+            }
+        }
+        let _ = socket.write_all(&router.take_output());
+        // Silent from here on: no reads, no PONGs, no FIN.
+        let _ = release.recv_timeout(Duration::from_secs(60));
+    });
+    port
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn zmq_client_gives_up_on_a_silent_server<R: Runtime>() {
+    // Arrange: a ROUTER that goes silent after taking the request, announced on a Grape;
+    // a ZeroMQ client with a fast heartbeat and a long request timeout.
+    use grenache_core::peer::zmtp::HeartbeatConfig;
+    let grape = GrapeServer::<R>::start(local_config(53))
+        .await
+        .expect("Grape");
+    let (release, released) = std::sync::mpsc::channel();
+    let port = silent_router(released);
+    let mut config =
+        PeerConfig::new(format!("http://{}", grape.local_api_addr())).transport(RpcTransport::Zmq);
+    config.client.rpc.heartbeat = Some(HeartbeatConfig {
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(400),
+    });
+    let client = PeerClient::<R>::new(config).expect("client");
+    client.announce("st_silent", port).await.expect("announce");
+
+    // Act
+    let opts = RequestOptions::default().timeout(PATIENCE);
+    let result = timeout::<R, _>(PATIENCE, client.request("st_silent", json!(1), opts)).await;
+    let _ = release.send(());
+
+    // Assert: the heartbeat, not the request timeout, ended it, with its own error.
+    let result = result.expect("the request ended before the test's patience");
+    assert_eq!(
+        result,
+        Err(PeerError::Rpc(RpcError::HeartbeatTimeout(
+            Duration::from_millis(400)
+        )))
+    );
+    grape.shutdown().await;
 }

@@ -4,10 +4,38 @@
 
 use std::time::{Duration, Instant};
 
-use crate::peer::zmtp::ZmtpError;
+use crate::peer::zmtp::{Connection, ZmtpError};
 
 /// The longest TTL we announce, in tenths of a second (65.5 s; see `ttl_deciseconds`).
 const MAX_TTL: u16 = 655;
+
+/// How often a connection PINGs a silent peer, and how long it waits before giving up.
+/// Both ends of our ZeroMQ connections use it: servers to drop dead clients, clients to
+/// notice a dead server (a request then fails instead of waiting out its timeout, and a
+/// subscriber reconnects).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeartbeatConfig {
+    /// A PING goes out after this much silence from the peer. Default 10 s.
+    pub interval: Duration,
+    /// A peer silent this long (PINGs unanswered) is gone. Default 30 s.
+    pub timeout: Duration,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl HeartbeatConfig {
+    /// The clock of a connection that opened at `now`.
+    pub fn start(self, now: Instant) -> Heartbeat {
+        Heartbeat::new(now, self.interval, self.timeout)
+    }
+}
 
 /// The heartbeat clock of one connection. Feed it [`heard`](Self::heard) whenever bytes
 /// arrive, wake at [`poll_timeout`](Self::poll_timeout), and call
@@ -64,6 +92,19 @@ impl Heartbeat {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// One tick on `zmtp`: queues a PING when one is due (take the connection's output
+    /// afterwards).
+    ///
+    /// # Errors
+    /// [`ZmtpError::HeartbeatTimeout`] when the peer has been silent too long (close the
+    /// connection), or the connection's own error if it is dead.
+    pub fn tick(&mut self, zmtp: &mut Connection, now: Instant) -> Result<(), ZmtpError> {
+        if self.handle_timeout(now)? {
+            zmtp.ping(self.ttl_deciseconds())?;
+        }
+        Ok(())
     }
 
     fn next_ping(&self) -> Instant {

@@ -29,7 +29,7 @@
 //! Security: NULL, or CURVE ([`Security`], RFC 25/26; see `curve.rs` for the handshake),
 //! chosen when the connection is made ([`Connection::secure`]). Heartbeats: the
 //! connection answers PING with PONG; [`Heartbeat`] says when to send a PING and when a
-//! silent peer is gone.
+//! silent peer is gone (servers and clients both run one per connection).
 //!
 //! What is not here: ZMTP 1.0/2.0 downgrades (libzmq 3.x and older), and the PLAIN and
 //! GSSAPI mechanisms.
@@ -48,7 +48,7 @@ pub use curve::{
     Mechanism, Security,
 };
 pub use error::ZmtpError;
-pub use heartbeat::Heartbeat;
+pub use heartbeat::{Heartbeat, HeartbeatConfig};
 pub use socket::SocketType;
 
 #[cfg(test)]
