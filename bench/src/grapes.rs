@@ -34,6 +34,8 @@ pub struct Env {
     pub grape: PathBuf,
     /// `--runtime` for our Grape.
     pub runtime: String,
+    /// More arguments for each of our Grapes (e.g. `--no-udp-batch`).
+    pub grape_args: Vec<String>,
     /// The folder holding `node_modules` with the pinned Grenache packages, when usable.
     pub node_modules: Option<PathBuf>,
     /// bench/node (our Node scripts).
@@ -94,6 +96,7 @@ impl Grape {
                     .args(["--bn", &bn])
                     .args(["-b", "127.0.0.1"])
                     .args(["--runtime", &env.runtime])
+                    .args(&env.grape_args)
                     .env("RUST_LOG", "warn");
                 Proc::spawn(name, cmd, &log)?
             }

@@ -108,6 +108,21 @@ enum Helper {
         #[arg(long)]
         port: u16,
     },
+    /// The UDP section's load on one server, alone: for profiling it (`perf record -p`).
+    #[command(hide = true)]
+    UdpLoad {
+        /// The server, e.g. 127.0.0.1:20001.
+        #[arg(long)]
+        target: std::net::SocketAddr,
+        /// `ping`, `find_node` or `get_peers`.
+        #[arg(long, default_value = "ping")]
+        query: String,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Count every reply (an echo server's), not only KRPC responses.
+        #[arg(long)]
+        any_reply: bool,
+    },
     /// Serves an echo RPC service through a Grape (one thread).
     #[command(hide = true)]
     RpcServe {
@@ -135,6 +150,12 @@ fn main() -> ExitCode {
     let served = match &args.helper {
         Some(Helper::ServeFixed { port }) => Some(fixed::serve_fixed(*port)),
         Some(Helper::UdpEcho { port }) => Some(udp_load::serve_echo(*port)),
+        Some(Helper::UdpLoad {
+            target,
+            query,
+            seconds,
+            any_reply,
+        }) => Some(udp_load_alone(*target, query, *seconds, *any_reply)),
         Some(Helper::RpcServe {
             grape,
             service,
@@ -160,6 +181,33 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The `udp-load` helper: one load run, its rate and p99 on stdout.
+fn udp_load_alone(
+    target: std::net::SocketAddr,
+    query: &str,
+    seconds: u64,
+    any_reply: bool,
+) -> Result<(), String> {
+    let queries = sections::udp_queries();
+    let (_, generator) = queries
+        .iter()
+        .find(|(name, _)| *name == query)
+        .ok_or_else(|| format!("no query {query:?}: ping, find_node or get_peers"))?;
+    let x = sections::udp_measure(
+        target,
+        !any_reply,
+        generator.as_ref(),
+        Duration::from_millis(500),
+        Duration::from_secs(seconds),
+    )?;
+    eprintln!(
+        "udp-load {query} {target}: {:.0}/s p99 {} ms",
+        x.rps,
+        grenache_bench::stats::ms(x.p99)
+    );
+    Ok(())
 }
 
 fn run(args: &Args) -> Result<(), String> {
@@ -217,6 +265,7 @@ fn run(args: &Args) -> Result<(), String> {
     let env = Env {
         grape,
         runtime: args.runtime.clone(),
+        grape_args: Vec::new(),
         node_modules,
         node_scripts: workspace.join("bench/node"),
         logs,

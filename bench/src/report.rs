@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::grapes::Kind;
-use super::sections::{CONCURRENCY, WORKLOADS};
+use super::sections::{CONCURRENCY, UDP_IN_FLIGHT, WORKLOADS};
 
 /// The API workloads the chart draws, one panel each.
 pub const CHART_WORKLOADS: [&str; 2] = ["hot lookup", "fresh lookup"];
@@ -35,8 +35,17 @@ pub struct ApiRow {
 #[derive(Debug)]
 pub struct UdpRow {
     pub query: &'static str,
-    pub echo: f64,
-    pub by_kind: BTreeMap<Kind, f64>,
+    pub echo: UdpStat,
+    pub by_kind: BTreeMap<Kind, UdpStat>,
+    /// Ours with batched reads and sends turned off (`--no-udp-batch`).
+    pub unbatched: Option<UdpStat>,
+}
+
+/// Replies per second and their round trip's 99th percentile.
+#[derive(Clone, Copy, Debug)]
+pub struct UdpStat {
+    pub rps: f64,
+    pub p99: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -189,6 +198,44 @@ impl Report {
             .find(|r| r.kind == kind && r.workload == workload && r.concurrency == c)
     }
 
+    /// The DHT port's table: each server's rate and p99 beside the echo server's.
+    fn udp_markdown(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "\n### DHT UDP port: queries answered per second (2 load threads, {} in flight in all)\n",
+            UDP_IN_FLIGHT
+        );
+        let _ = writeln!(
+            s,
+            "| query | echo server | rust | rust, batching off | node | rust / echo | batching off / echo | node / echo | p99 rust / echo |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        let cell = |x: Option<UdpStat>| {
+            x.map_or("-".into(), |x| {
+                format!("{} ({} ms)", rate(x.rps), ms(x.p99))
+            })
+        };
+        let rps = |x: Option<UdpStat>| x.map(|x| x.rps);
+        for r in &self.udp {
+            let rust = r.by_kind.get(&Kind::Rust).copied();
+            let node = r.by_kind.get(&Kind::Node).copied();
+            let echo = Some(r.echo);
+            let p99 = |x: Option<UdpStat>| x.and_then(|x| x.p99).map(|d| d.as_secs_f64());
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.query,
+                cell(echo),
+                cell(rust),
+                cell(r.unbatched),
+                cell(node),
+                ratio(rps(rust), rps(echo)),
+                ratio(rps(r.unbatched), rps(echo)),
+                ratio(rps(node), rps(echo)),
+                ratio(p99(rust), p99(echo)),
+            );
+        }
+    }
+
     /// The whole report as Markdown.
     pub fn markdown(&self) -> String {
         let mut s = String::new();
@@ -206,29 +253,7 @@ impl Report {
             self.api_markdown(&mut s);
         }
         if !self.udp.is_empty() {
-            let _ = writeln!(
-                s,
-                "\n### DHT UDP port: queries answered per second (2 load threads, 16 in flight each)\n"
-            );
-            let _ = writeln!(
-                s,
-                "| query | echo server | rust | node | rust / echo | node / echo | rust / node |\n|---|---:|---:|---:|---:|---:|---:|"
-            );
-            for r in &self.udp {
-                let rust = r.by_kind.get(&Kind::Rust).copied();
-                let node = r.by_kind.get(&Kind::Node).copied();
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} | {} | {} | {} | {} |",
-                    r.query,
-                    rate(r.echo),
-                    rust.map(rate).unwrap_or("-".into()),
-                    node.map(rate).unwrap_or("-".into()),
-                    ratio(rust, Some(r.echo)),
-                    ratio(node, Some(r.echo)),
-                    ratio(rust, node)
-                );
-            }
+            self.udp_markdown(&mut s);
         }
         if !self.discovery.is_empty() {
             let _ = writeln!(
@@ -576,15 +601,20 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "| transport | payload | in flight | CPU rust client / server / rest | CPU node client / server / rest | node server, rust client: req/s | p50 / p99 ms | CPU client / server / rest | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "| transport | payload | in flight | CPU rust client / server / rest | CPU node client / server / rest | node server, rust client: req/s | p50 / p99 ms | CPU client / server / rest | errors | server CPU µs per request: rust / node / node with rust client |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
+        // The server's CPU time per request answered: comparable whoever drives it.
+        let us_per_req = |r: Option<&RpcRow>| {
+            r.and_then(|r| Some(r.server_cpu? / r.rps * 1e6).filter(|us| us.is_finite()))
+                .map_or("-".into(), |us| format!("{us:.1}"))
+        };
         for &(tr, bytes, c) in &keys {
             let rust = get((tr, bytes, c), Kind::Rust, Kind::Rust);
             let node = get((tr, bytes, c), Kind::Node, Kind::Node);
             let cross = get((tr, bytes, c), Kind::Node, Kind::Rust);
             let _ = writeln!(
                 s,
-                "| {tr} | {} | {c} | {} | {} | {} | {} | {} | {} |",
+                "| {tr} | {} | {c} | {} | {} | {} | {} | {} | {} | {} / {} / {} |",
                 size(bytes),
                 cpu(rust),
                 cpu(node),
@@ -592,6 +622,9 @@ impl Report {
                 lat(cross),
                 cpu(cross),
                 cross.map(|r| r.errors.to_string()).unwrap_or("-".into()),
+                us_per_req(rust),
+                us_per_req(node),
+                us_per_req(cross),
             );
         }
         let _ = writeln!(
@@ -926,6 +959,28 @@ mod tests {
         assert!(md.contains("| zmq | 10 KB | 64 |"), "{md}");
         assert!(
             md.contains("| zmq | 10 KB | 64 | 0.50 / 1.00 / 0.10 | 0.50 / 1.00 / 0.10 | - |"),
+            "{md}"
+        );
+        // One core for 300 req/s and for 100 req/s; no row with our client on Node's server.
+        assert!(md.contains("| 3333.3 / 10000.0 / - |"), "{md}");
+    }
+
+    #[test]
+    fn udp_table_sets_each_server_beside_the_echo_server() {
+        let stat = |rps, p99_us| UdpStat {
+            rps,
+            p99: Some(Duration::from_micros(p99_us)),
+        };
+        let mut report = Report::default();
+        report.udp.push(UdpRow {
+            query: "ping",
+            echo: stat(200_000.0, 2000),
+            by_kind: BTreeMap::from([(Kind::Rust, stat(190_000.0, 2500))]),
+            unbatched: Some(stat(120_000.0, 4000)),
+        });
+        let md = report.markdown();
+        assert!(
+            md.contains("| ping | 200.0k (2.00 ms) | 190.0k (2.50 ms) | 120.0k (4.00 ms) | - | 0.95x | 0.60x | - | 1.25x |"),
             "{md}"
         );
     }

@@ -14,8 +14,8 @@ use rand_chacha::ChaCha8Rng;
 
 use super::grapes::{self, Env, Kind};
 use super::http_load::{self, Workload};
-use super::report::{ApiRow, CeilingRow, DiscoveryRow, MemoryRow, Report, UdpRow};
-use super::stats::Latencies;
+use super::report::{ApiRow, CeilingRow, DiscoveryRow, MemoryRow, Report, UdpRow, UdpStat};
+use super::stats::{Latencies, ms};
 use super::{fixed, krpc, procs, udp_load};
 
 /// How long each part runs; `--quick` shrinks everything.
@@ -246,25 +246,21 @@ pub fn discovery(ctx: &mut Ctx) -> Result<(), String> {
     Ok(())
 }
 
-/// DHT queries answered per second on the UDP port, against a bare echo server.
-pub fn udp(ctx: &mut Ctx) -> Result<(), String> {
-    let t = ctx.timing;
-    let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    let echo_port = procs::free_udp_port()?;
-    let mut cmd = std::process::Command::new(me);
-    cmd.args(["udp-echo", "--port", &echo_port.to_string()]);
-    let echo = procs::Proc::spawn("udp-echo", cmd, &ctx.env.logs.join("udp-echo.log"))?;
-    std::thread::sleep(Duration::from_millis(200));
-    let echo_addr = SocketAddr::from(([127, 0, 0, 1], echo_port));
-    let mut lone = BTreeMap::new();
-    for kind in ctx.kinds.clone() {
-        let g = grapes::start_network(&ctx.env, kind, 1, "udp")?;
-        lone.insert(kind, g);
-    }
+/// Load threads of the UDP section, and queries each keeps in flight.
+const UDP_THREADS: usize = 2;
+const UDP_WINDOW: usize = 128;
+
+/// Queries in flight on the DHT port, all threads together.
+pub const UDP_IN_FLIGHT: usize = UDP_THREADS * UDP_WINDOW;
+
+/// Makes the `i`-th query of load thread `t`.
+pub type QueryGen = Box<dyn Fn(usize, u64) -> Vec<u8> + Send + Sync>;
+
+/// The UDP section's queries, by name: `ping`, `find_node`, `get_peers`.
+pub fn udp_queries() -> [(&'static str, QueryGen); 3] {
     let querier = NodeId([0x42; 20]);
     let target = NodeId([0x17; 20]);
-    type Gen = Box<dyn Fn(usize, u64) -> Vec<u8> + Send + Sync>;
-    let queries: [(&'static str, Gen); 3] = [
+    [
         (
             "ping",
             Box::new(move |_t: usize, i: u64| krpc::query(querier, i, Method::Ping)),
@@ -293,37 +289,92 @@ pub fn udp(ctx: &mut Ctx) -> Result<(), String> {
                 )
             }),
         ),
-    ];
-    for (name, generator) in &queries {
-        let measure = |addr: SocketAddr, krpc_only: bool| {
-            udp_load::run(&udp_load::Spec {
-                target: addr,
-                threads: 2,
-                window: 16,
-                warmup: t.warmup,
-                measure: t.measure,
-                max_sends: None,
-                krpc_replies_only: krpc_only,
-                generator: generator.as_ref(),
-            })
+    ]
+}
+
+/// The UDP section's closed-loop load on `addr` ([`UDP_IN_FLIGHT`] queries in flight).
+pub fn udp_measure(
+    addr: SocketAddr,
+    krpc_only: bool,
+    generator: &udp_load::Generator,
+    warmup: Duration,
+    measure: Duration,
+) -> Result<UdpStat, String> {
+    udp_load::run(&udp_load::Spec {
+        target: addr,
+        threads: UDP_THREADS,
+        window: UDP_WINDOW,
+        warmup,
+        measure,
+        max_sends: None,
+        krpc_replies_only: krpc_only,
+        generator,
+    })
+    .map(|out| UdpStat {
+        rps: out.rps,
+        p99: out.latency.p99(),
+    })
+}
+
+/// DHT queries answered per second on the UDP port, against a bare echo server (one
+/// thread, one `recvfrom` and one `sendto` per datagram), with our Grape's batched reads and
+/// sends on and off.
+pub fn udp(ctx: &mut Ctx) -> Result<(), String> {
+    let t = ctx.timing;
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let echo_port = procs::free_udp_port()?;
+    let mut cmd = std::process::Command::new(me);
+    cmd.args(["udp-echo", "--port", &echo_port.to_string()]);
+    let echo_proc = procs::Proc::spawn("udp-echo", cmd, &ctx.env.logs.join("udp-echo.log"))?;
+    std::thread::sleep(Duration::from_millis(200));
+    let echo_addr = SocketAddr::from(([127, 0, 0, 1], echo_port));
+    let mut lone = BTreeMap::new();
+    for kind in ctx.kinds.clone() {
+        let g = grapes::start_network(&ctx.env, kind, 1, "udp")?;
+        lone.insert(kind, g);
+    }
+    let unbatched = if ctx.kinds.contains(&Kind::Rust) {
+        let env = Env {
+            grape_args: vec!["--no-udp-batch".into()],
+            ..ctx.env.clone()
         };
-        let echo_rps = measure(echo_addr, false)?.rps;
+        Some(grapes::start_network(&env, Kind::Rust, 1, "udp-unbatched")?.remove(0))
+    } else {
+        None
+    };
+    for (name, generator) in &udp_queries() {
+        let measure = |addr: SocketAddr, krpc_only: bool| {
+            udp_measure(addr, krpc_only, generator.as_ref(), t.warmup, t.measure)
+        };
+        let echo = measure(echo_addr, false)?;
         let mut row = UdpRow {
             query: name,
-            echo: echo_rps,
+            echo,
             by_kind: BTreeMap::new(),
+            unbatched: None,
+        };
+        let show = |who: &str, x: UdpStat| {
+            eprintln!(
+                "  udp {name:9} {who:15} {:>9.0}/s p99 {} ms (echo {:.0}/s p99 {} ms)",
+                x.rps,
+                ms(x.p99),
+                echo.rps,
+                ms(echo.p99)
+            );
         };
         for (kind, g) in &lone {
-            let rps = measure(g[0].dht, true)?.rps;
-            eprintln!(
-                "  udp {name:9} {:4} {rps:>9.0}/s (echo {echo_rps:.0}/s)",
-                kind.name()
-            );
-            row.by_kind.insert(*kind, rps);
+            let x = measure(g[0].dht, true)?;
+            show(kind.name(), x);
+            row.by_kind.insert(*kind, x);
+        }
+        if let Some(g) = &unbatched {
+            let x = measure(g.dht, true)?;
+            show("rust unbatched", x);
+            row.unbatched = Some(x);
         }
         ctx.report.udp.push(row);
     }
-    drop(echo);
+    drop(echo_proc);
     Ok(())
 }
 

@@ -4,10 +4,13 @@
 //! frees a slot that is refilled at once; when nothing arrives for a short while the
 //! window is sent again (lost datagrams are simply forgotten). Replies are told apart
 //! from queries the target sends us (a Grape pings new contacts) by the KRPC `y` key.
+//! A reply's latency is the time since the query with its transaction id left.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use crate::stats::Latencies;
 
 /// What to send: the `i`-th datagram of thread `t`.
 pub type Generator = dyn Fn(usize, u64) -> Vec<u8> + Send + Sync;
@@ -35,6 +38,8 @@ pub struct Outcome {
     pub rps: f64,
     pub replies: u64,
     pub sent: u64,
+    /// Round trips of the replies counted (those whose query's send time is known).
+    pub latency: Latencies,
 }
 
 /// Runs `spec` on its own threads and returns what it measured.
@@ -45,7 +50,7 @@ pub fn run(spec: &Spec<'_>) -> Result<Outcome, String> {
     let per_thread_sends = spec
         .max_sends
         .map(|n| n.div_ceil(spec.threads.max(1) as u64));
-    let parts: Vec<Result<(u64, u64), String>> = thread::scope(|scope| {
+    let parts: Vec<Result<Part, String>> = thread::scope(|scope| {
         let handles: Vec<_> = (0..spec.threads.max(1))
             .map(|t| scope.spawn(move || worker(spec, t, measure_from, end, per_thread_sends)))
             .collect();
@@ -59,11 +64,14 @@ pub fn run(spec: &Spec<'_>) -> Result<Outcome, String> {
     });
     let elapsed = start.elapsed();
     let mut out = Outcome::default();
+    let mut round_trips = Vec::new();
     for part in parts {
-        let (replies, sent) = part?;
-        out.replies += replies;
-        out.sent += sent;
+        let part = part?;
+        out.replies += part.replies;
+        out.sent += part.sent;
+        round_trips.extend(part.round_trips_us);
     }
+    out.latency = Latencies::from_micros(round_trips);
     let window = if spec.max_sends.is_some() {
         elapsed
     } else {
@@ -73,13 +81,41 @@ pub fn run(spec: &Spec<'_>) -> Result<Outcome, String> {
     Ok(out)
 }
 
+/// What one load thread counted.
+struct Part {
+    replies: u64,
+    sent: u64,
+    round_trips_us: Vec<u32>,
+}
+
+/// When each transaction id (two bytes) was last sent.
+struct SendTimes(Vec<Option<Instant>>);
+
+impl SendTimes {
+    fn new() -> SendTimes {
+        SendTimes(vec![None; 1 << 16])
+    }
+
+    fn sent(&mut self, datagram: &[u8], at: Instant) {
+        if let Some(slot) = tid(datagram).and_then(|t| self.0.get_mut(usize::from(t))) {
+            *slot = Some(at);
+        }
+    }
+
+    /// The round trip of `reply`, once: a duplicate or a stray reply has none.
+    fn answered(&mut self, reply: &[u8], at: Instant) -> Option<Duration> {
+        let sent = self.0.get_mut(usize::from(tid(reply)?))?.take()?;
+        Some(at.duration_since(sent))
+    }
+}
+
 fn worker(
     spec: &Spec<'_>,
     t: usize,
     measure_from: Instant,
     end: Instant,
     max_sends: Option<u64>,
-) -> Result<(u64, u64), String> {
+) -> Result<Part, String> {
     let socket = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     socket.connect(spec.target).map_err(|e| e.to_string())?;
     socket
@@ -88,18 +124,21 @@ fn worker(
     let mut buf = vec![0u8; 65_536];
     let mut sent = 0u64;
     let mut replies = 0u64;
-    let send = |sent: &mut u64| -> bool {
+    let mut times = SendTimes::new();
+    let mut round_trips_us = Vec::new();
+    let send = |sent: &mut u64, times: &mut SendTimes| -> bool {
         if max_sends.is_some_and(|max| *sent >= max) {
             return false;
         }
         let datagram = (spec.generator)(t, *sent);
+        times.sent(&datagram, Instant::now());
         // A full socket buffer is a lost datagram, like any other.
         let _ = socket.send(&datagram);
         *sent += 1;
         true
     };
     for _ in 0..spec.window {
-        send(&mut sent);
+        send(&mut sent, &mut times);
     }
     let mut quiet_since = Instant::now();
     loop {
@@ -119,10 +158,14 @@ fn worker(
                     continue;
                 }
                 quiet_since = Instant::now();
+                let round_trip = times.answered(datagram, quiet_since);
                 if max_sends.is_some() || quiet_since >= measure_from {
                     replies += 1;
+                    if let Some(rtt) = round_trip {
+                        round_trips_us.push(u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX));
+                    }
                 }
-                send(&mut sent);
+                send(&mut sent, &mut times);
             }
             Err(e)
                 if matches!(
@@ -132,7 +175,7 @@ fn worker(
             {
                 // The window drained through losses: refill it.
                 for _ in 0..spec.window {
-                    if !send(&mut sent) {
+                    if !send(&mut sent, &mut times) {
                         break;
                     }
                 }
@@ -141,7 +184,22 @@ fn worker(
             Err(_) => thread::sleep(Duration::from_millis(5)),
         }
     }
-    Ok((replies, sent))
+    Ok(Part {
+        replies,
+        sent,
+        round_trips_us,
+    })
+}
+
+/// The transaction id of a KRPC datagram (the string after its first `1:t`), when it is
+/// one or two bytes long, as the load generator's are.
+pub fn tid(datagram: &[u8]) -> Option<u16> {
+    let at = datagram.windows(3).position(|w| w == b"1:t")?;
+    match datagram.get(at + 3..)? {
+        [b'1', b':', a, ..] => Some(u16::from(*a)),
+        [b'2', b':', a, b, ..] => Some(u16::from_be_bytes([*a, *b])),
+        _ => None,
+    }
 }
 
 /// Whether a datagram is a KRPC response: its top-level dict has `y` = `r`.
@@ -205,5 +263,29 @@ mod tests {
         server.join().unwrap();
         assert_eq!(out.sent, 100);
         assert!(out.replies >= 90, "{out:?}");
+        // Eight-byte payloads carry no `1:t`: no round trips to time.
+        assert!(out.latency.p99().is_none(), "{out:?}");
+    }
+
+    #[test]
+    fn reads_the_transaction_id_and_times_each_reply_once() {
+        assert_eq!(
+            tid(b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaae1:q4:ping1:t2:\x01\x02e"),
+            Some(0x0102)
+        );
+        assert_eq!(tid(b"d1:t1:ze"), Some(u16::from(b'z')));
+        assert_eq!(tid(b"d1:t3:abce"), None, "a longer id is not ours");
+        assert_eq!(tid(b"d1:y1:re"), None);
+        let mut times = SendTimes::new();
+        let start = Instant::now();
+        let query = b"d1:t2:ABe";
+        times.sent(query, start);
+        let later = start + Duration::from_millis(3);
+        assert_eq!(times.answered(query, later), Some(Duration::from_millis(3)));
+        assert_eq!(
+            times.answered(query, later),
+            None,
+            "a duplicate is not timed"
+        );
     }
 }

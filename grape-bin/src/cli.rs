@@ -95,6 +95,11 @@ pub(crate) struct Args {
     #[arg(long, value_name = "RUNTIME", default_value_t = DEFAULT_RUNTIME)]
     pub(crate) runtime: RuntimeKind,
 
+    /// Read and send DHT datagrams one per system call, not in batches (recvmmsg, GSO):
+    /// the baseline that shows what batching buys in a benchmark.
+    #[arg(long = "no-udp-batch")]
+    pub(crate) no_udp_batch: bool,
+
     #[command(flatten)]
     pub(crate) defences: DefenceArgs,
 }

@@ -53,6 +53,7 @@ fn server_config(settings: Settings) -> ServerConfig {
     config.known_nodes = settings.known_nodes;
     config.state_file = settings.state_file;
     config.grape = settings.grape;
+    config.udp_batching = settings.udp_batching;
     config
 }
 

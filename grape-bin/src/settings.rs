@@ -28,6 +28,8 @@ pub(crate) struct Settings {
     pub(crate) state_file: Option<PathBuf>,
     pub(crate) grape: GrapeConfig,
     pub(crate) seed: [u8; 32],
+    /// Batched reads and sends on the DHT socket (off: `--no-udp-batch`).
+    pub(crate) udp_batching: bool,
 }
 
 impl Settings {
@@ -57,6 +59,7 @@ impl Settings {
             state_file: args.state.clone(),
             grape,
             seed,
+            udp_batching: !args.no_udp_batch,
         })
     }
 }

@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _};
-use grenache_io::Runtime;
-use smol::net::{TcpListener, TcpStream, UdpSocket};
+use grenache_io::{Interest, Runtime, SockRef};
+use smol::Async;
+use smol::net::{TcpListener, TcpStream};
 use smol_hyper::rt::{FuturesIo, SmolTimer};
 
 /// The smol runtime: tasks on smol's global executor (so a program needs no executor of
@@ -18,7 +19,9 @@ pub struct Smol;
 impl Runtime for Smol {
     type TcpStream = TcpStream;
     type TcpListener = TcpListener;
-    type UdpSocket = UdpSocket;
+    /// The bare socket under async-io, not `smol::net::UdpSocket`: the adapter makes its
+    /// own (batched) system calls on it and only asks smol when it is ready.
+    type UdpSocket = Async<std::net::UdpSocket>;
     type HyperIo = FuturesIo<TcpStream>;
     type WsIo = TcpStream;
     type HyperTimer = SmolTimer;
@@ -82,23 +85,24 @@ impl Runtime for Smol {
         SmolTimer::new()
     }
 
-    fn udp(socket: std::net::UdpSocket) -> io::Result<UdpSocket> {
-        UdpSocket::try_from(socket)
+    fn udp(socket: std::net::UdpSocket) -> io::Result<Self::UdpSocket> {
+        Async::new(socket)
     }
 
-    async fn recv_from(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        socket.recv_from(buf).await
+    async fn udp_ready(socket: &Self::UdpSocket, interest: Interest) -> io::Result<()> {
+        match interest {
+            Interest::Read => socket.readable().await,
+            Interest::Write => socket.writable().await,
+        }
     }
 
-    fn try_recv_from(
-        socket: &UdpSocket,
-        buf: &mut [u8],
-    ) -> Option<io::Result<(usize, SocketAddr)>> {
-        // `poll_once` is ready at the first poll, so `block_on` never blocks here.
-        smol::future::block_on(smol::future::poll_once(socket.recv_from(buf)))
-    }
-
-    async fn send_to(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) -> io::Result<usize> {
-        socket.send_to(bytes, to).await
+    fn udp_try_io<T>(
+        socket: &Self::UdpSocket,
+        _interest: Interest,
+        op: impl FnOnce(SockRef<'_>) -> io::Result<T>,
+    ) -> io::Result<T> {
+        // async-io keeps no readiness of its own to clear: `readable`/`writable` ask the
+        // OS afresh each time.
+        op(SockRef::from(socket.get_ref()))
     }
 }

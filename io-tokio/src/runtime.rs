@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use async_tungstenite::tokio::TokioAdapter;
-use grenache_io::Runtime;
+use grenache_io::{Interest, Runtime, SockRef};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -121,21 +121,23 @@ impl Runtime for Tokio {
         UdpSocket::from_std(socket)
     }
 
-    async fn recv_from(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        socket.recv_from(buf).await
+    async fn udp_ready(socket: &UdpSocket, interest: Interest) -> io::Result<()> {
+        socket.ready(tokio_interest(interest)).await.map(drop)
     }
 
-    fn try_recv_from(
+    fn udp_try_io<T>(
         socket: &UdpSocket,
-        buf: &mut [u8],
-    ) -> Option<io::Result<(usize, SocketAddr)>> {
-        match socket.try_recv_from(buf) {
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => None,
-            other => Some(other),
-        }
+        interest: Interest,
+        op: impl FnOnce(SockRef<'_>) -> io::Result<T>,
+    ) -> io::Result<T> {
+        // `try_io` clears tokio's readiness when `op` would block, so `udp_ready` then waits.
+        socket.try_io(tokio_interest(interest), || op(SockRef::from(socket)))
     }
+}
 
-    async fn send_to(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) -> io::Result<usize> {
-        socket.send_to(bytes, to).await
+fn tokio_interest(interest: Interest) -> tokio::io::Interest {
+    match interest {
+        Interest::Read => tokio::io::Interest::READABLE,
+        Interest::Write => tokio::io::Interest::WRITABLE,
     }
 }

@@ -34,6 +34,9 @@ pub struct ServerConfig {
     pub seed: [u8; 32],
     /// Bounds on connections, time and queues.
     pub limits: Limits,
+    /// Read and send DHT datagrams in batches (`recvmmsg`, GSO) where the OS can; off, the
+    /// socket makes one system call per datagram, as a benchmark's baseline. On by default.
+    pub udp_batching: bool,
 }
 
 impl ServerConfig {
@@ -52,6 +55,7 @@ impl ServerConfig {
             grape: GrapeConfig::default(),
             seed,
             limits: Limits::default(),
+            udp_batching: true,
         }
     }
 }

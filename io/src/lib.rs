@@ -3,8 +3,8 @@
 //!
 //! - [`GrapeServer`]: a Grape. One driver task owns the core's
 //!   [`Grape`](grenache_core::api::Grape), the DHT's UDP socket and a queue of API requests.
-//!   Its loop: drain `poll_transmit` into `send_to` (a send error is logged and counted,
-//!   never fatal); hand each `poll_reply` to the connection waiting on its `RequestId`;
+//!   Its loop: drain `poll_transmit` onto the socket, in batches where the OS allows (a
+//!   send error is logged and counted, never fatal); hand each `poll_reply` to the connection waiting on its `RequestId`;
 //!   sleep until a datagram, the timer at `poll_timeout`, a request or the stop signal,
 //!   whichever comes first, and pass it to the core with `now` from the runtime's clock.
 //!   HTTP connections (hyper 1) and WebSocket connections (async-tungstenite) only frame
@@ -50,7 +50,7 @@ pub use config::{Limits, ServerConfig};
 pub use error::{Listener, StartError};
 pub use grape::server::{GrapeServer, IoStats};
 pub use http_server::Body;
-pub use runtime::Runtime;
+pub use runtime::{Interest, Runtime, SockRef};
 pub use runtime_kind::RuntimeKind;
 pub use stop::Signalled;
 pub use web_server::{CorsOrigin, WebBody, WebReply, WebRequest, WebServer, WebServerConfig};

@@ -16,6 +16,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+pub use socket2::SockRef;
+
 /// What the adapter needs from an async runtime; see the module docs.
 ///
 /// Sockets come in already bound and non-blocking (`std::net` types), so binding, socket
@@ -101,22 +103,32 @@ pub trait Runtime: std::fmt::Debug + Send + Sync + Sized + 'static {
     /// When the runtime cannot register the socket.
     fn udp(socket: std::net::UdpSocket) -> io::Result<Self::UdpSocket>;
 
-    /// Receives one datagram.
-    fn recv_from(
+    /// Waits until `socket` is ready for `interest`. Readiness is a hint: the next
+    /// [`udp_try_io`](Self::udp_try_io) may still find nothing to do.
+    fn udp_ready(
         socket: &Self::UdpSocket,
-        buf: &mut [u8],
-    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+        interest: Interest,
+    ) -> impl Future<Output = io::Result<()>> + Send;
 
-    /// A datagram already queued on the socket, without waiting; `None` if there is none.
-    fn try_recv_from(
+    /// Runs `op`, one non-blocking call on the socket itself (a batched read or send, say),
+    /// and tells the runtime when it would block, so that the next
+    /// [`udp_ready`](Self::udp_ready) waits for the OS to report readiness again. The
+    /// system calls are then written once, in this crate, for both runtimes.
+    ///
+    /// # Errors
+    /// What `op` returns; `WouldBlock` when the socket has nothing (or no room) now.
+    fn udp_try_io<T>(
         socket: &Self::UdpSocket,
-        buf: &mut [u8],
-    ) -> Option<io::Result<(usize, SocketAddr)>>;
+        interest: Interest,
+        op: impl FnOnce(SockRef<'_>) -> io::Result<T>,
+    ) -> io::Result<T>;
+}
 
-    /// Sends one datagram.
-    fn send_to(
-        socket: &Self::UdpSocket,
-        bytes: &[u8],
-        to: SocketAddr,
-    ) -> impl Future<Output = io::Result<usize>> + Send;
+/// Which way a UDP socket is to be ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    /// A datagram may be waiting.
+    Read,
+    /// There may be room for a datagram.
+    Write,
 }

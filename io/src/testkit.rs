@@ -502,18 +502,28 @@ pub async fn announce_on_one_grape_is_found_from_another<R: Runtime>() {
 
 /// See the test of this name in each runtime's crate.
 pub async fn a_burst_of_queries_is_answered_in_full<R: Runtime>() {
-    // Arrange: more pings than the driver reads in one wake-up, queued before it runs.
-    let server = GrapeServer::<R>::start(local_config(1))
-        .await
-        .expect("start");
-    let dht = server.local_dht_addr();
+    for batching in [true, false] {
+        // Arrange: more pings than the driver reads in one wake-up, queued before it runs,
+        // from two senders at once, so batched reads mix them and the answers (of one size,
+        // which GSO sends together) go back to both.
+        let mut config = local_config(1);
+        config.udp_batching = batching;
+        let server = GrapeServer::<R>::start(config).await.expect("start");
+        let dht = server.local_dht_addr();
 
-    // Act
-    let answered = off_thread(move || burst::ping(dht, 200)).await;
+        // Act
+        let (first, second) = off_thread(move || {
+            let other = std::thread::spawn(move || burst::ping_from([127, 0, 0, 2], dht, 200));
+            let first = burst::ping(dht, 200);
+            (first, other.join().expect("second sender"))
+        })
+        .await;
 
-    // Assert
-    assert_eq!(answered, 200);
-    server.shutdown().await;
+        // Assert
+        assert_eq!((first, second), (200, 200), "batching {batching}");
+        assert_eq!(server.io_stats().send_errors, 0, "batching {batching}");
+        server.shutdown().await;
+    }
 }
 
 /// See the test of this name in each runtime's crate.

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use futures_lite::FutureExt as _;
 use grenache_core::api::{ApiConnection, ApiError, Grape, HttpBody, Reply, RequestId, WsConn};
+use grenache_core::dht::Transmit;
 use hyper::{Method, Uri};
 
 use crate::http_server::Body;
@@ -15,15 +16,13 @@ use crate::runtime::Runtime;
 use crate::state::StateSaver;
 use crate::stop::Stop;
 use crate::time::sleep_until;
+use crate::udp::DhtSocket;
 use crate::ws_server::Out;
 
-/// Largest datagram the DHT socket reads; a longer one is cut (and the core rejects it).
-const RECV_BUF: usize = 64 * 1024;
-
 /// Datagrams read per wake-up when they queue up: each trip round the loop sets up a fresh
-/// timer and a four-way wait, so under a flood one trip serves a burst. Small enough that
-/// API requests and timers still get their turn between bursts.
-const RECV_BURST: usize = 32;
+/// timer and a four-way wait, so under a flood one trip serves a burst (two batched reads).
+/// Small enough that API requests and timers still get their turn between bursts.
+const RECV_BURST: usize = 64;
 
 /// A request for the core, sent by an API connection.
 pub(crate) enum Command {
@@ -94,7 +93,8 @@ impl Pending {
 
 /// What woke the driver.
 enum Wake {
-    Datagram(std::io::Result<(usize, SocketAddr)>),
+    /// The DHT socket is readable (or failed).
+    Readable(std::io::Result<()>),
     Timer,
     Command(Command),
     Stop,
@@ -103,7 +103,9 @@ enum Wake {
 /// The driver task's state.
 pub(crate) struct Driver<R: Runtime> {
     grape: Grape,
-    socket: R::UdpSocket,
+    socket: DhtSocket<R>,
+    /// The core's datagrams, gathered so they leave in batches.
+    outbox: Vec<Transmit>,
     commands: async_channel::Receiver<Command>,
     stop: Stop,
     counters: Arc<Counters>,
@@ -116,7 +118,7 @@ pub(crate) struct Driver<R: Runtime> {
 impl<R: Runtime> Driver<R> {
     pub(crate) fn new(
         grape: Grape,
-        socket: R::UdpSocket,
+        socket: DhtSocket<R>,
         commands: async_channel::Receiver<Command>,
         stop: Stop,
         counters: Arc<Counters>,
@@ -126,6 +128,7 @@ impl<R: Runtime> Driver<R> {
         Self {
             grape,
             socket,
+            outbox: Vec::new(),
             commands,
             stop,
             counters,
@@ -140,13 +143,12 @@ impl<R: Runtime> Driver<R> {
     /// comes first (datagram, timer, request, stop). Saves the state file (if any) when due
     /// and once more on the way out.
     pub(crate) async fn run(mut self) {
-        let mut buf = vec![0u8; RECV_BUF];
         loop {
             self.flush().await;
             let deadline = self.grape.poll_timeout();
             let wake_at = self.state.wake_at(deadline);
             let wake = {
-                let datagram = async { Wake::Datagram(R::recv_from(&self.socket, &mut buf).await) };
+                let datagram = async { Wake::Readable(self.socket.readable().await) };
                 let timer = async {
                     sleep_until::<R>(wake_at).await;
                     Wake::Timer
@@ -166,17 +168,8 @@ impl<R: Runtime> Driver<R> {
             };
             let now = R::now();
             match wake {
-                Wake::Datagram(Ok((len, from))) => {
-                    self.handle_datagram(now, &buf, len, from);
-                    for _ in 1..RECV_BURST {
-                        match R::try_recv_from(&self.socket, &mut buf) {
-                            Some(Ok((len, from))) => self.handle_datagram(now, &buf, len, from),
-                            Some(Err(err)) => self.recv_failed(&err),
-                            None => break,
-                        }
-                    }
-                }
-                Wake::Datagram(Err(err)) => self.recv_failed(&err),
+                Wake::Readable(Ok(())) => self.read_burst(now),
+                Wake::Readable(Err(err)) => self.recv_failed(&err),
                 Wake::Timer => {}
                 Wake::Command(cmd) => self.handle_command(now, cmd),
                 Wake::Stop => break,
@@ -191,10 +184,23 @@ impl<R: Runtime> Driver<R> {
         tracing::debug!(pending = self.pending.len(), "driver stopped");
     }
 
-    /// `len` comes from `recv_from` on `buf`, so it is within it.
-    fn handle_datagram(&mut self, now: Instant, buf: &[u8], len: usize, from: SocketAddr) {
-        let bytes = buf.get(..len).unwrap_or_default();
-        self.grape.handle_datagram(now, from, bytes);
+    /// Hands the core what the socket has queued, up to [`RECV_BURST`] datagrams.
+    fn read_burst(&mut self, now: Instant) {
+        let mut read = 0;
+        while read < RECV_BURST {
+            let grape = &mut self.grape;
+            match self
+                .socket
+                .recv(|from, bytes| grape.handle_datagram(now, from, bytes))
+            {
+                Ok(n) => read += n.max(1),
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(err) => {
+                    self.recv_failed(&err);
+                    read += 1;
+                }
+            }
+        }
     }
 
     fn recv_failed(&self, err: &std::io::Error) {
@@ -204,12 +210,15 @@ impl<R: Runtime> Driver<R> {
 
     /// Sends every queued datagram and hands every queued reply to its requester.
     async fn flush(&mut self) {
-        while let Some(transmit) = self.grape.poll_transmit() {
-            if let Err(err) = R::send_to(&self.socket, &transmit.payload, transmit.to).await {
-                let n = self.counters.send_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                log_io_error(n, "DHT send failed", &err, Some(transmit.to));
-            }
-        }
+        self.outbox
+            .extend(std::iter::from_fn(|| self.grape.poll_transmit()));
+        let counters = &self.counters;
+        self.socket
+            .send_all(&mut self.outbox, |err, to| {
+                let n = counters.send_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                log_io_error(n, "DHT send failed", err, Some(to));
+            })
+            .await;
         while let Some(reply) = self.grape.poll_reply() {
             if reply.more {
                 // A watch's push: the request stays routed until the core ends it.

@@ -16,6 +16,7 @@ use crate::runtime::Runtime;
 use crate::state::StateSaver;
 use crate::stop::{StopTrigger, stop_pair};
 use crate::task::Task;
+use crate::udp::DhtSocket;
 
 /// A running Grape: DHT node, HTTP API and (optionally) WebSocket API.
 ///
@@ -54,7 +55,10 @@ impl<R: Runtime> GrapeServer<R> {
     /// [`StartError::Bind`] names the socket that could not be bound (a port in use, say);
     /// `?` turns it into an `io::Error` where that is wanted.
     pub async fn start(config: ServerConfig) -> Result<Self, StartError> {
-        let (socket, dht_addr) = bind_udp::<R>(SocketAddr::new(config.bind, config.dht_port))?;
+        let (socket, dht_addr) = bind_udp::<R>(
+            SocketAddr::new(config.bind, config.dht_port),
+            config.udp_batching,
+        )?;
         let (api, api_addr) =
             bind_tcp::<R>(Listener::Api, SocketAddr::new(config.bind, config.api_port))?;
         let ws = config
@@ -186,7 +190,10 @@ impl<R: Runtime> GrapeServer<R> {
 }
 
 /// Binds the DHT socket (with the buffer sizes of [`crate::udp`]) and reads back its address.
-fn bind_udp<R: Runtime>(addr: SocketAddr) -> Result<(R::UdpSocket, SocketAddr), StartError> {
+fn bind_udp<R: Runtime>(
+    addr: SocketAddr,
+    batching: bool,
+) -> Result<(DhtSocket<R>, SocketAddr), StartError> {
     let bind_failed = |source| StartError::Bind {
         listener: Listener::Dht,
         addr,
@@ -194,7 +201,10 @@ fn bind_udp<R: Runtime>(addr: SocketAddr) -> Result<(R::UdpSocket, SocketAddr), 
     };
     let socket = crate::udp::bind_dht(addr).map_err(bind_failed)?;
     let local = local_addr(Listener::Dht, socket.local_addr())?;
-    Ok((R::udp(socket).map_err(bind_failed)?, local))
+    Ok((
+        DhtSocket::new(socket, batching).map_err(bind_failed)?,
+        local,
+    ))
 }
 
 /// Binds an API listener and reads back its address.
