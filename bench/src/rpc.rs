@@ -98,10 +98,7 @@ pub fn rpc(ctx: &mut Ctx) -> Result<(), String> {
         let url = format!("http://{}", grape.api);
         for tr in TRANSPORTS {
             if let Err(e) = transport_rows(ctx, kind, &url, tr) {
-                eprintln!("  rpc {:4} {tr:4} failed: {e}", kind.name());
-                ctx.report
-                    .notes
-                    .push(format!("rpc {} {tr}: {e}", kind.name()));
+                ctx.part_failed(&format!("rpc {} {tr}", kind.name()), &e);
             }
         }
         drop(grape);

@@ -64,6 +64,15 @@ pub struct Ctx {
     pub report: Report,
 }
 
+impl Ctx {
+    /// A part of a section failed: said on stderr and kept in the report's notes, and the
+    /// section goes on with its other parts.
+    pub fn part_failed(&mut self, what: &str, err: &str) {
+        eprintln!("  {what} failed: {err}");
+        self.report.notes.push(format!("{what}: {err}"));
+    }
+}
+
 /// Concurrency levels of the API section.
 pub const CONCURRENCY: [usize; 3] = [1, 16, 64];
 

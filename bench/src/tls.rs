@@ -32,10 +32,7 @@ pub fn tls(ctx: &mut Ctx) -> Result<(), String> {
             for &secure in modes {
                 let pem = secure.then_some(dir.as_path());
                 if let Err(e) = rows(ctx, kind, &url, tr, pem) {
-                    eprintln!("  tls {} {tr} secure={secure} failed: {e}", kind.name());
-                    ctx.report
-                        .notes
-                        .push(format!("tls {} {tr} secure={secure}: {e}", kind.name()));
+                    ctx.part_failed(&format!("tls {} {tr} secure={secure}", kind.name()), &e);
                 }
             }
         }
