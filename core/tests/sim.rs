@@ -737,3 +737,29 @@ fn a_scenario_reports_what_the_network_broke() {
     let violation = outcome.expect_err("the lookup through the cut Grape must fail the check");
     assert!(violation.what.contains("missed"), "{violation}");
 }
+
+/// A case the proptest drew (2026-12-07): a long loss burst made a Grape fail every node
+/// it knew, and with nobody new to replace them its lookups and announces found no node
+/// to start from for good, so a service announced through it vanished from every other
+/// Grape. Such a node now asks its bad nodes (and its seeds) when it has nothing else.
+#[test]
+fn a_grape_cut_off_by_a_burst_finds_the_network_again() {
+    use grenache_core::sim::scenario::{Op, Scenario, ScenarioConfig};
+
+    let seed = 13_913_788_785_118_953_221;
+    let _hint = ReplayHint(seed);
+    let bytes = [
+        115, 150, 90, 198, 16, 59, 38, 16, 12, 217, 241, 81, 196, 228, 245, 128, 220, 150, 18, 174,
+        229, 14, 15, 162, 79, 31, 74, 142, 232, 109, 240, 77, 129, 153, 152, 218, 175, 85, 194,
+        186, 193, 44, 65, 169, 22, 12, 190, 182, 135, 102, 222, 3, 220, 214, 229, 185, 132, 35, 28,
+        194, 53, 232, 212, 142, 247, 90,
+    ];
+    let ops = Op::decode(&bytes);
+    let mut config = ScenarioConfig::default();
+    config.nodes = 12;
+
+    let report = Scenario::run(seed, Instant::now(), config, &ops)
+        .unwrap_or_else(|v| panic!("{v}\nops: {ops:?}"));
+
+    assert!(report.found > 0, "{report:?}");
+}

@@ -673,17 +673,26 @@ impl Node {
     }
 
     /// The closest known nodes of both families, for starting a lookup: those that missed
-    /// a query of ours are passed over, unless nobody else is known.
-    fn closest(&mut self, now: Instant, key: &Key) -> Vec<NodeInfo> {
+    /// a query of ours are passed over, unless nobody else is known. The flag is true when
+    /// every node known is bad, so they are asked only for want of others.
+    fn closest(&mut self, now: Instant, key: &Key) -> (Vec<NodeInfo>, bool) {
         let k = self.config.k;
         let mut answering = Vec::new();
         let mut all = Vec::new();
+        let mut cut_off = true;
         for table in [&self.table4, &self.table6] {
             // Nodes that have answered us first: ids planted by queries alone (a flood)
             // cannot stall a lookup while answering nodes are known.
             let mut closest = table.closest_answered(key.as_bytes(), 2 * k);
             if closest.is_empty() {
                 closest = table.closest(key.as_bytes(), 2 * k);
+            }
+            if closest.is_empty() {
+                // Only bad nodes are left (an outage failed them all): ask them rather
+                // than nobody, or this node stays cut off from a network that is back.
+                closest = table.closest_any(key.as_bytes(), 2 * k);
+            } else {
+                cut_off = false;
             }
             // Twice k, so that passing over silent nodes still leaves k.
             answering.extend(
@@ -696,11 +705,11 @@ impl Node {
             all.extend(closest.into_iter().take(k));
         }
         if answering.is_empty() {
-            return all;
+            return (all, cut_off);
         }
         let passed_over = all.iter().filter(|n| !answering.contains(n)).count();
         self.stats.skipped_silent += passed_over as u64;
-        answering
+        (answering, cut_off)
     }
 
     /// Upkeep of the routing tables: pings nodes gone quiet, refreshes idle buckets.
@@ -792,11 +801,12 @@ impl Node {
             }
             return query;
         }
-        let seeds = self.closest(now, &target);
+        let (seeds, cut_off) = self.closest(now, &target);
         let reach = kind.reach(self.config.k);
         let mut traversal = Traversal::new(target, reach, self.config.alpha, &seeds);
-        // A thin table may hold only nodes that know little: ask the configured seeds too.
-        let anonymous: Vec<SocketAddr> = if self.is_thin() {
+        // A thin table may hold only nodes that know little, and one whose nodes all failed
+        // may hold only the dead: ask the configured seeds too.
+        let anonymous: Vec<SocketAddr> = if cut_off || self.is_thin() {
             let known: Vec<SocketAddr> = seeds.iter().map(|n| n.addr).collect();
             self.seeds
                 .iter()

@@ -10,6 +10,7 @@ use crate::dht::bep44::{ImmutableItem, Item, MutableItem};
 use crate::dht::event::{Event, Outcome, QueryError, QueryId};
 use crate::dht::id::Key;
 use crate::dht::krpc::{Body, Message, Method, Query, code};
+use crate::dht::routing::NodeState;
 
 struct Net {
     now: Instant,
@@ -258,6 +259,54 @@ fn lost_node_costs_a_soft_timeout_not_the_hard_one() {
     net.wait(q, Duration::from_secs(10)).expect("lookup");
     let took = net.now - start;
     assert!(took < Duration::from_secs(1), "lookup took {took:?}");
+}
+
+#[test]
+fn a_node_cut_off_by_an_outage_finds_the_network_again() {
+    // More nodes than k, so the table is not thin: nothing but its own nodes to ask.
+    let mut net = Net::new(12);
+    net.join();
+    net.warm_up();
+    let others: Vec<SocketAddr> = (0..12).filter(|&i| i != 1).map(addr).collect();
+    net.dead = others.clone();
+    // Lookups of many ids during the outage, until every node in node 1's table failed.
+    let all_bad = |net: &mut Net| {
+        let now = net.now;
+        let (v4, _) = net.node(1).routing_tables();
+        v4.iter(now).all(|(_, state)| state == NodeState::Bad)
+    };
+    for i in 0..200u8 {
+        if all_bad(&mut net) {
+            break;
+        }
+        let now = net.now;
+        let q = net.node(1).get_peers(now, Key::new(&[i; 20]).expect("key"));
+        let _ = net.wait(q, Duration::from_secs(30));
+    }
+    assert!(
+        all_bad(&mut net),
+        "the outage failed every node node 1 knew"
+    );
+    assert!(
+        net.node(1).routing_table_len() >= 8,
+        "they are kept, not dropped"
+    );
+
+    // The network is back; another node announces.
+    net.dead.clear();
+    let (key, stored) = announced(&mut net, 2, b"after_outage", 4000);
+    assert!(stored > 0);
+    let now = net.now;
+    let q = net.node(1).get_peers(now, key);
+
+    let r = net.wait(q, Duration::from_secs(10));
+    assert!(
+        matches!(&r, Ok(Outcome::Peers { peers, .. }) if peers.iter().any(|p| p.port() == 4000)),
+        "{r:?}"
+    );
+    let now = net.now;
+    let (v4, _) = net.node(1).routing_tables();
+    assert!(v4.iter(now).any(|(_, state)| state == NodeState::Good));
 }
 
 #[test]

@@ -201,6 +201,14 @@ impl RoutingTable {
         self.closest_where(key, n, |e| !e.is_bad() && e.last_response.is_some())
     }
 
+    /// Like [`RoutingTable::closest`], bad nodes included: the last resort of a node that
+    /// has nothing else. After an outage every node it knew has failed it, and nothing
+    /// replaces them in a small network; asking them is how it learns they are back (an
+    /// answer makes a node good again).
+    pub fn closest_any(&self, key: &[u8], n: usize) -> Vec<NodeInfo> {
+        self.closest_where(key, n, |_| true)
+    }
+
     fn closest_where(&self, key: &[u8], n: usize, keep: impl Fn(&Entry) -> bool) -> Vec<NodeInfo> {
         let rank = |node: &NodeInfo| (node.id.distance(key), node.id);
         let mut best: Vec<NodeInfo> = Vec::with_capacity(n.min(self.len()));
