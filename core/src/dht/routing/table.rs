@@ -269,9 +269,12 @@ impl RoutingTable {
     /// [`super::PING_RETRY`]. Bad nodes are not pinged: they wait to be replaced.
     pub fn take_pings(&mut self, now: Instant) -> Vec<NodeInfo> {
         let mut pings = Vec::new();
+        // A bucket whose earliest deadline is later has nothing due: skip its entries.
         for bucket in &mut self.buckets {
-            pings.extend(take_due(&mut bucket.entries, now));
-            bucket.settle_pings();
+            if bucket.ping_due.is_some_and(|due| due <= now) {
+                pings.extend(take_due(&mut bucket.entries, now));
+                bucket.settle_pings();
+            }
         }
         pings
     }
