@@ -26,7 +26,7 @@
     reason = "outside the core's sans-IO rule: reads the wall clock for the epoch and for timing"
 )]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -177,9 +177,47 @@ struct Tally {
     silent: usize,
 }
 
+/// Nodes in no particular order, drawn from at random, removed in O(1).
+///
+/// Churn removes a random node for every one it spawns: a plain list's `retain` made
+/// that O(n) per replacement, which at a million nodes is most of the run.
+#[derive(Default)]
+struct Ready {
+    list: Vec<SocketAddr>,
+    /// Where each address sits in `list`.
+    index: HashMap<SocketAddr, usize>,
+}
+
+impl Ready {
+    fn push(&mut self, addr: SocketAddr) {
+        if self.index.insert(addr, self.list.len()).is_none() {
+            self.list.push(addr);
+        }
+    }
+
+    /// Removes `addr`; the last node takes its place.
+    fn remove(&mut self, addr: SocketAddr) {
+        let Some(i) = self.index.remove(&addr) else {
+            return;
+        };
+        self.list.swap_remove(i);
+        if let Some(&moved) = self.list.get(i) {
+            self.index.insert(moved, i);
+        }
+    }
+
+    fn choose(&self, rng: &mut ChaCha8Rng) -> Option<SocketAddr> {
+        self.list.choose(rng).copied()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.list.iter().copied()
+    }
+}
+
 /// The live nodes that finished joining, plus those still joining.
 struct Nodes {
-    ready: Vec<SocketAddr>,
+    ready: Ready,
     /// Joining nodes: address, bootstrap command, bootstraps tried.
     joining: Vec<(SocketAddr, QueryId, u32)>,
     /// Bootstraps repeated because the first left the table under k nodes.
@@ -215,7 +253,7 @@ impl Nodes {
             false
         });
         for (addr, tries) in retry {
-            let Some(&seed) = self.ready.choose(rng) else {
+            let Some(seed) = self.ready.choose(rng) else {
                 continue;
             };
             if let Some(q) = sim.command(addr, |node, now| node.bootstrap(now, &[seed])) {
@@ -228,12 +266,12 @@ impl Nodes {
     /// A random ready node outside `busy`.
     fn pick(&self, rng: &mut ChaCha8Rng, busy: &BTreeSet<SocketAddr>) -> Option<SocketAddr> {
         for _ in 0..64 {
-            let a = *self.ready.choose(rng)?;
+            let a = self.ready.choose(rng)?;
             if !busy.contains(&a) {
                 return Some(a);
             }
         }
-        self.ready.iter().copied().find(|a| !busy.contains(a))
+        self.ready.iter().find(|a| !busy.contains(a))
     }
 }
 
@@ -275,9 +313,10 @@ fn main() -> ExitCode {
 
 /// Spawns `n` nodes in batches, each bootstrapping from a random node already there.
 fn build(sim: &mut Sim, rng: &mut ChaCha8Rng, n: usize, silent_share: f64) -> Nodes {
-    let first = sim.spawn(None);
+    let mut ready = Ready::default();
+    ready.push(sim.spawn(None));
     let mut nodes = Nodes {
-        ready: vec![first],
+        ready,
         joining: Vec::new(),
         rejoins: 0,
         silent_share,
@@ -301,7 +340,7 @@ fn build(sim: &mut Sim, rng: &mut ChaCha8Rng, n: usize, silent_share: f64) -> No
 /// Spawns one node bootstrapping from a random ready node; a silent one (drawn with
 /// `--silent`) only joins, and is left out of the nodes that run lookups.
 fn join(sim: &mut Sim, rng: &mut ChaCha8Rng, nodes: &mut Nodes) -> Option<SocketAddr> {
-    let &seed = nodes.ready.choose(rng)?;
+    let seed = nodes.ready.choose(rng)?;
     // Drawn only when asked for, so runs without silent nodes keep their traces.
     let silent = nodes.silent_share > 0.0 && rng.random_bool(nodes.silent_share);
     let addr = sim.spawn(None);
@@ -355,7 +394,7 @@ fn churn(sim: &mut Sim, rng: &mut ChaCha8Rng, nodes: &mut Nodes, running: &[Look
         let Some(victim) = nodes.pick(rng, &busy) else {
             return;
         };
-        nodes.ready.retain(|a| *a != victim);
+        nodes.ready.remove(victim);
         sim.kill(victim);
         join(sim, rng, nodes);
     }

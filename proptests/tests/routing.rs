@@ -4,6 +4,7 @@
 //! `closest` calls run against a [`RoutingTable`] and a model that only remembers, per
 //! id, what happened to it. After every step:
 //! - the table's own invariants hold;
+//! - `next_timeout`, kept per bucket as entries change, equals a rescan of every entry;
 //! - `closest(key, n)` equals a brute-force sort of the table's non-bad nodes;
 //! - node states agree with the model (bad exactly after two failures in a row, good
 //!   after a recent answer, never good without evidence);
@@ -224,6 +225,12 @@ impl World {
         self.table
             .check_invariants()
             .map_err(|e| TestCaseError::fail(format!("invariant after {op:?}: {e}")))?;
+        prop_assert_eq!(
+            self.table.next_timeout(),
+            self.table.next_timeout_rescan(),
+            "kept deadline differs from a rescan after {:?}",
+            op
+        );
         self.check_states()?;
         self.check_closest(self.own.as_bytes(), self.table.k())?;
         for (id, addr) in before {

@@ -141,9 +141,38 @@ pub(super) struct Bucket {
     /// Last time a node was added, replaced or answered, or the bucket was refreshed;
     /// `None` until the first node arrives (the bootstrap lookup does that job).
     pub(super) last_changed: Option<Instant>,
+    /// The earliest [`Entry::ping_due`] of `entries`, kept so that
+    /// [`super::RoutingTable::next_timeout`], asked after every datagram, need not look at
+    /// every entry. The table calls [`Bucket::settle_pings`] after it changes `entries`.
+    pub(super) ping_due: Option<Instant>,
 }
 
 impl Bucket {
+    /// Recomputes [`Bucket::ping_due`] after `entries` changed.
+    pub(super) fn settle_pings(&mut self) {
+        self.ping_due = self.entries.iter().filter_map(Entry::ping_due).min();
+    }
+
+    /// Applies `change` to entry `index` and keeps [`Bucket::ping_due`] in step: from that
+    /// one entry, unless it held the earliest deadline (then from all of them).
+    pub(super) fn update_entry(&mut self, index: usize, change: impl FnOnce(&mut Entry)) {
+        let Some(entry) = self.entries.get_mut(index) else {
+            return;
+        };
+        let before = entry.ping_due();
+        change(entry);
+        let after = entry.ping_due();
+        if before == self.ping_due {
+            self.settle_pings();
+        } else {
+            // Another entry holds the earliest deadline, so only this one can undercut it.
+            self.ping_due = match (self.ping_due, after) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+
     /// When the bucket needs a refresh lookup.
     pub(super) fn refresh_due(&self) -> Option<Instant> {
         self.last_changed?.checked_add(REFRESH_AFTER)

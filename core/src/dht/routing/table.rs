@@ -164,16 +164,17 @@ impl RoutingTable {
             }
             Some(Slot::Entry { bucket, index }) => {
                 let b = &mut self.buckets[bucket];
-                let entry = &mut b.entries[index];
-                entry.record_failure();
-                if !entry.is_bad() {
+                b.update_entry(index, Entry::record_failure);
+                if !b.entries[index].is_bad() {
                     return Failed::Counted;
                 }
                 let Some(cached) = take_preferred(&mut b.cache) else {
                     return Failed::Bad;
                 };
+                let entry = &mut b.entries[index];
                 let old = std::mem::replace(entry, cached.into_entry(now)).info;
                 b.last_changed = Some(now);
+                b.settle_pings();
                 self.by_addr.remove(&old.addr);
                 tracing::debug!(old = %old.id, new = %cached.info.id, "bad node replaced from cache");
                 Failed::Replaced {
@@ -276,8 +277,12 @@ impl RoutingTable {
     /// [`super::PING_RETRY`]. Bad nodes are not pinged: they wait to be replaced.
     pub fn take_pings(&mut self, now: Instant) -> Vec<NodeInfo> {
         let mut pings = Vec::new();
+        // A bucket whose earliest deadline is later has nothing due: skip its entries.
         for bucket in &mut self.buckets {
-            pings.extend(take_due(&mut bucket.entries, now));
+            if bucket.ping_due.is_some_and(|due| due <= now) {
+                pings.extend(take_due(&mut bucket.entries, now));
+                bucket.settle_pings();
+            }
         }
         pings
     }
@@ -287,7 +292,21 @@ impl RoutingTable {
     ///
     /// The time may already be past: then call them now. Once both were called at `now`,
     /// this is later than `now` (or `None`).
+    ///
+    /// The node asks after every datagram, so this looks at each bucket's kept earliest
+    /// ping ([`Bucket::ping_due`]), not at every entry.
     pub fn next_timeout(&self) -> Option<Instant> {
+        self.buckets
+            .iter()
+            .flat_map(|b| [b.refresh_due(), b.ping_due])
+            .flatten()
+            .min()
+    }
+
+    /// [`RoutingTable::next_timeout`] computed the slow way, from every entry: the
+    /// reference the kept per-bucket deadlines are checked against.
+    #[cfg(any(test, feature = "sim"))]
+    pub fn next_timeout_rescan(&self) -> Option<Instant> {
         let refresh = self.buckets.iter().filter_map(Bucket::refresh_due);
         let pings = self
             .buckets
@@ -391,6 +410,13 @@ impl RoutingTable {
             {
                 return Err(format!("bucket {i}: cache waits beside room or a bad node"));
             }
+            let due = bucket.entries.iter().filter_map(Entry::ping_due).min();
+            if bucket.ping_due != due {
+                return Err(format!(
+                    "bucket {i}: kept ping deadline {:?}, entries say {due:?}",
+                    bucket.ping_due
+                ));
+            }
             let infos = bucket.entries.iter().map(|e| e.info);
             for info in infos.chain(bucket.cache.iter().map(|c| c.info)) {
                 let prefix = self.own.shared_prefix_len(&info.id);
@@ -421,12 +447,43 @@ impl RoutingTable {
         Ok(())
     }
 
+    /// [`RoutingTable::heard_unsettled`], then the kept ping deadlines of every bucket it
+    /// may have changed: the node's own, the ones it freed a slot in, and those a split
+    /// made or emptied (splits only touch the last bucket and append new ones).
     fn heard(&mut self, now: Instant, node: NodeInfo, how: Heard) -> Insert {
+        let last_before = self.buckets.len() - 1;
+        let (result, freed) = self.heard_unsettled(now, node, how);
+        let split = self.buckets.len() > last_before + 1;
+        let settled = matches!(result, Insert::Ignored(_) | Insert::Updated);
+        if settled && freed == [None, None] && !split {
+            return result; // nothing changed, or the one changed entry settled itself
+        }
+        let home = self.bucket_index(&node.id);
+        let split = if split {
+            last_before..self.buckets.len()
+        } else {
+            0..0
+        };
+        for b in freed.into_iter().flatten().chain([home]).chain(split) {
+            self.buckets[b].settle_pings();
+        }
+        result
+    }
+
+    /// Does the work of [`RoutingTable::heard`], and returns with its result the buckets
+    /// that lost a node to make way (a stale id or an address's old holder).
+    fn heard_unsettled(
+        &mut self,
+        now: Instant,
+        node: NodeInfo,
+        how: Heard,
+    ) -> (Insert, [Option<usize>; 2]) {
+        let unchanged = |insert| (insert, [None, None]);
         if node.id == self.own {
-            return Insert::Ignored(Ignored::OwnId);
+            return unchanged(Insert::Ignored(Ignored::OwnId));
         }
         if !usable_addr(&node.addr) {
-            return Insert::Ignored(Ignored::BadAddr);
+            return unchanged(Insert::Ignored(Ignored::BadAddr));
         }
         // The id is known: update it, or decide whether the new address may replace it.
         let mut stale_id = None;
@@ -434,19 +491,19 @@ impl RoutingTable {
             None => {}
             Some(Slot::Entry { bucket, index }) => {
                 let b = &mut self.buckets[bucket];
-                let entry = &mut b.entries[index];
+                let entry = &b.entries[index];
                 if entry.info.addr == node.addr {
                     match how {
                         Heard::Response => {
-                            entry.record_response(now);
+                            b.update_entry(index, |e| e.record_response(now));
                             b.last_changed = Some(now);
                         }
-                        Heard::Query => entry.last_query = Some(now),
+                        Heard::Query => b.update_entry(index, |e| e.last_query = Some(now)),
                     }
-                    return Insert::Updated;
+                    return unchanged(Insert::Updated);
                 }
                 if !entry.is_bad() {
-                    return Insert::Ignored(Ignored::IdElsewhere);
+                    return unchanged(Insert::Ignored(Ignored::IdElsewhere));
                 }
                 // The old address stopped answering: start afresh at the new one.
                 stale_id = Some(node.id);
@@ -454,17 +511,16 @@ impl RoutingTable {
             Some(Slot::Cache { bucket, index }) => {
                 let cache = &mut self.buckets[bucket].cache;
                 if cache[index].info.addr != node.addr {
-                    return Insert::Ignored(Ignored::IdElsewhere);
+                    return unchanged(Insert::Ignored(Ignored::IdElsewhere));
                 }
                 if how == Heard::Query {
-                    return Insert::Ignored(Ignored::Full);
+                    return unchanged(Insert::Ignored(Ignored::Full));
                 }
                 let mut cached = cache.remove(index);
                 cached.last_response = now;
                 cache.push(cached);
-                return Insert::Cached {
-                    ping: take_due(&mut self.buckets[bucket].entries, now).collect(),
-                };
+                let ping = take_due(&mut self.buckets[bucket].entries, now).collect();
+                return (Insert::Cached { ping }, [None, None]);
             }
         }
         // The address is known under another id: the host restarted with a new id. An
@@ -477,7 +533,7 @@ impl RoutingTable {
                 _ => false,
             };
             if how == Heard::Query && !holder_bad {
-                return Insert::Ignored(Ignored::AddrTaken);
+                return unchanged(Insert::Ignored(Ignored::AddrTaken));
             }
             tracing::debug!(old = %holder, new = %node.id, addr = %node.addr, "address changed id");
         }
@@ -488,7 +544,7 @@ impl RoutingTable {
         for bucket in freed.into_iter().flatten() {
             self.refill(now, bucket);
         }
-        result
+        (result, freed)
     }
 
     /// Inserts a node whose id and address are in neither a bucket nor a cache.
@@ -1345,6 +1401,43 @@ mod tests {
         }
 
         assert!(table.len() > 10);
+    }
+
+    /// The kept per-bucket ping deadlines against a rescan, on the paths the model-based
+    /// property test (proptests/tests/routing.rs) does not take: the subnet rule with
+    /// public addresses, wide buckets, and ticks that take pings and refreshes.
+    #[test]
+    fn kept_deadline_equals_a_rescan_under_subnet_rule_and_ticks() {
+        let t = t0();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let own = NodeId::random(&mut rng);
+        let mut table = RoutingTable::new(own, 2)
+            .with_wide_buckets(true)
+            .with_subnet_rule(true);
+        let pool: Vec<NodeInfo> = (0..300u16)
+            .map(|i| {
+                let id = own.random_in_bucket(rng.random_range(0..10), &mut rng);
+                let [hi, lo] = i.to_be_bytes();
+                public(id, [8, hi, lo % 40, lo])
+            })
+            .collect();
+        let mut now = t;
+        for _ in 0..8000u32 {
+            let n = pool[rng.random_range(0..pool.len())];
+            match rng.random_range(0..8) {
+                0 | 1 => drop(table.heard_query(now, n)),
+                2 | 3 => drop(table.failed(now, &n.id)),
+                4 => {
+                    now += SEC * rng.random_range(0..400);
+                    drop(table.refresh(now, &mut rng));
+                    drop(table.take_pings(now));
+                }
+                _ => drop(table.heard_response(now, n)),
+            }
+            check(&table);
+            assert_eq!(table.next_timeout(), table.next_timeout_rescan());
+        }
+        assert!(table.bucket_count() > 3);
     }
 
     fn public(id: NodeId, ip: [u8; 4]) -> NodeInfo {
