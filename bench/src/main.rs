@@ -41,6 +41,10 @@ struct Args {
     /// Grape HTTP API: hot lookups, fresh lookups, announces at concurrency 1, 16, 64.
     #[arg(long)]
     api: bool,
+    /// Grapes in the API section's network of each kind (the load goes to the first; at
+    /// least 2, so the hot name lives on another Grape).
+    #[arg(long, default_value_t = 5)]
+    api_grapes: usize,
     /// DHT UDP port: ping, find_node, get_peers per second against a bare echo server.
     #[arg(long)]
     udp: bool,
@@ -238,6 +242,7 @@ fn run(args: &Args) -> Result<(), String> {
     let grape = grapes::find_grape_binary()?;
     let mut report = Report {
         out: out.clone(),
+        api_grapes: args.api_grapes.max(2),
         ..Report::default()
     };
     let mut kinds = vec![Kind::Rust];

@@ -180,6 +180,8 @@ pub struct Report {
     pub nginx_rps: Option<f64>,
     pub api: Vec<ApiRow>,
     pub api_rss: BTreeMap<Kind, Option<u64>>,
+    /// Grapes in the API section's network of each kind (`--api-grapes`).
+    pub api_grapes: usize,
     pub udp: Vec<UdpRow>,
     pub discovery: Vec<DiscoveryRow>,
     pub memory: Vec<MemoryRow>,
@@ -351,7 +353,8 @@ impl Report {
     fn api_markdown(&self, s: &mut String) {
         let _ = writeln!(
             s,
-            "\n### Grape HTTP API, 5-Grape network of each kind (load on one Grape)\n"
+            "\n### Grape HTTP API, {}-Grape network of each kind (load on one Grape)\n",
+            self.api_grapes
         );
         let _ = writeln!(
             s,
@@ -391,6 +394,20 @@ impl Report {
                 ratio(best_hot, Some(ceiling)),
                 rate(ceiling)
             );
+            let at_64: Vec<String> = WORKLOADS
+                .iter()
+                .filter_map(|w| {
+                    let r = self.api_row(Kind::Rust, w, 64)?;
+                    Some(format!("{w} {}", ratio(Some(r.rps), Some(ceiling))))
+                })
+                .collect();
+            if !at_64.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "Ours at 64 connections against that ceiling: {}.",
+                    at_64.join(", ")
+                );
+            }
         }
         let rss: Vec<String> = self
             .api_rss
@@ -716,9 +733,10 @@ impl Report {
              viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"11\">\n\
              <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
              <text x=\"{}\" y=\"20\" font-size=\"15\" text-anchor=\"middle\">Grape HTTP API: lookups per second vs concurrency</text>\n\
-             <text x=\"{}\" y=\"37\" fill=\"#555\" text-anchor=\"middle\">load on one Grape of a 5-Grape network of each kind, loopback, keep-alive connections; higher is better</text>",
+             <text x=\"{}\" y=\"37\" fill=\"#555\" text-anchor=\"middle\">load on one Grape of a {}-Grape network of each kind, loopback, keep-alive connections; higher is better</text>",
             width / 2.0,
-            width / 2.0
+            width / 2.0,
+            self.api_grapes
         );
         let colour = |k: Kind| match k {
             Kind::Rust => "#c0392b",

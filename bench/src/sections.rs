@@ -148,11 +148,13 @@ pub fn ceiling(ctx: &mut Ctx) -> Result<(), String> {
     Ok(())
 }
 
-/// Grape API throughput and latency, each kind on a 5-Grape network of its own.
+/// Grape API throughput and latency, each kind on a network of its own
+/// ([`Report::api_grapes`] Grapes).
 pub fn api(ctx: &mut Ctx) -> Result<(), String> {
     let t = ctx.timing;
+    let size = ctx.report.api_grapes.max(2);
     for kind in ctx.kinds.clone() {
-        let grapes = grapes::start_network(&ctx.env, kind, 5, "api")?;
+        let grapes = grapes::start_network(&ctx.env, kind, size, "api")?;
         grapes::settle(&grapes, Duration::from_secs(60))?;
         // The hot name lives on another Grape, so the first lookup crosses the DHT.
         grapes[1].announce(HOT, 1337)?;

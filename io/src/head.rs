@@ -1,8 +1,9 @@
 //! A connection's first request head, read before the library that serves the connection
 //! (hyper, tungstenite) sees it, so the server can answer what the library would only
 //! drop or answer bare: a plain HTTP request on a WebSocket port gets 426 Upgrade
-//! Required (a client then knows it met a WebSocket server), and a head longer than the
-//! Grape API reads gets a JSON 431. What was read is then handed on ([`Replay`]).
+//! Required (a client then knows it met a WebSocket server). What was read is then handed
+//! on ([`Replay`]). (The Grape API's JSON 431 for any oversized head, first or later, is
+//! written under hyper instead: `grape::too_large`.)
 //!
 //! Only the first head of a connection is read this way: finding the next one would mean
 //! following the body's framing, which is the library's job.
@@ -31,7 +32,7 @@ pub(crate) enum FirstHead {
     /// A whole request head; `bytes` may run on past it (a body, a next request).
     Complete(Vec<u8>),
     /// Bytes that cannot start an HTTP request (a ZMTP greeting, say).
-    NotHttp(Vec<u8>),
+    NotHttp,
     /// No end of head within the limit.
     TooLarge,
     /// The client closed the connection, or reading failed.
@@ -58,7 +59,7 @@ where
         };
         bytes.extend_from_slice(chunk.get(..n).unwrap_or_default());
         if !could_be_http(&bytes) {
-            return FirstHead::NotHttp(bytes);
+            return FirstHead::NotHttp;
         }
         let end = bytes
             .get(searched..)
@@ -126,9 +127,9 @@ pub(crate) fn response(
 }
 
 /// How long a refused connection is read on after its answer, and how much of it.
-const LINGER: Duration = Duration::from_secs(2);
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
 /// Most bytes read while lingering.
-const LINGER_BYTES: usize = 1 << 20;
+pub(crate) const LINGER_BYTES: usize = 1 << 20;
 
 /// Reads on what the client still sends, for a while, after a refusal was written: closing
 /// with unread bytes makes the kernel send a reset, which can destroy the refusal before
@@ -168,22 +169,6 @@ impl<T> Replay<T> {
     /// What is left to replay, if anything.
     fn pending(&self) -> Option<&[u8]> {
         self.read.get(self.at..).filter(|rest| !rest.is_empty())
-    }
-}
-
-impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for Replay<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        mut buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        if let Some(rest) = self.pending() {
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(rest.get(..n).unwrap_or_default());
-            self.at += n;
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
@@ -265,11 +250,11 @@ mod tests {
             head_of(whole_but_long.as_bytes(), 4096, 1024),
             FirstHead::TooLarge
         ));
-        assert!(matches!(head_of(&zmtp, 4096, 1024), FirstHead::NotHttp(_)));
+        assert!(matches!(head_of(&zmtp, 4096, 1024), FirstHead::NotHttp));
         assert!(matches!(head_of(b"GET / HT", 4096, 1024), FirstHead::Ended));
         assert!(matches!(
             head_of(b"get / HTTP/1.1\r\n\r\n", 4096, 1024),
-            FirstHead::NotHttp(_)
+            FirstHead::NotHttp
         ));
     }
 

@@ -4,8 +4,7 @@
 //! hyper rather than async-h1: async-h1 is unmaintained, and it closes the connection with
 //! no reply at all when a handler fails.
 
-use std::future::{Future, poll_fn};
-use std::pin::Pin;
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,7 +15,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 
-use crate::head::{FirstHead, Replay, linger, poll_read_hyper, read_first_head};
 use crate::runtime::Runtime;
 use crate::stop::Stop;
 use crate::time::timeout;
@@ -78,48 +76,6 @@ where
     }
 }
 
-/// Reads the first request head of a connection within `limit`, so that a head longer
-/// than hyper reads gets `too_large()` (a whole response, written here) instead of hyper's
-/// bare 431. Returns the stream for [`serve`], replaying what was read, or `None` when the
-/// connection is done (refused, closed, or silent past `limit`). Later heads on a kept-alive
-/// connection are hyper's to bound: finding them means following each body's framing.
-pub(crate) async fn first_head<R, I>(
-    mut io: I,
-    limit: Duration,
-    too_large: impl FnOnce() -> Vec<u8>,
-) -> Option<Replay<I>>
-where
-    R: Runtime,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin,
-{
-    let read = read_first_head(MAX_BUF_SIZE, |cx, buf| poll_read_hyper(&mut io, cx, buf));
-    match timeout::<R, _>(limit, read).await? {
-        FirstHead::Complete(bytes) | FirstHead::NotHttp(bytes) => Some(Replay::new(bytes, io)),
-        FirstHead::Ended => None,
-        FirstHead::TooLarge => {
-            if write_all(&mut io, &too_large()).await.is_ok() {
-                linger::<R, _>(|cx, buf| poll_read_hyper(&mut io, cx, buf)).await;
-            }
-            None
-        }
-    }
-}
-
-/// Writes all of `bytes` and flushes them.
-async fn write_all<I: hyper::rt::Write + Unpin>(
-    io: &mut I,
-    mut bytes: &[u8],
-) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        let n = poll_fn(|cx| Pin::new(&mut *io).poll_write(cx, bytes)).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        bytes = bytes.get(n..).unwrap_or_default();
-    }
-    poll_fn(|cx| Pin::new(&mut *io).poll_flush(cx)).await
-}
-
 /// A request body as far as it was read.
 #[derive(Debug)]
 pub enum Body {
@@ -139,7 +95,12 @@ pub(crate) async fn read_body<R: Runtime>(
     max: usize,
     limit: Duration,
 ) -> Result<Body, ConnectionError> {
-    Ok(timeout::<R, _>(limit, read_within(body, max))
+    let mut read = std::pin::pin!(read_within(body, max));
+    // A small body usually came in with its head: then no timer is set for it.
+    if let Some(done) = futures_lite::future::poll_once(read.as_mut()).await {
+        return Ok(done?);
+    }
+    Ok(timeout::<R, _>(limit, read)
         .await
         .ok_or(ConnectionError::BodyTimeout)??)
 }

@@ -46,6 +46,7 @@ macro_rules! adapter_tests {
             a_websocket_server_turns_other_transports_away_at_once,
             a_plain_request_to_the_websocket_api_gets_426,
             dashboard_paths_answer_and_bad_targets_get_clear_errors,
+            a_later_oversized_head_gets_the_json_431,
             curve_rpc_and_pubsub_with_allow_list_and_typed_mismatches,
             zmq_server_pings_a_silent_peer_then_drops_it,
             request_streams_carry_their_metadata_and_limits,
@@ -227,6 +228,52 @@ pub async fn dashboard_paths_answer_and_bad_targets_get_clear_errors<R: Runtime>
     assert_eq!(json(&long.1)["error"], "ERR_GRAPE_URI_TOO_LONG");
     for (status, body) in [huge, many] {
         assert_eq!(status, 431);
+        assert_eq!(body, br#""ERR_GRAPE_HEAD_TOO_LARGE""#);
+    }
+    assert_eq!(after.0, 200);
+    server.shutdown().await;
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn a_later_oversized_head_gets_the_json_431<R: Runtime>() {
+    // Arrange
+    let server = GrapeServer::<R>::start(local_config(34))
+        .await
+        .expect("start");
+    let api = server.local_api_addr();
+    let long = format!(
+        "GET /?{} HTTP/1.1\r\nHost: test\r\n\r\n",
+        "a".repeat(200_000)
+    );
+    let many = format!("GET /status HTTP/1.1\r\n{}\r\n", "X-Pad: 0\r\n".repeat(150));
+    let mut replies = Vec::new();
+
+    // Act: on each kept-alive connection, a lookup, then a head over the limit (too long,
+    // or with more header fields than the API reads).
+    for oversized in [long, many] {
+        let mut stream = connect::<R>(api).await;
+        let first = post_request("/lookup", br#"{"data":"x"}"#, "keep-alive");
+        R::write_all(&mut stream, &first).await.expect("write");
+        let first = read_response::<R>(&mut stream).await;
+        R::write_all(&mut stream, oversized.as_bytes())
+            .await
+            .expect("write");
+        replies.push((first, read_whole_response::<R>(&mut stream).await));
+    }
+    let after = get::<R>(api, "/health").await;
+
+    // Assert
+    for ((first_status, first_body), (head, body)) in replies {
+        assert_eq!((first_status, &first_body[..]), (200, &b"[]"[..]));
+        assert!(
+            head.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{head}"
+        );
         assert_eq!(body, br#""ERR_GRAPE_HEAD_TOO_LARGE""#);
     }
     assert_eq!(after.0, 200);

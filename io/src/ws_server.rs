@@ -90,7 +90,7 @@ pub(crate) async fn accept<R: Runtime>(
                 upgrade_required::<R>(stream).await;
                 Err("a plain HTTP request: answered 426".to_owned())
             }
-            FirstHead::NotHttp(_) => Err("not an HTTP request".to_owned()),
+            FirstHead::NotHttp => Err("not an HTTP request".to_owned()),
             FirstHead::TooLarge => Err("request head too large".to_owned()),
             FirstHead::Ended => Err("closed before the handshake".to_owned()),
         }

@@ -4,13 +4,16 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt as _;
-use grenache_core::api::{ApiConnection, ApiError, Grape, HttpBody, Reply, RequestId, WsConn};
+use grenache_core::api::{
+    ApiConnection, ApiError, Grape, HttpBody, MAX_WATCH_WAIT, Reply, RequestId, WsConn,
+};
 use grenache_core::dht::Transmit;
 use hyper::{Method, Uri};
 
+use crate::config::Limits;
 use crate::http_server::Body;
 use crate::runtime::Runtime;
 use crate::state::StateSaver;
@@ -23,6 +26,25 @@ use crate::ws_server::Out;
 /// timer and a four-way wait, so under a flood one trip serves a burst (two batched reads).
 /// Small enough that API requests and timers still get their turn between bursts.
 const RECV_BURST: usize = 64;
+
+/// Commands taken per wake-up when they queue up: under load the loop's fixed cost (a
+/// fresh timer, a four-way wait, a flush) is paid once per burst instead of once per
+/// request, and the replies of a burst leave together. Small enough that datagrams and
+/// timers still get their turn between bursts.
+const COMMAND_BURST: usize = 64;
+
+/// How often HTTP requests past their reply deadline are looked for (only while some wait).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// What an HTTP request's connection gets back from the driver.
+#[derive(Debug)]
+pub(crate) enum Answered {
+    /// The core's reply.
+    Reply(Reply),
+    /// The core did not answer by the request's deadline (a bug there: it answers every
+    /// request itself).
+    TimedOut,
+}
 
 /// A request for the core, sent by an API connection.
 pub(crate) enum Command {
@@ -39,7 +61,7 @@ pub(crate) enum Command {
         method: Method,
         uri: Uri,
         body: Body,
-        reply: async_channel::Sender<Reply>,
+        reply: async_channel::Sender<Answered>,
     },
     /// One WebSocket message on connection `conn` from `client`; the reply goes back on
     /// its queue.
@@ -66,14 +88,19 @@ pub(crate) struct Counters {
 
 /// Where a pending request's reply goes.
 enum Pending {
-    Http(async_channel::Sender<Reply>),
+    /// An HTTP request, answered [`Answered::TimedOut`] if the core has not answered by
+    /// `deadline`.
+    Http {
+        tx: async_channel::Sender<Answered>,
+        deadline: Instant,
+    },
     Ws(async_channel::Sender<Out>),
 }
 
 impl Pending {
     fn is_closed(&self) -> bool {
         match self {
-            Self::Http(tx) => tx.is_closed(),
+            Self::Http { tx, .. } => tx.is_closed(),
             Self::Ws(tx) => tx.is_closed(),
         }
     }
@@ -82,7 +109,7 @@ impl Pending {
         // A full or closed queue means the client left (or a WS client overran its cap,
         // which its connection prevents): the reply has nowhere to go.
         let delivered = match self {
-            Self::Http(tx) => tx.try_send(reply).is_ok(),
+            Self::Http { tx, .. } => tx.try_send(Answered::Reply(reply)).is_ok(),
             Self::Ws(tx) => tx.try_send(ws_frame(reply)).is_ok(),
         };
         if !delivered {
@@ -113,6 +140,13 @@ pub(crate) struct Driver<R: Runtime> {
     pending: HashMap<RequestId, Pending>,
     next_req: u64,
     state: StateSaver,
+    /// The backstop on the core's answer to an HTTP request ([`Limits::reply_timeout`]).
+    ///
+    /// [`Limits::reply_timeout`]: crate::Limits::reply_timeout
+    reply_timeout: Duration,
+    /// When to look next for HTTP requests past their deadline: one timer for all of them,
+    /// where a timer per request cost a share of each request's CPU.
+    next_sweep: Instant,
 }
 
 impl<R: Runtime> Driver<R> {
@@ -122,7 +156,7 @@ impl<R: Runtime> Driver<R> {
         commands: async_channel::Receiver<Command>,
         stop: Stop,
         counters: Arc<Counters>,
-        max_pending: usize,
+        limits: &Limits,
         state: StateSaver,
     ) -> Self {
         Self {
@@ -132,10 +166,12 @@ impl<R: Runtime> Driver<R> {
             commands,
             stop,
             counters,
-            max_pending,
+            max_pending: limits.max_pending(),
             pending: HashMap::new(),
             next_req: 0,
             state,
+            reply_timeout: limits.reply_timeout,
+            next_sweep: R::now() + SWEEP_EVERY,
         }
     }
 
@@ -147,6 +183,11 @@ impl<R: Runtime> Driver<R> {
             self.flush().await;
             let deadline = self.grape.poll_timeout();
             let wake_at = self.state.wake_at(deadline);
+            let wake_at = if self.pending.is_empty() {
+                wake_at
+            } else {
+                Some(wake_at.map_or(self.next_sweep, |at| at.min(self.next_sweep)))
+            };
             let wake = {
                 let datagram = async { Wake::Readable(self.socket.readable().await) };
                 let timer = async {
@@ -171,13 +212,16 @@ impl<R: Runtime> Driver<R> {
                 Wake::Readable(Ok(())) => self.read_burst(now),
                 Wake::Readable(Err(err)) => self.recv_failed(&err),
                 Wake::Timer => {}
-                Wake::Command(cmd) => self.handle_command(now, cmd),
+                Wake::Command(cmd) => self.command_burst(now, cmd),
                 Wake::Stop => break,
             }
             if deadline.is_some_and(|at| at <= now) {
                 self.grape.handle_timeout(now);
             }
             self.state.tick(now, &self.grape);
+            if now >= self.next_sweep {
+                self.sweep(now);
+            }
         }
         self.flush().await;
         self.state.save(R::now(), &self.grape);
@@ -240,6 +284,30 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
+    /// Handles `first`, then whatever else is queued, up to [`COMMAND_BURST`] in all.
+    fn command_burst(&mut self, now: Instant, first: Command) {
+        self.handle_command(now, first);
+        for _ in 1..COMMAND_BURST {
+            let Ok(cmd) = self.commands.try_recv() else {
+                break;
+            };
+            self.handle_command(now, cmd);
+        }
+    }
+
+    /// Answers [`Answered::TimedOut`] to HTTP requests past their deadline.
+    fn sweep(&mut self, now: Instant) {
+        self.next_sweep = now + SWEEP_EVERY;
+        self.pending.retain(|_, pending| match pending {
+            Pending::Http { tx, deadline } if *deadline <= now => {
+                tracing::warn!("no reply from the core in time");
+                let _ = tx.try_send(Answered::TimedOut);
+                false
+            }
+            _ => true,
+        });
+    }
+
     fn handle_command(&mut self, now: Instant, cmd: Command) {
         match cmd {
             Command::Connect { client, reply } => {
@@ -258,7 +326,17 @@ impl<R: Runtime> Driver<R> {
                 body,
                 reply,
             } => {
-                let Some(req) = self.admit(Pending::Http(reply)) else {
+                // A `/watch` waits for a change, up to its `wait`; the core answers it by then.
+                let wait = if uri.path() == "/watch" {
+                    MAX_WATCH_WAIT
+                } else {
+                    Duration::ZERO
+                };
+                let deadline = now + self.reply_timeout + wait;
+                let Some(req) = self.admit(Pending::Http {
+                    tx: reply,
+                    deadline,
+                }) else {
                     return;
                 };
                 let body = match &body {

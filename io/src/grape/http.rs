@@ -4,17 +4,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use grenache_core::api::{ApiError, CONTENT_TYPE_JSON, MAX_WATCH_WAIT, Reply};
+use grenache_core::api::{ApiError, CONTENT_TYPE_JSON, Reply};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode};
 
-use super::driver::Command;
+use super::driver::{Answered, Command};
+use super::too_large::JsonTooLarge;
 use super::{ApiContext, in_slot};
 use crate::http_server::{self, Answer, read_body};
 use crate::runtime::Runtime;
-use crate::time::timeout;
 
 /// Serves one HTTP/1.1 connection from `peer` until it ends or the server stops; closes it
 /// unread when the client already holds its cap of connections.
@@ -31,11 +31,8 @@ async fn serve_http<R: Runtime>(stream: R::TcpStream, peer: SocketAddr, ctx: &Ar
     let handler_ctx = Arc::clone(ctx);
     let handle = move |req| handle_request::<R>(req, peer, Arc::clone(&handler_ctx));
     let head_timeout = ctx.limits.header_read_timeout;
-    let io = R::hyper_io(stream);
-    let io = http_server::first_head::<R, _>(io, head_timeout, head_too_large).await;
-    if let Some(io) = io {
-        http_server::serve::<R, _, _, _, _>(io, head_timeout, &ctx.stop, handle).await;
-    }
+    let io = JsonTooLarge::<R, _>::new(R::hyper_io(stream), head_too_large);
+    http_server::serve::<R, _, _, _, _>(io, head_timeout, &ctx.stop, handle).await;
 }
 
 /// Reads the body (within the core's limit), queues the request for the driver and turns the
@@ -48,12 +45,6 @@ async fn handle_request<R: Runtime>(
     let (parts, body) = req.into_parts();
     let body = read_body::<R>(body, ctx.max_payload, ctx.limits.body_read_timeout).await?;
     let (reply_tx, reply_rx) = async_channel::bounded(1);
-    // A `/watch` waits for a change, up to its `wait`; the core answers it by then.
-    let reply_timeout = if parts.uri.path() == "/watch" {
-        ctx.limits.reply_timeout + MAX_WATCH_WAIT
-    } else {
-        ctx.limits.reply_timeout
-    };
     let command = Command::Http {
         client: peer,
         method: parts.method,
@@ -64,19 +55,17 @@ async fn handle_request<R: Runtime>(
     if ctx.commands.send(command).await.is_err() {
         return Ok(empty_response(StatusCode::SERVICE_UNAVAILABLE));
     }
-    match timeout::<R, _>(reply_timeout, reply_rx.recv()).await {
-        Some(Ok(reply)) => Ok(reply_response(reply)),
+    // The driver keeps the deadline (one timer for all requests, not one each).
+    match reply_rx.recv().await {
+        Ok(Answered::Reply(reply)) => Ok(reply_response(reply)),
+        Ok(Answered::TimedOut) => Ok(empty_response(StatusCode::GATEWAY_TIMEOUT)),
         // The driver refused the request (too many pending) or stopped.
-        Some(Err(_)) => Ok(empty_response(StatusCode::SERVICE_UNAVAILABLE)),
-        None => {
-            tracing::warn!("no reply from the core in time");
-            Ok(empty_response(StatusCode::GATEWAY_TIMEOUT))
-        }
+        Err(_) => Ok(empty_response(StatusCode::SERVICE_UNAVAILABLE)),
     }
 }
 
-/// The whole response to a request head longer than the API reads: 431 with the API's
-/// JSON error, where hyper would send a bare 431.
+/// The whole response to a request head longer than the API reads (or with more fields):
+/// 431 with the API's JSON error, where hyper would send a bare 431.
 fn head_too_large() -> Vec<u8> {
     let err = ApiError::HeadTooLarge;
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST);

@@ -4,6 +4,7 @@
 mod driver;
 mod http;
 pub(crate) mod server;
+mod too_large;
 mod ws;
 
 use std::future::Future;

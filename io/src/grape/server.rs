@@ -89,7 +89,7 @@ impl<R: Runtime> GrapeServer<R> {
             commands_rx,
             driver_stop,
             Arc::clone(&counters),
-            config.limits.max_pending(),
+            &config.limits,
             StateSaver::new(config.state_file, now),
         );
         let driver = Task::spawn(driver.run());
