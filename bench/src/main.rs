@@ -87,6 +87,14 @@ struct Args {
     /// Load-generator threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Cores of our peer RPC client in --rpc, --proxy and --tls: 1 is a current-thread
+    /// runtime with one driver (per-core rows); N > 1 is N tokio workers and N drivers.
+    #[arg(long, default_value_t = 1)]
+    client_cores: usize,
+    /// Drivers of grenache-proxy's outgoing clients in --proxy (its --client-shards);
+    /// unset, the proxy's default (the cores it may use).
+    #[arg(long, value_name = "N")]
+    proxy_client_shards: Option<usize>,
     /// Wait (up to --wait-minutes) for the 1-minute load average to drop below this.
     #[arg(long, default_value_t = 1.5)]
     max_load: f64,
@@ -291,8 +299,19 @@ fn run(args: &Args) -> Result<(), String> {
         timing,
         kinds,
         threads: args.threads.max(1),
+        client_cores: args.client_cores.max(1),
+        proxy_client_shards: args.proxy_client_shards,
         report,
     };
+    if ctx.client_cores > 1 {
+        let n = ctx.client_cores;
+        let note = format!("our peer RPC client: {n} tokio workers and {n} drivers");
+        ctx.report.notes.push(note);
+    }
+    if let Some(n) = ctx.proxy_client_shards {
+        let note = format!("grenache-proxy --client-shards {n}");
+        ctx.report.notes.push(note);
+    }
     let started = Instant::now();
     type Section = fn(&mut Ctx) -> Result<(), String>;
     let plan: [(&str, bool, Section); 10] = [

@@ -85,6 +85,7 @@ pub fn proxy(ctx: &mut Ctx) -> Result<(), String> {
                 measure: ctx.timing.measure,
                 server: p.server_pid,
                 pem_dir: None,
+                client_cores: ctx.client_cores,
             };
             let watch = RssWatch::start(proxy.pid);
             let rpc = rpc::rust_load(&run, Kind::Rust)?;
@@ -131,6 +132,7 @@ fn node_pair(ctx: &mut Ctx) -> Result<(), String> {
             measure: ctx.timing.measure,
             server: server.pid,
             pem_dir: None,
+            client_cores: ctx.client_cores,
         };
         let row = ProxyRow {
             path: ProxyPath::Direct,
@@ -174,6 +176,9 @@ fn start_proxy(ctx: &Ctx, url: &str, routes: &[&str]) -> Result<Proc, String> {
     let mut cmd = Command::new(bin);
     cmd.args(["--grape", url, "--bind", "127.0.0.1"])
         .args(["--runtime", ctx.env.runtime.as_str()]);
+    if let Some(n) = ctx.proxy_client_shards {
+        cmd.args(["--client-shards", &n.to_string()]);
+    }
     for route in routes {
         cmd.args(["--rpc", route]);
     }

@@ -8,7 +8,8 @@
 //!
 //! Both sides run one thread per process (Node is single-threaded, though libzmq adds an
 //! I/O thread; the Rust server and client each get a current-thread runtime), so the
-//! comparison is per core. The CPU each client and each server used over the measured
+//! comparison is per core. `--client-cores N` gives our client N tokio workers and N
+//! drivers instead, to show it spreading over the cores it is given. The CPU each client and each server used over the measured
 //! window is recorded with every row: a server near one core is the limit, a client near
 //! one core with its server well below means the load generator is. So is the CPU the
 //! rest of the machine used meanwhile (other users' builds on a shared box), which tells
@@ -175,6 +176,7 @@ fn transport_rows(ctx: &mut Ctx, kind: Kind, url: &str, tr: &'static str) -> Res
                 measure: t.measure,
                 server: server.pid,
                 pem_dir: None,
+                client_cores: ctx.client_cores,
             };
             // Each pair, and our client against the Node server too: that row shows what
             // the Node server does when its client is not the limit.
@@ -224,6 +226,8 @@ pub(crate) struct Run<'a> {
     pub(crate) server: u32,
     /// TLS with the certificates in this folder ([`pem_files`]).
     pub(crate) pem_dir: Option<&'a Path>,
+    /// Our client's tokio workers and drivers; 1 is a current-thread runtime.
+    pub(crate) client_cores: usize,
 }
 
 /// CPU time of a client, a server and the whole machine over a window of wall time.
@@ -281,15 +285,25 @@ impl CpuWindow {
     }
 }
 
-/// Our client, one current-thread runtime, `concurrency` requests in flight, against a
-/// server of kind `server`.
+/// Our client, `concurrency` requests in flight, against a server of kind `server`: on
+/// one current-thread runtime, or with `run.client_cores` > 1 on that many tokio workers
+/// and as many client drivers.
 pub(crate) fn rust_load(run: &Run<'_>, server: Kind) -> Result<RpcRow, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let cores = run.client_cores.max(1);
+    let rt = if cores == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(cores);
+        builder
+    }
+    .enable_all()
+    .build()
+    .map_err(|e| e.to_string())?;
     rt.block_on(async {
-        let mut config = PeerConfig::new(run.grape).transport(transport(run.tr));
+        let mut config = PeerConfig::new(run.grape)
+            .transport(transport(run.tr))
+            .shards(cores);
         if let Some(dir) = run.pem_dir {
             let [ca, cert, key] = pem_files(dir);
             let tls = ClientTls::from_pem_files(ca, Some((cert.as_path(), key.as_path())))

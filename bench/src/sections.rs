@@ -61,6 +61,10 @@ pub struct Ctx {
     pub kinds: Vec<Kind>,
     /// Load-generator threads.
     pub threads: usize,
+    /// Cores (tokio workers and client drivers) of our peer RPC client.
+    pub client_cores: usize,
+    /// grenache-proxy's `--client-shards`, if given.
+    pub proxy_client_shards: Option<usize>,
     pub report: Report,
 }
 

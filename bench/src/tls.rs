@@ -85,6 +85,7 @@ fn rows(
                 measure: ctx.timing.measure,
                 server: server.pid,
                 pem_dir: pem,
+                client_cores: ctx.client_cores,
             };
             let row: RpcRow = match kind {
                 Kind::Rust => rpc::rust_load(&run, kind)?,

@@ -53,6 +53,9 @@ macro_rules! adapter_tests {
             a_slow_stream_handler_holds_a_raw_sender_back,
             our_stream_client_is_held_back_by_a_slow_server,
             zmq_client_gives_up_on_a_silent_server,
+            requests_and_maps_spread_over_shards_answer_right,
+            a_dead_peer_is_skipped_by_every_shard,
+            a_watched_name_is_answered_from_its_set_on_a_spread_client,
         );
     };
     (@each $runtime:ty, $block_on:path; $($name:ident),* $(,)?) => {
@@ -1005,6 +1008,12 @@ pub use curve::{
     zmq_client_gives_up_on_a_silent_server, zmq_server_pings_a_silent_peer_then_drops_it,
 };
 pub mod pki;
+mod shards;
+pub use shards::{
+    a_dead_peer_is_skipped_by_every_shard,
+    a_watched_name_is_answered_from_its_set_on_a_spread_client,
+    requests_and_maps_spread_over_shards_answer_right,
+};
 mod streams;
 pub use streams::{
     a_slow_stream_handler_holds_a_raw_sender_back, our_stream_client_is_held_back_by_a_slow_server,

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 
+use grenache_io::peer::available_cores;
 use grenache_io::{CorsOrigin, WebServerConfig};
 use serde::Deserialize;
 
@@ -29,6 +30,9 @@ pub struct Settings {
     pub timeout: Duration,
     /// How long a lookup of a TARGET is reused.
     pub lookup_cache: Duration,
+    /// Driver tasks of each outgoing client: a proxy's calls spread over that many cores.
+    /// Default: the cores the process may use.
+    pub client_shards: usize,
     /// The RPC routes.
     pub rpc: Vec<Route>,
     /// The PUB/SUB routes (FROM and TO each `ws` or `zmq`).
@@ -73,6 +77,7 @@ impl Default for Settings {
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             timeout: DEFAULT_TIMEOUT,
             lookup_cache: DEFAULT_LOOKUP_CACHE,
+            client_shards: available_cores(),
             rpc: Vec::new(),
             pubsub: Vec::new(),
             gateway: None,
@@ -89,6 +94,7 @@ struct File {
     bind: Option<IpAddr>,
     timeout_ms: Option<u64>,
     lookup_cache_ms: Option<u64>,
+    client_shards: Option<usize>,
     gateway: Option<u16>,
     gateway_max_body: Option<usize>,
     gateway_max_connections: Option<usize>,
@@ -186,6 +192,12 @@ impl Settings {
         {
             self.lookup_cache = Duration::from_millis(ms);
         }
+        if let Some(n) = file
+            .client_shards
+            .filter(|_| self.client_shards == defaults.client_shards)
+        {
+            self.client_shards = n.max(1);
+        }
         if self.gateway.is_none() {
             self.gateway = file.gateway;
         }
@@ -259,6 +271,7 @@ mod tests {
             r#"
 grape = "http://10.0.0.1:30001"
 timeout_ms = 2500
+client_shards = 7
 gateway = 8088
 
 [[rpc]]
@@ -278,6 +291,7 @@ route = "ticks@zmq=ticks_ws@ws"
         assert_eq!(settings.grape, "http://10.0.0.1:30001");
         assert_eq!(settings.timeout, Duration::from_millis(2500));
         assert_eq!(settings.gateway, Some(8088));
+        assert_eq!(settings.client_shards, 7);
         assert_eq!(settings.rpc.len(), 2);
         assert_eq!(settings.rpc[0].to, Protocol::Zmq);
         assert_eq!(settings.rpc[1].fan_out, FanOut::Map);

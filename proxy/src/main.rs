@@ -36,6 +36,7 @@ proxy.toml:
   bind = \"0.0.0.0\"
   timeout_ms = 10000          # a call's timeout, unless its route sets one
   lookup_cache_ms = 2000      # how long a lookup of a TARGET is reused
+  client_shards = 4           # driver tasks per outgoing client (default: the cores given)
   gateway = 8088              # the plain HTTP gateway's port
   gateway_max_body = 1048576  # bytes; a longer body gets 413
   gateway_max_connections = 1024
@@ -97,6 +98,10 @@ struct Cli {
     /// How long a lookup of a TARGET is reused, in milliseconds [default: 2000]
     #[arg(long, value_name = "MS")]
     lookup_cache_ms: Option<u64>,
+    /// Driver tasks of each outgoing client, so calls spread over that many cores
+    /// [default: the cores the process may use]
+    #[arg(long, value_name = "N")]
+    client_shards: Option<usize>,
     /// The async runtime to run on: smol or tokio (the default, as the Grape's: its reactor
     /// serves an HTTP request in fewer system calls).
     #[arg(long, value_name = "RUNTIME", default_value_t = RuntimeKind::Tokio)]
@@ -121,6 +126,9 @@ impl Cli {
         }
         if let Some(ms) = self.lookup_cache_ms {
             settings.lookup_cache = Duration::from_millis(ms);
+        }
+        if let Some(n) = self.client_shards {
+            settings.client_shards = n.max(1);
         }
         settings.rpc = self.rpc;
         settings

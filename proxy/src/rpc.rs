@@ -112,13 +112,14 @@ pub struct Proxy<R: Runtime> {
 struct Clients<R: Runtime> {
     grape: String,
     lookup_cache: Duration,
+    shards: usize,
     rpc: Vec<(Protocol, PeerClient<R>)>,
     pubsub: Vec<(PubSubTransport, PeerClient<R>)>,
 }
 
 impl<R: Runtime> Clients<R> {
     fn config(&self) -> PeerConfig {
-        let mut config = PeerConfig::new(self.grape.clone());
+        let mut config = PeerConfig::new(self.grape.clone()).shards(self.shards);
         config.client.link.lookup_cache_ttl = self.lookup_cache;
         config
     }
@@ -153,6 +154,7 @@ impl<R: Runtime> Proxy<R> {
         let mut clients = Clients {
             grape: settings.grape.clone(),
             lookup_cache: settings.lookup_cache,
+            shards: settings.client_shards,
             rpc: Vec::new(),
             pubsub: Vec::new(),
         };

@@ -111,6 +111,59 @@ pub struct ClientStats {
     pub sub: SubStats,
 }
 
+impl ClientStats {
+    /// These counters plus `other`'s: an adapter that spreads one client over several
+    /// core `Client`s (one per core) reports their sum.
+    #[must_use]
+    pub fn plus(mut self, other: &ClientStats) -> ClientStats {
+        // Destructured, so a new counter that is not summed fails to compile.
+        let LinkStats {
+            requests,
+            coalesced,
+            cache_hits,
+            bad_frames,
+            late_replies,
+            dropped_events,
+            watch_hits,
+            watch_polls,
+            watch_retries,
+        } = &other.link;
+        let link = &mut self.link;
+        link.requests += requests;
+        link.coalesced += coalesced;
+        link.cache_hits += cache_hits;
+        link.bad_frames += bad_frames;
+        link.late_replies += late_replies;
+        link.dropped_events += dropped_events;
+        link.watch_hits += watch_hits;
+        link.watch_polls += watch_polls;
+        link.watch_retries += watch_retries;
+        let RpcStats {
+            attempts,
+            bad_frames,
+            late_replies,
+            connects,
+            unreached,
+        } = &other.rpc;
+        let rpc = &mut self.rpc;
+        rpc.attempts += attempts;
+        rpc.bad_frames += bad_frames;
+        rpc.late_replies += late_replies;
+        rpc.connects += connects;
+        rpc.unreached += unreached;
+        let SubStats {
+            messages,
+            dropped_messages,
+            connects,
+        } = &other.sub;
+        let sub = &mut self.sub;
+        sub.messages += messages;
+        sub.dropped_messages += dropped_messages;
+        sub.connects += connects;
+        self
+    }
+}
+
 /// Who waits for a lookup the Client started.
 #[derive(Clone, Copy, Debug)]
 enum Waiter {

@@ -1,9 +1,9 @@
-//! The public handle of a client: every method queues a command for the driver task and
-//! waits for its one answer (`request_stream` also sends its body itself, on a connection
-//! of its own).
+//! The public handle of a client: every method queues a command for a driver task (a
+//! shard, see `shards`) and waits for its one answer (`request_stream` also sends its body
+//! itself, on a connection of its own).
 
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_lite::{Stream, StreamExt as _};
@@ -14,14 +14,13 @@ use grenache_core::peer::{
 };
 use http_body_util::{BodyExt as _, StreamBody};
 use hyper::body::Frame;
-use rand::SeedableRng as _;
-use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
 use super::config::PeerConfig;
-use super::driver::{Command, Driver};
+use super::driver::Command;
 use super::error::PeerError;
 use super::http_client::{self, ChunkedBody};
+use super::shards::{Shard, Shards};
 use super::subscription::Subscription;
 use super::watch::Watch;
 use crate::runtime::Runtime;
@@ -29,27 +28,25 @@ use crate::time::timeout;
 use crate::tls::{TlsClient, TlsStats};
 
 /// A Grenache client: the Link to a Grape (lookup, announce, put, get), peer RPC
-/// (request, map) and subscriptions, run by one driver task.
+/// (request, map) and subscriptions, run by [`PeerConfig::shards()`] driver tasks (one by
+/// default); requests and maps are spread over them.
 ///
-/// Cloning is cheap and every clone talks to the same driver. The driver task starts with
-/// the first command, on the runtime that awaits it (so `new` works anywhere), and stops
-/// when the last clone (and the last [`Subscription`], server or publisher holding one)
-/// is gone. Commands are not cancelled by dropping their future: the core still ends
-/// them, and the answer is thrown away.
+/// Cloning is cheap and every clone talks to the same drivers. A driver task starts with
+/// its first command, on the runtime that awaits it (so `new` works anywhere), and stops
+/// when the last clone (and, for the first driver, the last [`Subscription`], [`Watch`],
+/// server or publisher holding one) is gone. Commands are not cancelled by dropping their
+/// future: the core still ends them, and the answer is thrown away.
 pub struct PeerClient<R: Runtime> {
-    commands: async_channel::Sender<Command>,
-    /// TLS settings and counters, shared with the driver's connections.
+    shards: Arc<Shards<R>>,
+    /// TLS settings and counters, shared with the drivers' connections.
     tls: Option<Arc<TlsClient>>,
-    /// The driver until its task is spawned.
-    idle: Arc<Mutex<Option<Driver<R>>>>,
 }
 
 impl<R: Runtime> Clone for PeerClient<R> {
     fn clone(&self) -> Self {
         PeerClient {
-            commands: self.commands.clone(),
+            shards: Arc::clone(&self.shards),
             tls: self.tls.clone(),
-            idle: Arc::clone(&self.idle),
         }
     }
 }
@@ -57,7 +54,7 @@ impl<R: Runtime> Clone for PeerClient<R> {
 impl<R: Runtime> std::fmt::Debug for PeerClient<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PeerClient")
-            .field("queued", &self.commands.len())
+            .field("queued", &self.shards.queued())
             .finish_non_exhaustive()
     }
 }
@@ -68,19 +65,9 @@ impl<R: Runtime> PeerClient<R> {
     /// # Errors
     /// [`ConfigError::GrapeUrl`] when the Grape URL is not `http(s)://` or `ws(s)://`.
     pub fn new(config: PeerConfig) -> Result<Self, ConfigError> {
-        // The core is sans-IO and takes a seed; drawing one from the OS is the adapter's job.
-        let seed = config
-            .seed
-            .unwrap_or_else(|| ChaCha8Rng::from_os_rng().get_seed());
-        let client = grenache_core::peer::Client::new(config.client.clone(), seed)?;
-        let (commands, queue) = async_channel::bounded(config.command_queue.max(1));
         let tls = config.tls.clone().map(|tls| Arc::new(TlsClient::new(tls)));
-        let driver = Driver::new(client, queue, &config, tls.clone());
-        Ok(PeerClient {
-            commands,
-            tls,
-            idle: Arc::new(Mutex::new(Some(driver))),
-        })
+        let shards = Arc::new(Shards::new(&config, tls.as_ref())?);
+        Ok(PeerClient { shards, tls })
     }
 
     /// The peers serving `name` (`host:port`, never empty), from a cache of a few seconds.
@@ -191,8 +178,9 @@ impl<R: Runtime> PeerClient<R> {
         payload: Value,
         opts: RequestOptions,
     ) -> Result<Value, PeerError> {
+        let shard = self.shards.for_call(name);
         let name = name.to_owned();
-        self.ask(|reply| Command::Request {
+        self.ask_on(shard, |reply| Command::Request {
             name,
             payload,
             opts,
@@ -216,8 +204,9 @@ impl<R: Runtime> PeerClient<R> {
         payload: Value,
         opts: RequestOptions,
     ) -> Result<Vec<Value>, PeerError> {
+        let shard = self.shards.for_call(name);
         let name = name.to_owned();
-        self.ask(|reply| Command::Map {
+        self.ask_on(shard, |reply| Command::Map {
             name,
             payload,
             opts,
@@ -287,7 +276,8 @@ impl<R: Runtime> PeerClient<R> {
                     tracing::debug!(peer = %plan.peer, %err, "stream peer unreachable; trying the next");
                     peers.retain(|p| *p != plan.peer);
                     let peer = plan.peer;
-                    let _ = self.commands.send(Command::StreamUnreached { peer }).await;
+                    let home = self.shards.home().commands();
+                    let _ = home.send(Command::StreamUnreached { peer }).await;
                     unreached = RpcError::Request(err.message);
                     continue;
                 }
@@ -312,7 +302,8 @@ impl<R: Runtime> PeerClient<R> {
         let (id, events) = self
             .ask(|reply| Command::Subscribe { channel, reply })
             .await??;
-        Ok(Subscription::new(id, events, self.commands.clone()))
+        let commands = self.shards.home().commands().clone();
+        Ok(Subscription::new(id, events, commands))
     }
 
     /// Follows the peers serving `name`: the [`Watch`] yields the set when the Grape first
@@ -328,21 +319,31 @@ impl<R: Runtime> PeerClient<R> {
     /// why.
     pub async fn watch(&self, name: &str) -> Result<Watch, PeerError> {
         let name = name.to_owned();
+        // Held before the watch starts, so no call to `name` leaves home once it exists.
+        let watched = self.shards.watching(&name);
         let (id, updates) = self
             .ask(|reply| Command::Watch {
                 name: name.clone(),
                 reply,
             })
             .await??;
-        Ok(Watch::new(id, name, updates, self.commands.clone()))
+        let commands = self.shards.home().commands().clone();
+        Ok(Watch::new(id, name, updates, commands, watched))
     }
 
-    /// The core's counters (requests, retries, cache hits, bad frames, ...).
+    /// The core's counters (requests, retries, cache hits, bad frames, ...), summed over
+    /// the drivers.
     ///
     /// # Errors
-    /// [`PeerError::Closed`] if the driver has stopped.
+    /// [`PeerError::Closed`] if a driver has stopped.
     pub async fn stats(&self) -> Result<ClientStats, PeerError> {
-        self.ask(|reply| Command::Stats { reply }).await
+        let mut stats = self.ask(|reply| Command::Stats { reply }).await?;
+        // The home shard is started by now; the others count only if they ever ran.
+        for shard in self.shards.started().skip(1) {
+            let more = self.ask_on(shard, |reply| Command::Stats { reply }).await?;
+            stats = stats.plus(&more);
+        }
+        Ok(stats)
     }
 
     /// TLS handshakes with peers, and those that failed by reason (all zero without TLS).
@@ -360,34 +361,28 @@ impl<R: Runtime> PeerClient<R> {
             port,
             reply: None,
         };
-        if self.commands.try_send(command).is_err() {
+        if self.shards.home().queue().try_send(command).is_err() {
             tracing::debug!(name, port, "unannounce not queued");
         }
     }
 
-    /// Spawns the driver task if this is the first command.
-    ///
-    /// # Panics
-    /// On tokio, outside a runtime (a tokio future awaited by another executor).
-    fn start(&self) {
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(driver) = idle {
-            R::spawn_detached(driver.run());
-        }
-    }
-
-    /// Queues a command built around a reply channel and waits for the answer.
+    /// Queues a command for the home shard and waits for the answer.
     async fn ask<T>(
         &self,
         make: impl FnOnce(async_channel::Sender<T>) -> Command,
     ) -> Result<T, PeerError> {
-        self.start();
+        self.ask_on(self.shards.home(), make).await
+    }
+
+    /// Queues a command built around a reply channel on `shard` and waits for the answer.
+    async fn ask_on<T>(
+        &self,
+        shard: &Shard<R>,
+        make: impl FnOnce(async_channel::Sender<T>) -> Command,
+    ) -> Result<T, PeerError> {
         let (reply, answer) = async_channel::bounded(1);
-        self.commands
+        shard
+            .commands()
             .send(make(reply))
             .await
             .map_err(|_| PeerError::Closed)?;

@@ -41,6 +41,13 @@ pub struct PeerConfig {
     /// dialled at `https://` or `wss://` and must show a certificate the CA signed, for
     /// the address dialled. The Grape is still reached at its own URL.
     pub tls: Option<ClientTls>,
+    /// Driver tasks, each with a core `Client` of its own (set with [`shards()`](Self::shards())).
+    /// One driver is one core's serial work; requests and maps go round-robin over the
+    /// drivers, so a client on a multi-thread runtime can use that many cores. Each driver
+    /// keeps its own lookup cache, dead-peer list and `max_pending`; the Link's work
+    /// (announces, user lookups, put, get), subscriptions, watches and requests to a
+    /// watched name stay on the first. Values below 1 count as 1.
+    pub shards: usize,
 }
 
 impl PeerConfig {
@@ -56,7 +63,16 @@ impl PeerConfig {
             command_queue: 1024,
             subscription_queue: 1024,
             tls: None,
+            shards: 1,
         }
+    }
+
+    /// The same settings with `n` driver tasks (see the field `shards`); a client
+    /// meant to use every core it is given takes [`available_cores`].
+    #[must_use]
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = n.max(1);
+        self
     }
 
     /// The same settings with TLS to every peer (RPC over HTTP or WebSocket, and
@@ -93,6 +109,12 @@ impl PeerConfig {
         self.client.sub.transport = transport;
         self
     }
+}
+
+/// The cores this process may run on (its CPU affinity and cgroup quota), at least 1: the
+/// number of drivers for a client that should use all of them.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 /// Settings of an [`RpcServer`](super::RpcServer).

@@ -1,6 +1,6 @@
-//! The one task that owns the core's [`Client`]: it turns commands into core calls, the
-//! core's transmits into HTTP exchanges, WebSocket connections and TCP streams (ZeroMQ),
-//! and the core's events into answers.
+//! A task that owns one core [`Client`] (a client has one per shard, see `shards`): it
+//! turns commands into core calls, the core's transmits into HTTP exchanges, WebSocket
+//! connections and TCP streams (ZeroMQ), and the core's events into answers.
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -190,6 +190,7 @@ impl<R: Runtime> Driver<R> {
         commands: async_channel::Receiver<Command>,
         config: &PeerConfig,
         tls: Option<Arc<TlsClient>>,
+        http: Arc<HttpPool>,
     ) -> Self {
         let (io_tx, io_rx) = async_channel::bounded(IO_QUEUE);
         let c = &config.client;
@@ -208,14 +209,7 @@ impl<R: Runtime> Driver<R> {
             watches: BTreeMap::new(),
             conns: BTreeMap::new(),
             streams: BTreeMap::new(),
-            http: Arc::new(
-                HttpPool::new(
-                    config.max_connections_per_peer,
-                    config.max_pooled_peers,
-                    config.pool_idle_timeout,
-                )
-                .with_tls(tls.clone()),
-            ),
+            http,
             max_body,
             ws: WsSettings {
                 connect_timeout: config.connect_timeout,

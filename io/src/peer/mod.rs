@@ -28,6 +28,7 @@ mod listen;
 pub(crate) use listen::bind;
 mod publisher;
 mod rpc_server;
+mod shards;
 mod stream_body;
 mod subscription;
 mod tcp_client;
@@ -35,7 +36,7 @@ mod watch;
 mod ws_client;
 
 pub use client::PeerClient;
-pub use config::{PeerConfig, PublisherConfig, RpcServerConfig};
+pub use config::{PeerConfig, PublisherConfig, RpcServerConfig, available_cores};
 pub use curve::{CurveFailure, CurveStats, ZmqHeartbeat};
 pub use error::{PeerError, ServerError};
 pub use grenache_core::peer::zmtp::{

@@ -7,6 +7,7 @@ use futures_lite::Stream;
 use grenache_core::peer::{LinkError, PeerAddr, WatchId};
 
 use super::driver::Command;
+use super::shards::WatchedName;
 
 /// What the driver hands a [`Watch`]: a set, or why the watch ended.
 pub(crate) type WatchUpdate = Result<Vec<PeerAddr>, LinkError>;
@@ -27,6 +28,8 @@ pub struct Watch {
     /// The client's command queue: it keeps the driver running while the watch lives,
     /// and takes the unwatch when it is dropped.
     commands: async_channel::Sender<Command>,
+    /// Keeps requests to the name on the client's home shard, which holds the watched set.
+    _watched: WatchedName,
 }
 
 impl Watch {
@@ -35,6 +38,7 @@ impl Watch {
         name: String,
         updates: async_channel::Receiver<WatchUpdate>,
         commands: async_channel::Sender<Command>,
+        watched: WatchedName,
     ) -> Self {
         Watch {
             id,
@@ -42,6 +46,7 @@ impl Watch {
             updates: Box::pin(updates),
             ended: None,
             commands,
+            _watched: watched,
         }
     }
 
