@@ -6,11 +6,13 @@
 //! fuzzed stream takes over: 0 a server after the client's greeting (HELLO, INITIATE
 //! decoders), 1 a client after the server's greeting (WELCOME), 2 a client after WELCOME
 //! (READY), 3 a client after the whole handshake (MESSAGE boxes, nonces), 4 the same on
-//! the server side.
+//! the server side, 5 a fresh client or 6 a fresh server from the first byte (the greeting,
+//! sent in two parts: the second only after the peer's signature and version).
 #![no_main]
 
 use std::sync::Arc;
 
+use grenache_core::peer::zmtp::frame::{GREETING_HEAD_LEN, GREETING_LEN};
 use grenache_core::peer::zmtp::{
     Connection, CurveClientConfig, CurveKeyPair, CurveServerConfig, Limits, Security, SocketType,
     ZmtpError,
@@ -65,30 +67,40 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let (mut c, mut s) = pair();
-    let c_greeting_hello = c.take_output();
-    let s_greeting = s.take_output();
-    match stage % 5 {
+    match stage % 7 {
+        5 => return feed(&mut c, stream),
+        6 => return feed(&mut s, stream),
+        _ => {}
+    }
+    // Each reads the other's first greeting bytes (signature, version), then sends the
+    // rest of its greeting (and the client its HELLO).
+    let (c_head, s_head) = (c.take_output(), s.take_output());
+    c.handle_input(&s_head).expect("greeting head");
+    s.handle_input(&c_head).expect("greeting head");
+    let (c_rest, s_rest) = (c.take_output(), s.take_output());
+    let (c_rest, s_rest) = (c_rest.as_slice(), s_rest.as_slice());
+    match stage % 7 {
         0 => {
-            let greeting = c_greeting_hello.get(..64).unwrap_or_default();
+            let greeting = c_rest.get(..GREETING_LEN - GREETING_HEAD_LEN).unwrap_or_default();
             s.handle_input(greeting).expect("greeting");
             feed(&mut s, stream);
         }
         1 => {
-            c.handle_input(&s_greeting).expect("greeting");
+            c.handle_input(s_rest).expect("greeting");
             feed(&mut c, stream);
         }
-        2 | 3 | 4 => {
-            c.handle_input(&s_greeting).expect("greeting");
-            s.handle_input(&c_greeting_hello).expect("HELLO");
+        2..=4 => {
+            c.handle_input(s_rest).expect("greeting");
+            s.handle_input(c_rest).expect("HELLO");
             c.handle_input(&s.take_output()).expect("WELCOME");
-            if stage % 5 == 2 {
+            if stage % 7 == 2 {
                 feed(&mut c, stream);
                 return;
             }
             s.handle_input(&c.take_output()).expect("INITIATE");
             c.handle_input(&s.take_output()).expect("READY");
             assert!(c.is_ready() && s.is_ready());
-            if stage % 5 == 3 {
+            if stage % 7 == 3 {
                 feed(&mut c, stream);
             } else {
                 feed(&mut s, stream);

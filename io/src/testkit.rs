@@ -48,6 +48,7 @@ macro_rules! adapter_tests {
             dashboard_paths_answer_and_bad_targets_get_clear_errors,
             a_later_oversized_head_gets_the_json_431,
             curve_rpc_and_pubsub_with_allow_list_and_typed_mismatches,
+            one_curve_client_trusts_a_key_per_service,
             zmq_server_pings_a_silent_peer_then_drops_it,
             request_streams_carry_their_metadata_and_limits,
             a_slow_stream_handler_holds_a_raw_sender_back,
@@ -1005,7 +1006,8 @@ mod burst {
 mod curve;
 pub use curve::{
     curve_rpc_and_pubsub_with_allow_list_and_typed_mismatches,
-    zmq_client_gives_up_on_a_silent_server, zmq_server_pings_a_silent_peer_then_drops_it,
+    one_curve_client_trusts_a_key_per_service, zmq_client_gives_up_on_a_silent_server,
+    zmq_server_pings_a_silent_peer_then_drops_it,
 };
 pub mod pki;
 mod shards;

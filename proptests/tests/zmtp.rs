@@ -4,8 +4,8 @@
 
 use grenache_core::peer::zmtp::frame::{self, GREETING_LEN};
 use grenache_core::peer::zmtp::{
-    Connection, CurveClientConfig, CurveKeyPair, CurveServerConfig, Limits, Security, SocketType,
-    ZmtpError, ZmtpEvent,
+    Connection, CurveClientConfig, CurveKeyPair, CurveServerConfig, Limits, Mechanism, Security,
+    SocketType, ZmtpError, ZmtpEvent,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -89,13 +89,22 @@ fn peer_stream(peer: SocketType, messages: &[Vec<Vec<u8>>]) -> Vec<u8> {
     out
 }
 
+/// What a connection of type `socket` writes on its own: its whole greeting and READY
+/// (the second part once a peer's greeting has begun).
+fn hello_len(socket: SocketType) -> usize {
+    let mut c = Connection::new(socket, b"id".to_vec(), Limits::default());
+    let head = c.take_output().len();
+    let _ = c.handle_input(&frame::greeting()[..frame::GREETING_HEAD_LEN]);
+    head + c.output_len()
+}
+
 /// Feeds `input` cut by `cuts` to a fresh connection and checks what must hold whatever
 /// the bytes: no panic, events bounded by the frames the bytes could hold, output bounded
 /// by what we write on our own plus one ERROR plus PONGs (each shorter than its PING),
 /// and a dead connection stays dead.
 fn check_arbitrary(socket: SocketType, input: &[u8], cuts: &[usize]) -> Result<(), TestCaseError> {
     let mut c = Connection::new(socket, b"id".to_vec(), Limits::default());
-    let hello_len = c.output_len();
+    let hello_len = hello_len(socket);
     let result = feed(&mut c, input, cuts);
     let events = drain(&mut c);
     // Every event needs at least one whole frame (2 bytes) after the 64-byte greeting;
@@ -206,6 +215,49 @@ proptest! {
             Connection::secure(SocketType::Router, Vec::new(), Limits::default(), &server, &mut rng);
         let exchange = Exchange { early, to_router, to_dealer, dealer_cuts, router_cuts };
         exchange.check(&mut dealer, &mut router)?;
+    }
+
+    #[test]
+    fn a_mechanism_mismatch_is_typed_on_both_sides_under_any_chunking(
+        null_cuts in cuts(),
+        curve_cuts in cuts(),
+        curve_is_server in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        // The rest of a greeting waits for the peer's first 11 bytes: neither side may
+        // stall, and each names both mechanisms however TCP cuts the bytes.
+        let keys = CurveKeyPair::from_secret([1; 32]);
+        let security = if curve_is_server {
+            Security::CurveServer(Arc::new(CurveServerConfig::new(keys)))
+        } else {
+            let me = CurveKeyPair::from_secret([2; 32]);
+            Security::CurveClient(Arc::new(CurveClientConfig::new(me, keys.public())))
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut null = Connection::new(SocketType::Dealer, Vec::new(), Limits::default());
+        let mut curve =
+            Connection::secure(SocketType::Router, Vec::new(), Limits::default(), &security, &mut rng);
+        let (mut null_err, mut curve_err) = (None, None);
+        for _ in 0..8 {
+            let (to_curve, to_null) = (null.take_output(), curve.take_output());
+            if to_curve.is_empty() && to_null.is_empty() {
+                break;
+            }
+            if curve_err.is_none() {
+                curve_err = feed(&mut curve, &to_curve, &curve_cuts).err();
+            }
+            if null_err.is_none() {
+                null_err = feed(&mut null, &to_null, &null_cuts).err();
+            }
+        }
+        prop_assert_eq!(
+            null_err,
+            Some(ZmtpError::MechanismMismatch { ours: Mechanism::Null, peer: Mechanism::Curve })
+        );
+        prop_assert_eq!(
+            curve_err,
+            Some(ZmtpError::MechanismMismatch { ours: Mechanism::Curve, peer: Mechanism::Null })
+        );
     }
 
     #[test]

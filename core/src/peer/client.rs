@@ -1579,6 +1579,12 @@ mod tests {
         config.rpc.transport = RpcTransport::Zmq;
         let (mut h, id, conn) = zmq_call(config);
 
+        // The client's first bytes (signature, version) draw the server's mechanism.
+        use crate::peer::zmtp::frame::{GREETING_HEAD_LEN, greeting};
+        let head = greeting();
+        server
+            .handle_input(&head[..GREETING_HEAD_LEN])
+            .expect("a greeting's first part");
         let to_client = server.take_output();
         let now = h.now;
         h.client.handle_tcp_data(now, conn, &to_client);

@@ -53,7 +53,8 @@ pub struct SubConfig {
     pub max_queued_messages: usize,
     /// Dial publishers over TLS (`wss://`); the adapter holds the certificates.
     pub secure: bool,
-    /// ZeroMQ only: speak CURVE to publishers holding this server key; `None`: NULL.
+    /// ZeroMQ only: speak CURVE to publishers holding the server key the config has for
+    /// the channel (its own, or the default); `None`: NULL.
     pub curve: Option<std::sync::Arc<crate::peer::zmtp::CurveClientConfig>>,
     /// ZeroMQ only: PING a publisher that has been silent this long, and reconnect when
     /// it stays silent (a publisher behind a pulled cable sends no FIN, and a quiet
@@ -201,6 +202,7 @@ impl Subs {
             return;
         };
         s.cursor = s.cursor.wrapping_add(1);
+        let security = Security::client_for(self.config.curve.as_ref(), &s.channel);
         let conn = ConnId(ids.next());
         s.state = State::Connecting {
             conn,
@@ -219,7 +221,6 @@ impl Subs {
                     addr: addr.clone(),
                 });
                 let limits = zmq::limits(self.config.max_message_len, 1);
-                let security = Security::client(self.config.curve.as_ref());
                 let mut zmtp =
                     Connection::secure(SocketType::Sub, Vec::new(), limits, &security, rng);
                 if let Err(e) = zmtp.subscribe(b"") {

@@ -80,9 +80,9 @@ pub struct RpcConfig {
     pub dead_peer_ttl: Duration,
     /// Dial peers over TLS (`https://`, `wss://`); the adapter holds the certificates.
     pub secure: bool,
-    /// ZeroMQ only: speak CURVE with these keys to servers holding this server key (one
-    /// key for every ZeroMQ server this client calls: a service network's key). `None`:
-    /// the NULL mechanism. A mismatch either way fails at once with
+    /// ZeroMQ only: speak CURVE with these keys to servers holding the server key the
+    /// config has for the called service (its own, or the default: a service network's
+    /// key). `None`: the NULL mechanism. A mismatch either way fails at once with
     /// [`RpcError::Security`].
     pub curve: Option<Arc<CurveClientConfig>>,
     /// ZeroMQ only: PING a server that has been silent this long, and fail the requests
@@ -851,7 +851,7 @@ impl Rpc {
         rng: &mut impl Rng,
     ) -> Result<ConnId, RpcError> {
         let conn = self
-            .conn_for(now, addr, ids, rng)
+            .conn_for(now, id, addr, ids, rng)
             .ok_or(RpcError::TooManyConnections)?;
         let (Some(call), Some(c)) = (self.calls.get(&id), self.conns.get_mut(&conn)) else {
             return Ok(conn);
@@ -880,10 +880,12 @@ impl Rpc {
         Ok(conn)
     }
 
-    /// The peer's connection, opened if needed; `None` when the table is full.
+    /// The peer's connection, opened if needed (for call `id`, whose service names the
+    /// CURVE server key); `None` when the table is full.
     fn conn_for(
         &mut self,
         now: Instant,
+        id: CommandId,
         addr: &PeerAddr,
         ids: &mut Ids,
         rng: &mut impl Rng,
@@ -904,7 +906,8 @@ impl Rpc {
             // A uuid v4 identity, as grenache-nodejs-zmq's DEALER has.
             let identity = request_id(rng).into_bytes();
             let limits = zmq::limits(self.config.max_frame_len, MAX_ZMQ_QUEUED);
-            let security = Security::client(self.config.curve.as_ref());
+            let service = self.calls.get(&id).map_or("", |c| c.name.as_str());
+            let security = Security::client_for(self.config.curve.as_ref(), service);
             let mut zmtp = Connection::secure(SocketType::Dealer, identity, limits, &security, rng);
             flush(&mut self.transmits, conn, &mut zmtp);
             Some(zmtp)

@@ -86,8 +86,9 @@ impl PeerConfig {
     }
 
     /// The same settings with CURVE on ZeroMQ RPC and subscriptions (docs/security.md):
-    /// every ZeroMQ server and publisher this client dials must hold the secret of
-    /// `curve`'s server key. Other transports are unchanged.
+    /// every ZeroMQ server and publisher this client dials must hold the secret of the
+    /// key `curve` has for its service or channel (its own, else the default). Other
+    /// transports are unchanged.
     #[must_use]
     pub fn curve(mut self, curve: CurveClientConfig) -> Self {
         let curve = Arc::new(curve);

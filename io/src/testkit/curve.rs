@@ -14,6 +14,7 @@ use super::local_config;
 use crate::peer::{
     CurveClientConfig, CurveFailure, CurveKeyPair, CurveServerConfig, PeerClient, PeerConfig,
     PeerError, Publisher, PublisherConfig, RequestContext, RpcServer, RpcServerConfig,
+    Subscription,
 };
 use crate::time::{sleep, timeout};
 use crate::{GrapeServer, Runtime};
@@ -36,6 +37,26 @@ fn client<R: Runtime>(grape: &GrapeServer<R>, curve: Option<CurveClientConfig>) 
         config = config.curve(curve);
     }
     PeerClient::new(config).expect("client")
+}
+
+/// Publishes `text` every 100 ms until `sub` hears a message, for 10 s at most (a
+/// subscriber only hears what is published after its handshake).
+async fn publish_until_heard<R: Runtime>(
+    publisher: &Publisher<R>,
+    sub: &mut Subscription,
+    text: &str,
+) -> Option<WsMessage> {
+    timeout::<R, _>(Duration::from_secs(10), async {
+        loop {
+            publisher.publish_text(text).expect("publish");
+            if let Some(Some(msg)) =
+                timeout::<R, _>(Duration::from_millis(100), sub.next_message()).await
+            {
+                break msg;
+            }
+        }
+    })
+    .await
 }
 
 /// See the test of this name in each runtime's crate.
@@ -98,17 +119,7 @@ pub async fn curve_rpc_and_pubsub_with_allow_list_and_typed_mismatches<R: Runtim
         .subscribe("curve_pub")
         .await
         .expect("subscribe");
-    let message = timeout::<R, _>(Duration::from_secs(10), async {
-        loop {
-            publisher.publish_text("sealed").expect("publish");
-            if let Some(Some(msg)) =
-                timeout::<R, _>(Duration::from_millis(100), sub.next_message()).await
-            {
-                break msg;
-            }
-        }
-    })
-    .await;
+    let message = publish_until_heard(&publisher, &mut sub, "sealed").await;
 
     // Assert
     assert_eq!(as_alice, Ok(json!(alice.public().to_z85())));
@@ -146,6 +157,79 @@ pub async fn curve_rpc_and_pubsub_with_allow_list_and_typed_mismatches<R: Runtim
 }
 
 /// See the test of this name in each runtime's crate.
+pub async fn one_curve_client_trusts_a_key_per_service<R: Runtime>() {
+    // Arrange: two CURVE ROUTERs of two keys ("north", "south") and a CURVE publisher
+    // with south's key; one client with north's key by default and south's for its
+    // service and channel; and a client with north's key only.
+    let north = CurveKeyPair::from_secret([11; 32]);
+    let south = CurveKeyPair::from_secret([12; 32]);
+    let me = CurveKeyPair::from_secret([13; 32]);
+    let grape = GrapeServer::<R>::start(local_config(41))
+        .await
+        .expect("grape");
+    let mut servers = Vec::new();
+    for keys in [&north, &south] {
+        let config = RpcServerConfig::new(RpcTransport::Zmq)
+            .listen_on(LOCALHOST, 0)
+            .curve(CurveServerConfig::new(keys.clone()));
+        let server = RpcServer::<R>::listen_with_context(config, whoami)
+            .await
+            .expect("listen");
+        servers.push(server);
+    }
+    let publisher = Publisher::<R>::listen(
+        PublisherConfig::new()
+            .transport(PubSubTransport::Zmq)
+            .listen_on(LOCALHOST, 0)
+            .curve(CurveServerConfig::new(south.clone())),
+    )
+    .await
+    .expect("publisher");
+    let keyring = CurveClientConfig::new(me.clone(), north.public())
+        .service("south_rpc", south.public())
+        .service("south_pub", south.public());
+    let both = client::<R>(&grape, Some(keyring));
+    let north_only = client::<R>(
+        &grape,
+        Some(CurveClientConfig::new(me.clone(), north.public())),
+    );
+    for (server, name) in servers.iter().zip(["north_rpc", "south_rpc"]) {
+        server.announce(&both, name).await.expect("announce");
+    }
+    publisher
+        .announce(&both, "south_pub")
+        .await
+        .expect("announce");
+    let opts = RequestOptions::default().timeout(PATIENCE);
+
+    // Act
+    let to_north = both.request("north_rpc", json!(1), opts.clone()).await;
+    let to_south = both.request("south_rpc", json!(2), opts.clone()).await;
+    let south_with_north_key = north_only
+        .request("south_rpc", json!(3), opts.clone())
+        .await;
+    let mut sub = both.subscribe("south_pub").await.expect("subscribe");
+    let message = publish_until_heard(&publisher, &mut sub, "south").await;
+
+    // Assert: each server saw our key through its own key; the default key alone fails.
+    let me_z85 = json!(me.public().to_z85());
+    assert_eq!(to_north, Ok(me_z85.clone()));
+    assert_eq!(to_south, Ok(me_z85));
+    match south_with_north_key {
+        Err(PeerError::Rpc(RpcError::Security(_))) => {}
+        other => panic!("the default key at south: {other:?}"),
+    }
+    assert_eq!(message, Some(WsMessage::Text("south".into())));
+    assert!(publisher.curve_stats().established >= 1);
+    drop(sub);
+    for server in servers {
+        server.stop().await;
+    }
+    publisher.stop().await;
+    grape.shutdown().await;
+}
+
+/// See the test of this name in each runtime's crate.
 pub async fn zmq_server_pings_a_silent_peer_then_drops_it<R: Runtime>() {
     use grenache_core::peer::zmtp::{Connection, Limits, SocketType};
     // Arrange: a ZeroMQ server with a fast heartbeat, and a DEALER that completes its
@@ -178,8 +262,9 @@ pub async fn zmq_server_pings_a_silent_peer_then_drops_it<R: Runtime>() {
                     if was_ready {
                         after_handshake += n;
                     } else {
-                        // Our READY went out with the greeting; nothing more, ever.
-                        let _ = dealer.take_output();
+                        // The rest of our greeting and READY; nothing more, ever.
+                        let out = dealer.take_output();
+                        R::write_all(&mut stream, &out).await.expect("write");
                     }
                 }
             }

@@ -58,7 +58,8 @@ pub enum ZmtpEvent {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
-    /// Reading the peer's 64-byte greeting.
+    /// Reading the peer's 64-byte greeting (ours may still be half sent: see
+    /// [`Connection::greeting_tail`]).
     Greeting,
     /// Greeting accepted; waiting for the peer's READY.
     Handshake,
@@ -83,8 +84,13 @@ struct Body {
 ///
 /// Feed it what the socket reads with [`handle_input`](Self::handle_input), then drain
 /// [`poll_event`](Self::poll_event) and write out [`take_output`](Self::take_output).
-/// Our greeting and READY are queued at creation, so write them out at once: the peer
-/// (libzmq) waits for our greeting before it finishes its own.
+///
+/// The greeting goes out in two parts, as RFC 23's version negotiation has it and as
+/// libzmq does: the signature and major version are queued at creation (write them out
+/// at once), the rest of the greeting and the first command (READY, or CURVE's HELLO)
+/// once the peer's signature and major version have arrived. A peer that hangs up on a
+/// wrong mechanism (libzmq does, the moment it has read ours) has then always sent its
+/// own mechanism first, so a mismatch is reported as one, never as a closed stream.
 #[derive(Debug)]
 pub struct Connection {
     socket: SocketType,
@@ -101,6 +107,9 @@ pub struct Connection {
     peer: Option<SocketType>,
     peer_identity: Vec<u8>,
     out: Vec<u8>,
+    /// The second part of our greeting and our first command, held until the peer's
+    /// signature and major version arrived; `None` once written to `out`.
+    greeting_tail: Option<Vec<u8>>,
     /// Messages sent before the handshake ended (CURVE cannot encode them before then).
     held: Vec<Vec<Vec<u8>>>,
     events: VecDeque<ZmtpEvent>,
@@ -113,7 +122,8 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Starts a connection: queues our 64-byte greeting and our READY command at once.
+    /// Starts a connection: queues the first part of our greeting (signature and major
+    /// version), and holds the rest and our READY command until the peer's first part.
     /// `identity` (≤ 255 bytes, may be empty) goes in READY's "Identity" property when
     /// non-empty (DEALER/ROUTER/REQ/REP may send it; a ROUTER peer addresses us by it).
     /// A longer identity is cut to 255 bytes. It should not start with a zero byte:
@@ -123,7 +133,7 @@ impl Connection {
     }
 
     /// Starts a connection with `security`: NULL as [`new`](Self::new), or CURVE (the
-    /// client queues its greeting and HELLO, the server its greeting). The random bytes
+    /// client's HELLO, or nothing on a server, follows the rest of its greeting). The random bytes
     /// CURVE needs (transient keys, long nonces, the cookie key) are drawn from `rng` now.
     pub fn secure(
         socket: SocketType,
@@ -148,21 +158,27 @@ impl Connection {
             identity.truncate(MAX_IDENTITY_LEN);
         }
         let metadata = frame::ready_data(socket, &identity);
-        let mut out = Vec::with_capacity(GREETING_LEN + 2 + 6 + metadata.len());
+        let mut greeting = Vec::with_capacity(GREETING_LEN + 2 + 6 + metadata.len());
         let mut state = State::Greeting;
         match curve.as_mut() {
             None => {
-                out.extend_from_slice(&frame::greeting());
-                frame::encode_command(&mut out, b"READY", &metadata);
+                greeting.extend_from_slice(&frame::greeting());
+                frame::encode_command(&mut greeting, b"READY", &metadata);
             }
             Some(curve) => {
-                out.extend_from_slice(&frame::greeting_for(Mechanism::Curve, curve.is_server()));
-                if let Err(err) = curve.start(&mut out) {
+                greeting
+                    .extend_from_slice(&frame::greeting_for(Mechanism::Curve, curve.is_server()));
+                if let Err(err) = curve.start(&mut greeting) {
                     tracing::warn!(%err, "CURVE HELLO could not be made");
                     state = State::Dead;
                 }
             }
         }
+        let tail = greeting.split_off(frame::GREETING_HEAD_LEN);
+        let (out, greeting_tail) = match state {
+            State::Dead => (Vec::new(), None),
+            _ => (greeting, Some(tail)),
+        };
         Connection {
             socket,
             limits,
@@ -177,6 +193,7 @@ impl Connection {
             peer: None,
             peer_identity: Vec::new(),
             out,
+            greeting_tail,
             held: Vec::new(),
             events: VecDeque::new(),
             metadata,
@@ -419,7 +436,18 @@ impl Connection {
                 self.greeting_len += take;
                 input = rest;
                 let ours = self.mechanism();
-                frame::check_greeting(self.greeting.get(..self.greeting_len).unwrap_or(&[]), ours)?;
+                let part = self.greeting.get(..self.greeting_len).unwrap_or(&[]);
+                let checked = frame::check_greeting(part, ours);
+                // The peer's signature and version are good: it may have what it needs to
+                // judge our mechanism, even when its own rules ours out (then both sides
+                // see the mismatch, and the caller flushes this before closing).
+                let head = part.get(..frame::GREETING_HEAD_LEN);
+                if head.is_some_and(|head| frame::check_greeting(head, ours).is_ok())
+                    && let Some(tail) = self.greeting_tail.take()
+                {
+                    self.out.extend_from_slice(&tail);
+                }
+                checked?;
                 if self.greeting_len == GREETING_LEN {
                     if let Some(curve) = &self.curve {
                         curve.check_role(frame::greeting_as_server(&self.greeting))?;

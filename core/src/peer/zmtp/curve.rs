@@ -18,7 +18,7 @@
 //! only lays out bytes. Randomness (transient keys, long nonces, the cookie key) is drawn
 //! from the RNG the caller injects, when the connection is created.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -206,17 +206,53 @@ impl CurveServerConfig {
     }
 }
 
-/// A CURVE client: its key pair and the public key of the server it trusts.
+/// A CURVE client: its key pair, the public key of the servers it trusts by default, and
+/// the keys of services whose servers hold another one.
+///
+/// ```
+/// use grenache_core::peer::zmtp::{CurveClientConfig, CurveKeyPair, Security};
+///
+/// let (ours, shared, billing) = (
+///     CurveKeyPair::from_secret([1; 32]),
+///     CurveKeyPair::from_secret([2; 32]),
+///     CurveKeyPair::from_secret([3; 32]),
+/// );
+/// let config = CurveClientConfig::new(ours, shared.public()).service("billing", billing.public());
+/// assert_eq!(config.server_for("billing"), billing.public());
+/// assert_eq!(config.server_for("anything:else"), shared.public());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CurveClientConfig {
     keys: CurveKeyPair,
     server: CurvePublicKey,
+    /// Per service, the same client trusting that service's key (made once here, so a
+    /// connection only clones an `Arc`); these have no services of their own.
+    services: BTreeMap<String, Arc<CurveClientConfig>>,
 }
 
 impl CurveClientConfig {
     /// A client with `keys` that talks only to the holder of `server`'s secret key.
     pub fn new(keys: CurveKeyPair, server: CurvePublicKey) -> Self {
-        CurveClientConfig { keys, server }
+        CurveClientConfig {
+            keys,
+            server,
+            services: BTreeMap::new(),
+        }
+    }
+
+    /// The same client trusting `server` rather than the default key for `service`: RPC
+    /// calls to that service name and subscriptions to that channel name. A later key for
+    /// the same name replaces the earlier one.
+    #[must_use]
+    pub fn service(mut self, service: impl Into<String>, server: CurvePublicKey) -> Self {
+        let own = CurveClientConfig::new(self.keys.clone(), server);
+        self.services.insert(service.into(), Arc::new(own));
+        self
+    }
+
+    /// The server key trusted for `service`: its own, or the default.
+    pub fn server_for(&self, service: &str) -> CurvePublicKey {
+        self.services.get(service).map_or(self.server, |c| c.server)
     }
 
     /// The client's public key (for the server's allow-list).
@@ -224,7 +260,7 @@ impl CurveClientConfig {
         self.keys.public
     }
 
-    /// The server key it trusts.
+    /// The server key it trusts by default.
     pub fn server(&self) -> CurvePublicKey {
         self.server
     }
@@ -246,6 +282,14 @@ impl Security {
     /// CURVE as a client with `config`, or NULL without one.
     pub fn client(config: Option<&Arc<CurveClientConfig>>) -> Security {
         config.map_or(Security::Null, |c| Security::CurveClient(Arc::clone(c)))
+    }
+
+    /// CURVE as a client of `service` (a service or channel name) with `config`, trusting
+    /// the server key it has for that name; NULL without a config.
+    pub fn client_for(config: Option<&Arc<CurveClientConfig>>, service: &str) -> Security {
+        config.map_or(Security::Null, |c| {
+            Security::CurveClient(Arc::clone(c.services.get(service).unwrap_or(c)))
+        })
     }
 
     /// CURVE as a server with `config`, or NULL without one.

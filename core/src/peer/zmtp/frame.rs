@@ -26,6 +26,9 @@ pub const MAX_PING_CONTEXT_LEN: usize = 16;
 /// Greeting offsets (RFC 23 §"Version Negotiation" and the `greeting` ABNF).
 pub(crate) const SIGNATURE_END: usize = 9; // 0xFF, 8 padding bytes, then 0x7F at index 9
 const MAJOR: usize = 10;
+/// The first part of a greeting, sent before the peer's: its signature and major
+/// version (RFC 23 lets a peer wait for the other's before it sends the rest; libzmq does).
+pub const GREETING_HEAD_LEN: usize = MAJOR + 1;
 const MINOR: usize = 11;
 const MECHANISM: std::ops::Range<usize> = 12..32;
 const AS_SERVER: usize = 32;

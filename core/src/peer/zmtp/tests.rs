@@ -1,11 +1,38 @@
 //! Connection tests: two connections back to back, hand-built peers, and the exact bytes
 //! libzmq 4.3 sends.
 
-use super::frame::{self, GREETING_LEN, encode_command, encode_frame, encode_properties, greeting};
+use super::frame::{
+    self, GREETING_HEAD_LEN, GREETING_LEN, encode_command, encode_frame, encode_properties,
+    greeting,
+};
 use super::*;
 
 fn conn(socket: SocketType) -> Connection {
     Connection::new(socket, Vec::new(), Limits::default())
+}
+
+/// A connection that has read the first part of a peer's greeting, its own output drained:
+/// what it writes next answers what follows.
+fn greeted(socket: SocketType) -> Connection {
+    let mut c = conn(socket);
+    let _ = opening(&mut c);
+    c
+}
+
+/// Everything a connection of type `socket` writes before it hears more than a peer's
+/// greeting: the whole greeting and READY.
+fn our_hello(socket: SocketType) -> Vec<u8> {
+    opening(&mut conn(socket))
+}
+
+/// All a connection writes up to its first command, as if a peer's greeting had begun
+/// (the connection has read those first bytes; feed it the rest of a greeting).
+fn opening(c: &mut Connection) -> Vec<u8> {
+    let mut out = c.take_output();
+    c.handle_input(&greeting()[..GREETING_HEAD_LEN])
+        .expect("a greeting's first part");
+    out.extend(c.take_output());
+    out
 }
 
 fn events(c: &mut Connection) -> Vec<ZmtpEvent> {
@@ -122,29 +149,79 @@ fn dealer_and_router_exchange_messages_in_odd_chunks() {
 }
 
 #[test]
-fn output_starts_with_greeting_and_ready() {
+fn greeting_goes_out_in_two_parts_then_ready() {
     let mut c = Connection::new(SocketType::Dealer, b"abc".to_vec(), Limits::default());
     assert!(!c.is_ready());
     assert_eq!(c.peer_socket_type(), None);
     assert_eq!(c.peer_identity(), None);
     assert_eq!(c.socket_type(), SocketType::Dealer);
 
-    let mut expected = greeting().to_vec();
+    // Signature and major version first (RFC 23), as libzmq sends them.
+    assert_eq!(c.output_len(), GREETING_HEAD_LEN);
+    assert_eq!(c.take_output(), greeting()[..GREETING_HEAD_LEN]);
+    assert_eq!(c.output_len(), 0);
+    // The peer's signature alone is not enough; its major version is.
+    c.handle_input(&greeting()[..GREETING_HEAD_LEN - 1])
+        .expect("a signature");
+    assert!(c.take_output().is_empty());
+    c.handle_input(&greeting()[GREETING_HEAD_LEN - 1..GREETING_HEAD_LEN])
+        .expect("a major version");
+
+    let mut expected = greeting()[GREETING_HEAD_LEN..].to_vec();
     expected.extend_from_slice(
         b"\x04\x2c\x05READY\x0bSocket-Type\x00\x00\x00\x06DEALER\x08Identity\x00\x00\x00\x03abc",
     );
     assert_eq!(c.output_len(), expected.len());
     assert_eq!(c.take_output(), expected);
     assert_eq!(c.output_len(), 0);
+    // The rest of the peer's greeting adds nothing to write.
+    c.handle_input(&greeting()[GREETING_HEAD_LEN..])
+        .expect("the rest of a greeting");
     assert!(c.take_output().is_empty());
 }
 
 #[test]
+fn a_bad_signature_or_version_holds_back_the_rest_of_our_greeting() {
+    let mut bad_signature = greeting();
+    bad_signature[9] = 0x7E;
+    let mut old = greeting();
+    old[10] = 2;
+    for (bytes, err) in [
+        (bad_signature, ZmtpError::BadGreeting),
+        (old, ZmtpError::UnsupportedVersion { major: 2 }),
+    ] {
+        let mut c = conn(SocketType::Dealer);
+        let _ = c.take_output();
+        assert_eq!(c.handle_input(&bytes), Err(err));
+        assert!(c.take_output().is_empty(), "nothing more for a stranger");
+    }
+}
+
+#[test]
+fn a_mismatched_mechanism_still_gets_ours_first() {
+    // The peer learns our mechanism even though we close: libzmq reports the mismatch
+    // on its side too rather than a dropped connection.
+    let mut curve = greeting();
+    curve[12..17].copy_from_slice(b"CURVE");
+    let mut c = conn(SocketType::Dealer);
+    let mut out = c.take_output();
+    assert_eq!(
+        c.handle_input(&curve),
+        Err(ZmtpError::MechanismMismatch {
+            ours: Mechanism::Null,
+            peer: Mechanism::Curve
+        })
+    );
+    out.extend(c.take_output());
+    assert_eq!(out, our_hello(SocketType::Dealer));
+}
+
+#[test]
 fn incompatible_types_fail_both_sides_with_an_error_command() {
-    let mut dealer = conn(SocketType::Dealer);
-    let mut publisher = conn(SocketType::Pub);
-    let to_pub = dealer.take_output();
-    let to_dealer = publisher.take_output();
+    let mut dealer = greeted(SocketType::Dealer);
+    let mut publisher = greeted(SocketType::Pub);
+    let to_pub = our_hello(SocketType::Dealer)[GREETING_HEAD_LEN..].to_vec();
+    let to_dealer = our_hello(SocketType::Pub)[GREETING_HEAD_LEN..].to_vec();
 
     assert_eq!(
         dealer.handle_input(&to_dealer),
@@ -181,7 +258,7 @@ fn a_peer_error_command_is_fatal_and_reported() {
         Err(ZmtpError::PeerError("Access deny".into()))
     );
     // We do not answer an ERROR with an ERROR.
-    assert_eq!(c.take_output().len(), c_hello_len(SocketType::Router));
+    assert_eq!(c.take_output(), our_hello(SocketType::Router));
     assert_eq!(c.handle_input(b"x"), Err(ZmtpError::Closed));
 
     // After the handshake too.
@@ -191,10 +268,6 @@ fn a_peer_error_command_is_fatal_and_reported() {
         Err(ZmtpError::PeerError(String::new()))
     );
     assert!(c.take_output().is_empty());
-}
-
-fn c_hello_len(socket: SocketType) -> usize {
-    conn(socket).take_output().len()
 }
 
 #[test]
@@ -216,9 +289,9 @@ fn refusing_a_ready_answers_with_error() {
             ZmtpError::BadCommand("Identity over 255 bytes"),
         ),
     ] {
-        let mut c = conn(SocketType::Router);
-        let _ = c.take_output();
-        assert_eq!(c.handle_input(&peer_hello(properties)), Err(err));
+        let mut c = greeted(SocketType::Router);
+        let input = peer_hello(properties);
+        assert_eq!(c.handle_input(&input[GREETING_HEAD_LEN..]), Err(err));
         let out = c.take_output();
         assert_eq!(
             frame::split_command(&out[2..]).expect("a command").0,
@@ -374,9 +447,8 @@ fn a_command_with_more_is_fatal() {
 #[test]
 fn handshake_order_is_enforced() {
     let before_ready = |extra: &[u8]| {
-        let mut c = conn(SocketType::Router);
-        let _ = c.take_output();
-        let mut input = greeting().to_vec();
+        let mut c = greeted(SocketType::Router);
+        let mut input = greeting()[GREETING_HEAD_LEN..].to_vec();
         input.extend_from_slice(extra);
         let result = c.handle_input(&input);
         let out = c.take_output();
@@ -570,15 +642,14 @@ fn messages_sent_before_ready_are_held_then_flushed_after_ready() {
     let mut dealer = conn(SocketType::Dealer);
     dealer.send(&[b"first"]).expect("queued");
     dealer.send(&[b"second", b"part"]).expect("queued");
-    let hello_len = c_hello_len(SocketType::Dealer);
-    assert_eq!(dealer.output_len(), hello_len, "held, not written");
+    assert_eq!(dealer.output_len(), GREETING_HEAD_LEN, "held, not written");
     let mut out = dealer.take_output();
 
     dealer
         .handle_input(&hello(SocketType::Router))
         .expect("input accepted");
     out.extend(dealer.take_output());
-    let mut expected = conn(SocketType::Dealer).take_output();
+    let mut expected = our_hello(SocketType::Dealer);
     encode_frame(&mut expected, b"first", false);
     encode_frame(&mut expected, b"second", true);
     encode_frame(&mut expected, b"part", false);

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{events, msg};
+use super::frame::{GREETING_HEAD_LEN, GREETING_LEN};
+use super::{events, msg, opening};
 use crate::peer::zmtp::{
     Connection, CurveClientConfig, CurveError, CurveKeyPair, CurvePublicKey, CurveServerConfig,
     Limits, Mechanism, Security, SocketType, ZmtpError, ZmtpEvent,
@@ -245,10 +246,12 @@ fn a_libzmq_server_greeting_without_as_server_is_accepted() {
     // libzmq 4.3 sends as-server 0 on its CURVE servers: our client must not mind.
     let mut c = client(SocketType::Dealer, 1);
     let mut s = server(SocketType::Router, 2);
-    let mut greeting = s.take_output();
+    let c_out = opening(&mut c);
+    let mut greeting = opening(&mut s);
     greeting[32] = 0;
-    c.handle_input(&greeting).expect("accepted");
-    s.handle_input(&c.take_output()).expect("HELLO");
+    c.handle_input(&greeting[GREETING_HEAD_LEN..])
+        .expect("accepted");
+    s.handle_input(&c_out[GREETING_HEAD_LEN..]).expect("HELLO");
     c.handle_input(&s.take_output()).expect("WELCOME");
     assert_eq!(pump(&mut c, &mut s, usize::MAX), (None, None));
     assert!(c.is_ready() && s.is_ready());
@@ -332,11 +335,14 @@ fn garbage_in_every_handshake_command_fails_typed_without_panic() {
     // What each side says, from fixed seeds, so a fresh side can be fed a spoilt copy.
     let mut c = client(SocketType::Dealer, 11);
     let mut s = server(SocketType::Router, 12);
-    let (c_greeting, c_hello) = split_frames(&c.take_output());
-    s.handle_input(&c_greeting).expect("greeting");
+    let (c_greeting, c_hello) = split_frames(&opening(&mut c));
+    let (s_greeting, _) = split_frames(&opening(&mut s));
+    s.handle_input(&c_greeting[GREETING_HEAD_LEN..])
+        .expect("greeting");
     s.handle_input(&c_hello[0]).expect("HELLO");
-    let (s_greeting, s_welcome) = split_frames(&s.take_output());
-    c.handle_input(&s_greeting).expect("greeting");
+    let s_welcome = frames_of(&s.take_output());
+    c.handle_input(&s_greeting[GREETING_HEAD_LEN..])
+        .expect("greeting");
     c.handle_input(&s_welcome[0]).expect("WELCOME");
     let c_initiate = frames_of(&c.take_output());
     s.handle_input(&c_initiate[0]).expect("INITIATE");
@@ -501,4 +507,72 @@ fn an_oversized_reply_keeps_its_rid_for_the_caller() {
     let err = c.handle_input(&s.take_output()).expect_err("too large");
     assert!(matches!(err, ZmtpError::MessageTooLarge { .. }), "{err:?}");
     assert_eq!(c.cut_message_head(), Some(&b"rid-7"[..]));
+}
+
+/// Everything each side of a CURVE handshake writes until both are ready, from the
+/// seeds of [`client`] 31 and [`server`] 32.
+fn handshake_streams() -> (Vec<u8>, Vec<u8>) {
+    let mut c = client(SocketType::Dealer, 31);
+    let mut s = server(SocketType::Router, 32);
+    let (mut to_s, mut to_c) = (Vec::new(), Vec::new());
+    while !(c.is_ready() && s.is_ready()) {
+        let (cs, sc) = (c.take_output(), s.take_output());
+        assert!(!cs.is_empty() || !sc.is_empty(), "stalled");
+        s.handle_input(&cs).expect("server reads");
+        c.handle_input(&sc).expect("client reads");
+        to_s.extend(cs);
+        to_c.extend(sc);
+    }
+    (to_s, to_c)
+}
+
+#[test]
+fn a_handshake_cut_at_every_byte_is_never_ready_and_a_cut_greeting_is_named() {
+    let (to_s, to_c) = handshake_streams();
+    for cut in 0..to_s.len() {
+        let mut s = server(SocketType::Router, 32);
+        s.handle_input(&to_s[..cut]).expect("a prefix is valid");
+        assert!(!s.is_ready() && events(&mut s).is_empty(), "cut {cut}");
+        // A close now: inside the greeting after its signature, a typed reason.
+        let in_greeting = cut > 9 && cut < GREETING_LEN;
+        assert_eq!(s.close_reason().is_some(), in_greeting, "cut {cut}");
+    }
+    for cut in 0..to_c.len() {
+        let mut c = client(SocketType::Dealer, 31);
+        c.handle_input(&to_c[..cut]).expect("a prefix is valid");
+        assert!(!c.is_ready() && events(&mut c).is_empty(), "cut {cut}");
+    }
+}
+
+#[test]
+fn a_client_takes_the_server_key_of_the_service_it_calls() {
+    let south = CurveKeyPair::from_secret([12; 32]);
+    let config = Arc::new(
+        CurveClientConfig::new(client_keys(), server_keys().public())
+            .service("south", south.public()),
+    );
+    assert_eq!(config.server_for("south"), south.public());
+    assert_eq!(config.server_for("north"), server_keys().public());
+    let south_server = server_security(CurveServerConfig::new(south));
+    for (service, server, refused) in [
+        ("south", &south_server, false),
+        ("north", &south_server, true),
+        (
+            "north",
+            &server_security(CurveServerConfig::new(server_keys())),
+            false,
+        ),
+    ] {
+        let security = Security::client_for(Some(&config), service);
+        let mut c = curve_conn(SocketType::Dealer, b"", &security, 1);
+        let mut s = curve_conn(SocketType::Router, b"", server, 2);
+        let (_, se) = pump(&mut c, &mut s, usize::MAX);
+        if refused {
+            assert_eq!(se, Some(ZmtpError::Curve(CurveError::BadBox("HELLO"))));
+        } else {
+            assert_eq!(se, None, "{service}");
+            assert!(c.is_ready() && s.is_ready(), "{service}");
+        }
+    }
+    assert_eq!(Security::client_for(None, "south"), Security::Null);
 }
