@@ -331,6 +331,16 @@ fn publish_and_subscribe() {
             matches!(first, Some(Some(SubEvent::Subscribed(_)))),
             "{first:?}"
         );
+        // The subscriber sees the handshake's 101 before the publisher's task has counted
+        // it (the server writes the 101 first); a message published in between is not for
+        // it yet, so wait for the count (CI on a loaded box saw 0 here once).
+        let counted = within(Duration::from_secs(5), async {
+            while publisher.subscribers() == 0 {
+                sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(counted.is_some(), "the publisher never counted its subscriber");
         assert_eq!(publisher.subscribers(), 1);
         let sent = publisher.publish_text("one").expect("room");
         publisher
