@@ -1013,6 +1013,18 @@ fn render_node(out: &mut String, node: &Node) {
         "Sources banned for going over the DHT rate limit again and again.",
         s.bans,
     );
+    metrics::counter(
+        out,
+        "grape_dht_banned_nodes_removed_total",
+        "Routing-table nodes dropped because their source was banned.",
+        s.banned_nodes_removed,
+    );
+    metrics::counter(
+        out,
+        "grape_dht_banned_skipped_total",
+        "Nodes named in answers that a lookup did not ask because their source is banned.",
+        s.skipped_banned,
+    );
     metrics::header(
         out,
         "grape_dht_nodes_refused_total",

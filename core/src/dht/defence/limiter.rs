@@ -233,6 +233,18 @@ impl SourceLimiter {
         self.bans
     }
 
+    /// Whether `ip` (its address, or its /64) is banned at `now`. Read-only: it charges
+    /// nothing, so it may be asked about addresses that sent us nothing.
+    pub fn is_banned(&self, now: Instant, ip: IpAddr) -> bool {
+        if self.exempt_loopback && ip.to_canonical().is_loopback() {
+            return false;
+        }
+        self.sources
+            .get(&source_key(ip))
+            .and_then(|s| s.banned_until)
+            .is_some_and(|until| now < until)
+    }
+
     /// Sources banned at `now`.
     pub fn banned_now(&self, now: Instant) -> usize {
         self.sources

@@ -64,6 +64,12 @@ impl Shield {
         }
     }
 
+    /// Whether `ip` is banned at `now`: its datagrams are dropped, so its nodes can only
+    /// waste our queries.
+    pub(crate) fn is_banned(&self, now: Instant, ip: IpAddr) -> bool {
+        self.incoming.as_ref().is_some_and(|l| l.is_banned(now, ip))
+    }
+
     /// Sources banned at `now`.
     pub(crate) fn banned_now(&self, now: Instant) -> usize {
         self.incoming.as_ref().map_or(0, |l| l.banned_now(now))

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{Config, DropReason, Node};
+use super::{Config, DropReason, Event, Node};
 use crate::dht::bep44::immutable_target;
 use crate::dht::defence::{Ban, Defences, Limit};
 use crate::dht::id::{Key, NodeId};
@@ -59,10 +59,9 @@ fn dropped(node: &Node, reason: DropReason) -> u64 {
     node.stats().dropped.get(&reason).copied().unwrap_or(0)
 }
 
-#[test]
-fn a_flooding_host_is_limited_then_banned_while_others_are_answered() {
-    let now = Instant::now();
-    let d = Defences {
+/// A limit of 10 datagrams a second; 20 refusals within 10 s earn a minute's ban.
+fn ten_per_second_then_banned() -> Defences {
+    Defences {
         rate_limit: Some(Limit::per_second(10)),
         ban: Some(Ban {
             after: 20,
@@ -70,8 +69,13 @@ fn a_flooding_host_is_limited_then_banned_while_others_are_answered() {
             duration: Duration::from_secs(60),
         }),
         ..Defences::default()
-    };
-    let mut node = node(d, now);
+    }
+}
+
+#[test]
+fn a_flooding_host_is_limited_then_banned_while_others_are_answered() {
+    let now = Instant::now();
+    let mut node = node(ten_per_second_then_banned(), now);
     let flooder = |port: u16| SocketAddr::from(([203, 0, 113, 7], 1000 + port));
     let other = SocketAddr::from(([198, 51, 100, 1], 6881));
 
@@ -314,4 +318,109 @@ fn an_item_another_source_put_first_survives_a_flood_by_a_later_putter() {
     );
     assert_eq!(node.stored_items(), 4);
     assert_eq!(node.evicted_by_source(), (0, 7));
+}
+
+/// Delivers datagrams between `a` (at `a_addr`) and `b` (at `b_addr`) until neither has
+/// one for the other; returns every address `a` sent to.
+fn pump(
+    now: Instant,
+    a: &mut Node,
+    a_addr: SocketAddr,
+    b: &mut Node,
+    b_addr: SocketAddr,
+) -> Vec<SocketAddr> {
+    let mut a_sent = Vec::new();
+    loop {
+        let mut moved = false;
+        while let Some(t) = a.poll_transmit() {
+            a_sent.push(t.to);
+            if t.to == b_addr {
+                b.handle_datagram(now, a_addr, &t.payload);
+                moved = true;
+            }
+        }
+        while let Some(t) = b.poll_transmit() {
+            if t.to == a_addr {
+                a.handle_datagram(now, b_addr, &t.payload);
+                moved = true;
+            }
+        }
+        if !moved {
+            return a_sent;
+        }
+    }
+}
+
+#[test]
+fn a_banned_hosts_planted_ids_leave_the_table_and_lookups_never_ask_them() {
+    let now = Instant::now();
+    let (mut us, us_addr) = (
+        node(ten_per_second_then_banned(), now),
+        SocketAddr::from(([10, 0, 0, 1], 6881)),
+    );
+    let other = Node::new(
+        Config {
+            defences: Defences::off(),
+            ..Config::default()
+        },
+        [8; 32],
+        now,
+    );
+    let (mut other, other_addr) = (other, SocketAddr::from(([10, 0, 0, 2], 6881)));
+    // A private address: the subnet rule leaves it alone, so only the ban can clear it.
+    let flooder = |i: u16| SocketAddr::from(([10, 9, 9, 9], 1000 + i % 256));
+
+    // The flood plants ids in both tables; `other` has no defences and keeps them.
+    for i in 0..200u16 {
+        other.handle_datagram(now, flooder(i), &ping(i as u8));
+    }
+    let mut planted_before_ban = 0;
+    for i in 0..200u16 {
+        us.handle_datagram(now, flooder(i), &ping(i as u8));
+        if us.stats().bans == 0 {
+            planted_before_ban = us.routing_table_len();
+        }
+    }
+    while us.poll_transmit().is_some() {}
+    while other.poll_transmit().is_some() {}
+    let ours_after_ban = us.routing_tables().0.iter(now).count();
+    let other_holds = other
+        .routing_tables()
+        .0
+        .iter(now)
+        .filter(|(n, _)| n.addr.ip() == flooder(0).ip())
+        .count();
+
+    // We learn `other` and look a name up through it; its answers name the planted ids.
+    us.bootstrap(now, &[other_addr]);
+    let mut sent = pump(now, &mut us, us_addr, &mut other, other_addr);
+    us.get_peers(now, Key::new(b"service").expect("key"));
+    sent.extend(pump(now, &mut us, us_addr, &mut other, other_addr));
+
+    assert_eq!(us.stats().bans, 1);
+    assert!(
+        planted_before_ban >= 5,
+        "the burst planted ids ({planted_before_ban})"
+    );
+    assert_eq!(ours_after_ban, 0, "the ban took every planted id out");
+    assert_eq!(us.stats().banned_nodes_removed, planted_before_ban as u64);
+    assert!(
+        other_holds >= 8,
+        "the other node hands them out ({other_holds})"
+    );
+    assert!(
+        us.stats().skipped_banned > 0,
+        "answers named the banned host"
+    );
+    assert!(
+        sent.iter().all(|to| to.ip() != flooder(0).ip()),
+        "no query of ours went to the banned host: {sent:?}"
+    );
+    let finished = std::iter::from_fn(|| us.poll_event())
+        .filter(|e| matches!(e, Event::Finished { .. }))
+        .count();
+    assert_eq!(
+        finished, 2,
+        "the bootstrap and the lookup ended without waiting on it"
+    );
 }

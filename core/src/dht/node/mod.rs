@@ -31,7 +31,7 @@ pub use stats::{DropReason, MethodCounts, Stats};
 pub use watch::{MAX_WATCHES, MAX_WATCHES_PER_SOURCE, WATCH_TTL};
 
 use crate::dht::bep44::{ImmutableItem, Item, MutableItem, Target};
-use crate::dht::defence::{Shield, SourceQuota, Verdict, is_bep42_id};
+use crate::dht::defence::{Shield, SourceQuota, Verdict, is_bep42_id, source_key};
 use crate::dht::event::{Event, Outcome, QueryError, QueryId};
 use crate::dht::id::{Key, NodeId};
 use crate::dht::krpc::{Body, ErrorReply, Message, Method, NodeInfo, PutArgs, Query, Response};
@@ -574,6 +574,7 @@ impl Node {
             Verdict::Banned { new } => {
                 if new {
                     self.stats.bans += 1;
+                    self.forget_banned(now, from.ip());
                 }
                 return self.stats.drop(DropReason::Banned);
             }
@@ -597,6 +598,17 @@ impl Node {
             }
             Body::Error(error) => self.handle_error(now, from, TxId::from_wire(&msg.tid), error),
         }
+    }
+
+    /// A source just banned loses its nodes in both tables. Its datagrams are dropped from
+    /// now on, so its nodes could only cost us pings and, handed out in our answers, cost
+    /// other nodes' lookups a soft timeout each: a flood of planted ids ends with the ban.
+    fn forget_banned(&mut self, now: Instant, ip: IpAddr) {
+        let source = source_key(ip);
+        let gone = |a: &SocketAddr| source_key(a.ip()) == source;
+        let removed = self.table4.remove_where(now, gone) + self.table6.remove_where(now, gone);
+        self.stats.banned_nodes_removed += removed as u64;
+        tracing::info!(%source, removed, "banned source's nodes left the routing table");
     }
 
     /// Runs whatever is due at `now`: query timeouts, expiry, token rotation, table upkeep.
@@ -1181,6 +1193,10 @@ impl Node {
         let named = nodes.len();
         nodes.retain(|n| n.id != own && !self.silent.contains(now, &n.addr));
         self.stats.skipped_silent += (named - nodes.len()) as u64;
+        // Another node may still hand out a host we banned: it would not answer us.
+        let unbanned = nodes.len();
+        nodes.retain(|n| !self.shield.is_banned(now, n.addr.ip()));
+        self.stats.skipped_banned += (unbanned - nodes.len()) as u64;
         let mut early = false;
         match &l.kind {
             Kind::GetPeers

@@ -96,6 +96,10 @@ pub struct Stats {
     pub commands_failed: u64,
     /// Sources banned for going over the rate limit again and again.
     pub bans: u64,
+    /// Routing-table nodes dropped because their source was banned.
+    pub banned_nodes_removed: u64,
+    /// Nodes named in answers that a lookup did not ask because their source is banned.
+    pub skipped_banned: u64,
     /// Nodes the routing tables did not take, by [`Ignored::label`]: the rule that refused them.
     pub nodes_refused: BTreeMap<&'static str, u64>,
     /// Nodes taken into a routing table whose public address does not match their id (BEP 42).

@@ -185,6 +185,36 @@ impl RoutingTable {
         }
     }
 
+    /// Removes every node whose address `gone` picks, from the buckets and the replacement
+    /// caches alike, and refills the freed slots from what the caches still hold. Returns
+    /// how many nodes left.
+    ///
+    /// For a source the node has banned: its datagrams are dropped from then on, so its
+    /// nodes would only be pinged in vain and handed to other nodes' lookups. O(table).
+    pub fn remove_where(&mut self, now: Instant, gone: impl Fn(&SocketAddr) -> bool) -> usize {
+        let mut removed = 0;
+        for b in 0..self.buckets.len() {
+            let (bucket, by_addr) = (&mut self.buckets[b], &mut self.by_addr);
+            let before = bucket.entries.len() + bucket.cache.len();
+            let mut keep = |addr: &SocketAddr| {
+                let stays = !gone(addr);
+                if !stays {
+                    by_addr.remove(addr);
+                }
+                stays
+            };
+            bucket.entries.retain(|e| keep(&e.info.addr));
+            bucket.cache.retain(|c| keep(&c.info.addr));
+            let left = before - (bucket.entries.len() + bucket.cache.len());
+            if left > 0 {
+                removed += left;
+                self.refill(now, b);
+                self.buckets[b].settle_pings();
+            }
+        }
+        removed
+    }
+
     /// Returns up to `n` nodes that are not bad, closest to `key` first.
     ///
     /// Distance is [`NodeId::distance`], so `key` may have any length; equal distances
@@ -1543,6 +1573,43 @@ mod tests {
                 new: verified
             }
         );
+        check(&table);
+    }
+
+    #[test]
+    fn a_banned_hosts_nodes_leave_and_cached_ones_take_their_slots() {
+        let t = t0();
+        let mut table = full_far_bucket(t);
+        let banned = |n: NodeInfo| NodeInfo {
+            addr: SocketAddr::from(([10, 9, 9, 9], n.addr.port())),
+            ..n
+        };
+        // Bucket 0 holds one node of the banned host and one other; the banned host also
+        // waits in the cache, behind a node of another host.
+        table.remove_where(t, |a| a.port() == node(0, 2).addr.port());
+        assert_eq!(table.heard_response(t, banned(node(0, 2))), Insert::Added);
+        let later = t + GOOD_FOR;
+        assert!(matches!(
+            table.heard_response(later, node(0, 3)),
+            Insert::Cached { .. }
+        ));
+        assert!(matches!(
+            table.heard_response(later, banned(node(0, 4))),
+            Insert::Cached { .. }
+        ));
+        check(&table);
+
+        let removed = table.remove_where(later, |a| a.ip() == banned(node(0, 2)).addr.ip());
+
+        assert_eq!(removed, 2, "the bucket's entry and the cached one");
+        assert!(!table.contains(&node(0, 2).id));
+        assert!(!table.contains(&node(0, 4).id));
+        assert!(
+            table.contains(&node(0, 3).id),
+            "the cached node took the slot"
+        );
+        assert!(table.contains(&node(0, 1).id) && table.contains(&node(3, 1).id));
+        assert_eq!(table.next_timeout(), table.next_timeout_rescan());
         check(&table);
     }
 }
