@@ -17,7 +17,6 @@ A lookup is an HTTP call made from inside the Grape's own network namespace: eac
 moves itself there with setns(2) (it changes only the calling thread), so the 20 pollers
 need no curl process per call.
 """
-import ctypes
 import json
 import os
 import sys
@@ -26,7 +25,7 @@ import time
 import http.client
 
 # The network run.sh made (N, namespaces, addresses) and the nearest-rank percentile.
-from lookups import API_PORT, N, NS_PREFIX, SUBNET, pct
+from lookups import API_PORT, N, NS_PREFIX, SUBNET, enter_ns, pct
 
 TRIALS = int(os.environ.get("TRIALS", "20"))
 CAP = float(os.environ.get("CAP", "30"))
@@ -36,18 +35,6 @@ ANNOUNCER = 3
 # How long to wait for every Grape to list a fresh announce before giving the trial up.
 PRESENT_CAP = 60.0
 HTTP_TIMEOUT = 40.0
-CLONE_NEWNET = 0x40000000
-LIBC = ctypes.CDLL(None, use_errno=True)
-
-
-def enter_ns(g):
-    """Moves the calling thread into Grape g's network namespace."""
-    fd = os.open(f"/var/run/netns/{NS_PREFIX}{g}", os.O_RDONLY)
-    try:
-        if LIBC.setns(fd, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns into {NS_PREFIX}{g}")
-    finally:
-        os.close(fd)
 
 
 def in_ns(g, fn):

@@ -1,8 +1,14 @@
 #!/usr/bin/env python3
 """The client side of run.sh: announces, times lookups, prints the table.
 
-Every HTTP call is curl run inside a Grape's network namespace (`ip netns exec`) against
-that Grape's own API, so the only lossy hop is the DHT traffic between namespaces.
+Every HTTP call goes to a Grape's own API from inside that Grape's network namespace, so
+the only lossy hop is the DHT traffic between namespaces. CLIENT=keepalive (the default):
+each client thread moves itself into the namespace with setns(2) and keeps one HTTP/1.1
+connection per Grape, timing each request from its first byte out to the reply's last byte
+in; no process is started per call, so the harness itself takes little of the CPU the
+Grapes share. CLIENT=curl: one `ip netns exec ... curl` per call, timed by curl
+(`time_total`), as runs before 2026-12-07 (session 7) did; starting two processes per call
+costs about 15 ms of CPU each, which on a 2-core box competes with the Grapes.
 
   lookups.py run KIND OUT.json   announce K names, time M lookups, write the samples
   lookups.py report A.json B.json ...   print the table (and ours/Node ratios)
@@ -19,11 +25,14 @@ Grape 1, while silent.py's fake nodes fill both routing tables.
 SCENARIO=flood: as churn with nothing killed, in phases (PHASE=announce, then PHASE=lookup
 once during flood.py's flood and once after it); PHASE=all (the default) does both.
 """
+import ctypes
+import http.client
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -42,16 +51,61 @@ SCENARIO = os.environ.get("SCENARIO", "churn")
 DEAD = [int(g) for g in os.environ.get("DEAD", "").split()]
 GRAPE_PIDS = [int(p) for p in os.environ.get("GRAPE_PIDS", "").split()]
 PHASE = os.environ.get("PHASE", "all")
+CLIENT = os.environ.get("CLIENT", "keepalive")
+CLONE_NEWNET = 0x40000000
+LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def ip_of(g):
     return f"{SUBNET}.{10 + g}"
 
 
+def enter_ns(g):
+    """Moves the calling thread (only it) into Grape g's network namespace."""
+    fd = os.open(f"/var/run/netns/{NS_PREFIX}{g}", os.O_RDONLY)
+    try:
+        if LIBC.setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns into {NS_PREFIX}{g}")
+    finally:
+        os.close(fd)
+
+
+_conns = threading.local()
+
+
 def call(g, cmd, data):
     """POSTs {"data": data} to Grape g's API from inside its namespace.
 
-    Returns (seconds as curl measured them, HTTP status, body)."""
+    Returns (seconds the call took, HTTP status, body)."""
+    if CLIENT == "curl":
+        return call_curl(g, cmd, data)
+    conns = _conns.__dict__.setdefault("by_grape", {})
+    body = json.dumps({"data": data})
+    for attempt in (0, 1):
+        conn = conns.get(g)
+        if conn is None:
+            # The socket stays in the namespace it was made in, wherever the thread goes.
+            enter_ns(g)
+            conn = http.client.HTTPConnection(ip_of(g), API_PORT, timeout=CURL_MAX)
+            conn.connect()
+            conns[g] = conn
+        t0 = time.perf_counter()
+        try:
+            conn.request("POST", f"/{cmd}", body, {"content-type": "application/json"})
+            r = conn.getresponse()
+            text = r.read().decode("utf-8", "replace")
+        except (http.client.RemoteDisconnected, ConnectionError) as e:
+            # The server closed an idle kept-alive connection: open a new one, once.
+            conn.close()
+            del conns[g]
+            if attempt:
+                raise e
+            continue
+        return time.perf_counter() - t0, r.status, text
+
+
+def call_curl(g, cmd, data):
+    """[`call`] by one curl process per call, timed by curl itself."""
     out = subprocess.run(
         ["ip", "netns", "exec", f"{NS_PREFIX}{g}", "curl", "-s", "--max-time", str(CURL_MAX),
          "-X", "POST", "-H", "content-type: application/json",

@@ -12,6 +12,8 @@
 # CHURN=30 (% of the Grapes killed after the announces, before the lookups), SETTLE=15 (s
 # after start), PAR=4 (lookups at a time), KINDS="node ours", OURS_ARGS and NODE_ARGS (more
 # flags for our Grapes or Node's, e.g. "--cache_maxAge 500", "--dpa 120000").
+# CLIENT=keepalive (default: lookups.py keeps one HTTP connection per Grape and thread, no
+# process per call) or CLIENT=curl (one `ip netns exec curl` per call, as before session 7).
 # SCENARIO=silent: N=2 Grapes, no loss, no churn, K=M=100 names; a third namespace runs
 # silent.py, whose S=300 fake nodes query both Grapes and never answer.
 # SCENARIO=gone: N=20 Grapes, no loss, no churn; gone.py times how long a withdrawn service

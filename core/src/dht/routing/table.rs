@@ -225,6 +225,16 @@ impl RoutingTable {
         self.closest_where(key, n, |e| !e.is_bad())
     }
 
+    /// Like [`RoutingTable::closest`], without the nodes `skip` picks.
+    pub fn closest_except(
+        &self,
+        key: &[u8],
+        n: usize,
+        skip: impl Fn(&NodeInfo) -> bool,
+    ) -> Vec<NodeInfo> {
+        self.closest_where(key, n, |e| !e.is_bad() && !skip(&e.info))
+    }
+
     /// Like [`RoutingTable::closest`], but only nodes that have answered a query of ours
     /// (good or gone quiet, never unverified): a lookup started from these cannot be
     /// stalled by ids a flooding host planted with queries.
