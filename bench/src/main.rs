@@ -9,8 +9,9 @@
 //! `--memory`, `--rpc` (peer RPC over HTTP, WebSocket and ZeroMQ), `--proxy` (the same
 //! RPC direct and through grenache-proxy), `--tls` (peer RPC over HTTPS and WSS),
 //! `--scale` (simulator), `--micro` (criterion); `--all` runs them all, `--quick` shortens
-//! every one, `--chart PATH` also writes the API throughput chart there. See
-//! docs/benchmarks.md.
+//! every one, `--chart PATH` also writes the API throughput chart there; `--transport ws
+//! --payload 100` keeps only those rows of `--rpc` and `--tls` (to measure or profile one
+//! path). See docs/benchmarks.md.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -20,7 +21,7 @@ use clap::Parser;
 
 use grenache_bench::grapes::{self, Env, Kind};
 use grenache_bench::report::Report;
-use grenache_bench::sections::{self, Ctx, Timing};
+use grenache_bench::sections::{self, Ctx, RpcOnly, Timing};
 use grenache_bench::{fixed, procs, proxy, rpc, scale, tls, udp_load};
 
 #[derive(Parser, Debug)]
@@ -95,6 +96,12 @@ struct Args {
     /// unset, the proxy's default (the cores it may use).
     #[arg(long, value_name = "N")]
     proxy_client_shards: Option<usize>,
+    /// Only this transport's rows in --rpc and --tls (`http`, `ws` or `zmq`).
+    #[arg(long, value_name = "NAME", value_parser = ["http", "ws", "zmq"])]
+    transport: Option<String>,
+    /// Only this payload size's rows in --rpc and --tls (100 or 10240 bytes).
+    #[arg(long, value_name = "BYTES")]
+    payload: Option<usize>,
     /// Wait (up to --wait-minutes) for the 1-minute load average to drop below this.
     #[arg(long, default_value_t = 1.5)]
     max_load: f64,
@@ -235,6 +242,9 @@ fn run(args: &Args) -> Result<(), String> {
         args.scale,
         args.micro,
     ];
+    if let Some(b) = args.payload.filter(|b| !rpc::PAYLOADS.contains(b)) {
+        return Err(format!("--payload {b}: the sizes are {:?}", rpc::PAYLOADS));
+    }
     let all = args.all || !selected.iter().any(|s| *s);
     let want = |flag: bool| all || flag;
     let workspace = scale::workspace_root();
@@ -301,6 +311,10 @@ fn run(args: &Args) -> Result<(), String> {
         threads: args.threads.max(1),
         client_cores: args.client_cores.max(1),
         proxy_client_shards: args.proxy_client_shards,
+        rpc_only: RpcOnly {
+            transport: args.transport.clone(),
+            payload: args.payload,
+        },
         report,
     };
     if ctx.client_cores > 1 {

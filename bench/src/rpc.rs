@@ -94,10 +94,11 @@ pub fn pem_files(dir: &Path) -> [PathBuf; 3] {
 
 /// The RPC section.
 pub fn rpc(ctx: &mut Ctx) -> Result<(), String> {
+    let only = ctx.rpc_only.clone();
     for kind in ctx.kinds.clone() {
         let grape = grapes::start_network(&ctx.env, kind, 1, "rpc")?.remove(0);
         let url = format!("http://{}", grape.api);
-        for tr in TRANSPORTS {
+        for tr in TRANSPORTS.into_iter().filter(|t| only.transport(t)) {
             if let Err(e) = transport_rows(ctx, kind, &url, tr) {
                 ctx.part_failed(&format!("rpc {} {tr}", kind.name()), &e);
             }
@@ -164,7 +165,8 @@ fn transport_rows(ctx: &mut Ctx, kind: Kind, url: &str, tr: &'static str) -> Res
         .logs
         .join(format!("rpc-{}-{tr}-server.log", kind.name()));
     let server = echo_server(ctx, kind, url, &service, tr, None, &log)?;
-    for bytes in PAYLOADS {
+    let only = ctx.rpc_only.clone();
+    for bytes in PAYLOADS.into_iter().filter(|b| only.payload(*b)) {
         for c in CONCURRENCY {
             let run = Run {
                 grape: url,

@@ -65,7 +65,29 @@ pub struct Ctx {
     pub client_cores: usize,
     /// grenache-proxy's `--client-shards`, if given.
     pub proxy_client_shards: Option<usize>,
+    /// Which rows of `--rpc` and `--tls` run (`--transport`, `--payload`).
+    pub rpc_only: RpcOnly,
     pub report: Report,
+}
+
+/// A filter on the peer RPC rows, so one transport and size can be measured (and
+/// profiled) alone; `None` keeps every one.
+#[derive(Clone, Debug, Default)]
+pub struct RpcOnly {
+    pub transport: Option<String>,
+    pub payload: Option<usize>,
+}
+
+impl RpcOnly {
+    /// Whether rows over `transport` run.
+    pub fn transport(&self, transport: &str) -> bool {
+        self.transport.as_deref().is_none_or(|t| t == transport)
+    }
+
+    /// Whether rows of `bytes` payloads run.
+    pub fn payload(&self, bytes: usize) -> bool {
+        self.payload.is_none_or(|b| b == bytes)
+    }
 }
 
 impl Ctx {

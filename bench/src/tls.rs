@@ -19,10 +19,11 @@ const TRANSPORTS: [&str; 2] = ["http", "ws"];
 pub fn tls(ctx: &mut Ctx) -> Result<(), String> {
     let dir = ctx.env.logs.join("tls-pem");
     write_pem(&dir)?;
+    let only = ctx.rpc_only.clone();
     for kind in ctx.kinds.clone() {
         let grape = grapes::start_network(&ctx.env, kind, 1, "tls")?.remove(0);
         let url = format!("http://{}", grape.api);
-        for tr in TRANSPORTS {
+        for tr in TRANSPORTS.into_iter().filter(|t| only.transport(t)) {
             // Node's plain rows are in the RPC section; here only its TLS ones.
             let modes: &[bool] = if kind == Kind::Rust {
                 &[false, true]
@@ -73,7 +74,8 @@ fn rows(
         .logs
         .join(format!("tls-{}-{tr}-{secure}-server.log", kind.name()));
     let server = rpc::echo_server(ctx, kind, url, &service, tr, pem, &log)?;
-    for bytes in rpc::PAYLOADS {
+    let only = ctx.rpc_only.clone();
+    for bytes in rpc::PAYLOADS.into_iter().filter(|b| only.payload(*b)) {
         for c in rpc::CONCURRENCY {
             let run = Run {
                 grape: url,

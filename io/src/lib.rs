@@ -40,6 +40,7 @@ mod tls;
 mod udp;
 mod web_server;
 mod writes_through;
+mod ws_batch;
 mod ws_server;
 
 #[cfg(feature = "testkit")]

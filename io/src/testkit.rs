@@ -57,6 +57,8 @@ macro_rules! adapter_tests {
             requests_and_maps_spread_over_shards_answer_right,
             a_dead_peer_is_skipped_by_every_shard,
             a_watched_name_is_answered_from_its_set_on_a_spread_client,
+            a_websocket_burst_cut_anywhere_is_answered_in_full,
+            a_burst_from_our_websocket_client_is_answered_in_full,
         );
     };
     (@each $runtime:ty, $block_on:path; $($name:ident),* $(,)?) => {
@@ -1025,4 +1027,9 @@ mod tls;
 pub use tls::{
     tls_bad_clients_are_refused_counted_and_the_rest_served,
     tls_clients_refuse_servers_they_cannot_verify, tls_rpc_and_pubsub_carry_the_client_identity,
+};
+mod ws_bursts;
+pub use ws_bursts::{
+    a_burst_from_our_websocket_client_is_answered_in_full,
+    a_websocket_burst_cut_anywhere_is_answered_in_full,
 };

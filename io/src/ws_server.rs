@@ -21,6 +21,7 @@ use crate::runtime::Runtime;
 use crate::stop::Stop;
 use crate::time::{sleep_until, timeout};
 use crate::tls::MaybeTls;
+use crate::ws_batch::write_batch;
 
 /// How one connection is bounded and timed.
 #[derive(Debug, Clone, Copy)]
@@ -246,35 +247,78 @@ where
                 tracing::debug!(%err, "WebSocket read failed");
                 break;
             }
-            Event::Out(Out::Ended) => in_flight = in_flight.saturating_sub(1),
-            Event::Out(Out::Frame { bytes, done }) => {
-                if done {
-                    in_flight = in_flight.saturating_sub(1);
-                }
+            Event::Out(first) => {
+                let first = match answer(first, &mut in_flight) {
+                    Ok(Some(msg)) => msg,
+                    Ok(None) => continue,
+                    Err(Overloaded) => return CloseCode::Again,
+                };
+                // Every answer already waiting leaves with this one, in one write; an
+                // `Overloaded` among them closes the connection once they are written.
+                let mut overloaded = false;
+                let next = || {
+                    while !overloaded {
+                        match answer(out.try_recv().ok()?, &mut in_flight) {
+                            Ok(Some(msg)) => return Some(msg),
+                            Ok(None) => {}
+                            Err(Overloaded) => overloaded = true,
+                        }
+                    }
+                    None
+                };
+                let written = write_batch(ws, first, next).await;
                 last_active = R::now();
-                if !send_frame::<R>(ws, bytes).await {
+                if let Err(err) = written {
+                    tracing::debug!(%err, "WebSocket write failed");
                     break;
                 }
+                if overloaded {
+                    return CloseCode::Again;
+                }
             }
-            Event::Out(Out::Overloaded) => return CloseCode::Again,
             Event::Timeout => break,
         }
     }
     CloseCode::Normal
 }
 
+/// The owner cannot take more requests ([`Out::Overloaded`]).
+struct Overloaded;
+
+/// What one item of the queue asks: a message to write (counting a finished request out
+/// of `in_flight`), nothing to write, or to close.
+fn answer(out: Out, in_flight: &mut usize) -> Result<Option<Message>, Overloaded> {
+    match out {
+        Out::Frame { bytes, done } => {
+            if done {
+                *in_flight = in_flight.saturating_sub(1);
+            }
+            Ok(Some(frame_message(bytes)))
+        }
+        Out::Ended => {
+            *in_flight = in_flight.saturating_sub(1);
+            Ok(None)
+        }
+        Out::Overloaded => Err(Overloaded),
+    }
+}
+
 /// Writes a frame as a text message (binary if it is not UTF-8); `false` if the
 /// connection broke.
 pub(crate) async fn send_frame<R: Runtime>(ws: &mut WsStream<R>, frame: Vec<u8>) -> bool {
-    let message = match String::from_utf8(frame) {
-        Ok(text) => Message::text(text),
-        Err(err) => Message::binary(err.into_bytes()),
-    };
-    match ws.send(message).await {
+    match ws.send(frame_message(frame)).await {
         Ok(()) => true,
         Err(err) => {
             tracing::debug!(%err, "WebSocket write failed");
             false
         }
+    }
+}
+
+/// A frame as a text message (binary if it is not UTF-8).
+fn frame_message(frame: Vec<u8>) -> Message {
+    match String::from_utf8(frame) {
+        Ok(text) => Message::text(text),
+        Err(err) => Message::binary(err.into_bytes()),
     }
 }

@@ -282,15 +282,18 @@ pub(crate) fn request_id(rng: &mut impl Rng) -> String {
     rng.fill(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = crate::dht::id::hex(&b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    // Written straight into one string: every request makes one, so no `format!`.
+    let mut id = String::with_capacity(36);
+    for (i, part) in [&b[0..4], &b[4..6], &b[6..8], &b[8..10], &b[10..16]]
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            id.push('-');
+        }
+        crate::dht::id::push_hex(&mut id, part);
+    }
+    id
 }
 
 #[cfg(test)]
@@ -314,6 +317,13 @@ mod tests {
         assert!(parts[2].starts_with('4'));
         assert!("89ab".contains(&parts[3][..1]));
         assert_ne!(id, request_id(&mut rng));
+        let bytes = crate::dht::id::hex(&{
+            let mut b = [0u8; 16];
+            ChaCha8Rng::seed_from_u64(1).fill(&mut b);
+            b
+        });
+        assert_eq!(id.replace('-', "")[..12], bytes[..12]);
+        assert_eq!(id.replace('-', "")[20..], bytes[20..]);
     }
 
     #[test]

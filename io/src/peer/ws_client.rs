@@ -20,6 +20,7 @@ use crate::net::{connect, ws_connect};
 use crate::runtime::Runtime;
 use crate::time::timeout;
 use crate::tls::{MaybeTls, TlsClient};
+use crate::ws_batch::write_batch;
 
 /// Time given to the closing handshake when the driver drops a connection.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -180,7 +181,9 @@ async fn serve<R: Runtime>(
                 return Ended::Lost;
             }
             Wake::Outgoing(Some(msg)) => {
-                if let Err(err) = ws.send(to_message(msg)).await {
+                // Every message already queued leaves with this one, in one write.
+                let next = || outgoing.try_recv().ok().map(to_message);
+                if let Err(err) = write_batch(&mut ws, to_message(msg), next).await {
                     tracing::debug!(%conn, %err, "WebSocket write failed");
                     return Ended::Lost;
                 }
