@@ -27,6 +27,7 @@ use crate::stop::{Stop, StopTrigger, stop_pair};
 use crate::task::Task;
 use crate::time::sleep_until;
 use crate::tls::{Accepted, TlsServer, TlsStats};
+use crate::ws_batch::write_batch;
 use crate::ws_server;
 
 /// The fan-out state, shared by `publish` and the connection tasks.
@@ -273,10 +274,16 @@ async fn serve_subscriber<R: Runtime>(stream: R::TcpStream, shared: Arc<Shared>)
         return;
     };
     let (stream, _peer) = accepted.into_ws();
+    // Registered before the handshake's 101 goes out: a subscriber that has seen it is
+    // counted, and every message published from then on is queued for it.
+    let registered = register(&shared);
     let Some(mut ws) = ws_server::accept::<R>(stream, config.max_message_len, limit).await else {
+        if let Some((conn, _)) = registered {
+            unregister(&shared, conn);
+        }
         return;
     };
-    let Some((conn, outgoing)) = register(&shared) else {
+    let Some((conn, outgoing)) = registered else {
         ws_server::close::<R>(&mut ws, CloseCode::Again, config.drain_timeout).await;
         return;
     };
@@ -293,7 +300,9 @@ async fn serve_subscriber<R: Runtime>(stream: R::TcpStream, shared: Arc<Shared>)
             Wake::Incoming(Some(Ok(_))) => {} // subscribers have nothing to say
             Wake::Incoming(Some(Err(_)) | None) | Wake::Outgoing(None) | Wake::Stop => break,
             Wake::Outgoing(Some(msg)) => {
-                if let Err(err) = ws.send(to_message(msg)).await {
+                // What else is queued goes out with it, in one write.
+                let next = || outgoing.try_recv().ok().map(to_message);
+                if let Err(err) = write_batch(&mut ws, to_message(msg), next).await {
                     tracing::debug!(%conn, %err, "subscriber write failed");
                     break;
                 }
