@@ -95,6 +95,10 @@ struct Args {
     /// unset, the proxy's default (the cores it may use).
     #[arg(long, value_name = "N")]
     proxy_client_shards: Option<usize>,
+    /// Only the --proxy rows at this many requests in flight (1, 16 or 64): one row alone,
+    /// e.g. to profile the proxy under a steady load (`perf record -p <proxy pid>`).
+    #[arg(long, value_name = "N")]
+    proxy_concurrency: Option<usize>,
     /// Wait (up to --wait-minutes) for the 1-minute load average to drop below this.
     #[arg(long, default_value_t = 1.5)]
     max_load: f64,
@@ -301,6 +305,7 @@ fn run(args: &Args) -> Result<(), String> {
         threads: args.threads.max(1),
         client_cores: args.client_cores.max(1),
         proxy_client_shards: args.proxy_client_shards,
+        proxy_concurrency: args.proxy_concurrency,
         report,
     };
     if ctx.client_cores > 1 {

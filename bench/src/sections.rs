@@ -65,6 +65,8 @@ pub struct Ctx {
     pub client_cores: usize,
     /// grenache-proxy's `--client-shards`, if given.
     pub proxy_client_shards: Option<usize>,
+    /// Only the proxy rows at this concurrency, if given.
+    pub proxy_concurrency: Option<usize>,
     pub report: Report,
 }
 
