@@ -102,6 +102,10 @@ struct Args {
     /// Only this payload size's rows in --rpc and --tls (100 or 10240 bytes).
     #[arg(long, value_name = "BYTES")]
     payload: Option<usize>,
+    /// Only the --proxy rows at this many requests in flight (1, 16 or 64): one row alone,
+    /// e.g. to profile the proxy under a steady load (`perf record -p <proxy pid>`).
+    #[arg(long, value_name = "N")]
+    proxy_concurrency: Option<usize>,
     /// Wait (up to --wait-minutes) for the 1-minute load average to drop below this.
     #[arg(long, default_value_t = 1.5)]
     max_load: f64,
@@ -315,6 +319,7 @@ fn run(args: &Args) -> Result<(), String> {
             transport: args.transport.clone(),
             payload: args.payload,
         },
+        proxy_concurrency: args.proxy_concurrency,
         report,
     };
     if ctx.client_cores > 1 {

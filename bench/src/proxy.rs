@@ -73,7 +73,7 @@ pub fn proxy(ctx: &mut Ctx) -> Result<(), String> {
             server_pid: proxy.pid,
         },
     ];
-    for c in rpc::CONCURRENCY {
+    for c in concurrencies(ctx)? {
         for p in &paths {
             let run = Run {
                 grape: &url,
@@ -121,7 +121,7 @@ fn node_pair(ctx: &mut Ctx) -> Result<(), String> {
     let service = "bench_proxy_node_http";
     let log = ctx.env.logs.join("proxy-node-http-server.log");
     let server = rpc::echo_server(ctx, Kind::Node, &url, service, "http", None, &log)?;
-    for c in rpc::CONCURRENCY {
+    for c in concurrencies(ctx)? {
         let run = Run {
             grape: &url,
             service,
@@ -145,6 +145,21 @@ fn node_pair(ctx: &mut Ctx) -> Result<(), String> {
     }
     drop((server, grape));
     Ok(())
+}
+
+/// The concurrencies to measure: all of them, or the one `--proxy-concurrency` names.
+fn concurrencies(ctx: &Ctx) -> Result<Vec<usize>, String> {
+    let Some(only) = ctx.proxy_concurrency else {
+        return Ok(rpc::CONCURRENCY.to_vec());
+    };
+    if rpc::CONCURRENCY.contains(&only) {
+        Ok(vec![only])
+    } else {
+        Err(format!(
+            "--proxy-concurrency {only}: the rows are at {:?}",
+            rpc::CONCURRENCY
+        ))
+    }
 }
 
 fn log_row(row: &ProxyRow) {

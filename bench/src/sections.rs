@@ -67,6 +67,8 @@ pub struct Ctx {
     pub proxy_client_shards: Option<usize>,
     /// Which rows of `--rpc` and `--tls` run (`--transport`, `--payload`).
     pub rpc_only: RpcOnly,
+    /// Only the proxy rows at this concurrency, if given.
+    pub proxy_concurrency: Option<usize>,
     pub report: Report,
 }
 

@@ -44,6 +44,10 @@ const IO_QUEUE: usize = 1024;
 /// past it, the connection is treated as broken.
 const CONN_QUEUE: usize = 1024;
 
+/// Commands, and I/O reports, handled at most per pass of the driver's loop beyond the
+/// one that woke it.
+const BATCH: usize = 64;
+
 /// What a [`PeerClient`](super::PeerClient) asks of the driver.
 pub(crate) enum Command {
     Lookup {
@@ -257,6 +261,7 @@ impl<R: Runtime> Driver<R> {
                 Wake::Timer => {}
                 Wake::Stop => break,
             }
+            self.take_queued(now);
             if deadline.is_some_and(|at| at <= now) {
                 self.client.handle_timeout(now);
             }
@@ -266,6 +271,26 @@ impl<R: Runtime> Driver<R> {
             conns = self.conns.len(),
             "peer client stopped"
         );
+    }
+
+    /// Handles what else is already queued (up to [`BATCH`] of each kind) before the next
+    /// flush: under load many callers queue at once, and one pass of the loop (a flush, a
+    /// timer armed, the receivers polled) for all of them costs far less than one each. It
+    /// also lets a connection's writes for many requests go out together. Bounded, so
+    /// neither kind can keep the other (or the timer) waiting long.
+    fn take_queued(&mut self, now: Instant) {
+        for _ in 0..BATCH {
+            let Ok(command) = self.commands.try_recv() else {
+                break;
+            };
+            self.handle_command(now, command);
+        }
+        for _ in 0..BATCH {
+            let Ok(event) = self.io_rx.try_recv() else {
+                break;
+            };
+            self.handle_io(now, event);
+        }
     }
 
     /// Performs every queued transmit and answers every queued event, until neither is left

@@ -207,7 +207,9 @@ async fn attempt<R: Runtime>(
             Err(error) => return Err(error),
         }
     }
-    let (sender, first) = open::<R, _>(&target, pool.tls.as_ref()).await?;
+    // Boxed: a new connection (TCP, TLS, hyper's handshake) is the rare path, and inline its
+    // state would make every exchange's future, moved into a task per request, many KB.
+    let (sender, first) = Box::pin(open::<R, _>(&target, pool.tls.as_ref())).await?;
     let sent = send(
         sender,
         &target,
