@@ -143,13 +143,16 @@ impl Node {
     }
 
     /// The nodes an answer names: the closest of the querier's family, except those that
-    /// let a query of ours pass its soft deadline and have not answered since. Our own
-    /// lookups skip them, so naming them would only make the querier wait out the same
-    /// soft timeouts we did (a NATed node, or one a flood planted, spreads no further).
+    /// have never answered us and let a query of ours pass its soft deadline. Naming them
+    /// would only make the querier wait out the same soft timeouts we did (a NATed node,
+    /// or one a flood planted, spreads no further). A node that has answered before is
+    /// still named after it missed a query: a loss burst may have cut it off for a while,
+    /// and hiding it then hid the nodes that store a name (the whole-system simulator found
+    /// lookups missing services that way).
     fn nodes_to_name(&self, now: Instant, from: &SocketAddr, key: &[u8]) -> Vec<NodeInfo> {
         let silent = &self.silent;
         self.table(from)
-            .closest_except(key, self.config.k, |n| silent.contains(now, &n.addr))
+            .closest_except_unanswered(key, self.config.k, |n| silent.contains(now, &n.addr))
     }
 
     /// The peer an `announce_peer` or `unannounce_peer` speaks of: always the sender's own
