@@ -225,19 +225,6 @@ impl RoutingTable {
         self.closest_where(key, n, |e| !e.is_bad())
     }
 
-    /// Like [`RoutingTable::closest`], without the nodes that have never answered a query
-    /// of ours and that `skip` picks. A node that has answered before keeps its place
-    /// whatever `skip` says: it may only have been cut off for a while.
-    pub fn closest_except_unanswered(
-        &self,
-        key: &[u8],
-        n: usize,
-        skip: impl Fn(&NodeInfo) -> bool,
-    ) -> Vec<NodeInfo> {
-        let skipped = |e: &Entry| e.last_response.is_none() && skip(&e.info);
-        self.closest_where(key, n, |e| !e.is_bad() && !skipped(e))
-    }
-
     /// Like [`RoutingTable::closest`], but only nodes that have answered a query of ours
     /// (good or gone quiet, never unverified): a lookup started from these cannot be
     /// stalled by ids a flooding host planted with queries.
