@@ -177,7 +177,7 @@ impl SourceLimiter {
 
     /// Charges `cost` units to `ip` at `now`.
     pub fn check(&mut self, now: Instant, ip: IpAddr, cost: u32) -> Verdict {
-        if self.exempt_loopback && ip.to_canonical().is_loopback() {
+        if self.is_exempt(ip) {
             return Verdict::Allowed;
         }
         let key = source_key(ip);
@@ -228,6 +228,11 @@ impl SourceLimiter {
         Verdict::Banned { new: true }
     }
 
+    /// Whether `ip` skips this limiter: a loopback sender, when loopback is exempt.
+    fn is_exempt(&self, ip: IpAddr) -> bool {
+        self.exempt_loopback && ip.to_canonical().is_loopback()
+    }
+
     /// Sources banned so far (each ban counted once).
     pub fn bans(&self) -> u64 {
         self.bans
@@ -236,7 +241,7 @@ impl SourceLimiter {
     /// Whether `ip` (its address, or its /64) is banned at `now`. Read-only: it charges
     /// nothing, so it may be asked about addresses that sent us nothing.
     pub fn is_banned(&self, now: Instant, ip: IpAddr) -> bool {
-        if self.exempt_loopback && ip.to_canonical().is_loopback() {
+        if self.is_exempt(ip) {
             return false;
         }
         self.sources

@@ -48,7 +48,7 @@ impl Node {
         let result: Result<(), ErrorReply> = match query.method {
             Method::Ping => Ok(()),
             Method::FindNode { target } => {
-                r.nodes = self.nodes_to_name(now, &from, target.as_bytes());
+                r.nodes = self.table(&from).closest(target.as_bytes(), self.config.k);
                 Ok(())
             }
             Method::GetPeers { info_hash } => {
@@ -66,7 +66,9 @@ impl Node {
                     .filter(|p| !p.ip().is_loopback() || from.ip().is_loopback())
                     .take(max)
                     .collect();
-                r.nodes = self.nodes_to_name(now, &from, info_hash.as_bytes());
+                r.nodes = self
+                    .table(&from)
+                    .closest(info_hash.as_bytes(), self.config.k);
                 Ok(())
             }
             Method::AnnouncePeer {
@@ -105,7 +107,7 @@ impl Node {
             }
             Method::Get { target, seq } => {
                 r.token = Some(self.tokens.issue(from.ip()));
-                r.nodes = self.nodes_to_name(now, &from, target.as_bytes());
+                r.nodes = self.table(&from).closest(target.as_bytes(), self.config.k);
                 let item = <[u8; ID_LEN]>::try_from(target.as_bytes())
                     .ok()
                     .and_then(|t| self.items.get(now, &Target(t)));
@@ -140,16 +142,6 @@ impl Node {
             }
         };
         self.reply(now, from, tid, body);
-    }
-
-    /// The nodes an answer names: the closest of the querier's family.
-    ///
-    /// Leaving out the nodes that missed our queries (as libtorrent names only nodes it
-    /// has confirmed) cut the flood benchmark's p99 from 66 to 8 ms, but made 1 to 3 in
-    /// 300 of the whole-system simulator's scenarios miss a stored service after a loss
-    /// burst, so it is not done (docs/benchmarks.md, session 7).
-    fn nodes_to_name(&self, _now: Instant, from: &SocketAddr, key: &[u8]) -> Vec<NodeInfo> {
-        self.table(from).closest(key, self.config.k)
     }
 
     /// The peer an `announce_peer` or `unannounce_peer` speaks of: always the sender's own
