@@ -428,3 +428,72 @@ fn a_banned_hosts_planted_ids_leave_the_table_and_lookups_never_ask_them() {
         "the bootstrap and the lookup ended without waiting on it"
     );
 }
+
+/// Decodes the answer `to` was sent, if there is one among `out`.
+fn answer_to(out: &[super::Transmit], to: SocketAddr) -> Option<crate::dht::krpc::Response> {
+    out.iter()
+        .filter(|t| t.to == to)
+        .find_map(|t| match Message::decode(&t.payload).ok()?.body {
+            Body::Response(r) => Some(r),
+            _ => None,
+        })
+}
+
+fn find_node(id: u8) -> Vec<u8> {
+    let target = Key::from(NodeId([0; 20]));
+    query(id, Method::FindNode { target })
+}
+
+#[test]
+fn a_node_that_missed_our_ping_is_not_named_in_answers() {
+    let now = Instant::now();
+    let mut us = node(Defences::default(), now);
+    let silent = SocketAddr::from(([10, 0, 0, 5], 7000));
+    let live = SocketAddr::from(([10, 0, 0, 6], 7000));
+    let asker = SocketAddr::from(([10, 0, 0, 7], 7000));
+    let named = |r: &crate::dht::krpc::Response| -> Vec<SocketAddr> {
+        r.nodes.iter().map(|n| n.addr).collect()
+    };
+
+    // Both query us and enter the table unverified; upkeep pings them at once.
+    us.handle_datagram(now, silent, &ping(1));
+    us.handle_datagram(now, live, &ping(2));
+    us.handle_timeout(now);
+    let out: Vec<_> = std::iter::from_fn(|| us.poll_transmit()).collect();
+    // `live` answers its ping; `silent` never does (behind a NAT, or planted by a flood).
+    let live_ping = out
+        .iter()
+        .filter(|t| t.to == live)
+        .filter_map(|t| Message::decode(&t.payload).ok())
+        .find(|m| matches!(m.body, Body::Query(_)))
+        .expect("a ping to the live node")
+        .tid;
+    let mut live_id = [2; 20];
+    live_id[0] = 0x82;
+    let pong = Message {
+        tid: live_ping,
+        version: None,
+        read_only: false,
+        body: Body::Response(crate::dht::krpc::Response::new(NodeId(live_id))),
+    };
+    us.handle_datagram(now, live, &pong.encode());
+    us.handle_datagram(now, asker, &find_node(9));
+    let out: Vec<_> = std::iter::from_fn(|| us.poll_transmit()).collect();
+    let before = named(&answer_to(&out, asker).expect("an answer"));
+    // Past the ping's soft deadline (500 ms with no round trip measured yet).
+    let later = now + Duration::from_secs(1);
+    us.handle_timeout(later);
+    us.handle_datagram(later, asker, &find_node(9));
+    let out: Vec<_> = std::iter::from_fn(|| us.poll_transmit()).collect();
+    let after = named(&answer_to(&out, asker).expect("an answer"));
+
+    assert!(
+        before.contains(&silent) && before.contains(&live),
+        "{before:?}"
+    );
+    assert!(after.contains(&live), "{after:?}");
+    assert!(
+        !after.contains(&silent),
+        "a node that missed our ping is not handed on: {after:?}"
+    );
+}

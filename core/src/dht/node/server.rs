@@ -48,7 +48,7 @@ impl Node {
         let result: Result<(), ErrorReply> = match query.method {
             Method::Ping => Ok(()),
             Method::FindNode { target } => {
-                r.nodes = self.table(&from).closest(target.as_bytes(), self.config.k);
+                r.nodes = self.nodes_to_name(now, &from, target.as_bytes());
                 Ok(())
             }
             Method::GetPeers { info_hash } => {
@@ -66,9 +66,7 @@ impl Node {
                     .filter(|p| !p.ip().is_loopback() || from.ip().is_loopback())
                     .take(max)
                     .collect();
-                r.nodes = self
-                    .table(&from)
-                    .closest(info_hash.as_bytes(), self.config.k);
+                r.nodes = self.nodes_to_name(now, &from, info_hash.as_bytes());
                 Ok(())
             }
             Method::AnnouncePeer {
@@ -107,7 +105,7 @@ impl Node {
             }
             Method::Get { target, seq } => {
                 r.token = Some(self.tokens.issue(from.ip()));
-                r.nodes = self.table(&from).closest(target.as_bytes(), self.config.k);
+                r.nodes = self.nodes_to_name(now, &from, target.as_bytes());
                 let item = <[u8; ID_LEN]>::try_from(target.as_bytes())
                     .ok()
                     .and_then(|t| self.items.get(now, &Target(t)));
@@ -142,6 +140,19 @@ impl Node {
             }
         };
         self.reply(now, from, tid, body);
+    }
+
+    /// The nodes an answer names: the closest of the querier's family, except those that
+    /// have never answered us and let a query of ours pass its soft deadline. Naming them
+    /// would only make the querier wait out the same soft timeouts we did (a NATed node,
+    /// or one a flood planted, spreads no further). A node that has answered before is
+    /// still named after it missed a query: a loss burst may have cut it off for a while,
+    /// and hiding it then hid the nodes that store a name (the whole-system simulator found
+    /// lookups missing services that way).
+    fn nodes_to_name(&self, now: Instant, from: &SocketAddr, key: &[u8]) -> Vec<NodeInfo> {
+        let silent = &self.silent;
+        self.table(from)
+            .closest_except_unanswered(key, self.config.k, |n| silent.contains(now, &n.addr))
     }
 
     /// The peer an `announce_peer` or `unannounce_peer` speaks of: always the sender's own

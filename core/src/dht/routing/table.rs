@@ -225,6 +225,19 @@ impl RoutingTable {
         self.closest_where(key, n, |e| !e.is_bad())
     }
 
+    /// Like [`RoutingTable::closest`], without the nodes that have never answered a query
+    /// of ours and that `skip` picks. A node that has answered before keeps its place
+    /// whatever `skip` says: it may only have been cut off for a while.
+    pub fn closest_except_unanswered(
+        &self,
+        key: &[u8],
+        n: usize,
+        skip: impl Fn(&NodeInfo) -> bool,
+    ) -> Vec<NodeInfo> {
+        let skipped = |e: &Entry| e.last_response.is_none() && skip(&e.info);
+        self.closest_where(key, n, |e| !e.is_bad() && !skipped(e))
+    }
+
     /// Like [`RoutingTable::closest`], but only nodes that have answered a query of ours
     /// (good or gone quiet, never unverified): a lookup started from these cannot be
     /// stalled by ids a flooding host planted with queries.
@@ -1288,6 +1301,24 @@ mod tests {
 
         assert_eq!(closest, vec![node(3, 2), node(2, 1), node(1, 1)]);
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn skipping_spares_nodes_that_have_answered() {
+        let t = t0();
+        let mut table = RoutingTable::new(OWN, 8);
+        let answered = node(1, 1);
+        let unanswered = node(2, 1);
+        let untouched = node(3, 1);
+        let _ = table.heard_response(t, answered);
+        let _ = table.heard_query(t, unanswered);
+        let _ = table.heard_query(t, untouched);
+        let key = id(0, 9);
+
+        let kept = table.closest_except_unanswered(key.as_bytes(), 8, |n| n != &untouched);
+
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert!(kept.contains(&answered) && kept.contains(&untouched));
     }
 
     #[test]
