@@ -370,6 +370,59 @@ fn silent_and_dead_nodes_never_cost_a_hard_timeout() {
     );
 }
 
+/// A node whose query and resend were both lost is marked silent for ten minutes. If
+/// nothing asked it again meanwhile, the announcer would store on farther nodes than
+/// other nodes' lookups reach, and they would miss the service (the whole-system
+/// simulator found this, seed 1094). Lookups ask a marked node once anyway, at most
+/// every 30 s, without waiting for it.
+#[test]
+fn a_node_cut_off_for_a_moment_is_asked_again_before_its_mark_expires() {
+    let seed = seed(11);
+    let _hint = ReplayHint(seed);
+    let (mut sim, nodes) = network(seed, 40, PathConfig::default(), SETTLED);
+    let k = key("cut-off-for-a-moment");
+    let (announcer, seeker) = (nodes[3], nodes[17]);
+    // The eight nodes closest to the name, as the whole network knows them.
+    let mut by_distance: Vec<(_, SocketAddr)> = nodes
+        .iter()
+        .filter(|a| **a != announcer && **a != seeker)
+        .map(|a| (sim.node(*a).expect("alive").id().distance(k.as_bytes()), *a))
+        .collect();
+    by_distance.sort();
+    let closest: Vec<SocketAddr> = by_distance.iter().take(8).map(|(_, a)| *a).collect();
+
+    // The announcer loses every packet to and from them while it looks the name up.
+    for c in &closest {
+        sim.partition(announcer, *c);
+    }
+    let q = sim
+        .command(announcer, |node, now| node.get_peers(now, k.clone()))
+        .expect("alive");
+    sim.wait_for(announcer, q);
+    sim.run_for(HARD_TIMEOUT);
+    sim.heal();
+    let marked = sim.node(announcer).expect("alive").silent_nodes();
+    // Well within the ten minutes of the marks, but past the 30 s between long shots.
+    sim.run_for(Duration::from_secs(40));
+    let port = 7100;
+    let found = announce_then_lookup(&mut sim, announcer, seeker, "cut-off-for-a-moment", port);
+    let peer = SocketAddr::new(announcer.ip(), port);
+    let on_closest = storing(&sim, &closest, &k, peer);
+    let long_shots = sim.node(announcer).expect("alive").stats().long_shots;
+
+    assert!(
+        marked >= 4,
+        "the cut made the announcer mark {marked} nodes silent"
+    );
+    assert!(long_shots > 0, "the announce asked marked nodes anyway");
+    assert!(
+        on_closest.len() >= 4,
+        "stored on {} of the 8 closest nodes",
+        on_closest.len()
+    );
+    assert!(found, "the seeker found the service");
+}
+
 /// The nodes that store `peer` under `k`.
 fn storing(sim: &Sim, nodes: &[SocketAddr], k: &Key, peer: SocketAddr) -> Vec<SocketAddr> {
     nodes

@@ -995,6 +995,12 @@ fn render_node(out: &mut String, node: &Node) {
         "Nodes a lookup did not ask because they missed a query and have not answered since.",
         s.skipped_silent,
     );
+    metrics::counter(
+        out,
+        "grape_dht_silent_long_shots_total",
+        "Silent nodes a lookup asked anyway, once per 30 s each at most, without waiting for them.",
+        s.long_shots,
+    );
     metrics::header(
         out,
         "grape_dht_dropped_total",

@@ -175,6 +175,36 @@ impl Traversal {
         self.trim();
     }
 
+    /// Takes `node`, which missed a query of ours lately, as a long shot: the caller asks
+    /// it once, with no resend, and nothing waits for it (it counts as a query given up on,
+    /// so it holds up the end only while nobody else has answered). If it answers in time,
+    /// it is used like any other node. `named_by` is the node that named it, `None` for a
+    /// node from our own table. False (and nothing to send) if the node is known already,
+    /// or too far to be kept.
+    pub(crate) fn long_shot(&mut self, node: NodeInfo, named_by: Option<&NodeId>) -> bool {
+        let depth = match named_by {
+            Some(by) => {
+                let key = (by.distance(self.target.as_bytes()), *by);
+                self.candidates.get(&key).map_or(1, |c| c.depth) + 1
+            }
+            None => 1,
+        };
+        let key = (node.id.distance(self.target.as_bytes()), node.id);
+        if self.candidates.contains_key(&key) {
+            return false;
+        }
+        self.candidates.insert(
+            key,
+            Candidate {
+                addr: node.addr,
+                depth,
+                state: State::InFlight { late: 2 },
+            },
+        );
+        self.trim();
+        self.candidates.contains_key(&key)
+    }
+
     /// A query passed a soft deadline: the first lets another query go out meanwhile.
     pub(crate) fn on_stale(&mut self, id: &NodeId) {
         let key = (id.distance(self.target.as_bytes()), *id);
@@ -386,6 +416,48 @@ mod tests {
         t.anonymous_stale();
         assert!(t.is_done());
         t.anonymous_done(true);
+        assert!(t.is_done());
+    }
+
+    #[test]
+    fn a_long_shot_never_holds_up_the_end_but_its_answer_is_used() {
+        let mut t = Traversal::new(target(), 2, 3, &[node(5)]);
+        assert!(t.long_shot(node(1), None), "asked once");
+        assert!(!t.long_shot(node(1), None), "not twice");
+        assert!(
+            !t.long_shot(node(5), None),
+            "a known node is asked the usual way"
+        );
+        let a = t.next_query().expect("node 5");
+        assert_eq!(a.id, node(5).id, "the long shot is not queued again");
+        t.on_response(a, &[], None);
+        assert!(
+            t.is_done(),
+            "node 5's answer settles it; nothing waits for node 1"
+        );
+
+        let mut t = Traversal::new(target(), 2, 3, &[node(5)]);
+        assert!(t.long_shot(node(1), None));
+        let a = t.next_query().expect("node 5");
+        t.on_response(node(1), &[node(2)], None);
+        assert!(!t.is_done(), "node 2, which the long shot named, is asked");
+        assert_eq!(t.next_query().map(|n| n.id), Some(node(2).id));
+        t.on_response(a, &[], None);
+        t.on_response(node(2), &[], None);
+        assert!(t.is_done());
+        let best: Vec<NodeId> = t.closest_responded(2).iter().map(|(n, _)| n.id).collect();
+        assert_eq!(best, vec![node(1).id, node(2).id]);
+        assert_eq!(t.rounds(), 2);
+    }
+
+    #[test]
+    fn a_long_shot_is_waited_for_only_while_nobody_answered() {
+        let mut t = Traversal::new(target(), 8, 3, &[node(5)]);
+        assert!(t.long_shot(node(1), Some(&node(9).id)));
+        let a = t.next_query().expect("node 5");
+        t.on_failure(&a.id);
+        assert!(!t.is_done(), "the long shot is all that is left");
+        t.on_failure(&node(1).id);
         assert!(t.is_done());
     }
 

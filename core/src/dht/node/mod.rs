@@ -40,7 +40,7 @@ use crate::dht::storage::{ItemStore, PeerStore};
 use crate::dht::token::Tokens;
 use crate::dht::traversal::Traversal;
 use bounds::Bounds;
-use rpc::{Expired, Purpose, Rpc, TxId};
+use rpc::{Expired, Purpose, Resend, Rpc, TxId};
 use silent::Silent;
 use watch::Watchers;
 
@@ -194,6 +194,15 @@ enum Store {
         item: Box<Item>,
         cas: Option<i64>,
     },
+}
+
+/// Where a lookup starts: the closest nodes that answer, and the marked silent ones among
+/// the closest that it asks once anyway ([`Traversal::long_shot`]).
+struct Seeds {
+    nodes: Vec<NodeInfo>,
+    long_shots: Vec<NodeInfo>,
+    /// Every node known is bad: they are asked only for want of others.
+    cut_off: bool,
 }
 
 /// The store queries of a [`Kind::Store`] in flight, and what came back so far.
@@ -687,7 +696,7 @@ impl Node {
     /// The closest known nodes of both families, for starting a lookup: those that missed
     /// a query of ours are passed over, unless nobody else is known. The flag is true when
     /// every node known is bad, so they are asked only for want of others.
-    fn closest(&mut self, now: Instant, key: &Key) -> (Vec<NodeInfo>, bool) {
+    fn closest(&mut self, now: Instant, key: &Key) -> Seeds {
         let k = self.config.k;
         let mut answering = Vec::new();
         let mut all = Vec::new();
@@ -717,11 +726,24 @@ impl Node {
             all.extend(closest.into_iter().take(k));
         }
         if answering.is_empty() {
-            return (all, cut_off);
+            return Seeds {
+                nodes: all,
+                long_shots: Vec::new(),
+                cut_off,
+            };
         }
-        let passed_over = all.iter().filter(|n| !answering.contains(n)).count();
-        self.stats.skipped_silent += passed_over as u64;
-        (answering, cut_off)
+        let passed_over: Vec<NodeInfo> =
+            all.into_iter().filter(|n| !answering.contains(n)).collect();
+        self.stats.skipped_silent += passed_over.len() as u64;
+        let long_shots = passed_over
+            .into_iter()
+            .filter(|n| self.silent.take_probe(now, &n.addr))
+            .collect();
+        Seeds {
+            nodes: answering,
+            long_shots,
+            cut_off,
+        }
     }
 
     /// Upkeep of the routing tables: pings nodes gone quiet, refreshes idle buckets.
@@ -775,7 +797,14 @@ impl Node {
     }
 
     fn ping(&mut self, now: Instant, node: NodeInfo) {
-        self.send_query(now, node.addr, Some(node.id), Method::Ping, Purpose::Ping);
+        self.send_query(
+            now,
+            node.addr,
+            Some(node.id),
+            Method::Ping,
+            Purpose::Ping,
+            Resend::Never,
+        );
     }
 
     /// Records a node we heard from and runs the pings the table asks for.
@@ -813,9 +842,17 @@ impl Node {
             }
             return query;
         }
-        let (seeds, cut_off) = self.closest(now, &target);
+        let Seeds {
+            nodes: seeds,
+            long_shots,
+            cut_off,
+        } = self.closest(now, &target);
         let reach = kind.reach(self.config.k);
         let mut traversal = Traversal::new(target, reach, self.config.alpha, &seeds);
+        let long_shots: Vec<NodeInfo> = long_shots
+            .into_iter()
+            .filter(|n| traversal.long_shot(*n, None))
+            .collect();
         // A thin table may hold only nodes that know little, and one whose nodes all failed
         // may hold only the dead: ask the configured seeds too.
         let anonymous: Vec<SocketAddr> = if cut_off || self.is_thin() {
@@ -848,8 +885,9 @@ impl Node {
             },
         );
         for addr in anonymous {
-            self.send_lookup_query(now, query, addr, None);
+            self.send_lookup_query(now, query, addr, None, Resend::AtSoftDeadline);
         }
+        self.ask_long_shots(now, query, &long_shots);
         self.advance(now, query);
         query
     }
@@ -869,7 +907,7 @@ impl Node {
             let Some(next) = l.traversal.next_query() else {
                 break;
             };
-            self.send_lookup_query(now, query, next.addr, Some(next.id));
+            self.send_lookup_query(now, query, next.addr, Some(next.id), Resend::AtSoftDeadline);
         }
         let done = self
             .lookups
@@ -880,12 +918,21 @@ impl Node {
         }
     }
 
+    /// Asks nodes a lookup took as long shots ([`Traversal::long_shot`]): once, no resend.
+    fn ask_long_shots(&mut self, now: Instant, query: QueryId, nodes: &[NodeInfo]) {
+        for n in nodes {
+            self.stats.long_shots += 1;
+            self.send_lookup_query(now, query, n.addr, Some(n.id), Resend::Never);
+        }
+    }
+
     fn send_lookup_query(
         &mut self,
         now: Instant,
         query: QueryId,
         to: SocketAddr,
         id: Option<NodeId>,
+        resend: Resend,
     ) {
         let Some(l) = self.lookups.get(&query) else {
             return;
@@ -900,7 +947,7 @@ impl Node {
             } => Method::Get { target, seq: None },
             Kind::GetPeers | Kind::Store { .. } => Method::GetPeers { info_hash: target },
         };
-        if let Some(tid) = self.send_query(now, to, id, method, Purpose::Lookup(query))
+        if let Some(tid) = self.send_query(now, to, id, method, Purpose::Lookup(query), resend)
             && let Some(l) = self.lookups.get_mut(&query)
         {
             l.tids.insert(tid);
@@ -979,9 +1026,14 @@ impl Node {
         };
         let mut pending = BTreeSet::new();
         for (node, method) in stores {
-            if let Some(tid) =
-                self.send_query(now, node.addr, Some(node.id), method, Purpose::Store(query))
-            {
+            if let Some(tid) = self.send_query(
+                now,
+                node.addr,
+                Some(node.id),
+                method,
+                Purpose::Store(query),
+                Resend::Never,
+            ) {
                 pending.insert(tid);
             }
         }
@@ -1107,6 +1159,7 @@ impl Node {
         id: Option<NodeId>,
         method: Method,
         purpose: Purpose,
+        resend: Resend,
     ) -> Option<TxId> {
         if self.rpc.is_full() {
             self.stats.drop(DropReason::PendingFull);
@@ -1124,7 +1177,7 @@ impl Node {
             }),
         };
         let datagram = msg.encode();
-        if matches!(purpose, Purpose::Lookup(_)) {
+        if resend == Resend::AtSoftDeadline {
             self.rpc.resend_at_soft_deadline(tid, datagram.clone());
         }
         self.transmit(to, datagram);
@@ -1190,13 +1243,19 @@ impl Node {
             l.traversal.on_failure(&expected);
         }
         let mut nodes: Vec<NodeInfo> = r.nodes.iter().chain(&r.nodes6).copied().collect();
-        let named = nodes.len();
-        nodes.retain(|n| n.id != own && !self.silent.contains(now, &n.addr));
-        self.stats.skipped_silent += (named - nodes.len()) as u64;
+        nodes.retain(|n| n.id != own);
         // Another node may still hand out a host we banned: it would not answer us.
         let unbanned = nodes.len();
         nodes.retain(|n| !self.shield.is_banned(now, n.addr.ip()));
         self.stats.skipped_banned += (unbanned - nodes.len()) as u64;
+        let (silent, nodes): (Vec<NodeInfo>, Vec<NodeInfo>) = nodes
+            .into_iter()
+            .partition(|n| self.silent.contains(now, &n.addr));
+        self.stats.skipped_silent += silent.len() as u64;
+        let mut long_shots: Vec<NodeInfo> = silent
+            .into_iter()
+            .filter(|n| self.silent.take_probe(now, &n.addr))
+            .collect();
         let mut early = false;
         match &l.kind {
             Kind::GetPeers
@@ -1239,6 +1298,8 @@ impl Node {
         }
         if let Some(l) = self.lookups.get_mut(&query) {
             l.traversal.on_response(node, &nodes, r.token.clone());
+            long_shots.retain(|n| l.traversal.long_shot(*n, Some(&node.id)));
+            self.ask_long_shots(now, query, &long_shots);
         }
         if early {
             self.end_traversal(now, query);

@@ -41,6 +41,15 @@ pub(crate) enum Purpose {
     Ended,
 }
 
+/// Whether a query is sent again at its soft deadlines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resend {
+    /// A lookup's query: on a lossy path one lost packet then costs a soft timeout.
+    AtSoftDeadline,
+    /// Pings, stores, notices, and lookups' long shots: sent once.
+    Never,
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct Pending {
     pub(crate) to: SocketAddr,

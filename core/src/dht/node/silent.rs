@@ -7,6 +7,13 @@
 //! it until it answers anything of ours (a late answer, a routing-table ping) or the mark
 //! expires. A live node behind a lossy path is marked for about one round trip: its answer
 //! to the resent query clears the mark.
+//!
+//! A node whose query and resend were both lost would stay hidden for the whole mark, and
+//! so would the names it stores: our announces would go to farther nodes than other
+//! Grapes' lookups reach. So a lookup that meets a marked node still asks it, at most once
+//! per [`PROBE_EVERY`], as a *long shot* that nothing waits for (see
+//! `Traversal::long_shot`): a live node answers and is back, a silent one costs one
+//! datagram.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -18,17 +25,32 @@ const MAX_SILENT: usize = 1 << 16;
 /// A mark lasts this long, so a node that came back is tried again even if nothing pings it.
 pub(crate) const SILENT_FOR: Duration = Duration::from_secs(10 * 60);
 
+/// A marked node is asked again at most this often, by the lookups that meet it.
+pub(crate) const PROBE_EVERY: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Copy, Debug)]
+struct Mark {
+    /// When it last missed a query.
+    at: Instant,
+    /// When a lookup last asked it anyway (or when it was marked).
+    probed: Instant,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Silent {
-    marked: HashMap<SocketAddr, Instant>,
+    marked: HashMap<SocketAddr, Mark>,
     by_age: BTreeSet<(Instant, SocketAddr)>,
 }
 
 impl Silent {
     /// `addr` missed a query at `now`.
     pub(crate) fn mark(&mut self, now: Instant, addr: SocketAddr) {
-        if let Some(old) = self.marked.insert(addr, now) {
-            self.by_age.remove(&(old, addr));
+        let mark = Mark {
+            at: now,
+            probed: now,
+        };
+        if let Some(old) = self.marked.insert(addr, mark) {
+            self.by_age.remove(&(old.at, addr));
         }
         self.by_age.insert((now, addr));
         while self.marked.len() > MAX_SILENT {
@@ -41,15 +63,30 @@ impl Silent {
 
     /// `addr` answered: it is alive.
     pub(crate) fn clear(&mut self, addr: &SocketAddr) {
-        if let Some(at) = self.marked.remove(addr) {
-            self.by_age.remove(&(at, *addr));
+        if let Some(old) = self.marked.remove(addr) {
+            self.by_age.remove(&(old.at, *addr));
+        }
+    }
+
+    /// Whether a lookup that meets marked node `addr` may ask it now as a long shot; if
+    /// so, the next chance is [`PROBE_EVERY`] from now.
+    pub(crate) fn take_probe(&mut self, now: Instant, addr: &SocketAddr) -> bool {
+        match self.marked.get_mut(addr) {
+            Some(m)
+                if now.saturating_duration_since(m.at) < SILENT_FOR
+                    && now.saturating_duration_since(m.probed) >= PROBE_EVERY =>
+            {
+                m.probed = now;
+                true
+            }
+            _ => false,
         }
     }
 
     pub(crate) fn contains(&self, now: Instant, addr: &SocketAddr) -> bool {
         self.marked
             .get(addr)
-            .is_some_and(|at| now.saturating_duration_since(*at) < SILENT_FOR)
+            .is_some_and(|m| now.saturating_duration_since(m.at) < SILENT_FOR)
     }
 
     /// Forgets marks older than [`SILENT_FOR`].
@@ -89,6 +126,31 @@ mod tests {
         assert!(!s.contains(t0 + SILENT_FOR, &addr(2)), "marks expire");
         s.expire(t0 + SILENT_FOR);
         assert_eq!(s.len(), 0);
+    }
+
+    #[test]
+    fn a_marked_node_may_be_asked_once_per_probe_interval() {
+        let t0 = Instant::now();
+        let mut s = Silent::default();
+        s.mark(t0, addr(1));
+        assert!(!s.take_probe(t0, &addr(1)), "not while its own resend runs");
+        assert!(
+            !s.take_probe(t0, &addr(2)),
+            "an unmarked node is asked anyway"
+        );
+        let later = t0 + PROBE_EVERY;
+        assert!(s.take_probe(later, &addr(1)));
+        assert!(!s.take_probe(later, &addr(1)), "once per interval");
+        assert!(s.take_probe(later + PROBE_EVERY, &addr(1)));
+        assert!(
+            s.contains(later, &addr(1)),
+            "asking does not clear the mark"
+        );
+        s.mark(later + PROBE_EVERY, addr(1));
+        assert!(
+            !s.take_probe(later + PROBE_EVERY, &addr(1)),
+            "missing the long shot starts the interval again"
+        );
     }
 
     #[test]

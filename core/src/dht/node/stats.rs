@@ -86,6 +86,9 @@ pub struct Stats {
     /// Nodes a lookup did not ask because they missed a query of ours and have not
     /// answered since.
     pub skipped_silent: u64,
+    /// Of those, the ones asked anyway as a lookup's long shot (once per
+    /// 30 s per node at most), so a live node that lost a query and its resend is back.
+    pub long_shots: u64,
     /// Datagrams (or work) dropped, by reason; [`DropReason::label`] names each for metrics.
     pub dropped: BTreeMap<DropReason, u64>,
     /// `get_peers` commands that joined a traversal already running for the same key.

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::rpc::Purpose;
+use super::rpc::{Purpose, Resend};
 use super::{Kind, Node, Store, closest_speakers};
 #[cfg(test)]
 use super::{WATCH_SINCE, speaks};
@@ -165,7 +165,7 @@ impl Node {
                 let method = Method::PeersChanged {
                     info_hash: key.clone(),
                 };
-                self.send_query(now, to, None, method, Purpose::Notify);
+                self.send_query(now, to, None, method, Purpose::Notify, Resend::Never);
             }
             self.on_peers_changed(key);
         }
