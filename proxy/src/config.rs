@@ -33,7 +33,7 @@ pub struct Settings {
     /// Default: one per thread (`threads`); more than the threads buys nothing.
     pub client_shards: usize,
     /// Tokio worker threads (the `grenache-proxy` binary's runtime). Default 1: every task on
-    /// one thread, which costs about half the CPU per request of two (no hand-off between
+    /// one thread, which costs up to half the CPU per request of two (no hand-off between
     /// tasks wakes another thread, and each wake finds more replies to write at once); more
     /// lets a proxy with more traffic than one core serves use more cores.
     pub threads: usize,

@@ -112,7 +112,7 @@ struct Cli {
     /// serves an HTTP request in fewer system calls).
     #[arg(long, value_name = "RUNTIME", default_value_t = RuntimeKind::Tokio)]
     runtime: RuntimeKind,
-    /// Tokio worker threads (at most the cores the process may use). One thread costs about
+    /// Tokio worker threads (at most the cores the process may use). One thread costs up to
     /// half the CPU per request of two; give more when the proxy's traffic needs more than a
     /// core [default: 1]
     #[arg(long, value_name = "N")]
