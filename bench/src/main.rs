@@ -96,6 +96,10 @@ struct Args {
     /// unset, the proxy's default (the cores it may use).
     #[arg(long, value_name = "N")]
     proxy_client_shards: Option<usize>,
+    /// grenache-proxy's tokio worker threads in --proxy (its --threads; 1 is one thread);
+    /// unset, the proxy's default.
+    #[arg(long, value_name = "N")]
+    proxy_threads: Option<usize>,
     /// Only this transport's rows in --rpc and --tls (`http`, `ws` or `zmq`).
     #[arg(long, value_name = "NAME", value_parser = ["http", "ws", "zmq"])]
     transport: Option<String>,
@@ -315,6 +319,7 @@ fn run(args: &Args) -> Result<(), String> {
         threads: args.threads.max(1),
         client_cores: args.client_cores.max(1),
         proxy_client_shards: args.proxy_client_shards,
+        proxy_threads: args.proxy_threads,
         rpc_only: RpcOnly {
             transport: args.transport.clone(),
             payload: args.payload,
@@ -329,6 +334,10 @@ fn run(args: &Args) -> Result<(), String> {
     }
     if let Some(n) = ctx.proxy_client_shards {
         let note = format!("grenache-proxy --client-shards {n}");
+        ctx.report.notes.push(note);
+    }
+    if let Some(n) = ctx.proxy_threads {
+        let note = format!("grenache-proxy --threads {n}");
         ctx.report.notes.push(note);
     }
     let started = Instant::now();

@@ -194,6 +194,9 @@ fn start_proxy(ctx: &Ctx, url: &str, routes: &[&str]) -> Result<Proc, String> {
     if let Some(n) = ctx.proxy_client_shards {
         cmd.args(["--client-shards", &n.to_string()]);
     }
+    if let Some(n) = ctx.proxy_threads {
+        cmd.args(["--threads", &n.to_string()]);
+    }
     for route in routes {
         cmd.args(["--rpc", route]);
     }

@@ -65,6 +65,8 @@ pub struct Ctx {
     pub client_cores: usize,
     /// grenache-proxy's `--client-shards`, if given.
     pub proxy_client_shards: Option<usize>,
+    /// grenache-proxy's `--threads`, if given.
+    pub proxy_threads: Option<usize>,
     /// Which rows of `--rpc` and `--tls` run (`--transport`, `--payload`).
     pub rpc_only: RpcOnly,
     /// Only the proxy rows at this concurrency, if given.

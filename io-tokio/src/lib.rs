@@ -49,7 +49,7 @@ mod process;
 mod runtime;
 
 pub use grenache_io::{IoStats, Limits, Listener, ServerConfig, StartError};
-pub use process::run_until_signal;
+pub use process::{run_on_one_thread_until_signal, run_until_signal};
 pub use runtime::Tokio;
 
 /// A running Grape on tokio; see [`grenache_io::GrapeServer`].

@@ -5,7 +5,6 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 
-use grenache_io::peer::available_cores;
 use grenache_io::{CorsOrigin, WebServerConfig};
 use serde::Deserialize;
 
@@ -31,8 +30,13 @@ pub struct Settings {
     /// How long a lookup of a TARGET is reused.
     pub lookup_cache: Duration,
     /// Driver tasks of each outgoing client: a proxy's calls spread over that many cores.
-    /// Default: the cores the process may use.
+    /// Default: one per thread (`threads`); more than the threads buys nothing.
     pub client_shards: usize,
+    /// Tokio worker threads (the `grenache-proxy` binary's runtime). Default 1: every task on
+    /// one thread, which costs up to half the CPU per request of two (no hand-off between
+    /// tasks wakes another thread, and each wake finds more replies to write at once); more
+    /// lets a proxy with more traffic than one core serves use more cores.
+    pub threads: usize,
     /// The RPC routes.
     pub rpc: Vec<Route>,
     /// The PUB/SUB routes (FROM and TO each `ws` or `zmq`).
@@ -77,7 +81,8 @@ impl Default for Settings {
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             timeout: DEFAULT_TIMEOUT,
             lookup_cache: DEFAULT_LOOKUP_CACHE,
-            client_shards: available_cores(),
+            client_shards: 1,
+            threads: 1,
             rpc: Vec::new(),
             pubsub: Vec::new(),
             gateway: None,
@@ -95,6 +100,7 @@ struct File {
     timeout_ms: Option<u64>,
     lookup_cache_ms: Option<u64>,
     client_shards: Option<usize>,
+    threads: Option<usize>,
     gateway: Option<u16>,
     gateway_max_body: Option<usize>,
     gateway_max_connections: Option<usize>,
@@ -192,11 +198,18 @@ impl Settings {
         {
             self.lookup_cache = Duration::from_millis(ms);
         }
-        if let Some(n) = file
-            .client_shards
-            .filter(|_| self.client_shards == defaults.client_shards)
-        {
-            self.client_shards = n.max(1);
+        if let Some(n) = file.threads.filter(|_| self.threads == defaults.threads) {
+            self.threads = n.max(1);
+        }
+        match file.client_shards {
+            Some(n) if self.client_shards == defaults.client_shards => {
+                self.client_shards = n.max(1);
+            }
+            // One driver per thread unless told otherwise.
+            None if self.client_shards == defaults.client_shards => {
+                self.client_shards = self.threads;
+            }
+            _ => {}
         }
         if self.gateway.is_none() {
             self.gateway = file.gateway;
@@ -328,5 +341,19 @@ route = "ticks@zmq=ticks_ws@ws"
         assert!(unknown.contains(&path.display().to_string()), "{unknown}");
         assert!(unknown.contains("bogus"), "{unknown}");
         assert!(matches!(bad_route, Err(ConfigError::Route { .. })));
+    }
+
+    #[test]
+    fn client_shards_follow_the_threads_unless_set() {
+        let (_, default) = file_with("grape = \"http://10.0.0.1:30001\"\n");
+        let (_, following) = file_with("threads = 3\n");
+        let (_, both) = file_with("threads = 3\nclient_shards = 2\n");
+
+        let default = default.expect("valid");
+        assert_eq!((default.threads, default.client_shards), (1, 1));
+        let following = following.expect("valid");
+        assert_eq!((following.threads, following.client_shards), (3, 3));
+        let both = both.expect("valid");
+        assert_eq!((both.threads, both.client_shards), (3, 2));
     }
 }
