@@ -725,6 +725,9 @@ impl Sim {
     /// Runs everything due within `d`, then moves the clock to the end of it.
     pub fn run_for(&mut self, d: Duration) {
         let until = self.now + d;
+        // Nodes handed out by `node_mut` first: stepping for them alone would also run
+        // the next arrival or timer, however far past `until` it lies.
+        self.drain_dirty();
         while self.next_wake().is_some_and(|t| t <= until) {
             self.step();
         }
@@ -1297,6 +1300,23 @@ mod tests {
         sim.run_for(Duration::from_millis(1234));
 
         assert_eq!(sim.elapsed(), Duration::from_millis(1234));
+    }
+
+    #[test]
+    fn run_for_after_node_mut_stays_within_the_deadline() {
+        let mut sim = Sim::new(9, Instant::now());
+        let a = sim.spawn(None);
+        let timeouts = sim.stats().timeouts;
+        let _ = sim.node_mut(a);
+
+        sim.run_for(Duration::ZERO);
+
+        assert_eq!(sim.elapsed(), Duration::ZERO);
+        assert_eq!(
+            sim.stats().timeouts,
+            timeouts,
+            "no timer ran past the deadline"
+        );
     }
 
     #[test]
