@@ -689,6 +689,7 @@ fn report(
             "churn": args.churn,
             "silent": args.silent,
             "wide_buckets": !args.plain_buckets,
+            "build": if args.direct { "direct" } else { "joins" },
             "silent_nodes": tally.silent,
             "lookups": tally.lookups,
             "ok": tally.ok,
@@ -716,7 +717,7 @@ fn report(
         writeln!(
             out,
             "simulated DHT: {} nodes, seed {}, loss {:.0}%, churn {:.0}%, silent {:.0}% ({} nodes), {} in parallel, {} buckets\n\
-             build          {:.0} s virtual, {:.1} s wall\n\
+             build          {:.0} s virtual, {:.1} s wall, {}\n\
              lookups        {} (announce+get_peers {}, immutable put+get {}, mutable put+get {})\n\
              ok             {} ({:.2}%; by kind {}/{}, {}/{}, {}/{})\n\
              stores ok      {} of {}\n\
@@ -738,6 +739,11 @@ fn report(
             if args.plain_buckets { "plain" } else { "wide" },
             built_at.as_secs_f64(),
             built_wall.as_secs_f64(),
+            if args.direct {
+                "tables filled directly (--build direct)"
+            } else {
+                "every node joined by bootstrap"
+            },
             tally.lookups,
             peers.0,
             immutable.0,
