@@ -5,6 +5,12 @@
 //!     --nodes 10000 --seed 1 --loss 0.1 --churn 0.3 --silent 0.2 [--plain-buckets] [--json]
 //! ```
 //!
+//! `--build direct` fills every routing table straight from the list of all nodes (each
+//! bucket with random nodes of its range, as a long-running network's tables end up)
+//! instead of having every node join by bootstrap (`--build joins`, the default). The
+//! lookups, the loss and the churn's fresh nodes, which join by bootstrap, are the same;
+//! only the build's traffic is skipped, which is most of a large run's cost.
+//!
 //! `--plain-buckets` gives every bucket k nodes, as BEP 5 has it, instead of the default
 //! wide far buckets (`Config::wide_buckets`), to measure what they change.
 //!
@@ -34,7 +40,8 @@ use std::time::{Duration, Instant};
 
 use grenache_core::dht::Key;
 use grenache_core::dht::bep44::{ImmutableItem, Item, MutableItem, Target};
-use grenache_core::dht::{Config, Outcome, QueryError, QueryId};
+use grenache_core::dht::routing::{NodeInfo, WIDE_BUCKETS};
+use grenache_core::dht::{Config, ID_LEN, NodeId, Outcome, QueryError, QueryId};
 use grenache_core::sim::{PathConfig, Sim};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -42,7 +49,7 @@ use rand_chacha::ChaCha8Rng;
 
 const USAGE: &str = "usage: sim [--nodes N] [--seed S] [--loss P] [--churn F] [--silent F]
            [--lookups N] [--parallel N] [--latency MS] [--jitter MS] [--settle S]
-           [--plain-buckets] [--json]";
+           [--build joins|direct] [--plain-buckets] [--json]";
 
 /// Bucket size of the nodes (the default config's k).
 const K: usize = 8;
@@ -67,6 +74,8 @@ struct Args {
     settle: u64,
     json: bool,
     plain_buckets: bool,
+    /// Fill the tables without traffic (`--build direct`).
+    direct: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -83,6 +92,7 @@ fn parse_args() -> Result<Args, String> {
         settle: 30,
         json: false,
         plain_buckets: false,
+        direct: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -110,6 +120,13 @@ fn parse_args() -> Result<Args, String> {
             "--latency" => args.latency = value.parse().map_err(|_| bad.clone())?,
             "--jitter" => args.jitter = value.parse().map_err(|_| bad.clone())?,
             "--settle" => args.settle = value.parse().map_err(|_| bad.clone())?,
+            "--build" => {
+                args.direct = match value.as_str() {
+                    "joins" => false,
+                    "direct" => true,
+                    _ => return Err(bad),
+                }
+            }
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -121,6 +138,10 @@ fn parse_args() -> Result<Args, String> {
         || !(0.0..0.9).contains(&args.silent)
     {
         return Err("--loss must be in [0, 1), --churn in [0, 1], --silent in [0, 0.9)".into());
+    }
+    if args.direct && args.silent > 0.0 {
+        // Silent nodes would enter other tables as if they had answered.
+        return Err("--build direct does not model --silent nodes".into());
     }
     args.parallel = args.parallel.clamp(1, args.nodes / 3);
     Ok(args)
@@ -290,7 +311,7 @@ fn main() -> ExitCode {
     let mut sim = Sim::new(args.seed, Instant::now());
     let mut config = Config::default();
     config.wide_buckets = !args.plain_buckets;
-    sim.set_node_config(config);
+    sim.set_node_config(config.clone());
     // Scenario choices come from their own stream, so the network's draws stay put.
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed ^ 0x5eed_5eed_5eed_5eed);
     sim.set_link(
@@ -299,7 +320,11 @@ fn main() -> ExitCode {
             .with_loss(args.loss),
     );
 
-    let mut nodes = build(&mut sim, &mut rng, args.nodes, args.silent);
+    let mut nodes = if args.direct {
+        build_direct(&mut sim, &mut rng, args.nodes, &config)
+    } else {
+        build(&mut sim, &mut rng, args.nodes, args.silent)
+    };
     sim.run_for(Duration::from_secs(args.settle));
     nodes.promote(&mut sim, &mut rng);
     let built_at = sim.elapsed();
@@ -335,6 +360,93 @@ fn build(sim: &mut Sim, rng: &mut ChaCha8Rng, n: usize, silent_share: f64) -> No
         sim.run_for(BATCH_PAUSE);
     }
     nodes
+}
+
+/// Spawns `n` nodes and fills their routing tables from the list of them all, with no
+/// traffic: each bucket gets as many random nodes of its id range as it holds.
+fn build_direct(sim: &mut Sim, rng: &mut ChaCha8Rng, n: usize, config: &Config) -> Nodes {
+    let addrs: Vec<SocketAddr> = (0..n).map(|_| sim.spawn(None)).collect();
+    let mut all: Vec<NodeInfo> = addrs
+        .into_iter()
+        .filter_map(|addr| {
+            Some(NodeInfo {
+                id: sim.node(addr)?.id(),
+                addr,
+            })
+        })
+        .collect();
+    // Spawn order, for the ready list; the sorted copy finds a bucket's range by bisection.
+    let mut ready = Ready::default();
+    for node in &all {
+        ready.push(node.addr);
+    }
+    all.sort_unstable_by_key(|node| node.id);
+    let ids: Vec<NodeId> = all.iter().map(|node| node.id).collect();
+    let mut picked = Vec::new();
+    for addr in ready.iter().collect::<Vec<_>>() {
+        let Some(own) = sim.node(addr).map(|node| node.id()) else {
+            continue;
+        };
+        picked.clear();
+        for b in 0..ID_LEN * 8 {
+            let range = bucket_range(&ids, &own, b);
+            let wide = if config.wide_buckets {
+                WIDE_BUCKETS.get(b).copied().unwrap_or(1)
+            } else {
+                1
+            };
+            let take = range.len().min(config.k * wide);
+            picked.extend(
+                rand::seq::index::sample(rng, range.len(), take)
+                    .into_iter()
+                    .map(|i| all[range.start + i]),
+            );
+            // Nodes sharing more than b bits with us: only ourselves left, nothing deeper.
+            if subtree_len(&ids, &own, b + 1) <= 1 {
+                break;
+            }
+        }
+        let now = sim.now();
+        if let Some(node) = sim.node_mut(addr) {
+            node.learn_answered(now, &picked);
+        }
+    }
+    Nodes {
+        ready,
+        joining: Vec::new(),
+        rejoins: 0,
+        silent_share: 0.0,
+        silent: 0,
+    }
+}
+
+/// Where, in the sorted `ids`, the ids sharing exactly `b` leading bits with `own` lie.
+fn bucket_range(ids: &[NodeId], own: &NodeId, b: usize) -> std::ops::Range<usize> {
+    let mut far = *own;
+    flip(&mut far, b);
+    let (lo, hi) = prefix_bounds(&far, b + 1);
+    ids.partition_point(|id| *id < lo)..ids.partition_point(|id| *id <= hi)
+}
+
+/// How many of the sorted `ids` share at least `b` leading bits with `own`.
+fn subtree_len(ids: &[NodeId], own: &NodeId, b: usize) -> usize {
+    let (lo, hi) = prefix_bounds(own, b);
+    ids.partition_point(|id| *id <= hi) - ids.partition_point(|id| *id < lo)
+}
+
+fn flip(id: &mut NodeId, bit: usize) {
+    id.0[bit / 8] ^= 0x80 >> (bit % 8);
+}
+
+/// The least and the greatest id whose first `bits` bits are those of `id`.
+fn prefix_bounds(id: &NodeId, bits: usize) -> (NodeId, NodeId) {
+    let (mut lo, mut hi) = (*id, *id);
+    for bit in bits..ID_LEN * 8 {
+        let mask = 0x80u8 >> (bit % 8);
+        lo.0[bit / 8] &= !mask;
+        hi.0[bit / 8] |= mask;
+    }
+    (lo, hi)
 }
 
 /// Spawns one node bootstrapping from a random ready node; a silent one (drawn with
@@ -577,6 +689,7 @@ fn report(
             "churn": args.churn,
             "silent": args.silent,
             "wide_buckets": !args.plain_buckets,
+            "build": if args.direct { "direct" } else { "joins" },
             "silent_nodes": tally.silent,
             "lookups": tally.lookups,
             "ok": tally.ok,
@@ -604,7 +717,7 @@ fn report(
         writeln!(
             out,
             "simulated DHT: {} nodes, seed {}, loss {:.0}%, churn {:.0}%, silent {:.0}% ({} nodes), {} in parallel, {} buckets\n\
-             build          {:.0} s virtual, {:.1} s wall\n\
+             build          {:.0} s virtual, {:.1} s wall, {}\n\
              lookups        {} (announce+get_peers {}, immutable put+get {}, mutable put+get {})\n\
              ok             {} ({:.2}%; by kind {}/{}, {}/{}, {}/{})\n\
              stores ok      {} of {}\n\
@@ -626,6 +739,11 @@ fn report(
             if args.plain_buckets { "plain" } else { "wide" },
             built_at.as_secs_f64(),
             built_wall.as_secs_f64(),
+            if args.direct {
+                "tables filled directly (--build direct)"
+            } else {
+                "every node joined by bootstrap"
+            },
             tally.lookups,
             peers.0,
             immutable.0,

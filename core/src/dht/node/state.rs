@@ -231,6 +231,25 @@ impl Node {
         }
         tracing::debug!(restored, offered = nodes.len(), "routing table restored");
     }
+
+    /// Puts `nodes` straight into the routing tables as if each had just answered us, with
+    /// no traffic and no pings: lets a simulator build a large network in the state a
+    /// long-running one converges to, without paying for every join's lookups. A node
+    /// that finds its bucket full waits in the replacement cache, as after a real answer.
+    /// Returns how many entered a bucket or a cache.
+    #[cfg(feature = "sim")]
+    pub fn learn_answered(&mut self, now: Instant, nodes: &[NodeInfo]) -> usize {
+        let now = self.tick(now);
+        nodes
+            .iter()
+            .filter(|node| {
+                !matches!(
+                    self.table_mut(&node.addr).heard_response(now, **node),
+                    crate::dht::routing::Insert::Ignored(_)
+                )
+            })
+            .count()
+    }
 }
 
 #[cfg(test)]
@@ -426,5 +445,22 @@ mod tests {
             assert!(sent.contains(&n.addr), "{} not asked: {sent:?}", n.addr);
         }
         assert!(node.poll_timeout().is_some());
+    }
+
+    #[cfg(feature = "sim")]
+    #[test]
+    fn learned_nodes_are_good_at_once_and_cost_no_traffic() {
+        let now = t0();
+        let known: Vec<NodeInfo> = (1..=5u8)
+            .map(|i| node(i, SocketAddr::from(([10, 0, 0, i], 6881))))
+            .collect();
+        let mut dht = Node::new(Config::default(), [3; 32], now);
+
+        assert_eq!(dht.learn_answered(now, &known), 5);
+
+        assert_eq!(dht.routing_table_len(), 5);
+        // Only good nodes are snapshotted: these count as having answered.
+        assert_eq!(dht.snapshot(now).nodes().len(), 5);
+        assert!(dht.poll_transmit().is_none(), "no ping for a learned node");
     }
 }
