@@ -694,8 +694,8 @@ impl Node {
     }
 
     /// The closest known nodes of both families, for starting a lookup: those that missed
-    /// a query of ours are passed over, unless nobody else is known. The flag is true when
-    /// every node known is bad, so they are asked only for want of others.
+    /// a query of ours are passed over, unless nobody else is known, and those among them
+    /// not asked for [`silent::PROBE_EVERY`] become the lookup's long shots.
     fn closest(&mut self, now: Instant, key: &Key) -> Seeds {
         let k = self.config.k;
         let mut answering = Vec::new();
