@@ -197,10 +197,10 @@ enum Store {
 }
 
 /// Where a lookup starts: the closest nodes that answer, and the marked silent ones among
-/// the closest that it asks once anyway ([`Traversal::long_shot`]).
+/// the closest, which it may ask once anyway ([`Node::ask_long_shots`]).
 struct Seeds {
     nodes: Vec<NodeInfo>,
-    long_shots: Vec<NodeInfo>,
+    passed_over: Vec<NodeInfo>,
     /// Every node known is bad: they are asked only for want of others.
     cut_off: bool,
 }
@@ -694,8 +694,8 @@ impl Node {
     }
 
     /// The closest known nodes of both families, for starting a lookup: those that missed
-    /// a query of ours are passed over, unless nobody else is known, and those among them
-    /// not asked for [`silent::PROBE_EVERY`] become the lookup's long shots.
+    /// a query of ours are passed over, unless nobody else is known. The flag is true when
+    /// every node known is bad, so they are asked only for want of others.
     fn closest(&mut self, now: Instant, key: &Key) -> Seeds {
         let k = self.config.k;
         let mut answering = Vec::new();
@@ -728,20 +728,16 @@ impl Node {
         if answering.is_empty() {
             return Seeds {
                 nodes: all,
-                long_shots: Vec::new(),
+                passed_over: Vec::new(),
                 cut_off,
             };
         }
         let passed_over: Vec<NodeInfo> =
             all.into_iter().filter(|n| !answering.contains(n)).collect();
         self.stats.skipped_silent += passed_over.len() as u64;
-        let long_shots = passed_over
-            .into_iter()
-            .filter(|n| self.silent.take_probe(now, &n.addr))
-            .collect();
         Seeds {
             nodes: answering,
-            long_shots,
+            passed_over,
             cut_off,
         }
     }
@@ -844,15 +840,11 @@ impl Node {
         }
         let Seeds {
             nodes: seeds,
-            long_shots,
+            passed_over,
             cut_off,
         } = self.closest(now, &target);
         let reach = kind.reach(self.config.k);
         let mut traversal = Traversal::new(target, reach, self.config.alpha, &seeds);
-        let long_shots: Vec<NodeInfo> = long_shots
-            .into_iter()
-            .filter(|n| traversal.long_shot(*n, None))
-            .collect();
         // A thin table may hold only nodes that know little, and one whose nodes all failed
         // may hold only the dead: ask the configured seeds too.
         let anonymous: Vec<SocketAddr> = if cut_off || self.is_thin() {
@@ -887,7 +879,7 @@ impl Node {
         for addr in anonymous {
             self.send_lookup_query(now, query, addr, None, Resend::AtSoftDeadline);
         }
-        self.ask_long_shots(now, query, &long_shots);
+        self.ask_long_shots(now, query, passed_over, None);
         self.advance(now, query);
         query
     }
@@ -918,11 +910,27 @@ impl Node {
         }
     }
 
-    /// Asks nodes a lookup took as long shots ([`Traversal::long_shot`]): once, no resend.
-    fn ask_long_shots(&mut self, now: Instant, query: QueryId, nodes: &[NodeInfo]) {
-        for n in nodes {
-            self.stats.long_shots += 1;
-            self.send_lookup_query(now, query, n.addr, Some(n.id), Resend::Never);
+    /// Asks the marked silent nodes a lookup met, those not asked for
+    /// [`silent::PROBE_EVERY`], as its long shots ([`Traversal::long_shot`]): once each, no
+    /// resend. `named_by`: the node whose answer named them; `None` for our own table's.
+    fn ask_long_shots(
+        &mut self,
+        now: Instant,
+        query: QueryId,
+        marked: Vec<NodeInfo>,
+        named_by: Option<NodeId>,
+    ) {
+        for n in marked {
+            if !self.silent.take_probe(now, &n.addr) {
+                continue;
+            }
+            let Some(l) = self.lookups.get_mut(&query) else {
+                return;
+            };
+            if l.traversal.long_shot(n, named_by.as_ref()) {
+                self.stats.long_shots += 1;
+                self.send_lookup_query(now, query, n.addr, Some(n.id), Resend::Never);
+            }
         }
     }
 
@@ -1252,10 +1260,6 @@ impl Node {
             .into_iter()
             .partition(|n| self.silent.contains(now, &n.addr));
         self.stats.skipped_silent += silent.len() as u64;
-        let mut long_shots: Vec<NodeInfo> = silent
-            .into_iter()
-            .filter(|n| self.silent.take_probe(now, &n.addr))
-            .collect();
         let mut early = false;
         match &l.kind {
             Kind::GetPeers
@@ -1298,8 +1302,7 @@ impl Node {
         }
         if let Some(l) = self.lookups.get_mut(&query) {
             l.traversal.on_response(node, &nodes, r.token.clone());
-            long_shots.retain(|n| l.traversal.long_shot(*n, Some(&node.id)));
-            self.ask_long_shots(now, query, &long_shots);
+            self.ask_long_shots(now, query, silent, Some(node.id));
         }
         if early {
             self.end_traversal(now, query);
