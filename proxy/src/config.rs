@@ -30,8 +30,8 @@ pub struct Settings {
     /// How long a lookup of a TARGET is reused.
     pub lookup_cache: Duration,
     /// Driver tasks of each outgoing client: a proxy's calls spread over that many cores.
-    /// Default: one per thread (`threads`); more than the threads buys nothing.
-    pub client_shards: usize,
+    /// `None`: one per thread ([`Settings::shards`]); more than the threads buys nothing.
+    pub client_shards: Option<usize>,
     /// Tokio worker threads (the `grenache-proxy` binary's runtime). Default 1: every task on
     /// one thread, which costs up to half the CPU per request of two (no hand-off between
     /// tasks wakes another thread, and each wake finds more replies to write at once); more
@@ -81,7 +81,7 @@ impl Default for Settings {
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             timeout: DEFAULT_TIMEOUT,
             lookup_cache: DEFAULT_LOOKUP_CACHE,
-            client_shards: 1,
+            client_shards: None,
             threads: 1,
             rpc: Vec::new(),
             pubsub: Vec::new(),
@@ -167,6 +167,11 @@ pub enum ConfigError {
 }
 
 impl Settings {
+    /// Driver tasks of each outgoing client: as set, else one per thread.
+    pub fn shards(&self) -> usize {
+        self.client_shards.unwrap_or(self.threads).max(1)
+    }
+
     /// Adds what the TOML file at `path` sets: its values where `self` has defaults, and
     /// its routes after those already there.
     ///
@@ -201,15 +206,8 @@ impl Settings {
         if let Some(n) = file.threads.filter(|_| self.threads == defaults.threads) {
             self.threads = n.max(1);
         }
-        match file.client_shards {
-            Some(n) if self.client_shards == defaults.client_shards => {
-                self.client_shards = n.max(1);
-            }
-            // One driver per thread unless told otherwise.
-            None if self.client_shards == defaults.client_shards => {
-                self.client_shards = self.threads;
-            }
-            _ => {}
+        if let Some(n) = file.client_shards.filter(|_| self.client_shards.is_none()) {
+            self.client_shards = Some(n.max(1));
         }
         if self.gateway.is_none() {
             self.gateway = file.gateway;
@@ -304,7 +302,7 @@ route = "ticks@zmq=ticks_ws@ws"
         assert_eq!(settings.grape, "http://10.0.0.1:30001");
         assert_eq!(settings.timeout, Duration::from_millis(2500));
         assert_eq!(settings.gateway, Some(8088));
-        assert_eq!(settings.client_shards, 7);
+        assert_eq!(settings.shards(), 7);
         assert_eq!(settings.rpc.len(), 2);
         assert_eq!(settings.rpc[0].to, Protocol::Zmq);
         assert_eq!(settings.rpc[1].fan_out, FanOut::Map);
@@ -350,10 +348,28 @@ route = "ticks@zmq=ticks_ws@ws"
         let (_, both) = file_with("threads = 3\nclient_shards = 2\n");
 
         let default = default.expect("valid");
-        assert_eq!((default.threads, default.client_shards), (1, 1));
+        assert_eq!((default.threads, default.shards()), (1, 1));
         let following = following.expect("valid");
-        assert_eq!((following.threads, following.client_shards), (3, 3));
+        assert_eq!((following.threads, following.shards()), (3, 3));
         let both = both.expect("valid");
-        assert_eq!((both.threads, both.client_shards), (3, 2));
+        assert_eq!((both.threads, both.shards()), (3, 2));
+    }
+
+    #[test]
+    fn a_files_client_shards_stand_beside_threads_from_a_flag() {
+        let path = std::env::temp_dir().join(format!(
+            "grenache-proxy-config-{}-shards-beside-threads.toml",
+            std::process::id()
+        ));
+        std::fs::write(&path, "client_shards = 2\n").expect("write the test file");
+        let flags = Settings {
+            threads: 3,
+            ..Settings::default()
+        };
+        let read = flags.read_file(&path);
+        std::fs::remove_file(&path).expect("remove the test file");
+
+        let read = read.expect("valid");
+        assert_eq!((read.threads, read.shards()), (3, 2));
     }
 }

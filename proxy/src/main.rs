@@ -138,11 +138,7 @@ impl Cli {
         if let Some(n) = self.threads {
             settings.threads = n.max(1);
         }
-        match self.client_shards {
-            Some(n) => settings.client_shards = n.max(1),
-            // One driver per thread unless told otherwise.
-            None => settings.client_shards = settings.threads,
-        }
+        settings.client_shards = self.client_shards.map(|n| n.max(1));
         settings.rpc = self.rpc;
         settings
             .rpc

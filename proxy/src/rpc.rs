@@ -154,7 +154,7 @@ impl<R: Runtime> Proxy<R> {
         let mut clients = Clients {
             grape: settings.grape.clone(),
             lookup_cache: settings.lookup_cache,
-            shards: settings.client_shards,
+            shards: settings.shards(),
             rpc: Vec::new(),
             pubsub: Vec::new(),
         };
