@@ -206,11 +206,48 @@ struct Seeds {
 }
 
 /// The store queries of a [`Kind::Store`] in flight, and what came back so far.
+///
+/// A store is best effort: once one node has acked, a query past its soft deadline is
+/// not waited for. But while none has, late ones are waited for until their hard
+/// deadline, so a busy box whose acks come after a loopback-tight soft timeout does not
+/// report an announce that was stored as "All queries failed".
 #[derive(Debug)]
 struct Sending {
     pending: BTreeSet<TxId>,
+    /// Past their soft deadline and still awaited (see above).
+    late: BTreeSet<TxId>,
     stored: usize,
     refusal: Option<ErrorReply>,
+}
+
+impl Sending {
+    fn new(pending: BTreeSet<TxId>) -> Self {
+        Self {
+            pending,
+            late: BTreeSet::new(),
+            stored: 0,
+            refusal: None,
+        }
+    }
+
+    /// Takes `tid` off the queries awaited; false if it was not one of them.
+    fn settle(&mut self, tid: TxId) -> bool {
+        self.pending.remove(&tid) || self.late.remove(&tid)
+    }
+
+    /// `tid` is past its soft deadline: true if it is still awaited (nothing is stored yet),
+    /// false if it is given up.
+    fn overdue(&mut self, tid: TxId) -> bool {
+        let awaited = self.pending.remove(&tid) && self.stored == 0;
+        if awaited {
+            self.late.insert(tid);
+        }
+        awaited
+    }
+
+    fn is_done(&self) -> bool {
+        self.pending.is_empty() && (self.stored > 0 || self.late.is_empty())
+    }
 }
 
 #[derive(Debug)]
@@ -1048,11 +1085,7 @@ impl Node {
         if let Some(l) = self.lookups.get_mut(&query) {
             l.tids.extend(pending.iter().copied());
             if let Kind::Store { sending, .. } = &mut l.kind {
-                *sending = Some(Sending {
-                    pending,
-                    stored: 0,
-                    refusal: None,
-                });
+                *sending = Some(Sending::new(pending));
             }
         }
         self.check_stored(query);
@@ -1065,19 +1098,20 @@ impl Node {
         };
         let Kind::Store {
             what,
-            sending:
-                Some(Sending {
-                    pending,
-                    stored,
-                    refusal,
-                }),
+            sending: Some(sending),
         } = &l.kind
         else {
             return;
         };
-        if !pending.is_empty() {
+        if !sending.is_done() {
             return;
         }
+        for tid in &sending.late {
+            self.rpc.forget(*tid);
+        }
+        let Sending {
+            stored, refusal, ..
+        } = sending;
         let stored = *stored;
         let result = match (what, refusal) {
             // Subscribing is best effort: the watch answers what the traversal found.
@@ -1217,20 +1251,10 @@ impl Node {
         let query = match pending.purpose {
             Purpose::Ping | Purpose::Notify | Purpose::Ended => return,
             Purpose::Store(query) => {
-                if let Some(Lookup {
-                    kind:
-                        Kind::Store {
-                            sending:
-                                Some(Sending {
-                                    pending: p, stored, ..
-                                }),
-                            ..
-                        },
-                    ..
-                }) = self.lookups.get_mut(&query)
-                    && p.remove(&tid)
+                if let Some(s) = self.sending_mut(query)
+                    && s.settle(tid)
                 {
-                    *stored += 1;
+                    s.stored += 1;
                 }
                 self.check_stored(query);
                 return;
@@ -1323,22 +1347,9 @@ impl Node {
         match pending.purpose {
             Purpose::Ping | Purpose::Notify | Purpose::Ended => {}
             Purpose::Store(query) => {
-                if let Some(Lookup {
-                    kind:
-                        Kind::Store {
-                            sending:
-                                Some(Sending {
-                                    pending: p,
-                                    refusal,
-                                    ..
-                                }),
-                            ..
-                        },
-                    ..
-                }) = self.lookups.get_mut(&query)
-                {
-                    p.remove(&tid);
-                    refusal.get_or_insert(e);
+                if let Some(s) = self.sending_mut(query) {
+                    s.settle(tid);
+                    s.refusal.get_or_insert(e);
                 }
                 self.check_stored(query);
             }
@@ -1371,18 +1382,9 @@ impl Node {
                         self.advance(now, query);
                     }
                     Purpose::Store(query) => {
-                        // A store is best effort: don't hold the command for a lost ack.
-                        self.rpc.forget(tid);
-                        if let Some(Lookup {
-                            kind:
-                                Kind::Store {
-                                    sending: Some(Sending { pending, .. }),
-                                    ..
-                                },
-                            ..
-                        }) = self.lookups.get_mut(&query)
-                        {
-                            pending.remove(&tid);
+                        if !self.sending_mut(query).is_some_and(|s| s.overdue(tid)) {
+                            // A store is best effort: don't hold the command for a lost ack.
+                            self.rpc.forget(tid);
                         }
                         self.check_stored(query);
                     }
@@ -1395,10 +1397,32 @@ impl Node {
                 if let Some(id) = p.id {
                     let _ = self.table_mut(&p.to).failed(now, &id);
                 }
-                if let Purpose::Lookup(query) = p.purpose {
-                    self.lookup_query_failed(now, query, tid, p.id, p.stale);
+                match p.purpose {
+                    Purpose::Lookup(query) => {
+                        self.lookup_query_failed(now, query, tid, p.id, p.stale);
+                    }
+                    Purpose::Store(query) => {
+                        if let Some(s) = self.sending_mut(query) {
+                            s.settle(tid);
+                        }
+                        self.check_stored(query);
+                    }
+                    Purpose::Ping | Purpose::Notify | Purpose::Ended => {}
                 }
             }
+        }
+    }
+
+    /// The store queries of command `query`, once it has sent them.
+    fn sending_mut(&mut self, query: QueryId) -> Option<&mut Sending> {
+        match self.lookups.get_mut(&query) {
+            Some(Lookup {
+                kind: Kind::Store {
+                    sending: Some(s), ..
+                },
+                ..
+            }) => Some(s),
+            _ => None,
         }
     }
 }
