@@ -273,6 +273,20 @@ fn peer_frame(c: &mut Criterion) {
             black_box(encode_reply(&req.rid, Ok(&req.payload)))
         })
     });
+    // What grape-bench's RPC rows echo: a string of 10,240 letters. Strings are escaped a
+    // word at a time (peer/json.rs); this row shows what that is worth.
+    let text = format!(
+        r#"["3e4c2c9a-6a0b-4d3c-9a55-08f1b7a3d2e1","bench",{}]"#,
+        serde_json::Value::from("x".repeat(10_240))
+    )
+    .into_bytes();
+    group.throughput(Throughput::Bytes(text.len() as u64));
+    group.bench_function("echo_text_10k", |b| {
+        b.iter(|| {
+            let req = decode_request(black_box(&text), DEFAULT_MAX_FRAME_LEN).unwrap();
+            black_box(encode_reply(&req.rid, Ok(&req.payload)))
+        })
+    });
     group.finish();
 }
 

@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 use crate::peer::json::{JsonError, PayloadError, raw_items, read_json};
 use crate::peer::types::HttpResponse;
 
-pub(crate) use crate::peer::json::push_json;
+pub(crate) use crate::peer::json::{push_json, push_json_str};
 
 /// Header that says whether both HTTP bodies are gzip-compressed.
 pub const COMPRESS_HEADER: &str = "grc-compress";
@@ -132,9 +132,9 @@ pub fn encode_request(rid: &str, key: &str, payload: &Value) -> Vec<u8> {
 pub(crate) fn encode_request_json(rid: &str, key: &str, payload_json: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(rid.len() + key.len() + payload_json.len() + 16);
     out.push(b'[');
-    push_json(&mut out, &Value::from(rid));
+    push_json_str(&mut out, rid);
     out.push(b',');
-    push_json(&mut out, &Value::from(key));
+    push_json_str(&mut out, key);
     out.push(b',');
     out.extend_from_slice(payload_json);
     out.push(b']');
@@ -212,7 +212,7 @@ pub fn encode_reply(rid: &str, result: Result<&Value, &str>) -> Vec<u8> {
     };
     let mut out = Vec::new();
     out.push(b'[');
-    push_json(&mut out, &Value::from(rid));
+    push_json_str(&mut out, rid);
     out.push(b',');
     push_json(&mut out, &err);
     out.push(b',');
@@ -360,7 +360,7 @@ fn error_frame(err: &FrameError) -> Vec<u8> {
     out.push(b'[');
     push_json(&mut out, &rid);
     out.push(b',');
-    push_json(&mut out, &Value::from(err.to_string()));
+    push_json_str(&mut out, &err.to_string());
     out.extend_from_slice(b",null]");
     out
 }

@@ -131,12 +131,114 @@ pub fn payload_text(v: &Value) -> String {
 }
 
 /// Appends `v` as compact JSON, with numbers as `JSON.stringify` writes them.
+///
+/// The same bytes as serde_json's serializer with [`JsFormatter`], but strings are
+/// escaped a word at a time: serde_json looks at each byte on its own, and for payloads
+/// of kilobytes of text that was a quarter of an echo server's CPU.
 pub(crate) fn push_json(out: &mut Vec<u8>, v: &Value) {
-    let mut ser = serde_json::Serializer::with_formatter(&mut *out, JsFormatter);
-    // Serializing a `Value` into a Vec cannot fail.
-    if let Err(e) = v.serialize(&mut ser) {
-        tracing::error!(error = %e, "serializing a JSON value failed");
+    match v {
+        Value::String(s) => push_json_str(out, s),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                push_json(out, item);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            out.push(b'{');
+            for (i, (key, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                push_json_str(out, key);
+                out.push(b':');
+                push_json(out, item);
+            }
+            out.push(b'}');
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {
+            let mut ser = serde_json::Serializer::with_formatter(&mut *out, JsFormatter);
+            // Serializing a `Value` into a Vec cannot fail.
+            if let Err(e) = v.serialize(&mut ser) {
+                tracing::error!(error = %e, "serializing a JSON value failed");
+            }
+        }
     }
+}
+
+/// Appends `s` as a JSON string, escaped as serde_json (and `JSON.stringify`) escape it.
+pub(crate) fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    let mut rest = s.as_bytes();
+    while let Some(at) = first_to_escape(rest) {
+        let (run, tail) = rest.split_at(at);
+        out.extend_from_slice(run);
+        let Some((&byte, tail)) = tail.split_first() else {
+            break;
+        };
+        push_escape(out, byte);
+        rest = tail;
+    }
+    out.extend_from_slice(rest);
+    out.push(b'"');
+}
+
+/// The index of the first byte JSON must escape: a control character, `"` or `\`.
+/// Eight bytes at a time, with the usual word tricks; a word that may hold one is then
+/// looked at byte by byte.
+fn first_to_escape(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const fn has_zero_byte(w: u64) -> bool {
+        w.wrapping_sub(ONES) & !w & HIGHS != 0
+    }
+    let special = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0;
+    for word in &mut words {
+        let w = u64::from_ne_bytes(<[u8; 8]>::try_from(word).unwrap_or([0; 8]));
+        // A byte below 0x20 (high bit clear, and below after subtracting 0x20), or one
+        // equal to `"` or `\\`.
+        let below = w.wrapping_sub(ONES * 0x20) & !w & HIGHS != 0;
+        let maybe = below
+            || has_zero_byte(w ^ (ONES * u64::from(b'"')))
+            || has_zero_byte(w ^ (ONES * u64::from(b'\\')));
+        if maybe && let Some(i) = word.iter().position(|&b| special(b)) {
+            return Some(at + i);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&b| special(b))
+        .map(|i| at + i)
+}
+
+/// The escape of one byte that [`first_to_escape`] stopped at.
+fn push_escape(out: &mut Vec<u8>, byte: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let short = match byte {
+        b'"' => b'"',
+        b'\\' => b'\\',
+        0x08 => b'b',
+        0x0c => b'f',
+        b'\n' => b'n',
+        b'\r' => b'r',
+        b'\t' => b't',
+        _ => {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(byte >> 4)]);
+            out.push(HEX[usize::from(byte & 0xf)]);
+            return;
+        }
+    };
+    out.extend_from_slice(&[b'\\', short]);
 }
 
 /// serde_json's compact output, except floats, laid out as JavaScript's `Number#toString`.
@@ -258,6 +360,26 @@ mod tests {
 
     fn written(v: &Value) -> String {
         payload_text(v)
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        // Every ASCII byte, alone and at every offset of a word (the scan reads eight at a
+        // time), and a few multi-byte characters around them.
+        for byte in 0u8..0x80 {
+            let c = char::from(byte);
+            for at in 0..20 {
+                let mut text: String = "abcdefghijklmnopqrstu".chars().take(at).collect();
+                text.push(c);
+                text.push_str("é€😀xyz");
+                let v = Value::from(text.clone());
+                let expected = serde_json::to_string(&v).unwrap_or_default();
+                assert_eq!(written(&v), expected, "{text:?}");
+                let key = serde_json::json!({ text.clone(): [text.clone(), 1, null, true] });
+                let expected = serde_json::to_string(&key).unwrap_or_default();
+                assert_eq!(written(&key), expected, "{text:?} as a key");
+            }
+        }
     }
 
     #[test]

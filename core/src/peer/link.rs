@@ -27,7 +27,7 @@ use crate::dht::bep44::{ImmutableItem, MutableItem, PutError, Target};
 use crate::dht::id::{MAX_KEY_LEN, hex, unhex};
 use crate::peer::cache::LookupCache;
 use crate::peer::error::{CommandError, ConfigError, LinkError};
-use crate::peer::framing::{decode_reply, json_text, push_json};
+use crate::peer::framing::{decode_reply, json_text, push_json, push_json_str};
 use crate::peer::types::{
     CommandId, ConnId, HttpId, HttpMethod, HttpRequest, HttpResponse, Ids, Io, PeerAddr,
     TransportError, WatchId, WsMessage, request_id,
@@ -945,7 +945,7 @@ impl Link {
                 let hid = HttpId(self.ids.next());
                 let mut body = Vec::new();
                 body.extend_from_slice(b"{\"rid\":");
-                push_json(&mut body, &Value::from(rid.as_str()));
+                push_json_str(&mut body, rid.as_str());
                 body.extend_from_slice(b",\"data\":");
                 push_json(&mut body, &data);
                 body.push(b'}');

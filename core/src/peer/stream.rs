@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::peer::error::RpcError;
-use crate::peer::framing::{encode_reply, push_json};
+use crate::peer::framing::{encode_reply, push_json, push_json_str};
 use crate::peer::types::{HttpResponse, PeerAddr, TransportError};
 
 /// Header with the JSON text `[rid, key]`.
@@ -127,9 +127,9 @@ impl StreamHead {
     pub fn headers(&self) -> Vec<(&'static str, Vec<u8>)> {
         let mut gr = Vec::with_capacity(self.rid.len() + self.key.len() + 8);
         gr.push(b'[');
-        push_json(&mut gr, &Value::from(self.rid.as_str()));
+        push_json_str(&mut gr, self.rid.as_str());
         gr.push(b',');
-        push_json(&mut gr, &Value::from(self.key.as_str()));
+        push_json_str(&mut gr, self.key.as_str());
         gr.push(b']');
         let mut headers = vec![(GR_HEADER, gr)];
         if let Some(action) = &self.action {
