@@ -13,6 +13,15 @@ const zmq = require('zeromq')
 const Link = require('grenache-nodejs-link')
 
 const [grape, service, conc, bytes, warmup, measure] = process.argv.slice(2)
+// ZMQ_CURVE_SERVER_KEY (Z85) set: a CURVE client trusting that server key, with the key pair
+// ZMQ_CURVE_CLIENT_PUBLIC / ZMQ_CURVE_CLIENT_SECRET (grape-bench --tls).
+const curve = process.env.ZMQ_CURVE_SERVER_KEY
+  ? {
+      curveServerKey: process.env.ZMQ_CURVE_SERVER_KEY,
+      curvePublicKey: process.env.ZMQ_CURVE_CLIENT_PUBLIC,
+      curveSecretKey: process.env.ZMQ_CURVE_CLIENT_SECRET
+    }
+  : {}
 
 const payload = 'x'.repeat(Number(bytes))
 const body = JSON.stringify(payload)
@@ -108,7 +117,7 @@ const link = new Link({ grape })
 link.start()
 link.lookup(service, { retry: 3 }, (err, peers) => {
   if (err || !peers || !peers.length) return fail(`lookup: ${err ? err.message : 'no peers'}`)
-  dealer = new zmq.Dealer({ routingId: crypto.randomUUID(), linger: 0, sendHighWaterMark: 100000, receiveHighWaterMark: 100000 })
+  dealer = new zmq.Dealer({ routingId: crypto.randomUUID(), linger: 0, sendHighWaterMark: 100000, receiveHighWaterMark: 100000, ...curve })
   dealer.connect(`tcp://${peers[0]}`)
   receive().catch((e) => fail(`receive: ${e.message}`))
   // One request first, so the connection is up before the clock starts.

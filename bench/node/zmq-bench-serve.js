@@ -13,7 +13,10 @@ const Link = require('grenache-nodejs-link')
 const [grape, service, portArg] = process.argv.slice(2)
 const port = Number(portArg)
 
-const router = new zmq.Router({ linger: 0, sendHighWaterMark: 100000, receiveHighWaterMark: 100000 })
+// ZMQ_CURVE_SERVER_SECRET (Z85) set: a CURVE server with that secret key (grape-bench --tls).
+const secret = process.env.ZMQ_CURVE_SERVER_SECRET
+const curve = secret ? { curveServer: true, curveSecretKey: secret } : {}
+const router = new zmq.Router({ linger: 0, sendHighWaterMark: 100000, receiveHighWaterMark: 100000, ...curve })
 
 // A zeromq 6 socket refuses a second send() while one is pending (EBUSY): one at a time.
 let tail = Promise.resolve()

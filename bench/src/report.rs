@@ -439,7 +439,7 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "Mutual TLS on every TLS row; each pair is a client and a server of one kind. Server CPU in µs per request.\n"
+            "Mutual TLS on every TLS row of http and ws; on zmq rows \"TLS\" is CURVE (ZMTP 3.0, a client key the server allows), and Node is a libzmq DEALER/ROUTER pair (the `zeromq` npm package) with the same keys. Each pair is a client and a server of one kind. Server CPU in µs per request.\n"
         );
         let _ = writeln!(
             s,

@@ -24,8 +24,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use grenache_tokio::peer::{
-    ClientTls, PeerClient, PeerConfig, RequestOptions, RpcServer, RpcServerConfig, RpcTransport,
-    ServerTls,
+    ClientTls, CurveClientConfig, CurveKeyPair, CurveServerConfig, PeerClient, PeerConfig,
+    RequestOptions, RpcServer, RpcServerConfig, RpcTransport, ServerTls,
 };
 use serde_json::Value;
 
@@ -53,7 +53,8 @@ fn transport(name: &str) -> RpcTransport {
 }
 
 /// Serves `service`, echoing every payload, until killed (the `rpc-serve` subcommand); with
-/// `pem_dir`, over TLS with the certificates of [`pem_files`], asking clients for theirs.
+/// `pem_dir`, secured: over TLS with the certificates of [`pem_files`], asking clients for
+/// theirs, or for ZeroMQ with CURVE and the server key of [`CurveKeys`].
 /// Prints `{"ready":true,"port":N}` once the Grape has taken the announce.
 pub fn serve(grape: &str, service: &str, kind: &str, pem_dir: Option<&Path>) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -64,10 +65,19 @@ pub fn serve(grape: &str, service: &str, kind: &str, pem_dir: Option<&Path>) -> 
         let client = PeerClient::new(PeerConfig::new(grape)).map_err(|e| e.to_string())?;
         let mut config =
             RpcServerConfig::new(transport(kind)).listen_on(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
-        if let Some(dir) = pem_dir {
-            let [ca, cert, key] = pem_files(dir);
-            let tls = ServerTls::from_pem_files(cert, key, Some(&ca)).map_err(|e| e.to_string())?;
-            config = config.tls(tls);
+        match (pem_dir, transport(kind)) {
+            (Some(_), RpcTransport::Zmq) => {
+                let keys = CurveKeys::new();
+                config =
+                    config.curve(CurveServerConfig::new(keys.server).allow([keys.client.public()]));
+            }
+            (Some(dir), _) => {
+                let [ca, cert, key] = pem_files(dir);
+                let tls =
+                    ServerTls::from_pem_files(cert, key, Some(&ca)).map_err(|e| e.to_string())?;
+                config = config.tls(tls);
+            }
+            (None, _) => {}
         }
         let server = RpcServer::start(
             &client,
@@ -90,6 +100,34 @@ pub fn serve(grape: &str, service: &str, kind: &str, pem_dir: Option<&Path>) -> 
 /// certificate and key that every server and client shows.
 pub fn pem_files(dir: &Path) -> [PathBuf; 3] {
     ["ca.pem", "node.pem", "node-key.pem"].map(|f| dir.join(f))
+}
+
+/// The CURVE keys of a secured ZeroMQ run, ours and libzmq's alike: one server pair and one
+/// client pair that the server allows. Fixed, as the TLS run's certificates are made for it:
+/// a benchmark, not a deployment.
+pub(crate) struct CurveKeys {
+    server: CurveKeyPair,
+    client: CurveKeyPair,
+}
+
+impl CurveKeys {
+    pub(crate) fn new() -> Self {
+        CurveKeys {
+            server: CurveKeyPair::from_secret([0x51; 32]),
+            client: CurveKeyPair::from_secret([0x52; 32]),
+        }
+    }
+
+    /// What bench/node/zmq-bench-serve.js and -load.js read: Z85 keys in the environment.
+    fn node_env(&self, cmd: &mut Command, server: bool) {
+        if server {
+            cmd.env("ZMQ_CURVE_SERVER_SECRET", self.server.secret_z85());
+        } else {
+            cmd.env("ZMQ_CURVE_SERVER_KEY", self.server.public().to_z85())
+                .env("ZMQ_CURVE_CLIENT_PUBLIC", self.client.public().to_z85())
+                .env("ZMQ_CURVE_CLIENT_SECRET", self.client.secret_z85());
+        }
+    }
 }
 
 /// The RPC section.
@@ -137,8 +175,12 @@ pub(crate) fn echo_server(
                 "rpc-server.js"
             };
             let mut cmd = ctx.env.node_command(script).ok_or("no Node packages")?;
-            if let Some(dir) = pem {
-                cmd.env("PEM_DIR", dir);
+            match pem {
+                Some(_) if tr == "zmq" => CurveKeys::new().node_env(&mut cmd, true),
+                Some(dir) => {
+                    cmd.env("PEM_DIR", dir);
+                }
+                None => {}
             }
             let port = procs::free_tcp_port()?.to_string();
             cmd.args([url, service]);
@@ -306,11 +348,18 @@ pub(crate) fn rust_load(run: &Run<'_>, server: Kind) -> Result<RpcRow, String> {
         let mut config = PeerConfig::new(run.grape)
             .transport(transport(run.tr))
             .shards(cores);
-        if let Some(dir) = run.pem_dir {
-            let [ca, cert, key] = pem_files(dir);
-            let tls = ClientTls::from_pem_files(ca, Some((cert.as_path(), key.as_path())))
-                .map_err(|e| e.to_string())?;
-            config = config.tls(tls);
+        match (run.pem_dir, transport(run.tr)) {
+            (Some(_), RpcTransport::Zmq) => {
+                let keys = CurveKeys::new();
+                config = config.curve(CurveClientConfig::new(keys.client, keys.server.public()));
+            }
+            (Some(dir), _) => {
+                let [ca, cert, key] = pem_files(dir);
+                let tls = ClientTls::from_pem_files(ca, Some((cert.as_path(), key.as_path())))
+                    .map_err(|e| e.to_string())?;
+                config = config.tls(tls);
+            }
+            (None, _) => {}
         }
         let client = PeerClient::new(config).map_err(|e| e.to_string())?;
         let payload = Value::String("x".repeat(run.bytes));
@@ -412,8 +461,12 @@ pub(crate) fn node_load(ctx: &Ctx, run: &Run<'_>) -> Result<RpcRow, String> {
     if run.tr != "zmq" {
         cmd.arg(run.tr);
     }
-    if let Some(dir) = run.pem_dir {
-        cmd.env("PEM_DIR", dir);
+    match run.pem_dir {
+        Some(_) if run.tr == "zmq" => CurveKeys::new().node_env(&mut cmd, false),
+        Some(dir) => {
+            cmd.env("PEM_DIR", dir);
+        }
+        None => {}
     }
     cmd.arg(run.concurrency.to_string())
         .arg(run.bytes.to_string())

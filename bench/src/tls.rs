@@ -1,7 +1,8 @@
-//! TLS peer RPC (issue 13's targets): our HTTPS and WSS servers and clients against the
+//! Secured peer RPC (issue 13's targets): our HTTPS and WSS servers and clients against the
 //! same without TLS, and against grenache-nodejs-http / -ws with `secure`, in one run. Every
 //! side shows a certificate from one CA made for the run (mutual TLS, as the Node peers'
-//! `secure` option does it).
+//! `secure` option does it). ZeroMQ rows are CURVE in place of TLS, ours against libzmq
+//! (the `zeromq` npm package) with the same keys ([`rpc::CurveKeys`]).
 
 use std::path::Path;
 
@@ -12,8 +13,8 @@ use super::report::{RpcRow, TlsRow};
 use super::rpc::{self, Run};
 use super::sections::Ctx;
 
-/// The transports with TLS, by the name the report uses.
-const TRANSPORTS: [&str; 2] = ["http", "ws"];
+/// The transports with TLS (CURVE for ZeroMQ), by the name the report uses.
+const TRANSPORTS: [&str; 3] = ["http", "ws", "zmq"];
 
 /// The TLS section.
 pub fn tls(ctx: &mut Ctx) -> Result<(), String> {
