@@ -24,8 +24,9 @@
 //! in the lookups themselves.
 //!
 //! Reported: success rate, rounds and virtual latency of the retrieving command (p50, p99),
-//! datagrams per lookup (the retrieving command's, both directions), and how fast the
-//! simulator ran.
+//! datagrams per lookup (the retrieving command's, both directions), the queries each of
+//! the churn's fresh nodes sent to join (its bootstrap and bucket refreshes, and the pings
+//! its table asked for), and how fast the simulator ran.
 
 #![allow(
     clippy::disallowed_methods,
@@ -196,6 +197,21 @@ struct Tally {
     replaced: usize,
     rejoins: usize,
     silent: usize,
+    /// Fresh nodes of the churn whose queries were counted, and the `find_node` and
+    /// `ping` queries they sent: what joining costs (each answer is one more datagram).
+    joins: usize,
+    join_queries: u64,
+}
+
+impl Tally {
+    /// Counts what the churn's fresh node at `addr` has sent so far.
+    fn count_join(&mut self, sim: &Sim, addr: SocketAddr) {
+        if let Some(node) = sim.node(addr) {
+            let out = &node.stats().queries_out;
+            self.joins += 1;
+            self.join_queries += out.find_node + out.ping;
+        }
+    }
 }
 
 /// Nodes in no particular order, drawn from at random, removed in O(1).
@@ -247,6 +263,8 @@ struct Nodes {
     silent_share: f64,
     /// Silent nodes spawned.
     silent: usize,
+    /// The churn's fresh nodes still alive, whose queries are not counted yet.
+    fresh: BTreeSet<SocketAddr>,
 }
 
 impl Nodes {
@@ -346,6 +364,7 @@ fn build(sim: &mut Sim, rng: &mut ChaCha8Rng, n: usize, silent_share: f64) -> No
         rejoins: 0,
         silent_share,
         silent: 0,
+        fresh: BTreeSet::new(),
     };
     let mut spawned = 1;
     while spawned < n {
@@ -417,6 +436,7 @@ fn build_direct(sim: &mut Sim, rng: &mut ChaCha8Rng, n: usize, config: &Config) 
         rejoins: 0,
         silent_share: 0.0,
         silent: 0,
+        fresh: BTreeSet::new(),
     }
 }
 
@@ -476,7 +496,8 @@ fn run_lookups(sim: &mut Sim, rng: &mut ChaCha8Rng, nodes: &mut Nodes, args: &Ar
         nodes.promote(sim, rng);
         while running.len() < args.parallel && started < args.lookups {
             let due = replacements * (started + 1) / args.lookups.max(1);
-            churn(sim, rng, nodes, &running, due - tally.replaced.min(due));
+            let count = due - tally.replaced.min(due);
+            churn(sim, rng, nodes, &running, count, &mut tally);
             tally.replaced = tally.replaced.max(due);
             match start(sim, rng, nodes, &running, started) {
                 Some(l) => running.push(l),
@@ -496,19 +517,34 @@ fn run_lookups(sim: &mut Sim, rng: &mut ChaCha8Rng, nodes: &mut Nodes, args: &Ar
             running.push(next);
         }
     }
+    for addr in std::mem::take(&mut nodes.fresh) {
+        tally.count_join(sim, addr);
+    }
     tally
 }
 
 /// Replaces `count` random idle nodes by fresh ones.
-fn churn(sim: &mut Sim, rng: &mut ChaCha8Rng, nodes: &mut Nodes, running: &[Lookup], count: usize) {
+fn churn(
+    sim: &mut Sim,
+    rng: &mut ChaCha8Rng,
+    nodes: &mut Nodes,
+    running: &[Lookup],
+    count: usize,
+    tally: &mut Tally,
+) {
     let busy = busy(running);
     for _ in 0..count {
         let Some(victim) = nodes.pick(rng, &busy) else {
             return;
         };
         nodes.ready.remove(victim);
+        if nodes.fresh.remove(&victim) {
+            tally.count_join(sim, victim);
+        }
         sim.kill(victim);
-        join(sim, rng, nodes);
+        if let Some(fresh) = join(sim, rng, nodes) {
+            nodes.fresh.insert(fresh);
+        }
     }
 }
 
@@ -680,6 +716,7 @@ fn report(
     let wall_s = wall.as_secs_f64();
     let stats = sim.stats();
     let events_per_s = stats.steps as f64 / wall_s.max(1e-9);
+    let queries_per_join = tally.join_queries as f64 / tally.joins.max(1) as f64;
     let mut out = std::io::stdout().lock();
     let written = if args.json {
         let line = serde_json::json!({
@@ -704,6 +741,8 @@ fn report(
             "stores_ok": tally.stores_ok,
             "replaced": tally.replaced,
             "rejoins": tally.rejoins,
+            "joins": tally.joins,
+            "queries_per_join": queries_per_join,
             "virtual_s": sim.elapsed().as_secs_f64(),
             "datagrams": stats.sent,
             "steps": stats.steps,
@@ -725,6 +764,7 @@ fn report(
              latency        p50 {} ms, p99 {} ms, max {} ms (virtual)\n\
              msgs/lookup    {:.1}\n\
              churn          {} nodes replaced, {} bootstraps repeated (table under k)\n\
+             joins          {:.1} find_node+ping queries sent per fresh node ({} nodes)\n\
              network        {} datagrams sent, {} lost, {} to dead nodes\n\
              virtual time   {:.0} s\n\
              wall time      {:.1} s ({:.0} events/s)\n\
@@ -767,6 +807,8 @@ fn report(
             msgs_per_lookup,
             tally.replaced,
             tally.rejoins,
+            queries_per_join,
+            tally.joins,
             stats.sent,
             stats.lost,
             stats.unreachable,

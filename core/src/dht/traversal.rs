@@ -80,6 +80,12 @@ impl Traversal {
         &self.target
     }
 
+    /// Changes how many queries may be in flight at once (at least one). Queries already
+    /// in flight past the new bound are not recalled; no new one goes out until they end.
+    pub(crate) fn set_alpha(&mut self, alpha: usize) {
+        self.alpha = alpha.max(1);
+    }
+
     /// Hops the lookup needed: the depth of the deepest node that answered.
     pub(crate) fn rounds(&self) -> u32 {
         self.rounds

@@ -61,6 +61,10 @@ const MAX_EVENTS: usize = 1 << 16;
 const MAX_LOOKUPS: usize = 1 << 14;
 /// Peers a lookup collects.
 const MAX_PEERS_FOUND: usize = 1_000;
+/// Queries a bucket refresh keeps in flight at most: BEP 5's α. No caller waits on a
+/// refresh, so it spends time rather than datagrams (the answers to queries still in flight
+/// when its bucket fills are wasted).
+const REFRESH_ALPHA: usize = 3;
 /// Seeds are retried while the routing table is empty, from this interval doubling up to a minute.
 const REBOOTSTRAP_FIRST: Duration = Duration::from_secs(1);
 
@@ -128,10 +132,13 @@ pub struct Node {
 
 #[derive(Debug)]
 enum Kind {
-    /// A lookup of our own id (`bootstrap: true`, then every bucket is refreshed) or of a
-    /// random id in one bucket (refresh).
-    FindNode {
-        bootstrap: bool,
+    /// A lookup of our own id; when it ends, every bucket not full is refreshed.
+    Bootstrap,
+    /// A lookup of a random id sharing exactly `prefix` leading bits with ours, to know
+    /// nodes at that distance. It ends as soon as k of them are good in the tables
+    /// ([`Node::good_in_range`]), however far from its random target they lie.
+    Refresh {
+        prefix: usize,
     },
     GetPeers,
     Get {
@@ -463,12 +470,7 @@ impl Node {
         if self.is_thin() && !self.seeds.is_empty() {
             self.rebootstrap = Some((now + interval, interval));
         }
-        self.start(
-            now,
-            Key::from(self.id),
-            Kind::FindNode { bootstrap: true },
-            report,
-        )
+        self.start(now, Key::from(self.id), Kind::Bootstrap, report)
     }
 
     /// Finds the peers announced under `info_hash`. Identical running lookups share one traversal.
@@ -789,13 +791,20 @@ impl Node {
         let mut targets = self.table4.refresh(now, &mut self.rng);
         targets.extend(self.table6.refresh(now, &mut self.rng));
         for target in targets {
-            self.start(
-                now,
-                Key::from(target),
-                Kind::FindNode { bootstrap: false },
-                false,
-            );
+            let prefix = self.id.shared_prefix_len(&target);
+            if self.good_in_range(prefix) >= self.config.k {
+                continue; // idle, but k of its nodes answered lately: nothing to find
+            }
+            self.start(now, Key::from(target), Kind::Refresh { prefix }, false);
         }
+    }
+
+    /// Good nodes sharing exactly `prefix` leading bits with our id, in both tables: a
+    /// bucket refresh is after k of them, not the k closest to its random target, so it
+    /// ends once they are known.
+    fn good_in_range(&self, prefix: usize) -> usize {
+        let now = self.last_now;
+        self.table4.good_in_range(prefix, now) + self.table6.good_in_range(prefix, now)
     }
 
     /// Fewer than k nodes known: keep asking the seeds, since a lost answer during
@@ -820,12 +829,7 @@ impl Node {
                 continue; // a full bucket already knows enough nodes at that distance
             }
             let target = self.id.random_in_bucket(prefix, &mut self.rng);
-            self.start(
-                now,
-                Key::from(target),
-                Kind::FindNode { bootstrap: false },
-                false,
-            );
+            self.start(now, Key::from(target), Kind::Refresh { prefix }, false);
         }
     }
 
@@ -921,8 +925,26 @@ impl Node {
         query
     }
 
-    /// Sends what a lookup may send now, and ends its traversal when it is done.
+    /// Sends what a lookup may send now, and ends its traversal when it is done (a
+    /// refresh also once its range is known: [`Node::good_in_range`]).
     fn advance(&mut self, now: Instant, query: QueryId) {
+        if let Some(Lookup {
+            kind: Kind::Refresh { prefix },
+            ..
+        }) = self.lookups.get(&query)
+        {
+            let missing = self.config.k.saturating_sub(self.good_in_range(*prefix));
+            if missing == 0 {
+                self.end_traversal(now, query);
+                return;
+            }
+            // No more queries in flight than nodes still missing: the answers of the
+            // others would come after the refresh ended.
+            if let Some(l) = self.lookups.get_mut(&query) {
+                l.traversal
+                    .set_alpha(missing.min(REFRESH_ALPHA).min(self.config.alpha));
+            }
+        }
         loop {
             if self.rpc.is_full() {
                 return;
@@ -984,7 +1006,7 @@ impl Node {
         };
         let target = l.traversal.target().clone();
         let method = match &l.kind {
-            Kind::FindNode { .. } => Method::FindNode { target },
+            Kind::Bootstrap | Kind::Refresh { .. } => Method::FindNode { target },
             Kind::Get { .. }
             | Kind::Store {
                 what: Store::Put { .. },
@@ -1006,8 +1028,8 @@ impl Node {
         };
         let k = l.kind.reach(self.config.k);
         let stores: Vec<(NodeInfo, Method)> = match &l.kind {
-            Kind::FindNode { bootstrap } => {
-                if *bootstrap {
+            Kind::Bootstrap | Kind::Refresh { .. } => {
+                if matches!(l.kind, Kind::Bootstrap) {
                     self.refresh_all(now);
                 }
                 let table_size = self.table4.len() + self.table6.len();
@@ -1318,7 +1340,8 @@ impl Node {
                     self.stats.drop(DropReason::BadItem);
                 }
             }
-            Kind::FindNode { .. }
+            Kind::Bootstrap
+            | Kind::Refresh { .. }
             | Kind::Store {
                 what: Store::Put { .. } | Store::Unannounce { .. },
                 ..

@@ -5,11 +5,15 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
 use super::{Config, Node};
 use crate::dht::bep44::{ImmutableItem, Item, MutableItem};
+use crate::dht::defence::Defences;
 use crate::dht::event::{Event, Outcome, QueryError, QueryId};
-use crate::dht::id::Key;
-use crate::dht::krpc::{Body, Message, Method, Query, code};
+use crate::dht::id::{Key, NodeId};
+use crate::dht::krpc::{Body, Message, Method, NodeInfo, Query, Response, code};
 use crate::dht::routing::NodeState;
 
 struct Net {
@@ -749,4 +753,213 @@ fn once_a_node_has_acked_a_late_ack_is_not_waited_for() {
     // Best effort: one store acked is enough to answer without the slow one.
     let stored = announce_with_late_acks(&[addr(2)], Duration::from_millis(500));
     assert_eq!(stored, 1);
+}
+
+/// A still network of `n` made-up nodes that answer the one real node's queries at once.
+/// Each knows k nodes per bucket of its own (the first ones of each range) and answers a
+/// `find_node` with the k of them closest to the target, as a settled network does, so a
+/// join can be followed query by query.
+struct Still {
+    nodes: Vec<NodeInfo>,
+    /// Each node's table, by index in `nodes`.
+    tables: Vec<Vec<NodeInfo>>,
+}
+
+impl Still {
+    fn new(n: u16, seed: u64) -> Still {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let nodes: Vec<NodeInfo> = (0..n)
+            .map(|i| NodeInfo {
+                id: NodeId::random(&mut rng),
+                // One public /24 each, so no defence can tell them apart from a real network.
+                addr: SocketAddr::from(([20, (i >> 8) as u8, i as u8, 1], 6881)),
+            })
+            .collect();
+        let tables = nodes
+            .iter()
+            .map(|me| {
+                let mut per_bucket = BTreeMap::<usize, usize>::new();
+                let mut table = Vec::new();
+                for n in nodes.iter().filter(|n| n.id != me.id) {
+                    let held = per_bucket
+                        .entry(me.id.shared_prefix_len(&n.id))
+                        .or_default();
+                    if *held < 8 {
+                        *held += 1;
+                        table.push(*n);
+                    }
+                }
+                table
+            })
+            .collect();
+        Still { nodes, tables }
+    }
+
+    /// The answer of the node at `to` to `datagram`, if it is a query it answers.
+    fn answer(&self, to: SocketAddr, datagram: &[u8]) -> Option<Vec<u8>> {
+        let i = self.nodes.iter().position(|n| n.addr == to)?;
+        let msg = Message::decode(datagram).ok()?;
+        let Body::Query(query) = msg.body else {
+            return None;
+        };
+        let mut r = Response::new(self.nodes[i].id);
+        match query.method {
+            Method::Ping => {}
+            Method::FindNode { target } => {
+                let mut nodes = self.tables[i].clone();
+                nodes.sort_by_key(|n| n.id.distance(target.as_bytes()));
+                r.nodes = nodes.into_iter().take(8).collect();
+            }
+            _ => return None,
+        }
+        let reply = Message {
+            tid: msg.tid,
+            version: Some(b"GR\x00\x02".to_vec()),
+            read_only: false,
+            body: Body::Response(r),
+        };
+        Some(reply.encode())
+    }
+
+    /// Made-up nodes sharing exactly `prefix` leading bits with `own`.
+    fn in_range(&self, own: &NodeId, prefix: usize) -> usize {
+        let exact = |n: &&NodeInfo| own.shared_prefix_len(&n.id) == prefix;
+        self.nodes.iter().filter(exact).count()
+    }
+}
+
+/// What a join through a [`Still`] network did.
+struct Joined {
+    node: Node,
+    /// Buckets when the bootstrap lookup ended and the refreshes started.
+    buckets_at_refresh: usize,
+    /// Refresh queries sent while their range already held k good nodes.
+    needless: usize,
+    /// Refresh queries sent in all.
+    refresh_queries: usize,
+    /// Refresh queries sent while as many of that range's were in flight as it lacked
+    /// nodes, or as [`super::REFRESH_ALPHA`].
+    crowded: usize,
+}
+
+/// Joins a fresh node to `net` through its first node and answers everything it sends,
+/// in order, until it sends nothing more.
+fn join_still(net: &Still, seed: u8) -> Joined {
+    let now = Instant::now();
+    let config = Config {
+        defences: Defences::off(),
+        ..Config::default()
+    };
+    let mut node = Node::new(config, [seed; 32], now);
+    let own = node.id();
+    let k = node.config().k;
+    let bootstrap = node.bootstrap(now, &[net.nodes[0].addr]);
+    let mut joined = Joined {
+        node,
+        buckets_at_refresh: 0,
+        needless: 0,
+        refresh_queries: 0,
+        crowded: 0,
+    };
+    // In flight per refresh range, and the range of each query in flight.
+    let mut in_flight = BTreeMap::<usize, usize>::new();
+    let mut ranges = BTreeMap::<Vec<u8>, usize>::new();
+    let node = &mut joined.node;
+    let mut wire = VecDeque::new();
+    loop {
+        while let Some(t) = node.poll_transmit() {
+            let msg = Message::decode(&t.payload).expect("our own query");
+            if let Body::Query(Query {
+                method: Method::FindNode { target },
+                ..
+            }) = &msg.body
+            {
+                let target = NodeId(target.as_bytes().try_into().expect("a 20-byte id"));
+                if target != own {
+                    let prefix = own.shared_prefix_len(&target);
+                    let (v4, v6) = node.routing_tables();
+                    let good = v4.good_in_range(prefix, now) + v6.good_in_range(prefix, now);
+                    joined.refresh_queries += 1;
+                    joined.needless += usize::from(good >= k);
+                    let flying = in_flight.entry(prefix).or_default();
+                    let room = k.saturating_sub(good).min(super::REFRESH_ALPHA);
+                    joined.crowded += usize::from(*flying >= room);
+                    *flying += 1;
+                    ranges.insert(msg.tid.clone(), prefix);
+                }
+            }
+            if let Some(reply) = net.answer(t.to, &t.payload) {
+                wire.push_back((t.to, reply));
+            }
+        }
+        while let Some(event) = node.poll_event() {
+            if matches!(event, Event::Finished { query, .. } if query == bootstrap) {
+                joined.buckets_at_refresh = node.routing_tables().0.bucket_count();
+            }
+        }
+        let Some((from, reply)) = wire.pop_front() else {
+            break;
+        };
+        let tid = Message::decode(&reply).expect("our own answer").tid;
+        if let Some(prefix) = ranges.remove(&tid) {
+            *in_flight.entry(prefix).or_default() -= 1;
+        }
+        node.handle_datagram(now, from, &reply);
+    }
+    joined
+}
+
+#[test]
+fn a_refresh_ends_once_its_bucket_is_full() {
+    for seed in 1..=4u8 {
+        let net = Still::new(400, u64::from(seed));
+
+        let mut joined = join_still(&net, seed);
+
+        assert!(
+            joined.refresh_queries > 0,
+            "seed {seed}: the join refreshed"
+        );
+        assert_eq!(
+            joined.needless, 0,
+            "seed {seed}: {} of {} refresh queries went out for a range already known",
+            joined.needless, joined.refresh_queries
+        );
+        assert_eq!(
+            joined.crowded, 0,
+            "seed {seed}: {} refresh queries beyond what their range lacked",
+            joined.crowded
+        );
+        // It ended, and so did everything it had in flight.
+        assert_eq!(joined.node.running_commands(), 0, "seed {seed}");
+        assert!(joined.node.poll_transmit().is_none());
+    }
+}
+
+#[test]
+fn a_join_knows_every_bucket_range_it_refreshed_as_far_as_the_network_allows() {
+    for seed in 1..=4u8 {
+        let net = Still::new(400, u64::from(seed));
+
+        let joined = join_still(&net, seed);
+
+        let node = &joined.node;
+        let (own, k, now) = (node.id(), node.config().k, Instant::now());
+        let table = node.routing_tables().0;
+        assert!(table.len() >= k, "seed {seed}: a table of {}", table.len());
+        assert!(
+            joined.buckets_at_refresh > 1,
+            "seed {seed}: one bucket only"
+        );
+        // Every bucket but the one holding our id was refreshed (or already full).
+        for prefix in 0..joined.buckets_at_refresh - 1 {
+            let want = k.min(net.in_range(&own, prefix));
+            let known = table.bucket_len(prefix);
+            assert!(
+                known >= want,
+                "seed {seed}: bucket {prefix} knows {known} of the {want} it could"
+            );
+            assert!(table.good_in_range(prefix, now) >= want, "seed {seed}");
+        }
+    }
 }

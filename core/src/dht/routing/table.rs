@@ -400,6 +400,21 @@ impl RoutingTable {
         self.buckets.get(index).map_or(0, |b| b.entries.len())
     }
 
+    /// Good nodes whose id shares exactly `prefix` leading bits with ours: what a refresh
+    /// of that range has found alive. O(one bucket).
+    pub fn good_in_range(&self, prefix: usize, now: Instant) -> usize {
+        let last = self.buckets.len() - 1;
+        let b = prefix.min(last);
+        // Only the last bucket holds ids of other prefix lengths than its index.
+        let exact = |e: &&Entry| b < last || self.own.shared_prefix_len(&e.info.id) == prefix;
+        self.buckets[b]
+            .entries
+            .iter()
+            .filter(exact)
+            .filter(|e| e.state(now) == NodeState::Good)
+            .count()
+    }
+
     /// The nodes of bucket `index` as an operator sees them (the dashboard); empty past the
     /// last bucket.
     pub fn bucket_nodes(
@@ -979,6 +994,25 @@ mod tests {
         );
         assert_eq!(table.len(), 4);
         check(&table);
+    }
+
+    #[test]
+    fn good_in_range_counts_only_good_nodes_of_that_exact_prefix() {
+        let t = t0();
+        let mut table = full_far_bucket(t);
+        // The last bucket (index 1) covers prefixes 1 and up: one node of 3, and one of 5
+        // that only queried us (unverified).
+        assert_eq!(table.heard_query(t, node(5, 1)), Insert::Added);
+        assert_eq!(table.bucket_count(), 2);
+
+        let counts: Vec<usize> = (0..7).map(|p| table.good_in_range(p, t)).collect();
+        let _ = table.heard_response(t, node(5, 1));
+        let answered = table.good_in_range(5, t);
+        let later = table.good_in_range(0, t + GOOD_FOR + SEC);
+
+        assert_eq!(counts, [2, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(answered, 1, "good once it answered");
+        assert_eq!(later, 0, "silent past GOOD_FOR: no longer counted");
     }
 
     #[test]
