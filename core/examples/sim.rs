@@ -268,6 +268,18 @@ struct Nodes {
 }
 
 impl Nodes {
+    /// `ready` as the nodes that finished joining, none joining yet.
+    fn new(ready: Ready, silent_share: f64) -> Nodes {
+        Nodes {
+            ready,
+            joining: Vec::new(),
+            rejoins: 0,
+            silent_share,
+            silent: 0,
+            fresh: BTreeSet::new(),
+        }
+    }
+
     /// Moves nodes whose bootstrap ended into `ready`. A node whose table stayed under
     /// k nodes bootstraps again from another ready node first, as an application would.
     fn promote(&mut self, sim: &mut Sim, rng: &mut ChaCha8Rng) {
@@ -358,14 +370,7 @@ fn main() -> ExitCode {
 fn build(sim: &mut Sim, rng: &mut ChaCha8Rng, n: usize, silent_share: f64) -> Nodes {
     let mut ready = Ready::default();
     ready.push(sim.spawn(None));
-    let mut nodes = Nodes {
-        ready,
-        joining: Vec::new(),
-        rejoins: 0,
-        silent_share,
-        silent: 0,
-        fresh: BTreeSet::new(),
-    };
+    let mut nodes = Nodes::new(ready, silent_share);
     let mut spawned = 1;
     while spawned < n {
         // Seeds are nodes that finished joining: one still joining may know nobody yet
@@ -430,14 +435,7 @@ fn build_direct(sim: &mut Sim, rng: &mut ChaCha8Rng, n: usize, config: &Config) 
             node.learn_answered(now, &picked);
         }
     }
-    Nodes {
-        ready,
-        joining: Vec::new(),
-        rejoins: 0,
-        silent_share: 0.0,
-        silent: 0,
-        fresh: BTreeSet::new(),
-    }
+    Nodes::new(ready, 0.0)
 }
 
 /// Where, in the sorted `ids`, the ids sharing exactly `b` leading bits with `own` lie.
