@@ -77,6 +77,25 @@ pub struct MemoryRow {
     pub flood_after: Option<u64>,
 }
 
+/// A fresh lone Grape fed distinct names, read at each total sent.
+#[derive(Debug)]
+pub struct NamesRow {
+    pub kind: Kind,
+    pub idle: Option<u64>,
+    pub rungs: Vec<NamesRung>,
+}
+
+#[derive(Debug)]
+pub struct NamesRung {
+    pub sent: u64,
+    pub acked: u64,
+    pub stored_keys: Option<u64>,
+    /// Names of those sent asked with `get_peers`, spread evenly, and how many had peers.
+    pub sampled: u64,
+    pub found: u64,
+    pub rss: Option<u64>,
+}
+
 #[derive(Debug)]
 pub struct ScaleRow {
     pub nodes: usize,
@@ -185,6 +204,7 @@ pub struct Report {
     pub udp: Vec<UdpRow>,
     pub discovery: Vec<DiscoveryRow>,
     pub memory: Vec<MemoryRow>,
+    pub names: Vec<NamesRow>,
     pub scale: Vec<ScaleRow>,
     pub loss: Vec<LossRow>,
     pub rpc: Vec<RpcRow>,
@@ -281,6 +301,9 @@ impl Report {
         }
         if !self.memory.is_empty() {
             self.memory_markdown(&mut s);
+        }
+        if !self.names.is_empty() {
+            self.names_markdown(&mut s);
         }
         if !self.rpc.is_empty() {
             self.rpc_markdown(&mut s);
@@ -711,6 +734,79 @@ impl Report {
         }
     }
 
+    /// RSS against names held, and ours over Node's where both hold about as many: the
+    /// Node Grape keeps about 20,000 names however many it is sent, so its last rung is
+    /// set beside our rung whose stored keys come closest to what it kept.
+    fn names_markdown(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "\n### Memory with many names (a fresh lone Grape; distinct names, one peer each)\n\n\
+             | grape | idle RSS | names sent (acked) | keys stored | sample still found | RSS |\n\
+             |---|---:|---:|---:|---:|---:|"
+        );
+        let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or("-".into());
+        for r in &self.names {
+            for g in &r.rungs {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} ({}) | {} | {} / {} | {} |",
+                    r.kind.name(),
+                    mb(r.idle),
+                    g.sent,
+                    g.acked,
+                    opt(g.stored_keys),
+                    g.found,
+                    g.sampled,
+                    mb(g.rss)
+                );
+            }
+        }
+        let get = |k: Kind| self.names.iter().find(|r| r.kind == k);
+        let (Some(rust), Some(node)) = (get(Kind::Rust), get(Kind::Node)) else {
+            return;
+        };
+        let Some(last) = node.rungs.last() else {
+            return;
+        };
+        let kept = last.stored_keys.unwrap_or(last.sent);
+        let closest = rust
+            .rungs
+            .iter()
+            .min_by_key(|g| g.stored_keys.unwrap_or(g.sent).abs_diff(kept));
+        let f = |v: Option<u64>| v.map(|v| v as f64);
+        let same_sent: Vec<String> = node
+            .rungs
+            .iter()
+            .filter_map(|theirs| {
+                let ours = rust.rungs.iter().find(|g| g.sent == theirs.sent)?;
+                Some(format!(
+                    "{} sent: {} (holding {} / {})",
+                    theirs.sent,
+                    ratio(f(ours.rss), f(theirs.rss)),
+                    opt(ours.stored_keys),
+                    opt(theirs.stored_keys)
+                ))
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "\nRSS rust / node at the same names sent: {}.",
+            same_sent.join("; ")
+        );
+        if let Some(ours) = closest {
+            let _ = writeln!(
+                s,
+                "\nRSS rust / node at about the same names held: ours holding {} ({} sent) / Node's \
+                 holding {} ({} sent) = {}.",
+                opt(ours.stored_keys),
+                ours.sent,
+                opt(last.stored_keys),
+                last.sent,
+                ratio(f(ours.rss), f(last.rss))
+            );
+        }
+    }
+
     /// An SVG chart of Grape API throughput against concurrency: one panel per lookup
     /// workload ([`CHART_WORKLOADS`]), one line per Grape kind, each point labelled with
     /// its rate, and the nginx ceiling as a dashed line where it was measured.
@@ -907,6 +1003,55 @@ fn axis(max: f64) -> (f64, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rung(sent: u64, held: u64, rss_mb: u64) -> NamesRung {
+        NamesRung {
+            sent,
+            acked: sent,
+            stored_keys: Some(held),
+            sampled: 200,
+            found: 200,
+            rss: Some(rss_mb * 1_000_000),
+        }
+    }
+
+    #[test]
+    fn names_are_compared_at_what_each_side_still_holds() {
+        let report = Report {
+            names: vec![
+                NamesRow {
+                    kind: Kind::Rust,
+                    idle: Some(5_000_000),
+                    rungs: vec![
+                        rung(20_000, 20_000, 10),
+                        rung(100_000, 100_000, 26),
+                        rung(1_000_000, 1_000_000, 200),
+                    ],
+                },
+                NamesRow {
+                    kind: Kind::Node,
+                    idle: Some(50_000_000),
+                    rungs: vec![rung(20_000, 20_000, 100), rung(100_000, 19_800, 130)],
+                },
+            ],
+            ..Report::default()
+        };
+        let mut s = String::new();
+        report.names_markdown(&mut s);
+        assert!(
+            s.contains(
+                "same names sent: 20000 sent: 0.10x (holding 20000 / 20000); 100000 sent: 0.20x"
+            ),
+            "{s}"
+        );
+        // Node holds 19,800 after 100,000 sent: our 20,000 rung is the one beside it.
+        assert!(
+            s.contains(
+                "ours holding 20000 (20000 sent) / Node's holding 19800 (100000 sent) = 0.08x"
+            ),
+            "{s}"
+        );
+    }
 
     #[test]
     fn axes_have_round_steps() {

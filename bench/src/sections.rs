@@ -14,7 +14,9 @@ use rand_chacha::ChaCha8Rng;
 
 use super::grapes::{self, Env, Kind};
 use super::http_load::{self, Workload};
-use super::report::{ApiRow, CeilingRow, DiscoveryRow, MemoryRow, Report, UdpRow, UdpStat};
+use super::report::{
+    ApiRow, CeilingRow, DiscoveryRow, MemoryRow, NamesRow, NamesRung, Report, UdpRow, UdpStat,
+};
 use super::stats::{Latencies, ms};
 use super::{fixed, krpc, procs, udp_load};
 
@@ -27,6 +29,8 @@ pub struct Timing {
     pub fake_nodes: usize,
     pub peers: u64,
     pub flood: u64,
+    /// Distinct names announced to a fresh Grape, RSS read at each total.
+    pub names: &'static [u64],
 }
 
 impl Timing {
@@ -38,6 +42,7 @@ impl Timing {
             fake_nodes: 10_000,
             peers: 100_000,
             flood: 200_000,
+            names: &[20_000, 100_000, 1_000_000],
         }
     }
 
@@ -49,6 +54,7 @@ impl Timing {
             fake_nodes: 2_000,
             peers: 20_000,
             flood: 40_000,
+            names: &[5_000, 20_000],
         }
     }
 }
@@ -514,7 +520,91 @@ pub fn memory(ctx: &mut Ctx) -> Result<(), String> {
             flood_after,
         });
     }
+    for kind in ctx.kinds.clone() {
+        let row = names(ctx, kind)?;
+        ctx.report.names.push(row);
+    }
     Ok(())
+}
+
+/// The Node Grape keeps about 20,000 announced names whatever it is sent; past this many
+/// sent, a rung would only cost it a minute for the same answer.
+const NODE_NAMES_MAX: u64 = 100_000;
+
+/// Names sampled at each rung to see that they are still found.
+const NAMES_SAMPLE: u64 = 200;
+
+/// Distinct names (one peer each) announced to a fresh lone Grape, up to each of
+/// `timing.names` in turn; at each total: RSS, keys stored, and how many of a sample
+/// spread over every name sent so far a `get_peers` still finds.
+fn names(ctx: &Ctx, kind: Kind) -> Result<NamesRow, String> {
+    let mut g = grapes::start_network(&ctx.env, kind, 1, "names")?.remove(0);
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = g.proc.rss();
+    let token = krpc::token(g.dht)?;
+    let name = |n: u64| format!("name-{n}");
+    let mut rungs = Vec::new();
+    let (mut sent, mut acked) = (0u64, 0u64);
+    for &total in ctx.timing.names {
+        if kind == Kind::Node && total > NODE_NAMES_MAX {
+            break;
+        }
+        let (from, token) = (sent, token.clone());
+        let flood = udp_load::run(&udp_load::Spec {
+            target: g.dht,
+            threads: 2,
+            window: 32,
+            warmup: Duration::ZERO,
+            measure: Duration::from_secs(300),
+            max_sends: Some(total - from),
+            krpc_replies_only: true,
+            generator: &move |th: usize, i: u64| {
+                let n = from + i * 2 + th as u64;
+                krpc::announce(NodeId([0x35; 20]), n, &name(n), 7000, &token)
+            },
+        })?;
+        sent = total;
+        acked += flood.replies;
+        std::thread::sleep(Duration::from_secs(1));
+        let rss = g.proc.rss();
+        let stored_keys = g.holdings().stored_keys;
+        let step = (total / NAMES_SAMPLE).max(1);
+        let mut found = 0u64;
+        for j in 0..NAMES_SAMPLE.min(total) {
+            let n = j * step;
+            let ask = krpc::query(
+                NodeId([0x36; 20]),
+                n,
+                Method::GetPeers {
+                    info_hash: krpc::key(&name(n)),
+                },
+            );
+            if krpc::ask(g.dht, &ask).is_ok_and(|r| !r.values.is_empty()) {
+                found += 1;
+            }
+        }
+        if !g.proc.is_running() {
+            return Err(format!(
+                "{} Grape exited after {total} names:\n{}",
+                kind.name(),
+                g.proc.log_tail(20)
+            ));
+        }
+        eprintln!(
+            "  names {}: {total} sent ({acked} acked), {stored_keys:?} keys, {found}/{} found, rss {rss:?}",
+            kind.name(),
+            NAMES_SAMPLE.min(total)
+        );
+        rungs.push(NamesRung {
+            sent: total,
+            acked,
+            stored_keys,
+            sampled: NAMES_SAMPLE.min(total),
+            found,
+            rss,
+        });
+    }
+    Ok(NamesRow { kind, idle, rungs })
 }
 
 /// Samples a process's RSS every 50 ms on a thread; [`RssSampler::stop`] gives the peak.
