@@ -792,11 +792,18 @@ impl Node {
         targets.extend(self.table6.refresh(now, &mut self.rng));
         for target in targets {
             let prefix = self.id.shared_prefix_len(&target);
-            if self.good_in_range(prefix) >= self.config.k {
-                continue; // idle, but k of its nodes answered lately: nothing to find
-            }
-            self.start(now, Key::from(target), Kind::Refresh { prefix }, false);
+            self.refresh_range(now, target, prefix);
         }
+    }
+
+    /// Starts a refresh of the bucket range `prefix` towards `target`, unless k of its
+    /// nodes answered lately: then there is nothing to find (and `start` would still ask
+    /// the lookup's long shots before `advance` could end it).
+    fn refresh_range(&mut self, now: Instant, target: NodeId, prefix: usize) {
+        if self.good_in_range(prefix) >= self.config.k {
+            return;
+        }
+        self.start(now, Key::from(target), Kind::Refresh { prefix }, false);
     }
 
     /// Good nodes sharing exactly `prefix` leading bits with our id, in both tables: a
@@ -829,7 +836,7 @@ impl Node {
                 continue; // a full bucket already knows enough nodes at that distance
             }
             let target = self.id.random_in_bucket(prefix, &mut self.rng);
-            self.start(now, Key::from(target), Kind::Refresh { prefix }, false);
+            self.refresh_range(now, target, prefix);
         }
     }
 
