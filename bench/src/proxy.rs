@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::grapes::{self, Kind};
 use super::procs::{self, Proc};
 use super::report::{ProxyPath, ProxyRow, RpcRow};
-use super::rpc::{self, Run};
+use super::rpc::{self, Run, Security};
 use super::sections::Ctx;
 
 /// Payload of every proxy row, in bytes.
@@ -84,7 +84,7 @@ pub fn proxy(ctx: &mut Ctx) -> Result<(), String> {
                 warmup: ctx.timing.warmup,
                 measure: ctx.timing.measure,
                 server: p.server_pid,
-                pem_dir: None,
+                security: Security::Plain,
                 client_cores: ctx.client_cores,
             };
             let watch = RssWatch::start(proxy.pid);
@@ -131,7 +131,7 @@ fn node_pair(ctx: &mut Ctx) -> Result<(), String> {
             warmup: ctx.timing.warmup,
             measure: ctx.timing.measure,
             server: server.pid,
-            pem_dir: None,
+            security: Security::Plain,
             client_cores: ctx.client_cores,
         };
         let row = ProxyRow {

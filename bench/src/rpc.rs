@@ -52,6 +52,27 @@ fn transport(name: &str) -> RpcTransport {
     }
 }
 
+/// How a run's peers are secured, resolved once from its transport and PEM folder.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Security<'a> {
+    Plain,
+    /// HTTP and WebSocket: mutual TLS with the certificates of [`pem_files`] in this folder.
+    Tls(&'a Path),
+    /// ZeroMQ: CURVE with the fixed keys of [`CurveKeys`] (a secured run's PEM folder is
+    /// not read).
+    Curve,
+}
+
+impl<'a> Security<'a> {
+    pub(crate) fn of(pem_dir: Option<&'a Path>, tr: &str) -> Security<'a> {
+        match (pem_dir, transport(tr)) {
+            (None, _) => Security::Plain,
+            (Some(_), RpcTransport::Zmq) => Security::Curve,
+            (Some(dir), _) => Security::Tls(dir),
+        }
+    }
+}
+
 /// Serves `service`, echoing every payload, until killed (the `rpc-serve` subcommand); with
 /// `pem_dir`, secured: over TLS with the certificates of [`pem_files`], asking clients for
 /// theirs, or for ZeroMQ with CURVE and the server key of [`CurveKeys`].
@@ -65,19 +86,19 @@ pub fn serve(grape: &str, service: &str, kind: &str, pem_dir: Option<&Path>) -> 
         let client = PeerClient::new(PeerConfig::new(grape)).map_err(|e| e.to_string())?;
         let mut config =
             RpcServerConfig::new(transport(kind)).listen_on(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
-        match (pem_dir, transport(kind)) {
-            (Some(_), RpcTransport::Zmq) => {
+        match Security::of(pem_dir, kind) {
+            Security::Curve => {
                 let keys = CurveKeys::new();
                 config =
                     config.curve(CurveServerConfig::new(keys.server).allow([keys.client.public()]));
             }
-            (Some(dir), _) => {
+            Security::Tls(dir) => {
                 let [ca, cert, key] = pem_files(dir);
                 let tls =
                     ServerTls::from_pem_files(cert, key, Some(&ca)).map_err(|e| e.to_string())?;
                 config = config.tls(tls);
             }
-            (None, _) => {}
+            Security::Plain => {}
         }
         let server = RpcServer::start(
             &client,
@@ -219,7 +240,7 @@ fn transport_rows(ctx: &mut Ctx, kind: Kind, url: &str, tr: &'static str) -> Res
                 warmup: t.warmup,
                 measure: t.measure,
                 server: server.pid,
-                pem_dir: None,
+                security: Security::Plain,
                 client_cores: ctx.client_cores,
             };
             // Each pair, and our client against the Node server too: that row shows what
@@ -268,8 +289,7 @@ pub(crate) struct Run<'a> {
     pub(crate) measure: Duration,
     /// The server's pid, for its CPU time.
     pub(crate) server: u32,
-    /// TLS with the certificates in this folder ([`pem_files`]).
-    pub(crate) pem_dir: Option<&'a Path>,
+    pub(crate) security: Security<'a>,
     /// Our client's tokio workers and drivers; 1 is a current-thread runtime.
     pub(crate) client_cores: usize,
 }
@@ -348,18 +368,18 @@ pub(crate) fn rust_load(run: &Run<'_>, server: Kind) -> Result<RpcRow, String> {
         let mut config = PeerConfig::new(run.grape)
             .transport(transport(run.tr))
             .shards(cores);
-        match (run.pem_dir, transport(run.tr)) {
-            (Some(_), RpcTransport::Zmq) => {
+        match run.security {
+            Security::Curve => {
                 let keys = CurveKeys::new();
                 config = config.curve(CurveClientConfig::new(keys.client, keys.server.public()));
             }
-            (Some(dir), _) => {
+            Security::Tls(dir) => {
                 let [ca, cert, key] = pem_files(dir);
                 let tls = ClientTls::from_pem_files(ca, Some((cert.as_path(), key.as_path())))
                     .map_err(|e| e.to_string())?;
                 config = config.tls(tls);
             }
-            (None, _) => {}
+            Security::Plain => {}
         }
         let client = PeerClient::new(config).map_err(|e| e.to_string())?;
         let payload = Value::String("x".repeat(run.bytes));
@@ -461,12 +481,12 @@ pub(crate) fn node_load(ctx: &Ctx, run: &Run<'_>) -> Result<RpcRow, String> {
     if run.tr != "zmq" {
         cmd.arg(run.tr);
     }
-    match run.pem_dir {
-        Some(_) if run.tr == "zmq" => CurveKeys::new().node_env(&mut cmd, false),
-        Some(dir) => {
+    match run.security {
+        Security::Curve => CurveKeys::new().node_env(&mut cmd, false),
+        Security::Tls(dir) => {
             cmd.env("PEM_DIR", dir);
         }
-        None => {}
+        Security::Plain => {}
     }
     cmd.arg(run.concurrency.to_string())
         .arg(run.bytes.to_string())

@@ -10,7 +10,7 @@ use grenache_io::testkit::pki::TestCa;
 
 use super::grapes::{self, Kind};
 use super::report::{RpcRow, TlsRow};
-use super::rpc::{self, Run};
+use super::rpc::{self, Run, Security};
 use super::sections::Ctx;
 
 /// The transports with TLS (CURVE for ZeroMQ), by the name the report uses.
@@ -87,7 +87,7 @@ fn rows(
                 warmup: ctx.timing.warmup,
                 measure: ctx.timing.measure,
                 server: server.pid,
-                pem_dir: pem,
+                security: Security::of(pem, tr),
                 client_cores: ctx.client_cores,
             };
             let row: RpcRow = match kind {
