@@ -119,9 +119,9 @@ fn reply_response(reply: Reply) -> Response<Full<Bytes>> {
 fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(value) = HeaderValue::from_str(content_type) {
+        response.headers_mut().insert(CONTENT_TYPE, value);
+    }
     if status == StatusCode::TOO_MANY_REQUESTS {
         // A client over its rate has a token again within a second.
         response
