@@ -24,6 +24,7 @@ macro_rules! adapter_tests {
         $crate::adapter_tests!(@each $runtime, $block_on;
             lookup_on_a_lone_grape_answers_at_once,
             a_cached_lookup_is_answered_while_the_driver_is_held,
+            a_lookup_cached_past_its_ttl_waits_for_the_driver,
             an_announce_here_is_seen_by_the_next_lookup_at_once,
             cached_lookups_on_the_connections_show_in_the_recent_lookups,
             core_replies_pass_through_unchanged,
@@ -236,6 +237,34 @@ pub async fn a_cached_lookup_is_answered_while_the_driver_is_held<R: Runtime>() 
         metric(&metrics, "grape_api_lookup_duration_seconds_count"),
         Some(4)
     );
+    server.shutdown().await;
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn a_lookup_cached_past_its_ttl_waits_for_the_driver<R: Runtime>() {
+    // Arrange: "svc" cached for 100 ms, then the driver held past that.
+    let mut config = local_config(38);
+    config.grape.lookup_cache = Duration::from_millis(100);
+    let server = GrapeServer::<R>::start(config).await.expect("start");
+    let api = server.local_api_addr();
+    let lookup = br#"{"data":"svc"}"#;
+    let first = post::<R>(api, "/lookup", lookup).await;
+    let release = server.hold_driver().await;
+    crate::time::sleep::<R>(Duration::from_millis(200)).await;
+
+    // Act
+    let stale = crate::time::timeout::<R, _>(
+        Duration::from_millis(300),
+        post::<R>(api, "/lookup", lookup),
+    )
+    .await;
+    drop(release);
+    let fresh = post::<R>(api, "/lookup", lookup).await;
+
+    // Assert: not answered from the copy once stale; the core answers it after.
+    assert_eq!(first, (200, b"[]".to_vec()));
+    assert_eq!(stale, None, "a stale copy is not served");
+    assert_eq!(fresh, first);
     server.shutdown().await;
 }
 
