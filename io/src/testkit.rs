@@ -23,6 +23,10 @@ macro_rules! adapter_tests {
     ($runtime:ty, $block_on:path) => {
         $crate::adapter_tests!(@each $runtime, $block_on;
             lookup_on_a_lone_grape_answers_at_once,
+            a_cached_lookup_is_answered_while_the_driver_is_held,
+            a_lookup_cached_past_its_ttl_waits_for_the_driver,
+            an_announce_here_is_seen_by_the_next_lookup_at_once,
+            cached_lookups_on_the_connections_show_in_the_recent_lookups,
             core_replies_pass_through_unchanged,
             body_over_the_limit_is_refused_unread,
             chunked_body_over_the_limit_is_refused,
@@ -180,6 +184,139 @@ pub async fn lookup_on_a_lone_grape_answers_at_once<R: Runtime>() {
     assert_eq!(status, 200);
     assert_eq!(body, b"[]");
     assert!(started.elapsed() < Duration::from_secs(1));
+    server.shutdown().await;
+}
+
+/// A Grape on loopback whose cached lookups last a minute, so a stale one would show, and
+/// its API address.
+async fn long_cache_grape<R: Runtime>(seed: u8) -> (GrapeServer<R>, SocketAddr) {
+    let mut config = local_config(seed);
+    config.grape.lookup_cache = Duration::from_secs(60);
+    let server = GrapeServer::<R>::start(config).await.expect("start");
+    let api = server.local_api_addr();
+    (server, api)
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn a_cached_lookup_is_answered_while_the_driver_is_held<R: Runtime>() {
+    // Arrange: "svc" cached, then the driver held.
+    let (server, api) = long_cache_grape::<R>(35).await;
+    let lookup = br#"{"data":"svc"}"#;
+    let first = post::<R>(api, "/lookup", lookup).await;
+    let release = server.hold_driver().await;
+
+    // Act
+    let mut hits = Vec::new();
+    for _ in 0..3 {
+        let hit =
+            crate::time::timeout::<R, _>(Duration::from_secs(5), post::<R>(api, "/lookup", lookup));
+        hits.push(hit.await);
+    }
+    let health =
+        crate::time::timeout::<R, _>(Duration::from_millis(300), get::<R>(api, "/health")).await;
+    drop(release);
+    let (_, metrics) = get::<R>(api, "/metrics").await;
+
+    // Assert: answered without the driver, and counted by the core all the same.
+    assert_eq!(first, (200, b"[]".to_vec()));
+    for hit in hits {
+        assert_eq!(hit, Some((200, b"[]".to_vec())));
+    }
+    assert_eq!(health, None, "the driver was held");
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert_eq!(
+        metric(&metrics, "grape_api_lookup_cache_hits_total"),
+        Some(3),
+        "{metrics}"
+    );
+    let lookups_ok = "grape_api_requests_total{command=\"lookup\",outcome=\"ok\"}";
+    assert_eq!(metric(&metrics, lookups_ok), Some(4), "{metrics}");
+    let took_no_time = "grape_api_lookup_duration_seconds_bucket{le=\"0.0001\"}";
+    assert_eq!(metric(&metrics, took_no_time), Some(4), "{metrics}");
+    assert_eq!(
+        metric(&metrics, "grape_api_lookup_duration_seconds_count"),
+        Some(4)
+    );
+    server.shutdown().await;
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn a_lookup_cached_past_its_ttl_waits_for_the_driver<R: Runtime>() {
+    // Arrange: "svc" cached for 100 ms, then the driver held past that.
+    let mut config = local_config(38);
+    config.grape.lookup_cache = Duration::from_millis(100);
+    let server = GrapeServer::<R>::start(config).await.expect("start");
+    let api = server.local_api_addr();
+    let lookup = br#"{"data":"svc"}"#;
+    let first = post::<R>(api, "/lookup", lookup).await;
+    let release = server.hold_driver().await;
+    crate::time::sleep::<R>(Duration::from_millis(200)).await;
+
+    // Act
+    let stale = crate::time::timeout::<R, _>(
+        Duration::from_millis(300),
+        post::<R>(api, "/lookup", lookup),
+    )
+    .await;
+    drop(release);
+    let fresh = post::<R>(api, "/lookup", lookup).await;
+
+    // Assert: not answered from the copy once stale; the core answers it after.
+    assert_eq!(first, (200, b"[]".to_vec()));
+    assert_eq!(stale, None, "a stale copy is not served");
+    assert_eq!(fresh, first);
+    server.shutdown().await;
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn an_announce_here_is_seen_by_the_next_lookup_at_once<R: Runtime>() {
+    // Arrange: "svc" cached with no peer, and hit once.
+    let (server, api) = long_cache_grape::<R>(36).await;
+    let lookup = br#"{"data":"svc"}"#;
+    let before = post::<R>(api, "/lookup", lookup).await;
+    let hit = post::<R>(api, "/lookup", lookup).await;
+
+    // Act
+    let (announced, _) = post::<R>(api, "/announce", br#"{"data":["svc",1337]}"#).await;
+    let after = post::<R>(api, "/lookup", lookup).await;
+
+    // Assert
+    assert_eq!(before, (200, b"[]".to_vec()));
+    assert_eq!(hit, before);
+    assert_eq!(announced, 200);
+    assert_eq!(after, (200, br#"["127.0.0.1:1337"]"#.to_vec()));
+    server.shutdown().await;
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn cached_lookups_on_the_connections_show_in_the_recent_lookups<R: Runtime>() {
+    // Arrange: "svc" looked up, then "other"; then the driver held.
+    let (server, api) = long_cache_grape::<R>(37).await;
+    post::<R>(api, "/lookup", br#"{"data":"svc"}"#).await;
+    crate::time::sleep::<R>(Duration::from_millis(20)).await;
+    post::<R>(api, "/lookup", br#"{"data":"other"}"#).await;
+    let release = server.hold_driver().await;
+    crate::time::sleep::<R>(Duration::from_millis(20)).await;
+
+    // Act: a hit on "svc" while the driver cannot see it.
+    let hit = crate::time::timeout::<R, _>(
+        Duration::from_secs(5),
+        post::<R>(api, "/lookup", br#"{"data":"svc"}"#),
+    )
+    .await;
+    drop(release);
+    let (_, status) = get::<R>(api, "/status").await;
+
+    // Assert
+    assert_eq!(hit, Some((200, b"[]".to_vec())));
+    let status: serde_json::Value = serde_json::from_slice(&status).expect("JSON status");
+    let names: Vec<&str> = status["lookups"]["items"]
+        .as_array()
+        .expect("lookup rows")
+        .iter()
+        .filter_map(|row| row["name"].as_str())
+        .collect();
+    assert_eq!(names, ["svc", "other"], "{status}");
     server.shutdown().await;
 }
 

@@ -8,9 +8,25 @@
 //! Node Grape keeps what lookups found for `dht_peer_maxAge / 2` (60 s) and merges it into
 //! every answer, so a 500 ms cache is far fresher than what Node clients are used to. A `ttl`
 //! of zero turns the cache off.
+//!
+//! An adapter may keep a copy ([`LookupMirror`]) that its connections answer hot lookups
+//! from without queueing them for the [`Grape`](super::Grape): every change here is
+//! applied to the copy as it happens, so the copy never holds what this cache dropped.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
+
+/// A copy of the lookup cache kept outside the [`Grape`](super::Grape) (see
+/// [`Grape::mirror_lookup_cache`](super::Grape::mirror_lookup_cache)): the cache calls it on
+/// every change, before the request that caused the change is answered.
+pub trait LookupMirror: std::fmt::Debug + Send {
+    /// `body` is now the reply to a lookup of `name` (an HTTP 200 with
+    /// [`CONTENT_TYPE_JSON`](super::CONTENT_TYPE_JSON)), until just before `expires`
+    /// (`None`: a ttl too long to reckon, never).
+    fn put(&mut self, name: &[u8], expires: Option<Instant>, body: &[u8]);
+    /// `name` has no cached reply any more.
+    fn remove(&mut self, name: &[u8]);
+}
 
 /// Rendered lookup replies by service name, capped in entries and age.
 #[derive(Debug)]
@@ -21,6 +37,8 @@ pub(crate) struct LookupCache {
     /// Insertion order (times never go backwards), to expire and evict oldest first.
     /// A name inserted again leaves a stale record here, skipped when popped.
     order: VecDeque<(Instant, Box<[u8]>)>,
+    /// The adapter's copy, told of every insert and removal.
+    mirror: Option<Box<dyn LookupMirror>>,
 }
 
 #[derive(Debug)]
@@ -37,7 +55,16 @@ impl LookupCache {
             cap,
             entries: BTreeMap::new(),
             order: VecDeque::new(),
+            mirror: None,
         }
+    }
+
+    /// Keeps `mirror` a copy of this cache from now on (it starts with what is cached).
+    pub(crate) fn set_mirror(&mut self, mut mirror: Box<dyn LookupMirror>) {
+        for (name, e) in &self.entries {
+            mirror.put(name, e.at.checked_add(self.ttl), &e.body);
+        }
+        self.mirror = Some(mirror);
     }
 
     /// The reply cached for `name`, if it is younger than the ttl.
@@ -51,6 +78,9 @@ impl LookupCache {
         if self.ttl.is_zero() || self.cap == 0 {
             return;
         }
+        if let Some(mirror) = &mut self.mirror {
+            mirror.put(name, now.checked_add(self.ttl), &body);
+        }
         self.entries.insert(name.into(), Entry { at: now, body });
         self.order.push_back((now, name.into()));
         while let Some((at, _)) = self.order.front() {
@@ -62,14 +92,18 @@ impl LookupCache {
             if let Some((at, name)) = self.order.pop_front()
                 && self.entries.get(&name).is_some_and(|e| e.at == at)
             {
-                self.entries.remove(&name);
+                self.remove(&name);
             }
         }
     }
 
     /// Forgets the reply cached for `name` (its record in `order` is skipped when popped).
     pub(crate) fn remove(&mut self, name: &[u8]) {
-        self.entries.remove(name);
+        if self.entries.remove(name).is_some()
+            && let Some(mirror) = &mut self.mirror
+        {
+            mirror.remove(name);
+        }
     }
 
     /// Names cached (fresh or not yet evicted).
@@ -141,6 +175,38 @@ mod tests {
         cache.insert(t1 + Duration::from_millis(1), b"b", b"x".to_vec());
 
         assert_eq!(cache.get(t1, b"a"), Some(&b"new"[..]));
+    }
+
+    /// A mirror that records the names it holds.
+    #[derive(Clone, Debug, Default)]
+    struct Names(std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+    impl LookupMirror for Names {
+        fn put(&mut self, name: &[u8], _: Option<Instant>, _: &[u8]) {
+            let mut names = self.0.lock().expect("unpoisoned");
+            names.retain(|n| n != name);
+            names.push(name.to_vec());
+        }
+        fn remove(&mut self, name: &[u8]) {
+            self.0.lock().expect("unpoisoned").retain(|n| n != name);
+        }
+    }
+
+    #[test]
+    fn the_mirror_loses_what_is_evicted_expired_or_removed() {
+        let t0 = t0();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut cache = LookupCache::new(Duration::from_secs(1), 2);
+        let names = Names::default();
+        cache.set_mirror(Box::new(names.clone()));
+
+        cache.insert(at(0), b"a", b"1".to_vec());
+        cache.insert(at(1), b"b", b"2".to_vec());
+        cache.insert(at(2), b"c", b"3".to_vec()); // past the cap: a goes
+        cache.remove(b"b");
+        cache.insert(at(2000), b"d", b"4".to_vec()); // c expired
+
+        assert_eq!(*names.0.lock().expect("unpoisoned"), [b"d".to_vec()]);
     }
 
     #[test]

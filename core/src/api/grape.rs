@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
-use super::cache::LookupCache;
+use super::cache::{LookupCache, LookupMirror};
 use super::clients::{ApiConnection, ApiLimits, Clients};
 use super::dashboard::{self, Route};
 use super::error::{ApiError, json_string};
@@ -303,6 +303,53 @@ impl Grape {
     pub fn ws_closed(&mut self, conn: WsConn) {
         let ended = self.watches.close(conn);
         self.ended.extend(ended);
+    }
+
+    /// Keeps `mirror` a copy of the lookup cache from now on, so the adapter can answer a
+    /// hot lookup ([`http_lookup_name`](Grape::http_lookup_name)) from it without a trip to
+    /// the Grape. The Grape applies every change to it before it answers the request that
+    /// caused it (an announce or unannounce through this Grape drops the name first).
+    /// Answers served from the copy must be reported
+    /// ([`mirror_hits`](Grape::mirror_hits), [`mirror_hit_at`](Grape::mirror_hit_at)) so
+    /// the metrics and the dashboard count them as the Grape would; only clients the
+    /// per-client limits do not apply to ([`ApiLimits::apply_to`]) may be served so.
+    pub fn mirror_lookup_cache(&mut self, mirror: Box<dyn LookupMirror>) {
+        self.cache.set_mirror(mirror);
+    }
+
+    /// The name an HTTP request (as [`handle_http`](Grape::handle_http) takes it) looks up,
+    /// when it is a valid `/lookup` that the Grape would answer from its cache if the name
+    /// is there; `None` for anything else.
+    pub fn http_lookup_name(method: &str, target: &str, body: HttpBody<'_>) -> Option<Key> {
+        if CommandKind::from_path(target)? != CommandKind::Lookup {
+            return None;
+        }
+        if (method == "GET" || method == "HEAD") && dashboard::route(target) != Route::Command {
+            return None;
+        }
+        let HttpBody::Complete(body) = body else {
+            return None;
+        };
+        let msg = parse_body(body).ok()?;
+        match parse_command(CommandKind::Lookup, data_of(&msg)) {
+            Ok(Command::Lookup { name }) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Counts `hits` lookups the adapter answered from its copy of the cache, as the Grape
+    /// counts its own cache hits (a request answered, a hit, a lookup of no duration).
+    pub fn mirror_hits(&mut self, hits: u64) {
+        self.metrics.cached_lookups(hits);
+    }
+
+    /// The adapter answered a lookup of `name` from its copy of the cache at `at`: the
+    /// dashboard's recent lookups show it as the Grape's own hits do (an earlier time than
+    /// the one shown changes nothing).
+    pub fn mirror_hit_at(&mut self, at: Instant, name: &[u8]) {
+        if let Some(name) = Key::new(name) {
+            self.lookups.touch_if_later(at, &name);
+        }
     }
 
     /// Handles one HTTP request; its [`Reply`] comes from [`poll_reply`](Grape::poll_reply),
@@ -1631,6 +1678,178 @@ mod tests {
         net.call_data(a, "/announce", json!(["svc", 1337]));
 
         assert_eq!(net.lookup(a, "svc"), json!(["127.0.0.1:1337"]));
+    }
+
+    /// Name to (expiry, body).
+    type Held = BTreeMap<Vec<u8>, (Option<Instant>, Vec<u8>)>;
+
+    /// A [`LookupMirror`] that the test reads back.
+    #[derive(Clone, Debug, Default)]
+    struct Mirrored(std::sync::Arc<std::sync::Mutex<Held>>);
+
+    impl LookupMirror for Mirrored {
+        fn put(&mut self, name: &[u8], expires: Option<Instant>, body: &[u8]) {
+            let mut map = self.0.lock().expect("unpoisoned");
+            map.insert(name.to_vec(), (expires, body.to_vec()));
+        }
+        fn remove(&mut self, name: &[u8]) {
+            self.0.lock().expect("unpoisoned").remove(name);
+        }
+    }
+
+    impl Mirrored {
+        fn get(&self, name: &str) -> Option<(Option<Instant>, Vec<u8>)> {
+            self.0
+                .lock()
+                .expect("unpoisoned")
+                .get(name.as_bytes())
+                .cloned()
+        }
+    }
+
+    #[test]
+    fn the_mirror_holds_what_the_cache_answers_and_loses_an_announced_name_first() {
+        let mut net = Net::new(2, GrapeConfig::default).joined();
+        let a = addr(20001);
+        let copy = Mirrored::default();
+        net.grape(a).mirror_lookup_cache(Box::new(copy.clone()));
+        let before = net.call_data(a, "/lookup", json!("svc"));
+        let answered_at = net.now;
+        let cached = copy.get("svc");
+
+        let announce = net.send(a, "/announce", &json!({"data": ["svc", 1337]}).to_string());
+        let while_announcing = copy.get("svc");
+        net.wait(announce);
+        let after = net.call_data(a, "/lookup", json!("svc"));
+
+        let ttl = GrapeConfig::default().lookup_cache;
+        assert_eq!(cached, Some((Some(answered_at + ttl), before.body)));
+        assert_eq!(
+            while_announcing, None,
+            "dropped before the announce is answered"
+        );
+        assert_eq!(after.body, br#"["127.0.0.1:1337"]"#);
+        assert_eq!(copy.get("svc").map(|(_, body)| body), Some(after.body));
+    }
+
+    #[test]
+    fn a_mirror_set_late_starts_with_what_is_cached() {
+        let mut net = Net::new(2, GrapeConfig::default).joined();
+        let a = addr(20001);
+        let reply = net.call_data(a, "/lookup", json!("svc"));
+        let copy = Mirrored::default();
+
+        net.grape(a).mirror_lookup_cache(Box::new(copy.clone()));
+
+        assert_eq!(copy.get("svc").map(|(_, body)| body), Some(reply.body));
+    }
+
+    #[test]
+    fn mirror_hits_count_as_the_grapes_own_hits() {
+        let (mut served_here, a) = lone();
+        let (mut served_by_mirror, b) = lone();
+        for _ in 0..4 {
+            served_here.lookup(a, "svc");
+        }
+
+        served_by_mirror.lookup(b, "svc");
+        served_by_mirror.grape(b).mirror_hits(3);
+
+        let metrics = served_here.grape(a).render_metrics();
+        assert!(
+            metrics.contains("grape_api_lookup_cache_hits_total 3\n"),
+            "{metrics}"
+        );
+        assert_eq!(served_by_mirror.grape(b).render_metrics(), metrics);
+    }
+
+    #[test]
+    fn a_mirror_hit_moves_the_name_up_the_recent_lookups_but_never_back() {
+        let (mut net, a) = lone();
+        let t = net.now;
+        net.lookup(a, "old");
+        net.now += Duration::from_secs(1);
+        net.lookup(a, "new");
+        let newest = |net: &mut Net| {
+            let (name, at, _) = net
+                .grape(a)
+                .lookups
+                .newest_first()
+                .next()
+                .expect("a lookup");
+            (name.as_bytes().to_vec(), at)
+        };
+
+        net.grape(a)
+            .mirror_hit_at(t + Duration::from_secs(2), b"old");
+        let moved = newest(&mut net);
+        net.grape(a).mirror_hit_at(t, b"old");
+        let kept = newest(&mut net);
+
+        assert_eq!(moved, (b"old".to_vec(), t + Duration::from_secs(2)));
+        assert_eq!(kept, moved);
+    }
+
+    #[test]
+    fn http_lookup_name_names_exactly_the_lookups_handle_http_starts() {
+        let (mut net, a) = lone();
+        let big = vec![b' '; 9000];
+        let cases: [(&str, &str, HttpBody<'_>); 14] = [
+            ("POST", "/lookup", HttpBody::Complete(br#"{"data":"svc"}"#)),
+            ("GET", "/lookup", HttpBody::Complete(br#"{"data":"svc"}"#)),
+            ("HEAD", "/lookup", HttpBody::Complete(br#"{"data":"svc"}"#)),
+            (
+                "PUT",
+                "/lookup",
+                HttpBody::Complete(br#"{"data":"svc","x":[1]}"#),
+            ),
+            (
+                "POST",
+                "/lookup",
+                HttpBody::Complete(br#"{"data":"a","data":"b"}"#),
+            ),
+            (
+                "POST",
+                "/lookup?x=1",
+                HttpBody::Complete(br#"{"data":"svc"}"#),
+            ),
+            ("POST", "/lookup", HttpBody::Complete(br#"{"data":""}"#)),
+            ("POST", "/lookup", HttpBody::Complete(br#"{"data":5}"#)),
+            ("POST", "/lookup", HttpBody::Complete(br#"["svc"]"#)),
+            (
+                "POST",
+                "/lookup",
+                HttpBody::Complete(br#"{"data":"svc","y":1e400}"#),
+            ),
+            ("POST", "/lookup", HttpBody::Complete(&big)),
+            ("POST", "/lookup", HttpBody::TooLarge),
+            (
+                "POST",
+                "/announce",
+                HttpBody::Complete(br#"{"data":["svc",1]}"#),
+            ),
+            ("GET", "/health", HttpBody::Complete(b"")),
+        ];
+
+        for (method, target, body) in cases {
+            let named = Grape::http_lookup_name(method, target, body);
+            let g = net.grape(a);
+            let before = (g.metrics.cache_hits, g.metrics.cache_misses);
+            let lookups = g.lookups.len();
+            let now = net.now;
+            net.grape(a)
+                .handle_http(now, CLIENT, RequestId(1), method, target, body);
+            net.collect();
+            let g = net.grape(a);
+            let started = (g.metrics.cache_hits, g.metrics.cache_misses) != before;
+            assert_eq!(named.is_some(), started, "{method} {target}");
+            if let Some(name) = named {
+                assert!(
+                    g.lookups.len() > lookups || g.lookups.touch(now, &name),
+                    "{method} {target} looked up {name:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -116,6 +116,26 @@ impl ApiMetrics {
         self.lookup_sum = self.lookup_sum.saturating_add(took);
     }
 
+    /// Counts `n` lookups answered from a cache: each a request answered, a hit and a
+    /// lookup of no duration (the first bucket), as one hit at a time would.
+    pub(crate) fn cached_lookups(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if let Some(slot) = self
+            .requests
+            .get_mut(command_index(Some(CommandKind::Lookup)))
+            .and_then(|row| row.get_mut(RequestOutcome::Ok.index()))
+        {
+            *slot += n;
+        }
+        for bucket in &mut self.lookup_buckets {
+            *bucket += n;
+        }
+        self.lookup_count += n;
+        self.cache_hits += n;
+    }
+
     /// Requests answered per command label (every outcome), for the dashboard's rates.
     pub(crate) fn requests_by_command(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         self.requests

@@ -21,6 +21,7 @@ mod status;
 mod watch;
 mod ws;
 
+pub use cache::LookupMirror;
 pub use clients::{
     ApiConnection, ApiLimits, DEFAULT_CONNECTIONS_PER_CLIENT, DEFAULT_REQUESTS_PER_SECOND,
 };

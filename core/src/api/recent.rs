@@ -56,6 +56,16 @@ impl<K: Ord + Clone, V> Recent<K, V> {
         true
     }
 
+    /// Marks `key` as touched at `at` unless it was touched later already; false if it is
+    /// not held.
+    pub(crate) fn touch_if_later(&mut self, at: Instant, key: &K) -> bool {
+        match self.entries.get(key) {
+            Some((last, _)) if *last >= at => true,
+            Some(_) => self.touch(at, key),
+            None => false,
+        }
+    }
+
     /// Forgets `key`.
     pub(crate) fn remove(&mut self, key: &K) {
         if let Some((at, _)) = self.entries.remove(key) {

@@ -13,6 +13,7 @@ use grenache_core::api::{
 use grenache_core::dht::Transmit;
 use hyper::{Method, Uri};
 
+use super::hot::HotLookups;
 use crate::config::Limits;
 use crate::http_server::Body;
 use crate::runtime::Runtime;
@@ -73,6 +74,12 @@ pub(crate) enum Command {
     },
     /// A WebSocket connection closed: its watches end.
     WsClosed(WsConn),
+    /// Tests only: the driver says so on `held`, then serves nothing until `until` closes.
+    #[cfg(feature = "testkit")]
+    Hold {
+        held: async_channel::Sender<()>,
+        until: async_channel::Receiver<()>,
+    },
 }
 
 /// Where a WebSocket connection's replies go.
@@ -136,6 +143,8 @@ pub(crate) struct Driver<R: Runtime> {
     commands: async_channel::Receiver<Command>,
     stop: Stop,
     counters: Arc<Counters>,
+    /// The connections' copy of the lookup cache, whose hits are reported to the core.
+    hot: Arc<HotLookups>,
     max_pending: usize,
     pending: HashMap<RequestId, Pending>,
     next_req: u64,
@@ -147,11 +156,14 @@ pub(crate) struct Driver<R: Runtime> {
     /// When to look next for HTTP requests past their deadline: one timer for all of them,
     /// where a timer per request cost a share of each request's CPU.
     next_sweep: Instant,
+    /// Tests only: what the driver waits on before it serves anything else.
+    #[cfg(feature = "testkit")]
+    held: Option<(async_channel::Sender<()>, async_channel::Receiver<()>)>,
 }
 
 impl<R: Runtime> Driver<R> {
     pub(crate) fn new(
-        grape: Grape,
+        mut grape: Grape,
         socket: DhtSocket<R>,
         commands: async_channel::Receiver<Command>,
         stop: Stop,
@@ -159,6 +171,8 @@ impl<R: Runtime> Driver<R> {
         limits: &Limits,
         state: StateSaver,
     ) -> Self {
+        let hot = Arc::new(HotLookups::new(R::now()));
+        grape.mirror_lookup_cache(hot.writer());
         Self {
             grape,
             socket,
@@ -166,13 +180,21 @@ impl<R: Runtime> Driver<R> {
             commands,
             stop,
             counters,
+            hot,
             max_pending: limits.max_pending(),
             pending: HashMap::new(),
             next_req: 0,
             state,
             reply_timeout: limits.reply_timeout,
             next_sweep: R::now() + SWEEP_EVERY,
+            #[cfg(feature = "testkit")]
+            held: None,
         }
+    }
+
+    /// The copy of the core's lookup cache, for the connections to answer hot lookups from.
+    pub(crate) fn hot_lookups(&self) -> Arc<HotLookups> {
+        Arc::clone(&self.hot)
     }
 
     /// Runs until `stop` fires: drains the core's output, then sleeps on whichever input
@@ -221,6 +243,11 @@ impl<R: Runtime> Driver<R> {
             self.state.tick(now, &self.grape);
             if now >= self.next_sweep {
                 self.sweep(now);
+            }
+            #[cfg(feature = "testkit")]
+            if let Some((held, until)) = self.held.take() {
+                let _ = held.try_send(());
+                let _ = until.recv().await;
             }
         }
         self.flush().await;
@@ -286,6 +313,8 @@ impl<R: Runtime> Driver<R> {
 
     /// Handles `first`, then whatever else is queued, up to [`COMMAND_BURST`] in all.
     fn command_burst(&mut self, now: Instant, first: Command) {
+        // Hits answered on the connections count before anything that reads the counts.
+        self.hot.report(&mut self.grape);
         self.handle_command(now, first);
         for _ in 1..COMMAND_BURST {
             let Ok(cmd) = self.commands.try_recv() else {
@@ -343,12 +372,13 @@ impl<R: Runtime> Driver<R> {
                     Body::Complete(bytes) => HttpBody::Complete(bytes),
                     Body::TooLarge(_) => HttpBody::TooLarge,
                 };
-                // The query string too: `/watch` reads its arguments there.
-                let target = uri.path_and_query().map_or("/", |p| p.as_str());
+                let target = super::http::target(&uri);
                 self.grape
                     .handle_http(now, client, req, method.as_str(), target, body);
             }
             Command::WsClosed(conn) => self.grape.ws_closed(conn),
+            #[cfg(feature = "testkit")]
+            Command::Hold { held, until } => self.held = Some((held, until)),
             Command::Ws {
                 conn,
                 client,

@@ -2,6 +2,7 @@
 //! starts and stops them.
 
 mod driver;
+mod hot;
 mod http;
 pub(crate) mod server;
 mod too_large;
@@ -15,11 +16,14 @@ use grenache_core::api::{ApiConnection, ApiLimits};
 use crate::config::Limits;
 use crate::stop::Stop;
 use driver::Command;
+use hot::HotLookups;
 
 /// What every API connection needs: the way to the driver and the bounds to keep.
 #[derive(Debug)]
 pub(crate) struct ApiContext {
     pub(crate) commands: async_channel::Sender<Command>,
+    /// The copy of the core's lookup cache that hot lookups are answered from.
+    pub(crate) hot: std::sync::Arc<HotLookups>,
     /// The core's body limit; the WebSocket message cap too.
     pub(crate) max_payload: usize,
     pub(crate) limits: Limits,

@@ -32,6 +32,9 @@ pub struct GrapeServer<R: Runtime> {
     stop_driver: StopTrigger,
     listeners: Vec<Task<R>>,
     driver: Task<R>,
+    /// Tests only: the way to the driver, to hold it ([`GrapeServer::hold_driver`]).
+    #[cfg(feature = "testkit")]
+    commands: async_channel::Sender<super::driver::Command>,
 }
 
 /// Counts of I/O trouble since start; none of it stops the server.
@@ -92,10 +95,14 @@ impl<R: Runtime> GrapeServer<R> {
             &config.limits,
             StateSaver::new(config.state_file, now),
         );
+        let hot = driver.hot_lookups();
         let driver = Task::spawn(driver.run());
 
+        #[cfg(feature = "testkit")]
+        let commands = commands_tx.clone();
         let ctx = Arc::new(ApiContext {
             commands: commands_tx,
+            hot,
             max_payload,
             limits: config.limits,
             api_limits,
@@ -138,6 +145,8 @@ impl<R: Runtime> GrapeServer<R> {
             stop_driver,
             listeners,
             driver,
+            #[cfg(feature = "testkit")]
+            commands,
         })
     }
 
@@ -173,6 +182,22 @@ impl<R: Runtime> GrapeServer<R> {
             recv_errors: self.counters.recv_errors.load(Ordering::Relaxed),
             rejected: self.counters.rejected.load(Ordering::Relaxed),
         }
+    }
+
+    /// Tests only: stops the driver (the core's task) until the returned sender is dropped,
+    /// so a test can tell what is served without it.
+    #[cfg(feature = "testkit")]
+    #[doc(hidden)]
+    pub async fn hold_driver(&self) -> async_channel::Sender<()> {
+        let (release, until) = async_channel::bounded(1);
+        let (held, is_held) = async_channel::bounded(1);
+        let asked = self
+            .commands
+            .send(super::driver::Command::Hold { held, until })
+            .await;
+        assert!(asked.is_ok(), "the driver runs");
+        assert!(is_held.recv().await.is_ok(), "the driver holds");
+        release
     }
 
     /// Stops cleanly: stops accepting, lets open connections finish their requests (up to
