@@ -278,22 +278,56 @@ impl TransportError {
 
 /// A request id as the Node packages make them: a lower-case UUID v4 string.
 pub(crate) fn request_id(rng: &mut impl Rng) -> String {
-    let mut b = [0u8; 16];
-    rng.fill(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    // Written straight into one string: every request makes one, so no `format!`.
-    let mut id = String::with_capacity(36);
-    for (i, part) in [&b[0..4], &b[4..6], &b[6..8], &b[8..10], &b[10..16]]
-        .into_iter()
-        .enumerate()
-    {
-        if i > 0 {
-            id.push('-');
+    Rid::new(rng).as_str().to_owned()
+}
+
+/// A request id of ours ([`request_id`]'s text), kept inline: the RPC client files every
+/// attempt's rid in several maps, and a `Copy` key costs no allocation or free there.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Rid([u8; RID_LEN]);
+
+/// Characters of a UUID in text form.
+const RID_LEN: usize = 36;
+
+impl Rid {
+    /// A fresh UUID v4, lower-case.
+    pub(crate) fn new(rng: &mut impl Rng) -> Rid {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut b = [0u8; 16];
+        rng.fill(&mut b);
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let mut id = [b'-'; RID_LEN];
+        let mut at = 0;
+        for (i, byte) in b.iter().enumerate() {
+            // Dashes after the 4th, 6th, 8th and 10th byte: 8-4-4-4-12 digits.
+            if matches!(i, 4 | 6 | 8 | 10) {
+                at += 1;
+            }
+            id[at] = DIGITS[usize::from(byte >> 4)];
+            id[at + 1] = DIGITS[usize::from(byte & 0xf)];
+            at += 2;
         }
-        crate::dht::id::push_hex(&mut id, part);
+        Rid(id)
     }
-    id
+
+    /// The rid a peer's frame names, if it can be one of ours (any other answers nothing
+    /// we sent).
+    pub(crate) fn parse(rid: &str) -> Option<Rid> {
+        <[u8; RID_LEN]>::try_from(rid.as_bytes()).ok().map(Rid)
+    }
+
+    /// The text form.
+    pub(crate) fn as_str(&self) -> &str {
+        // Only ever made from a `str` (or ASCII digits and dashes), so never empty.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for Rid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[cfg(test)]
@@ -324,6 +358,21 @@ mod tests {
         });
         assert_eq!(id.replace('-', "")[..12], bytes[..12]);
         assert_eq!(id.replace('-', "")[20..], bytes[20..]);
+    }
+
+    #[test]
+    fn rids_read_back_only_their_own_length() {
+        let rid = Rid::new(&mut ChaCha8Rng::seed_from_u64(3));
+
+        assert_eq!(Rid::parse(rid.as_str()), Some(rid));
+        assert_eq!(
+            request_id(&mut ChaCha8Rng::seed_from_u64(3)),
+            rid.as_str(),
+            "a rid is request_id's text"
+        );
+        assert_eq!(Rid::parse(&rid.as_str()[1..]), None);
+        assert_eq!(Rid::parse(&format!("{}0", rid.as_str())), None);
+        assert_eq!(Rid::parse(""), None);
     }
 
     #[test]
