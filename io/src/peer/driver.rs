@@ -27,8 +27,9 @@ use crate::runtime::Runtime;
 use crate::time::sleep_until;
 use crate::tls::TlsClient;
 
-/// Where one answer goes.
-pub(crate) type Reply<T> = async_channel::Sender<T>;
+/// Where one answer goes: a one-shot channel, the cheapest to make, since every request
+/// makes one.
+pub(crate) type Reply<T> = futures_channel::oneshot::Sender<T>;
 
 /// Where the answer to an announce goes.
 type Done = Reply<Result<(), PeerError>>;
@@ -642,5 +643,5 @@ fn unexpected(id: CommandId, kind_mismatch: bool) {
 
 /// Answers a caller; one that stopped waiting (its future was dropped) is no error.
 fn send<T>(reply: Reply<T>, value: T) {
-    let _ = reply.try_send(value);
+    let _ = reply.send(value);
 }
