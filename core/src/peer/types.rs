@@ -1,6 +1,7 @@
 //! Ids, addresses and I/O values shared by the peer state machines and their adapters.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rand::Rng;
@@ -58,9 +59,10 @@ impl Ids {
 /// A peer as the Grape lists it: `host:port`, where host is an IPv4 address or a name.
 ///
 /// Kept as the Grape's string (not a `SocketAddr`) because a host may be a DNS name and
-/// the adapter, not the core, resolves names.
+/// the adapter, not the core, resolves names. Shared (`Arc`), since every request copies
+/// its peers out of the lookup cache and into its attempt: a clone is a count, not a string.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PeerAddr(String);
+pub struct PeerAddr(Arc<str>);
 
 impl PeerAddr {
     /// Checks `host:port`: a non-empty host without whitespace, `/`, `@`, `?` or `#`
@@ -79,7 +81,7 @@ impl PeerAddr {
                 .any(|c| c.is_whitespace() || c.is_control() || "/@?#".contains(c))
             && (host.starts_with('[') == host.ends_with(']'))
             && (host.starts_with('[') || !host.contains(':'));
-        (port_ok && host_ok).then(|| PeerAddr(s.to_owned()))
+        (port_ok && host_ok).then(|| PeerAddr(Arc::from(s)))
     }
 
     /// The `host:port` text.
