@@ -119,7 +119,11 @@ impl Balancer {
                 if !self.cursors.contains_key(name) && self.cursors.len() >= MAX_CURSORS {
                     self.cursors.clear();
                 }
-                let cursor = self.cursors.entry(name.to_owned()).or_insert(0);
+                // Looked up before it is made: a name's key is allocated once, not per pick.
+                let cursor = match self.cursors.get_mut(name) {
+                    Some(cursor) => cursor,
+                    None => self.cursors.entry(name.to_owned()).or_insert(0),
+                };
                 let pick = live.get(*cursor % live.len()).map(|p| (*p).clone());
                 *cursor = cursor.wrapping_add(1);
                 pick

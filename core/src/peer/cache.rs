@@ -41,10 +41,13 @@ impl LookupCache {
             self.forget(name);
             return None;
         }
-        self.order.remove(&entry.stamp);
-        self.stamp += 1;
-        entry.stamp = self.stamp;
-        self.order.insert(self.stamp, name.to_owned());
+        // The newest entry is hit again and again under load: it stays the newest.
+        if entry.stamp != self.stamp {
+            self.order.remove(&entry.stamp);
+            self.stamp += 1;
+            entry.stamp = self.stamp;
+            self.order.insert(self.stamp, name.to_owned());
+        }
         Some(entry.peers.clone())
     }
 
@@ -121,6 +124,28 @@ mod tests {
         assert!(cache.get(t0, "b").is_none());
         assert!(cache.get(t0, "c").is_some());
         assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn hits_on_the_newest_entry_keep_the_recency_order() {
+        let t0 = Instant::now();
+        let mut cache = LookupCache::new(Duration::from_secs(10), 2);
+        cache.insert(t0, "a", peers("h:1"));
+        cache.insert(t0, "b", peers("h:2"));
+        for _ in 0..3 {
+            assert!(cache.get(t0, "b").is_some());
+        }
+        assert!(cache.get(t0, "a").is_some(), "a is the newest now");
+        assert!(cache.get(t0, "a").is_some());
+
+        cache.insert(t0, "c", peers("h:3"));
+
+        assert!(
+            cache.get(t0, "b").is_none(),
+            "b was the least recently used"
+        );
+        assert!(cache.get(t0, "a").is_some());
+        assert!(cache.get(t0, "c").is_some());
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::peer::sniff::Protocol;
 use crate::peer::stream::{StreamHead, StreamOptions, StreamPlan};
 use crate::peer::types::{
     CommandId, ConnId, Delivery, HttpId, HttpMethod, HttpRequest, HttpResponse, Ids, Io, PeerAddr,
-    TransportError, WsMessage, request_id,
+    Rid, TransportError, WsMessage, request_id,
 };
 use crate::peer::zmq::{self, decode_zmq_reply};
 use crate::peer::zmtp::{
@@ -173,11 +173,11 @@ pub struct RpcStats {
 pub(crate) struct Rpc {
     config: RpcConfig,
     calls: BTreeMap<CommandId, Call>,
-    attempts: BTreeMap<String, Attempt>,
-    by_http: BTreeMap<HttpId, String>,
+    attempts: BTreeMap<Rid, Attempt>,
+    by_http: BTreeMap<HttpId, Rid>,
     conns: BTreeMap<ConnId, Conn>,
     by_addr: BTreeMap<PeerAddr, ConnId>,
-    deadlines: BTreeSet<(Instant, String)>,
+    deadlines: BTreeSet<(Instant, Rid)>,
     balancer: Balancer,
     dead: DeadPeers,
     /// Calls that want a fresh lookup of a name (see [`Refresh`]); the owner forgets its
@@ -261,8 +261,8 @@ struct Conn {
     /// finished (ZMTP holds requests until then). Until then a close reached nobody.
     reached: bool,
     /// Frames waiting for a WebSocket to open, by rid (ZMTP queues its own).
-    queued: Vec<(String, String)>,
-    inflight: BTreeSet<String>,
+    queued: Vec<(Rid, String)>,
+    inflight: BTreeSet<Rid>,
     idle_since: Instant,
     /// The ZMTP state of a ZeroMQ connection; `None` for a WebSocket.
     zmtp: Option<Connection>,
@@ -407,7 +407,7 @@ impl Rpc {
         ids: &mut Ids,
         rng: &mut impl Rng,
     ) {
-        let Some(rid) = self.by_http.get(&http).cloned() else {
+        let Some(&rid) = self.by_http.get(&http) else {
             self.stats.late_replies += 1;
             return;
         };
@@ -426,10 +426,10 @@ impl Rpc {
             (None, reply) => {
                 let compress = self.attempts.get(&rid).is_some_and(|a| a.compress);
                 let max = self.config.max_frame_len;
-                End::Done(read_http_reply(&rid, compress, reply, max))
+                End::Done(read_http_reply(rid.as_str(), compress, reply, max))
             }
         };
-        self.finish(now, &rid, end, ids, rng);
+        self.finish(now, rid, end, ids, rng);
     }
 
     pub(crate) fn handle_ws_open(&mut self, now: Instant, conn: ConnId) {
@@ -518,6 +518,7 @@ impl Rpc {
             if let Some(rid) = too_large
                 .as_deref()
                 .and_then(|r| std::str::from_utf8(r).ok())
+                .and_then(Rid::parse)
             {
                 self.finish(now, rid, End::Done(Err(RpcError::ReplyTooLarge)), ids, rng);
             }
@@ -549,15 +550,17 @@ impl Rpc {
                 return;
             }
         };
-        let ours = self
-            .attempts
-            .get(&rid)
-            .is_some_and(|a| matches!(a.via, Via::Conn(c) if c == conn));
-        if !ours {
+        // A rid that is not one of ours (not even its length) answers nothing we sent.
+        let ours = Rid::parse(&rid).filter(|rid| {
+            self.attempts
+                .get(rid)
+                .is_some_and(|a| matches!(a.via, Via::Conn(c) if c == conn))
+        });
+        let Some(rid) = ours else {
             self.stats.late_replies += 1;
             return;
-        }
-        self.finish(now, &rid, End::Done(result), ids, rng);
+        };
+        self.finish(now, rid, End::Done(result), ids, rng);
     }
 
     /// A WebSocket or ZeroMQ connection closed, or could not be opened.
@@ -628,34 +631,34 @@ impl Rpc {
         if let Some(err) = unreached {
             let all = c.queued.into_iter().map(|(rid, _)| rid).chain(c.inflight);
             for rid in all.collect::<Vec<_>>() {
-                self.finish(now, &rid, End::Unreached(err.clone()), ids, rng);
+                self.finish(now, rid, End::Unreached(err.clone()), ids, rng);
             }
             return;
         }
         // Frames still queued never went out; nothing went out on a connection that never
         // opened (or whose ZeroMQ handshake never finished).
         let unsent = c.queued.into_iter().map(|(rid, _)| rid);
-        let (unsent, sent): (Vec<String>, Vec<String>) = if c.reached {
+        let (unsent, sent): (Vec<Rid>, Vec<Rid>) = if c.reached {
             (unsent.collect(), c.inflight.into_iter().collect())
         } else {
             (unsent.chain(c.inflight).collect(), Vec::new())
         };
         for rid in unsent {
             let end = End::Unreached(RpcError::TransportClose);
-            self.finish(now, &rid, end, ids, rng);
+            self.finish(now, rid, end, ids, rng);
         }
         for rid in sent {
             let end = End::Done(Err(lost.clone()));
-            self.finish(now, &rid, end, ids, rng);
+            self.finish(now, rid, end, ids, rng);
         }
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant, ids: &mut Ids, rng: &mut impl Rng) {
-        while let Some((at, rid)) = self.deadlines.first().cloned() {
+        while let Some(&(at, rid)) = self.deadlines.first() {
             if at > now {
                 break;
             }
-            self.finish(now, &rid, End::Done(Err(RpcError::Timeout)), ids, rng);
+            self.finish(now, rid, End::Done(Err(RpcError::Timeout)), ids, rng);
         }
         self.beat(now, ids, rng);
         let idle: Vec<ConnId> = self
@@ -782,13 +785,13 @@ impl Rpc {
         let Some(call) = self.calls.get(&id) else {
             return;
         };
-        let rid = request_id(rng);
+        let rid = Rid::new(rng);
         let deadline = now + call.timeout;
         let compress = call.compress && self.config.transport == RpcTransport::Http;
         self.stats.attempts += 1;
         let via = match self.config.transport {
             RpcTransport::Http => {
-                let frame = encode_request_json(&rid, &call.name, &call.payload);
+                let frame = encode_request_json(rid.as_str(), &call.name, &call.payload);
                 let http = HttpId(ids.next());
                 let (body, comp) = if compress {
                     (gzip(&frame), Compression::Gzip)
@@ -803,11 +806,11 @@ impl Rpc {
                     body,
                     deadline,
                 }));
-                self.by_http.insert(http, rid.clone());
+                self.by_http.insert(http, rid);
                 Via::Http(http)
             }
             RpcTransport::Ws | RpcTransport::Zmq => {
-                match self.send_on_conn(now, id, &rid, &addr, ids, rng) {
+                match self.send_on_conn(now, id, rid, &addr, ids, rng) {
                     Ok(conn) => Via::Conn(conn),
                     Err(err) => {
                         let attempt = Attempt {
@@ -818,14 +821,14 @@ impl Rpc {
                             via: Via::Conn(ConnId(0)),
                             compress,
                         };
-                        self.attempts.insert(rid.clone(), attempt);
-                        self.finish(now, &rid, End::Done(Err(err)), ids, rng);
+                        self.attempts.insert(rid, attempt);
+                        self.finish(now, rid, End::Done(Err(err)), ids, rng);
                         return;
                     }
                 }
             }
         };
-        self.deadlines.insert((deadline, rid.clone()));
+        self.deadlines.insert((deadline, rid));
         self.attempts.insert(
             rid,
             Attempt {
@@ -845,7 +848,7 @@ impl Rpc {
         &mut self,
         now: Instant,
         id: CommandId,
-        rid: &str,
+        rid: Rid,
         addr: &PeerAddr,
         ids: &mut Ids,
         rng: &mut impl Rng,
@@ -858,23 +861,23 @@ impl Rpc {
         };
         if let Some(zmtp) = c.zmtp.as_mut() {
             // ZMTP holds messages until its handshake is done.
-            let sent = zmtp.send(&[rid.as_bytes(), call.name.as_bytes(), &call.payload]);
+            let sent = zmtp.send(&[rid.as_str().as_bytes(), call.name.as_bytes(), &call.payload]);
             flush(&mut self.transmits, conn, zmtp);
             if let Err(e) = sent {
                 tracing::debug!(%conn, error = %e, "ZeroMQ connection refused a request");
                 return Err(RpcError::Request(e.to_string()));
             }
-            c.inflight.insert(rid.to_owned());
+            c.inflight.insert(rid);
         } else {
-            let text = json_text(encode_request_json(rid, &call.name, &call.payload));
+            let text = json_text(encode_request_json(rid.as_str(), &call.name, &call.payload));
             if c.open {
-                c.inflight.insert(rid.to_owned());
+                c.inflight.insert(rid);
                 self.transmits.push_back(Io::WsSend {
                     conn,
                     msg: WsMessage::Text(text),
                 });
             } else {
-                c.queued.push((rid.to_owned(), text));
+                c.queued.push((rid, text));
             }
         }
         Ok(conn)
@@ -936,7 +939,7 @@ impl Rpc {
     }
 
     /// Ends one attempt and moves its call on: done, sent on, retried, or failed.
-    fn finish(&mut self, now: Instant, rid: &str, end: End, ids: &mut Ids, rng: &mut impl Rng) {
+    fn finish(&mut self, now: Instant, rid: Rid, end: End, ids: &mut Ids, rng: &mut impl Rng) {
         let Some(attempt) = self.forget_attempt(now, rid) else {
             return;
         };
@@ -1010,31 +1013,31 @@ impl Rpc {
                 // Like async.map: the first error ends the map; other replies are dropped.
                 Err(e) => {
                     self.end(id, Err(e));
-                    let rest: Vec<String> = self
+                    let rest: Vec<Rid> = self
                         .attempts
                         .iter()
                         .filter(|(_, a)| a.call == id)
-                        .map(|(r, _)| r.clone())
+                        .map(|(&r, _)| r)
                         .collect();
                     for r in rest {
-                        self.forget_attempt(now, &r);
+                        self.forget_attempt(now, r);
                     }
                 }
             },
         }
     }
 
-    fn forget_attempt(&mut self, now: Instant, rid: &str) -> Option<Attempt> {
-        let attempt = self.attempts.remove(rid)?;
-        self.deadlines.remove(&(attempt.deadline, rid.to_owned()));
+    fn forget_attempt(&mut self, now: Instant, rid: Rid) -> Option<Attempt> {
+        let attempt = self.attempts.remove(&rid)?;
+        self.deadlines.remove(&(attempt.deadline, rid));
         match attempt.via {
             Via::Http(http) => {
                 self.by_http.remove(&http);
             }
             Via::Conn(conn) => {
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    c.inflight.remove(rid);
-                    c.queued.retain(|(r, _)| r != rid);
+                    c.inflight.remove(&rid);
+                    c.queued.retain(|(r, _)| *r != rid);
                     if c.is_idle() {
                         c.idle_since = now;
                     }

@@ -1,6 +1,7 @@
 //! Ids, addresses and I/O values shared by the peer state machines and their adapters.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rand::Rng;
@@ -58,9 +59,10 @@ impl Ids {
 /// A peer as the Grape lists it: `host:port`, where host is an IPv4 address or a name.
 ///
 /// Kept as the Grape's string (not a `SocketAddr`) because a host may be a DNS name and
-/// the adapter, not the core, resolves names.
+/// the adapter, not the core, resolves names. Shared (`Arc`), since every request copies
+/// its peers out of the lookup cache and into its attempt: a clone is a count, not a string.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PeerAddr(String);
+pub struct PeerAddr(Arc<str>);
 
 impl PeerAddr {
     /// Checks `host:port`: a non-empty host without whitespace, `/`, `@`, `?` or `#`
@@ -79,7 +81,7 @@ impl PeerAddr {
                 .any(|c| c.is_whitespace() || c.is_control() || "/@?#".contains(c))
             && (host.starts_with('[') == host.ends_with(']'))
             && (host.starts_with('[') || !host.contains(':'));
-        (port_ok && host_ok).then(|| PeerAddr(s.to_owned()))
+        (port_ok && host_ok).then(|| PeerAddr(Arc::from(s)))
     }
 
     /// The `host:port` text.
@@ -278,22 +280,87 @@ impl TransportError {
 
 /// A request id as the Node packages make them: a lower-case UUID v4 string.
 pub(crate) fn request_id(rng: &mut impl Rng) -> String {
-    let mut b = [0u8; 16];
-    rng.fill(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    // Written straight into one string: every request makes one, so no `format!`.
-    let mut id = String::with_capacity(36);
-    for (i, part) in [&b[0..4], &b[4..6], &b[6..8], &b[8..10], &b[10..16]]
-        .into_iter()
-        .enumerate()
-    {
-        if i > 0 {
-            id.push('-');
+    Rid::new(rng).as_str().to_owned()
+}
+
+/// A request id of ours ([`request_id`]'s text), kept inline: the RPC client files every
+/// attempt's rid in several maps, and a `Copy` key costs no allocation or free there. It
+/// compares as three big-endian integers read off its text (the text's order, without a
+/// `memcmp` call per step of a map search).
+#[derive(Clone, Copy)]
+pub(crate) struct Rid([u8; RID_LEN]);
+
+/// Characters of a UUID in text form.
+const RID_LEN: usize = 36;
+
+impl Rid {
+    /// A fresh UUID v4, lower-case.
+    pub(crate) fn new(rng: &mut impl Rng) -> Rid {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut b = [0u8; 16];
+        rng.fill(&mut b);
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let mut id = [b'-'; RID_LEN];
+        let mut at = 0;
+        for (i, byte) in b.iter().enumerate() {
+            // Dashes after the 4th, 6th, 8th and 10th byte: 8-4-4-4-12 digits.
+            if matches!(i, 4 | 6 | 8 | 10) {
+                at += 1;
+            }
+            id[at] = DIGITS[usize::from(byte >> 4)];
+            id[at + 1] = DIGITS[usize::from(byte & 0xf)];
+            at += 2;
         }
-        crate::dht::id::push_hex(&mut id, part);
+        Rid(id)
     }
-    id
+
+    /// The rid a peer's frame names, if it can be one of ours (any other answers nothing
+    /// we sent).
+    pub(crate) fn parse(rid: &str) -> Option<Rid> {
+        <[u8; RID_LEN]>::try_from(rid.as_bytes()).ok().map(Rid)
+    }
+
+    /// The text form.
+    pub(crate) fn as_str(&self) -> &str {
+        // Only ever made from a `str` (or ASCII digits and dashes), so never empty.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The text as big-endian integers: they compare as the bytes do.
+    fn words(&self) -> (u128, u128, u32) {
+        let (head, rest) = self.0.split_at(16);
+        let (middle, tail) = rest.split_at(16);
+        let word = |b: &[u8]| <[u8; 16]>::try_from(b).map_or(0, u128::from_be_bytes);
+        let tail = <[u8; 4]>::try_from(tail).map_or(0, u32::from_be_bytes);
+        (word(head), word(middle), tail)
+    }
+}
+
+impl PartialEq for Rid {
+    fn eq(&self, other: &Rid) -> bool {
+        self.words() == other.words()
+    }
+}
+
+impl Eq for Rid {}
+
+impl PartialOrd for Rid {
+    fn partial_cmp(&self, other: &Rid) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Rid {
+    fn cmp(&self, other: &Rid) -> std::cmp::Ordering {
+        self.words().cmp(&other.words())
+    }
+}
+
+impl fmt::Debug for Rid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[cfg(test)]
@@ -324,6 +391,55 @@ mod tests {
         });
         assert_eq!(id.replace('-', "")[..12], bytes[..12]);
         assert_eq!(id.replace('-', "")[20..], bytes[20..]);
+    }
+
+    #[test]
+    fn rids_read_back_only_their_own_length() {
+        let rid = Rid::new(&mut ChaCha8Rng::seed_from_u64(3));
+
+        assert_eq!(Rid::parse(rid.as_str()), Some(rid));
+        assert_eq!(
+            request_id(&mut ChaCha8Rng::seed_from_u64(3)),
+            rid.as_str(),
+            "a rid is request_id's text"
+        );
+        assert_eq!(Rid::parse(&rid.as_str()[1..]), None);
+        assert_eq!(Rid::parse(&format!("{}0", rid.as_str())), None);
+        assert_eq!(Rid::parse(""), None);
+        // Any 36 bytes read back (a peer's odd rid then matches no attempt), as they are.
+        let upper = rid.as_str().to_uppercase();
+        assert_ne!(Rid::parse(&upper), Some(rid));
+        assert_eq!(
+            Rid::parse(&upper).map(|r| r.as_str().to_owned()),
+            Some(upper)
+        );
+    }
+
+    #[test]
+    fn rids_equal_and_order_as_their_text() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let rids: Vec<Rid> = (0..64).map(|_| Rid::new(&mut rng)).collect();
+
+        for a in &rids {
+            for b in &rids {
+                assert_eq!(a.cmp(b), a.as_str().cmp(b.as_str()));
+                assert_eq!(a == b, a.as_str() == b.as_str());
+            }
+            assert_eq!(
+                Rid::parse(a.as_str()).map(|r| r.as_str().to_owned()),
+                Some(a.as_str().to_owned())
+            );
+        }
+        // A difference in any of the three words, the last byte of each included.
+        let base = "3e4c2c9a-6a0b-4d3c-9a55-08f1b7a3d2e1";
+        for at in [0, 15, 16, 31, 32, 35] {
+            let mut higher = base.as_bytes().to_vec();
+            higher[at] = b'f';
+            let higher = String::from_utf8(higher).expect("ASCII");
+            let (a, b) = (Rid::parse(base), Rid::parse(&higher));
+            assert!(a < b, "at {at}");
+            assert_ne!(a, b, "at {at}");
+        }
     }
 
     #[test]

@@ -391,6 +391,29 @@ fn a_silent_server_gives_a_timeout() {
             assert!(result.as_ref().is_err_and(PeerError::is_timeout));
             let took = start.elapsed();
             assert!(took < Duration::from_secs(2), "{transport:?} took {took:?}");
+
+            // The client's timer stays armed while later deadlines arrive: a request with
+            // an earlier one, behind a long one, must re-arm it and time out on time.
+            let long = {
+                let (client, name) = (client.clone(), name.clone());
+                spawn(async move { client.request(&name, json!(2), opts(30_000)).await })
+            };
+            sleep(Duration::from_millis(200)).await;
+            let start = Instant::now();
+
+            let result = client.request(&name, json!(3), opts(300)).await;
+
+            assert_eq!(
+                result,
+                Err(PeerError::Rpc(RpcError::Timeout)),
+                "{transport:?} behind a long request"
+            );
+            let took = start.elapsed();
+            assert!(took < Duration::from_secs(2), "{transport:?} behind a long one took {took:?}");
+            assert!(
+                within(Duration::from_millis(10), long).await.is_none(),
+                "{transport:?}: the long request still waits"
+            );
         }
         grape.shutdown().await;
     });

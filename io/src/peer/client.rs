@@ -17,7 +17,7 @@ use hyper::body::Frame;
 use serde_json::Value;
 
 use super::config::PeerConfig;
-use super::driver::Command;
+use super::driver::{Command, Reply};
 use super::error::PeerError;
 use super::http_client::{self, ChunkedBody};
 use super::shards::{Shard, Shards};
@@ -367,10 +367,7 @@ impl<R: Runtime> PeerClient<R> {
     }
 
     /// Queues a command for the home shard and waits for the answer.
-    async fn ask<T>(
-        &self,
-        make: impl FnOnce(async_channel::Sender<T>) -> Command,
-    ) -> Result<T, PeerError> {
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, PeerError> {
         self.ask_on(self.shards.home(), make).await
     }
 
@@ -378,14 +375,14 @@ impl<R: Runtime> PeerClient<R> {
     async fn ask_on<T>(
         &self,
         shard: &Shard<R>,
-        make: impl FnOnce(async_channel::Sender<T>) -> Command,
+        make: impl FnOnce(Reply<T>) -> Command,
     ) -> Result<T, PeerError> {
-        let (reply, answer) = async_channel::bounded(1);
+        let (reply, answer) = futures_channel::oneshot::channel();
         shard
             .commands()
             .send(make(reply))
             .await
             .map_err(|_| PeerError::Closed)?;
-        answer.recv().await.map_err(|_| PeerError::Closed)
+        answer.await.map_err(|_| PeerError::Closed)
     }
 }

@@ -3,11 +3,13 @@
 //! connections and TCP streams (ZeroMQ), and the core's events into answers.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_lite::FutureExt as _;
+use futures_lite::{FutureExt as _, StreamExt as _};
 use grenache_core::dht::bep44::Target;
 use grenache_core::peer::{
     Client, ClientEvent, ClientStats, CommandId, ConnId, GetItem, HttpId, HttpResponse, Io,
@@ -24,11 +26,11 @@ use super::watch::WatchUpdate;
 use super::ws_client::{self, WsSettings};
 use super::{http_client, tcp_client};
 use crate::runtime::Runtime;
-use crate::time::sleep_until;
 use crate::tls::TlsClient;
 
-/// Where one answer goes.
-pub(crate) type Reply<T> = async_channel::Sender<T>;
+/// Where one answer goes: a one-shot channel, the cheapest to make, since every request
+/// makes one.
+pub(crate) type Reply<T> = futures_channel::oneshot::Sender<T>;
 
 /// Where the answer to an announce goes.
 type Done = Reply<Result<(), PeerError>>;
@@ -165,9 +167,10 @@ enum Wake {
 /// The driver task's state.
 pub(crate) struct Driver<R: Runtime> {
     client: Client,
-    commands: async_channel::Receiver<Command>,
+    /// Pinned, so that the loop can poll it as a stream (see [`Driver::run`]).
+    commands: Pin<Box<async_channel::Receiver<Command>>>,
     io_tx: async_channel::Sender<IoEvent>,
-    io_rx: async_channel::Receiver<IoEvent>,
+    io_rx: Pin<Box<async_channel::Receiver<IoEvent>>>,
     /// Bounded by the core, which refuses commands past `max_pending`.
     waiters: BTreeMap<CommandId, Waiter>,
     /// Bounded by the core's schedule cap times [`MAX_FIRST_ROUND_WAITERS`].
@@ -204,9 +207,9 @@ impl<R: Runtime> Driver<R> {
         let max_message = max_body.max(c.sub.max_message_len);
         Driver {
             client,
-            commands,
+            commands: Box::pin(commands),
             io_tx,
-            io_rx,
+            io_rx: Box::pin(io_rx),
             waiters: BTreeMap::new(),
             first_rounds: BTreeMap::new(),
             subs: BTreeMap::new(),
@@ -228,31 +231,40 @@ impl<R: Runtime> Driver<R> {
 
     /// Runs until every handle is gone: drains the core's output, then sleeps on whichever
     /// comes first (command, I/O report, timer).
+    ///
+    /// The receivers are polled as streams, which keep their listener from one pass to the
+    /// next, and the timer stays armed while the core's deadline is no earlier than it: a
+    /// pass (twice per request at one in flight) then makes neither a listener for the
+    /// input that did not fire nor a timer. A timer that fires early only costs a pass.
     pub(crate) async fn run(mut self) {
         let mut now = R::now();
+        let mut timer = Timer::<R>::default();
         loop {
             self.flush(now);
             let deadline = self.client.poll_timeout();
+            timer.arm(deadline);
             let wake = {
+                let commands = &mut self.commands;
+                let io_rx = &mut self.io_rx;
                 let command = async {
-                    match self.commands.recv().await {
-                        Ok(command) => Wake::Command(command),
-                        Err(_) => Wake::Stop,
+                    match commands.next().await {
+                        Some(command) => Wake::Command(command),
+                        None => Wake::Stop,
                     }
                 };
                 let io = async {
-                    match self.io_rx.recv().await {
-                        Ok(event) => Wake::Io(event),
+                    match io_rx.next().await {
+                        Some(event) => Wake::Io(event),
                         // Unreachable while `io_tx` lives in `self`.
-                        Err(_) => std::future::pending().await,
+                        None => std::future::pending().await,
                     }
                 };
-                let timer = async {
-                    sleep_until::<R>(deadline).await;
+                let fired = async {
+                    timer.wait().await;
                     Wake::Timer
                 };
                 // `race` picks a random ready branch, so a flood of one input cannot starve another.
-                command.race(io).race(timer).await
+                command.race(io).race(fired).await
             };
             now = R::now();
             match wake {
@@ -631,6 +643,47 @@ impl<R: Runtime> Driver<R> {
     }
 }
 
+/// A runtime's sleep, boxed so that the [`Timer`] can keep it.
+type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The driver's timer, kept from one pass of its loop to the next.
+struct Timer<R: Runtime> {
+    /// When it fires, and the sleep; `None` once it has fired (or before the first deadline).
+    armed: Option<(Instant, Sleep)>,
+    runtime: PhantomData<R>,
+}
+
+impl<R: Runtime> Default for Timer<R> {
+    fn default() -> Self {
+        Timer {
+            armed: None,
+            runtime: PhantomData,
+        }
+    }
+}
+
+impl<R: Runtime> Timer<R> {
+    /// Makes sure it fires by `deadline`: a new sleep only when none is armed or the armed
+    /// one is later. Without a deadline, an armed sleep is kept (it only wakes the loop).
+    fn arm(&mut self, deadline: Option<Instant>) {
+        let Some(at) = deadline else {
+            return;
+        };
+        if self.armed.as_ref().is_none_or(|(armed, _)| *armed > at) {
+            self.armed = Some((at, Box::pin(R::sleep_until(at))));
+        }
+    }
+
+    /// Waits until the armed sleep ends (forever if none is armed), then disarms.
+    async fn wait(&mut self) {
+        match self.armed.as_mut() {
+            Some((_, sleep)) => sleep.await,
+            None => std::future::pending().await,
+        }
+        self.armed = None;
+    }
+}
+
 /// Logs a terminal event nobody waits for (or, a bug, a waiter of another kind).
 fn unexpected(id: CommandId, kind_mismatch: bool) {
     if kind_mismatch {
@@ -642,5 +695,5 @@ fn unexpected(id: CommandId, kind_mismatch: bool) {
 
 /// Answers a caller; one that stopped waiting (its future was dropped) is no error.
 fn send<T>(reply: Reply<T>, value: T) {
-    let _ = reply.try_send(value);
+    let _ = reply.send(value);
 }

@@ -4,9 +4,10 @@
 //!
 //! [`Io::TcpConnect`]: grenache_core::peer::Io::TcpConnect
 
+use std::pin::{Pin, pin};
 use std::time::Duration;
 
-use futures_lite::FutureExt as _;
+use futures_lite::{FutureExt as _, StreamExt as _};
 use grenache_core::peer::{ConnId, PeerAddr};
 
 use super::driver::IoEvent;
@@ -57,7 +58,7 @@ pub(crate) async fn run<R: Runtime>(
     };
     let ended = match stream {
         Some(stream) if io.send(IoEvent::TcpOpen(conn)).await.is_ok() => {
-            serve::<R>(conn, stream, &outgoing, &io).await
+            serve::<R>(conn, stream, pin!(outgoing), &io).await
         }
         Some(_) => Ended::ByDriver,
         None => Ended::Lost,
@@ -80,14 +81,15 @@ async fn open<R: Runtime>(addr: &PeerAddr) -> std::io::Result<R::TcpStream> {
 async fn serve<R: Runtime>(
     conn: ConnId,
     mut stream: R::TcpStream,
-    outgoing: &async_channel::Receiver<Vec<u8>>,
+    // Polled as a stream, which keeps its listener while a read wakes the loop.
+    mut outgoing: Pin<&mut async_channel::Receiver<Vec<u8>>>,
     io: &async_channel::Sender<IoEvent>,
 ) -> Ended {
     let mut buf = vec![0u8; READ_BUF];
     loop {
         let wake = {
             let read = async { Wake::Incoming(R::read(&mut stream, &mut buf).await) };
-            let write = async { Wake::Outgoing(outgoing.recv().await.ok()) };
+            let write = async { Wake::Outgoing(outgoing.next().await) };
             read.race(write).await
         };
         match wake {
@@ -103,7 +105,7 @@ async fn serve<R: Runtime>(
                 return Ended::Lost;
             }
             Wake::Outgoing(Some(bytes)) => {
-                let bytes = gather(bytes, outgoing, MAX_GATHERED);
+                let bytes = gather(bytes, &outgoing, MAX_GATHERED);
                 if let Err(err) = R::write_all(&mut stream, &bytes).await {
                     tracing::debug!(%conn, %err, "TCP write failed");
                     return Ended::Lost;

@@ -4,6 +4,7 @@
 //!
 //! [`Io::WsConnect`]: grenache_core::peer::Io::WsConnect
 
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,7 +77,7 @@ pub(crate) async fn run<R: Runtime>(
     };
     let ended = match ws {
         Ok(ws) if io.send(IoEvent::WsOpen(conn)).await.is_ok() => {
-            serve::<R>(conn, ws, &outgoing, &io).await
+            serve::<R>(conn, ws, pin!(outgoing), &io).await
         }
         Ok(_) => Ended::ByDriver,
         Err(Some(met)) => {
@@ -161,12 +162,13 @@ async fn open<R: Runtime>(url: &str, settings: &WsSettings) -> Result<ClientWs<R
 async fn serve<R: Runtime>(
     conn: ConnId,
     mut ws: ClientWs<R>,
-    outgoing: &async_channel::Receiver<WsMessage>,
+    // Polled as a stream, which keeps its listener while a read wakes the loop.
+    mut outgoing: Pin<&mut async_channel::Receiver<WsMessage>>,
     io: &async_channel::Sender<IoEvent>,
 ) -> Ended {
     loop {
         let wake = async { Wake::Incoming(ws.next().await) }
-            .race(async { Wake::Outgoing(outgoing.recv().await.ok()) })
+            .race(async { Wake::Outgoing(outgoing.next().await) })
             .await;
         let msg = match wake {
             Wake::Incoming(Some(Ok(Message::Text(text)))) => WsMessage::Text(text.as_str().into()),
