@@ -3,7 +3,6 @@
 //! connections and TCP streams (ZeroMQ), and the core's events into answers.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,6 +25,7 @@ use super::watch::WatchUpdate;
 use super::ws_client::{self, WsSettings};
 use super::{http_client, tcp_client};
 use crate::runtime::Runtime;
+use crate::time::Timer;
 use crate::tls::TlsClient;
 
 /// Where one answer goes: a one-shot channel, the cheapest to make, since every request
@@ -640,47 +640,6 @@ impl<R: Runtime> Driver<R> {
                 self.client.handle_tcp_closed(now, conn);
             }
         }
-    }
-}
-
-/// A runtime's sleep, boxed so that the [`Timer`] can keep it.
-type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// The driver's timer, kept from one pass of its loop to the next.
-struct Timer<R: Runtime> {
-    /// When it fires, and the sleep; `None` once it has fired (or before the first deadline).
-    armed: Option<(Instant, Sleep)>,
-    runtime: PhantomData<R>,
-}
-
-impl<R: Runtime> Default for Timer<R> {
-    fn default() -> Self {
-        Timer {
-            armed: None,
-            runtime: PhantomData,
-        }
-    }
-}
-
-impl<R: Runtime> Timer<R> {
-    /// Makes sure it fires by `deadline`: a new sleep only when none is armed or the armed
-    /// one is later. Without a deadline, an armed sleep is kept (it only wakes the loop).
-    fn arm(&mut self, deadline: Option<Instant>) {
-        let Some(at) = deadline else {
-            return;
-        };
-        if self.armed.as_ref().is_none_or(|(armed, _)| *armed > at) {
-            self.armed = Some((at, Box::pin(R::sleep_until(at))));
-        }
-    }
-
-    /// Waits until the armed sleep ends (forever if none is armed), then disarms.
-    async fn wait(&mut self) {
-        match self.armed.as_mut() {
-            Some((_, sleep)) => sleep.await,
-            None => std::future::pending().await,
-        }
-        self.armed = None;
     }
 }
 
