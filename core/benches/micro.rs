@@ -290,5 +290,80 @@ fn peer_frame(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, krpc, routing, token, ed25519, node, peer_frame);
+/// The core's share of the Grape API's two DHT-bound commands (issue 16): a lookup of a
+/// name never asked before (one traversal: a `get_peers` to the other Grape and back) and
+/// an announce (a traversal, then `announce_peer`), from the HTTP body handed to the core
+/// to the reply taken from it, with both Grapes of a two-Grape network wired in memory.
+/// What the adapters add (sockets, HTTP parsing, task hand-offs) is not in these numbers.
+fn api(c: &mut Criterion) {
+    use grenache_core::api::{Grape, GrapeConfig, HttpBody, RequestId};
+
+    let a_addr: SocketAddr = "127.0.0.1:20001".parse().unwrap();
+    let b_addr: SocketAddr = "127.0.0.1:20002".parse().unwrap();
+    let client: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let mut now = Instant::now();
+    let mut a = Grape::new(GrapeConfig::default(), [3; 32], now);
+    let mut b = Grape::new(GrapeConfig::default(), [4; 32], now);
+    // Moves datagrams between the two until neither has any left.
+    let pump = |a: &mut Grape, b: &mut Grape, now: Instant| loop {
+        let mut moved = false;
+        while let Some(t) = a.poll_transmit() {
+            moved = true;
+            if t.to == b_addr {
+                b.handle_datagram(now, a_addr, &t.payload);
+            }
+        }
+        while let Some(t) = b.poll_transmit() {
+            moved = true;
+            if t.to == a_addr {
+                a.handle_datagram(now, b_addr, &t.payload);
+            }
+        }
+        if !moved {
+            break;
+        }
+    };
+    a.bootstrap(now, &[b_addr]);
+    b.bootstrap(now, &[a_addr]);
+    pump(&mut a, &mut b, now);
+
+    let mut n = 0u64;
+    let mut group = c.benchmark_group("api_two_grapes");
+    group.throughput(Throughput::Elements(1));
+    for (name, path) in [("fresh_lookup", "/lookup"), ("announce", "/announce")] {
+        group.bench_function(name, |bench| {
+            bench.iter(|| {
+                n += 1;
+                now += std::time::Duration::from_micros(20);
+                let body = if path == "/lookup" {
+                    format!(r#"{{"rid":"r","data":"fresh-{n}"}}"#)
+                } else {
+                    format!(r#"{{"rid":"r","data":["svc-{n}",5000]}}"#)
+                };
+                a.handle_http(
+                    now,
+                    client,
+                    RequestId(n),
+                    "POST",
+                    path,
+                    HttpBody::Complete(body.as_bytes()),
+                );
+                pump(&mut a, &mut b, now);
+                let reply = a.poll_reply().expect("the other Grape answered");
+                assert_eq!(
+                    reply.status,
+                    200,
+                    "{}",
+                    String::from_utf8_lossy(&reply.body)
+                );
+                black_box(reply)
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches, krpc, routing, token, ed25519, node, api, peer_frame
+);
 criterion_main!(benches);
