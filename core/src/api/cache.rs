@@ -13,7 +13,7 @@
 //! from without queueing them for the [`Grape`](super::Grape): every change here is
 //! applied to the copy as it happens, so the copy never holds what this cache dropped.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// A copy of the lookup cache kept outside the [`Grape`](super::Grape) (see
@@ -33,7 +33,10 @@ pub trait LookupMirror: std::fmt::Debug + Send {
 pub(crate) struct LookupCache {
     ttl: Duration,
     cap: usize,
-    entries: BTreeMap<Box<[u8]>, Entry>,
+    /// Hashed, not ordered: fresh names differ only in their tails, so an ordered map
+    /// spends most of each probe comparing their shared prefixes. Never iterated in an
+    /// order that shows (only to fill a new mirror).
+    entries: HashMap<Box<[u8]>, Entry>,
     /// Insertion order (times never go backwards), to expire and evict oldest first.
     /// A name inserted again leaves a stale record here, skipped when popped.
     order: VecDeque<(Instant, Box<[u8]>)>,
@@ -53,7 +56,7 @@ impl LookupCache {
         LookupCache {
             ttl,
             cap,
-            entries: BTreeMap::new(),
+            entries: HashMap::new(),
             order: VecDeque::new(),
             mirror: None,
         }
