@@ -8,9 +8,7 @@
 //! put garbage addresses in our routing table. bittorrent-dht and libtorrent never send
 //! such strings.
 
-use std::collections::BTreeMap;
-
-use crate::dht::bencode::{self, DictWriter, Value, write_bytes, write_dict, write_int};
+use crate::dht::bencode::{self, Dict, DictWriter, Value, write_bytes, write_dict, write_int};
 use crate::dht::id::{Key, NodeId};
 
 use super::compact::{decode_addr, decode_nodes, decode_nodes6, encode_addr};
@@ -221,8 +219,6 @@ impl Message {
         });
     }
 }
-
-type Dict<'a> = BTreeMap<&'a [u8], Value<'a>>;
 
 fn decode_message(top: &Dict<'_>, tid: &[u8]) -> Result<Message, DecodeErrorKind> {
     let kind = required_bytes(top, "y")?;
