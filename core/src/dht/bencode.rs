@@ -234,13 +234,13 @@ pub fn encode(value: &Value<'_>, out: &mut Vec<u8>) {
 /// Appends `i<n>e`.
 pub fn write_int(out: &mut Vec<u8>, n: i64) {
     out.push(b'i');
-    out.extend_from_slice(n.to_string().as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
     out.push(b'e');
 }
 
 /// Appends `<len>:<bytes>`.
 pub fn write_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(bytes.len().to_string().as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(bytes.len()).as_bytes());
     out.push(b':');
     out.extend_from_slice(bytes);
 }
