@@ -494,10 +494,16 @@ fn checked_raw(v: &[u8]) -> &[u8] {
 }
 
 /// The wire key of a field path: `a.info_hash` is looked up as `info_hash`.
+///
+/// A plain loop over a few bytes: every field read goes through here, and a general
+/// string search cost more than the dictionary lookup it serves.
 fn wire_key(path: &'static str) -> &'static [u8] {
-    path.rsplit_once('.')
-        .map_or(path, |(_, key)| key)
-        .as_bytes()
+    let bytes = path.as_bytes();
+    let mut start = bytes.len();
+    while start > 0 && bytes[start - 1] != b'.' {
+        start -= 1;
+    }
+    bytes.get(start..).unwrap_or(bytes)
 }
 
 fn out_of_range(path: &'static str) -> DecodeErrorKind {
@@ -632,6 +638,15 @@ mod tests {
 
     fn decode_err(wire: &[u8]) -> DecodeError {
         Message::decode(wire).expect_err("must be rejected")
+    }
+
+    #[test]
+    fn a_field_path_is_looked_up_by_its_last_part() {
+        assert_eq!(wire_key("a.info_hash"), b"info_hash");
+        assert_eq!(wire_key("r.values"), b"values");
+        assert_eq!(wire_key("t"), b"t");
+        assert_eq!(wire_key(""), b"");
+        assert_eq!(wire_key("a."), b"");
     }
 
     #[test]
