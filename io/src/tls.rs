@@ -745,8 +745,9 @@ impl<R: Runtime> AsyncWrite for MaybeTls<R> {
 const HYPER_READ_CHUNK: usize = 16 * 1024;
 
 /// A futures-io stream as hyper reads and writes it. The runtimes' own glue serves plain
-/// TCP; this serves TLS. It reads through a buffer of its own (filled once with zeros)
-/// because hyper's cursor can only be filled safely by copying into it.
+/// TCP; this serves TLS, and only TLS (its writes are vectored). It reads through a
+/// buffer of its own (filled once with zeros) because hyper's cursor can only be filled
+/// safely by copying into it.
 pub(crate) struct FuturesIo<S> {
     inner: S,
     buf: Box<[u8]>,
@@ -790,6 +791,21 @@ impl<S: AsyncWrite + Unpin> hyper::rt::Write for FuturesIo<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    /// hyper's head and body go to rustls as they are: rustls seals several buffers into
+    /// one record, where hyper would first copy them into one buffer of its own.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    /// Only TLS streams come here, and futures-rustls writes vectored.
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
