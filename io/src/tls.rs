@@ -741,41 +741,58 @@ impl<R: Runtime> AsyncWrite for MaybeTls<R> {
     }
 }
 
-/// Bytes hyper may ask for at once through [`FuturesIo`].
-const HYPER_READ_CHUNK: usize = 16 * 1024;
-
-/// A futures-io stream as hyper reads and writes it. The runtimes' own glue serves plain
-/// TCP; this serves TLS, and only TLS (its writes are vectored). It reads through a
-/// buffer of its own (filled once with zeros) because hyper's cursor can only be filled
-/// safely by copying into it.
-pub(crate) struct FuturesIo<S> {
-    inner: S,
-    buf: Box<[u8]>,
+/// A TLS stream as hyper reads and writes it (the runtimes' own glue serves plain TCP).
+///
+/// hyper's read cursor can only be filled safely by copying into it, so it is filled
+/// straight from rustls's decrypted plaintext ([`io::BufRead`] on rustls's reader), not
+/// through a buffer of ours: futures-rustls reads and decrypts, one byte of plaintext
+/// comes out through it, and the rest of the record is copied once, into hyper's buffer.
+pub(crate) struct FuturesIo<R: Runtime> {
+    inner: TlsStream<R>,
 }
 
-impl<S> FuturesIo<S> {
-    pub(crate) fn new(inner: S) -> Self {
-        FuturesIo {
-            inner,
-            buf: vec![0; HYPER_READ_CHUNK].into_boxed_slice(),
-        }
+impl<R: Runtime> FuturesIo<R> {
+    pub(crate) fn new(inner: TlsStream<R>) -> Self {
+        FuturesIo { inner }
+    }
+
+    /// Copies the plaintext rustls holds into `cursor`; false if it holds none (then
+    /// futures-rustls reads, and reports an end or an error its own way).
+    fn plaintext_to(&mut self, cursor: &mut hyper::rt::ReadBufCursor<'_>) -> bool {
+        use std::io::BufRead as _;
+        let mut reader = match &mut self.inner {
+            futures_rustls::TlsStream::Client(s) => s.get_mut().1.reader(),
+            futures_rustls::TlsStream::Server(s) => s.get_mut().1.reader(),
+        };
+        let n = match reader.fill_buf() {
+            Ok(plaintext) if !plaintext.is_empty() => {
+                let n = plaintext.len().min(cursor.remaining());
+                cursor.put_slice(plaintext.get(..n).unwrap_or_default());
+                n
+            }
+            _ => return false,
+        };
+        reader.consume(n);
+        true
     }
 }
 
-impl<S: AsyncRead + Unpin> hyper::rt::Read for FuturesIo<S> {
+impl<R: Runtime> hyper::rt::Read for FuturesIo<R> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         mut cursor: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let want = cursor.remaining().min(this.buf.len());
-        let Some(buf) = this.buf.get_mut(..want) else {
+        if cursor.remaining() == 0 || this.plaintext_to(&mut cursor) {
             return Poll::Ready(Ok(()));
-        };
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(n)) => {
-                cursor.put_slice(buf.get(..n).unwrap_or_default());
+        }
+        let mut first = [0u8; 1];
+        match Pin::new(&mut this.inner).poll_read(cx, &mut first) {
+            Poll::Ready(Ok(0)) => Poll::Ready(Ok(())),
+            Poll::Ready(Ok(_)) => {
+                cursor.put_slice(&first);
+                this.plaintext_to(&mut cursor);
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
@@ -784,7 +801,7 @@ impl<S: AsyncRead + Unpin> hyper::rt::Read for FuturesIo<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> hyper::rt::Write for FuturesIo<S> {
+impl<R: Runtime> hyper::rt::Write for FuturesIo<R> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -803,7 +820,7 @@ impl<S: AsyncWrite + Unpin> hyper::rt::Write for FuturesIo<S> {
         Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
     }
 
-    /// Only TLS streams come here, and futures-rustls writes vectored.
+    /// futures-rustls writes vectored.
     fn is_write_vectored(&self) -> bool {
         true
     }
