@@ -50,7 +50,7 @@ mod runtime;
 
 pub use grenache_io::{IoStats, Limits, Listener, ServerConfig, StartError};
 pub use process::{run_on_one_thread_until_signal, run_until_signal};
-pub use runtime::Tokio;
+pub use runtime::{Tokio, WsIo};
 
 /// A running Grape on tokio; see [`grenache_io::GrapeServer`].
 pub type GrapeServer = grenache_io::GrapeServer<Tokio>;

@@ -265,7 +265,7 @@ where
                 .connect::<R>(&target.host, stream)
                 .await
                 .map_err(|failure| TransportError::unsent(format!("{failure}: {}", target.key)))?;
-            handshake::<R, _, B>(target, FuturesIo::new(stream), Some(Arc::clone(tls))).await
+            handshake::<R, _, B>(target, FuturesIo::<R>::new(stream), Some(Arc::clone(tls))).await
         }
     }
 }

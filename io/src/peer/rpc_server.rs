@@ -404,7 +404,7 @@ async fn serve_http<R: Runtime>(stream: R::TcpStream, ctx: Arc<Ctx>) {
     let handler_ctx = Arc::clone(&ctx);
     let (io, peer) = match accepted {
         Accepted::Plain(stream) => (Either::Left(R::hyper_io(stream)), None),
-        Accepted::Tls(stream, peer) => (Either::Right(FuturesIo::new(*stream)), peer),
+        Accepted::Tls(stream, peer) => (Either::Right(FuturesIo::<R>::new(*stream)), peer),
     };
     let context = RequestContext {
         peer,
