@@ -103,7 +103,7 @@ struct Args {
     proxy_threads: Option<usize>,
     /// HTTP connections per peer of our peer RPC client (its `max_connections_per_peer`)
     /// and of grenache-proxy's outgoing clients (its --connections-per-peer) in --rpc,
-    /// --proxy and --tls; unset, their defaults (16).
+    /// --proxy and --tls; unset, their defaults (64).
     #[arg(long, value_name = "N")]
     peer_connections: Option<usize>,
     /// Only this transport's rows in --rpc and --tls (`http`, `ws` or `zmq`).

@@ -33,7 +33,7 @@ pub struct Settings {
     /// `None`: one per thread ([`Settings::shards`]); more than the threads buys nothing.
     pub client_shards: Option<usize>,
     /// HTTP connections of each outgoing client to one TARGET peer at once; more calls wait
-    /// for one. `None`: the peer client's default (16). A proxy gathers many callers'
+    /// for one. `None`: the peer client's default (64). A proxy gathers many callers'
     /// requests onto few peers, so one with more calls in flight than this needs more.
     pub connections_per_peer: Option<usize>,
     /// Tokio worker threads (the `grenache-proxy` binary's runtime). Default 1: every task on

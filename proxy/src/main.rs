@@ -43,7 +43,7 @@ proxy.toml:
   lookup_cache_ms = 2000      # how long a lookup of a TARGET is reused
   threads = 1                 # tokio worker threads (default 1: least CPU per request)
   client_shards = 1           # driver tasks per outgoing client (default: one per thread)
-  connections_per_peer = 16   # HTTP connections to one TARGET peer at once (default 16)
+  connections_per_peer = 64   # HTTP connections to one TARGET peer at once (default 64)
   gateway = 8088              # the plain HTTP gateway's port
   gateway_max_body = 1048576  # bytes; a longer body gets 413
   gateway_max_connections = 1024
@@ -110,7 +110,7 @@ struct Cli {
     #[arg(long, value_name = "N")]
     client_shards: Option<usize>,
     /// HTTP connections of each outgoing client to one TARGET peer at once; more calls
-    /// wait for one [default: 16]
+    /// wait for one [default: 64]
     #[arg(long, value_name = "N")]
     connections_per_peer: Option<usize>,
     /// The async runtime to run on: smol or tokio (the default, as the Grape's: its reactor
