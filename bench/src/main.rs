@@ -101,6 +101,11 @@ struct Args {
     /// unset, the proxy's default.
     #[arg(long, value_name = "N")]
     proxy_threads: Option<usize>,
+    /// HTTP connections per peer of our peer RPC client (its `max_connections_per_peer`)
+    /// and of grenache-proxy's outgoing clients (its --connections-per-peer) in --rpc,
+    /// --proxy and --tls; unset, their defaults (64).
+    #[arg(long, value_name = "N")]
+    peer_connections: Option<usize>,
     /// Only this transport's rows in --rpc and --tls (`http`, `ws` or `zmq`).
     #[arg(long, value_name = "NAME", value_parser = ["http", "ws", "zmq"])]
     transport: Option<String>,
@@ -321,6 +326,7 @@ fn run(args: &Args) -> Result<(), String> {
         client_cores: args.client_cores.max(1),
         proxy_client_shards: args.proxy_client_shards,
         proxy_threads: args.proxy_threads,
+        peer_connections: args.peer_connections,
         rpc_only: RpcOnly {
             transport: args.transport.clone(),
             payload: args.payload,
@@ -339,6 +345,10 @@ fn run(args: &Args) -> Result<(), String> {
     }
     if let Some(n) = ctx.proxy_threads {
         let note = format!("grenache-proxy --threads {n}");
+        ctx.report.notes.push(note);
+    }
+    if let Some(n) = ctx.peer_connections {
+        let note = format!("HTTP connections per peer: {n} (our client and grenache-proxy's)");
         ctx.report.notes.push(note);
     }
     let started = Instant::now();

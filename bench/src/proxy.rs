@@ -86,6 +86,7 @@ pub fn proxy(ctx: &mut Ctx) -> Result<(), String> {
                 server: p.server_pid,
                 security: Security::Plain,
                 client_cores: ctx.client_cores,
+                peer_connections: ctx.peer_connections,
             };
             let watch = RssWatch::start(proxy.pid);
             let rpc = rpc::rust_load(&run, Kind::Rust)?;
@@ -133,6 +134,7 @@ fn node_pair(ctx: &mut Ctx) -> Result<(), String> {
             server: server.pid,
             security: Security::Plain,
             client_cores: ctx.client_cores,
+            peer_connections: ctx.peer_connections,
         };
         let row = ProxyRow {
             path: ProxyPath::Direct,
@@ -196,6 +198,9 @@ fn start_proxy(ctx: &Ctx, url: &str, routes: &[&str]) -> Result<Proc, String> {
     }
     if let Some(n) = ctx.proxy_threads {
         cmd.args(["--threads", &n.to_string()]);
+    }
+    if let Some(n) = ctx.peer_connections {
+        cmd.args(["--connections-per-peer", &n.to_string()]);
     }
     for route in routes {
         cmd.args(["--rpc", route]);

@@ -242,6 +242,7 @@ fn transport_rows(ctx: &mut Ctx, kind: Kind, url: &str, tr: &'static str) -> Res
                 server: server.pid,
                 security: Security::Plain,
                 client_cores: ctx.client_cores,
+                peer_connections: ctx.peer_connections,
             };
             // Each pair, and our client against the Node server too: that row shows what
             // the Node server does when its client is not the limit.
@@ -292,6 +293,8 @@ pub(crate) struct Run<'a> {
     pub(crate) security: Security<'a>,
     /// Our client's tokio workers and drivers; 1 is a current-thread runtime.
     pub(crate) client_cores: usize,
+    /// Our client's `max_connections_per_peer`, if set.
+    pub(crate) peer_connections: Option<usize>,
 }
 
 /// CPU time of a client, a server and the whole machine over a window of wall time.
@@ -368,6 +371,9 @@ pub(crate) fn rust_load(run: &Run<'_>, server: Kind) -> Result<RpcRow, String> {
         let mut config = PeerConfig::new(run.grape)
             .transport(transport(run.tr))
             .shards(cores);
+        if let Some(n) = run.peer_connections {
+            config.max_connections_per_peer = n;
+        }
         match run.security {
             Security::Curve => {
                 let keys = CurveKeys::new();

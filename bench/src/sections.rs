@@ -73,6 +73,8 @@ pub struct Ctx {
     pub proxy_client_shards: Option<usize>,
     /// grenache-proxy's `--threads`, if given.
     pub proxy_threads: Option<usize>,
+    /// Our peer RPC client's, and grenache-proxy's, HTTP connections per peer, if given.
+    pub peer_connections: Option<usize>,
     /// Which rows of `--rpc` and `--tls` run (`--transport`, `--payload`).
     pub rpc_only: RpcOnly,
     /// Only the proxy rows at this concurrency, if given.

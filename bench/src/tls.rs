@@ -89,6 +89,7 @@ fn rows(
                 server: server.pid,
                 security: Security::of(pem, tr),
                 client_cores: ctx.client_cores,
+                peer_connections: ctx.peer_connections,
             };
             let row: RpcRow = match kind {
                 Kind::Rust => rpc::rust_load(&run, kind)?,

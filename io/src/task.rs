@@ -55,9 +55,4 @@ impl Limiter {
     pub(crate) async fn acquire(&self) -> Permit {
         Permit(self.0.acquire_arc().await)
     }
-
-    /// Whether nobody but this handle holds, or waits on, the limiter.
-    pub(crate) fn is_unused(&self) -> bool {
-        Arc::strong_count(&self.0) == 1
-    }
 }

@@ -32,6 +32,10 @@ pub struct Settings {
     /// Driver tasks of each outgoing client: a proxy's calls spread over that many cores.
     /// `None`: one per thread ([`Settings::shards`]); more than the threads buys nothing.
     pub client_shards: Option<usize>,
+    /// HTTP connections of each outgoing client to one TARGET peer at once; more calls wait
+    /// for one. `None`: the peer client's default (64). A proxy gathers many callers'
+    /// requests onto few peers, so one with more calls in flight than this needs more.
+    pub connections_per_peer: Option<usize>,
     /// Tokio worker threads (the `grenache-proxy` binary's runtime). Default 1: every task on
     /// one thread, which costs up to half the CPU per request of two (no hand-off between
     /// tasks wakes another thread, and each wake finds more replies to write at once); more
@@ -82,6 +86,7 @@ impl Default for Settings {
             timeout: DEFAULT_TIMEOUT,
             lookup_cache: DEFAULT_LOOKUP_CACHE,
             client_shards: None,
+            connections_per_peer: None,
             threads: 1,
             rpc: Vec::new(),
             pubsub: Vec::new(),
@@ -100,6 +105,7 @@ struct File {
     timeout_ms: Option<u64>,
     lookup_cache_ms: Option<u64>,
     client_shards: Option<usize>,
+    connections_per_peer: Option<usize>,
     threads: Option<usize>,
     gateway: Option<u16>,
     gateway_max_body: Option<usize>,
@@ -209,6 +215,10 @@ impl Settings {
         if let Some(n) = file.client_shards.filter(|_| self.client_shards.is_none()) {
             self.client_shards = Some(n.max(1));
         }
+        if let Some(n) = (file.connections_per_peer).filter(|_| self.connections_per_peer.is_none())
+        {
+            self.connections_per_peer = Some(n.max(1));
+        }
         if self.gateway.is_none() {
             self.gateway = file.gateway;
         }
@@ -283,6 +293,7 @@ mod tests {
 grape = "http://10.0.0.1:30001"
 timeout_ms = 2500
 client_shards = 7
+connections_per_peer = 64
 gateway = 8088
 
 [[rpc]]
@@ -303,6 +314,7 @@ route = "ticks@zmq=ticks_ws@ws"
         assert_eq!(settings.timeout, Duration::from_millis(2500));
         assert_eq!(settings.gateway, Some(8088));
         assert_eq!(settings.shards(), 7);
+        assert_eq!(settings.connections_per_peer, Some(64));
         assert_eq!(settings.rpc.len(), 2);
         assert_eq!(settings.rpc[0].to, Protocol::Zmq);
         assert_eq!(settings.rpc[1].fan_out, FanOut::Map);

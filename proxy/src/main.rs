@@ -43,6 +43,7 @@ proxy.toml:
   lookup_cache_ms = 2000      # how long a lookup of a TARGET is reused
   threads = 1                 # tokio worker threads (default 1: least CPU per request)
   client_shards = 1           # driver tasks per outgoing client (default: one per thread)
+  connections_per_peer = 64   # HTTP connections to one TARGET peer at once (default 64)
   gateway = 8088              # the plain HTTP gateway's port
   gateway_max_body = 1048576  # bytes; a longer body gets 413
   gateway_max_connections = 1024
@@ -108,6 +109,10 @@ struct Cli {
     /// [default: one per thread]
     #[arg(long, value_name = "N")]
     client_shards: Option<usize>,
+    /// HTTP connections of each outgoing client to one TARGET peer at once; more calls
+    /// wait for one [default: 64]
+    #[arg(long, value_name = "N")]
+    connections_per_peer: Option<usize>,
     /// The async runtime to run on: smol or tokio (the default, as the Grape's: its reactor
     /// serves an HTTP request in fewer system calls).
     #[arg(long, value_name = "RUNTIME", default_value_t = RuntimeKind::Tokio)]
@@ -139,6 +144,7 @@ impl Cli {
             settings.threads = n.max(1);
         }
         settings.client_shards = self.client_shards.map(|n| n.max(1));
+        settings.connections_per_peer = self.connections_per_peer.map(|n| n.max(1));
         settings.rpc = self.rpc;
         settings
             .rpc

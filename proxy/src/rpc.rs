@@ -113,6 +113,7 @@ struct Clients<R: Runtime> {
     grape: String,
     lookup_cache: Duration,
     shards: usize,
+    connections_per_peer: Option<usize>,
     rpc: Vec<(Protocol, PeerClient<R>)>,
     pubsub: Vec<(PubSubTransport, PeerClient<R>)>,
 }
@@ -121,6 +122,9 @@ impl<R: Runtime> Clients<R> {
     fn config(&self) -> PeerConfig {
         let mut config = PeerConfig::new(self.grape.clone()).shards(self.shards);
         config.client.link.lookup_cache_ttl = self.lookup_cache;
+        if let Some(n) = self.connections_per_peer {
+            config.max_connections_per_peer = n;
+        }
         config
     }
 
@@ -155,6 +159,7 @@ impl<R: Runtime> Proxy<R> {
             grape: settings.grape.clone(),
             lookup_cache: settings.lookup_cache,
             shards: settings.shards(),
+            connections_per_peer: settings.connections_per_peer,
             rpc: Vec::new(),
             pubsub: Vec::new(),
         };

@@ -70,7 +70,7 @@ pub struct LinkConfig {
     pub max_reply_len: usize,
     /// Names watched at once, at most (default 8), counting a name whose last watch ended
     /// while its long poll still runs. Over HTTP each holds one connection to the Grape
-    /// open for its long poll: keep it well under the adapter's connections per peer (16),
+    /// open for its long poll: keep it well under the adapter's connections per peer (64),
     /// or lookups wait behind the polls.
     pub max_watches: usize,
     /// How long one HTTP watch poll may wait at the Grape for a change (default 30 s);

@@ -23,7 +23,10 @@ pub struct PeerConfig {
     /// Seed of the client's RNG (request ids, peer choice, jitter); `None` draws one from
     /// the OS. Set it only to repeat a run.
     pub seed: Option<[u8; 32]>,
-    /// HTTP connections to one peer at once, at most; more requests wait for one.
+    /// HTTP connections to one peer at once, at most; more requests wait for one (default
+    /// 64). Node's client has no such cap (its agent opens one per request in flight); a
+    /// cap below the caller's concurrency queues the rest here, and each queued request
+    /// waits out several round trips.
     pub max_connections_per_peer: usize,
     /// Peers whose HTTP connections are kept; past it, unused ones are forgotten.
     pub max_pooled_peers: usize,
@@ -56,7 +59,7 @@ impl PeerConfig {
         PeerConfig {
             client: ClientConfig::new(grape),
             seed: None,
-            max_connections_per_peer: 16,
+            max_connections_per_peer: 64,
             max_pooled_peers: 1024,
             pool_idle_timeout: Duration::from_secs(4),
             connect_timeout: Duration::from_secs(10),

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_lite::{FutureExt as _, StreamExt as _};
+use futures_util::stream::FuturesUnordered;
 use grenache_core::dht::bep44::Target;
 use grenache_core::peer::{
-    Client, ClientEvent, ClientStats, CommandId, ConnId, GetItem, HttpId, HttpResponse, Io,
-    LinkEvent, PeerAddr, Protocol, Put, RequestOptions, StreamOptions, StreamPlan, SubscriptionId,
-    TransportError, WatchEvent, WatchId, WsMessage,
+    Client, ClientEvent, ClientStats, CommandId, ConnId, GetItem, HttpId, HttpRequest,
+    HttpResponse, Io, LinkEvent, PeerAddr, Protocol, Put, RequestOptions, StreamOptions,
+    StreamPlan, SubscriptionId, TransportError, WatchEvent, WatchId, WsMessage,
 };
 use serde_json::Value;
 
@@ -130,12 +131,12 @@ pub(crate) enum Command {
     },
 }
 
+/// An HTTP exchange the driver runs itself: its id and reply, `None` past its deadline.
+type Exchange =
+    Pin<Box<dyn Future<Output = Option<(HttpId, Result<HttpResponse, TransportError>)>> + Send>>;
+
 /// What an I/O task reports.
 pub(crate) enum IoEvent {
-    Http {
-        id: HttpId,
-        reply: Result<HttpResponse, TransportError>,
-    },
     WsOpen(ConnId),
     WsMessage(ConnId, WsMessage),
     WsClosed(ConnId),
@@ -160,6 +161,7 @@ enum Waiter {
 enum Wake {
     Command(Command),
     Io(IoEvent),
+    Http(HttpId, Result<HttpResponse, TransportError>),
     Timer,
     Stop,
 }
@@ -184,6 +186,9 @@ pub(crate) struct Driver<R: Runtime> {
     /// The write queues of TCP streams; bounded like `conns`.
     streams: BTreeMap<ConnId, async_channel::Sender<Vec<u8>>>,
     http: Arc<HttpPool>,
+    /// HTTP exchanges under way, polled by this task: no task spawned and no report queued
+    /// per request. Bounded by the core's `max_pending` (one exchange per attempt).
+    exchanges: FuturesUnordered<Exchange>,
     max_body: usize,
     ws: WsSettings,
     subscription_queue: usize,
@@ -217,6 +222,7 @@ impl<R: Runtime> Driver<R> {
             conns: BTreeMap::new(),
             streams: BTreeMap::new(),
             http,
+            exchanges: FuturesUnordered::new(),
             max_body,
             ws: WsSettings {
                 connect_timeout: config.connect_timeout,
@@ -259,21 +265,34 @@ impl<R: Runtime> Driver<R> {
                         None => std::future::pending().await,
                     }
                 };
+                let exchanges = &mut self.exchanges;
+                let http = async {
+                    loop {
+                        match exchanges.next().await {
+                            Some(Some((id, reply))) => break Wake::Http(id, reply),
+                            // Past its deadline: the core has given up on it already.
+                            Some(None) => {}
+                            None => std::future::pending().await,
+                        }
+                    }
+                };
                 let fired = async {
                     timer.wait().await;
                     Wake::Timer
                 };
                 // `race` picks a random ready branch, so a flood of one input cannot starve another.
-                command.race(io).race(fired).await
+                command.race(io).race(http).race(fired).await
             };
             now = R::now();
             match wake {
                 Wake::Command(command) => self.handle_command(now, command),
                 Wake::Io(event) => self.handle_io(now, event),
+                Wake::Http(id, reply) => self.client.handle_http_reply(now, id, reply),
                 Wake::Timer => {}
                 Wake::Stop => break,
             }
             self.take_queued(now);
+            self.take_replies(now).await;
             if deadline.is_some_and(|at| at <= now) {
                 self.client.handle_timeout(now);
             }
@@ -305,6 +324,18 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
+    /// Hands the core the replies of every exchange already finished (up to [`BATCH`]), as
+    /// [`take_queued`](Self::take_queued) does for reports: one pass for many of them.
+    async fn take_replies(&mut self, now: Instant) {
+        for _ in 0..BATCH {
+            match futures_lite::future::poll_once(self.exchanges.next()).await {
+                Some(Some(Some((id, reply)))) => self.client.handle_http_reply(now, id, reply),
+                Some(Some(None)) => {}
+                Some(None) | None => break,
+            }
+        }
+    }
+
     /// Performs every queued transmit and answers every queued event, until neither is left
     /// (a failed hand-off is itself reported to the core, which may queue more).
     fn flush(&mut self, now: Instant) {
@@ -330,19 +361,11 @@ impl<R: Runtime> Driver<R> {
 
     fn perform(&mut self, now: Instant, transmit: Io) {
         match transmit {
-            Io::Http(request) => {
-                let pool = Arc::clone(&self.http);
-                let io = self.io_tx.clone();
-                let max_body = self.max_body;
-                R::spawn_detached(async move {
-                    let id = request.id;
-                    // No report after the deadline: the core has given up by then.
-                    if let Some(reply) = http_client::exchange::<R>(&pool, request, max_body).await
-                    {
-                        let _ = io.send(IoEvent::Http { id, reply }).await;
-                    }
-                });
-            }
+            Io::Http(request) => self.exchanges.push(exchange::<R>(
+                Arc::clone(&self.http),
+                request,
+                self.max_body,
+            )),
             Io::WsConnect { conn, url } => {
                 let (tx, rx) = async_channel::bounded(CONN_QUEUE);
                 self.conns.insert(conn, tx);
@@ -622,7 +645,6 @@ impl<R: Runtime> Driver<R> {
 
     fn handle_io(&mut self, now: Instant, event: IoEvent) {
         match event {
-            IoEvent::Http { id, reply } => self.client.handle_http_reply(now, id, reply),
             IoEvent::WsOpen(conn) => self.client.handle_ws_open(now, conn),
             IoEvent::WsMessage(conn, msg) => self.client.handle_ws_message(now, conn, msg),
             IoEvent::WsClosed(conn) => {
@@ -641,6 +663,15 @@ impl<R: Runtime> Driver<R> {
             }
         }
     }
+}
+
+/// One HTTP exchange, to be polled by the driver; `None` once its deadline passed.
+fn exchange<R: Runtime>(pool: Arc<HttpPool>, request: HttpRequest, max_body: usize) -> Exchange {
+    Box::pin(async move {
+        let id = request.id;
+        let reply = http_client::exchange::<R>(&pool, request, max_body).await?;
+        Some((id, reply))
+    })
 }
 
 /// Logs a terminal event nobody waits for (or, a bug, a waiter of another kind).

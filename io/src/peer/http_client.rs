@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use async_lock::Semaphore;
 use bytes::Bytes;
 use grenache_core::peer::{
     Delivery, HttpMethod, HttpRequest, HttpResponse, Protocol, TransportError,
@@ -17,12 +18,12 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{CONNECTION, CONTENT_TYPE, HOST, HeaderName, HeaderValue, TRANSFER_ENCODING};
+use hyper::http::uri::PathAndQuery;
 use hyper::{Request, Uri};
 
 use super::first_bytes::{FirstBytes, Recording};
 use crate::net::connect;
 use crate::runtime::Runtime;
-use crate::task::Limiter;
 use crate::time::timeout;
 use crate::tls::{FuturesIo, TlsClient, TlsFailure};
 
@@ -31,10 +32,12 @@ type Sender = SendRequest<Full<Bytes>>;
 /// A request stream's body: the caller's chunks, pulled only as the socket takes them.
 pub(crate) type ChunkedBody = UnsyncBoxBody<Bytes, Infallible>;
 
-/// Keep-alive connections by peer (`scheme://host:port`).
+/// Keep-alive connections by peer (`scheme://host:port`), and each URL's [`Target`] read
+/// once: a client calls the same few peers again and again, so a request costs one lookup
+/// under the pool's lock, not a URL parse and four `String`s.
 #[derive(Debug)]
 pub(crate) struct HttpPool {
-    peers: Mutex<BTreeMap<String, Slot>>,
+    peers: Mutex<Peers>,
     max_per_peer: usize,
     max_peers: usize,
     idle_timeout: Duration,
@@ -42,17 +45,53 @@ pub(crate) struct HttpPool {
     tls: Option<Arc<TlsClient>>,
 }
 
-/// One peer's connections: a limiter on those in use, and the idle ones.
+/// The pool's maps, behind one lock.
+#[derive(Debug, Default)]
+struct Peers {
+    /// By pool key; a slot nobody else holds is unused.
+    slots: BTreeMap<String, Arc<Slot>>,
+    /// URLs seen, parsed; at most `max_peers`, then forgotten all at once (a re-parse is cheap).
+    targets: BTreeMap<String, Arc<Target>>,
+}
+
+/// One peer's connections: a limit on those in use, and the idle ones.
 #[derive(Debug)]
 struct Slot {
-    in_use: Limiter,
-    idle: Vec<(Sender, Instant)>,
+    in_use: Semaphore,
+    idle: Mutex<Vec<(Sender, Instant)>>,
+}
+
+impl Slot {
+    /// The most recently used idle connection that is still open and fresh.
+    fn take_idle(&self, now: Instant, idle_timeout: Duration) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some((sender, since)) = idle.pop() {
+            if !sender.is_closed() && now.saturating_duration_since(since) < idle_timeout {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection whose exchange ended cleanly for the next request, up to `max`.
+    fn put_idle(&self, sender: Sender, now: Instant, idle_timeout: Duration, max: usize) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.retain(|(s, since)| {
+            !s.is_closed() && now.saturating_duration_since(*since) < idle_timeout
+        });
+        if idle.len() < max {
+            idle.push((sender, now));
+        }
+    }
 }
 
 impl HttpPool {
     pub(crate) fn new(max_per_peer: usize, max_peers: usize, idle_timeout: Duration) -> Self {
         HttpPool {
-            peers: Mutex::new(BTreeMap::new()),
+            peers: Mutex::new(Peers::default()),
             max_per_peer: max_per_peer.max(1),
             max_peers: max_peers.max(1),
             idle_timeout,
@@ -66,51 +105,33 @@ impl HttpPool {
         self
     }
 
-    /// The limiter of `peer`'s connections, making room for a new peer by forgetting
-    /// unused ones (their idle connections close).
-    fn limiter(&self, peer: &str) -> Limiter {
+    /// Where `url` goes and its peer's slot, under one lock: a new peer makes room by
+    /// forgetting unused ones (their idle connections close).
+    fn route(&self, url: &str) -> Result<(Arc<Target>, Arc<Slot>), TransportError> {
         let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
-        if !peers.contains_key(peer) && peers.len() >= self.max_peers {
-            peers.retain(|_, slot| !slot.in_use.is_unused());
-        }
-        peers
-            .entry(peer.to_owned())
-            .or_insert_with(|| Slot {
-                in_use: Limiter::new(self.max_per_peer),
-                idle: Vec::new(),
-            })
-            .in_use
-            .clone()
-    }
-
-    /// The most recently used idle connection to `peer` that is still open and fresh.
-    fn take_idle(&self, peer: &str, now: Instant) -> Option<Sender> {
-        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
-        let slot = peers.get_mut(peer)?;
-        while let Some((sender, since)) = slot.idle.pop() {
-            if !sender.is_closed() && now.saturating_duration_since(since) < self.idle_timeout {
-                return Some(sender);
+        let target = match peers.targets.get(url) {
+            Some(target) => Arc::clone(target),
+            None => {
+                let target = Arc::new(Target::parse(url)?);
+                if peers.targets.len() >= self.max_peers {
+                    peers.targets.clear();
+                }
+                peers.targets.insert(url.to_owned(), Arc::clone(&target));
+                target
             }
-        }
-        None
-    }
-
-    /// Keeps a connection whose exchange ended cleanly for the next request to `peer`.
-    fn put_idle(&self, peer: &str, sender: Sender, now: Instant) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(slot) = peers.get_mut(peer) else {
-            return;
         };
-        let idle_timeout = self.idle_timeout;
-        slot.idle.retain(|(s, since)| {
-            !s.is_closed() && now.saturating_duration_since(*since) < idle_timeout
-        });
-        if slot.idle.len() < self.max_per_peer {
-            slot.idle.push((sender, now));
+        if let Some(slot) = peers.slots.get(&target.key) {
+            return Ok((target, Arc::clone(slot)));
         }
+        if peers.slots.len() >= self.max_peers {
+            peers.slots.retain(|_, slot| Arc::strong_count(slot) > 1);
+        }
+        let slot = Arc::new(Slot {
+            in_use: Semaphore::new(self.max_per_peer),
+            idle: Mutex::new(Vec::new()),
+        });
+        peers.slots.insert(target.key.clone(), Arc::clone(&slot));
+        Ok((target, slot))
     }
 }
 
@@ -128,16 +149,20 @@ pub(crate) async fn exchange<R: Runtime>(
 }
 
 /// Where a request goes, read off its URL.
+#[derive(Debug)]
 struct Target {
     host: String,
     port: u16,
     /// Whether it is an `https://` URL.
     secure: bool,
-    /// `host:port`, the `Host` header.
+    /// `host:port`, for messages.
     authority: String,
+    /// The same, as the `Host` header (a clone is a count).
+    host_header: HeaderValue,
     /// `scheme://host:port`, the pool key: a TLS connection is not a plain one.
     key: String,
-    path: String,
+    /// The request target (a clone is a count, where a `&str` is parsed and copied).
+    path: PathAndQuery,
 }
 
 impl Target {
@@ -156,6 +181,7 @@ impl Target {
         let host = uri.host().ok_or_else(bad)?;
         let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
         let scheme = if secure { "https" } else { "http" };
+        let authority = format!("{host}:{port}");
         Ok(Target {
             secure,
             key: format!("{scheme}://{host}:{port}"),
@@ -164,10 +190,12 @@ impl Target {
                 .trim_end_matches(']')
                 .to_owned(),
             port,
-            authority: format!("{host}:{port}"),
+            host_header: HeaderValue::from_str(&authority).map_err(|_| bad())?,
+            authority,
             path: uri
                 .path_and_query()
-                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
         })
     }
 }
@@ -177,14 +205,14 @@ async fn attempt<R: Runtime>(
     request: HttpRequest,
     max_body: usize,
 ) -> Result<HttpResponse, TransportError> {
-    let target = Target::parse(&request.url)?;
+    let (target, slot) = pool.route(&request.url)?;
+    let target = &*target;
     let body = Bytes::from(request.body);
-    let limiter = pool.limiter(&target.key);
-    let _permit = limiter.acquire().await;
-    if let Some(sender) = pool.take_idle(&target.key, R::now()) {
+    let _permit = slot.in_use.acquire().await;
+    if let Some(sender) = slot.take_idle(R::now(), pool.idle_timeout) {
         match send(
             sender,
-            &target,
+            target,
             request.method,
             &request.headers,
             body.clone(),
@@ -195,7 +223,7 @@ async fn attempt<R: Runtime>(
         {
             Ok((response, reusable)) => {
                 if let Some(sender) = reusable {
-                    pool.put_idle(&target.key, sender, R::now());
+                    slot.put_idle(sender, R::now(), pool.idle_timeout, pool.max_per_peer);
                 }
                 return Ok(response);
             }
@@ -208,11 +236,11 @@ async fn attempt<R: Runtime>(
         }
     }
     // Boxed: a new connection (TCP, TLS, hyper's handshake) is the rare path, and inline its
-    // state would make every exchange's future, moved into a task per request, many KB.
-    let (sender, first) = Box::pin(open::<R, _>(&target, pool.tls.as_ref())).await?;
+    // state would make every exchange's future many KB.
+    let (sender, first) = Box::pin(open::<R, _>(target, pool.tls.as_ref())).await?;
     let sent = send(
         sender,
-        &target,
+        target,
         request.method,
         &request.headers,
         body,
@@ -226,7 +254,7 @@ async fn attempt<R: Runtime>(
         _ => error,
     })?;
     if let Some(sender) = reusable {
-        pool.put_idle(&target.key, sender, R::now());
+        slot.put_idle(sender, R::now(), pool.idle_timeout, pool.max_per_peer);
     }
     Ok(response)
 }
@@ -325,10 +353,10 @@ async fn send(
         )));
     }
     let builder = match method {
-        HttpMethod::Post => Request::post(target.path.as_str()),
-        HttpMethod::Get => Request::get(target.path.as_str()),
+        HttpMethod::Post => Request::post(Uri::from(target.path.clone())),
+        HttpMethod::Get => Request::get(Uri::from(target.path.clone())),
     };
-    let mut builder = builder.header(HOST, target.authority.as_str());
+    let mut builder = builder.header(HOST, target.host_header.clone());
     if method == HttpMethod::Post
         && !headers
             .iter()
@@ -428,8 +456,8 @@ pub(crate) async fn send_stream(
         let code = code.map(|c| format!("{c}: ")).unwrap_or_default();
         format!("{code}{}: {what}{err}", target.authority)
     };
-    let mut builder = Request::post(target.path.as_str())
-        .header(HOST, target.authority.as_str())
+    let mut builder = Request::post(Uri::from(target.path.clone()))
+        .header(HOST, target.host_header.clone())
         .header(CONNECTION, "close")
         .header(TRANSFER_ENCODING, "chunked");
     for (name, value) in headers {
@@ -488,6 +516,46 @@ mod tests {
             v4.key,
             Target::parse("https://127.0.0.1:1337/").expect("valid").key
         );
+    }
+
+    #[test]
+    fn a_url_is_read_once_and_a_peer_has_one_slot() {
+        let pool = HttpPool::new(4, 2, Duration::from_secs(4));
+
+        let (a, slot_a) = pool.route("http://127.0.0.1:1/").expect("valid");
+        let (again, slot_again) = pool.route("http://127.0.0.1:1/").expect("valid");
+        let (_, other_path) = pool.route("http://127.0.0.1:1/other").expect("valid");
+        let (_, tls) = pool.route("https://127.0.0.1:1/").expect("valid");
+
+        assert!(Arc::ptr_eq(&a, &again), "the URL was parsed again");
+        assert!(Arc::ptr_eq(&slot_a, &slot_again));
+        assert!(Arc::ptr_eq(&slot_a, &other_path), "one peer, one slot");
+        assert!(
+            !Arc::ptr_eq(&slot_a, &tls),
+            "a TLS connection is not a plain one"
+        );
+        assert!(pool.route("ftp://127.0.0.1:1/").is_err());
+    }
+
+    #[test]
+    fn a_new_peer_forgets_unused_ones_past_the_cap() {
+        let pool = HttpPool::new(4, 2, Duration::from_secs(4));
+        let (_, held) = pool.route("http://127.0.0.1:1/").expect("valid");
+        drop(pool.route("http://127.0.0.1:2/").expect("valid"));
+
+        let (_, third) = pool.route("http://127.0.0.1:3/").expect("valid");
+        let (_, held_again) = pool.route("http://127.0.0.1:1/").expect("valid");
+        let (_, fourth) = pool.route("http://127.0.0.1:4/").expect("valid");
+
+        let peers = pool.peers.lock().expect("not poisoned");
+        assert!(Arc::ptr_eq(&held, &held_again), "a slot in use is kept");
+        assert!(
+            !peers.slots.contains_key("http://127.0.0.1:2"),
+            "unused: forgotten"
+        );
+        assert!(peers.slots.contains_key("http://127.0.0.1:4"));
+        assert!(peers.targets.len() <= 2);
+        drop((third, fourth));
     }
 
     #[test]
