@@ -19,7 +19,7 @@ use crate::http_server::Body;
 use crate::runtime::Runtime;
 use crate::state::StateSaver;
 use crate::stop::Stop;
-use crate::time::sleep_until;
+use crate::time::Timer;
 use crate::udp::DhtSocket;
 use crate::ws_server::Out;
 
@@ -200,7 +200,13 @@ impl<R: Runtime> Driver<R> {
     /// Runs until `stop` fires: drains the core's output, then sleeps on whichever input
     /// comes first (datagram, timer, request, stop). Saves the state file (if any) when due
     /// and once more on the way out.
+    ///
+    /// The timer is kept across passes and re-armed only for an earlier deadline: under
+    /// load the loop turns tens of thousands of times a second, and a new sleep each pass
+    /// registered and dropped a runtime timer every time. A timer that fires early only
+    /// costs a pass.
     pub(crate) async fn run(mut self) {
+        let mut timer = Timer::<R>::default();
         loop {
             self.flush().await;
             let deadline = self.grape.poll_timeout();
@@ -210,10 +216,11 @@ impl<R: Runtime> Driver<R> {
             } else {
                 Some(wake_at.map_or(self.next_sweep, |at| at.min(self.next_sweep)))
             };
+            timer.arm(wake_at);
             let wake = {
                 let datagram = async { Wake::Readable(self.socket.readable().await) };
-                let timer = async {
-                    sleep_until::<R>(wake_at).await;
+                let fired = async {
+                    timer.wait().await;
                     Wake::Timer
                 };
                 let command = async {
@@ -227,7 +234,7 @@ impl<R: Runtime> Driver<R> {
                     Wake::Stop
                 };
                 // `race` picks a random ready branch, so a flood of one input cannot starve another.
-                stop.race(command).race(datagram).race(timer).await
+                stop.race(command).race(datagram).race(fired).await
             };
             let now = R::now();
             match wake {
