@@ -86,6 +86,14 @@ impl Traversal {
         self.alpha = alpha.max(1);
     }
 
+    /// The closest candidate not known to have failed: where the lookup stands.
+    pub(crate) fn nearest(&self) -> Option<NodeId> {
+        self.candidates
+            .iter()
+            .find(|(_, c)| c.state != State::Failed)
+            .map(|((_, id), _)| *id)
+    }
+
     /// Hops the lookup needed: the depth of the deepest node that answered.
     pub(crate) fn rounds(&self) -> u32 {
         self.rounds

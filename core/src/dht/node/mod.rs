@@ -65,6 +65,13 @@ const MAX_PEERS_FOUND: usize = 1_000;
 /// refresh, so it spends time rather than datagrams (the answers to queries still in flight
 /// when its bucket fills are wasted).
 const REFRESH_ALPHA: usize = 3;
+/// Good nodes a join wants in each bucket range, as a share of k: half a bucket.
+///
+/// A join that looked up k nodes in every range cost ~200 queries at 100,000 nodes,
+/// most of a churning network's traffic; half a bucket gives a lookup its first hop into
+/// each range all the same, and the rest of the bucket fills as other nodes query us
+/// (docs/design.md, "Joining").
+const JOIN_FILL_DIVISOR: usize = 2;
 /// Seeds are retried while the routing table is empty, from this interval doubling up to a minute.
 const REBOOTSTRAP_FIRST: Duration = Duration::from_secs(1);
 
@@ -132,13 +139,21 @@ pub struct Node {
 
 #[derive(Debug)]
 enum Kind {
-    /// A lookup of our own id; when it ends, every bucket not full is refreshed.
-    Bootstrap,
+    /// A lookup of our own id; when it ends, the bucket ranges it left short are filled
+    /// ([`Node::fill_after_join`]).
+    Bootstrap {
+        /// Nodes its answers named that are not in the table, by how many leading bits
+        /// they share with our id (at most k per range): pinged to fill their ranges
+        /// before any refresh.
+        named: BTreeMap<usize, Vec<NodeInfo>>,
+    },
     /// A lookup of a random id sharing exactly `prefix` leading bits with ours, to know
-    /// nodes at that distance. It ends as soon as k of them are good in the tables
-    /// ([`Node::good_in_range`]), however far from its random target they lie.
+    /// nodes at that distance. It ends as soon as `want` of them are good in the tables
+    /// ([`Node::good_in_range`]), however far from its random target they lie: k for a
+    /// bucket's periodic refresh, half that after a join.
     Refresh {
         prefix: usize,
+        want: usize,
     },
     GetPeers,
     Get {
@@ -470,7 +485,14 @@ impl Node {
         if self.is_thin() && !self.seeds.is_empty() {
             self.rebootstrap = Some((now + interval, interval));
         }
-        self.start(now, Key::from(self.id), Kind::Bootstrap, report)
+        self.start(
+            now,
+            Key::from(self.id),
+            Kind::Bootstrap {
+                named: BTreeMap::new(),
+            },
+            report,
+        )
     }
 
     /// Finds the peers announced under `info_hash`. Identical running lookups share one traversal.
@@ -792,18 +814,23 @@ impl Node {
         targets.extend(self.table6.refresh(now, &mut self.rng));
         for target in targets {
             let prefix = self.id.shared_prefix_len(&target);
-            self.refresh_range(now, target, prefix);
+            self.refresh_range(now, target, prefix, self.config.k);
         }
     }
 
-    /// Starts a refresh of the bucket range `prefix` towards `target`, unless k of its
-    /// nodes answered lately: then there is nothing to find (and `start` would still ask
-    /// the lookup's long shots before `advance` could end it).
-    fn refresh_range(&mut self, now: Instant, target: NodeId, prefix: usize) {
-        if self.good_in_range(prefix) >= self.config.k {
+    /// Starts a refresh of the bucket range `prefix` towards `target`, unless `want` of
+    /// its nodes answered lately: then there is nothing to find (and `start` would still
+    /// ask the lookup's long shots before `advance` could end it).
+    fn refresh_range(&mut self, now: Instant, target: NodeId, prefix: usize, want: usize) {
+        if self.good_in_range(prefix) >= want {
             return;
         }
-        self.start(now, Key::from(target), Kind::Refresh { prefix }, false);
+        self.start(
+            now,
+            Key::from(target),
+            Kind::Refresh { prefix, want },
+            false,
+        );
     }
 
     /// Good nodes sharing exactly `prefix` leading bits with our id, in both tables: a
@@ -820,9 +847,15 @@ impl Node {
         self.routing_table_len() < self.config.k
     }
 
-    /// Looks up a random id in every bucket but our own that is not full, as libtorrent
-    /// does after bootstrap, so a newcomer knows nodes at every distance, not just near itself.
-    fn refresh_all(&mut self, now: Instant) {
+    /// After the bootstrap lookup: fills every bucket range but our own's to half a bucket,
+    /// so a newcomer knows nodes at every distance, not just near itself.
+    ///
+    /// A range short of that first gets pings to the nodes the bootstrap's answers named in
+    /// it (`named`; BEP 5 verifies a node with a ping, one query where a lookup costs ~12);
+    /// only a range they cannot fill is refreshed by a lookup, as libtorrent refreshes every
+    /// bucket after bootstrap. The rest of each bucket fills as other nodes query us
+    /// ([`RoutingTable::heard_query`]), and the periodic refresh keeps k.
+    fn fill_after_join(&mut self, now: Instant, mut named: BTreeMap<usize, Vec<NodeInfo>>) {
         // A lookup searches both tables, so one pass over the deeper table's buckets serves both.
         let buckets = [&self.table4, &self.table6]
             .iter()
@@ -830,13 +863,28 @@ impl Node {
             .map(|t| t.bucket_count())
             .max()
             .unwrap_or(0);
-        let k = self.config.k;
+        let want = (self.config.k / JOIN_FILL_DIVISOR).max(1);
         for prefix in 0..buckets.saturating_sub(1) {
-            if self.table4.bucket_len(prefix) + self.table6.bucket_len(prefix) >= k {
-                continue; // a full bucket already knows enough nodes at that distance
+            let have = self.table4.bucket_len(prefix) + self.table6.bucket_len(prefix);
+            let missing = want.saturating_sub(have);
+            if missing == 0 {
+                continue; // the bucket already knows enough nodes at that distance
             }
-            let target = self.id.random_in_bucket(prefix, &mut self.rng);
-            self.refresh_range(now, target, prefix);
+            let heard: Vec<NodeInfo> = named
+                .remove(&prefix)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|n| !self.table(&n.addr).contains(&n.id))
+                .take(missing)
+                .collect();
+            let short = heard.len() < missing;
+            for node in heard {
+                self.ping(now, node);
+            }
+            if short {
+                let target = self.id.random_in_bucket(prefix, &mut self.rng);
+                self.refresh_range(now, target, prefix, want);
+            }
         }
     }
 
@@ -936,20 +984,32 @@ impl Node {
     /// refresh also once its range is known: [`Node::good_in_range`]).
     fn advance(&mut self, now: Instant, query: QueryId) {
         if let Some(Lookup {
-            kind: Kind::Refresh { prefix },
+            kind: Kind::Refresh { prefix, want },
             ..
         }) = self.lookups.get(&query)
         {
-            let missing = self.config.k.saturating_sub(self.good_in_range(*prefix));
+            let prefix = *prefix;
+            let missing = want.saturating_sub(self.good_in_range(prefix));
             if missing == 0 {
                 self.end_traversal(now, query);
                 return;
             }
-            // No more queries in flight than nodes still missing: the answers of the
-            // others would come after the refresh ended.
+            let own = self.id;
             if let Some(l) = self.lookups.get_mut(&query) {
-                l.traversal
-                    .set_alpha(missing.min(REFRESH_ALPHA).min(self.config.alpha));
+                // No more queries in flight than nodes still missing: the answers of the
+                // others would come after the refresh ended. And one at a time while no
+                // node of the range is known: the first answer from outside it names nodes
+                // inside, and more queries outside would only name the same ones.
+                let inside = l
+                    .traversal
+                    .nearest()
+                    .is_some_and(|n| own.shared_prefix_len(&n) == prefix);
+                let bound = if inside {
+                    missing.min(REFRESH_ALPHA)
+                } else {
+                    1
+                };
+                l.traversal.set_alpha(bound.min(self.config.alpha));
             }
         }
         loop {
@@ -1013,7 +1073,7 @@ impl Node {
         };
         let target = l.traversal.target().clone();
         let method = match &l.kind {
-            Kind::Bootstrap | Kind::Refresh { .. } => Method::FindNode { target },
+            Kind::Bootstrap { .. } | Kind::Refresh { .. } => Method::FindNode { target },
             Kind::Get { .. }
             | Kind::Store {
                 what: Store::Put { .. },
@@ -1035,9 +1095,10 @@ impl Node {
         };
         let k = l.kind.reach(self.config.k);
         let stores: Vec<(NodeInfo, Method)> = match &l.kind {
-            Kind::Bootstrap | Kind::Refresh { .. } => {
-                if matches!(l.kind, Kind::Bootstrap) {
-                    self.refresh_all(now);
+            Kind::Bootstrap { .. } | Kind::Refresh { .. } => {
+                if let Kind::Bootstrap { named } = &mut l.kind {
+                    let named = std::mem::take(named);
+                    self.fill_after_join(now, named);
                 }
                 let table_size = self.table4.len() + self.table6.len();
                 self.finish(query, Ok(Outcome::Bootstrapped { table_size }));
@@ -1314,7 +1375,7 @@ impl Node {
             .partition(|n| self.silent.contains(now, &n.addr));
         self.stats.skipped_silent += silent.len() as u64;
         let mut early = false;
-        match &l.kind {
+        match &mut l.kind {
             Kind::GetPeers
             | Kind::Store {
                 what: Store::Announce { .. } | Store::Watch { .. },
@@ -1347,8 +1408,25 @@ impl Node {
                     self.stats.drop(DropReason::BadItem);
                 }
             }
-            Kind::Bootstrap
-            | Kind::Refresh { .. }
+            Kind::Bootstrap { named } => {
+                // Only nodes not in the table: one that answers us is in it now.
+                if let Some(range) = named.get_mut(&own.shared_prefix_len(&node.id)) {
+                    range.retain(|n| *n != node);
+                }
+                let k = self.config.k;
+                for n in &nodes {
+                    let table = if n.addr.is_ipv4() {
+                        &self.table4
+                    } else {
+                        &self.table6
+                    };
+                    let range = named.entry(own.shared_prefix_len(&n.id)).or_default();
+                    if range.len() < k && !range.contains(n) && !table.contains(&n.id) {
+                        range.push(*n);
+                    }
+                }
+            }
+            Kind::Refresh { .. }
             | Kind::Store {
                 what: Store::Put { .. } | Store::Unannounce { .. },
                 ..

@@ -833,13 +833,27 @@ struct Joined {
     node: Node,
     /// Buckets when the bootstrap lookup ended and the refreshes started.
     buckets_at_refresh: usize,
-    /// Refresh queries sent while their range already held k good nodes.
+    /// Refresh queries sent while their range already held the good nodes a join wants.
     needless: usize,
     /// Refresh queries sent in all.
     refresh_queries: usize,
     /// Refresh queries sent while as many of that range's were in flight as it lacked
     /// nodes, or as [`super::REFRESH_ALPHA`].
     crowded: usize,
+    /// Refresh queries sent to a node outside their range while another query of that
+    /// range was in flight, before any query went inside it.
+    outside_at_once: usize,
+    /// Ranges refreshed although the bootstrap's answers had named, outside the table,
+    /// as many of their nodes as they lacked: `(range, named, held)`.
+    refreshed_though_named: Vec<(usize, usize, usize)>,
+    /// Pings sent to nodes the bootstrap's answers named, and all pings.
+    pings_to_named: usize,
+    pings: usize,
+}
+
+/// Good nodes a join wants in each bucket range: half a bucket.
+fn join_fill(k: usize) -> usize {
+    (k / super::JOIN_FILL_DIVISOR).max(1)
 }
 
 /// Joins a fresh node to `net` through its first node and answers everything it sends,
@@ -854,39 +868,87 @@ fn join_still(net: &Still, seed: u8) -> Joined {
     let own = node.id();
     let k = node.config().k;
     let bootstrap = node.bootstrap(now, &[net.nodes[0].addr]);
+    let want = join_fill(k);
     let mut joined = Joined {
         node,
         buckets_at_refresh: 0,
         needless: 0,
         refresh_queries: 0,
         crowded: 0,
+        outside_at_once: 0,
+        refreshed_though_named: Vec::new(),
+        pings_to_named: 0,
+        pings: 0,
     };
     // In flight per refresh range, and the range of each query in flight.
     let mut in_flight = BTreeMap::<usize, usize>::new();
     let mut ranges = BTreeMap::<Vec<u8>, usize>::new();
+    // Ranges a refresh query went inside of.
+    let mut entered = std::collections::BTreeSet::new();
+    // Nodes the bootstrap's answers named, and the tids of its queries.
+    let mut named = std::collections::BTreeSet::<NodeInfo>::new();
+    let mut bootstrap_tids = std::collections::BTreeSet::new();
+    // Per range when the first refresh query went out: named nodes outside the table, held.
+    let mut at_fill: Option<BTreeMap<usize, (usize, usize)>> = None;
     let node = &mut joined.node;
     let mut wire = VecDeque::new();
     loop {
         while let Some(t) = node.poll_transmit() {
             let msg = Message::decode(&t.payload).expect("our own query");
-            if let Body::Query(Query {
-                method: Method::FindNode { target },
-                ..
-            }) = &msg.body
-            {
-                let target = NodeId(target.as_bytes().try_into().expect("a 20-byte id"));
-                if target != own {
-                    let prefix = own.shared_prefix_len(&target);
-                    let (v4, v6) = node.routing_tables();
-                    let good = v4.good_in_range(prefix, now) + v6.good_in_range(prefix, now);
-                    joined.refresh_queries += 1;
-                    joined.needless += usize::from(good >= k);
-                    let flying = in_flight.entry(prefix).or_default();
-                    let room = k.saturating_sub(good).min(super::REFRESH_ALPHA);
-                    joined.crowded += usize::from(*flying >= room);
-                    *flying += 1;
-                    ranges.insert(msg.tid.clone(), prefix);
+            match &msg.body {
+                Body::Query(Query {
+                    method: Method::FindNode { target },
+                    ..
+                }) => {
+                    let target = NodeId(target.as_bytes().try_into().expect("a 20-byte id"));
+                    if target == own {
+                        bootstrap_tids.insert(msg.tid.clone());
+                    } else {
+                        let prefix = own.shared_prefix_len(&target);
+                        let (v4, v6) = node.routing_tables();
+                        let at_fill = at_fill.get_or_insert_with(|| {
+                            let mut per_range = BTreeMap::new();
+                            for n in named.iter().filter(|n| !v4.contains(&n.id)) {
+                                per_range
+                                    .entry(own.shared_prefix_len(&n.id))
+                                    .or_insert((0, 0))
+                                    .0 += 1;
+                            }
+                            for p in 0..v4.bucket_count() {
+                                per_range.entry(p).or_insert((0, 0)).1 = v4.bucket_len(p);
+                            }
+                            per_range
+                        });
+                        let (unknown, held) = at_fill.get(&prefix).copied().unwrap_or((0, 0));
+                        if held + unknown >= want
+                            && !joined.refreshed_though_named.iter().any(|r| r.0 == prefix)
+                        {
+                            joined.refreshed_though_named.push((prefix, unknown, held));
+                        }
+                        let good = v4.good_in_range(prefix, now) + v6.good_in_range(prefix, now);
+                        joined.refresh_queries += 1;
+                        joined.needless += usize::from(good >= want);
+                        let flying = in_flight.entry(prefix).or_default();
+                        let room = want.saturating_sub(good).min(super::REFRESH_ALPHA);
+                        joined.crowded += usize::from(*flying >= room);
+                        let to = net.nodes.iter().find(|n| n.addr == t.to).expect("a node");
+                        if own.shared_prefix_len(&to.id) == prefix {
+                            entered.insert(prefix);
+                        } else if *flying > 0 && !entered.contains(&prefix) {
+                            joined.outside_at_once += 1;
+                        }
+                        *flying += 1;
+                        ranges.insert(msg.tid.clone(), prefix);
+                    }
                 }
+                Body::Query(Query {
+                    method: Method::Ping,
+                    ..
+                }) => {
+                    joined.pings += 1;
+                    joined.pings_to_named += usize::from(named.iter().any(|n| n.addr == t.to));
+                }
+                _ => {}
             }
             if let Some(reply) = net.answer(t.to, &t.payload) {
                 wire.push_back((t.to, reply));
@@ -900,7 +962,15 @@ fn join_still(net: &Still, seed: u8) -> Joined {
         let Some((from, reply)) = wire.pop_front() else {
             break;
         };
-        let tid = Message::decode(&reply).expect("our own answer").tid;
+        let answer = Message::decode(&reply).expect("our own answer");
+        // What the bootstrap heard before it ended (answers after it are not its).
+        if let Body::Response(r) = &answer.body
+            && bootstrap_tids.contains(&answer.tid)
+            && joined.buckets_at_refresh == 0
+        {
+            named.extend(r.nodes.iter().filter(|n| n.id != own));
+        }
+        let tid = answer.tid;
         if let Some(prefix) = ranges.remove(&tid) {
             *in_flight.entry(prefix).or_default() -= 1;
         }
@@ -951,9 +1021,10 @@ fn a_join_knows_every_bucket_range_it_refreshed_as_far_as_the_network_allows() {
             joined.buckets_at_refresh > 1,
             "seed {seed}: one bucket only"
         );
-        // Every bucket but the one holding our id was refreshed (or already full).
+        // Every bucket but the one holding our id was filled to half a bucket (pinged,
+        // refreshed, or already that full).
         for prefix in 0..joined.buckets_at_refresh - 1 {
-            let want = k.min(net.in_range(&own, prefix));
+            let want = join_fill(k).min(net.in_range(&own, prefix));
             let known = table.bucket_len(prefix);
             assert!(
                 known >= want,
@@ -962,4 +1033,30 @@ fn a_join_knows_every_bucket_range_it_refreshed_as_far_as_the_network_allows() {
             assert!(table.good_in_range(prefix, now) >= want, "seed {seed}");
         }
     }
+}
+
+#[test]
+fn a_join_pings_the_nodes_its_bootstrap_heard_of_and_refreshes_only_ranges_they_cannot_fill() {
+    let mut pinged = 0;
+    for seed in 1..=4u8 {
+        let net = Still::new(400, u64::from(seed));
+
+        let joined = join_still(&net, seed);
+
+        assert_eq!(
+            joined.refreshed_though_named,
+            Vec::new(),
+            "seed {seed}: ranges refreshed (range, named outside the table, held) though \
+             the bootstrap's answers had named as many nodes as they lacked"
+        );
+        assert_eq!(
+            joined.outside_at_once, 0,
+            "seed {seed}: refresh queries sent outside their range while one was in flight"
+        );
+        pinged += joined.pings_to_named;
+    }
+    assert!(
+        pinged > 0,
+        "no join pinged a node its bootstrap had heard of"
+    );
 }
