@@ -1,7 +1,7 @@
 //! The table: buckets by shared-prefix length, split on demand (BEP 5).
 
-use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -33,9 +33,51 @@ pub struct RoutingTable {
     one_per_subnet: bool,
     /// Never empty, at most [`MAX_BUCKETS`] long.
     buckets: Vec<Bucket>,
-    /// Every address in a bucket or a cache, to the id there. Only looked up, never
-    /// iterated, so its order cannot leak.
-    by_addr: HashMap<SocketAddr, NodeId>,
+    /// Every address in a bucket or a cache, as a 32-bit fingerprint ([`AddrIndex`]).
+    by_addr: AddrIndex,
+}
+
+/// Which addresses the table holds, 4 bytes per node (a map of addresses to ids cost
+/// about 60 with a hash table's slack, a third of the table).
+///
+/// Sorted fingerprints, duplicates kept: a missing fingerprint proves the address is not
+/// in the table, which is the answer for nearly every new node. A present one (the address
+/// is there, or once in a few billion another with the same fingerprint) is confirmed by a
+/// scan of the buckets, so the answer is exact whatever the hash. Never iterated in an
+/// order that could leak.
+#[derive(Clone, Debug, Default)]
+struct AddrIndex {
+    prints: Vec<u32>,
+    hasher: RandomState,
+}
+
+impl AddrIndex {
+    fn print(&self, addr: &SocketAddr) -> u32 {
+        // The high half: the low bits of SipHash are as good, this just picks one half.
+        (self.hasher.hash_one(addr) >> 32) as u32
+    }
+
+    /// Whether `addr` may be in the table: false only when it is certainly not.
+    fn may_hold(&self, addr: &SocketAddr) -> bool {
+        self.prints.binary_search(&self.print(addr)).is_ok()
+    }
+
+    fn insert(&mut self, addr: &SocketAddr) {
+        let print = self.print(addr);
+        let at = self.prints.partition_point(|&p| p < print);
+        self.prints.insert(at, print);
+    }
+
+    fn remove(&mut self, addr: &SocketAddr) {
+        if let Ok(at) = self.prints.binary_search(&self.print(addr)) {
+            self.prints.remove(at);
+        }
+    }
+
+    #[cfg(any(test, feature = "sim"))]
+    fn len(&self) -> usize {
+        self.prints.len()
+    }
 }
 
 /// A node in a bucket with what an operator wants to see of it.
@@ -75,7 +117,7 @@ impl RoutingTable {
             wide: false,
             one_per_subnet: false,
             buckets: vec![Bucket::default()],
-            by_addr: HashMap::new(),
+            by_addr: AddrIndex::default(),
         }
     }
 
@@ -490,14 +532,15 @@ impl RoutingTable {
                 if !ids.insert(info.id) || !addrs.insert(info.addr) {
                     return Err(format!("bucket {i}: duplicate {info:?}"));
                 }
-                if self.by_addr.get(&info.addr) != Some(&info.id) {
-                    return Err(format!("address index misses {info:?}"));
-                }
             }
         }
-        if self.by_addr.len() != addrs.len() {
+        // `holder` reads the buckets themselves: the index only has to hold one
+        // fingerprint per address, no more.
+        let mut prints: Vec<u32> = addrs.iter().map(|a| self.by_addr.print(a)).collect();
+        prints.sort_unstable();
+        if self.by_addr.prints != prints {
             return Err(format!(
-                "address index has {} entries for {} nodes",
+                "address index has {} entries for {} nodes, or other ones",
                 self.by_addr.len(),
                 addrs.len()
             ));
@@ -584,7 +627,7 @@ impl RoutingTable {
         // The address is known under another id: the host restarted with a new id. An
         // answer proves that (it echoes our transaction id); a query is easy to spoof, so
         // it only replaces a bad entry.
-        let old_holder = self.by_addr.get(&node.addr).copied();
+        let old_holder = self.holder(&node.addr);
         if let Some(holder) = old_holder {
             let holder_bad = match self.find(&holder) {
                 Some(Slot::Entry { bucket, index }) => self.buckets[bucket].entries[index].is_bad(),
@@ -628,7 +671,7 @@ impl RoutingTable {
                     Heard::Query => Entry::queried(node, now),
                 });
                 bucket.last_changed = Some(now);
-                self.by_addr.insert(node.addr, node.id);
+                self.by_addr.insert(&node.addr);
                 return Insert::Added;
             }
             if can_split {
@@ -642,7 +685,7 @@ impl RoutingTable {
                 let old = std::mem::replace(slot, Entry::responded(node, now)).info;
                 bucket.last_changed = Some(now);
                 self.by_addr.remove(&old.addr);
-                self.by_addr.insert(node.addr, node.id);
+                self.by_addr.insert(&node.addr);
                 tracing::debug!(old = %old.id, new = %node.id, "bad node replaced");
                 return Insert::Added;
             }
@@ -656,7 +699,7 @@ impl RoutingTable {
                 info: node,
                 last_response: now,
             });
-            self.by_addr.insert(node.addr, node.id);
+            self.by_addr.insert(&node.addr);
             return Insert::Cached {
                 ping: take_due(&mut bucket.entries, now).collect(),
             };
@@ -747,6 +790,19 @@ impl RoutingTable {
             *b = 0;
         }
         floor
+    }
+
+    /// The id held at `addr`, in a bucket or a cache; a scan, but only when the index
+    /// says the address may be there.
+    fn holder(&self, addr: &SocketAddr) -> Option<NodeId> {
+        if !self.by_addr.may_hold(addr) {
+            return None;
+        }
+        self.buckets.iter().find_map(|b| {
+            let entries = b.entries.iter().map(|e| &e.info);
+            let mut infos = entries.chain(b.cache.iter().map(|c| &c.info));
+            infos.find(|info| info.addr == *addr).map(|info| info.id)
+        })
     }
 
     fn find(&self, id: &NodeId) -> Option<Slot> {
