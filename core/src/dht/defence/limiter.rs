@@ -301,6 +301,7 @@ impl SourceLimiter {
             self.by_seen.remove(&(seen, ip));
             self.sources.remove(&ip);
         }
+        crate::dht::release_slack(&mut self.sources);
     }
 }
 

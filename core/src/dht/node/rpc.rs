@@ -181,6 +181,7 @@ impl Rpc {
         }
         let p = self.pending.remove(&tid)?;
         self.deadlines.remove(&(p.soft.unwrap_or(p.hard), tid));
+        crate::dht::release_slack(&mut self.pending);
         if !p.resent {
             self.sample_rtt(now.saturating_duration_since(p.sent_at));
         }
@@ -206,6 +207,7 @@ impl Rpc {
     pub(crate) fn forget(&mut self, tid: TxId) {
         if let Some(p) = self.pending.remove(&tid) {
             self.deadlines.remove(&(p.soft.unwrap_or(p.hard), tid));
+            crate::dht::release_slack(&mut self.pending);
         }
     }
 
@@ -243,6 +245,7 @@ impl Rpc {
             return Some((tid, Expired::Soft(expired)));
         }
         let p = self.pending.remove(&tid)?;
+        crate::dht::release_slack(&mut self.pending);
         Some((tid, Expired::Hard(p)))
     }
 

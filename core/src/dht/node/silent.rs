@@ -65,6 +65,7 @@ impl Silent {
     pub(crate) fn clear(&mut self, addr: &SocketAddr) {
         if let Some(old) = self.marked.remove(addr) {
             self.by_age.remove(&(old.at, *addr));
+            crate::dht::release_slack(&mut self.marked);
         }
     }
 
@@ -98,6 +99,7 @@ impl Silent {
             self.by_age.pop_first();
             self.marked.remove(&addr);
         }
+        crate::dht::release_slack(&mut self.marked);
     }
 
     pub(crate) fn len(&self) -> usize {
