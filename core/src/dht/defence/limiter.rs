@@ -310,6 +310,7 @@ impl SourceLimiter {
             self.sources.remove(&ip);
         }
         crate::dht::release_slack(&mut self.sources);
+        crate::dht::release_empty_set(&mut self.by_seen);
     }
 }
 

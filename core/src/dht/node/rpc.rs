@@ -182,6 +182,7 @@ impl Rpc {
         let p = self.pending.remove(&tid)?;
         self.deadlines.remove(&(p.soft.unwrap_or(p.hard), tid));
         crate::dht::release_slack(&mut self.pending);
+        crate::dht::release_empty_set(&mut self.deadlines);
         if !p.resent {
             self.sample_rtt(now.saturating_duration_since(p.sent_at));
         }
@@ -208,6 +209,7 @@ impl Rpc {
         if let Some(p) = self.pending.remove(&tid) {
             self.deadlines.remove(&(p.soft.unwrap_or(p.hard), tid));
             crate::dht::release_slack(&mut self.pending);
+            crate::dht::release_empty_set(&mut self.deadlines);
         }
     }
 
@@ -246,6 +248,7 @@ impl Rpc {
         }
         let p = self.pending.remove(&tid)?;
         crate::dht::release_slack(&mut self.pending);
+        crate::dht::release_empty_set(&mut self.deadlines);
         Some((tid, Expired::Hard(p)))
     }
 

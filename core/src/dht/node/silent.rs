@@ -66,6 +66,7 @@ impl Silent {
         if let Some(old) = self.marked.remove(addr) {
             self.by_age.remove(&(old.at, *addr));
             crate::dht::release_slack(&mut self.marked);
+            crate::dht::release_empty_set(&mut self.by_age);
         }
     }
 
@@ -100,6 +101,7 @@ impl Silent {
             self.marked.remove(&addr);
         }
         crate::dht::release_slack(&mut self.marked);
+        crate::dht::release_empty_set(&mut self.by_age);
     }
 
     pub(crate) fn len(&self) -> usize {
