@@ -23,6 +23,39 @@ pub mod storage;
 pub mod token;
 mod traversal;
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasher, Hash};
+
+/// Gives back a hash map's room once it holds a quarter of it or less.
+///
+/// A map keeps the size of its largest burst otherwise (the sources a node heard in its
+/// busiest second, its most queries in flight), and a simulated network holds a million
+/// of them. Shrinking to twice what is left at a quarter keeps the cost amortised: each
+/// rehash follows at least as many removals, and the map can double before it grows. No
+/// map this is used on is iterated in an order that could leak, so nothing else changes.
+pub(crate) fn release_slack<K: Eq + Hash, V, S: BuildHasher>(map: &mut HashMap<K, V, S>) {
+    if map.capacity() > 3 && map.len() * 4 <= map.capacity() {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
+/// Frees the last node of a B-tree map its last entry left: `BTreeMap` keeps its root
+/// leaf, room for 11 entries, for good (4.5 KB for a node's running lookups, a few hundred
+/// bytes for each set of deadlines, on every node that ever used them). An empty map is
+/// an empty map: nothing else changes.
+pub(crate) fn release_empty_map<K, V>(map: &mut BTreeMap<K, V>) {
+    if map.is_empty() {
+        *map = BTreeMap::new();
+    }
+}
+
+/// [`release_empty_map`] for a set.
+pub(crate) fn release_empty_set<T>(set: &mut BTreeSet<T>) {
+    if set.is_empty() {
+        *set = BTreeSet::new();
+    }
+}
+
 pub use bep44::{ImmutableItem, Item, MutableItem, PutError, Target};
 pub use event::{Event, Outcome, QueryError, QueryId};
 pub use id::{Distance, ID_LEN, Key, MAX_KEY_LEN, NodeId, hex, unhex};
@@ -31,3 +64,33 @@ pub use node::{
     Config, DropReason, MAX_WATCHES, MAX_WATCHES_PER_SOURCE, MethodCounts, Node, Stats, Transmit,
     WATCH_TTL,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_map_gives_back_room_at_a_quarter_full_and_not_before() {
+        let mut map: HashMap<u32, u32> = (0..1000).map(|i| (i, i)).collect();
+        let grown = map.capacity();
+        let shrink_below = grown / 4;
+
+        for i in 0..1000 - shrink_below as u32 - 1 {
+            map.remove(&i);
+            release_slack(&mut map);
+        }
+        let above_a_quarter = map.capacity();
+        for i in 1000 - shrink_below as u32 - 1..900 {
+            map.remove(&i);
+            release_slack(&mut map);
+        }
+
+        // Removals leave tombstones that count against `capacity`, so it sags a little.
+        assert!(
+            above_a_quarter > grown * 3 / 4,
+            "{above_a_quarter} of {grown}"
+        );
+        assert!(map.capacity() < grown / 2, "{} of {grown}", map.capacity());
+        assert!((900..1000).all(|i| map.get(&i) == Some(&i)));
+    }
+}

@@ -62,8 +62,9 @@ const NANO: u128 = 1_000_000_000;
 #[derive(Clone, Debug)]
 pub struct TokenBucket {
     limit: Limit,
-    /// Tokens in nano-units, at most `burst * NANO`.
-    tokens: u128,
+    /// Tokens in nano-units, at most `burst * NANO`: under 2^63 for any `u32` burst, so
+    /// 8 bytes hold it (the sums are done in `u128`). A source limiter keeps one per source.
+    tokens: u64,
     refilled: Instant,
 }
 
@@ -72,7 +73,7 @@ impl TokenBucket {
     pub fn new(limit: Limit, now: Instant) -> TokenBucket {
         TokenBucket {
             limit,
-            tokens: capacity(limit),
+            tokens: to_u64(capacity(limit)),
             refilled: now,
         }
     }
@@ -81,8 +82,9 @@ impl TokenBucket {
     pub fn take(&mut self, now: Instant, cost: u32) -> bool {
         self.refill(now);
         let cost = u128::from(cost) * NANO;
-        if self.tokens >= cost {
-            self.tokens -= cost;
+        let tokens = u128::from(self.tokens);
+        if tokens >= cost {
+            self.tokens = to_u64(tokens - cost);
             true
         } else {
             false
@@ -92,19 +94,25 @@ impl TokenBucket {
     /// Whether the bucket is full at `now`: its source has been quiet long enough to forget.
     fn is_full(&mut self, now: Instant) -> bool {
         self.refill(now);
-        self.tokens >= capacity(self.limit)
+        u128::from(self.tokens) >= capacity(self.limit)
     }
 
     fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.refilled).as_nanos();
         self.refilled = self.refilled.max(now);
         let added = elapsed.saturating_mul(u128::from(self.limit.per_second));
-        self.tokens = self.tokens.saturating_add(added).min(capacity(self.limit));
+        let tokens = u128::from(self.tokens).saturating_add(added);
+        self.tokens = to_u64(tokens.min(capacity(self.limit)));
     }
 }
 
 fn capacity(limit: Limit) -> u128 {
     u128::from(limit.burst.max(1)) * NANO
+}
+
+/// A token count at most [`capacity`], which always fits.
+fn to_u64(tokens: u128) -> u64 {
+    u64::try_from(tokens).unwrap_or(u64::MAX)
 }
 
 /// What a [`SourceLimiter`] decided about one datagram or request.
@@ -301,6 +309,8 @@ impl SourceLimiter {
             self.by_seen.remove(&(seen, ip));
             self.sources.remove(&ip);
         }
+        crate::dht::release_slack(&mut self.sources);
+        crate::dht::release_empty_set(&mut self.by_seen);
     }
 }
 
@@ -315,6 +325,23 @@ mod tests {
 
     fn limiter(rate: u32, ban: Option<Ban>) -> SourceLimiter {
         SourceLimiter::new(Limit::per_second(rate), ban, true, 16)
+    }
+
+    #[test]
+    fn the_largest_burst_fits_in_a_bucket_of_32_bytes() {
+        let now = Instant::now();
+        let most = Limit {
+            per_second: u32::MAX,
+            burst: u32::MAX,
+        };
+        let mut bucket = TokenBucket::new(most, now);
+
+        let all = bucket.take(now, u32::MAX);
+        let none_left = bucket.take(now, 1);
+        let refilled = bucket.take(now + Duration::from_secs(1), u32::MAX);
+
+        assert!(all && !none_left && refilled);
+        assert!(std::mem::size_of::<TokenBucket>() <= 32);
     }
 
     #[test]

@@ -1247,6 +1247,9 @@ impl Node {
         if self.shared.get(l.traversal.target()) == Some(&query) {
             self.shared.remove(l.traversal.target());
         }
+        crate::dht::release_empty_map(&mut self.lookups);
+        crate::dht::release_empty_set(&mut self.lookup_deadlines);
+        crate::dht::release_empty_map(&mut self.shared);
         for tid in &l.tids {
             self.rpc.orphan(*tid);
         }

@@ -181,6 +181,8 @@ impl Rpc {
         }
         let p = self.pending.remove(&tid)?;
         self.deadlines.remove(&(p.soft.unwrap_or(p.hard), tid));
+        crate::dht::release_slack(&mut self.pending);
+        crate::dht::release_empty_set(&mut self.deadlines);
         if !p.resent {
             self.sample_rtt(now.saturating_duration_since(p.sent_at));
         }
@@ -206,6 +208,8 @@ impl Rpc {
     pub(crate) fn forget(&mut self, tid: TxId) {
         if let Some(p) = self.pending.remove(&tid) {
             self.deadlines.remove(&(p.soft.unwrap_or(p.hard), tid));
+            crate::dht::release_slack(&mut self.pending);
+            crate::dht::release_empty_set(&mut self.deadlines);
         }
     }
 
@@ -243,6 +247,8 @@ impl Rpc {
             return Some((tid, Expired::Soft(expired)));
         }
         let p = self.pending.remove(&tid)?;
+        crate::dht::release_slack(&mut self.pending);
+        crate::dht::release_empty_set(&mut self.deadlines);
         Some((tid, Expired::Hard(p)))
     }
 

@@ -65,6 +65,8 @@ impl Silent {
     pub(crate) fn clear(&mut self, addr: &SocketAddr) {
         if let Some(old) = self.marked.remove(addr) {
             self.by_age.remove(&(old.at, *addr));
+            crate::dht::release_slack(&mut self.marked);
+            crate::dht::release_empty_set(&mut self.by_age);
         }
     }
 
@@ -98,6 +100,8 @@ impl Silent {
             self.by_age.pop_first();
             self.marked.remove(&addr);
         }
+        crate::dht::release_slack(&mut self.marked);
+        crate::dht::release_empty_set(&mut self.by_age);
     }
 
     pub(crate) fn len(&self) -> usize {

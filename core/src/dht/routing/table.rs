@@ -1,13 +1,13 @@
 //! The table: buckets by shared-prefix length, split on demand (BEP 5).
 
-use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use rand::Rng;
 
-use super::bucket::{Bucket, Cached, Entry};
+use super::bucket::{Bucket, Cached, Entry, Tick};
 use super::{Failed, Ignored, Insert, MAX_BUCKETS, NodeInfo, NodeState};
 use crate::dht::defence::Subnet;
 use crate::dht::id::{Distance, ID_LEN, NodeId};
@@ -33,9 +33,53 @@ pub struct RoutingTable {
     one_per_subnet: bool,
     /// Never empty, at most [`MAX_BUCKETS`] long.
     buckets: Vec<Bucket>,
-    /// Every address in a bucket or a cache, to the id there. Only looked up, never
-    /// iterated, so its order cannot leak.
-    by_addr: HashMap<SocketAddr, NodeId>,
+    /// Every address in a bucket or a cache, as a 32-bit fingerprint ([`AddrIndex`]).
+    by_addr: AddrIndex,
+    /// Time zero of the [`Tick`]s the buckets keep: the first `now` the table saw.
+    epoch: Option<Instant>,
+}
+
+/// Which addresses the table holds, 4 bytes per node (a map of addresses to ids cost
+/// about 60 with a hash table's slack, a third of the table).
+///
+/// Sorted fingerprints, duplicates kept: a missing fingerprint proves the address is not
+/// in the table, which is the answer for nearly every new node. A present one (the address
+/// is there, or once in a few billion another with the same fingerprint) is confirmed by a
+/// scan of the buckets, so the answer is exact whatever the hash. Never iterated in an
+/// order that could leak.
+#[derive(Clone, Debug, Default)]
+struct AddrIndex {
+    prints: Vec<u32>,
+    hasher: RandomState,
+}
+
+impl AddrIndex {
+    fn print(&self, addr: &SocketAddr) -> u32 {
+        // The high half: the low bits of SipHash are as good, this just picks one half.
+        (self.hasher.hash_one(addr) >> 32) as u32
+    }
+
+    /// Whether `addr` may be in the table: false only when it is certainly not.
+    fn may_hold(&self, addr: &SocketAddr) -> bool {
+        self.prints.binary_search(&self.print(addr)).is_ok()
+    }
+
+    fn insert(&mut self, addr: &SocketAddr) {
+        let print = self.print(addr);
+        let at = self.prints.partition_point(|&p| p < print);
+        self.prints.insert(at, print);
+    }
+
+    fn remove(&mut self, addr: &SocketAddr) {
+        if let Ok(at) = self.prints.binary_search(&self.print(addr)) {
+            self.prints.remove(at);
+        }
+    }
+
+    #[cfg(any(test, feature = "sim"))]
+    fn len(&self) -> usize {
+        self.prints.len()
+    }
 }
 
 /// A node in a bucket with what an operator wants to see of it.
@@ -75,7 +119,8 @@ impl RoutingTable {
             wide: false,
             one_per_subnet: false,
             buckets: vec![Bucket::default()],
-            by_addr: HashMap::new(),
+            by_addr: AddrIndex::default(),
+            epoch: None,
         }
     }
 
@@ -154,12 +199,13 @@ impl RoutingTable {
     /// After [`super::MAX_FAILURES`] failures in a row the node is bad; a bad node is
     /// replaced at once by the freshest node of its bucket's replacement cache, if any.
     pub fn failed(&mut self, now: Instant, id: &NodeId) -> Failed {
+        let now = self.tick(now);
         match self.find(id) {
             None => Failed::Unknown,
             Some(Slot::Cache { bucket, index }) => {
                 // A cached node that fails is no better than none.
                 let cached = self.buckets[bucket].cache.remove(index);
-                self.by_addr.remove(&cached.info.addr);
+                self.by_addr.remove(&cached.addr());
                 Failed::Unknown
             }
             Some(Slot::Entry { bucket, index }) => {
@@ -172,15 +218,13 @@ impl RoutingTable {
                     return Failed::Bad;
                 };
                 let entry = &mut b.entries[index];
-                let old = std::mem::replace(entry, cached.into_entry(now)).info;
+                let new = cached.info();
+                let old = std::mem::replace(entry, cached.into_entry(now)).info();
                 b.last_changed = Some(now);
                 b.settle_pings();
                 self.by_addr.remove(&old.addr);
-                tracing::debug!(old = %old.id, new = %cached.info.id, "bad node replaced from cache");
-                Failed::Replaced {
-                    old,
-                    new: cached.info,
-                }
+                tracing::debug!(old = %old.id, new = %new.id, "bad node replaced from cache");
+                Failed::Replaced { old, new }
             }
         }
     }
@@ -192,6 +236,7 @@ impl RoutingTable {
     /// For a source the node has banned: its datagrams are dropped from then on, so its
     /// nodes would only be pinged in vain and handed to other nodes' lookups. O(table).
     pub fn remove_where(&mut self, now: Instant, gone: impl Fn(&SocketAddr) -> bool) -> usize {
+        let now = self.tick(now);
         let mut removed = 0;
         for b in 0..self.buckets.len() {
             let (bucket, by_addr) = (&mut self.buckets[b], &mut self.by_addr);
@@ -203,8 +248,8 @@ impl RoutingTable {
                 }
                 stays
             };
-            bucket.entries.retain(|e| keep(&e.info.addr));
-            bucket.cache.retain(|c| keep(&c.info.addr));
+            bucket.entries.retain(|e| keep(&e.addr()));
+            bucket.cache.retain(|c| keep(&c.addr()));
             let left = before - (bucket.entries.len() + bucket.cache.len());
             if left > 0 {
                 removed += left;
@@ -234,7 +279,7 @@ impl RoutingTable {
         n: usize,
         skip: impl Fn(&NodeInfo) -> bool,
     ) -> Vec<NodeInfo> {
-        let skipped = |e: &Entry| e.last_response.is_none() && skip(&e.info);
+        let skipped = |e: &Entry| e.last_response.is_none() && skip(&e.info());
         self.closest_where(key, n, |e| !e.is_bad() && !skipped(e))
     }
 
@@ -278,13 +323,13 @@ impl RoutingTable {
             };
             for entry in bucket.entries.iter().filter(|e| keep(e)) {
                 if best.len() < n {
-                    best.push(entry.info);
+                    best.push(entry.info());
                     sift_up(&mut best, rank);
                     if best.len() == n {
                         worst = best.first().map(rank);
                     }
-                } else if worst.is_some_and(|w| rank(&entry.info) < w) {
-                    best[0] = entry.info;
+                } else if worst.is_some_and(|w| (entry.id.distance(key), entry.id) < w) {
+                    best[0] = entry.info();
                     sift_down(&mut best, rank);
                     worst = best.first().map(rank);
                 }
@@ -300,6 +345,7 @@ impl RoutingTable {
     /// Each id lies in its bucket's range, so the lookup fills that bucket. Ids come in
     /// bucket order, farthest bucket first.
     pub fn refresh(&mut self, now: Instant, rng: &mut impl Rng) -> Vec<NodeId> {
+        let now = self.tick(now);
         let own = self.own;
         let mut targets = Vec::new();
         for (prefix_len, bucket) in self.buckets.iter_mut().enumerate() {
@@ -319,6 +365,7 @@ impl RoutingTable {
     /// at once for the second try, and a ping never reported back is handed out again after
     /// [`super::PING_RETRY`]. Bad nodes are not pinged: they wait to be replaced.
     pub fn take_pings(&mut self, now: Instant) -> Vec<NodeInfo> {
+        let now = self.tick(now);
         let mut pings = Vec::new();
         // A bucket whose earliest deadline is later has nothing due: skip its entries.
         for bucket in &mut self.buckets {
@@ -339,24 +386,26 @@ impl RoutingTable {
     /// The node asks after every datagram, so this looks at each bucket's kept earliest
     /// ping ([`Bucket::ping_due`]), not at every entry.
     pub fn next_timeout(&self) -> Option<Instant> {
-        self.buckets
+        let epoch = self.epoch?; // no time seen yet: no node, nothing scheduled
+        let due = self
+            .buckets
             .iter()
-            .flat_map(|b| [b.refresh_due(), b.ping_due])
-            .flatten()
-            .min()
+            .flat_map(|b| [b.refresh_due(), b.ping_due]);
+        due.flatten().min().map(|t| t.instant(epoch))
     }
 
     /// [`RoutingTable::next_timeout`] computed the slow way, from every entry: the
     /// reference the kept per-bucket deadlines are checked against.
     #[cfg(any(test, feature = "sim"))]
     pub fn next_timeout_rescan(&self) -> Option<Instant> {
+        let epoch = self.epoch?;
         let refresh = self.buckets.iter().filter_map(Bucket::refresh_due);
         let pings = self
             .buckets
             .iter()
             .flat_map(|b| &b.entries)
             .filter_map(Entry::ping_due);
-        refresh.chain(pings).min()
+        refresh.chain(pings).min().map(|t| t.instant(epoch))
     }
 
     /// Number of nodes in the buckets (replacement caches not counted).
@@ -371,10 +420,11 @@ impl RoutingTable {
 
     /// Iterates over the nodes in the buckets with their state at `now`, in bucket order.
     pub fn iter(&self, now: Instant) -> impl Iterator<Item = (NodeInfo, NodeState)> + '_ {
+        let now = self.tick_at(now);
         self.buckets
             .iter()
             .flat_map(|b| &b.entries)
-            .map(move |e| (e.info, e.state(now)))
+            .map(move |e| (e.info(), e.state(now)))
     }
 
     /// True when `id` is in a bucket (a node waiting in a replacement cache is not).
@@ -384,6 +434,7 @@ impl RoutingTable {
 
     /// The state at `now` of the node `id`, if it is in a bucket.
     pub fn state(&self, now: Instant, id: &NodeId) -> Option<NodeState> {
+        let now = self.tick_at(now);
         match self.find(id)? {
             Slot::Entry { bucket, index } => Some(self.buckets[bucket].entries[index].state(now)),
             Slot::Cache { .. } => None,
@@ -403,10 +454,11 @@ impl RoutingTable {
     /// Good nodes whose id shares exactly `prefix` leading bits with ours: what a refresh
     /// of that range has found alive. O(one bucket).
     pub fn good_in_range(&self, prefix: usize, now: Instant) -> usize {
+        let now = self.tick_at(now);
         let last = self.buckets.len() - 1;
         let b = prefix.min(last);
         // Only the last bucket holds ids of other prefix lengths than its index.
-        let exact = |e: &&Entry| b < last || self.own.shared_prefix_len(&e.info.id) == prefix;
+        let exact = |e: &&Entry| b < last || self.own.shared_prefix_len(&e.id) == prefix;
         self.buckets[b]
             .entries
             .iter()
@@ -422,17 +474,20 @@ impl RoutingTable {
         index: usize,
         now: Instant,
     ) -> impl Iterator<Item = NodeReport> + '_ {
+        let epoch = self.epoch.unwrap_or(now);
+        let now = Tick::since(epoch, now);
         self.buckets
             .get(index)
             .into_iter()
             .flat_map(|b| &b.entries)
             .map(move |e| NodeReport {
-                info: e.info,
+                info: e.info(),
                 state: e.state(now),
                 last_heard: [e.last_response, e.last_query]
                     .into_iter()
                     .flatten()
-                    .fold(e.added, Instant::max),
+                    .fold(e.added, Tick::max)
+                    .instant(epoch),
                 failures: e.failures,
             })
     }
@@ -475,8 +530,8 @@ impl RoutingTable {
                     bucket.ping_due
                 ));
             }
-            let infos = bucket.entries.iter().map(|e| e.info);
-            for info in infos.chain(bucket.cache.iter().map(|c| c.info)) {
+            let infos = bucket.entries.iter().map(|e| e.info());
+            for info in infos.chain(bucket.cache.iter().map(|c| c.info())) {
                 let prefix = self.own.shared_prefix_len(&info.id);
                 if info.id == self.own {
                     return Err(format!("bucket {i}: own id"));
@@ -490,14 +545,15 @@ impl RoutingTable {
                 if !ids.insert(info.id) || !addrs.insert(info.addr) {
                     return Err(format!("bucket {i}: duplicate {info:?}"));
                 }
-                if self.by_addr.get(&info.addr) != Some(&info.id) {
-                    return Err(format!("address index misses {info:?}"));
-                }
             }
         }
-        if self.by_addr.len() != addrs.len() {
+        // `holder` reads the buckets themselves: the index only has to hold one
+        // fingerprint per address, no more.
+        let mut prints: Vec<u32> = addrs.iter().map(|a| self.by_addr.print(a)).collect();
+        prints.sort_unstable();
+        if self.by_addr.prints != prints {
             return Err(format!(
-                "address index has {} entries for {} nodes",
+                "address index has {} entries for {} nodes, or other ones",
                 self.by_addr.len(),
                 addrs.len()
             ));
@@ -509,6 +565,7 @@ impl RoutingTable {
     /// may have changed: the node's own, the ones it freed a slot in, and those a split
     /// made or emptied (splits only touch the last bucket and append new ones).
     fn heard(&mut self, now: Instant, node: NodeInfo, how: Heard) -> Insert {
+        let now = self.tick(now);
         let last_before = self.buckets.len() - 1;
         let (result, freed) = self.heard_unsettled(now, node, how);
         let split = self.buckets.len() > last_before + 1;
@@ -532,7 +589,7 @@ impl RoutingTable {
     /// that lost a node to make way (a stale id or an address's old holder).
     fn heard_unsettled(
         &mut self,
-        now: Instant,
+        now: Tick,
         node: NodeInfo,
         how: Heard,
     ) -> (Insert, [Option<usize>; 2]) {
@@ -550,7 +607,7 @@ impl RoutingTable {
             Some(Slot::Entry { bucket, index }) => {
                 let b = &mut self.buckets[bucket];
                 let entry = &b.entries[index];
-                if entry.info.addr == node.addr {
+                if entry.addr() == node.addr {
                     match how {
                         Heard::Response => {
                             b.update_entry(index, |e| e.record_response(now));
@@ -568,7 +625,7 @@ impl RoutingTable {
             }
             Some(Slot::Cache { bucket, index }) => {
                 let cache = &mut self.buckets[bucket].cache;
-                if cache[index].info.addr != node.addr {
+                if cache[index].addr() != node.addr {
                     return unchanged(Insert::Ignored(Ignored::IdElsewhere));
                 }
                 if how == Heard::Query {
@@ -584,7 +641,7 @@ impl RoutingTable {
         // The address is known under another id: the host restarted with a new id. An
         // answer proves that (it echoes our transaction id); a query is easy to spoof, so
         // it only replaces a bad entry.
-        let old_holder = self.by_addr.get(&node.addr).copied();
+        let old_holder = self.holder(&node.addr);
         if let Some(holder) = old_holder {
             let holder_bad = match self.find(&holder) {
                 Some(Slot::Entry { bucket, index }) => self.buckets[bucket].entries[index].is_bad(),
@@ -606,7 +663,7 @@ impl RoutingTable {
     }
 
     /// Inserts a node whose id and address are in neither a bucket nor a cache.
-    fn insert_new(&mut self, now: Instant, node: NodeInfo, how: Heard) -> Insert {
+    fn insert_new(&mut self, now: Tick, node: NodeInfo, how: Heard) -> Insert {
         loop {
             let b = self.bucket_index(&node.id);
             let can_split = b + 1 == self.buckets.len() && b + 1 < MAX_BUCKETS;
@@ -628,7 +685,7 @@ impl RoutingTable {
                     Heard::Query => Entry::queried(node, now),
                 });
                 bucket.last_changed = Some(now);
-                self.by_addr.insert(node.addr, node.id);
+                self.by_addr.insert(&node.addr);
                 return Insert::Added;
             }
             if can_split {
@@ -639,10 +696,10 @@ impl RoutingTable {
                 return Insert::Ignored(Ignored::Full);
             }
             if let Some(slot) = worst_bad(&mut bucket.entries) {
-                let old = std::mem::replace(slot, Entry::responded(node, now)).info;
+                let old = std::mem::replace(slot, Entry::responded(node, now)).info();
                 bucket.last_changed = Some(now);
                 self.by_addr.remove(&old.addr);
-                self.by_addr.insert(node.addr, node.id);
+                self.by_addr.insert(&node.addr);
                 tracing::debug!(old = %old.id, new = %node.id, "bad node replaced");
                 return Insert::Added;
             }
@@ -650,13 +707,10 @@ impl RoutingTable {
                 // Full cache: the stalest candidate makes way, an unverified id first (BEP 42).
                 let stale = bucket.cache.iter().position(|c| !c.is_bep42()).unwrap_or(0);
                 let stale = bucket.cache.remove(stale);
-                self.by_addr.remove(&stale.info.addr);
+                self.by_addr.remove(&stale.addr());
             }
-            bucket.cache.push(Cached {
-                info: node,
-                last_response: now,
-            });
-            self.by_addr.insert(node.addr, node.id);
+            bucket.cache.push(Cached::new(node, now));
+            self.by_addr.insert(&node.addr);
             return Insert::Cached {
                 ping: take_due(&mut bucket.entries, now).collect(),
             };
@@ -665,10 +719,10 @@ impl RoutingTable {
 
     /// Splits the last bucket: nodes sharing more bits with us than its index move to a
     /// new last bucket.
-    fn split(&mut self, now: Instant) {
+    fn split(&mut self, now: Tick) {
         let depth = self.buckets.len();
         let own = self.own;
-        let goes = |info: &NodeInfo| own.shared_prefix_len(&info.id) >= depth;
+        let goes = |id: &NodeId| own.shared_prefix_len(id) >= depth;
         let mut new = Bucket {
             last_changed: Some(now),
             ..Bucket::default()
@@ -676,12 +730,12 @@ impl RoutingTable {
         if let Some(old) = self.buckets.last_mut() {
             let (moved, kept) = std::mem::take(&mut old.entries)
                 .into_iter()
-                .partition(|e| goes(&e.info));
+                .partition(|e| goes(&e.id));
             old.entries = kept;
             new.entries = moved;
             let (moved, kept) = std::mem::take(&mut old.cache)
                 .into_iter()
-                .partition(|c| goes(&c.info));
+                .partition(|c| goes(&c.id));
             old.cache = kept;
             new.cache = moved;
         }
@@ -691,7 +745,7 @@ impl RoutingTable {
     }
 
     /// Moves the freshest cached nodes into free slots of bucket `b`.
-    fn refill(&mut self, now: Instant, b: usize) {
+    fn refill(&mut self, now: Tick, b: usize) {
         let capacity = self.capacity(b);
         let bucket = &mut self.buckets[b];
         while bucket.entries.len() < capacity {
@@ -712,7 +766,7 @@ impl RoutingTable {
             }
             Slot::Cache { bucket, index } => {
                 let cached = self.buckets[bucket].cache.remove(index);
-                self.by_addr.remove(&cached.info.addr);
+                self.by_addr.remove(&cached.addr());
                 None
             }
         }
@@ -720,7 +774,7 @@ impl RoutingTable {
 
     fn remove_entry(&mut self, bucket: usize, index: usize) {
         let entry = self.buckets[bucket].entries.remove(index);
-        self.by_addr.remove(&entry.info.addr);
+        self.by_addr.remove(&entry.addr());
     }
 
     /// The smallest distance to a key any node of bucket `i` can have, given our own
@@ -749,13 +803,37 @@ impl RoutingTable {
         floor
     }
 
+    /// `now` as a [`Tick`], fixing the epoch at the first time the table sees.
+    fn tick(&mut self, now: Instant) -> Tick {
+        let epoch = *self.epoch.get_or_insert(now);
+        Tick::since(epoch, now)
+    }
+
+    /// `now` as a [`Tick`], for reading: before the table saw a time no node holds a
+    /// tick, so any epoch gives the same answers.
+    fn tick_at(&self, now: Instant) -> Tick {
+        Tick::since(self.epoch.unwrap_or(now), now)
+    }
+
+    /// The id held at `addr`, in a bucket or a cache; a scan, but only when the index
+    /// says the address may be there.
+    fn holder(&self, addr: &SocketAddr) -> Option<NodeId> {
+        if !self.by_addr.may_hold(addr) {
+            return None;
+        }
+        self.buckets.iter().find_map(|b| {
+            let entry = b.entries.iter().find(|e| e.addr() == *addr).map(|e| e.id);
+            entry.or_else(|| b.cache.iter().find(|c| c.addr() == *addr).map(|c| c.id))
+        })
+    }
+
     fn find(&self, id: &NodeId) -> Option<Slot> {
         let bucket = self.bucket_index(id);
         let b = &self.buckets[bucket];
-        if let Some(index) = b.entries.iter().position(|e| e.info.id == *id) {
+        if let Some(index) = b.entries.iter().position(|e| e.id == *id) {
             return Some(Slot::Entry { bucket, index });
         }
-        let index = b.cache.iter().position(|c| c.info.id == *id)?;
+        let index = b.cache.iter().position(|c| c.id == *id)?;
         Some(Slot::Cache { bucket, index })
     }
 
@@ -791,9 +869,9 @@ fn holds_subnet_of(bucket: &Bucket, addr: &SocketAddr) -> bool {
     let Some(subnet) = Subnet::of_public(addr.ip()) else {
         return false;
     };
-    let same = |info: &NodeInfo| Subnet::of_public(info.addr.ip()) == Some(subnet);
-    bucket.entries.iter().any(|e| !e.is_bad() && same(&e.info))
-        || bucket.cache.iter().any(|c| same(&c.info))
+    let same = |addr: SocketAddr| Subnet::of_public(addr.ip()) == Some(subnet);
+    bucket.entries.iter().any(|e| !e.is_bad() && same(e.addr()))
+        || bucket.cache.iter().any(|c| same(c.addr()))
 }
 
 /// Takes the cached node to promote: the freshest whose id verifies (BEP 42), else the
@@ -807,13 +885,13 @@ fn take_preferred(cache: &mut Vec<Cached>) -> Option<Cached> {
 }
 
 /// The entries due for a ping at `now`, each marked as pinged as it is yielded.
-fn take_due(entries: &mut [Entry], now: Instant) -> impl Iterator<Item = NodeInfo> + '_ {
+fn take_due(entries: &mut [Entry], now: Tick) -> impl Iterator<Item = NodeInfo> + '_ {
     entries
         .iter_mut()
         .filter(move |e| e.ping_due().is_some_and(|due| due <= now))
         .map(move |e| {
             e.ping_sent = Some(now);
-            e.info
+            e.info()
         })
 }
 
@@ -1390,10 +1468,7 @@ mod tests {
             for (i, bucket) in table.buckets.iter().enumerate() {
                 let floor = table.bucket_floor(&own_distance, key.len(), i);
                 for e in &bucket.entries {
-                    assert!(
-                        e.info.id.distance(&key) >= floor,
-                        "bucket {i}, key {key:02x?}"
-                    );
+                    assert!(e.id.distance(&key) >= floor, "bucket {i}, key {key:02x?}");
                 }
                 // The closest id the bucket could hold: our bits before `i`, the other
                 // bit at `i` (unless last), then the key's bits while it lasts.
