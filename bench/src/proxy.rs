@@ -87,6 +87,7 @@ pub fn proxy(ctx: &mut Ctx) -> Result<(), String> {
                 security: Security::Plain,
                 client_cores: ctx.client_cores,
                 peer_connections: ctx.peer_connections,
+                busy_poll: ctx.busy_poll,
             };
             let watch = RssWatch::start(proxy.pid);
             let rpc = rpc::rust_load(&run, Kind::Rust)?;
@@ -135,6 +136,7 @@ fn node_pair(ctx: &mut Ctx) -> Result<(), String> {
             security: Security::Plain,
             client_cores: ctx.client_cores,
             peer_connections: ctx.peer_connections,
+            busy_poll: ctx.busy_poll,
         };
         let row = ProxyRow {
             path: ProxyPath::Direct,

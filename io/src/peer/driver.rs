@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_lite::{FutureExt as _, StreamExt as _};
 use futures_util::stream::FuturesUnordered;
@@ -25,6 +25,7 @@ use super::subscription::SubEvent;
 use super::watch::WatchUpdate;
 use super::ws_client::{self, WsSettings};
 use super::{http_client, tcp_client};
+use crate::busy_poll;
 use crate::runtime::Runtime;
 use crate::time::Timer;
 use crate::tls::TlsClient;
@@ -191,6 +192,8 @@ pub(crate) struct Driver<R: Runtime> {
     exchanges: FuturesUnordered<Exchange>,
     max_body: usize,
     ws: WsSettings,
+    /// The busy-poll window of the connections this driver opens ([`crate::busy_poll`]).
+    busy_poll: Option<Duration>,
     subscription_queue: usize,
     dropped_sub_events: u64,
     runtime: PhantomData<R>,
@@ -229,6 +232,7 @@ impl<R: Runtime> Driver<R> {
                 max_message_len: max_message,
                 tls,
             },
+            busy_poll: config.busy_poll,
             subscription_queue: config.subscription_queue.max(1),
             dropped_sub_events: 0,
             runtime: PhantomData,
@@ -369,13 +373,10 @@ impl<R: Runtime> Driver<R> {
             Io::WsConnect { conn, url } => {
                 let (tx, rx) = async_channel::bounded(CONN_QUEUE);
                 self.conns.insert(conn, tx);
-                R::spawn_detached(ws_client::run::<R>(
-                    conn,
-                    url,
-                    rx,
-                    self.io_tx.clone(),
-                    self.ws.clone(),
-                ));
+                busy_poll::spawn_detached::<R>(
+                    self.busy_poll,
+                    ws_client::run::<R>(conn, url, rx, self.io_tx.clone(), self.ws.clone()),
+                );
             }
             Io::WsSend { conn, msg } => {
                 let Some(tx) = self.conns.get(&conn) else {
@@ -397,13 +398,10 @@ impl<R: Runtime> Driver<R> {
                 let (tx, rx) = async_channel::bounded(CONN_QUEUE);
                 self.streams.insert(conn, tx);
                 let connect_timeout = self.ws.connect_timeout;
-                R::spawn_detached(tcp_client::run::<R>(
-                    conn,
-                    addr,
-                    rx,
-                    self.io_tx.clone(),
-                    connect_timeout,
-                ));
+                busy_poll::spawn_detached::<R>(
+                    self.busy_poll,
+                    tcp_client::run::<R>(conn, addr, rx, self.io_tx.clone(), connect_timeout),
+                );
             }
             Io::TcpSend { conn, bytes } => {
                 let Some(tx) = self.streams.get(&conn) else {
