@@ -133,8 +133,22 @@ pub(crate) enum Command {
 }
 
 /// An HTTP exchange the driver runs itself: its id and reply, `None` past its deadline.
-type Exchange =
-    Pin<Box<dyn Future<Output = Option<(HttpId, Result<HttpResponse, TransportError>)>> + Send>>;
+type Exchange = Pin<Box<dyn Future<Output = Option<HttpReply>> + Send>>;
+
+/// A finished exchange: its id and what came back.
+type HttpReply = (HttpId, Result<HttpResponse, TransportError>);
+
+/// The next finished exchange the core still waits for (one past its deadline yields
+/// `None` and is skipped: the core has given up on it); `None` when none is under way.
+async fn next_reply(exchanges: &mut FuturesUnordered<Exchange>) -> Option<HttpReply> {
+    loop {
+        match exchanges.next().await {
+            Some(Some(reply)) => return Some(reply),
+            Some(None) => {}
+            None => return None,
+        }
+    }
+}
 
 /// What an I/O task reports.
 pub(crate) enum IoEvent {
@@ -271,13 +285,9 @@ impl<R: Runtime> Driver<R> {
                 };
                 let exchanges = &mut self.exchanges;
                 let http = async {
-                    loop {
-                        match exchanges.next().await {
-                            Some(Some((id, reply))) => break Wake::Http(id, reply),
-                            // Past its deadline: the core has given up on it already.
-                            Some(None) => {}
-                            None => std::future::pending().await,
-                        }
+                    match next_reply(exchanges).await {
+                        Some((id, reply)) => Wake::Http(id, reply),
+                        None => std::future::pending().await,
                     }
                 };
                 let fired = async {
@@ -332,11 +342,12 @@ impl<R: Runtime> Driver<R> {
     /// [`take_queued`](Self::take_queued) does for reports: one pass for many of them.
     async fn take_replies(&mut self, now: Instant) {
         for _ in 0..BATCH {
-            match futures_lite::future::poll_once(self.exchanges.next()).await {
-                Some(Some(Some((id, reply)))) => self.client.handle_http_reply(now, id, reply),
-                Some(Some(None)) => {}
-                Some(None) | None => break,
-            }
+            let Some(Some((id, reply))) =
+                futures_lite::future::poll_once(next_reply(&mut self.exchanges)).await
+            else {
+                break;
+            };
+            self.client.handle_http_reply(now, id, reply);
         }
     }
 
