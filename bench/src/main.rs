@@ -106,8 +106,9 @@ struct Args {
     /// --proxy and --tls; unset, their defaults (64).
     #[arg(long, value_name = "N")]
     peer_connections: Option<usize>,
-    /// Our peer RPC clients and echo servers in --rpc, --tls and --proxy busy-poll this many
-    /// microseconds after each wake-up (their `busy_poll`); 0, the default, is off.
+    /// Our peer RPC clients and echo servers in --rpc, --tls and --proxy, and grenache-proxy,
+    /// busy-poll this many microseconds after each wake-up (their `busy_poll`, the proxy's
+    /// --busy-poll-us); 0, the default, is off.
     #[arg(long, value_name = "US", default_value_t = 0)]
     busy_poll_us: u64,
     /// Only this transport's rows in --rpc and --tls (`http`, `ws` or `zmq`).

@@ -204,6 +204,9 @@ fn start_proxy(ctx: &Ctx, url: &str, routes: &[&str]) -> Result<Proc, String> {
     if let Some(n) = ctx.peer_connections {
         cmd.args(["--connections-per-peer", &n.to_string()]);
     }
+    if let Some(window) = ctx.busy_poll {
+        cmd.args(["--busy-poll-us", &window.as_micros().to_string()]);
+    }
     for route in routes {
         cmd.args(["--rpc", route]);
     }
