@@ -36,8 +36,13 @@ use crate::runtime::Runtime;
 /// A spin poll that comes this long after its yield means another thread had the core.
 const CONTENDED_GAP: Duration = Duration::from_micros(250);
 
-/// How long a task that met contention sleeps as usual before it tries spinning again.
+/// How long a task that met contention sleeps as usual before it tries spinning again;
+/// doubled at each contention in a row (up to [`MAX_STRIKES`] doublings), so that on a
+/// machine that stays busy spinning is rare.
 const CONTENDED_PAUSE: Duration = Duration::from_millis(50);
+
+/// Doublings of [`CONTENDED_PAUSE`] at most (50 ms << 7: 6.4 s).
+const MAX_STRIKES: u32 = 7;
 
 /// Spawns `fut` detached, wrapped in [`BusyPoll`] when `window` is set.
 pub(crate) fn spawn_detached<R: Runtime>(
@@ -140,6 +145,8 @@ struct Spin {
     asked_at: Option<Instant>,
     /// No spinning before this, after contention was seen.
     paused_until: Option<Instant>,
+    /// Contentions since a spin last paid off (a wake-up came while it spun).
+    strikes: u32,
 }
 
 impl Spin {
@@ -150,16 +157,20 @@ impl Spin {
             until: None,
             asked_at: None,
             paused_until: None,
+            strikes: 0,
         }
     }
 
     /// After a poll that began at `start` and left the future pending at `end` (`woken`:
     /// something other than a spin woke it), whether to spin once more.
     fn after_poll(&mut self, start: Instant, end: Instant, woken: bool) -> bool {
-        if let Some(asked) = self.asked_at.take()
-            && start.saturating_duration_since(asked) > self.gap
-        {
-            self.paused_until = Some(start + CONTENDED_PAUSE);
+        if let Some(asked) = self.asked_at.take() {
+            if start.saturating_duration_since(asked) > self.gap {
+                self.paused_until = Some(start + CONTENDED_PAUSE * (1 << self.strikes));
+                self.strikes = (self.strikes + 1).min(MAX_STRIKES);
+            } else if woken {
+                self.strikes = 0;
+            }
         }
         if woken || self.until.is_none() {
             self.until = Some(end + self.window);
@@ -238,5 +249,35 @@ mod tests {
             spin.after_poll(us(t0, 52_010), us(t0, 52_011), false),
             "prompt: spins on"
         );
+    }
+
+    #[test]
+    fn contention_in_a_row_doubles_the_pause_and_a_spin_that_pays_ends_it() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut spin = Spin::new(WINDOW, CONTENDED_GAP);
+        assert!(spin.after_poll(t0, t0, true));
+        assert!(
+            !spin.after_poll(ms(2), ms(2), true),
+            "first contention: 50 ms"
+        );
+        assert!(spin.after_poll(ms(53), ms(53), true), "over at 52 ms");
+        assert!(
+            !spin.after_poll(ms(56), ms(56), true),
+            "second in a row: 100 ms"
+        );
+        assert!(
+            !spin.after_poll(ms(150), ms(150), true),
+            "still paused at 150 ms"
+        );
+        assert!(spin.after_poll(ms(157), ms(157), true), "over at 156 ms");
+        // This time the wake-up comes while it spins: spinning paid off.
+        let prompt = ms(157) + Duration::from_micros(20);
+        assert!(spin.after_poll(prompt, prompt, true));
+        assert!(
+            !spin.after_poll(ms(160), ms(160), true),
+            "contention again: back to 50 ms"
+        );
+        assert!(spin.after_poll(ms(211), ms(211), true), "over at 210 ms");
     }
 }
