@@ -106,6 +106,11 @@ struct Args {
     /// --proxy and --tls; unset, their defaults (64).
     #[arg(long, value_name = "N")]
     peer_connections: Option<usize>,
+    /// Our peer RPC clients and echo servers in --rpc, --tls and --proxy, and grenache-proxy,
+    /// busy-poll this many microseconds after each wake-up (their `busy_poll`, the proxy's
+    /// --busy-poll-us); 0, the default, is off.
+    #[arg(long, value_name = "US", default_value_t = 0)]
+    busy_poll_us: u64,
     /// Only this transport's rows in --rpc and --tls (`http`, `ws` or `zmq`).
     #[arg(long, value_name = "NAME", value_parser = ["http", "ws", "zmq"])]
     transport: Option<String>,
@@ -168,6 +173,9 @@ enum Helper {
         /// Serve over TLS with the PEM files in this folder.
         #[arg(long)]
         pem_dir: Option<PathBuf>,
+        /// Busy-poll this many microseconds after each wake-up.
+        #[arg(long)]
+        busy_poll_us: Option<u64>,
     },
 }
 
@@ -194,7 +202,14 @@ fn main() -> ExitCode {
             service,
             transport,
             pem_dir,
-        }) => Some(rpc::serve(grape, service, transport, pem_dir.as_deref())),
+            busy_poll_us,
+        }) => Some(rpc::serve(
+            grape,
+            service,
+            transport,
+            pem_dir.as_deref(),
+            busy_poll_us.map(std::time::Duration::from_micros),
+        )),
         None => None,
     };
     if let Some(result) = served {
@@ -327,6 +342,8 @@ fn run(args: &Args) -> Result<(), String> {
         proxy_client_shards: args.proxy_client_shards,
         proxy_threads: args.proxy_threads,
         peer_connections: args.peer_connections,
+        busy_poll: (args.busy_poll_us > 0)
+            .then(|| std::time::Duration::from_micros(args.busy_poll_us)),
         rpc_only: RpcOnly {
             transport: args.transport.clone(),
             payload: args.payload,
@@ -337,6 +354,13 @@ fn run(args: &Args) -> Result<(), String> {
     if ctx.client_cores > 1 {
         let n = ctx.client_cores;
         let note = format!("our peer RPC client: {n} tokio workers and {n} drivers");
+        ctx.report.notes.push(note);
+    }
+    if let Some(window) = ctx.busy_poll {
+        let note = format!(
+            "our peer RPC clients and echo servers busy-poll {} µs after each wake-up",
+            window.as_micros()
+        );
         ctx.report.notes.push(note);
     }
     if let Some(n) = ctx.proxy_client_shards {

@@ -87,6 +87,7 @@ pub fn proxy(ctx: &mut Ctx) -> Result<(), String> {
                 security: Security::Plain,
                 client_cores: ctx.client_cores,
                 peer_connections: ctx.peer_connections,
+                busy_poll: ctx.busy_poll,
             };
             let watch = RssWatch::start(proxy.pid);
             let rpc = rpc::rust_load(&run, Kind::Rust)?;
@@ -135,6 +136,7 @@ fn node_pair(ctx: &mut Ctx) -> Result<(), String> {
             security: Security::Plain,
             client_cores: ctx.client_cores,
             peer_connections: ctx.peer_connections,
+            busy_poll: ctx.busy_poll,
         };
         let row = ProxyRow {
             path: ProxyPath::Direct,
@@ -201,6 +203,9 @@ fn start_proxy(ctx: &Ctx, url: &str, routes: &[&str]) -> Result<Proc, String> {
     }
     if let Some(n) = ctx.peer_connections {
         cmd.args(["--connections-per-peer", &n.to_string()]);
+    }
+    if let Some(window) = ctx.busy_poll {
+        cmd.args(["--busy-poll-us", &window.as_micros().to_string()]);
     }
     for route in routes {
         cmd.args(["--rpc", route]);

@@ -77,7 +77,14 @@ impl<'a> Security<'a> {
 /// `pem_dir`, secured: over TLS with the certificates of [`pem_files`], asking clients for
 /// theirs, or for ZeroMQ with CURVE and the server key of [`CurveKeys`].
 /// Prints `{"ready":true,"port":N}` once the Grape has taken the announce.
-pub fn serve(grape: &str, service: &str, kind: &str, pem_dir: Option<&Path>) -> Result<(), String> {
+/// With `busy_poll`, its connections busy-poll that long after each wake-up.
+pub fn serve(
+    grape: &str,
+    service: &str,
+    kind: &str,
+    pem_dir: Option<&Path>,
+    busy_poll: Option<Duration>,
+) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -99,6 +106,9 @@ pub fn serve(grape: &str, service: &str, kind: &str, pem_dir: Option<&Path>) -> 
                 config = config.tls(tls);
             }
             Security::Plain => {}
+        }
+        if let Some(window) = busy_poll {
+            config = config.busy_poll(window);
         }
         let server = RpcServer::start(
             &client,
@@ -187,6 +197,10 @@ pub(crate) fn echo_server(
             if let Some(dir) = pem {
                 cmd.arg("--pem-dir").arg(dir);
             }
+            if let Some(window) = ctx.busy_poll {
+                cmd.arg("--busy-poll-us")
+                    .arg(window.as_micros().to_string());
+            }
             Proc::spawn_piped("rpc-server", cmd, log)?
         }
         Kind::Node => {
@@ -243,6 +257,7 @@ fn transport_rows(ctx: &mut Ctx, kind: Kind, url: &str, tr: &'static str) -> Res
                 security: Security::Plain,
                 client_cores: ctx.client_cores,
                 peer_connections: ctx.peer_connections,
+                busy_poll: ctx.busy_poll,
             };
             // Each pair, and our client against the Node server too: that row shows what
             // the Node server does when its client is not the limit.
@@ -295,6 +310,8 @@ pub(crate) struct Run<'a> {
     pub(crate) client_cores: usize,
     /// Our client's `max_connections_per_peer`, if set.
     pub(crate) peer_connections: Option<usize>,
+    /// Our client's busy-poll window, if set (`--busy-poll-us`).
+    pub(crate) busy_poll: Option<Duration>,
 }
 
 /// CPU time of a client, a server and the whole machine over a window of wall time.
@@ -373,6 +390,9 @@ pub(crate) fn rust_load(run: &Run<'_>, server: Kind) -> Result<RpcRow, String> {
             .shards(cores);
         if let Some(n) = run.peer_connections {
             config.max_connections_per_peer = n;
+        }
+        if let Some(window) = run.busy_poll {
+            config = config.busy_poll(window);
         }
         match run.security {
             Security::Curve => {

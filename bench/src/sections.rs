@@ -75,6 +75,8 @@ pub struct Ctx {
     pub proxy_threads: Option<usize>,
     /// Our peer RPC client's, and grenache-proxy's, HTTP connections per peer, if given.
     pub peer_connections: Option<usize>,
+    /// The busy-poll window of our peer RPC clients and servers (`--busy-poll-us`), if given.
+    pub busy_poll: Option<std::time::Duration>,
     /// Which rows of `--rpc` and `--tls` run (`--transport`, `--payload`).
     pub rpc_only: RpcOnly,
     /// Only the proxy rows at this concurrency, if given.

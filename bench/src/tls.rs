@@ -90,6 +90,7 @@ fn rows(
                 security: Security::of(pem, tr),
                 client_cores: ctx.client_cores,
                 peer_connections: ctx.peer_connections,
+                busy_poll: ctx.busy_poll,
             };
             let row: RpcRow = match kind {
                 Kind::Rust => rpc::rust_load(&run, kind)?,

@@ -43,6 +43,10 @@ impl Runtime for Smol {
         smol::spawn(fut).detach();
     }
 
+    fn yield_now() -> impl Future<Output = ()> + Send {
+        futures_lite::future::yield_now()
+    }
+
     fn is_finished(task: &Self::Task) -> bool {
         task.is_finished()
     }

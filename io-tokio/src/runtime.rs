@@ -118,6 +118,10 @@ impl Runtime for Tokio {
         drop(tokio::spawn(fut));
     }
 
+    fn yield_now() -> impl Future<Output = ()> + Send {
+        tokio::task::yield_now()
+    }
+
     fn is_finished(task: &Task) -> bool {
         task.0.is_finished()
     }

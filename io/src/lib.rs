@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod busy_poll;
 mod config;
 mod error;
 mod grape;

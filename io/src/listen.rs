@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures_lite::FutureExt as _;
 
+use crate::busy_poll::BusyPoll;
 use crate::runtime::Runtime;
 use crate::stop::Stop;
 use crate::task::{Limiter, Task};
@@ -23,6 +24,8 @@ pub(crate) struct AcceptLimits {
     pub(crate) max_connections: usize,
     /// How long open connections get to finish after `stop` before they are cancelled.
     pub(crate) drain: Duration,
+    /// Each connection's busy-poll window ([`crate::busy_poll`]); `None`: off.
+    pub(crate) busy_poll: Option<Duration>,
 }
 
 /// Accepts connections until `stop`, serving each (with Nagle off) in a task of its own,
@@ -62,10 +65,14 @@ pub(crate) async fn accept_loop<R, F, Fut>(
                 }
                 connections.retain(|task| !task.is_finished());
                 let connection = serve(stream, peer);
-                connections.push(Task::spawn(async move {
+                let connection = async move {
                     connection.await;
                     drop(slot);
-                }));
+                };
+                connections.push(match limits.busy_poll {
+                    Some(window) => Task::spawn(BusyPoll::<R, _>::new(connection, window)),
+                    None => Task::spawn(connection),
+                });
             }
             Err(err) => {
                 tracing::warn!(%err, %which, "accept failed");

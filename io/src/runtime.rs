@@ -52,6 +52,12 @@ pub trait Runtime: std::fmt::Debug + Send + Sync + Sized + 'static {
     /// Runs `fut` in the background, detached; it ends by itself.
     fn spawn_detached(fut: impl Future<Output = ()> + Send + 'static);
 
+    /// Lets the runtime look at its sockets before polling the calling task again, without
+    /// going to sleep ([`crate::busy_poll`]): tokio's `yield_now` defers the wake-up
+    /// until its I/O driver has been polled; on smol, whose reactor runs beside the
+    /// executor, a plain yield does.
+    fn yield_now() -> impl Future<Output = ()> + Send;
+
     /// Whether `task` has ended.
     fn is_finished(task: &Self::Task) -> bool;
 

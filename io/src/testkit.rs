@@ -63,6 +63,8 @@ macro_rules! adapter_tests {
             a_watched_name_is_answered_from_its_set_on_a_spread_client,
             a_websocket_burst_cut_anywhere_is_answered_in_full,
             a_burst_from_our_websocket_client_is_answered_in_full,
+            busy_poll_spins_after_each_wake_up_then_sleeps,
+            busy_polling_peers_answer_on_every_transport,
         );
     };
     (@each $runtime:ty, $block_on:path; $($name:ident),* $(,)?) => {
@@ -1142,6 +1144,10 @@ mod burst {
     }
 }
 
+mod busy_poll;
+pub use busy_poll::{
+    busy_poll_spins_after_each_wake_up_then_sleeps, busy_polling_peers_answer_on_every_transport,
+};
 mod curve;
 pub use curve::{
     curve_rpc_and_pubsub_with_allow_list_and_typed_mismatches,

@@ -163,6 +163,7 @@ impl<R: Runtime> WebServer<R> {
         let limits = AcceptLimits {
             max_connections: config.max_connections,
             drain: config.drain_timeout,
+            busy_poll: None,
         };
         let config = Arc::new(config);
         let serving = stop.clone();

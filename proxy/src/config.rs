@@ -36,6 +36,11 @@ pub struct Settings {
     /// for one. `None`: the peer client's default (64). A proxy gathers many callers'
     /// requests onto few peers, so one with more calls in flight than this needs more.
     pub connections_per_peer: Option<usize>,
+    /// How long each connection, on both sides, keeps its thread polling after a wake-up
+    /// instead of sleeping (the peers' `busy_poll`; docs/design.md, "Busy polling"): lower
+    /// latency at few calls in flight on cores the proxy does not share, for up to this
+    /// much CPU per wake-up. `None` (the default): off.
+    pub busy_poll: Option<Duration>,
     /// Tokio worker threads (the `grenache-proxy` binary's runtime). Default 1: every task on
     /// one thread, which costs up to half the CPU per request of two (no hand-off between
     /// tasks wakes another thread, and each wake finds more replies to write at once); more
@@ -87,6 +92,7 @@ impl Default for Settings {
             lookup_cache: DEFAULT_LOOKUP_CACHE,
             client_shards: None,
             connections_per_peer: None,
+            busy_poll: None,
             threads: 1,
             rpc: Vec::new(),
             pubsub: Vec::new(),
@@ -106,6 +112,7 @@ struct File {
     lookup_cache_ms: Option<u64>,
     client_shards: Option<usize>,
     connections_per_peer: Option<usize>,
+    busy_poll_us: Option<u64>,
     threads: Option<usize>,
     gateway: Option<u16>,
     gateway_max_body: Option<usize>,
@@ -219,6 +226,9 @@ impl Settings {
         {
             self.connections_per_peer = Some(n.max(1));
         }
+        if let Some(us) = file.busy_poll_us.filter(|_| self.busy_poll.is_none()) {
+            self.busy_poll = busy_poll_window(us);
+        }
         if self.gateway.is_none() {
             self.gateway = file.gateway;
         }
@@ -269,6 +279,11 @@ impl Settings {
     }
 }
 
+/// A busy-poll window from microseconds; 0 is off.
+pub fn busy_poll_window(us: u64) -> Option<Duration> {
+    (us > 0).then(|| Duration::from_micros(us))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +309,7 @@ grape = "http://10.0.0.1:30001"
 timeout_ms = 2500
 client_shards = 7
 connections_per_peer = 64
+busy_poll_us = 50
 gateway = 8088
 
 [[rpc]]
@@ -315,6 +331,7 @@ route = "ticks@zmq=ticks_ws@ws"
         assert_eq!(settings.gateway, Some(8088));
         assert_eq!(settings.shards(), 7);
         assert_eq!(settings.connections_per_peer, Some(64));
+        assert_eq!(settings.busy_poll, Some(Duration::from_micros(50)));
         assert_eq!(settings.rpc.len(), 2);
         assert_eq!(settings.rpc[0].to, Protocol::Zmq);
         assert_eq!(settings.rpc[1].fan_out, FanOut::Map);

@@ -114,6 +114,7 @@ struct Clients<R: Runtime> {
     lookup_cache: Duration,
     shards: usize,
     connections_per_peer: Option<usize>,
+    busy_poll: Option<Duration>,
     rpc: Vec<(Protocol, PeerClient<R>)>,
     pubsub: Vec<(PubSubTransport, PeerClient<R>)>,
 }
@@ -125,6 +126,7 @@ impl<R: Runtime> Clients<R> {
         if let Some(n) = self.connections_per_peer {
             config.max_connections_per_peer = n;
         }
+        config.busy_poll = self.busy_poll;
         config
     }
 
@@ -160,6 +162,7 @@ impl<R: Runtime> Proxy<R> {
             lookup_cache: settings.lookup_cache,
             shards: settings.shards(),
             connections_per_peer: settings.connections_per_peer,
+            busy_poll: settings.busy_poll,
             rpc: Vec::new(),
             pubsub: Vec::new(),
         };
@@ -348,6 +351,7 @@ async fn serve<R: Runtime>(
     let mut config =
         RpcServerConfig::new(route.from.rpc_transport()).listen_on(settings.bind, route.port);
     config.handler_timeout = timeout + HANDLER_MARGIN;
+    config.busy_poll = settings.busy_poll;
     let call = Call {
         client: client.clone(),
         target: route.target.clone(),

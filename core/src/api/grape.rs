@@ -321,13 +321,11 @@ impl Grape {
     /// when it is a valid `/lookup` that the Grape would answer from its cache if the name
     /// is there; `None` for anything else.
     pub fn http_lookup_name(method: &str, target: &str, body: HttpBody<'_>) -> Option<Key> {
-        if CommandKind::from_path(target)? != CommandKind::Lookup {
-            return None;
-        }
-        if (method == "GET" || method == "HEAD") && dashboard::route(target) != Route::Command {
-            return None;
-        }
-        let HttpBody::Complete(body) = body else {
+        let HttpRoute::Command {
+            kind: Some(CommandKind::Lookup),
+            body,
+        } = HttpRoute::of(method, target, body)
+        else {
             return None;
         };
         let msg = parse_body(body).ok()?;
@@ -375,34 +373,37 @@ impl Grape {
         if let Err(e) = self.clients.admit(now, client.ip()) {
             return self.answer(req, &Via::Http, CommandKind::from_path(path), Err(e));
         }
-        if method == "GET" || method == "HEAD" {
-            match dashboard::route(path) {
-                Route::Health => return self.reply_health(req),
-                Route::Metrics => return self.reply_metrics(req),
-                Route::Watch => {
-                    let watch = parse_http_watch(path).map(NewWatch::Http);
-                    return self.start_watch(now, req, &Via::Http, watch);
-                }
-                Route::Page => return self.push_reply(dashboard::page(req)),
-                Route::Status => return self.reply_status(now, req),
-                route @ (Route::NotFound | Route::TooLong) => {
-                    return self.push_reply(dashboard::refusal(req, route));
-                }
-                Route::Command => {}
+        let (kind, body) = match HttpRoute::of(method, path, body) {
+            HttpRoute::Page(route) => return self.serve_page(now, req, route, path),
+            HttpRoute::TooLarge => {
+                return self.answer(req, &Via::Http, None, Err(ApiError::PayloadSize));
             }
-        }
-        // The Node Grape reads the body (and checks its size) before it looks at the path.
-        let HttpBody::Complete(body) = body else {
-            return self.answer(req, &Via::Http, None, Err(ApiError::PayloadSize));
+            HttpRoute::Command { kind, body } => (kind, body),
         };
+        // The Node Grape reads the body before it looks at the path.
         let msg = match parse_body(body) {
             Ok(msg) => msg,
             Err(e) => return self.answer(req, &Via::Http, None, Err(e)),
         };
-        let Some(kind) = CommandKind::from_path(path) else {
+        let Some(kind) = kind else {
             return self.answer(req, &Via::Http, None, Err(ApiError::NotFound));
         };
         self.start(now, req, kind, data_of(&msg), Via::Http);
+    }
+
+    /// A `GET` or `HEAD` of one of our own pages (not a command).
+    fn serve_page(&mut self, now: Instant, req: RequestId, route: Route, path: &str) {
+        match route {
+            Route::Health => self.reply_health(req),
+            Route::Metrics => self.reply_metrics(req),
+            Route::Watch => {
+                let watch = parse_http_watch(path).map(NewWatch::Http);
+                self.start_watch(now, req, &Via::Http, watch);
+            }
+            Route::Page => self.push_reply(dashboard::page(req)),
+            Route::Status => self.reply_status(now, req),
+            Route::NotFound | Route::TooLong => self.push_reply(dashboard::refusal(req, route)),
+        }
     }
 
     /// Handles one WebSocket text message `[rid, type, data]` or `{rid, type, data}` that
@@ -1175,6 +1176,39 @@ fn render_node(out: &mut String, node: &Node) {
         ),
     ] {
         metrics::gauge(out, name, help, value as u64);
+    }
+}
+
+/// Where an HTTP request goes, decided once for [`Grape::handle_http`] and for
+/// [`Grape::http_lookup_name`] (the adapter's test for a lookup its copy of the cache may
+/// answer), so the two cannot disagree.
+enum HttpRoute<'a> {
+    /// A `GET` or `HEAD` of one of our pages (or a refusal of a bad one).
+    Page(Route),
+    /// A command whose body was cut at the size limit.
+    TooLarge,
+    /// A command: its kind by the path (`None`: no such command, a 404 once the body has
+    /// been read, as Node does) and its body, not parsed yet.
+    Command {
+        kind: Option<CommandKind>,
+        body: &'a [u8],
+    },
+}
+
+impl<'a> HttpRoute<'a> {
+    fn of(method: &str, path: &str, body: HttpBody<'a>) -> Self {
+        if (method == "GET" || method == "HEAD")
+            && let Some(page) = dashboard::route(path)
+        {
+            return HttpRoute::Page(page);
+        }
+        match body {
+            HttpBody::Complete(body) => HttpRoute::Command {
+                kind: CommandKind::from_path(path),
+                body,
+            },
+            _ => HttpRoute::TooLarge,
+        }
     }
 }
 

@@ -111,6 +111,7 @@ impl<R: Runtime> GrapeServer<R> {
         let accept = AcceptLimits {
             max_connections: ctx.limits.max_connections,
             drain: ctx.limits.drain_timeout,
+            busy_poll: None,
         };
         let serve_http = {
             let ctx = Arc::clone(&ctx);

@@ -51,6 +51,11 @@ pub struct PeerConfig {
     /// (announces, user lookups, put, get), subscriptions, watches and requests to a
     /// watched name stay on the first. Values below 1 count as 1.
     pub shards: usize,
+    /// How long a peer connection keeps its thread polling after each wake-up instead of
+    /// sleeping (set with [`busy_poll`](Self::busy_poll)); `None` (the default): it sleeps
+    /// at once. It buys latency at low concurrency on machines where waking a sleeping
+    /// core is slow (virtual machines), for up to this much CPU per wake-up.
+    pub busy_poll: Option<Duration>,
 }
 
 impl PeerConfig {
@@ -67,7 +72,16 @@ impl PeerConfig {
             subscription_queue: 1024,
             tls: None,
             shards: 1,
+            busy_poll: None,
         }
+    }
+
+    /// The same settings with peer connections busy-polling for `window` after each
+    /// wake-up (see the field `busy_poll`); a zero window turns it off.
+    #[must_use]
+    pub fn busy_poll(mut self, window: Duration) -> Self {
+        self.busy_poll = (!window.is_zero()).then_some(window);
+        self
     }
 
     /// The same settings with `n` driver tasks (see the field `shards`); a client
@@ -162,6 +176,10 @@ pub struct RpcServerConfig {
     /// HTTP request streams only: the longest body one stream may send; past it the
     /// handler's body ends with an error and the client gets 413 `ERR_STREAM_TOO_LARGE`.
     pub max_stream_len: usize,
+    /// How long a client's connection keeps the server's thread polling after each
+    /// wake-up instead of sleeping (set with [`busy_poll`](Self::busy_poll)); `None` (the
+    /// default): it sleeps at once. See [`PeerConfig::busy_poll`].
+    pub busy_poll: Option<Duration>,
 }
 
 impl RpcServerConfig {
@@ -183,6 +201,7 @@ impl RpcServerConfig {
             curve: None,
             heartbeat: ZmqHeartbeat::default(),
             max_stream_len: DEFAULT_MAX_STREAM_LEN,
+            busy_poll: None,
         }
     }
 
@@ -205,6 +224,14 @@ impl RpcServerConfig {
     #[must_use]
     pub fn curve(mut self, curve: CurveServerConfig) -> Self {
         self.curve = Some(Arc::new(curve));
+        self
+    }
+
+    /// The same settings with connections busy-polling for `window` after each wake-up
+    /// (see the field `busy_poll`); a zero window turns it off.
+    #[must_use]
+    pub fn busy_poll(mut self, window: Duration) -> Self {
+        self.busy_poll = (!window.is_zero()).then_some(window);
         self
     }
 }

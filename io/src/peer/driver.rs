@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_lite::{FutureExt as _, StreamExt as _};
 use futures_util::stream::FuturesUnordered;
@@ -25,6 +25,7 @@ use super::subscription::SubEvent;
 use super::watch::WatchUpdate;
 use super::ws_client::{self, WsSettings};
 use super::{http_client, tcp_client};
+use crate::busy_poll;
 use crate::runtime::Runtime;
 use crate::time::Timer;
 use crate::tls::TlsClient;
@@ -132,8 +133,22 @@ pub(crate) enum Command {
 }
 
 /// An HTTP exchange the driver runs itself: its id and reply, `None` past its deadline.
-type Exchange =
-    Pin<Box<dyn Future<Output = Option<(HttpId, Result<HttpResponse, TransportError>)>> + Send>>;
+type Exchange = Pin<Box<dyn Future<Output = Option<HttpReply>> + Send>>;
+
+/// A finished exchange: its id and what came back.
+type HttpReply = (HttpId, Result<HttpResponse, TransportError>);
+
+/// The next finished exchange the core still waits for (one past its deadline yields
+/// `None` and is skipped: the core has given up on it); `None` when none is under way.
+async fn next_reply(exchanges: &mut FuturesUnordered<Exchange>) -> Option<HttpReply> {
+    loop {
+        match exchanges.next().await {
+            Some(Some(reply)) => return Some(reply),
+            Some(None) => {}
+            None => return None,
+        }
+    }
+}
 
 /// What an I/O task reports.
 pub(crate) enum IoEvent {
@@ -191,6 +206,8 @@ pub(crate) struct Driver<R: Runtime> {
     exchanges: FuturesUnordered<Exchange>,
     max_body: usize,
     ws: WsSettings,
+    /// The busy-poll window of the connections this driver opens ([`crate::busy_poll`]).
+    busy_poll: Option<Duration>,
     subscription_queue: usize,
     dropped_sub_events: u64,
     runtime: PhantomData<R>,
@@ -229,6 +246,7 @@ impl<R: Runtime> Driver<R> {
                 max_message_len: max_message,
                 tls,
             },
+            busy_poll: config.busy_poll,
             subscription_queue: config.subscription_queue.max(1),
             dropped_sub_events: 0,
             runtime: PhantomData,
@@ -267,13 +285,9 @@ impl<R: Runtime> Driver<R> {
                 };
                 let exchanges = &mut self.exchanges;
                 let http = async {
-                    loop {
-                        match exchanges.next().await {
-                            Some(Some((id, reply))) => break Wake::Http(id, reply),
-                            // Past its deadline: the core has given up on it already.
-                            Some(None) => {}
-                            None => std::future::pending().await,
-                        }
+                    match next_reply(exchanges).await {
+                        Some((id, reply)) => Wake::Http(id, reply),
+                        None => std::future::pending().await,
                     }
                 };
                 let fired = async {
@@ -328,11 +342,12 @@ impl<R: Runtime> Driver<R> {
     /// [`take_queued`](Self::take_queued) does for reports: one pass for many of them.
     async fn take_replies(&mut self, now: Instant) {
         for _ in 0..BATCH {
-            match futures_lite::future::poll_once(self.exchanges.next()).await {
-                Some(Some(Some((id, reply)))) => self.client.handle_http_reply(now, id, reply),
-                Some(Some(None)) => {}
-                Some(None) | None => break,
-            }
+            let Some(Some((id, reply))) =
+                futures_lite::future::poll_once(next_reply(&mut self.exchanges)).await
+            else {
+                break;
+            };
+            self.client.handle_http_reply(now, id, reply);
         }
     }
 
@@ -369,13 +384,10 @@ impl<R: Runtime> Driver<R> {
             Io::WsConnect { conn, url } => {
                 let (tx, rx) = async_channel::bounded(CONN_QUEUE);
                 self.conns.insert(conn, tx);
-                R::spawn_detached(ws_client::run::<R>(
-                    conn,
-                    url,
-                    rx,
-                    self.io_tx.clone(),
-                    self.ws.clone(),
-                ));
+                busy_poll::spawn_detached::<R>(
+                    self.busy_poll,
+                    ws_client::run::<R>(conn, url, rx, self.io_tx.clone(), self.ws.clone()),
+                );
             }
             Io::WsSend { conn, msg } => {
                 let Some(tx) = self.conns.get(&conn) else {
@@ -397,13 +409,10 @@ impl<R: Runtime> Driver<R> {
                 let (tx, rx) = async_channel::bounded(CONN_QUEUE);
                 self.streams.insert(conn, tx);
                 let connect_timeout = self.ws.connect_timeout;
-                R::spawn_detached(tcp_client::run::<R>(
-                    conn,
-                    addr,
-                    rx,
-                    self.io_tx.clone(),
-                    connect_timeout,
-                ));
+                busy_poll::spawn_detached::<R>(
+                    self.busy_poll,
+                    tcp_client::run::<R>(conn, addr, rx, self.io_tx.clone(), connect_timeout),
+                );
             }
             Io::TcpSend { conn, bytes } => {
                 let Some(tx) = self.streams.get(&conn) else {

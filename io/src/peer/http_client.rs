@@ -22,6 +22,7 @@ use hyper::http::uri::PathAndQuery;
 use hyper::{Request, Uri};
 
 use super::first_bytes::{FirstBytes, Recording};
+use crate::busy_poll;
 use crate::net::connect;
 use crate::runtime::Runtime;
 use crate::time::timeout;
@@ -43,6 +44,8 @@ pub(crate) struct HttpPool {
     idle_timeout: Duration,
     /// For `https://` URLs; without it they are refused.
     tls: Option<Arc<TlsClient>>,
+    /// Each connection's busy-poll window ([`crate::busy_poll`]); `None`: off.
+    busy_poll: Option<Duration>,
 }
 
 /// The pool's maps, behind one lock.
@@ -96,7 +99,14 @@ impl HttpPool {
             max_peers: max_peers.max(1),
             idle_timeout,
             tls: None,
+            busy_poll: None,
         }
+    }
+
+    /// The same pool, its connections busy-polling for `window` after each wake-up.
+    pub(crate) fn with_busy_poll(mut self, window: Option<Duration>) -> Self {
+        self.busy_poll = window;
+        self
     }
 
     /// The same pool, able to dial `https://` URLs.
@@ -237,7 +247,7 @@ async fn attempt<R: Runtime>(
     }
     // Boxed: a new connection (TCP, TLS, hyper's handshake) is the rare path, and inline its
     // state would make every exchange's future many KB.
-    let (sender, first) = Box::pin(open::<R, _>(target, pool.tls.as_ref())).await?;
+    let (sender, first) = Box::pin(open::<R, _>(target, pool.tls.as_ref(), pool.busy_poll)).await?;
     let sent = send(
         sender,
         target,
@@ -267,6 +277,7 @@ async fn attempt<R: Runtime>(
 async fn open<R: Runtime, B>(
     target: &Target,
     tls: Option<&Arc<TlsClient>>,
+    busy_poll: Option<Duration>,
 ) -> Result<(SendRequest<B>, FirstBytes), TransportError>
 where
     B: hyper::body::Body + Send + 'static,
@@ -287,13 +298,19 @@ where
         .await
         .map_err(|e| TransportError::unsent(format!("connect {}: {e}", target.authority)))?;
     match tls {
-        None => handshake::<R, _, B>(target, R::hyper_io(stream), None).await,
+        None => handshake::<R, _, B>(target, R::hyper_io(stream), None, busy_poll).await,
         Some(tls) => {
             let stream = tls
                 .connect::<R>(&target.host, stream)
                 .await
                 .map_err(|failure| TransportError::unsent(format!("{failure}: {}", target.key)))?;
-            handshake::<R, _, B>(target, FuturesIo::<R>::new(stream), Some(Arc::clone(tls))).await
+            handshake::<R, _, B>(
+                target,
+                FuturesIo::<R>::new(stream),
+                Some(Arc::clone(tls)),
+                busy_poll,
+            )
+            .await
         }
     }
 }
@@ -304,6 +321,7 @@ async fn handshake<R, I, B>(
     target: &Target,
     io: I,
     tls: Option<Arc<TlsClient>>,
+    busy_poll: Option<Duration>,
 ) -> Result<(SendRequest<B>, FirstBytes), TransportError>
 where
     R: Runtime,
@@ -316,7 +334,7 @@ where
     let (sender, connection) = http1::handshake(io)
         .await
         .map_err(|e| TransportError::unsent(format!("{}: {e}", target.authority)))?;
-    R::spawn_detached(async move {
+    busy_poll::spawn_detached::<R>(busy_poll, async move {
         if let Err(err) = connection.await {
             tracing::debug!(%err, "HTTP client connection ended");
             // Counted here, where every connection's end is seen once.
@@ -428,7 +446,7 @@ pub(crate) async fn open_stream<R: Runtime>(
     tls: Option<&Arc<TlsClient>>,
 ) -> Result<StreamConn, TransportError> {
     let target = Target::parse(url)?;
-    let (sender, first) = open::<R, ChunkedBody>(&target, tls).await?;
+    let (sender, first) = open::<R, ChunkedBody>(&target, tls, None).await?;
     Ok(StreamConn {
         sender,
         target,

@@ -86,6 +86,7 @@ impl<R: Runtime> Publisher<R> {
         let limits = AcceptLimits {
             max_connections: max,
             drain: config.drain_timeout,
+            busy_poll: None,
         };
         let shared = Arc::new(Shared {
             // Every publish is drained into the subscribers' queues at once, so the core's

@@ -212,6 +212,7 @@ impl<R: Runtime> RpcServer<R> {
         let limits = AcceptLimits {
             max_connections: config.max_connections,
             drain: config.drain_timeout,
+            busy_poll: config.busy_poll,
         };
         let ctx = Arc::new(Ctx {
             handler,

@@ -60,7 +60,8 @@ impl<R: Runtime> Shards<R> {
                 config.max_pooled_peers,
                 config.pool_idle_timeout,
             )
-            .with_tls(tls.cloned()),
+            .with_tls(tls.cloned())
+            .with_busy_poll(config.busy_poll),
         );
         let shards = (0..config.shards.max(1))
             .map(|i| {

@@ -21,7 +21,7 @@ pub const CONTENT_TYPE_HTML: &str = "text/html; charset=utf-8";
 /// a probe, answered 414 before anything else reads it.
 pub const MAX_GET_TARGET: usize = 2048;
 
-/// Where a `GET` or `HEAD` goes.
+/// Where a `GET` or `HEAD` that names no command goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Route {
     /// The dashboard page.
@@ -34,28 +34,27 @@ pub(crate) enum Route {
     Metrics,
     /// An HTTP `/watch`.
     Watch,
-    /// A command path: served as a command, whatever the method.
-    Command,
     /// A path that is none of these: 404.
     NotFound,
     /// A target over [`MAX_GET_TARGET`]: 414.
     TooLong,
 }
 
-/// Routes a `GET` or `HEAD` request target.
-pub(crate) fn route(target: &str) -> Route {
+/// Routes a `GET` or `HEAD` request target; `None` for a command path, served as a
+/// command whatever the method.
+pub(crate) fn route(target: &str) -> Option<Route> {
     if target.len() > MAX_GET_TARGET {
-        return Route::TooLong;
+        return Some(Route::TooLong);
     }
-    match target.split('?').next().unwrap_or_default() {
+    Some(match target.split('?').next().unwrap_or_default() {
         "/" | "/ui" | "/ui/" => Route::Page,
         "/status" => Route::Status,
         "/health" => Route::Health,
         "/metrics" => Route::Metrics,
         "/watch" => Route::Watch,
-        _ if CommandKind::from_path(target).is_some() => Route::Command,
+        _ if CommandKind::from_path(target).is_some() => return None,
         _ => Route::NotFound,
-    }
+    })
 }
 
 /// The page as a reply.
@@ -104,22 +103,22 @@ mod tests {
     #[test]
     fn paths_route_to_what_they_name() {
         for (target, want) in [
-            ("/", Route::Page),
-            ("/ui", Route::Page),
-            ("/ui?x=1", Route::Page),
-            ("/status", Route::Status),
-            ("/health", Route::Health),
-            ("/metrics?", Route::Metrics),
-            ("/watch?name=a", Route::Watch),
-            ("/lookup", Route::Command),
-            ("/nope", Route::NotFound),
-            ("/status/x", Route::NotFound),
-            ("", Route::NotFound),
+            ("/", Some(Route::Page)),
+            ("/ui", Some(Route::Page)),
+            ("/ui?x=1", Some(Route::Page)),
+            ("/status", Some(Route::Status)),
+            ("/health", Some(Route::Health)),
+            ("/metrics?", Some(Route::Metrics)),
+            ("/watch?name=a", Some(Route::Watch)),
+            ("/lookup", None),
+            ("/nope", Some(Route::NotFound)),
+            ("/status/x", Some(Route::NotFound)),
+            ("", Some(Route::NotFound)),
         ] {
             assert_eq!(route(target), want, "{target:?}");
         }
         let long = format!("/status?{}", "a".repeat(MAX_GET_TARGET));
-        assert_eq!(route(&long), Route::TooLong);
+        assert_eq!(route(&long), Some(Route::TooLong));
     }
 
     #[test]
