@@ -29,9 +29,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use futures_util::future::Either;
 use futures_util::task::AtomicWaker;
 
 use crate::runtime::Runtime;
+use crate::task::Task;
 
 /// A spin poll that comes this long after its yield means another thread had the core.
 const CONTENDED_GAP: Duration = Duration::from_micros(250);
@@ -44,15 +46,32 @@ const CONTENDED_PAUSE: Duration = Duration::from_millis(50);
 /// Doublings of [`CONTENDED_PAUSE`] at most (50 ms << 7: 6.4 s).
 const MAX_STRIKES: u32 = 7;
 
-/// Spawns `fut` detached, wrapped in [`BusyPoll`] when `window` is set.
+/// `fut`, wrapped in [`BusyPoll`] when `window` is set: the one place that decides it for
+/// every task spawned with a window.
+pub(crate) fn with_window<R: Runtime, F: Future>(
+    window: Option<Duration>,
+    fut: F,
+) -> Either<BusyPoll<R, F>, F> {
+    match window {
+        Some(window) => Either::Left(BusyPoll::new(fut, window)),
+        None => Either::Right(fut),
+    }
+}
+
+/// Spawns `fut` detached, busy-polling for `window` if set.
 pub(crate) fn spawn_detached<R: Runtime>(
     window: Option<Duration>,
     fut: impl Future<Output = ()> + Send + 'static,
 ) {
-    match window {
-        Some(window) => R::spawn_detached(BusyPoll::<R, _>::new(fut, window)),
-        None => R::spawn_detached(fut),
-    }
+    R::spawn_detached(with_window::<R, _>(window, fut));
+}
+
+/// Spawns `fut` as a [`Task`], busy-polling for `window` if set.
+pub(crate) fn spawn<R: Runtime>(
+    window: Option<Duration>,
+    fut: impl Future<Output = ()> + Send + 'static,
+) -> Task<R> {
+    Task::spawn(with_window::<R, _>(window, fut))
 }
 
 /// A future that, after each real wake-up, keeps itself polled for a window; see the

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_lite::FutureExt as _;
 
-use crate::busy_poll::BusyPoll;
+use crate::busy_poll;
 use crate::runtime::Runtime;
 use crate::stop::Stop;
 use crate::task::{Limiter, Task};
@@ -69,10 +69,7 @@ pub(crate) async fn accept_loop<R, F, Fut>(
                     connection.await;
                     drop(slot);
                 };
-                connections.push(match limits.busy_poll {
-                    Some(window) => Task::spawn(BusyPoll::<R, _>::new(connection, window)),
-                    None => Task::spawn(connection),
-                });
+                connections.push(busy_poll::spawn::<R>(limits.busy_poll, connection));
             }
             Err(err) => {
                 tracing::warn!(%err, %which, "accept failed");
