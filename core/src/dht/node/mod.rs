@@ -82,6 +82,11 @@ fn table(id: NodeId, config: &Config) -> RoutingTable {
         .with_subnet_rule(config.defences.one_per_subnet)
 }
 
+/// `v4` or `v6`, by the family of `addr`: which routing table a node belongs in.
+fn by_family<T>(addr: &SocketAddr, v4: T, v6: T) -> T {
+    if addr.is_ipv4() { v4 } else { v6 }
+}
+
 /// A datagram to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
@@ -739,19 +744,11 @@ impl Node {
     }
 
     fn table(&self, addr: &SocketAddr) -> &RoutingTable {
-        if addr.is_ipv4() {
-            &self.table4
-        } else {
-            &self.table6
-        }
+        by_family(addr, &self.table4, &self.table6)
     }
 
     fn table_mut(&mut self, addr: &SocketAddr) -> &mut RoutingTable {
-        if addr.is_ipv4() {
-            &mut self.table4
-        } else {
-            &mut self.table6
-        }
+        by_family(addr, &mut self.table4, &mut self.table6)
     }
 
     /// The closest known nodes of both families, for starting a lookup: those that missed
@@ -1418,11 +1415,7 @@ impl Node {
                 }
                 let k = self.config.k;
                 for n in &nodes {
-                    let table = if n.addr.is_ipv4() {
-                        &self.table4
-                    } else {
-                        &self.table6
-                    };
+                    let table = by_family(&n.addr, &self.table4, &self.table6);
                     let range = named.entry(own.shared_prefix_len(&n.id)).or_default();
                     if range.len() < k && !range.contains(n) && !table.contains(&n.id) {
                         range.push(*n);

@@ -181,8 +181,7 @@ impl Rpc {
         }
         let p = self.pending.remove(&tid)?;
         self.deadlines.remove(&(p.soft.unwrap_or(p.hard), tid));
-        crate::dht::release_slack(&mut self.pending);
-        crate::dht::release_empty_set(&mut self.deadlines);
+        self.give_back_room();
         if !p.resent {
             self.sample_rtt(now.saturating_duration_since(p.sent_at));
         }
@@ -205,11 +204,16 @@ impl Rpc {
     }
 
     /// Forgets a query without an answer.
+    /// After a query leaves: the maps give back room its burst left ([`crate::dht::release_slack`]).
+    fn give_back_room(&mut self) {
+        crate::dht::release_slack(&mut self.pending);
+        crate::dht::release_empty_set(&mut self.deadlines);
+    }
+
     pub(crate) fn forget(&mut self, tid: TxId) {
         if let Some(p) = self.pending.remove(&tid) {
             self.deadlines.remove(&(p.soft.unwrap_or(p.hard), tid));
-            crate::dht::release_slack(&mut self.pending);
-            crate::dht::release_empty_set(&mut self.deadlines);
+            self.give_back_room();
         }
     }
 
@@ -247,8 +251,7 @@ impl Rpc {
             return Some((tid, Expired::Soft(expired)));
         }
         let p = self.pending.remove(&tid)?;
-        crate::dht::release_slack(&mut self.pending);
-        crate::dht::release_empty_set(&mut self.deadlines);
+        self.give_back_room();
         Some((tid, Expired::Hard(p)))
     }
 

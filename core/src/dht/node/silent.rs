@@ -65,8 +65,7 @@ impl Silent {
     pub(crate) fn clear(&mut self, addr: &SocketAddr) {
         if let Some(old) = self.marked.remove(addr) {
             self.by_age.remove(&(old.at, *addr));
-            crate::dht::release_slack(&mut self.marked);
-            crate::dht::release_empty_set(&mut self.by_age);
+            self.give_back_room();
         }
     }
 
@@ -100,6 +99,11 @@ impl Silent {
             self.by_age.pop_first();
             self.marked.remove(&addr);
         }
+        self.give_back_room();
+    }
+
+    /// After marks are cleared: the maps give back room a burst left ([`crate::dht::release_slack`]).
+    fn give_back_room(&mut self) {
         crate::dht::release_slack(&mut self.marked);
         crate::dht::release_empty_set(&mut self.by_age);
     }
