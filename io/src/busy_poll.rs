@@ -46,9 +46,14 @@ const CONTENDED_PAUSE: Duration = Duration::from_millis(50);
 /// Doublings of [`CONTENDED_PAUSE`] at most (50 ms << 7: 6.4 s).
 const MAX_STRIKES: u32 = 7;
 
+/// A configured window: a zero one is off.
+pub(crate) fn window(window: Duration) -> Option<Duration> {
+    (!window.is_zero()).then_some(window)
+}
+
 /// `fut`, wrapped in [`BusyPoll`] when `window` is set: the one place that decides it for
 /// every task spawned with a window.
-pub(crate) fn with_window<R: Runtime, F: Future>(
+fn with_window<R: Runtime, F: Future>(
     window: Option<Duration>,
     fut: F,
 ) -> Either<BusyPoll<R, F>, F> {

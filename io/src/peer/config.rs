@@ -80,7 +80,7 @@ impl PeerConfig {
     /// wake-up (see the field `busy_poll`); a zero window turns it off.
     #[must_use]
     pub fn busy_poll(mut self, window: Duration) -> Self {
-        self.busy_poll = (!window.is_zero()).then_some(window);
+        self.busy_poll = crate::busy_poll::window(window);
         self
     }
 
@@ -231,7 +231,7 @@ impl RpcServerConfig {
     /// (see the field `busy_poll`); a zero window turns it off.
     #[must_use]
     pub fn busy_poll(mut self, window: Duration) -> Self {
-        self.busy_poll = (!window.is_zero()).then_some(window);
+        self.busy_poll = crate::busy_poll::window(window);
         self
     }
 }
