@@ -33,6 +33,7 @@ macro_rules! adapter_tests {
             keep_alive_serves_several_requests_on_one_connection,
             silent_connection_is_closed_after_the_header_timeout,
             websocket_answers_many_messages_in_flight,
+            a_websocket_server_answers_a_burst_while_still_reading_it,
             websocket_message_over_the_limit_ends_the_connection,
             port_in_use_names_the_listener,
             shutdown_is_prompt_and_closes_the_listeners,
@@ -1175,4 +1176,5 @@ mod ws_bursts;
 pub use ws_bursts::{
     a_burst_from_our_websocket_client_is_answered_in_full,
     a_websocket_burst_cut_anywhere_is_answered_in_full,
+    a_websocket_server_answers_a_burst_while_still_reading_it,
 };

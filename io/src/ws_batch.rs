@@ -14,6 +14,50 @@ use futures_util::SinkExt as _;
 /// (and the memory of its write buffer) for long.
 pub(crate) const MAX_BATCH: usize = 256;
 
+/// Counts messages read in a row, to say when a connection should stop reading and let
+/// the tasks those messages woke (handlers, or the driver and its callers) run, then write
+/// what they queued. Without it a connection reads everything waiting (the peer's whole
+/// window) before anything answers, and the two ends take turns on whole windows, each
+/// idle while the other works: at 64 requests in flight, 100 B, our WebSocket pair used
+/// 0.56 + 0.38 of two cores (174k req/s); with bursts of 4 on the server and 8 on the
+/// client, 0.99 + 0.82 (about 300k). A burst is one more write and a yield, so the client's
+/// is longer: at 64 in flight it is the side that saturates.
+#[derive(Debug)]
+pub(crate) struct ReadBurst {
+    limit: usize,
+    read: usize,
+}
+
+impl ReadBurst {
+    /// A server's burst: a yield lets the handlers (on the same thread) answer.
+    pub(crate) const SERVER: usize = 4;
+    /// A client's burst: a yield lets the driver hand the answers to their callers and
+    /// take the callers' next requests.
+    pub(crate) const CLIENT: usize = 8;
+
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            limit: limit.max(1),
+            read: 0,
+        }
+    }
+
+    /// One message read; `true` when the burst is over (and a new one begins).
+    pub(crate) fn read_one(&mut self) -> bool {
+        self.read += 1;
+        if self.read < self.limit {
+            return false;
+        }
+        self.read = 0;
+        true
+    }
+
+    /// Everything queued was written: the next burst starts from here.
+    pub(crate) fn wrote(&mut self) {
+        self.read = 0;
+    }
+}
+
 /// Writes `first`, then each message `next` gives (up to [`MAX_BATCH`] in all; `next`
 /// returns `None` when nothing more is ready), with one flush at the end.
 ///

@@ -21,7 +21,7 @@ use crate::runtime::Runtime;
 use crate::stop::Stop;
 use crate::time::{sleep_until, timeout};
 use crate::tls::MaybeTls;
-use crate::ws_batch::write_batch;
+use crate::ws_batch::{ReadBurst, write_batch};
 
 /// How one connection is bounded and timed.
 #[derive(Debug, Clone, Copy)]
@@ -179,6 +179,7 @@ where
     let mut last_active = R::now();
     let mut drain_until = last_active;
     let draining = |now: Instant| now + limits.drain_timeout;
+    let mut burst = ReadBurst::new(ReadBurst::SERVER);
     while reading || in_flight > 0 {
         let deadline = match (reading, in_flight) {
             (false, _) => Some(drain_until),
@@ -215,6 +216,8 @@ where
             // `race` picks a random ready branch, so no input starves another.
             incoming.race(answer).race(stopped).race(timer).await
         };
+        // Answers to write at the end of this pass: the first of them.
+        let mut answers = None;
         match event {
             Event::Incoming(Some(Ok(message))) => {
                 let bytes = match message {
@@ -229,7 +232,15 @@ where
                 };
                 last_active = R::now();
                 match take(bytes).await {
-                    Taken::Dispatched => in_flight += 1,
+                    Taken::Dispatched => {
+                        in_flight += 1;
+                        if !burst.read_one() {
+                            continue;
+                        }
+                        R::yield_now().await;
+                        let Ok(first) = out.try_recv() else { continue };
+                        answers = Some(first);
+                    }
                     Taken::Answer(frame) => {
                         if !send_frame::<R>(ws, frame).await {
                             break;
@@ -247,39 +258,63 @@ where
                 tracing::debug!(%err, "WebSocket read failed");
                 break;
             }
-            Event::Out(first) => {
-                let first = match answer(first, &mut in_flight) {
-                    Ok(Some(msg)) => msg,
-                    Ok(None) => continue,
-                    Err(Overloaded) => return CloseCode::Again,
-                };
-                // Every answer already waiting leaves with this one, in one write; an
-                // `Overloaded` among them closes the connection once they are written.
-                let mut overloaded = false;
-                let next = || {
-                    while !overloaded {
-                        match answer(out.try_recv().ok()?, &mut in_flight) {
-                            Ok(Some(msg)) => return Some(msg),
-                            Ok(None) => {}
-                            Err(Overloaded) => overloaded = true,
-                        }
-                    }
-                    None
-                };
-                let written = write_batch(ws, first, next).await;
-                last_active = R::now();
-                if let Err(err) = written {
-                    tracing::debug!(%err, "WebSocket write failed");
-                    break;
-                }
-                if overloaded {
-                    return CloseCode::Again;
-                }
-            }
+            Event::Out(first) => answers = Some(first),
             Event::Timeout => break,
+        }
+        if let Some(first) = answers {
+            burst.wrote();
+            match write_answers(ws, first, out, &mut in_flight).await {
+                Written::Ok => last_active = R::now(),
+                Written::Broken => break,
+                Written::Overloaded => return CloseCode::Again,
+            }
         }
     }
     CloseCode::Normal
+}
+
+/// How [`write_answers`] went.
+enum Written {
+    Ok,
+    /// The connection broke (logged).
+    Broken,
+    /// The owner asked to close with 1013, after what was queued before it.
+    Overloaded,
+}
+
+/// Writes `first` and every answer already waiting, in one write.
+async fn write_answers<R: Runtime>(
+    ws: &mut WsStream<R>,
+    first: Out,
+    out: &async_channel::Receiver<Out>,
+    in_flight: &mut usize,
+) -> Written {
+    let first = match answer(first, in_flight) {
+        Ok(Some(msg)) => msg,
+        Ok(None) => return Written::Ok,
+        Err(Overloaded) => return Written::Overloaded,
+    };
+    // An `Overloaded` among them closes the connection once they are written.
+    let mut overloaded = false;
+    let next = || {
+        while !overloaded {
+            match answer(out.try_recv().ok()?, in_flight) {
+                Ok(Some(msg)) => return Some(msg),
+                Ok(None) => {}
+                Err(Overloaded) => overloaded = true,
+            }
+        }
+        None
+    };
+    if let Err(err) = write_batch(ws, first, next).await {
+        tracing::debug!(%err, "WebSocket write failed");
+        return Written::Broken;
+    }
+    if overloaded {
+        Written::Overloaded
+    } else {
+        Written::Ok
+    }
 }
 
 /// The owner cannot take more requests ([`Out::Overloaded`]).

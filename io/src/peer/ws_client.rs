@@ -21,7 +21,7 @@ use crate::net::{connect, ws_connect};
 use crate::runtime::Runtime;
 use crate::time::timeout;
 use crate::tls::{MaybeTls, TlsClient};
-use crate::ws_batch::write_batch;
+use crate::ws_batch::{ReadBurst, write_batch};
 
 /// Time given to the closing handshake when the driver drops a connection.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -166,6 +166,7 @@ async fn serve<R: Runtime>(
     mut outgoing: Pin<&mut async_channel::Receiver<WsMessage>>,
     io: &async_channel::Sender<IoEvent>,
 ) -> Ended {
+    let mut burst = ReadBurst::new(ReadBurst::CLIENT);
     loop {
         let wake = async { Wake::Incoming(ws.next().await) }
             .race(async { Wake::Outgoing(outgoing.next().await) })
@@ -183,10 +184,8 @@ async fn serve<R: Runtime>(
                 return Ended::Lost;
             }
             Wake::Outgoing(Some(msg)) => {
-                // Every message already queued leaves with this one, in one write.
-                let next = || outgoing.try_recv().ok().map(to_message);
-                if let Err(err) = write_batch(&mut ws, to_message(msg), next).await {
-                    tracing::debug!(%conn, %err, "WebSocket write failed");
+                burst.wrote();
+                if !write_queued(conn, &mut ws, msg, outgoing.as_mut()).await {
                     return Ended::Lost;
                 }
                 continue;
@@ -200,6 +199,35 @@ async fn serve<R: Runtime>(
         };
         if io.send(IoEvent::WsMessage(conn, msg)).await.is_err() {
             return Ended::ByDriver;
+        }
+        if burst.read_one() {
+            R::yield_now().await;
+            if let Ok(msg) = outgoing.try_recv()
+                && !write_queued(conn, &mut ws, msg, outgoing.as_mut()).await
+            {
+                return Ended::Lost;
+            }
+        }
+    }
+}
+
+/// Writes `first` and every message already queued behind it, in one write; `false` (logged)
+/// if the connection broke.
+async fn write_queued<S>(
+    conn: ConnId,
+    ws: &mut WebSocketStream<S>,
+    first: WsMessage,
+    outgoing: Pin<&mut async_channel::Receiver<WsMessage>>,
+) -> bool
+where
+    S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin,
+{
+    let next = || outgoing.try_recv().ok().map(to_message);
+    match write_batch(ws, to_message(first), next).await {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::debug!(%conn, %err, "WebSocket write failed");
+            false
         }
     }
 }

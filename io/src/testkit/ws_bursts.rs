@@ -151,3 +151,80 @@ pub async fn a_burst_from_our_websocket_client_is_answered_in_full<R: Runtime>()
     drop(client);
     grape.shutdown().await;
 }
+
+/// What the server of [`a_websocket_server_answers_a_burst_while_still_reading_it`] did, in
+/// order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    Read(usize),
+    Handled(usize),
+}
+
+/// See the test of this name in each runtime's crate.
+pub async fn a_websocket_server_answers_a_burst_while_still_reading_it<R: Runtime>() {
+    // Arrange: a connection served by the WebSocket loop itself, whose handlers log when
+    // they run; the whole burst waits in the socket before the loop reads any of it.
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let addr = listener.local_addr().expect("an address");
+    listener.set_nonblocking(true).expect("non-blocking");
+    let listener = R::listener(listener).expect("a listener");
+    let (written_tx, written_rx) = async_channel::bounded::<()>(1);
+    let client = async move {
+        let mut ws = ws_client::<R>(addr).await;
+        let stream = ws.get_mut();
+        stream.write_all(&burst_bytes("b")).await.expect("write");
+        stream.flush().await.expect("flush");
+        written_tx.send(()).await.expect("the server waits");
+        for _ in 0..BURST {
+            let answer = timeout::<R, _>(PATIENCE, ws.next()).await;
+            assert!(matches!(answer, Some(Some(Ok(_)))), "{answer:?}");
+        }
+        let _ = ws.close(None).await;
+    };
+    let steps = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = std::sync::Arc::clone(&steps);
+    let server = async move {
+        let (stream, _) = R::accept(&listener).await.expect("accept");
+        let stream = crate::tls::MaybeTls::Plain(R::ws_io(stream));
+        let ws = crate::ws_server::accept::<R>(stream, 1 << 20, PATIENCE)
+            .await
+            .expect("a handshake");
+        written_rx.recv().await.expect("the burst was written");
+        let limits = crate::ws_server::WsLimits {
+            max_message: 1 << 20,
+            max_in_flight: BURST,
+            handshake_timeout: PATIENCE,
+            idle_timeout: PATIENCE,
+            drain_timeout: PATIENCE,
+        };
+        let (_trigger, stop) = crate::stop::stop_pair();
+        let (out_tx, out_rx) = async_channel::bounded(BURST);
+        let mut read = 0;
+        let take = |bytes: Vec<u8>| {
+            let i = read;
+            read += 1;
+            log.lock().expect("the log").push(Step::Read(i));
+            let (log, out_tx) = (std::sync::Arc::clone(&log), out_tx.clone());
+            R::spawn_detached(async move {
+                log.lock().expect("the log").push(Step::Handled(i));
+                let _ = out_tx
+                    .send(crate::ws_server::Out::Frame { bytes, done: true })
+                    .await;
+            });
+            std::future::ready(crate::ws_server::Taken::Dispatched)
+        };
+        crate::ws_server::serve::<R, _, _>(ws, &limits, &stop, &out_rx, take).await;
+    };
+
+    // Act
+    futures_lite::future::zip(client, server).await;
+
+    // Assert: the first request was handled before the last was read, so its answer could
+    // leave while the rest were read (on a single-threaded runtime, without bursts, every
+    // request waiting is read before any handler runs).
+    let steps = steps.lock().expect("the log").clone();
+    let position = |step| steps.iter().position(|s| *s == step);
+    let handled_first = position(Step::Handled(0)).expect("the first request was handled");
+    let read_last = position(Step::Read(BURST - 1)).expect("the last request was read");
+    assert!(handled_first < read_last, "{steps:?}");
+}
