@@ -22,8 +22,15 @@ pub(crate) const MAX_BATCH: usize = 256;
 /// 0.56 + 0.38 of two cores (174k req/s); with bursts of 4 on the server and 8 on the
 /// client, 0.99 + 0.82 (about 300k). A burst is one more write and a yield, so the client's
 /// is longer: at 64 in flight it is the side that saturates.
+///
+/// A burst pays only when the woken tasks answer at once. Where they wait on something
+/// else (a proxy's handler waits for the service behind it), the yield finds nothing to
+/// write and only splits what the tasks send on into smaller writes: so each yield that
+/// finds nothing doubles the burst (up to [`MAX_BATCH`], reading as if there were none),
+/// and each that finds something halves it back towards its start.
 #[derive(Debug)]
 pub(crate) struct ReadBurst {
+    start: usize,
     limit: usize,
     read: usize,
 }
@@ -35,14 +42,17 @@ impl ReadBurst {
     /// take the callers' next requests.
     pub(crate) const CLIENT: usize = 8;
 
-    pub(crate) fn new(limit: usize) -> Self {
+    pub(crate) fn new(start: usize) -> Self {
+        let start = start.clamp(1, MAX_BATCH);
         Self {
-            limit: limit.max(1),
+            start,
+            limit: start,
             read: 0,
         }
     }
 
-    /// One message read; `true` when the burst is over (and a new one begins).
+    /// One message read; `true` when the burst is over: yield, then report what the yield
+    /// found with [`found`](Self::found).
     pub(crate) fn read_one(&mut self) -> bool {
         self.read += 1;
         if self.read < self.limit {
@@ -50,6 +60,15 @@ impl ReadBurst {
         }
         self.read = 0;
         true
+    }
+
+    /// Whether the yield that ended a burst found something to write.
+    pub(crate) fn found(&mut self, something: bool) {
+        self.limit = if something {
+            (self.limit / 2).max(self.start)
+        } else {
+            (self.limit * 2).min(MAX_BATCH)
+        };
     }
 
     /// Everything queued was written: the next burst starts from here.
@@ -77,4 +96,51 @@ where
         ws.feed(msg).await?;
     }
     ws.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Messages read until a burst ends.
+    fn burst_len(burst: &mut ReadBurst) -> usize {
+        (1..=MAX_BATCH + 1)
+            .find(|_| burst.read_one())
+            .expect("a burst ends within MAX_BATCH messages")
+    }
+
+    #[test]
+    fn a_burst_whose_yields_find_answers_stays_short() {
+        let mut burst = ReadBurst::new(ReadBurst::SERVER);
+        for _ in 0..10 {
+            assert_eq!(burst_len(&mut burst), ReadBurst::SERVER);
+            burst.found(true);
+        }
+    }
+
+    #[test]
+    fn yields_that_find_nothing_lengthen_the_burst_until_answers_come_back() {
+        let mut burst = ReadBurst::new(4);
+        let mut lengths = Vec::new();
+        for _ in 0..8 {
+            lengths.push(burst_len(&mut burst));
+            burst.found(false);
+        }
+        assert_eq!(lengths, [4, 8, 16, 32, 64, 128, 256, 256]);
+        burst.found(true);
+        assert_eq!(burst_len(&mut burst), 128);
+        for _ in 0..10 {
+            burst.found(true);
+        }
+        assert_eq!(burst_len(&mut burst), 4);
+    }
+
+    #[test]
+    fn a_write_starts_a_new_burst() {
+        let mut burst = ReadBurst::new(4);
+        assert!(!burst.read_one());
+        assert!(!burst.read_one());
+        burst.wrote();
+        assert_eq!(burst_len(&mut burst), 4);
+    }
 }

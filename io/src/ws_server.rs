@@ -238,8 +238,9 @@ where
                             continue;
                         }
                         R::yield_now().await;
-                        let Ok(first) = out.try_recv() else { continue };
-                        answers = Some(first);
+                        let first = out.try_recv().ok();
+                        burst.found(first.is_some());
+                        answers = first;
                     }
                     Taken::Answer(frame) => {
                         if !send_frame::<R>(ws, frame).await {

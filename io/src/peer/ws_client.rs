@@ -202,7 +202,9 @@ async fn serve<R: Runtime>(
         }
         if burst.read_one() {
             R::yield_now().await;
-            if let Ok(msg) = outgoing.try_recv()
+            let queued = outgoing.try_recv().ok();
+            burst.found(queued.is_some());
+            if let Some(msg) = queued
                 && !write_queued(conn, &mut ws, msg, outgoing.as_mut()).await
             {
                 return Ended::Lost;
