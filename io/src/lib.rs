@@ -31,6 +31,7 @@ mod http_server;
 mod listen;
 mod net;
 pub mod peer;
+mod read_burst;
 mod runtime;
 mod runtime_kind;
 mod state;

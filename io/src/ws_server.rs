@@ -17,11 +17,12 @@ use futures_lite::{AsyncWriteExt as _, StreamExt as _};
 
 use crate::head::{FirstHead, Replay, asks_for_websocket, linger, read_first_head, response};
 use crate::net::{WsStream, ws_accept};
+use crate::read_burst::ReadBurst;
 use crate::runtime::Runtime;
 use crate::stop::Stop;
 use crate::time::{sleep_until, timeout};
 use crate::tls::MaybeTls;
-use crate::ws_batch::{ReadBurst, write_batch};
+use crate::ws_batch::write_batch;
 
 /// How one connection is bounded and timed.
 #[derive(Debug, Clone, Copy)]

@@ -32,6 +32,7 @@ use super::listen::{Announced, bind, write_zmq};
 use super::stream_body::{RequestBody, StreamRequest, discard};
 use crate::http_server::{self, Answer, Body, read_body};
 use crate::listen::{AcceptLimits, accept_loop};
+use crate::read_burst::ReadBurst;
 use crate::runtime::Runtime;
 use crate::stop::{Stop, StopTrigger, stop_pair};
 use crate::task::{Limiter, Task};
@@ -590,6 +591,36 @@ async fn serve_ws<R: Runtime>(stream: R::TcpStream, ctx: Arc<Ctx>) {
 /// Bytes read from a ZeroMQ connection at once.
 const ZMQ_READ_BUF: usize = 64 * 1024;
 
+/// Replies written at once, at most, so one busy connection cannot hold its task (and the
+/// memory of its output) for long.
+const ZMQ_REPLY_BATCH: usize = 256;
+
+/// A handler's reply to a request, by its rid.
+type ZmqReply = (String, Result<Value, String>);
+
+/// Queues `first` and every reply already waiting (up to [`ZMQ_REPLY_BATCH`]) on `conn`,
+/// to leave in one write: a write each cost a system call, and the client a wake-up, per
+/// request.
+fn take_replies(
+    conn: &mut ZmqServerConn,
+    replies: &async_channel::Receiver<ZmqReply>,
+    first: ZmqReply,
+    in_flight: &mut usize,
+) {
+    let mut reply = Some(first);
+    let mut taken = 0;
+    while let Some((rid, result)) = reply.take() {
+        *in_flight = in_flight.saturating_sub(1);
+        if let Err(err) = conn.reply(&rid, result.as_ref().map_err(String::as_str)) {
+            tracing::debug!(%err, "ZeroMQ reply refused");
+        }
+        taken += 1;
+        if taken < ZMQ_REPLY_BATCH {
+            reply = replies.try_recv().ok();
+        }
+    }
+}
+
 /// What woke a ZeroMQ connection.
 enum ZmqWake {
     Incoming(std::io::Result<usize>),
@@ -620,6 +651,7 @@ async fn serve_zmq<R: Runtime>(mut stream: R::TcpStream, ctx: Arc<Ctx>) {
     let handshake_until = last_active + ctx.config.read_timeout;
     let mut drain_until = last_active;
     let mut heartbeat = ctx.config.heartbeat.start(last_active);
+    let mut burst = ReadBurst::new(ReadBurst::ZMQ_SERVER);
     while reading || in_flight > 0 {
         let conn_deadline = match (reading, in_flight) {
             (false, _) => Some(drain_until),
@@ -674,6 +706,7 @@ async fn serve_zmq<R: Runtime>(mut stream: R::TcpStream, ctx: Arc<Ctx>) {
                 let bad = conn.stats().bad_frames - bad_before;
                 ctx.stats.bad_frames.fetch_add(bad, Ordering::Relaxed);
                 let curve_client = conn.curve_client_key();
+                let mut broken = false;
                 while let Some(request) = conn.poll_request() {
                     in_flight += 1;
                     let ctx = Arc::clone(&ctx);
@@ -687,8 +720,20 @@ async fn serve_zmq<R: Runtime>(mut stream: R::TcpStream, ctx: Arc<Ctx>) {
                             call_handler::<R>(&ctx, request.key, request.payload, context).await;
                         let _ = reply_tx.send((request.rid, result)).await;
                     });
+                    if burst.read_one() {
+                        R::yield_now().await;
+                        let first = reply_rx.try_recv().ok();
+                        burst.found(first.is_some());
+                        if let Some(first) = first {
+                            take_replies(&mut conn, &reply_rx, first, &mut in_flight);
+                            if !write_zmq::<R>(&mut stream, &conn.take_output()).await {
+                                broken = true;
+                                break;
+                            }
+                        }
+                    }
                 }
-                let written = write_zmq::<R>(&mut stream, &conn.take_output()).await;
+                let written = !broken && write_zmq::<R>(&mut stream, &conn.take_output()).await;
                 if let Err(err) = read {
                     tracing::debug!(%err, "ZeroMQ peer broke ZMTP; dropping it");
                     ctx.stats
@@ -705,11 +750,9 @@ async fn serve_zmq<R: Runtime>(mut stream: R::TcpStream, ctx: Arc<Ctx>) {
                 break;
             }
             ZmqWake::Reply(rid, result) => {
-                in_flight = in_flight.saturating_sub(1);
+                burst.wrote();
+                take_replies(&mut conn, &reply_rx, (rid, result), &mut in_flight);
                 last_active = R::now();
-                if let Err(err) = conn.reply(&rid, result.as_ref().map_err(String::as_str)) {
-                    tracing::debug!(%err, "ZeroMQ reply refused");
-                }
                 if !write_zmq::<R>(&mut stream, &conn.take_output()).await {
                     break;
                 }

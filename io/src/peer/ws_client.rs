@@ -18,10 +18,11 @@ use hyper::Uri;
 use super::driver::IoEvent;
 use super::first_bytes::Recording;
 use crate::net::{connect, ws_connect};
+use crate::read_burst::ReadBurst;
 use crate::runtime::Runtime;
 use crate::time::timeout;
 use crate::tls::{MaybeTls, TlsClient};
-use crate::ws_batch::{ReadBurst, write_batch};
+use crate::ws_batch::write_batch;
 
 /// Time given to the closing handshake when the driver drops a connection.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
