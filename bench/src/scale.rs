@@ -109,13 +109,23 @@ pub fn micro(report: &mut Report) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads `name  time: [low mid high]` lines (the name may sit on the line before).
+/// Reads `name  time: [low mid high]` lines (the name may sit on the line before). The
+/// `time:` line of a `change:` block (criterion's comparison with its last run, in
+/// percent) is not a measurement and is skipped.
 fn parse_criterion(text: &str) -> Vec<MicroRow> {
     let mut rows = Vec::new();
     let mut pending: Option<String> = None;
+    let mut in_change = false;
     for line in text.lines() {
         let trimmed = line.trim();
+        if trimmed == "change:" {
+            in_change = true;
+            continue;
+        }
         if let Some((name, rest)) = line.split_once("time:") {
+            if std::mem::take(&mut in_change) || rest.contains('%') {
+                continue;
+            }
             let name = match name.trim() {
                 "" => pending.take().unwrap_or_default(),
                 n => n.to_string(),
@@ -223,5 +233,17 @@ mod tests {
         assert_eq!(rows[0].name, "krpc_decode/ping");
         assert_eq!(rows[0].time, "1.0562 µs");
         assert_eq!(rows[1].name, "krpc_decode/r_nodes_token");
+    }
+
+    #[test]
+    fn skips_the_time_line_of_a_change_block() {
+        let text = "krpc_decode/find_node   time:   [620.11 ns 626.96 ns 634.50 ns]\n\
+                    \x20                       change:\n\
+                    \x20                              time:   [\u{2212}61.402% \u{2212}61.109% \u{2212}60.807%] (p = 0.00 < 0.05)\n\
+                    krpc_decode/ping        time:   [520.00 ns 524.00 ns 530.00 ns]\n";
+        let rows = parse_criterion(text);
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["krpc_decode/find_node", "krpc_decode/ping"]);
+        assert_eq!(rows[1].time, "524.00 ns");
     }
 }
