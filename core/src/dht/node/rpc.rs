@@ -203,13 +203,13 @@ impl Rpc {
         self.pending.get(&tid).filter(|p| p.to == from)
     }
 
-    /// Forgets a query without an answer.
     /// After a query leaves: the maps give back room its burst left ([`crate::dht::release_slack`]).
     fn give_back_room(&mut self) {
         crate::dht::release_slack(&mut self.pending);
         crate::dht::release_empty_set(&mut self.deadlines);
     }
 
+    /// Forgets a query without an answer.
     pub(crate) fn forget(&mut self, tid: TxId) {
         if let Some(p) = self.pending.remove(&tid) {
             self.deadlines.remove(&(p.soft.unwrap_or(p.hard), tid));
