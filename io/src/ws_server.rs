@@ -235,13 +235,7 @@ where
                 match take(bytes).await {
                     Taken::Dispatched => {
                         in_flight += 1;
-                        if !burst.read_one() {
-                            continue;
-                        }
-                        R::yield_now().await;
-                        let first = out.try_recv().ok();
-                        burst.found(first.is_some());
-                        answers = first;
+                        answers = burst.after_one::<R, _>(|| out.try_recv().ok()).await;
                     }
                     Taken::Answer(frame) => {
                         if !send_frame::<R>(ws, frame).await {
@@ -267,6 +261,7 @@ where
             burst.wrote();
             match write_answers(ws, first, out, &mut in_flight).await {
                 Written::Ok => last_active = R::now(),
+                Written::Nothing => {}
                 Written::Broken => break,
                 Written::Overloaded => return CloseCode::Again,
             }
@@ -278,6 +273,8 @@ where
 /// How [`write_answers`] went.
 enum Written {
     Ok,
+    /// The first item only ended a request: nothing was written.
+    Nothing,
     /// The connection broke (logged).
     Broken,
     /// The owner asked to close with 1013, after what was queued before it.
@@ -293,7 +290,7 @@ async fn write_answers<R: Runtime>(
 ) -> Written {
     let first = match answer(first, in_flight) {
         Ok(Some(msg)) => msg,
-        Ok(None) => return Written::Ok,
+        Ok(None) => return Written::Nothing,
         Err(Overloaded) => return Written::Overloaded,
     };
     // An `Overloaded` among them closes the connection once they are written.
