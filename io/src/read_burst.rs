@@ -6,6 +6,8 @@
 //! whole windows of requests, each idle while the other works; so every connection loop
 //! (WebSocket server and client, ZeroMQ server) counts what it reads with a [`ReadBurst`].
 
+use crate::runtime::Runtime;
+
 /// The longest a burst grows: as long as the longest write batch, so that at its longest
 /// it reads as if there were no bursts.
 pub(crate) const MAX_BURST: usize = 256;
@@ -51,9 +53,24 @@ impl ReadBurst {
         }
     }
 
-    /// One message read; `true` when the burst is over: yield, then report what the yield
-    /// found with [`found`](Self::found).
-    pub(crate) fn read_one(&mut self) -> bool {
+    /// One message read. At the end of a burst, yields (so the tasks it woke run) and returns
+    /// what `take` then finds to write, letting the burst's length follow whether it found
+    /// anything; otherwise `None` at once.
+    pub(crate) async fn after_one<R: Runtime, T>(
+        &mut self,
+        take: impl FnOnce() -> Option<T>,
+    ) -> Option<T> {
+        if !self.read_one() {
+            return None;
+        }
+        R::yield_now().await;
+        let found = take();
+        self.found(found.is_some());
+        found
+    }
+
+    /// One message read; `true` when the burst is over.
+    fn read_one(&mut self) -> bool {
         self.read += 1;
         if self.read < self.limit {
             return false;
@@ -63,7 +80,7 @@ impl ReadBurst {
     }
 
     /// Whether the yield that ended a burst found something to write.
-    pub(crate) fn found(&mut self, something: bool) {
+    fn found(&mut self, something: bool) {
         self.limit = if something {
             (self.limit / 2).max(self.start)
         } else {

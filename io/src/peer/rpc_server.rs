@@ -720,16 +720,12 @@ async fn serve_zmq<R: Runtime>(mut stream: R::TcpStream, ctx: Arc<Ctx>) {
                             call_handler::<R>(&ctx, request.key, request.payload, context).await;
                         let _ = reply_tx.send((request.rid, result)).await;
                     });
-                    if burst.read_one() {
-                        R::yield_now().await;
-                        let first = reply_rx.try_recv().ok();
-                        burst.found(first.is_some());
-                        if let Some(first) = first {
-                            take_replies(&mut conn, &reply_rx, first, &mut in_flight);
-                            if !write_zmq::<R>(&mut stream, &conn.take_output()).await {
-                                broken = true;
-                                break;
-                            }
+                    if let Some(first) = burst.after_one::<R, _>(|| reply_rx.try_recv().ok()).await
+                    {
+                        take_replies(&mut conn, &reply_rx, first, &mut in_flight);
+                        if !write_zmq::<R>(&mut stream, &conn.take_output()).await {
+                            broken = true;
+                            break;
                         }
                     }
                 }

@@ -201,15 +201,11 @@ async fn serve<R: Runtime>(
         if io.send(IoEvent::WsMessage(conn, msg)).await.is_err() {
             return Ended::ByDriver;
         }
-        if burst.read_one() {
-            R::yield_now().await;
-            let queued = outgoing.try_recv().ok();
-            burst.found(queued.is_some());
-            if let Some(msg) = queued
-                && !write_queued(conn, &mut ws, msg, outgoing.as_mut()).await
-            {
-                return Ended::Lost;
-            }
+        let queued = burst.after_one::<R, _>(|| outgoing.try_recv().ok()).await;
+        if let Some(msg) = queued
+            && !write_queued(conn, &mut ws, msg, outgoing.as_mut()).await
+        {
+            return Ended::Lost;
         }
     }
 }
